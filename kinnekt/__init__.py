@@ -1,0 +1,65 @@
+"""Kinnekt: SMS marketing for Shopify merchants. `create_app` builds the Flask app."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from kinnekt.config import PROJECT_ROOT, Config
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app: config, extensions, database, queue, blueprints, error handlers, CLI commands."""
+    config = config or Config.from_env()
+    problems = config.validate()
+    if problems and not config.TESTING:
+        raise RuntimeError("Kinnekt is not configured: " + "; ".join(problems) +
+                           ". Set them in the environment (see README), or set KINNEKT_DEMO=1 for the demo.")
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
+                static_folder=str(PROJECT_ROOT / "static"), instance_path=str(PROJECT_ROOT / "instance"))
+    app.config.update(config.as_flask())
+    logging.basicConfig(level=getattr(logging, config.LOG_LEVEL.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Database session, htmx request helpers, the job queue, template helpers."""
+    from kinnekt import db
+    from kinnekt.extensions import htmx
+    from kinnekt.queue import init_queue
+    from kinnekt.web import templating
+
+    db.configure(app.config["DATABASE_URL"])
+
+    @app.teardown_appcontext
+    def _remove_session(_exc=None):
+        db.Session.remove()
+
+    htmx.init_app(app)
+    init_queue(app)
+    templating.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Merchant pages (session-token protected), auth pages, and public endpoints."""
+    from kinnekt.web import auth, campaigns, home, keywords, outbox, segments, settings, subscribers
+    app.register_blueprint(auth.bp)
+    for module in (home, segments, campaigns, subscribers, keywords, settings, outbox):
+        app.register_blueprint(module.bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """HTML error pages (or partials for htmx) and JSON errors for /api."""
+    from kinnekt.web import errors
+    errors.init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    """`flask db ...`, `flask demo ...`."""
+    from kinnekt import cli
+    cli.init_app(app)

@@ -1,0 +1,133 @@
+"""Settings read from the environment, with the embedded demo defaults and a test config."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'kinnekt.sqlite3'}"
+# A fixed demo key keeps the demo database readable across restarts; it is refused outside demo mode.
+DEMO_TOKEN_KEY = "ZGVtby1vbmx5LWtleS1uZXZlci11c2UtaW4tcHJvZC0="
+DEMO_SECRET_KEY = "demo-only-secret-key"
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Config:
+    """Every setting the app reads; `from_env` documents the variable behind each one."""
+
+    SECRET_KEY: str = ""
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    REDIS_URL: str = ""
+    TOKEN_ENCRYPTION_KEY: str = ""
+    SHOPIFY_API_KEY: str = ""
+    SHOPIFY_API_SECRET: str = ""
+    SHOPIFY_APP_URL: str = "http://127.0.0.1:5000"
+    SCOPES: str = ("read_customers,write_customers,read_orders,read_all_orders,read_products,"
+                   "read_discounts,write_discounts,write_app_proxy")
+    SHOPIFY_API_VERSION: str = "2026-10"
+    SHOPIFY_BASE_URL_OVERRIDE: str = ""
+    PORT: int = 5000
+    DEMO_MODE: bool = False
+    DEMO_SHOP_DOMAIN: str = "kinnekt-demo.myshopify.com"
+    APP_BRIDGE_ENABLED: bool = True
+    QUEUE_NAME: str = "kinnekt"
+    VONAGE_API_KEY: str = ""
+    VONAGE_API_SECRET: str = ""
+    VONAGE_SIGNATURE_SECRET: str = ""
+    VONAGE_SIGNATURE_METHOD: str = "md5hash"
+    VONAGE_SENDER: str = ""
+    VONAGE_HOST_OVERRIDE: str = ""
+    SMS_RATE_PER_SECOND: int = 30
+    MAX_WEBHOOK_BYTES: int = 1_048_576
+    TESTING: bool = False
+    LOG_LEVEL: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Config":
+        """Build a config from environment variables (names as the Shopify CLI passes them)."""
+        env = dict(os.environ if env is None else env)
+        demo = _bool(env.get("KINNEKT_DEMO"))
+        cfg = cls(
+            SECRET_KEY=env.get("SECRET_KEY", ""),
+            DATABASE_URL=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            REDIS_URL=env.get("REDIS_URL", ""),
+            TOKEN_ENCRYPTION_KEY=env.get("TOKEN_ENCRYPTION_KEY", ""),
+            SHOPIFY_API_KEY=env.get("SHOPIFY_API_KEY", ""),
+            SHOPIFY_API_SECRET=env.get("SHOPIFY_API_SECRET", ""),
+            SHOPIFY_APP_URL=(env.get("SHOPIFY_APP_URL") or cls.SHOPIFY_APP_URL).rstrip("/"),
+            SCOPES=env.get("SCOPES") or cls.SCOPES,
+            SHOPIFY_API_VERSION=env.get("SHOPIFY_API_VERSION") or cls.SHOPIFY_API_VERSION,
+            SHOPIFY_BASE_URL_OVERRIDE=env.get("SHOPIFY_BASE_URL_OVERRIDE", ""),
+            PORT=int(env.get("PORT") or cls.PORT),
+            DEMO_MODE=demo,
+            DEMO_SHOP_DOMAIN=env.get("KINNEKT_DEMO_SHOP") or cls.DEMO_SHOP_DOMAIN,
+            APP_BRIDGE_ENABLED=_bool(env.get("APP_BRIDGE_ENABLED"), True),
+            QUEUE_NAME=env.get("QUEUE_NAME") or cls.QUEUE_NAME,
+            VONAGE_API_KEY=env.get("VONAGE_API_KEY", ""),
+            VONAGE_API_SECRET=env.get("VONAGE_API_SECRET", ""),
+            VONAGE_SIGNATURE_SECRET=env.get("VONAGE_SIGNATURE_SECRET", ""),
+            VONAGE_SIGNATURE_METHOD=env.get("VONAGE_SIGNATURE_METHOD") or cls.VONAGE_SIGNATURE_METHOD,
+            VONAGE_SENDER=env.get("VONAGE_SENDER", ""),
+            VONAGE_HOST_OVERRIDE=env.get("VONAGE_HOST_OVERRIDE", ""),
+            SMS_RATE_PER_SECOND=int(env.get("SMS_RATE_PER_SECOND") or cls.SMS_RATE_PER_SECOND),
+            MAX_WEBHOOK_BYTES=int(env.get("MAX_WEBHOOK_BYTES") or cls.MAX_WEBHOOK_BYTES),
+            LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
+        )
+        cfg.apply_demo_defaults()
+        return cfg
+
+    @property
+    def demo_auth(self) -> bool:
+        """True when merchant routes may skip the session token: demo mode with no real app secret."""
+        return self.DEMO_MODE and not self.SHOPIFY_API_SECRET
+
+    def apply_demo_defaults(self) -> None:
+        """Fill the secrets a demo needs; outside demo mode missing secrets stay empty and fail `validate`."""
+        if self.DEMO_MODE:
+            self.SECRET_KEY = self.SECRET_KEY or DEMO_SECRET_KEY
+            self.TOKEN_ENCRYPTION_KEY = self.TOKEN_ENCRYPTION_KEY or DEMO_TOKEN_KEY
+            self.SHOPIFY_API_KEY = self.SHOPIFY_API_KEY or "kinnekt-demo"
+
+    def validate(self) -> list[str]:
+        """Return the problems that stop this config from running a real (non-demo) app."""
+        problems = []
+        if self.DEMO_MODE:
+            return problems
+        for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET"):
+            if not getattr(self, name):
+                problems.append(f"{name} is not set")
+        if self.TOKEN_ENCRYPTION_KEY == DEMO_TOKEN_KEY:
+            problems.append("TOKEN_ENCRYPTION_KEY is the public demo key")
+        return problems
+
+    def as_flask(self) -> dict:
+        """The settings as a dict for `app.config.update`."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+def test_config(**overrides) -> Config:
+    """A config for tests: a real app secret (so tokens are verified), never demo auth."""
+    cfg = Config(
+        SECRET_KEY="test-secret-key",
+        DATABASE_URL=os.environ.get("DATABASE_URL") or "sqlite://",
+        REDIS_URL="",
+        TOKEN_ENCRYPTION_KEY="dGVzdC10ZXN0LXRlc3QtdGVzdC10ZXN0LXRlc3QtMDA=",
+        SHOPIFY_API_KEY="test-api-key",
+        SHOPIFY_API_SECRET="test-api-secret-for-hs256-0123456789abcdef",
+        SHOPIFY_APP_URL="https://kinnekt.test",
+        APP_BRIDGE_ENABLED=False,
+        TESTING=True,
+    )
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg

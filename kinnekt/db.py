@@ -1,0 +1,127 @@
+"""Engine, session and declarative base (plain SQLAlchemy 2.0), shared by web, workers and CLI."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, ROUND_HALF_EVEN
+
+from sqlalchemy import BigInteger, DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata names constraints the same way on every database."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware UTC datetime in Python, stored as naive UTC so SQLite and PostgreSQL compare alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass an aware datetime")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text from a Core query
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+MONEY_SCALE = 10_000  # four decimal places: every ISO 4217 currency has at most three
+
+
+class Money(TypeDecorator):
+    """A Decimal amount stored as an integer count of 1/10000 units: exact sums and comparisons on any database."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        scaled = (Decimal(str(value)) * MONEY_SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        return int(scaled)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return (Decimal(int(value)) / MONEY_SCALE).quantize(Decimal("0.0001"))
+
+
+def utcnow() -> dt.datetime:
+    """The current instant as an aware UTC datetime."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+Session = scoped_session(sessionmaker(expire_on_commit=False))
+_engine: Engine | None = None
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine with the settings each dialect needs (SQLite: FKs, WAL, threads)."""
+    url_obj = make_engine_url(url)
+    if url_obj.get_backend_name() == "sqlite":
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        if url_obj.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url_obj, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url_obj, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def configure(url: str) -> Engine:
+    """Bind the shared Session to a (new) engine for this URL and return the engine."""
+    global _engine
+    if _engine is not None and _engine.url == make_engine_url(url):
+        return _engine
+    if _engine is not None:
+        Session.remove()
+        _engine.dispose()
+    _engine = make_engine(url)
+    Session.configure(bind=_engine)
+    return _engine
+
+
+def make_engine_url(url: str):
+    """The URL an engine made from `url` would have (driver names filled in)."""
+    from sqlalchemy.engine import make_url
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return make_url(url)
+
+
+def engine() -> Engine:
+    """The configured engine (raises when `configure` was never called)."""
+    if _engine is None:
+        raise RuntimeError("database not configured; call kinnekt.db.configure(url)")
+    return _engine

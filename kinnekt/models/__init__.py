@@ -1,0 +1,19 @@
+"""All models, importable from one place so metadata (and Alembic) sees every table."""
+from kinnekt.models.base import TenantMixin
+from kinnekt.models.campaign import Campaign, CampaignSegment
+from kinnekt.models.catalog import Collection, CollectionProduct, Product
+from kinnekt.models.customer import Customer, CustomerTag
+from kinnekt.models.link import Attribution, Click, Link
+from kinnekt.models.message import InboundMessage, Message, OutboxMessage
+from kinnekt.models.order import Checkout, LineItem, Order
+from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry
+from kinnekt.models.shop import Shop
+from kinnekt.models.subscriber import Keyword, Subscriber, SubscriptionEvent
+from kinnekt.models.webhook import WebhookEvent
+
+__all__ = [
+    "Attribution", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
+    "Customer", "CustomerTag", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
+    "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "StaticList",
+    "StaticListEntry", "Subscriber", "SubscriptionEvent", "TenantMixin", "WebhookEvent",
+]

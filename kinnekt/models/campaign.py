@@ -1,0 +1,65 @@
+"""Campaigns: one message to one or more segments, now or at a time, with their audience choice."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from kinnekt.db import Base, UTCDateTime
+from kinnekt.models.base import IdType, TenantMixin, Timestamps
+
+STATUSES = ("draft", "scheduled", "in_progress", "completed", "ended", "failed")
+STATUS_LABELS = {
+    "draft": "Draft",
+    "scheduled": "Scheduled",
+    "in_progress": "In Progress",
+    "completed": "Completed",
+    "ended": "Ended",
+    "failed": "Failed",
+}
+DISCOUNT_MODES = ("none", "shared", "unique")
+
+
+class Campaign(TenantMixin, Timestamps, Base):
+    """A campaign and its lifecycle state; per-recipient truth lives in `messages`."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status_send_at", "status", "send_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    body: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="draft", nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)  # the on/off switcher
+    send_now: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    recipient_local_time: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    discount_mode: Mapped[str] = mapped_column(String(8), default="none", nullable=False)
+    discount_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    audience: Mapped[list["CampaignSegment"]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True)
+
+    @property
+    def status_label(self) -> str:
+        """The status in the merchant's words."""
+        return STATUS_LABELS.get(self.status, self.status)
+
+
+class CampaignSegment(TenantMixin, Base):
+    """A segment a campaign includes or excludes."""
+
+    __tablename__ = "campaign_segments"
+    __table_args__ = (UniqueConstraint("campaign_id", "segment_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(IdType, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    segment_id: Mapped[int] = mapped_column(IdType, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False,
+                                            index=True)
+    mode: Mapped[str] = mapped_column(String(8), default="include", nullable=False)  # include | exclude
+
+    campaign: Mapped[Campaign] = relationship(back_populates="audience")

@@ -1,0 +1,76 @@
+"""Outbound messages (one row per campaign recipient, plus replies and tests), inbound messages, the demo outbox."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kinnekt.db import Base, Money, UTCDateTime, utcnow
+from kinnekt.models.base import IdType, TenantMixin, Timestamps
+
+MESSAGE_STATUSES = ("pending", "skipped", "sending", "sent", "delivered", "failed", "unknown", "ended")
+
+
+class Message(TenantMixin, Timestamps, Base):
+    """An outbound SMS. Inserted before sending, so the row (not a counter) is the truth."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),  # NULL campaign (replies, tests) is not constrained
+        UniqueConstraint("provider_id"),
+        Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
+        Index("ix_messages_subscriber_sent", "subscriber_id", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16), default="campaign", nullable=False)  # campaign|reply|test|...
+    to_phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # quiet hours defer to here
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    client_ref: Mapped[str | None] = mapped_column(String(40))
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    encoding: Mapped[str | None] = mapped_column(String(8))  # gsm7 | ucs2
+    segments: Mapped[int | None] = mapped_column(Integer)
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class InboundMessage(TenantMixin, Base):
+    """An SMS received from a subscriber; unique on the provider's message id so a retry is a no-op."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("provider_id"), Index("ix_inbound_messages_subscriber", "subscriber_id"))
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    subscriber_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="SET NULL"))
+    from_phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    to_number: Mapped[str | None] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    intent: Mapped[str | None] = mapped_column(String(16))  # stop | help | start | keyword | other
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(TenantMixin, Base):
+    """What the demo's Outbox sink "sent": shown on the Outbox page, never handed to a provider."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (UniqueConstraint("client_ref"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    to_phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    sender: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    client_ref: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -1,0 +1,96 @@
+"""Segments (auto, manual), their materialised members, the enter/leave log, and static lists."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kinnekt.db import Base, UTCDateTime, utcnow
+from kinnekt.models.base import IdType, TenantMixin, Timestamps
+
+AUTO_SOURCES = ("all", "keyword", "mobile_popup", "shareable_link", "checkout")
+
+
+class Segment(TenantMixin, Timestamps, Base):
+    """A group of subscribers: `auto` by subscription source, or `manual` by a rule definition."""
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        UniqueConstraint("shop_id", "name"),
+        # One auto segment per source (per keyword for keyword segments); NULLs keep manual ones free.
+        UniqueConstraint("shop_id", "auto_source", "keyword_id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), default="manual", nullable=False)  # auto | manual
+    auto_source: Mapped[str | None] = mapped_column(String(16))
+    keyword_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("keywords.id", ondelete="CASCADE"))
+    definition: Mapped[dict] = mapped_column(JSON, nullable=False)
+    has_relative_time: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    member_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    build_status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    last_built_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    build_ms: Mapped[int | None] = mapped_column(Integer)
+
+    @property
+    def editable(self) -> bool:
+        """Auto segments can only be deleted, never edited."""
+        return self.kind == "manual"
+
+
+class SegmentMember(TenantMixin, Base):
+    """A subscriber currently in a segment (materialised membership)."""
+
+    __tablename__ = "segment_members"
+    __table_args__ = (
+        UniqueConstraint("segment_id", "subscriber_id"),
+        Index("ix_segment_members_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(IdType, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False)
+    subscriber_id: Mapped[int] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="CASCADE"),
+                                               nullable=False)
+    entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class SegmentEvent(TenantMixin, Base):
+    """Append-only log of subscribers entering and leaving segments; automations read it."""
+
+    __tablename__ = "segment_events"
+    __table_args__ = (
+        Index("ix_segment_events_segment_at", "segment_id", "at"),
+        Index("ix_segment_events_subscriber", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    # No FK cascade: the log outlives a deleted segment or a redacted subscriber id.
+    segment_id: Mapped[int] = mapped_column(IdType, nullable=False)
+    subscriber_id: Mapped[int] = mapped_column(IdType, nullable=False)
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)  # enter | leave
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    cause: Mapped[str] = mapped_column(String(16), nullable=False)  # build | edit | recheck | sweep
+
+
+class StaticList(TenantMixin, Timestamps, Base):
+    """A list of phone numbers uploaded from CSV, usable in `list in` rules."""
+
+    __tablename__ = "static_lists"
+    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    row_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class StaticListEntry(TenantMixin, Base):
+    """One phone number (E.164) on a static list."""
+
+    __tablename__ = "static_list_entries"
+    __table_args__ = (UniqueConstraint("list_id", "phone"), Index("ix_static_list_entries_phone", "shop_id", "phone"))
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    list_id: Mapped[int] = mapped_column(IdType, ForeignKey("static_lists.id", ondelete="CASCADE"), nullable=False)
+    phone: Mapped[str] = mapped_column(String(20), nullable=False)

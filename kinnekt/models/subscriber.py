@@ -1,0 +1,107 @@
+"""SMS subscribers (the audience), their consent history, and opt-in keywords."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from kinnekt.db import Base, UTCDateTime, utcnow
+from kinnekt.models.base import IdType, TenantMixin, Timestamps
+
+STATUSES = ("pending", "subscribed", "unsubscribed")
+SOURCES = ("keyword", "mobile_popup", "shareable_link", "checkout", "import", "manual")
+SOURCE_LABELS = {
+    "keyword": "Keyword",
+    "mobile_popup": "Mobile Popup",
+    "shareable_link": "Shareable Link",
+    "checkout": "Checkout",
+    "import": "Import",
+    "manual": "Manual",
+}
+
+
+class Keyword(TenantMixin, Timestamps, Base):
+    """A word customers text in to subscribe; stored upper-case, unique per shop."""
+
+    __tablename__ = "keywords"
+    __table_args__ = (UniqueConstraint("shop_id", "word"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    word: Mapped[str] = mapped_column(String(32), nullable=False)
+    reply_text: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
+class Subscriber(TenantMixin, Timestamps, Base):
+    """A phone number (E.164) with its consent status, source and engagement facts."""
+
+    __tablename__ = "subscribers"
+    __table_args__ = (
+        UniqueConstraint("shop_id", "phone"),
+        Index("ix_subscribers_shop_status", "shop_id", "status"),
+        Index("ix_subscribers_shop_source", "shop_id", "source"),
+        Index("ix_subscribers_customer", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    keyword_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("keywords.id", ondelete="SET NULL"))
+    keyword: Mapped[str | None] = mapped_column(String(32))  # the word as texted, upper-case, kept if deleted
+    customer_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("customers.id", ondelete="SET NULL"))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(2))
+    carrier: Mapped[str | None] = mapped_column(String(128))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+
+    # Consent record, for compliance.
+    consent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    consent_text: Mapped[str | None] = mapped_column(Text)
+    consent_ip: Mapped[str | None] = mapped_column(String(64))
+    consent_message_id: Mapped[str | None] = mapped_column(String(64))
+
+    subscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    unsubscribe_reason: Mapped[str | None] = mapped_column(String(255))
+    suppressed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # permanently failing number
+    suppressed_reason: Mapped[str | None] = mapped_column(String(255))
+
+    # Engagement facts, kept current by sending and click tracking.
+    sent_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    clicks_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    last_received_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_clicked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    customer = relationship("Customer", lazy="joined")
+    events: Mapped[list["SubscriptionEvent"]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="SubscriptionEvent.at")
+
+    @property
+    def marketable(self) -> bool:
+        """True when campaigns may text this number: subscribed and not suppressed."""
+        return self.status == "subscribed" and self.suppressed_at is None
+
+    @property
+    def source_label(self) -> str:
+        """The source in the merchant's words."""
+        return SOURCE_LABELS.get(self.source, self.source)
+
+
+class SubscriptionEvent(TenantMixin, Base):
+    """Append-only history of a subscriber's consent: subscribed, unsubscribed, confirmed, suppressed."""
+
+    __tablename__ = "subscription_events"
+    __table_args__ = (Index("ix_subscription_events_subscriber_at", "subscriber_id", "at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="CASCADE"),
+                                               nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # subscribed | unsubscribed | pending | suppressed
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    source: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)  # reason, text shown, message id
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="events")

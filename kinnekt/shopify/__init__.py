@@ -1,0 +1,1 @@
+"""Everything that speaks to Shopify: session tokens, tokens, webhooks, GraphQL, sync."""

@@ -1,0 +1,55 @@
+"""HTMX response helpers: page or partial, stop polling, merged HX-Trigger events, redirects."""
+from __future__ import annotations
+
+import json
+
+from flask import Response, make_response, redirect, render_template, request
+
+
+def is_htmx() -> bool:
+    """True for a request made by htmx (not a boosted full navigation)."""
+    return bool(getattr(request, "htmx", None)) and not request.htmx.boosted
+
+
+def render(page: str, partial: str, **context) -> str:
+    """Render the full page, or only its partial when htmx asks for it (the page includes the partial)."""
+    return render_template(partial if is_htmx() else page, **context)
+
+
+def stop_polling(body: str = "") -> Response:
+    """A response that makes an `every Ns` poller stop (htmx 2: status 286)."""
+    return make_response(body, 286)
+
+
+def trigger(response: Response, event: str, detail=None) -> Response:
+    """Add an event to HX-Trigger, merging with events already set by other layers."""
+    current = response.headers.get("HX-Trigger")
+    events = {}
+    if current:
+        try:
+            events = json.loads(current)
+        except ValueError:
+            events = {name.strip(): None for name in current.split(",")}
+    events[event] = detail
+    response.headers["HX-Trigger"] = json.dumps(events)
+    return response
+
+
+def toast(response: Response, message: str, error: bool = False) -> Response:
+    """Show a toast after the swap (the base layout listens for `toast`)."""
+    return trigger(response, "toast", {"message": message, "error": error})
+
+
+def redirect_to(url: str) -> Response:
+    """HX-Location for htmx requests (an in-app URL), a 303 otherwise."""
+    if is_htmx():
+        response = make_response("", 200)
+        response.headers["HX-Location"] = json.dumps({"path": url, "target": "#main", "select": "#main"})
+        return response
+    return redirect(url, 303)
+
+
+def add_vary(response: Response) -> Response:
+    """Responses differ for htmx and full requests; caches must know."""
+    response.vary.add("HX-Request")
+    return response

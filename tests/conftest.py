@@ -1,0 +1,144 @@
+"""Fixtures: a migrated database (SQLite file, or a fresh PostgreSQL schema from DATABASE_URL), app, shops, tokens."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from kinnekt import create_app, db as kdb, migrate
+from kinnekt.config import test_config
+from kinnekt.db import Base, Session
+from kinnekt.models import Shop
+from kinnekt.shopify import session_token
+from kinnekt.tenancy import bind_shop
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _postgres_url_with_schema(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A database migrated to head with Alembic: a fresh schema on PostgreSQL, a temp file on SQLite."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgresql", "postgres:")):
+        schema = f"kt_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(kdb.make_engine_url(url))
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        scoped = _postgres_url_with_schema(url, schema)
+        migrate.upgrade(scoped)
+        yield scoped
+        kdb.Session.remove()
+        if kdb._engine is not None:
+            kdb._engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        sqlite_url = f"sqlite:///{path}"
+        migrate.upgrade(sqlite_url)
+        yield sqlite_url
+
+
+@pytest.fixture(scope="session")
+def app(database_url):
+    """The app under test, with a real app secret (tokens are verified) and no Redis (in-process queue)."""
+    application = create_app(test_config(DATABASE_URL=database_url))
+    yield application
+    application.extensions["kinnekt_queue"].stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_db(request):
+    """Empty every table after each test that touched the database."""
+    yield
+    if "app" not in request.fixturenames and "database_url" not in request.fixturenames:
+        return
+    Session.remove()
+    engine = kdb.engine()
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def db(app):
+    """The shared session, inside an app context, unbound from any shop."""
+    with app.app_context():
+        bind_shop(None)
+        yield Session
+        bind_shop(None)
+
+
+def make_shop(domain: str = "alpha.myshopify.com", **fields) -> Shop:
+    """Insert an installed shop."""
+    from kinnekt.db import utcnow
+    shop = Shop(domain=domain, name=domain.split(".")[0].title(), timezone=fields.pop("timezone", "America/New_York"),
+                currency=fields.pop("currency", "USD"), installed_at=utcnow(), **fields)
+    Session.add(shop)
+    Session.commit()
+    return shop
+
+
+@pytest.fixture
+def shop(db):
+    """An installed shop."""
+    return make_shop()
+
+
+@pytest.fixture
+def other_shop(db):
+    """A second shop, for tenant isolation tests."""
+    return make_shop("beta.myshopify.com")
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def token_for(app):
+    """Mint an App Bridge session token for a shop domain, signed with the test secret."""
+    def mint(domain: str, **overrides) -> str:
+        return session_token.mint(domain, app.config["SHOPIFY_API_KEY"], app.config["SHOPIFY_API_SECRET"],
+                                  **overrides)
+    return mint
+
+
+@pytest.fixture
+def auth(shop, token_for):
+    """Headers of an htmx request carrying a valid session token for `shop`."""
+    return {"Authorization": f"Bearer {token_for(shop.domain)}", "HX-Request": "true"}
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Playwright drives Debian's Chromium (no `playwright install`)."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip browser tests only when Chromium is missing (CI installs it, so CI never skips them)."""
+    if Path(CHROMIUM).exists():
+        return
+    skip = pytest.mark.skip(reason=f"Chromium not found at {CHROMIUM}")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,60 @@
+"""Jobs that belong to no single domain: start-up recovery of due work and housekeeping."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import delete, select
+
+from kinnekt import defaults
+from kinnekt.db import Session, utcnow
+from kinnekt.models import WebhookEvent
+from kinnekt.queue import get_queue
+from workers import job
+
+log = logging.getLogger(__name__)
+
+# Domain modules add (name, function) pairs here; each function returns how many jobs it queued again.
+RECOVERERS: list = []
+
+
+def register_recoverer(func):
+    """Add a function that finds unfinished work in the database and queues it again (used at start-up)."""
+    RECOVERERS.append(func)
+    return func
+
+
+@job
+def recover_due_work() -> dict[str, int]:
+    """Queue again everything the database says is due or unfinished; safe to run any number of times."""
+    counts = {}
+    for func in RECOVERERS:
+        counts[func.__name__] = func()
+    log.info("start-up recovery queued: %s", counts)
+    return counts
+
+
+@register_recoverer
+def requeue_unprocessed_webhooks() -> int:
+    """Queue webhook events stored but not processed (a crash or a lost in-process queue)."""
+    cutoff = utcnow() - dt.timedelta(seconds=defaults.WEBHOOK_RECOVERY_GRACE_SECONDS)
+    ids = Session.scalars(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at <= cutoff,
+               WebhookEvent.attempts < defaults.WEBHOOK_MAX_ATTEMPTS)
+        .order_by(WebhookEvent.id)
+    ).all()
+    from workers.webhooks import process_webhook_event
+    for event_id in ids:
+        get_queue().enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}")
+    return len(ids)
+
+
+@job
+def prune_webhook_events() -> int:
+    """Delete processed webhook events older than the retention period; returns how many."""
+    cutoff = utcnow() - dt.timedelta(days=defaults.WEBHOOK_RETENTION_DAYS)
+    result = Session.execute(
+        delete(WebhookEvent).where(WebhookEvent.processed_at.is_not(None), WebhookEvent.received_at < cutoff))
+    Session.commit()
+    return result.rowcount or 0
