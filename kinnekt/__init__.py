@@ -31,7 +31,7 @@ def register_extensions(app: Flask) -> None:
     """Database session, htmx request helpers, the job queue, template helpers."""
     from kinnekt import db
     from kinnekt.extensions import htmx
-    from kinnekt.queue import init_queue
+    from kinnekt.queue import init_queue, start_background
     from kinnekt.web import templating
 
     db.configure(app.config["DATABASE_URL"])
@@ -43,6 +43,11 @@ def register_extensions(app: Flask) -> None:
     htmx.init_app(app)
     init_queue(app)
     templating.init_app(app)
+
+    if not app.config.get("TESTING"):
+        @app.before_request
+        def _start_background_once():
+            start_background(app)
 
 
 def register_blueprints(app: Flask) -> None:

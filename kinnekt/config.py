@@ -115,7 +115,7 @@ class Config:
         return out
 
 
-def test_config(**overrides) -> Config:
+def testing_config(**overrides) -> Config:
     """A config for tests: a real app secret (so tokens are verified), never demo auth."""
     cfg = Config(
         SECRET_KEY="test-secret-key",

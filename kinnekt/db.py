@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal, ROUND_HALF_EVEN
 
 from sqlalchemy import BigInteger, DateTime, MetaData, create_engine, event
@@ -74,6 +75,7 @@ def utcnow() -> dt.datetime:
 
 Session = scoped_session(sessionmaker(expire_on_commit=False))
 _engine: Engine | None = None
+_engine_pid: int | None = None
 
 
 def make_engine(url: str) -> Engine:
@@ -99,15 +101,24 @@ def make_engine(url: str) -> Engine:
 
 def configure(url: str) -> Engine:
     """Bind the shared Session to a (new) engine for this URL and return the engine."""
-    global _engine
+    global _engine, _engine_pid
     if _engine is not None and _engine.url == make_engine_url(url):
         return _engine
     if _engine is not None:
         Session.remove()
         _engine.dispose()
     _engine = make_engine(url)
+    _engine_pid = os.getpid()
     Session.configure(bind=_engine)
     return _engine
+
+
+def after_fork() -> None:
+    """In a forked child (an RQ work horse), drop the parent's pooled connections without closing them."""
+    global _engine_pid
+    if _engine is not None and _engine_pid != os.getpid():
+        _engine.dispose(close=False)
+        _engine_pid = os.getpid()
 
 
 def make_engine_url(url: str):

@@ -35,11 +35,19 @@ class RQJobQueue:
     def enqueue(self, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func(*args, **kwargs)` now; a job_id already queued or running is not queued twice."""
         from rq.exceptions import DuplicateJobError
-        try:
-            return self.queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id,
-                                           unique=job_id is not None)
-        except DuplicateJobError:
-            return None
+        from rq.job import Job, JobStatus
+        for _ in range(2):
+            try:
+                return self.queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id,
+                                               unique=job_id is not None)
+            except DuplicateJobError:
+                # RQ keeps a finished job's id for its result TTL; only a pending or running one is a duplicate.
+                old = Job.fetch(job_id, connection=self.redis)
+                if old.get_status(refresh=False) not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
+                                                         JobStatus.CANCELED):
+                    return None
+                old.delete()
+        return None
 
     def enqueue_at(self, when: dt.datetime, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` to run at an aware instant (needs a worker started with --with-scheduler)."""
@@ -204,3 +212,15 @@ def _redacted(url: str) -> str:
         netloc = parts.netloc.replace(parts.password, "***")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def start_background(app) -> None:
+    """In-process mode: start the periodic jobs and queue start-up recovery (RQ workers do this themselves)."""
+    queue = app.extensions.get("kinnekt_queue")
+    if not isinstance(queue, InProcessQueue) or app.extensions.get("kinnekt_background_started"):
+        return
+    app.extensions["kinnekt_background_started"] = True
+    from workers.jobs import recover_due_work
+    from workers.schedule import periodic_jobs
+    queue.start_periodic(periodic_jobs())
+    queue.enqueue(recover_due_work, job_id="recover-due-work")

@@ -7,6 +7,12 @@ from typing import Callable
 _app = None
 
 
+def set_worker_app(app) -> None:
+    """Use this app for jobs run by this process (the worker entry point sets it)."""
+    global _app
+    _app = app
+
+
 def worker_app():
     """The Flask app of this worker process, created once from the environment."""
     global _app
@@ -22,7 +28,8 @@ def job(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from flask import has_app_context
-        from kinnekt.db import Session
+        from kinnekt.db import Session, after_fork
+        after_fork()
         if has_app_context():
             return func(*args, **kwargs)
         with worker_app().app_context():
