@@ -1,6 +1,8 @@
 """Flask CLI commands: `flask db upgrade|downgrade|revision`, `flask demo seed|run`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
@@ -34,6 +36,60 @@ def db_revision(message: str, empty: bool) -> None:
     """Write a new migration from the difference between the models and the database."""
     from kinnekt import migrate
     migrate.revision(current_app.config["DATABASE_URL"], message, autogenerate=not empty)
+
+
+def _seed_demo(customers: int, reset: bool) -> bool:
+    """Seed the demo store unless it is already there; True when it seeded."""
+    import datetime as dt
+
+    from kinnekt import demo
+    from kinnekt.db import Session
+    from kinnekt.models import Shop
+    domain = current_app.config["DEMO_SHOP_DOMAIN"]
+    if reset:
+        Session.query(Shop).filter(Shop.domain == domain).delete()
+        Session.commit()
+    if demo.is_seeded(Session, domain):
+        return False
+    # Anchor the story at the start of today (UTC): the same day always gives the same store.
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    demo.seed(Session, domain=domain, now=today, customers=customers)
+    return True
+
+
+@demo_cli.command("seed")
+@click.option("--customers", default=3000, show_default=True, help="How many customers the store has.")
+@click.option("--reset", is_flag=True, help="Delete the demo store first.")
+def demo_seed(customers: int, reset: bool) -> None:
+    """Create the demo store (deterministic, realistic data) in DATABASE_URL."""
+    if not current_app.config["DEMO_MODE"]:
+        raise click.ClickException("the demo store is only created in demo mode (KINNEKT_DEMO=1)")
+    from kinnekt import migrate
+    migrate.upgrade(current_app.config["DATABASE_URL"])
+    click.echo("demo store created" if _seed_demo(customers, reset) else "demo store already there")
+
+
+@demo_cli.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--customers", default=3000, show_default=True)
+def demo_run(host: str, port: int, customers: int) -> None:
+    """Migrate, seed the demo store if needed, and serve the app (SQLite and an in-process queue by default)."""
+    if not current_app.config["DEMO_MODE"]:
+        raise click.ClickException("`demo run` needs KINNEKT_DEMO=1; run production with gunicorn (see README)")
+    import time
+
+    from kinnekt import migrate
+    from kinnekt.queue import start_background
+    Path(current_app.instance_path).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    migrate.upgrade(current_app.config["DATABASE_URL"])
+    if _seed_demo(customers, reset=False):
+        click.echo(f"Seeded the demo store in {time.monotonic() - started:.1f} s.")
+    app = current_app._get_current_object()
+    start_background(app)
+    click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n  (messages go to the Outbox page; Ctrl+C stops)\n")
+    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
 
 
 def init_app(app) -> None:

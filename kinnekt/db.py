@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from decimal import Decimal, ROUND_HALF_EVEN
 
 from sqlalchemy import BigInteger, DateTime, MetaData, create_engine, event
@@ -85,6 +86,8 @@ def make_engine(url: str) -> Engine:
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}}
         if url_obj.database in (None, "", ":memory:"):
             kwargs["poolclass"] = StaticPool
+        else:
+            Path(url_obj.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url_obj, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -15,7 +15,7 @@ from kinnekt.db import Session, utcnow
 from kinnekt.models import WebhookEvent
 from kinnekt.queue import InProcessQueue, Periodic, RQJobQueue
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
 
 
 def test_in_process_runs_jobs_in_order_and_survives_a_failing_job(app):

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, twice: on SQLite and on PostgreSQL. Needs Redis; installs Chromium when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+PG_URL=${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}
+export REDIS_URL_FOR_TESTS=${REDIS_URL_FOR_TESTS:-redis://127.0.0.1:6379/15}
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "!! could not install chromium; browser tests will be skipped"
+  else
+    echo "!! /usr/bin/chromium missing (install the 'chromium' package); browser tests will be skipped"
+  fi
+fi
+
+unset DATABASE_URL REDIS_URL KINNEKT_DEMO
+status=0
+echo "== tests on SQLite"
+"$BIN/pytest" "$@" || status=$?
+echo "== tests on PostgreSQL ($PG_URL)"
+DATABASE_URL="$PG_URL" "$BIN/pytest" "$@" || status=$?
+exit $status

@@ -1,0 +1,62 @@
+"""Configuration from the environment and the app factory."""
+import pytest
+
+from kinnekt import create_app
+from kinnekt.config import DEMO_TOKEN_KEY, Config
+from kinnekt.crypto import TokenCipher
+
+
+def test_env_names_match_the_shopify_cli():
+    cfg = Config.from_env({
+        "SHOPIFY_API_KEY": "key", "SHOPIFY_API_SECRET": "secret", "SHOPIFY_APP_URL": "https://app.example.com/",
+        "SCOPES": "read_orders", "PORT": "8081", "DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h:6379/0",
+        "SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "VONAGE_API_KEY": "vk", "VONAGE_SENDER": "+18885550199",
+    })
+    assert (cfg.SHOPIFY_API_KEY, cfg.SHOPIFY_API_SECRET, cfg.SCOPES, cfg.PORT) == ("key", "secret", "read_orders", 8081)
+    assert cfg.SHOPIFY_APP_URL == "https://app.example.com"
+    assert cfg.DATABASE_URL == "postgresql://u@h/db" and cfg.REDIS_URL == "redis://h:6379/0"
+    assert cfg.VONAGE_API_KEY == "vk" and cfg.VONAGE_SENDER == "+18885550199"
+    assert not cfg.DEMO_MODE and cfg.validate() == []
+
+
+def test_defaults_are_the_embedded_ones():
+    cfg = Config.from_env({"KINNEKT_DEMO": "1"})
+    assert cfg.DATABASE_URL.startswith("sqlite:///") and cfg.DATABASE_URL.endswith("instance/kinnekt.sqlite3")
+    assert cfg.REDIS_URL == ""
+    assert cfg.demo_auth and cfg.validate() == []
+
+
+def test_real_secret_turns_demo_auth_off():
+    cfg = Config.from_env({"KINNEKT_DEMO": "1", "SHOPIFY_API_SECRET": "real"})
+    assert cfg.DEMO_MODE and not cfg.demo_auth
+
+
+def test_production_refuses_missing_secrets_and_the_demo_key():
+    cfg = Config.from_env({"SHOPIFY_API_KEY": "k"})
+    problems = cfg.validate()
+    assert "SECRET_KEY is not set" in problems and "SHOPIFY_API_SECRET is not set" in problems
+    with pytest.raises(RuntimeError, match="not configured"):
+        create_app(cfg)
+    cfg = Config.from_env({"SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s", "SECRET_KEY": "x",
+                           "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_KEY})
+    assert cfg.validate() == ["TOKEN_ENCRYPTION_KEY is the public demo key"]
+
+
+def test_factory_registers_every_area(app):
+    rules = {rule.rule for rule in app.url_map.iter_rules()}
+    for path in ("/segments/", "/campaigns/", "/subscribers/", "/keywords/", "/settings/", "/outbox/",
+                 "/auth/session-token-bounce", "/"):
+        assert path in rules
+    assert app.config["TESTING"] and app.extensions["kinnekt_queue"].mode == "in-process"
+    assert {"db", "demo"} <= set(app.cli.commands)
+
+
+def test_token_cipher_round_trip_and_wrong_key():
+    cipher = TokenCipher(DEMO_TOKEN_KEY)
+    secret = cipher.encrypt("shpat_abc")
+    assert secret != "shpat_abc" and cipher.decrypt(secret) == "shpat_abc"
+    other = TokenCipher("dGVzdC10ZXN0LXRlc3QtdGVzdC10ZXN0LXRlc3QtMDA=")
+    with pytest.raises(ValueError):
+        other.decrypt(secret)
+    with pytest.raises(ValueError, match="32 bytes"):
+        TokenCipher("too-short")
