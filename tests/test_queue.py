@@ -134,3 +134,42 @@ def test_rq_queue_requeues_a_finished_job_id(redis_conn):
     assert queue.enqueue(len, [1], job_id=f"{name}-len") is not None
     assert queue.queue.count == 1
     queue.queue.empty()
+
+
+def test_in_process_start_up_recovery_processes_stored_events(app, db, shop):
+    from kinnekt.queue import start_background
+    db.add(WebhookEvent(webhook_id="wh-3", shop_id=shop.id, shop_domain=shop.domain, topic="test/unknown_topic",
+                        payload="{}", received_at=utcnow() - dt.timedelta(minutes=5)))
+    db.commit()
+    queue = app.extensions["kinnekt_queue"]
+    start_background(app)
+    start_background(app)  # a second call (another first request) starts nothing twice
+    assert queue.drain(10)
+    db.expire_all()
+    event = db.scalar(select(WebhookEvent).where(WebhookEvent.webhook_id == "wh-3"))
+    assert event.processed_at is not None and event.attempts == 1
+    assert sorted(p.name for p in queue._periodic) == ["prune_webhook_events", "recover_due_work"]
+
+
+def test_rq_cron_config_registers_the_periodic_jobs(redis_conn):
+    from rq.cron import CronScheduler
+    scheduler = CronScheduler(connection=redis_conn)
+    scheduler.load_config_from_file(str(PROJECT_ROOT / "workers" / "cron.py"))
+    jobs = {job.name: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"recover_due_work", "prune_webhook_events"}
+    assert jobs["recover_due_work"].interval == 60
+    assert jobs["recover_due_work"].queue_name == "kinnekt"
+
+
+def test_prune_deletes_only_old_processed_events(app, db, shop):
+    from workers.jobs import prune_webhook_events
+    old = utcnow() - dt.timedelta(days=45)
+    db.add_all([
+        WebhookEvent(webhook_id="old-done", shop_domain=shop.domain, topic="t", payload="{}", received_at=old,
+                     processed_at=old),
+        WebhookEvent(webhook_id="old-open", shop_domain=shop.domain, topic="t", payload="{}", received_at=old),
+        WebhookEvent(webhook_id="new-done", shop_domain=shop.domain, topic="t", payload="{}", processed_at=utcnow()),
+    ])
+    db.commit()
+    assert prune_webhook_events() == 1
+    assert sorted(db.scalars(select(WebhookEvent.webhook_id))) == ["new-done", "old-open"]
