@@ -89,7 +89,9 @@ def demo_run(host: str, port: int, customers: int) -> None:
     app = current_app._get_current_object()
     start_background(app)
     click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n  (messages go to the Outbox page; Ctrl+C stops)\n")
-    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+    # app.run() is a no-op inside a `flask` command, so serve with Werkzeug directly.
+    from werkzeug.serving import run_simple
+    run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
 
 
 def init_app(app) -> None:

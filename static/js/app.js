@@ -1,0 +1,153 @@
+/*
+ * Kinnekt page behaviour: toasts, dialogs, the global error region. All JavaScript lives in files like
+ * this one (no inline scripts or on* attributes), so a strict Content-Security-Policy can forbid inline code.
+ */
+(function () {
+  'use strict';
+
+  var htmx = window.htmx;
+  var ERROR_REGION_ID = 'global-error';
+
+  // A back/forward miss in htmx's history cache becomes a full page load, which authenticates afresh.
+  htmx.config.refreshOnHistoryMiss = true;
+
+  // Runs after response-targets (it sits on <html>, outside <body>): an error routed to the global region
+  // is put inside it, whatever hx-swap / hx-select the requesting element inherits.
+  htmx.defineExtension('error-region', {
+    onEvent: function (name, evt) {
+      if (name === 'htmx:beforeSwap' && evt.detail.target && evt.detail.target.id === ERROR_REGION_ID) {
+        evt.detail.swapOverride = 'innerHTML';
+        evt.detail.selectOverride = 'unset';
+      }
+      return true;
+    }
+  });
+
+  function errorRegion() {
+    return document.getElementById(ERROR_REGION_ID);
+  }
+
+  function clearError() {
+    var region = errorRegion();
+    if (region) {
+      region.replaceChildren();
+    }
+  }
+
+  // --- toasts -------------------------------------------------------------------------------------------
+
+  function showToast(message, isError) {
+    if (!message) {
+      return;
+    }
+    if (window.shopify && window.shopify.toast) {
+      window.shopify.toast.show(message, { isError: !!isError });
+      return;
+    }
+    var region = document.getElementById('toasts');
+    if (!region) {
+      return;
+    }
+    var toast = document.createElement('div');
+    toast.className = 'toast' + (isError ? ' toast--error' : '');
+    toast.setAttribute('role', isError ? 'alert' : 'status');
+    var text = document.createElement('span');
+    text.className = 'toast__message';
+    text.textContent = message;
+    var close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'toast__close';
+    close.setAttribute('aria-label', 'Dismiss');
+    close.setAttribute('data-toast-close', '');
+    var icon = document.createElement('span');
+    icon.className = 'icon icon--x';
+    icon.setAttribute('aria-hidden', 'true');
+    close.appendChild(icon);
+    toast.append(text, close);
+    region.appendChild(toast);
+    window.setTimeout(function () { toast.remove(); }, isError ? 8000 : 5000);
+  }
+
+  // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "error": ...}}.
+  document.addEventListener('toast', function (evt) {
+    var detail = evt.detail || {};
+    showToast(detail.message || detail.value, detail.error);
+  });
+
+  // --- dialogs and dismiss buttons ----------------------------------------------------------------------
+
+  document.addEventListener('click', function (evt) {
+    var target = evt.target instanceof Element ? evt.target : null;
+    if (!target) {
+      return;
+    }
+    var opener = target.closest('[data-dialog-open]');
+    if (opener) {
+      var dialog = document.getElementById(opener.getAttribute('data-dialog-open'));
+      if (dialog && typeof dialog.showModal === 'function') {
+        dialog.showModal();
+      }
+      return;
+    }
+    if (target.closest('[data-dialog-close]')) {
+      var open = target.closest('dialog');
+      if (open) {
+        open.close();
+      }
+      return;
+    }
+    if (target.matches('dialog[open]')) {
+      target.close(); // a click on the backdrop
+      return;
+    }
+    if (target.closest('[data-dismiss-error]')) {
+      clearError();
+      return;
+    }
+    var toastClose = target.closest('[data-toast-close]');
+    if (toastClose) {
+      toastClose.closest('.toast').remove();
+    }
+  });
+
+  // The confirm button of a modal closes its dialog once its request succeeded.
+  document.addEventListener('htmx:afterRequest', function (evt) {
+    var elt = evt.detail.elt;
+    if (evt.detail.successful && elt && elt.closest) {
+      var dialog = elt.closest('dialog[open]');
+      if (dialog) {
+        dialog.close();
+      }
+    }
+  });
+
+  // --- errors -------------------------------------------------------------------------------------------
+
+  // Something the merchant did (not a poller) starts afresh: the previous error goes away.
+  document.addEventListener('htmx:beforeRequest', function (evt) {
+    var config = evt.detail.requestConfig;
+    var cause = config && config.triggeringEvent;
+    if (cause && cause.isTrusted) {
+      clearError();
+    }
+  });
+
+  // The region sits above the page: bring a new error into view.
+  document.addEventListener('htmx:afterSwap', function (evt) {
+    var region = errorRegion();
+    if (region && evt.detail.target === region && region.firstElementChild) {
+      region.scrollIntoView({ block: 'nearest' });
+    }
+  });
+
+  // No response at all (offline, server down).
+  document.addEventListener('htmx:sendError', function () {
+    showToast('Kinnekt could not be reached. Check your connection and try again.', true);
+  });
+
+  // An error response that no hx-target-* took.
+  document.addEventListener('htmx:responseError', function (evt) {
+    var status = evt.detail.xhr ? evt.detail.xhr.status : 0;
+    showToast('Something went wrong (' + status + '). Please try again.', true);
+  });
+})();
