@@ -1,0 +1,1 @@
+"""SMS: the Vonage gateway, message encoding and segments, inbound messages and delivery receipts."""
