@@ -44,11 +44,9 @@ def _seed_demo(customers: int, reset: bool) -> bool:
 
     from kinnekt import demo
     from kinnekt.db import Session
-    from kinnekt.models import Shop
     domain = current_app.config["DEMO_SHOP_DOMAIN"]
     if reset:
-        Session.query(Shop).filter(Shop.domain == domain).delete()
-        Session.commit()
+        demo.clear(Session, domain)
     if demo.is_seeded(Session, domain):
         return False
     # Anchor the story at the start of today (UTC): the same day always gives the same store.

@@ -1,0 +1,353 @@
+"""The demo store seeder: same arguments give the same rows, and the rows agree with each other and the contract."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from decimal import Decimal
+
+import phonenumbers
+import pytest
+from phonenumbers import carrier, timezone
+from sqlalchemy import func, select, text
+
+from kinnekt import demo
+from kinnekt.db import Base
+from kinnekt.models import (
+    Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, Link, Message,
+    Order, OutboxMessage, Product, Segment, SegmentMember, Shop, Subscriber, SubscriptionEvent,
+)
+from kinnekt.models.subscriber import SOURCES, STATUSES
+
+NOW = dt.datetime(2026, 11, 22, 17, 30, 12, 250000, tzinfo=dt.timezone.utc)
+PAST_NOW = dt.datetime(2025, 3, 9, 16, 45, tzinfo=dt.timezone.utc)  # far from the wall clock; US DST starts
+DOMAIN = "kinnekt-demo.myshopify.com"
+SMALL = 300
+
+
+def _plain(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return repr(value)
+
+
+def _fingerprint(session, shop_id: int) -> str:
+    """A hash of every row the shop owns; surrogate ids are replaced by the content of the row they point at."""
+    keys: dict[str, dict[int, str]] = {}
+    digest = hashlib.sha256()
+    for table in Base.metadata.sorted_tables:  # referenced tables come first
+        if table.name == "shops":
+            query = select(table).where(table.c.id == shop_id)
+        elif "shop_id" in table.c:
+            query = select(table).where(table.c.shop_id == shop_id)
+        else:
+            continue
+        targets = {fk.parent.name: fk.column.table.name for fk in table.foreign_keys}
+        keys[table.name] = {}
+        lines = []
+        for row in session.execute(query).mappings():
+            items = []
+            for column in table.c:
+                value = row[column.name]
+                if column.name == "id":
+                    continue
+                if column.name in targets and value is not None:
+                    value = keys[targets[column.name]][value]
+                items.append(f"{column.name}={_plain(value)}")
+            line = "|".join(items)
+            keys[table.name][row["id"]] = hashlib.sha256(line.encode()).hexdigest()
+            lines.append(line)
+        digest.update(table.name.encode() + b"\n" + "\n".join(sorted(lines)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _tenant_rows(session, shop_id: int) -> dict[str, int]:
+    counts = {}
+    for table in Base.metadata.sorted_tables:
+        if "shop_id" in table.c:
+            counts[table.name] = session.execute(
+                select(func.count()).select_from(table).where(table.c.shop_id == shop_id)).scalar()
+    return counts
+
+
+def _all(session, model, shop_id):
+    return session.execute(select(model).where(model.shop_id == shop_id)).unique().scalars().all()
+
+
+def _valid_e164(phone: str) -> bool:
+    number = phonenumbers.parse(phone)
+    return (phonenumbers.is_valid_number(number)
+            and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == phone)
+
+
+def test_same_arguments_give_the_same_rows(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    first = _fingerprint(db, shop.id)
+    assert demo.is_seeded(db, DOMAIN)
+
+    assert demo.clear(db, DOMAIN) is True
+    assert not demo.is_seeded(db, DOMAIN)
+    assert set(_tenant_rows(db, shop.id).values()) == {0}
+    assert demo.clear(db, DOMAIN) is False
+
+    again = demo.seed(db, now=NOW, customers=SMALL)
+    assert _fingerprint(db, again.id) == first
+
+    demo.clear(db, DOMAIN)
+    other = demo.seed(db, now=NOW, customers=SMALL, seed=7)
+    assert _fingerprint(db, other.id) != first
+
+
+def test_seeding_twice_is_refused_and_needs_an_aware_now(db):
+    demo.seed(db, now=NOW, customers=20)
+    with pytest.raises(ValueError):
+        demo.seed(db, now=NOW, customers=20)
+    with pytest.raises(ValueError):
+        demo.seed(db, domain="other-demo.myshopify.com", now=NOW.replace(tzinfo=None), customers=20)
+
+
+def test_deleting_the_shop_cascades_to_every_row(db):
+    shop = demo.seed(db, now=NOW, customers=60)
+    if db.get_bind().dialect.name == "sqlite":
+        assert db.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    db.execute(Shop.__table__.delete().where(Shop.__table__.c.id == shop.id))
+    db.commit()
+    assert set(_tenant_rows(db, shop.id).values()) == {0}
+
+
+def test_nothing_comes_from_the_wall_clock(db):
+    shop = demo.seed(db, now=PAST_NOW, customers=SMALL)
+    scheduled = db.execute(select(Campaign.id).where(Campaign.shop_id == shop.id,
+                                                     Campaign.status == "scheduled")).scalar_one()
+    late = []
+    for table in Base.metadata.sorted_tables:
+        if "shop_id" not in table.c and table.name != "shops":
+            continue
+        where = table.c.id == shop.id if table.name == "shops" else table.c.shop_id == shop.id
+        for row in db.execute(select(table).where(where)).mappings():
+            for column, value in row.items():
+                if isinstance(value, dt.datetime) and value > PAST_NOW:
+                    if not (table.name == "campaigns" and row["id"] == scheduled and column == "send_at"):
+                        late.append((table.name, column, value))
+    assert late == []
+
+
+def test_customer_facts_follow_the_counted_orders(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    orders = _all(db, Order, shop.id)
+    by_customer = defaultdict(list)
+    for order in orders:
+        if order.customer_id is not None:
+            by_customer[order.customer_id].append(order)
+    customers = _all(db, Customer, shop.id)
+    assert len(customers) == SMALL
+    for customer in customers:
+        counted = [o for o in by_customer[customer.id] if not o.test and o.cancelled_at is None]
+        spent = sum((o.current_total_price if o.current_total_price is not None else o.total_price
+                     for o in counted), Decimal(0))
+        assert customer.money_spent == spent
+        assert customer.total_discounts == sum((o.total_discounts for o in counted), Decimal(0))
+        assert customer.orders_count == len(counted)
+        assert customer.first_order_at == min((o.created_at for o in counted), default=None)
+        assert customer.last_order_at == max((o.created_at for o in counted), default=None)
+    # The data exercises every exclusion and fallback in "Which orders count".
+    assert any(o.test and o.customer_id for o in orders)
+    assert any(o.cancelled_at and o.customer_id for o in orders)
+    assert any(o.current_total_price is None for o in orders)
+    assert any(o.current_total_price is not None and o.current_total_price < o.total_price for o in orders)
+    assert sum(1 for c in customers if c.orders_count == 0) > 0
+    assert max(c.orders_count for c in customers) >= 6  # a long tail
+    assert 1.2 < len(orders) / SMALL < 2.0
+    statuses = Counter(o.financial_status for o in orders)
+    assert statuses.most_common(1)[0][0] == "paid"
+    assert {"refunded", "partially_refunded", "pending", "authorized", "voided"} <= set(statuses)
+    assert {o.fulfillment_status for o in orders} == {"fulfilled", "unfulfilled", "partially_fulfilled"}
+
+
+def test_orders_and_catalog_look_like_shopify(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    products = {p.shopify_id: p for p in _all(db, Product, shop.id)}
+    collections = _all(db, Collection, shop.id)
+    assert 35 <= len(products) <= 45 and 6 <= len(collections) <= 10
+    for shopify_id in list(products) + [c.shopify_id for c in collections]:
+        assert len(str(shopify_id)) == 13
+    memberships = Counter(cp.product_id for cp in _all(db, CollectionProduct, shop.id))
+    assert set(memberships) == set(products) and set(memberships.values()) <= {1, 2, 3}
+    assert len({p.handle for p in products.values()}) == len(products)
+
+    orders = _all(db, Order, shop.id)
+    assert all(len(str(o.shopify_id)) == 13 for o in orders)
+    names = [o.name for o in sorted(orders, key=lambda o: (o.created_at, o.shopify_id))]
+    assert names == [f"#{n}" for n in range(1001, 1001 + len(orders))]
+    for order in orders:
+        lines = order.line_items
+        assert 1 <= len(lines) <= 4
+        assert all(line.product_id in products for line in lines)
+        subtotal = sum(line.price * line.quantity for line in lines)
+        assert order.total_price > 0 and order.total_discounts <= subtotal + Decimal("25.00")
+        for code in order.discount_codes:
+            assert set(code) == {"code", "amount", "type"} and Decimal(code["amount"]) == order.total_discounts
+    assert any(o.discount_codes for o in orders)
+    assert all(o.created_at <= NOW for o in orders)
+
+    checkouts = _all(db, Checkout, shop.id)
+    abandoned = [c for c in checkouts if c.completed_at is None]
+    assert abandoned and all(NOW - dt.timedelta(days=60) <= c.started_at <= NOW for c in abandoned)
+
+
+def test_every_phone_is_valid_e164(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    assert _valid_e164(shop.sender)
+    phones = [c.phone for c in _all(db, Customer, shop.id) if c.phone]
+    phones += [s.phone for s in _all(db, Subscriber, shop.id)]
+    phones += [o.phone for o in _all(db, Order, shop.id) if o.phone]
+    phones += [c.phone for c in _all(db, Checkout, shop.id) if c.phone]
+    phones += [m.to_phone for m in _all(db, Message, shop.id)]
+    phones += [m.to_phone for m in _all(db, OutboxMessage, shop.id)]
+    bad = [p for p in phones if not _valid_e164(p)]
+    assert bad == []
+    countries = {phonenumbers.region_code_for_number(phonenumbers.parse(p)) for p in phones}
+    assert {"US", "CA", "GB", "DE", "AU"} <= countries
+
+
+def test_subscribers_sources_statuses_and_number_facts(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    subscribers = _all(db, Subscriber, shop.id)
+    customers = {c.id: c for c in _all(db, Customer, shop.id)}
+    assert {s.source for s in subscribers} == set(SOURCES)
+    assert {s.status for s in subscribers} == set(STATUSES)
+    assert sum(1 for s in subscribers if s.customer_id) == round(SMALL * 0.45)
+    events = defaultdict(list)
+    for event in _all(db, SubscriptionEvent, shop.id):
+        events[event.subscriber_id].append(event.kind)
+    for sub in subscribers:
+        number = phonenumbers.parse(sub.phone)
+        zone = timezone.time_zones_for_number(number)[0]
+        assert sub.country == phonenumbers.region_code_for_number(number)
+        assert sub.carrier == (carrier.name_for_number(number, "en") or None)
+        assert sub.timezone == zone and zone != "Etc/Unknown"
+        assert sub.consent_at is not None and sub.consent_text
+        if sub.customer_id:
+            assert customers[sub.customer_id].phone == sub.phone
+            assert sub.first_name == customers[sub.customer_id].first_name
+        if sub.source == "keyword":
+            assert sub.keyword in {"JOIN", "VIP", "SUMMER"} and sub.keyword_id and sub.consent_message_id
+        else:
+            assert sub.keyword is None and sub.keyword_id is None
+        if sub.source == "mobile_popup":
+            assert sub.consent_ip
+        if sub.status == "pending":
+            assert sub.subscribed_at is None and events[sub.id] == ["pending"]
+        else:
+            assert sub.consent_at <= sub.subscribed_at <= NOW
+            assert "subscribed" in events[sub.id]
+        if sub.status == "unsubscribed":
+            assert sub.subscribed_at < sub.unsubscribed_at <= NOW and sub.unsubscribe_reason
+            assert "unsubscribed" in events[sub.id]
+        assert ("suppressed" in events[sub.id]) == (sub.suppressed_at is not None)
+
+
+def test_auto_segments_hold_the_marketable_subscribers_of_their_source(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    subscribers = _all(db, Subscriber, shop.id)
+    marketable = [s for s in subscribers if s.status == "subscribed" and s.suppressed_at is None]
+    members = defaultdict(set)
+    for member in _all(db, SegmentMember, shop.id):
+        members[member.segment_id].add(member.subscriber_id)
+    segments = _all(db, Segment, shop.id)
+    auto = [s for s in segments if s.kind == "auto"]
+    assert {s.auto_source for s in auto} == {"all", "keyword", "mobile_popup", "shareable_link", "checkout"}
+    assert sum(1 for s in auto if s.auto_source == "keyword") == 3
+    for segment in auto:
+        rule = segment.definition["rules"][0]
+        assert segment.definition["match"] == "all" and len(segment.definition["rules"]) == 1
+        if segment.auto_source == "keyword":
+            assert rule["field"] == "keyword" and segment.keyword_id
+            expected = {s.id for s in marketable if s.source == "keyword" and s.keyword == rule["value"]}
+        else:
+            assert rule == {"field": "subscription_source", "op": "eq", "value": segment.auto_source}
+            expected = {s.id for s in marketable if segment.auto_source in ("all", s.source)}
+        assert segment.member_count == len(expected)
+        assert members[segment.id] == expected
+        if segment.auto_source == "all":
+            assert len(expected) > SMALL * 0.3
+        assert segment.build_status == "done" and segment.last_built_at == NOW
+    manual = [s for s in segments if s.kind == "manual"]
+    assert len(manual) == 2
+    assert all(s.build_status == "pending" and s.member_count == 0 and not members[s.id] for s in manual)
+
+
+def test_campaigns_messages_links_clicks_and_facts_agree(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    campaigns = {c.id: c for c in _all(db, Campaign, shop.id)}
+    statuses = Counter(c.status for c in campaigns.values())
+    assert statuses["draft"] == 1 and statuses["scheduled"] == 1 and 4 <= statuses["completed"] <= 6
+    scheduled = next(c for c in campaigns.values() if c.status == "scheduled")
+    assert scheduled.send_at > NOW
+    assert all(cs.campaign_id in campaigns for cs in _all(db, CampaignSegment, shop.id))
+
+    subscribers = {s.id: s for s in _all(db, Subscriber, shop.id)}
+    messages = _all(db, Message, shop.id)
+    pairs = Counter((m.campaign_id, m.subscriber_id) for m in messages)
+    assert pairs and max(pairs.values()) == 1
+    for message in messages:
+        campaign, sub = campaigns[message.campaign_id], subscribers[message.subscriber_id]
+        assert campaign.status == "completed" and message.to_phone == sub.phone
+        assert sub.subscribed_at <= campaign.started_at <= message.sent_at <= campaign.finished_at
+        assert sub.unsubscribed_at is None or sub.unsubscribed_at > campaign.started_at
+        assert message.status in ("delivered", "failed", "sent")
+        assert (message.status == "failed") == (message.error_code is not None)
+    assert Counter(m.status for m in messages).most_common(1)[0][0] == "delivered"
+
+    links = {link.id: link for link in _all(db, Link, shop.id)}
+    assert len(links) == len(messages)
+    assert all(re.fullmatch(r"[A-Za-z0-9]{8}", link.code) for link in links.values())
+    clicks = _all(db, Click, shop.id)
+    for click in clicks:
+        link = links[click.link_id]  # a link of the same shop
+        assert (click.campaign_id, click.subscriber_id) == (link.campaign_id, link.subscriber_id)
+    clickers = {c.subscriber_id for c in clicks}
+    assert 0.05 < len(clickers) / len(messages) < 0.2
+
+    accepted = defaultdict(list)
+    for message in messages:
+        if message.provider_id:
+            accepted[message.subscriber_id].append(message.sent_at)
+    clicked = defaultdict(list)
+    for click in clicks:
+        clicked[click.subscriber_id].append(click.at)
+    for sub in subscribers.values():
+        assert sub.sent_count == len(accepted[sub.id])
+        assert sub.last_received_at == max(accepted[sub.id], default=None)
+        assert sub.clicks_count == len(clicked[sub.id])
+        assert sub.last_clicked_at == max(clicked[sub.id], default=None)
+
+    orders = {o.id: o for o in _all(db, Order, shop.id)}
+    attributions = _all(db, Attribution, shop.id)
+    assert attributions and {a.method for a in attributions} <= {"click", "discount_code"}
+    for attribution in attributions:
+        order = orders[attribution.order_id]
+        assert not order.test and order.cancelled_at is None and attribution.revenue == order.revenue
+        if attribution.method == "click":
+            assert any(c.subscriber_id == attribution.subscriber_id and c.campaign_id == attribution.campaign_id
+                       and dt.timedelta(0) <= order.created_at - c.at <= dt.timedelta(days=5) for c in clicks)
+        else:
+            codes = {d["code"] for d in order.discount_codes}
+            assert campaigns[attribution.campaign_id].discount_code in codes
+    assert _all(db, OutboxMessage, shop.id)
+
+
+def test_the_shop_itself(db):
+    shop = demo.seed(db, now=NOW, customers=20)
+    stored = db.execute(select(Shop).where(Shop.domain == DOMAIN)).scalar_one()
+    assert stored.is_demo and stored.token_kind == "static" and stored.access_token_enc is None
+    assert stored.timezone == "America/New_York" and stored.currency == "USD"
+    assert stored.sync_status == "done" and stored.last_synced_at <= NOW and stored.installed
+    assert demo.is_seeded(db, DOMAIN) and not demo.is_seeded(db, "nope.myshopify.com")
+    assert shop.id == stored.id
