@@ -115,7 +115,7 @@ class Config:
         return out
 
 
-def testing_config(**overrides) -> Config:
+def config_for_tests(**overrides) -> Config:
     """A config for tests: a real app secret (so tokens are verified), never demo auth."""
     cfg = Config(
         SECRET_KEY="test-secret-key",

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from kinnekt import create_app, db as kdb, migrate
-from kinnekt.config import testing_config
+from kinnekt.config import config_for_tests
 from kinnekt.db import Base, Session
 from kinnekt.models import Shop
 from kinnekt.shopify import session_token
@@ -52,7 +52,7 @@ def database_url(tmp_path_factory):
 @pytest.fixture(scope="session")
 def app(database_url):
     """The app under test, with a real app secret (tokens are verified) and no Redis (in-process queue)."""
-    application = create_app(testing_config(DATABASE_URL=database_url))
+    application = create_app(config_for_tests(DATABASE_URL=database_url))
     yield application
     application.extensions["kinnekt_queue"].stop()
 

@@ -4,7 +4,7 @@ from sqlalchemy import func, select, update
 from werkzeug.exceptions import NotFound
 
 from kinnekt import create_app
-from kinnekt.config import testing_config
+from kinnekt.config import config_for_tests
 from kinnekt.db import utcnow
 from kinnekt.models import Keyword, Subscriber
 from kinnekt.tenancy import bind_shop, get_or_404
@@ -52,7 +52,7 @@ def test_get_or_404_needs_a_bound_session(db, shop):
 @pytest.fixture(scope="module")
 def probe_client(app, database_url):
     """A second app on the same database with a merchant route that loads a subscriber by id, as views do."""
-    probe_app = create_app(testing_config(DATABASE_URL=database_url))
+    probe_app = create_app(config_for_tests(DATABASE_URL=database_url))
     probe = merchant_blueprint("tenancy_probe", __name__, url_prefix="/_probe")
 
     @probe.get("/subscribers/<sid>")
