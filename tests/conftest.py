@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from kinnekt import create_app, db as kdb, migrate
+from kinnekt import create_app, db as kdb
 from kinnekt.config import config_for_tests
 from kinnekt.db import Base, Session
 from kinnekt.models import Shop
@@ -24,29 +25,36 @@ def _postgres_url_with_schema(url: str, schema: str) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory):
-    """A database migrated to head with Alembic: a fresh schema on PostgreSQL, a temp file on SQLite."""
+@contextmanager
+def fresh_database(tmp_dir: Path, name: str):
+    """Yield the URL of an empty database: a new schema on PostgreSQL (DATABASE_URL), else a new SQLite file."""
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgresql", "postgres:")):
-        schema = f"kt_{uuid.uuid4().hex[:10]}"
+        schema = f"kt_{name}_{uuid.uuid4().hex[:8]}"
         admin = create_engine(kdb.make_engine_url(url))
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        scoped = _postgres_url_with_schema(url, schema)
-        migrate.upgrade(scoped)
-        yield scoped
+        try:
+            yield _postgres_url_with_schema(url, schema)
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    else:
+        yield f"sqlite:///{tmp_dir / (name + '.sqlite3')}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """The suite's database, with every table of the models (test_migrations proves Alembic builds the same)."""
+    with fresh_database(tmp_path_factory.mktemp("db"), "suite") as url:
+        engine = kdb.make_engine(url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        yield url
         kdb.Session.remove()
         if kdb._engine is not None:
             kdb._engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-    else:
-        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
-        sqlite_url = f"sqlite:///{path}"
-        migrate.upgrade(sqlite_url)
-        yield sqlite_url
 
 
 @pytest.fixture(scope="session")
