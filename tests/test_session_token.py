@@ -120,3 +120,25 @@ def test_unknown_shop_with_valid_token_is_registered(client, db, token_for):
 def test_api_request_without_token_is_401_json(client, db):
     response = client.get("/segments/", headers={"Accept": "application/json"})
     assert response.status_code == 401
+
+
+def _demo_client(database_url, **overrides):
+    from kinnekt import create_app
+    from kinnekt.config import config_for_tests
+    return create_app(config_for_tests(DATABASE_URL=database_url, DEMO_MODE=True, **overrides)).test_client()
+
+
+def test_demo_mode_skips_the_token_only_without_a_real_secret(database_url, db):
+    from tests.conftest import make_shop
+    make_shop("kinnekt-demo.myshopify.com")
+    with_secret = _demo_client(database_url)  # the test config carries a real app secret
+    assert with_secret.get("/segments/", headers={"HX-Request": "true"}).status_code == 401
+    without_secret = _demo_client(database_url, SHOPIFY_API_SECRET="")
+    response = without_secret.get("/segments/", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and 'id="segments-page"' in response.get_data(as_text=True)
+
+
+def test_demo_mode_without_a_seeded_store_says_what_to_run(database_url, db):
+    response = _demo_client(database_url, SHOPIFY_API_SECRET="").get("/segments/")
+    assert response.status_code == 503
+    assert "flask --app app demo seed" in response.get_data(as_text=True)
