@@ -18,6 +18,11 @@ def _bool(value: str | None, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _url_or_none(value: str | None) -> str | None:
+    """HOST is a URL only when the Shopify CLI sets it; elsewhere it is often a bare host name."""
+    return value if value and value.startswith(("http://", "https://")) else None
+
+
 @dataclass
 class Config:
     """Every setting the app reads; `from_env` documents the variable behind each one."""
@@ -45,6 +50,7 @@ class Config:
     VONAGE_SENDER: str = ""
     VONAGE_HOST_OVERRIDE: str = ""
     SMS_RATE_PER_SECOND: int = 30
+    SMS_SENDER_RATE_PER_SECOND: int = 30
     MAX_WEBHOOK_BYTES: int = 1_048_576
     TESTING: bool = False
     LOG_LEVEL: str = "INFO"
@@ -62,7 +68,9 @@ class Config:
             TOKEN_ENCRYPTION_KEY=env.get("TOKEN_ENCRYPTION_KEY", ""),
             SHOPIFY_API_KEY=env.get("SHOPIFY_API_KEY", ""),
             SHOPIFY_API_SECRET=env.get("SHOPIFY_API_SECRET", ""),
-            SHOPIFY_APP_URL=(env.get("SHOPIFY_APP_URL") or cls.SHOPIFY_APP_URL).rstrip("/"),
+            # The Shopify CLI passes the tunnel URL as APP_URL/HOST; SHOPIFY_APP_URL wins when set.
+            SHOPIFY_APP_URL=(env.get("SHOPIFY_APP_URL") or env.get("APP_URL") or _url_or_none(env.get("HOST"))
+                             or cls.SHOPIFY_APP_URL).rstrip("/"),
             SCOPES=env.get("SCOPES") or cls.SCOPES,
             SHOPIFY_API_VERSION=env.get("SHOPIFY_API_VERSION") or cls.SHOPIFY_API_VERSION,
             SHOPIFY_BASE_URL_OVERRIDE=env.get("SHOPIFY_BASE_URL_OVERRIDE", ""),
@@ -78,6 +86,7 @@ class Config:
             VONAGE_SENDER=env.get("VONAGE_SENDER", ""),
             VONAGE_HOST_OVERRIDE=env.get("VONAGE_HOST_OVERRIDE", ""),
             SMS_RATE_PER_SECOND=int(env.get("SMS_RATE_PER_SECOND") or cls.SMS_RATE_PER_SECOND),
+            SMS_SENDER_RATE_PER_SECOND=int(env.get("SMS_SENDER_RATE_PER_SECOND") or cls.SMS_SENDER_RATE_PER_SECOND),
             MAX_WEBHOOK_BYTES=int(env.get("MAX_WEBHOOK_BYTES") or cls.MAX_WEBHOOK_BYTES),
             LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
         )

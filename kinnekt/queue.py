@@ -36,6 +36,7 @@ class RQJobQueue:
         """Queue `func(*args, **kwargs)` now; a job_id already queued or running is not queued twice."""
         from rq.exceptions import DuplicateJobError
         from rq.job import Job, JobStatus
+        job_id = self._scoped(job_id)
         for _ in range(2):
             try:
                 return self.queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id,
@@ -51,11 +52,15 @@ class RQJobQueue:
 
     def enqueue_at(self, when: dt.datetime, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` to run at an aware instant (needs a worker started with --with-scheduler)."""
-        return self.queue.enqueue_at(when, func, *args, job_id=job_id, **kwargs)
+        return self.queue.enqueue_at(when, func, *args, job_id=self._scoped(job_id), **kwargs)
 
     def enqueue_in(self, delay: dt.timedelta, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` to run after `delay`."""
         return self.enqueue_at(dt.datetime.now(dt.timezone.utc) + delay, func, *args, job_id=job_id, **kwargs)
+
+    def _scoped(self, job_id: str | None) -> str | None:
+        """RQ job ids are global to a Redis database; prefix ours with the queue name so queues never collide."""
+        return None if job_id is None else f"{self.queue.name}--{job_id}"
 
 
 class InProcessQueue:
@@ -199,7 +204,12 @@ def init_queue(app) -> RQJobQueue | InProcessQueue:
 
 
 def get_queue() -> RQJobQueue | InProcessQueue:
-    """The current queue (the app's, or the worker's)."""
+    """The current app's queue (the last one created when there is no app context, as in RQ work horses)."""
+    from flask import current_app, has_app_context
+    if has_app_context():
+        queue = current_app.extensions.get("kinnekt_queue")
+        if queue is not None:
+            return queue
     if _queue is None:
         raise RuntimeError("queue not initialised; create the app first")
     return _queue

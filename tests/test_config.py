@@ -60,3 +60,11 @@ def test_token_cipher_round_trip_and_wrong_key():
         other.decrypt(secret)
     with pytest.raises(ValueError, match="32 bytes"):
         TokenCipher("too-short")
+
+
+def test_app_url_from_the_shopify_cli_variables():
+    assert Config.from_env({"APP_URL": "https://tunnel.example.com/"}).SHOPIFY_APP_URL == "https://tunnel.example.com"
+    assert Config.from_env({"HOST": "https://h.example.com"}).SHOPIFY_APP_URL == "https://h.example.com"
+    assert Config.from_env({"HOST": "worker-7"}).SHOPIFY_APP_URL == "http://127.0.0.1:5000"
+    both = {"SHOPIFY_APP_URL": "https://app.example.com", "APP_URL": "https://tunnel.example.com"}
+    assert Config.from_env(both).SHOPIFY_APP_URL == "https://app.example.com"

@@ -44,7 +44,8 @@ def redirect_to(url: str) -> Response:
     """HX-Location for htmx requests (an in-app URL), a 303 otherwise."""
     if is_htmx():
         response = make_response("", 200)
-        response.headers["HX-Location"] = json.dumps({"path": url, "target": "#main", "select": "#main"})
+        # The htmx request for `url` gets the page's partial back, which is swapped into <main>.
+        response.headers["HX-Location"] = json.dumps({"path": url, "target": "#main"})
         return response
     return redirect(url, 303)
 
