@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
-from conftest import make_shop
-from test_segment_rules import definitions  # the hypothesis strategy of valid definitions
+from tests.conftest import make_shop
+from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Link, Message,
                             Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber, SubscriptionEvent)
 from kinnekt.segments import DefinitionError, compile_definition, count, matches_subscriber, members

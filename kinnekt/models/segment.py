@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kinnekt.db import Base, UTCDateTime, utcnow
@@ -20,6 +20,11 @@ class Segment(TenantMixin, Timestamps, Base):
         UniqueConstraint("shop_id", "name"),
         # One auto segment per source (per keyword for keyword segments); NULLs keep manual ones free.
         UniqueConstraint("shop_id", "auto_source", "keyword_id"),
+        # The constraint above cannot hold the sources without a keyword: NULL keyword_ids are all distinct
+        # (SQLite and PostgreSQL alike), so a partial unique index keeps one per shop of each of those.
+        Index("uq_segments_shop_auto_source", "shop_id", "auto_source", unique=True,
+              sqlite_where=text("auto_source IS NOT NULL AND keyword_id IS NULL"),
+              postgresql_where=text("auto_source IS NOT NULL AND keyword_id IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)

@@ -1,0 +1,209 @@
+"""Static lists: phone numbers uploaded from CSV, normalised to E.164, usable in `list in` segment rules.
+
+An upload is checked whole before anything is saved: a file that is not UTF-8 CSV, is empty, or is
+over the size or row limit is refused with the reason; otherwise every row is normalised, duplicates
+are collapsed, and the rows that are not phone numbers come back in the report with why.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import phonenumbers
+from phonenumbers import NumberParseException, ValidationResult
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt import defaults
+from kinnekt.models import Shop, StaticList, StaticListEntry
+
+PHONE_HEADERS = ("phone", "phone_number", "phone_numbers", "mobile", "mobile_number", "mobile_phone", "cell",
+                 "cell_phone")
+"""Header names (lower-cased, spaces and dashes as underscores) of the column that holds the numbers."""
+MAX_NAME_LENGTH = 255
+
+
+class ListImportError(ValueError):
+    """The upload cannot be used at all (nothing was saved); the message says why, for the merchant."""
+
+
+class ListNameTaken(ListImportError):
+    """Another static list of the shop already has this name."""
+
+
+@dataclass
+class ImportReport:
+    """The outcome of an upload: the saved list, how many numbers it holds, and each rejected row with why."""
+
+    list: StaticList
+    accepted: int
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, value, reason)
+    duplicates: int = 0  # rows whose number was already on the list (collapsed into one entry)
+    region: str | None = None  # the country assumed for numbers written without +country code
+
+
+# ---------------------------------------------------------------------------------------------- phones
+
+@lru_cache(maxsize=1)
+def _zone_countries() -> dict[str, str]:
+    """IANA time zone -> ISO country code, from the time zone database's zone.tab."""
+    candidates = []
+    try:
+        candidates.append(resources.files("tzdata").joinpath("zoneinfo", "zone.tab"))
+    except ModuleNotFoundError:
+        pass
+    candidates.append(Path("/usr/share/zoneinfo/zone.tab"))
+    for path in candidates:
+        try:
+            content = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        zones = {}
+        for line in content.splitlines():
+            if line and not line.startswith("#"):
+                parts = line.split("\t")
+                if len(parts) >= 3:
+                    zones[parts[2]] = parts[0]
+        return zones
+    return {}
+
+
+def shop_region(shop: Shop) -> str | None:
+    """The shop's country as the default for numbers without a country code, inferred from its time zone."""
+    region = _zone_countries().get(shop.timezone or "")
+    return region if region in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def normalise_phone(raw: str, region: str | None) -> str:
+    """A phone number in E.164, or ValueError saying what is wrong with it."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("no phone number")
+    try:
+        number = phonenumbers.parse(value, region)
+    except NumberParseException as exc:
+        if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
+            if region is None and not value.startswith("+"):
+                raise ValueError("no country code: write the number with + and the country code") from None
+            raise ValueError("unknown country code") from None
+        if exc.error_type == NumberParseException.NOT_A_NUMBER:
+            raise ValueError("not a phone number") from None
+        if exc.error_type == NumberParseException.TOO_LONG:
+            raise ValueError("too long for a phone number") from None
+        raise ValueError("too short for a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        reason = phonenumbers.is_possible_number_with_reason(number)
+        country = phonenumbers.region_code_for_country_code(number.country_code)
+        where = f" for {country}" if country and country != "ZZ" else ""
+        if reason == ValidationResult.TOO_SHORT:
+            raise ValueError(f"too short{where}")
+        if reason == ValidationResult.TOO_LONG:
+            raise ValueError(f"too long{where}")
+        if reason == ValidationResult.INVALID_COUNTRY_CODE:
+            raise ValueError("unknown country code")
+        raise ValueError(f"not a valid phone number{where}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# ---------------------------------------------------------------------------------------------- the file
+
+def _rows(file_bytes: bytes) -> list[list[str]]:
+    """The CSV records of the file, or ListImportError when it is not a usable CSV file."""
+    if not file_bytes or not file_bytes.strip():
+        raise ListImportError("The file is empty.")
+    if len(file_bytes) > defaults.STATIC_LIST_MAX_BYTES:
+        raise ListImportError(f"The file is larger than {defaults.STATIC_LIST_MAX_BYTES // (1024 * 1024)} MB.")
+    try:
+        content = file_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ListImportError("The file is not UTF-8 text. Save it as “CSV UTF-8” and upload it again.") from None
+    if "\x00" in content:
+        raise ListImportError("The file is not a CSV file.")
+    sample = content[:8192]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel  # one column has no delimiter to find
+    try:
+        rows = [row for row in csv.reader(io.StringIO(content, newline=""), dialect, strict=True)]
+    except csv.Error as exc:
+        raise ListImportError(f"The file is not a valid CSV file ({exc}).") from None
+    if not any(cell.strip() for row in rows for cell in row):
+        raise ListImportError("The file is empty.")
+    if len(rows) > defaults.STATIC_LIST_MAX_ROWS + 1:  # one more for a header
+        raise ListImportError(f"The file has more than {defaults.STATIC_LIST_MAX_ROWS:,} rows.")
+    return rows
+
+
+def _header_key(cell: str) -> str:
+    return "_".join(cell.strip().lower().replace("-", " ").split())
+
+
+def _phone_column(first_row: list[str]) -> tuple[int, bool]:
+    """(column holding the numbers, whether the first row is a header)."""
+    keys = [_header_key(cell) for cell in first_row]
+    for wanted in PHONE_HEADERS:
+        if wanted in keys:
+            return keys.index(wanted), True
+    # A first row without any digit in its first cell is a header naming the columns otherwise.
+    first = first_row[0] if first_row else ""
+    return 0, not any(ch.isdigit() for ch in first)
+
+
+def import_list_csv(session: OrmSession, shop: Shop, *, name: str, file_bytes: bytes,
+                    default_region: str | None = None) -> ImportReport:
+    """Save a static list from an uploaded CSV of phone numbers and report the rows rejected and why; commits.
+
+    The numbers are in the column named phone / phone_number / mobile (or the first column); the header
+    is optional. Numbers without +country code are read in `default_region`, else the shop's country
+    (from its time zone), else rejected. Raises ListImportError (ListNameTaken for a used name) and saves
+    nothing when the file cannot be used or holds no valid number.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ListImportError("Enter a name for the list.")
+    name = " ".join(name.split())
+    if len(name) > MAX_NAME_LENGTH:
+        raise ListImportError(f"The name can be at most {MAX_NAME_LENGTH} characters.")
+    rows = _rows(file_bytes)
+    region = default_region.upper() if default_region else shop_region(shop)
+
+    start = next(i for i, row in enumerate(rows) if any(cell.strip() for cell in row))
+    column, has_header = _phone_column(rows[start])
+    phones: dict[str, int] = {}  # E.164 -> first row number, in file order
+    rejected: list[tuple[int, str, str]] = []
+    duplicates = 0
+    for index in range(start + (1 if has_header else 0), len(rows)):
+        row, number = rows[index], index + 1  # row numbers as a spreadsheet shows them
+        if not any(cell.strip() for cell in row):
+            continue
+        value = row[column].strip() if column < len(row) else ""
+        try:
+            e164 = normalise_phone(value, region)
+        except ValueError as exc:
+            rejected.append((number, value, str(exc)))
+            continue
+        if e164 in phones:
+            duplicates += 1
+        else:
+            phones[e164] = number
+    if not phones:
+        raise ListImportError("The file holds no valid phone number"
+                              + (f" ({len(rejected)} rows rejected, e.g. row {rejected[0][0]}: {rejected[0][2]})."
+                                 if rejected else "."))
+
+    static_list = StaticList(shop_id=shop.id, name=name, row_count=len(phones))
+    try:
+        with session.begin_nested():
+            session.add(static_list)
+    except IntegrityError:
+        raise ListNameTaken(f"A list named “{name}” already exists. Choose another name.") from None
+    session.execute(insert(StaticListEntry),
+                    [{"shop_id": shop.id, "list_id": static_list.id, "phone": phone} for phone in phones])
+    session.commit()
+    return ImportReport(list=static_list, accepted=len(phones), rejected=rejected, duplicates=duplicates,
+                        region=region)

@@ -1,0 +1,47 @@
+"""RQ jobs of segments: build one segment, re-check changed subscribers, and the periodic time sweep."""
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import select
+
+from kinnekt.db import Session
+from kinnekt.models import Segment
+from kinnekt.queue import get_queue
+from kinnekt.segments import membership
+from workers import job
+from workers.jobs import register_recoverer
+
+
+@job
+def build_segment(segment_id: int, cause: str = "build") -> dict | None:
+    """Rebuild one segment's members (after create or edit, or for the sweep); returns what changed."""
+    result = membership.build(Session, segment_id, cause=cause)
+    return dataclasses.asdict(result) if result is not None else None
+
+
+@job
+def recheck_subscribers(shop_id: int, subscriber_ids: list[int]) -> int:
+    """Re-check these subscribers against every segment of their shop; returns how many memberships changed."""
+    return len(membership.recheck(Session, shop_id, subscriber_ids))
+
+
+@job
+def sweep_segments() -> int:
+    """The periodic sweep: queue a rebuild of every segment with relative-time rules; returns how many."""
+    segment_ids = membership.segments_to_sweep(Session)
+    for segment_id in segment_ids:
+        # The id keeps one sweep build per segment in the queue when a sweep falls behind.
+        get_queue().enqueue(build_segment, segment_id, "sweep", job_id=f"segment-sweep-{segment_id}")
+    requeue_unbuilt_segments()
+    return len(segment_ids)
+
+
+@register_recoverer
+def requeue_unbuilt_segments() -> int:
+    """Queue again the builds that were requested but never finished (a lost in-process queue, a dead worker)."""
+    segment_ids = Session.scalars(select(Segment.id).where(Segment.build_status.in_(("pending", "building")))
+                                  .order_by(Segment.id)).all()
+    for segment_id in segment_ids:
+        get_queue().enqueue(build_segment, segment_id, "build", job_id=f"segment-recover-{segment_id}")
+    return len(segment_ids)
