@@ -22,6 +22,7 @@ class Message(TenantMixin, Timestamps, Base):
         UniqueConstraint("provider_id"),
         Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
         Index("ix_messages_subscriber_sent", "subscriber_id", "sent_at"),
+        Index("ix_messages_client_ref", "client_ref"),  # delivery receipts find a message by it
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -49,7 +50,12 @@ class InboundMessage(TenantMixin, Base):
     """An SMS received from a subscriber; unique on the provider's message id so a retry is a no-op."""
 
     __tablename__ = "inbound_messages"
-    __table_args__ = (UniqueConstraint("provider_id"), Index("ix_inbound_messages_subscriber", "subscriber_id"))
+    __table_args__ = (
+        UniqueConstraint("provider_id"),
+        Index("ix_inbound_messages_subscriber", "subscriber_id"),
+        Index("ix_inbound_messages_concat", "from_phone", "concat_ref"),
+        Index("ix_inbound_messages_unprocessed", "processed_at"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     provider_id: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -57,7 +63,11 @@ class InboundMessage(TenantMixin, Base):
     from_phone: Mapped[str] = mapped_column(String(20), nullable=False)
     to_number: Mapped[str | None] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text, default="", nullable=False)
-    intent: Mapped[str | None] = mapped_column(String(16))  # stop | help | start | keyword | other
+    intent: Mapped[str | None] = mapped_column(String(16))  # stop | help | start | keyword | other | part
+    # A long SMS arrives as several webhooks; the parts share concat_ref and are handled once, together.
+    concat_ref: Mapped[str | None] = mapped_column(String(32))
+    concat_total: Mapped[int | None] = mapped_column(Integer)
+    concat_part: Mapped[int | None] = mapped_column(Integer)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -1,0 +1,184 @@
+"""Outgoing texts outside campaigns (replies, confirmations, tests): queue the row, then send it exactly once.
+
+The Message row is inserted before anything is sent, and a send first claims it (pending -> sending in
+one conditional UPDATE), so two workers can never both send it. After the provider call the result is
+recorded on the row; an unknown outcome stays "unknown" and is never sent again (a delivery receipt
+settles it). `sent_count` counts messages the provider accepted.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt import defaults
+from kinnekt.db import utcnow
+from kinnekt.models import Message, Shop, Subscriber
+from kinnekt.sms.encoding import analyze
+from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
+
+log = logging.getLogger(__name__)
+
+KINDS = ("reply", "confirmation", "test", "help", "stop_confirm")
+"""Message.kind values queued here (campaign messages are inserted by the campaign sender)."""
+
+OPT_OUT_EXEMPT_KINDS = frozenset({"stop_confirm", "help"})
+"""Sent even to an opted-out number: the one confirmation of a STOP, and the answer to HELP (carrier rules
+require both whatever the person's status)."""
+
+
+def queue_message(session: OrmSession, shop: Shop, subscriber: Subscriber | None, text: str, *, kind: str,
+                  to_phone: str | None = None) -> Message:
+    """Insert a pending Message (to the subscriber, or to `to_phone`), commit, and queue its send job."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("an empty message cannot be sent")
+    phone = subscriber.phone if subscriber is not None else to_phone
+    if not phone:
+        raise ValueError("a message needs a subscriber or a phone number")
+    info = analyze(text)
+    message = Message(shop_id=shop.id, subscriber_id=subscriber.id if subscriber is not None else None, kind=kind,
+                      to_phone=phone, body=text, status="pending", encoding=info.encoding, segments=info.segments)
+    session.add(message)
+    session.flush()
+    message.client_ref = f"m{message.id}"
+    session.commit()
+    _enqueue_send(message.id, attempt=1)
+    return message
+
+
+def deliver(session: OrmSession, message_id: int) -> str:
+    """Claim one pending message, re-check opt-out, wait for the rate limiter, send, record; returns the outcome."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == "pending",
+               or_(Message.due_at.is_(None), Message.due_at <= now))
+        .values(status="sending", attempts=Message.attempts + 1, updated_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    session.commit()
+    if not claimed:
+        return "not pending"
+    message = session.get(Message, message_id, populate_existing=True)
+    shop = session.get(Shop, message.shop_id)
+    reason = None if message.kind in OPT_OUT_EXEMPT_KINDS else _skip_reason(session, message)
+    if shop is None or not shop.installed:
+        reason = "shop uninstalled"
+    if reason is not None:
+        _settle(session, message, "skipped", skip_reason=reason)
+        return "skipped"
+    try:
+        gateway = get_gateway(shop, session)
+    except GatewayNotConfigured as exc:
+        _settle(session, message, "failed", error_code="not-configured", error_reason=str(exc))
+        return "failed"
+    if gateway.rate_limited:
+        from kinnekt.sms.ratelimit import RateLimitTimeout, limiter_for
+        try:
+            limiter_for(gateway.api_key, gateway.sender).acquire()
+        except RateLimitTimeout as exc:
+            return _retry_or_fail(session, message, SendResult(None, "failed", error_code="rate-limit",
+                                                               error_text=str(exc), retryable=True))
+    result = gateway.send(message.to_phone, message.body, message.client_ref)
+    return record_result(session, message, result)
+
+
+def record_result(session: OrmSession, message: Message, result: SendResult) -> str:
+    """Write a provider's answer on a claimed ("sending") message and the subscriber's facts; returns the outcome."""
+    session.refresh(message)  # a delivery receipt may have overtaken the answer; keep what it wrote
+    info = analyze(message.body or "")
+    common = dict(encoding=info.encoding, segments=info.segments,
+                  provider_id=message.provider_id or result.provider_id,
+                  price=message.price if message.price is not None else result.price)
+    if result.status == "sent":
+        now = utcnow()
+        _settle(session, message, "sent", sent_at=now, error_code=None, error_reason=None, **common, commit=False)
+        if message.subscriber_id is not None:
+            session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
+                            .values(sent_count=Subscriber.sent_count + 1, last_received_at=now)
+                            .execution_options(synchronize_session=False))
+        session.commit()
+        _changed(message)
+        return "sent"
+    if result.unknown_outcome:
+        _settle(session, message, "unknown", error_code=result.error_code, error_reason=result.error_text, **common)
+        return "unknown"
+    if result.retryable:
+        return _retry_or_fail(session, message, result)
+    _settle(session, message, "failed", error_code=result.error_code, error_reason=result.error_text, **common)
+    if result.recipient_unreachable and message.subscriber_id is not None:
+        from kinnekt.subscribers.optin import suppress
+        subscriber = session.get(Subscriber, message.subscriber_id)
+        if subscriber is not None:
+            suppress(session, subscriber, reason=f"Vonage refused the number: {result.error_text}", source="provider")
+    return "failed"
+
+
+def _retry_or_fail(session: OrmSession, message: Message, result: SendResult) -> str:
+    if message.attempts >= defaults.SMS_SEND_MAX_ATTEMPTS:
+        _settle(session, message, "failed", error_code=result.error_code,
+                error_reason=f"{result.error_text} (gave up after {message.attempts} attempts)")
+        return "failed"
+    delays = defaults.SMS_SEND_RETRY_SECONDS
+    delay = delays[min(message.attempts - 1, len(delays) - 1)]
+    if _settle(session, message, "pending", error_code=result.error_code, error_reason=result.error_text,
+               due_at=utcnow() + dt.timedelta(seconds=delay)):
+        _enqueue_send(message.id, attempt=message.attempts + 1, delay=delay)
+        return "retry"
+    return "settled by receipt"
+
+
+def _settle(session: OrmSession, message: Message, status: str, *, commit: bool = True, **values) -> bool:
+    """Move a "sending" message to `status` with `values`; True when it was still sending.
+
+    A delivery receipt that arrived first already set a better status: then only `values` are written.
+    """
+    moved = session.execute(
+        update(Message).where(Message.id == message.id, Message.status == "sending")
+        .values(status=status, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        values = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason")}
+        if values:
+            session.execute(update(Message).where(Message.id == message.id).values(**values)
+                            .execution_options(synchronize_session=False))
+    if commit:
+        session.commit()
+    session.refresh(message)
+    return bool(moved)
+
+
+def _skip_reason(session: OrmSession, message: Message) -> str | None:
+    """Why this message must not go out now: the number opted out or is suppressed."""
+    if message.subscriber_id is not None:
+        subscriber = session.get(Subscriber, message.subscriber_id, populate_existing=True)
+    else:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == message.shop_id,
+                                                             Subscriber.phone == message.to_phone))
+    if subscriber is None:
+        return None if message.subscriber_id is None else "no subscriber"
+    if subscriber.status == "unsubscribed":
+        return "unsubscribed"
+    if subscriber.suppressed_at is not None:
+        return "suppressed"
+    return None
+
+
+def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
+    from kinnekt.queue import get_queue
+    from workers.sms import send_message
+    job_id = f"sms-send-{message_id}-{attempt}"
+    if delay:
+        get_queue().enqueue_in(dt.timedelta(seconds=delay), send_message, message_id, job_id=job_id)
+    else:
+        get_queue().enqueue(send_message, message_id, job_id=job_id)
+
+
+def _changed(message: Message) -> None:
+    if message.subscriber_id is not None:
+        from kinnekt.segments.membership import subscribers_changed
+        subscribers_changed(message.shop_id, [message.subscriber_id])

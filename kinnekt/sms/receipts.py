@@ -1,0 +1,126 @@
+"""Delivery receipts: update the message they report on, settle unknown outcomes, suppress dead numbers.
+
+A receipt finds its message by the provider's message id, else by our client-ref (Vonage echoes it:
+that is how a send whose answer was lost, or a later part of a long SMS, is matched). Applying the
+same receipt twice changes nothing. Statuses only move forward: "failed" is final; "delivered"
+replaces sent / unknown; "accepted" and "buffered" only settle a message still sending or unknown.
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal, InvalidOperation
+from typing import Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt.db import utcnow
+from kinnekt.models import Message, Subscriber
+
+log = logging.getLogger(__name__)
+
+RECEIPT_STATUSES = ("delivered", "expired", "failed", "rejected", "accepted", "buffered", "unknown")
+
+# DLR err-code meanings (Vonage support article 204014733).
+ERROR_TEXT = {
+    "0": "Delivered", "1": "Unknown", "2": "Absent subscriber (temporary)", "3": "Absent subscriber (permanent)",
+    "4": "Call barred by user", "5": "Portability error", "6": "Anti-spam rejection", "7": "Handset busy",
+    "8": "Network error", "9": "Illegal number (opted out of this service)", "10": "Illegal message",
+    "11": "Unroutable", "12": "Destination unreachable", "13": "Subscriber age restriction",
+    "14": "Number blocked by carrier", "15": "Prepaid insufficient funds", "99": "General error",
+}
+SUPPRESS_ERROR_CODES = frozenset({"3", "4", "9"})
+"""Permanent for the number: absent for good, barred by the user, opted out at the carrier."""
+
+_FAILED = ("failed", "rejected", "expired")
+
+
+class ReceiptError(ValueError):
+    """A receipt that is not well formed (nothing is stored)."""
+
+
+def parse(params: Mapping[str, object]) -> dict:
+    """The fields of a receipt, checked; raises ReceiptError when it cannot be one."""
+    status = str(params.get("status") or "").strip().lower()
+    if status not in RECEIPT_STATUSES:
+        raise ReceiptError(f"unknown status {status!r}")
+    provider_id = str(params.get("messageId") or params.get("message-id") or "").strip()
+    client_ref = str(params.get("client-ref") or "").strip()
+    if not provider_id and not client_ref:
+        raise ReceiptError("neither messageId nor client-ref")
+    if len(provider_id) > 64 or len(client_ref) > 100:
+        raise ReceiptError("messageId or client-ref too long")
+    err_code = str(params.get("err-code") or "").strip() or None
+    if err_code is not None and (not err_code.isdigit() or len(err_code) > 4):
+        raise ReceiptError(f"bad err-code {err_code!r}")
+    price = None
+    raw_price = str(params.get("price") or "").strip()
+    if raw_price:
+        try:
+            price = Decimal(raw_price)
+        except InvalidOperation:
+            raise ReceiptError(f"bad price {raw_price!r}") from None
+        if not price.is_finite() or price < 0:
+            raise ReceiptError(f"bad price {raw_price!r}")
+    return {"status": status, "provider_id": provider_id or None, "client_ref": client_ref or None,
+            "err_code": err_code, "price": price}
+
+
+def find_message(session: OrmSession, receipt: dict) -> Message | None:
+    """The message a receipt is about: by provider id, else by client-ref."""
+    if receipt["provider_id"]:
+        message = session.scalar(select(Message).where(Message.provider_id == receipt["provider_id"])
+                                 .execution_options(populate_existing=True))
+        if message is not None:
+            return message
+    if receipt["client_ref"]:
+        return session.scalar(select(Message).where(Message.client_ref == receipt["client_ref"])
+                              .order_by(Message.id).limit(1).execution_options(populate_existing=True))
+    return None
+
+
+def apply(session: OrmSession, params: Mapping[str, object]) -> str:
+    """Apply one receipt; returns what happened ("delivered", "failed", "no message", ...). Commits."""
+    receipt = parse(params)
+    message = find_message(session, receipt)
+    if message is None:
+        return "no message"
+    status, err = receipt["status"], receipt["err_code"]
+    now = utcnow()
+    # A receipt exists only for a message Vonage accepted: an unknown outcome was in fact sent (count it once).
+    settled_unknown = session.execute(
+        update(Message).where(Message.id == message.id, Message.status == "unknown")
+        .values(status="sent", sent_at=now, provider_id=message.provider_id or receipt["provider_id"],
+                error_code=None, error_reason=None)
+        .execution_options(synchronize_session=False)).rowcount
+    if settled_unknown and message.subscriber_id is not None:
+        session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
+                        .values(sent_count=Subscriber.sent_count + 1, last_received_at=now)
+                        .execution_options(synchronize_session=False))
+    session.refresh(message)
+
+    outcome = "unchanged"
+    if status == "delivered" and message.status in ("sending", "sent", "unknown"):
+        message.status, message.delivered_at, outcome = "delivered", now, "delivered"
+    elif status in _FAILED and message.status != "failed":
+        message.status, outcome = "failed", "failed"
+        message.error_code = f"dlr-{err}" if err else f"dlr-{status}"
+        message.error_reason = f"{status}: {ERROR_TEXT.get(err or '', 'no reason given')}"
+    elif status in ("accepted", "buffered") and message.status == "sending":
+        message.status, outcome = "sent", "sent"
+    if receipt["price"] is not None and message.price is None:
+        message.price = receipt["price"]
+    if message.provider_id is None and receipt["provider_id"]:
+        message.provider_id = receipt["provider_id"]
+    session.commit()
+
+    if message.subscriber_id is not None:
+        if settled_unknown:
+            from kinnekt.segments.membership import subscribers_changed
+            subscribers_changed(message.shop_id, [message.subscriber_id])
+        if status in _FAILED and err in SUPPRESS_ERROR_CODES:
+            from kinnekt.subscribers.optin import suppress
+            subscriber = session.get(Subscriber, message.subscriber_id)
+            if subscriber is not None:
+                suppress(session, subscriber, reason=f"Delivery failed: {ERROR_TEXT[err]}", source="carrier")
+    return outcome

@@ -1,0 +1,149 @@
+"""Phone numbers: E.164 normalising with country, carrier and time zone, and merchant-readable errors.
+
+Time zone rule (a number can map to several zones; phonenumbers lists them alphabetically, so the
+first one is an accident of spelling, e.g. Europe/Guernsey for every UK mobile):
+
+1. one candidate zone: that zone ("Etc/Unknown" means none);
+2. the number's place (English geocoder text, e.g. "Perth") names a candidate's city: that zone;
+3. a national prefix that pins a state inside a multi-zone area code (Australia's 08: 86/89 is
+   Western Australia, 87/88 South Australia and the Northern Territory): that zone;
+4. the caller's preferred zone (the shop's), when it is a candidate: mobiles are not geographic,
+   and a shop's subscribers mostly live near it;
+5. the country's most populous zone (GB Europe/London, AU Australia/Sydney, US America/New_York…)
+   when it is a candidate;
+6. otherwise the first candidate.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, carrier, geocoder, timezone as pn_timezone
+
+MAX_INPUT_LENGTH = 40
+"""Longer input is not a phone number, whatever its digits."""
+
+_ALLOWED = re.compile(r"^[0-9+()\-.\s/]+$")
+
+# The zone most of each multi-zone country's people live in (rule 5).
+PRIMARY_ZONES = {
+    "AR": "America/Argentina/Buenos_Aires", "AU": "Australia/Sydney", "BR": "America/Sao_Paulo",
+    "CA": "America/Toronto", "CD": "Africa/Kinshasa", "CL": "America/Santiago", "CN": "Asia/Shanghai",
+    "EC": "America/Guayaquil", "ES": "Europe/Madrid", "FM": "Pacific/Pohnpei", "GB": "Europe/London",
+    "GL": "America/Nuuk", "ID": "Asia/Jakarta", "KI": "Pacific/Tarawa", "KZ": "Asia/Almaty",
+    "MN": "Asia/Ulaanbaatar", "MX": "America/Mexico_City", "MY": "Asia/Kuala_Lumpur", "NZ": "Pacific/Auckland",
+    "PF": "Pacific/Tahiti", "PG": "Pacific/Port_Moresby", "PT": "Europe/Lisbon", "RU": "Europe/Moscow",
+    "UA": "Europe/Kyiv", "US": "America/New_York", "UZ": "Asia/Tashkent",
+}
+
+# National-number prefixes that pin a zone where the area code spans several (rule 3).
+PREFIX_ZONES = {
+    "AU": (("86", "Australia/Perth"), ("89", "Australia/Perth"),
+           ("87", "Australia/Adelaide"), ("88", "Australia/Adelaide")),
+}
+
+
+@dataclass(frozen=True)
+class PhoneInfo:
+    """A normalised number: E.164, ISO country, carrier (as allocated; None if unknown) and IANA time zone."""
+
+    e164: str
+    country: str | None
+    carrier: str | None
+    timezone: str | None
+
+
+class InvalidPhone(ValueError):
+    """The input is not a number we can text; the message says what is wrong, in the merchant's words."""
+
+
+def normalise(raw: str, default_region: str | None = None, *, prefer_zone: str | None = None,
+              lenient: bool = False) -> PhoneInfo:
+    """Parse `raw` (with + and country code, or national in `default_region`) into a PhoneInfo.
+
+    `lenient` accepts a number that is possible but not valid by the metadata: only for numbers that
+    just texted us (they exist, whatever the metadata says). Raises InvalidPhone otherwise.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhone("Enter a phone number.")
+    if len(text) > MAX_INPUT_LENGTH:
+        raise InvalidPhone(f"{text[:20]}… is too long to be a phone number.")
+    if not _ALLOWED.match(text) or not any(ch.isdigit() for ch in text):
+        raise InvalidPhone(f"{text} is not a phone number: use digits, with + and the country code.")
+    if text.startswith("00") and not default_region:
+        text = "+" + text[2:]  # the international prefix used in most of the world
+    region = default_region.upper() if default_region else None
+    if not text.startswith("+") and not region:
+        raise InvalidPhone(f"{text} is missing the country code: write it with + and the country code, "
+                           f"e.g. +1 415 555 2671.")
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except NumberParseException as exc:
+        raise InvalidPhone(_parse_error(text, exc)) from None
+    main_region = phonenumbers.region_code_for_country_code(number.country_code)
+    main_region = main_region if main_region not in (None, "ZZ", "001") else None
+    if not phonenumbers.is_valid_number(number):
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        if possible == phonenumbers.ValidationResult.TOO_SHORT:
+            raise InvalidPhone(f"{text} is too short to be a phone number.")
+        if possible == phonenumbers.ValidationResult.TOO_LONG:
+            raise InvalidPhone(f"{text} is too long to be a phone number.")
+        if not (lenient and possible in (phonenumbers.ValidationResult.IS_POSSIBLE,
+                                         phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY)):
+            raise InvalidPhone(f"{text} is not a valid {main_region + ' ' if main_region else ''}number.")
+    # an unlisted (lenient) number belongs to its calling code's main country
+    country = phonenumbers.region_code_for_number(number) or main_region
+    country = country if country and len(country) == 2 and country.isalpha() and country != "ZZ" else None
+    return PhoneInfo(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        country=country,
+        carrier=carrier.name_for_number(number, "en") or None,
+        timezone=choose_timezone(number, country, prefer_zone),
+    )
+
+
+def choose_timezone(number: phonenumbers.PhoneNumber, country: str | None,
+                    prefer_zone: str | None = None) -> str | None:
+    """The one IANA zone for `number`, by the rule in this module's docstring."""
+    zones = [z for z in pn_timezone.time_zones_for_number(number) if z and z != "Etc/Unknown"]
+    if not zones:
+        return None
+    if len(zones) == 1:
+        return zones[0]
+    place = (geocoder.description_for_number(number, "en") or "").split(",")[0].strip().lower()
+    for zone in zones:
+        if place and zone.rsplit("/", 1)[-1].replace("_", " ").lower() == place:
+            return zone
+    national = str(number.national_number)
+    for prefix, zone in PREFIX_ZONES.get(country or "", ()):
+        if national.startswith(prefix) and zone in zones:
+            return zone
+    if prefer_zone in zones:
+        return prefer_zone
+    primary = PRIMARY_ZONES.get(country or "")
+    if primary in zones:
+        return primary
+    return zones[0]
+
+
+def from_msisdn(msisdn: str) -> str:
+    """Vonage's msisdn (digits, no +) as E.164 text; raises InvalidPhone when it is not 6-15 digits."""
+    digits = (msisdn or "").strip().lstrip("+")
+    if not digits.isdigit() or not 6 <= len(digits) <= 15:
+        raise InvalidPhone(f"{msisdn!r} is not a phone number.")
+    return "+" + digits
+
+
+def _parse_error(text: str, exc: NumberParseException) -> str:
+    kind = exc.error_type
+    if kind == NumberParseException.INVALID_COUNTRY_CODE:
+        if text.startswith("+"):
+            return f"{text} has an unknown country code."
+        return f"{text} is missing the country code: write it with + and the country code."
+    if kind in (NumberParseException.TOO_SHORT_NSN, NumberParseException.TOO_SHORT_AFTER_IDD):
+        return f"{text} is too short to be a phone number."
+    if kind == NumberParseException.TOO_LONG:
+        return f"{text} is too long to be a phone number."
+    return f"{text} is not a phone number."

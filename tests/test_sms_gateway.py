@@ -1,0 +1,290 @@
+"""The Vonage gateway (real SDK against the HTTPS fake), the Outbox sink, and sending queued messages once."""
+from __future__ import annotations
+
+import base64
+import socket
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt.models import Message, OutboxMessage, Subscriber
+from kinnekt.queue import get_queue
+from kinnekt.sms import gateway as gateway_module
+from kinnekt.sms.gateway import GatewayNotConfigured, OutboxGateway, get_gateway
+from kinnekt.sms.outgoing import deliver, queue_message
+from kinnekt.sms.vonage import VonageGateway
+from kinnekt.subscribers import optin
+from tests.conftest import make_shop
+from tests.fake_vonage import (  # noqa: F401 (fixtures)
+    API_KEY, API_SECRET, fake_vonage, settled_jobs, vonage_ca, vonage_config,
+)
+
+PHONE = "+447400123456"
+
+pytestmark = pytest.mark.usefixtures("settled_jobs")
+
+
+def _gateway(fake, sender="AcmeShop", secret=API_SECRET):
+    client = VonageGateway.make_client(API_KEY, secret, fake.host)
+    return VonageGateway(client, sender=sender, api_key=API_KEY, callback="https://kinnekt.test/sms/receipt")
+
+
+def test_send_success_speaks_the_wire_format(fake_vonage):
+    result = _gateway(fake_vonage).send(PHONE, "Hi Ann, 10% off today", "m42")
+    assert result.status == "sent" and not result.retryable and not result.unknown_outcome
+    assert result.provider_id.startswith("FAKE") and result.price == Decimal("0.0333")
+    [request] = fake_vonage.requests
+    assert request["path"] == "/sms/json"
+    assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(
+        f"{API_KEY}:{API_SECRET}".encode()).decode()
+    form = request["form"]
+    assert form["to"] == "447400123456" and form["from"] == "AcmeShop" and form["type"] == "text"
+    assert form["client-ref"] == "m42" and form["text"] == "Hi Ann, 10% off today"
+    assert form["callback"] == "https://kinnekt.test/sms/receipt"
+
+
+def test_numeric_sender_goes_without_plus(fake_vonage):
+    _gateway(fake_vonage, sender="+1 555 010 0200").send(PHONE, "hello", "m1")
+    assert fake_vonage.sent()[0]["from"] == "15550100200"
+
+
+def test_unicode_text_is_sent_as_type_unicode(fake_vonage):
+    result = _gateway(fake_vonage).send(PHONE, "Merci ! Voilà 🎉", "m2")
+    assert result.status == "sent"
+    assert fake_vonage.sent()[0]["type"] == "unicode"
+
+
+def test_long_text_sums_the_price_of_its_parts(fake_vonage):
+    result = _gateway(fake_vonage).send(PHONE, "a" * 200, "m3")
+    assert result.status == "sent" and result.price == Decimal("0.0666")
+    assert len(fake_vonage.requests) == 1
+
+
+def test_throttled_is_retryable_with_its_code(fake_vonage):
+    fake_vonage.then(("status", "1", "Throttled"))
+    result = _gateway(fake_vonage).send(PHONE, "hello", "m4")
+    assert (result.status, result.error_code, result.error_text) == ("failed", "1", "Throttled")
+    assert result.retryable and not result.unknown_outcome
+    assert len(fake_vonage.requests) == 1
+
+
+def test_bad_credentials_are_a_permanent_failure(fake_vonage):
+    result = _gateway(fake_vonage, secret="wrong-secret").send(PHONE, "hello", "m5")
+    assert (result.status, result.error_code, result.error_text) == ("failed", "4", "Bad Credentials")
+    assert not result.retryable and not result.unknown_outcome
+
+
+def test_barred_number_is_unreachable(fake_vonage):
+    fake_vonage.then(("status", "7", "Number barred"))
+    result = _gateway(fake_vonage).send(PHONE, "hello", "m6")
+    assert result.status == "failed" and result.recipient_unreachable and not result.retryable
+
+
+def test_server_error_is_retryable_and_not_retried_by_the_client(fake_vonage):
+    fake_vonage.then(("http", 500))
+    result = _gateway(fake_vonage).send(PHONE, "hello", "m7")
+    assert (result.status, result.error_code, result.retryable) == ("failed", "http-500", True)
+    assert len(fake_vonage.requests) == 1
+
+
+def test_dropped_connection_after_the_request_is_an_unknown_outcome_sent_once(fake_vonage):
+    fake_vonage.then("drop")
+    gateway = _gateway(fake_vonage)
+    result = gateway.send(PHONE, "hello", "m8")
+    assert result.status == "unknown" and result.unknown_outcome and not result.retryable
+    assert len(fake_vonage.requests) == 1  # neither the SDK nor urllib3 sent it again
+    # the same client keeps working afterwards
+    assert gateway.send(PHONE, "next", "m9").status == "sent"
+
+
+def test_the_fake_catches_the_sdk_default_resending_after_a_drop(fake_vonage):
+    """Why the gateway's settings matter: with the SDK's defaults the same SMS goes out twice."""
+    from vonage import Auth, HttpClientOptions, Vonage
+    from vonage_sms import SmsMessage
+    fake_vonage.then("drop")
+    client = Vonage(Auth(api_key=API_KEY, api_secret=API_SECRET), HttpClientOptions(rest_host=fake_vonage.host))
+    assert client.sms.send(SmsMessage(to="447400123456", from_="AcmeShop", text="hello")).messages[0].status == "0"
+    assert len(fake_vonage.sent()) == 2
+
+
+def test_connection_refused_never_left_so_it_is_retryable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = VonageGateway.make_client(API_KEY, API_SECRET, f"127.0.0.1:{port}")
+    result = VonageGateway(client, sender="AcmeShop", api_key=API_KEY).send(PHONE, "hello", "m10")
+    assert (result.status, result.error_code, result.retryable, result.unknown_outcome) == (
+        "failed", "connect", True, False)
+
+
+def test_invalid_request_fails_without_a_call(fake_vonage):
+    result = _gateway(fake_vonage).send(PHONE, "hello", "r" * 101)  # client-ref is at most 100
+    assert (result.status, result.error_code) == ("failed", "invalid-request")
+    assert fake_vonage.requests == []
+
+
+# --- choosing a gateway -------------------------------------------------------------------------
+
+def test_demo_shops_always_use_the_outbox(db, vonage_config):
+    demo = make_shop("demo.myshopify.com", is_demo=True)
+    assert isinstance(get_gateway(demo), OutboxGateway)
+
+
+def test_real_shop_uses_vonage_and_its_own_sender(db, vonage_config, monkeypatch):
+    shop = make_shop(sender="AcmeShop")
+    gateway = get_gateway(shop)
+    assert isinstance(gateway, VonageGateway) and gateway.sender == "AcmeShop"
+    shop.sender = None
+    assert get_gateway(shop).sender == "15550100200"
+
+
+def test_without_credentials_outside_the_demo_nothing_is_sent(app, db, monkeypatch):
+    shop = make_shop()
+    monkeypatch.setitem(app.config, "VONAGE_API_KEY", "")
+    with pytest.raises(GatewayNotConfigured):
+        get_gateway(shop)
+    monkeypatch.setitem(app.config, "DEMO_MODE", True)
+    assert isinstance(get_gateway(shop), OutboxGateway)
+
+
+def test_outbox_writes_one_row_per_client_ref(db):
+    demo = make_shop("demo.myshopify.com", is_demo=True, sender="Demo")
+    outbox = OutboxGateway(demo, "Demo", db())
+    first = outbox.send(PHONE, "hello", "m1")
+    again = outbox.send(PHONE, "hello", "m1")
+    db.commit()
+    assert first.status == "sent" and first.provider_id == again.provider_id
+    assert db.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+# --- queued messages ----------------------------------------------------------------------------
+
+def _subscriber(db, shop, phone=PHONE):
+    return optin.subscribe(db(), shop, phone, source="manual", consent_text="Added by the merchant")
+
+
+def _drain():
+    assert get_queue().drain(20)
+
+
+def test_queued_message_is_sent_once_and_counted(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    message = queue_message(db(), shop, sub, "Thanks for joining!", kind="reply")
+    _drain()
+    db.expire_all()
+    message = db.get(Message, message.id)
+    assert message.status == "sent" and message.provider_id.startswith("FAKE")
+    assert (message.encoding, message.segments, message.price) == ("gsm7", 1, Decimal("0.0333"))
+    assert message.client_ref == f"m{message.id}" and message.sent_at is not None
+    assert vonage_config.sent()[0]["client-ref"] == message.client_ref
+    sub = db.get(Subscriber, sub.id)
+    assert sub.sent_count == 1 and sub.last_received_at is not None
+    assert deliver(db(), message.id) == "not pending"  # a second run of the job sends nothing
+    assert len(vonage_config.requests) == 1
+
+
+def test_unknown_outcome_is_recorded_and_never_resent(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    vonage_config.then("drop")
+    message = queue_message(db(), shop, sub, "hello", kind="reply")
+    _drain()
+    from workers.sms import requeue_due_replies
+    requeue_due_replies()
+    _drain()
+    db.expire_all()
+    message = db.get(Message, message.id)
+    assert message.status == "unknown" and message.error_code == "connection"
+    assert len(vonage_config.requests) == 1
+    assert db.get(Subscriber, sub.id).sent_count == 0  # not known to be accepted (a receipt will settle it)
+
+
+def test_throttled_message_waits_and_is_retried(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    vonage_config.then(("status", "1", "Throttled"))
+    message = queue_message(db(), shop, sub, "hello", kind="reply")
+    _drain()
+    db.expire_all()
+    message = db.get(Message, message.id)
+    assert (message.status, message.attempts, message.error_code) == ("pending", 1, "1")
+    assert message.due_at is not None
+    assert deliver(db(), message.id) == "not pending"  # not before it is due
+    message.due_at = None
+    db.commit()
+    assert deliver(db(), message.id) == "sent"
+    assert db.get(Message, message.id).attempts == 2
+
+
+def test_permanent_failure_is_recorded_and_barred_number_suppressed(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    vonage_config.then(("status", "7", "Number barred"))
+    message = queue_message(db(), shop, sub, "hello", kind="reply")
+    _drain()
+    db.expire_all()
+    message = db.get(Message, message.id)
+    assert (message.status, message.error_code, message.error_reason) == ("failed", "7", "Number barred")
+    sub = db.get(Subscriber, sub.id)
+    assert sub.suppressed_at is not None and "Number barred" in sub.suppressed_reason and not sub.marketable
+
+
+def test_opted_out_subscriber_is_skipped_but_gets_the_stop_confirmation(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    # two messages queued while subscribed (their send jobs not run yet), then the number opts out
+    reply, confirmation = (Message(shop_id=shop.id, subscriber_id=sub.id, kind=kind, to_phone=PHONE, body=body,
+                                   status="pending", client_ref=f"t-{kind}")
+                           for kind, body in (("reply", "a reply"), ("stop_confirm", "You are unsubscribed")))
+    db.add_all([reply, confirmation])
+    db.commit()
+    optin.unsubscribe(db(), sub, reason="Texted STOP", source="sms")
+    assert deliver(db(), reply.id) == "skipped"
+    assert deliver(db(), confirmation.id) == "sent"
+    db.expire_all()
+    assert (db.get(Message, reply.id).status, db.get(Message, reply.id).skip_reason) == ("skipped", "unsubscribed")
+    assert db.get(Message, confirmation.id).status == "sent"
+    assert [f["text"] for f in vonage_config.sent()] == ["You are unsubscribed"]
+
+
+def test_demo_shop_messages_go_to_the_outbox_not_vonage(db, vonage_config):
+    demo = make_shop("demo.myshopify.com", is_demo=True, sender="Demo")
+    sub = _subscriber(db, demo)
+    message = queue_message(db(), demo, sub, "hello from the demo", kind="test")
+    _drain()
+    db.expire_all()
+    assert db.get(Message, message.id).status == "sent"
+    assert db.scalars(select(OutboxMessage.text)).all() == ["hello from the demo"]
+    assert vonage_config.requests == []
+
+
+def test_bad_queue_input_saves_nothing(db):
+    shop = make_shop()
+    with pytest.raises(ValueError):
+        queue_message(db(), shop, None, "hello", kind="reply")  # nobody to send to
+    with pytest.raises(ValueError):
+        queue_message(db(), shop, None, "   ", kind="reply", to_phone=PHONE)
+    with pytest.raises(ValueError):
+        queue_message(db(), shop, None, "hello", kind="campaign-ish", to_phone=PHONE)
+    assert db.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_gateway_client_is_reused_for_the_same_configuration(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    assert get_gateway(shop).client is get_gateway(shop).client
+    assert len(gateway_module._vonage_cache) == 1
+
+
+def test_nothing_is_sent_for_an_uninstalled_shop(db, vonage_config):
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    message = Message(shop_id=shop.id, subscriber_id=sub.id, kind="help", to_phone=PHONE, body="help text",
+                      status="pending", client_ref="t-help")
+    db.add(message)
+    shop.uninstalled_at = shop.installed_at
+    db.commit()
+    assert deliver(db(), message.id) == "skipped"
+    assert db.get(Message, message.id).skip_reason == "shop uninstalled"
+    assert vonage_config.requests == []

@@ -1,0 +1,415 @@
+"""Inbound SMS: the webhook in each Vonage format, signatures, intents (every opt-out word), and their handling."""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt.db import utcnow
+from kinnekt.models import InboundMessage, Message, OutboxMessage, SegmentMember, SignatureNonce, Subscriber
+from kinnekt.queue import get_queue
+from kinnekt.sms import signatures
+from kinnekt.subscribers import inbound, optin
+from kinnekt.subscribers.keywords import create_keyword
+from tests.conftest import make_shop
+from tests.fake_vonage import fake_vonage, vonage_ca, vonage_config, settled_jobs  # noqa: F401 (fixtures)
+
+SENDER = "15550100200"
+MSISDN = "447400123456"
+PHONE = "+" + MSISDN
+_ids = itertools.count(1)
+
+pytestmark = pytest.mark.usefixtures("settled_jobs")
+
+
+def params(text: str, *, msisdn: str = MSISDN, to: str = SENDER, **extra) -> dict:
+    """An inbound webhook as Vonage sends it."""
+    words = text.split()
+    base = {"msisdn": msisdn, "to": to, "messageId": f"1000000{next(_ids):09d}", "text": text, "type": "text",
+            "keyword": words[0].upper() if words else "", "message-timestamp": "2026-11-22 10:00:00",
+            "api-key": "fakekey1"}
+    base.update(extra)
+    return base
+
+
+def post(client, data: dict, how: str = "form"):
+    if how == "get":
+        return client.get("/sms/inbound", query_string=data)
+    if how == "json":
+        return client.post("/sms/inbound", json=data)
+    return client.post("/sms/inbound", data=data)
+
+
+def drain():
+    assert get_queue().drain(20)
+
+
+def outbox_texts(db) -> list[str]:
+    db.expire_all()
+    return db.scalars(select(OutboxMessage.text).order_by(OutboxMessage.id)).all()
+
+
+def count(db, model) -> int:
+    return db.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def shop(db):
+    """A demo shop (its texts go to the Outbox) texting from SENDER, with double opt-in on."""
+    return make_shop("acme.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=True)
+
+
+def subscribed(db, shop, phone=PHONE):
+    return optin.subscribe(db(), shop, phone, source="manual", consent_text="Added by the merchant",
+                           double_opt_in=False)
+
+
+# --- the webhook --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["get", "form", "json"])
+def test_each_vonage_format_is_stored_once_and_handled(client, db, shop, how):
+    data = params("HELP")
+    assert post(client, data, how).status_code == 204
+    assert post(client, data, how).status_code == 204  # Vonage retried: a no-op
+    drain()
+    [row] = db.scalars(select(InboundMessage)).all()
+    assert (row.provider_id, row.from_phone, row.to_number, row.text) == (data["messageId"], PHONE, SENDER, "HELP")
+    assert row.intent == "help" and row.processed_at is not None and row.shop_id == shop.id
+    assert outbox_texts(db) == ["Acme: Reply STOP to unsubscribe. Msg & data rates may apply."]
+
+
+@pytest.mark.parametrize("change, how", [
+    ({"msisdn": ""}, "form"), ({"msisdn": "44abc"}, "get"), ({"msisdn": "123"}, "json"),
+    ({"messageId": ""}, "form"), ({"messageId": "x" * 65}, "json"), ({"to": ""}, "get"),
+    ({"type": "mms"}, "form"), ({"text": "x" * 1601}, "form"),
+    ({"concat": "true", "concat-ref": "7", "concat-total": "2", "concat-part": "3"}, "form"),
+    ({"concat": "true", "concat-ref": "7", "concat-total": "two", "concat-part": "1"}, "json"),
+    ({"msisdn": {"nested": "1"}}, "json"),
+])
+def test_malformed_requests_are_400_and_store_nothing(client, db, shop, change, how):
+    data = {**params("HELP"), **change}
+    response = post(client, data, how)
+    assert response.status_code == 400 and response.get_json()["error"] == "malformed"
+    assert count(db, InboundMessage) == 0
+
+
+def test_non_object_json_is_400(client, db, shop):
+    assert client.post("/sms/inbound", json=["HELP"]).status_code == 400
+    assert client.post("/sms/inbound", data="{not json", content_type="application/json").status_code == 400
+    assert count(db, InboundMessage) == 0
+
+
+def test_text_to_a_number_no_shop_uses_is_acknowledged_and_dropped(client, db, shop):
+    assert post(client, params("HELP", to="15559999999")).status_code == 204
+    assert count(db, InboundMessage) == 0
+
+
+def test_oversized_body_is_refused(app, client, db, shop, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_WEBHOOK_BYTES", 100)
+    assert post(client, params("x" * 200)).status_code == 413
+    assert count(db, InboundMessage) == 0
+
+
+# --- signatures -------------------------------------------------------------------------------------
+
+SECRET = "sig-secret-0123456789"
+
+
+@pytest.fixture
+def signing(app, monkeypatch):
+    """Require signed webhooks with a chosen method; returns a function that signs params."""
+    monkeypatch.setitem(app.config, "VONAGE_SIGNATURE_SECRET", SECRET)
+
+    def sign(data: dict, method: str = "md5hash", *, age: float = 0, nonce: str | None = None) -> dict:
+        monkeypatch.setitem(app.config, "VONAGE_SIGNATURE_METHOD", method)
+        data = {**data, "timestamp": str(int(time.time() - age)), "nonce": nonce or f"n-{next(_ids)}"}
+        data["sig"] = signatures.sign(data, SECRET, method)
+        return data
+    return sign
+
+
+@pytest.mark.parametrize("method", signatures.METHODS)
+@pytest.mark.parametrize("how", ["get", "form", "json"])
+def test_signed_requests_are_accepted_in_every_mode(client, db, shop, signing, method, how):
+    assert post(client, signing(params("Hi & welcome = yes"), method), how).status_code == 204
+    assert count(db, InboundMessage) == 1
+
+
+def test_upper_case_signature_is_accepted(client, db, shop, signing):
+    data = signing(params("HELP"), "sha256")
+    data["sig"] = data["sig"].upper()
+    assert post(client, data).status_code == 204
+
+
+@pytest.mark.parametrize("spoil", ["wrong sig", "tampered text", "no sig", "stale", "future", "other method"])
+def test_bad_signatures_are_401_and_store_nothing(client, db, shop, signing, spoil):
+    data = signing(params("HELP"), "sha256", age=400 if spoil == "stale" else (-400 if spoil == "future" else 0))
+    if spoil == "wrong sig":
+        data["sig"] = "0" * 64
+    elif spoil == "tampered text":
+        data["text"] = "START"
+    elif spoil == "no sig":
+        del data["sig"]
+    elif spoil == "other method":
+        data["sig"] = signatures.sign(data, SECRET, "md5hash")
+    response = post(client, data)
+    assert response.status_code == 401 and response.get_json()["error"] == "bad signature"
+    assert count(db, InboundMessage) == 0
+
+
+def test_reused_nonce_is_refused(client, db, shop, signing):
+    first = signing(params("HELP"), "sha1", nonce="same-nonce")
+    second = signing(params("INFO"), "sha1", nonce="same-nonce")
+    assert post(client, first).status_code == 204
+    assert post(client, second).status_code == 401
+    assert count(db, InboundMessage) == 1 and count(db, SignatureNonce) == 1
+
+
+def test_nonces_in_redis_when_configured():
+    from redis import Redis
+    seen = signatures.redis_nonce_store(Redis.from_url("redis://127.0.0.1:6379/15"), 60,
+                                        prefix=f"test:nonce:{time.time_ns()}:")
+    assert seen("abc") is False and seen("abc") is True and seen("abd") is False
+
+
+@pytest.mark.parametrize("method", ["md5", "sha1", "sha256", "sha512"])
+def test_our_hmac_signatures_match_the_vonage_sdk(method):
+    from vonage_http_client import Auth
+    data = {"msisdn": MSISDN, "to": SENDER, "text": "a=b&c", "messageId": "1", "timestamp": "1700000000"}
+    sdk = Auth(api_key="k", signature_secret=SECRET, signature_method=method).sign_params(dict(data))
+    assert signatures.sign(data, SECRET, method) == sdk
+
+
+def test_md5hash_is_md5_of_the_string_and_secret():
+    import hashlib
+    data = {"b": "2", "a": "x&y=z", "sig": "ignored"}
+    assert signatures.signing_string(data) == "&a=x_y_z&b=2"
+    assert signatures.sign(data, "s3", "md5hash") == hashlib.md5(b"&a=x_y_z&b=2s3").hexdigest()
+    with pytest.raises(ValueError):
+        signatures.sign(data, "s3", "crc32")
+
+
+def test_old_nonces_are_pruned(db):
+    from workers.sms import prune_signature_nonces
+    db.add_all([SignatureNonce(nonce="old", seen_at=utcnow() - dt.timedelta(hours=1)), SignatureNonce(nonce="new")])
+    db.commit()
+    assert prune_signature_nonces() == 1
+    assert db.scalars(select(SignatureNonce.nonce)).all() == ["new"]
+
+
+# --- what a text means ------------------------------------------------------------------------------
+
+OPT_OUTS = [
+    "STOP", "stop", "Stop.", "STOP!!!", " stop ", "STOPALL", "stop all", "UNSUBSCRIBE", "Unsubscribe", "CANCEL",
+    "END", "QUIT", "REVOKE", "OPT OUT", "opt-out", "OPTOUT", "Opt out please",
+    "stop texting me", "Stop texting me!", "please stop", "Please stop.", "stop please", "STOP NOW",
+    "stop sending me texts", "stop messaging me", "remove me", "Remove me from your list",
+    "unsubscribe me", "please unsubscribe me", "take me off your list", "how do I unsubscribe?",
+    "don't text me", "do not text me again", "no more texts", "leave me alone", "wrong number",
+    "cancel subscription", "Stop 🛑", "end it", "quit texting me",
+]
+NOT_OPT_OUTS = [
+    "when does the sale stop?", "Will the promo end soon?", "cancel my order #1001", "Does the sale end today?",
+    "I can't stop buying your stuff", "don't stop texting me, love the deals", "please don't unsubscribe me",
+    "Is there a bus stop near the store?", "What time do you close?", "Thanks!", "", "stop by the store today?",
+    "I never want to quit you guys", "HELP", "START",
+]
+
+
+@pytest.mark.parametrize("text", OPT_OUTS)
+def test_opt_out_words_and_phrases(text):
+    assert inbound.classify(text) == "stop"
+
+
+@pytest.mark.parametrize("text", NOT_OPT_OUTS)
+def test_sentences_that_merely_contain_a_word_are_not_opt_outs(text):
+    assert inbound.classify(text) != "stop"
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("HELP", "help"), ("help me", "help"), ("Info", "help"), ("I need help with my order", "other"),
+    ("START", "start"), ("unstop", "start"), ("YES", "start"), ("y", "start"), ("Yes please!", "start"),
+    ("yes but what about shipping?", "other"),
+    ("SALE", "keyword"), ("sale please", "keyword"), ("Sale!", "keyword"), ("SALES", "other"),
+    ("hello there", "other"),
+])
+def test_other_intents(text, intent):
+    assert inbound.classify(text, frozenset({"SALE"})) == intent
+
+
+# --- handling -----------------------------------------------------------------------------------------
+
+def test_stop_unsubscribes_at_once_and_confirms_once(client, db, shop):
+    sub = subscribed(db, shop)
+    post(client, params("Stop texting me"))
+    post(client, params("STOP"))  # already unsubscribed: no second confirmation
+    drain()
+    db.expire_all()
+    sub = db.get(Subscriber, sub.id)
+    assert sub.status == "unsubscribed" and sub.unsubscribe_reason == 'Texted "Stop texting me"'
+    assert outbox_texts(db) == ["Acme: You are unsubscribed and will get no more messages. Reply START to resubscribe."]
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+    assert set(db.scalars(select(InboundMessage.intent)).all()) == {"stop"}
+
+
+def test_stop_through_vonage_sends_one_confirmation(client, db, vonage_config):
+    real = make_shop("acme.myshopify.com", sender=SENDER)
+    sub = subscribed(db, real)
+    post(client, params("UNSUBSCRIBE"))
+    drain()
+    assert [f["text"] for f in vonage_config.sent()] == [
+        "Acme: You are unsubscribed and will get no more messages. Reply START to resubscribe."]
+    assert vonage_config.sent()[0]["to"] == MSISDN and vonage_config.sent()[0]["from"] == SENDER
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "unsubscribed"
+
+
+def test_stop_applies_to_every_shop_sharing_the_number(client, db, shop):
+    other = make_shop("other.myshopify.com", sender="+1 555 010 0200", is_demo=True)
+    a, b = subscribed(db, shop), subscribed(db, other)
+    post(client, params("STOP"))
+    drain()
+    db.expire_all()
+    assert db.get(Subscriber, a.id).status == db.get(Subscriber, b.id).status == "unsubscribed"
+    assert len(outbox_texts(db)) == 1
+
+
+def test_non_opt_out_sentence_is_kept_for_the_inbox(client, db, shop):
+    sub = subscribed(db, shop)
+    post(client, params("when does the sale stop?"))
+    drain()
+    row = db.scalars(select(InboundMessage)).one()
+    assert (row.intent, row.subscriber_id) == ("other", sub.id)
+    assert db.get(Subscriber, sub.id).status == "subscribed" and outbox_texts(db) == []
+
+
+def test_help_is_answered_even_after_an_opt_out(client, db, shop):
+    sub = subscribed(db, shop)
+    optin.unsubscribe(db(), sub, reason="STOP", source="sms")
+    shop.help_text = "Acme texts: deals weekly. Reply STOP to opt out."
+    db.commit()
+    post(client, params("INFO"))
+    drain()
+    assert outbox_texts(db) == ["Acme: Acme texts: deals weekly. Reply STOP to opt out."]
+
+
+def test_start_resubscribes(client, db, shop):
+    sub = subscribed(db, shop)
+    optin.unsubscribe(db(), sub, reason="STOP", source="sms")
+    post(client, params("START"))
+    drain()
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "subscribed"
+    assert outbox_texts(db) == ["Acme: You are subscribed again. Reply HELP for help, STOP to unsubscribe."]
+
+
+def test_start_from_an_unknown_number_creates_nobody(client, db, shop):
+    post(client, params("START"))
+    drain()
+    assert count(db, Subscriber) == 0 and db.scalars(select(InboundMessage.intent)).one() == "start"
+
+
+def test_double_opt_in_keyword_then_y(client, db, shop):
+    keyword = create_keyword(db(), shop, word="SALE", reply_text="Welcome! Use SALE10 for 10% off.")
+    post(client, params("sale"))
+    drain()
+    sub = db.scalars(select(Subscriber)).one()
+    assert (sub.status, sub.source, sub.keyword, sub.keyword_id) == ("pending", "keyword", "SALE", keyword.id)
+    assert sub.consent_message_id is not None and 'Texted "sale" to 15550100200' == sub.consent_text
+    [prompt] = outbox_texts(db)
+    assert "Reply Y to confirm" in prompt
+    post(client, params("Y"))
+    drain()
+    db.expire_all()
+    sub = db.get(Subscriber, sub.id)
+    assert sub.status == "subscribed" and sub.subscribed_at is not None
+    assert outbox_texts(db)[1:] == ["Welcome! Use SALE10 for 10% off."]
+    segment_id = db.scalar(select(SegmentMember.segment_id).where(SegmentMember.subscriber_id == sub.id))
+    from kinnekt.models import Segment
+    assert db.get(Segment, segment_id).name == "Keyword: SALE"
+
+
+def test_keyword_without_double_opt_in_replies_at_once(client, db, shop):
+    shop.double_opt_in = False
+    db.commit()
+    create_keyword(db(), shop, word="JOIN", reply_text="Thanks for joining Acme!")
+    post(client, params("JOIN"))
+    drain()
+    assert db.scalars(select(Subscriber.status)).one() == "subscribed"
+    assert outbox_texts(db) == ["Thanks for joining Acme!"]
+
+
+def test_inactive_keyword_subscribes_nobody(client, db, shop):
+    keyword = create_keyword(db(), shop, word="OLD")
+    keyword.active = False
+    db.commit()
+    post(client, params("OLD"))
+    drain()
+    assert count(db, Subscriber) == 0 and db.scalars(select(InboundMessage.intent)).one() == "other"
+
+
+def test_keyword_from_a_number_not_in_the_metadata_still_subscribes(client, db, shop):
+    shop.double_opt_in = False
+    db.commit()
+    create_keyword(db(), shop, word="JOIN")
+    post(client, params("JOIN", msisdn="447700900123"))  # a drama-range number: it texted us, so it exists
+    drain()
+    assert db.scalars(select(Subscriber.phone)).one() == "+447700900123"
+
+
+def test_shared_number_goes_to_the_shop_of_the_keyword_or_the_subscriber(client, db, shop):
+    other = make_shop("other.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=False)
+    create_keyword(db(), other, word="DEALS")
+    post(client, params("DEALS"))
+    drain()
+    assert db.scalars(select(Subscriber.shop_id)).one() == other.id
+    post(client, params("what time do you open?"))
+    drain()
+    rows = db.scalars(select(InboundMessage).order_by(InboundMessage.id)).all()
+    assert [r.shop_id for r in rows] == [other.id, other.id]  # the shop where the number subscribed
+    post(client, params("hello", msisdn="447400123999"))  # unknown to both: the shop installed first
+    drain()
+    assert db.scalars(select(InboundMessage.shop_id).order_by(InboundMessage.id.desc())).first() == shop.id
+
+
+def test_long_text_in_parts_is_handled_once(client, db, shop):
+    sub = subscribed(db, shop)
+    common = {"concat": "true", "concat-ref": "42", "concat-total": "2"}
+    post(client, params(" want to stop texting me", **common, **{"concat-part": "2"}))
+    drain()
+    assert db.scalars(select(InboundMessage.intent)).one() == "part"
+    first = params("Hi, I really do", **common, **{"concat-part": "1"})
+    post(client, first)
+    post(client, first)  # repeated part
+    drain()
+    rows = db.scalars(select(InboundMessage).order_by(InboundMessage.concat_part)).all()
+    assert [(r.concat_part, r.intent) for r in rows] == [(1, "stop"), (2, "merged")]
+    assert rows[0].text == "Hi, I really do want to stop texting me"
+    assert db.get(Subscriber, sub.id).status == "unsubscribed" and len(outbox_texts(db)) == 1
+
+
+def test_long_text_with_a_lost_part_is_handled_after_the_wait(client, db, shop):
+    post(client, params("Part one of three", **{"concat": "true", "concat-ref": "9", "concat-total": "3",
+                                                "concat-part": "1"}))
+    drain()
+    row = db.scalars(select(InboundMessage)).one()
+    row.received_at = utcnow() - dt.timedelta(hours=1)
+    db.commit()
+    from workers.sms import requeue_inbound_sms
+    assert requeue_inbound_sms() == 1
+    db.expire_all()
+    assert db.scalars(select(InboundMessage.intent)).one() == "other"
+
+
+def test_recovery_requeues_an_unhandled_text(client, db, shop):
+    db.add(InboundMessage(shop_id=shop.id, provider_id="lost-1", from_phone=PHONE, to_number=SENDER, text="HELP",
+                          received_at=utcnow() - dt.timedelta(minutes=5)))
+    db.commit()
+    from workers.sms import requeue_inbound_sms
+    assert requeue_inbound_sms() == 1
+    drain()
+    assert db.scalars(select(InboundMessage.intent)).one() == "help"
+    assert requeue_inbound_sms() == 0
