@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kinnekt.db import Session, utcnow
+from kinnekt.db import Session
 from kinnekt.models import Shop
 
 
@@ -12,20 +12,15 @@ def by_domain(domain: str) -> Shop | None:
     return Session.scalar(select(Shop).where(Shop.domain == domain.lower()))
 
 
-def for_session(domain: str) -> Shop:
-    """The shop a verified session token names; a shop we have never seen is registered as installed.
+def for_session(domain: str, id_token: str) -> Shop:
+    """The shop a verified session token names, installed by token exchange when we need its token.
 
-    Token exchange for its offline token happens in kinnekt.shopify (the Shopify integration issue);
-    until it has run the shop is marked `needs_reauth` so no background call is attempted.
+    A shop we have never seen, one that uninstalled, or one whose token was refused goes through token
+    exchange (kinnekt.shopify.install); that raises kinnekt.shopify.tokens.InvalidSessionToken when Shopify
+    refuses the session token.
     """
+    from kinnekt.shopify import install
     shop = by_domain(domain)
-    if shop is None:
-        shop = Shop(domain=domain.lower(), name=domain.split(".")[0], installed_at=utcnow(), needs_reauth=True)
-        Session.add(shop)
-        Session.commit()
-    elif shop.uninstalled_at is not None:
-        shop.uninstalled_at = None
-        shop.installed_at = utcnow()
-        shop.needs_reauth = True
-        Session.commit()
-    return shop
+    if shop is not None and (shop.is_demo or not install.needs_install(shop)):
+        return shop
+    return install.connect_from_session(domain, id_token)

@@ -9,6 +9,7 @@ import pytest
 
 from kinnekt.shopify import session_token
 from kinnekt.shopify.session_token import SessionTokenError, verify
+from tests.fake_shopify import fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -109,12 +110,18 @@ def test_csp_frame_ancestors(client, auth, shop):
     assert csp == f"frame-ancestors https://{shop.domain} https://admin.shopify.com;"
 
 
-def test_unknown_shop_with_valid_token_is_registered(client, db, token_for):
+def test_unknown_shop_with_valid_token_is_registered(app, client, db, token_for, fake_shopify):
     from kinnekt import shops
+    from kinnekt.db import Session
+    fake_shopify.shop("gamma.myshopify.com").name = "Gamma Goods"
     response = client.get("/segments/", headers={"Authorization": f"Bearer {token_for('gamma.myshopify.com')}"})
     assert response.status_code == 200
+    assert len(fake_shopify.calls("token:urn:ietf:params:oauth:grant-type:token-exchange")) == 1
+    assert app.extensions["kinnekt_queue"].drain(30)  # the install job reads the shop from Shopify
+    Session.remove()
     shop = shops.by_domain("gamma.myshopify.com")
-    assert shop is not None and shop.installed and shop.needs_reauth
+    assert shop is not None and shop.installed and not shop.needs_reauth and shop.access_token_enc
+    assert shop.name == "Gamma Goods"
 
 
 def test_api_request_without_token_is_401_json(client, db):

@@ -27,6 +27,7 @@ def register_recoverer(func):
 @job
 def recover_due_work() -> dict[str, int]:
     """Queue again everything the database says is due or unfinished; safe to run any number of times."""
+    import workers.schedule  # noqa: F401  (imports every job module, so each registers its recoverer)
     counts = {}
     for func in RECOVERERS:
         counts[func.__name__] = func()

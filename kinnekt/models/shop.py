@@ -39,6 +39,8 @@ class Shop(Timestamps, Base):
     sync_status: Mapped[str] = mapped_column(String(16), default="never", nullable=False)
     sync_progress: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # High-water mark of the periodic reconciliation (changes fetched up to here).
+    reconciled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     # SMS settings.
     sender: Mapped[str | None] = mapped_column(String(32))

@@ -29,3 +29,4 @@ class WebhookEvent(Base):
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # what processing did, e.g. "older than stored: ignored"

@@ -7,6 +7,7 @@ from flask import Blueprint, abort, current_app, g, make_response, redirect, ren
 
 from kinnekt import shops
 from kinnekt.shopify import session_token
+from kinnekt.shopify.tokens import InvalidSessionToken
 from kinnekt.tenancy import bind_shop
 
 bp = Blueprint("auth", __name__)
@@ -34,7 +35,10 @@ def require_merchant():
             claims = session_token.verify(token, config["SHOPIFY_API_KEY"], config["SHOPIFY_API_SECRET"])
         except session_token.SessionTokenError:
             return _reject()
-        shop = shops.for_session(claims["shop"])
+        try:
+            shop = shops.for_session(claims["shop"], token)
+        except InvalidSessionToken:  # Shopify refused it for token exchange: App Bridge retries with a new one
+            return _reject()
         g.session_claims = claims
     g.shop = shop
     bind_shop(shop.id)

@@ -1,0 +1,117 @@
+"""Search-as-you-type over the synced catalog for the product and collection pickers, with an Admin API
+fallback while the shop's catalog has not synced yet."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import case, exists, or_, select
+
+from kinnekt import defaults
+from kinnekt.models import Collection, Product, Shop
+from kinnekt.shopify.graphql import ShopifyError, client_for, gid_to_id
+
+log = logging.getLogger(__name__)
+
+KINDS = ("products", "collections")
+
+PRODUCTS_QUERY = """
+query KinnektPickProducts($first: Int!, $query: String, $sortKey: ProductSortKeys) {
+  products(first: $first, query: $query, sortKey: $sortKey) {
+    nodes { id title handle status featuredMedia { preview { image { url } } } }
+  }
+}
+"""
+
+COLLECTIONS_QUERY = """
+query KinnektPickCollections($first: Int!, $query: String, $sortKey: CollectionSortKeys) {
+  collections(first: $first, query: $query, sortKey: $sortKey) {
+    nodes { id title handle }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One pickable product or collection; `id` is Shopify's numeric id as digits (as segment rules store it)."""
+
+    id: str
+    title: str
+    detail: str | None = None
+    image_url: str | None = None
+
+
+@dataclass
+class SearchResult:
+    """Matches, where they came from ("catalog", "shopify" or "none"), and a problem to show, if any."""
+
+    items: list[CatalogItem] = field(default_factory=list)
+    source: str = "catalog"
+    error: str | None = None
+
+
+def clean_query(text: str | None) -> str:
+    """The search text trimmed to something sane (the picker sends whatever was typed)."""
+    return " ".join((text or "").split())[:100]
+
+
+def shopify_search(text: str) -> str | None:
+    """Shopify search syntax for titles containing every word (special characters dropped), or None."""
+    words = re.findall(r"[\w'-]+", text)
+    words = [w.strip("'-") for w in words if w.strip("'-")]
+    return " ".join(f"title:*{w}*" for w in words[:8]) or None
+
+
+def search(session, shop: Shop, kind: str, text: str | None, *, limit: int | None = None) -> SearchResult:
+    """Products or collections whose title (or handle) contains the text; titles starting with it first."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown catalog kind {kind!r}")
+    text = clean_query(text)
+    limit = limit or defaults.CATALOG_SEARCH_LIMIT
+    model = Product if kind == "products" else Collection
+    if not session.scalar(select(exists().where(model.shop_id == shop.id))):
+        return _from_shopify(shop, kind, text, limit)
+    statement = select(model).where(model.shop_id == shop.id)
+    if text:
+        statement = statement.where(or_(model.title.icontains(text, autoescape=True),
+                                        model.handle.icontains(text, autoescape=True)))
+        starts = case((model.title.istartswith(text, autoescape=True), 0), else_=1)
+        statement = statement.order_by(starts, model.title, model.id)
+    else:
+        statement = statement.order_by(model.title, model.id)
+    items = [_item(row, kind) for row in session.scalars(statement.limit(limit))]
+    return SearchResult(items, "catalog")
+
+
+def _item(row, kind: str) -> CatalogItem:
+    if kind == "products":
+        detail = row.handle if row.status == "active" else f"{row.handle or ''} · {row.status}".strip(" ·")
+        return CatalogItem(str(row.shopify_id), row.title, detail or None, row.image_url)
+    return CatalogItem(str(row.shopify_id), row.title, row.handle)
+
+
+def _from_shopify(shop: Shop, kind: str, text: str, limit: int) -> SearchResult:
+    """Ask the Admin API while nothing is synced (the demo store and unconnected shops get no fallback)."""
+    if shop.is_demo or not shop.installed or shop.needs_reauth or not shop.access_token_enc:
+        return SearchResult([], "none")
+    query = shopify_search(text)
+    variables = {"first": limit, "query": query, "sortKey": "RELEVANCE" if query else "TITLE"}
+    try:
+        data = client_for(shop).query(PRODUCTS_QUERY if kind == "products" else COLLECTIONS_QUERY, variables)
+    except ShopifyError as exc:
+        log.warning("catalog search fallback for %s failed: %s", shop.domain, exc)
+        return SearchResult([], "shopify", error="Shopify could not be searched right now. Try again in a moment.")
+    items = []
+    for node in (data.get(kind) or {}).get("nodes") or []:
+        shopify_id = gid_to_id(node.get("id"))
+        if shopify_id is None:
+            continue
+        image = (((node.get("featuredMedia") or {}).get("preview") or {}).get("image") or {}).get("url")
+        status = (node.get("status") or "").lower()
+        detail = node.get("handle")
+        if kind == "products" and status and status != "active":
+            detail = f"{detail or ''} · {status}".strip(" ·")
+        items.append(CatalogItem(str(shopify_id), node.get("title") or "", detail or None, image))
+    return SearchResult(items, "shopify")

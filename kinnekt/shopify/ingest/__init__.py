@@ -1,0 +1,1 @@
+"""Shopify data ingestion: source-neutral rows and the upserts that store them."""

@@ -1,0 +1,226 @@
+"""Map Shopify's REST-shaped webhook payloads onto the source-neutral ingestion rows."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from kinnekt.shopify.ingest.rows import (
+    CheckoutRow, CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow,
+)
+from kinnekt.shopify.webhooks import parse_timestamp
+
+
+class BadPayload(ValueError):
+    """A payload that lacks what its topic must carry (an id, a token)."""
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """The body of customers_marketing_consent/update: one customer's SMS consent."""
+
+    customer_shopify_id: int
+    phone: str | None
+    state: str | None
+    opt_in_level: str | None
+    consent_updated_at: dt.datetime | None
+    collected_from: str | None
+
+
+def shopify_id(value) -> int | None:
+    """A numeric Shopify id from an int, a digit string or a GID (gid://shopify/Order/123); None otherwise."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().rsplit("/", 1)[-1]
+    return int(text) if text.isdigit() else None
+
+
+def required_id(payload: dict, key: str = "id") -> int:
+    """The payload's id, or BadPayload."""
+    value = shopify_id(payload.get(key)) if isinstance(payload, dict) else None
+    if value is None:
+        raise BadPayload(f"payload has no numeric {key!r}")
+    return value
+
+
+def money(value, default: Decimal | None = Decimal("0")) -> Decimal | None:
+    """A Shopify money string ("598.94") as an exact Decimal; `default` when absent or malformed."""
+    if value is None or value == "":
+        return default
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return default
+    return amount if amount.is_finite() else default
+
+
+def _text(value, limit: int | None = None) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return text[:limit] if limit else text
+
+
+def _tags(value) -> list[str]:
+    """Shopify sends tags as one comma-separated string (REST) or a list (GraphQL)."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(t).strip() for t in items if str(t).strip()]
+
+
+def customer_row(payload: dict) -> CustomerRow:
+    """A customers/create|update payload (or an order's embedded customer) as a CustomerRow."""
+    address = payload.get("default_address") or {}
+    consent = payload.get("sms_marketing_consent")  # absent since API 2025-01; honoured when an old payload has it
+    return CustomerRow(
+        shopify_id=required_id(payload),
+        email=_text(payload.get("email"), 255),
+        phone=_text(payload.get("phone")) or _text(address.get("phone")),
+        first_name=_text(payload.get("first_name"), 255),
+        last_name=_text(payload.get("last_name"), 255),
+        city=_text(address.get("city"), 255),
+        country_code=(_text(address.get("country_code")) or "")[:2].upper() or None,
+        tags=_tags(payload.get("tags")),
+        created_at=parse_timestamp(payload.get("created_at")),
+        updated_at=parse_timestamp(payload.get("updated_at")),
+        sms_consent_state=_text(consent.get("state")) if isinstance(consent, dict) else None,
+        sms_consent_updated_at=(parse_timestamp(consent.get("consent_updated_at"))
+                                if isinstance(consent, dict) else None),
+    )
+
+
+def has_tags(payload: dict) -> bool:
+    """True when the payload says which tags the customer has (2025-01+ customer payloads do not)."""
+    return "tags" in payload
+
+
+def consent_change(payload: dict) -> ConsentChange:
+    """A customers_marketing_consent/update payload; accepts `customer_id` (documented) or `id`."""
+    key = "customer_id" if payload.get("customer_id") is not None else "id"
+    consent = payload.get("sms_marketing_consent") or {}
+    if not isinstance(consent, dict):
+        raise BadPayload("sms_marketing_consent is not an object")
+    return ConsentChange(
+        customer_shopify_id=required_id(payload, key),
+        phone=_text(payload.get("phone_number")) or _text(payload.get("phone")),
+        state=(_text(consent.get("state")) or "").lower() or None,
+        opt_in_level=(_text(consent.get("opt_in_level")) or "").lower() or None,
+        consent_updated_at=parse_timestamp(consent.get("consent_updated_at")),
+        collected_from=_text(consent.get("consent_collected_from")),
+    )
+
+
+def line_item_row(payload: dict) -> LineItemRow:
+    """One entry of an order's line_items."""
+    # The ordered quantity (GraphQL LineItem.quantity), not current_quantity after edits and refunds.
+    quantity = payload.get("quantity")
+    try:
+        quantity = int(quantity)
+    except (TypeError, ValueError):
+        quantity = 0
+    return LineItemRow(
+        shopify_id=required_id(payload),
+        product_id=shopify_id(payload.get("product_id")),
+        variant_id=shopify_id(payload.get("variant_id")),
+        title=_text(payload.get("title"), 512) or _text(payload.get("name"), 512),
+        variant_title=_text(payload.get("variant_title"), 512),
+        quantity=quantity if quantity >= 0 else 0,
+        price=money(payload.get("price")),
+    )
+
+
+def _discount_codes(value) -> list[dict]:
+    codes = []
+    for entry in value or []:
+        if isinstance(entry, dict) and entry.get("code"):
+            codes.append({"code": str(entry["code"]), "amount": str(entry.get("amount") or "0"),
+                          "type": entry.get("type")})
+    return codes
+
+
+def order_row(payload: dict) -> OrderRow:
+    """An orders/* payload as an OrderRow (raw fulfillment_status; ingest normalises it)."""
+    customer = payload.get("customer") or {}
+    created_at = parse_timestamp(payload.get("created_at")) or parse_timestamp(payload.get("processed_at"))
+    return OrderRow(
+        shopify_id=required_id(payload),
+        customer_shopify_id=shopify_id(customer.get("id")) if isinstance(customer, dict) else None,
+        name=_text(payload.get("name"), 64),
+        email=_text(payload.get("email") or payload.get("contact_email"), 255),
+        phone=_text(payload.get("phone")),
+        created_at=created_at,
+        updated_at=parse_timestamp(payload.get("updated_at")),
+        cancelled_at=parse_timestamp(payload.get("cancelled_at")),
+        test=bool(payload.get("test")),
+        financial_status=_text(payload.get("financial_status"), 32),
+        fulfillment_status=_text(payload.get("fulfillment_status"), 32),
+        currency=_text(payload.get("currency"), 3),
+        total_price=money(payload.get("total_price")),
+        current_total_price=money(payload.get("current_total_price"), default=None),
+        total_discounts=money(payload.get("total_discounts")),
+        discount_codes=_discount_codes(payload.get("discount_codes")),
+        landing_site=_text(payload.get("landing_site"), 2048),
+        source_name=_text(payload.get("source_name"), 64),
+        line_items=[line_item_row(item) for item in payload.get("line_items") or [] if isinstance(item, dict)],
+    )
+
+
+def embedded_customer(payload: dict) -> dict | None:
+    """The customer object an order or checkout carries, when it has an id."""
+    customer = payload.get("customer")
+    if isinstance(customer, dict) and shopify_id(customer.get("id")) is not None:
+        return customer
+    return None
+
+
+def product_row(payload: dict) -> ProductRow:
+    """A products/create|update payload as a ProductRow."""
+    image = payload.get("image") or {}
+    if not image and payload.get("images"):
+        image = payload["images"][0] or {}
+    return ProductRow(
+        shopify_id=required_id(payload),
+        title=_text(payload.get("title"), 512) or "",
+        handle=_text(payload.get("handle"), 255),
+        status=(_text(payload.get("status"), 16) or "active").lower(),
+        image_url=_text(image.get("src"), 2048) if isinstance(image, dict) else None,
+        updated_at=parse_timestamp(payload.get("updated_at")),
+    )
+
+
+def collection_row(payload: dict) -> CollectionRow:
+    """A collections/create|update payload; product ids only when the payload lists them."""
+    product_ids = None
+    if isinstance(payload.get("products"), list):
+        product_ids = [pid for pid in (shopify_id(p.get("id") if isinstance(p, dict) else p)
+                                       for p in payload["products"]) if pid is not None]
+    elif isinstance(payload.get("product_ids"), list):
+        product_ids = [pid for pid in map(shopify_id, payload["product_ids"]) if pid is not None]
+    return CollectionRow(
+        shopify_id=required_id(payload),
+        title=_text(payload.get("title"), 512) or "",
+        handle=_text(payload.get("handle"), 255),
+        updated_at=parse_timestamp(payload.get("updated_at")),
+        product_ids=product_ids,
+    )
+
+
+def checkout_row(payload: dict) -> CheckoutRow:
+    """A checkouts/create|update payload as a CheckoutRow (keyed by token)."""
+    token = _text(payload.get("token"), 64)
+    if token is None:
+        raise BadPayload("checkout payload has no token")
+    customer = embedded_customer(payload)
+    return CheckoutRow(
+        token=token,
+        customer_shopify_id=shopify_id(customer["id"]) if customer else None,
+        phone=_text(payload.get("phone")) or _text(payload.get("sms_marketing_phone")),
+        created_at=parse_timestamp(payload.get("created_at")),
+        completed_at=parse_timestamp(payload.get("completed_at")),
+        updated_at=parse_timestamp(payload.get("updated_at")),
+    )

@@ -1,0 +1,175 @@
+"""GraphQL Admin nodes (bulk JSONL lines and reconciliation pages) mapped onto the ingest rows.
+
+The field selections live here too, so the bulk queries and the reconciliation queries ask for exactly
+what the mappers read.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+
+from kinnekt.shopify.graphql import gid_to_id
+from kinnekt.shopify.ingest.rows import CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow
+
+# SMS consent: the flat CustomerPhoneNumber fields (deprecated since 2026-04, still served by 2026-10).
+# The mapper also understands the nested `smsMarketingConsent { state updatedAt }` of newer versions.
+CUSTOMER_FIELDS = """
+id firstName lastName createdAt updatedAt tags
+defaultEmailAddress { emailAddress }
+defaultPhoneNumber { phoneNumber marketingState marketingUpdatedAt }
+defaultAddress { city countryCodeV2 }
+"""
+
+ORDER_FIELDS = """
+id name email phone createdAt updatedAt cancelledAt test
+displayFinancialStatus displayFulfillmentStatus currencyCode
+totalPriceSet { shopMoney { amount } }
+currentTotalPriceSet { shopMoney { amount } }
+totalDiscountsSet { shopMoney { amount } }
+discountCodes sourceName
+customerJourneySummary { firstVisit { landingPage } }
+customer { id }
+"""
+
+LINE_ITEM_FIELDS = """
+id title variantTitle quantity
+originalUnitPriceSet { shopMoney { amount } }
+product { id } variant { id }
+"""
+
+PRODUCT_FIELDS = """
+id title handle status updatedAt
+featuredMedia { preview { image { url } } }
+"""
+
+COLLECTION_FIELDS = """
+id title handle updatedAt
+"""
+
+
+def timestamp(value) -> dt.datetime | None:
+    """An ISO 8601 DateTime from Shopify as an aware UTC datetime (None when missing or unreadable)."""
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def amount(money_set, default: Decimal | None = Decimal("0")) -> Decimal | None:
+    """`{shopMoney: {amount: "12.50"}}` -> Decimal("12.50")."""
+    value = ((money_set or {}).get("shopMoney") or {}).get("amount")
+    if value in (None, ""):
+        return default
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return default
+
+
+def _text(value, limit: int | None = None) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return text[:limit] if limit else text
+
+
+def _required_id(node: dict) -> int:
+    value = gid_to_id(node.get("id"))
+    if value is None:
+        raise ValueError(f"no Shopify id in {node.get('id')!r}")
+    return value
+
+
+def customer_row(node: dict) -> CustomerRow:
+    """A Customer node as a CustomerRow (with SMS consent, which webhooks no longer carry)."""
+    phone = node.get("defaultPhoneNumber") or {}
+    nested = phone.get("smsMarketingConsent") or {}
+    address = node.get("defaultAddress") or {}
+    state = nested.get("state") or phone.get("marketingState")
+    return CustomerRow(
+        shopify_id=_required_id(node),
+        email=_text((node.get("defaultEmailAddress") or {}).get("emailAddress") or node.get("email"), 255),
+        phone=_text(phone.get("phoneNumber")),
+        first_name=_text(node.get("firstName"), 255),
+        last_name=_text(node.get("lastName"), 255),
+        city=_text(address.get("city"), 255),
+        country_code=(_text(address.get("countryCodeV2")) or "")[:2].upper() or None,
+        tags=[str(t).strip() for t in node.get("tags") or [] if str(t).strip()],
+        created_at=timestamp(node.get("createdAt")),
+        updated_at=timestamp(node.get("updatedAt")),
+        sms_consent_state=state.lower() if isinstance(state, str) and state else None,
+        sms_consent_updated_at=timestamp(nested.get("updatedAt") or phone.get("marketingUpdatedAt")),
+    )
+
+
+def line_item_row(node: dict) -> LineItemRow:
+    """A LineItem node (unit price before discounts, as REST's line_items[].price)."""
+    return LineItemRow(
+        shopify_id=_required_id(node),
+        product_id=gid_to_id((node.get("product") or {}).get("id")),
+        variant_id=gid_to_id((node.get("variant") or {}).get("id")),
+        title=_text(node.get("title"), 512),
+        variant_title=_text(node.get("variantTitle"), 512),
+        quantity=int(node.get("quantity") or 0),
+        price=amount(node.get("originalUnitPriceSet")),
+    )
+
+
+def order_row(node: dict, line_items: list[dict]) -> OrderRow:
+    """An Order node and its LineItem nodes as an OrderRow."""
+    visit = ((node.get("customerJourneySummary") or {}).get("firstVisit") or {})
+    return OrderRow(
+        shopify_id=_required_id(node),
+        customer_shopify_id=gid_to_id((node.get("customer") or {}).get("id")),
+        name=_text(node.get("name"), 64),
+        email=_text(node.get("email"), 255),
+        phone=_text(node.get("phone")),
+        created_at=timestamp(node.get("createdAt")),
+        updated_at=timestamp(node.get("updatedAt")),
+        cancelled_at=timestamp(node.get("cancelledAt")),
+        test=bool(node.get("test")),
+        financial_status=_text(node.get("displayFinancialStatus")),
+        fulfillment_status=_text(node.get("displayFulfillmentStatus")),
+        currency=_text(node.get("currencyCode"), 3),
+        total_price=amount(node.get("totalPriceSet")),
+        current_total_price=amount(node.get("currentTotalPriceSet"), None),
+        total_discounts=amount(node.get("totalDiscountsSet")),
+        discount_codes=[{"code": str(code)} for code in node.get("discountCodes") or [] if code],
+        landing_site=_text(visit.get("landingPage"), 2048),
+        source_name=_text(node.get("sourceName"), 64),
+        line_items=[line_item_row(item) for item in line_items],
+    )
+
+
+def product_row(node: dict) -> ProductRow:
+    """A Product node as a ProductRow."""
+    image = (((node.get("featuredMedia") or {}).get("preview") or {}).get("image") or {})
+    return ProductRow(
+        shopify_id=_required_id(node),
+        title=_text(node.get("title"), 512),
+        handle=_text(node.get("handle"), 255),
+        status=(_text(node.get("status")) or "active").lower(),
+        image_url=_text(image.get("url"), 2048),
+        updated_at=timestamp(node.get("updatedAt")),
+    )
+
+
+def collection_row(node: dict, products: list[dict] | None) -> CollectionRow:
+    """A Collection node; `products` are its Product nodes, or None when membership was not asked for."""
+    product_ids = None
+    if products is not None:
+        product_ids = [pid for pid in (gid_to_id(p.get("id")) for p in products) if pid is not None]
+    return CollectionRow(
+        shopify_id=_required_id(node),
+        title=_text(node.get("title"), 512),
+        handle=_text(node.get("handle"), 255),
+        updated_at=timestamp(node.get("updatedAt")),
+        product_ids=product_ids,
+    )

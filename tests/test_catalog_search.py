@@ -1,0 +1,113 @@
+"""Picker search: /catalog/products and /catalog/collections over the synced catalog, Admin API fallback."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kinnekt.db import Session
+from kinnekt.models import Collection, Product
+from kinnekt.shopify import catalog_search
+from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+
+
+def _products(shop, *titles, status="active"):
+    for n, title in enumerate(titles, start=1):
+        Session.add(Product(shop_id=shop.id, shopify_id=shop.id * 1000 + n, title=title,
+                            handle=title.lower().replace(" ", "-"), status=status))
+    Session.commit()
+
+
+def _ids(html):
+    return re.findall(r'data-catalog-id="(\d+)"', html)
+
+
+def _titles(html):
+    return re.findall(r'data-catalog-title="([^"]*)"', html)
+
+
+def test_search_as_you_type_over_the_synced_catalog(client, auth, shop, other_shop):
+    _products(shop, "Linen Shirt", "Shirt Dress", "Wool Socks", "Oxford shirt")
+    _products(other_shop, "Shirt of another store")
+    response = client.get("/catalog/products?q=shirt", headers=auth)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert re.search(r"<[a-z]+[^>]*>", html).group().startswith('<div id="catalog-results"')  # the partial's root
+    assert _titles(html) == ["Shirt Dress", "Linen Shirt", "Oxford shirt"]  # starting with the text first
+    assert all(i.isdigit() for i in _ids(html))
+    assert "another store" not in html
+    assert 'data-catalog-source="catalog"' in html
+
+
+def test_empty_text_lists_the_first_titles(client, auth, shop):
+    _products(shop, "Beta", "Alpha", "Gamma")
+    assert _titles(client.get("/catalog/products", headers=auth).get_data(as_text=True)) == ["Alpha", "Beta", "Gamma"]
+
+
+def test_like_wildcards_in_the_text_are_literal(client, auth, shop):
+    _products(shop, "100% Cotton Tee", "Cotton Tee")
+    assert _titles(client.get("/catalog/products?q=100%25", headers=auth).get_data(as_text=True)) == ["100% Cotton Tee"]
+    assert _titles(client.get("/catalog/products?q=_", headers=auth).get_data(as_text=True)) == []
+
+
+def test_no_match_says_so(client, auth, shop):
+    _products(shop, "Linen Shirt")
+    html = client.get("/catalog/products?q=umbrella", headers=auth).get_data(as_text=True)
+    assert "No products match" in html and _ids(html) == []
+
+
+def test_draft_products_say_their_status(client, auth, shop):
+    _products(shop, "Secret Jacket", status="draft")
+    assert "secret-jacket · draft" in client.get("/catalog/products?q=jacket", headers=auth).get_data(as_text=True)
+
+
+def test_collections(client, auth, shop):
+    Session.add_all([Collection(shop_id=shop.id, shopify_id=501, title="Summer Sale", handle="summer-sale"),
+                     Collection(shop_id=shop.id, shopify_id=502, title="Winter", handle="winter")])
+    Session.commit()
+    html = client.get("/catalog/collections?q=sale", headers=auth).get_data(as_text=True)
+    assert _ids(html) == ["501"] and 'data-catalog-kind="collections"' in html
+
+
+@pytest.mark.parametrize("target, expected", [("segment-products", "segment-products"),
+                                              ('x" onclick="alert(1)', "catalog-results"),
+                                              ("UPPER", "catalog-results")])
+def test_the_results_element_id_is_the_target(client, auth, shop, target, expected):
+    html = client.get("/catalog/products", query_string={"target": target}, headers=auth).get_data(as_text=True)
+    assert f'<div id="{expected}"' in html and "onclick" not in html
+
+
+def test_needs_a_session_token(client, db):
+    assert client.get("/catalog/products?q=x", headers={"HX-Request": "true"}).status_code == 401
+
+
+def test_falls_back_to_the_admin_api_while_nothing_is_synced(client, auth, shop, fake_shopify):
+    connect(fake_shopify, shop)
+    store = fake_shopify.shop(shop.domain)
+    store.add_product("Linen Shirt", product_id=8123456789)
+    store.add_product("Wool Socks", product_id=8123456790)
+    html = client.get("/catalog/products?q=shirt", headers=auth).get_data(as_text=True)
+    assert _ids(html) == ["8123456789"] and "Searched in Shopify" in html
+    [call] = fake_shopify.calls("graphql:KinnektPickProducts")
+    assert call["variables"] == {"first": 20, "query": "title:*shirt*", "sortKey": "RELEVANCE"}
+
+
+def test_a_failing_fallback_shows_a_message(client, auth, shop, fake_shopify):
+    connect(fake_shopify, shop)
+    fake_shopify.fail_next("503", 10)
+    response = client.get("/catalog/collections?q=sale", headers=auth)
+    assert response.status_code == 200
+    assert "Shopify could not be searched right now" in response.get_data(as_text=True)
+
+
+def test_no_fallback_without_a_connection(client, auth, shop, fake_shopify):
+    html = client.get("/catalog/products?q=shirt", headers=auth).get_data(as_text=True)
+    assert "No products match" in html and fake_shopify.calls() == []
+
+
+@pytest.mark.parametrize("typed, search", [
+    ("shirt", "title:*shirt*"), ("linen shirt", "title:*linen* title:*shirt*"),
+    ('a:b "c" (d) OR *', "title:*a* title:*b* title:*c* title:*d* title:*OR*"), ("", None), ("::", None),
+])
+def test_typed_text_becomes_safe_shopify_search(typed, search):
+    assert catalog_search.shopify_search(typed) == search
