@@ -1,23 +1,326 @@
-"""Segments pages: the list of the shop's segments with their size and freshness."""
+"""Segments pages: the list (copy, delete, export, suggestions) and the HTMX segment builder with its live preview."""
 from __future__ import annotations
 
-from flask import g
+import re
+
+from flask import Response, abort, g, make_response, render_template, request, stream_with_context, url_for
 from sqlalchemy import select
 
-from kinnekt.db import Session
-from kinnekt.models import Segment
+from kinnekt.db import Session, utcnow
+from kinnekt.models import Collection, Product, Segment
+from kinnekt.segments import builder, rules, service
+from kinnekt.segments.rules import DefinitionError
+from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
+from kinnekt.web.templating import money
 
 bp = merchant_blueprint("segments", __name__, url_prefix="/segments")
+
+RULES_CHANGED = "segment-rules-changed"
+"""Event the builder form listens for (from:body) to refresh the live preview after a row changed."""
+
+OPTIONS = {
+    "periods": list(builder.PERIOD_LABELS.items()),
+    "windows": list(builder.WINDOW_LABELS.items()),
+    "events": list(builder.EVENT_LABELS.items()),
+    "attributes": list(builder.LINE_ITEM_ATTRIBUTES.items()),
+}
+"""The fixed selects of rule rows, in the merchant's words."""
+
+
+def _row_parts(root: builder.Group, segment_id: int | None) -> dict:
+    """What rows need besides themselves: the field and fixed options, and the shop's choices."""
+    return {"field_options": builder.field_options(), "options": OPTIONS,
+            "choices": builder.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
+
+
+# ---------------------------------------------------------------------------------------------- the list
+
+def _list_context() -> dict:
+    """Everything the list partial shows: segments (automatic first), their rule summaries, and suggestions."""
+    segments = Session.scalars(
+        select(Segment).where(Segment.shop_id == g.shop.id).order_by(Segment.kind, Segment.name, Segment.id)).all()
+    names = builder.load_names(Session, g.shop.id, [s.definition for s in segments])
+    taken = {s.name for s in segments}
+    return {
+        "segments": segments,
+        "summaries": {s.id: builder.summary(s.definition, names, money) for s in segments},
+        "suggestions": [(i, s) for i, s in enumerate(service.suggested_segments()) if s.name not in taken],
+    }
+
+
+def _list(message: str | None = None, error: bool = False) -> Response:
+    response = make_response(render_template("segments/_list.html", **_list_context()))
+    return hx.toast(response, message, error) if message else response
 
 
 @bp.get("/")
 def index():
     """The segments page: automatic segments first, then the merchant's own, by name."""
-    segments = Session.scalars(
-        select(Segment)
-        .where(Segment.shop_id == g.shop.id)
-        .order_by(Segment.kind, Segment.name, Segment.id)
-    ).all()
-    return hx.render("segments/index.html", "segments/_index.html", segments=segments)
+    return hx.render("segments/index.html", "segments/_list.html", **_list_context())
+
+
+@bp.post("/<int:segment_id>/copy")
+def copy(segment_id: int):
+    """Copy a segment (as a manual one the merchant can edit) and show the list again."""
+    segment = get_or_404(Segment, segment_id)
+    created = service.copy_segment(Session, segment)
+    return _list(f"Created “{created.name}”")
+
+
+@bp.get("/<int:segment_id>/delete")
+def confirm_delete(segment_id: int):
+    """The confirmation dialog, naming the scheduled campaigns that use the segment. Deletes nothing."""
+    segment = get_or_404(Segment, segment_id)
+    usages = service.segment_usages(Session, segment)
+    return render_template("segments/_delete_confirm.html", segment=segment, usages=usages)
+
+
+@bp.delete("/<int:segment_id>")
+def delete(segment_id: int):
+    """Delete a segment once the merchant confirmed (subscribers are never touched) and show the list again."""
+    segment = get_or_404(Segment, segment_id)
+    name = segment.name
+    service.delete_segment(Session, segment, confirmed=True)
+    return _list(f"Deleted “{name}”")
+
+
+@bp.get("/<int:segment_id>/members.csv")
+def export(segment_id: int):
+    """The segment's members as a CSV download, streamed row by row."""
+    segment = get_or_404(Segment, segment_id)
+    lines = service.export_members_csv(Session, segment, now=utcnow())
+    filename = re.sub(r"[^A-Za-z0-9._-]+", "-", segment.name).strip("-") or "segment"
+    response = Response(stream_with_context(lines), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}-members.csv"'
+    return response
+
+
+@bp.post("/suggested")
+def create_suggested():
+    """Create one of the suggested segments as it is."""
+    suggestions = service.suggested_segments()
+    try:
+        suggestion = suggestions[int(request.form.get("suggestion", ""))]
+    except (ValueError, IndexError):
+        abort(400, description="Choose one of the suggested segments.")
+    try:
+        created = service.create_segment(Session, g.shop, name=suggestion.name, definition=suggestion.definition)
+    except service.InvalidSegmentName as exc:
+        Session.rollback()
+        return _list(str(exc), error=True)
+    except DefinitionError as exc:
+        Session.rollback()
+        return _list(f"“{suggestion.name}” could not be created: {exc}", error=True)
+    return _list(f"Created “{created.name}”")
+
+
+# ---------------------------------------------------------------------------------------------- the builder
+
+def _editable_or_404(segment_id: int) -> Segment:
+    segment = get_or_404(Segment, segment_id)
+    if not segment.editable:
+        abort(404, description="Automatic segments cannot be edited: they follow how people subscribed. "
+                               "Copy one to make your own version.")
+    return segment
+
+
+def _builder_context(*, segment: Segment | None, name: str, root: builder.Group, name_error: str | None = None,
+                     loose_errors: list[str] | None = None, show_preview: bool = True) -> dict:
+    context = {"segment": segment, "name": name, "root": root, "name_error": name_error,
+               "loose_errors": loose_errors or [], "preview": None, "preview_blocked": None,
+               **_row_parts(root, segment.id if segment else None)}
+    if show_preview:
+        context.update(_preview_of(root, segment))
+    return context
+
+
+def _checked(parsed: builder.ParsedForm, segment: Segment | None) -> tuple[dict | None, list[dict]]:
+    return builder.check(Session, g.shop.id, parsed.definition, segment_id=segment.id if segment else None)
+
+
+def _preview_of(root: builder.Group, segment: Segment | None, parsed: builder.ParsedForm | None = None) -> dict:
+    """The live preview of a tree: count and sample, or why there is none (errors are put beside their rows)."""
+    parsed = parsed or builder.parsed_tree(root)
+    definition, errors = _checked(parsed, segment)
+    if definition is None:
+        loose = parsed.place_errors(errors)
+        for node in root.walk():
+            if isinstance(node, builder.Row) and node.waiting:
+                node.errors = []  # a row still waiting for its value is not wrong yet
+        wrong = loose or any(node.errors for node in root.walk())
+        return {"preview": None, "loose_errors": loose,
+                "preview_blocked": "Fix the highlighted rules to see who matches." if wrong
+                else "Fill in every rule to see who matches."}
+    try:
+        result = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+    except DefinitionError as exc:  # a segment this one refers to has a broken stored definition
+        return {"preview": None, "preview_blocked": "; ".join(e["message"] for e in exc.errors),
+                "loose_errors": [f"{e['path']}: {e['message']}" for e in exc.errors]}
+    return {"preview": result, "preview_blocked": None}
+
+
+def _parse() -> builder.ParsedForm:
+    try:
+        return builder.parse_form(request.form)
+    except builder.MalformedForm as exc:
+        abort(400, description=f"The segment form could not be read ({exc}). Reload the page and try again.")
+
+
+@bp.get("/new")
+def new():
+    """The builder for a new segment (one rule to start from, matching everyone)."""
+    root = builder.definition_to_tree(None)
+    return hx.render("segments/builder.html", "segments/_builder_page.html",
+                     **_builder_context(segment=None, name="", root=root))
+
+
+@bp.get("/<int:segment_id>/edit")
+def edit(segment_id: int):
+    """The builder for one of the merchant's own segments."""
+    segment = _editable_or_404(segment_id)
+    root = builder.definition_to_tree(segment.definition)
+    return hx.render("segments/builder.html", "segments/_builder_page.html",
+                     **_builder_context(segment=segment, name=segment.name, root=root))
+
+
+def _save(segment: Segment | None):
+    """Validate the posted builder; save it and go to the list, or show the form again with its errors."""
+    parsed = _parse()
+    name_error = None
+    try:
+        service.clean_name(parsed.name)
+    except service.InvalidSegmentName as exc:
+        name_error = str(exc)
+    definition, errors = _checked(parsed, segment)
+    loose = parsed.place_errors(errors)
+    if definition is not None and name_error is None:
+        try:
+            if segment is None:
+                saved = service.create_segment(Session, g.shop, name=parsed.name, definition=definition)
+            else:
+                saved = service.update_segment(Session, segment, name=parsed.name, definition=definition)
+        except service.InvalidSegmentName as exc:  # the name is taken (the database said so)
+            Session.rollback()
+            name_error = str(exc)
+        except DefinitionError as exc:
+            Session.rollback()
+            loose, definition = parsed.place_errors(exc.errors), None
+        else:
+            verb = "Created" if segment is None else "Saved"
+            return hx.toast(_go_to_list(), f"{verb} “{saved.name}”. Members are being counted.")
+    context = _builder_context(segment=segment, name=parsed.name, root=parsed.root, name_error=name_error,
+                               loose_errors=loose, show_preview=False)
+    if definition is None:
+        context["preview_blocked"] = "Fix the highlighted rules to see who matches."
+    else:
+        context["preview"] = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+    return render_template("segments/_builder.html", **context)
+
+
+def _go_to_list() -> Response:
+    """Send htmx to the list page (its partial into #main, URL pushed); a 303 for a plain form post."""
+    return hx.redirect_to(url_for("segments.index"))
+
+
+@bp.post("/")
+def create():
+    """Create a segment from the builder."""
+    return _save(None)
+
+
+@bp.post("/<int:segment_id>")
+def update(segment_id: int):
+    """Save changes to one of the merchant's segments."""
+    return _save(_editable_or_404(segment_id))
+
+
+@bp.post("/preview")
+def preview():
+    """The live preview: member count and a sample for the posted rules, errors placed beside their rows."""
+    parsed = _parse()
+    segment_id = request.form.get("segment_id", "")
+    segment = get_or_404(Segment, segment_id) if segment_id else None
+    context = _preview_of(parsed.root, segment, parsed)
+    return render_template("segments/_preview.html", root=parsed.root, oob=True, **context)
+
+
+# ---------------------------------------------------------------------------------------------- builder pieces
+
+def _changed(response: Response) -> Response:
+    """Refresh the preview once the new row is in the page."""
+    response.headers["HX-Trigger-After-Swap"] = RULES_CHANGED
+    return response
+
+
+def _key_arg(name: str) -> str:
+    value = request.args.get(name, "")
+    if not re.fullmatch(r"[a-z0-9]{1,16}", value):
+        abort(400, description="The builder request names no group or rule.")
+    return value
+
+
+def _row_response(row: builder.Row, parent: str) -> Response:
+    parts = _row_parts(builder.Group(builder.ROOT_KEY, items=[row]), request.args.get("segment_id", type=int))
+    return _changed(make_response(render_template("segments/_rule_row.html", row=row, parent=parent, **parts)))
+
+
+@bp.get("/builder/rule")
+def rule_row():
+    """A rule row: a new one for a group (`?parent=`), or the posted row again after its field or operator changed."""
+    if "parent" in request.args:
+        return _row_response(builder.new_row(), _key_arg("parent"))
+    try:
+        row, parent = builder.parse_row(request.args)
+    except builder.MalformedForm as exc:
+        abort(400, description=f"The rule could not be read ({exc}).")
+    shown_shape = row.get("shape")
+    row = builder.refresh_row(row)
+    if row.shape == shown_shape:
+        # Same inputs as on the page (e.g. "is" -> "is greater than"): redrawing would only risk losing what
+        # the merchant types meanwhile. The form's own change event already refreshed the preview.
+        return make_response("", 204)
+    return _row_response(row, parent)
+
+
+@bp.get("/builder/group")
+def group():
+    """A new group (holding one rule) inside a group."""
+    parent = _key_arg("parent")
+    depth = request.args.get("depth", type=int)
+    if depth is None or not 2 <= depth <= rules.MAX_DEPTH:
+        abort(400, description=f"Groups nest at most {rules.MAX_DEPTH} deep.")
+    node = builder.new_group(depth)
+    parts = _row_parts(node, request.args.get("segment_id", type=int))
+    return _changed(make_response(render_template("segments/_group.html", group=node, parent=parent, **parts)))
+
+
+_PICKERS = {"products": ("product", Product), "collections": ("collection", Collection)}
+
+
+@bp.get("/builder/<any(products, collections):kind>")
+def picker(kind: str):
+    """Search-as-you-type over the shop's synced products or collections."""
+    key = _key_arg("key")
+    query = request.args.get("q", "")
+    results = builder.search_catalog(Session, g.shop.id, _PICKERS[kind][0], query)
+    return render_template("segments/_picker.html", key=key, kind=kind, results=results, query=query.strip())
+
+
+@bp.get("/builder/<any(products, collections):kind>/pick")
+def pick(kind: str):
+    """One chosen product or collection as a removable tag (nothing when it is already chosen)."""
+    key = _key_arg("key")
+    item_id = request.args.get("id", "")
+    noun, model = _PICKERS[kind]
+    if not (item_id.isascii() and item_id.isdigit() and 0 < int(item_id) < 2**63):
+        abort(404)
+    title = Session.scalar(select(model.title).where(model.shop_id == g.shop.id, model.shopify_id == int(item_id)))
+    if title is None:
+        abort(404, description=f"There is no such {noun} in this shop.")
+    if item_id in request.args.getlist(f"rule-{key}-value"):
+        return make_response("", 204)
+    response = make_response(render_template("segments/_picked.html", key=key, kind=kind, item_id=item_id,
+                                             title=title, clear_results=True))
+    return _changed(response)

@@ -1,0 +1,164 @@
+"""The segment builder in Chromium: build the Kinnekt example segment, watch the count, save, find it in the list."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from tests.test_segments_web import EXAMPLE, add, person, segment
+from kinnekt.db import Session
+from kinnekt.models import Customer, LineItem, Order, Product, Segment
+from kinnekt.segments import rules
+
+pytestmark = pytest.mark.browser
+
+FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
+NAME = "Ordered in last 30 days and spent over $25"
+
+
+@pytest.fixture(autouse=True)
+def _drain_builds(app):
+    """Let the background builds that saving queued finish before the next test empties the tables."""
+    yield
+    app.extensions["kinnekt_queue"].drain()
+
+
+@pytest.fixture
+def store(shop, other_shop):
+    """A handful of subscribers: who ordered lately, who spent over $25 (one of another shop)."""
+    return {
+        "ada": person(shop, "+12125550101", name="Ada", spent="120.00", orders=3, last_order_days=3),  # both
+        "bob": person(shop, "+12125550102", name="Bob", spent="20.00", orders=1, last_order_days=10),  # recent
+        "cy": person(shop, "+12125550103", name="Cy", spent="80.00", orders=2, last_order_days=60),  # spent
+        "dee": person(shop, "+12125550104", name="Dee"),  # never ordered
+        "mallory": person(other_shop, "+12125550199", name="Mallory", spent="900", orders=9, last_order_days=1),
+    }
+
+
+@pytest.fixture
+def open_page(live_server, page, shop, token_for):
+    """Open a merchant page as the embedded admin would: a token in the URL, App Bridge handing out more."""
+    token = token_for(shop.domain, ttl=600)
+    page.add_init_script(FAKE_APP_BRIDGE % token)
+
+    def go(path: str):
+        page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
+        return page
+    return go
+
+
+def row(page, index: int):
+    return page.locator("#segment-builder .rule-row").nth(index)
+
+
+def test_build_the_example_segment_and_find_it_in_the_list(open_page, app, shop, store):
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("4")  # the starting rule, "Subscription source is Any source", matches everyone
+    page.locator("#segment-name").fill(NAME)
+
+    row(page, 0).locator("select[name$='-field']").select_option("last_order_created")
+    expect(row(page, 0).locator("select[name$='-op']")).to_have_value("eq")
+    expect(row(page, 0).locator("select[name$='-value']")).to_have_value("last_30_days")
+    expect(count).to_have_text("2")  # Ada and Bob ordered in the last 30 days
+
+    page.get_by_role("button", name="Add rule").click()
+    expect(page.locator("#segment-builder .rule-row")).to_have_count(2)
+    row(page, 1).locator("select[name$='-field']").select_option("money_spent")
+    expect(row(page, 1).locator("input[name$='-value']")).to_be_visible()
+    row(page, 1).locator("select[name$='-op']").select_option("gt")
+    expect(row(page, 1).locator("select[name$='-op']")).to_have_value("gt")
+    row(page, 1).locator("input[name$='-value']").fill("25")
+    expect(count).to_have_text("1")  # and only Ada spent over $25
+    expect(page.locator("#segment-preview")).to_contain_text("+12125550101")
+    expect(page.locator("#segment-preview")).not_to_contain_text("+12125550199")
+
+    page.get_by_role("button", name="Create segment").click()
+    expect(page.locator("#segments-page")).to_be_visible()
+    assert page.url.endswith("/segments/")
+    expect(page.locator("#toasts")).to_contain_text(f"Created “{NAME}”")
+    listed = page.locator("#segments-page tbody tr", has_text=NAME)
+    expect(listed).to_have_count(1)
+    listed.get_by_text("Show more").click()
+    expect(listed).to_contain_text("Last order was in the last 30 days")
+    expect(listed).to_contain_text("AND Money spent is greater than $25.00")
+
+    saved = Session.scalars(select(Segment).where(Segment.name == NAME)).one()
+    assert saved.definition == rules.normalise(EXAMPLE) and saved.shop_id == shop.id
+    assert app.extensions["kinnekt_queue"].drain()
+    open_page("/segments/")
+    expect(page.locator("#segments-page tbody tr", has_text=NAME).locator("td.numeric")).to_have_text("1")
+
+
+def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, other_shop, store):
+    customer = Session.get(Customer, store["cy"].customer_id)
+    order = add(Order(shop_id=shop.id, shopify_id=501, customer_id=customer.id, created_at=customer.last_order_at))
+    add(LineItem(shop_id=shop.id, order_id=order.id, shopify_id=601, product_id=11, title="Blue shirt"))
+    add(Product(shop_id=shop.id, shopify_id=11, title="Blue shirt"), Product(shop_id=shop.id, shopify_id=12,
+                                                                              title="Red shirt"),
+        Product(shop_id=other_shop.id, shopify_id=13, title="Their shirt"))
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("4")
+
+    row(page, 0).locator("select[name$='-field']").select_option("number_of_orders")
+    row(page, 0).locator("input[name$='-value']").fill("1.5")
+    expect(row(page, 0).locator(".node-errors")).to_have_text("Value must be a whole number")
+    expect(page.locator("#segment-preview")).to_contain_text("Fix the highlighted rules")
+    row(page, 0).locator("input[name$='-value']").fill("2")
+    expect(count).to_have_text("1")  # Cy has two orders (Ada three, Bob one)
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()
+
+    row(page, 0).locator("select[name$='-field']").select_option("ordered_product")
+    search = row(page, 0).locator("input[type=search]")
+    search.fill("shirt")
+    options = row(page, 0).locator(".picker__option")
+    expect(options).to_have_text(["Blue shirt", "Red shirt"])  # never another shop's
+    options.first.click()
+    tags = row(page, 0).locator(".tag")
+    expect(tags).to_have_text(["Blue shirt"])
+    expect(count).to_have_text("1")  # Cy bought the blue shirt
+    search.fill("red")
+    expect(options).to_have_text(["Red shirt"])
+    options.first.click()
+    expect(tags).to_have_text(["Blue shirt", "Red shirt"])
+    tags.first.get_by_role("button", name="Remove Blue shirt").click()
+    expect(tags).to_have_text(["Red shirt"])
+    expect(count).to_have_text("0")
+
+    page.locator("#segment-name").fill("Bought the red shirt")
+    page.get_by_role("button", name="Create segment").click()
+    expect(page.locator("#segments-page tbody tr", has_text="Bought the red shirt")).to_contain_text("Manual")
+    saved = Session.scalars(select(Segment).where(Segment.name == "Bought the red shirt")).one()
+    assert saved.definition == {"match": "all", "rules": [{"field": "ordered_product", "op": "eq", "value": ["12"]}]}
+
+
+def test_delete_confirms_in_a_dialog(open_page, shop):
+    segment(shop, EXAMPLE, "Old promo")
+    segment(shop, EXAMPLE, "Keep me")
+    page = open_page("/segments/")
+    page.get_by_role("button", name="Delete Old promo").click()
+    dialog = page.locator("#segment-delete-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Nothing uses this segment")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Delete Old promo").click()
+    page.locator("#segment-delete-dialog").get_by_role("button", name="Delete segment").click()
+    expect(page.locator("#segments-page tbody tr")).to_have_count(1)
+    expect(page.locator("#segments-page")).not_to_contain_text("Old promo")
+    expect(page.locator("#toasts")).to_contain_text("Deleted “Old promo”")
+    assert re.search(r"/segments/", page.url)
+
+
+def test_export_csv_downloads_with_a_fresh_session_token(open_page, shop, store):
+    segment(shop, EXAMPLE, "Recent spenders")
+    page = open_page("/segments/")
+    with page.expect_download() as caught:
+        page.get_by_role("link", name="Export the members of Recent spenders as CSV").click()
+    download = caught.value
+    assert download.suggested_filename == "Recent-spenders-members.csv"
+    lines = open(download.path(), encoding="utf-8").read().splitlines()
+    assert lines[0].startswith("phone,") and [line.split(",")[0] for line in lines[1:]] == ["+12125550101"]
