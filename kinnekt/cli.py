@@ -96,3 +96,5 @@ def init_app(app) -> None:
     """Register the command groups."""
     app.cli.add_command(db_cli)
     app.cli.add_command(demo_cli)
+    from kinnekt import cli_shops; cli_shops.init_app(app)  # flask shops add
+    from kinnekt.cli_segments import segments_cli; app.cli.add_command(segments_cli)  # flask segments evaluate

@@ -99,7 +99,13 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url_obj, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # PostgreSQL's JIT compiles a plan to machine code once its estimated cost is high, which segment counts
+    # and rebuilds over a large shop always are: compiling takes seconds, the query itself tens of ms
+    # (bench/segments.py). Off for every connection, besides any options the URL sets.
+    options = url_obj.query.get("options")
+    options = " ".join(([options] if isinstance(options, str) else list(options or ())) + ["-c jit=off"])
+    return create_engine(url_obj, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"options": options})
 
 
 def configure(url: str) -> Engine:

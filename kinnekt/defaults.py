@@ -17,3 +17,133 @@ PRUNE_INTERVAL_SECONDS = 3600
 
 PAGE_SIZE = 50
 """Rows per page in merchant lists."""
+
+# --- Shopify (kinnekt/shopify) ---
+
+SHOPIFY_CONNECT_TIMEOUT_SECONDS = 5.0
+"""Connecting to Shopify takes well under a second; longer means a network problem worth retrying."""
+
+SHOPIFY_READ_TIMEOUT_SECONDS = 30.0
+"""A GraphQL Admin call that has not answered in this long is treated as failed (and retried)."""
+
+SHOPIFY_MAX_RETRIES = 4
+"""Retries of one Admin call after a 5xx, a 429, a THROTTLED reply or a network error, before giving up."""
+
+SHOPIFY_RETRY_BASE_SECONDS = 0.5
+"""First backoff after a 5xx or network error; doubled on each retry (with jitter), capped below."""
+
+SHOPIFY_RETRY_MAX_SECONDS = 20.0
+"""Longest single wait between retries, so a job never sleeps for minutes on one call."""
+
+SHOPIFY_THROTTLE_RESERVE_POINTS = 50
+"""Before a call, wait until the cost bucket (as last reported) holds at least this many points, so
+background jobs leave room for other calls of the same app and shop."""
+
+TOKEN_ENDPOINT_TIMEOUT_SECONDS = 10.0
+"""The token endpoint answers in well under a second; token exchange runs inside a page load, so wait less."""
+
+TOKEN_REFRESH_AHEAD_SECONDS = 300
+"""Refresh an expiring offline access token this long before it expires (tokens live 60 minutes)."""
+
+TOKEN_LOCK_TIMEOUT_SECONDS = 30
+"""How long a per-shop token refresh may hold its lock, and how long others wait for it."""
+
+OAUTH_TIMESTAMP_TOLERANCE_SECONDS = 90
+"""An OAuth install/callback request whose signed timestamp is further off than this is refused (as
+Shopify's own libraries do), so a captured callback URL cannot be replayed later."""
+
+OAUTH_STATE_MAX_AGE_SECONDS = 600
+"""The state nonce of an authorization-code install is valid this long."""
+
+BULK_POLL_INTERVAL_SECONDS = 20
+"""How often a running bulk sync is polled when the bulk_operations/finish webhook has not arrived."""
+
+BULK_START_RETRY_SECONDS = 60
+"""Wait before starting a bulk query again when Shopify says too many are running."""
+
+BULK_IMPORT_BATCH_SIZE = 200
+"""Rows upserted (and committed) per batch while importing a bulk result file; an import's peak memory grows
+with this (about 20 kB per order with its line items), never with the size of the file."""
+
+RECONCILE_INTERVAL_SECONDS = 900
+"""How often each shop is asked for customers, orders and products changed since the last run, so a
+webhook Shopify never delivered does not mean lost data."""
+
+RECONCILE_OVERLAP_SECONDS = 300
+"""Reconciliation looks back this much further than its last run: clocks differ and changes commit late."""
+
+RECONCILE_PAGE_SIZE = 100
+"""Objects per page in reconciliation queries (cost ≈ page size plus nested connections)."""
+
+CATALOG_SEARCH_LIMIT = 20
+"""Results shown by the product / collection picker search."""
+
+DISCOUNT_CODES_PER_CALL = 250
+"""discountRedeemCodeBulkAdd accepts at most 250 codes per call."""
+
+DISCOUNT_BULK_POLL_SECONDS = 1.0
+"""Wait between polls of an asynchronous discount code import."""
+
+DISCOUNT_BULK_MAX_POLLS = 120
+"""Give up waiting for a discount code import after this many polls (it stays running at Shopify)."""
+
+SEGMENT_SWEEP_INTERVAL_SECONDS = 3600
+"""How often segments with relative-time rules are rebuilt: their rules move by whole days, so an hour
+keeps them at most an hour behind without rebuilding every shop's segments all day long."""
+
+SEGMENT_RECHECK_CHUNK = 500
+"""Subscriber ids per re-check query; keeps the bound parameters of one statement far below the limits."""
+
+SEGMENT_RECHECK_SEGMENTS_PER_QUERY = 50
+"""Segments evaluated as the columns of one re-check query, so a shop with many keeps each statement small."""
+
+SEGMENT_RECHECK_CACHE_SHOPS = 256
+"""Shops whose compiled time-independent segment rules a process keeps, so a re-check skips recompiling them."""
+
+SEGMENT_EXPORT_CHUNK = 2000
+"""Rows fetched per round trip (yield_per) while streaming a segment's members as CSV."""
+
+STATIC_LIST_MAX_BYTES = 5 * 1024 * 1024
+"""Largest CSV file accepted for a static list (a phone per line: some 300,000 numbers)."""
+
+STATIC_LIST_MAX_ROWS = 100_000
+"""Most rows in one static-list CSV, so an upload is checked and saved inside one web request."""
+
+# --- SMS (kinnekt/sms, kinnekt/subscribers) ---
+
+SMS_HTTP_TIMEOUT_SECONDS = 15
+"""Vonage answers a send in well under a second; a send without an answer after this is an unknown outcome."""
+
+SMS_RATE_WINDOW_MARGIN_MS = 50
+"""The rate limiter's one-second window is this much longer, so network jitter between the grant and the
+request reaching Vonage cannot squeeze one request too many into Vonage's own second."""
+
+SMS_RATE_MAX_WAIT_SECONDS = 30
+"""Longest a send waits for the shared rate limiter before giving up (the message is retried later)."""
+
+SMS_SEND_MAX_ATTEMPTS = 5
+"""Attempts of one message after retryable failures (throttled, provider busy, no connection) before it fails."""
+
+SMS_SEND_RETRY_SECONDS = (5, 30, 120, 600)
+"""Wait before each retry of a message that failed retryably (the last value repeats)."""
+
+SMS_SIGNATURE_MAX_AGE_SECONDS = 300
+"""A signed Vonage webhook whose `timestamp` is further than this from now is refused (replay window)."""
+
+SMS_INBOUND_RECOVERY_GRACE_SECONDS = 60
+"""A stored inbound SMS younger than this is still on its way through the queue; recovery leaves it alone."""
+
+SMS_CONCAT_WAIT_SECONDS = 600
+"""How long the parts of a long inbound SMS are awaited; after that the parts that came are handled."""
+
+SMS_SENDING_STALE_SECONDS = 900
+"""A reply still "sending" after this long lost its worker mid-call: it becomes "unknown", never resent."""
+
+SMS_RECEIPT_RETRY_SECONDS = 10
+"""Wait before looking again for the message of a receipt that arrived before its send was recorded."""
+
+SMS_RECEIPT_MAX_ATTEMPTS = 3
+"""Looks for a receipt's message before it is logged as belonging to no message of ours."""
+
+BULK_IMPORT_STALE_SECONDS = 600
+"""An import that has not recorded progress for this long was cut short (a crash); recovery queues it again."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 from kinnekt import defaults
 from kinnekt.queue import Periodic
 from workers.jobs import prune_webhook_events, recover_due_work
+from workers.shopify import reconcile_all
+from workers.segments import sweep_segments
+from workers.sms import prune_signature_nonces
 
 
 def periodic_jobs() -> list[Periodic]:
@@ -11,4 +14,7 @@ def periodic_jobs() -> list[Periodic]:
     return [
         Periodic("recover_due_work", recover_due_work, defaults.RECOVERY_INTERVAL_SECONDS),
         Periodic("prune_webhook_events", prune_webhook_events, defaults.PRUNE_INTERVAL_SECONDS),
+        Periodic("reconcile_shopify", reconcile_all, defaults.RECONCILE_INTERVAL_SECONDS),
+        Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
+        Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
     ]

@@ -2,18 +2,23 @@
 from kinnekt.models.base import TenantMixin
 from kinnekt.models.campaign import Campaign, CampaignSegment
 from kinnekt.models.catalog import Collection, CollectionProduct, Product
+from kinnekt.models.compliance import DataRequest
 from kinnekt.models.customer import Customer, CustomerTag
+from kinnekt.models.deletion import ShopifyDeletion
 from kinnekt.models.link import Attribution, Click, Link
 from kinnekt.models.message import InboundMessage, Message, OutboxMessage
+from kinnekt.models.nonce import SignatureNonce
 from kinnekt.models.order import Checkout, LineItem, Order
 from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry
 from kinnekt.models.shop import Shop
 from kinnekt.models.subscriber import Keyword, Subscriber, SubscriptionEvent
+from kinnekt.models.sync import SyncOperation
 from kinnekt.models.webhook import WebhookEvent
 
 __all__ = [
     "Attribution", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
-    "Customer", "CustomerTag", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
-    "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "StaticList",
-    "StaticListEntry", "Subscriber", "SubscriptionEvent", "TenantMixin", "WebhookEvent",
+    "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
+    "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion", "SignatureNonce",
+    "StaticList",
+    "StaticListEntry", "Subscriber", "SubscriptionEvent", "SyncOperation", "TenantMixin", "WebhookEvent",
 ]

@@ -1,0 +1,1 @@
+"""Benchmarks with their data generators (`python -m bench.<name> --help`); results go to docs/benchmarks.md."""

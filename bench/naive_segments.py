@@ -1,0 +1,246 @@
+"""The naive way, for comparison only: load a shop's rows into Python and evaluate a definition row by row.
+
+This is what the compiler replaces. It follows segment-rules.md directly (so its counts double-check
+the SQL's), and it is deliberately plain: one pass over the subscribers per definition, with the
+orders, line items and events of each one looked up in dictionaries built at load time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
+                            Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
+from kinnekt.segments import periods
+from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES
+from kinnekt.segments.rules import UNPAID, normalise
+
+COMPARE = {"eq": operator.eq, "neq": operator.ne, "lt": operator.lt, "lte": operator.le, "gt": operator.gt,
+           "gte": operator.ge}
+DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"), "first_order_created": ("customer", "first_order_at"),
+               "customer_created": ("customer", "shopify_created_at"), "subscribed_at": ("subscriber", "subscribed_at"),
+               "last_received_sms": ("subscriber", "last_received_at"), "last_clicked": ("subscriber", "last_clicked_at")}
+
+
+@dataclass
+class LoadedShop:
+    """Every row a definition can look at, keyed for lookups."""
+
+    shop: Any
+    subscribers: list = field(default_factory=list)
+    customers: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=lambda: defaultdict(set))
+    orders: dict = field(default_factory=lambda: defaultdict(list))  # customer id -> orders
+    lines: dict = field(default_factory=lambda: defaultdict(list))  # order id -> line items
+    collections: dict = field(default_factory=lambda: defaultdict(set))  # collection id -> product ids
+    checkouts: dict = field(default_factory=lambda: defaultdict(list))
+    messages: dict = field(default_factory=lambda: defaultdict(list))
+    clicks: dict = field(default_factory=lambda: defaultdict(list))
+    subscribed_events: dict = field(default_factory=lambda: defaultdict(list))
+    list_phones: dict = field(default_factory=lambda: defaultdict(set))
+    definitions: dict = field(default_factory=dict)
+
+
+def load(session: OrmSession, shop_id: int) -> LoadedShop:
+    """Read all of one shop's segment-relevant rows into memory."""
+    def rows(*columns, where):
+        return session.execute(select(*columns).where(where)).all()
+
+    data = LoadedShop(shop=session.get(Shop, shop_id))
+    data.subscribers = rows(Subscriber.id, Subscriber.status, Subscriber.suppressed_at, Subscriber.source,
+                            Subscriber.keyword, Subscriber.country, Subscriber.carrier, Subscriber.customer_id,
+                            Subscriber.phone, Subscriber.subscribed_at, Subscriber.sent_count, Subscriber.clicks_count,
+                            Subscriber.last_received_at, Subscriber.last_clicked_at, where=Subscriber.shop_id == shop_id)
+    for row in rows(Customer.id, Customer.money_spent, Customer.total_discounts, Customer.orders_count,
+                    Customer.first_order_at, Customer.last_order_at, Customer.shopify_created_at, Customer.city,
+                    where=Customer.shop_id == shop_id):
+        data.customers[row.id] = row
+    for customer_id, tag in rows(CustomerTag.customer_id, CustomerTag.tag, where=CustomerTag.shop_id == shop_id):
+        data.tags[customer_id].add(tag)
+    for row in rows(Order.id, Order.customer_id, Order.created_at, Order.cancelled_at, Order.test,
+                    Order.financial_status, Order.fulfillment_status, where=Order.shop_id == shop_id):
+        data.orders[row.customer_id].append(row)
+    for row in rows(LineItem.order_id, LineItem.product_id, LineItem.variant_id, LineItem.title,
+                    LineItem.variant_title, LineItem.quantity, LineItem.price, where=LineItem.shop_id == shop_id):
+        data.lines[row.order_id].append(row)
+    for collection, product in rows(CollectionProduct.collection_id, CollectionProduct.product_id,
+                                    where=CollectionProduct.shop_id == shop_id):
+        data.collections[collection].add(product)
+    for row in rows(Checkout.customer_id, Checkout.started_at, Checkout.completed_at, where=Checkout.shop_id == shop_id):
+        data.checkouts[row.customer_id].append(row)
+    for row in rows(Message.subscriber_id, Message.status, Message.sent_at, where=Message.shop_id == shop_id):
+        data.messages[row.subscriber_id].append(row)
+    for subscriber_id, at in rows(Click.subscriber_id, Click.at, where=Click.shop_id == shop_id):
+        data.clicks[subscriber_id].append(at)
+    for subscriber_id, kind, at in rows(SubscriptionEvent.subscriber_id, SubscriptionEvent.kind, SubscriptionEvent.at,
+                                        where=SubscriptionEvent.shop_id == shop_id):
+        if kind == "subscribed":
+            data.subscribed_events[subscriber_id].append(at)
+    for list_id, phone in rows(StaticListEntry.list_id, StaticListEntry.phone, where=StaticListEntry.shop_id == shop_id):
+        data.list_phones[list_id].add(phone)
+    for segment_id, definition in rows(Segment.id, Segment.definition, where=Segment.shop_id == shop_id):
+        data.definitions[segment_id] = definition
+    return data
+
+
+class _Evaluator:
+    def __init__(self, data: LoadedShop, now: dt.datetime):
+        self.data, self.now = data, now
+        self.zone = periods.shop_zone(data.shop.timezone)
+
+    # -- per-subscriber views
+    def customer(self, sub):
+        return self.data.customers.get(sub.customer_id) if sub.customer_id else None
+
+    def orders(self, sub, *, counted: bool):
+        if not sub.customer_id:
+            return []
+        return [o for o in self.data.orders.get(sub.customer_id, ()) if not o.test
+                and (not counted or o.cancelled_at is None)]
+
+    def in_range(self, at, start, end, end_inclusive=False) -> bool:
+        return at is not None and (start is None or at >= start) and (
+            end is None or (at <= end if end_inclusive else at < end))
+
+    # -- rules
+    def group(self, group: dict, sub) -> bool:
+        results = (self.group(item, sub) if "rules" in item else self.rule(item, sub) for item in group["rules"])
+        return all(results) if group["match"] == "all" else any(results)
+
+    def rule(self, rule: dict, sub) -> bool:
+        field, op, value = rule["field"], rule["op"], rule.get("value")
+        if field in DATE_FIELDS:
+            owner, attribute = DATE_FIELDS[field]
+            holder = sub if owner == "subscriber" else self.customer(sub)
+            return self.date(getattr(holder, attribute) if holder else None, op, value)
+        if field in ("money_spent", "total_discounts", "average_money_spent", "number_of_orders"):
+            person = self.customer(sub)
+            spent = person.money_spent if person else Decimal(0)
+            count = person.orders_count if person else 0
+            x = {"money_spent": spent, "total_discounts": person.total_discounts if person else Decimal(0),
+                 "number_of_orders": count, "average_money_spent": spent / count if count else Decimal(0)}[field]
+            return self.number(x, op, value)
+        if field in ("sent_count", "clicks_count"):
+            return self.number(getattr(sub, field), op, value)
+        if field == "subscription_source":
+            same = value == "all" or sub.source == value
+            return same if op == "eq" else not same
+        if field in ("keyword", "country", "carrier", "city"):
+            if field == "city":
+                person = self.customer(sub)
+                raw = person.city if person else None
+            else:
+                raw = getattr(sub, field)
+            fold = (lambda s: s.upper()) if field in ("keyword", "country") else (lambda s: s.lower())
+            x = fold(raw) if raw is not None else None
+            hit = x is not None and (x in value if op in ("in", "not_in") else x == value)
+            return not hit if op in ("neq", "not_in") else hit
+        if field == "tags":
+            hit = sub.customer_id is not None and value in self.data.tags.get(sub.customer_id, ())
+            return hit if op == "contains" else not hit
+        if field == "fulfillment_status":
+            hit = any(o.fulfillment_status == value for o in self.orders(sub, counted=False))
+            return hit if op == "eq" else not hit
+        if field == "payment_status":
+            statuses = UNPAID if value == "unpaid" else (value,)
+            hit = any(o.financial_status in statuses for o in self.orders(sub, counted=False))
+            return hit if op == "eq" else not hit
+        if field == "order_cancelled":
+            hit = any(o.cancelled_at is not None for o in self.orders(sub, counted=False))
+            return hit if value == "yes" else not hit
+        if field in ("ordered_product", "ordered_collection", "line_items"):
+            return self.purchase(rule, sub)
+        if field == "event":
+            return self.event(rule, sub)
+        if field == "segment":
+            definition = self.data.definitions.get(value)
+            hit = definition is not None and self.group(normalise(definition), sub)
+            return hit if op == "in" else not hit
+        if field == "list":
+            hit = sub.phone in self.data.list_phones.get(value, ())
+            return hit if op == "in" else not hit
+        raise ValueError(f"unknown field {field}")
+
+    def date(self, at, op, value) -> bool:
+        if op == "never":
+            return at is None
+        if op in ("eq", "neq"):
+            start, end = periods.period_bounds(value, now=self.now, zone=self.zone)
+            hit = self.in_range(at, start, end)
+            return hit if op == "eq" else not hit
+        if at is None:
+            return False
+        if op == "before":
+            return at < periods.day_start(dt.date.fromisoformat(value), self.zone)
+        if op == "after":
+            return at >= periods.next_day_start(dt.date.fromisoformat(value), self.zone)
+        cutoff = self.now - dt.timedelta(days=value)
+        return at >= cutoff if op == "within_last_days" else at < cutoff
+
+    @staticmethod
+    def number(x, op, value) -> bool:
+        if op == "between":
+            lo, hi = (Decimal(str(v)) for v in value)
+            return lo < x < hi
+        return COMPARE[op](x, Decimal(str(value)))
+
+    def purchase(self, rule: dict, sub) -> bool:
+        field, op, value = rule["field"], rule["op"], rule["value"]
+        lines = [line for order in self.orders(sub, counted=True) for line in self.data.lines.get(order.id, ())]
+        if field == "ordered_product":
+            wanted = {int(v) for v in value}
+            hit = any(line.product_id in wanted for line in lines)
+            return hit if op == "eq" else not hit
+        if field == "ordered_collection":
+            wanted = set().union(*(self.data.collections.get(int(v), set()) for v in value))
+            hit = any(line.product_id in wanted for line in lines)
+            return hit if op == "eq" else not hit
+        attribute = rule["attribute"]
+        positive = {"neq": "eq", "not_contains": "contains"}.get(op, op)
+
+        def matches(line) -> bool:
+            if attribute in ("product_id", "variant_id"):
+                return getattr(line, attribute) == int(value)
+            if attribute in ("product_title", "variant_title"):
+                text = (line.title if attribute == "product_title" else line.variant_title)
+                if text is None:
+                    return False
+                return value in text.lower() if positive == "contains" else text.lower() == value
+            x = line.quantity if attribute == "quantity" else line.price
+            return COMPARE[positive](x, Decimal(str(value)))
+
+        hit = any(matches(line) for line in lines)
+        return hit if op == positive else not hit
+
+    def event(self, rule: dict, sub) -> bool:
+        start, end, inclusive = periods.window_bounds(rule["within"], now=self.now, zone=self.zone)
+        kind = rule["event"]
+        if kind == "placed_order":
+            times = [o.created_at for o in self.orders(sub, counted=True)]
+        elif kind == "received_sms":
+            times = [m.sent_at for m in self.data.messages.get(sub.id, ()) if m.status in ACCEPTED_MESSAGE_STATUSES]
+        elif kind == "clicked_link":
+            times = self.data.clicks.get(sub.id, [])
+        elif kind == "started_checkout":
+            times = [c.started_at for c in self.data.checkouts.get(sub.customer_id, ())
+                     if c.completed_at is None] if sub.customer_id else []
+        else:
+            times = self.data.subscribed_events.get(sub.id, [])
+        n = sum(1 for at in times if self.in_range(at, start, end, inclusive))
+        performed = n >= rule["at_least"]
+        return performed if rule["op"] == "performed" else not performed
+
+
+def members(data: LoadedShop, definition: dict, *, now: dt.datetime) -> list[int]:
+    """Ids of the subscribed, unsuppressed subscribers matching the definition, evaluated row by row."""
+    evaluator = _Evaluator(data, now)
+    definition = normalise(definition)
+    return [sub.id for sub in data.subscribers if sub.status == "subscribed" and sub.suppressed_at is None
+            and evaluator.group(definition, sub)]
