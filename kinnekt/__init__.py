@@ -52,16 +52,12 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Merchant pages (session-token protected), auth pages, and public endpoints."""
-    from kinnekt.web import auth, campaigns, home, keywords, outbox, segments, settings, subscribers
-    app.register_blueprint(auth.bp)
-    for module in (home, segments, campaigns, subscribers, keywords, settings, outbox):
+    from kinnekt.web import (api_segments, auth, campaigns, catalog, compliance, home, keywords, outbox, segments,
+                             settings, shopify_oauth, sms_webhooks, subscribers, webhooks)
+    merchant = (home, segments, api_segments, campaigns, subscribers, keywords, settings, outbox, catalog, compliance)
+    public = (auth, shopify_oauth, webhooks, sms_webhooks)  # each verifies its caller's own signature
+    for module in merchant + public:
         app.register_blueprint(module.bp)
-    from kinnekt.web import shopify_oauth; app.register_blueprint(shopify_oauth.bp)  # non-embedded install fallback
-    from kinnekt.web import catalog; app.register_blueprint(catalog.bp)  # product / collection picker search
-    from kinnekt.web import webhooks; app.register_blueprint(webhooks.bp)  # public, HMAC-verified
-    from kinnekt.web import sms_webhooks; app.register_blueprint(sms_webhooks.bp)  # public, Vonage-signed
-    from kinnekt.web import compliance; app.register_blueprint(compliance.bp)  # data request downloads
-    from kinnekt.web import api_segments; app.register_blueprint(api_segments.bp)  # JSON API, session token
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -68,3 +68,17 @@ def test_app_url_from_the_shopify_cli_variables():
     assert Config.from_env({"HOST": "worker-7"}).SHOPIFY_APP_URL == "http://127.0.0.1:5000"
     both = {"SHOPIFY_APP_URL": "https://app.example.com", "APP_URL": "https://tunnel.example.com"}
     assert Config.from_env(both).SHOPIFY_APP_URL == "https://app.example.com"
+
+
+def test_every_route_is_a_merchant_route_or_a_known_public_one(app):
+    """Security: a new route cannot skip the session token by accident."""
+    from kinnekt.web.auth import require_merchant
+    public = {"auth", "shopify_oauth", "webhooks", "sms_webhooks"}
+    unguarded = []
+    for rule in app.url_map.iter_rules():
+        blueprint = rule.endpoint.rpartition(".")[0] or None
+        if rule.endpoint == "static" or blueprint in public:
+            continue
+        if require_merchant not in app.before_request_funcs.get(blueprint, []):
+            unguarded.append(rule.rule)
+    assert unguarded == []
