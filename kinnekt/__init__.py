@@ -52,9 +52,10 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Merchant pages (session-token protected), auth pages, and public endpoints."""
-    from kinnekt.web import (api_segments, auth, campaigns, catalog, compliance, home, keywords, outbox, segments,
-                             settings, shopify_oauth, sms_webhooks, subscribers, webhooks)
-    merchant = (home, segments, api_segments, campaigns, subscribers, keywords, settings, outbox, catalog, compliance)
+    from kinnekt.web import (api_segments, auth, campaigns, catalog, compliance, home, keywords, lists, outbox,
+                             segments, settings, shopify_oauth, sms_webhooks, subscribers, webhooks)
+    merchant = (home, segments, lists, api_segments, campaigns, subscribers, keywords, settings, outbox, catalog,
+                compliance)
     public = (auth, shopify_oauth, webhooks, sms_webhooks)  # each verifies its caller's own signature
     for module in merchant + public:
         app.register_blueprint(module.bp)

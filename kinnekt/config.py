@@ -52,6 +52,7 @@ class Config:
     SMS_RATE_PER_SECOND: int = 30
     SMS_SENDER_RATE_PER_SECOND: int = 30
     MAX_WEBHOOK_BYTES: int = 1_048_576
+    MAX_UPLOAD_BYTES: int = 16 * 1_048_576
     TESTING: bool = False
     LOG_LEVEL: str = "INFO"
     extra: dict = field(default_factory=dict)
@@ -88,6 +89,7 @@ class Config:
             SMS_RATE_PER_SECOND=int(env.get("SMS_RATE_PER_SECOND") or cls.SMS_RATE_PER_SECOND),
             SMS_SENDER_RATE_PER_SECOND=int(env.get("SMS_SENDER_RATE_PER_SECOND") or cls.SMS_SENDER_RATE_PER_SECOND),
             MAX_WEBHOOK_BYTES=int(env.get("MAX_WEBHOOK_BYTES") or cls.MAX_WEBHOOK_BYTES),
+            MAX_UPLOAD_BYTES=int(env.get("MAX_UPLOAD_BYTES") or cls.MAX_UPLOAD_BYTES),
             LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
         )
         cfg.apply_demo_defaults()
@@ -120,6 +122,7 @@ class Config:
     def as_flask(self) -> dict:
         """The settings as a dict for `app.config.update`."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["MAX_CONTENT_LENGTH"] = self.MAX_UPLOAD_BYTES  # Flask refuses larger request bodies with 413
         out.update(self.extra)
         return out
 

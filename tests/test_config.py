@@ -82,3 +82,10 @@ def test_every_route_is_a_merchant_route_or_a_known_public_one(app):
         if require_merchant not in app.before_request_funcs.get(blueprint, []):
             unguarded.append(rule.rule)
     assert unguarded == []
+
+
+def test_oversized_upload_is_refused_before_the_view(app, client, auth):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert limit == 16 * 1_048_576
+    response = client.post("/segments/lists/", headers=auth, content_type="text/csv", data=b"x" * (limit + 1))
+    assert response.status_code == 413

@@ -9,18 +9,19 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Any
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import phonenumbers
 from phonenumbers import NumberParseException, ValidationResult
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
-from kinnekt.models import Shop, StaticList, StaticListEntry
+from kinnekt.models import Segment, Shop, StaticList, StaticListEntry
 
 PHONE_HEADERS = ("phone", "phone_number", "phone_numbers", "mobile", "mobile_number", "mobile_phone", "cell",
                  "cell_phone")
@@ -207,3 +208,22 @@ def import_list_csv(session: OrmSession, shop: Shop, *, name: str, file_bytes: b
     session.commit()
     return ImportReport(list=static_list, accepted=len(phones), rejected=rejected, duplicates=duplicates,
                         region=region)
+
+
+def uses_list(definition: Any, list_id: int) -> bool:
+    """True when a segment definition has a `list` rule on this list, at any depth of its groups."""
+    if isinstance(definition, dict):
+        if definition.get("field") == "list" and str(definition.get("value")) == str(list_id):
+            return True
+        return any(uses_list(value, list_id) for value in definition.values())
+    if isinstance(definition, list):
+        return any(uses_list(item, list_id) for item in definition)
+    return False
+
+
+def segments_using(session: OrmSession, shop_id: int, lists: list[StaticList]) -> dict[int, list[str]]:
+    """For each list, the names of the shop's segments whose rules use it (a list in use is not deleted)."""
+    segments = session.execute(
+        select(Segment.name, Segment.definition).where(Segment.shop_id == shop_id).order_by(Segment.name)).all()
+    return {static_list.id: [name for name, definition in segments if uses_list(definition, static_list.id)]
+            for static_list in lists}
