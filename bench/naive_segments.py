@@ -24,9 +24,12 @@ from kinnekt.segments.rules import UNPAID, normalise
 
 COMPARE = {"eq": operator.eq, "neq": operator.ne, "lt": operator.lt, "lte": operator.le, "gt": operator.gt,
            "gte": operator.ge}
-DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"), "first_order_created": ("customer", "first_order_at"),
-               "customer_created": ("customer", "shopify_created_at"), "subscribed_at": ("subscriber", "subscribed_at"),
-               "last_received_sms": ("subscriber", "last_received_at"), "last_clicked": ("subscriber", "last_clicked_at")}
+DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"),
+               "first_order_created": ("customer", "first_order_at"),
+               "customer_created": ("customer", "shopify_created_at"),
+               "subscribed_at": ("subscriber", "subscribed_at"),
+               "last_received_sms": ("subscriber", "last_received_at"),
+               "last_clicked": ("subscriber", "last_clicked_at")}
 
 
 @dataclass
@@ -57,7 +60,8 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
     data.subscribers = rows(Subscriber.id, Subscriber.status, Subscriber.suppressed_at, Subscriber.source,
                             Subscriber.keyword, Subscriber.country, Subscriber.carrier, Subscriber.customer_id,
                             Subscriber.phone, Subscriber.subscribed_at, Subscriber.sent_count, Subscriber.clicks_count,
-                            Subscriber.last_received_at, Subscriber.last_clicked_at, where=Subscriber.shop_id == shop_id)
+                            Subscriber.last_received_at, Subscriber.last_clicked_at,
+                            where=Subscriber.shop_id == shop_id)
     for row in rows(Customer.id, Customer.money_spent, Customer.total_discounts, Customer.orders_count,
                     Customer.first_order_at, Customer.last_order_at, Customer.shopify_created_at, Customer.city,
                     where=Customer.shop_id == shop_id):
@@ -73,7 +77,8 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
     for collection, product in rows(CollectionProduct.collection_id, CollectionProduct.product_id,
                                     where=CollectionProduct.shop_id == shop_id):
         data.collections[collection].add(product)
-    for row in rows(Checkout.customer_id, Checkout.started_at, Checkout.completed_at, where=Checkout.shop_id == shop_id):
+    for row in rows(Checkout.customer_id, Checkout.started_at, Checkout.completed_at,
+                    where=Checkout.shop_id == shop_id):
         data.checkouts[row.customer_id].append(row)
     for row in rows(Message.subscriber_id, Message.status, Message.sent_at, where=Message.shop_id == shop_id):
         data.messages[row.subscriber_id].append(row)
@@ -83,7 +88,8 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
                                         where=SubscriptionEvent.shop_id == shop_id):
         if kind == "subscribed":
             data.subscribed_events[subscriber_id].append(at)
-    for list_id, phone in rows(StaticListEntry.list_id, StaticListEntry.phone, where=StaticListEntry.shop_id == shop_id):
+    for list_id, phone in rows(StaticListEntry.list_id, StaticListEntry.phone,
+                               where=StaticListEntry.shop_id == shop_id):
         data.list_phones[list_id].add(phone)
     for segment_id, definition in rows(Segment.id, Segment.definition, where=Segment.shop_id == shop_id):
         data.definitions[segment_id] = definition

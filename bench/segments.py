@@ -194,86 +194,89 @@ def run(args) -> dict:
 
         Session = sessionmaker(bind=engine, expire_on_commit=False)
         session = Session()
-        shop_row = session.get(Shop, shop.shop_id)
-        definitions = representative(shop.product_ids, shop.collection_ids)
-        segments = {}
-        for name, definition in definitions.items():
-            segments[name] = _segment(session, shop_row, name, definition)
-        for name, definition in others(segments["recent_spenders"].id, segments["loyal_inactive"].id).items():
-            segments[name] = _segment(session, shop_row, name, definition)
-        assert len(segments) == 20
-
-        # Preview counts.
-        report["load_before"] = os.getloadavg()[0]
-        rss_before = rss_mb()
-        previews = {}
-        for name, definition in definitions.items():
-            count(session, definition, shop=shop_row, now=NOW)  # warm-up: caches, and the data into memory
-            times = []
-            for _ in range(args.runs):
-                ms, members = timed(count, session, definition, shop=shop_row, now=NOW)
-                times.append(ms)
-            previews[name] = {"members": members, "median_ms": statistics.median(times), "min_ms": min(times)}
-            print(f"  preview {name}: {members:,} members, median {previews[name]['median_ms']:.1f} ms", flush=True)
-        report["preview_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
-        session.commit()
-
-        # The other 14 first: a shop that has been running has its segments built (and the first writes
-        # after a bulk load pay for setting up pages, which is not what a rebuild costs).
-        others_ms = 0.0
-        for name, segment in segments.items():
-            if name not in definitions:
-                ms, _ = timed(membership.build, session, segment.id, now=NOW)
-                others_ms += ms
-        report["build_other_14_s"] = round(others_ms / 1000, 2)
-        # Rebuilds: from empty, then again with nothing changed.
-        for name in definitions:
-            first_ms, result = timed(membership.build, session, segments[name].id, now=NOW)
-            again_ms, again = timed(membership.build, session, segments[name].id, now=NOW)
-            assert result.member_count == previews[name]["members"] and again.entered == again.left == 0
-            previews[name].update(build_ms=first_ms, rebuild_ms=again_ms)
-            print(f"  build {name}: {first_ms:.0f} ms from empty, {again_ms:.0f} ms unchanged", flush=True)
-        analyze(engine)  # as autovacuum would after half a million new memberships
-
-        # Re-check one subscriber across the 20 segments, right after its spend changed.
-        rng = random.Random(args.seed)
-        candidates = session.scalars(select(Subscriber.id).where(
-            Subscriber.shop_id == shop.shop_id, Subscriber.status == "subscribed",
-            Subscriber.customer_id.is_not(None)).order_by(Subscriber.id)).all()
-        recheck_ms, changed = [], 0
-        for subscriber_id in rng.sample(candidates, min(args.rechecks, len(candidates))):
-            customer_id = session.scalar(select(Subscriber.customer_id).where(Subscriber.id == subscriber_id))
-            spent = session.scalar(select(Customer.money_spent).where(Customer.id == customer_id))
-            new_spent = 10 if spent > 1000 else 1500
-            session.execute(update(Customer).where(Customer.id == customer_id).values(money_spent=new_spent))
-            session.commit()
-            ms, changes = timed(membership.recheck, session, shop.shop_id, [subscriber_id], now=NOW)
-            recheck_ms.append(ms)
-            changed += len(changes)
-        report["recheck"] = {"segments": len(segments), "median_ms": statistics.median(recheck_ms),
-                             "p95_ms": percentile(recheck_ms, 95), "samples": len(recheck_ms),
-                             "membership_changes": changed}
-        print(f"  re-check: median {report['recheck']['median_ms']:.1f} ms over {len(segments)} segments", flush=True)
-        total_members = session.scalar(select(func.sum(Segment.member_count)))
-        report["materialised_members"] = int(total_members or 0)
-
-        # The naive way.
-        if not args.no_naive:
-            rss_before = rss_mb()
-            load_ms, data = timed(naive_segments.load, session, shop.shop_id)
-            report["naive_load_s"] = round(load_ms / 1000, 2)
-            report["naive_rss_mb"] = round(rss_mb() - rss_before)
+        try:
+            shop_row = session.get(Shop, shop.shop_id)
+            definitions = representative(shop.product_ids, shop.collection_ids)
+            segments = {}
             for name, definition in definitions.items():
-                ms, found = timed(naive_segments.members, data, definition, now=NOW)
-                # The re-checks above changed some spends since the preview: compare with a fresh count.
-                expected = count(session, definition, shop=shop_row, now=NOW)
-                if len(found) != expected:
-                    raise SystemExit(f"naive and SQL disagree on {name}: {len(found)} != {expected}")
-                previews[name]["naive_ms"] = ms
-            del data
-        report["definitions"] = previews
-        report["load_after"] = os.getloadavg()[0]
-        session.close()
+                segments[name] = _segment(session, shop_row, name, definition)
+            for name, definition in others(segments["recent_spenders"].id, segments["loyal_inactive"].id).items():
+                segments[name] = _segment(session, shop_row, name, definition)
+            assert len(segments) == 20
+
+            # Preview counts.
+            report["load_before"] = os.getloadavg()[0]
+            rss_before = rss_mb()
+            previews = {}
+            for name, definition in definitions.items():
+                count(session, definition, shop=shop_row, now=NOW)  # warm-up: caches, and the data into memory
+                times = []
+                for _ in range(args.runs):
+                    ms, members = timed(count, session, definition, shop=shop_row, now=NOW)
+                    times.append(ms)
+                previews[name] = {"members": members, "median_ms": statistics.median(times), "min_ms": min(times)}
+                print(f"  preview {name}: {members:,} members, median {previews[name]['median_ms']:.1f} ms", flush=True)
+            report["preview_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
+            session.commit()
+
+            # The other 14 first: a shop that has been running has its segments built (and the first writes
+            # after a bulk load pay for setting up pages, which is not what a rebuild costs).
+            others_ms = 0.0
+            for name, segment in segments.items():
+                if name not in definitions:
+                    ms, _ = timed(membership.build, session, segment.id, now=NOW)
+                    others_ms += ms
+            report["build_other_14_s"] = round(others_ms / 1000, 2)
+            # Rebuilds: from empty, then again with nothing changed.
+            for name in definitions:
+                first_ms, result = timed(membership.build, session, segments[name].id, now=NOW)
+                again_ms, again = timed(membership.build, session, segments[name].id, now=NOW)
+                assert result.member_count == previews[name]["members"] and again.entered == again.left == 0
+                previews[name].update(build_ms=first_ms, rebuild_ms=again_ms)
+                print(f"  build {name}: {first_ms:.0f} ms from empty, {again_ms:.0f} ms unchanged", flush=True)
+            analyze(engine)  # as autovacuum would after half a million new memberships
+
+            # Re-check one subscriber across the 20 segments, right after its spend changed.
+            rng = random.Random(args.seed)
+            candidates = session.scalars(select(Subscriber.id).where(
+                Subscriber.shop_id == shop.shop_id, Subscriber.status == "subscribed",
+                Subscriber.customer_id.is_not(None)).order_by(Subscriber.id)).all()
+            recheck_ms, changed = [], 0
+            for subscriber_id in rng.sample(candidates, min(args.rechecks, len(candidates))):
+                customer_id = session.scalar(select(Subscriber.customer_id).where(Subscriber.id == subscriber_id))
+                spent = session.scalar(select(Customer.money_spent).where(Customer.id == customer_id))
+                new_spent = 10 if spent > 1000 else 1500
+                session.execute(update(Customer).where(Customer.id == customer_id).values(money_spent=new_spent))
+                session.commit()
+                ms, changes = timed(membership.recheck, session, shop.shop_id, [subscriber_id], now=NOW)
+                recheck_ms.append(ms)
+                changed += len(changes)
+            report["recheck"] = {"segments": len(segments), "median_ms": statistics.median(recheck_ms),
+                                 "p95_ms": percentile(recheck_ms, 95), "samples": len(recheck_ms),
+                                 "membership_changes": changed}
+            print(f"  re-check: median {report['recheck']['median_ms']:.1f} ms over {len(segments)} segments",
+                  flush=True)
+            total_members = session.scalar(select(func.sum(Segment.member_count)))
+            report["materialised_members"] = int(total_members or 0)
+
+            # The naive way.
+            if not args.no_naive:
+                rss_before = rss_mb()
+                load_ms, data = timed(naive_segments.load, session, shop.shop_id)
+                report["naive_load_s"] = round(load_ms / 1000, 2)
+                report["naive_rss_mb"] = round(rss_mb() - rss_before)
+                for name, definition in definitions.items():
+                    ms, found = timed(naive_segments.members, data, definition, now=NOW)
+                    # The re-checks above changed some spends since the preview: compare with a fresh count.
+                    expected = count(session, definition, shop=shop_row, now=NOW)
+                    if len(found) != expected:
+                        raise SystemExit(f"naive and SQL disagree on {name}: {len(found)} != {expected}")
+                    previews[name]["naive_ms"] = ms
+                del data
+            report["definitions"] = previews
+            report["load_after"] = os.getloadavg()[0]
+        finally:
+            session.close()  # else its open transaction blocks dropping the schema
     return report
 
 
@@ -322,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run the benchmark, print the table (and write JSON when asked)."""
     parser = argparse.ArgumentParser(prog="python -m bench.segments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, default=100_000, help="shop size (default 100000; 1000000 on demand)")
+    parser.add_argument("--subscribers", type=int, default=100_000,
+                        help="shop size (default 100000; 1000000 on demand)")
     parser.add_argument("--db", default=os.environ.get("BENCH_DATABASE_URL", "sqlite:////tmp/bench-segments.sqlite3"),
                         help="postgresql://… (a schema is made and dropped) or sqlite:///<new file>")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per preview (default 7)")

@@ -185,20 +185,22 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
                 literal(now, UTCDateTime), literal(cause)]
 
     log_columns = ["shop_id", "segment_id", "subscriber_id", "kind", "at", "cause"]
-    # Leaves: log them, then delete them.
     counted = {"preserve_rowcount": True}  # INSERT ... SELECT row counts are dropped unless asked for
+    # Leaves: log them, then delete them.
     left = conn.execute(EVENTS.insert().from_select(log_columns, select(*logged("leave", MEMBERS.c.subscriber_id))
                                                     .where(MEMBERS.c.segment_id == segment_id, ~stays)),
                         execution_options=counted).rowcount
     conn.execute(delete(MEMBERS).where(MEMBERS.c.segment_id == segment_id, ~stays))
-    # Enters: log them, then insert them (the log is written first: afterwards they are no longer new).
-    entered = conn.execute(EVENTS.insert().from_select(log_columns, select(*logged("enter", _SCRATCH.c.subscriber_id))
-                                                       .where(~already)),
+    # Enters: first narrow the scratch table to them, so that no statement inserts into segment_members
+    # while reading it: planned while the table is still small (a new shop), such an anti-join scans
+    # the rows it inserts itself again for every row, which grows with the square of the segment.
+    conn.execute(delete(_SCRATCH).where(already))
+    entered = conn.execute(EVENTS.insert().from_select(log_columns, select(*logged("enter", _SCRATCH.c.subscriber_id))),
                            execution_options=counted).rowcount
     conn.execute(MEMBERS.insert().from_select(
         ["shop_id", "segment_id", "subscriber_id", "entered_at"],
         select(literal(row.shop_id, IdType), literal(segment_id, IdType), _SCRATCH.c.subscriber_id,
-               literal(now, UTCDateTime)).where(~already)))
+               literal(now, UTCDateTime))))
     conn.execute(text(f"DROP TABLE {_SCRATCH.name}"))
 
     member_count = conn.scalar(select(func.count()).select_from(MEMBERS).where(MEMBERS.c.segment_id == segment_id))
@@ -218,7 +220,8 @@ _timeless: OrderedDict[int, tuple[tuple, dict[int, ColumnElement], tuple]] = Ord
 _timeless_lock = threading.Lock()
 
 
-def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime) -> tuple[dict[int, ColumnElement], tuple]:
+def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime
+                ) -> tuple[dict[int, ColumnElement], tuple]:
     """Each segment's membership condition (the WHERE of its compiled Select) at `now`, and their common FROM.
 
     Segments whose stored definition no longer compiles are left out (and logged), so they cannot block

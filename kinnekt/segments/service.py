@@ -167,7 +167,8 @@ ACTIVE_CAMPAIGN_STATUSES = ("scheduled", "in_progress")
 
 def _campaign_usages(session: OrmSession, segment: Segment) -> list[Usage]:
     rows = session.execute(
-        select(Campaign.id, Campaign.name, Campaign.status).join(CampaignSegment, CampaignSegment.campaign_id == Campaign.id)
+        select(Campaign.id, Campaign.name, Campaign.status)
+        .join(CampaignSegment, CampaignSegment.campaign_id == Campaign.id)
         .where(CampaignSegment.shop_id == segment.shop_id, CampaignSegment.segment_id == segment.id,
                Campaign.status.in_(ACTIVE_CAMPAIGN_STATUSES))
         .distinct().order_by(Campaign.id)).all()
@@ -179,7 +180,8 @@ def _segment_usages(session: OrmSession, segment: Segment) -> list[Usage]:
     rows = session.execute(select(Segment.id, Segment.name, Segment.definition)
                            .where(Segment.shop_id == segment.shop_id, Segment.id != segment.id)
                            .order_by(Segment.id)).all()
-    return [Usage("segment", id_, name) for id_, name, definition in rows if segment.id in segment_references(definition)]
+    return [Usage("segment", id_, name) for id_, name, definition in rows
+            if segment.id in segment_references(definition)]
 
 
 USAGE_FINDERS: list[UsageFinder] = [_campaign_usages, _segment_usages]
