@@ -204,55 +204,56 @@ def main(argv=None) -> int:
     admin = create_engine(kdb.make_engine_url(base_url))
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = kdb.make_engine(url)
-    Base.metadata.create_all(engine)
-    from sqlalchemy.orm import Session as OrmSession
-
-    from kinnekt.db import utcnow
-    from kinnekt.models import Shop
-    with OrmSession(engine) as session:
-        session.add(Shop(domain=SHOP, name="Bench", timezone="UTC", installed_at=utcnow()))
-        session.commit()
-    engine.dispose()
-
-    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
-           "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMDA=",
-           "SHOPIFY_API_KEY": "bench-key", "SHOPIFY_API_SECRET": SECRET, "LOG_LEVEL": "WARNING",
-           "KINNEKT_DEMO": ""}
-    port = _free_port()
-    gunicorn = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "app:app"], cwd=ROOT, env=env)
     redis = Redis.from_url(redis_url)
     report = {}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or gunicorn.poll() is not None:
-                    raise RuntimeError("gunicorn did not start")
-                time.sleep(0.2)
-        run_load(port, _bodies(args.warmup), args.concurrency)
-        deliveries = _bodies(args.requests)
-        cpu_before = cpu_seconds(gunicorn.pid)
-        report["saturation"] = summary(*run_load(port, deliveries, args.concurrency))
-        report["saturation"]["gunicorn_cpu_ms_per_request"] = round(
-            (cpu_seconds(gunicorn.pid) - cpu_before) / len(deliveries) * 1000, 2)
-        if args.rate:
-            report["at_rate"] = {"offered_per_second": args.rate,
-                                 **summary(*run_load(port, _bodies(args.requests), 32, args.rate))}
-        report["queued_jobs"] = Queue(queue_name, connection=redis).count
-    finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
+        engine = kdb.make_engine(url)
+        Base.metadata.create_all(engine)
+        from sqlalchemy.orm import Session as OrmSession
 
-    try:
+        from kinnekt.db import utcnow
+        from kinnekt.models import Shop
+        with OrmSession(engine) as session:
+            session.add(Shop(domain=SHOP, name="Bench", timezone="UTC", installed_at=utcnow()))
+            session.commit()
+        engine.dispose()
+
+        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
+               "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMDA=",
+               "SHOPIFY_API_KEY": "bench-key", "SHOPIFY_API_SECRET": SECRET, "LOG_LEVEL": "WARNING",
+               "KINNEKT_DEMO": ""}
+        port = _free_port()
+        gunicorn = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}",
+             "--log-level", "warning", "app:app"], cwd=ROOT, env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or gunicorn.poll() is not None:
+                        raise RuntimeError("gunicorn did not start")
+                    time.sleep(0.2)
+            run_load(port, _bodies(args.warmup), args.concurrency)
+            deliveries = _bodies(args.requests)
+            cpu_before = cpu_seconds(gunicorn.pid)
+            report["saturation"] = summary(*run_load(port, deliveries, args.concurrency))
+            report["saturation"]["gunicorn_cpu_ms_per_request"] = round(
+                (cpu_seconds(gunicorn.pid) - cpu_before) / len(deliveries) * 1000, 2)
+            if args.rate:
+                report["at_rate"] = {"offered_per_second": args.rate,
+                                     **summary(*run_load(port, _bodies(args.requests), 32, args.rate))}
+            report["queued_jobs"] = Queue(queue_name, connection=redis).count
+        finally:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+
         if args.process:
             report["processing"] = process_stored(env, args.process)
     finally:
+        # Whatever failed, leave nothing behind: the queue's jobs and keys, the schema.
         Queue(queue_name, connection=redis).empty()
         for key in redis.scan_iter(f"rq:*{queue_name}*"):
             redis.delete(key)
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
         if kdb._engine is not None:
             kdb._engine.dispose()
         with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
 
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
