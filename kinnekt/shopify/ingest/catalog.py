@@ -4,26 +4,12 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt.models import Collection, CollectionProduct, LineItem, Order, Product, Shop, Subscriber
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import is_newer, latest_per_id
-from kinnekt.shopify.ingest.linking import chunks, notify_segments
+from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, notify_segments
 from kinnekt.shopify.ingest.rows import CollectionRow, ProductRow
-
-
-def _with_retry(session, work):
-    """Run `work()` and commit; once more after a unique-constraint race with a concurrent job."""
-    for attempt in (1, 2):
-        try:
-            result = work()
-            session.commit()
-            return result
-        except IntegrityError:
-            session.rollback()
-            if attempt == 2:
-                raise
 
 
 def _existing(session, model, shop_id: int, ids) -> dict:
@@ -61,7 +47,7 @@ def upsert_products(session, shop: Shop, rows: list[ProductRow]) -> list[int]:
         session.flush()
         return [p.id for p in written]
 
-    return _with_retry(session, work) if rows else []
+    return commit_with_retry(session, work) if rows else []
 
 
 def upsert_collections(session, shop: Shop, rows: list[CollectionRow]) -> list[int]:
@@ -97,7 +83,7 @@ def upsert_collections(session, shop: Shop, rows: list[CollectionRow]) -> list[i
         session.flush()
         return [c.id for c in written]
 
-    written = _with_retry(session, work) if rows else []
+    written = commit_with_retry(session, work) if rows else []
     notify_segments(shop.id, buyers_of(session, shop.id, moved))
     return written
 

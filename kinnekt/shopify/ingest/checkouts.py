@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt.db import utcnow
 from kinnekt.models import Checkout, Shop
 from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
-from kinnekt.shopify.ingest.linking import chunks, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
 from kinnekt.shopify.ingest.rows import CheckoutRow
 
 
@@ -16,15 +15,7 @@ def upsert_checkouts(session, shop: Shop, rows: list[CheckoutRow]) -> list[int]:
     rows = latest_per_id(rows, key=lambda row: row.token)
     if not rows:
         return []
-    for attempt in (1, 2):
-        try:
-            written, customers = _upsert(session, shop, rows)
-            session.commit()
-            break
-        except IntegrityError:
-            session.rollback()
-            if attempt == 2:
-                raise
+    written, customers = commit_with_retry(session, lambda: _upsert(session, shop, rows))
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
     return written
 

@@ -5,11 +5,11 @@ import datetime as dt
 import logging
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt.models import Customer, CustomerTag, Shop
 from kinnekt.shopify.ingest import deletions
-from kinnekt.shopify.ingest.linking import chunks, e164, link_by_phone, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.linking import (chunks, commit_with_retry, e164, link_by_phone, notify_segments,
+                                           subscribers_of)
 from kinnekt.shopify.ingest.rows import CustomerRow
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,7 @@ def upsert_customers(session, shop: Shop, rows: list[CustomerRow], *, with_tags:
     rows = latest_per_id(rows)
     if not rows:
         return []
-    for attempt in (1, 2):
-        try:
-            changed = _upsert(session, shop, rows, with_tags)
-            session.commit()
-            break
-        except IntegrityError:
-            # A concurrent job inserted one of these customers first; the second pass updates it instead.
-            session.rollback()
-            if attempt == 2:
-                raise
+    changed = commit_with_retry(session, lambda: _upsert(session, shop, rows, with_tags))
     with_consent = {row.shopify_id: row for row in rows if row.sms_consent_state is not None}
     for batch in chunks(with_consent):
         for customer in session.scalars(select(Customer).where(Customer.shop_id == shop.id,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import phonenumbers
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from kinnekt.models import Customer, Subscriber
 
@@ -60,3 +61,19 @@ def notify_segments(shop_id: int, subscriber_ids) -> None:
         return
     from kinnekt.segments.membership import subscribers_changed
     subscribers_changed(shop_id, ids)
+
+
+def commit_with_retry(session, work):
+    """Run `work()` and commit; once more after a unique-constraint race with a concurrent job.
+
+    A concurrent job may insert one of the same rows first; on the second pass the upsert finds it and updates.
+    """
+    for attempt in (1, 2):
+        try:
+            result = work()
+            session.commit()
+            return result
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise

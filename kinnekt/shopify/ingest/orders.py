@@ -5,13 +5,12 @@ import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
-from kinnekt.shopify.ingest.linking import chunks, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
 from kinnekt.shopify.ingest.rows import OrderRow
 
 FULFILLMENT = {None: "unfulfilled", "": "unfulfilled", "null": "unfulfilled", "unfulfilled": "unfulfilled",
@@ -43,17 +42,12 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
     rows = latest_per_id(rows)
     if not rows:
         return []
-    for attempt in (1, 2):
-        try:
-            written, customers = _upsert(session, shop, rows)
-            recompute_customer_facts(session, shop.id, customers)
-            session.commit()
-            break
-        except IntegrityError:
-            # A concurrent job inserted one of these orders (or customers) first; the retry updates instead.
-            session.rollback()
-            if attempt == 2:
-                raise
+    def work():
+        written, customers = _upsert(session, shop, rows)
+        recompute_customer_facts(session, shop.id, customers)
+        return written, customers
+
+    written, customers = commit_with_retry(session, work)
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
     return written
 
