@@ -1,14 +1,22 @@
-"""Subscribers pages: the audience, searchable by phone or name and filtered by status and source."""
+"""Subscribers pages: the searchable, filterable audience; one subscriber's detail with its consent record and
+history; manual add, CSV import, and the merchant's unsubscribe / resubscribe."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from flask import g, request
-from sqlalchemy import or_, select
+import phonenumbers
+from flask import g, make_response, render_template, request, url_for
+from phonenumbers import geocoder
+from sqlalchemy import and_, distinct, func, or_, select
 
 from kinnekt import defaults
-from kinnekt.models import Customer, Subscriber
+from kinnekt.db import Session
+from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
+                            SegmentMember, Subscriber, SubscriptionEvent)
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
+from kinnekt.subscribers import importing
+from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
 from kinnekt.web.templating import page_number, paginate
@@ -20,6 +28,16 @@ TABLE_ID = "subscribers-table"
 
 STATUS_LABELS = {"pending": "Pending", "subscribed": "Subscribed", "unsubscribed": "Unsubscribed"}
 
+EVENT_LABELS = {"pending": "Signed up, waiting for confirmation", "subscribed": "Subscribed",
+                "confirmed": "Confirmed", "consent": "Gave consent again", "unsubscribed": "Unsubscribed",
+                "resubscribed": "Subscribed again", "suppressed": "Suppressed", "unsuppressed": "Suppression lifted"}
+EVENT_SOURCE_LABELS = {**SOURCE_LABELS, "sms": "Text message", "merchant": "You", "carrier": "Carrier"}
+
+REJECTED_ROWS_SHOWN = 200
+"""Rejected rows listed in an import report; a file can have 100,000 bad rows and the page must stay readable."""
+
+
+# ---------------------------------------------------------------------------------------------- the list
 
 @bp.get("/")
 def index():
@@ -33,6 +51,10 @@ def index():
     status = status if status in STATUSES else ""
     source = request.args.get("source", "")
     source = source if source in SOURCES else ""
+    keyword = request.args.get("keyword", "").strip().upper()
+    keyword = keyword if re.fullmatch(r"[A-Z0-9]{1,32}", keyword) else ""
+    country = request.args.get("country", "").strip().upper()
+    country = country if re.fullmatch(r"[A-Z]{2}", country) else ""
 
     statement = (
         select(Subscriber)
@@ -43,20 +65,29 @@ def index():
         statement = statement.where(Subscriber.status == status)
     if source:
         statement = statement.where(Subscriber.source == source)
+    if keyword:
+        statement = statement.where(Subscriber.keyword == keyword)
+    if country:
+        statement = statement.where(Subscriber.country == country)
     if query:
         statement = statement.where(_matches(query))
     statement = statement.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
 
-    params = {key: value for key, value in (("q", query), ("status", status), ("source", source)) if value}
+    params = {key: value for key, value in (("q", query), ("status", status), ("source", source),
+                                            ("keyword", keyword), ("country", country)) if value}
     results = paginate(statement, page_number(request.args.get("page")), defaults.PAGE_SIZE, params)
     context = {
-        "results": results, "q": query, "status": status, "source": source, "filtered": bool(params),
-        "status_options": [("", "All statuses")] + [(s, STATUS_LABELS[s]) for s in STATUSES],
-        "source_options": [("", "All sources")] + [(s, SOURCE_LABELS[s]) for s in SOURCES],
-        "status_labels": STATUS_LABELS, "table_id": TABLE_ID,
+        "results": results, "q": query, "status": status, "source": source, "keyword": keyword,
+        "country": country, "filtered": bool(params), "status_labels": STATUS_LABELS, "table_id": TABLE_ID,
     }
     if hx.is_htmx() and request.headers.get("HX-Target") == TABLE_ID:
         return hx.render("subscribers/index.html", "subscribers/_table.html", **context)
+    context.update(
+        status_options=[("", "All statuses")] + [(s, STATUS_LABELS[s]) for s in STATUSES],
+        source_options=[("", "All sources")] + [(s, SOURCE_LABELS[s]) for s in SOURCES],
+        keyword_options=[("", "All keywords")] + [(w, w) for w in _keywords(keyword)],
+        country_options=[("", "All countries")] + [(c, f"{country_name(c)} ({c})") for c in _countries(country)],
+    )
     return hx.render("subscribers/index.html", "subscribers/_index.html", **context)
 
 
@@ -72,3 +103,195 @@ def _matches(query: str):
     if digits and re.fullmatch(r"[\d\s()+.\-]+", query):
         conditions.append(Subscriber.phone.contains(digits, autoescape=True))
     return or_(*conditions)
+
+
+def _keywords(selected: str) -> list[str]:
+    """The shop's keywords (and the selected word, which may belong to a deleted keyword), in order."""
+    words = set(Session.scalars(select(Keyword.word).where(Keyword.shop_id == g.shop.id)))
+    return sorted(words | ({selected} if selected else set()))
+
+
+def _countries(selected: str) -> list[str]:
+    """The countries the shop's subscribers are in (and the selected one), in order."""
+    codes = set(Session.scalars(select(distinct(Subscriber.country)).where(
+        Subscriber.shop_id == g.shop.id, Subscriber.country.is_not(None))))
+    return sorted(codes | ({selected} if selected else set()))
+
+
+@lru_cache(maxsize=512)
+def country_name(code: str) -> str:
+    """The English name of an ISO country code (the code itself when phonenumbers does not know it)."""
+    example = phonenumbers.example_number(code)
+    return (geocoder.country_name_for_number(example, "en") if example is not None else "") or code
+
+
+# ---------------------------------------------------------------------------------------------- detail
+
+@bp.get("/<int:subscriber_id>")
+def detail(subscriber_id: int):
+    """One subscriber: number, consent record and history, messages, clicks, orders, segments, actions."""
+    subscriber = get_or_404(Subscriber, subscriber_id)
+    return hx.render("subscribers/detail.html", "subscribers/_detail.html", **_detail_context(subscriber))
+
+
+@bp.post("/<int:subscriber_id>/unsubscribe")
+def unsubscribe(subscriber_id: int):
+    """Unsubscribe on the merchant's word with a reason; the detail again, with the new status or the error."""
+    subscriber = get_or_404(Subscriber, subscriber_id)
+    reason = request.form.get("reason", "")
+    try:
+        importing.unsubscribe_by_merchant(Session, subscriber, reason=reason)
+    except importing.InvalidInput as exc:
+        return _detail_partial(subscriber, unsubscribe_errors=exc.errors, reason=reason)
+    return _detail_partial(subscriber, message=f"Unsubscribed {subscriber.phone}")
+
+
+@bp.post("/<int:subscriber_id>/resubscribe")
+def resubscribe(subscriber_id: int):
+    """Subscribe again on the merchant's word (a STOP needs the person's new request); the detail again."""
+    subscriber = get_or_404(Subscriber, subscriber_id)
+    reason = request.form.get("reason", "")
+    try:
+        importing.resubscribe_by_merchant(Session, subscriber, reason=reason,
+                                          asked_again=request.form.get("asked_again") == "on")
+    except importing.InvalidInput as exc:
+        return _detail_partial(subscriber, resubscribe_errors=exc.errors, reason=reason)
+    return _detail_partial(subscriber, message=f"Subscribed {subscriber.phone} again")
+
+
+def _detail_partial(subscriber: Subscriber, message: str | None = None, **extra):
+    Session.refresh(subscriber)
+    response = make_response(render_template("subscribers/_detail.html", **_detail_context(subscriber, **extra)))
+    return hx.toast(response, message) if message else response
+
+
+def _detail_context(subscriber: Subscriber, **extra) -> dict:
+    """Everything the detail page shows; each long list is capped at the latest SUBSCRIBER_DETAIL_ROWS."""
+    limit = defaults.SUBSCRIBER_DETAIL_ROWS
+    sid = subscriber.id
+    events = Session.scalars(select(SubscriptionEvent).where(SubscriptionEvent.subscriber_id == sid)
+                             .order_by(SubscriptionEvent.at.desc(), SubscriptionEvent.id.desc()).limit(limit)).all()
+    sent_order = func.coalesce(Message.sent_at, Message.created_at)
+    messages = Session.execute(
+        select(Message, Campaign.name).outerjoin(Campaign, Campaign.id == Message.campaign_id)
+        .where(Message.subscriber_id == sid).order_by(sent_order.desc(), Message.id.desc()).limit(limit)).all()
+    inbound_of = and_(or_(InboundMessage.subscriber_id == sid,
+                          and_(InboundMessage.subscriber_id.is_(None), InboundMessage.from_phone == subscriber.phone)),
+                      or_(InboundMessage.intent.is_(None), InboundMessage.intent != "merged"))
+    received = Session.scalars(select(InboundMessage).where(inbound_of)
+                               .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+                               .limit(limit)).all()
+    clicks = Session.execute(
+        select(Click, Link.url, Campaign.name).join(Link, Link.id == Click.link_id)
+        .outerjoin(Campaign, Campaign.id == Click.campaign_id)
+        .where(Click.subscriber_id == sid).order_by(Click.at.desc(), Click.id.desc()).limit(limit)).all()
+    orders, orders_total = [], 0
+    if subscriber.customer_id is not None:
+        orders = Session.scalars(select(Order).where(Order.customer_id == subscriber.customer_id)
+                                 .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)).all()
+        orders_total = _count(select(Order.id).where(Order.customer_id == subscriber.customer_id))
+    segments = Session.execute(
+        select(Segment, SegmentMember.entered_at).join(SegmentMember, SegmentMember.segment_id == Segment.id)
+        .where(SegmentMember.subscriber_id == sid).order_by(Segment.name)).all()
+    by_person = importing.opted_out_by_person(Session, subscriber)
+    context = {
+        "subscriber": subscriber, "customer": subscriber.customer,
+        "national": national_format(subscriber.phone),
+        "country_label": f"{country_name(subscriber.country)} ({subscriber.country})" if subscriber.country else None,
+        "status_labels": STATUS_LABELS, "event_labels": EVENT_LABELS, "event_sources": EVENT_SOURCE_LABELS,
+        "events": events, "events_total": _count(select(SubscriptionEvent.id)
+                                                 .where(SubscriptionEvent.subscriber_id == sid)),
+        "messages": messages, "messages_total": _count(select(Message.id).where(Message.subscriber_id == sid)),
+        "received": received, "received_total": _count(select(InboundMessage.id).where(inbound_of)),
+        "clicks": clicks, "clicks_total": _count(select(Click.id).where(Click.subscriber_id == sid)),
+        "orders": orders, "orders_total": orders_total, "segments": segments, "limit": limit,
+        "opted_out_by_person": by_person,
+        "reason": "", "unsubscribe_errors": {}, "resubscribe_errors": {},
+    }
+    context.update(extra)
+    return context
+
+
+def national_format(e164: str) -> str:
+    """The number as people of its country write it: +12125550101 -> (212) 555-0101."""
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+
+
+def _count(statement) -> int:
+    return Session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+
+
+# ---------------------------------------------------------------------------------------------- manual add
+
+@bp.get("/new")
+def new():
+    """The form to add one subscriber by hand."""
+    return hx.render("subscribers/new.html", "subscribers/_new.html", **_new_context())
+
+
+@bp.post("/new")
+def create():
+    """Add the subscriber and open its detail, or the form again with what is wrong (nothing saved)."""
+    phone, first_name = request.form.get("phone", ""), request.form.get("first_name", "")
+    try:
+        subscriber = importing.add_subscriber(Session, g.shop, phone=phone, first_name=first_name,
+                                              attested=request.form.get("consent") == "on")
+    except importing.InvalidInput as exc:
+        Session.rollback()
+        return render_template("subscribers/_new.html", **_new_context(phone, first_name, errors=exc.errors))
+    except importing.AlreadyKnown as exc:
+        Session.rollback()
+        return render_template("subscribers/_new.html", **_new_context(
+            phone, first_name, errors={"phone": str(exc)}, existing=exc.subscriber))
+    return hx.toast(hx.redirect_to(url_for("subscribers.detail", subscriber_id=subscriber.id)),
+                    f"Added {subscriber.phone}")
+
+
+def _new_context(phone: str = "", first_name: str = "", **extra) -> dict:
+    return {"phone": phone, "first_name": first_name, "errors": {}, "existing": None,
+            "attestation": importing.attestation(g.shop), **extra}
+
+
+# ---------------------------------------------------------------------------------------------- CSV import
+
+@bp.get("/import")
+def import_form():
+    """The CSV import form."""
+    return hx.render("subscribers/import.html", "subscribers/_import.html", **_import_context())
+
+
+@bp.post("/import")
+def import_upload():
+    """Import the uploaded CSV and show its report, or the form again with what is wrong (nothing saved)."""
+    upload_file = request.files.get("file")
+    attested = request.form.get("consent") == "on"
+    errors = {}
+    if upload_file is None or not upload_file.filename:
+        errors["file"] = "Choose a CSV file to upload."
+    if not attested:
+        errors["consent"] = "Confirm that everyone in the file agreed to receive your marketing texts."
+    if errors:
+        return render_template("subscribers/_import.html", **_import_context(errors=errors))
+    # One byte past the limit is enough for the import to say the file is too large.
+    file_bytes = upload_file.stream.read(defaults.STATIC_LIST_MAX_BYTES + 1)
+    try:
+        report = importing.import_csv(Session, g.shop, file_bytes=file_bytes, attested=attested)
+    except importing.InvalidInput as exc:
+        Session.rollback()
+        return render_template("subscribers/_import.html", **_import_context(errors=exc.errors))
+    except importing.ImportRefused as exc:
+        Session.rollback()
+        return render_template("subscribers/_import.html", **_import_context(errors={"file": str(exc)}))
+    noun = "subscriber" if report.imported == 1 else "subscribers"
+    response = make_response(render_template("subscribers/_import.html", **_import_context(report=report)))
+    return hx.toast(response, f"Imported {report.imported:,} {noun}")
+
+
+def _import_context(**extra) -> dict:
+    return {"errors": {}, "report": None, "rows_shown": REJECTED_ROWS_SHOWN,
+            "attestation": importing.import_attestation(g.shop), "max_bytes": defaults.STATIC_LIST_MAX_BYTES,
+            "max_rows": defaults.STATIC_LIST_MAX_ROWS, **extra}

@@ -1,0 +1,308 @@
+"""Subscribers the merchant adds (one by hand, or many from a CSV file) under a consent attestation, and
+the merchant's own unsubscribe / resubscribe.
+
+Rules:
+- A manual add or an import needs the merchant to attest that the people agreed to receive marketing
+  texts; that attestation is the consent text recorded on each subscriber (source Manual / Import).
+- Neither ever subscribes again a number that unsubscribed, and neither changes a number that is
+  already a subscriber (subscribed or pending): those rows are reported, not saved.
+- An import is checked whole before anything is saved: a file that is not UTF-8 CSV, is empty, is over
+  the size or row limit (the static lists' limits), or has no header row naming a phone column, is
+  refused with the reason. Otherwise the good rows are saved in one transaction and the others are
+  reported with why (not a phone number, duplicate in the file, unsubscribed, already a subscriber).
+- The merchant may unsubscribe anyone, with a reason. The merchant may resubscribe an unsubscribed
+  number with a reason; when the person opted out themselves (texted STOP, or withdrew consent in
+  Shopify), only with the merchant's attestation that the person asked to be subscribed again: carriers
+  require that a STOP is honoured, so a merchant cannot undo it on a whim. A pending number is not
+  confirmed by the merchant: only the person's "Y" confirms a double opt-in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt.db import utcnow
+from kinnekt.models import Customer, Shop, Subscriber, SubscriptionEvent
+from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
+from kinnekt.subscribers import optin, phones
+
+FIRST_NAME_HEADERS = ("first_name", "firstname", "first", "given_name")
+"""Header names (lower-cased, spaces and dashes as underscores) of the optional first-name column."""
+
+PERSON_OPT_OUT_SOURCES = ("sms", "checkout")
+"""Sources of an unsubscribe made by the person (a STOP text, consent withdrawn in Shopify): only they undo it."""
+
+MAX_FIRST_NAME = 255
+MAX_REASON = 255
+_CHUNK = 500  # phones per IN (...) query and per INSERT batch
+
+
+class InvalidInput(ValueError):
+    """The merchant's input is wrong; `errors` maps each form field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+class AlreadyKnown(ValueError):
+    """A manual add of a number that is already the shop's subscriber (in any status); nothing was changed."""
+
+    def __init__(self, message: str, subscriber: Subscriber):
+        super().__init__(message)
+        self.subscriber = subscriber
+
+
+class ImportRefused(ValueError):
+    """The uploaded file cannot be used at all (nothing was saved); the message says why, for the merchant."""
+
+
+@dataclass
+class ImportReport:
+    """The outcome of an import: how many subscribers were added, and each row that was not, with why."""
+
+    imported: int
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, value, reason)
+    counts: dict[str, int] = field(default_factory=dict)  # invalid | duplicate | unsubscribed | existing -> rows
+    region: str | None = None  # the country assumed for numbers written without +country code
+    ignored_columns: list[str] = field(default_factory=list)
+    subscriber_ids: list[int] = field(default_factory=list)
+
+
+def attestation(shop: Shop) -> str:
+    """What the merchant confirms on a manual add; recorded as the subscriber's consent text."""
+    return f"This person agreed to receive marketing texts from {shop.name or shop.domain}."
+
+
+def import_attestation(shop: Shop) -> str:
+    """What the merchant confirms on an import; recorded as each imported subscriber's consent text."""
+    return f"Everyone in this file agreed to receive marketing texts from {shop.name or shop.domain}."
+
+
+# ---------------------------------------------------------------------------------------------- manual add
+
+def add_subscriber(session: OrmSession, shop: Shop, *, phone: str, first_name: str | None = None,
+                   attested: bool) -> Subscriber:
+    """Add one subscriber by hand (source Manual, subscribed now); commits.
+
+    Raises InvalidInput (fields phone, first_name, consent) or AlreadyKnown, having saved nothing.
+    """
+    errors: dict[str, str] = {}
+    info = None
+    try:
+        info = phones.normalise(phone, shop_region(shop), prefer_zone=shop.timezone)
+    except phones.InvalidPhone as exc:
+        errors["phone"] = str(exc)
+    name = " ".join((first_name or "").split())
+    if len(name) > MAX_FIRST_NAME:
+        errors["first_name"] = f"The first name can be at most {MAX_FIRST_NAME} characters."
+    if not attested:
+        errors["consent"] = "Confirm that this person agreed to receive your marketing texts."
+    if errors:
+        raise InvalidInput(errors)
+    existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == info.e164))
+    if existing is not None:
+        raise AlreadyKnown(_known_message(existing), existing)
+    try:
+        return optin.subscribe(session, shop, info.e164, source="manual", consent_text=attestation(shop),
+                               first_name=name or None)
+    except optin.OptedOut:  # it unsubscribed between our look and the insert
+        session.rollback()
+        existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id,
+                                                           Subscriber.phone == info.e164))
+        raise AlreadyKnown(_known_message(existing), existing) from None
+
+
+def _known_message(subscriber: Subscriber) -> str:
+    if subscriber.status == "unsubscribed":
+        return (f"{subscriber.phone} unsubscribed. Only they can opt in again, by texting a keyword or using "
+                f"your sign-up form.")
+    if subscriber.status == "pending":
+        return f"{subscriber.phone} already signed up and has not confirmed yet."
+    return f"{subscriber.phone} is already a subscriber."
+
+
+# ---------------------------------------------------------------------------------------------- CSV import
+
+def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: bool) -> ImportReport:
+    """Add the numbers of an uploaded CSV (header row; `phone`, optional `first_name`) as subscribers; commits.
+
+    Numbers without +country code are read in the shop's country (from its time zone). Raises
+    InvalidInput (field consent) or ImportRefused, having saved nothing; see the module docstring.
+    """
+    if not attested:
+        raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
+    try:
+        rows = _rows(file_bytes)
+    except ListImportError as exc:
+        raise ImportRefused(str(exc)) from None
+    start = next(i for i, row in enumerate(rows) if any(cell.strip() for cell in row))
+    keys = [_header_key(cell) for cell in rows[start]]
+    phone_column = next((keys.index(k) for k in PHONE_HEADERS if k in keys), None)
+    if phone_column is None:
+        found = ", ".join(f"“{cell.strip()}”" for cell in rows[start] if cell.strip())
+        raise ImportRefused("The first row must name the columns: “phone” (required) and “first_name” "
+                            f"(optional). It reads {found}.")
+    name_column = next((keys.index(k) for k in FIRST_NAME_HEADERS if k in keys), None)
+    ignored = [cell.strip() for i, cell in enumerate(rows[start]) if cell.strip() and i not in (phone_column,
+                                                                                                 name_column)]
+    region = shop_region(shop)
+    report = ImportReport(imported=0, region=region, ignored_columns=ignored,
+                          counts={"invalid": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0})
+
+    def reject(number: int, value: str, reason: str, kind: str) -> None:
+        report.rejected.append((number, value, reason))
+        report.counts[kind] += 1
+
+    candidates: dict[str, tuple[int, str, str | None, phones.PhoneInfo]] = {}  # E.164 -> (row, value, name, info)
+    for index in range(start + 1, len(rows)):
+        row, number = rows[index], index + 1  # row numbers as a spreadsheet shows them
+        if not any(cell.strip() for cell in row):
+            continue
+        value = row[phone_column].strip() if phone_column < len(row) else ""
+        try:
+            info = phones.normalise(value, region, prefer_zone=shop.timezone)
+        except phones.InvalidPhone as exc:
+            reject(number, value, str(exc), "invalid")
+            continue
+        if info.e164 in candidates:
+            reject(number, value, f"duplicate of row {candidates[info.e164][0]}", "duplicate")
+            continue
+        name = " ".join(row[name_column].split())[:MAX_FIRST_NAME] if name_column is not None and \
+            name_column < len(row) else ""
+        candidates[info.e164] = (number, value, name or None, info)
+
+    known = _statuses(session, shop.id, list(candidates))
+    consent_text = import_attestation(shop)
+    now = utcnow()
+    fresh = [phone for phone in candidates if phone not in known]
+    for chunk in _chunks(fresh, _CHUNK):
+        inserted = _insert_chunk(session, shop, chunk, candidates, consent_text, now)
+        for phone in chunk:
+            if phone not in inserted:  # signed up by another way while we imported
+                known.update(_statuses(session, shop.id, [phone]))
+        report.subscriber_ids.extend(inserted.values())
+    report.imported = len(report.subscriber_ids)
+    for phone, status in known.items():
+        number, value, _, _ = candidates[phone]
+        if status == "unsubscribed":
+            reject(number, value, "unsubscribed: only they can opt in again, by texting a keyword or using your "
+                                  "sign-up form", "unsubscribed")
+        else:
+            reject(number, value, "already a subscriber" if status == "subscribed"
+                   else "already signed up, waiting for their confirmation", "existing")
+    report.rejected.sort()
+    session.commit()
+    if report.subscriber_ids:
+        from kinnekt.segments.membership import subscribers_changed
+        subscribers_changed(shop.id, report.subscriber_ids)
+    return report
+
+
+def _statuses(session: OrmSession, shop_id: int, numbers: list[str]) -> dict[str, str]:
+    """E.164 -> status of the shop's subscribers among these numbers."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(numbers, _CHUNK):
+        found.update(session.execute(select(Subscriber.phone, Subscriber.status).where(
+            Subscriber.shop_id == shop_id, Subscriber.phone.in_(chunk))).tuples().all())
+    return found
+
+
+def _insert_chunk(session: OrmSession, shop: Shop, chunk: list[str], candidates: dict, consent_text: str,
+                  now) -> dict[str, int]:
+    """Insert these new numbers as subscribed Import subscribers with their consent events; E.164 -> id.
+
+    A number another sign-up inserted meanwhile makes the batch fail as a whole; it is retried
+    without the numbers that now exist.
+    """
+    customers: dict[str, int] = {}
+    for phone, customer_id in session.execute(
+            select(Customer.phone, Customer.id).where(Customer.shop_id == shop.id, Customer.phone.in_(chunk))
+            .order_by(Customer.id.desc())).tuples():
+        customers[phone] = customer_id  # the lowest id wins, as optin links it
+    remaining = list(chunk)
+    while remaining:
+        values = []
+        for phone in remaining:
+            _, _, name, info = candidates[phone]
+            values.append({
+                "shop_id": shop.id, "phone": phone, "status": "subscribed", "source": "import",
+                "first_name": name, "country": info.country, "carrier": info.carrier, "timezone": info.timezone,
+                "customer_id": customers.get(phone), "consent_at": now, "consent_text": consent_text,
+                "subscribed_at": now, "sent_count": 0, "clicks_count": 0, "created_at": now, "updated_at": now})
+        try:
+            with session.begin_nested():
+                session.execute(insert(Subscriber), values)
+        except IntegrityError:
+            taken = _statuses(session, shop.id, remaining)
+            if not taken:
+                raise
+            remaining = [phone for phone in remaining if phone not in taken]
+            continue
+        ids = dict(session.execute(select(Subscriber.phone, Subscriber.id).where(
+            Subscriber.shop_id == shop.id, Subscriber.phone.in_(remaining))).tuples().all())
+        session.execute(insert(SubscriptionEvent), [
+            {"shop_id": shop.id, "subscriber_id": ids[phone], "kind": "subscribed", "at": now, "source": "import",
+             "detail": consent_text} for phone in remaining])
+        return ids
+    return {}
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# ---------------------------------------------------------------------------------------------- merchant actions
+
+def opted_out_by_person(session: OrmSession, subscriber: Subscriber) -> SubscriptionEvent | None:
+    """The unsubscribe event that made this number unsubscribed, when the person made it (STOP, Shopify)."""
+    if subscriber.status != "unsubscribed":
+        return None
+    event = session.scalar(select(SubscriptionEvent).where(
+        SubscriptionEvent.subscriber_id == subscriber.id, SubscriptionEvent.kind == "unsubscribed")
+        .order_by(SubscriptionEvent.at.desc(), SubscriptionEvent.id.desc()).limit(1))
+    return event if event is not None and event.source in PERSON_OPT_OUT_SOURCES else None
+
+
+def unsubscribe_by_merchant(session: OrmSession, subscriber: Subscriber, *, reason: str) -> Subscriber:
+    """Unsubscribe on the merchant's word, with a required reason; raises InvalidInput (field reason)."""
+    reason = " ".join((reason or "").split())
+    if subscriber.status == "unsubscribed":
+        raise InvalidInput({"reason": f"{subscriber.phone} is already unsubscribed."})
+    if not reason:
+        raise InvalidInput({"reason": "Enter why you are unsubscribing this number."})
+    if len(reason) > MAX_REASON:
+        raise InvalidInput({"reason": f"The reason can be at most {MAX_REASON} characters."})
+    return optin.unsubscribe(session, subscriber, reason=reason, source="merchant")
+
+
+def resubscribe_by_merchant(session: OrmSession, subscriber: Subscriber, *, reason: str,
+                            asked_again: bool) -> Subscriber:
+    """Subscribe an unsubscribed number again on the merchant's word; see the module docstring for the rule.
+
+    Raises InvalidInput (fields reason, asked_again) having changed nothing.
+    """
+    reason = " ".join((reason or "").split())
+    if subscriber.status == "pending":
+        raise InvalidInput({"reason": f"{subscriber.phone} has not confirmed yet: only their reply can confirm it."})
+    if subscriber.status != "unsubscribed":
+        raise InvalidInput({"reason": f"{subscriber.phone} is already subscribed."})
+    errors = {}
+    if not reason:
+        errors["reason"] = "Enter why you are subscribing this number again."
+    elif len(reason) > MAX_REASON:
+        errors["reason"] = f"The reason can be at most {MAX_REASON} characters."
+    by_person = opted_out_by_person(session, subscriber)
+    if by_person is not None and not asked_again:
+        how = "texting STOP" if by_person.source == "sms" else "withdrawing consent in Shopify"
+        errors["asked_again"] = (f"This person unsubscribed by {how}. Resubscribe them only if they asked you to, "
+                                 "and confirm that they did.")
+    if errors:
+        raise InvalidInput(errors)
+    detail = reason + (" · the person asked to be subscribed again (confirmed by the merchant)"
+                       if by_person is not None else "")
+    return optin.resubscribe(session, subscriber, source="merchant", detail=detail)

@@ -1,0 +1,92 @@
+"""The subscribers pages in Chromium: add one by hand, find it on the list and open its detail; unsubscribe it;
+import a CSV and read the report."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from kinnekt.db import Session
+from kinnekt.models import Subscriber
+
+pytestmark = pytest.mark.browser
+
+FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
+
+
+@pytest.fixture(autouse=True)
+def _drain_jobs(app):
+    """Let the segment re-checks the changes queued finish before the next test empties the tables."""
+    yield
+    app.extensions["kinnekt_queue"].drain()
+
+
+def open_subscribers(page, live_server, shop, token_for):
+    token = token_for(shop.domain, ttl=600)
+    page.add_init_script(FAKE_APP_BRIDGE % token)
+    page.goto(f"{live_server}/subscribers/?id_token={token}")
+    expect(page.locator("main h1").first).to_have_text("Subscribers")
+
+
+def test_add_a_subscriber_find_it_and_unsubscribe_it(live_server, page, db, shop, token_for):
+    open_subscribers(page, live_server, shop, token_for)
+    page.get_by_role("link", name="Add subscriber").click()
+    expect(page.locator("main h1").first).to_have_text("Add subscriber")
+
+    # Without the attestation nothing is saved and the checkbox says why.
+    page.locator("#subscriber-phone").fill("(212) 555-0188")
+    page.locator("#subscriber-first-name").fill("Ada")
+    page.get_by_role("button", name="Add subscriber").click()
+    expect(page.locator("#subscriber-consent-error")).to_contain_text("Confirm that this person agreed")
+    assert Session.scalars(select(Subscriber).execution_options(all_shops=True)).all() == []
+
+    page.get_by_label("This person agreed to receive marketing texts from Alpha.").check()
+    page.get_by_role("button", name="Add subscriber").click()
+    expect(page.locator("#subscriber-detail h1")).to_have_text("+12125550188")
+    expect(page.locator("#subscriber-status")).to_have_text("Subscribed")
+    expect(page.locator("#subscriber-consent-record")).to_contain_text(
+        "This person agreed to receive marketing texts from Alpha.")
+    expect(page.locator("#toasts")).to_contain_text("Added +12125550188")
+
+    page.get_by_role("link", name="Back to subscribers").click()
+    page.locator("#subscriber-search").fill("ada")
+    row = page.locator("#subscribers-table tbody tr", has_text="+12125550188")
+    expect(row).to_contain_text("Manual")
+    expect(page.locator("#subscribers-table tbody tr")).to_have_count(1)
+    row.get_by_role("link", name="+12125550188").click()
+    expect(page.locator("#subscriber-detail h1")).to_have_text("+12125550188")
+    expect(page.locator("#subscriber-summary")).to_contain_text("(212) 555-0188")
+
+    page.locator("#unsubscribe-reason").fill("Asked by phone")
+    page.get_by_role("button", name="Unsubscribe").click()
+    expect(page.locator("#subscriber-status")).to_have_text("Unsubscribed")
+    expect(page.locator("#subscriber-history")).to_contain_text("Asked by phone")
+    sub = Session.scalars(select(Subscriber).execution_options(all_shops=True)).one()
+    Session.refresh(sub)
+    assert (sub.shop_id, sub.source, sub.status, sub.first_name) == (shop.id, "manual", "unsubscribed", "Ada")
+
+
+def test_import_a_csv_and_see_the_report(live_server, page, db, shop, token_for):
+    open_subscribers(page, live_server, shop, token_for)
+    page.get_by_role("link", name="Import CSV").click()
+    expect(page.locator("main h1").first).to_have_text("Import subscribers")
+
+    page.locator("#import-file").set_input_files(files=[{
+        "name": "people.csv", "mimeType": "text/csv",
+        "buffer": "phone,first_name\n+1 212 555 0101,Ada\nnot a number,Bob\n212-555-0101,Ada again\n".encode()}])
+    page.get_by_label("Everyone in this file agreed to receive marketing texts from Alpha.").check()
+    page.get_by_role("button", name="Import subscribers").click()
+
+    report = page.locator("#import-report")
+    expect(report).to_contain_text("Imported 1 subscriber")
+    expect(report).to_contain_text("2 rows not imported: 1 not a valid phone number, 1 duplicate in the file.")
+    expect(report.locator("tbody tr")).to_have_count(2)
+    expect(report.locator("tbody tr").first).to_contain_text("not a number is not a phone number")
+    expect(report.locator("tbody tr").nth(1)).to_contain_text("duplicate of row 2")
+    expect(page.locator("#toasts")).to_contain_text("Imported 1 subscriber")
+
+    report.get_by_role("link", name="See your subscribers").click()
+    expect(page.locator("#subscribers-table tbody tr")).to_have_count(1)
+    expect(page.locator("#subscribers-table tbody tr").first).to_contain_text("Ada")
+    saved = Session.scalars(select(Subscriber).execution_options(all_shops=True)).one()
+    assert (saved.shop_id, saved.phone, saved.source) == (shop.id, "+12125550101", "import")

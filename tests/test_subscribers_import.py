@@ -1,0 +1,240 @@
+"""The merchant's subscriber domain: CSV import (consent recorded, one re-check for the batch, opt-outs never
+undone, conflicts), manual add, and the unsubscribe / resubscribe rules; on both databases."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt.db import utcnow
+from kinnekt.models import Customer, Segment, SegmentMember, Subscriber, SubscriptionEvent
+from kinnekt.segments import membership
+from kinnekt.segments.auto import source_definition
+from kinnekt.subscribers import importing, optin
+from kinnekt.subscribers.checkout import apply_sms_consent
+from tests.conftest import make_shop
+from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("settled_jobs")
+
+
+@pytest.fixture
+def rechecks(monkeypatch):
+    """Record every segment re-check request (and still make it)."""
+    calls = []
+    real = membership.subscribers_changed
+
+    def spy(shop_id, ids):
+        calls.append((shop_id, sorted(ids)))
+        real(shop_id, ids)
+
+    monkeypatch.setattr(membership, "subscribers_changed", spy)
+    return calls
+
+
+def count(db, model) -> int:
+    return db.scalar(select(func.count()).select_from(model))
+
+
+def csv(*lines: str) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_imported_rows_carry_the_attestation_as_their_consent_record(db, rechecks):
+    shop = make_shop()
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
+        "Phone Number,First Name", "+1 212 555 0101,Ada", "+44 20 7183 8750,  Alan  Turing ", "212 555 0103,"))
+    assert report.imported == 3 and report.rejected == [] and report.region == "US"
+    subs = db.scalars(select(Subscriber).order_by(Subscriber.phone)).all()
+    text = "Everyone in this file agreed to receive marketing texts from Alpha."
+    assert [(s.phone, s.first_name, s.country, s.status, s.source) for s in subs] == [
+        ("+12125550101", "Ada", "US", "subscribed", "import"),
+        ("+12125550103", None, "US", "subscribed", "import"),
+        ("+442071838750", "Alan Turing", "GB", "subscribed", "import")]
+    for sub in subs:
+        assert sub.consent_text == text and sub.consent_at is not None and sub.subscribed_at == sub.consent_at
+        assert sub.consent_ip is None and sub.consent_message_id is None
+    assert subs[2].timezone == "Europe/London" and subs[0].timezone == "America/New_York"
+    events = db.execute(select(SubscriptionEvent.subscriber_id, SubscriptionEvent.kind, SubscriptionEvent.source,
+                               SubscriptionEvent.detail).order_by(SubscriptionEvent.subscriber_id)).all()
+    assert events == [(s.id, "subscribed", "import", text) for s in sorted(subs, key=lambda s: s.id)]
+    # One re-check for the whole batch, after the commit.
+    assert rechecks == [(shop.id, sorted(s.id for s in subs))]
+
+
+def test_the_batch_recheck_puts_imported_subscribers_in_segments(app, db):
+    shop = make_shop()
+    everyone = Segment(shop_id=shop.id, name="All subscribers", kind="auto", auto_source="all",
+                       definition=source_definition("all"))
+    db.add(everyone)
+    db.commit()
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv("phone", "+12125550101", "+12125550102"))
+    assert app.extensions["kinnekt_queue"].drain(30)
+    members = db.scalars(select(SegmentMember.subscriber_id).where(SegmentMember.segment_id == everyone.id)
+                         .order_by(SegmentMember.subscriber_id)).all()
+    assert members == sorted(report.subscriber_ids)
+
+
+def test_an_import_links_shopify_customers_by_phone(db):
+    shop = make_shop()
+    customer = Customer(shop_id=shop.id, shopify_id=7, phone="+12125550101", first_name="Grace")
+    db.add(customer)
+    db.commit()
+    importing.import_csv(db(), shop, attested=True, file_bytes=csv("phone", "+12125550101", "+12125550102"))
+    linked = dict(db.execute(select(Subscriber.phone, Subscriber.customer_id)).tuples().all())
+    assert linked == {"+12125550101": customer.id, "+12125550102": None}
+
+
+def test_an_import_never_resubscribes_an_opt_out_and_leaves_known_numbers_alone(db, rechecks):
+    shop = make_shop(double_opt_in=True)
+    stopped = optin.subscribe(db(), shop, "+12125550101", source="keyword", consent_text="Texted JOIN",
+                              double_opt_in=False)
+    optin.unsubscribe(db(), stopped, reason="Texted STOP", source="sms")
+    pending = optin.subscribe(db(), shop, "+12125550102", source="keyword", consent_text="Texted JOIN",
+                              send_confirmation=False)
+    rechecks.clear()
+    events_before = count(db, SubscriptionEvent)
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
+        "phone,first_name", "+12125550101,Stopped", "+12125550102,Pending", "+12125550103,New"))
+    assert report.imported == 1
+    assert report.rejected == [
+        (2, "+12125550101", "unsubscribed: only they can opt in again, by texting a keyword or using your "
+                            "sign-up form"),
+        (3, "+12125550102", "already signed up, waiting for their confirmation")]
+    assert report.counts == {"invalid": 0, "duplicate": 0, "unsubscribed": 1, "existing": 1}
+    db.expire_all()
+    assert (db.get(Subscriber, stopped.id).status, db.get(Subscriber, stopped.id).first_name) == ("unsubscribed", None)
+    assert (db.get(Subscriber, pending.id).status, db.get(Subscriber, pending.id).source) == ("pending", "keyword")
+    assert count(db, SubscriptionEvent) == events_before + 1
+    assert len(rechecks) == 1 and len(rechecks[0][1]) == 1
+
+
+def test_rows_reported_with_spreadsheet_row_numbers(db):
+    shop = make_shop()
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
+        "", "phone", "+12125550101", "", "+1 (212) 555-0101", "12", ",extra"))
+    assert report.imported == 1
+    assert report.rejected == [(5, "+1 (212) 555-0101", "duplicate of row 3"),
+                               (6, "12", "12 is too short to be a phone number."),
+                               (7, "", "Enter a phone number.")]
+    assert report.counts == {"invalid": 2, "duplicate": 1, "unsubscribed": 0, "existing": 0}
+
+
+def test_a_number_signed_up_meanwhile_is_reported_not_an_error(db, monkeypatch, rechecks):
+    """Another sign-up inserts a number between the import's look-up and its insert."""
+    shop = make_shop()
+    real = importing._statuses
+    calls = []
+
+    def blind_then_real(session, shop_id, numbers):
+        calls.append(list(numbers))
+        if len(calls) == 1:  # the first look misses the number the other sign-up is about to insert
+            found = real(session, shop_id, numbers)
+            optin.subscribe(session, shop, "+12125550102", source="keyword", consent_text="Texted JOIN",
+                            double_opt_in=False)
+            return found
+        return real(session, shop_id, numbers)
+
+    monkeypatch.setattr(importing, "_statuses", blind_then_real)
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv("phone", "+12125550101", "+12125550102"))
+    assert len(calls) >= 2  # the insert failed on the unique (shop, phone) and looked again
+    assert report.imported == 1
+    assert report.rejected == [(3, "+12125550102", "already a subscriber")]
+    sources = dict(db.execute(select(Subscriber.phone, Subscriber.source)).tuples().all())
+    assert sources == {"+12125550101": "import", "+12125550102": "keyword"}
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "The file is empty."),
+    ("phone\nZoë\n".encode("latin-1"), "The file is not UTF-8 text."),
+    (b"first_name\nAda\n", "The first row must name the columns"),
+])
+def test_an_unusable_file_saves_nothing_and_queues_nothing(db, rechecks, content, message):
+    shop = make_shop()
+    with pytest.raises(importing.ImportRefused, match=message):
+        importing.import_csv(db(), shop, attested=True, file_bytes=content)
+    assert count(db, Subscriber) == 0 and rechecks == []
+
+
+def test_an_import_without_the_attestation_reads_nothing(db):
+    shop = make_shop()
+    with pytest.raises(importing.InvalidInput) as caught:
+        importing.import_csv(db(), shop, attested=False, file_bytes=csv("phone", "+12125550101"))
+    assert set(caught.value.errors) == {"consent"} and count(db, Subscriber) == 0
+
+
+# --- manual add -------------------------------------------------------------------------------------------
+
+def test_manual_add_reads_national_numbers_in_the_shops_country(db, rechecks):
+    shop = make_shop("gamma.myshopify.com", timezone="Europe/London")
+    sub = importing.add_subscriber(db(), shop, phone="020 7183 8750", first_name="", attested=True)
+    assert (sub.phone, sub.country, sub.source, sub.first_name) == ("+442071838750", "GB", "manual", None)
+    assert sub.consent_text == "This person agreed to receive marketing texts from Gamma."
+    assert rechecks == [(shop.id, [sub.id])]
+
+
+def test_manual_add_errors_name_every_bad_field(db):
+    shop = make_shop()
+    with pytest.raises(importing.InvalidInput) as caught:
+        importing.add_subscriber(db(), shop, phone="nope", first_name="x" * 300, attested=False)
+    assert set(caught.value.errors) == {"phone", "first_name", "consent"}
+    assert count(db, Subscriber) == 0
+
+
+# --- unsubscribe / resubscribe rules ----------------------------------------------------------------------
+
+def _subscribed(db, shop, phone="+12125550101"):
+    return optin.subscribe(db(), shop, phone, source="keyword", consent_text="Texted JOIN", double_opt_in=False)
+
+
+@pytest.mark.parametrize("opt_out_source, how", [("sms", "texting STOP"), ("checkout", "withdrawing consent in Shopify")])
+def test_an_opt_out_by_the_person_needs_their_new_request(db, opt_out_source, how):
+    shop = make_shop()
+    sub = _subscribed(db, shop)
+    optin.unsubscribe(db(), sub, reason="their opt-out", source=opt_out_source)
+    assert importing.opted_out_by_person(db(), sub).source == opt_out_source
+    with pytest.raises(importing.InvalidInput) as caught:
+        importing.resubscribe_by_merchant(db(), sub, reason="They called", asked_again=False)
+    assert caught.value.errors == {"asked_again": f"This person unsubscribed by {how}. Resubscribe them only if "
+                                                  "they asked you to, and confirm that they did."}
+    db.refresh(sub)
+    assert sub.status == "unsubscribed"
+    importing.resubscribe_by_merchant(db(), sub, reason="They called", asked_again=True)
+    assert sub.status == "subscribed"
+
+
+def test_the_latest_opt_out_decides(db):
+    """A STOP, then START, then an unsubscribe by the merchant: the merchant may undo their own."""
+    shop = make_shop()
+    sub = _subscribed(db, shop)
+    optin.unsubscribe(db(), sub, reason="Texted STOP", source="sms")
+    optin.resubscribe(db(), sub, source="sms", detail="texted START")
+    importing.unsubscribe_by_merchant(db(), sub, reason="Asked in store")
+    assert importing.opted_out_by_person(db(), sub) is None
+    importing.resubscribe_by_merchant(db(), sub, reason="Changed their mind", asked_again=False)
+    assert sub.status == "subscribed"
+
+
+def test_unsubscribe_reason_rules(db):
+    shop = make_shop()
+    sub = _subscribed(db, shop)
+    for reason, error in (("", "Enter why you are unsubscribing this number."),
+                          ("x" * 256, "The reason can be at most 255 characters.")):
+        with pytest.raises(importing.InvalidInput) as caught:
+            importing.unsubscribe_by_merchant(db(), sub, reason=reason)
+        assert caught.value.errors == {"reason": error}
+    assert sub.status == "subscribed"
+    importing.unsubscribe_by_merchant(db(), sub, reason="Asked")
+    assert sub.status == "unsubscribed" and sub.unsubscribe_reason == "Asked"
+    with pytest.raises(importing.InvalidInput, match="already unsubscribed"):
+        importing.unsubscribe_by_merchant(db(), sub, reason="Again")
+
+
+def test_checkout_withdrawal_counts_as_the_persons_opt_out(db):
+    shop = make_shop(checkout_collection=True)
+    customer = Customer(shop_id=shop.id, shopify_id=5, phone="+12125550101")
+    db.add(customer)
+    db.commit()
+    sub = apply_sms_consent(db(), shop, customer, state="subscribed", phone="+12125550101", updated_at=utcnow())
+    apply_sms_consent(db(), shop, customer, state="unsubscribed", phone="+12125550101", updated_at=utcnow())
+    db.refresh(sub)
+    assert sub.status == "unsubscribed" and importing.opted_out_by_person(db(), sub).source == "checkout"

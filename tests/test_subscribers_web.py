@@ -1,0 +1,505 @@
+"""The subscribers pages through the Flask test client: list filters and links, the detail page, unsubscribe /
+resubscribe with their rules, manual add and CSV import with every bad input saving nothing; on both databases."""
+from __future__ import annotations
+
+import datetime as dt
+import html as html_lib
+import io
+import json
+import re
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt import defaults
+from kinnekt.db import Session
+from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
+                            SegmentMember, Subscriber, SubscriptionEvent)
+from kinnekt.subscribers import optin
+from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("settled_jobs")
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # 10:00 AM in the shop's New York
+
+
+def add(*rows):
+    Session.add_all(rows)
+    Session.commit()
+    return rows[0] if len(rows) == 1 else rows
+
+
+def subscriber(shop, phone="+12125550101", **fields):
+    fields.setdefault("status", "subscribed")
+    fields.setdefault("source", "manual")
+    fields.setdefault("subscribed_at", T0)
+    return add(Subscriber(shop_id=shop.id, phone=phone, sent_count=0, clicks_count=0, **fields))
+
+
+def count(model) -> int:
+    """Rows in every shop (requests leave the test's session bound to their shop)."""
+    return Session.scalar(select(func.count()).select_from(model).execution_options(all_shops=True))
+
+
+def reload(row):
+    Session.expire_all()
+    return Session.get(type(row), row.id, populate_existing=True, execution_options={"all_shops": True})
+
+
+def text(response) -> str:
+    """The response body with tags dropped and whitespace collapsed, as the merchant reads it."""
+    return html_lib.unescape(" ".join(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True)).split()))
+
+
+def toast(response) -> dict:
+    return json.loads(response.headers["HX-Trigger"])["toast"]
+
+
+def field_error(response, field_id: str) -> str:
+    """The text of the inline error beside a field (empty when there is none)."""
+    match = re.search(rf'<p class="field__error" id="{field_id}-error">.*?<span>(.*?)</span></p>',
+                      response.get_data(as_text=True), re.S)
+    return html_lib.unescape(match.group(1)) if match else ""
+
+
+# --- the list ---------------------------------------------------------------------------------------------
+
+def test_each_row_links_to_its_detail_and_the_page_offers_add_and_import(client, auth, shop):
+    sub = subscriber(shop)
+    html = client.get("/subscribers/", headers=auth).get_data(as_text=True)
+    assert f'<a href="/subscribers/{sub.id}">+12125550101</a>' in html
+    assert 'href="/subscribers/new"' in html and 'href="/subscribers/import"' in html
+
+
+def test_keyword_and_country_filters(client, auth, shop, other_shop):
+    add(Keyword(shop_id=shop.id, word="JOIN"), Keyword(shop_id=shop.id, word="VIP"),
+        Keyword(shop_id=other_shop.id, word="SECRET"))
+    subscriber(shop, "+12125550101", source="keyword", keyword="JOIN", country="US")
+    subscriber(shop, "+12125550102", source="keyword", keyword="VIP", country="US")
+    subscriber(shop, "+442071838750", source="keyword", keyword="JOIN", country="GB")
+    subscriber(other_shop, "+33612345678", country="FR", keyword="SECRET")
+
+    html = client.get("/subscribers/", headers=auth).get_data(as_text=True)
+    assert re.findall(r'<option value="([A-Z]*)"[^>]*>[^<]*</option>',
+                      html.split('id="subscriber-keyword"')[1].split("</select>")[0]) == ["", "JOIN", "VIP"]
+    countries = html.split('id="subscriber-country"')[1].split("</select>")[0]
+    assert '<option value="GB">United Kingdom (GB)</option>' in countries
+    assert '<option value="US">United States (US)</option>' in countries and "FR" not in countries
+
+    def phones(query):
+        html = client.get(f"/subscribers/?{query}", headers=auth).get_data(as_text=True)
+        return sorted(re.findall(r'<a href="/subscribers/\d+">(\+\d+)</a>', html))
+
+    assert phones("keyword=join") == ["+12125550101", "+442071838750"]
+    assert phones("country=GB") == ["+442071838750"]
+    assert phones("keyword=JOIN&country=US") == ["+12125550101"]
+    assert phones("keyword=SECRET") == []  # another shop's keyword matches nobody here
+    assert phones("country=FR") == []
+    assert len(phones("keyword=no%20such!&country=USA")) == 3  # malformed values fall back to all
+    html = client.get("/subscribers/?keyword=VIP&country=US&page=1", headers=auth).get_data(as_text=True)
+    assert '<option value="VIP" selected>VIP</option>' in html
+    assert '<option value="US" selected>United States (US)</option>' in html
+
+
+# --- the detail page --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def known(shop, other_shop):
+    """A subscriber with a customer, history, messages both ways, clicks, orders and segments."""
+    customer = add(Customer(shop_id=shop.id, shopify_id=501, first_name="Grace", last_name="Hopper",
+                            email="grace@example.com", phone="+12125550101", orders_count=2,
+                            money_spent=Decimal("150.50")))
+    sub = subscriber(shop, "+12125550101", source="keyword", keyword="JOIN", country="US", carrier="Verizon",
+                     timezone="America/New_York", customer_id=customer.id, first_name="Grace", consent_at=T0,
+                     consent_text='Texted "JOIN" to +15550001111', consent_message_id="0B00000012345678")
+    campaign = add(Campaign(shop_id=shop.id, name="Spring sale", body="Hi"))
+    add(SubscriptionEvent(shop_id=shop.id, subscriber_id=sub.id, kind="pending", at=T0, source="keyword",
+                          detail='Texted "JOIN"'),
+        SubscriptionEvent(shop_id=shop.id, subscriber_id=sub.id, kind="confirmed", at=T0 + dt.timedelta(minutes=1),
+                          source="keyword", detail="replied to confirm"))
+    sent = add(Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=sub.id, to_phone=sub.phone,
+                       body="Spring sale: 20% off", status="delivered", sent_at=T0 + dt.timedelta(days=1)))
+    add(Message(shop_id=shop.id, subscriber_id=sub.id, to_phone=sub.phone, kind="confirmation",
+                body="Reply Y to confirm", status="failed", error_reason="Absent subscriber",
+                sent_at=T0 + dt.timedelta(seconds=5)))
+    add(InboundMessage(shop_id=shop.id, provider_id="in-1", subscriber_id=sub.id, from_phone=sub.phone,
+                       text="JOIN", intent="keyword", received_at=T0),
+        InboundMessage(shop_id=shop.id, provider_id="in-2", subscriber_id=sub.id, from_phone=sub.phone,
+                       text="When does the sale end?", intent="other", received_at=T0 + dt.timedelta(days=2)))
+    link = add(Link(shop_id=shop.id, code="abc123", url="https://alpha.example/sale", campaign_id=campaign.id,
+                    subscriber_id=sub.id, message_id=sent.id))
+    add(Click(shop_id=shop.id, link_id=link.id, campaign_id=campaign.id, subscriber_id=sub.id,
+              at=T0 + dt.timedelta(days=1, hours=1)))
+    add(Order(shop_id=shop.id, shopify_id=9001, customer_id=customer.id, name="#1001", created_at=T0,
+              total_price=Decimal("100.00"), financial_status="paid", fulfillment_status="fulfilled"),
+        Order(shop_id=shop.id, shopify_id=9002, customer_id=customer.id, name="#1002",
+              created_at=T0 + dt.timedelta(days=3), total_price=Decimal("50.50"), financial_status="paid"))
+    vip = add(Segment(shop_id=shop.id, name="VIP buyers", definition={"match": "all", "rules": []}))
+    add(Segment(shop_id=shop.id, name="Not in this one", definition={"match": "all", "rules": []}))
+    add(SegmentMember(shop_id=shop.id, segment_id=vip.id, subscriber_id=sub.id, entered_at=T0))
+    # Another shop's rows about the same number must not show.
+    theirs = subscriber(other_shop, "+12125550101", first_name="Mallory")
+    add(InboundMessage(shop_id=other_shop.id, provider_id="in-x", subscriber_id=theirs.id, from_phone=sub.phone,
+                       text="their secret", received_at=T0))
+    return sub
+
+
+def section(html: str, element_id: str) -> str:
+    """The text of the card with this id."""
+    part = html.split(f'id="{element_id}"', 1)[1].split("</section>", 1)[0]
+    return html_lib.unescape(" ".join(re.sub(r"<[^>]+>", " ", part).split()))
+
+
+def test_the_detail_page_shows_the_subscriber_in_full(client, auth, known):
+    response = client.get(f"/subscribers/{known.id}", headers=auth)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="subscriber-detail">')
+    summary = section(html, "subscriber-summary")
+    for expected in ("Phone +12125550101", "National format (212) 555-0101", "Status Subscribed",
+                     "Since Mar 2, 2026, 10:00 AM", "Source Keyword", "Keyword JOIN",
+                     "Country United States (US)", "Carrier Verizon", "Time zone America/New_York"):
+        assert expected in summary, expected
+    assert '<span class="badge badge--success">Subscribed</span>' in html
+    customer = section(html, "subscriber-customer")
+    assert "Grace Hopper" in customer and "grace@example.com" in customer
+    assert "Orders 2" in customer and "Amount spent $150.50" in customer
+    consent = section(html, "subscriber-consent-record")
+    assert "When Mar 2, 2026, 10:00 AM" in consent and 'Texted "JOIN" to +15550001111' in consent
+    assert "Message id 0B00000012345678" in consent
+    history = section(html, "subscriber-history")
+    assert history.index("Confirmed") < history.index("Signed up, waiting for confirmation")  # newest first
+    messages = section(html, "subscriber-messages")
+    assert messages.index("Spring sale: 20% off") < messages.index("Reply Y to confirm")
+    assert "Spring sale Delivered" in messages and "Confirmation Failed Absent subscriber" in messages
+    inbox = section(html, "subscriber-inbox")
+    assert inbox.index("When does the sale end?") < inbox.index("JOIN") and "their secret" not in html
+    clicks = section(html, "subscriber-clicks")
+    assert "https://alpha.example/sale Spring sale" in clicks and "Mar 3, 2026, 11:00 AM" in clicks
+    orders = section(html, "subscriber-orders")
+    assert orders.index("#1002") < orders.index("#1001") and "$50.50" in orders and "Fulfilled" in orders
+    segments = section(html, "subscriber-segments")
+    assert "VIP buyers" in segments and "Not in this one" not in segments
+    assert "Mallory" not in html
+    assert "Showing the latest" not in html
+
+
+def test_long_lists_are_capped_with_a_note(client, auth, known, monkeypatch):
+    monkeypatch.setattr(defaults, "SUBSCRIBER_DETAIL_ROWS", 1)
+    html = client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True)
+    messages = section(html, "subscriber-messages")
+    assert "Spring sale: 20% off" in messages and "Reply Y to confirm" not in messages
+    assert "Showing the latest 1 of 2 messages." in messages
+    assert "Showing the latest 1 of 2 orders." in section(html, "subscriber-orders")
+    assert "Showing the latest 1 of 2 events." in section(html, "subscriber-history")
+    assert "Showing the latest 1 of 2 messages." in section(html, "subscriber-inbox")
+
+
+def test_a_bare_subscriber_has_empty_states(client, auth, shop):
+    sub = subscriber(shop, "+442071838750", source="import", consent_at=T0,
+                     consent_text="Everyone in this file agreed to receive marketing texts from Alpha.")
+    html = client.get(f"/subscribers/{sub.id}", headers=auth).get_data(as_text=True)
+    assert "National format 020 7183 8750" in section(html, "subscriber-summary")
+    assert "Not linked to a Shopify customer" in html and "No linked Shopify customer" in html
+    assert "No messages sent yet" in html and "No messages received" in html and "No clicks yet" in html
+    assert "Added by you: your attestation is the record." in section(html, "subscriber-consent-record")
+
+
+def test_the_full_page_is_served_without_htmx(client, shop, token_for):
+    sub = subscriber(shop)
+    response = client.get(f"/subscribers/{sub.id}?id_token={token_for(shop.domain)}", headers={"Accept": "text/html"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and html.startswith("<!doctype html>") and 'id="subscriber-detail"' in html
+
+
+def test_another_shops_subscriber_is_not_found_and_cannot_be_changed(client, auth, shop, other_shop):
+    theirs = subscriber(other_shop, first_name="Mallory")
+    stopped = subscriber(other_shop, "+12125550102", status="unsubscribed", unsubscribed_at=T0)
+    assert client.get(f"/subscribers/{theirs.id}", headers=auth).status_code == 404
+    assert client.post(f"/subscribers/{theirs.id}/unsubscribe", data={"reason": "x"}, headers=auth).status_code == 404
+    assert client.post(f"/subscribers/{stopped.id}/resubscribe", data={"reason": "x", "asked_again": "on"},
+                       headers=auth).status_code == 404
+    assert client.get("/subscribers/999999", headers=auth).status_code == 404
+    assert reload(theirs).status == "subscribed" and reload(stopped).status == "unsubscribed"
+    assert count(SubscriptionEvent) == 0
+
+
+def test_without_a_session_token_nothing_changes(client, shop):
+    sub = subscriber(shop)
+    response = client.post(f"/subscribers/{sub.id}/unsubscribe", data={"reason": "x"}, headers={"HX-Request": "true"})
+    assert response.status_code == 401 and reload(sub).status == "subscribed"
+
+
+# --- unsubscribe / resubscribe ----------------------------------------------------------------------------
+
+def test_unsubscribe_needs_a_reason(client, auth, shop):
+    sub = subscriber(shop)
+    response = client.post(f"/subscribers/{sub.id}/unsubscribe", data={"reason": "   "}, headers=auth)
+    assert response.status_code == 200
+    assert field_error(response, "unsubscribe-reason") == "Enter why you are unsubscribing this number."
+    assert reload(sub).status == "subscribed" and count(SubscriptionEvent) == 0
+
+
+def test_unsubscribe_with_a_reason_shows_the_new_status(client, auth, shop):
+    sub = subscriber(shop)
+    response = client.post(f"/subscribers/{sub.id}/unsubscribe", data={"reason": " Asked  by phone "}, headers=auth)
+    assert response.status_code == 200 and toast(response)["message"] == "Unsubscribed +12125550101"
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="subscriber-detail">')
+    assert '<span class="badge">Unsubscribed</span>' in html and "Asked by phone" in section(html, "subscriber-summary")
+    assert "Unsubscribed You Asked by phone" in section(html, "subscriber-history")
+    assert 'id="resubscribe-form"' in html and 'id="resubscribe-asked-again"' not in html  # no STOP: no attestation
+    sub = reload(sub)
+    assert (sub.status, sub.unsubscribe_reason) == ("unsubscribed", "Asked by phone")
+    event = Session.scalars(select(SubscriptionEvent).execution_options(all_shops=True)).one()
+    assert (event.kind, event.source, event.detail) == ("unsubscribed", "merchant", "Asked by phone")
+
+
+def test_resubscribe_after_a_merchant_unsubscribe_needs_only_a_reason(client, auth, shop):
+    sub = subscriber(shop)
+    optin.unsubscribe(Session, sub, reason="Asked by phone", source="merchant")
+    refused = client.post(f"/subscribers/{sub.id}/resubscribe", data={"reason": ""}, headers=auth)
+    assert field_error(refused, "resubscribe-reason") == "Enter why you are subscribing this number again."
+    assert reload(sub).status == "unsubscribed"
+    response = client.post(f"/subscribers/{sub.id}/resubscribe", data={"reason": "Unsubscribed by mistake"},
+                           headers=auth)
+    assert toast(response)["message"] == "Subscribed +12125550101 again"
+    assert '<span class="badge badge--success">Subscribed</span>' in response.get_data(as_text=True)
+    assert reload(sub).status == "subscribed"
+    kinds = Session.execute(select(SubscriptionEvent.kind, SubscriptionEvent.source, SubscriptionEvent.detail)
+                            .order_by(SubscriptionEvent.id).execution_options(all_shops=True)).all()
+    assert kinds[-1] == ("resubscribed", "merchant", "Unsubscribed by mistake")
+
+
+def test_a_stop_is_undone_only_when_the_merchant_confirms_the_person_asked_again(client, auth, shop):
+    """Carriers require that a STOP is honoured: after one, the merchant must attest a new request."""
+    sub = subscriber(shop)
+    optin.unsubscribe(Session, sub, reason='Texted "STOP"', source="sms")
+    page = client.get(f"/subscribers/{sub.id}", headers=auth)
+    assert "They unsubscribed themselves" in text(page) and 'id="resubscribe-asked-again"' in page.get_data(as_text=True)
+
+    refused = client.post(f"/subscribers/{sub.id}/resubscribe", data={"reason": "They called us"}, headers=auth)
+    assert field_error(refused, "resubscribe-asked-again").startswith(
+        "This person unsubscribed by texting STOP. Resubscribe them only if they asked you to")
+    assert 'value="They called us"' in refused.get_data(as_text=True)  # what the merchant typed stays
+    assert reload(sub).status == "unsubscribed" and count(SubscriptionEvent) == 1
+
+    response = client.post(f"/subscribers/{sub.id}/resubscribe", data={"reason": "They called us", "asked_again": "on"},
+                           headers=auth)
+    assert response.status_code == 200 and reload(sub).status == "subscribed"
+    event = Session.scalars(select(SubscriptionEvent).order_by(SubscriptionEvent.id.desc()).limit(1)
+                            .execution_options(all_shops=True)).one()
+    assert (event.kind, event.source) == ("resubscribed", "merchant")
+    assert event.detail == "They called us · the person asked to be subscribed again (confirmed by the merchant)"
+
+
+def test_a_pending_subscriber_cannot_be_confirmed_by_the_merchant(client, auth, shop):
+    sub = subscriber(shop, status="pending", subscribed_at=None)
+    html = client.get(f"/subscribers/{sub.id}", headers=auth).get_data(as_text=True)
+    assert 'id="resubscribe-form"' not in html and 'id="unsubscribe-form"' in html
+    response = client.post(f"/subscribers/{sub.id}/resubscribe", data={"reason": "Confirmed in store"}, headers=auth)
+    assert "has not confirmed yet: only their reply can confirm it." in section(
+        response.get_data(as_text=True), "subscriber-notice")
+    assert reload(sub).status == "pending" and count(SubscriptionEvent) == 0
+
+
+def test_unsubscribing_twice_changes_nothing_the_second_time(client, auth, shop):
+    sub = subscriber(shop)
+    client.post(f"/subscribers/{sub.id}/unsubscribe", data={"reason": "Asked"}, headers=auth)
+    again = client.post(f"/subscribers/{sub.id}/unsubscribe", data={"reason": "Again"}, headers=auth)
+    assert count(SubscriptionEvent) == 1 and reload(sub).unsubscribe_reason == "Asked"
+    assert "Unsubscribed" in text(again)
+
+
+# --- manual add -------------------------------------------------------------------------------------------
+
+def add_form(client, auth, **data):
+    return client.post("/subscribers/new", data=data, headers=auth)
+
+
+def test_the_add_form_shows_the_attestation(client, auth, shop):
+    response = client.get("/subscribers/new", headers=auth)
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="subscriber-new">')
+    assert "This person agreed to receive marketing texts from Alpha." in html
+    assert 'type="checkbox" id="subscriber-consent" name="consent" value="on"' in html
+
+
+def test_manual_add_subscribes_with_the_attestation_as_consent(client, auth, shop):
+    response = add_form(client, auth, phone="(212) 555-0123", first_name=" Ada ", consent="on")
+    sub = Session.scalars(select(Subscriber).execution_options(all_shops=True)).one()
+    assert response.status_code == 200
+    assert json.loads(response.headers["HX-Location"])["path"] == f"/subscribers/{sub.id}"
+    assert toast(response)["message"] == "Added +12125550123"
+    assert (sub.shop_id, sub.phone, sub.status, sub.source, sub.first_name, sub.country) == (
+        shop.id, "+12125550123", "subscribed", "manual", "Ada", "US")
+    assert sub.consent_text == "This person agreed to receive marketing texts from Alpha."
+    assert sub.consent_at is not None and sub.timezone == "America/New_York"
+    event = Session.scalars(select(SubscriptionEvent).execution_options(all_shops=True)).one()
+    assert (event.kind, event.source) == ("subscribed", "manual")
+    assert count(Message) == 0  # no double opt-in for a manual add: nothing is texted
+
+
+@pytest.mark.parametrize("data, field, message", [
+    ({"phone": "+12125550123", "first_name": "Ada"}, "subscriber-consent",
+     "Confirm that this person agreed to receive your marketing texts."),
+    ({"phone": "hello", "consent": "on"}, "subscriber-phone",
+     "hello is not a phone number: use digits, with + and the country code."),
+    ({"phone": "+1212555", "consent": "on"}, "subscriber-phone", "+1212555 is too short to be a phone number."),
+    ({"phone": "+1 212 555 0123 999", "consent": "on"}, "subscriber-phone",
+     "+1 212 555 0123 999 is too long to be a phone number."),
+    ({"phone": "", "consent": "on"}, "subscriber-phone", "Enter a phone number."),
+    ({"phone": "+12125550123", "first_name": "x" * 256, "consent": "on"}, "subscriber-first-name",
+     "The first name can be at most 255 characters."),
+    ({"phone": "+12125550123", "consent": "true"}, "subscriber-consent",
+     "Confirm that this person agreed to receive your marketing texts."),
+])
+def test_bad_manual_add_input_saves_nothing(client, auth, shop, data, field, message):
+    response = add_form(client, auth, **data)
+    assert response.status_code == 200 and "HX-Location" not in response.headers
+    assert field_error(response, field) == message
+    assert response.get_data(as_text=True).lstrip().startswith('<section id="subscriber-new">')
+    assert count(Subscriber) == 0 and count(SubscriptionEvent) == 0
+
+
+def test_a_missing_attestation_and_a_bad_phone_are_both_reported(client, auth, shop):
+    response = add_form(client, auth, phone="hello", first_name="Ada")
+    assert field_error(response, "subscriber-phone") and field_error(response, "subscriber-consent")
+    assert 'value="Ada"' in response.get_data(as_text=True)
+    assert count(Subscriber) == 0
+
+
+@pytest.mark.parametrize("status, message", [
+    ("subscribed", "+12125550123 is already a subscriber."),
+    ("pending", "+12125550123 already signed up and has not confirmed yet."),
+    ("unsubscribed", "+12125550123 unsubscribed. Only they can opt in again, by texting a keyword or using your "
+                     "sign-up form."),
+])
+def test_adding_a_known_number_says_so_and_changes_nothing(client, auth, shop, status, message):
+    sub = subscriber(shop, "+12125550123", status=status, first_name="Old", source="keyword")
+    response = add_form(client, auth, phone="+1 212 555 0123", first_name="New", consent="on")
+    assert field_error(response, "subscriber-phone") == message
+    assert f'href="/subscribers/{sub.id}"' in response.get_data(as_text=True)
+    sub = reload(sub)
+    assert (sub.status, sub.first_name, sub.source) == (status, "Old", "keyword")
+    assert count(Subscriber) == 1 and count(SubscriptionEvent) == 0
+
+
+def test_the_same_number_in_another_shop_is_not_known_here(client, auth, shop, other_shop):
+    subscriber(other_shop, "+12125550123", status="unsubscribed")
+    add_form(client, auth, phone="+12125550123", consent="on")
+    assert count(Subscriber) == 2
+    mine = Session.scalars(select(Subscriber).where(Subscriber.shop_id == shop.id)
+                           .execution_options(all_shops=True)).one()
+    assert mine.status == "subscribed"
+
+
+# --- CSV import -------------------------------------------------------------------------------------------
+
+def upload(client, auth, content: bytes | None, consent: bool = True, filename="people.csv"):
+    data = {}
+    if consent:
+        data["consent"] = "on"
+    if content is not None:
+        data["file"] = (io.BytesIO(content), filename)
+    return client.post("/subscribers/import", data=data, headers=auth, content_type="multipart/form-data")
+
+
+def test_the_import_form(client, auth, shop):
+    html = client.get("/subscribers/import", headers=auth).get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="subscriber-import">')
+    assert 'hx-encoding="multipart/form-data"' in html and 'type="file"' in html
+    assert "Everyone in this file agreed to receive marketing texts from Alpha." in html
+
+
+def test_an_import_saves_the_good_rows_and_reports_the_others(client, auth, shop):
+    subscriber(shop, "+12125550104", status="unsubscribed", source="keyword")
+    subscriber(shop, "+12125550105", status="subscribed", source="keyword")
+    content = ("phone,first_name,email\n"
+               "+1 212 555 0101,Ada,ada@example.com\n"
+               "212-555-0102,,\n"
+               "not a number,Bob,\n"
+               "(212) 555-0101,Ada again,\n"
+               "+12125550104,Stopped,\n"
+               "+12125550105,Known,\n").encode()
+    response = upload(client, auth, content)
+    assert response.status_code == 200
+    assert toast(response) == {"message": "Imported 2 subscribers", "error": False}
+    page = text(response)
+    assert "Imported 2 subscribers" in page
+    assert ("4 rows not imported: 1 not a valid phone number, 1 duplicate in the file, 1 unsubscribed, "
+            "1 already subscriber.") in page
+    assert "Numbers without a country code were read as US numbers." in page and "Ignored column: email." in page
+    assert "4 not a number not a number is not a phone number" in page
+    assert "5 (212) 555-0101 duplicate of row 2" in page
+    assert "6 +12125550104 unsubscribed: only they can opt in again" in page
+    assert "7 +12125550105 already a subscriber" in page
+    imported = Session.scalars(select(Subscriber).where(Subscriber.source == "import").order_by(Subscriber.phone)
+                               .execution_options(all_shops=True)).all()
+    assert [(s.phone, s.first_name, s.status) for s in imported] == [
+        ("+12125550101", "Ada", "subscribed"), ("+12125550102", None, "subscribed")]
+    assert Session.scalar(select(Subscriber.status).where(Subscriber.phone == "+12125550104")
+                          .execution_options(all_shops=True)) == "unsubscribed"
+
+
+def test_an_import_with_no_usable_row_reports_them_all(client, auth, shop):
+    response = upload(client, auth, b"phone\nhello\n+1212\n")
+    page = text(response)
+    assert "Imported 0 subscribers" in page and "2 rows not imported: 2 not a valid phone number." in page
+    assert count(Subscriber) == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("phone\n+12125550101\nZoë\n".encode("latin-1"), "The file is not UTF-8 text."),
+    (b"", "The file is empty."),
+    (b" \r\n\r\n", "The file is empty."),
+    (b"PK\x03\x04\x00\x00binary", "The file is not a CSV file."),
+    (b"name,email\nAda,ada@example.com\n",
+     "The first row must name the columns: “phone” (required) and “first_name” (optional). It reads “name”, “email”."),
+    (b"+12125550101\n+12125550102\n", "The first row must name the columns"),  # no header row
+])
+def test_a_bad_file_is_refused_beside_the_field_and_nothing_is_saved(client, auth, shop, content, message):
+    response = upload(client, auth, content)
+    assert response.status_code == 200
+    assert message in field_error(response, "import-file")
+    assert 'id="import-report"' not in response.get_data(as_text=True)
+    assert count(Subscriber) == 0 and count(SubscriptionEvent) == 0
+
+
+def test_a_file_over_the_size_limit_is_refused(client, auth, shop, monkeypatch):
+    monkeypatch.setattr(defaults, "STATIC_LIST_MAX_BYTES", 1024 * 1024)
+    content = b"phone\n" + b"+12125550101\n" * (1024 * 1024 // 13 + 1)
+    response = upload(client, auth, content)
+    assert field_error(response, "import-file") == "The file is larger than 1 MB."
+    assert count(Subscriber) == 0
+
+
+def test_a_file_over_the_row_limit_is_refused(client, auth, shop, monkeypatch):
+    monkeypatch.setattr(defaults, "STATIC_LIST_MAX_ROWS", 2)
+    response = upload(client, auth, b"phone\n+12125550101\n+12125550102\n+12125550103\n")
+    assert field_error(response, "import-file") == "The file has more than 2 rows."
+    assert count(Subscriber) == 0
+
+
+def test_an_import_without_the_attestation_or_a_file_saves_nothing(client, auth, shop):
+    response = upload(client, auth, b"phone\n+12125550101\n", consent=False)
+    assert field_error(response, "import-consent") == (
+        "Confirm that everyone in the file agreed to receive your marketing texts.")
+    assert count(Subscriber) == 0
+    response = upload(client, auth, None)
+    assert field_error(response, "import-file") == "Choose a CSV file to upload."
+    response = upload(client, auth, None, consent=False)
+    assert field_error(response, "import-file") and field_error(response, "import-consent")
+    assert count(Subscriber) == 0
+
+
+def test_without_a_session_token_nothing_is_imported(client, shop):
+    response = client.post("/subscribers/import", data={"consent": "on", "file": (io.BytesIO(b"phone\n+12125550101\n"),
+                                                                                   "a.csv")},
+                           headers={"HX-Request": "true"}, content_type="multipart/form-data")
+    assert response.status_code == 401 and count(Subscriber) == 0
+    response = client.post("/subscribers/new", data={"phone": "+12125550101", "consent": "on"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 401 and count(Subscriber) == 0
