@@ -53,6 +53,7 @@ class Config:
     SMS_SENDER_RATE_PER_SECOND: int = 30
     MAX_WEBHOOK_BYTES: int = 1_048_576
     MAX_UPLOAD_BYTES: int = 16 * 1_048_576
+    TRUSTED_PROXY_HOPS: int = 0
     TESTING: bool = False
     LOG_LEVEL: str = "INFO"
     extra: dict = field(default_factory=dict)
@@ -90,6 +91,7 @@ class Config:
             SMS_SENDER_RATE_PER_SECOND=int(env.get("SMS_SENDER_RATE_PER_SECOND") or cls.SMS_SENDER_RATE_PER_SECOND),
             MAX_WEBHOOK_BYTES=int(env.get("MAX_WEBHOOK_BYTES") or cls.MAX_WEBHOOK_BYTES),
             MAX_UPLOAD_BYTES=int(env.get("MAX_UPLOAD_BYTES") or cls.MAX_UPLOAD_BYTES),
+            TRUSTED_PROXY_HOPS=int(env.get("TRUSTED_PROXY_HOPS") or cls.TRUSTED_PROXY_HOPS),
             LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
         )
         cfg.apply_demo_defaults()

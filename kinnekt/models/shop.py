@@ -57,6 +57,10 @@ class Shop(Timestamps, Base):
     checkout_collection: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     popup_settings: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
 
+    # Storefront signup
+    # The keyword the shareable link pre-fills; texting it in gives source Shareable Link (None: link off).
+    share_keyword: Mapped[str | None] = mapped_column(String(32))
+
     @property
     def installed(self) -> bool:
         """True while the app is installed on this shop."""

@@ -10,6 +10,13 @@ stale webhook never undoes a newer opt-in or opt-out made here):
 - not_subscribed and invalid: unsubscribed here only when the consent we hold came from Shopify
   (source Checkout); a keyword or popup subscriber whose customer never opted in at checkout keeps
   the consent they gave us.
+
+Checkout payloads (`checkouts/create|update`, `buyer_accepts_sms_marketing` with `sms_marketing_phone`):
+with Checkout collection on, a ticked box subscribes the number with source Checkout, like a
+"subscribed" consent above. An unticked box is not a withdrawal (the person only did not opt in during
+that checkout), so it changes nothing. The checkout's start time dates the consent: a checkout begun
+before our last consent change (say a STOP texted since) is not a newer opt-in, however often Shopify
+sends updates of it.
 """
 from __future__ import annotations
 
@@ -77,3 +84,28 @@ def _older_than_ours(updated_at: dt.datetime | None, subscriber: Subscriber) -> 
         updated_at = updated_at.replace(tzinfo=dt.timezone.utc)
     ours = [t for t in (subscriber.consent_at, subscriber.subscribed_at, subscriber.unsubscribed_at) if t]
     return bool(ours) and updated_at < max(ours)
+
+
+def apply_checkout_consent(session: OrmSession, shop: Shop, customer: Customer | None, *, accepted: bool,
+                           phone: str | None, token: str, started_at: dt.datetime | None) -> Subscriber | None:
+    """Apply the SMS consent box of one Shopify checkout; returns the subscriber (None: nothing to do)."""
+    if not accepted or not shop.checkout_collection:
+        return None
+    raw = phone or (customer.phone if customer is not None else None)
+    if not raw:
+        return None
+    try:
+        info = phones.normalise(raw, customer.country_code if customer is not None else None,
+                                prefer_zone=shop.timezone)
+    except phones.InvalidPhone as exc:
+        log.info("shop %s: checkout %s consent for an unusable phone ignored: %s", shop.id, token, exc)
+        return None
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id,
+                                                         Subscriber.phone == info.e164))
+    if subscriber is not None and _older_than_ours(started_at, subscriber):
+        return subscriber
+    return optin.subscribe(
+        session, shop, info.e164, source="checkout", customer=customer,
+        consent_text=f"Ticked the SMS marketing box at Shopify checkout {token}",
+        double_opt_in=False, send_confirmation=False,
+        first_name=customer.first_name if customer is not None else None)

@@ -31,7 +31,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import InboundMessage, Keyword, Shop, Subscriber
 from kinnekt.sms.outgoing import queue_message
-from kinnekt.subscribers import optin, phones
+from kinnekt.subscribers import optin, phones, share
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def _keyword(session: OrmSession, shop: Shop, inbound: InboundMessage, text: str
     """Subscribe by keyword (double opt-in per the shop), then reply with the keyword's text once subscribed."""
     try:
         subscriber = optin.subscribe(
-            session, shop, inbound.from_phone, source="keyword", keyword=keyword,
+            session, shop, inbound.from_phone, source=share.source_for_keyword(shop, keyword), keyword=keyword,
             consent_text=f'Texted "{text.strip()[:160]}" to {inbound.to_number}',
             consent_message_id=inbound.provider_id)
     except phones.InvalidPhone as exc:

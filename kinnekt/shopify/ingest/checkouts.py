@@ -1,10 +1,14 @@
-"""Storing Shopify checkouts: a checkout not completed is a `started_checkout` event for segments."""
+"""Storing Shopify checkouts: a checkout not completed is a `started_checkout` event for segments.
+
+A checkout whose SMS marketing box was ticked also passes that consent to the subscribers side
+(kinnekt.subscribers.checkout.apply_checkout_consent), once the checkout is stored.
+"""
 from __future__ import annotations
 
 from sqlalchemy import select
 
 from kinnekt.db import utcnow
-from kinnekt.models import Checkout, Shop
+from kinnekt.models import Checkout, Customer, Shop
 from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
 from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
 from kinnekt.shopify.ingest.rows import CheckoutRow
@@ -17,7 +21,25 @@ def upsert_checkouts(session, shop: Shop, rows: list[CheckoutRow]) -> list[int]:
         return []
     written, customers = commit_with_retry(session, lambda: _upsert(session, shop, rows))
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
+    _apply_sms_consent(session, shop, rows, written)
     return written
+
+
+def _apply_sms_consent(session, shop: Shop, rows: list[CheckoutRow], written_ids: list[int]) -> None:
+    """Hand each written checkout with the SMS box ticked to the consent rules (Checkout collection decides)."""
+    from kinnekt.subscribers.checkout import apply_checkout_consent
+    if not shop.checkout_collection or not written_ids:
+        return
+    ticked = {row.token: row for row in rows if row.accepts_sms_marketing}
+    if not ticked:
+        return
+    stored = session.scalars(select(Checkout).where(Checkout.id.in_(written_ids),
+                                                    Checkout.token.in_(list(ticked)))).all()
+    for checkout in stored:
+        row = ticked[checkout.token]
+        customer = session.get(Customer, checkout.customer_id) if checkout.customer_id is not None else None
+        apply_checkout_consent(session, shop, customer, accepted=True, phone=row.sms_marketing_phone or row.phone,
+                               token=row.token, started_at=checkout.started_at)
 
 
 def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], set[int]]:

@@ -223,4 +223,6 @@ def checkout_row(payload: dict) -> CheckoutRow:
         created_at=parse_timestamp(payload.get("created_at")),
         completed_at=parse_timestamp(payload.get("completed_at")),
         updated_at=parse_timestamp(payload.get("updated_at")),
+        accepts_sms_marketing=payload.get("buyer_accepts_sms_marketing") is True,
+        sms_marketing_phone=_text(payload.get("sms_marketing_phone")),
     )

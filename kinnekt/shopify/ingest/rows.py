@@ -97,3 +97,5 @@ class CheckoutRow:
     created_at: datetime | None = None
     completed_at: datetime | None = None
     updated_at: datetime | None = None
+    accepts_sms_marketing: bool = False  # buyer_accepts_sms_marketing: the SMS consent box was ticked
+    sms_marketing_phone: str | None = None

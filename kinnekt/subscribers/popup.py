@@ -1,0 +1,141 @@
+"""The storefront mobile popup: its settings (kept in Shop.popup_settings), the disclosure, and signing up by it.
+
+A sign-up from the popup is always double opt-in, whatever the shop's setting: a web form cannot prove
+the number belongs to the person typing it, so the number must answer the confirmation text first.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt import defaults
+from kinnekt.db import utcnow
+from kinnekt.models import Shop, Subscriber
+from kinnekt.subscribers import optin, phones
+
+SUCCESS_MESSAGE = ("Reply Y to the text we just sent to confirm your subscription. "
+                   "Already subscribed? Then there is nothing more to do.")
+"""What the popup says after a sign-up (the same for every number, so it reveals nobody's status)."""
+
+LIMITS = {"headline": 80, "body": 300, "button": 30}
+"""Longest headline, body text and button label, in characters."""
+
+
+@dataclass(frozen=True)
+class PopupSettings:
+    """What the merchant chose for the popup."""
+
+    enabled: bool = False
+    headline: str = "Get 10% off your first order"
+    body: str = "Join our text list for exclusive offers and early access to sales."
+    button: str = "Sign up"
+    delay_seconds: int = 5
+
+    def as_json(self) -> dict:
+        """The JSON stored in Shop.popup_settings."""
+        return asdict(self)
+
+
+class SignupError(ValueError):
+    """A popup sign-up that cannot be accepted; `field` says which input it is about (None: the whole form)."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422):
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def settings_for(shop: Shop) -> PopupSettings:
+    """The shop's popup settings, with defaults for anything not chosen yet."""
+    stored = shop.popup_settings or {}
+    base = PopupSettings()
+    values = {}
+    for name, default in asdict(base).items():
+        value = stored.get(name, default)
+        values[name] = value if isinstance(value, type(default)) else default
+    return PopupSettings(**values)
+
+
+def validate(form: Mapping) -> tuple[PopupSettings, dict[str, str]]:
+    """Popup settings from the settings form, and errors per field (nothing is saved when there are any)."""
+    errors: dict[str, str] = {}
+    texts = {}
+    for name, label in (("headline", "Headline"), ("body", "Body text"), ("button", "Button text")):
+        value = " ".join(str(form.get(name, "")).split())
+        if name != "body" and not value:
+            errors[name] = f"{label} cannot be empty."
+        elif len(value) > LIMITS[name]:
+            errors[name] = f"{label} can be at most {LIMITS[name]} characters (it has {len(value)})."
+        texts[name] = value
+    raw_delay = str(form.get("delay_seconds", "")).strip()
+    delay = 0
+    if not raw_delay.isdigit():
+        errors["delay_seconds"] = "Enter the delay as whole seconds, for example 5."
+    else:
+        delay = int(raw_delay)
+        if delay > defaults.POPUP_DELAY_MAX_SECONDS:
+            errors["delay_seconds"] = f"The delay can be at most {defaults.POPUP_DELAY_MAX_SECONDS} seconds."
+    enabled = str(form.get("enabled", "")).lower() in ("1", "on", "true", "yes")
+    return PopupSettings(enabled=enabled, delay_seconds=delay, **texts), errors
+
+
+def save(session: OrmSession, shop: Shop, settings: PopupSettings) -> PopupSettings:
+    """Store the popup settings on the shop and commit."""
+    shop.popup_settings = settings.as_json()
+    session.commit()
+    return settings
+
+
+def disclosure(shop: Shop) -> str:
+    """The consent statement beside the checkbox (the wording carriers and the TCPA expect)."""
+    name = shop.name or shop.domain
+    return (f"By submitting, you agree to receive recurring automated marketing texts from {name} at this "
+            f"number. Consent is not a condition of purchase. Msg & data rates may apply. "
+            f"Reply STOP to unsubscribe, HELP for help.")
+
+
+def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool, ip: str | None,
+            country: str | None = None, now: dt.datetime | None = None) -> Subscriber:
+    """Sign a number up from the popup: a pending subscriber (source Mobile Popup) and the confirmation text.
+
+    `country` (the storefront's market, `Shopify.country`) reads a number typed without its country code.
+
+    Raises SignupError when the popup is off, the box is not ticked, the number is invalid, or the
+    IP sent too many new numbers this hour. The same number again within the resend cool-down is
+    answered as a success without a second text.
+    """
+    if not settings_for(shop).enabled:
+        raise SignupError("Sign-up is closed.", status=404)
+    if not (phone_raw or "").strip():
+        raise SignupError("Enter your mobile number.", field="phone")
+    if not consented:
+        raise SignupError("Tick the box to agree to receive texts.", field="consent")
+    try:
+        region = country.upper() if country and len(country) == 2 and country.isalpha() else None
+        info = phones.normalise(phone_raw, region, prefer_zone=shop.timezone)
+    except phones.InvalidPhone as exc:
+        raise SignupError(str(exc), field="phone") from None
+    now = now or utcnow()
+    existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == info.e164))
+    if existing is not None and existing.status == "pending" and existing.consent_at is not None and \
+            _aware(existing.consent_at) > now - dt.timedelta(seconds=defaults.POPUP_RESEND_COOLDOWN_SECONDS):
+        return existing
+    if existing is None and ip and _recent_signups_from(session, shop, ip, now) >= \
+            defaults.POPUP_SIGNUPS_PER_IP_PER_HOUR:
+        raise SignupError("Too many sign-ups from this network. Try again later.", status=429)
+    return optin.subscribe(session, shop, info.e164, source="mobile_popup", consent_text=disclosure(shop),
+                           consent_ip=ip, double_opt_in=True)
+
+
+def _recent_signups_from(session: OrmSession, shop: Shop, ip: str, now: dt.datetime) -> int:
+    return session.scalar(select(func.count()).select_from(Subscriber).where(
+        Subscriber.shop_id == shop.id, Subscriber.source == "mobile_popup", Subscriber.consent_ip == ip,
+        Subscriber.consent_at >= now - dt.timedelta(hours=1)))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)

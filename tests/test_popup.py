@@ -1,0 +1,260 @@
+"""The mobile popup: markup through the app proxy, signing up (pending + confirmation), refusals, and its settings."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt.models import Message, Subscriber, SubscriptionEvent
+from kinnekt.queue import get_queue
+from kinnekt.subscribers import popup
+from tests.conftest import make_shop
+from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+from tests.test_app_proxy import proxy_query
+
+pytestmark = pytest.mark.usefixtures("settled_jobs")
+
+ON = {"enabled": True, "headline": "Ten percent off", "body": "Texts from the bakery.", "button": "Join us",
+      "delay_seconds": 3}
+
+
+@pytest.fixture
+def shop(db):
+    """A demo shop (texts go to the Outbox) with the popup on."""
+    shop = make_shop("alpha.myshopify.com", is_demo=True, popup_settings=dict(ON))
+    shop.name = "Alpha Bakery"
+    db.commit()
+    return shop
+
+
+@pytest.fixture
+def signed(app):
+    """The signed query Shopify's proxy appends for a shop."""
+    return lambda domain="alpha.myshopify.com", **kw: proxy_query(domain, app.config["SHOPIFY_API_SECRET"], **kw)
+
+
+def sign_up(client, query, **form):
+    data = {"phone": "+1 650 253 0000", "consent": "1", **form}
+    return client.post(f"/proxy/popup?{query}", data=data, headers={"X-Forwarded-For": "203.0.113.9"})
+
+
+def count(db, model) -> int:
+    db.expire_all()
+    return db.scalar(select(func.count()).select_from(model))
+
+
+def nothing_stored(db):
+    assert (count(db, Subscriber), count(db, Message), count(db, SubscriptionEvent)) == (0, 0, 0)
+
+
+# --- the markup -------------------------------------------------------------------------------------
+
+def test_popup_markup_carries_the_merchant_text_and_the_disclosure(client, db, shop, signed):
+    response = client.get(f"/proxy/popup?{signed()}")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    for text in ("Ten percent off", "Texts from the bakery.", "Join us", 'data-delay="3"', 'name="phone"',
+                 'type="checkbox"', "By submitting, you agree to receive recurring automated marketing texts from "
+                 "Alpha Bakery at this number. Consent is not a condition of purchase. Msg &amp; data rates may "
+                 "apply. Reply STOP to unsubscribe, HELP for help."):
+        assert text in html
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_merchant_text_is_escaped(client, db, shop, signed):
+    shop.popup_settings = {**ON, "headline": "<script>alert(1)</script>"}
+    db.commit()
+    html = client.get(f"/proxy/popup?{signed()}").get_data(as_text=True)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_popup_off_shows_nothing_and_signs_up_no_one(client, db, shop, signed):
+    shop.popup_settings = {**ON, "enabled": False}
+    db.commit()
+    response = client.get(f"/proxy/popup?{signed()}")
+    assert response.status_code == 204 and response.data == b""
+    refused = sign_up(client, signed())
+    assert refused.status_code == 404 and refused.json == {"ok": False, "field": None, "error": "Sign-up is closed."}
+    nothing_stored(db)
+
+
+def test_each_shop_gets_its_own_popup(client, db, shop, signed):
+    make_shop("beta.myshopify.com", is_demo=True, popup_settings={**ON, "headline": "Beta deals"})
+    assert "Beta deals" in client.get(f"/proxy/popup?{signed('beta.myshopify.com')}").get_data(as_text=True)
+    assert "Ten percent off" in client.get(f"/proxy/popup?{signed()}").get_data(as_text=True)
+
+
+# --- signing up -------------------------------------------------------------------------------------
+
+def test_sign_up_creates_a_pending_subscriber_and_texts_the_confirmation(client, db, shop, signed):
+    response = sign_up(client, signed())
+    assert response.status_code == 200 and response.json["ok"] is True
+    assert response.json["message"] == popup.SUCCESS_MESSAGE
+    assert get_queue().drain(20)
+    db.expire_all()
+    subscriber = db.scalar(select(Subscriber))
+    assert (subscriber.shop_id, subscriber.phone, subscriber.status, subscriber.source) == (
+        shop.id, "+16502530000", "pending", "mobile_popup")
+    assert subscriber.consent_text == popup.disclosure(shop)
+    assert subscriber.consent_ip == "203.0.113.9" and subscriber.consent_at is not None
+    message = db.scalar(select(Message))
+    assert (message.subscriber_id, message.kind, message.to_phone) == (subscriber.id, "confirmation", "+16502530000")
+    assert "Reply Y to confirm" in message.body and message.status == "sent"
+    event = db.scalar(select(SubscriptionEvent))
+    assert (event.kind, event.source) == ("pending", "mobile_popup") and "IP 203.0.113.9" in event.detail
+
+
+def test_popup_is_double_opt_in_even_when_the_shop_turned_it_off(client, db, shop, signed):
+    shop.double_opt_in = False
+    db.commit()
+    assert sign_up(client, signed()).status_code == 200
+    db.expire_all()
+    assert db.scalar(select(Subscriber.status)) == "pending"
+    assert db.scalar(select(Message.kind)) == "confirmation"
+
+
+@pytest.mark.parametrize("phone, message", [
+    ("hello", "hello is not a phone number: use digits, with + and the country code."),
+    ("+1 650 253", "+1 650 253 is too short to be a phone number."),
+    ("650 253 0000", "650 253 0000 is missing the country code: write it with + and the country code, "
+                     "e.g. +1 415 555 2671."),
+    ("", "Enter your mobile number."),
+])
+def test_bad_phone_is_answered_beside_the_field_and_stores_nothing(client, db, shop, signed, phone, message):
+    response = sign_up(client, signed(), phone=phone)
+    assert response.status_code == 422
+    assert response.json == {"ok": False, "field": "phone", "error": message}
+    nothing_stored(db)
+
+
+def test_national_number_is_read_in_the_storefront_country(client, db, shop, signed):
+    assert sign_up(client, signed(), phone="(650) 253-0000", country="US").status_code == 200
+    db.expire_all()
+    assert db.scalar(select(Subscriber.phone)) == "+16502530000"
+
+
+def test_consent_box_must_be_ticked(client, db, shop, signed):
+    response = client.post(f"/proxy/popup?{signed()}", data={"phone": "+16502530000"})
+    assert response.status_code == 422 and response.json["field"] == "consent"
+    nothing_stored(db)
+
+
+def test_bad_signature_stores_nothing(client, db, shop, signed):
+    response = sign_up(client, signed().replace("signature=", "signature=f"))
+    assert response.status_code == 401
+    response = sign_up(client, signed(timestamp=1317327555))
+    assert response.status_code == 401
+    nothing_stored(db)
+
+
+def test_same_number_again_soon_gets_no_second_text(client, db, shop, signed):
+    assert sign_up(client, signed()).status_code == 200
+    assert sign_up(client, signed(), phone="+16502530000").status_code == 200
+    assert get_queue().drain(20)
+    assert count(db, Subscriber) == 1 and count(db, Message) == 1
+
+
+def test_pending_number_gets_the_confirmation_again_after_the_cool_down(db, shop):
+    first = popup.sign_up(db, shop, "+16502530000", consented=True, ip="203.0.113.9")
+    later = first.consent_at + dt.timedelta(seconds=popup.defaults.POPUP_RESEND_COOLDOWN_SECONDS + 1)
+    popup.sign_up(db, shop, "+16502530000", consented=True, ip="203.0.113.9", now=later)
+    assert get_queue().drain(20)
+    assert count(db, Message) == 2 and count(db, Subscriber) == 1
+
+
+def test_one_ip_cannot_sign_up_many_numbers(client, db, shop, signed, monkeypatch):
+    monkeypatch.setattr(popup.defaults, "POPUP_SIGNUPS_PER_IP_PER_HOUR", 2)
+    for n in range(2):
+        assert sign_up(client, signed(), phone=f"+1650253000{n}").status_code == 200
+    response = sign_up(client, signed(), phone="+16502530009")
+    assert response.status_code == 429 and response.json["ok"] is False
+    other_ip = client.post(f"/proxy/popup?{signed()}", data={"phone": "+16502530009", "consent": "1"},
+                           headers={"X-Forwarded-For": "198.51.100.1"})
+    assert other_ip.status_code == 200
+    assert get_queue().drain(20)
+    assert count(db, Subscriber) == 3
+
+
+def test_a_subscribed_number_stays_subscribed_and_gets_no_text(client, db, shop, signed):
+    from kinnekt.subscribers import optin
+    optin.subscribe(db, shop, "+16502530000", source="keyword", consent_text="Texted JOIN", double_opt_in=False)
+    response = sign_up(client, signed())
+    # the same answer as for a new number: the form does not tell who is on the list
+    assert response.status_code == 200 and response.json == {"ok": True, "message": popup.SUCCESS_MESSAGE}
+    assert get_queue().drain(20)
+    db.expire_all()
+    subscriber = db.scalar(select(Subscriber))
+    assert (subscriber.status, subscriber.source) == ("subscribed", "keyword")
+    assert count(db, Message) == 0
+    assert db.scalars(select(SubscriptionEvent.kind).order_by(SubscriptionEvent.id)).all() == ["subscribed", "consent"]
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+def test_settings_defaults_fill_gaps_and_ignore_junk(db, shop):
+    shop.popup_settings = {"headline": "Hi", "delay_seconds": "soon", "unknown": 1}
+    assert popup.settings_for(shop) == popup.PopupSettings(headline="Hi")
+
+
+def test_settings_card_shows_the_form_and_the_preview(client, auth, shop):
+    html = client.get("/settings/signup/popup", headers=auth).get_data(as_text=True)
+    assert 'id="settings-popup"' in html and 'id="popup-preview"' in html
+    assert 'value="Ten percent off"' in html and 'checked' in html
+    assert "Alpha Bakery at this number" in html
+
+
+def test_preview_follows_the_form_without_saving(client, db, auth, shop):
+    response = client.post("/settings/signup/popup/preview", headers=auth,
+                           data={"headline": "Fresh bread alerts", "body": "", "button": "Text me",
+                                 "delay_seconds": "0"})
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<div id="popup-preview"')
+    assert "Fresh bread alerts" in html and "Text me" in html and "Texts from the bakery." not in html
+    db.expire_all()
+    assert popup.settings_for(db.get(type(shop), shop.id)).headline == "Ten percent off"
+
+
+def test_saving_valid_settings(client, db, auth, shop):
+    response = client.post("/settings/signup/popup", headers=auth, data={
+        "enabled": "on", "headline": "  Fresh   bread ", "body": "Weekly.", "button": "Join", "delay_seconds": "10"})
+    assert response.status_code == 200 and "Saved" in response.get_data(as_text=True)
+    db.expire_all()
+    saved = db.get(type(shop), shop.id).popup_settings
+    assert saved == {"enabled": True, "headline": "Fresh bread", "body": "Weekly.", "button": "Join",
+                     "delay_seconds": 10}
+    client.post("/settings/signup/popup", headers=auth, data={"headline": "A", "button": "B", "delay_seconds": "0"})
+    db.expire_all()
+    assert db.get(type(shop), shop.id).popup_settings["enabled"] is False
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("headline", "", "Headline cannot be empty."),
+    ("headline", "x" * 81, "Headline can be at most 80 characters (it has 81)."),
+    ("button", "", "Button text cannot be empty."),
+    ("body", "y" * 301, "Body text can be at most 300 characters (it has 301)."),
+    ("delay_seconds", "soon", "Enter the delay as whole seconds, for example 5."),
+    ("delay_seconds", "-1", "Enter the delay as whole seconds, for example 5."),
+    ("delay_seconds", "121", "The delay can be at most 120 seconds."),
+])
+def test_bad_settings_show_the_error_beside_the_field_and_save_nothing(client, db, auth, shop, field, value, error):
+    form = {"enabled": "on", "headline": "New", "body": "", "button": "Go", "delay_seconds": "1", field: value}
+    html = client.post("/settings/signup/popup", headers=auth, data=form).get_data(as_text=True)
+    assert f'id="popup-{field.split("_")[0]}-error"' in html and error in html
+    db.expire_all()
+    assert db.get(type(shop), shop.id).popup_settings == ON
+
+
+def test_settings_are_per_shop(client, db, token_for, shop):
+    other = make_shop("beta.myshopify.com", popup_settings={})
+    headers = {"Authorization": f"Bearer {token_for(other.domain)}", "HX-Request": "true"}
+    client.post("/settings/signup/popup", headers=headers,
+                data={"enabled": "on", "headline": "Beta", "button": "Go", "delay_seconds": "1"})
+    db.expire_all()
+    assert db.get(type(shop), shop.id).popup_settings == ON
+    assert db.get(type(other), other.id).popup_settings["headline"] == "Beta"
+
+
+def test_settings_page_has_the_popup_and_share_cards(client, auth, shop):
+    html = client.get("/settings/", headers=auth).get_data(as_text=True)
+    assert 'id="settings-popup"' in html and 'id="settings-share"' in html
