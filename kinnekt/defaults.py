@@ -147,3 +147,127 @@ SMS_RECEIPT_MAX_ATTEMPTS = 3
 
 BULK_IMPORT_STALE_SECONDS = 600
 """An import that has not recorded progress for this long was cut short (a crash); recovery queues it again."""
+
+# --- Campaign composer ---
+
+SMS_PRICE_PER_SEGMENT = "0.0079"
+"""Estimated price of one SMS segment in the shop's currency (a decimal string), for the composer's cost
+estimate: an estimate, the provider's invoice is the truth."""
+
+CAMPAIGN_BODY_MAX_SEGMENTS = 10
+"""Longest campaign message, in SMS segments (counted with the compliance footer and short links)."""
+
+CAMPAIGN_SAMPLE_FIRST_NAME = "Alex"
+"""First name used to count and preview a message with {first_name} (each recipient's own name is used when
+sending, so the real count varies a little)."""
+
+CAMPAIGN_SHORT_URL_LENGTH = 30
+"""Length assumed for a short tracked link when the links module cannot say (https://host/r/code)."""
+
+
+# --- Settings (shop SMS settings page) ------------------------------------------------------------------
+
+SENDER_ID_MAX_LENGTH = 11
+"""Longest alphanumeric sender id carriers accept (a longer one is cut or refused on the way to the phone)."""
+
+COMPLIANCE_FOOTER_MAX_LENGTH = 120
+"""Longest compliance footer: it rides on a subscriber's first message, so it must leave room for the text."""
+
+HELP_TEXT_MAX_LENGTH = 300
+"""Longest HELP reply (about two SMS parts with the shop's name in front)."""
+
+SMART_SENDING_MAX_HOURS = 168
+"""Longest smart-sending window (a week); 0 turns smart sending off."""
+
+SUPPRESSION_MAX_MESSAGES = 100
+"""Highest global-suppression threshold (messages received without a click); 0 turns suppression off."""
+
+ATTRIBUTION_WINDOW_MIN_DAYS = 1
+"""Shortest attribution window a merchant may choose."""
+
+ATTRIBUTION_WINDOW_MAX_DAYS = 90
+"""Longest attribution window a merchant may choose."""
+
+
+# --- Storefront signup (app proxy, mobile popup, shareable link) --------------------------------------
+
+APP_PROXY_MAX_SKEW_SECONDS = 90
+"""An app proxy request whose signed `timestamp` is further than this from now is refused (replays)."""
+
+POPUP_DELAY_MAX_SECONDS = 120
+"""Longest delay a merchant may set before the popup opens."""
+
+POPUP_RESEND_COOLDOWN_SECONDS = 600
+"""A number signed up through the popup again within this time gets no second confirmation text."""
+
+POPUP_SIGNUPS_PER_IP_PER_HOUR = 5
+"""Popup sign-ups of new numbers accepted from one IP address per hour, so a script cannot text strangers."""
+
+# --- Campaign links and attribution ---
+
+LINK_CODE_LENGTH = 8
+"""Characters in a short link code (letters and digits from `secrets`): 62**8 codes, so guessing one is hopeless."""
+
+LINK_CODE_ATTEMPTS = 5
+"""New codes tried when a fresh code collides with an existing one (at this length it practically never does)."""
+
+LINK_REF_PARAM = "kn"
+"""Query parameter the redirect adds to the target: the link's code, so an order's landing site names its click."""
+
+LINK_PREVIEW_AGENTS = ("facebookexternalhit", "facebot", "twitterbot", "slackbot", "slack-imgproxy",
+                       "whatsapp", "telegrambot", "discordbot", "linkedinbot", "skypeuripreview",
+                       "googleimageproxy", "applebot", "bingpreview", "embedly", "pinterestbot", "redditbot",
+                       "vkshare", "bot/", "crawler", "spider")
+"""User-agent fragments (lower-case) of link-preview fetchers and crawlers: they are redirected but not counted
+as clicks (iMessage and WhatsApp fetch every link in a message as it arrives, which is no click)."""
+
+ATTRIBUTION_BATCH_SIZE = 500
+"""Orders attributed per batch (one query each for their codes, subscribers and clicks) during a recompute."""
+
+UNSUBSCRIBE_ATTRIBUTION_HOURS = 24
+"""An opt-out this soon after a campaign message is counted against that campaign (the latest one received)."""
+
+TIMELINE_HOURLY_MAX_HOURS = 72
+"""A campaign chart spanning at most this many hours is drawn per hour; a longer one per day (shop time zone)."""
+
+# --- Campaigns ---
+
+CAMPAIGN_BATCH_SIZE = 100
+"""Messages a sender claims at once; small enough that a batch at 30/s finishes well inside the claim lease."""
+
+CAMPAIGN_SENDERS = 2
+"""Send jobs run in parallel for one campaign (one per worker process of this 2-core deployment)."""
+
+CAMPAIGN_JOB_SECONDS = 60
+"""A send job stops claiming new batches after this long and queues its successor (RQ's job timeout is 180 s)."""
+
+CAMPAIGN_CLAIM_LEASE_SECONDS = 300
+"""A "claimed" row whose worker has not touched it for this long goes back to pending (it was never requested)."""
+
+CAMPAIGN_SENDING_STALE_SECONDS = 300
+"""A row "sending" this long lost its worker mid-call: it becomes "unknown" and is never sent again.
+Longer than the rate limiter's wait plus the HTTP timeout, so a live send is never taken for a dead one."""
+
+CAMPAIGN_STALL_SECONDS = 180
+"""Recovery queues new send jobs for a running campaign with due rows and no batch claimed for this long."""
+
+CAMPAIGN_RETRY_SECONDS = (5, 30, 120, 600)
+"""Wait before each retry of a campaign message that failed retryably (throttled, provider busy; the last repeats)."""
+
+CAMPAIGN_MAX_ATTEMPTS = 5
+"""Provider calls for one campaign message before a retryable failure becomes final."""
+
+CAMPAIGN_RATE_WAIT_RETRY_SECONDS = 2
+"""A message that got no rate-limiter slot in time goes back to pending, due again after this long."""
+
+CAMPAIGN_LOCAL_TIME_LOOKAHEAD_HOURS = 26
+"""Send-at-local-time campaigns start up to this much before their send_at (UTC+14 reaches a wall-clock
+time 26 hours before UTC-12): the due scan looks this far ahead and starts each at its first recipient's time."""
+
+# --- Subscribers pages (kinnekt/web/subscribers.py) ---
+
+SUBSCRIBER_DETAIL_ROWS = 25
+"""Rows shown in each list of a subscriber's detail page (messages, clicks, orders, history): the latest ones."""
+
+CAMPAIGN_DUE_SCAN_SECONDS = 30
+"""How often scheduled campaigns whose time has come are started (their enqueue_at job is the precise path)."""

@@ -18,6 +18,9 @@ TOKENS_VERSION="9.4.2"
 TOKENS_INTEGRITY="sha512-WNoDWLYFj38Cj0FolbNsLaY54JbjuYoO0qsLCj6yBb3Bkg4BEdAjOHji9AktL9IZGPsNhTcMp2/8CfzKtSHg2A=="
 ICONS_VERSION="9.3.1"
 ICONS_INTEGRITY="sha512-16BIFAT93LJ8X4YRXz5cR9ZPHeErMg3DYS0gyTPNPkd0E5IBPoTxPINjn2b4Mr9Sc1x4RfI4AqPcV8ut0D1J5w=="
+# uPlot draws the campaign clicks/orders chart (small, no eval, so a strict CSP allows it).
+UPLOT_VERSION="1.6.32"
+UPLOT_INTEGRITY="sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw=="
 # Only the icons the templates and app.css use (as CSS masks).
 ICONS=(
   PersonSegmentIcon MegaphoneIcon PersonIcon ChatIcon SettingsIcon MobileIcon
@@ -58,6 +61,7 @@ fetch "htmx-ext-response-targets@$RESPONSE_TARGETS_VERSION" \
       "htmx-ext-response-targets-$RESPONSE_TARGETS_VERSION.tgz" "$RESPONSE_TARGETS_INTEGRITY"
 fetch "@shopify/polaris-tokens@$TOKENS_VERSION" "shopify-polaris-tokens-$TOKENS_VERSION.tgz" "$TOKENS_INTEGRITY"
 fetch "@shopify/polaris-icons@$ICONS_VERSION" "shopify-polaris-icons-$ICONS_VERSION.tgz" "$ICONS_INTEGRITY"
+fetch "uplot@$UPLOT_VERSION" "uplot-$UPLOT_VERSION.tgz" "$UPLOT_INTEGRITY"
 
 extract "htmx.org-$HTMX_VERSION.tgz" dist/htmx.min.js "$stage/htmx-$HTMX_VERSION.min.js"
 extract "htmx.org-$HTMX_VERSION.tgz" LICENSE "$stage/licenses/htmx.org.txt"
@@ -67,6 +71,9 @@ extract "htmx-ext-response-targets-$RESPONSE_TARGETS_VERSION.tgz" LICENSE "$stag
 extract "shopify-polaris-tokens-$TOKENS_VERSION.tgz" dist/css/styles.css "$stage/polaris-tokens-$TOKENS_VERSION.css"
 extract "shopify-polaris-tokens-$TOKENS_VERSION.tgz" LICENSE.md "$stage/licenses/shopify-polaris-tokens.md"
 extract "shopify-polaris-icons-$ICONS_VERSION.tgz" LICENSE.md "$stage/licenses/shopify-polaris-icons.md"
+extract "uplot-$UPLOT_VERSION.tgz" dist/uPlot.iife.min.js "$stage/uplot-$UPLOT_VERSION.min.js"
+extract "uplot-$UPLOT_VERSION.tgz" dist/uPlot.min.css "$stage/uplot-$UPLOT_VERSION.min.css"
+extract "uplot-$UPLOT_VERSION.tgz" LICENSE "$stage/licenses/uplot.txt"
 for icon in "${ICONS[@]}"; do
   extract "shopify-polaris-icons-$ICONS_VERSION.tgz" "dist/svg/$icon.svg" "$stage/polaris-icons-$ICONS_VERSION/$icon.svg"
 done
@@ -74,6 +81,8 @@ done
 # The stated versions must be the ones inside the files (htmx embeds its version string).
 grep -q "version:\"$HTMX_VERSION\"" "$stage/htmx-$HTMX_VERSION.min.js" \
   || { echo "htmx.min.js does not say version $HTMX_VERSION" >&2; exit 1; }
+grep -q "(v$UPLOT_VERSION)" "$stage/uplot-$UPLOT_VERSION.min.js" \
+  || { echo "uPlot.iife.min.js does not say version $UPLOT_VERSION" >&2; exit 1; }
 
 ( cd "$stage" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum ) > "$tmp/SHA256SUMS"
 
@@ -103,6 +112,7 @@ and CI need no network. Do not edit these files by hand: change a pin in the scr
 | \`htmx-$HTMX_VERSION.min.js\` | \`htmx.org@$HTMX_VERSION\` (\`dist/htmx.min.js\`) | 0BSD, \`licenses/htmx.org.txt\` |
 | \`htmx-ext-response-targets-$RESPONSE_TARGETS_VERSION.min.js\` | \`htmx-ext-response-targets@$RESPONSE_TARGETS_VERSION\` (\`dist/response-targets.min.js\`) | 0BSD, \`licenses/htmx-ext-response-targets.txt\` |
 | \`polaris-tokens-$TOKENS_VERSION.css\` | \`@shopify/polaris-tokens@$TOKENS_VERSION\` (\`dist/css/styles.css\`, CSS custom properties) | MIT with Shopify's use restriction, \`licenses/shopify-polaris-tokens.md\` |
+| \`uplot-$UPLOT_VERSION.min.js\`, \`uplot-$UPLOT_VERSION.min.css\` | \`uplot@$UPLOT_VERSION\` (\`dist/uPlot.iife.min.js\`, \`dist/uPlot.min.css\`) | MIT, \`licenses/uplot.txt\` |
 | \`polaris-icons-$ICONS_VERSION/*.svg\` | \`@shopify/polaris-icons@$ICONS_VERSION\` (\`dist/svg/\`, ${#ICONS[@]} icons) | MIT with Shopify's use restriction, \`licenses/shopify-polaris-icons.md\` |
 
 The Shopify licenses allow use only in apps that integrate with Shopify; Kinnekt is one (it runs

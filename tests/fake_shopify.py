@@ -302,6 +302,7 @@ SCOPE = "read_customers,write_customers,read_orders,read_all_orders,read_product
 def _handler(fake: FakeShopify):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes; do not wait 40 ms on the ACK
 
         def log_message(self, *args):  # keep test output clean
             pass

@@ -99,6 +99,7 @@ class FakeVonage:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes; do not wait 40 ms on the ACK
 
             def log_message(self, *args):
                 pass

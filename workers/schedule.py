@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kinnekt import defaults
 from kinnekt.queue import Periodic
+from workers.campaigns import start_due_campaigns
 from workers.jobs import prune_webhook_events, recover_due_work
 from workers.shopify import reconcile_all
 from workers.segments import sweep_segments
@@ -17,4 +18,5 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("reconcile_shopify", reconcile_all, defaults.RECONCILE_INTERVAL_SECONDS),
         Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
         Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
+        Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),
     ]

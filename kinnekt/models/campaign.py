@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from kinnekt.db import Base, UTCDateTime
+from kinnekt.db import Base, Money, UTCDateTime
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 STATUSES = ("draft", "scheduled", "in_progress", "completed", "ended", "failed")
@@ -36,10 +37,15 @@ class Campaign(TenantMixin, Timestamps, Base):
     send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     recipient_local_time: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     discount_mode: Mapped[str] = mapped_column(String(8), default="none", nullable=False)
-    discount_code: Mapped[str | None] = mapped_column(String(64))
+    discount_code: Mapped[str | None] = mapped_column(String(64))  # the shared code, or the unique codes' prefix
+    discount_kind: Mapped[str | None] = mapped_column(String(8))  # percent | amount
+    discount_value: Mapped[Decimal | None] = mapped_column(Money)  # percent (0-100) or amount in shop currency
+    discount_shopify_id: Mapped[str | None] = mapped_column(String(64))  # gid of the Shopify discount we created
+    snapshot_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # audience frozen into messages rows
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last batch claimed by a sender
 
     audience: Mapped[list["CampaignSegment"]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True)

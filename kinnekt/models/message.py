@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kinnekt.db import Base, Money, UTCDateTime, utcnow
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
-MESSAGE_STATUSES = ("pending", "skipped", "sending", "sent", "delivered", "failed", "unknown", "ended")
+MESSAGE_STATUSES = ("pending", "claimed", "skipped", "sending", "sent", "delivered", "failed", "unknown", "ended")
 
 
 class Message(TenantMixin, Timestamps, Base):
@@ -35,7 +35,9 @@ class Message(TenantMixin, Timestamps, Base):
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # quiet hours defer to here
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    claim_token: Mapped[str | None] = mapped_column(String(32))  # which sender's batch holds a "claimed" row
     client_ref: Mapped[str | None] = mapped_column(String(40))
+    discount_code: Mapped[str | None] = mapped_column(String(64))  # the code this recipient got (unique mode)
     provider_id: Mapped[str | None] = mapped_column(String(64))
     encoding: Mapped[str | None] = mapped_column(String(8))  # gsm7 | ucs2
     segments: Mapped[int | None] = mapped_column(Integer)

@@ -1,62 +1,399 @@
-"""Campaigns pages: every campaign with its results, and the shop's totals on top."""
+"""Campaigns pages: the list with totals, the composer (live counter, audience breakdown, test send), the
+detail page with its self-updating progress bar, quick view, and the delete / end confirmations."""
 from __future__ import annotations
 
-from decimal import Decimal
+from flask import Response, abort, g, make_response, render_template, request, url_for
+from sqlalchemy import select
 
-from flask import g
-from sqlalchemy import func, select
-
-from kinnekt.db import Session
-from kinnekt.models import Attribution, Campaign, Click, Message
+from kinnekt import defaults
+from kinnekt.campaigns import audience, composer, lifecycle, sending, stats
+from kinnekt.db import Session, utcnow
+from kinnekt.models import Campaign, Segment
+from kinnekt.subscribers.phones import InvalidPhone, normalise
+from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
+from kinnekt.web.templating import local_time, shop_zone
 
 bp = merchant_blueprint("campaigns", __name__, url_prefix="/campaigns")
 
-SENT_STATUSES = ("sent", "delivered")
-"""Message statuses that count as sent: the provider accepted the message (a receipt may have followed)."""
+EDITABLE = ("draft", "scheduled")
+"""Statuses whose campaign can still be edited, switched on and off, and deleted without ending it."""
+
+LIVE = ("scheduled", "in_progress")
+"""Statuses whose detail page keeps polling its progress (a scheduled campaign starts by itself)."""
+
+PROGRESS_POLL = "2s"
+"""How often the progress bar asks for fresh figures while a campaign is sending."""
+
+SCHEDULED_POLL = "5s"
+"""How often the page of a scheduled campaign looks whether it started (it may be left open for days)."""
+
+
+# ---------------------------------------------------------------------------------------------- the list
+
+def _list_context() -> dict:
+    rows, totals = stats.campaign_rows(Session, g.shop)
+    return {"campaigns": rows, "totals": totals, "editable": EDITABLE}
+
+
+def _list(message: str | None = None, error: bool = False) -> Response:
+    response = make_response(render_template("campaigns/_index.html", **_list_context()))
+    return hx.toast(response, message, error) if message else response
 
 
 @bp.get("/")
 def index():
-    """The campaigns page: newest first, each with sent, clicks, orders and revenue from the rows themselves."""
-    shop_id = g.shop.id
-    sent = (
-        select(Message.campaign_id, func.count().label("sent"))
-        .where(Message.shop_id == shop_id, Message.campaign_id.is_not(None), Message.status.in_(SENT_STATUSES))
-        .group_by(Message.campaign_id)
-        .subquery()
-    )
-    clicks = (
-        select(Click.campaign_id, func.count().label("clicks"))
-        .where(Click.shop_id == shop_id, Click.campaign_id.is_not(None))
-        .group_by(Click.campaign_id)
-        .subquery()
-    )
-    orders = (
-        select(Attribution.campaign_id, func.count().label("orders"), func.sum(Attribution.revenue).label("revenue"))
-        .where(Attribution.shop_id == shop_id, Attribution.campaign_id.is_not(None))
-        .group_by(Attribution.campaign_id)
-        .subquery()
-    )
-    rows = Session.execute(
-        select(
-            Campaign,
-            func.coalesce(sent.c.sent, 0).label("sent"),
-            func.coalesce(clicks.c.clicks, 0).label("clicks"),
-            func.coalesce(orders.c.orders, 0).label("orders"),
-            orders.c.revenue,
-        )
-        .outerjoin(sent, sent.c.campaign_id == Campaign.id)
-        .outerjoin(clicks, clicks.c.campaign_id == Campaign.id)
-        .outerjoin(orders, orders.c.campaign_id == Campaign.id)
-        .where(Campaign.shop_id == shop_id)
-        .order_by(Campaign.created_at.desc(), Campaign.id.desc())
-    ).all()
-    totals = {
-        "sent": sum(row.sent for row in rows),
-        "clicks": sum(row.clicks for row in rows),
-        "orders": sum(row.orders for row in rows),
-        "revenue": sum((row.revenue or Decimal(0) for row in rows), Decimal(0)),
+    """The campaigns page: totals on top, then every campaign, newest first, with its status and results."""
+    return hx.render("campaigns/index.html", "campaigns/_index.html", **_list_context())
+
+
+@bp.post("/<int:campaign_id>/enabled")
+def set_enabled(campaign_id: int):
+    """The on/off switcher of a draft or scheduled campaign (a switched-off campaign does not send)."""
+    campaign = get_or_404(Campaign, campaign_id)
+    enabled = request.form.get("enabled") in ("1", "on", "true")
+    try:
+        lifecycle.set_enabled(Session, campaign, enabled)
+    except lifecycle.CampaignError as exc:
+        Session.rollback()
+        return _list(str(exc), error=True)
+    return _list(f"“{campaign.name}” is {'on' if enabled else 'off'}")
+
+
+@bp.get("/<int:campaign_id>/quick-view")
+def quick_view(campaign_id: int):
+    """A dialog with the campaign's details and settings."""
+    campaign = get_or_404(Campaign, campaign_id)
+    return render_template("campaigns/_quick_view.html", **_summary_context(campaign))
+
+
+@bp.get("/<int:campaign_id>/delete")
+def confirm_delete(campaign_id: int):
+    """The delete confirmation dialog (deletes nothing)."""
+    campaign = get_or_404(Campaign, campaign_id)
+    return render_template("campaigns/_delete_confirm.html", campaign=campaign)
+
+
+@bp.delete("/<int:campaign_id>")
+def delete(campaign_id: int):
+    """Delete a campaign once the merchant confirmed; one in progress must be ended first."""
+    campaign = get_or_404(Campaign, campaign_id)
+    name = campaign.name
+    try:
+        lifecycle.delete(Session, campaign)
+    except lifecycle.CampaignError as exc:
+        Session.rollback()
+        return _list(str(exc), error=True)
+    return _list(f"Deleted “{name}”")
+
+
+@bp.get("/<int:campaign_id>/end")
+def confirm_end(campaign_id: int):
+    """The End Campaign confirmation dialog (ends nothing)."""
+    campaign = get_or_404(Campaign, campaign_id)
+    target = "detail" if request.args.get("from") == "detail" else "list"
+    return render_template("campaigns/_end_confirm.html", campaign=campaign, target=target)
+
+
+@bp.post("/<int:campaign_id>/end")
+def end(campaign_id: int):
+    """End a campaign in progress: the recipients not yet sent to get nothing. Shows the list or the detail."""
+    campaign = get_or_404(Campaign, campaign_id)
+    message, error = f"Ended “{campaign.name}”", False
+    try:
+        lifecycle.end(Session, campaign)
+    except lifecycle.CampaignError as exc:
+        Session.rollback()
+        message, error = str(exc), True
+    if request.form.get("from") == "detail":
+        Session.refresh(campaign)
+        response = make_response(render_template("campaigns/_detail.html", **_summary_context(campaign)))
+        return hx.toast(response, message, error)
+    return _list(message, error)
+
+
+# ---------------------------------------------------------------------------------------------- the composer
+
+def _segments() -> list[Segment]:
+    return list(Session.scalars(select(Segment).where(Segment.shop_id == g.shop.id)
+                                .order_by(Segment.kind, Segment.name, Segment.id)))
+
+
+def _form_of(campaign: Campaign | None) -> dict:
+    """The composer's fields for a saved campaign (or a new one: a segment may be preselected by `?segment=`)."""
+    if campaign is None:
+        include = [request.args["segment"]] if request.args.get("segment", "").isdigit() else []
+        return {"name": "", "body": "", "include": include, "exclude": [], "send": "later", "send_date": "",
+                "send_time": "", "recipient_local_time": "", "discount_mode": "none", "discount_code": "",
+                "discount_kind": "percent", "discount_value": "", "test_phone": ""}
+    local = campaign.send_at.astimezone(shop_zone()) if campaign.send_at else None
+    return {
+        "name": campaign.name, "body": campaign.body,
+        "include": [str(cs.segment_id) for cs in campaign.audience if cs.mode == "include"],
+        "exclude": [str(cs.segment_id) for cs in campaign.audience if cs.mode == "exclude"],
+        "send": "now" if campaign.send_now else "later",
+        "send_date": f"{local:%Y-%m-%d}" if local else "", "send_time": f"{local:%H:%M}" if local else "",
+        "recipient_local_time": "1" if campaign.recipient_local_time else "",
+        "discount_mode": campaign.discount_mode or "none", "discount_code": campaign.discount_code or "",
+        "discount_kind": campaign.discount_kind or "percent",
+        "discount_value": "" if campaign.discount_value is None else f"{campaign.discount_value.normalize():f}",
+        "test_phone": "",
     }
-    return hx.render("campaigns/index.html", "campaigns/_index.html", campaigns=rows, totals=totals)
+
+
+def _posted() -> dict:
+    """The composer's fields as posted (lists for the segment choices)."""
+    form = request.form
+    out = {key: form.get(key, "") for key in ("name", "body", "send", "send_date", "send_time",
+                                               "recipient_local_time", "discount_mode", "discount_code",
+                                               "discount_kind", "discount_value", "test_phone")}
+    out["include"] = form.getlist("include")
+    out["exclude"] = form.getlist("exclude")
+    out["send"] = out["send"] or "later"
+    out["discount_mode"] = out["discount_mode"] or "none"
+    out["discount_kind"] = out["discount_kind"] or "percent"
+    return out
+
+
+def _chosen_ids(values: list[str]) -> list[int]:
+    return [int(v) for v in values if v.isascii() and v.isdigit() and 0 < int(v) < 2**63]
+
+
+def _sendable() -> int | None:
+    raw = request.form.get("sendable", "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _live_context(form: dict, *, breakdown=None, breakdown_error: str | None = None,
+                  sendable: int | None = None) -> dict:
+    """What the live parts of the composer show for `form`: analysis, preview, cost, name suggestion."""
+    analysed = composer.analysis(form["body"], g.shop, discount_mode=form["discount_mode"],
+                                 discount_code=form["discount_code"].strip() or None)
+    if breakdown is not None:
+        sendable = breakdown.sendable
+    segments = {s.id: s for s in _segments()}
+    chosen = [segments[i].name for i in _chosen_ids(form["include"]) if i in segments]
+    preview = composer.sample_text(form["body"], g.shop, discount_mode=form["discount_mode"],
+                                   discount_code=form["discount_code"].strip() or None, shorten=False,
+                                   first_message=True)
+    return {
+        "form": form, "analysis": analysed, "preview_text": preview,
+        "footer": (g.shop.compliance_footer or "").strip(), "sample_name": defaults.CAMPAIGN_SAMPLE_FIRST_NAME,
+        "sendable": sendable,
+        "total_cost": composer.estimated_cost(analysed, sendable) if sendable is not None else None,
+        "suggestion": composer.suggested_name(composer.subject_of(form["body"]), chosen),
+        "breakdown": breakdown, "breakdown_error": breakdown_error,
+    }
+
+
+def _breakdown_for(form: dict) -> tuple[audience.Breakdown | None, str | None]:
+    """The audience funnel for the chosen segments, or why it cannot be counted."""
+    include = _chosen_ids(form["include"])
+    if not include:
+        return None, None
+    try:
+        return audience.breakdown(Session, g.shop, include, _chosen_ids(form["exclude"]), now=utcnow()), None
+    except audience.AudienceError as exc:
+        Session.rollback()
+        return None, str(exc)
+
+
+def _composer_context(campaign: Campaign | None, form: dict, *, errors: dict | None = None,
+                      form_error: str | None = None) -> dict:
+    breakdown, breakdown_error = _breakdown_for(form)
+    return {
+        "campaign": campaign, "errors": errors or {}, "form_error": form_error,
+        "segments": _segments(), "merge_tags": composer.MERGE_TAGS,
+        "discount_modes": composer.DISCOUNT_MODES, "discount_kinds": composer.DISCOUNT_KINDS,
+        "zone_name": shop_zone().key, "warnings": [],
+        **_live_context(form, breakdown=breakdown, breakdown_error=breakdown_error),
+    }
+
+
+def _editable_or_404(campaign_id: int) -> Campaign:
+    campaign = get_or_404(Campaign, campaign_id)
+    if campaign.status not in EDITABLE:
+        abort(404, description=f"“{campaign.name}” is {campaign.status_label.lower()}: it can no longer be edited.")
+    return campaign
+
+
+@bp.get("/new")
+def new():
+    """The composer for a new campaign."""
+    return hx.render("campaigns/composer.html", "campaigns/_composer_page.html",
+                     **_composer_context(None, _form_of(None)))
+
+
+@bp.get("/<int:campaign_id>/edit")
+def edit(campaign_id: int):
+    """The composer for a draft or scheduled campaign."""
+    campaign = _editable_or_404(campaign_id)
+    return hx.render("campaigns/composer.html", "campaigns/_composer_page.html",
+                     **_composer_context(campaign, _form_of(campaign)))
+
+
+def _save(campaign: Campaign | None) -> Response:
+    """Validate the posted composer; save a draft (and schedule it when asked), or show the form with errors."""
+    form = _posted()
+    schedule = request.form.get("action") == "schedule"
+    values, errors = composer.validate(request.form, session=Session, shop=g.shop, now=utcnow(), draft=not schedule)
+    if errors:
+        Session.rollback()
+        context = _composer_context(campaign, form, errors=errors,
+                                    form_error="Fix the highlighted fields." if len(errors) > 1 else None)
+        return make_response(render_template("campaigns/_composer.html", **context))
+    try:
+        saved = lifecycle.save(Session, g.shop, values, campaign)
+    except lifecycle.CampaignError as exc:
+        Session.rollback()
+        context = _composer_context(campaign, form, form_error=str(exc))
+        return make_response(render_template("campaigns/_composer.html", **context))
+    notes = composer.warnings(values)
+    if schedule:
+        try:
+            lifecycle.schedule(Session, saved, now=utcnow())
+        except lifecycle.CampaignError as exc:
+            Session.rollback()
+            saved = get_or_404(Campaign, saved.id)
+            context = _composer_context(saved, _form_of(saved),
+                                        form_error=f"Saved as a draft, not scheduled: {exc}")
+            return make_response(render_template("campaigns/_composer.html", **context))
+        Session.refresh(saved)
+        message = (f"“{saved.name}” is sending" if saved.status == "in_progress"
+                   else f"Scheduled “{saved.name}” for {_local(saved)}")
+        response = hx.redirect_to(url_for("campaigns.detail", campaign_id=saved.id))
+    else:
+        message = f"Saved “{saved.name}” as a draft"
+        response = hx.redirect_to(url_for("campaigns.index"))
+    if notes:
+        message = f"{message}. {notes[0]}"
+    return hx.toast(response, message)
+
+
+def _local(campaign: Campaign) -> str:
+    return local_time(campaign.send_at) if campaign.send_at else "now"
+
+
+@bp.post("/")
+def create():
+    """Create a campaign from the composer (Save draft, or Schedule campaign)."""
+    return _save(None)
+
+
+@bp.post("/<int:campaign_id>")
+def update(campaign_id: int):
+    """Save changes to a draft or scheduled campaign (and schedule it when asked)."""
+    return _save(_editable_or_404(campaign_id))
+
+
+@bp.post("/compose/message")
+def message_analysis():
+    """The live counter for the posted message, with the phone preview, cost and name suggestion (out of band)."""
+    form = _posted()
+    return render_template("campaigns/_analysis.html", oob=True, **_live_context(form, sendable=_sendable()))
+
+
+@bp.post("/compose/audience")
+def audience_breakdown():
+    """The live audience breakdown for the posted segment choices, with cost and name suggestion (out of band)."""
+    form = _posted()
+    errors = {}
+    include, exclude = _chosen_ids(form["include"]), _chosen_ids(form["exclude"])
+    known = {s.id for s in _segments()}
+    if any(i not in known for i in include + exclude):
+        abort(404, description="One of the chosen segments no longer exists. Reload the page.")
+    if set(include) & set(exclude):
+        errors["exclude"] = "A segment cannot be both included and excluded."
+        breakdown, problem = None, None
+    else:
+        breakdown, problem = _breakdown_for(form)
+    return render_template("campaigns/_breakdown.html", oob=True, errors=errors,
+                           **_live_context(form, breakdown=breakdown, breakdown_error=problem))
+
+
+@bp.post("/compose/discount")
+def discount_fields():
+    """The discount fields for the chosen kind of discount."""
+    form = _posted()
+    return render_template("campaigns/_discount.html", form=form, errors={},
+                           discount_modes=composer.DISCOUNT_MODES, discount_kinds=composer.DISCOUNT_KINDS)
+
+
+@bp.post("/compose/test")
+def send_test():
+    """Send the message as composed to one phone number (a test: never in the campaign's statistics)."""
+    form = _posted()
+    error = None
+    try:
+        phone = normalise(form["test_phone"]).e164
+    except InvalidPhone as exc:
+        phone, error = None, str(exc)
+    if error is None:
+        values, errors = composer.validate(request.form, session=Session, shop=g.shop, now=utcnow(), draft=True)
+        problem = errors.get("body") or next((e for k, e in errors.items() if k.startswith("discount")), None)
+        if problem:
+            error = f"Fix the message first: {problem}"
+        else:
+            try:
+                sending.send_test(Session, g.shop, values, phone)
+            except (lifecycle.CampaignError, ValueError) as exc:
+                Session.rollback()
+                error = str(exc)
+    Session.rollback()
+    response = make_response(render_template("campaigns/_test_send.html", form=form, error=error))
+    if error is None:
+        return hx.toast(response, f"Test message sent to {phone}")
+    return response
+
+
+# ---------------------------------------------------------------------------------------------- the detail page
+
+def _progress_of(campaign: Campaign):
+    if campaign.status in ("draft",):
+        return None
+    return sending.progress(Session, campaign)
+
+
+def _stats_of(campaign: Campaign) -> dict:
+    """The statistics for the detail page (none before the campaign started)."""
+    if campaign.status in EDITABLE:
+        return {"has_stats": False}
+    return {"has_stats": True, "stats": stats.for_campaign(Session, campaign),
+            "timeline": stats.timeline(Session, campaign)}
+
+
+def _poll(campaign: Campaign) -> str:
+    return SCHEDULED_POLL if campaign.status == "scheduled" else PROGRESS_POLL
+
+
+def _summary_context(campaign: Campaign) -> dict:
+    segments = {s.id: s for s in _segments()}
+    include = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "include" and cs.segment_id in segments]
+    exclude = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "exclude" and cs.segment_id in segments]
+    analysed = composer.analysis(campaign.body, g.shop, discount_mode=campaign.discount_mode,
+                                 discount_code=campaign.discount_code)
+    return {"campaign": campaign, "include": include, "exclude": exclude, "analysis": analysed,
+            "zone_name": shop_zone().key, "progress": _progress_of(campaign), "editable": EDITABLE,
+            "live": LIVE, "poll": _poll(campaign), "discount_kinds": composer.DISCOUNT_KINDS,
+            "discount_modes": composer.DISCOUNT_MODES, **_stats_of(campaign)}
+
+
+@bp.get("/<int:campaign_id>")
+def detail(campaign_id: int):
+    """A campaign: its settings, the progress of its send, and its statistics."""
+    campaign = get_or_404(Campaign, campaign_id)
+    return hx.render("campaigns/detail.html", "campaigns/_detail.html", **_summary_context(campaign))
+
+
+@bp.get("/<int:campaign_id>/progress")
+def progress(campaign_id: int):
+    """The progress bar (polled every 2 s while sending, 5 s while scheduled); 286 stops the polling once done,
+    and the page then reloads its detail to show the final statistics."""
+    campaign = get_or_404(Campaign, campaign_id)
+    context = {"campaign": campaign, "progress": _progress_of(campaign), "live": LIVE, "poll": _poll(campaign)}
+    body = render_template("campaigns/_progress.html", **context)
+    if campaign.status in LIVE and campaign.enabled:
+        return make_response(body)
+    response = hx.stop_polling(body)
+    return hx.trigger(response, "campaign-finished", {"id": campaign.id})

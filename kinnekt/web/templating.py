@@ -27,6 +27,8 @@ VENDOR = {
     "htmx": "vendor/htmx-2.0.11.min.js",
     "response_targets": "vendor/htmx-ext-response-targets-2.0.4.min.js",
     "polaris_tokens": "vendor/polaris-tokens-9.4.2.css",
+    "uplot": "vendor/uplot-1.6.32.min.js",
+    "uplot_css": "vendor/uplot-1.6.32.min.css",
 }
 
 # The Polaris icon (a class in app.css) shown next to each navigation entry.

@@ -1,0 +1,319 @@
+"""`python -m bench.campaigns`: audience snapshot time and end-to-end send rate of a campaign.
+
+    .venv/bin/python -m bench.campaigns --subscribers 100000 --send 20000
+    .venv/bin/python -m bench.campaigns --subscribers 1000 --send 300 --rates 0,30     # a smoke run
+
+Everything runs on PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/test) in a schema of
+its own, dropped at the end (--keep leaves it), and on Redis (REDIS_URL, default db 15) under a queue name of its
+own, whose keys are deleted at the end. Measured through the real code:
+
+- snapshot: `audience.snapshot` of a campaign whose included segment holds all --subscribers subscribers (one
+  INSERT ... SELECT with the skip reasons; 10% unsubscribed since the build, 5% suppressed, 5% texted in
+  the smart-sending window): median of --runs runs, each on a new campaign. Target: under 3 s at 100k.
+- send: a Send now campaign to --send subscribers, started through `lifecycle.schedule` and sent by
+  --workers `python -m workers` processes against the fake Vonage (tests/fake_vonage.py, HTTPS, real SDK),
+  once per rate in --rates (0 = limit off; targets: >= 500 messages/s off, and within 5% of 30/s at 30 with no
+  1-second window above 30). The rate is messages / (last - first arrival at the fake); the busiest 1-second
+  sliding window is computed from the fake's arrival times; worker memory (RSS of workers and their work
+  horses, from /proc) is sampled at the first and last tenth of the run.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOP = "bench-campaigns.myshopify.com"
+TOKEN_KEY = "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMDA="
+
+
+def _rss_kb(pids: list[int]) -> int:
+    """Resident memory of these processes and their children, in kB."""
+    total = 0
+    for pid in set(pids) | {c for p in pids for c in _children(p)}:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def populate(engine, n: int) -> dict:
+    """One shop, n subscribers (10% unsubscribed after the build, 5% suppressed, 5% texted 2 hours ago), and
+    two built segments: everyone, and the first `send` ones (made later)."""
+    from sqlalchemy import insert, select, text, update
+    from sqlalchemy.orm import Session as OrmSession
+
+    from kinnekt.db import utcnow
+    from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
+    now = utcnow()
+    with OrmSession(engine) as session:
+        shop = Shop(domain=SHOP, name="Bench", timezone="America/New_York", installed_at=now,
+                    quiet_hours_enabled=False, smart_sending_hours=24, suppression_threshold=0)
+        session.add(shop)
+        session.commit()
+        zones = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", None]
+        rows = [{"shop_id": shop.id, "phone": f"+1202{i:07d}", "status": "subscribed", "source": "import",
+                 "country": "US", "timezone": zones[i % len(zones)], "first_name": f"Sub{i}",
+                 "created_at": now, "updated_at": now, "sent_count": 0, "clicks_count": 0}
+                for i in range(n)]
+        for start in range(0, n, 20_000):
+            session.execute(insert(Subscriber), rows[start:start + 20_000])
+        everyone = Segment(shop_id=shop.id, name="Everyone", kind="manual", build_status="done",
+                           definition={"match": "all", "rules": [{"field": "country", "op": "eq", "value": "US"}]})
+        session.add(everyone)
+        session.commit()
+        session.execute(insert(SegmentMember).from_select(
+            ["shop_id", "segment_id", "subscriber_id", "entered_at"],
+            select(Subscriber.shop_id, text(str(everyone.id)), Subscriber.id, text("now()"))))
+        # After the build: some unsubscribed and suppressed (the re-check has not caught up), some texted.
+        session.execute(update(Subscriber).where(Subscriber.id % 10 == 1).values(status="unsubscribed"))
+        session.execute(update(Subscriber).where(Subscriber.id % 20 == 2).values(suppressed_at=now))
+        old = Campaign(shop_id=shop.id, name="Earlier", status="completed")
+        session.add(old)
+        session.commit()
+        session.execute(insert(Message).from_select(
+            ["shop_id", "campaign_id", "subscriber_id", "kind", "to_phone", "status", "sent_at", "attempts",
+             "created_at", "updated_at"],
+            select(Subscriber.shop_id, text(str(old.id)), Subscriber.id, text("'campaign'"), Subscriber.phone,
+                   text("'sent'"), text("now() - interval '2 hours'"), text("0"), text("now()"), text("now()"))
+            .where(Subscriber.id % 20 == 3)))
+        session.commit()
+        session.execute(text("ANALYZE"))
+        session.commit()
+        return {"shop_id": shop.id, "segment_id": everyone.id}
+
+
+def bench_snapshot(engine, ids: dict, runs: int) -> dict:
+    """Median and min seconds of `audience.snapshot` over `runs` new campaigns, and the counts it wrote."""
+    from sqlalchemy.orm import Session as OrmSession
+
+    from kinnekt.campaigns import audience
+    from kinnekt.db import utcnow
+    from kinnekt.models import Campaign, CampaignSegment
+    times, counts = [], None
+    for i in range(runs):
+        with OrmSession(engine, expire_on_commit=False) as session:
+            campaign = Campaign(shop_id=ids["shop_id"], name=f"Snapshot {i}", body="Hi", status="in_progress")
+            session.add(campaign)
+            session.flush()
+            session.add(CampaignSegment(shop_id=ids["shop_id"], campaign_id=campaign.id,
+                                        segment_id=ids["segment_id"], mode="include"))
+            session.commit()
+            started = time.perf_counter()
+            counts = audience.snapshot(session, campaign, now=utcnow())
+            times.append(time.perf_counter() - started)
+    return {"runs": runs, "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+            "counts": counts}
+
+
+class TimedVonage:
+    """The fake Vonage of the tests, noting each request's arrival time (monotonic seconds)."""
+
+    def __new__(cls, ca):
+        sys.path.insert(0, str(ROOT))
+        from tests.fake_vonage import FakeVonage
+
+        class Timed(FakeVonage):
+            def __init__(self, ca_):
+                super().__init__(ca_)
+                self.arrivals: list[float] = []
+
+            def _answer(self, form, authorization):
+                with self._lock:
+                    self.arrivals.append(time.monotonic())
+                return super()._answer(form, authorization)
+
+        return Timed(ca)
+
+
+def busiest_window(arrivals: list[float], width: float = 1.0) -> int:
+    """Most arrivals inside any window of `width` seconds."""
+    arrivals = sorted(arrivals)
+    return max((bisect.bisect_left(arrivals, t + width) - i for i, t in enumerate(arrivals)), default=0)
+
+
+def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: int, ca_path: str, fake) -> dict:
+    """Send a Send now campaign to n sendable subscribers not texted before (so smart sending skips none)
+    with `workers` worker processes at `rate` per second (0: limit off)."""
+    from sqlalchemy import func, insert, select, text
+    from sqlalchemy.orm import Session as OrmSession
+
+    from kinnekt import create_app, db as kdb
+    from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
+    queue_name = f"bench-campaigns-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
+           "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
+           "SHOPIFY_API_SECRET": "x" * 32, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
+           "VONAGE_API_KEY": "fakekey1", "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": "15550100200",
+           "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": ca_path,
+           "SMS_RATE_PER_SECOND": str(rate), "SMS_SENDER_RATE_PER_SECOND": str(rate)}
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
+                                           "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
+                                           "KINNEKT_DEMO")})
+    app = create_app()
+    engine = kdb.engine()
+    with OrmSession(engine) as session:
+        segment = Segment(shop_id=ids["shop_id"], name=f"Send {queue_name}", kind="manual", build_status="done",
+                          definition={"match": "all", "rules": [{"field": "country", "op": "eq", "value": "US"}]})
+        session.add(segment)
+        session.commit()
+        session.execute(insert(SegmentMember).from_select(
+            ["shop_id", "segment_id", "subscriber_id", "entered_at"],
+            select(Subscriber.shop_id, text(str(segment.id)), Subscriber.id, text("now()"))
+            .where(Subscriber.status == "subscribed", Subscriber.suppressed_at.is_(None))
+            .where(~Subscriber.id.in_(select(Message.subscriber_id).where(Message.status == "sent")))
+            .order_by(Subscriber.id).limit(n)))
+        session.commit()
+        segment_id = segment.id
+    procs = [subprocess.Popen([sys.executable, "-m", "workers", "--no-recover"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for _ in range(workers)]
+    fake.arrivals.clear()
+    memory = []
+    try:
+        time.sleep(3)  # workers import the app
+        from kinnekt.campaigns import lifecycle
+        with app.app_context():
+            shop_row = kdb.Session.get(Shop, ids["shop_id"])
+            campaign = lifecycle.save(kdb.Session, shop_row, {
+                "name": f"Bench {rate}/s", "body": "Flash sale today only at {shop_name}",
+                "include_segment_ids": [segment_id], "send_now": True, "send_at": None, "discount_mode": "none"})
+            lifecycle.schedule(kdb.Session, campaign)
+            campaign_id = campaign.id
+            kdb.Session.remove()
+        deadline = time.monotonic() + max(120, 3 * n / (rate or 100))
+        with OrmSession(engine) as session:
+            while time.monotonic() < deadline:
+                status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+                session.rollback()
+                got = len(fake.arrivals)
+                if (not memory and got >= n // 10) or (len(memory) == 1 and got >= 9 * n // 10):
+                    memory.append(_rss_kb([p.pid for p in procs]))
+                if status in ("completed", "failed", "ended"):
+                    break
+                time.sleep(0.1)
+            sent = session.scalar(select(func.count()).select_from(Message).where(
+                Message.campaign_id == campaign_id, Message.status.in_(("sent", "delivered"))))
+    finally:
+        for proc in procs:
+            for pid in [proc.pid, *_children(proc.pid)]:
+                try:
+                    os.killpg(pid, 15)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            proc.wait(timeout=30)
+        from redis import Redis
+        redis = Redis.from_url(redis_url)
+        keys = list(redis.scan_iter(match=f"*{queue_name}*", count=1000))
+        if keys:
+            redis.delete(*keys)
+        kdb.Session.remove()
+    arrivals = sorted(fake.arrivals)
+    span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0
+    return {"limit_per_second": rate or "off", "workers": workers, "messages": n, "status": status, "sent": sent,
+            "requests_at_fake": len(arrivals),
+            "messages_per_second": round((len(arrivals) - 1) / span, 1) if span else None,
+            "busiest_1s_window": busiest_window(arrivals),
+            "worker_rss_kb_first_tenth": memory[0] if memory else None,
+            "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None}
+
+
+def main(argv=None) -> int:
+    """Build the shop, time the snapshot, time the sends; print (and optionally write) the figures as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="snapshot runs (each on a new campaign)")
+    parser.add_argument("--send", type=int, default=20_000, help="messages per send phase (0: skip)")
+    parser.add_argument("--rates", default="0,30", help="comma-separated limits per second (0: off)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="leave the schema for EXPLAIN")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+
+    import tempfile
+
+    import trustme
+    from sqlalchemy import create_engine, text
+
+    import kinnekt.models  # noqa: F401  (every table on Base.metadata)
+    from kinnekt import db as kdb
+    from kinnekt.db import Base
+
+    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    if not base_url.startswith("postgres"):
+        print("bench.campaigns runs on PostgreSQL only (DATABASE_URL)", file=sys.stderr)
+        return 2
+    schema = f"bench_campaigns_{uuid.uuid4().hex[:8]}"
+    sep = "&" if "?" in base_url else "?"
+    url = f"{base_url}{sep}options=-csearch_path%3D{schema}"
+    admin = create_engine(kdb.make_engine_url(base_url))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    report = {}
+    fake = None
+    try:
+        engine = kdb.make_engine(url)
+        Base.metadata.create_all(engine)
+        started = time.perf_counter()
+        ids = populate(engine, args.subscribers)
+        report["populate_s"] = round(time.perf_counter() - started, 1)
+        report["snapshot"] = {"subscribers": args.subscribers, **bench_snapshot(engine, ids, args.runs)}
+        engine.dispose()
+        if args.send:
+            ca = trustme.CA()
+            ca_file = tempfile.NamedTemporaryFile(suffix=".pem", delete=False)
+            ca.cert_pem.write_to_path(ca_file.name)
+            fake = TimedVonage(ca).start()
+            rates = [int(rate) for rate in args.rates.split(",") if rate.strip()]
+            size = min(args.send, args.subscribers // (2 * max(len(rates), 1)))
+            report["send"] = [bench_send(url, redis_url, ids, size, rate, args.workers, ca_file.name, fake)
+                              for rate in rates]
+    finally:
+        if fake is not None:
+            fake.stop()
+        kdb.Session.remove()
+        if kdb._engine is not None:
+            kdb._engine.dispose()
+        if not args.keep:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                         "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    text_out = json.dumps(report, indent=2, default=str)
+    print(text_out)
+    if args.json:
+        Path(args.json).write_text(text_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

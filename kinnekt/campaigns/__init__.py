@@ -1,0 +1,1 @@
+"""Campaigns: lifecycle, audience snapshot, sending, composer, links and stats (issue 6)."""

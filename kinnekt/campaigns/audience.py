@@ -1,0 +1,227 @@
+"""Who a campaign texts: include segments minus exclude segments, the live breakdown, and the snapshot into messages.
+
+Membership comes from the materialised `segment_members` of segments whose last build is done (kept fresh
+by re-checks and sweeps); a segment still pending, building or failed is evaluated from its definition with
+the compiler instead, so a campaign never goes to a half-built member list. Members were subscribed and
+unsuppressed when last evaluated; the current facts are checked again here (and once more before each send).
+
+Each person in the included segments gets exactly one skip reason, or none (sendable), first match wins:
+
+- `excluded`: in an excluded segment;
+- `not_subscribed`: unsubscribed (or back to pending) since the segment was evaluated;
+- `suppressed`: the number is suppressed;
+- `no_clicks`: global suppression, as Settings words it: received `suppression_threshold` messages or more
+  (`sent_count`) and never clicked a link (`clicks_count` 0) — counted in the breakdown's `suppressed`;
+- `recently_texted`: smart sending, a campaign message sent in the last `smart_sending_hours`.
+
+"In quiet hours now" is informational: those people are sendable, their messages wait for the window's end.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+from sqlalchemy import Integer, String, and_, case, cast, exists, func, literal, select, union
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt.campaigns import quiet_hours
+from kinnekt.db import UTCDateTime, utcnow
+from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
+from kinnekt.models.base import IdType
+from kinnekt.segments.compiler import compile_definition
+
+SKIP_REASONS = ("excluded", "not_subscribed", "suppressed", "no_clicks", "recently_texted")
+SKIP_LABELS = {
+    "excluded": "In an excluded segment",
+    "not_subscribed": "Not subscribed",
+    "suppressed": "Suppressed",
+    "no_clicks": "Suppressed (no clicks)",
+    "recently_texted": "Recently texted",
+    "no_subscriber": "Subscriber deleted",
+    "no_discount_code": "Shopify refused their discount code",
+}
+"""Skip reasons in the merchant's words (snapshot reasons, plus those set at send time by sending.py)."""
+
+_COUNTED = ("sent", "delivered")
+
+
+class AudienceError(ValueError):
+    """The audience cannot be worked out (a segment whose rules no longer compile); the message says why."""
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The live audience funnel shown before sending."""
+
+    in_segments: int = 0
+    excluded: int = 0
+    not_subscribed: int = 0
+    suppressed: int = 0
+    recently_texted: int = 0
+    quiet_hours_now: int = 0
+    sendable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The figures as a plain dict."""
+        return asdict(self)
+
+
+def _instant(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    return now.astimezone(dt.timezone.utc)
+
+
+def _members(session: OrmSession, shop: Shop, segment_ids: Iterable[int], now: dt.datetime):
+    """A Select of the subscriber ids in any of these segments, or None when there are none."""
+    ids = sorted({int(i) for i in segment_ids})
+    if not ids:
+        return None
+    rows = session.execute(select(Segment.id, Segment.name, Segment.build_status, Segment.definition)
+                           .where(Segment.shop_id == shop.id, Segment.id.in_(ids)).order_by(Segment.id)).all()
+    built = [row.id for row in rows if row.build_status == "done"]
+    parts = []
+    if built:
+        parts.append(select(SegmentMember.subscriber_id.label("subscriber_id"))
+                     .where(SegmentMember.shop_id == shop.id, SegmentMember.segment_id.in_(built)))
+    for row in rows:
+        if row.build_status == "done":
+            continue
+        try:
+            parts.append(compile_definition(row.definition, shop=shop, now=now, session=session))
+        except ValueError as exc:  # DefinitionError is a ValueError
+            raise AudienceError(f"The segment “{row.name}” cannot be evaluated: {exc}") from None
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else union(*parts)
+
+
+def _zone_column(shop: Shop):
+    return func.coalesce(Subscriber.timezone, literal(shop.timezone or "UTC", String))
+
+
+def _reason(shop: Shop, excluded, now: dt.datetime, campaign_id: int | None):
+    """The CASE giving each subscriber's skip reason (NULL = sendable)."""
+    whens = []
+    if excluded is not None:
+        whens.append((Subscriber.id.in_(excluded), literal("excluded")))
+    whens.append((Subscriber.status != "subscribed", literal("not_subscribed")))
+    whens.append((Subscriber.suppressed_at.is_not(None), literal("suppressed")))
+    threshold = int(shop.suppression_threshold or 0)
+    if threshold > 0:
+        whens.append((and_(Subscriber.sent_count >= threshold, Subscriber.clicks_count == 0), literal("no_clicks")))
+    hours = int(shop.smart_sending_hours or 0)
+    if hours > 0:
+        recent = [Message.subscriber_id == Subscriber.id, Message.campaign_id.is_not(None),
+                  Message.status.in_(_COUNTED), Message.sent_at >= now - dt.timedelta(hours=hours)]
+        if campaign_id is not None:
+            recent.append(Message.campaign_id != campaign_id)
+        whens.append((exists().where(*recent), literal("recently_texted")))
+    return case(*whens, else_=literal(None, String))
+
+
+def _audience(session: OrmSession, shop: Shop, include_ids, exclude_ids, now: dt.datetime, campaign_id=None):
+    """(included Select or None, reason CASE, zone column) for these segments."""
+    included = _members(session, shop, include_ids, now)
+    if included is None:
+        return None, None, None
+    excluded = _members(session, shop, exclude_ids, now)
+    return included, _reason(shop, excluded, now, campaign_id), _zone_column(shop)
+
+
+def breakdown(session: OrmSession, shop: Shop, include_ids, exclude_ids, *, now: dt.datetime | None = None
+              ) -> Breakdown:
+    """The funnel for a choice of segments at `now`: in the segments, each skip reason, quiet now, sendable."""
+    now = _instant(now)
+    included, reason, zone = _audience(session, shop, include_ids, exclude_ids, now)
+    if included is None:
+        return Breakdown()
+    rows = session.execute(
+        select(reason.label("reason"), zone.label("zone"), func.count().label("n"))
+        .where(Subscriber.shop_id == shop.id, Subscriber.id.in_(included))
+        .group_by(reason, zone)).all()
+    counts = {name: 0 for name in SKIP_REASONS}
+    total = sendable = quiet = 0
+    for row in rows:
+        total += row.n
+        if row.reason is None:
+            sendable += row.n
+            if quiet_hours.is_quiet(shop, now, quiet_hours.zone_for(row.zone, shop.timezone)):
+                quiet += row.n
+        else:
+            counts[row.reason] += row.n
+    return Breakdown(in_segments=total, excluded=counts["excluded"], not_subscribed=counts["not_subscribed"],
+                     suppressed=counts["suppressed"] + counts["no_clicks"],
+                     recently_texted=counts["recently_texted"], quiet_hours_now=quiet, sendable=sendable)
+
+
+def campaign_segments(session: OrmSession, campaign: Campaign) -> tuple[list[int], list[int]]:
+    """(include ids, exclude ids) of a campaign."""
+    from kinnekt.models import CampaignSegment
+    rows = session.execute(select(CampaignSegment.segment_id, CampaignSegment.mode)
+                           .where(CampaignSegment.campaign_id == campaign.id)).all()
+    return ([s for s, mode in rows if mode == "include"], [s for s, mode in rows if mode != "include"])
+
+
+def first_due(shop: Shop, campaign: Campaign, zone: quiet_hours.ZoneInfo, start: dt.datetime) -> dt.datetime:
+    """When a recipient in `zone` is first due: the start (or the local wall-clock time), past quiet hours."""
+    when = start
+    if campaign.recipient_local_time and campaign.send_at is not None:
+        local = quiet_hours.wall_clock_in(campaign.send_at, quiet_hours.zone_for(shop.timezone), zone)
+        when = max(local, start)
+    return quiet_hours.defer(shop, when, zone)
+
+
+def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> dict[str, int]:
+    """Freeze the audience into one messages row per person (pending, or skipped with its reason); commits.
+
+    One INSERT ... SELECT ... ON CONFLICT DO NOTHING on both databases: running it again (a restarted
+    start) inserts nothing twice. Each pending row's due_at is its first allowed instant (recipient's
+    local time, quiet hours). Returns the counts of the rows of the campaign by status / skip reason.
+    """
+    now = _instant(now)
+    shop = session.get(Shop, campaign.shop_id)
+    include_ids, exclude_ids = campaign_segments(session, campaign)
+    included, reason, zone = _audience(session, shop, include_ids, exclude_ids, now, campaign.id)
+    if included is not None:
+        in_audience = [Subscriber.shop_id == shop.id, Subscriber.id.in_(included)]
+        names = session.scalars(select(zone).where(*in_audience).distinct()).all()
+        dues = {name: first_due(shop, campaign, quiet_hours.zone_for(name, shop.timezone), now) for name in names}
+        due = case({name: literal(when, UTCDateTime) for name, when in dues.items()}, value=zone,
+                   else_=literal(now, UTCDateTime)) if dues else literal(now, UTCDateTime)
+        source = select(
+            literal(shop.id, IdType), literal(campaign.id, IdType), Subscriber.id, literal("campaign"),
+            Subscriber.phone,
+            case((reason.is_(None), literal("pending")), else_=literal("skipped")),
+            reason,
+            case((reason.is_(None), due), else_=literal(None, UTCDateTime)),
+            literal(0, Integer),
+            literal(f"c{campaign.id}-", String) + cast(Subscriber.id, String),
+            literal(now, UTCDateTime), literal(now, UTCDateTime),
+        ).where(*in_audience)
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = (dialect.insert(Message.__table__)
+                     .from_select(["shop_id", "campaign_id", "subscriber_id", "kind", "to_phone", "status",
+                                   "skip_reason", "due_at", "attempts", "client_ref", "created_at", "updated_at"],
+                                  source)
+                     .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"]))
+        session.execute(statement)
+    session.commit()
+    return counts(session, campaign)
+
+
+def counts(session: OrmSession, campaign: Campaign) -> dict[str, int]:
+    """The campaign's rows by status, and skipped rows by reason ("skipped:<reason>")."""
+    out: dict[str, int] = {}
+    for status, skip, n in session.execute(
+            select(Message.status, Message.skip_reason, func.count())
+            .where(Message.campaign_id == campaign.id).group_by(Message.status, Message.skip_reason)):
+        out[status] = out.get(status, 0) + n
+        if status == "skipped":
+            out[f"skipped:{skip}"] = out.get(f"skipped:{skip}", 0) + n
+    out["total"] = sum(v for k, v in out.items() if ":" not in k)
+    return out

@@ -1,0 +1,193 @@
+"""Tracked short links: finding URLs in a message, replacing each with `/r/<code>`, and where a click goes.
+
+A message's URLs are the http(s) URLs in its text: `https?://` up to the next space, with trailing punctuation
+that closes the sentence (".", ",", "!", "?", ":", ";", quotes, an unbalanced ")" or "]") left out. Anything
+else (`www.example.com` without a scheme, `javascript:`, `ftp://`) is not a link and is sent as written.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+
+from flask import current_app, has_app_context
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from kinnekt import defaults
+from kinnekt.models import Campaign, Link, Message, Shop
+
+URL_PATTERN = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+TRAILING = ".,;:!?*"
+CLOSERS = {")": "(", "]": "[", "}": "{"}
+CODE_ALPHABET = string.ascii_letters + string.digits
+MAX_URL_LENGTH = 2048
+UTM_SOURCE = "sms"
+UTM_MEDIUM = "kinnekt"
+
+
+def find_urls(text: str | None) -> list[str]:
+    """The http(s) URLs in `text`, in order (repeats included), without the sentence's trailing punctuation."""
+    found = []
+    for match in URL_PATTERN.finditer(text or ""):
+        url = _trim(match.group(0))
+        if is_trackable(url):
+            found.append(url)
+    return found
+
+
+def _trim(url: str) -> str:
+    while url:
+        last = url[-1]
+        if last in TRAILING:
+            url = url[:-1]
+        elif last in CLOSERS and url.count(CLOSERS[last]) < url.count(last):
+            url = url[:-1]  # "(see https://x.com/a)": the ")" closes the sentence's parenthesis
+        else:
+            break
+    return url
+
+
+def is_trackable(url: str) -> bool:
+    """True for an absolute http(s) URL with a host: the only targets a short link may redirect to."""
+    if not url or len(url) > MAX_URL_LENGTH:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def public_base() -> str:
+    """The app's public URL that short links live under (SHOPIFY_APP_URL, without a trailing slash)."""
+    if has_app_context():
+        base = current_app.config.get("SHOPIFY_APP_URL") or ""
+    else:
+        from kinnekt.config import Config
+        base = Config.from_env().SHOPIFY_APP_URL
+    return base.rstrip("/")
+
+
+def short_url(code: str) -> str:
+    """The short link for a code: `{public base}/r/{code}`."""
+    return f"{public_base()}/r/{code}"
+
+
+def short_url_length() -> int:
+    """Characters every short link takes in a message (what the composer counts for each URL)."""
+    return len(public_base()) + len("/r/") + defaults.LINK_CODE_LENGTH
+
+
+def new_code() -> str:
+    """A fresh random code (letters and digits from `secrets`)."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(defaults.LINK_CODE_LENGTH))
+
+
+def rewrite(session, shop: Shop, message: Message, text: str) -> str:
+    """Replace every URL in `text` by the message's short link for it; a retried send gets the same codes.
+
+    One Link per (message, url), made on first use; URLs that already are our short links are left alone, so
+    rewriting a rewritten text changes nothing. Flushes the new links (the caller's transaction commits them).
+    """
+    urls = [url for url in dict.fromkeys(find_urls(text)) if not _is_ours(url)]
+    if not urls:
+        return text
+    if message.id is None:
+        session.flush()
+    known = {link.url: link.code for link in session.scalars(
+        select(Link).where(Link.message_id == message.id, Link.url.in_(urls)).execution_options(all_shops=True))}
+    codes = {url: known.get(url) or link_for(session, shop, message, url).code for url in urls}
+    return URL_PATTERN.sub(lambda match: _replace(match.group(0), codes), text)
+
+
+def _replace(raw: str, codes: dict[str, str]) -> str:
+    url = _trim(raw)
+    code = codes.get(url)
+    if code is None:
+        return raw
+    return short_url(code) + raw[len(url):]
+
+
+def _is_ours(url: str) -> bool:
+    return url.startswith(public_base() + "/r/")
+
+
+def link_for(session, shop: Shop, message: Message, url: str) -> Link:
+    """The message's Link for `url`, created with a fresh code when there is none yet."""
+    if not is_trackable(url):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    existing = _existing(session, message.id, url)
+    if existing is not None:
+        return existing
+    for _ in range(defaults.LINK_CODE_ATTEMPTS):
+        link = Link(shop_id=shop.id, code=new_code(), url=url, campaign_id=message.campaign_id,
+                    subscriber_id=message.subscriber_id, message_id=message.id)
+        try:
+            with session.begin_nested():
+                session.add(link)
+                session.flush()
+            return link
+        except IntegrityError:
+            # Either a concurrent send of the same message made this link first (use it), or the code collided.
+            existing = _existing(session, message.id, url)
+            if existing is not None:
+                return existing
+    raise RuntimeError("could not find an unused short link code")
+
+
+def _existing(session, message_id: int, url: str) -> Link | None:
+    return session.scalar(select(Link).where(Link.message_id == message_id, Link.url == url)
+                          .execution_options(all_shops=True))
+
+
+def find(session, code: str) -> Link | None:
+    """The link with this code in any shop (a code is global), or None."""
+    if not code or len(code) > 16 or any(ch not in CODE_ALPHABET for ch in code):
+        return None
+    return session.scalar(select(Link).where(Link.code == code).execution_options(all_shops=True))
+
+
+def campaign_slug(campaign: Campaign | None) -> str:
+    """`utm_campaign` for a campaign: its name in lower-case words joined by "-", else `campaign-<id>`."""
+    if campaign is None:
+        return "test-message"
+    slug = re.sub(r"[^a-z0-9]+", "-", (campaign.name or "").lower()).strip("-")[:80].strip("-")
+    return slug or f"campaign-{campaign.id}"
+
+
+def target_url(link: Link, campaign: Campaign | None) -> str:
+    """Where a click goes: the link's URL with our UTM parameters and the ref (`kn=<code>`) merged in.
+
+    The target's other parameters and fragment are kept byte for byte; a utm_source/medium/campaign or `kn`
+    already in the URL is replaced by ours (the issue asks that clicks arrive tagged as ours).
+    """
+    parts = urlsplit(link.url)
+    ours = {"utm_source": UTM_SOURCE, "utm_medium": UTM_MEDIUM, "utm_campaign": campaign_slug(campaign),
+            defaults.LINK_REF_PARAM: link.code}
+    kept = [piece for piece in parts.query.split("&")
+            if piece and unquote_plus(piece.split("=", 1)[0]) not in ours]
+    added = [f"{key}={quote(value, safe='')}" for key, value in ours.items()]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "&".join(kept + added), parts.fragment))
+
+
+def ref_code(landing_site: str | None) -> str | None:
+    """The short link code an order's landing site carries (`?kn=<code>`), if any."""
+    if not landing_site or defaults.LINK_REF_PARAM + "=" not in landing_site:
+        return None
+    try:
+        query = urlsplit(landing_site).query
+    except ValueError:
+        return None
+    for piece in query.split("&"):
+        key, _, value = piece.partition("=")
+        if unquote_plus(key) == defaults.LINK_REF_PARAM and value:
+            return unquote_plus(value)
+    return None
+
+
+def is_preview_agent(user_agent: str | None) -> bool:
+    """True for a link-preview fetcher or crawler (not a person tapping the link)."""
+    agent = (user_agent or "").lower()
+    return any(fragment in agent for fragment in defaults.LINK_PREVIEW_AGENTS)

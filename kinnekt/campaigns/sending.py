@@ -1,0 +1,508 @@
+"""Sending a campaign exactly once, at the allowed rate: claim batches, re-check, send, record, resume after crashes.
+
+A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped / ended / back to pending):
+
+- **claimed**: a sender took a batch of due rows in one UPDATE (keyset order on the (campaign, status, id)
+  index; `FOR UPDATE SKIP LOCKED` on PostgreSQL so parallel senders take disjoint batches; SQLite's write
+  lock serialises them). The claim carries a random token. Nothing was requested from the provider yet,
+  so recovery returns a claimed row whose lease expired to pending; the token makes sure the old sender,
+  if it was only slow, can no longer send it.
+- **sending**: after a rate-limiter slot, rendering and link rewriting, one conditional UPDATE moves the row
+  claimed -> sending *only if* it still holds our token, the subscriber is still subscribed and unsuppressed
+  and the campaign is still in progress, and commits (with the row's links); then the provider is called. So a STOP or an End
+  that committed before that UPDATE stops the message, and the work between the commit and the request
+  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending".
+- **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
+  left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
+  (kinnekt/sms/receipts.py: sent/delivered/failed). When no receipt ever comes it stays "unknown" and counts
+  as done, not remaining: Vonage offers no lookup of a message by our reference, so a resend could only be
+  blind, and a duplicate marketing text (a complaint, a carrier flag, a STOP) costs more than one missing
+  message; because the window above is tiny, such rows are rare and the progress and statistics show them.
+- Retryable failures (throttled, provider busy, no connection) go back to pending with a backoff due_at;
+  permanent ones fail with the reason; a number the provider refuses for good is suppressed.
+
+Senders are jobs (workers/campaigns.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
+queues its successor; when nothing is due it schedules a wake-up for the next due row, or completes the
+campaign when no row is pending, claimed or sending. Each batch refreshes the campaign's heartbeat; the
+periodic recovery re-dispatches a running campaign with due rows and a stale heartbeat (lost jobs, a Redis
+restart) and settles expired claims and stale sends.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt import defaults
+from kinnekt.campaigns import quiet_hours
+from kinnekt.db import utcnow
+from kinnekt.models import Campaign, Message, Shop, Subscriber
+from kinnekt.sms.encoding import analyze
+from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
+
+log = logging.getLogger(__name__)
+
+REMAINING = ("pending", "claimed", "sending")
+"""Rows not finished yet: a campaign completes when it has none."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The campaign's figures for the progress bar."""
+
+    total: int
+    sent: int
+    failed: int
+    skipped: int
+    remaining: int
+    unknown: int = 0
+    ended: int = 0
+    done: bool = False
+
+    @property
+    def finished(self) -> int:
+        """Rows that need nothing more (everything but remaining)."""
+        return self.total - self.remaining
+
+    @property
+    def percent(self) -> int:
+        """Share of rows finished, 0-100."""
+        return 100 if not self.total else int(100 * self.finished / self.total)
+
+
+def progress(session: OrmSession, campaign: Campaign) -> Progress:
+    """Counts of the campaign's rows by outcome; `done` once the campaign is completed, ended or failed."""
+    by_status = dict(session.execute(select(Message.status, func.count()).where(Message.campaign_id == campaign.id)
+                                     .group_by(Message.status)).tuples().all())
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
+    return Progress(total=sum(by_status.values()),
+                    sent=by_status.get("sent", 0) + by_status.get("delivered", 0),
+                    failed=by_status.get("failed", 0), skipped=by_status.get("skipped", 0),
+                    remaining=sum(by_status.get(s, 0) for s in REMAINING),
+                    unknown=by_status.get("unknown", 0), ended=by_status.get("ended", 0),
+                    done=status in ("completed", "ended", "failed"))
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+
+def dispatch(campaign_id: int, *, tag: str = "0") -> None:
+    """Queue the campaign's senders, one per slot; a job id already queued or running is not queued twice.
+
+    A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
+    for a while is harmless: claims are disjoint).
+    """
+    from kinnekt.queue import get_queue
+    from workers.campaigns import send_campaign
+    for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
+        get_queue().enqueue(send_campaign, campaign_id, slot, 0,
+                            job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+
+
+def _successor(campaign_id: int, slot: int, seq: int) -> None:
+    from kinnekt.queue import get_queue
+    from workers.campaigns import send_campaign
+    get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
+
+
+def _wake_at(campaign_id: int, when: dt.datetime) -> None:
+    from kinnekt.queue import get_queue
+    from workers.campaigns import wake_campaign
+    get_queue().enqueue_at(when, wake_campaign, campaign_id,
+                           job_id=f"campaign-{campaign_id}-wake-{int(when.timestamp())}")
+
+
+# ---------------------------------------------------------------------------------------------- the sender
+
+def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0,
+        budget: float | None = None) -> dict[str, int]:
+    """One send job: claim and send batches until nothing is due or the time budget is spent; returns outcomes."""
+    budget = defaults.CAMPAIGN_JOB_SECONDS if budget is None else budget
+    deadline = time.monotonic() + budget
+    outcomes: dict[str, int] = {}
+    while True:
+        if not _running(session, campaign_id):
+            _stop_if_not_running(session, campaign_id)
+            return outcomes
+        token = uuid.uuid4().hex
+        ids = claim(session, campaign_id, token=token)
+        if not ids:
+            settle(session, campaign_id)
+            return outcomes
+        for outcome, n in send_batch(session, campaign_id, ids, token).items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+        if time.monotonic() >= deadline:
+            _successor(campaign_id, slot, seq + 1)
+            return outcomes
+
+
+def _running(session: OrmSession, campaign_id: int) -> bool:
+    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == "in_progress"
+
+
+def _stop_if_not_running(session: OrmSession, campaign_id: int) -> None:
+    """A campaign ended or failed by someone else (uninstall marks only the campaign): its unsent rows end."""
+    from kinnekt.campaigns.lifecycle import stop_rows
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    if status in ("ended", "failed"):
+        stop_rows(session, campaign_id)
+        session.commit()
+
+
+def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None = None,
+          now: dt.datetime | None = None) -> list[int]:
+    """Claim up to `size` due pending rows of the campaign for this token (committed); their ids, ascending."""
+    now = now or utcnow()
+    size = size or defaults.CAMPAIGN_BATCH_SIZE
+    due = (select(Message.id)
+           .where(Message.campaign_id == campaign_id, Message.status == "pending",
+                  Message.due_at.is_(None) | (Message.due_at <= now))
+           .order_by(Message.id).limit(size))
+    if session.get_bind().dialect.name == "postgresql":
+        # Lock first, then update: inside one UPDATE ... IN (SELECT ... SKIP LOCKED LIMIT n) PostgreSQL may run
+        # the subquery again per row, skip the rows the statement itself just locked, and claim them all.
+        wanted = session.scalars(due.with_for_update(skip_locked=True)).all()
+        chosen = Message.id.in_(wanted)
+    else:
+        # SQLite: one statement (the IN subquery is evaluated once), taking the write lock at once; a separate
+        # read first could not upgrade to a write after another sender committed.
+        chosen = Message.id.in_(due.scalar_subquery())
+    ids = session.scalars(
+        update(Message).where(chosen, Message.status == "pending")
+        .values(status="claimed", claim_token=token, updated_at=now)
+        .returning(Message.id).execution_options(synchronize_session=False)).all()
+    if ids:
+        session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=now)
+                        .execution_options(synchronize_session=False))
+    session.commit()
+    return sorted(ids)
+
+
+def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = None) -> str:
+    """Nothing due now: complete the campaign if no row is unfinished, else wake up for the next due row."""
+    now = now or utcnow()
+    remaining = dict(session.execute(
+        select(Message.status, func.count()).where(Message.campaign_id == campaign_id,
+                                                   Message.status.in_(REMAINING))
+        .group_by(Message.status)).tuples().all())
+    if not remaining:
+        moved = session.execute(
+            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "in_progress",
+                                   Campaign.snapshot_at.is_not(None),
+                                   ~exists().where(Message.campaign_id == campaign_id,
+                                                   Message.status.in_(REMAINING)))
+            .values(status="completed", finished_at=now).execution_options(synchronize_session=False)).rowcount
+        session.commit()
+        return "completed" if moved else "idle"
+    session.commit()
+    if remaining.get("pending"):
+        next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
+                                                                         Message.status == "pending"))
+        if next_due is not None and next_due > now:
+            _wake_at(campaign_id, next_due)
+            return "waiting"
+        # due but not claimed: another sender's claim raced us, or SKIP LOCKED skipped locked rows
+        return "busy"
+    return "others sending"
+
+
+@dataclass
+class _Context:
+    campaign: Campaign
+    shop: Shop
+    gateway: object | None
+    limiter: object | None
+    error: str | None = None
+
+
+def _context(session: OrmSession, campaign_id: int) -> _Context:
+    campaign = session.get(Campaign, campaign_id, populate_existing=True)
+    shop = session.get(Shop, campaign.shop_id, populate_existing=True)
+    try:
+        gateway = get_gateway(shop, session)
+    except GatewayNotConfigured as exc:
+        return _Context(campaign, shop, None, None, error=str(exc))
+    limiter = None
+    if gateway.rate_limited:
+        from kinnekt.sms.ratelimit import limiter_for
+        limiter = limiter_for(gateway.api_key, gateway.sender)
+    return _Context(campaign, shop, gateway, limiter)
+
+
+def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str) -> dict[str, int]:
+    """Send each claimed message of the batch (re-checking before each); returns outcomes by name.
+
+    The batch's rows and subscribers are read once; what can change meanwhile (an opt-out, End, an
+    uninstall) is checked again by the conditional UPDATE that moves each row to "sending".
+    """
+    context = _context(session, campaign_id)
+    loaded = session.execute(
+        select(Message, Subscriber).outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
+        .where(Message.id.in_(ids)).order_by(Message.id).execution_options(populate_existing=True)).all()
+    session.commit()
+    outcomes: dict[str, int] = {}
+    sent_to: list[int] = []
+    for message, subscriber in loaded:
+        outcome = _send_one(session, context, message, subscriber, token)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome in ("sent", "unknown", "failed") and message.subscriber_id is not None:
+            sent_to.append(message.subscriber_id)
+        if outcome == "stopped":
+            break
+    _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
+    if sent_to:
+        from kinnekt.segments.membership import subscribers_changed
+        subscribers_changed(context.shop.id, sent_to)  # one re-check job per batch, not per message
+    return outcomes
+
+
+def _release_claimed(session: OrmSession, ids: list[int], token: str) -> None:
+    session.execute(update(Message).where(Message.id.in_(ids), Message.status == "claimed",
+                                          Message.claim_token == token)
+                    .values(status="pending", claim_token=None).execution_options(synchronize_session=False))
+    session.commit()
+
+
+def _mark(session: OrmSession, message_id: int, token: str, status: str, **values) -> bool:
+    """Move one of our claimed rows to `status`; False when it is no longer ours."""
+    moved = session.execute(
+        update(Message).where(Message.id == message_id, Message.status == "claimed", Message.claim_token == token)
+        .values(status=status, claim_token=None, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)).rowcount
+    session.commit()
+    return bool(moved)
+
+
+def _send_one(session: OrmSession, context: _Context, message: Message, subscriber: Subscriber | None,
+              token: str) -> str:
+    now = utcnow()
+    message_id = message.id
+    if message.status != "claimed" or message.claim_token != token:
+        return "not ours"
+    reason = _skip_reason(subscriber)
+    if reason:
+        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+            else "not ours"
+    zone = quiet_hours.zone_for(subscriber.timezone, context.shop.timezone)
+    if quiet_hours.is_quiet(context.shop, now, zone):
+        _mark(session, message_id, token, "pending", due_at=quiet_hours.defer(context.shop, now, zone))
+        return "deferred"
+    if context.error:
+        _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
+        return "failed"
+    if context.limiter is not None:
+        # Before anything is written: no transaction stays open while the sender waits for a slot.
+        from kinnekt.sms.ratelimit import RateLimitTimeout
+        try:
+            context.limiter.acquire()
+        except RateLimitTimeout:
+            _mark(session, message_id, token, "pending",
+                  due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
+            return "rate-wait"
+
+    from kinnekt.campaigns import composer, links
+    code = message.discount_code or (context.campaign.discount_code
+                                     if context.campaign.discount_mode == "shared" else None)
+    text = composer.render(context.campaign.body, shop=context.shop, subscriber=subscriber, discount_code=code,
+                           first_message=(subscriber.sent_count or 0) == 0)
+    text = links.rewrite(session, context.shop, message, text)  # flushed; committed with the move to "sending"
+    info = analyze(text)
+    still_allowed = and_(
+        exists().where(Subscriber.id == Message.subscriber_id, Subscriber.status == "subscribed",
+                       Subscriber.suppressed_at.is_(None)),
+        exists().where(Campaign.id == Message.campaign_id, Campaign.status == "in_progress"))
+    moved = session.execute(
+        update(Message).where(Message.id == message_id, Message.status == "claimed", Message.claim_token == token,
+                              still_allowed)
+        .values(status="sending", claim_token=None, body=text, attempts=Message.attempts + 1,
+                encoding=info.encoding, segments=info.segments, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        session.rollback()  # no links for a message that is not sent
+        return _why_not(session, context, message_id, token)
+    session.commit()
+
+    result = context.gateway.send(message.to_phone, text, message.client_ref or f"m{message_id}")
+    return record(session, message, result, attempts=(message.attempts or 0) + 1)
+
+
+def _skip_reason(subscriber: Subscriber | None) -> str | None:
+    if subscriber is None:
+        return "no_subscriber"
+    if subscriber.status != "subscribed":
+        return "not_subscribed"
+    if subscriber.suppressed_at is not None:
+        return "suppressed"
+    return None
+
+
+def _why_not(session: OrmSession, context: _Context, message_id: int, token: str) -> str:
+    """The claimed -> sending step found the row no longer allowed: say why and settle it."""
+    message = session.get(Message, message_id, populate_existing=True)
+    if message is None or message.status != "claimed" or message.claim_token != token:
+        return "not ours"  # ended by End, or the lease expired and another sender took it
+    if not _running(session, context.campaign.id):
+        status, uninstalled_at = session.execute(
+            select(Campaign.status, Shop.uninstalled_at).join(Shop, Shop.id == Campaign.shop_id)
+            .where(Campaign.id == context.campaign.id)).one()
+        if status == "in_progress" and uninstalled_at is not None:  # pragma: no cover - uninstall ends it
+            from kinnekt.campaigns.lifecycle import campaign_status_end_uninstalled
+            campaign_status_end_uninstalled(session, context.campaign.id, utcnow())
+        _stop_if_not_running(session, context.campaign.id)
+        return "stopped"
+    subscriber = session.get(Subscriber, message.subscriber_id, populate_existing=True) \
+        if message.subscriber_id is not None else None
+    reason = _skip_reason(subscriber) or "not_subscribed"
+    _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None)
+    return "skipped"
+
+
+def _settle(session: OrmSession, message_id: int, status: str, **values) -> bool:
+    """Move a "sending" row to `status`; a receipt that got there first keeps its status (values still written)."""
+    moved = session.execute(
+        update(Message).where(Message.id == message_id, Message.status == "sending")
+        .values(status=status, updated_at=utcnow(), **values).execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        kept = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason", "sent_at")}
+        if kept:
+            session.execute(update(Message).where(Message.id == message_id).values(**kept)
+                            .execution_options(synchronize_session=False))
+    return bool(moved)
+
+
+def record(session: OrmSession, message: Message, result: SendResult, *, attempts: int) -> str:
+    """Write the provider's answer on a "sending" row (and the subscriber's facts); commits; returns the outcome.
+
+    `attempts` counts this call. A delivery receipt that overtook the answer keeps the status it set.
+    """
+    now = utcnow()
+    message_id = message.id
+    provider = dict(provider_id=result.provider_id, price=result.price)
+    if session.get_bind().dialect.name == "postgresql":
+        # The answer need not wait for the disk: lost in a database crash, the row stays "sending" and becomes
+        # "unknown" (never resent). The move to "sending" before the call is always a durable commit.
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    if result.status == "sent":
+        _settle(session, message_id, "sent", sent_at=now, error_code=None, error_reason=None, **provider)
+        if message.subscriber_id is not None:
+            session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
+                            .values(sent_count=Subscriber.sent_count + 1, last_received_at=now)
+                            .execution_options(synchronize_session=False))
+        session.commit()
+        return "sent"
+    if result.unknown_outcome:
+        _settle(session, message_id, "unknown", error_code=result.error_code, error_reason=result.error_text,
+                **provider)
+        session.commit()
+        return "unknown"
+    if result.retryable and attempts < defaults.CAMPAIGN_MAX_ATTEMPTS:
+        delays = defaults.CAMPAIGN_RETRY_SECONDS
+        delay = delays[min(max(attempts, 1) - 1, len(delays) - 1)]
+        _settle(session, message_id, "pending", error_code=result.error_code, error_reason=result.error_text,
+                due_at=now + dt.timedelta(seconds=delay))
+        session.commit()
+        return "retry"
+    reason = result.error_text or "the provider refused the message"
+    if result.retryable:
+        reason = f"{reason} (gave up after {attempts} attempts)"
+    _settle(session, message_id, "failed", error_code=result.error_code, error_reason=reason, **provider)
+    session.commit()
+    if result.recipient_unreachable and message.subscriber_id is not None:
+        from kinnekt.subscribers.optin import suppress
+        subscriber = session.get(Subscriber, message.subscriber_id)
+        if subscriber is not None:
+            suppress(session, subscriber, reason=f"Vonage refused the number: {result.error_text}", source="provider")
+    return "failed"
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+
+def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str, int]:
+    """Settle expired claims and stale sends of running campaigns, and re-dispatch stalled ones; commits.
+
+    Claimed rows whose lease expired go back to pending (never requested). Rows "sending" for longer than
+    CAMPAIGN_SENDING_STALE_SECONDS become "unknown" (never resent; see the module docstring). A campaign
+    with due rows and no batch claimed within CAMPAIGN_STALL_SECONDS gets its senders queued again.
+    """
+    now = now or utcnow()
+    lease = now - dt.timedelta(seconds=defaults.CAMPAIGN_CLAIM_LEASE_SECONDS)
+    stale = now - dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS)
+    stall = now - dt.timedelta(seconds=defaults.CAMPAIGN_STALL_SECONDS)
+    counts = {"released": 0, "unknown": 0, "dispatched": 0}
+    recent = now - dt.timedelta(days=1)
+    running = session.execute(
+        select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at)
+        .where((Campaign.status == "in_progress")
+               | (Campaign.status.in_(("ended", "failed")) & (Campaign.finished_at >= recent)))
+        .order_by(Campaign.id).execution_options(all_shops=True)).all()
+    for campaign_id, status, heartbeat_at, snapshot_at in running:
+        if status != "in_progress":
+            # Ended or failed while a worker died mid-send: its one "sending" row still becomes unknown.
+            counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
+            session.commit()
+            continue
+        if snapshot_at is None:
+            continue  # still starting: the start job (re-queued by the due scan) finishes it
+        counts["released"] += session.execute(
+            update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+                                  Message.updated_at <= lease)
+            .values(status="pending", claim_token=None, updated_at=now)
+            .execution_options(synchronize_session=False)).rowcount or 0
+        counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
+        session.commit()
+        if heartbeat_at is not None and heartbeat_at > stall:
+            continue
+        due = session.scalar(select(exists().where(
+            Message.campaign_id == campaign_id, Message.status == "pending",
+            Message.due_at.is_(None) | (Message.due_at <= now))))
+        unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
+                                                          Message.status.in_(REMAINING))))
+        if due or not unfinished:
+            # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
+            dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
+            counts["dispatched"] += 1
+        elif unfinished:
+            next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
+                                                                             Message.status == "pending"))
+            if next_due is not None:
+                _wake_at(campaign_id, next_due)
+    return counts
+
+
+def _stale_sends(session: OrmSession, campaign_id: int, stale: dt.datetime, now: dt.datetime) -> int:
+    """Rows "sending" since before `stale` lost their worker mid-call: "unknown", never sent again."""
+    return session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == "sending",
+                              Message.updated_at <= stale)
+        .values(status="unknown", error_code="worker-lost", updated_at=now,
+                error_reason="the worker stopped during the send; it may have been sent")
+        .execution_options(synchronize_session=False)).rowcount or 0
+
+
+# ---------------------------------------------------------------------------------------------- test send
+
+def send_test(session: OrmSession, shop: Shop, campaign_or_values, phone: str) -> Message:
+    """Send the campaign's message once to `phone` (kind "test", no campaign: never in statistics)."""
+    from kinnekt.campaigns import composer
+    from kinnekt.sms.outgoing import queue_message
+    from kinnekt.subscribers.phones import normalise
+    if isinstance(campaign_or_values, Campaign):
+        body, mode, code = (campaign_or_values.body, campaign_or_values.discount_mode,
+                            campaign_or_values.discount_code)
+    else:
+        values = dict(campaign_or_values)
+        body, mode, code = values.get("body") or "", values.get("discount_mode") or "none", values.get("discount_code")
+    number = normalise(phone).e164  # raises InvalidPhone (a ValueError) with the reason
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == number))
+    sample_code = None
+    if mode == "shared":
+        sample_code = code
+    elif mode == "unique":
+        from kinnekt.shopify.discounts import generate_codes
+        sample_code = generate_codes(1, prefix=(code or "").strip().upper())[0]
+    text = composer.render(body, shop=shop, subscriber=subscriber, discount_code=sample_code, first_message=True)
+    return queue_message(session, shop, None, text, kind="test", to_phone=number)

@@ -1,0 +1,298 @@
+"""Campaign audiences: the live breakdown and the snapshot into messages, checked against hand-computed figures.
+
+Also quiet hours (a DST change, zones east and west of the shop) and the recipient's local send time. The
+helpers at the top are shared by the other campaign test modules.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from sqlalchemy import func, select, update
+
+from kinnekt.campaigns import audience, lifecycle, quiet_hours
+from kinnekt.db import utcnow
+from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Subscriber
+from kinnekt.segments import membership
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)  # 12:00 in New York (EDT since 8 March), 01:00 next day in Tokyo
+_serial = itertools.count(1)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+class RecordingQueue:
+    """Stands in for the job queue where a test drives the jobs itself: remembers what was queued."""
+
+    mode = "recording"
+
+    def __init__(self):
+        self.jobs: list[tuple] = []
+
+    def enqueue(self, func, *args, job_id=None, **kwargs):
+        self.jobs.append((func.__name__, args, job_id, None))
+        return job_id
+
+    def enqueue_at(self, when, func, *args, job_id=None, **kwargs):
+        self.jobs.append((func.__name__, args, job_id, when))
+        return job_id
+
+    def enqueue_in(self, delay, func, *args, job_id=None, **kwargs):
+        return self.enqueue_at(utcnow() + delay, func, *args, job_id=job_id, **kwargs)
+
+    def drain(self, timeout=10.0):
+        return True
+
+    def names(self) -> list[str]:
+        return [name for name, *_ in self.jobs]
+
+
+@pytest.fixture
+def jobs(app, monkeypatch):
+    """Jobs are recorded, not run: the test calls start / run itself."""
+    from kinnekt import queue
+    recorder = RecordingQueue()
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
+    monkeypatch.setattr(queue, "_queue", recorder)
+    return recorder
+
+
+def subscriber(db, shop, *, country="US", status="subscribed", **fields) -> Subscriber:
+    """A subscriber of `shop` (subscribed, from the US unless told); committed."""
+    n = next(_serial)
+    row = Subscriber(shop_id=shop.id, phone=fields.pop("phone", f"+1212555{n:04d}"), status=status, source="manual",
+                     country=country, **fields)
+    db.add(row)
+    db.commit()
+    return row
+
+
+def segment(db, shop, name, countries, *, build=True, now=NOW) -> Segment:
+    """A manual segment of the subscribers whose number is from one of `countries`, built at `now` unless told."""
+    row = Segment(shop_id=shop.id, name=name, kind="manual",
+                  definition={"match": "all", "rules": [{"field": "country", "op": "in", "value": list(countries)}]})
+    db.add(row)
+    db.commit()
+    if build:
+        membership.build(db, row.id, now=now)
+    return row
+
+
+def campaign(db, shop, include, exclude=(), *, body="Hi {first_name}, 20% off today", status="draft", **fields
+             ) -> Campaign:
+    """A campaign of `shop` for these segments; committed."""
+    row = Campaign(shop_id=shop.id, name=fields.pop("name", "Spring sale"), body=body, status=status, **fields)
+    db.add(row)
+    db.flush()
+    for seg in include:
+        db.add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=seg.id, mode="include"))
+    for seg in exclude:
+        db.add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=seg.id, mode="exclude"))
+    db.commit()
+    return row
+
+
+def sent_message(db, shop, person, at) -> Message:
+    """A message of an earlier (completed) campaign that reached `person` at `at`."""
+    earlier = campaign(db, shop, [], name=f"Earlier {next(_serial)}", status="completed")
+    row = Message(shop_id=shop.id, campaign_id=earlier.id, subscriber_id=person.id, kind="campaign",
+                  to_phone=person.phone, status="sent", sent_at=at)
+    db.add(row)
+    db.commit()
+    return row
+
+
+def rows_by_subscriber(db, campaign_row) -> dict[int, Message]:
+    """The campaign's messages rows, by subscriber id."""
+    db.expire_all()
+    return {m.subscriber_id: m for m in db.scalars(select(Message).where(Message.campaign_id == campaign_row.id))}
+
+
+# ---------------------------------------------------------------------------------------------- breakdown, snapshot
+
+@pytest.fixture
+def world(db, shop):
+    """One shop with a person for every skip reason (shop: New York, quiet 21:00-08:00, smart 24 h, threshold 2)."""
+    shop.smart_sending_hours = 24
+    shop.suppression_threshold = 2
+    shop.quiet_hours_enabled, shop.quiet_hours_start, shop.quiet_hours_end = True, 21 * 60, 8 * 60
+    db.commit()
+    people = {
+        "ny": subscriber(db, shop, timezone="America/New_York", first_name="Nia"),
+        "tokyo": subscriber(db, shop, timezone="Asia/Tokyo"),  # 01:00 there: quiet hours now
+        "left": subscriber(db, shop),  # unsubscribes after the segment was built
+        "bounced": subscriber(db, shop),  # suppressed after the build
+        "ignores": subscriber(db, shop, sent_count=2),  # 2 messages, never clicked: global suppression
+        "recent": subscriber(db, shop, sent_count=1),  # texted 3 hours ago: smart sending
+        "canada": subscriber(db, shop, country="CA"),  # in the excluded segment
+        "clicker": subscriber(db, shop, sent_count=2, clicks_count=1,
+                              last_clicked_at=NOW - dt.timedelta(days=8)),  # 2 messages, but clicked once
+        "britain": subscriber(db, shop, country="GB"),  # in no included segment
+        "pending": subscriber(db, shop, status="pending"),  # never a member
+    }
+    sent_message(db, shop, people["ignores"], NOW - dt.timedelta(days=5))
+    sent_message(db, shop, people["ignores"], NOW - dt.timedelta(days=4))
+    sent_message(db, shop, people["recent"], NOW - dt.timedelta(hours=3))
+    sent_message(db, shop, people["clicker"], NOW - dt.timedelta(days=10))
+    sent_message(db, shop, people["clicker"], NOW - dt.timedelta(days=9))
+    north_america = segment(db, shop, "North America", ["US", "CA"])
+    canada = segment(db, shop, "Canada", ["CA"])
+    # Changes after the build that the (asynchronous) re-check has not applied yet.
+    db.execute(update(Subscriber).where(Subscriber.id == people["left"].id).values(status="unsubscribed"))
+    db.execute(update(Subscriber).where(Subscriber.id == people["bounced"].id).values(suppressed_at=NOW))
+    db.commit()
+    return shop, people, north_america, canada
+
+
+def test_breakdown_counts_each_reason_once(db, world):
+    shop, _, north_america, canada = world
+    figures = audience.breakdown(db, shop, [north_america.id], [canada.id], now=NOW)
+    # in: ny, tokyo, left, bounced, ignores, recent, canada, clicker = 8
+    assert figures.as_dict() == {"in_segments": 8, "excluded": 1, "not_subscribed": 1, "suppressed": 2,
+                                 "recently_texted": 1, "quiet_hours_now": 1, "sendable": 3}
+
+
+def test_breakdown_without_exclusions_and_without_settings(db, world):
+    shop, _, north_america, _ = world
+    shop.smart_sending_hours = shop.suppression_threshold = 0
+    shop.quiet_hours_enabled = False
+    db.commit()
+    figures = audience.breakdown(db, shop, [north_america.id], [], now=NOW)
+    assert figures.as_dict() == {"in_segments": 8, "excluded": 0, "not_subscribed": 1, "suppressed": 1,
+                                 "recently_texted": 0, "quiet_hours_now": 0, "sendable": 6}
+    assert audience.breakdown(db, shop, [], [], now=NOW).as_dict()["in_segments"] == 0
+
+
+def test_snapshot_writes_one_row_per_person_with_its_reason_and_is_idempotent(db, world, jobs):
+    shop, people, north_america, canada = world
+    row = campaign(db, shop, [north_america], [canada], status="in_progress")
+    counts = audience.snapshot(db, row, now=NOW)
+    assert counts == {"pending": 3, "skipped": 5, "total": 8, "skipped:excluded": 1, "skipped:not_subscribed": 1,
+                      "skipped:suppressed": 1, "skipped:no_clicks": 1, "skipped:recently_texted": 1}
+    rows = rows_by_subscriber(db, row)
+    expected = {"ny": None, "tokyo": None, "clicker": None, "left": "not_subscribed", "bounced": "suppressed",
+                "ignores": "no_clicks", "recent": "recently_texted", "canada": "excluded"}
+    assert {key: rows[people[key].id].skip_reason for key in expected} == expected
+    assert people["britain"].id not in rows and people["pending"].id not in rows
+    assert rows[people["ny"].id].due_at == NOW
+    assert rows[people["clicker"].id].due_at == NOW
+    # Tokyo: 01:00 local, quiet until 08:00 local = 23:00 UTC the same day.
+    assert rows[people["tokyo"].id].due_at == dt.datetime(2026, 3, 15, 23, 0, tzinfo=UTC)
+    assert rows[people["canada"].id].due_at is None
+    assert rows[people["ny"].id].to_phone == people["ny"].phone
+    assert rows[people["ny"].id].client_ref == f"c{row.id}-{people['ny'].id}"
+    # Again (a start that crashed after the snapshot): nothing twice.
+    assert audience.snapshot(db, row, now=NOW + dt.timedelta(minutes=5)) == counts
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.campaign_id == row.id)) == 8
+
+
+def test_a_segment_still_building_is_evaluated_from_its_rules(db, shop, jobs):
+    us = [subscriber(db, shop) for _ in range(3)]
+    subscriber(db, shop, country="CA")
+    fresh = segment(db, shop, "Just made", ["US"], build=False)  # pending: no members materialised yet
+    assert fresh.build_status == "pending"
+    assert db.scalar(select(func.count()).select_from(membership.MEMBERS)) == 0
+    assert audience.breakdown(db, shop, [fresh.id], [], now=NOW).sendable == 3
+    row = campaign(db, shop, [fresh], status="in_progress")
+    audience.snapshot(db, row, now=NOW)
+    assert set(rows_by_subscriber(db, row)) == {p.id for p in us}
+
+
+def test_excluding_a_materialised_segment_from_one_still_building(db, shop, jobs):
+    people = [subscriber(db, shop, country=c) for c in ("US", "US", "CA")]
+    building = segment(db, shop, "Everyone here", ["US", "CA"], build=False)
+    db.execute(update(Segment).where(Segment.id == building.id).values(build_status="building"))
+    db.commit()
+    canada = segment(db, shop, "Canada", ["CA"])
+    figures = audience.breakdown(db, shop, [building.id], [canada.id], now=NOW)
+    assert (figures.in_segments, figures.excluded, figures.sendable) == (3, 1, 2)
+    assert people[2].id in {m.subscriber_id for m in db.scalars(select(membership.SegmentMember))}
+
+
+# ---------------------------------------------------------------------------------------------- quiet hours
+
+class Hours:
+    """A shop's quiet-hours settings, without a database."""
+
+    def __init__(self, start, end, enabled=True, timezone="America/New_York"):
+        self.quiet_hours_enabled, self.quiet_hours_start, self.quiet_hours_end = enabled, start, end
+        self.timezone = timezone
+
+
+def test_quiet_hours_end_is_found_across_the_spring_dst_change():
+    shop = Hours(21 * 60, 8 * 60)
+    new_york = quiet_hours.zone_for("America/New_York")
+    # Saturday 7 March 2026, 22:00 EST = 03:00 UTC on the 8th; clocks go forward at 02:00 that night.
+    late = dt.datetime(2026, 3, 8, 3, 0, tzinfo=UTC)
+    assert quiet_hours.is_quiet(shop, late, new_york)
+    # Quiet until 08:00 EDT (UTC-4) = 12:00 UTC, not 13:00 as the evening's offset would say.
+    assert quiet_hours.defer(shop, late, new_york) == dt.datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+    # Early the next morning (06:30 EDT = 10:30 UTC): the same end.
+    assert quiet_hours.defer(shop, dt.datetime(2026, 3, 8, 10, 30, tzinfo=UTC), new_york) == \
+        dt.datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+    # 08:00 EDT itself is outside the window.
+    assert quiet_hours.defer(shop, dt.datetime(2026, 3, 8, 12, 0, tzinfo=UTC), new_york) == \
+        dt.datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+
+
+def test_quiet_hours_in_a_zone_east_of_the_shop_and_the_autumn_change():
+    shop = Hours(21 * 60, 8 * 60)
+    berlin = quiet_hours.zone_for("Europe/Berlin")
+    noon_utc = dt.datetime(2026, 10, 24, 20, 30, tzinfo=UTC)  # 22:30 CEST (UTC+2) on Saturday 24 October
+    assert quiet_hours.is_quiet(shop, noon_utc, berlin)
+    assert not quiet_hours.is_quiet(shop, noon_utc, quiet_hours.zone_for("America/New_York"))  # 16:30 there
+    # Clocks go back at 03:00 on the 25th: 08:00 CET is UTC+1 = 07:00 UTC.
+    assert quiet_hours.defer(shop, noon_utc, berlin) == dt.datetime(2026, 10, 25, 7, 0, tzinfo=UTC)
+
+
+def test_a_window_that_does_not_wrap_and_an_empty_or_disabled_one():
+    lunch = Hours(12 * 60, 13 * 60 + 30)
+    utc = quiet_hours.zone_for("UTC")
+    at = dt.datetime(2026, 5, 1, 12, 45, tzinfo=UTC)
+    assert quiet_hours.defer(lunch, at, utc) == dt.datetime(2026, 5, 1, 13, 30, tzinfo=UTC)
+    assert quiet_hours.defer(lunch, dt.datetime(2026, 5, 1, 11, 59, tzinfo=UTC), utc).hour == 11
+    assert quiet_hours.defer(Hours(600, 600), at, utc) == at
+    assert quiet_hours.defer(Hours(0, 1439, enabled=False), at, utc) == at
+
+
+def test_unknown_zone_names_fall_back_to_the_shop_then_utc():
+    assert quiet_hours.zone_for("Mars/Olympus", "Europe/Paris").key == "Europe/Paris"
+    assert quiet_hours.zone_for(None, "Nowhere/Else").key == "UTC"
+
+
+def test_recipient_local_time_sends_at_the_wall_clock_time_in_each_zone(db, shop, jobs):
+    shop.quiet_hours_enabled = False
+    db.commit()
+    people = {zone: subscriber(db, shop, timezone=zone)
+              for zone in ("America/New_York", "America/Los_Angeles", "Europe/London")}
+    people["none"] = subscriber(db, shop)  # no zone from the number: the shop's
+    us = segment(db, shop, "US", ["US"])
+    # 10:00 in New York on 20 March 2026 (EDT) = 14:00 UTC.
+    send_at = dt.datetime(2026, 3, 20, 14, 0, tzinfo=UTC)
+    row = campaign(db, shop, [us], status="scheduled", send_at=send_at, recipient_local_time=True)
+    # London (GMT in March until the 29th) reaches 10:00 first: 10:00 UTC.
+    assert lifecycle.start_time(db, row) == dt.datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
+    assert lifecycle.due_campaigns(db, now=dt.datetime(2026, 3, 20, 9, 59, tzinfo=UTC)) == []
+    started_at = dt.datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
+    assert lifecycle.due_campaigns(db, now=started_at) == [row.id]
+    assert lifecycle.start(db, row.id, now=started_at) == "started"
+    rows = rows_by_subscriber(db, row)
+    due = {zone: rows[person.id].due_at for zone, person in people.items()}
+    assert due == {"Europe/London": dt.datetime(2026, 3, 20, 10, 0, tzinfo=UTC),
+                   "America/New_York": dt.datetime(2026, 3, 20, 14, 0, tzinfo=UTC),
+                   "America/Los_Angeles": dt.datetime(2026, 3, 20, 17, 0, tzinfo=UTC),
+                   "none": dt.datetime(2026, 3, 20, 14, 0, tzinfo=UTC)}
+
+
+def test_recipient_local_time_inside_quiet_hours_waits_for_their_end(db, shop, jobs):
+    shop.quiet_hours_enabled, shop.quiet_hours_start, shop.quiet_hours_end = True, 21 * 60, 8 * 60
+    db.commit()
+    early = subscriber(db, shop, timezone="America/New_York")
+    us = segment(db, shop, "US", ["US"])
+    # 07:00 in New York: inside quiet hours, so 08:00 local (12:00 UTC).
+    row = campaign(db, shop, [us], status="scheduled", send_at=dt.datetime(2026, 3, 20, 11, 0, tzinfo=UTC),
+                   recipient_local_time=True)
+    lifecycle.start(db, row.id, now=dt.datetime(2026, 3, 20, 11, 0, tzinfo=UTC))
+    assert rows_by_subscriber(db, row)[early.id].due_at == dt.datetime(2026, 3, 20, 12, 0, tzinfo=UTC)

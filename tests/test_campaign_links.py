@@ -1,0 +1,175 @@
+"""Short links: finding URLs in a message and rewriting them to `/r/<code>`, once per message and URL.
+
+The helpers at the top (campaign, recipient, message) are shared by the other campaign link/stat test modules.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from sqlalchemy import func, select
+
+from kinnekt import defaults
+from kinnekt.campaigns import links
+from kinnekt.models import Campaign, Customer, Link, Message, Subscriber
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+_serial = itertools.count(1)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def campaign(db, shop, *, name="Spring sale - VIP", body="Sale! https://alpha.example/sale", started_at=T0,
+             **fields) -> Campaign:
+    """A campaign of `shop` that started at `started_at` (in progress); committed."""
+    row = Campaign(shop_id=shop.id, name=name, body=body, status=fields.pop("status", "in_progress"),
+                   started_at=started_at, **fields)
+    db.add(row)
+    db.commit()
+    return row
+
+
+def customer(db, shop, **fields) -> Customer:
+    """A Shopify customer of `shop`; committed."""
+    row = Customer(shop_id=shop.id, shopify_id=next(_serial), **fields)
+    db.add(row)
+    db.commit()
+    return row
+
+
+def recipient(db, shop, *, customer_row=None, phone=None, **fields) -> Subscriber:
+    """A subscribed subscriber of `shop`, optionally linked to a customer; committed."""
+    n = next(_serial)
+    row = Subscriber(shop_id=shop.id, phone=phone or f"+1212555{n:04d}", status=fields.pop("status", "subscribed"),
+                     source="manual", customer_id=customer_row.id if customer_row else None, **fields)
+    db.add(row)
+    db.commit()
+    return row
+
+
+def message(db, campaign_row, subscriber, *, status="delivered", sent_at=None, **fields) -> Message:
+    """The campaign's message row for `subscriber`; committed."""
+    sent = sent_at if sent_at is not None else (campaign_row.started_at if status in ("sent", "delivered") else None)
+    row = Message(shop_id=campaign_row.shop_id, campaign_id=campaign_row.id, subscriber_id=subscriber.id,
+                  to_phone=subscriber.phone, status=status, sent_at=sent, **fields)
+    db.add(row)
+    db.commit()
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- find_urls
+
+def test_find_urls_leaves_the_sentences_punctuation_out():
+    text = ("Shop now: https://alpha.example/sale. Or (see https://alpha.example/faq), "
+            "HTTP://Alpha.example/A?x=1&y=2! and https://en.wikipedia.org/wiki/Foo_(bar); done?")
+    assert links.find_urls(text) == [
+        "https://alpha.example/sale",
+        "https://alpha.example/faq",
+        "HTTP://Alpha.example/A?x=1&y=2",
+        "https://en.wikipedia.org/wiki/Foo_(bar)",
+    ]
+
+
+def test_find_urls_ignores_what_is_not_an_http_link():
+    text = "Visit www.alpha.example or ftp://alpha.example/f, javascript:alert(1), mailto:a@b.c, https:// alone"
+    assert links.find_urls(text) == []
+    assert links.find_urls("") == [] and links.find_urls(None) == []
+
+
+def test_short_url_length_is_the_length_of_a_real_short_link(app, db, shop):
+    camp = campaign(db, shop)
+    msg = message(db, camp, recipient(db, shop), status="pending")
+    text = links.rewrite(db, shop, msg, "https://alpha.example/a/very/long/path?with=query&and=more")
+    assert text.startswith(app.config["SHOPIFY_APP_URL"] + "/r/")
+    assert len(text) == links.short_url_length() == len(app.config["SHOPIFY_APP_URL"]) + 3 + defaults.LINK_CODE_LENGTH
+
+
+# ---------------------------------------------------------------------------------------------- rewrite
+
+def test_rewrite_replaces_every_url_and_keeps_the_rest_of_the_text(app, db, shop):
+    camp = campaign(db, shop)
+    sub = recipient(db, shop)
+    msg = message(db, camp, sub, status="pending")
+    body = "Hi! New in: https://alpha.example/new. Sale: https://alpha.example/sale, again https://alpha.example/new!"
+    text = links.rewrite(db, shop, msg, body)
+    db.commit()
+    rows = db.scalars(select(Link).order_by(Link.id)).all()
+    assert [r.url for r in rows] == ["https://alpha.example/new", "https://alpha.example/sale"]
+    base = app.config["SHOPIFY_APP_URL"]
+    new, sale = rows
+    assert text == (f"Hi! New in: {base}/r/{new.code}. Sale: {base}/r/{sale.code}, again {base}/r/{new.code}!")
+    assert new.code != sale.code
+    for row in rows:
+        assert len(row.code) == defaults.LINK_CODE_LENGTH and row.code.isalnum()
+        assert (row.shop_id, row.campaign_id, row.subscriber_id, row.message_id) == (shop.id, camp.id, sub.id, msg.id)
+
+
+def test_a_retried_send_reuses_the_same_codes(db, shop):
+    camp = campaign(db, shop)
+    msg = message(db, camp, recipient(db, shop), status="pending")
+    body = "Go https://alpha.example/a and https://alpha.example/b"
+    first = links.rewrite(db, shop, msg, body)
+    db.commit()
+    second = links.rewrite(db, shop, msg, body)
+    db.commit()
+    assert first == second
+    assert db.scalar(select(func.count()).select_from(Link)) == 2
+    # Rewriting the rewritten text changes nothing and makes no links for our own short links.
+    assert links.rewrite(db, shop, msg, first) == first
+    assert db.scalar(select(func.count()).select_from(Link)) == 2
+
+
+def test_each_recipient_gets_their_own_code(db, shop):
+    camp = campaign(db, shop)
+    a = message(db, camp, recipient(db, shop), status="pending")
+    b = message(db, camp, recipient(db, shop), status="pending")
+    text_a = links.rewrite(db, shop, a, "https://alpha.example/sale")
+    text_b = links.rewrite(db, shop, b, "https://alpha.example/sale")
+    db.commit()
+    assert text_a != text_b
+    assert db.scalar(select(func.count()).select_from(Link)) == 2
+
+
+def test_text_without_links_is_returned_unchanged(db, shop):
+    camp = campaign(db, shop, body="No links here")
+    msg = message(db, camp, recipient(db, shop), status="pending")
+    assert links.rewrite(db, shop, msg, "No links here, www.alpha.example.") == "No links here, www.alpha.example."
+    assert db.scalar(select(func.count()).select_from(Link)) == 0
+
+
+def test_a_non_http_target_is_refused_at_rewrite_time_and_nothing_is_saved(db, shop):
+    camp = campaign(db, shop)
+    msg = message(db, camp, recipient(db, shop), status="pending")
+    for target in ("javascript:alert(1)", "ftp://alpha.example/file", "https://", "data:text/html,hi"):
+        with pytest.raises(ValueError):
+            links.link_for(db, shop, msg, target)
+    db.commit()
+    assert db.scalar(select(func.count()).select_from(Link)) == 0
+
+
+def test_a_colliding_code_is_replaced_by_a_fresh_one(db, shop, monkeypatch):
+    camp = campaign(db, shop)
+    first = message(db, camp, recipient(db, shop), status="pending")
+    second = message(db, camp, recipient(db, shop), status="pending")
+    codes = iter(["Taken001", "Taken001", "Fresh002"])
+    monkeypatch.setattr(links, "new_code", lambda: next(codes))
+    links.rewrite(db, shop, first, "https://alpha.example/x")
+    text = links.rewrite(db, shop, second, "https://alpha.example/x")
+    db.commit()
+    assert text.endswith("/r/Fresh002")
+    assert sorted(db.scalars(select(Link.code))) == ["Fresh002", "Taken001"]
+
+
+def test_the_ref_code_is_read_back_from_a_landing_site():
+    assert links.ref_code("/products/hat?utm_source=sms&kn=AbC123xy&x=1") == "AbC123xy"
+    assert links.ref_code("https://alpha.example/?kn=Zz9") == "Zz9"
+    assert links.ref_code("/products/hat?utm_source=sms") is None
+    assert links.ref_code(None) is None
+
+
+def test_campaign_slug_is_the_name_in_lower_case_words():
+    assert links.campaign_slug(Campaign(id=7, name="Spring Sale - VIP (20%)")) == "spring-sale-vip-20"
+    assert links.campaign_slug(Campaign(id=7, name="¡¡!!")) == "campaign-7"
+    assert links.campaign_slug(None) == "test-message"

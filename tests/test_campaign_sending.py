@@ -1,0 +1,388 @@
+"""Sending campaigns in-process: exactly once, re-checked before each message, retried, resumed after a lost worker.
+
+End-to-end tests run the jobs on the app's in-process queue against the fake Vonage (real SDK, real HTTPS);
+the interleaving tests (STOP or End arriving mid-send) use a scripted gateway that acts between two sends.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from kinnekt import defaults
+from kinnekt.campaigns import lifecycle, sending
+from kinnekt.db import engine, utcnow
+from kinnekt.models import Campaign, Link, Message, Subscriber
+from kinnekt.queue import get_queue
+from kinnekt.sms.gateway import SendResult
+from kinnekt.subscribers import optin
+from tests.fake_vonage import fake_vonage, settled_jobs, vonage_ca, vonage_config  # noqa: F401 (fixtures)
+from tests.test_campaign_audience import jobs, segment, subscriber  # noqa: F401 (fixture)
+
+FOOTER = "Reply STOP to unsubscribe"
+
+
+@pytest.fixture
+def shop_us(db, shop):
+    """The shop, quiet hours off (the real clock decides sends here), and a built segment of its US numbers."""
+    shop.quiet_hours_enabled = False
+    db.commit()
+    return shop
+
+
+def people(db, shop, n, **fields) -> list[Subscriber]:
+    """`n` subscribed US numbers named Ann 1..n."""
+    return [subscriber(db, shop, first_name=f"Ann {i + 1}", **fields) for i in range(n)]
+
+
+def send_now(db, shop, segments, body="Hi {first_name}, 20% off today", **fields) -> Campaign:
+    """Save and schedule a Send now campaign (its start is queued)."""
+    values = {"name": "Now", "body": body, "include_segment_ids": [s.id for s in segments], "send_now": True,
+              "send_at": None, "discount_mode": "none", **fields}
+    row = lifecycle.save(db, shop, values)
+    return lifecycle.schedule(db, row)
+
+
+def wait_for(db, campaign_row, statuses=("completed",), timeout=20.0) -> Campaign:
+    """Let the in-process queue work until the campaign reaches one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert get_queue().drain(timeout)
+        db.expire_all()
+        row = db.get(Campaign, campaign_row.id)
+        if row.status in statuses or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
+
+
+def rows(db, campaign_row) -> list[Message]:
+    """The campaign's messages, by id."""
+    db.expire_all()
+    return list(db.scalars(select(Message).where(Message.campaign_id == campaign_row.id).order_by(Message.id)))
+
+
+class ScriptedGateway:
+    """A gateway that accepts every message and runs `hook(n, to)` before answering the n-th (1-based)."""
+
+    name = "scripted"
+    rate_limited = False
+
+    def __init__(self, hook=None):
+        self.sent: list[tuple[str, str]] = []
+        self.hook = hook
+
+    def send(self, to, text, client_ref):
+        self.sent.append((to, text))
+        if self.hook:
+            self.hook(len(self.sent), to)
+        return SendResult(provider_id=f"SCRIPT{len(self.sent)}", status="sent")
+
+
+@pytest.fixture
+def scripted(monkeypatch, settled_jobs):  # noqa: F811
+    """Install a ScriptedGateway for campaign sends; set `.hook` in the test."""
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    return gateway
+
+
+def other_session():
+    """A session of its own (another request or webhook acting while the sender works)."""
+    return sessionmaker(bind=engine(), expire_on_commit=False)()
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+def test_send_now_texts_each_sendable_subscriber_exactly_once(db, shop_us, vonage_config, settled_jobs):  # noqa: F811
+    team = people(db, shop_us, 4)
+    us = segment(db, shop_us, "US", ["US"])
+    gone = team[3]
+    db.execute(update(Subscriber).where(Subscriber.id == gone.id).values(status="unsubscribed"))
+    db.commit()
+    row = wait_for(db, send_now(db, shop_us, [us]))
+    assert row.status == "completed" and row.finished_at is not None
+    sent = vonage_config.sent()
+    assert sorted(form["to"] for form in sent) == sorted(p.phone.lstrip("+") for p in team[:3])
+    by_phone = {form["to"]: form for form in sent}
+    first = by_phone[team[0].phone.lstrip("+")]
+    assert first["text"] == f"Hi Ann 1, 20% off today\n{FOOTER}"  # a first message carries the footer
+    outcome = {m.subscriber_id: (m.status, m.skip_reason) for m in rows(db, row)}
+    assert outcome == {team[0].id: ("sent", None), team[1].id: ("sent", None), team[2].id: ("sent", None),
+                       gone.id: ("skipped", "not_subscribed")}
+    assert all(m.provider_id.startswith("FAKE") and m.attempts == 1 and m.sent_at for m in rows(db, row)[:3])
+    assert [db.get(Subscriber, p.id).sent_count for p in team] == [1, 1, 1, 0]
+    figures = sending.progress(db, row)
+    assert (figures.total, figures.sent, figures.skipped, figures.failed, figures.remaining, figures.done) == \
+        (4, 3, 1, 0, 0, True)
+    # A second campaign: the same people, no footer any more.
+    again = wait_for(db, send_now(db, shop_us, [us], body="Back again"))
+    assert again.status == "completed"
+    assert {form["text"] for form in vonage_config.sent()[3:]} == {"Back again"}
+
+
+def test_links_become_one_tracked_link_per_recipient(db, shop_us, scripted):
+    team = people(db, shop_us, 2)
+    us = segment(db, shop_us, "US", ["US"])
+    row = wait_for(db, send_now(db, shop_us, [us], body="Sale: https://alpha.example/sale now"))
+    assert row.status == "completed"
+    links = list(db.scalars(select(Link).where(Link.campaign_id == row.id)))
+    assert len(links) == 2 and {link.subscriber_id for link in links} == {p.id for p in team}
+    for to, text in scripted.sent:
+        code = next(link.code for link in links if db.get(Subscriber, link.subscriber_id).phone == to)
+        assert f"/r/{code}" in text and "alpha.example" not in text
+    assert all(m.body and "/r/" in m.body for m in rows(db, row))
+
+
+def test_stop_arriving_mid_campaign_skips_that_recipient(db, shop_us, scripted):
+    team = people(db, shop_us, 4)
+    us = segment(db, shop_us, "US", ["US"])
+
+    def stop_the_third(n, to):
+        if n == 1:
+            other = other_session()
+            optin.unsubscribe(other, other.get(Subscriber, team[2].id), reason="STOP", source="keyword")
+            other.close()
+
+    scripted.hook = stop_the_third
+    row = wait_for(db, send_now(db, shop_us, [us]))
+    assert row.status == "completed"
+    assert team[2].phone not in [to for to, _ in scripted.sent]
+    assert len(scripted.sent) == 3
+    outcome = {m.subscriber_id: (m.status, m.skip_reason) for m in rows(db, row)}
+    assert outcome[team[2].id] == ("skipped", "not_subscribed")
+    assert sorted(s for s, _ in outcome.values()) == ["sent", "sent", "sent", "skipped"]
+
+
+def test_end_mid_send_lets_the_message_in_flight_finish_and_stops_the_rest(db, shop_us, scripted):
+    people(db, shop_us, 5)
+    us = segment(db, shop_us, "US", ["US"])
+    holder = {}
+
+    def end_during_the_second(n, to):
+        if n == 2:
+            other = other_session()
+            lifecycle.end(other, other.get(Campaign, holder["id"]))
+            other.close()
+
+    scripted.hook = end_during_the_second
+    row = send_now(db, shop_us, [us])
+    holder["id"] = row.id
+    row = wait_for(db, row, statuses=("ended",))
+    assert row.status == "ended"
+    assert get_queue().drain(10)
+    statuses = [m.status for m in rows(db, row)]
+    assert statuses.count("sent") == 2 and statuses.count("ended") == 3
+    assert len(scripted.sent) == 2
+    assert db.get(Campaign, row.id).status == "ended"  # never "completed" afterwards
+
+
+def test_uninstall_mid_send_stops_the_campaign(db, shop_us, scripted):
+    from kinnekt.shopify.handlers import mark_uninstalled
+    people(db, shop_us, 4)
+    us = segment(db, shop_us, "US", ["US"])
+
+    def uninstall(n, to):
+        if n == 1:
+            other = other_session()
+            mark_uninstalled(other, other.get(type(shop_us), shop_us.id), at=utcnow())
+            other.close()
+
+    scripted.hook = uninstall
+    row = wait_for(db, send_now(db, shop_us, [us]), statuses=("ended",))
+    assert (row.status, row.failure_reason) == ("ended", "App uninstalled")
+    assert get_queue().drain(10)
+    assert [m.status for m in rows(db, row)].count("ended") == 3 and len(scripted.sent) == 1
+
+
+def test_throttled_message_is_retried_with_backoff_and_sent_once(db, shop_us, vonage_config, settled_jobs,  # noqa: F811
+                                                                 monkeypatch):
+    monkeypatch.setattr(defaults, "CAMPAIGN_RETRY_SECONDS", (0.5,))
+    team = people(db, shop_us, 3)
+    us = segment(db, shop_us, "US", ["US"])
+    vonage_config.then(("status", "1", "Throttled"))
+    row = wait_for(db, send_now(db, shop_us, [us]))
+    assert row.status == "completed"
+    answered = vonage_config.sent()
+    assert len(answered) == 4  # one throttled request, then one accepted per recipient
+    assert sorted(f["to"] for f in answered[1:]) == sorted(p.phone.lstrip("+") for p in team)
+    retried = [m for m in rows(db, row) if m.attempts == 2]
+    assert len(retried) == 1 and retried[0].status == "sent" and retried[0].error_code is None
+    assert all(m.status == "sent" for m in rows(db, row))
+
+
+def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db, shop_us, vonage_config,
+                                                                            settled_jobs):  # noqa: F811
+    from kinnekt.sms import receipts
+    people(db, shop_us, 3)
+    us = segment(db, shop_us, "US", ["US"])
+    vonage_config.then("drop")
+    row = wait_for(db, send_now(db, shop_us, [us]))
+    assert row.status == "completed"  # an unknown outcome is finished, not remaining
+    assert len(vonage_config.sent()) == 3
+    unknown = [m for m in rows(db, row) if m.status == "unknown"]
+    assert len(unknown) == 1
+    figures = sending.progress(db, row)
+    assert (figures.sent, figures.unknown, figures.remaining) == (2, 1, 0)
+    sending.recover(db, now=utcnow() + dt.timedelta(hours=1))
+    assert get_queue().drain(10)
+    assert len(vonage_config.sent()) == 3  # recovery never resends it
+    assert receipts.apply(db, {"status": "delivered", "client-ref": unknown[0].client_ref,
+                               "messageId": "LATE1"}) == "delivered"
+    db.expire_all()
+    assert db.get(Message, unknown[0].id).status == "delivered"
+    assert db.get(Subscriber, unknown[0].subscriber_id).sent_count == 1
+
+
+def test_permanent_failures_are_recorded_and_a_barred_number_suppressed(db, shop_us, vonage_config,
+                                                                       settled_jobs):  # noqa: F811
+    team = people(db, shop_us, 3)
+    us = segment(db, shop_us, "US", ["US"])
+    vonage_config.then(("status", "7", "Number barred"), ("status", "3", "Invalid parameters"))
+    row = wait_for(db, send_now(db, shop_us, [us]))
+    assert row.status == "completed"
+    failed = {m.subscriber_id: m for m in rows(db, row) if m.status == "failed"}
+    assert len(failed) == 2 and len(vonage_config.sent()) == 3
+    reasons = sorted(m.error_reason for m in failed.values())
+    assert reasons == ["Invalid parameters", "Number barred"]
+    barred = next(m for m in failed.values() if m.error_code == "7")
+    assert db.get(Subscriber, barred.subscriber_id).suppressed_at is not None
+    assert sending.progress(db, row).failed == 2
+    assert {p.id for p in team} >= set(failed)
+
+
+def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config, settled_jobs):  # noqa: F811
+    now = utcnow()
+    minute = now.hour * 60 + now.minute
+    shop.quiet_hours_enabled = True
+    shop.quiet_hours_start, shop.quiet_hours_end = (minute - 60) % 1440, (minute + 60) % 1440
+    db.commit()
+    person = subscriber(db, shop, timezone="UTC")
+    elsewhere = subscriber(db, shop, timezone="Pacific/Kiritimati")  # UTC+14: outside the window
+    us = segment(db, shop, "US", ["US"])
+    row = send_now(db, shop, [us])
+    assert get_queue().drain(10)
+    by_subscriber = {m.subscriber_id: m for m in rows(db, row)}
+    held = by_subscriber[person.id]
+    assert held.status == "pending" and held.due_at > utcnow() + dt.timedelta(minutes=58)
+    assert (held.due_at - now).total_seconds() <= 3600
+    assert by_subscriber[elsewhere.id].status == "sent"
+    assert [f["to"] for f in vonage_config.sent()] == [elsewhere.phone.lstrip("+")]
+    assert db.get(Campaign, row.id).status == "in_progress"
+    assert sending.progress(db, row).remaining == 1
+
+
+# ---------------------------------------------------------------------------------------------- claims, leases, recovery
+
+def _started(db, shop, n, jobs_fixture):
+    people(db, shop, n)
+    us = segment(db, shop, "US", ["US"])
+    row = send_now(db, shop, [us])
+    assert lifecycle.start(db, row.id) == "started"
+    return row
+
+
+def test_quiet_hours_are_checked_again_at_send_time(db, shop_us, jobs, monkeypatch):
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 2, jobs)
+    now = utcnow()
+    minute = now.hour * 60 + now.minute
+    shop_us.quiet_hours_enabled = True
+    shop_us.quiet_hours_start, shop_us.quiet_hours_end = (minute - 30) % 1440, (minute + 30) % 1440
+    db.execute(update(Subscriber).values(timezone="UTC"))
+    db.commit()
+    outcomes = sending.run(db, row.id)
+    assert outcomes == {"deferred": 2} and gateway.sent == []
+    assert all(m.status == "pending" and m.due_at > now + dt.timedelta(minutes=25) for m in rows(db, row))
+    assert "wake_campaign" in jobs.names()
+
+
+def test_an_expired_claim_goes_back_and_the_old_sender_cannot_send_it(db, shop_us, jobs, monkeypatch):
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    old = sending.claim(db, row.id, token="a" * 32)
+    assert len(old) == 3 and {m.status for m in rows(db, row)} == {"claimed"}
+    # The old sender stalls past its lease; recovery hands the rows back and another sender takes them.
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_CLAIM_LEASE_SECONDS + 1)
+    assert sending.recover(db, now=later)["released"] == 3
+    new = sending.claim(db, row.id, token="b" * 32)
+    assert new == old
+    assert sending.send_batch(db, row.id, old, "a" * 32) == {"not ours": 3}
+    assert gateway.sent == []
+    assert sending.send_batch(db, row.id, new, "b" * 32) == {"sent": 3}
+    assert len(gateway.sent) == 3
+    assert sending.settle(db, row.id) == "completed"
+
+
+def test_a_send_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(db, shop_us, jobs, monkeypatch):
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 2, jobs)
+    first = rows(db, row)[0]
+    # A worker died between committing "sending" and recording the answer.
+    db.execute(update(Message).where(Message.id == first.id).values(status="sending", attempts=1))
+    db.commit()
+    assert sending.recover(db, now=utcnow() + dt.timedelta(minutes=1))["unknown"] == 0  # not stale yet
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
+    counts = sending.recover(db, now=later)
+    assert counts["unknown"] == 1 and counts["dispatched"] == 1  # no heartbeat yet: senders are queued
+    assert sending.run(db, row.id) == {"sent": 1}
+    assert [m.status for m in rows(db, row)] == ["unknown", "sent"]
+    assert len(gateway.sent) == 1
+    assert db.get(Campaign, row.id).status == "completed"
+
+
+def test_recovery_leaves_a_campaign_with_a_fresh_heartbeat_alone(db, shop_us, jobs):
+    row = _started(db, shop_us, 2, jobs)
+    sending.claim(db, row.id, token="c" * 32, size=1)  # a live sender: heartbeat now
+    before = len(jobs.jobs)
+    assert sending.recover(db)["dispatched"] == 0
+    assert len(jobs.jobs) == before
+
+
+def test_a_send_test_goes_to_one_number_outside_the_statistics(db, shop_us, vonage_config,
+                                                              settled_jobs):  # noqa: F811
+    message = sending.send_test(db, shop_us, {"body": "Hi {first_name} at {shop_name}", "discount_mode": "none"},
+                                "+12125550199")
+    assert get_queue().drain(10)
+    db.expire_all()
+    message = db.get(Message, message.id)
+    assert (message.kind, message.campaign_id, message.status) == ("test", None, "sent")
+    assert vonage_config.sent()[0]["to"] == "12125550199"
+    assert vonage_config.sent()[0]["text"].endswith(FOOTER) and "Hi there" in vonage_config.sent()[0]["text"]
+    with pytest.raises(ValueError):
+        sending.send_test(db, shop_us, {"body": "x"}, "not a phone")
+    assert db.scalar(select(func.count()).select_from(Message)) == 1
+
+
+def test_a_send_lost_in_a_campaign_ended_meanwhile_still_becomes_unknown(db, shop_us, jobs):
+    row = _started(db, shop_us, 2, jobs)
+    first, second = rows(db, row)
+    db.execute(update(Message).where(Message.id == first.id).values(status="sending", attempts=1))
+    db.commit()
+    lifecycle.end(db, db.get(Campaign, row.id))
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
+    assert sending.recover(db, now=later) == {"released": 0, "unknown": 1, "dispatched": 0}
+    assert [m.status for m in rows(db, row)] == ["unknown", "ended"]
+
+
+def test_each_recipient_gets_their_own_discount_code_in_the_text(db, shop_us, scripted, monkeypatch):
+    from decimal import Decimal
+
+    from kinnekt.shopify import discounts
+    monkeypatch.setattr(discounts, "create_unique_codes",
+                        lambda shop, codes, **terms: discounts.CreatedDiscount("gid://shopify/DiscountCodeNode/1",
+                                                                               list(codes)))
+    people(db, shop_us, 3)
+    us = segment(db, shop_us, "US", ["US"])
+    row = wait_for(db, send_now(db, shop_us, [us], body="Your code: {discount_code}", discount_mode="unique",
+                                discount_code="SPRING", discount_kind="percent", discount_value=Decimal(10)))
+    assert row.status == "completed"
+    by_phone = {m.to_phone: m.discount_code for m in rows(db, row)}
+    assert len(set(by_phone.values())) == 3
+    for to, text in scripted.sent:
+        assert text.startswith(f"Your code: {by_phone[to]}") and by_phone[to].startswith("SPRING-")

@@ -1,0 +1,253 @@
+"""Campaigns sent by real RQ worker processes on real Redis, against the fake Vonage over HTTPS.
+
+Two workers share one campaign; a worker killed with SIGKILL in the middle of a send, with the queue's
+jobs wiped as a Redis restart would, is replaced by a new one that resumes from the database alone:
+every recipient gets exactly one message at the provider.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from redis import Redis
+from sqlalchemy import select, update
+
+from kinnekt import queue as kqueue
+from kinnekt.campaigns import lifecycle
+from kinnekt.config import PROJECT_ROOT
+from kinnekt.db import utcnow
+from kinnekt.models import Campaign, Message
+from kinnekt.queue import RQJobQueue
+from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage, vonage_ca  # noqa: F401 (fixture)
+from tests.test_campaign_audience import segment, subscriber
+
+REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
+
+
+class SlowVonage(FakeVonage):
+    """The fake, answering each send after `delay` seconds; the `hold_at`-th request waits until `release` is set
+    (`holding` tells that it arrived), so a test can kill the worker while that request waits for its answer."""
+
+    def __init__(self, ca, delay: float):
+        super().__init__(ca)
+        self.delay = delay
+        self.hold_at: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def _answer(self, form, authorization):
+        if self.hold_at is not None and len(self.sent()) == self.hold_at:
+            self.holding.set()
+            self.release.wait(30)
+        time.sleep(self.delay)
+        return super()._answer(form, authorization)
+
+
+@pytest.fixture
+def redis_queue(app, monkeypatch):
+    """A fresh RQ queue on the test Redis, made the app's queue; its keys are deleted afterwards."""
+    conn = Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    name = f"test-campaign-{uuid.uuid4().hex[:8]}"
+    rq_queue = RQJobQueue(REDIS_URL, name)
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", rq_queue)
+    monkeypatch.setattr(kqueue, "_queue", rq_queue)
+    yield rq_queue
+    wipe(conn, name)
+    conn.close()
+
+
+def wipe(conn: Redis, name: str) -> int:
+    """Delete every key of this queue (its jobs, registries, scheduler state): a Redis restart without a save."""
+    keys = list(conn.scan_iter(match=f"*{name}*", count=1000))
+    return conn.delete(*keys) if keys else 0
+
+
+@pytest.fixture
+def slow_vonage(vonage_ca):  # noqa: F811
+    ca, _ = vonage_ca
+    server = SlowVonage(ca, delay=0.02).start()
+    yield server
+    server.release.set()
+    server.stop()
+
+
+class Workers:
+    """`python -m workers` processes, each in its own process group (the RQ worker and its work horse)."""
+
+    def __init__(self, env):
+        self.env = env
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, n=1):
+        for _ in range(n):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "workers", "--name", f"w-{uuid.uuid4().hex[:8]}"], cwd=PROJECT_ROOT,
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
+
+    def kill(self, proc, sig=signal.SIGKILL):
+        """Signal the worker's group and its work horses (RQ puts each horse in a process group of its own)."""
+        horses = _children(proc.pid)
+        for pid in [proc.pid, *horses]:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.kill(proc, signal.SIGTERM)
+        self.procs = []
+
+
+def _children(pid: int) -> list[int]:
+    """Ids of the processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def workers(app, database_url, redis_queue, slow_vonage, vonage_ca):  # noqa: F811
+    _, ca_path = vonage_ca
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": redis_queue.queue.name,
+           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
+           "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING"}
+    pool = Workers(env)
+    yield pool
+    pool.stop_all()
+
+
+def _campaign(db, shop, n) -> tuple[Campaign, list]:
+    shop.quiet_hours_enabled = False
+    db.commit()
+    team = [subscriber(db, shop) for _ in range(n)]
+    us = segment(db, shop, "US", ["US"])
+    row = lifecycle.save(db, shop, {"name": "Now", "body": "Flash sale today", "include_segment_ids": [us.id],
+                                    "send_now": True, "send_at": None, "discount_mode": "none"})
+    return row, team
+
+
+def _wait(db, row, predicate, timeout, workers=None) -> Campaign:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db.expire_all()
+        current = db.get(Campaign, row.id)
+        db.rollback()
+        if predicate(current):
+            return current
+        time.sleep(0.1)
+    errors = b"".join(p.stderr.read() if p.poll() is not None else b"" for p in (workers.procs if workers else []))
+    pytest.fail(f"campaign still {current.status} after {timeout} s; worker errors: {errors[-2000:]!r}")
+
+
+def _received(fake) -> collections.Counter:
+    return collections.Counter("+" + form["to"] for form in fake.sent())
+
+
+def test_two_worker_processes_send_each_message_once(db, shop, workers, slow_vonage):
+    row, team = _campaign(db, shop, 30)
+    workers.start(2)
+    lifecycle.schedule(db, row)
+    done = _wait(db, row, lambda c: c.status == "completed", 90, workers)
+    assert done.finished_at is not None
+    received = _received(slow_vonage)
+    assert received == collections.Counter({p.phone: 1 for p in team})
+    statuses = collections.Counter(db.scalars(select(Message.status).where(Message.campaign_id == row.id)))
+    assert statuses == {"sent": 30}
+
+
+def test_kill_9_mid_send_and_lost_jobs_then_a_new_worker_sends_each_message_exactly_once(db, shop, workers,
+                                                                                       slow_vonage, redis_queue):
+    row, team = _campaign(db, shop, 40)
+    slow_vonage.hold_at = 9
+    workers.start(1)
+    lifecycle.schedule(db, row)
+    assert slow_vonage.holding.wait(60), "the 9th send never arrived"
+    workers.kill(workers.procs[0])  # SIGKILL to the worker and its work horse, while a request waits for its answer
+    slow_vonage.release.set()
+    assert len(slow_vonage.sent()) == 9
+    db.expire_all()
+    in_flight = db.scalars(select(Message).where(Message.campaign_id == row.id, Message.status == "sending")).all()
+    db.rollback()
+    assert len(in_flight) == 1  # at most one row per worker is ever "sending"
+    assert in_flight[0].to_phone in _received(slow_vonage)  # ... and that request did reach the provider
+    # Redis restarts without its data: every job of the queue is gone.
+    wipe(redis_queue.redis, redis_queue.queue.name)
+    # The clock moves past the lease, the stale-send limit and the stall limit (instead of waiting minutes).
+    past = utcnow() - dt.timedelta(hours=1)
+    db.execute(update(Message).where(Message.campaign_id == row.id, Message.status.in_(("claimed", "sending")))
+               .values(updated_at=past))
+    db.execute(update(Campaign).where(Campaign.id == row.id).values(heartbeat_at=past))
+    db.commit()
+    workers.start(1)  # its start-up recovery finds the campaign from the database alone
+    _wait(db, row, lambda c: c.status == "completed", 90, workers)
+    received = _received(slow_vonage)
+    assert set(received) == {p.phone for p in team}
+    assert max(received.values()) == 1, [phone for phone, n in received.items() if n > 1]
+    statuses = collections.Counter(db.scalars(select(Message.status).where(Message.campaign_id == row.id)))
+    assert statuses == {"sent": 39, "unknown": 1}
+    lost = db.scalar(select(Message).where(Message.campaign_id == row.id, Message.status == "unknown"))
+    assert lost.id == in_flight[0].id and lost.error_code == "worker-lost"
+
+
+def test_throttling_and_a_dropped_connection_with_worker_processes(db, shop, workers, slow_vonage):
+    row, team = _campaign(db, shop, 6)
+    slow_vonage.then(("status", "1", "Throttled"), "drop")
+    workers.start(1)
+    lifecycle.schedule(db, row)
+    done = _wait(db, row, lambda c: c.status == "completed", 90, workers)
+    assert done.status == "completed"
+    received = _received(slow_vonage)
+    assert sum(received.values()) == 7  # 6 recipients + the throttled request, nothing more
+    messages = {m.to_phone: m for m in db.scalars(select(Message).where(Message.campaign_id == row.id))}
+    statuses = collections.Counter(m.status for m in messages.values())
+    assert statuses == {"sent": 5, "unknown": 1}
+    retried = [m for m in messages.values() if m.attempts == 2]
+    assert len(retried) == 1 and retried[0].status == "sent"
+    assert received[retried[0].to_phone] == 2  # throttled, then accepted
+
+
+def test_scheduled_campaign_starts_at_its_time_and_a_switched_off_one_never_does(db, shop, workers, slow_vonage):
+    row, team = _campaign(db, shop, 5)
+    off = lifecycle.save(db, shop, {"name": "Off", "body": "Not today", "include_segment_ids": [
+        cs.segment_id for cs in db.get(Campaign, row.id).audience], "send_now": False, "send_at": None,
+        "discount_mode": "none"})
+    when = utcnow() + dt.timedelta(seconds=3)
+    for campaign_row in (row, off):
+        lifecycle.save(db, shop, {"send_now": False, "send_at": when}, campaign_row)
+        lifecycle.schedule(db, campaign_row)
+    lifecycle.set_enabled(db, off, False)
+    workers.start(1)
+    done = _wait(db, row, lambda c: c.status == "completed", 90, workers)
+    assert done.started_at >= when
+    assert _received(slow_vonage) == collections.Counter({p.phone: 1 for p in team})
+    time.sleep(2)  # the switched-off campaign's start job ran too, and did nothing
+    db.expire_all()
+    assert db.get(Campaign, off.id).status == "scheduled"
+    assert db.scalars(select(Message).where(Message.campaign_id == off.id)).all() == []
+    assert {form["text"] for form in slow_vonage.sent()} == {"Flash sale today\nReply STOP to unsubscribe"}
