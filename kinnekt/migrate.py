@@ -7,6 +7,15 @@ from alembic.config import Config as AlembicConfig
 from kinnekt.config import PROJECT_ROOT
 
 
+def include_object_for(dialect: str):
+    """An Alembic `include_object` hook that leaves out objects the models create only on another dialect
+    (an index declared with `.ddl_if(dialect="postgresql")` does not exist on SQLite, by design)."""
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+    return include_object
+
+
 def alembic_config(url: str) -> AlembicConfig:
     """An Alembic config for this project's migrations/ folder and the given database URL."""
     cfg = AlembicConfig()

@@ -5,6 +5,7 @@ from alembic import context
 
 import kinnekt.models  # noqa: F401  (registers every table on the metadata)
 from kinnekt.db import Base, make_engine
+from kinnekt.migrate import include_object_for
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,7 +33,7 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      compare_type=True)
+                      compare_type=True, include_object=include_object_for(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 
