@@ -1062,7 +1062,7 @@ class _DemoStore:
             at = first + dt.timedelta(seconds=min(int(order_rng.lognormvariate(7.5, 1.6)), 4 * 86_400))
             if customer["shopify_created_at"] < at < self.t0:
                 slug = _slug(campaign["name"])
-                landing = f"{path}?utm_source=kinnekt&utm_medium=sms&utm_campaign={slug}"
+                landing = f"{path}?utm_source=sms&utm_medium=kinnekt&utm_campaign={slug}&kn={link['code']}"
                 use_code = code if code and order_rng.random() < 0.7 else None
                 self.make_order(order_rng, at, customer, first_order=not customer["_orders"], code=use_code,
                                 landing=landing, campaign_order=True)
@@ -1097,9 +1097,9 @@ class _DemoStore:
             customer["_orders"].sort(key=lambda o: (o["created_at"], o["_seq"]))
 
     def build_attributions(self) -> None:
-        """Credit orders to campaigns: a click within the window first, else the campaign's discount code."""
+        """Credit orders to campaigns: the campaign's discount code first, else the last click within the window."""
         window = dt.timedelta(days=5)
-        by_code = {c["discount_code"]: c for c in self.campaigns if c["discount_code"]}
+        by_code = {c["discount_code"].lower(): c for c in self.campaigns if c["discount_code"]}
         rng = self.rng("attributions")
         self.attributions = []
         for order in self.orders:
@@ -1109,17 +1109,16 @@ class _DemoStore:
             sub = customer["_sub"] if customer else None
             at = order["created_at"]
             campaign, method = None, None
-            if sub is not None:
+            codes = [d["code"].lower() for d in order["discount_codes"]]
+            for code in codes:  # a campaign's code wins over a click, as in kinnekt.campaigns.attribution
+                candidate = by_code.get(code)
+                if candidate and candidate["started_at"] <= at:
+                    campaign, method = candidate, "discount_code"
+                    break
+            if campaign is None and sub is not None:
                 clicks = [c for c in sub["_clicks"] if c["at"] <= at and at - c["at"] <= window]
                 if clicks:
                     campaign, method = max(clicks, key=lambda c: c["at"])["_campaign"], "click"
-            if campaign is None:
-                codes = [d["code"] for d in order["discount_codes"]]
-                for code in codes:
-                    candidate = by_code.get(code)
-                    if candidate and candidate["started_at"] <= at:
-                        campaign, method = candidate, "discount_code"
-                        break
             if campaign is None:
                 continue
             revenue = order["current_total_price"] if order["current_total_price"] is not None else order["total_price"]
@@ -1333,7 +1332,8 @@ class _DemoStore:
         order_ids = {shopify_id: id_ for id_, shopify_id in rows}
         for order in self.orders:
             order["_id"] = order_ids[order["shopify_id"]]
-        _insert(session, LineItem, [dict(line, shop_id=sid, order_id=o["_id"])
+        _insert(session, LineItem, [dict(line, shop_id=sid, order_id=o["_id"], customer_id=cid(o["_customer"]),
+                                         counted=not o["test"] and o["cancelled_at"] is None)
                                     for o in self.orders for line in o["_lines"]])
         _insert(session, Checkout, [clean(c, customer_id=cid(c["_customer"])) for c in self.checkouts])
 

@@ -343,6 +343,15 @@ def test_campaigns_messages_links_clicks_and_facts_agree(db):
     assert _all(db, OutboxMessage, shop.id)
 
 
+def test_seeded_attributions_are_what_the_attribution_engine_computes(db):
+    from kinnekt.campaigns import attribution
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    seeded = {(a.order_id, a.campaign_id, a.method) for a in _all(db, Attribution, shop.id)}
+    attribution.recompute(db, shop)
+    db.expire_all()
+    assert seeded and {(a.order_id, a.campaign_id, a.method) for a in _all(db, Attribution, shop.id)} == seeded
+
+
 def test_the_shop_itself(db):
     shop = demo.seed(db, now=NOW, customers=20)
     stored = db.execute(select(Shop).where(Shop.domain == DOMAIN)).scalar_one()
