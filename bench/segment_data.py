@@ -241,7 +241,8 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
                         total += prices[product] * quantity
                         lines.append((ids["line"], shop_id, order_id, 70_000_000_000 + ids["line"], product,
                                       product * 10 + rng.randint(1, 4), titles[product],
-                                      rng.choice(("S", "M", "L", None)), quantity, _money(prices[product])))
+                                      rng.choice(("S", "M", "L", None)), quantity, _money(prices[product]),
+                                      customer_id, not test and cancelled is None))
                     discount = (total * Decimal("0.1")).quantize(Decimal("0.01")) if rng.random() < 0.2 else Decimal(0)
                     status = financial()
                     current = Decimal(0) if status == "refunded" else total - discount
@@ -317,7 +318,7 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
                           "cancelled_at", "test", "financial_status", "fulfillment_status", "currency",
                           "total_price", "current_total_price", "total_discounts", "discount_codes"), orders)
         out.write(LineItem, ("id", "shop_id", "order_id", "shopify_id", "product_id", "variant_id", "title",
-                             "variant_title", "quantity", "price"), lines)
+                             "variant_title", "quantity", "price", "customer_id", "counted"), lines)
         out.write(Checkout, ("id", "shop_id", "token", "customer_id", "started_at", "completed_at", "created_at",
                              "updated_at"), checkouts)
         out.write(Subscriber, ("id", "shop_id", "phone", "status", "source", "keyword_id", "keyword", "customer_id",

@@ -7,7 +7,9 @@ On PostgreSQL the shop goes into a schema of its own, on SQLite into a new file;
 the end (--keep leaves them). Measured, all through the real code (kinnekt.segments):
 
 - preview: `compiler.count` of six representative definitions (median and min of --runs runs, after a
-  warm-up run), as the builder's live count does it;
+  warm-up run), as the builder's live count does it; and the same count in the compiler's PROBE shape
+  (correlated EXISTS, what every preview ran before the SET shape; median of --probe-runs runs), whose
+  counts must equal the SET ones;
 - rebuild: `membership.build` of each of them, from empty (every member enters) and again with
   nothing changed (the steady-state rebuild the sweep does);
 - re-check: `membership.recheck` of one subscriber (whose spend just changed) across the shop's 20
@@ -39,7 +41,7 @@ from bench.segment_data import NOW, generate
 from kinnekt.db import Base, make_engine
 from kinnekt.models import Customer, Segment, Shop, Subscriber
 from kinnekt.segments import membership
-from kinnekt.segments.compiler import count
+from kinnekt.segments.compiler import PROBE, count
 from kinnekt.segments.rules import has_relative_time, normalise
 
 TARGETS_MS = {"preview": 150, "rebuild": 2000, "recheck": 20}
@@ -176,7 +178,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def run(args) -> dict:
     """Make the database and the shop, take every measurement, clean up; returns the figures."""
-    report: dict = {"subscribers": args.subscribers, "runs": args.runs, "rechecks": args.rechecks}
+    report: dict = {"subscribers": args.subscribers, "runs": args.runs, "probe_runs": args.probe_runs,
+                    "rechecks": args.rechecks}
     with bench_database(args.db, args.keep) as (engine, where_label):
         Base.metadata.create_all(engine)
         report["database"] = f"{engine.dialect.name} {'.'.join(map(str, engine.dialect.server_version_info or ()))}"
@@ -216,6 +219,15 @@ def run(args) -> dict:
                     times.append(ms)
                 previews[name] = {"members": members, "median_ms": statistics.median(times), "min_ms": min(times)}
                 print(f"  preview {name}: {members:,} members, median {previews[name]['median_ms']:.1f} ms", flush=True)
+                if args.probe_runs:
+                    probe_times = []
+                    for _ in range(args.probe_runs):
+                        ms, probed = timed(count, session, definition, shop=shop_row, now=NOW, shape=PROBE)
+                        if probed != members:
+                            raise SystemExit(f"the SET and PROBE shapes disagree on {name}: {members} != {probed}")
+                        probe_times.append(ms)
+                    previews[name]["probe_median_ms"] = statistics.median(probe_times)
+                    print(f"    in the PROBE shape: median {previews[name]['probe_median_ms']:.1f} ms", flush=True)
             report["preview_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
             session.commit()
 
@@ -294,14 +306,15 @@ def print_table(report: dict) -> None:
     print()
     print(f"{report['database']}, {report['subscribers']:,} subscribers, median of {report['runs']} runs")
     print()
-    print("| definition | members | preview median (min) | build from empty | rebuild unchanged | naive Python | "
-          "naive / SQL |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| definition | members | preview median (min) | PROBE shape median | build from empty | rebuild unchanged "
+          "| naive Python | naive / SQL |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in report["definitions"].items():
-        naive = d.get("naive_ms")
-        print(f"| {name} | {d['members']:,} | {d['median_ms']:.1f} ms ({d['min_ms']:.1f}) | {d['build_ms']:.0f} ms | "
-              f"{d['rebuild_ms']:.0f} ms | " + (f"{naive:,.0f} ms | {naive / d['median_ms']:.0f}× |" if naive else
-                                                "— | — |"))
+        naive, probe = d.get("naive_ms"), d.get("probe_median_ms")
+        print(f"| {name} | {d['members']:,} | {d['median_ms']:.1f} ms ({d['min_ms']:.1f}) | "
+              + (f"{probe:,.1f} ms | " if probe else "— | ")
+              + f"{d['build_ms']:.0f} ms | {d['rebuild_ms']:.0f} ms | "
+              + (f"{naive:,.0f} ms | {naive / d['median_ms']:.0f}× |" if naive else "— | — |"))
     r = report["recheck"]
     print()
     print(f"- re-check of one subscriber across {r['segments']} segments: median {r['median_ms']:.1f} ms, "
@@ -330,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=os.environ.get("BENCH_DATABASE_URL", "sqlite:////tmp/bench-segments.sqlite3"),
                         help="postgresql://… (a schema is made and dropped) or sqlite:///<new file>")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per preview (default 7)")
+    parser.add_argument("--probe-runs", type=int, default=3,
+                        help="timed runs of each preview in the PROBE shape, for comparison (default 3; 0 skips)")
     parser.add_argument("--rechecks", type=int, default=50, help="subscribers re-checked (default 50)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive Python evaluation (memory hungry)")

@@ -1,8 +1,11 @@
 """Alembic migrations: on a fresh database they build exactly the models' schema, and go down and up again."""
+import datetime as dt
+
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, insert, inspect, text
 
 from kinnekt import db as kdb, migrate
 from kinnekt.db import Base
@@ -33,3 +36,41 @@ def test_downgrade_to_base_and_upgrade_again(migrated_url):
     migrate.upgrade(migrated_url)
     assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_0004_fills_line_items_from_their_orders(tmp_path):
+    """Line items that existed before 0004 get their order's customer and whether the order counts."""
+    with fresh_database(tmp_path, "backfill") as url:
+        migrate.upgrade(url, "0003")
+        engine = kdb.make_engine(url)
+        tables = MetaData()
+        tables.reflect(engine)
+        shops, customers, orders, items = (tables.tables[n] for n in ("shops", "customers", "orders", "line_items"))
+        at = dt.datetime(2026, 1, 5, 12, 0)
+        with engine.begin() as conn:
+            conn.execute(insert(shops).values(id=1, domain="a.myshopify.com", **_required(shops, "domain", "id")))
+            conn.execute(insert(customers).values(id=7, shop_id=1, shopify_id=70, **_required(customers)))
+            for order_id, customer_id, test, cancelled in ((1, 7, False, None), (2, 7, True, None),
+                                                           (3, None, False, at)):
+                conn.execute(insert(orders).values(id=order_id, shop_id=1, shopify_id=order_id, customer_id=customer_id,
+                                                   test=test, cancelled_at=cancelled, created_at=at,
+                                                   **_required(orders, "test", "created_at")))
+                conn.execute(insert(items).values(id=order_id, shop_id=1, order_id=order_id, shopify_id=order_id,
+                                                  **_required(items)))
+        migrate.upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, customer_id, counted FROM line_items ORDER BY id")).all()
+        engine.dispose()
+    assert [(r[0], r[1], bool(r[2])) for r in rows] == [(1, 7, True), (2, 7, False), (3, None, False)]
+
+
+def _required(table, *given: str) -> dict:
+    """Plain values for the NOT NULL columns without a server default (other than the ones given)."""
+    skip = {"id", "shop_id", "shopify_id", "order_id", *given}
+    values = {}
+    for column in table.columns:
+        if column.nullable or column.server_default is not None or column.name in skip:
+            continue
+        python_type = list if isinstance(column.type, sa.JSON) else column.type.python_type
+        values[column.name] = {bool: False, int: 0, str: "x", list: []}.get(python_type, dt.datetime(2026, 1, 1))
+    return values

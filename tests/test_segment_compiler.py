@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import random
 from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
+from bench import naive_segments
 from tests.conftest import make_shop
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Link, Message,
@@ -923,3 +925,204 @@ def test_every_valid_definition_compiles_and_its_negation_is_its_complement(db, 
     outside = set(members(db, where(rule("segment", "not_in", under_test.id)), shop=shop, now=NOW))
     assert inside.isdisjoint(outside)
     assert inside | outside == marketable
+
+
+# ---------------------------------------------------------------------------------------------- the two shapes
+
+ORDER_LEVEL_FIELDS = ("tags", "fulfillment_status", "payment_status", "order_cancelled", "ordered_product",
+                      "ordered_collection", "line_items", "event", "list")
+"""Fields whose rules read rows of their own (orders, line items, events, tags, list entries): the ones that
+the SET and PROBE shapes write differently."""
+
+PRODUCTS, VARIANTS, COLLECTIONS = (1, 2, 3, 4, 5, 6), (11, 12, 13), (50, 51, 52, 99)
+TITLES, VARIANT_TITLES = ("Shirt", "Blue Hoodie", "cap", "Hoodie 100%"), (None, "S", "Large", "blue")
+PRICES = (Decimal("5"), Decimal("20"), Decimal("20.5"), Decimal("100"))
+
+
+def random_shop(db, shop, rng) -> list[int]:
+    """Subscribers with random orders, line items, events, tags and list entries; returns the list ids."""
+    for collection, products in ((50, (1, 2)), (51, (3,)), (52, ())):
+        for product in products:
+            add(db, CollectionProduct(shop_id=shop.id, collection_id=collection, product_id=product))
+    people = []
+    for _ in range(rng.randint(18, 30)):
+        linked = rng.random() < 0.8
+        person = customer(db, shop, tags=rng.sample(("vip", "new"), rng.randint(0, 2))) if linked else None
+        status = rng.choices(("subscribed", "pending", "unsubscribed"), (8, 1, 1))[0]
+        sub = subscriber(db, shop, status=status, customer=person)
+        people.append(sub)
+        for _ in range(rng.randint(0, 4) if person else 0):
+            order(db, shop, person, created_at=NOW - dt.timedelta(hours=rng.uniform(-24, 24 * 120)),
+                  test=rng.random() < 0.15, cancelled_at=NOW if rng.random() < 0.2 else None,
+                  financial_status=rng.choice(("paid", "pending", "authorized", "partially_paid", "expired",
+                                               "refunded", "partially_refunded", "voided", None)),
+                  fulfillment_status=rng.choice(("fulfilled", "unfulfilled", "partially_fulfilled")),
+                  lines=[{"product_id": rng.choice(PRODUCTS + (None,)), "variant_id": rng.choice(VARIANTS),
+                          "title": rng.choice(TITLES), "variant_title": rng.choice(VARIANT_TITLES),
+                          "quantity": rng.randint(1, 4), "price": rng.choice(PRICES)}
+                         for _ in range(rng.randint(0, 3))])
+        for _ in range(rng.randint(0, 3)):
+            message(db, shop, sub, status=rng.choice(("delivered", "sent", "failed")),
+                    sent_at=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+        for _ in range(rng.randint(0, 2)):
+            click(db, shop, sub, when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+        if person and rng.random() < 0.4:
+            started = NOW - dt.timedelta(days=rng.uniform(0, 20))
+            checkout(db, shop, person, started_at=started,
+                     completed_at=started + dt.timedelta(hours=1) if rng.random() < 0.5 else None)
+        for _ in range(rng.randint(0, 2)):
+            subscription_event(db, shop, sub, kind=rng.choice(("subscribed", "unsubscribed")),
+                               when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+    orphan = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=None, created_at=NOW,
+                           financial_status="paid"))  # an order of no customer: never anybody's
+    add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=next(_serial), product_id=1, title="Shirt"))
+    return [static_list(db, shop, [p.phone for p in rng.sample(people, 5)] + ["+19995550000"]).id,
+            static_list(db, shop, []).id]
+
+
+def random_rule(rng, field: str, lists: list[int]) -> dict:
+    """A valid rule on `field` whose values come from the pools `random_shop` draws from."""
+    if field == "tags":
+        return rule("tags", rng.choice(("contains", "not_contains")), rng.choice(("vip", "new", "gone")))
+    if field == "fulfillment_status":
+        return rule(field, rng.choice(("eq", "neq")), rng.choice(("fulfilled", "unfulfilled", "partially_fulfilled")))
+    if field == "payment_status":
+        return rule(field, rng.choice(("eq", "neq")), rng.choice(
+            ("authorized", "paid", "partially_refunded", "partially_paid", "pending", "refunded", "unpaid", "voided")))
+    if field == "order_cancelled":
+        return rule(field, "eq", rng.choice(("yes", "no")))
+    if field == "ordered_product":
+        return rule(field, rng.choice(("eq", "neq")), [str(p) for p in rng.sample(PRODUCTS, rng.randint(1, 3))])
+    if field == "ordered_collection":
+        return rule(field, rng.choice(("eq", "neq")), [str(c) for c in rng.sample(COLLECTIONS, rng.randint(1, 2))])
+    if field == "list":
+        return rule("list", rng.choice(("in", "not_in")), rng.choice(lists))
+    if field == "event":
+        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")),
+                    rng.choice(("performed", "not_performed")), at_least=rng.choice((1, 1, 2, 3)))
+        out["within"] = rng.choice(("all_time", "today", "last_7_days", "last_30_days", "last_90_days",
+                                    {"last_days": rng.randint(1, 45)}, {"from": "2026-02-01", "to": "2026-03-10"}))
+        return out
+    attribute = rng.choice(("product_id", "variant_id", "product_title", "variant_title", "quantity", "price"))
+    if attribute in ("product_id", "variant_id"):
+        value = str(rng.choice(PRODUCTS if attribute == "product_id" else VARIANTS))
+        return rule("line_items", rng.choice(("eq", "neq")), value, attribute=attribute)
+    if attribute.endswith("title"):
+        value = rng.choice(("shirt", "hoodie", "blue", "s", "100%", "CAP", "x"))
+        return rule("line_items", rng.choice(("eq", "neq", "contains", "not_contains")), value, attribute=attribute)
+    value = rng.randint(1, 4) if attribute == "quantity" else str(rng.choice(PRICES))
+    return rule("line_items", rng.choice(("eq", "neq", "lt", "lte", "gt", "gte")), value, attribute=attribute)
+
+
+def random_group(rng, lists: list[int], depth: int = 1) -> dict:
+    """A group of 1-5 order-level rules of two fields (so that merging happens, often with counted events)."""
+    fields = [rng.choice(ORDER_LEVEL_FIELDS), rng.choice(("event",) + ORDER_LEVEL_FIELDS)]
+    items = []
+    for _ in range(rng.randint(1, 5)):
+        if depth < 3 and rng.random() < 0.2:
+            items.append(random_group(rng, lists, depth + 1))
+        else:
+            items.append(random_rule(rng, rng.choice(fields), lists))
+    return {"match": rng.choice(("all", "any")), "rules": items}
+
+
+def both_shapes(db, shop, definition, naive=None) -> set[int]:
+    """The members of `definition` in the SET shape, after checking that the PROBE shape gives the same
+    (and, given the shop's rows loaded by bench/naive_segments.py, that the row-by-row evaluation does too)."""
+    found = {}
+    for shape in ("set", "probe"):
+        statement = compile_definition(definition, shop=shop, now=NOW, session=db, shape=shape)
+        found[shape] = set(db.scalars(statement))
+    assert found["set"] == found["probe"], definition
+    if naive is not None:
+        assert set(naive_segments.members(naive, definition, now=NOW)) == found["set"], definition
+    return found["set"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_set_and_probe_shapes_agree_on_random_data_for_every_order_level_field(db, shop, other_shop, seed):
+    rng = random.Random(seed)
+    lists = random_shop(db, shop, rng)
+    random_shop(db, other_shop, rng)  # rows of another shop, never seen
+    naive = naive_segments.load(db, shop.id)  # an independent reading of the contract, also checking the merging
+    answers = set()
+    for field in ORDER_LEVEL_FIELDS:
+        for _ in range(12):
+            answers.add(frozenset(both_shapes(db, shop, where(random_rule(rng, field, lists)), naive)))
+    for _ in range(60):
+        answers.add(frozenset(both_shapes(db, shop, random_group(rng, lists), naive)))
+    # The data and rules are varied enough that the comparisons mean something: many different answers.
+    assert len(answers) >= 20
+
+
+def test_set_shape_merges_rules_on_the_same_rows_and_keeps_counted_ones_apart(db, shop):
+    unpaid, person = buyer(db, shop)
+    order(db, shop, person, financial_status="pending")
+    cancelled, person = buyer(db, shop)
+    order(db, shop, person, financial_status="paid", cancelled_at=NOW)
+    subscriber(db, shop)
+    either = where(rule("payment_status", "eq", "unpaid"), rule("order_cancelled", "eq", "yes"), match="any")
+    neither = where(rule("payment_status", "neq", "unpaid"), rule("order_cancelled", "eq", "no"))
+    assert both_shapes(db, shop, either) == ids(unpaid, cancelled)
+    everyone = set(members(db, where(ALWAYS), shop=shop, now=NOW))
+    assert both_shapes(db, shop, neither) == everyone - ids(unpaid, cancelled)
+    for definition in (either, neither):  # one subquery over orders each
+        sql = str(compile_definition(definition, shop=shop, now=NOW, session=db))
+        assert sql.count("FROM orders") == 1, sql
+    # Products and collections bought merge into one `product_id IN (...)`.
+    order(db, shop, person, lines=[{"product_id": 7}])
+    add(db, CollectionProduct(shop_id=shop.id, collection_id=70, product_id=8))
+    shirt, someone = buyer(db, shop)
+    order(db, shop, someone, lines=[{"product_id": 8}])
+    bought = where(rule("ordered_product", "eq", ["7", "9"]), rule("ordered_collection", "eq", ["70"]), match="any")
+    assert both_shapes(db, shop, bought) == ids(cancelled, shirt)
+    sql = str(compile_definition(bought, shop=shop, now=NOW, session=db))
+    assert sql.count("FROM line_items") == 1 and sql.count("line_items.product_id IN") == 1, sql
+    # "2 orders, or a fulfilled order" is not "2 orders that are counted or fulfilled".
+    fulfilled, person = buyer(db, shop)
+    order(db, shop, person, fulfillment_status="fulfilled")
+    two = where(event("placed_order", at_least=2), rule("fulfillment_status", "eq", "fulfilled"), match="any")
+    assert both_shapes(db, shop, two) == ids(fulfilled)
+
+
+def test_set_shape_is_uncorrelated_and_probe_shape_is_correlated(db, shop):
+    bought = rule("ordered_product", "eq", ["1"])
+    top = where(event("placed_order", at_least=2), bought)
+    nested = where(event("placed_order", at_least=2), bought, match="any")
+    negated = where(rule("ordered_product", "neq", ["1"]))
+
+    def sql(definition, shape="set"):
+        return str(compile_definition(definition, shop=shop, now=NOW, session=db, shape=shape))
+
+    # Rules that must hold: semi-joins on an uncorrelated set.
+    assert "EXISTS" not in sql(top) and sql(top).count("subscribers.customer_id IN (SELECT") == 2
+    assert "HAVING" in sql(top) and "JOIN (SELECT" not in sql(top)
+    # Under OR: the set, one row per owner, outer-joined once.
+    assert "EXISTS" not in sql(nested) and " IN (SELECT" not in sql(nested)
+    assert "LEFT OUTER JOIN (SELECT orders.customer_id" in sql(nested) and "GROUP BY" in sql(nested)
+    assert "LEFT OUTER JOIN (SELECT line_items.customer_id" in sql(nested)
+    # Negated where it must hold: NOT EXISTS (an anti-join), unless counted ("fewer than 2": an outer join).
+    assert "NOT (EXISTS" in sql(negated) and "JOIN (SELECT" not in sql(negated)
+    fewer = where(event("placed_order", "not_performed", at_least=2))
+    assert "EXISTS" not in sql(fewer) and "LEFT OUTER JOIN (SELECT orders.customer_id" in sql(fewer)
+    for definition in (top, nested, negated):
+        assert "EXISTS" in sql(definition, "probe") and "line_items.customer_id = subscribers.customer_id" in sql(
+            definition, "probe")
+    # Line items are read alone (they carry their order's customer and whether it counts), never joined to orders.
+    for definition in (top, nested, negated):
+        for shape in ("set", "probe"):
+            assert "JOIN orders" not in sql(definition, shape)
+    with pytest.raises(ValueError):
+        compile_definition(top, shop=shop, now=NOW, session=db, shape="fast")
+
+
+def test_set_shape_nests_inside_a_query_over_orders(db, shop):
+    """The uncorrelated subqueries must not be correlated to an enclosing query's `orders`."""
+    mine, person = buyer(db, shop)
+    bought = order(db, shop, person, lines=[{"product_id": 7}])
+    other, somebody = buyer(db, shop)
+    order(db, shop, somebody, lines=[{"product_id": 8}])
+    audience = compile_definition(where(rule("ordered_product", "eq", ["7"])), shop=shop, now=NOW, session=db)
+    orders_of_audience = select(Order.id).where(Order.customer_id.in_(
+        select(Subscriber.customer_id).where(Subscriber.id.in_(audience))))
+    assert db.scalars(orders_of_audience).all() == [bought.id]

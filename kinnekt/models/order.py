@@ -4,8 +4,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, event, select,
+                        text, update)
+from sqlalchemy.orm import Mapped, attributes, mapped_column, relationship
 
 from kinnekt.db import Base, Money, UTCDateTime
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
@@ -23,6 +24,10 @@ class Order(TenantMixin, Timestamps, Base):
         UniqueConstraint("shop_id", "shopify_id"),
         Index("ix_orders_customer_created", "customer_id", "created_at"),
         Index("ix_orders_shop_created", "shop_id", "created_at"),
+        # Counted orders by customer, covering: segment rules on orders placed (counts in a window, line items
+        # of counted orders) read it alone, in customer order, instead of the whole table (PostgreSQL only).
+        Index("ix_orders_counted", "shop_id", "customer_id", "created_at", postgresql_include=["id"],
+              postgresql_where=text("test IS false AND cancelled_at IS NULL")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -51,7 +56,7 @@ class Order(TenantMixin, Timestamps, Base):
     @property
     def counted(self) -> bool:
         """True when the order counts towards money spent and order counts (not test, not cancelled)."""
-        return not self.test and self.cancelled_at is None
+        return counts(self.test, self.cancelled_at)
 
     @property
     def revenue(self) -> Decimal:
@@ -59,13 +64,29 @@ class Order(TenantMixin, Timestamps, Base):
         return self.current_total_price if self.current_total_price is not None else self.total_price
 
 
+def counts(test: bool, cancelled_at: dt.datetime | None) -> bool:
+    """Whether an order with these values is counted (segment-rules.md "Which orders count": not test, not cancelled)."""
+    return not test and cancelled_at is None
+
+
 class LineItem(TenantMixin, Base):
-    """One line of an order; product and variant are Shopify ids."""
+    """One line of an order; product and variant are Shopify ids.
+
+    `customer_id` and `counted` repeat the order's customer and `Order.counted`, so that segment rules on
+    line items read this table alone. They are kept equal to the order's: the ingest writes them with
+    the line items (an order's line items are rewritten whenever the order is), the ORM events below
+    cover any other insert of a line item or change of an order through the ORM, and the database sets
+    `customer_id` to NULL when the customer is deleted (as it does for the order). A Core UPDATE of
+    `orders.customer_id`, `test` or `cancelled_at` must update the line items too.
+    """
 
     __tablename__ = "line_items"
     __table_args__ = (
         UniqueConstraint("order_id", "shopify_id"),
-        Index("ix_line_items_shop_product", "shop_id", "product_id"),
+        # Covering on PostgreSQL (order_id included): "bought product X" reads the index alone, not the rows.
+        Index("ix_line_items_shop_product", "shop_id", "product_id", postgresql_include=["order_id"]),
+        # A customer's line items: the re-check's probes, and the SET NULL when a customer is deleted.
+        Index("ix_line_items_customer", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -78,8 +99,31 @@ class LineItem(TenantMixin, Base):
     variant_title: Mapped[str | None] = mapped_column(String(512))
     quantity: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     price: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), nullable=False)
+    customer_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("customers.id", ondelete="SET NULL"))
+    counted: Mapped[bool] = mapped_column(Boolean, nullable=False)  # its order is counted (not test, not cancelled)
 
     order: Mapped[Order] = relationship(back_populates="line_items")
+
+
+_ORDER_FACTS = ("customer_id", "test", "cancelled_at")
+"""The order's columns that its line items repeat (as customer_id and counted)."""
+
+
+@event.listens_for(LineItem, "before_insert")
+def _line_item_from_order(mapper, connection, target: LineItem) -> None:
+    """A line item inserted through the ORM takes its customer and `counted` from its (already flushed) order."""
+    orders = Order.__table__
+    customer_id, test, cancelled_at = connection.execute(
+        select(orders.c.customer_id, orders.c.test, orders.c.cancelled_at).where(orders.c.id == target.order_id)).one()
+    target.customer_id, target.counted = customer_id, counts(test, cancelled_at)
+
+
+@event.listens_for(Order, "after_update")
+def _order_facts_to_line_items(mapper, connection, target: Order) -> None:
+    """An order changed through the ORM (customer, test, cancelled): its line items follow."""
+    if any(attributes.get_history(target, name).has_changes() for name in _ORDER_FACTS):
+        connection.execute(update(LineItem.__table__).where(LineItem.__table__.c.order_id == target.id)
+                           .values(customer_id=target.customer_id, counted=counts(target.test, target.cancelled_at)))
 
 
 class Checkout(TenantMixin, Timestamps, Base):

@@ -2,9 +2,26 @@
 
 Preview counts, rebuilds, exports, campaign audiences and the per-subscriber re-check all run the
 `Select` built here, so there is no second evaluator to drift. Customer facts are column checks
-through an outer join to `customers`; order-level rules and events are correlated subqueries, each
-scoped by shop. Times are computed in Python from the injected `now` and bound as parameters, and
+through an outer join to `customers`; rules on rows of their own (orders, line items, events, tags,
+list entries) are stated once, as `_Some`: "the subscriber has at least N rows of this kind meeting
+these conditions". Times are computed in Python from the injected `now` and bound as parameters, and
 nothing is dialect-specific, so SQLite and PostgreSQL give the same answer.
+
+A `_Some` becomes SQL in one of two shapes, with the same meaning (`_shaped`):
+
+- `SET` (the default, for a whole shop: previews, builds, exports, audiences): the set of customers
+  (or subscribers) having such rows is computed once for the shop, not once per subscriber. A rule
+  that must hold is `subscribers.customer_id IN (SELECT customer_id FROM orders WHERE ...
+  [GROUP BY customer_id HAVING count(*) >= N])`, a semi-join, and a negated one stays `NOT EXISTS`,
+  an anti-join; one under OR is that set grouped by owner and outer-joined (never an IN under OR or
+  NOT: PostgreSQL hashes such an IN only while it fits in `work_mem`, and beyond that scans the
+  whole set again for every subscriber);
+- `PROBE` (the re-check of a few subscribers, `matches_subscriber`): the correlated `EXISTS` /
+  `count(*)`, a few index probes for one subscriber where the set would read every customer's rows.
+
+In both shapes the rules of an `any` group that look at the same kind of rows are merged into one
+subquery (EXISTS a OR EXISTS b = EXISTS (a OR b)), and so are the negated ones of an `all` group;
+products and collections bought merge into one `product_id IN (...)`.
 
 Every predicate built here is two-valued (never SQL NULL), so that `neq`, `not_in` and a segment
 rule's `not_in` can be plain negations: a missing value makes the positive form false and the
@@ -14,11 +31,12 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, exists, false, func, not_, or_, select, true
+from sqlalchemy import (BigInteger, ColumnElement, Select, and_, cast, exists, false, func, literal, literal_column, not_,
+                        or_, select, true, union_all)
 from sqlalchemy import type_coerce
 from sqlalchemy.orm import Session as OrmSession, object_session
 
@@ -39,6 +57,12 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 ACCEPTED_MESSAGE_STATUSES = ("sent", "delivered")
 """Messages the SMS provider accepted: these are `received_sms` events."""
 
+Shape = Literal["set", "probe"]
+SET: Shape = "set"
+"""Rules on rows as uncorrelated sets of subscribers/customers: evaluated once for a whole shop."""
+PROBE: Shape = "probe"
+"""Rules on rows as correlated EXISTS / count: cheapest for one or a few subscribers."""
+
 
 @dataclass(frozen=True)
 class _Context:
@@ -48,7 +72,31 @@ class _Context:
     now: dt.datetime
     zone: dt.tzinfo
     session: OrmSession
+    shape: Shape = SET
     expanding: tuple[int, ...] = ()  # segment ids being expanded, to stop a loop of segment rules
+    joins: list = field(default_factory=list)  # SET: (set of owners, owner column) to outer-join, shared by copies
+
+
+@dataclass(frozen=True)
+class _Some:
+    """The subscriber has at least `at_least` rows of one `kind` meeting `conditions` (none of them if `negative`).
+
+    The rows are those of `source` matching `base`, tied to the subscriber by `key == owner`. Rules of
+    the same `kind` share `source`, `key`, `owner` and `base`, so they can be merged.
+    """
+
+    kind: str
+    source: Any
+    key: Any
+    owner: Any
+    base: tuple
+    conditions: tuple
+    at_least: int = 1
+    negative: bool = False
+
+    def negated(self, negative: bool = True) -> "_Some":
+        """The same rows, the opposite answer (when `negative`)."""
+        return replace(self, negative=self.negative != negative)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -87,7 +135,10 @@ def _in_range(column, start: dt.datetime | None, end: dt.datetime | None, *, end
     return and_(*conditions)
 
 
-def _negated_if(condition: Predicate, negative: bool) -> Predicate:
+def _negated_if(condition, negative: bool):
+    """`condition`, or its negation when `negative` (a `_Some` stays a `_Some`, to be shaped later)."""
+    if isinstance(condition, _Some):
+        return condition.negated(negative)
     return not_(condition) if negative else condition
 
 
@@ -178,57 +229,81 @@ def _text_choice(column, fold) -> Callable[[dict, _Context], Predicate]:
     return build
 
 
-def _tags(rule: dict, c: _Context) -> Predicate:
-    has_tag = exists().where(CustomerTag.shop_id == c.shop_id, CustomerTag.customer_id == Subscriber.customer_id,
-                             CustomerTag.tag == rule["value"])
+def _tags(rule: dict, c: _Context) -> _Some:
+    has_tag = _Some("customer_tags", CustomerTag, CustomerTag.customer_id, Subscriber.customer_id,
+                    (CustomerTag.shop_id == c.shop_id,), (CustomerTag.tag == rule["value"],))
     return _negated_if(has_tag, rule["op"] == "not_contains")
 
 
 # ---------------------------------------------------------------------------------------------- orders
 
-def _orders_of_subscriber(c: _Context, *, counted: bool) -> list[Predicate]:
-    """The linked customer's orders in this shop: non-test ones, and also not cancelled when `counted`."""
-    conditions = [Order.shop_id == c.shop_id, Order.customer_id == Subscriber.customer_id, Order.test.is_(False)]
-    if counted:
-        conditions.append(Order.cancelled_at.is_(None))
-    return conditions
+def _orders(c: _Context, *conditions, counted: bool) -> _Some:
+    """Some non-test order of the linked customer (also not cancelled when `counted`) meets `conditions`."""
+    counted_only = (Order.cancelled_at.is_(None),) if counted else ()
+    return _Some("orders", Order, Order.customer_id, Subscriber.customer_id,
+                 (Order.shop_id == c.shop_id, Order.test.is_(False)), counted_only + conditions)
 
 
-def _has_order(c: _Context, *conditions, counted: bool) -> Predicate:
-    return exists().where(*_orders_of_subscriber(c, counted=counted), *conditions)
+def _line_items_of_counted_orders(c: _Context, *conditions) -> _Some:
+    """Some counted order of the subscriber has a line item meeting `conditions`.
+
+    Read from `line_items` alone: each line item carries its order's customer and whether the order is
+    counted (kept in step with the order, see `LineItem`), so no join with `orders` is needed.
+    """
+    return _Some("counted_line_items", LineItem, LineItem.customer_id, Subscriber.customer_id,
+                 (LineItem.shop_id == c.shop_id, LineItem.counted.is_(True)), conditions)
 
 
-def _has_line_item(c: _Context, *conditions) -> Predicate:
-    """Some counted order of the subscriber has a line item meeting `conditions`."""
-    return exists(select(LineItem.id).join(Order, Order.id == LineItem.order_id).where(
-        LineItem.shop_id == c.shop_id, *_orders_of_subscriber(c, counted=True), *conditions))
-
-
-def _fulfillment_status(rule: dict, c: _Context) -> Predicate:
-    found = _has_order(c, Order.fulfillment_status == rule["value"], counted=False)
+def _fulfillment_status(rule: dict, c: _Context) -> _Some:
+    found = _orders(c, Order.fulfillment_status == rule["value"], counted=False)
     return _negated_if(found, rule["op"] == "neq")
 
 
-def _payment_status(rule: dict, c: _Context) -> Predicate:
+def _payment_status(rule: dict, c: _Context) -> _Some:
     statuses = UNPAID if rule["value"] == "unpaid" else (rule["value"],)
-    found = _has_order(c, Order.financial_status.in_(statuses), counted=False)
+    found = _orders(c, Order.financial_status.in_(statuses), counted=False)
     return _negated_if(found, rule["op"] == "neq")
 
 
-def _order_cancelled(rule: dict, c: _Context) -> Predicate:
-    return _negated_if(_has_order(c, Order.cancelled_at.is_not(None), counted=False), rule["value"] == "no")
+def _order_cancelled(rule: dict, c: _Context) -> _Some:
+    return _negated_if(_orders(c, Order.cancelled_at.is_not(None), counted=False), rule["value"] == "no")
 
 
-def _ordered_product(rule: dict, c: _Context) -> Predicate:
-    found = _has_line_item(c, LineItem.product_id.in_([int(v) for v in rule["value"]]))
+@dataclass(frozen=True)
+class _Products:
+    """A line item's condition: its product is one of `ids` or (at evaluation time) in one of `collections`.
+
+    Kept apart from other conditions so that the products and collections of merged rules become one
+    `product_id IN (...)`, which the line items' product index serves, instead of an OR of two.
+    """
+
+    shop_id: int
+    ids: tuple[int, ...] = ()
+    collections: tuple[int, ...] = ()
+
+    def __or__(self, other: "_Products") -> "_Products":
+        return _Products(self.shop_id, tuple(sorted({*self.ids, *other.ids})),
+                         tuple(sorted({*self.collections, *other.collections})))
+
+    def sql(self) -> Predicate:
+        """The condition on `LineItem.product_id`."""
+        if not self.collections:
+            return LineItem.product_id.in_(self.ids)
+        in_collections = select(CollectionProduct.product_id).where(
+            CollectionProduct.shop_id == self.shop_id, CollectionProduct.collection_id.in_(self.collections))
+        if not self.ids:
+            return LineItem.product_id.in_(in_collections)
+        return LineItem.product_id.in_(union_all(in_collections, *(select(literal(i, BigInteger)) for i in self.ids)))
+
+
+def _ordered_product(rule: dict, c: _Context) -> _Some:
+    found = _line_items_of_counted_orders(c, _Products(c.shop_id, ids=tuple(sorted({int(v) for v in rule["value"]}))))
     return _negated_if(found, rule["op"] == "neq")
 
 
-def _ordered_collection(rule: dict, c: _Context) -> Predicate:
-    in_collections = (select(CollectionProduct.product_id)
-                      .where(CollectionProduct.shop_id == c.shop_id,
-                             CollectionProduct.collection_id.in_([int(v) for v in rule["value"]])))
-    found = _has_line_item(c, LineItem.product_id.in_(in_collections))
+def _ordered_collection(rule: dict, c: _Context) -> _Some:
+    collections = tuple(sorted({int(v) for v in rule["value"]}))
+    found = _line_items_of_counted_orders(c, _Products(c.shop_id, collections=collections))
     return _negated_if(found, rule["op"] == "neq")
 
 
@@ -252,44 +327,39 @@ LINE_ITEM_CONDITIONS: dict[str, Callable[[str, Any], Predicate]] = {
 _POSITIVE = {"neq": "eq", "not_contains": "contains"}
 
 
-def _line_items(rule: dict, c: _Context) -> Predicate:
+def _line_items(rule: dict, c: _Context) -> _Some:
     """Some counted order has a line item satisfying the rule; `neq`/`not_contains`: no line item has the positive."""
     op = rule["op"]
     condition = LINE_ITEM_CONDITIONS[rule["attribute"]](_POSITIVE.get(op, op), rule["value"])
-    return _negated_if(_has_line_item(c, condition), op in _POSITIVE)
+    return _negated_if(_line_items_of_counted_orders(c, condition), op in _POSITIVE)
 
 
 # ---------------------------------------------------------------------------------------------- events
 
-def _event_rows(event: str, c: _Context) -> tuple[Any, Any, list[Predicate]]:
-    """(table, time column, conditions) of the rows that are one subscriber's events of a kind."""
+def _event_rows(event: str, c: _Context) -> tuple[_Some, Any]:
+    """(the subscriber's events of a kind, with no condition yet; their time column)."""
     if event == "placed_order":
-        return Order, Order.created_at, _orders_of_subscriber(c, counted=True)
+        return _orders(c, counted=True), Order.created_at
     if event == "received_sms":
-        return Message, Message.sent_at, [Message.shop_id == c.shop_id, Message.subscriber_id == Subscriber.id,
-                                          Message.status.in_(ACCEPTED_MESSAGE_STATUSES)]
+        return _Some("messages", Message, Message.subscriber_id, Subscriber.id,
+                     (Message.shop_id == c.shop_id, Message.status.in_(ACCEPTED_MESSAGE_STATUSES)), ()), Message.sent_at
     if event == "clicked_link":
-        return Click, Click.at, [Click.shop_id == c.shop_id, Click.subscriber_id == Subscriber.id]
+        return _Some("clicks", Click, Click.subscriber_id, Subscriber.id, (Click.shop_id == c.shop_id,), ()), Click.at
     if event == "started_checkout":
-        return Checkout, Checkout.started_at, [Checkout.shop_id == c.shop_id,
-                                               Checkout.customer_id == Subscriber.customer_id,
-                                               Checkout.completed_at.is_(None)]
-    return SubscriptionEvent, SubscriptionEvent.at, [SubscriptionEvent.shop_id == c.shop_id,
-                                                     SubscriptionEvent.subscriber_id == Subscriber.id,
-                                                     SubscriptionEvent.kind == "subscribed"]
+        return _Some("open_checkouts", Checkout, Checkout.customer_id, Subscriber.customer_id,
+                     (Checkout.shop_id == c.shop_id, Checkout.completed_at.is_(None)), ()), Checkout.started_at
+    return _Some("subscribed_events", SubscriptionEvent, SubscriptionEvent.subscriber_id, Subscriber.id,
+                 (SubscriptionEvent.shop_id == c.shop_id, SubscriptionEvent.kind == "subscribed"), ()), \
+        SubscriptionEvent.at
 
 
-def _event(rule: dict, c: _Context) -> Predicate:
+def _event(rule: dict, c: _Context) -> _Some:
     """performed: at least `at_least` events inside `within`; not_performed: fewer."""
-    table, at, conditions = _event_rows(rule["event"], c)
+    rows, at = _event_rows(rule["event"], c)
     start, end, end_inclusive = periods.window_bounds(rule["within"], now=c.now, zone=c.zone)
     if start is not None or end is not None:
-        conditions = conditions + [_in_range(at, start, end, end_inclusive=end_inclusive)]
-    if rule["at_least"] == 1:
-        performed = exists().select_from(table).where(*conditions)
-    else:
-        performed = select(func.count()).select_from(table).where(*conditions).scalar_subquery() >= rule["at_least"]
-    return _negated_if(performed, rule["op"] == "not_performed")
+        rows = replace(rows, conditions=rows.conditions + (_in_range(at, start, end, end_inclusive=end_inclusive),))
+    return _negated_if(replace(rows, at_least=rule["at_least"]), rule["op"] == "not_performed")
 
 
 # ---------------------------------------------------------------------------------------------- membership
@@ -312,9 +382,9 @@ def _segment(rule: dict, c: _Context) -> Predicate:
     return _negated_if(member, rule["op"] == "not_in")
 
 
-def _list(rule: dict, c: _Context) -> Predicate:
-    on_list = exists().where(StaticListEntry.shop_id == c.shop_id, StaticListEntry.list_id == rule["value"],
-                             StaticListEntry.phone == Subscriber.phone)
+def _list(rule: dict, c: _Context) -> _Some:
+    on_list = _Some("list_entries", StaticListEntry, StaticListEntry.phone, Subscriber.phone,
+                    (StaticListEntry.shop_id == c.shop_id,), (StaticListEntry.list_id == rule["value"],))
     return _negated_if(on_list, rule["op"] == "not_in")
 
 
@@ -347,49 +417,129 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
 """Field -> SQL builder; the keys are exactly `rules.FIELDS` (a test holds them together)."""
 
 
-def _group(group: dict, c: _Context) -> Predicate:
-    parts = [_group(item, c) if "rules" in item else BUILDERS[item["field"]](item, c) for item in group["rules"]]
+def _merged(parts: list, match: str) -> list:
+    """The group's `_Some`s of one kind merged where that keeps the meaning, in the order they came.
+
+    any: EXISTS a OR EXISTS b = EXISTS (a OR b); all: NOT EXISTS a AND NOT EXISTS b = NOT EXISTS (a OR b).
+    Counted ones (at_least > 1) are left alone: "2 orders of a" OR "2 orders of b" is not "2 orders of a or b".
+    """
+    negative = match == "all"
+    out: list = []
+    first: dict[str, int] = {}
+    for part in parts:
+        if not (isinstance(part, _Some) and part.at_least == 1 and part.negative == negative):
+            out.append(part)
+            continue
+        if part.kind not in first:
+            first[part.kind] = len(out)
+            out.append(part)
+            continue
+        kept = out[first[part.kind]]
+        if len(kept.conditions) == len(part.conditions) == 1 and \
+                all(isinstance(x.conditions[0], _Products) for x in (kept, part)):
+            either = kept.conditions[0] | part.conditions[0]
+        else:
+            either = or_(and_(true(), *map(_sql, kept.conditions)), and_(true(), *map(_sql, part.conditions)))
+        out[first[part.kind]] = replace(kept, conditions=(either,))
+    return out
+
+
+def _sql(condition) -> Predicate:
+    return condition.sql() if isinstance(condition, _Products) else condition
+
+
+def _shaped(some: _Some, c: _Context, *, top: bool) -> Predicate:
+    """A `_Some` as SQL, in the context's shape.
+
+    PROBE: a correlated EXISTS (or count(*) >= N). SET: the set of owners (customer or subscriber ids)
+    that have such rows, computed once. Where the rule must simply hold (`top`: a conjunct of the root
+    and not negated) that is `owner IN (set)`, which both databases run as a semi-join; a negated one
+    there stays NOT EXISTS, which PostgreSQL runs as an anti-join (with no grouping). Anywhere else
+    (under OR or NOT) an uncorrelated IN would be a hashed set on PostgreSQL only while it fits in
+    `work_mem`, and a scan of the whole set per subscriber beyond that; so there the set is grouped
+    by owner and outer-joined, and the rule is "the join found a row", which scales like any hash join.
+    Both sides leave NULL owners out, so each form is true or false, never NULL.
+    """
+    conditions = (*some.base, *map(_sql, some.conditions))
+    if c.shape == PROBE or (top and some.negative and some.at_least == 1):
+        # (A NOT EXISTS that must hold is an anti-join on PostgreSQL already, and needs no grouping.)
+        rows = select(func.count() if some.at_least > 1 else literal_column("1")).select_from(some.source).where(
+            some.key == some.owner, *conditions)
+        found = exists(rows) if some.at_least == 1 else rows.scalar_subquery() >= some.at_least
+        return not_(found) if some.negative else found
+    owners = select(some.key).select_from(some.source).where(some.key.is_not(None), *conditions).correlate(None)
+    if some.at_least > 1:
+        owners = owners.group_by(some.key).having(func.count() >= some.at_least)
+    if top and not some.negative:
+        found = some.owner.in_(owners)
+        return and_(some.owner.is_not(None), found) if some.owner.nullable else found
+    if some.at_least == 1:
+        owners = owners.group_by(some.key)  # one row per owner, so the outer join never repeats a subscriber
+    joined = owners.subquery()
+    c.joins.append((joined, joined.c[0] == some.owner))
+    return joined.c[0].is_(None) if some.negative else joined.c[0].is_not(None)
+
+
+def _group(group: dict, c: _Context, *, top: bool = False) -> Predicate:
+    """The group's condition. `top`: its conjuncts must hold for every member (it is the root, or under it by AND).
+
+    Rules are built first and merged; nested groups are built after, once it is known whether they
+    are still `top` (an `any` group left with a single item is no more than that item).
+    """
+    built = [item if "rules" in item else BUILDERS[item["field"]](item, c) for item in group["rules"]]
+    merged = _merged(built, group["match"])
+    inner_top = top and (group["match"] == "all" or len(merged) == 1)
+    parts = [_group(part, c, top=inner_top) if isinstance(part, dict)
+             else _shaped(part, c, top=inner_top) if isinstance(part, _Some) else part for part in merged]
     return and_(*parts) if group["match"] == "all" else or_(*parts)
 
 
 # ---------------------------------------------------------------------------------------------- public API
 
 def compile_definition(definition: Definition, *, shop: Shop, now: dt.datetime,
-                       session: OrmSession | None = None) -> Select:
+                       session: OrmSession | None = None, shape: Shape = SET) -> Select:
     """The `Select` of the ids of the shop's subscribed, unsuppressed subscribers matching the definition.
 
     `now` is the aware UTC instant the definition is evaluated at; `session` (default: the shop's own,
-    else the shared one) is only used to read the definitions that segment rules refer to.
+    else the shared one) is only used to read the definitions that segment rules refer to. `shape`
+    is SET to evaluate the whole shop, PROBE when the Select will be narrowed to a few subscribers
+    (see the module docstring); both give the same members.
     """
+    if shape not in (SET, PROBE):
+        raise ValueError(f"shape must be {SET!r} or {PROBE!r}")
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
     if session is None:
         session = object_session(shop)
     context = _Context(shop_id=shop.id, now=now.astimezone(dt.timezone.utc), zone=periods.shop_zone(shop.timezone),
-                       session=session if session is not None else Session())
-    matches = _group(normalise(definition), context)
+                       session=session if session is not None else Session(), shape=shape)
+    matches = _group(normalise(definition), context, top=True)
+    subscribers = Subscriber.__table__.outerjoin(
+        Customer.__table__, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
+    for owners, on in context.joins:
+        subscribers = subscribers.outerjoin(owners, on)
     return (select(Subscriber.id)
-            .select_from(Subscriber)
-            .outerjoin(Customer, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
+            .select_from(subscribers)
             .where(Subscriber.shop_id == shop.id, Subscriber.status == "subscribed",
                    Subscriber.suppressed_at.is_(None), matches)
             .correlate(None))  # a self-contained statement even when nested in a query over subscribers
 
 
-def members(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime) -> list[int]:
+def members(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime,
+            shape: Shape = SET) -> list[int]:
     """Ids of the subscribers in the segment at `now`, ascending."""
-    statement = compile_definition(definition, shop=shop, now=now, session=session)
+    statement = compile_definition(definition, shop=shop, now=now, session=session, shape=shape)
     return list(session.scalars(statement.order_by(Subscriber.id)))
 
 
-def count(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime) -> int:
+def count(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime, shape: Shape = SET) -> int:
     """How many subscribers are in the segment at `now`."""
-    statement = compile_definition(definition, shop=shop, now=now, session=session)
+    statement = compile_definition(definition, shop=shop, now=now, session=session, shape=shape)
     return session.scalar(select(func.count()).select_from(statement.subquery()))
 
 
 def matches_subscriber(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime,
                        subscriber_id: int) -> bool:
-    """Whether one subscriber is in the segment at `now` (the same Select, narrowed to that subscriber)."""
-    statement = compile_definition(definition, shop=shop, now=now, session=session)
+    """Whether one subscriber is in the segment at `now` (the same Select in its PROBE shape, narrowed to it)."""
+    statement = compile_definition(definition, shop=shop, now=now, session=session, shape=PROBE)
     return bool(session.scalar(select(statement.where(Subscriber.id == subscriber_id).exists())))

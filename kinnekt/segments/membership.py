@@ -240,7 +240,7 @@ def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime
         if row.id in predicates:
             continue
         try:
-            statement = compile_definition(row.definition, shop=shop, now=now, session=session)
+            statement = compile_definition(row.definition, shop=shop, now=now, session=session, shape="probe")
         except (DefinitionError, ValueError) as exc:
             log.warning("segment %s of shop %s does not compile, not re-checked: %s", row.id, shop.id, exc)
             continue
