@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
+from kinnekt.campaigns.attribution import attribute_orders
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
 from kinnekt.shopify.ingest import deletions
@@ -48,6 +49,7 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
         return written, customers
 
     written, customers = commit_with_retry(session, work)
+    attribute_orders(session, shop, written)  # credit campaigns (or drop the credit of a cancelled order)
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
     return written
 
@@ -115,7 +117,8 @@ def _upsert(session, shop: Shop, rows: list[OrderRow]) -> tuple[list[int], set[i
             items.append({"shop_id": shop.id, "order_id": order.id, "shopify_id": item.shopify_id,
                           "product_id": item.product_id, "variant_id": item.variant_id,
                           "title": (item.title or "")[:512], "variant_title": item.variant_title,
-                          "quantity": item.quantity, "price": item.price})
+                          "quantity": item.quantity, "price": item.price,
+                          "customer_id": order.customer_id, "counted": order.counted})  # as the order's
     for batch in chunks(items):
         session.execute(insert(LineItem), batch)
     for order in written:
