@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Segment
-from kinnekt.segments import builder, service
+from kinnekt.segments import builder, exports, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
 from kinnekt.web.auth import merchant_blueprint
@@ -178,4 +178,17 @@ def members_csv(segment_id: int):
     response = Response(stream_with_context(service.export_members_csv(Session, segment, now=utcnow())),
                         mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}-members.csv"'
+    return response
+
+
+@bp.get("/<int:segment_id>/audiences/<platform>.csv")
+def audience_csv(segment_id: int, platform: str):
+    """The segment's members as an ad platform's customer list (meta, google, tiktok): hashed CSV, streamed."""
+    segment = get_or_404(Segment, segment_id)
+    if platform not in exports.FORMATS:
+        abort(404, description=f"Unknown audience format; use one of: {', '.join(exports.FORMATS)}.")
+    response = Response(stream_with_context(exports.export_audience_csv(Session, segment, platform, now=utcnow())),
+                        mimetype="text/csv")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{exports.download_name(segment, platform + "-audience.csv")}"')
     return response

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment
-from kinnekt.segments import builder, rules, service
+from kinnekt.segments import builder, exports, rules, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
@@ -47,6 +47,7 @@ def _list_context() -> dict:
         "segments": segments,
         "summaries": {s.id: builder.summary(s.definition, names, money) for s in segments},
         "suggestions": [(i, s) for i, s in enumerate(service.suggested_segments()) if s.name not in taken],
+        "audience_formats": list(exports.FORMATS.values()),
     }
 
 
@@ -94,6 +95,19 @@ def export(segment_id: int):
     filename = re.sub(r"[^A-Za-z0-9._-]+", "-", segment.name).strip("-") or "segment"
     response = Response(stream_with_context(lines), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}-members.csv"'
+    return response
+
+
+@bp.get("/<int:segment_id>/audiences/<platform>.csv")
+def export_audience(segment_id: int, platform: str):
+    """The segment's members as an ad platform's customer list (hashed, see kinnekt.segments.exports), streamed."""
+    segment = get_or_404(Segment, segment_id)
+    if platform not in exports.FORMATS:
+        abort(404)
+    lines = exports.export_audience_csv(Session, segment, platform, now=utcnow())
+    response = Response(stream_with_context(lines), mimetype="text/csv")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{exports.download_name(segment, platform + "-audience.csv")}"')
     return response
 
 
