@@ -7,11 +7,13 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   lock serialises them). The claim carries a random token. Nothing was requested from the provider yet,
   so recovery returns a claimed row whose lease expired to pending; the token makes sure the old sender,
   if it was only slow, can no longer send it.
-- **sending**: after a rate-limiter slot, rendering and link rewriting, one conditional UPDATE moves the row
+- **sending**: after rendering, link rewriting and a rate-limiter slot, one conditional UPDATE moves the row
   claimed -> sending *only if* it still holds our token, the subscriber is still subscribed and unsuppressed
   and the campaign is still in progress, and commits (with the row's links); then the provider is called. So a STOP or an End
   that committed before that UPDATE stops the message, and the work between the commit and the request
-  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending".
+  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending". (When
+  that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
+  30/s: a request sent late would crowd the ones granted after it into one second at the provider.)
 - **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
   left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
   (kinnekt/sms/receipts.py: sent/delivered/failed). When no receipt ever comes it stays "unknown" and counts
@@ -294,16 +296,6 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if context.error:
         _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
         return "failed"
-    if context.limiter is not None:
-        # Before anything is written: no transaction stays open while the sender waits for a slot.
-        from kinnekt.sms.ratelimit import RateLimitTimeout
-        try:
-            context.limiter.acquire()
-        except RateLimitTimeout:
-            _mark(session, message_id, token, "pending",
-                  due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
-            return "rate-wait"
-
     from kinnekt.campaigns import composer, links
     code = message.discount_code or (context.campaign.discount_code
                                      if context.campaign.discount_mode == "shared" else None)
@@ -311,6 +303,18 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
                            first_message=(subscriber.sent_count or 0) == 0)
     text = links.rewrite(session, context.shop, message, text)  # flushed; committed with the move to "sending"
     info = analyze(text)
+    granted_at = None
+    if context.limiter is not None:
+        # As late as possible, so that only the move to "sending" lies between the slot and the request.
+        from kinnekt.sms.ratelimit import RateLimitTimeout
+        try:
+            context.limiter.acquire()
+            granted_at = time.monotonic()
+        except RateLimitTimeout:
+            session.rollback()  # no links for a message that is not sent now
+            _mark(session, message_id, token, "pending",
+                  due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
+            return "rate-wait"
     still_allowed = and_(
         exists().where(Subscriber.id == Message.subscriber_id, Subscriber.status == "subscribed",
                        Subscriber.suppressed_at.is_(None)),
@@ -325,9 +329,27 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         session.rollback()  # no links for a message that is not sent
         return _why_not(session, context, message_id, token)
     session.commit()
+    if granted_at is not None and time.monotonic() - granted_at > defaults.SMS_RATE_REGRANT_AFTER_MS / 1000:
+        if not _regrant(session, context, message_id):
+            return "rate-wait"
 
     result = context.gateway.send(message.to_phone, text, message.client_ref or f"m{message_id}")
     return record(session, message, result, attempts=(message.attempts or 0) + 1)
+
+
+def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
+    """Take a fresh slot for a message whose first one went stale; False (the row is pending again) if none came."""
+    from kinnekt.sms.ratelimit import RateLimitTimeout
+    try:
+        context.limiter.acquire()
+        return True
+    except RateLimitTimeout:  # nothing left for the provider: the row can go back safely
+        session.execute(update(Message).where(Message.id == message_id, Message.status == "sending")
+                        .values(status="pending", updated_at=utcnow(),
+                                due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
+                        .execution_options(synchronize_session=False))
+        session.commit()
+        return False
 
 
 def _skip_reason(subscriber: Subscriber | None) -> str | None:

@@ -1,12 +1,15 @@
-"""The send rate limiter shared by every worker: at most N grants in any sliding one-second window.
+"""The send rate limiter shared by every worker: grants evenly spaced, so no one-second window holds more than N.
 
-Each limit (per Vonage account, per sender) is a sorted set of grant times in Redis. One Lua script,
-atomic on the server and timed by the server's clock (so workers' clocks do not matter), drops the
-grants older than the window, and grants only if every limit has room, recording the grant in all of
-them; otherwise it answers how long until the oldest blocking grant leaves the window. Because a
-grant is only made when fewer than N grants lie in the window ending at it, no window of that
-length ever holds more than N grants. The window is one second plus a small margin
-(defaults.SMS_RATE_WINDOW_MARGIN_MS) for network jitter.
+Each limit (per Vonage account, per sender) keeps in Redis the earliest time of its next grant (a GCRA
+with no burst). One Lua script, atomic on the server and timed by the server's clock (so workers'
+clocks do not matter), grants only when every limit's next time has come, and then moves each of them
+one spacing later; otherwise it answers how long to wait. A grant made a little after its time (a worker
+wakes late) keeps the schedule, so that the rate does not sag below the spacing, but only within a
+slack (defaults.SMS_RATE_SLACK_MS). The spacing is (window + slack) / N, the window being one second
+plus a margin (defaults.SMS_RATE_WINDOW_MARGIN_MS): N + 1 grants then span at least the window, so no
+one-second window ever holds more than N, and a request may reach the provider up to the margin late
+(network, a busy machine) before two grants could crowd into one second there. Even spacing rather than a sliding window matters for that: a sliding window lets N
+grants go at once, and then any lateness among them puts N + 1 into some second at the provider.
 
 Without Redis (the demo's in-process queue) a process-local limiter applies the same rule.
 """
@@ -16,8 +19,6 @@ import hashlib
 import random
 import threading
 import time
-import uuid
-from collections import deque
 from dataclasses import dataclass
 
 from kinnekt import defaults
@@ -28,21 +29,18 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[1])
 local wait = 0
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 2])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local count = redis.call('ZCARD', key)
-  if count >= limit then
-    local blocking = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-    local until_free = tonumber(blocking[2]) + window - now + 1
-    if until_free > wait then wait = until_free end
-  end
+  local next_grant = tonumber(redis.call('GET', key) or '0')
+  if next_grant - now > wait then wait = next_grant - now end
 end
 if wait > 0 then
   return {0, wait, now}
 end
+local slack = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[2])
-  redis.call('PEXPIRE', key, math.floor(window / 1000) + 1000)
+  local spacing = math.ceil((window + slack) / tonumber(ARGV[i + 2]))
+  local due = tonumber(redis.call('GET', key) or '0')
+  if due < now - slack then due = now end
+  redis.call('SET', key, due + spacing, 'PX', math.floor(spacing / 1000) + 1000)
 end
 return {1, 0, now}
 """
@@ -67,6 +65,7 @@ class RedisRateLimiter:
         self.redis = redis
         self.limits = [limit for limit in limits if limit.per_second > 0]
         self.window_us = int(1000 * (window_ms if window_ms is not None else 1000 + defaults.SMS_RATE_WINDOW_MARGIN_MS))
+        self.slack_us = 1000 * defaults.SMS_RATE_SLACK_MS
         self._script = redis.register_script(_SCRIPT)
 
     def try_acquire(self) -> tuple[bool, float, float]:
@@ -75,7 +74,7 @@ class RedisRateLimiter:
             return True, 0.0, time.time()
         granted, wait_us, now_us = self._script(
             keys=[limit.key for limit in self.limits],
-            args=[self.window_us, uuid.uuid4().hex, *[limit.per_second for limit in self.limits]])
+            args=[self.window_us, self.slack_us, *[limit.per_second for limit in self.limits]])
         return bool(granted), int(wait_us) / 1e6, int(now_us) / 1e6
 
     def acquire(self, max_wait: float | None = None) -> float:
@@ -87,7 +86,7 @@ class LocalRateLimiter:
     """The same rule inside one process (in-process queue, no Redis); limits with equal keys are shared."""
 
     _lock = threading.Lock()
-    _grants: dict[str, deque] = {}
+    _next: dict[str, float] = {}  # key -> monotonic time of its next grant
 
     def __init__(self, limits: list[Limit], *, window_ms: int | None = None):
         self.limits = [limit for limit in limits if limit.per_second > 0]
@@ -97,17 +96,14 @@ class LocalRateLimiter:
         """One attempt: (granted, seconds to wait, grant time on the monotonic clock)."""
         with self._lock:
             now = time.monotonic()
-            wait = 0.0
-            for limit in self.limits:
-                grants = self._grants.setdefault(limit.key, deque())
-                while grants and grants[0] <= now - self.window:
-                    grants.popleft()
-                if len(grants) >= limit.per_second:
-                    wait = max(wait, grants[len(grants) - limit.per_second] + self.window - now + 1e-6)
+            wait = max((self._next.get(limit.key, 0.0) - now for limit in self.limits), default=0.0)
             if wait > 0:
                 return False, wait, now
+            slack = defaults.SMS_RATE_SLACK_MS / 1000
             for limit in self.limits:
-                self._grants[limit.key].append(now)
+                due = self._next.get(limit.key, 0.0)
+                spacing = (self.window + slack) / limit.per_second
+                self._next[limit.key] = (due if due >= now - slack else now) + spacing
             return True, 0.0, now
 
     def acquire(self, max_wait: float | None = None) -> float:
