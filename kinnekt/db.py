@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from pathlib import Path
 from decimal import Decimal, ROUND_HALF_EVEN
 
-from sqlalchemy import BigInteger, DateTime, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+
+from kinnekt import defaults
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -74,6 +77,15 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def aware_utc(now: dt.datetime | None) -> dt.datetime:
+    """An injected `now` as aware UTC (the current instant when None); a naive datetime is refused."""
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    return now.astimezone(dt.timezone.utc)
+
+
 Session = scoped_session(sessionmaker(expire_on_commit=False))
 _engine: Engine | None = None
 _engine_pid: int | None = None
@@ -104,8 +116,30 @@ def make_engine(url: str) -> Engine:
     # (bench/segments.py). Off for every connection, besides any options the URL sets.
     options = url_obj.query.get("options")
     options = " ".join(([options] if isinstance(options, str) else list(options or ())) + ["-c jit=off"])
-    return create_engine(url_obj, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                         connect_args={"options": options})
+    engine = create_engine(url_obj, pool_size=5, max_overflow=10, connect_args={"options": options})
+    _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while (PostgreSQL restarted, a proxy
+    dropped it); a connection returned a moment ago is used as it is. SQLAlchemy's pool_pre_ping would ping
+    on every checkout, a round trip per transaction, which the campaign sender does several times per message."""
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_conn, record):
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_conn, record, proxy):
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < defaults.DB_PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as error:  # the pool replaces the connection and tries again
+            raise exc.DisconnectionError(str(error)) from error
 
 
 def configure(url: str) -> Engine:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import UTCDateTime, utcnow
+from kinnekt.db import UTCDateTime, aware_utc
 from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.segments.compiler import compile_definition
@@ -66,14 +66,6 @@ class Breakdown:
     def as_dict(self) -> dict[str, int]:
         """The figures as a plain dict."""
         return asdict(self)
-
-
-def _instant(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return utcnow()
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be an aware datetime")
-    return now.astimezone(dt.timezone.utc)
 
 
 def _members(session: OrmSession, shop: Shop, segment_ids: Iterable[int], now: dt.datetime):
@@ -136,7 +128,7 @@ def _audience(session: OrmSession, shop: Shop, include_ids, exclude_ids, now: dt
 def breakdown(session: OrmSession, shop: Shop, include_ids, exclude_ids, *, now: dt.datetime | None = None
               ) -> Breakdown:
     """The funnel for a choice of segments at `now`: in the segments, each skip reason, quiet now, sendable."""
-    now = _instant(now)
+    now = aware_utc(now)
     included, reason, zone = _audience(session, shop, include_ids, exclude_ids, now)
     if included is None:
         return Breakdown()
@@ -183,7 +175,7 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
     start) inserts nothing twice. Each pending row's due_at is its first allowed instant (recipient's
     local time, quiet hours). Returns the counts of the rows of the campaign by status / skip reason.
     """
-    now = _instant(now)
+    now = aware_utc(now)
     shop = session.get(Shop, campaign.shop_id)
     include_ids, exclude_ids = campaign_segments(session, campaign)
     included, reason, zone = _audience(session, shop, include_ids, exclude_ids, now, campaign.id)

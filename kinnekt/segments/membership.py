@@ -31,7 +31,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
-from kinnekt.db import Session, UTCDateTime, utcnow
+from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.segments.compiler import compile_definition
@@ -66,14 +66,6 @@ class BuildResult:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _instant(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return utcnow()
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be an aware datetime")
-    return now.astimezone(dt.timezone.utc)
-
 
 def _check_cause(cause: str) -> None:
     if cause not in CAUSES:
@@ -143,7 +135,7 @@ def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = Non
     error is raised again (the job records it).
     """
     _check_cause(cause)
-    now = _instant(now)
+    now = aware_utc(now)
     started = time.perf_counter()
     _set_status(session, segment_id, "building")
     session.commit()  # visible to the UI at once, while the build itself runs
@@ -268,7 +260,7 @@ def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *,
     """
     _check_cause(cause)
     ids = sorted({int(i) for i in subscriber_ids})
-    now = _instant(now)
+    now = aware_utc(now)
     shop = session.get(Shop, shop_id)
     if not ids or shop is None:
         return []
@@ -343,7 +335,7 @@ def sweep(session: OrmSession, *, now: dt.datetime | None = None) -> int:
 
     One segment failing (it is marked "failed") does not stop the others.
     """
-    now = _instant(now)
+    now = aware_utc(now)
     rebuilt = 0
     for segment_id in segments_to_sweep(session):
         try:
