@@ -134,6 +134,22 @@ def auth(shop, token_for):
     return {"Authorization": f"Bearer {token_for(shop.domain)}", "HX-Request": "true"}
 
 
+FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
+"""An init script standing in for App Bridge in browser tests: `%r` is the session token it hands out."""
+
+
+@pytest.fixture
+def open_page(live_server, page, shop, token_for):
+    """Open a merchant page as the embedded admin would: a token in the URL, App Bridge handing out more."""
+    token = token_for(shop.domain, ttl=900)
+    page.add_init_script(FAKE_APP_BRIDGE % token)
+
+    def go(path: str):
+        page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
+        return page
+    return go
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """Playwright drives Debian's Chromium (no `playwright install`)."""

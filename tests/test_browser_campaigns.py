@@ -18,7 +18,6 @@ from tests.test_campaigns_web import segment, subscriber
 
 pytestmark = pytest.mark.browser
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 EVERYONE = {"match": "all", "rules": [{"field": "subscription_source", "op": "eq", "value": "all"}]}
 RATE_PER_SECOND = 2
 """Sends per second in these tests: slow enough to watch the bar move between two 2-second polls."""
@@ -54,16 +53,6 @@ def big_audience(shop):
     return vip_segment(shop, 30)
 
 
-@pytest.fixture
-def open_page(live_server, page, shop, token_for):
-    """Open a merchant page as the embedded admin would: a token in the URL, App Bridge handing out more."""
-    token = token_for(shop.domain, ttl=900)
-    page.add_init_script(FAKE_APP_BRIDGE % token)
-
-    def go(path: str):
-        page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
-        return page
-    return go
 
 
 def the_clock_reaches(campaign_id: int) -> None:

@@ -16,7 +16,6 @@ from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 SENDER = "15550100200"
 MSISDN = "447400123456"
 PHONE = "+" + MSISDN
@@ -29,16 +28,6 @@ def shop(db):
     return make_shop("acme.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=True)
 
 
-@pytest.fixture
-def open_page(live_server, page, shop, token_for):
-    """Open a merchant page as the embedded admin would: a token in the URL, App Bridge handing out more."""
-    token = token_for(shop.domain, ttl=600)
-    page.add_init_script(FAKE_APP_BRIDGE % token)
-
-    def go(path: str):
-        page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
-        return page
-    return go
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from sqlalchemy import select
 
 from kinnekt.db import Session
 from kinnekt.models import StaticList, StaticListEntry
+from tests.conftest import FAKE_APP_BRIDGE
 
 pytestmark = pytest.mark.browser
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 
 
 def test_upload_a_csv_and_see_the_report_and_the_list(live_server, page, db, shop, token_for):

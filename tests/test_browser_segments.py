@@ -14,7 +14,6 @@ from kinnekt.segments import rules
 
 pytestmark = pytest.mark.browser
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 NAME = "Ordered in last 30 days and spent over $25"
 
 
@@ -37,16 +36,6 @@ def store(shop, other_shop):
     }
 
 
-@pytest.fixture
-def open_page(live_server, page, shop, token_for):
-    """Open a merchant page as the embedded admin would: a token in the URL, App Bridge handing out more."""
-    token = token_for(shop.domain, ttl=600)
-    page.add_init_script(FAKE_APP_BRIDGE % token)
-
-    def go(path: str):
-        page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
-        return page
-    return go
 
 
 def row(page, index: int):

@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from kinnekt.db import Session
 from kinnekt.models import Subscriber
+from tests.conftest import FAKE_APP_BRIDGE
 
 pytestmark = pytest.mark.browser
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 
 
 @pytest.fixture(autouse=True)
