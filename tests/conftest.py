@@ -134,6 +134,21 @@ def auth(shop, token_for):
     return {"Authorization": f"Bearer {token_for(shop.domain)}", "HX-Request": "true"}
 
 
+@pytest.fixture
+def segment_rechecks(monkeypatch):
+    """Every segment re-check request, as (shop id, sorted subscriber ids); each is still made."""
+    from kinnekt.segments import membership
+    calls = []
+    real = membership.subscribers_changed
+
+    def spy(shop_id, ids):
+        calls.append((shop_id, sorted(ids)))
+        real(shop_id, ids)
+
+    monkeypatch.setattr(membership, "subscribers_changed", spy)
+    return calls
+
+
 FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
 """An init script standing in for App Bridge in browser tests: `%r` is the session token it hands out."""
 

@@ -22,21 +22,6 @@ PHONE = "+447400123456"
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
 
-@pytest.fixture
-def changed(monkeypatch):
-    """Record every segment re-check request (and still make it)."""
-    from kinnekt.segments import membership
-    calls = []
-    real = membership.subscribers_changed
-
-    def spy(shop_id, ids):
-        calls.append((shop_id, sorted(ids)))
-        real(shop_id, ids)
-
-    monkeypatch.setattr(membership, "subscribers_changed", spy)
-    return calls
-
-
 def _events(db, sub):
     return db.scalars(select(SubscriptionEvent.kind).where(SubscriptionEvent.subscriber_id == sub.id)
                       .order_by(SubscriptionEvent.id)).all()
@@ -46,7 +31,7 @@ def _count(db, model):
     return db.scalar(select(func.count()).select_from(model))
 
 
-def test_keyword_signup_with_double_opt_in_is_pending_and_asked_to_confirm(db, changed):
+def test_keyword_signup_with_double_opt_in_is_pending_and_asked_to_confirm(db, segment_rechecks):
     shop = make_shop(double_opt_in=True)
     keyword = Keyword(shop_id=shop.id, word="SALE", reply_text="Here is 10% off: SALE10")
     db.add(keyword)
@@ -60,10 +45,10 @@ def test_keyword_signup_with_double_opt_in_is_pending_and_asked_to_confirm(db, c
     assert _events(db, sub) == ["pending"]
     [message] = db.scalars(select(Message)).all()
     assert message.kind == "confirmation" and "Reply Y to confirm" in message.body
-    assert changed == [(shop.id, [sub.id])]
+    assert segment_rechecks == [(shop.id, [sub.id])]
 
 
-def test_confirm_subscribes_once(db, changed):
+def test_confirm_subscribes_once(db, segment_rechecks):
     shop = make_shop(double_opt_in=True)
     sub = optin.subscribe(db(), shop, PHONE, source="mobile_popup", consent_text="Popup text v1",
                           consent_ip="203.0.113.9")
@@ -72,7 +57,7 @@ def test_confirm_subscribes_once(db, changed):
     optin.confirm(db(), sub)
     assert sub.status == "subscribed" and sub.subscribed_at is not None
     assert _events(db, sub) == ["pending", "confirmed"]
-    assert len(changed) == 2
+    assert len(segment_rechecks) == 2
 
 
 def test_without_double_opt_in_subscribed_at_once_and_nothing_sent(db):
@@ -122,7 +107,7 @@ def test_simultaneous_signups_make_one_row(app, db):
     assert _count(db, Subscriber) == 1
 
 
-def test_unsubscribe_and_resubscribe_with_reasons(db, changed):
+def test_unsubscribe_and_resubscribe_with_reasons(db, segment_rechecks):
     shop = make_shop(double_opt_in=False)
     sub = optin.subscribe(db(), shop, PHONE, source="manual", consent_text="Added by the merchant")
     optin.unsubscribe(db(), sub, reason="Asked by phone", source="merchant")
@@ -132,7 +117,7 @@ def test_unsubscribe_and_resubscribe_with_reasons(db, changed):
     optin.resubscribe(db(), sub, source="merchant", detail="Customer asked in store")
     assert sub.status == "subscribed" and sub.unsubscribed_at is None and sub.unsubscribe_reason is None
     assert _events(db, sub) == ["subscribed", "unsubscribed", "resubscribed"]
-    assert len(changed) == 3
+    assert len(segment_rechecks) == 3
 
 
 def test_import_or_manual_add_never_overrides_an_opt_out(db):

@@ -7,7 +7,6 @@ from sqlalchemy import func, select
 
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Segment, SegmentMember, Subscriber, SubscriptionEvent
-from kinnekt.segments import membership
 from kinnekt.segments.auto import source_definition
 from kinnekt.subscribers import importing, optin
 from kinnekt.subscribers.checkout import apply_sms_consent
@@ -15,20 +14,6 @@ from tests.conftest import make_shop
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
-
-
-@pytest.fixture
-def rechecks(monkeypatch):
-    """Record every segment re-check request (and still make it)."""
-    calls = []
-    real = membership.subscribers_changed
-
-    def spy(shop_id, ids):
-        calls.append((shop_id, sorted(ids)))
-        real(shop_id, ids)
-
-    monkeypatch.setattr(membership, "subscribers_changed", spy)
-    return calls
 
 
 def count(db, model) -> int:
@@ -39,7 +24,7 @@ def csv(*lines: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def test_imported_rows_carry_the_attestation_as_their_consent_record(db, rechecks):
+def test_imported_rows_carry_the_attestation_as_their_consent_record(db, segment_rechecks):
     shop = make_shop()
     report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
         "Phone Number,First Name", "+1 212 555 0101,Ada", "+44 20 7183 8750,  Alan  Turing ", "212 555 0103,"))
@@ -58,7 +43,7 @@ def test_imported_rows_carry_the_attestation_as_their_consent_record(db, recheck
                                SubscriptionEvent.detail).order_by(SubscriptionEvent.subscriber_id)).all()
     assert events == [(s.id, "subscribed", "import", text) for s in sorted(subs, key=lambda s: s.id)]
     # One re-check for the whole batch, after the commit.
-    assert rechecks == [(shop.id, sorted(s.id for s in subs))]
+    assert segment_rechecks == [(shop.id, sorted(s.id for s in subs))]
 
 
 def test_the_batch_recheck_puts_imported_subscribers_in_segments(app, db):
@@ -84,14 +69,14 @@ def test_an_import_links_shopify_customers_by_phone(db):
     assert linked == {"+12125550101": customer.id, "+12125550102": None}
 
 
-def test_an_import_never_resubscribes_an_opt_out_and_leaves_known_numbers_alone(db, rechecks):
+def test_an_import_never_resubscribes_an_opt_out_and_leaves_known_numbers_alone(db, segment_rechecks):
     shop = make_shop(double_opt_in=True)
     stopped = optin.subscribe(db(), shop, "+12125550101", source="keyword", consent_text="Texted JOIN",
                               double_opt_in=False)
     optin.unsubscribe(db(), stopped, reason="Texted STOP", source="sms")
     pending = optin.subscribe(db(), shop, "+12125550102", source="keyword", consent_text="Texted JOIN",
                               send_confirmation=False)
-    rechecks.clear()
+    segment_rechecks.clear()
     events_before = count(db, SubscriptionEvent)
     report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
         "phone,first_name", "+12125550101,Stopped", "+12125550102,Pending", "+12125550103,New"))
@@ -105,7 +90,7 @@ def test_an_import_never_resubscribes_an_opt_out_and_leaves_known_numbers_alone(
     assert (db.get(Subscriber, stopped.id).status, db.get(Subscriber, stopped.id).first_name) == ("unsubscribed", None)
     assert (db.get(Subscriber, pending.id).status, db.get(Subscriber, pending.id).source) == ("pending", "keyword")
     assert count(db, SubscriptionEvent) == events_before + 1
-    assert len(rechecks) == 1 and len(rechecks[0][1]) == 1
+    assert len(segment_rechecks) == 1 and len(segment_rechecks[0][1]) == 1
 
 
 def test_rows_reported_with_spreadsheet_row_numbers(db):
@@ -119,7 +104,7 @@ def test_rows_reported_with_spreadsheet_row_numbers(db):
     assert report.counts == {"invalid": 2, "duplicate": 1, "unsubscribed": 0, "existing": 0}
 
 
-def test_a_number_signed_up_meanwhile_is_reported_not_an_error(db, monkeypatch, rechecks):
+def test_a_number_signed_up_meanwhile_is_reported_not_an_error(db, monkeypatch, segment_rechecks):
     """Another sign-up inserts a number between the import's look-up and its insert."""
     shop = make_shop()
     real = importing._statuses
@@ -148,11 +133,11 @@ def test_a_number_signed_up_meanwhile_is_reported_not_an_error(db, monkeypatch, 
     ("phone\nZoë\n".encode("latin-1"), "The file is not UTF-8 text."),
     (b"first_name\nAda\n", "The first row must name the columns"),
 ])
-def test_an_unusable_file_saves_nothing_and_queues_nothing(db, rechecks, content, message):
+def test_an_unusable_file_saves_nothing_and_queues_nothing(db, segment_rechecks, content, message):
     shop = make_shop()
     with pytest.raises(importing.ImportRefused, match=message):
         importing.import_csv(db(), shop, attested=True, file_bytes=content)
-    assert count(db, Subscriber) == 0 and rechecks == []
+    assert count(db, Subscriber) == 0 and segment_rechecks == []
 
 
 def test_an_import_without_the_attestation_reads_nothing(db):
@@ -164,12 +149,12 @@ def test_an_import_without_the_attestation_reads_nothing(db):
 
 # --- manual add -------------------------------------------------------------------------------------------
 
-def test_manual_add_reads_national_numbers_in_the_shops_country(db, rechecks):
+def test_manual_add_reads_national_numbers_in_the_shops_country(db, segment_rechecks):
     shop = make_shop("gamma.myshopify.com", timezone="Europe/London")
     sub = importing.add_subscriber(db(), shop, phone="020 7183 8750", first_name="", attested=True)
     assert (sub.phone, sub.country, sub.source, sub.first_name) == ("+442071838750", "GB", "manual", None)
     assert sub.consent_text == "This person agreed to receive marketing texts from Gamma."
-    assert rechecks == [(shop.id, [sub.id])]
+    assert segment_rechecks == [(shop.id, [sub.id])]
 
 
 def test_manual_add_errors_name_every_bad_field(db):
