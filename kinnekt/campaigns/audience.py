@@ -200,7 +200,7 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
                      .from_select(["shop_id", "campaign_id", "subscriber_id", "kind", "to_phone", "status",
                                    "skip_reason", "due_at", "attempts", "client_ref", "created_at", "updated_at"],
                                   source)
-                     .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"]))
+                     .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id", "occurrence"]))
         session.execute(statement)
     session.commit()
     return counts(session, campaign)

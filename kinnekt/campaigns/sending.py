@@ -195,6 +195,7 @@ def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = N
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "in_progress",
                                    Campaign.snapshot_at.is_not(None),
+                                   Campaign.kind != "automation",  # an automation sends for as long as it is on
                                    ~exists().where(Message.campaign_id == campaign_id,
                                                    Message.status.in_(REMAINING)))
             .values(status="completed", finished_at=now).execution_options(synchronize_session=False)).rowcount
@@ -457,11 +458,11 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
     counts = {"released": 0, "unknown": 0, "dispatched": 0}
     recent = now - dt.timedelta(days=1)
     running = session.execute(
-        select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at)
+        select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at, Campaign.kind)
         .where((Campaign.status == "in_progress")
                | (Campaign.status.in_(("ended", "failed")) & (Campaign.finished_at >= recent)))
         .order_by(Campaign.id).execution_options(all_shops=True)).all()
-    for campaign_id, status, heartbeat_at, snapshot_at in running:
+    for campaign_id, status, heartbeat_at, snapshot_at, kind in running:
         if status != "in_progress":
             # Ended or failed while a worker died mid-send: its one "sending" row still becomes unknown.
             counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
@@ -483,7 +484,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
                                                           Message.status.in_(REMAINING))))
-        if due or not unfinished:
+        if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
             # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
             dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
             counts["dispatched"] += 1

@@ -110,7 +110,7 @@ def campaign_rows(session, shop: Shop) -> tuple[list[CampaignRow], dict]:
         .outerjoin(sent, sent.c.campaign_id == Campaign.id)
         .outerjoin(clicks, clicks.c.campaign_id == Campaign.id)
         .outerjoin(orders, orders.c.campaign_id == Campaign.id)
-        .where(Campaign.shop_id == shop_id)
+        .where(Campaign.shop_id == shop_id, Campaign.kind == "campaign")
         .order_by(Campaign.created_at.desc(), Campaign.id.desc())).all()
     rows = [CampaignRow(campaign=c, sent=s, clicks=k, orders=o, revenue=r if r is not None else Decimal(0),
                         has_links=has_links(c) or k > 0, tracks_orders=tracks_orders(c) or o > 0)

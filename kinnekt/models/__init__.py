@@ -1,4 +1,5 @@
 """All models, importable from one place so metadata (and Alembic) sees every table."""
+from kinnekt.models.automation import Automation
 from kinnekt.models.base import TenantMixin
 from kinnekt.models.campaign import Campaign, CampaignSegment
 from kinnekt.models.catalog import Collection, CollectionProduct, Product
@@ -16,7 +17,7 @@ from kinnekt.models.sync import SyncOperation
 from kinnekt.models.webhook import WebhookEvent
 
 __all__ = [
-    "Attribution", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
+    "Attribution", "Automation", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
     "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion", "SignatureNonce",
     "StaticList",

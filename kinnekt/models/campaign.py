@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kinnekt.db import Base, Money, UTCDateTime
@@ -20,13 +20,21 @@ STATUS_LABELS = {
     "failed": "Failed",
 }
 DISCOUNT_MODES = ("none", "shared", "unique")
+KINDS = ("campaign", "run", "automation")
+"""`campaign`: one the merchant composed (one-off or recurring); `run`: one run of a recurring campaign
+(`parent_id`), with its own snapshot and statistics; `automation`: the message of an automation
+(kinnekt/models/automation.py), which sends for as long as the automation is on."""
+REPEATS = ("none", "weekly", "monthly")
 
 
 class Campaign(TenantMixin, Timestamps, Base):
     """A campaign and its lifecycle state; per-recipient truth lives in `messages`."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_status_send_at", "status", "send_at"),)
+    __table_args__ = (
+        Index("ix_campaigns_status_send_at", "status", "send_at"),
+        UniqueConstraint("parent_id", "send_at"),  # one run of a recurring campaign per due time
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -46,6 +54,11 @@ class Campaign(TenantMixin, Timestamps, Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last batch claimed by a sender
+    kind: Mapped[str] = mapped_column(String(16), default="campaign", server_default="campaign", nullable=False)
+    parent_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("campaigns.id", ondelete="CASCADE"),
+                                                  index=True)  # a run's recurring campaign
+    repeat: Mapped[str] = mapped_column(String(8), default="none", server_default="none", nullable=False)
+    repeat_until: Mapped[dt.date | None] = mapped_column(Date)  # last day a recurring campaign may run (shop's zone)
 
     audience: Mapped[list["CampaignSegment"]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True)

@@ -18,7 +18,9 @@ class Message(TenantMixin, Timestamps, Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("campaign_id", "subscriber_id"),  # NULL campaign (replies, tests) is not constrained
+        # One message per recipient of a campaign (occurrence 0); an automation's message once per entry into
+        # its segment (occurrence = the segment_events id of the entry). NULL campaign (replies, tests) is free.
+        UniqueConstraint("campaign_id", "subscriber_id", "occurrence", name="uq_messages_campaign_recipient"),
         UniqueConstraint("provider_id"),
         Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
         Index("ix_messages_subscriber_sent", "subscriber_id", "sent_at"),
@@ -28,7 +30,8 @@ class Message(TenantMixin, Timestamps, Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     campaign_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("campaigns.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="SET NULL"))
-    kind: Mapped[str] = mapped_column(String(16), default="campaign", nullable=False)  # campaign|reply|test|...
+    kind: Mapped[str] = mapped_column(String(16), default="campaign", nullable=False)  # campaign|automation|reply|..
+    occurrence: Mapped[int] = mapped_column(IdType, default=0, server_default="0", nullable=False)
     to_phone: Mapped[str] = mapped_column(String(20), nullable=False)
     body: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)

@@ -37,6 +37,14 @@ def _list_context() -> dict:
     return {"campaigns": rows, "totals": totals, "editable": EDITABLE}
 
 
+def _load(campaign_id: int) -> Campaign:
+    """The shop's campaign (or a run of one); an automation's message is edited on the automations page."""
+    campaign = get_or_404(Campaign, campaign_id)
+    if campaign.kind == "automation":
+        abort(404)
+    return campaign
+
+
 def _list(message: str | None = None, error: bool = False) -> Response:
     response = make_response(render_template("campaigns/_index.html", **_list_context()))
     return hx.toast(response, message, error) if message else response
@@ -51,7 +59,7 @@ def index():
 @bp.post("/<int:campaign_id>/enabled")
 def set_enabled(campaign_id: int):
     """The on/off switcher of a draft or scheduled campaign (a switched-off campaign does not send)."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     enabled = request.form.get("enabled") in ("1", "on", "true")
     try:
         lifecycle.set_enabled(Session, campaign, enabled)
@@ -64,21 +72,21 @@ def set_enabled(campaign_id: int):
 @bp.get("/<int:campaign_id>/quick-view")
 def quick_view(campaign_id: int):
     """A dialog with the campaign's details and settings."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     return render_template("campaigns/_quick_view.html", **_summary_context(campaign))
 
 
 @bp.get("/<int:campaign_id>/delete")
 def confirm_delete(campaign_id: int):
     """The delete confirmation dialog (deletes nothing)."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     return render_template("campaigns/_delete_confirm.html", campaign=campaign)
 
 
 @bp.delete("/<int:campaign_id>")
 def delete(campaign_id: int):
     """Delete a campaign once the merchant confirmed; one in progress must be ended first."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     name = campaign.name
     try:
         lifecycle.delete(Session, campaign)
@@ -91,7 +99,7 @@ def delete(campaign_id: int):
 @bp.get("/<int:campaign_id>/end")
 def confirm_end(campaign_id: int):
     """The End Campaign confirmation dialog (ends nothing)."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     target = "detail" if request.args.get("from") == "detail" else "list"
     return render_template("campaigns/_end_confirm.html", campaign=campaign, target=target)
 
@@ -99,7 +107,7 @@ def confirm_end(campaign_id: int):
 @bp.post("/<int:campaign_id>/end")
 def end(campaign_id: int):
     """End a campaign in progress: the recipients not yet sent to get nothing. Shows the list or the detail."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     message, error = f"Ended “{campaign.name}”", False
     try:
         lifecycle.end(Session, campaign)
@@ -212,7 +220,7 @@ def _composer_context(campaign: Campaign | None, form: dict, *, errors: dict | N
 
 
 def _editable_or_404(campaign_id: int) -> Campaign:
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     if campaign.status not in EDITABLE:
         abort(404, description=f"“{campaign.name}” is {campaign.status_label.lower()}: it can no longer be edited.")
     return campaign
@@ -382,7 +390,7 @@ def _summary_context(campaign: Campaign) -> dict:
 @bp.get("/<int:campaign_id>")
 def detail(campaign_id: int):
     """A campaign: its settings, the progress of its send, and its statistics."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     return hx.render("campaigns/detail.html", "campaigns/_detail.html", **_summary_context(campaign))
 
 
@@ -390,7 +398,7 @@ def detail(campaign_id: int):
 def progress(campaign_id: int):
     """The progress bar (polled every 2 s while sending, 5 s while scheduled); 286 stops the polling once done,
     and the page then reloads its detail to show the final statistics."""
-    campaign = get_or_404(Campaign, campaign_id)
+    campaign = _load(campaign_id)
     context = {"campaign": campaign, "progress": _progress_of(campaign), "live": LIVE, "poll": _poll(campaign)}
     body = render_template("campaigns/_progress.html", **context)
     if campaign.status in LIVE and campaign.enabled:
