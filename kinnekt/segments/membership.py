@@ -39,8 +39,9 @@ from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_r
 
 log = logging.getLogger(__name__)
 
-CAUSES = ("build", "edit", "recheck", "sweep")
-"""Why membership changed, as the enter/leave log records it."""
+CAUSES = ("build", "edit", "edit_trigger", "recheck", "sweep")
+"""Why membership changed, as the enter/leave log records it. `edit_trigger`: a segment edit whose entries the
+merchant chose to let automations fire on (a plain `edit` does not fire them, nor does a first `build`)."""
 
 BUILD_STATUSES = ("pending", "building", "done", "failed")
 
