@@ -88,10 +88,12 @@ def tracks_orders(campaign: Campaign) -> bool:
     return has_links(campaign) or (campaign.discount_mode or "none") != "none"
 
 
-def campaign_rows(session, shop: Shop) -> tuple[list[CampaignRow], dict]:
-    """Every campaign of the shop, newest first, with sent, clicks, orders and revenue; and their totals.
+def campaign_rows(session, shop: Shop, *, kind: str = "campaign", parent_id: int | None = None
+                  ) -> tuple[list[CampaignRow], dict]:
+    """The shop's campaigns of `kind`, newest first, with sent, clicks, orders and revenue; and their totals.
 
-    Four grouped queries in all, whatever the number of campaigns.
+    `kind` "automation" gives the automations' message campaigns; "run" with `parent_id` the runs of one
+    recurring campaign. Four grouped queries in all, whatever the number of campaigns.
     """
     shop_id = shop.id
     sent = (select(Message.campaign_id, func.count().label("sent"))
@@ -110,7 +112,8 @@ def campaign_rows(session, shop: Shop) -> tuple[list[CampaignRow], dict]:
         .outerjoin(sent, sent.c.campaign_id == Campaign.id)
         .outerjoin(clicks, clicks.c.campaign_id == Campaign.id)
         .outerjoin(orders, orders.c.campaign_id == Campaign.id)
-        .where(Campaign.shop_id == shop_id, Campaign.kind == "campaign")
+        .where(Campaign.shop_id == shop_id, Campaign.kind == kind,
+               *([Campaign.parent_id == parent_id] if parent_id is not None else []))
         .order_by(Campaign.created_at.desc(), Campaign.id.desc())).all()
     rows = [CampaignRow(campaign=c, sent=s, clicks=k, orders=o, revenue=r if r is not None else Decimal(0),
                         has_links=has_links(c) or k > 0, tracks_orders=tracks_orders(c) or o > 0)

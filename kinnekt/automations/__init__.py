@@ -1,0 +1,1 @@
+"""Automations: messages sent when subscribers enter or leave segments."""
