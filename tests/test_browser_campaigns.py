@@ -187,3 +187,42 @@ def test_list_quick_view_switcher_and_delete(open_page, shop, audience):
     confirm.get_by_role("button", name="Delete campaign").click()
     expect(page.locator("#campaigns-page tbody tr")).to_have_count(1)
     expect(page.locator("#toasts")).to_contain_text("Deleted “Old draft”")
+
+
+def test_a_weekly_campaign_shows_its_rule_and_lists_its_runs(open_page, shop, audience, slow_sending):
+    from workers.campaigns import start_campaign
+    page = open_page("/campaigns/new")
+    page.locator("#campaign-name").fill("Weekly deals")
+    page.locator("#campaign-body").fill("This week's deals: https://alpha.example/deals")
+    page.get_by_label("VIP customers (12)").check()
+    expect(page.locator("#campaign-sendable")).to_have_text("12")
+    tomorrow = (utcnow() + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    page.locator("#campaign-send-date").fill(tomorrow)
+    page.locator("#campaign-send-time-of-day").fill("10:30")
+    page.locator("#campaign-repeat-choice").select_option("weekly")
+    page.get_by_role("button", name="Schedule campaign").click()
+
+    rule = f"Every {dt.date.fromisoformat(tomorrow):%A} at 10:30 (America/New_York)"
+    expect(page.locator("#campaign-schedule")).to_have_text(rule)
+    expect(page.locator("#campaign-runs")).to_contain_text("No runs yet")
+    parent = Session.scalars(select(Campaign)).one()
+    assert (parent.status, parent.repeat) == ("scheduled", "weekly")
+
+    # The first run is due: the start job makes the run (it sends on its own) and the campaign waits for the next.
+    Session.execute(update(Campaign).where(Campaign.id == parent.id).values(send_at=utcnow() - dt.timedelta(seconds=1)))
+    Session.commit()
+    start_campaign(parent.id)
+    Session.expire_all()
+    run = Session.scalars(select(Campaign).where(Campaign.parent_id == parent.id)).one()
+    assert Session.get(Campaign, parent.id).send_at == parent.repeat_anchor  # tomorrow 10:30 again
+
+    page.get_by_role("link", name="Back to campaigns").click()
+    listed = page.locator("#campaigns-page tbody tr", has_text="Weekly deals")
+    expect(listed).to_contain_text(rule)
+    listed.get_by_role("link", name="Weekly deals", exact=True).click()
+    runs = page.locator("#campaign-runs")
+    expect(runs).to_contain_text(run.name)
+    runs.get_by_role("link", name=run.name).click()
+    expect(page.locator("#campaign-parent")).to_have_text("Weekly deals")
+    expect(page.locator("#campaign-status")).to_have_text("Completed", timeout=30_000)
+    expect(page.locator("#stat-sent .metric__value")).to_have_text("12")

@@ -207,7 +207,7 @@ def test_validate_a_good_form(db, shop, segments):
         "include_segment_ids": [segments[0].id], "exclude_segment_ids": [segments[1].id],
         "send_now": False, "send_at": dt.datetime(2026, 3, 10, 13, 30, tzinfo=UTC),  # 9:30 EDT (after Mar 8)
         "recipient_local_time": True, "discount_mode": "shared", "discount_code": "SPRING20",
-        "discount_kind": "percent", "discount_value": Decimal("20.00")}
+        "discount_kind": "percent", "discount_value": Decimal("20.00"), "repeat": "none", "repeat_until": None}
     assert composer.warnings(values) == []
     assert nothing_saved(db)
 

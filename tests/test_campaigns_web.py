@@ -485,3 +485,110 @@ def test_another_shops_campaign_is_404(client, auth, shop, other_shop, method, p
 def test_every_page_needs_a_session(client, shop):
     for path in ("/campaigns/", "/campaigns/new", "/campaigns/1"):
         assert client.get(path, headers={"HX-Request": "true"}).status_code in (401, 403)
+
+
+# ---------------------------------------------------------------------------------------------- recurring campaigns
+
+def test_composer_schedules_a_weekly_campaign_and_shows_its_rule_everywhere(client, auth, shop, segs):
+    date, time, first = future()
+    weekday = dt.date.fromisoformat(date).strftime("%A")
+    response = post(client, auth, "/campaigns/", form(segs, action="schedule", repeat="weekly",
+                                                      repeat_until="2099-12-31"))
+    saved = Session.scalars(select(Campaign)).one()
+    assert (saved.status, saved.repeat, saved.repeat_until) == ("scheduled", "weekly", dt.date(2099, 12, 31))
+    assert saved.send_at == saved.repeat_anchor == first
+    rule = f"Every {weekday} at {time} (America/New_York), until 31 Dec 2099"
+    assert toast(response)["message"].startswith(f"Scheduled “Spring sale - VIP”: {rule}, first run ")
+    listed = client.get("/campaigns/", headers=auth).get_data(as_text=True)
+    row = listed.split(">Spring sale - VIP</a>", 1)[1].split("</tr>", 1)[0]
+    assert rule in row and 'role="switch"' in row and f"/campaigns/{saved.id}/end" in row
+    assert f"/campaigns/{saved.id}/delete" in row
+    quick = client.get(f"/campaigns/{saved.id}/quick-view", headers=auth).get_data(as_text=True)
+    assert rule in quick and "Next run" in quick
+    page = client.get(f"/campaigns/{saved.id}", headers=auth).get_data(as_text=True)
+    assert rule in page and 'id="campaign-runs"' in page and "No runs yet" in page
+    assert 'id="campaign-stats"' not in page and "Next run" in page
+    edit_page = client.get(f"/campaigns/{saved.id}/edit", headers=auth).get_data(as_text=True)
+    assert '<option value="weekly" selected>' in edit_page and 'value="2099-12-31"' in edit_page
+
+
+def test_composer_saves_a_monthly_draft_without_an_end_date(client, auth, shop, segs):
+    post(client, auth, "/campaigns/", form(segs, action="draft", repeat="monthly"))
+    saved = Session.scalars(select(Campaign)).one()
+    assert (saved.status, saved.repeat, saved.repeat_until) == ("draft", "monthly", None)
+
+
+@pytest.mark.parametrize("changes, field_id, message", [
+    ({"repeat": "daily"}, "campaign-repeat-choice", "Choose Does not repeat, Weekly or Monthly."),
+    ({"repeat": "weekly", "send": "now"}, "campaign-repeat-choice", "A campaign sent now cannot repeat"),
+    ({"repeat": "weekly", "repeat_until": "31/12/2030"}, "campaign-repeat-until", "Enter the end date as YYYY-MM-DD."),
+    ({"repeat": "weekly", "repeat_until": "2030-02-30"}, "campaign-repeat-until", "Enter the end date as YYYY-MM-DD."),
+    ({"repeat": "monthly", "repeat_until": "2020-01-01"}, "campaign-repeat-until",
+     "The end date is before the first run."),
+])
+def test_bad_repeat_input_is_shown_beside_the_field_and_nothing_is_saved(client, auth, shop, segs, changes,
+                                                                          field_id, message):
+    for action in ("schedule", "draft"):
+        response = post(client, auth, "/campaigns/", form(segs, action=action, **changes))
+        html = response.get_data(as_text=True)
+        assert response.status_code == 200 and "HX-Location" not in response.headers
+        assert message in html.split(f'id="{field_id}-error"', 1)[1].split("</p>", 1)[0]
+        assert total(Campaign) == 0 and total(CampaignSegment) == 0
+
+
+def _recurring_with_runs(shop, segs, people):
+    """A weekly campaign with two runs: the older completed (one sent, one click-less), the newer in progress."""
+    first = dt.datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
+    parent = campaign(shop, "Weekly deals", status="scheduled", segments=[segs["vip"]], repeat="weekly",
+                      repeat_anchor=first, send_at=first + dt.timedelta(weeks=2), body="Deals: https://acme.example")
+    older = campaign(shop, "Weekly deals — 2 Mar 2026", status="completed", kind="run", parent_id=parent.id,
+                     send_at=first, started_at=first, body=parent.body)
+    newer = campaign(shop, "Weekly deals — 9 Mar 2026", status="in_progress", kind="run", parent_id=parent.id,
+                     send_at=first + dt.timedelta(weeks=1), started_at=first + dt.timedelta(weeks=1),
+                     body=parent.body)
+    add(Message(shop_id=shop.id, campaign_id=older.id, subscriber_id=people["ada"].id, to_phone="+12125550101",
+                status="delivered"),
+        Message(shop_id=shop.id, campaign_id=newer.id, subscriber_id=people["ada"].id, to_phone="+12125550101",
+                status="sent"),
+        Message(shop_id=shop.id, campaign_id=newer.id, subscriber_id=people["bob"].id, to_phone="+12125550102",
+                status="sent"))
+    return parent, older, newer
+
+
+def test_detail_of_a_recurring_campaign_lists_its_runs_with_their_results(client, auth, shop, segs, people):
+    parent, older, newer = _recurring_with_runs(shop, segs, people)
+    page = client.get(f"/campaigns/{parent.id}", headers=auth).get_data(as_text=True)
+    assert "Every Monday at 09:00 (America/New_York)" in page
+    section = page.split('id="campaign-runs"', 1)[1].split("</section>", 1)[0]
+    assert section.index(newer.name) < section.index(older.name)  # newest first
+    assert f'href="/campaigns/{newer.id}"' in section and f'href="/campaigns/{older.id}"' in section
+    newer_row = section.split(newer.name, 1)[1].split("</tr>", 1)[0]
+    assert "In Progress" in newer_row and re.findall(r'<td class="numeric">([^<]+)</td>', newer_row)[0] == "2"
+    older_row = section.split(older.name, 1)[1].split("</tr>", 1)[0]
+    assert "Completed" in older_row and re.findall(r'<td class="numeric">([^<]+)</td>', older_row)[0] == "1"
+    # A run's page is a campaign page: its own statistics, a link back, no editing or switcher.
+    run_page = client.get(f"/campaigns/{older.id}", headers=auth).get_data(as_text=True)
+    assert 'id="stat-sent"' in run_page and f'href="/campaigns/{parent.id}" id="campaign-parent"' in run_page
+    assert f"/campaigns/{older.id}/edit" not in run_page and 'role="switch"' not in run_page
+    assert client.get(f"/campaigns/{older.id}/edit", headers=auth).status_code == 404
+    # The list shows the campaign, not its runs.
+    listed = client.get("/campaigns/", headers=auth).get_data(as_text=True)
+    assert ">Weekly deals</a>" in listed and older.name not in listed
+
+
+def test_end_and_delete_of_a_recurring_campaign(client, auth, shop, segs, people):
+    parent, older, newer = _recurring_with_runs(shop, segs, people)
+    confirm = client.get(f"/campaigns/{parent.id}/end", headers=auth).get_data(as_text=True)
+    assert "makes no further runs" in confirm
+    response = post(client, auth, f"/campaigns/{parent.id}/end", {})
+    assert toast(response)["message"] == "Ended “Weekly deals”"
+    Session.refresh(parent)
+    Session.refresh(newer)
+    assert (parent.status, newer.status) == ("ended", "in_progress")
+    refused = client.delete(f"/campaigns/{parent.id}", headers=auth)
+    assert toast(refused)["error"] is True and "run of this campaign is in progress" in toast(refused)["message"]
+    assert total(Campaign) == 3
+    post(client, auth, f"/campaigns/{newer.id}/end", {"from": "detail"})
+    response = client.delete(f"/campaigns/{parent.id}", headers=auth)
+    assert toast(response)["message"] == "Deleted “Weekly deals”"
+    assert total(Campaign) == 0 and total(Message) == 0

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 @job
 def start_campaign(campaign_id: int) -> str:
-    """Start a due campaign (re-checks status, switcher and install state); returns what it did."""
+    """Start a due campaign (re-checks status, switcher and install state); a recurring one makes its run instead
+    (kinnekt.campaigns.recurrence). Returns what it did."""
     from kinnekt.campaigns.lifecycle import start
     return start(Session(), campaign_id)
 

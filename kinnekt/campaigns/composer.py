@@ -263,7 +263,8 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
     A draft may still lack its segments and send time (scheduling asks for them); everything given must
     be right either way. Nothing is written: the caller saves `values` only when `errors` is empty.
     Fields: name, body, include, exclude (segment ids), send (now | later), send_date, send_time,
-    recipient_local_time, discount_mode, discount_code, discount_kind, discount_value.
+    recipient_local_time, discount_mode, discount_code, discount_kind, discount_value, repeat (none | weekly |
+    monthly), repeat_until (YYYY-MM-DD, optional: the last day a run may happen, in the shop's zone).
     """
     now = now or utcnow()
     errors: dict[str, str] = {}
@@ -310,6 +311,7 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
             elif send_at <= now:
                 errors["send_at"] = "Choose a time in the future."
     recipient_local_time = (not send_now) and _get(form, "recipient_local_time") in ("1", "on", "true", "yes")
+    repeat, repeat_until = _repeat(form, errors, send_now=send_now, send_at=send_at, zone=shop_zone(shop))
 
     discount = _discount(form, errors)
     if ("body" not in errors and "discount_mode" not in errors and "{discount_code}" in body
@@ -324,8 +326,39 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
     values = {
         "name": name, "body": body, "include_segment_ids": include_ids, "exclude_segment_ids": exclude_ids,
         "send_now": send_now, "send_at": send_at, "recipient_local_time": recipient_local_time, **discount,
+        "repeat": repeat, "repeat_until": repeat_until,
     }
     return values, errors
+
+
+REPEATS = ("none", "weekly", "monthly")
+"""How often a campaign may repeat (kinnekt.campaigns.recurrence has the rule and the words)."""
+
+
+def _repeat(form: Mapping, errors: dict[str, str], *, send_now: bool, send_at: dt.datetime | None,
+            zone: ZoneInfo) -> tuple[str, dt.date | None]:
+    """The Repeat choice and its optional end date, with an error per field that is wrong."""
+    repeat = _get(form, "repeat").strip() or "none"
+    if repeat not in REPEATS:
+        errors["repeat"] = "Choose Does not repeat, Weekly or Monthly."
+        return "none", None
+    if repeat == "none":
+        return "none", None
+    if send_now:
+        errors["repeat"] = "A campaign sent now cannot repeat: schedule its first run for a date and time."
+    text = _get(form, "repeat_until").strip()
+    if not text:
+        return repeat, None
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError
+        until = dt.date.fromisoformat(text)
+    except ValueError:
+        errors["repeat_until"] = "Enter the end date as YYYY-MM-DD."
+        return repeat, None
+    if send_at is not None and send_at.astimezone(zone).date() > until:
+        errors["repeat_until"] = "The end date is before the first run."
+    return repeat, until
 
 
 def warnings(values: Mapping) -> list[str]:

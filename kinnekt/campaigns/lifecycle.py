@@ -10,6 +10,10 @@
   already "sending" finishes. Delete: anything but a campaign in progress (end it first).
 - Failed: a campaign that could not run (its segments were deleted, the app was uninstalled, Shopify
   refused the discount), with the reason for the merchant. Nothing has been sent when a start fails.
+- Recurring (kinnekt/campaigns/recurrence.py): stays Scheduled (switchable, editable) while runs remain; each
+  due start creates a run (kind "run") that goes through `start` like any campaign, and moves the campaign to
+  its next run; it completes after its end date. End stops further runs (a run in progress is ended on its own).
+  Delete takes its runs along, and is refused while one of them is in progress.
 """
 from __future__ import annotations
 
@@ -19,10 +23,10 @@ import time
 from decimal import Decimal
 
 from sqlalchemy import delete as sa_delete, func, select, update
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import Session as OrmSession, aliased
 
 from kinnekt import defaults
-from kinnekt.campaigns import audience, quiet_hours
+from kinnekt.campaigns import audience, quiet_hours, recurrence
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Shop, Subscriber
 
@@ -52,14 +56,23 @@ def save(session: OrmSession, shop: Shop, values: dict, campaign: Campaign | Non
         session.add(campaign)
     elif campaign.status not in SWITCHABLE:
         raise CampaignError(f"A campaign that is {campaign.status_label} cannot be edited.")
+    same_rule = (campaign.repeat_anchor is not None and values.get("send_at", campaign.send_at) == campaign.send_at
+                 and values.get("repeat", campaign.repeat) == campaign.repeat)
     for key in ("name", "body", "send_now", "send_at", "recipient_local_time", "discount_mode", "discount_code",
-                "discount_kind", "discount_value"):
+                "discount_kind", "discount_value", "repeat", "repeat_until"):
         if key in values:
             setattr(campaign, key, values[key])
     if campaign.discount_mode == "none":
         campaign.discount_code = campaign.discount_kind = campaign.discount_value = None
     if campaign.send_now:
         campaign.send_at, campaign.recipient_local_time = None, False
+        campaign.repeat = "none"
+    if (campaign.repeat or "none") == "none":
+        campaign.repeat, campaign.repeat_until, campaign.repeat_anchor = "none", None, None
+    elif not same_rule:
+        # The rule (weekday or day of month, wall-clock time) is the first run as chosen; an edit that keeps
+        # the shown next run keeps it (a "day 31" campaign shown on Feb 28 stays on day 31).
+        campaign.repeat_anchor = campaign.send_at
     session.flush()
     if "include_segment_ids" in values or "exclude_segment_ids" in values:
         wanted = {int(i): "include" for i in values.get("include_segment_ids") or ()}
@@ -106,6 +119,9 @@ def schedule(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None
         raise CampaignError("Choose when to send the campaign.")
     if campaign.send_at <= now:
         raise CampaignError("Choose a time in the future.")
+    if recurrence.is_recurring(campaign) and not recurrence.last_day_ok(
+            campaign.send_at, campaign.repeat_until, quiet_hours.zone_for(shop.timezone)):
+        raise CampaignError("The end date is before the first run.")
     campaign.status = "scheduled"
     campaign.failure_reason = None
     session.commit()
@@ -124,15 +140,22 @@ def set_enabled(session: OrmSession, campaign: Campaign, enabled: bool) -> Campa
     if not moved:
         raise CampaignError(f"A campaign that is {campaign.status_label} cannot be switched on or off.")
     if enabled and campaign.status == "scheduled":
+        recurrence.catch_up(session, campaign, now=utcnow())
+    if enabled and campaign.status == "scheduled":
         _enqueue_start(campaign.id, at=start_time(session, campaign))
     return campaign
 
 
 def end(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None = None) -> Campaign:
-    """End a campaign in progress: the remaining recipients are not texted (a message being sent finishes)."""
+    """End a campaign in progress: the remaining recipients are not texted (a message being sent finishes).
+
+    A scheduled recurring campaign ends too: it makes no further runs (a run in progress goes on).
+    """
     now = _now(now)
+    endable = (Campaign.status == "in_progress") | (
+        (Campaign.status == "scheduled") & (Campaign.kind == "campaign") & (Campaign.repeat != "none"))
     moved = session.execute(
-        update(Campaign).where(Campaign.id == campaign.id, Campaign.status == "in_progress")
+        update(Campaign).where(Campaign.id == campaign.id, endable)
         .values(status="ended", finished_at=now).execution_options(synchronize_session=False)).rowcount
     if moved:
         stop_rows(session, campaign.id, now=now)
@@ -152,12 +175,18 @@ def stop_rows(session: OrmSession, campaign_id: int, *, now: dt.datetime | None 
 
 
 def delete(session: OrmSession, campaign: Campaign) -> None:
-    """Delete a campaign that is not in progress, with its messages, links and statistics; commits."""
+    """Delete a campaign that is not in progress, with its messages, links and statistics (and a recurring
+    campaign's runs, unless one of them is in progress); commits."""
     session.refresh(campaign)
     if campaign.status == "in_progress":
         raise CampaignError("End the campaign before deleting it.")
     campaign_id = campaign.id
-    gone = session.execute(sa_delete(Campaign).where(Campaign.id == campaign_id, Campaign.status != "in_progress")
+    runs = aliased(Campaign)
+    running = select(runs.id).where(runs.parent_id == campaign_id, runs.status == "in_progress").exists()
+    if session.scalar(select(running)):
+        raise CampaignError("A run of this campaign is in progress: end it before deleting the campaign.")
+    gone = session.execute(sa_delete(Campaign).where(Campaign.id == campaign_id, Campaign.status != "in_progress",
+                                                     ~running)
                            .execution_options(synchronize_session=False)).rowcount
     session.commit()
     if not gone:
@@ -241,6 +270,8 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
             now = when
         if when is None or when > now:
             return "not due"
+        if recurrence.is_recurring(campaign):
+            return _start_run(session, campaign, now)
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "scheduled",
                                    Campaign.enabled.is_(True))
@@ -279,6 +310,18 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
     from kinnekt.campaigns.sending import dispatch
     dispatch(campaign_id)
     return "started"
+
+
+def _start_run(session: OrmSession, campaign: Campaign, now: dt.datetime) -> str:
+    """A recurring campaign is due: create its run, start that, and queue the campaign's next start."""
+    run_id, following = recurrence.run_due(session, campaign, now=now)
+    if run_id is None:
+        return "not scheduled"
+    outcome = start(session, run_id, now=now)
+    if following is not None:
+        session.refresh(campaign)
+        _enqueue_start(campaign.id, at=start_time(session, campaign), now=now)
+    return f"run {run_id} {outcome}"
 
 
 def campaign_status_end_uninstalled(session: OrmSession, campaign_id: int, now: dt.datetime) -> None:

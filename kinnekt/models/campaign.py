@@ -59,6 +59,7 @@ class Campaign(TenantMixin, Timestamps, Base):
                                                   index=True)  # a run's recurring campaign
     repeat: Mapped[str] = mapped_column(String(8), default="none", server_default="none", nullable=False)
     repeat_until: Mapped[dt.date | None] = mapped_column(Date)  # last day a recurring campaign may run (shop's zone)
+    repeat_anchor: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # first run as chosen: its day and time rule
 
     audience: Mapped[list["CampaignSegment"]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True)

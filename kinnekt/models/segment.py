@@ -67,6 +67,7 @@ class SegmentEvent(TenantMixin, Base):
     __tablename__ = "segment_events"
     __table_args__ = (
         Index("ix_segment_events_segment_at", "segment_id", "at"),
+        Index("ix_segment_events_segment_id", "segment_id", "id"),  # automations read past their cursor
         Index("ix_segment_events_subscriber", "subscriber_id"),
     )
 
@@ -76,7 +77,7 @@ class SegmentEvent(TenantMixin, Base):
     subscriber_id: Mapped[int] = mapped_column(IdType, nullable=False)
     kind: Mapped[str] = mapped_column(String(8), nullable=False)  # enter | leave
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    cause: Mapped[str] = mapped_column(String(16), nullable=False)  # build | edit | recheck | sweep
+    cause: Mapped[str] = mapped_column(String(16), nullable=False)  # membership.CAUSES
 
 
 class StaticList(TenantMixin, Timestamps, Base):

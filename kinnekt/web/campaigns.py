@@ -1,12 +1,13 @@
 """Campaigns pages: the list with totals, the composer (live counter, audience breakdown, test send), the
-detail page with its self-updating progress bar, quick view, and the delete / end confirmations."""
+detail page with its self-updating progress bar (and a recurring campaign's runs), quick view, and the delete /
+end confirmations."""
 from __future__ import annotations
 
 from flask import Response, abort, g, make_response, render_template, request, url_for
 from sqlalchemy import select
 
 from kinnekt import defaults
-from kinnekt.campaigns import audience, composer, lifecycle, sending, stats
+from kinnekt.campaigns import audience, composer, lifecycle, recurrence, sending, stats
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
 from kinnekt.subscribers.phones import InvalidPhone, normalise
@@ -34,7 +35,14 @@ SCHEDULED_POLL = "5s"
 
 def _list_context() -> dict:
     rows, totals = stats.campaign_rows(Session, g.shop)
-    return {"campaigns": rows, "totals": totals, "editable": EDITABLE}
+    return {"campaigns": rows, "totals": totals, "editable": EDITABLE,
+            "schedules": _schedules(r.campaign for r in rows)}
+
+
+def _schedules(campaigns) -> dict[int, str]:
+    """Each recurring campaign's rule in words, by id."""
+    zone = shop_zone()
+    return {c.id: recurrence.describe(c, zone) for c in campaigns if recurrence.is_recurring(c)}
 
 
 def _load(campaign_id: int) -> Campaign:
@@ -134,7 +142,8 @@ def _form_of(campaign: Campaign | None) -> dict:
         include = [request.args["segment"]] if request.args.get("segment", "").isdigit() else []
         return {"name": "", "body": "", "include": include, "exclude": [], "send": "later", "send_date": "",
                 "send_time": "", "recipient_local_time": "", "discount_mode": "none", "discount_code": "",
-                "discount_kind": "percent", "discount_value": "", "test_phone": ""}
+                "discount_kind": "percent", "discount_value": "", "test_phone": "", "repeat": "none",
+                "repeat_until": ""}
     local = campaign.send_at.astimezone(shop_zone()) if campaign.send_at else None
     return {
         "name": campaign.name, "body": campaign.body,
@@ -146,7 +155,8 @@ def _form_of(campaign: Campaign | None) -> dict:
         "discount_mode": campaign.discount_mode or "none", "discount_code": campaign.discount_code or "",
         "discount_kind": campaign.discount_kind or "percent",
         "discount_value": "" if campaign.discount_value is None else f"{campaign.discount_value.normalize():f}",
-        "test_phone": "",
+        "test_phone": "", "repeat": campaign.repeat or "none",
+        "repeat_until": campaign.repeat_until.isoformat() if campaign.repeat_until else "",
     }
 
 
@@ -155,12 +165,14 @@ def _posted() -> dict:
     form = request.form
     out = {key: form.get(key, "") for key in ("name", "body", "send", "send_date", "send_time",
                                                "recipient_local_time", "discount_mode", "discount_code",
-                                               "discount_kind", "discount_value", "test_phone")}
+                                               "discount_kind", "discount_value", "test_phone", "repeat",
+                                               "repeat_until")}
     out["include"] = form.getlist("include")
     out["exclude"] = form.getlist("exclude")
     out["send"] = out["send"] or "later"
     out["discount_mode"] = out["discount_mode"] or "none"
     out["discount_kind"] = out["discount_kind"] or "percent"
+    out["repeat"] = out["repeat"] or "none"
     return out
 
 
@@ -214,7 +226,7 @@ def _composer_context(campaign: Campaign | None, form: dict, *, errors: dict | N
         "campaign": campaign, "errors": errors or {}, "form_error": form_error,
         "segments": _segments(), "merge_tags": composer.MERGE_TAGS,
         "discount_modes": composer.DISCOUNT_MODES, "discount_kinds": composer.DISCOUNT_KINDS,
-        "zone_name": shop_zone().key, "warnings": [],
+        "zone_name": shop_zone().key, "warnings": [], "repeats": list(recurrence.REPEATS.items()),
         **_live_context(form, breakdown=breakdown, breakdown_error=breakdown_error),
     }
 
@@ -268,8 +280,12 @@ def _save(campaign: Campaign | None) -> Response:
                                         form_error=f"Saved as a draft, not scheduled: {exc}")
             return make_response(render_template("campaigns/_composer.html", **context))
         Session.refresh(saved)
-        message = (f"“{saved.name}” is sending" if saved.status == "in_progress"
-                   else f"Scheduled “{saved.name}” for {_local(saved)}")
+        if saved.status == "in_progress":
+            message = f"“{saved.name}” is sending"
+        elif recurrence.is_recurring(saved):
+            message = f"Scheduled “{saved.name}”: {recurrence.describe(saved, shop_zone())}, first run {_local(saved)}"
+        else:
+            message = f"Scheduled “{saved.name}” for {_local(saved)}"
         response = hx.redirect_to(url_for("campaigns.detail", campaign_id=saved.id))
     else:
         message = f"Saved “{saved.name}” as a draft"
@@ -364,8 +380,8 @@ def _progress_of(campaign: Campaign):
 
 
 def _stats_of(campaign: Campaign) -> dict:
-    """The statistics for the detail page (none before the campaign started)."""
-    if campaign.status in EDITABLE:
+    """The statistics for the detail page (none before the campaign started; a recurring campaign's are its runs')."""
+    if campaign.status in EDITABLE or recurrence.is_recurring(campaign):
         return {"has_stats": False}
     return {"has_stats": True, "stats": stats.for_campaign(Session, campaign),
             "timeline": stats.timeline(Session, campaign)}
@@ -381,7 +397,13 @@ def _summary_context(campaign: Campaign) -> dict:
     exclude = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "exclude" and cs.segment_id in segments]
     analysed = composer.analysis(campaign.body, g.shop, discount_mode=campaign.discount_mode,
                                  discount_code=campaign.discount_code)
+    recurring = recurrence.is_recurring(campaign)
+    runs, run_totals = (stats.campaign_rows(Session, g.shop, kind="run", parent_id=campaign.id) if recurring
+                        else ([], {}))
+    parent = get_or_404(Campaign, campaign.parent_id) if campaign.parent_id else None
     return {"campaign": campaign, "include": include, "exclude": exclude, "analysis": analysed,
+            "recurring": recurring, "schedule_text": recurrence.describe(campaign, shop_zone()), "runs": runs,
+            "run_totals": run_totals, "parent": parent,
             "zone_name": shop_zone().key, "progress": _progress_of(campaign), "editable": EDITABLE,
             "live": LIVE, "poll": _poll(campaign), "discount_kinds": composer.DISCOUNT_KINDS,
             "discount_modes": composer.DISCOUNT_MODES, **_stats_of(campaign)}

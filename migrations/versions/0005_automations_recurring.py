@@ -47,9 +47,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('parent_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.add_column(sa.Column('repeat', sa.String(length=8), server_default='none', nullable=False))
         batch_op.add_column(sa.Column('repeat_until', sa.Date(), nullable=True))
+        batch_op.add_column(sa.Column('repeat_anchor', kinnekt.db.UTCDateTime(), nullable=True))
         batch_op.create_index(batch_op.f('ix_campaigns_parent_id'), ['parent_id'], unique=False)
         batch_op.create_unique_constraint(batch_op.f('uq_campaigns_parent_id_send_at'), ['parent_id', 'send_at'])
         batch_op.create_foreign_key(batch_op.f('fk_campaigns_parent_id_campaigns'), 'campaigns', ['parent_id'], ['id'], ondelete='CASCADE')
+
+    with op.batch_alter_table('segment_events', schema=None) as batch_op:
+        batch_op.create_index('ix_segment_events_segment_id', ['segment_id', 'id'], unique=False)
 
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('occurrence', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), server_default='0', nullable=False))
@@ -65,10 +69,14 @@ def downgrade() -> None:
         batch_op.create_unique_constraint(batch_op.f('uq_messages_campaign_id_subscriber_id'), ['campaign_id', 'subscriber_id'])
         batch_op.drop_column('occurrence')
 
+    with op.batch_alter_table('segment_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_segment_events_segment_id')
+
     with op.batch_alter_table('campaigns', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_campaigns_parent_id_campaigns'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('uq_campaigns_parent_id_send_at'), type_='unique')
         batch_op.drop_index(batch_op.f('ix_campaigns_parent_id'))
+        batch_op.drop_column('repeat_anchor')
         batch_op.drop_column('repeat_until')
         batch_op.drop_column('repeat')
         batch_op.drop_column('parent_id')
