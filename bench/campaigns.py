@@ -15,7 +15,9 @@ own, whose keys are deleted at the end. Measured through the real code:
   once per rate in --rates (0 = limit off; targets: >= 500 messages/s off, and within 5% of 30/s at 30 with no
   1-second window above 30). The rate is messages / (last - first arrival at the fake); the busiest 1-second
   sliding window is computed from the fake's arrival times; worker memory (RSS of workers and their work
-  horses, from /proc) is sampled at the first and last tenth of the run.
+  horses, from /proc) is sampled at the first and last tenth of the run; the workers' CPU time (user +
+  system of the workers and their work horses, from /proc, from the campaign's start to its end) per
+  message is a figure that other load on the machine disturbs much less than the rate.
 """
 from __future__ import annotations
 
@@ -48,6 +50,20 @@ def _rss_kb(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes, their reaped children (finished work horses) included,
+    and of their live children."""
+    ticks = 0
+    for pid in set(pids) | {c for p in pids for c in _children(p)}:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -196,8 +212,10 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
              for _ in range(workers)]
     fake.arrivals.clear()
     memory = []
+    cpu = []
     try:
         time.sleep(3)  # workers import the app
+        cpu.append(_cpu_seconds([p.pid for p in procs]))
         from kinnekt.campaigns import lifecycle
         with app.app_context():
             shop_row = kdb.Session.get(Shop, ids["shop_id"])
@@ -218,6 +236,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
                 if status in ("completed", "failed", "ended"):
                     break
                 time.sleep(0.1)
+            cpu.append(_cpu_seconds([p.pid for p in procs]))
             sent = session.scalar(select(func.count()).select_from(Message).where(
                 Message.campaign_id == campaign_id, Message.status.in_(("sent", "delivered"))))
     finally:
@@ -240,6 +259,8 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             "requests_at_fake": len(arrivals),
             "messages_per_second": round((len(arrivals) - 1) / span, 1) if span else None,
             "busiest_1s_window": busiest_window(arrivals),
+            "worker_cpu_s": round(cpu[1] - cpu[0], 1) if len(cpu) == 2 else None,
+            "worker_cpu_ms_per_message": round(1000 * (cpu[1] - cpu[0]) / n, 2) if len(cpu) == 2 else None,
             "worker_rss_kb_first_tenth": memory[0] if memory else None,
             "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None}
 

@@ -386,3 +386,131 @@ def test_each_recipient_gets_their_own_discount_code_in_the_text(db, shop_us, sc
     assert len(set(by_phone.values())) == 3
     for to, text in scripted.sent:
         assert text.startswith(f"Your code: {by_phone[to]}") and by_phone[to].startswith("SPRING-")
+
+
+# ------------------------------------------------------------------------------------------ answers on the next commit
+
+def _statuses(ids) -> list[str]:
+    """The rows' statuses as another connection sees them (committed data only)."""
+    other = other_session()
+    try:
+        by_id = dict(other.execute(select(Message.id, Message.status).where(Message.id.in_(ids))).tuples().all())
+        return [by_id[i] for i in ids]
+    finally:
+        other.close()
+
+
+def test_an_answer_is_committed_with_the_next_move_to_sending_and_the_last_at_batch_end(db, shop_us, jobs,
+                                                                                        monkeypatch):
+    seen = []
+    gateway = ScriptedGateway(hook=lambda n, to: seen.append(_statuses(ids)))
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    ids = [m.id for m in rows(db, row)]
+    assert sending.run(db, row.id) == {"sent": 3}
+    # While each request is out, only its own row is "sending": the one before it was answered in the same
+    # commit that moved this one to "sending".
+    assert seen == [["sending", "claimed", "claimed"], ["sent", "sending", "claimed"], ["sent", "sent", "sending"]]
+    assert _statuses(ids) == ["sent", "sent", "sent"]  # the last answer was written when the batch ended
+    done = rows(db, row)
+    assert [m.provider_id for m in done] == ["SCRIPT1", "SCRIPT2", "SCRIPT3"]
+    assert all(m.sent_at is not None for m in done)
+    assert {db.get(Subscriber, m.subscriber_id).sent_count for m in done} == {1}
+    assert all(db.get(Subscriber, m.subscriber_id).last_received_at == m.sent_at for m in done)
+
+
+def test_a_waiting_answer_is_written_before_a_provider_error_is(db, shop_us, jobs, monkeypatch):
+    answers = iter([SendResult("OK1", "sent"), SendResult(None, "failed", error_code="1", error_text="Throttled",
+                                                          retryable=True), SendResult("OK3", "sent")])
+
+    class Gateway(ScriptedGateway):
+        def send(self, to, text, client_ref):
+            self.sent.append((to, text))
+            return next(answers)
+
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: Gateway())
+    row = _started(db, shop_us, 3, jobs)
+    assert sending.run(db, row.id) == {"sent": 2, "retry": 1}
+    first, second, third = rows(db, row)
+    assert (first.status, first.provider_id) == ("sent", "OK1")
+    assert (second.status, second.error_code, second.attempts) == ("pending", "1", 1) and second.due_at
+    assert (third.status, third.provider_id) == ("sent", "OK3")
+
+
+def test_a_batch_broken_off_by_an_error_still_records_the_answer_of_the_request_that_left(db, shop_us, jobs,
+                                                                                           monkeypatch):
+    from kinnekt.campaigns import links
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    calls = []
+
+    def rewrite(session, shop, message, text):
+        calls.append(message.id)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return text
+
+    monkeypatch.setattr(links, "rewrite", rewrite)
+    with pytest.raises(RuntimeError):
+        sending.run(db, row.id)
+    db.rollback()
+    assert [m.status for m in rows(db, row)] == ["sent", "claimed", "claimed"]  # the second was never requested
+    assert len(gateway.sent) == 1
+
+
+def test_a_worker_dying_between_a_send_and_the_next_commit_leaves_that_row_unknown_never_resent(db, shop_us, jobs,
+                                                                                                 monkeypatch):
+    from kinnekt.campaigns import links
+
+    class Killed(BaseException):
+        """The process stops here (SIGKILL): nothing after this point runs."""
+
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    real_rewrite, calls = links.rewrite, []
+
+    def rewrite(session, shop, message, text):  # runs for the 2nd message after the 1st was answered
+        calls.append(message.id)
+        if len(calls) == 2:
+            raise Killed()
+        return real_rewrite(session, shop, message, text)
+
+    monkeypatch.setattr(links, "rewrite", rewrite)
+    monkeypatch.setattr(sending, "_flush_after_error", lambda session, context: None)  # a dead process writes nothing
+    with pytest.raises(Killed):
+        sending.run(db, row.id)
+    db.rollback()
+    assert [m.status for m in rows(db, row)] == ["sending", "claimed", "claimed"]  # at most one row "sending"
+    monkeypatch.setattr(links, "rewrite", real_rewrite)
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
+    assert sending.recover(db, now=later) == {"released": 2, "unknown": 1, "dispatched": 1}
+    assert sending.run(db, row.id) == {"sent": 2}
+    assert [m.status for m in rows(db, row)] == ["unknown", "sent", "sent"]
+    assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # the first was never sent again
+    assert db.get(Campaign, row.id).status == "completed"
+
+
+def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_automations(db, shop_us, jobs,
+                                                                                          monkeypatch, app):
+    class Limited(ScriptedGateway):
+        rate_limited = True
+        api_key, sender = "key", "15550100200"
+
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 1, jobs)
+    assert sending._context(db, row.id).piggyback
+    monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 0)
+    monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 0)
+    gateway = Limited()
+    context = sending._context(db, row.id)
+    assert context.limiter is None and context.piggyback  # every limit off: no slot to take
+    monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 30)
+    context = sending._context(db, row.id)
+    assert context.limiter is not None and not context.piggyback  # answers written at once, as the slot is kept late
+    gateway = ScriptedGateway()
+    db.execute(update(Campaign).where(Campaign.id == row.id).values(kind="automation"))
+    db.commit()
+    assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent

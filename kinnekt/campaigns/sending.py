@@ -14,6 +14,18 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending". (When
   that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
   30/s: a request sent late would crowd the ones granted after it into one second at the provider.)
+- **answers**: the provider's answer ("sent", its id and price, and the subscriber's sent_count and
+  last_received_at) need not wait for the disk: lost in a crash, the row stays "sending" and becomes
+  "unknown" (never resent). So when nothing else is waiting (no rate limit; not an automation, whose
+  send-time smart-sending check must see the previous message as sent), an accepted answer is written in
+  the *same* transaction as the next message's move to "sending", one commit per message instead of two;
+  the batch's last answer, and any answer before an early end of the batch or an error, is written on
+  its own (with `synchronous_commit` off on PostgreSQL). Every commit still moves at most one row out of
+  "sending" and at most one row into it, so a worker killed at any moment still leaves at most one row
+  "sending": the one whose request left last, answered or not (an answer waits only while the next
+  message is rendered, well under a millisecond; a kill in that moment makes its row "unknown"). Other
+  answers (failures, retries, unknown outcomes) are written at once, as are all answers when a rate limit
+  is on (nothing then delays the slot's request, and the answer does not wait through the next slot).
 - **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
   left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
   (kinnekt/sms/receipts.py: sent/delivered/failed). When no receipt ever comes it stays "unknown" and counts
@@ -37,7 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
@@ -213,6 +225,59 @@ def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = N
     return "others sending"
 
 
+_messages, _subscribers, _campaigns = Message.__table__, Subscriber.__table__, Campaign.__table__
+
+
+def _param(name: str, column):
+    return bindparam(name, type_=column.type)
+
+
+# The hot path's statements, built once (Core, on the session's connection: no ORM bulk-update machinery
+# and no cache key to compute per message).
+_TO_SENDING = (
+    update(_messages)
+    .where(_messages.c.id == bindparam("m_id"), _messages.c.status == "claimed",
+           _messages.c.claim_token == bindparam("m_token"),
+           exists().where(_subscribers.c.id == _messages.c.subscriber_id, _subscribers.c.status == "subscribed",
+                          _subscribers.c.suppressed_at.is_(None)),
+           exists().where(_campaigns.c.id == _messages.c.campaign_id, _campaigns.c.status == "in_progress"))
+    .values(status="sending", claim_token=None, body=_param("m_body", _messages.c.body),
+            attempts=_messages.c.attempts + 1, encoding=_param("m_encoding", _messages.c.encoding),
+            segments=_param("m_segments", _messages.c.segments), updated_at=_param("m_now", _messages.c.updated_at)))
+"""claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
+
+_SENT = (
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
+    .values(status="sent", updated_at=_param("m_now", _messages.c.updated_at),
+            sent_at=_param("m_now", _messages.c.sent_at), error_code=None, error_reason=None,
+            provider_id=_param("m_provider_id", _messages.c.provider_id),
+            price=_param("m_price", _messages.c.price)))
+"""sending -> sent with the provider's id and price."""
+
+_SENT_KEEP = (
+    update(_messages).where(_messages.c.id == bindparam("m_id"))
+    .values(provider_id=func.coalesce(_param("m_provider_id", _messages.c.provider_id), _messages.c.provider_id),
+            price=func.coalesce(_param("m_price", _messages.c.price), _messages.c.price)))
+"""A receipt got there first and keeps its status: the answer's id and price are still written."""
+
+_RECEIVED = (
+    update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
+    .values(sent_count=_subscribers.c.sent_count + 1,
+            last_received_at=_param("s_now", _subscribers.c.last_received_at)))
+"""The subscriber got one more message."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An accepted send whose answer is not written yet."""
+
+    message_id: int
+    subscriber_id: int | None
+    provider_id: str | None
+    price: object
+    at: dt.datetime
+
+
 @dataclass
 class _Context:
     campaign: Campaign
@@ -220,6 +285,10 @@ class _Context:
     gateway: object | None
     limiter: object | None
     error: str | None = None
+    piggyback: bool = False
+    """Write an accepted answer with the next message's move to "sending" (see the module docstring)."""
+    answer: _Answer | None = None
+    """The accepted answer waiting for that commit."""
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -233,7 +302,10 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
     if gateway.rate_limited:
         from kinnekt.sms.ratelimit import limiter_for
         limiter = limiter_for(gateway.api_key, gateway.sender)
-    return _Context(campaign, shop, gateway, limiter)
+        if not limiter.limits:  # every limit is off: there is no slot to take
+            limiter = None
+    return _Context(campaign, shop, gateway, limiter,
+                    piggyback=limiter is None and campaign.kind != "automation")
 
 
 def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str) -> dict[str, int]:
@@ -249,13 +321,18 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     session.commit()
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
-    for message, subscriber in loaded:
-        outcome = _send_one(session, context, message, subscriber, token)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        if outcome in ("sent", "unknown", "failed") and message.subscriber_id is not None:
-            sent_to.append(message.subscriber_id)
-        if outcome == "stopped":
-            break
+    try:
+        for message, subscriber in loaded:
+            outcome = _send_one(session, context, message, subscriber, token)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome in ("sent", "unknown", "failed") and message.subscriber_id is not None:
+                sent_to.append(message.subscriber_id)
+            if outcome == "stopped":
+                break
+    except BaseException:
+        _flush_after_error(session, context)
+        raise
+    _flush_answer(session, context)  # the batch's last answer
     _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
     if sent_to:
         from kinnekt.segments.membership import subscribers_changed
@@ -294,6 +371,10 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if quiet_hours.is_quiet(context.shop, now, zone):
         _mark(session, message_id, token, "pending", due_at=quiet_hours.defer(context.shop, now, zone))
         return "deferred"
+    reason = _recently_texted(session, context, message)
+    if reason:
+        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+            else "not ours"
     if context.error:
         _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
         return "failed"
@@ -316,26 +397,68 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             _mark(session, message_id, token, "pending",
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
-    still_allowed = and_(
-        exists().where(Subscriber.id == Message.subscriber_id, Subscriber.status == "subscribed",
-                       Subscriber.suppressed_at.is_(None)),
-        exists().where(Campaign.id == Message.campaign_id, Campaign.status == "in_progress"))
-    moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "claimed", Message.claim_token == token,
-                              still_allowed)
-        .values(status="sending", claim_token=None, body=text, attempts=Message.attempts + 1,
-                encoding=info.encoding, segments=info.segments, updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount
+    connection = session.connection()
+    answer = context.answer
+    if answer is not None:
+        _write_answer(connection, answer)  # the previous message's answer rides on this commit
+    moved = connection.execute(_TO_SENDING, {"m_id": message_id, "m_token": token, "m_body": text,
+                                             "m_encoding": info.encoding, "m_segments": info.segments,
+                                             "m_now": utcnow()}).rowcount
     if not moved:
-        session.rollback()  # no links for a message that is not sent
+        session.rollback()  # no links for a message that is not sent (the answer is written on its own)
+        _flush_answer(session, context)
         return _why_not(session, context, message_id, token)
-    session.commit()
+    session.commit()  # durable, before the request leaves
+    context.answer = None
     if granted_at is not None and time.monotonic() - granted_at > defaults.SMS_RATE_REGRANT_AFTER_MS / 1000:
         if not _regrant(session, context, message_id):
             return "rate-wait"
 
     result = context.gateway.send(message.to_phone, text, message.client_ref or f"m{message_id}")
+    if result.status == "sent" and context.piggyback:
+        context.answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
+        return "sent"
     return record(session, message, result, attempts=(message.attempts or 0) + 1)
+
+
+def _write_answer(connection, answer: _Answer) -> None:
+    """The accepted answer's statements, in the connection's transaction (the caller commits)."""
+    params = {"m_id": answer.message_id, "m_now": answer.at, "m_provider_id": answer.provider_id,
+              "m_price": answer.price}
+    if not connection.execute(_SENT, params).rowcount:
+        connection.execute(_SENT_KEEP, params)
+    if answer.subscriber_id is not None:
+        connection.execute(_RECEIVED, {"s_id": answer.subscriber_id, "s_now": answer.at})
+
+
+def _flush_answer(session: OrmSession, context: _Context) -> None:
+    """Write and commit the waiting answer, if any, on its own (not waiting for the disk on PostgreSQL)."""
+    answer = context.answer
+    if answer is None:
+        return
+    _no_disk_wait(session)
+    _write_answer(session.connection(), answer)
+    session.commit()
+    context.answer = None
+
+
+def _flush_after_error(session: OrmSession, context: _Context) -> None:
+    """The batch broke off: still write the answer of the last request that left (else it ends "unknown")."""
+    if context.answer is None:
+        return
+    try:
+        session.rollback()
+        _flush_answer(session, context)
+    except Exception:  # the database is gone: the row stays "sending" and becomes "unknown", never resent
+        log.exception("campaign %s: could not record the answer of message %s", context.campaign.id,
+                      context.answer.message_id)
+
+
+def _no_disk_wait(session: OrmSession) -> None:
+    """On PostgreSQL, this transaction's commit need not wait for the disk: an answer lost in a database crash
+    leaves its row "sending", later "unknown" (never resent). The move to "sending" is always durable."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
@@ -361,6 +484,20 @@ def _skip_reason(subscriber: Subscriber | None) -> str | None:
     if subscriber.suppressed_at is not None:
         return "suppressed"
     return None
+
+
+def _recently_texted(session: OrmSession, context: _Context, message: Message) -> str | None:
+    """Smart sending of an automation's message, checked as it goes out (it may have waited for its delay):
+    "recently_texted" when another campaign or automation message reached the subscriber within the shop's
+    smart_sending_hours. Campaign messages were checked at their snapshot; texts without a campaign (the
+    double opt-in request, replies) never count."""
+    hours = int(context.shop.smart_sending_hours or 0)
+    if context.campaign.kind != "automation" or hours <= 0 or message.subscriber_id is None:
+        return None
+    recent = session.scalar(select(exists().where(
+        Message.subscriber_id == message.subscriber_id, Message.campaign_id.is_not(None), Message.id != message.id,
+        Message.status.in_(("sent", "delivered")), Message.sent_at >= utcnow() - dt.timedelta(hours=hours))))
+    return "recently_texted" if recent else None
 
 
 def _why_not(session: OrmSession, context: _Context, message_id: int, token: str) -> str:
@@ -405,16 +542,10 @@ def record(session: OrmSession, message: Message, result: SendResult, *, attempt
     now = utcnow()
     message_id = message.id
     provider = dict(provider_id=result.provider_id, price=result.price)
-    if session.get_bind().dialect.name == "postgresql":
-        # The answer need not wait for the disk: lost in a database crash, the row stays "sending" and becomes
-        # "unknown" (never resent). The move to "sending" before the call is always a durable commit.
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    _no_disk_wait(session)
     if result.status == "sent":
-        _settle(session, message_id, "sent", sent_at=now, error_code=None, error_reason=None, **provider)
-        if message.subscriber_id is not None:
-            session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
-                            .values(sent_count=Subscriber.sent_count + 1, last_received_at=now)
-                            .execution_options(synchronize_session=False))
+        _write_answer(session.connection(), _Answer(message_id, message.subscriber_id, result.provider_id,
+                                                    result.price, now))
         session.commit()
         return "sent"
     if result.unknown_outcome:
