@@ -273,6 +273,20 @@ CAMPAIGN_LOCAL_TIME_LOOKAHEAD_HOURS = 26
 """Send-at-local-time campaigns start up to this much before their send_at (UTC+14 reaches a wall-clock
 time 26 hours before UTC-12): the due scan looks this far ahead and starts each at its first recipient's time."""
 
+# --- Automations (kinnekt/automations/engine.py) ---
+
+AUTOMATION_FIRE_CHUNK = 500
+"""Segment log entries an automation reads per transaction: its messages and the advanced cursor commit
+together, so a big edit or sweep is worked through in steps of this size without one long lock."""
+
+AUTOMATION_FIRE_ROUNDS = 5
+"""Extra rounds a fire job makes while entries arrived during its run (RQ does not queue a second job with the
+id of one that is running); what is left after these waits for the next job or the periodic scan."""
+
+AUTOMATION_SCAN_SECONDS = 60
+"""How often every shop with an automation switched on is fired anyway (a safety net: the job queued after a
+membership change is the fast path)."""
+
 # --- Subscribers pages (kinnekt/web/subscribers.py) ---
 
 SUBSCRIBER_DETAIL_ROWS = 25

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kinnekt import defaults
 from kinnekt.queue import Periodic
+from workers.automations import fire_all_automations
 from workers.campaigns import start_due_campaigns
 from workers.jobs import prune_webhook_events, recover_due_work
 from workers.shopify import reconcile_all
@@ -19,4 +20,5 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
         Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),
+        Periodic("fire_automations", fire_all_automations, defaults.AUTOMATION_SCAN_SECONDS),
     ]

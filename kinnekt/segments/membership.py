@@ -150,6 +150,8 @@ def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = Non
         _expire_segments(session, [segment_id])
         raise
     _expire_segments(session, [segment_id])
+    if result is not None and (result.entered or result.left):
+        _fire_automations(session, [segment_id], cause)
     return result
 
 
@@ -289,6 +291,7 @@ def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *,
     _apply(session, shop_id, enters, leaves, now=now, cause=cause)
     session.commit()
     _expire_segments(session, {s for s, _ in enters} | {s for s, _ in leaves})
+    _fire_automations(session, {s for s, _ in enters} | {s for s, _ in leaves}, cause)
     changes = [(s, m, "enter") for s, m in enters] + [(s, m, "leave") for s, m in leaves]
     return sorted(changes)
 
@@ -319,6 +322,14 @@ def _apply(session: OrmSession, shop_id: int, enters: list[tuple[int, int]], lea
         if change:
             session.execute(update(SEGMENTS).where(SEGMENTS.c.id == segment_id).values(
                 member_count=SEGMENTS.c.member_count + change, **_keep_updated_at()))
+
+
+def _fire_automations(session: OrmSession, segment_ids: Iterable[int], cause: str) -> None:
+    """Committed entries and leaves that may fire automations: queue the shops' fire jobs (if any is on)."""
+    if cause in ("build", "edit") or not segment_ids:
+        return
+    from kinnekt.automations.engine import request_fire
+    request_fire(session, segment_ids)
 
 
 # ---------------------------------------------------------------------------------------------- sweep

@@ -94,9 +94,12 @@ def create_segment(session: OrmSession, shop: Shop, *, name: str, definition: ob
     return segment
 
 
-def update_segment(session: OrmSession, segment: Segment, *, name: str, definition: object) -> Segment:
+def update_segment(session: OrmSession, segment: Segment, *, name: str, definition: object,
+                   trigger_automations: bool = False) -> Segment:
     """Rename and/or change a manual segment; a changed definition is rebuilt, logging enters/leaves as "edit".
 
+    With `trigger_automations` the rebuild logs them as "edit_trigger" instead, so automations on the segment
+    fire for the subscribers who enter or leave because of this edit (the merchant chose so; default: no).
     Raises SegmentNotEditable for auto segments, and the errors of `create_segment`; nothing is saved then.
     """
     if not segment.editable:
@@ -119,7 +122,7 @@ def update_segment(session: OrmSession, segment: Segment, *, name: str, definiti
         _refresh_dependents_time(session, segment)
     session.commit()
     if changed:
-        membership.request_build(segment, cause="edit", session=session)
+        membership.request_build(segment, cause="edit_trigger" if trigger_automations else "edit", session=session)
     return segment
 
 

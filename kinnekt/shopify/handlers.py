@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import select, update
 
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Campaign, Shop, WebhookEvent
+from kinnekt.models import Automation, Campaign, Shop, WebhookEvent
 from kinnekt.shopify import compliance
 from kinnekt.shopify.ingest import rest
 from kinnekt.shopify.ingest.catalog import delete_collection, delete_product, upsert_collections, upsert_products
@@ -185,6 +185,9 @@ def mark_uninstalled(session, shop: Shop, *, at) -> int:
             update(Campaign).where(Campaign.shop_id == shop.id, Campaign.status == old)
             .values(status=new, failure_reason=UNINSTALL_REASON, finished_at=at)
             .execution_options(synchronize_session=False)).rowcount or 0
+    # Automations are switched off (their message campaigns ended above): a reinstall shows them off.
+    session.execute(update(Automation).where(Automation.shop_id == shop.id, Automation.enabled.is_(True))
+                    .values(enabled=False).execution_options(synchronize_session=False))
     session.commit()
     return stopped
 

@@ -6,6 +6,7 @@ import re
 from flask import Response, abort, g, make_response, render_template, request, stream_with_context, url_for
 from sqlalchemy import select
 
+from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment
 from kinnekt.segments import builder, exports, rules, service
@@ -214,7 +215,11 @@ def _save(segment: Segment | None):
             if segment is None:
                 saved = service.create_segment(Session, g.shop, name=parsed.name, definition=definition)
             else:
-                saved = service.update_segment(Session, segment, name=parsed.name, definition=definition)
+                users = _automations_to_ask(segment, definition)
+                if users and request.form.get("automations_asked") != "1":
+                    return _ask_about_automations(segment, parsed, definition, users)
+                saved = service.update_segment(Session, segment, name=parsed.name, definition=definition,
+                                               trigger_automations=bool(users) and _trigger_automations())
         except service.InvalidSegmentName as exc:  # the name is taken (the database said so)
             Session.rollback()
             name_error = str(exc)
@@ -230,6 +235,26 @@ def _save(segment: Segment | None):
         context["preview_blocked"] = "Fix the highlighted rules to see who matches."
     else:
         context["preview"] = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+    return render_template("segments/_builder.html", **context)
+
+
+def _automations_to_ask(segment: Segment, definition: dict) -> list:
+    """The switched-on automations of a segment whose rules this save changes (nothing to ask otherwise)."""
+    if definition == segment.definition:
+        return []
+    return automations.enabled_users(Session, segment)
+
+
+def _trigger_automations() -> bool:
+    """The merchant's answer to the automations prompt: only a ticked box lets the edit's entries fire them."""
+    return request.form.get("trigger_automations") in ("1", "on", "true")
+
+
+def _ask_about_automations(segment: Segment, parsed: builder.ParsedForm, definition: dict, users: list) -> str:
+    """The builder again, unsaved, asking whether the subscribers this edit moves should trigger the automations."""
+    context = _builder_context(segment=segment, name=parsed.name, root=parsed.root, show_preview=False)
+    context["preview"] = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+    context["automations_prompt"] = users
     return render_template("segments/_builder.html", **context)
 
 

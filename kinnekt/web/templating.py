@@ -17,6 +17,7 @@ from kinnekt.web.auth import frame_ancestors
 NAV = [
     ("segments.index", "Segments"),
     ("campaigns.index", "Campaigns"),
+    ("automations.index", "Automations"),
     ("subscribers.index", "Subscribers"),
     ("keywords.index", "Keywords"),
     ("settings.index", "Settings"),
@@ -35,6 +36,7 @@ VENDOR = {
 NAV_ICONS = {
     "segments.index": "segments",
     "campaigns.index": "campaigns",
+    "automations.index": "automations",
     "subscribers.index": "subscribers",
     "keywords.index": "keywords",
     "settings.index": "settings",

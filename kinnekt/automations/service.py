@@ -1,0 +1,333 @@
+"""What merchants do with automations: the form's validation, create, edit, delete, switch on/off, the built-ins.
+
+An automation's message, discount, messages and statistics live on its backing Campaign (kind "automation"),
+so the message is checked by the campaign composer's own rules (`composer.validate`) and sent by the campaign
+sender. The engine (kinnekt/automations/engine.py) reads the segment enter/leave log past `last_event_id`.
+
+Switching on: `enabled`, `enabled_at` = now, `last_event_id` = the shop's newest segment event (so entries
+from before never fire), and the campaign In Progress with `started_at` / `snapshot_at`. Switching off: the
+campaign back to Draft and its pending / claimed rows ended. Deleting deletes the campaign (the automation
+goes with it).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt.campaigns import composer, lifecycle
+from kinnekt.db import utcnow
+from kinnekt.models import Campaign, Keyword, Segment, SegmentEvent, Shop
+from kinnekt.models.automation import TRIGGERS, Automation
+from kinnekt.segments import membership, service as segments
+
+DELAY_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+"""The units a delay is entered in, as seconds."""
+
+MAX_DELAY_SECONDS = 365 * 86400
+"""The longest delay an automation may wait before sending (a year)."""
+
+TRIGGER_LABELS = {"enter": "Enters", "leave": "Leaves"}
+"""The triggers in the merchant's words ("Enters All subscribers")."""
+
+WINBACK_SEGMENT = "No order in 90 days"
+"""The manual segment the Win-back built-in sends to (created with it when missing)."""
+
+WINBACK_DEFINITION = {"match": "all", "rules": [{"field": "last_order_created", "op": "more_than_days_ago",
+                                                  "value": 90}]}
+"""Customers whose last order is more than 90 days old (those who never ordered are not in it)."""
+
+WELCOME_TEXT = "Hi {first_name}, welcome to {shop_name}! Thanks for subscribing: we'll text you our best offers."
+KEYWORD_WELCOME_TEXT = "Hi {first_name}, thanks for texting {keyword} to {shop_name}! You're on the list."
+WINBACK_TEXT = "Hi {first_name}, we miss you at {shop_name}! It's been a while: come see what's new."
+_NAME_MAX = 255
+
+
+class AutomationError(ValueError):
+    """An action the automation does not allow; the message says why, in the merchant's words."""
+
+
+# ---------------------------------------------------------------------------------------------- the form
+
+def _get(form: Mapping, key: str) -> str:
+    value = form.get(key)
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else ""
+    return "" if value is None else str(value)
+
+
+def split_delay(seconds: int) -> tuple[int, str]:
+    """A delay in seconds as the largest whole unit that expresses it: 7200 -> (2, "hours")."""
+    seconds = int(seconds or 0)
+    for unit in ("days", "hours"):
+        if seconds and seconds % DELAY_UNITS[unit] == 0:
+            return seconds // DELAY_UNITS[unit], unit
+    if seconds % 60 == 0:
+        return seconds // 60, "minutes"
+    return seconds, "seconds"
+
+
+def delay_label(seconds: int) -> str:
+    """The delay in the merchant's words: "Immediately", "2 hours after", "1 day after"."""
+    if not seconds:
+        return "Immediately"
+    amount, unit = split_delay(seconds)
+    word = unit[:-1] if amount == 1 else unit
+    return f"{amount} {word} after"
+
+
+def trigger_label(automation: Automation, segment: Segment | None) -> str:
+    """The trigger in the merchant's words: "Enters All subscribers" (or a note that the segment is gone)."""
+    verb = TRIGGER_LABELS.get(automation.trigger, automation.trigger)
+    return f"{verb} {segment.name}" if segment is not None else f"{verb} a deleted segment"
+
+
+def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, dict[str, str]]:
+    """Check a posted automation form: the automation's values, and an error per field that is wrong.
+
+    Fields: name, trigger (enter | leave), segment (an id of this shop's segment), delay_value and delay_unit
+    (minutes | hours | days; 0 sends at once, at most a year), body, and the discount fields of the campaign
+    composer (discount_mode none | shared | unique, discount_code, discount_kind, discount_value). The message
+    and discount are judged by the campaign composer's rules. Nothing is written.
+    """
+    errors: dict[str, str] = {}
+    name = " ".join(_get(form, "name").split())
+    if not name:
+        errors["name"] = "Give the automation a name."
+    elif len(name) > _NAME_MAX:
+        errors["name"] = f"Keep the name to {_NAME_MAX} characters."
+
+    trigger = _get(form, "trigger") or "enter"
+    if trigger not in TRIGGERS:
+        errors["trigger"] = "Choose whether subscribers enter or leave the segment."
+
+    raw_segment = _get(form, "segment").strip()
+    segment_id = int(raw_segment) if raw_segment.isascii() and raw_segment.isdigit() and 0 < int(raw_segment) < 2**63 \
+        else None
+    if segment_id is None or session.scalar(
+            select(Segment.id).where(Segment.shop_id == shop.id, Segment.id == segment_id)) is None:
+        errors["segment"] = "Choose a segment of this shop." if raw_segment else "Choose a segment."
+        segment_id = None
+
+    delay_seconds = 0
+    unit = _get(form, "delay_unit") or "minutes"
+    raw_delay = _get(form, "delay_value").strip() or "0"
+    if unit not in DELAY_UNITS:
+        errors["delay"] = "Choose minutes, hours or days."
+    elif not (raw_delay.isascii() and raw_delay.isdigit()):
+        errors["delay"] = "Enter the delay as a whole number (0 sends at once)."
+    else:
+        delay_seconds = int(raw_delay) * DELAY_UNITS[unit]
+        if delay_seconds > MAX_DELAY_SECONDS:
+            errors["delay"] = "A delay can be at most 365 days."
+            delay_seconds = 0
+
+    # The message and the discount follow the campaign composer's rules exactly (a draft: no audience, no time).
+    message_form = {key: _get(form, key) for key in ("body", "discount_mode", "discount_code", "discount_kind",
+                                                       "discount_value")}
+    message_form["name"] = name or "automation"
+    message, message_errors = composer.validate(message_form, session=session, shop=shop, draft=True)
+    for key, error in message_errors.items():
+        if key == "body" or key.startswith("discount"):
+            errors[key] = error
+
+    values = {"name": name, "trigger": trigger, "segment_id": segment_id, "delay_seconds": delay_seconds,
+              "body": message["body"], "discount_mode": message["discount_mode"],
+              "discount_code": message["discount_code"], "discount_kind": message["discount_kind"],
+              "discount_value": message["discount_value"]}
+    return values, errors
+
+
+# ---------------------------------------------------------------------------------------------- create / edit
+
+_CAMPAIGN_FIELDS = ("body", "discount_mode", "discount_code", "discount_kind", "discount_value")
+
+
+_DISCOUNT_FIELDS = ("discount_mode", "discount_code", "discount_kind", "discount_value")
+
+
+def _apply(automation: Automation, values: Mapping) -> None:
+    for key in ("name", "trigger", "segment_id", "delay_seconds"):
+        if key in values:
+            setattr(automation, key, values[key])
+    campaign = automation.campaign
+    campaign.name = automation.name
+    discount_before = tuple(getattr(campaign, key) for key in _DISCOUNT_FIELDS)
+    for key in _CAMPAIGN_FIELDS:
+        if key in values:
+            setattr(campaign, key, values[key])
+    if campaign.discount_mode == "none":
+        campaign.discount_code = campaign.discount_kind = campaign.discount_value = None
+    if tuple(getattr(campaign, key) for key in _DISCOUNT_FIELDS) != discount_before:
+        campaign.discount_shopify_id = None  # the next fire creates the discount as it is now at Shopify
+
+
+def create(session: OrmSession, shop: Shop, values: Mapping, *, builtin: str | None = None) -> Automation:
+    """Save a new automation (switched off) with its message campaign, from `validate` values; commits."""
+    campaign = Campaign(shop_id=shop.id, name=values["name"], kind="automation", status="draft", enabled=True)
+    automation = Automation(shop_id=shop.id, name=values["name"], campaign=campaign, enabled=False,
+                            builtin=builtin, last_event_id=0)
+    _apply(automation, values)
+    session.add_all([campaign, automation])
+    session.commit()
+    return automation
+
+
+def update(session: OrmSession, automation: Automation, values: Mapping) -> Automation:
+    """Save changes to an automation (on or off: messages not sent yet use the new text); commits.
+
+    An automation that is on and now watches another segment or trigger starts reading that log from now:
+    entries from before the change never fire.
+    """
+    watched = (automation.segment_id, automation.trigger)
+    _apply(automation, values)
+    if automation.enabled and (automation.segment_id, automation.trigger) != watched \
+            and automation.segment_id is not None:
+        automation.last_event_id = _newest_event(session, automation)
+    session.commit()
+    return automation
+
+
+def _newest_event(session: OrmSession, automation: Automation) -> int:
+    """The shop's newest log entry id, read under the segment's lock (as every writer of its log holds it until
+    commit, no entry with a lower id can still be uncommitted, to surface below the cursor and never fire)."""
+    membership.lock_segments(session, [automation.segment_id])
+    newest = session.scalar(select(func.max(SegmentEvent.id)).where(SegmentEvent.shop_id == automation.shop_id))
+    return int(newest or 0)
+
+
+def delete(session: OrmSession, automation: Automation) -> None:
+    """Delete the automation with its message campaign, messages and statistics (orders stay); commits."""
+    campaign_id = automation.campaign_id
+    lifecycle.stop_rows(session, campaign_id)
+    session.delete(automation)
+    session.flush()
+    session.execute(Campaign.__table__.delete().where(Campaign.__table__.c.id == campaign_id))
+    session.commit()
+    session.expire_all()
+
+
+def set_enabled(session: OrmSession, automation: Automation, enabled: bool, *,
+                now: dt.datetime | None = None) -> Automation:
+    """Switch an automation on (from the newest segment event on: earlier entries never fire) or off; commits.
+
+    On: the campaign is In Progress, so the sender sends its messages. Off: the campaign is a Draft again and
+    its messages not yet sent end. Raises AutomationError when the automation cannot send (no segment, no message).
+    """
+    now = now or utcnow()
+    campaign = automation.campaign
+    if enabled:
+        if automation.segment_id is None:
+            raise AutomationError(f"“{automation.name}” has no segment (it was deleted): choose one first.")
+        if not (campaign.body or "").strip():
+            raise AutomationError(f"Write the message of “{automation.name}” first.")
+        if automation.enabled and campaign.status == "in_progress":
+            return automation  # (an uninstall ends the campaign and leaves `enabled`: switching on re-arms it)
+        automation.enabled, automation.enabled_at = True, now
+        automation.last_event_id = _newest_event(session, automation)
+        campaign.status, campaign.enabled = "in_progress", True
+        campaign.started_at, campaign.snapshot_at = now, now
+        campaign.finished_at = campaign.failure_reason = None
+    else:
+        automation.enabled = False
+        campaign.status = "draft"
+        lifecycle.stop_rows(session, campaign.id, now=now)
+    session.commit()
+    return automation
+
+
+# ---------------------------------------------------------------------------------------------- built-ins
+
+@dataclass(frozen=True)
+class Builtin:
+    """A ready-made automation every shop gets (switched off): its key, name, segment and message."""
+
+    key: str
+    name: str
+    segment: Segment
+    body: str
+
+
+def _winback_segment(session: OrmSession, shop: Shop) -> Segment:
+    found = session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.name == WINBACK_SEGMENT))
+    if found is not None:
+        return found
+    try:
+        return segments.create_segment(session, shop, name=WINBACK_SEGMENT, definition=WINBACK_DEFINITION)
+    except segments.SegmentNameTaken:  # created meanwhile by another request
+        session.rollback()
+        return session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.name == WINBACK_SEGMENT))
+
+
+def builtins(session: OrmSession, shop: Shop, *, existing: frozenset[str] = frozenset()) -> list[Builtin]:
+    """The shop's built-in automations: Welcome, a keyword welcome per keyword, Win-back (its segment made if missing).
+
+    Welcome needs the "All subscribers" auto segment, a keyword welcome its keyword's segment: one whose
+    segment the merchant deleted is left out.
+    """
+    found: list[Builtin] = []
+    everyone = session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.auto_source == "all",
+                                                    Segment.keyword_id.is_(None)))
+    if everyone is not None:
+        found.append(Builtin("welcome", "Welcome", everyone, WELCOME_TEXT))
+    rows = session.execute(select(Keyword, Segment).join(Segment, Segment.keyword_id == Keyword.id)
+                           .where(Keyword.shop_id == shop.id, Segment.shop_id == shop.id,
+                                  Segment.auto_source == "keyword").order_by(Keyword.word, Keyword.id)).all()
+    for keyword, segment in rows:
+        word = keyword.word.strip().upper()
+        found.append(Builtin(f"keyword:{keyword.id}", f"Keyword welcome: {word}", segment,
+                             KEYWORD_WELCOME_TEXT.replace("{keyword}", word)))
+    if "winback" not in existing:  # its segment is made only with it: a merchant may delete both
+        found.append(Builtin("winback", "Win-back", _winback_segment(session, shop), WINBACK_TEXT))
+    return found
+
+
+def ensure_builtins(session: OrmSession, shop: Shop) -> list[Automation]:
+    """Create the shop's missing built-in automations, switched off; idempotent through the database.
+
+    The (shop, builtin) unique constraint makes a second call (even at the same time) create nothing; a
+    built-in the merchant deleted comes back. Returns the built-ins created now; commits.
+    """
+    existing = set(session.scalars(select(Automation.builtin).where(Automation.shop_id == shop.id,
+                                                                    Automation.builtin.is_not(None))))
+    created = []
+    for spec in builtins(session, shop, existing=frozenset(existing)):
+        if spec.key in existing:
+            continue
+        campaign = Campaign(shop_id=shop.id, name=spec.name, kind="automation", status="draft", enabled=True,
+                            body=spec.body, discount_mode="none")
+        automation = Automation(shop_id=shop.id, name=spec.name, campaign=campaign, trigger="enter",
+                                segment_id=spec.segment.id, delay_seconds=0, enabled=False, builtin=spec.key,
+                                last_event_id=0)
+        try:
+            with session.begin_nested():
+                session.add_all([campaign, automation])
+        except IntegrityError:
+            continue  # another request created this one first
+        created.append(automation)
+    session.commit()
+    return created
+
+
+# ---------------------------------------------------------------------------------------------- usages
+
+def enabled_users(session: OrmSession, segment: Segment) -> list[Automation]:
+    """The switched-on automations that fire on this segment's entries or leaves."""
+    return list(session.scalars(select(Automation).where(Automation.shop_id == segment.shop_id,
+                                                         Automation.segment_id == segment.id,
+                                                         Automation.enabled.is_(True)).order_by(Automation.name)))
+
+
+def _automation_usages(session: OrmSession, segment: Segment) -> list[segments.Usage]:
+    rows = session.execute(select(Automation.id, Automation.name, Automation.enabled)
+                           .where(Automation.shop_id == segment.shop_id, Automation.segment_id == segment.id)
+                           .order_by(Automation.id)).all()
+    return [segments.Usage("automation", id_, name, "On" if enabled else "Off") for id_, name, enabled in rows]
+
+
+segments.register_usage_finder(_automation_usages)
+

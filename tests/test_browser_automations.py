@@ -1,0 +1,90 @@
+"""Automations in Chromium: switch the built-in Welcome on, join by texting a keyword (and Y to confirm) through
+the inbound SMS webhook, find the welcome text in the Outbox and the automation's Sent count at 1."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from kinnekt.db import Session
+from kinnekt.models import Automation, OutboxMessage
+from kinnekt.segments import auto
+from kinnekt.subscribers import keywords
+from kinnekt.tenancy import bind_shop
+from tests.conftest import make_shop
+from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
+
+SENDER = "15550100200"
+MSISDN = "447400123457"
+PHONE = "+" + MSISDN
+_message_ids = itertools.count(1)
+
+
+@pytest.fixture
+def shop(db, app, monkeypatch):
+    """A demo shop (texts go to the Outbox, shown on the Outbox page) with its auto segments and a keyword JOIN;
+    no quiet hours, so the welcome goes out whatever the time of the run."""
+    monkeypatch.setitem(app.config, "DEMO_MODE", True)
+    shop = make_shop("acme.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=True,
+                     quiet_hours_enabled=False)
+    auto.ensure_default_segments(Session, shop)
+    keywords.create_keyword(Session, shop, word="JOIN", reply_text="Thanks for joining Acme!")
+    assert app.extensions["kinnekt_queue"].drain(20)
+    return shop
+
+
+@pytest.fixture
+def text_in(live_server, page, app):
+    """Text the shop's number from MSISDN as Vonage calls the inbound webhook, then let the queue settle."""
+    def send(text: str):
+        words = text.split()
+        response = page.request.post(f"{live_server}/sms/inbound", form={
+            "msisdn": MSISDN, "to": SENDER, "messageId": f"0B00000{next(_message_ids):09d}", "text": text,
+            "type": "text", "keyword": words[0].upper() if words else "", "message-timestamp": "2026-11-22 10:00:00",
+            "api-key": "fakekey1"})
+        assert response.status == 204
+        assert app.extensions["kinnekt_queue"].drain(30)
+    return send
+
+
+def outbox() -> list[str]:
+    bind_shop(None)
+    Session.expire_all()
+    return Session.scalars(select(OutboxMessage.text).where(OutboxMessage.to_phone == PHONE)
+                           .order_by(OutboxMessage.id)).all()
+
+
+def test_switch_on_welcome_join_by_keyword_and_see_it_sent(open_page, text_in, app, shop):
+    page = open_page("/automations/")
+    listing = page.locator("#automations-page")
+    expect(listing).to_contain_text("Keyword welcome: JOIN")
+    expect(listing).to_contain_text("Enters All subscribers")
+    switch = page.get_by_role("switch", name="Welcome on or off", exact=True)
+    expect(switch).not_to_be_checked()
+    switch.check()
+    expect(page.locator("#toasts")).to_contain_text("“Welcome” is on")
+    expect(page.get_by_role("switch", name="Welcome on or off", exact=True)).to_be_checked()
+    bind_shop(None)
+    Session.expire_all()
+    welcome = Session.scalar(select(Automation).where(Automation.builtin == "welcome"))
+    assert welcome.enabled and welcome.campaign.status == "in_progress"
+
+    text_in("JOIN")
+    assert "Reply Y to confirm" in outbox()[-1]
+    text_in("Y")
+    assert any("welcome to Acme" in text for text in outbox())
+
+    page = open_page("/outbox/")
+    expect(page.locator("main")).to_contain_text("welcome to Acme")
+
+    page = open_page("/automations/")
+    expect(page.locator(f'[data-automation-sent="{welcome.id}"]')).to_have_text("1")
+    page.get_by_role("link", name="Welcome", exact=True).click()
+    detail = page.locator("#automation-detail-page")
+    expect(detail.locator("#stat-sent")).to_contain_text("1")
+    expect(detail.locator("#automation-runs")).to_contain_text("Sent")
+    expect(detail.locator("#automation-runs")).to_contain_text(MSISDN[-4:])
