@@ -118,6 +118,17 @@ def test_connection_refused_never_left_so_it_is_retryable():
         "failed", "connect", True, False)
 
 
+def test_a_certificate_refused_in_the_handshake_never_left_so_it_is_retryable(fake_vonage, tmp_path, monkeypatch):
+    import trustme
+    stranger = tmp_path / "stranger.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(stranger))  # read when the client is made
+    result = _gateway(fake_vonage).send(PHONE, "hello", "m11")
+    assert (result.status, result.error_code, result.retryable, result.unknown_outcome) == (
+        "failed", "connect", True, False)
+    assert fake_vonage.requests == []
+
+
 def test_invalid_request_fails_without_a_call(fake_vonage):
     result = _gateway(fake_vonage).send(PHONE, "hello", "r" * 101)  # client-ref is at most 100
     assert (result.status, result.error_code) == ("failed", "invalid-request")
