@@ -2,27 +2,20 @@
 the inbound SMS webhook, find the welcome text in the Outbox and the automation's Sent count at 1."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from kinnekt.db import Session
-from kinnekt.models import Automation, OutboxMessage
+from kinnekt.models import Automation
 from kinnekt.segments import auto
 from kinnekt.subscribers import keywords
 from kinnekt.tenancy import bind_shop
 from tests.conftest import make_shop
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+from tests.test_browser_keywords import MSISDN, PHONE, SENDER, outbox, text_in  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
-
-SENDER = "15550100200"
-MSISDN = "447400123457"
-PHONE = "+" + MSISDN
-_message_ids = itertools.count(1)
-
 
 @pytest.fixture
 def shop(db, app, monkeypatch):
@@ -35,27 +28,6 @@ def shop(db, app, monkeypatch):
     keywords.create_keyword(Session, shop, word="JOIN", reply_text="Thanks for joining Acme!")
     assert app.extensions["kinnekt_queue"].drain(20)
     return shop
-
-
-@pytest.fixture
-def text_in(live_server, page, app):
-    """Text the shop's number from MSISDN as Vonage calls the inbound webhook, then let the queue settle."""
-    def send(text: str):
-        words = text.split()
-        response = page.request.post(f"{live_server}/sms/inbound", form={
-            "msisdn": MSISDN, "to": SENDER, "messageId": f"0B00000{next(_message_ids):09d}", "text": text,
-            "type": "text", "keyword": words[0].upper() if words else "", "message-timestamp": "2026-11-22 10:00:00",
-            "api-key": "fakekey1"})
-        assert response.status == 204
-        assert app.extensions["kinnekt_queue"].drain(30)
-    return send
-
-
-def outbox() -> list[str]:
-    bind_shop(None)
-    Session.expire_all()
-    return Session.scalars(select(OutboxMessage.text).where(OutboxMessage.to_phone == PHONE)
-                           .order_by(OutboxMessage.id)).all()
 
 
 def test_switch_on_welcome_join_by_keyword_and_see_it_sent(open_page, text_in, app, shop):

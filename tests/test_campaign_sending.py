@@ -514,3 +514,22 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     db.execute(update(Campaign).where(Campaign.id == row.id).values(kind="automation"))
     db.commit()
     assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent
+
+
+def test_a_receipt_that_overtook_the_answer_keeps_its_status_and_the_answer_adds_the_provider_id(db, shop_us, jobs,
+                                                                                                monkeypatch):
+    def receipt_first(n, to):
+        if n == 1:
+            other = other_session()
+            other.execute(update(Message).where(Message.to_phone == to, Message.status == "sending")
+                          .values(status="delivered"))
+            other.commit()
+            other.close()
+
+    gateway = ScriptedGateway(hook=receipt_first)
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 2, jobs)
+    assert sending.run(db, row.id) == {"sent": 2}
+    first, second = rows(db, row)
+    assert (first.status, first.provider_id) == ("delivered", "SCRIPT1")
+    assert (second.status, second.provider_id) == ("sent", "SCRIPT2")
