@@ -283,6 +283,30 @@ def test_deleting_a_segment_names_the_automations_that_use_it(db, shop):
     assert db.get(Segment, segment.id) is not None
 
 
+def test_deleting_its_segment_switches_the_automation_off_and_ends_its_waiting_messages(db, shop):
+    segment = manual_segment(db, shop)
+    other = manual_segment(db, shop, "Other")
+    automation = saved(db, shop, segment)
+    bystander = saved(db, shop, other, name="Bystander")
+    service.set_enabled(db, automation, True, now=NOW)
+    service.set_enabled(db, bystander, True, now=NOW)
+    for campaign_id, status in ((automation.campaign_id, "pending"), (automation.campaign_id, "sent"),
+                                (bystander.campaign_id, "pending")):
+        db.add(Message(shop_id=shop.id, campaign_id=campaign_id, kind="automation", occurrence=1 + total(db, Message),
+                       to_phone="+12125550101", status=status))
+    db.commit()
+    assert segments.delete_segment(db, segment, confirmed=True)
+    db.expire_all()
+    assert db.get(Segment, segment.id) is None
+    assert (automation.enabled, automation.segment_id, automation.campaign.status) == (False, None, "draft")
+    assert sorted(db.scalars(select(Message.status).where(Message.campaign_id == automation.campaign_id))) == [
+        "ended", "sent"]
+    assert bystander.enabled and bystander.campaign.status == "in_progress"
+    assert db.scalar(select(Message.status).where(Message.campaign_id == bystander.campaign_id)) == "pending"
+    with pytest.raises(service.AutomationError, match="no segment"):
+        service.set_enabled(db, automation, True, now=NOW)
+
+
 def _causes(db, segment) -> set[str]:
     return set(db.scalars(select(SegmentEvent.cause).where(SegmentEvent.segment_id == segment.id)))
 

@@ -233,11 +233,16 @@ def set_enabled(session: OrmSession, automation: Automation, enabled: bool, *,
         campaign.started_at, campaign.snapshot_at = now, now
         campaign.finished_at = campaign.failure_reason = None
     else:
-        automation.enabled = False
-        campaign.status = "draft"
-        lifecycle.stop_rows(session, campaign.id, now=now)
+        _switch_off(session, automation, now)
     session.commit()
     return automation
+
+
+def _switch_off(session: OrmSession, automation: Automation, now: dt.datetime) -> None:
+    """Off, in the caller's transaction: the campaign back to Draft and its messages not yet sent ended."""
+    automation.enabled = False
+    automation.campaign.status = "draft"
+    lifecycle.stop_rows(session, automation.campaign_id, now=now)
 
 
 # ---------------------------------------------------------------------------------------------- built-ins
@@ -330,4 +335,16 @@ def _automation_usages(session: OrmSession, segment: Segment) -> list[segments.U
 
 
 segments.register_usage_finder(_automation_usages)
+
+
+def _let_go_of(session: OrmSession, segment: Segment) -> None:
+    """A segment is being deleted: its automations are switched off (their waiting messages end); no commit."""
+    now = utcnow()
+    for automation in session.scalars(select(Automation).where(Automation.shop_id == segment.shop_id,
+                                                               Automation.segment_id == segment.id,
+                                                               Automation.enabled.is_(True))):
+        _switch_off(session, automation, now)
+
+
+segments.register_delete_hook(_let_go_of)
 

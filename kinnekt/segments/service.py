@@ -188,7 +188,12 @@ def _segment_usages(session: OrmSession, segment: Segment) -> list[Usage]:
 
 
 USAGE_FINDERS: list[UsageFinder] = [_campaign_usages, _segment_usages]
-"""Everything that can use a segment. Automations (not built yet) add their finder with register_usage_finder."""
+"""Everything that can use a segment. Automations add their finder with register_usage_finder."""
+
+DeleteHook = Callable[[OrmSession, Segment], None]
+
+DELETE_HOOKS: list[DeleteHook] = []
+"""Called in the deleting transaction, under the segment's lock, before the segment goes (automations switch off)."""
 
 
 def register_usage_finder(finder: UsageFinder) -> UsageFinder:
@@ -196,6 +201,13 @@ def register_usage_finder(finder: UsageFinder) -> UsageFinder:
     if finder not in USAGE_FINDERS:
         USAGE_FINDERS.append(finder)
     return finder
+
+
+def register_delete_hook(hook: DeleteHook) -> DeleteHook:
+    """Extension point: another module (automations) lets go of a segment about to be deleted (no commit)."""
+    if hook not in DELETE_HOOKS:
+        DELETE_HOOKS.append(hook)
+    return hook
 
 
 def segment_usages(session: OrmSession, segment: Segment) -> list[Usage]:
@@ -208,7 +220,8 @@ def delete_segment(session: OrmSession, segment: Segment, *, confirmed: bool) ->
 
     When something uses the segment and `confirmed` is false, nothing is deleted and the usages are
     returned for the merchant to confirm. Otherwise the segment is deleted (campaigns lose it from
-    their audience, referring segments are rebuilt) and the usages it had are returned; commits.
+    their audience, referring segments are rebuilt, automations on it are switched off) and the usages
+    it had are returned; commits.
     """
     usages = segment_usages(session, segment)
     if usages and not confirmed:
@@ -216,6 +229,8 @@ def delete_segment(session: OrmSession, segment: Segment, *, confirmed: bool) ->
     shop_id, segment_id = segment.shop_id, segment.id
     dependents = membership.dependent_segments(session, shop_id, segment_id)
     membership.lock_segments(session, [segment_id] + dependents)
+    for hook in DELETE_HOOKS:
+        hook(session, segment)
     session.delete(segment)
     session.flush()
     for other_id in dependents:
