@@ -497,6 +497,10 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     class Limited(ScriptedGateway):
         rate_limited = True
         api_key, sender = "key", "15550100200"
+        warmed = 0
+
+        def warm(self):
+            self.warmed += 1
 
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
@@ -507,9 +511,11 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     gateway = Limited()
     context = sending._context(db, row.id)
     assert context.limiter is None and context.piggyback  # every limit off: no slot to take
+    assert gateway.warmed == 0
     monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 30)
     context = sending._context(db, row.id)
     assert context.limiter is not None and not context.piggyback  # answers written at once, as the slot is kept late
+    assert gateway.warmed == 1  # connected before the first slot is taken
     gateway = ScriptedGateway()
     db.execute(update(Campaign).where(Campaign.id == row.id).values(kind="automation"))
     db.commit()
@@ -533,3 +539,10 @@ def test_a_receipt_that_overtook_the_answer_keeps_its_status_and_the_answer_adds
     first, second = rows(db, row)
     assert (first.status, first.provider_id) == ("delivered", "SCRIPT1")
     assert (second.status, second.provider_id) == ("sent", "SCRIPT2")
+
+
+def test_senders_first_jobs_hand_over_at_different_times(monkeypatch):
+    monkeypatch.setattr(defaults, "CAMPAIGN_JOB_SECONDS", 60)
+    monkeypatch.setattr(defaults, "CAMPAIGN_SENDERS", 2)
+    assert [sending.job_budget(slot, 0) for slot in (0, 1)] == [60.0, 90.0]
+    assert [sending.job_budget(slot, 3) for slot in (0, 1)] == [60.0, 60.0]  # successors keep the offset

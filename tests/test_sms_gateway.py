@@ -129,6 +129,29 @@ def test_a_certificate_refused_in_the_handshake_never_left_so_it_is_retryable(fa
     assert fake_vonage.requests == []
 
 
+def test_warm_opens_the_connection_the_first_send_then_uses(fake_vonage):
+    gateway = _gateway(fake_vonage)
+    pool = gateway.client.pool
+    assert pool.num_connections == 0
+    gateway.warm()
+    assert pool.num_connections == 1 and fake_vonage.requests == []  # connected, nothing sent
+    assert gateway.send(PHONE, "hello", "m12").status == "sent"
+    gateway.warm()  # already connected: nothing more
+    assert gateway.send(PHONE, "again", "m13").status == "sent"
+    assert pool.num_connections == 1 and [r["form"]["client-ref"] for r in fake_vonage.requests] == ["m12", "m13"]
+
+
+def test_warm_without_a_reachable_vonage_does_not_raise_and_the_send_reports_it():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = VonageGateway(VonageGateway.make_client(API_KEY, API_SECRET, f"127.0.0.1:{port}"), sender="AcmeShop",
+                            api_key=API_KEY)
+    gateway.warm()
+    result = gateway.send(PHONE, "hello", "m14")
+    assert (result.status, result.error_code, result.retryable) == ("failed", "connect", True)
+
+
 def test_invalid_request_fails_without_a_call(fake_vonage):
     result = _gateway(fake_vonage).send(PHONE, "hello", "r" * 101)  # client-ref is at most 100
     assert (result.status, result.error_code) == ("failed", "invalid-request")

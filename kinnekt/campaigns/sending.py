@@ -135,7 +135,7 @@ def _wake_at(campaign_id: int, when: dt.datetime) -> None:
 def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0,
         budget: float | None = None) -> dict[str, int]:
     """One send job: claim and send batches until nothing is due or the time budget is spent; returns outcomes."""
-    budget = defaults.CAMPAIGN_JOB_SECONDS if budget is None else budget
+    budget = job_budget(slot, seq) if budget is None else budget
     deadline = time.monotonic() + budget
     outcomes: dict[str, int] = {}
     while True:
@@ -152,6 +152,16 @@ def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0,
         if time.monotonic() >= deadline:
             _successor(campaign_id, slot, seq + 1)
             return outcomes
+
+
+def job_budget(slot: int, seq: int) -> float:
+    """Seconds a send job claims batches for: CAMPAIGN_JOB_SECONDS, but (1 + slot / CAMPAIGN_SENDERS) times that
+    for a slot's first job, so that the senders hand over to their successors at different times: while one
+    waits for its successor's work horse (about a second), the others keep taking the rate limiter's slots."""
+    budget = float(defaults.CAMPAIGN_JOB_SECONDS)
+    if seq == 0:
+        budget *= 1 + slot / max(1, defaults.CAMPAIGN_SENDERS)
+    return budget
 
 
 def _running(session: OrmSession, campaign_id: int) -> bool:
@@ -304,6 +314,8 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
         limiter = limiter_for(gateway.api_key, gateway.sender)
         if not limiter.limits:  # every limit is off: there is no slot to take
             limiter = None
+        elif hasattr(gateway, "warm"):
+            gateway.warm()  # connected before the first slot (see VonageGateway.warm)
     return _Context(campaign, shop, gateway, limiter,
                     piggyback=limiter is None and campaign.kind != "automation")
 

@@ -104,6 +104,30 @@ class VonageGateway:
         compact = self.sender.replace(" ", "")
         return compact.lstrip("+") if re.fullmatch(r"\+?\d+", compact) else self.sender
 
+    def warm(self) -> None:
+        """Get ready to send before the first rate-limiter slot is taken: load the message model and open the
+        kept-alive connection (TCP, TLS, the CA bundle). Done inside the first send instead, those tens of
+        milliseconds would lie between a slot and its request, and the next slot's request could catch up
+        with it at Vonage (two grants' requests in one second's worth of arrivals). Never raises: a
+        connection that cannot be opened now is reported by the send."""
+        from vonage_sms import SmsMessage
+        SmsMessage(to="15550100000", from_=self.wire_sender, text="-", type="text", client_ref="warm",
+                   status_report_req=True, callback=self.callback)
+        pool = self.client.pool
+        if not hasattr(pool, "_get_conn"):  # a ProxyManager: its pools are made per target on first use
+            return
+        with self.client.lock:
+            conn = pool._get_conn()
+            try:
+                if not conn.is_connected:
+                    conn.timeout = self.client.timeout.connect_timeout
+                    conn.connect()
+            except (HTTPError, OSError) as exc:
+                log.info("Vonage: could not open the connection ahead of sending: %s", exc)
+                conn.close()
+            finally:
+                pool._put_conn(conn)
+
     def send(self, to: str, text: str, client_ref: str) -> SendResult:
         """Send one SMS; never raises for provider or network trouble, it reports it in the SendResult."""
         from pydantic import ValidationError
