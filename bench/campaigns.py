@@ -17,7 +17,10 @@ own, whose keys are deleted at the end. Measured through the real code:
   sliding window is computed from the fake's arrival times; worker memory (RSS of workers and their work
   horses, from /proc) is sampled at the first and last tenth of the run; the workers' CPU time (user +
   system of the workers and their work horses, from /proc, from the campaign's start to its end) per
-  message is a figure that other load on the machine disturbs much less than the rate.
+  message is a figure that other load on the machine disturbs much less than the rate. Beside it, per message:
+  PostgreSQL's CPU (the server and its backends), this process's (the fake provider and the polling) and the
+  whole machine's busy time, which together show where the two cores went. BENCH_ARRIVALS=<prefix> writes the
+  arrival times of each phase to <prefix>-<rate>.json.
 """
 from __future__ import annotations
 
@@ -64,6 +67,38 @@ def _cpu_seconds(pids: list[int]) -> float:
             continue
         ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds() -> float:
+    """User + system CPU seconds of the PostgreSQL server: its postmasters (with the backends they reaped) and
+    their live backends."""
+    postmasters = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    head, tail = stat.read().rsplit(")", 1)
+                with open(f"/proc/{tail.split()[1]}/comm") as parent:
+                    parent_name = parent.read().strip()
+            except OSError:
+                continue
+            if head.split("(", 1)[1] == "postgres" and parent_name != "postgres":
+                postmasters.append(int(entry))
+    return _cpu_seconds(postmasters)
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat, everything but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_sample(pids: list[int]) -> dict:
+    """The CPU counters a send phase reports: workers, PostgreSQL, this process (the fake provider), machine."""
+    usage = os.times()
+    return {"workers": _cpu_seconds(pids), "postgres": _postgres_cpu_seconds(),
+            "bench": usage.user + usage.system, "machine": _machine_busy_seconds()}
 
 
 def _children(pid: int) -> list[int]:
@@ -215,7 +250,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
     cpu = []
     try:
         time.sleep(3)  # workers import the app
-        cpu.append(_cpu_seconds([p.pid for p in procs]))
+        cpu.append(_cpu_sample([p.pid for p in procs]))
         from kinnekt.campaigns import lifecycle
         with app.app_context():
             shop_row = kdb.Session.get(Shop, ids["shop_id"])
@@ -236,7 +271,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
                 if status in ("completed", "failed", "ended"):
                     break
                 time.sleep(0.1)
-            cpu.append(_cpu_seconds([p.pid for p in procs]))
+            cpu.append(_cpu_sample([p.pid for p in procs]))
             sent = session.scalar(select(func.count()).select_from(Message).where(
                 Message.campaign_id == campaign_id, Message.status.in_(("sent", "delivered"))))
     finally:
@@ -254,13 +289,16 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             redis.delete(*keys)
         kdb.Session.remove()
     arrivals = sorted(fake.arrivals)
+    if os.environ.get("BENCH_ARRIVALS"):  # for a closer look at the busiest second
+        Path(f"{os.environ['BENCH_ARRIVALS']}-{rate}.json").write_text(json.dumps(arrivals))
     span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0
     return {"limit_per_second": rate or "off", "workers": workers, "messages": n, "status": status, "sent": sent,
             "requests_at_fake": len(arrivals),
             "messages_per_second": round((len(arrivals) - 1) / span, 1) if span else None,
             "busiest_1s_window": busiest_window(arrivals),
-            "worker_cpu_s": round(cpu[1] - cpu[0], 1) if len(cpu) == 2 else None,
-            "worker_cpu_ms_per_message": round(1000 * (cpu[1] - cpu[0]) / n, 2) if len(cpu) == 2 else None,
+            "worker_cpu_s": round(cpu[1]["workers"] - cpu[0]["workers"], 1) if len(cpu) == 2 else None,
+            **({f"{part}_cpu_ms_per_message": round(1000 * (cpu[1][part] - cpu[0][part]) / n, 2)
+                for part in ("workers", "postgres", "bench", "machine")} if len(cpu) == 2 else {}),
             "worker_rss_kb_first_tenth": memory[0] if memory else None,
             "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None}
 
