@@ -217,14 +217,14 @@ def _give_codes(session: OrmSession, new_rows: list, prefix: str | None) -> list
 
 def _discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk, now: dt.datetime) -> None:
     """Create the chunk's discount at Shopify (shared: once; unique: its new codes); refused rows are skipped."""
-    from kinnekt.campaigns.lifecycle import _shared_code, _terms
+    from kinnekt.campaigns.lifecycle import create_shared_discount, discount_terms
     campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
     campaign = session.get(Campaign, campaign_id, populate_existing=True)
     if campaign is None or shop.is_demo:
         return
     if campaign.discount_mode == "shared" and chunk.pending_ids and not campaign.discount_shopify_id:
         try:
-            reason = _shared_code(session, campaign, shop, now)
+            reason = create_shared_discount(session, campaign, shop, now)
         except Exception as exc:  # no token, no scope: no code can be created either
             session.rollback()
             reason = f"Shopify refused the discount code: {exc}"
@@ -241,7 +241,7 @@ def _discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chun
         if campaign.discount_shopify_id:
             _, failed = add_codes(shop, campaign.discount_shopify_id, codes)
         else:
-            created = create_unique_codes(shop, codes, **_terms(campaign, now))
+            created = create_unique_codes(shop, codes, **discount_terms(campaign, now))
             failed = created.failed
             session.execute(update(Campaign).where(Campaign.id == campaign.id)
                             .values(discount_shopify_id=created.discount_id)
@@ -281,7 +281,7 @@ def _wake_senders(session: OrmSession, automation_id: int, now: dt.datetime) -> 
         # A tag of its own: a sender that is just finishing must not swallow this dispatch as a duplicate.
         sending.dispatch(campaign_id, tag=f"a{int(now.timestamp() * 1000)}")
     else:
-        sending._wake_at(campaign_id, earliest)
+        sending.wake_at(campaign_id, earliest)
 
 
 # ---------------------------------------------------------------------------------------------- requests

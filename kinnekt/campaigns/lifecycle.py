@@ -290,7 +290,7 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         if not include_ids:
             fail(session, campaign_id, "Its segments were deleted, so it has nobody to send to.", now=now)
             return "failed"
-        reason = _shared_code(session, campaign, shop, now)
+        reason = create_shared_discount(session, campaign, shop, now)
         if reason:
             fail(session, campaign_id, reason, now=now)
             return "failed"
@@ -333,7 +333,8 @@ def campaign_status_end_uninstalled(session: OrmSession, campaign_id: int, now: 
     session.commit()
 
 
-def _terms(campaign: Campaign, now: dt.datetime) -> dict:
+def discount_terms(campaign: Campaign, now: dt.datetime) -> dict:
+    """The campaign's discount as Shopify's create calls take it: title, value (percent or amount off), start."""
     from kinnekt.shopify.discounts import DiscountValue
     value = Decimal(str(campaign.discount_value if campaign.discount_value is not None else 0))
     worth = DiscountValue.amount_off(value) if campaign.discount_kind == "amount" else DiscountValue.percent_off(value)
@@ -344,14 +345,15 @@ def _refusal(exc: Exception) -> str:
     return f"Shopify refused the discount code: {exc}"
 
 
-def _shared_code(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.datetime) -> str | None:
-    """Create the shared code at Shopify (demo shops: nothing to create); the failure reason, or None."""
+def create_shared_discount(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.datetime) -> str | None:
+    """Create the campaign's shared code at Shopify once (demo shops: nothing to create); commits; the failure
+    reason, or None."""
     if campaign.discount_mode != "shared" or campaign.discount_shopify_id or shop.is_demo:
         return None
     from kinnekt.shopify.discounts import DiscountInputError, create_shared_code
     from kinnekt.shopify.graphql import ShopifyError
     try:
-        created = create_shared_code(shop, code=campaign.discount_code or "", **_terms(campaign, now))
+        created = create_shared_code(shop, code=campaign.discount_code or "", **discount_terms(campaign, now))
     except (DiscountInputError, ShopifyError) as exc:
         return _refusal(exc)
     campaign.discount_shopify_id = created.discount_id
@@ -381,7 +383,7 @@ def _unique_codes(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.d
     if not codes or shop.is_demo:
         return None
     try:
-        created = create_unique_codes(shop, list(codes), **_terms(campaign, now))
+        created = create_unique_codes(shop, list(codes), **discount_terms(campaign, now))
     except (DiscountInputError, ShopifyError) as exc:
         return _refusal(exc)
     if created.failed:

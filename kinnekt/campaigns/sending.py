@@ -123,7 +123,8 @@ def _successor(campaign_id: int, slot: int, seq: int) -> None:
     get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
 
 
-def _wake_at(campaign_id: int, when: dt.datetime) -> None:
+def wake_at(campaign_id: int, when: dt.datetime) -> None:
+    """Queue the campaign's senders for `when` (the next due row); one wake-up per campaign and second."""
     from kinnekt.queue import get_queue
     from workers.campaigns import wake_campaign
     get_queue().enqueue_at(when, wake_campaign, campaign_id,
@@ -228,7 +229,7 @@ def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = N
         next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
                                                                          Message.status == "pending"))
         if next_due is not None and next_due > now:
-            _wake_at(campaign_id, next_due)
+            wake_at(campaign_id, next_due)
             return "waiting"
         # due but not claimed: another sender's claim raced us, or SKIP LOCKED skipped locked rows
         return "busy"
@@ -635,7 +636,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
                                                                              Message.status == "pending"))
             if next_due is not None:
-                _wake_at(campaign_id, next_due)
+                wake_at(campaign_id, next_due)
     return counts
 
 
