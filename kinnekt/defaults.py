@@ -287,6 +287,10 @@ AUTOMATION_SCAN_SECONDS = 60
 """How often every shop with an automation switched on is fired anyway (a safety net: the job queued after a
 membership change is the fast path)."""
 
+AUTOMATION_HOLD_SECONDS = 900
+"""An automation's message held for its discount code this long (its fire died before Shopify answered) is
+released if its shared code exists by then, else skipped (kinnekt/automations/engine.settle_stale_holds)."""
+
 # --- Subscribers pages (kinnekt/web/subscribers.py) ---
 
 SUBSCRIBER_DETAIL_ROWS = 25

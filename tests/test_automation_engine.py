@@ -12,6 +12,7 @@ import time
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
 
 from kinnekt import defaults
 from kinnekt.automations import engine
@@ -341,6 +342,79 @@ def test_a_refused_shared_code_skips_the_messages(db, shopify_shop, us, jobs, fa
     move(db, subscriber(db, shopify_shop, country="FR"), "US")
     engine.fire(db, shopify_shop.id, now=LATER)
     assert [(m.status, m.skip_reason) for m in messages(db, auto)] == [("skipped", "no_discount_code")]
+
+
+def test_rows_wait_for_their_codes_at_shopify_before_any_sender_may_claim_them(db, shopify_shop, us, jobs,  # noqa: F811
+                                                                                fake_shopify, monkeypatch):
+    from kinnekt.db import engine as db_engine
+    from kinnekt.shopify import discounts
+    auto = automation(db, shopify_shop, us, discount_mode="unique", discount_code="HELLO", discount_kind="percent",
+                      discount_value=10)
+    seen = []
+    real = discounts.create_unique_codes
+
+    def create_while_a_sender_tries(shop, codes, **terms):
+        with sessionmaker(bind=db_engine())() as other:  # a sender of this automation, already running
+            seen.append(sending.claim(other, auto.campaign_id, token="a" * 32))
+        return real(shop, codes, **terms)
+
+    monkeypatch.setattr(discounts, "create_unique_codes", create_while_a_sender_tries)
+    move(db, subscriber(db, shopify_shop, country="FR"), "US")
+    assert engine.fire(db, shopify_shop.id, now=LATER) == 1
+    assert seen == [[]]  # held while Shopify had not answered
+    [row] = messages(db, auto)
+    assert (row.status, row.claim_token) == ("pending", None)  # released once the code exists
+    assert sending.claim(db, auto.campaign_id, token="b" * 32) == [row.id]
+
+
+def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code(db, shopify_shop, us, jobs,  # noqa: F811
+                                                                               fake_shopify, monkeypatch):
+    from kinnekt.shopify import discounts
+    unique = automation(db, shopify_shop, us, discount_mode="unique", discount_code="", discount_kind="percent",
+                        discount_value=10)
+
+    def worker_killed(*args, **kwargs):
+        raise KeyboardInterrupt  # not an Exception: nothing after it in the fire runs, as with a kill
+
+    monkeypatch.setattr(discounts, "create_unique_codes", worker_killed)
+    move(db, subscriber(db, shopify_shop, country="FR"), "US")
+    with pytest.raises(KeyboardInterrupt):
+        engine.fire_automation(db, shopify_shop, unique.id, now=LATER)
+    db.rollback()
+    db.execute(update(Message).where(Message.campaign_id == unique.campaign_id).values(claim_token=sending.HOLD, updated_at=utcnow()))
+    db.commit()  # (the release in `finally` cannot run in a real kill)
+    assert sending.claim(db, unique.campaign_id, token="c" * 32) == []
+    hold = dt.timedelta(seconds=defaults.AUTOMATION_HOLD_SECONDS)
+    assert engine.settle_stale_holds(db, now=utcnow() + hold / 2) == 0  # not stale yet
+    assert engine.settle_stale_holds(db, now=utcnow() + hold * 2) == 1
+    [row] = messages(db, unique)
+    assert (row.status, row.skip_reason, row.claim_token) == ("skipped", "no_discount_code", None)
+
+
+def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopify_shop, us, jobs,  # noqa: F811
+                                                                       fake_shopify):
+    shared = automation(db, shopify_shop, us, discount_mode="shared", discount_code="WELCOME10",
+                        discount_kind="percent", discount_value=10)
+    person = subscriber(db, shopify_shop, country="FR")
+    move(db, person, "US")
+    assert engine.fire(db, shopify_shop.id, now=LATER) == 1
+    db.execute(update(Message).where(Message.campaign_id == shared.campaign_id).values(claim_token=sending.HOLD, updated_at=utcnow()))
+    db.commit()  # as if the fire died after Shopify created the code, before the release
+    later = utcnow() + dt.timedelta(seconds=2 * defaults.AUTOMATION_HOLD_SECONDS)
+    assert engine.settle_stale_holds(db, now=later) == 1
+    [row] = messages(db, shared)
+    assert (row.status, row.claim_token) == ("pending", None)
+
+
+def test_demo_shops_hold_nothing(db, shop, us, jobs):  # noqa: F811
+    auto = automation(db, shop, us, discount_mode="unique", discount_code="", discount_kind="percent",
+                      discount_value=10)
+    shop.is_demo = True
+    db.commit()
+    move(db, subscriber(db, shop, country="FR"), "US")
+    assert engine.fire(db, shop.id, now=LATER) == 1
+    [row] = messages(db, auto)
+    assert (row.status, row.claim_token) == ("pending", None) and row.discount_code
 
 
 # ---------------------------------------------------------------------------------------------- sending

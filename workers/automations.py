@@ -37,3 +37,10 @@ def requeue_automation_fires() -> int:
     for shop_id in shop_ids:
         enqueue_fire(shop_id)
     return len(shop_ids)
+
+
+@register_recoverer
+def settle_automation_holds() -> int:
+    """Messages held for a discount code whose fire died before Shopify answered: released or skipped."""
+    from kinnekt.automations.engine import settle_stale_holds
+    return settle_stale_holds(Session())

@@ -20,10 +20,12 @@ when the cursor moves past it (PostgreSQL hands out ids before commit, not in co
 
 Discount codes: a shared code is created at Shopify by the first fire that queues a message; in unique mode
 each new pending row gets its own code, stored on the row with the row, then created at Shopify (the first
-time with the discount, later added to it). A code Shopify refuses leaves its row skipped
-("no_discount_code"). Known gaps, both narrow: a worker that dies between the commit and Shopify's answer
-leaves those codes uncreated (the rows still go out, with a code that does not work), and a sender of the
-same automation already running may send a row due at once in the moment before its code exists at Shopify.
+time with the discount, later added to it). Until Shopify has the code, the rows that carry it are held
+(claim token `sending.HOLD`: no sender claims them, not even one of the same automation already running);
+Shopify's answer releases them, and a code Shopify refuses leaves its row skipped ("no_discount_code"). A
+worker that dies before that answer leaves its rows held: after AUTOMATION_HOLD_SECONDS the recovery
+releases them if the shared code exists by then, and otherwise skips them ("no_discount_code"), since
+whether their codes reached Shopify is unknown and a text must never carry a code that does not work.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
+from kinnekt.campaigns.sending import HOLD
 from kinnekt.db import UTCDateTime, aware_utc
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Shop, Subscriber
 from kinnekt.models.base import IdType
@@ -140,10 +143,15 @@ def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.dat
     new_rows = [Message.campaign_id == campaign_id, Message.occurrence > cursor, Message.occurrence <= upper,
                 Message.status == "pending"]
     chunk.pending_ids = list(session.scalars(select(Message.id).where(*new_rows).order_by(Message.id)))
-    mode, prefix = session.execute(select(Campaign.discount_mode, Campaign.discount_code)
-                                   .where(Campaign.id == campaign_id)).one()
+    mode, prefix, discount_id = session.execute(
+        select(Campaign.discount_mode, Campaign.discount_code, Campaign.discount_shopify_id)
+        .where(Campaign.id == campaign_id)).one()
     if mode == "unique":
         chunk.codes = _give_codes(session, new_rows, prefix)
+    if not shop.is_demo and (mode == "unique" or (mode == "shared" and not discount_id)):
+        # Held until Shopify has the code (see the module docstring); the demo creates nothing at Shopify.
+        session.execute(update(Message).where(*new_rows).values(claim_token=HOLD)
+                        .execution_options(synchronize_session=False))
     moved = session.execute(
         update(Automation).where(Automation.id == automation_id, Automation.last_event_id == cursor,
                                  Automation.enabled.is_(True))
@@ -216,6 +224,25 @@ def _give_codes(session: OrmSession, new_rows: list, prefix: str | None) -> list
 # ---------------------------------------------------------------------------------------------- discounts
 
 def _discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk, now: dt.datetime) -> None:
+    """Create the chunk's discount at Shopify, skip the rows whose code was refused, release the others; commits."""
+    try:
+        _create_discounts(session, shop, automation_id, chunk, now)
+    finally:
+        _release(session, chunk.pending_ids)
+
+
+def _release(session: OrmSession, message_ids: list[int]) -> None:
+    """Held rows still pending may be claimed now; commits."""
+    if message_ids:
+        session.rollback()  # whatever the Shopify step left open
+        session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == "pending",
+                                              Message.claim_token == HOLD)
+                        .values(claim_token=None).execution_options(synchronize_session=False))
+        session.commit()
+
+
+def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk,
+                      now: dt.datetime) -> None:
     """Create the chunk's discount at Shopify (shared: once; unique: its new codes); refused rows are skipped."""
     from kinnekt.campaigns.lifecycle import create_shared_discount, discount_terms
     campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
@@ -261,9 +288,30 @@ def _skip_refused(session: OrmSession, message_ids: list[int]) -> None:
     """Rows whose code Shopify refused, still pending, are skipped with that reason; commits."""
     if message_ids:
         session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == "pending")
-                        .values(status="skipped", skip_reason="no_discount_code", due_at=None)
+                        .values(status="skipped", skip_reason="no_discount_code", due_at=None, claim_token=None)
                         .execution_options(synchronize_session=False))
     session.commit()
+
+
+def settle_stale_holds(session: OrmSession, *, now: dt.datetime | None = None) -> int:
+    """Rows held for their discount code longer than AUTOMATION_HOLD_SECONDS (their fire died before Shopify
+    answered): released when their campaign's shared code exists now, else skipped ("no_discount_code");
+    all shops; commits; returns how many rows were settled."""
+    now = aware_utc(now)
+    stale = [Message.status == "pending", Message.claim_token == HOLD,
+             Message.updated_at <= now - dt.timedelta(seconds=defaults.AUTOMATION_HOLD_SECONDS)]
+    shared = select(Campaign.id).where(Campaign.discount_mode == "shared", Campaign.discount_shopify_id.is_not(None))
+    released = session.execute(update(Message).where(*stale, Message.campaign_id.in_(shared))
+                               .values(claim_token=None).execution_options(synchronize_session=False,
+                                                                           all_shops=True)).rowcount or 0
+    skipped = session.execute(update(Message).where(*stale)
+                              .values(status="skipped", skip_reason="no_discount_code", due_at=None,
+                                      claim_token=None)
+                              .execution_options(synchronize_session=False, all_shops=True)).rowcount or 0
+    session.commit()
+    if skipped:
+        log.warning("automations: %s messages skipped, their discount codes never confirmed by Shopify", skipped)
+    return released + skipped
 
 
 # ---------------------------------------------------------------------------------------------- senders

@@ -2,6 +2,8 @@
 
 A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped / ended / back to pending):
 
+- **pending** rows whose claim token is HOLD wait for their discount code to exist at Shopify (automations,
+  kinnekt/automations/engine.py) and are not claimed until released.
 - **claimed**: a sender took a batch of due rows in one UPDATE (keyset order on the (campaign, status, id)
   index; `FOR UPDATE SKIP LOCKED` on PostgreSQL so parallel senders take disjoint batches; SQLite's write
   lock serialises them). The claim carries a random token. Nothing was requested from the provider yet,
@@ -63,6 +65,10 @@ log = logging.getLogger(__name__)
 
 REMAINING = ("pending", "claimed", "sending")
 """Rows not finished yet: a campaign completes when it has none."""
+
+HOLD = "hold"
+"""The claim token of a pending row held back until its discount code exists at Shopify (automations): no
+sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
     now = now or utcnow()
     size = size or defaults.CAMPAIGN_BATCH_SIZE
     due = (select(Message.id)
-           .where(Message.campaign_id == campaign_id, Message.status == "pending",
+           .where(Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
                   Message.due_at.is_(None) | (Message.due_at <= now))
            .order_by(Message.id).limit(size))
     if session.get_bind().dialect.name == "postgresql":
@@ -197,7 +203,7 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
         # read first could not upgrade to a write after another sender committed.
         chosen = Message.id.in_(due.scalar_subquery())
     ids = session.scalars(
-        update(Message).where(chosen, Message.status == "pending")
+        update(Message).where(chosen, Message.status == "pending", Message.claim_token.is_(None))
         .values(status="claimed", claim_token=token, updated_at=now)
         .returning(Message.id).execution_options(synchronize_session=False)).all()
     if ids:
@@ -624,7 +630,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
         if heartbeat_at is not None and heartbeat_at > stall:
             continue
         due = session.scalar(select(exists().where(
-            Message.campaign_id == campaign_id, Message.status == "pending",
+            Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
                                                           Message.status.in_(REMAINING))))
