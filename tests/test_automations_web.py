@@ -290,6 +290,20 @@ def test_editing_a_segment_of_an_enabled_automation_asks_first_and_saves_nothing
     assert _causes(segment.id) == set()
 
 
+def test_the_prompt_also_names_automations_of_segments_that_refer_to_the_edited_one(client, auth, shop, watched):
+    segment, automation = watched
+    outer = segments.create_segment(Session, shop, name="Outer", definition={
+        "match": "all", "rules": [{"field": "segment", "op": "in", "value": segment.id}]})
+    assert get_queue().drain(60)
+    theirs = created(client, auth, Session.get(Segment, outer.id), name="Outer welcome")
+    client.post(f"/automations/{theirs.id}/enabled", headers=auth, data={"enabled": "1"})
+    html = client.post(f"/segments/{segment.id}", headers=auth,
+                       data=_builder_form(EVERYBODY, "Nobody", segment.id)).get_data(as_text=True)
+    listed = html[html.index('id="segment-automations-prompt"'):]
+    assert "Thank you" in listed and "Outer welcome" in listed and "(on “Outer”)" in listed
+    assert listed.index("Thank you") < listed.index("Outer welcome")  # the segment's own first
+
+
 @pytest.mark.parametrize("answer, cause", [(None, "edit"), ("on", "edit_trigger")])
 def test_the_answer_reaches_the_logs_cause(client, auth, shop, watched, answer, cause):
     segment, _ = watched

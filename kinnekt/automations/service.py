@@ -320,11 +320,16 @@ def ensure_builtins(session: OrmSession, shop: Shop) -> list[Automation]:
 
 # ---------------------------------------------------------------------------------------------- usages
 
-def enabled_users(session: OrmSession, segment: Segment) -> list[Automation]:
-    """The switched-on automations that fire on this segment's entries or leaves."""
-    return list(session.scalars(select(Automation).where(Automation.shop_id == segment.shop_id,
-                                                         Automation.segment_id == segment.id,
-                                                         Automation.enabled.is_(True)).order_by(Automation.name)))
+def enabled_users(session: OrmSession, segment: Segment) -> list[tuple[Automation, str]]:
+    """The switched-on automations that an edit of this segment can fire, with the name of the segment each one
+    watches: this segment's own, and those of the segments whose rules refer to it (they are rebuilt with the
+    same cause), own ones first, each group by name."""
+    watched = [segment.id, *membership.dependent_segments(session, segment.shop_id, segment.id)]
+    rows = session.execute(select(Automation, Segment.name).join(Segment, Segment.id == Automation.segment_id)
+                           .where(Automation.shop_id == segment.shop_id, Automation.segment_id.in_(watched),
+                                  Automation.enabled.is_(True))
+                           .order_by(Automation.segment_id != segment.id, Segment.name, Automation.name)).all()
+    return [(automation, name) for automation, name in rows]
 
 
 def _automation_usages(session: OrmSession, segment: Segment) -> list[segments.Usage]:
