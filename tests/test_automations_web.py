@@ -142,6 +142,14 @@ def test_edit_shows_and_saves_the_automation(client, auth, shop):
     automation = created(client, auth, segment, delay_value="3", delay_unit="days")
     html = client.get(f"/automations/{automation.id}/edit", headers=auth).get_data(as_text=True)
     assert 'value="Thank you"' in html and 'value="3"' in html and '<option value="days" selected>' in html
+    assert 'id="automation-waiting"' not in html
+    bind_shop(None)
+    for occurrence, status in ((1, "pending"), (2, "claimed"), (3, "sent")):
+        Session.add(Message(shop_id=shop.id, campaign_id=automation.campaign_id, kind="automation",
+                            occurrence=occurrence, to_phone="+12125550101", status=status))
+    Session.commit()
+    html = client.get(f"/automations/{automation.id}/edit", headers=auth).get_data(as_text=True)
+    assert "2 messages are waiting for the delay" in " ".join(html.split())  # sent with the text as saved
     response = client.post(f"/automations/{automation.id}", headers=auth,
                            data=form(segment, name="Merci", trigger="leave", delay_value="0"))
     assert "Saved “Merci”" in toast(response)["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Message, Subscriber
@@ -67,3 +67,11 @@ def recent_runs(session: OrmSession, automation: Automation, *, limit: int = REC
     return [Run(message_id=id_, subscriber_id=subscriber_id, phone=mask_phone(phone or to_phone), status=status,
                 due_at=due_at, sent_at=sent_at, skip_reason=skip_reason, error_reason=error_reason)
             for id_, subscriber_id, to_phone, phone, status, due_at, sent_at, skip_reason, error_reason in rows]
+
+
+def waiting(session: OrmSession, automation: Automation) -> int:
+    """The automation's messages queued and not sent yet (waiting for their delay or for quiet hours to end):
+    they are rendered when they go, so they go with the message as it is then."""
+    return session.scalar(select(func.count()).select_from(Message).where(
+        Message.shop_id == automation.shop_id, Message.campaign_id == automation.campaign_id,
+        Message.status.in_(("pending", "claimed")))) or 0

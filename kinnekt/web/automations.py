@@ -140,6 +140,7 @@ def _live_context(form: dict) -> dict:
 def _form_context(automation: Automation | None, form: dict, *, errors: dict | None = None,
                   form_error: str | None = None) -> dict:
     return {"automation": automation, "errors": errors or {}, "form_error": form_error, "segments": _segments(),
+            "waiting": automation_stats.waiting(Session, automation) if automation else 0,
             "merge_tags": composer.MERGE_TAGS, "discount_modes": composer.DISCOUNT_MODES,
             "discount_kinds": composer.DISCOUNT_KINDS, "triggers": TRIGGER_CHOICES, "delay_units": DELAY_UNIT_CHOICES,
             **_live_context(form)}
