@@ -435,11 +435,18 @@ def sent_to(fake) -> list[str]:
     return ["+" + form["to"] for form in fake.sent()]
 
 
-def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
-    from kinnekt.subscribers import keywords, optin
-    keyword = keywords.create_keyword(db, quiet_off, word="JOIN")
+def keyword_segment(db, shop):
+    """The keyword JOIN and its automatic segment, built."""
+    from kinnekt.subscribers import keywords
+    keyword = keywords.create_keyword(db, shop, word="JOIN")
     joined = db.scalar(select(Segment).where(Segment.keyword_id == keyword.id))
     assert wait_until(db, lambda: db.get(Segment, joined.id).build_status == "done")
+    return keyword, joined
+
+
+def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
+    from kinnekt.subscribers import optin
+    keyword, joined = keyword_segment(db, quiet_off)
     auto = automation(db, quiet_off, joined, body="Welcome to Alpha!")
     person = optin.subscribe(db, quiet_off, "+12125550199", source="keyword", keyword=keyword,
                              consent_text="Texted JOIN", double_opt_in=False)
@@ -452,12 +459,10 @@ def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, se
 
 
 def test_the_double_opt_in_request_does_not_block_the_welcome(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
-    from kinnekt.subscribers import keywords, optin
+    from kinnekt.subscribers import optin
     quiet_off.smart_sending_hours = 24
     db.commit()
-    keyword = keywords.create_keyword(db, quiet_off, word="JOIN")
-    joined = db.scalar(select(Segment).where(Segment.keyword_id == keyword.id))
-    assert wait_until(db, lambda: db.get(Segment, joined.id).build_status == "done")
+    keyword, joined = keyword_segment(db, quiet_off)
     auto = automation(db, quiet_off, joined, body="Welcome to Alpha!")
     person = optin.subscribe(db, quiet_off, "+12125550198", source="keyword", keyword=keyword,
                              consent_text="Texted JOIN", double_opt_in=True)

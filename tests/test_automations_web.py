@@ -15,6 +15,7 @@ from kinnekt.queue import get_queue
 from kinnekt.segments import auto, builder
 from kinnekt.segments import service as segments
 from kinnekt.tenancy import bind_shop
+from tests.test_keywords_web import count
 
 
 @pytest.fixture(autouse=True)
@@ -22,16 +23,6 @@ def _settle(app):
     """Let the builds that saving queued finish before the next test empties the tables."""
     yield
     assert app.extensions["kinnekt_queue"].drain(60)
-
-
-def count(model, **where) -> int:
-    """Rows in the whole database (requests leave the shared session bound to their shop)."""
-    bind_shop(None)
-    Session.expire_all()
-    statement = select(func.count()).select_from(model)
-    for name, value in where.items():
-        statement = statement.where(getattr(model, name) == value)
-    return Session.scalar(statement)
 
 
 def toast(response) -> dict:

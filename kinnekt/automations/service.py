@@ -44,7 +44,6 @@ WINBACK_DEFINITION = {"match": "all", "rules": [{"field": "last_order_created", 
 WELCOME_TEXT = "Hi {first_name}, welcome to {shop_name}! Thanks for subscribing: we'll text you our best offers."
 KEYWORD_WELCOME_TEXT = "Hi {first_name}, thanks for texting {keyword} to {shop_name}! You're on the list."
 WINBACK_TEXT = "Hi {first_name}, we miss you at {shop_name}! It's been a while: come see what's new."
-_NAME_MAX = 255
 
 
 class AutomationError(ValueError):
@@ -52,13 +51,6 @@ class AutomationError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- the form
-
-def _get(form: Mapping, key: str) -> str:
-    value = form.get(key)
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else ""
-    return "" if value is None else str(value)
-
 
 def split_delay(seconds: int) -> tuple[int, str]:
     """A delay in seconds as the largest whole unit that expresses it: 7200 -> (2, "hours")."""
@@ -95,17 +87,13 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
     and discount are judged by the campaign composer's rules. Nothing is written.
     """
     errors: dict[str, str] = {}
-    name = " ".join(_get(form, "name").split())
-    if not name:
-        errors["name"] = "Give the automation a name."
-    elif len(name) > _NAME_MAX:
-        errors["name"] = f"Keep the name to {_NAME_MAX} characters."
+    name = composer.check_name(form, errors, "automation")
 
-    trigger = _get(form, "trigger") or "enter"
+    trigger = composer.form_value(form, "trigger") or "enter"
     if trigger not in TRIGGERS:
         errors["trigger"] = "Choose whether subscribers enter or leave the segment."
 
-    raw_segment = _get(form, "segment").strip()
+    raw_segment = composer.form_value(form, "segment").strip()
     segment_id = int(raw_segment) if raw_segment.isascii() and raw_segment.isdigit() and 0 < int(raw_segment) < 2**63 \
         else None
     if segment_id is None or session.scalar(
@@ -114,8 +102,8 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
         segment_id = None
 
     delay_seconds = 0
-    unit = _get(form, "delay_unit") or "minutes"
-    raw_delay = _get(form, "delay_value").strip() or "0"
+    unit = composer.form_value(form, "delay_unit") or "minutes"
+    raw_delay = composer.form_value(form, "delay_value").strip() or "0"
     if unit not in DELAY_UNITS:
         errors["delay"] = "Choose minutes, hours or days."
     elif not (raw_delay.isascii() and raw_delay.isdigit()):
@@ -127,7 +115,7 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
             delay_seconds = 0
 
     # The message and the discount follow the campaign composer's rules exactly (a draft: no audience, no time).
-    message_form = {key: _get(form, key) for key in ("body", "discount_mode", "discount_code", "discount_kind",
+    message_form = {key: composer.form_value(form, key) for key in ("body", "discount_mode", "discount_code", "discount_kind",
                                                        "discount_value")}
     message_form["name"] = name or "automation"
     message, message_errors = composer.validate(message_form, session=session, shop=shop, draft=True)

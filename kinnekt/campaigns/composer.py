@@ -206,7 +206,18 @@ def _get_list(form: Mapping, key: str) -> list[str]:
     return [str(v).strip() for v in values if str(v).strip()]
 
 
-def _get(form: Mapping, key: str) -> str:
+def check_name(form: Mapping, errors: dict[str, str], noun: str) -> str:
+    """The posted name with its spaces tidied; an error under "name" when it is empty or too long."""
+    name = " ".join(form_value(form, "name").split())
+    if not name:
+        errors["name"] = f"Give the {noun} a name."
+    elif len(name) > _NAME_MAX:
+        errors["name"] = f"Keep the name to {_NAME_MAX} characters."
+    return name
+
+
+def form_value(form: Mapping, key: str) -> str:
+    """One posted field as a string ("" when missing; the first of several)."""
     value = form.get(key)
     if isinstance(value, (list, tuple)):
         value = value[0] if value else ""
@@ -269,13 +280,9 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
     now = now or utcnow()
     errors: dict[str, str] = {}
 
-    name = " ".join(_get(form, "name").split())
-    if not name:
-        errors["name"] = "Give the campaign a name."
-    elif len(name) > _NAME_MAX:
-        errors["name"] = f"Keep the name to {_NAME_MAX} characters."
+    name = check_name(form, errors, "campaign")
 
-    body = _get(form, "body").replace("\r\n", "\n")
+    body = form_value(form, "body").replace("\r\n", "\n")
     unknown = [tag for tag in tags_in(body) if tag not in MERGE_TAGS]
     if not body.strip():
         errors["body"] = "Write the message."
@@ -295,13 +302,13 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
     elif set(include_ids) & set(exclude_ids):
         errors["exclude"] = "A segment cannot be both included and excluded."
 
-    send = _get(form, "send") or "later"
+    send = form_value(form, "send") or "later"
     send_now = send == "now"
     send_at = None
     if send not in ("now", "later"):
         errors["send_at"] = "Choose Send now or a date and time."
     elif not send_now:
-        date_text, time_text = _get(form, "send_date"), _get(form, "send_time")
+        date_text, time_text = form_value(form, "send_date"), form_value(form, "send_time")
         if draft and not date_text.strip() and not time_text.strip():
             pass
         else:
@@ -310,7 +317,7 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
                 errors["send_at"] = problem
             elif send_at <= now:
                 errors["send_at"] = "Choose a time in the future."
-    recipient_local_time = (not send_now) and _get(form, "recipient_local_time") in ("1", "on", "true", "yes")
+    recipient_local_time = (not send_now) and form_value(form, "recipient_local_time") in ("1", "on", "true", "yes")
     repeat, repeat_until = _repeat(form, errors, send_now=send_now, send_at=send_at, zone=shop_zone(shop))
 
     discount = _discount(form, errors)
@@ -338,7 +345,7 @@ REPEATS = ("none", "weekly", "monthly")
 def _repeat(form: Mapping, errors: dict[str, str], *, send_now: bool, send_at: dt.datetime | None,
             zone: ZoneInfo) -> tuple[str, dt.date | None]:
     """The Repeat choice and its optional end date, with an error per field that is wrong."""
-    repeat = _get(form, "repeat").strip() or "none"
+    repeat = form_value(form, "repeat").strip() or "none"
     if repeat not in REPEATS:
         errors["repeat"] = "Choose Does not repeat, Weekly or Monthly."
         return "none", None
@@ -346,7 +353,7 @@ def _repeat(form: Mapping, errors: dict[str, str], *, send_now: bool, send_at: d
         return "none", None
     if send_now:
         errors["repeat"] = "A campaign sent now cannot repeat: schedule its first run for a date and time."
-    text = _get(form, "repeat_until").strip()
+    text = form_value(form, "repeat_until").strip()
     if not text:
         return repeat, None
     try:
@@ -379,7 +386,7 @@ def _unknown_tags_message(unknown: list[str]) -> str:
 
 
 def _discount(form: Mapping, errors: dict[str, str]) -> dict:
-    mode = _get(form, "discount_mode") or "none"
+    mode = form_value(form, "discount_mode") or "none"
     out = {"discount_mode": mode, "discount_code": None, "discount_kind": None, "discount_value": None}
     if mode not in DISCOUNT_MODES:
         errors["discount_mode"] = "Choose no discount, one code for everyone, or a unique code per recipient."
@@ -387,7 +394,7 @@ def _discount(form: Mapping, errors: dict[str, str]) -> dict:
         return out
     if mode == "none":
         return out
-    code = _get(form, "discount_code").strip()
+    code = form_value(form, "discount_code").strip()
     if mode == "shared":
         try:
             out["discount_code"] = check_code(code)
@@ -399,12 +406,12 @@ def _discount(form: Mapping, errors: dict[str, str]) -> dict:
             out["discount_code"] = code.upper()
         else:
             errors["discount_code"] = "A prefix is 1–20 letters or digits (codes look like PREFIX-7KQ2-XM4P)."
-    kind = _get(form, "discount_kind")
+    kind = form_value(form, "discount_kind")
     if kind not in DISCOUNT_KINDS:
         errors["discount_kind"] = "Choose a percentage or a fixed amount."
     else:
         out["discount_kind"] = kind
-    raw = _get(form, "discount_value").strip().replace(",", ".").rstrip("%")
+    raw = form_value(form, "discount_value").strip().replace(",", ".").rstrip("%")
     try:
         value = Decimal(raw)
         if not value.is_finite():
