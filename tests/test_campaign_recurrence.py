@@ -14,6 +14,7 @@ from kinnekt.campaigns.lifecycle import CampaignError
 from kinnekt.models import Campaign, CampaignSegment, Message
 from kinnekt.segments import membership
 from tests.test_campaign_audience import jobs, segment, subscriber  # noqa: F401 (fixture)
+from tests.test_campaign_lifecycle import audience_of_three  # noqa: F401 (fixture)
 
 UTC = dt.timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")
@@ -106,15 +107,6 @@ def test_describe_the_rule():
 
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)  # Sunday 12:00 in New York (EDT)
 FIRST = NOW + dt.timedelta(hours=2)  # Sunday 14:00 in New York
-
-
-@pytest.fixture
-def audience_of_three(db, shop):
-    """Three subscribed US numbers in a built segment; quiet hours off (the clock is moved around freely)."""
-    shop.quiet_hours_enabled = False
-    db.commit()
-    people = [subscriber(db, shop) for _ in range(3)]
-    return people, segment(db, shop, "US", ["US"])
 
 
 def recurring(db, shop, seg, *, repeat="weekly", send_at=FIRST, until=None, **changes) -> Campaign:
