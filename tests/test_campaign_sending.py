@@ -229,8 +229,10 @@ def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db,
     sending.recover(db, now=utcnow() + dt.timedelta(hours=1))
     assert get_queue().drain(10)
     assert len(vonage_config.sent()) == 3  # recovery never resends it
-    assert receipts.apply(db, {"status": "delivered", "client-ref": unknown[0].client_ref,
-                               "messageId": "LATE1"}) == "delivered"
+    # Vonage echoes the client-ref the request carried: the row's own m<id>.
+    [ref] = [form["client-ref"] for form in vonage_config.sent() if form["to"] == unknown[0].to_phone.lstrip("+")]
+    assert ref == f"m{unknown[0].id}"
+    assert receipts.apply(db, {"status": "delivered", "client-ref": ref, "messageId": "LATE1"}) == "delivered"
     db.expire_all()
     assert db.get(Message, unknown[0].id).status == "delivered"
     assert db.get(Subscriber, unknown[0].subscriber_id).sent_count == 1

@@ -48,7 +48,10 @@ def _fingerprint(session, shop_id: int) -> str:
             query = select(table).where(table.c.shop_id == shop_id)
         else:
             continue
-        targets = {fk.parent.name: fk.column.table.name for fk in table.foreign_keys}
+        # Keys to a row's id; shop_id always means the shop (messages key it together with their campaign).
+        targets = {fk.parent.name: fk.column.table.name for fk in table.foreign_keys if fk.column.name == "id"}
+        if "shop_id" in table.c:
+            targets["shop_id"] = "shops"
         keys[table.name] = {}
         lines = []
         for row in session.execute(query).mappings():

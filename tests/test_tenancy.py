@@ -1,12 +1,13 @@
 """Tenant scoping: a session bound to a shop never sees another shop's rows; another shop's row is a 404."""
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import NotFound
 
 from kinnekt import create_app
 from kinnekt.config import config_for_tests
 from kinnekt.db import utcnow
-from kinnekt.models import Keyword, Subscriber
+from kinnekt.models import Campaign, Keyword, Message, Subscriber
 from kinnekt.tenancy import bind_shop, get_or_404
 from kinnekt.web.auth import merchant_blueprint
 
@@ -29,6 +30,23 @@ def test_bound_session_filters_selects_updates_and_joins(db, shop, other_shop):
     bind_shop(None)
     names = dict(db.execute(select(Subscriber.phone, Subscriber.first_name)).all())
     assert names == {"+12125550100": "Touched", "+12125550101": None}
+
+
+def test_a_campaign_message_belongs_to_the_campaigns_shop(db, shop, other_shop):
+    """The (campaign, shop) key: the database refuses a message filed under another shop than its campaign's."""
+    campaign = Campaign(shop_id=shop.id, name="Spring", body="Hi", status="in_progress")
+    db.add(campaign)
+    db.commit()
+    db.add(Message(shop_id=other_shop.id, campaign_id=campaign.id, to_phone="+12125550104", status="pending"))
+    with pytest.raises(IntegrityError):
+        db.commit()
+    db.rollback()
+    db.add(Message(shop_id=shop.id, campaign_id=campaign.id, to_phone="+12125550104", status="pending"))
+    db.add(Message(shop_id=other_shop.id, to_phone="+12125550105", kind="reply", status="sent"))  # no campaign
+    db.commit()
+    db.delete(campaign)  # its messages go with it; the reply stays
+    db.commit()
+    assert db.scalars(select(Message.to_phone)).all() == ["+12125550105"]
 
 
 def test_get_or_404_refuses_other_shops_row(db, shop, other_shop):

@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from sqlalchemy import Integer, String, and_, case, cast, exists, func, literal, select, update
+from sqlalchemy import Integer, String, and_, case, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
@@ -187,12 +187,11 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
         reason,
         case((reason.is_(None), due), else_=literal(None, UTCDateTime)),
         literal(0, Integer),
-        literal(f"a{campaign_id}-", String) + cast(SegmentEvent.id, String),
         literal(now, UTCDateTime), literal(now, UTCDateTime))
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = (dialect.insert(Message.__table__)
                  .from_select(["shop_id", "campaign_id", "subscriber_id", "kind", "occurrence", "to_phone", "status",
-                               "skip_reason", "due_at", "attempts", "client_ref", "created_at", "updated_at"], source)
+                               "skip_reason", "due_at", "attempts", "created_at", "updated_at"], source)
                  .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id", "occurrence"])
                  .returning(Message.__table__.c.status))
     return sum(1 for status in session.scalars(statement) if status == "pending")

@@ -22,7 +22,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from sqlalchemy import Integer, String, and_, case, cast, exists, func, literal, select, text, true, union
+from sqlalchemy import Integer, String, and_, case, exists, func, literal, select, text, true, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
@@ -197,7 +197,6 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
             people.c.reason,
             case((people.c.reason.is_(None), due), else_=literal(None, UTCDateTime)),
             literal(0, Integer),
-            literal(f"c{campaign.id}-", String) + cast(people.c.id, String),
             literal(now, UTCDateTime), literal(now, UTCDateTime),
         ).where(true())  # SQLite reads "FROM audience ON CONFLICT" as a join without it
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -207,7 +206,7 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
             session.execute(text("SET LOCAL jit = off"))
         statement = (dialect.insert(Message.__table__)
                      .from_select(["shop_id", "campaign_id", "subscriber_id", "kind", "to_phone", "status",
-                                   "skip_reason", "due_at", "attempts", "client_ref", "created_at", "updated_at"],
+                                   "skip_reason", "due_at", "attempts", "created_at", "updated_at"],
                                   source)
                      .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id", "occurrence"]))
         session.execute(statement)

@@ -34,6 +34,7 @@ class Campaign(TenantMixin, Timestamps, Base):
     __table_args__ = (
         Index("ix_campaigns_status_send_at", "status", "send_at"),
         UniqueConstraint("parent_id", "send_at"),  # one run of a recurring campaign per due time
+        UniqueConstraint("id", "shop_id"),  # the target of messages' (campaign, shop) key
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)

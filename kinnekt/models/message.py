@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text, UniqueConstraint, column
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kinnekt.db import Base, Money, UTCDateTime, utcnow
@@ -21,14 +21,27 @@ class Message(TenantMixin, Timestamps, Base):
         # One message per recipient of a campaign (occurrence 0); an automation's message once per entry into
         # its segment (occurrence = the segment_events id of the entry). NULL campaign (replies, tests) is free.
         UniqueConstraint("campaign_id", "subscriber_id", "occurrence", name="uq_messages_campaign_recipient"),
-        UniqueConstraint("provider_id"),
+        # A campaign's message belongs to the campaign's shop: one key checks both (one trigger per row
+        # instead of two in the audience snapshot), and deleting either deletes the message. Messages
+        # without a campaign (replies, tests) are deleted with their shop by compliance.redact_shop.
+        ForeignKeyConstraint(["campaign_id", "shop_id"], ["campaigns.id", "campaigns.shop_id"], ondelete="CASCADE"),
         Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
         Index("ix_messages_subscriber_sent", "subscriber_id", "sent_at"),
-        Index("ix_messages_client_ref", "client_ref"),  # delivery receipts find a message by it
+        # Both are NULL until the message is sent (a snapshot row has neither): partial indexes skip those rows.
+        Index("ux_messages_provider_id", "provider_id", unique=True,
+              postgresql_where=column("provider_id").is_not(None), sqlite_where=column("provider_id").is_not(None)),
+        Index("ix_messages_client_ref", "client_ref",  # receipts find a reply or test by it (campaign rows: m<id>)
+              postgresql_where=column("client_ref").is_not(None), sqlite_where=column("client_ref").is_not(None)),
+        # No index on shop_id alone (a snapshot would write 100k entries to it): a shop's messages are found
+        # through its campaigns or its subscribers, and those with neither (tests, replies to strangers,
+        # messages of erased subscribers) through this one.
+        Index("ix_messages_shop_unlinked", "shop_id", postgresql_where=column("subscriber_id").is_(None),
+              sqlite_where=column("subscriber_id").is_(None)),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    campaign_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    shop_id: Mapped[int] = mapped_column(IdType, nullable=False)  # keyed with campaign_id (above)
+    campaign_id: Mapped[int | None] = mapped_column(IdType)
     subscriber_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(16), default="campaign", nullable=False)  # campaign|automation|reply|..
     occurrence: Mapped[int] = mapped_column(IdType, default=0, server_default="0", nullable=False)

@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kinnekt.db import utcnow
@@ -87,11 +87,16 @@ def _order_filter(shop: Shop, person: Person):
 
 
 def _message_filter(model, phone_column, person: Person):
+    """The person's rows: by their subscribers, or, for rows linked to no subscriber, by phone.
+
+    A row linked to a subscriber went to that subscriber's phone (a subscriber's phone never changes), and
+    the person's subscribers are all those with their phones: so nothing is missed, and each side has an index.
+    """
     conditions = []
     if person.subscriber_ids:
         conditions.append(model.subscriber_id.in_(person.subscriber_ids))
     if person.phones:
-        conditions.append(phone_column.in_(sorted(person.phones)))
+        conditions.append(and_(model.subscriber_id.is_(None), phone_column.in_(sorted(person.phones))))
     return or_(*conditions) if conditions else None
 
 
@@ -301,6 +306,12 @@ def redact_shop(session, shop: Shop, *, keep_event_id: int | None = None) -> Non
                         .execution_options(synchronize_session=False))
         events = events.where(WebhookEvent.id != keep_event_id)
     session.execute(events.execution_options(synchronize_session=False))
+    # Messages are keyed to their campaign, not to the shop: those without one go here (found through the
+    # shop's subscribers, or the index of rows without a subscriber), the rest with their campaigns.
+    no_campaign = delete(Message).where(Message.shop_id == shop.id, Message.campaign_id.is_(None))
+    theirs = select(Subscriber.id).where(Subscriber.shop_id == shop.id)
+    session.execute(no_campaign.where(Message.subscriber_id.in_(theirs)).execution_options(synchronize_session=False))
+    session.execute(no_campaign.where(Message.subscriber_id.is_(None)).execution_options(synchronize_session=False))
     session.execute(delete(Shop).where(Shop.id == shop.id).execution_options(synchronize_session=False))
     session.commit()
     session.expire_all()

@@ -1,13 +1,15 @@
 """Delivery receipts: update the message they report on, settle unknown outcomes, suppress dead numbers.
 
 A receipt finds its message by the provider's message id, else by our client-ref (Vonage echoes it:
-that is how a send whose answer was lost, or a later part of a long SMS, is matched). Applying the
+that is how a send whose answer was lost, or a later part of a long SMS, is matched). A client-ref
+"m<id>" names the row by its id (campaign and automation rows store no client_ref of their own). Applying the
 same receipt twice changes nothing. Statuses only move forward: "failed" is final; "delivered"
 replaces sent / unknown; "accepted" and "buffered" only settle a message still sending or unknown.
 """
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
@@ -33,6 +35,7 @@ SUPPRESS_ERROR_CODES = frozenset({"3", "4", "9"})
 """Permanent for the number: absent for good, barred by the user, opted out at the carrier."""
 
 _FAILED = ("failed", "rejected", "expired")
+_ROW_REF = re.compile(r"m([1-9][0-9]{0,17})")
 
 
 class ReceiptError(ValueError):
@@ -73,10 +76,16 @@ def find_message(session: OrmSession, receipt: dict) -> Message | None:
                                  .execution_options(populate_existing=True))
         if message is not None:
             return message
-    if receipt["client_ref"]:
-        return session.scalar(select(Message).where(Message.client_ref == receipt["client_ref"])
-                              .order_by(Message.id).limit(1).execution_options(populate_existing=True))
-    return None
+    ref = receipt["client_ref"]
+    if not ref:
+        return None
+    message = session.scalar(select(Message).where(Message.client_ref == ref).order_by(Message.id).limit(1)
+                             .execution_options(populate_existing=True))
+    row = _ROW_REF.fullmatch(ref)
+    if message is None and row:
+        message = session.scalar(select(Message).where(Message.id == int(row.group(1)), Message.client_ref.is_(None))
+                                 .execution_options(populate_existing=True))
+    return message
 
 
 def apply(session: OrmSession, params: Mapping[str, object]) -> str:
