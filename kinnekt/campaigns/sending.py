@@ -58,6 +58,7 @@ from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
+from kinnekt.models.message import row_ref
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -433,7 +434,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         if not _regrant(session, context, message_id):
             return "rate-wait"
 
-    result = context.gateway.send(message.to_phone, text, message.client_ref or f"m{message_id}")
+    result = context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id))
     if result.status == "sent" and context.piggyback:
         context.answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         return "sent"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text, UniqueConstraint, column
@@ -11,6 +12,18 @@ from kinnekt.db import Base, Money, UTCDateTime, utcnow
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 MESSAGE_STATUSES = ("pending", "claimed", "skipped", "sending", "sent", "delivered", "failed", "unknown", "ended")
+_ROW_REF = re.compile(r"m([1-9][0-9]{0,17})")
+
+
+def row_ref(message_id: int) -> str:
+    """The client-ref sent for a row that stores none of its own ("m<id>"); the provider echoes it on receipts."""
+    return f"m{message_id}"
+
+
+def row_ref_id(ref: str) -> int | None:
+    """The message id a client-ref made by `row_ref` names, else None."""
+    match = _ROW_REF.fullmatch(ref)
+    return int(match.group(1)) if match else None
 
 
 class Message(TenantMixin, Timestamps, Base):

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
+from kinnekt.models.message import row_ref
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -45,7 +46,7 @@ def queue_message(session: OrmSession, shop: Shop, subscriber: Subscriber | None
                       to_phone=phone, body=text, status="pending", encoding=info.encoding, segments=info.segments)
     session.add(message)
     session.flush()
-    message.client_ref = f"m{message.id}"
+    message.client_ref = row_ref(message.id)
     session.commit()
     _enqueue_send(message.id, attempt=1)
     return message

@@ -2,14 +2,13 @@
 
 A receipt finds its message by the provider's message id, else by our client-ref (Vonage echoes it:
 that is how a send whose answer was lost, or a later part of a long SMS, is matched). A client-ref
-"m<id>" names the row by its id (campaign and automation rows store no client_ref of their own). Applying the
-same receipt twice changes nothing. Statuses only move forward: "failed" is final; "delivered"
+"m<id>" (models.message.row_ref) names a row that stores none of its own, such as a campaign's or an
+automation's, by its id. Applying the same receipt twice changes nothing. Statuses only move forward: "failed" is final; "delivered"
 replaces sent / unknown; "accepted" and "buffered" only settle a message still sending or unknown.
 """
 from __future__ import annotations
 
 import logging
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber
+from kinnekt.models.message import row_ref_id
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ SUPPRESS_ERROR_CODES = frozenset({"3", "4", "9"})
 """Permanent for the number: absent for good, barred by the user, opted out at the carrier."""
 
 _FAILED = ("failed", "rejected", "expired")
-_ROW_REF = re.compile(r"m([1-9][0-9]{0,17})")
 
 
 class ReceiptError(ValueError):
@@ -81,9 +80,9 @@ def find_message(session: OrmSession, receipt: dict) -> Message | None:
         return None
     message = session.scalar(select(Message).where(Message.client_ref == ref).order_by(Message.id).limit(1)
                              .execution_options(populate_existing=True))
-    row = _ROW_REF.fullmatch(ref)
-    if message is None and row:
-        message = session.scalar(select(Message).where(Message.id == int(row.group(1)), Message.client_ref.is_(None))
+    message_id = row_ref_id(ref)
+    if message is None and message_id is not None:
+        message = session.scalar(select(Message).where(Message.id == message_id, Message.client_ref.is_(None))
                                  .execution_options(populate_existing=True))
     return message
 
