@@ -524,6 +524,35 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent
 
 
+def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db, shop_us, jobs, monkeypatch, app):
+    """Lateness counts from before the limiter's granting attempt: a pause while the grant comes back (a
+    descheduled worker, a slow Redis reply) makes the send take a fresh slot, as a slow commit does."""
+    from kinnekt.sms import ratelimit
+
+    class Limited(ScriptedGateway):
+        rate_limited = True
+        api_key, sender = "key", "15550100200"
+
+    gateway = Limited()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 1000)
+    monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 1000)
+    grants: list[int] = []
+    for cls in (ratelimit.LocalRateLimiter, ratelimit.RedisRateLimiter):
+        def paused(self, original=cls.try_acquire):
+            result = original(self)
+            if result[0]:
+                grants.append(len(gateway.sent))  # how many requests had left when this slot was granted
+                if len(grants) == 1:
+                    time.sleep(4 * defaults.SMS_RATE_REGRANT_AFTER_MS / 1000)  # granted, answer seen late
+            return result
+        monkeypatch.setattr(cls, "try_acquire", paused)
+    row = _started(db, shop_us, 2, jobs)
+    assert sending.run(db, row.id) == {"sent": 2}
+    assert grants == [0, 0, 1]  # the first message took a second slot before it left; the second, one
+    assert len(gateway.sent) == 2
+
+
 def test_a_receipt_that_overtook_the_answer_keeps_its_status_and_the_answer_adds_the_provider_id(db, shop_us, jobs,
                                                                                                 monkeypatch):
     def receipt_first(n, to):

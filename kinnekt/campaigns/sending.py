@@ -411,7 +411,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         from kinnekt.sms.ratelimit import RateLimitTimeout
         try:
             context.limiter.acquire()
-            granted_at = time.monotonic()
+            granted_at = context.limiter.attempt_started  # before Redis granted: its reply's delay counts too
         except RateLimitTimeout:
             session.rollback()  # no links for a message that is not sent now
             _mark(session, message_id, token, "pending",

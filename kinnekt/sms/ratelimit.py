@@ -61,6 +61,10 @@ class Limit:
 class RedisRateLimiter:
     """The shared limiter: all workers and processes using the same Redis and keys share the limits."""
 
+    attempt_started: float = 0.0
+    """Monotonic time at which the last grant's attempt began: the grant was made no earlier, so the time since
+    then bounds how late a request follows its slot, a pause while the answer came back from Redis included."""
+
     def __init__(self, redis, limits: list[Limit], *, window_ms: int | None = None):
         self.redis = redis
         self.limits = [limit for limit in limits if limit.per_second > 0]
@@ -78,8 +82,10 @@ class RedisRateLimiter:
         return bool(granted), int(wait_us) / 1e6, int(now_us) / 1e6
 
     def acquire(self, max_wait: float | None = None) -> float:
-        """Block until a grant (returns its time, seconds on the server clock) or raise RateLimitTimeout."""
-        return _acquire(self.try_acquire, max_wait)
+        """Block until a grant (returns its time, seconds on the server clock) or raise RateLimitTimeout.
+        `attempt_started` is then the monotonic time at which the granting attempt began."""
+        at, self.attempt_started = _acquire(self.try_acquire, max_wait)
+        return at
 
 
 class LocalRateLimiter:
@@ -87,6 +93,7 @@ class LocalRateLimiter:
 
     _lock = threading.Lock()
     _next: dict[str, float] = {}  # key -> monotonic time of its next grant
+    attempt_started: float = 0.0
 
     def __init__(self, limits: list[Limit], *, window_ms: int | None = None):
         self.limits = [limit for limit in limits if limit.per_second > 0]
@@ -107,17 +114,21 @@ class LocalRateLimiter:
             return True, 0.0, now
 
     def acquire(self, max_wait: float | None = None) -> float:
-        """Block until a grant (returns its monotonic time) or raise RateLimitTimeout."""
-        return _acquire(self.try_acquire, max_wait)
+        """Block until a grant (returns its monotonic time) or raise RateLimitTimeout; `attempt_started` as in
+        RedisRateLimiter."""
+        at, self.attempt_started = _acquire(self.try_acquire, max_wait)
+        return at
 
 
-def _acquire(attempt, max_wait: float | None) -> float:
+def _acquire(attempt, max_wait: float | None) -> tuple[float, float]:
+    """(grant time as the attempt reports it, monotonic time at which the granting attempt began)."""
     max_wait = defaults.SMS_RATE_MAX_WAIT_SECONDS if max_wait is None else max_wait
     deadline = time.monotonic() + max_wait
     while True:
+        started = time.monotonic()
         granted, wait, at = attempt()
         if granted:
-            return at
+            return at, started
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RateLimitTimeout(f"no send slot within {max_wait:g} s")
