@@ -11,16 +11,18 @@ own, whose keys are deleted at the end. Measured through the real code:
   INSERT ... SELECT with the skip reasons; 10% unsubscribed since the build, 5% suppressed, 5% texted in
   the smart-sending window): median of --runs runs, each on a new campaign. Target: under 3 s at 100k.
 - send: a Send now campaign to --send subscribers, started through `lifecycle.schedule` and sent by
-  --workers `python -m workers` processes against the fake Vonage (tests/fake_vonage.py, HTTPS, real SDK),
+  --workers `python -m workers` processes (traced: bench/send_trace.py) against the fake Vonage
+  (tests/fake_vonage.py, HTTPS, real SDK, in a process of its own: bench/fake_process.py),
   once per rate in --rates (0 = limit off; targets: >= 500 messages/s off, and within 5% of 30/s at 30 with no
   1-second window above 30). The rate is messages / (last - first arrival at the fake); the busiest 1-second
   sliding window is computed from the fake's arrival times; worker memory (RSS of workers and their work
   horses, from /proc) is sampled at the first and last tenth of the run; the workers' CPU time (user +
   system of the workers and their work horses, from /proc, from the campaign's start to its end) per
   message is a figure that other load on the machine disturbs much less than the rate. Beside it, per message:
-  PostgreSQL's CPU (the server and its backends), this process's (the fake provider and the polling) and the
-  whole machine's busy time, which together show where the two cores went. BENCH_ARRIVALS=<prefix> writes the
-  arrival times of each phase to <prefix>-<rate>.json.
+  PostgreSQL's CPU (the server and its backends), the fake provider's, this process's (the polling) and the
+  whole machine's busy time, which together show where the two cores went. The trace report says at which
+  stage (grant, request handed over, arrival) a second held the most. BENCH_ARRIVALS=<prefix> writes the
+  joined trace of each phase to <prefix>-<rate>.json.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import bisect
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,11 +97,12 @@ def _machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_sample(pids: list[int]) -> dict:
-    """The CPU counters a send phase reports: workers, PostgreSQL, this process (the fake provider), machine."""
+def _cpu_sample(pids: list[int], provider_pid: int) -> dict:
+    """The CPU counters a send phase reports: workers, PostgreSQL, the fake provider, this process, machine."""
     usage = os.times()
     return {"workers": _cpu_seconds(pids), "postgres": _postgres_cpu_seconds(),
-            "bench": usage.user + usage.system, "machine": _machine_busy_seconds()}
+            "provider": _cpu_seconds([provider_pid]), "bench": usage.user + usage.system,
+            "machine": _machine_busy_seconds()}
 
 
 def _children(pid: int) -> list[int]:
@@ -197,35 +201,15 @@ def bench_snapshot(engine, ids: dict, runs: int) -> dict:
             "checkpoint_before_each_run": checkpointed, "counts": counts}
 
 
-class TimedVonage:
-    """The fake Vonage of the tests, noting each request's arrival time (monotonic seconds)."""
-
-    def __new__(cls, ca):
-        sys.path.insert(0, str(ROOT))
-        from tests.fake_vonage import FakeVonage
-
-        class Timed(FakeVonage):
-            def __init__(self, ca_):
-                super().__init__(ca_)
-                self.arrivals: list[float] = []
-
-            def _answer(self, form, authorization):
-                with self._lock:
-                    self.arrivals.append(time.monotonic())
-                return super()._answer(form, authorization)
-
-        return Timed(ca)
-
-
 def busiest_window(arrivals: list[float], width: float = 1.0) -> int:
     """Most arrivals inside any window of `width` seconds."""
     arrivals = sorted(arrivals)
     return max((bisect.bisect_left(arrivals, t + width) - i for i, t in enumerate(arrivals)), default=0)
 
 
-def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: int, ca_path: str, fake) -> dict:
+def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: int, fake, trace_dir: str) -> dict:
     """Send a Send now campaign to n sendable subscribers not texted before (so smart sending skips none)
-    with `workers` worker processes at `rate` per second (0: limit off)."""
+    with `workers` worker processes at `rate` per second (0: limit off), traced into `trace_dir`."""
     from sqlalchemy import func, insert, select, text
     from sqlalchemy.orm import Session as OrmSession
 
@@ -236,7 +220,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
            "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
            "SHOPIFY_API_SECRET": "x" * 32, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
            "VONAGE_API_KEY": "fakekey1", "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": "15550100200",
-           "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": ca_path,
+           "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": fake.ca_path,
            "SMS_RATE_PER_SECOND": str(rate), "SMS_SENDER_RATE_PER_SECOND": str(rate)}
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
@@ -256,15 +240,15 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             .order_by(Subscriber.id).limit(n)))
         session.commit()
         segment_id = segment.id
-    procs = [subprocess.Popen([sys.executable, "-m", "workers", "--no-recover"], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.send_trace", trace_dir, "--no-recover"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
              for _ in range(workers)]
-    fake.arrivals.clear()
+    fake.clear()
     memory = []
     cpu = []
     try:
         time.sleep(3)  # workers import the app
-        cpu.append(_cpu_sample([p.pid for p in procs]))
+        cpu.append(_cpu_sample([p.pid for p in procs], fake.pid))
         from kinnekt.campaigns import lifecycle
         with app.app_context():
             shop_row = kdb.Session.get(Shop, ids["shop_id"])
@@ -279,13 +263,13 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             while time.monotonic() < deadline:
                 status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
                 session.rollback()
-                got = len(fake.arrivals)
+                got = fake.count()
                 if (not memory and got >= n // 10) or (len(memory) == 1 and got >= 9 * n // 10):
                     memory.append(_rss_kb([p.pid for p in procs]))
                 if status in ("completed", "failed", "ended"):
                     break
                 time.sleep(0.1)
-            cpu.append(_cpu_sample([p.pid for p in procs]))
+            cpu.append(_cpu_sample([p.pid for p in procs], fake.pid))
             sent = session.scalar(select(func.count()).select_from(Message).where(
                 Message.campaign_id == campaign_id, Message.status.in_(("sent", "delivered"))))
     finally:
@@ -302,9 +286,16 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
         if keys:
             redis.delete(*keys)
         kdb.Session.remove()
-    arrivals = sorted(fake.arrivals)
+    from bench import send_trace
+    arrived = fake.arrivals()
+    arrivals = sorted(t for t, _ in arrived)
+    traced = send_trace.read(trace_dir, arrived)
     if os.environ.get("BENCH_ARRIVALS"):  # for a closer look at the busiest second
-        Path(f"{os.environ['BENCH_ARRIVALS']}-{rate}.json").write_text(json.dumps(arrivals))
+        Path(f"{os.environ['BENCH_ARRIVALS']}-{rate}.json").write_text(json.dumps(traced))
+    trace = send_trace.report(traced, send_trace.pauses(trace_dir))
+    if not rate or trace.get("busiest_1s_arrived", 0) <= rate:  # listed only when it holds more than the limit
+        trace.pop("busiest_arrival_second", None)
+        trace.pop("worker_gc_in_busiest_arrival_second", None)
     span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0
     return {"limit_per_second": rate or "off", "workers": workers, "messages": n, "status": status, "sent": sent,
             "requests_at_fake": len(arrivals),
@@ -312,9 +303,9 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             "busiest_1s_window": busiest_window(arrivals),
             "worker_cpu_s": round(cpu[1]["workers"] - cpu[0]["workers"], 1) if len(cpu) == 2 else None,
             **({f"{part}_cpu_ms_per_message": round(1000 * (cpu[1][part] - cpu[0][part]) / n, 2)
-                for part in ("workers", "postgres", "bench", "machine")} if len(cpu) == 2 else {}),
+                for part in ("workers", "postgres", "provider", "bench", "machine")} if len(cpu) == 2 else {}),
             "worker_rss_kb_first_tenth": memory[0] if memory else None,
-            "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None}
+            "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None, "trace": trace}
 
 
 def main(argv=None) -> int:
@@ -332,7 +323,6 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    import trustme
     from sqlalchemy import create_engine, text
 
     import kinnekt.models  # noqa: F401  (every table on Base.metadata)
@@ -351,7 +341,7 @@ def main(argv=None) -> int:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     report = {}
-    fake = None
+    fake = work = None
     try:
         engine = kdb.make_engine(url)
         Base.metadata.create_all(engine)
@@ -361,17 +351,21 @@ def main(argv=None) -> int:
         report["snapshot"] = {"subscribers": args.subscribers, **bench_snapshot(engine, ids, args.runs)}
         engine.dispose()
         if args.send:
-            ca = trustme.CA()
-            ca_file = tempfile.NamedTemporaryFile(suffix=".pem", delete=False)
-            ca.cert_pem.write_to_path(ca_file.name)
-            fake = TimedVonage(ca).start()
+            from bench.fake_process import FakeProvider
+            work = tempfile.mkdtemp(prefix="bench-campaigns-")
+            fake = FakeProvider(work).start()
             rates = [int(rate) for rate in args.rates.split(",") if rate.strip()]
             size = min(args.send, args.subscribers // (2 * max(len(rates), 1)))
-            report["send"] = [bench_send(url, redis_url, ids, size, rate, args.workers, ca_file.name, fake)
-                              for rate in rates]
+            report["send"] = []
+            for rate in rates:
+                trace_dir = os.path.join(work, f"trace-{rate}")
+                os.mkdir(trace_dir)
+                report["send"].append(bench_send(url, redis_url, ids, size, rate, args.workers, fake, trace_dir))
     finally:
         if fake is not None:
             fake.stop()
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
         kdb.Session.remove()
         if kdb._engine is not None:
             kdb._engine.dispose()
