@@ -19,8 +19,9 @@ own, whose keys are deleted at the end. Measured through the real code:
   horses, from /proc) is sampled at the first and last tenth of the run; the workers' CPU time (user +
   system of the workers and their work horses, from /proc, from the campaign's start to its end) per
   message is a figure that other load on the machine disturbs much less than the rate. Beside it, per message:
-  PostgreSQL's CPU (the server and its backends), the fake provider's, this process's (the polling) and the
-  whole machine's busy time, which together show where the two cores went. The trace report says at which
+  PostgreSQL's CPU (the server and its backends), the fake provider's, this process's (the polling), the
+  whole machine's busy time, which together show where the two cores went, and the time the hypervisor
+  stole from this virtual machine. The trace report says at which
   stage (grant, request handed over, arrival) a second held the most. BENCH_ARRIVALS=<prefix> writes the
   joined trace of each phase to <prefix>-<rate>.json.
 """
@@ -90,19 +91,23 @@ def _postgres_cpu_seconds() -> float:
     return _cpu_seconds(postmasters)
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat, everything but idle and iowait)."""
+def _machine_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat: user, nice, system, irq, softirq), and
+    the seconds stolen by the hypervisor (this virtual machine wanted a CPU that was running something else:
+    a send phase with much steal is slower for the same work, which is how identical runs can differ)."""
     with open("/proc/stat") as stat:
         fields = [int(f) for f in stat.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:7]) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 def _cpu_sample(pids: list[int], provider_pid: int) -> dict:
     """The CPU counters a send phase reports: workers, PostgreSQL, the fake provider, this process, machine."""
     usage = os.times()
+    machine, steal = _machine_seconds()
     return {"workers": _cpu_seconds(pids), "postgres": _postgres_cpu_seconds(),
             "provider": _cpu_seconds([provider_pid]), "bench": usage.user + usage.system,
-            "machine": _machine_busy_seconds()}
+            "machine": machine, "machine_steal": steal}
 
 
 def _children(pid: int) -> list[int]:
@@ -303,7 +308,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
             "busiest_1s_window": busiest_window(arrivals),
             "worker_cpu_s": round(cpu[1]["workers"] - cpu[0]["workers"], 1) if len(cpu) == 2 else None,
             **({f"{part}_cpu_ms_per_message": round(1000 * (cpu[1][part] - cpu[0][part]) / n, 2)
-                for part in ("workers", "postgres", "provider", "bench", "machine")} if len(cpu) == 2 else {}),
+                for part in ("workers", "postgres", "provider", "bench", "machine", "machine_steal")} if len(cpu) == 2 else {}),
             "worker_rss_kb_first_tenth": memory[0] if memory else None,
             "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None, "trace": trace}
 

@@ -9,7 +9,7 @@ import datetime as dt
 import time
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from kinnekt import defaults
@@ -522,6 +522,36 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     db.execute(update(Campaign).where(Campaign.id == row.id).values(kind="automation"))
     db.commit()
     assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent
+
+
+def test_a_message_without_links_moves_to_sending_with_the_previous_answer_in_one_statement_on_postgresql(
+        db, shop_us, jobs, monkeypatch):
+    """PostgreSQL: the previous answer and the move to "sending" are one statement in a transaction of its own
+    (autocommit: no BEGIN and COMMIT round trips); SQLite, without data-modifying WITH, runs them one by one.
+    Either way every answer is written and each subscriber counted once."""
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    moves = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if "SET body=" in statement:
+            moves.append((statement.lstrip().startswith("WITH answered"),
+                          conn.get_execution_options().get("isolation_level")))
+
+    event.listen(engine(), "before_cursor_execute", note)
+    try:
+        assert sending.run(db, row.id) == {"sent": 3}
+    finally:
+        event.remove(engine(), "before_cursor_execute", note)
+    if db.get_bind().dialect.name == "postgresql":
+        assert moves == [(True, "AUTOCOMMIT")] * 3
+    else:
+        assert [combined for combined, _ in moves] == [False] * 3
+    sent = rows(db, row)
+    assert [m.status for m in sent] == ["sent"] * 3 and all(m.provider_id and m.sent_at for m in sent)
+    assert sorted(db.scalars(select(Subscriber.sent_count).where(
+        Subscriber.id.in_([m.subscriber_id for m in sent]))).all()) == [1, 1, 1]
 
 
 def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db, shop_us, jobs, monkeypatch, app):

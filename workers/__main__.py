@@ -5,6 +5,7 @@ At start it queues the start-up recovery job, so due and unfinished work is pick
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -35,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_recover:
         queue.enqueue(recover_due_work, job_id="recover-due-work")
     worker = Worker([queue.queue], connection=queue.redis, name=args.name)
+    # Everything loaded so far (the app, its models, the libraries) lives as long as the worker: leave it out of
+    # the garbage collector's full passes, here and in each job's forked work horse. A full pass in a horse
+    # then looks at the job's own objects only (it took over 100 ms over the inherited ones, a pause that can
+    # fall between a rate-limiter slot and its request), and the horse does not copy the shared pages on
+    # writing the collector's marks into them.
+    gc.collect()
+    gc.freeze()
     with app.app_context():
         worker.work(with_scheduler=True, burst=args.burst, logging_level=app.config["LOG_LEVEL"])
     return 0

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
@@ -265,24 +266,33 @@ _TO_SENDING = (
 """claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
 
 _SENT = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
-    .values(status="sent", updated_at=_param("m_now", _messages.c.updated_at),
-            sent_at=_param("m_now", _messages.c.sent_at), error_code=None, error_reason=None,
-            provider_id=_param("m_provider_id", _messages.c.provider_id),
-            price=_param("m_price", _messages.c.price)))
+    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == "sending")
+    .values(status="sent", updated_at=_param("a_now", _messages.c.updated_at),
+            sent_at=_param("a_now", _messages.c.sent_at), error_code=None, error_reason=None,
+            provider_id=_param("a_provider_id", _messages.c.provider_id),
+            price=_param("a_price", _messages.c.price)))
 """sending -> sent with the provider's id and price."""
 
 _SENT_KEEP = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"))
-    .values(provider_id=func.coalesce(_param("m_provider_id", _messages.c.provider_id), _messages.c.provider_id),
-            price=func.coalesce(_param("m_price", _messages.c.price), _messages.c.price)))
+    update(_messages).where(_messages.c.id == bindparam("a_id"))
+    .values(provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
+            price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
+            updated_at=_param("a_now", _messages.c.updated_at)))
 """A receipt got there first and keeps its status: the answer's id and price are still written."""
 
 _RECEIVED = (
     update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
     .values(sent_count=_subscribers.c.sent_count + 1,
-            last_received_at=_param("s_now", _subscribers.c.last_received_at)))
+            last_received_at=_param("s_now", _subscribers.c.last_received_at),
+            updated_at=_param("s_now", _subscribers.c.updated_at)))
 """The subscriber got one more message."""
+
+_HANDOFF = _TO_SENDING.add_cte(
+    _SENT.cte("answered"), _SENT_KEEP.where(_messages.c.status != "sending").cte("kept"), _RECEIVED.cte("received"))
+"""PostgreSQL: _TO_SENDING and the waiting answer's statements (as data-modifying CTEs) in one round trip. All
+parts see one snapshot, so "kept" applies exactly when "answered" finds the row no longer "sending", as
+_SENT_KEEP follows a _SENT that moved nothing; with no answer waiting, the answer's ids are NULL and its parts
+touch no row. The row count is _TO_SENDING's."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,9 @@ class _Context:
     """Write an accepted answer with the next message's move to "sending" (see the module docstring)."""
     answer: _Answer | None = None
     """The accepted answer waiting for that commit."""
+    handoff: object | None = None
+    """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
+    with it (one round trip instead of BEGIN, statements and COMMIT); None on SQLite."""
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -335,6 +348,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     uninstall) is checked again by the conditional UPDATE that moves each row to "sending".
     """
     context = _context(session, campaign_id)
+    if session.get_bind().dialect.name == "postgresql":
+        context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
     loaded = session.execute(
         select(Message, Subscriber).outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
         .where(Message.id.in_(ids)).order_by(Message.id).execution_options(populate_existing=True)).all()
@@ -352,6 +367,9 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     except BaseException:
         _flush_after_error(session, context)
         raise
+    finally:
+        if context.handoff is not None:
+            context.handoff.close()
     _flush_answer(session, context)  # the batch's last answer
     _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
     if sent_to:
@@ -417,19 +435,29 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             _mark(session, message_id, token, "pending",
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
-    connection = session.connection()
-    answer = context.answer
-    if answer is not None:
-        _write_answer(connection, answer)  # the previous message's answer rides on this commit
-    moved = connection.execute(_TO_SENDING, {"m_id": message_id, "m_token": token, "m_body": text,
-                                             "m_encoding": info.encoding, "m_segments": info.segments,
-                                             "m_now": utcnow()}).rowcount
-    if not moved:
-        session.rollback()  # no links for a message that is not sent (the answer is written on its own)
-        _flush_answer(session, context)
-        return _why_not(session, context, message_id, token)
-    session.commit()  # durable, before the request leaves
-    context.answer = None
+    values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": info.encoding,
+              "m_segments": info.segments, "m_now": utcnow()}
+    if context.handoff is not None and not _in_transaction(session):
+        # Nothing read or written for this message in the session (no links): the move to "sending", with the
+        # previous message's answer, is one statement and its own transaction, durable before the request.
+        moved = context.handoff.execute(_HANDOFF, {**values, **_answer_params(context.answer)}).rowcount
+        context.answer = None  # written, whether or not the row moved
+        if not moved:
+            return _why_not(session, context, message_id, token)
+    else:
+        connection = session.connection()
+        if context.handoff is not None:
+            moved = connection.execute(_HANDOFF, {**values, **_answer_params(context.answer)}).rowcount
+        else:
+            if context.answer is not None:
+                _write_answer(connection, context.answer)  # the previous message's answer rides on this commit
+            moved = connection.execute(_TO_SENDING, values).rowcount
+        if not moved:
+            session.rollback()  # no links for a message that is not sent (the answer is written on its own)
+            _flush_answer(session, context)
+            return _why_not(session, context, message_id, token)
+        session.commit()  # durable, before the request leaves
+        context.answer = None
     if granted_at is not None and time.monotonic() - granted_at > defaults.SMS_RATE_REGRANT_AFTER_MS / 1000:
         if not _regrant(session, context, message_id):
             return "rate-wait"
@@ -441,14 +469,25 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     return record(session, message, result, attempts=(message.attempts or 0) + 1)
 
 
+def _in_transaction(session) -> bool:
+    return (session() if isinstance(session, scoped_session) else session).in_transaction()
+
+
 def _write_answer(connection, answer: _Answer) -> None:
     """The accepted answer's statements, in the connection's transaction (the caller commits)."""
-    params = {"m_id": answer.message_id, "m_now": answer.at, "m_provider_id": answer.provider_id,
-              "m_price": answer.price}
+    params = _answer_params(answer)
     if not connection.execute(_SENT, params).rowcount:
         connection.execute(_SENT_KEEP, params)
     if answer.subscriber_id is not None:
-        connection.execute(_RECEIVED, {"s_id": answer.subscriber_id, "s_now": answer.at})
+        connection.execute(_RECEIVED, params)
+
+
+def _answer_params(answer: _Answer | None) -> dict:
+    """The bound values of the answer's statements (all NULL when no answer waits: they then touch no row)."""
+    if answer is None:
+        return {"a_id": None, "a_now": None, "a_provider_id": None, "a_price": None, "s_id": None, "s_now": None}
+    return {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
+            "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
 
 
 def _flush_answer(session: OrmSession, context: _Context) -> None:
