@@ -20,7 +20,9 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   last_received_at) need not wait for the disk: lost in a crash, the row stays "sending" and becomes
   "unknown" (never resent). So when nothing else is waiting (no rate limit; not an automation, whose
   send-time smart-sending check must see the previous message as sent), an accepted answer is written in
-  the *same* transaction as the next message's move to "sending", one commit per message instead of two;
+  the *same* transaction as the next message's move to "sending", one commit per message instead of two
+  (on PostgreSQL one statement, the answer's updates as data-modifying WITH parts, and, when the message
+  made no links, in autocommit: a single round trip, where BEGIN, three updates and COMMIT took five);
   the batch's last answer, and any answer before an early end of the batch or an error, is written on
   its own (with `synchronous_commit` off on PostgreSQL). Every commit still moves at most one row out of
   "sending" and at most one row into it, so a worker killed at any moment still leaves at most one row
