@@ -524,30 +524,33 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent
 
 
-def test_a_message_without_links_moves_to_sending_with_the_previous_answer_in_one_statement_on_postgresql(
-        db, shop_us, jobs, monkeypatch):
-    """PostgreSQL: the previous answer and the move to "sending" are one statement in a transaction of its own
-    (autocommit: no BEGIN and COMMIT round trips); SQLite, without data-modifying WITH, runs them one by one.
-    Either way every answer is written and each subscriber counted once."""
-    gateway = ScriptedGateway()
+def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocommit_on_postgresql(
+        db, shop_us, jobs, monkeypatch, app):
+    """PostgreSQL: with no answer waiting (a rate limit is on) and no links, the move to "sending" is one
+    statement in a transaction of its own (no BEGIN and COMMIT round trips); SQLite keeps the session's
+    transaction. Either way every answer is written and each subscriber counted once."""
+    class Limited(ScriptedGateway):
+        rate_limited = True
+        api_key, sender = "key", "15550100200"
+
+    gateway = Limited()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 1000)
+    monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 1000)
     row = _started(db, shop_us, 3, jobs)
     moves = []
 
     def note(conn, cursor, statement, parameters, context, executemany):
         if "SET body=" in statement:
-            moves.append((statement.lstrip().startswith("WITH answered"),
-                          conn.get_execution_options().get("isolation_level")))
+            moves.append(conn.get_execution_options().get("isolation_level"))
 
     event.listen(engine(), "before_cursor_execute", note)
     try:
         assert sending.run(db, row.id) == {"sent": 3}
     finally:
         event.remove(engine(), "before_cursor_execute", note)
-    if db.get_bind().dialect.name == "postgresql":
-        assert moves == [(True, "AUTOCOMMIT")] * 3
-    else:
-        assert [combined for combined, _ in moves] == [False] * 3
+    on_postgresql = db.get_bind().dialect.name == "postgresql"
+    assert len(moves) == 3 and all((level == "AUTOCOMMIT") == on_postgresql for level in moves)
     sent = rows(db, row)
     assert [m.status for m in sent] == ["sent"] * 3 and all(m.provider_id and m.sent_at for m in sent)
     assert sorted(db.scalars(select(Subscriber.sent_count).where(
@@ -579,7 +582,8 @@ def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db,
         monkeypatch.setattr(cls, "try_acquire", paused)
     row = _started(db, shop_us, 2, jobs)
     assert sending.run(db, row.id) == {"sent": 2}
-    assert grants == [0, 0, 1]  # the first message took a second slot before it left; the second, one
+    # the first message took a second slot before it left (a slow commit may make the second do so too)
+    assert grants[:2] == [0, 0] and all(n >= 1 for n in grants[2:])
     assert len(gateway.sent) == 2
 
 

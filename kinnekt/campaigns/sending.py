@@ -20,9 +20,9 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   last_received_at) need not wait for the disk: lost in a crash, the row stays "sending" and becomes
   "unknown" (never resent). So when nothing else is waiting (no rate limit; not an automation, whose
   send-time smart-sending check must see the previous message as sent), an accepted answer is written in
-  the *same* transaction as the next message's move to "sending", one commit per message instead of two
-  (on PostgreSQL one statement, the answer's updates as data-modifying WITH parts, and, when the message
-  made no links, in autocommit: a single round trip, where BEGIN, three updates and COMMIT took five);
+  the *same* transaction as the next message's move to "sending", one commit per message instead of two;
+  with no answer waiting and nothing else to commit (a rate limit on, no links), the move alone runs in
+  autocommit on PostgreSQL (one round trip instead of BEGIN, UPDATE and COMMIT);
   the batch's last answer, and any answer before an early end of the batch or an error, is written on
   its own (with `synchronous_commit` off on PostgreSQL). Every commit still moves at most one row out of
   "sending" and at most one row into it, so a worker killed at any moment still leaves at most one row
@@ -289,14 +289,6 @@ _RECEIVED = (
             updated_at=_param("s_now", _subscribers.c.updated_at)))
 """The subscriber got one more message."""
 
-_HANDOFF = _TO_SENDING.add_cte(
-    _SENT.cte("answered"), _SENT_KEEP.where(_messages.c.status != "sending").cte("kept"), _RECEIVED.cte("received"))
-"""PostgreSQL: _TO_SENDING and the waiting answer's statements (as data-modifying CTEs) in one round trip. All
-parts see one snapshot, so "kept" applies exactly when "answered" finds the row no longer "sending", as
-_SENT_KEEP follows a _SENT that moved nothing; with no answer waiting, the answer's ids are NULL and its parts
-touch no row. The row count is _TO_SENDING's."""
-
-
 @dataclass(frozen=True)
 class _Answer:
     """An accepted send whose answer is not written yet."""
@@ -321,7 +313,7 @@ class _Context:
     """The accepted answer waiting for that commit."""
     handoff: object | None = None
     """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
-    with it (one round trip instead of BEGIN, statements and COMMIT); None on SQLite."""
+    with it (one round trip instead of BEGIN, UPDATE and COMMIT); None on SQLite."""
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -350,14 +342,14 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     uninstall) is checked again by the conditional UPDATE that moves each row to "sending".
     """
     context = _context(session, campaign_id)
-    if session.get_bind().dialect.name == "postgresql":
-        context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
     loaded = session.execute(
         select(Message, Subscriber).outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
         .where(Message.id.in_(ids)).order_by(Message.id).execution_options(populate_existing=True)).all()
     session.commit()
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
+    if session.get_bind().dialect.name == "postgresql":
+        context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         for message, subscriber in loaded:
             outcome = _send_one(session, context, message, subscriber, token)
@@ -439,21 +431,19 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             return "rate-wait"
     values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": info.encoding,
               "m_segments": info.segments, "m_now": utcnow()}
-    if context.handoff is not None and not _in_transaction(session):
-        # Nothing read or written for this message in the session (no links): the move to "sending", with the
-        # previous message's answer, is one statement and its own transaction, durable before the request.
-        moved = context.handoff.execute(_HANDOFF, {**values, **_answer_params(context.answer)}).rowcount
-        context.answer = None  # written, whether or not the row moved
+    if context.handoff is not None and context.answer is None and not _in_transaction(session):
+        # Nothing else to commit with the move (no answer waiting, no links, nothing read): one statement in a
+        # transaction of its own, durable before the request. (Not with a waiting answer: inside one
+        # statement the answer's updates could wait on a lock while the move's checks keep the snapshot taken
+        # before the wait, missing a STOP committed meanwhile.)
+        moved = context.handoff.execute(_TO_SENDING, values).rowcount
         if not moved:
             return _why_not(session, context, message_id, token)
     else:
         connection = session.connection()
-        if context.handoff is not None:
-            moved = connection.execute(_HANDOFF, {**values, **_answer_params(context.answer)}).rowcount
-        else:
-            if context.answer is not None:
-                _write_answer(connection, context.answer)  # the previous message's answer rides on this commit
-            moved = connection.execute(_TO_SENDING, values).rowcount
+        if context.answer is not None:
+            _write_answer(connection, context.answer)  # the previous message's answer rides on this commit
+        moved = connection.execute(_TO_SENDING, values).rowcount
         if not moved:
             session.rollback()  # no links for a message that is not sent (the answer is written on its own)
             _flush_answer(session, context)
@@ -477,19 +467,12 @@ def _in_transaction(session) -> bool:
 
 def _write_answer(connection, answer: _Answer) -> None:
     """The accepted answer's statements, in the connection's transaction (the caller commits)."""
-    params = _answer_params(answer)
+    params = {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
+              "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
     if not connection.execute(_SENT, params).rowcount:
         connection.execute(_SENT_KEEP, params)
     if answer.subscriber_id is not None:
         connection.execute(_RECEIVED, params)
-
-
-def _answer_params(answer: _Answer | None) -> dict:
-    """The bound values of the answer's statements (all NULL when no answer waits: they then touch no row)."""
-    if answer is None:
-        return {"a_id": None, "a_now": None, "a_provider_id": None, "a_price": None, "s_id": None, "s_now": None}
-    return {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
-            "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
 
 
 def _flush_answer(session: OrmSession, context: _Context) -> None:
