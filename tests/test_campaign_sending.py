@@ -524,11 +524,8 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
     assert not sending._context(db, row.id).piggyback  # its smart-sending check must see the previous one sent
 
 
-def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocommit_on_postgresql(
-        db, shop_us, jobs, monkeypatch, app):
-    """PostgreSQL: with no answer waiting (a rate limit is on) and no links, the move to "sending" is one
-    statement in a transaction of its own (no BEGIN and COMMIT round trips); SQLite keeps the session's
-    transaction. Either way every answer is written and each subscriber counted once."""
+def _rate_limited_gateway(monkeypatch, app) -> ScriptedGateway:
+    """Install a scripted gateway that takes rate-limiter slots (1000/s: no real waiting) for campaign sends."""
     class Limited(ScriptedGateway):
         rate_limited = True
         api_key, sender = "key", "15550100200"
@@ -537,6 +534,15 @@ def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocomm
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 1000)
     monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 1000)
+    return gateway
+
+
+def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocommit_on_postgresql(
+        db, shop_us, jobs, monkeypatch, app):
+    """PostgreSQL: with no answer waiting (a rate limit is on) and no links, the move to "sending" is one
+    statement in a transaction of its own (no BEGIN and COMMIT round trips); SQLite keeps the session's
+    transaction. Either way every answer is written and each subscriber counted once."""
+    gateway = _rate_limited_gateway(monkeypatch, app)
     row = _started(db, shop_us, 3, jobs)
     moves = []
 
@@ -562,14 +568,7 @@ def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db,
     descheduled worker, a slow Redis reply) makes the send take a fresh slot, as a slow commit does."""
     from kinnekt.sms import ratelimit
 
-    class Limited(ScriptedGateway):
-        rate_limited = True
-        api_key, sender = "key", "15550100200"
-
-    gateway = Limited()
-    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
-    monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 1000)
-    monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 1000)
+    gateway = _rate_limited_gateway(monkeypatch, app)
     grants: list[int] = []
     for cls in (ratelimit.LocalRateLimiter, ratelimit.RedisRateLimiter):
         def paused(self, original=cls.try_acquire):
