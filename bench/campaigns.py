@@ -212,9 +212,14 @@ def busiest_window(arrivals: list[float], width: float = 1.0) -> int:
     return max((bisect.bisect_left(arrivals, t + width) - i for i, t in enumerate(arrivals)), default=0)
 
 
-def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: int, fake, trace_dir: str) -> dict:
-    """Send a Send now campaign to n sendable subscribers not texted before (so smart sending skips none)
-    with `workers` worker processes at `rate` per second (0: limit off), traced into `trace_dir`."""
+BODY = "Flash sale today only at {shop_name}"
+"""The message of the send phases unless --body says otherwise (no link: see --body in the README)."""
+
+
+def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: int, fake, trace_dir: str,
+               body: str = BODY) -> dict:
+    """Send a Send now campaign of `body` to n sendable subscribers not texted before (so smart sending skips
+    none) with `workers` worker processes at `rate` per second (0: limit off), traced into `trace_dir`."""
     from sqlalchemy import func, insert, select, text
     from sqlalchemy.orm import Session as OrmSession
 
@@ -258,7 +263,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
         with app.app_context():
             shop_row = kdb.Session.get(Shop, ids["shop_id"])
             campaign = lifecycle.save(kdb.Session, shop_row, {
-                "name": f"Bench {rate}/s", "body": "Flash sale today only at {shop_name}",
+                "name": f"Bench {rate}/s", "body": body,
                 "include_segment_ids": [segment_id], "send_now": True, "send_at": None, "discount_mode": "none"})
             lifecycle.schedule(kdb.Session, campaign)
             campaign_id = campaign.id
@@ -302,7 +307,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
         trace.pop("busiest_arrival_second", None)
         trace.pop("worker_gc_in_busiest_arrival_second", None)
     span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0
-    return {"limit_per_second": rate or "off", "workers": workers, "messages": n, "status": status, "sent": sent,
+    return {"limit_per_second": rate or "off", "workers": workers, "body": body, "messages": n, "status": status, "sent": sent,
             "requests_at_fake": len(arrivals),
             "messages_per_second": round((len(arrivals) - 1) / span, 1) if span else None,
             "busiest_1s_window": busiest_window(arrivals),
@@ -321,6 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--send", type=int, default=20_000, help="messages per send phase (0: skip)")
     parser.add_argument("--rates", default="0,30", help="comma-separated limits per second (0: off)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--body", default=BODY, help="the campaign's message (a URL in it becomes a short link)")
     parser.add_argument("--keep", action="store_true", help="leave the schema for EXPLAIN")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -365,7 +371,7 @@ def main(argv=None) -> int:
             for rate in rates:
                 trace_dir = os.path.join(work, f"trace-{rate}")
                 os.mkdir(trace_dir)
-                report["send"].append(bench_send(url, redis_url, ids, size, rate, args.workers, fake, trace_dir))
+                report["send"].append(bench_send(url, redis_url, ids, size, rate, args.workers, fake, trace_dir, args.body))
     finally:
         if fake is not None:
             fake.stop()

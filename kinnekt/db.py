@@ -91,6 +91,16 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 
 
+def insert_ignoring_duplicates(session, model, values: dict | list[dict]):
+    """INSERT ... ON CONFLICT DO NOTHING of one row (a dict) or many (a list of dicts), for this session's
+    database (PostgreSQL or SQLite): a row that would break any unique constraint is left out."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model).values(values).on_conflict_do_nothing()
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine with the settings each dialect needs (SQLite: FKs, WAL, threads)."""
     url_obj = make_engine_url(url)

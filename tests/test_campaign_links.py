@@ -162,6 +162,69 @@ def test_a_colliding_code_is_replaced_by_a_fresh_one(db, shop, monkeypatch):
     assert sorted(db.scalars(select(Link.code))) == ["Fresh002", "Taken001"]
 
 
+def test_a_batch_gets_its_links_in_a_few_statements_whatever_its_size(db, shop):
+    from sqlalchemy import event
+    camp = campaign(db, shop)
+    batch = [message(db, camp, recipient(db, shop), status="claimed") for _ in range(40)]
+    body = "Sale https://alpha.example/sale and https://alpha.example/faq, or https://alpha.example/sale again"
+    statements = []
+    bind = db.connection().engine
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        texts = links.rewrite_many(db, shop, [(msg, body) for msg in batch])
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    db.commit()
+    assert len(statements) == 3  # the links they have, one insert of the missing ones, the links they have now
+    made = {(link.message_id, link.url): link.code for link in db.scalars(select(Link))}
+    assert len(made) == 80 and len(set(made.values())) == 80
+    for msg, text in zip(batch, texts):
+        sale, faq = made[msg.id, "https://alpha.example/sale"], made[msg.id, "https://alpha.example/faq"]
+        assert text == f"Sale {links.short_url(sale)} and {links.short_url(faq)}, or {links.short_url(sale)} again"
+    assert links.rewrite_many(db, shop, [(msg, body) for msg in batch]) == texts  # a retried batch: same codes
+
+
+def test_a_batch_mixing_new_and_linked_messages_makes_only_the_missing_links(db, shop):
+    camp = campaign(db, shop)
+    old, new, plain = (message(db, camp, recipient(db, shop), status="claimed") for _ in range(3))
+    first = links.rewrite(db, shop, old, "See https://alpha.example/x")
+    db.commit()
+    texts = links.rewrite_many(db, shop, [(old, "See https://alpha.example/x"), (new, "See https://alpha.example/x"),
+                                          (plain, "No link today")])
+    db.commit()
+    assert texts[0] == first and texts[1] != first and texts[2] == "No link today"
+    assert db.scalar(select(func.count()).select_from(Link)) == 2
+
+
+def test_codes_colliding_inside_a_batch_or_with_an_older_link_are_replaced(db, shop, monkeypatch):
+    camp = campaign(db, shop)
+    older, a, b = (message(db, camp, recipient(db, shop), status="claimed") for _ in range(3))
+    codes = iter(["Taken001", "Dup00002", "Dup00002", "Fresh003"])
+    monkeypatch.setattr(links, "new_code", lambda: next(codes))
+    links.rewrite(db, shop, older, "https://alpha.example/x")  # Taken001
+    texts = links.rewrite_many(db, shop, [(a, "https://alpha.example/x"), (b, "https://alpha.example/x")])
+    db.commit()
+    assert texts == [links.short_url("Dup00002"), links.short_url("Fresh003")]
+    assert sorted(db.scalars(select(Link.code))) == ["Dup00002", "Fresh003", "Taken001"]
+
+
+def test_a_batch_that_finds_no_free_code_raises_and_saves_no_link(db, shop, monkeypatch):
+    camp = campaign(db, shop)
+    older, msg = (message(db, camp, recipient(db, shop), status="claimed") for _ in range(2))
+    links.rewrite(db, shop, older, "https://alpha.example/x")
+    db.commit()
+    taken = db.scalar(select(Link.code))
+    monkeypatch.setattr(links, "new_code", lambda: taken)
+    with pytest.raises(RuntimeError, match="unused short link code"):
+        links.rewrite_many(db, shop, [(msg, "https://alpha.example/x")])
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(Link)) == 1
+
+
 def test_the_ref_code_is_read_back_from_a_landing_site():
     assert links.ref_code("/products/hat?utm_source=sms&kn=AbC123xy&x=1") == "AbC123xy"
     assert links.ref_code("https://alpha.example/?kn=Zz9") == "Zz9"

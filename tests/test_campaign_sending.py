@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from kinnekt import defaults
-from kinnekt.campaigns import lifecycle, sending
+from kinnekt.campaigns import lifecycle, links, sending
 from kinnekt.db import engine, utcnow
 from kinnekt.models import Campaign, Link, Message, Subscriber
 from kinnekt.queue import get_queue
@@ -128,10 +128,10 @@ def test_links_become_one_tracked_link_per_recipient(db, shop_us, scripted):
     us = segment(db, shop_us, "US", ["US"])
     row = wait_for(db, send_now(db, shop_us, [us], body="Sale: https://alpha.example/sale now"))
     assert row.status == "completed"
-    links = list(db.scalars(select(Link).where(Link.campaign_id == row.id)))
-    assert len(links) == 2 and {link.subscriber_id for link in links} == {p.id for p in team}
+    made = list(db.scalars(select(Link).where(Link.campaign_id == row.id)))
+    assert len(made) == 2 and {link.subscriber_id for link in made} == {p.id for p in team}
     for to, text in scripted.sent:
-        code = next(link.code for link in links if db.get(Subscriber, link.subscriber_id).phone == to)
+        code = next(link.code for link in made if db.get(Subscriber, link.subscriber_id).phone == to)
         assert f"/r/{code}" in text and "alpha.example" not in text
     assert all(m.body and "/r/" in m.body for m in rows(db, row))
 
@@ -278,10 +278,10 @@ def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config
 
 # ---------------------------------------------------------------------------------------------- claims, leases, recovery
 
-def _started(db, shop, n, jobs_fixture):
+def _started(db, shop, n, jobs_fixture, **fields):
     people(db, shop, n)
     us = segment(db, shop, "US", ["US"])
-    row = send_now(db, shop, [us])
+    row = send_now(db, shop, [us], **fields)
     assert lifecycle.start(db, row.id) == "started"
     return row
 
@@ -439,21 +439,47 @@ def test_a_waiting_answer_is_written_before_a_provider_error_is(db, shop_us, job
     assert (third.status, third.provider_id) == ("sent", "OK3")
 
 
+def test_a_retried_message_goes_out_again_with_the_short_links_of_its_first_attempt(db, shop_us, jobs, monkeypatch):
+    answers = iter([SendResult(None, "failed", error_code="1", error_text="Throttled", retryable=True),
+                    SendResult("OK2", "sent"), SendResult("OK1", "sent")])
+
+    class Gateway(ScriptedGateway):
+        def send(self, to, text, client_ref):
+            self.sent.append((to, text))
+            return next(answers)
+
+    gateway = Gateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 2, jobs, body="Sale https://alpha.example/sale and https://alpha.example/faq")
+    assert sending.run(db, row.id) == {"retry": 1, "sent": 1}
+    first, second = rows(db, row)
+    made = db.scalars(select(Link).where(Link.campaign_id == row.id)).all()
+    assert len(made) == 4 and {link.message_id for link in made} == {first.id, second.id}  # made for the batch
+    db.execute(update(Message).where(Message.id == first.id).values(due_at=None))  # its backoff is over
+    db.commit()
+    assert sending.run(db, row.id) == {"sent": 1}
+    codes = {link.url: link.code for link in made if link.message_id == first.id}
+    expected = (f"Sale {links.short_url(codes['https://alpha.example/sale'])} and "
+                f"{links.short_url(codes['https://alpha.example/faq'])}\n{FOOTER}")
+    assert [text for to, text in gateway.sent if to == first.to_phone] == [expected, expected]
+    assert db.scalar(select(func.count()).select_from(Link).where(Link.campaign_id == row.id)) == 4
+    assert rows(db, row)[0].status == "sent"
+
+
 def test_a_batch_broken_off_by_an_error_still_records_the_answer_of_the_request_that_left(db, shop_us, jobs,
                                                                                            monkeypatch):
-    from kinnekt.campaigns import links
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
-    calls = []
+    real_analyze, calls = sending.analyze, []
 
-    def rewrite(session, shop, message, text):
-        calls.append(message.id)
+    def analyze(text):  # runs for each message before its move to "sending"
+        calls.append(text)
         if len(calls) == 2:
             raise RuntimeError("the database went away")
-        return text
+        return real_analyze(text)
 
-    monkeypatch.setattr(links, "rewrite", rewrite)
+    monkeypatch.setattr(sending, "analyze", analyze)
     with pytest.raises(RuntimeError):
         sending.run(db, row.id)
     db.rollback()
@@ -463,29 +489,27 @@ def test_a_batch_broken_off_by_an_error_still_records_the_answer_of_the_request_
 
 def test_a_worker_dying_between_a_send_and_the_next_commit_leaves_that_row_unknown_never_resent(db, shop_us, jobs,
                                                                                                  monkeypatch):
-    from kinnekt.campaigns import links
-
     class Killed(BaseException):
         """The process stops here (SIGKILL): nothing after this point runs."""
 
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
-    real_rewrite, calls = links.rewrite, []
+    real_analyze, calls = sending.analyze, []
 
-    def rewrite(session, shop, message, text):  # runs for the 2nd message after the 1st was answered
-        calls.append(message.id)
+    def analyze(text):  # runs for the 2nd message after the 1st was answered
+        calls.append(text)
         if len(calls) == 2:
             raise Killed()
-        return real_rewrite(session, shop, message, text)
+        return real_analyze(text)
 
-    monkeypatch.setattr(links, "rewrite", rewrite)
+    monkeypatch.setattr(sending, "analyze", analyze)
     monkeypatch.setattr(sending, "_flush_after_error", lambda session, context: None)  # a dead process writes nothing
     with pytest.raises(Killed):
         sending.run(db, row.id)
     db.rollback()
     assert [m.status for m in rows(db, row)] == ["sending", "claimed", "claimed"]  # at most one row "sending"
-    monkeypatch.setattr(links, "rewrite", real_rewrite)
+    monkeypatch.setattr(sending, "analyze", real_analyze)
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
     assert sending.recover(db, now=later) == {"released": 2, "unknown": 1, "dispatched": 1}
     assert sending.run(db, row.id) == {"sent": 2}

@@ -13,9 +13,9 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from flask import current_app, has_app_context
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt import defaults
+from kinnekt.db import insert_ignoring_duplicates, utcnow
 from kinnekt.models import Campaign, Link, Message, Shop
 
 URL_PATTERN = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -91,14 +91,57 @@ def rewrite(session, shop: Shop, message: Message, text: str) -> str:
     One Link per (message, url), made on first use; URLs that already are our short links are left alone, so
     rewriting a rewritten text changes nothing. Flushes the new links (the caller's transaction commits them).
     """
-    urls = [url for url in dict.fromkeys(find_urls(text)) if not _is_ours(url)]
-    if not urls:
-        return text
-    if message.id is None:
+    return rewrite_many(session, shop, [(message, text)])[0]
+
+
+def rewrite_many(session, shop: Shop, items: list[tuple[Message, str]]) -> list[str]:
+    """`rewrite` for many messages at once (a send batch): each (message, text)'s text with its short links.
+
+    A few statements for the whole list instead of several per link: one select of the links the messages
+    already have, one insert of the missing ones (a row whose code or (message, url) is taken is left out),
+    one select of what is there now; a code taken meanwhile gets a fresh one in another round, up to
+    LINK_CODE_ATTEMPTS. Not committed (the caller's transaction commits the links).
+    """
+    wanted = [[url for url in dict.fromkeys(find_urls(text)) if not _is_ours(url)] for _, text in items]
+    if not any(wanted):
+        return [text for _, text in items]
+    if any(message.id is None for message, _ in items):
         session.flush()
-    known = {link.url: link.code for link in session.scalars(
-        select(Link).where(Link.message_id == message.id, Link.url.in_(urls)).execution_options(all_shops=True))}
-    codes = {url: known.get(url) or link_for(session, shop, message, url).code for url in urls}
+    codes = _ensure(session, shop, {message.id: message for message, _ in items},
+                    {(message.id, url) for (message, _), urls in zip(items, wanted) for url in urls})
+    return [_substitute(text, {url: codes[message.id, url] for url in urls}) if urls else text
+            for (message, text), urls in zip(items, wanted)]
+
+
+def _ensure(session, shop: Shop, messages: dict[int, Message], pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """The code of each (message id, url) pair, making the links that do not exist yet (see `rewrite_many`)."""
+    codes = _codes(session, pairs)
+    for _ in range(defaults.LINK_CODE_ATTEMPTS):
+        missing = sorted(pairs - codes.keys())
+        if not missing:
+            return codes
+        now = utcnow()
+        session.execute(insert_ignoring_duplicates(session, Link, [
+            {"shop_id": shop.id, "code": new_code(), "url": url, "campaign_id": messages[message_id].campaign_id,
+             "subscriber_id": messages[message_id].subscriber_id, "message_id": message_id, "created_at": now}
+            for message_id, url in missing]))
+        codes.update(_codes(session, set(missing)))
+    if pairs - codes.keys():
+        raise RuntimeError("could not find an unused short link code")
+    return codes
+
+
+def _codes(session, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """The codes of the links that exist for these (message id, url) pairs."""
+    rows = session.execute(
+        select(Link.message_id, Link.url, Link.code)
+        .where(Link.message_id.in_(sorted({message_id for message_id, _ in pairs})),
+               Link.url.in_(sorted({url for _, url in pairs})))
+        .execution_options(all_shops=True)).all()
+    return {(message_id, url): code for message_id, url, code in rows if (message_id, url) in pairs}
+
+
+def _substitute(text: str, codes: dict[str, str]) -> str:
     return URL_PATTERN.sub(lambda match: _replace(match.group(0), codes), text)
 
 
@@ -118,28 +161,10 @@ def link_for(session, shop: Shop, message: Message, url: str) -> Link:
     """The message's Link for `url`, created with a fresh code when there is none yet."""
     if not is_trackable(url):
         raise ValueError(f"not an http(s) URL: {url!r}")
-    existing = _existing(session, message.id, url)
-    if existing is not None:
-        return existing
-    for _ in range(defaults.LINK_CODE_ATTEMPTS):
-        link = Link(shop_id=shop.id, code=new_code(), url=url, campaign_id=message.campaign_id,
-                    subscriber_id=message.subscriber_id, message_id=message.id)
-        try:
-            with session.begin_nested():
-                session.add(link)
-                session.flush()
-            return link
-        except IntegrityError:
-            # Either a concurrent send of the same message made this link first (use it), or the code collided.
-            existing = _existing(session, message.id, url)
-            if existing is not None:
-                return existing
-    raise RuntimeError("could not find an unused short link code")
-
-
-def _existing(session, message_id: int, url: str) -> Link | None:
-    return session.scalar(select(Link).where(Link.message_id == message_id, Link.url == url)
-                          .execution_options(all_shops=True))
+    if message.id is None:
+        session.flush()
+    code = _ensure(session, shop, {message.id: message}, {(message.id, url)})[message.id, url]
+    return session.scalar(select(Link).where(Link.code == code).execution_options(all_shops=True))
 
 
 def find(session, code: str) -> Link | None:

@@ -9,9 +9,10 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   lock serialises them). The claim carries a random token. Nothing was requested from the provider yet,
   so recovery returns a claimed row whose lease expired to pending; the token makes sure the old sender,
   if it was only slow, can no longer send it.
-- **sending**: after rendering, link rewriting and a rate-limiter slot, one conditional UPDATE moves the row
-  claimed -> sending *only if* it still holds our token, the subscriber is still subscribed and unsuppressed
-  and the campaign is still in progress, and commits (with the row's links); then the provider is called. So a STOP or an End
+- **sending**: the batch's texts are rendered and their short links made when the batch is loaded (one
+  insert for the batch, committed before any request). After a rate-limiter slot, one conditional UPDATE
+  moves the row claimed -> sending *only if* it still holds our token, the subscriber is still subscribed
+  and unsuppressed and the campaign is still in progress, and commits; then the provider is called. So a STOP or an End
   that committed before that UPDATE stops the message, and the work between the commit and the request
   leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending". (When
   that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
@@ -21,7 +22,7 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   "unknown" (never resent). So when nothing else is waiting (no rate limit; not an automation, whose
   send-time smart-sending check must see the previous message as sent), an accepted answer is written in
   the *same* transaction as the next message's move to "sending", one commit per message instead of two;
-  with no answer waiting and nothing else to commit (a rate limit on, no links), the move alone runs in
+  with no answer waiting and nothing else to commit (a rate limit on), the move alone runs in
   autocommit on PostgreSQL (one round trip instead of BEGIN, UPDATE and COMMIT);
   the batch's last answer, and any answer before an early end of the batch or an error, is written on
   its own (with `synchronous_commit` off on PostgreSQL). Every commit still moves at most one row out of
@@ -314,6 +315,8 @@ class _Context:
     handoff: object | None = None
     """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
     with it (one round trip instead of BEGIN, UPDATE and COMMIT); None on SQLite."""
+    texts: dict[int, str] | None = None
+    """The batch's texts by message id, rendered and with their short links (`_texts`)."""
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -345,7 +348,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     loaded = session.execute(
         select(Message, Subscriber).outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
         .where(Message.id.in_(ids)).order_by(Message.id).execution_options(populate_existing=True)).all()
-    session.commit()
+    context.texts = _texts(session, context, loaded, token)
+    session.commit()  # with the batch's links: made before any of its requests leaves
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
     if session.get_bind().dialect.name == "postgresql":
@@ -370,6 +374,22 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
         from kinnekt.segments.membership import subscribers_changed
         subscribers_changed(context.shop.id, sent_to)  # one re-check job per batch, not per message
     return outcomes
+
+
+def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[int, str]:
+    """The texts of the batch's messages that may go out, rendered, with their short links made for the whole
+    batch at once (links.rewrite_many; a message that is then not sent keeps its links for a later attempt)."""
+    from kinnekt.campaigns import composer, links
+    items = []
+    for message, subscriber in loaded:
+        if message.status != "claimed" or message.claim_token != token or _skip_reason(subscriber) or context.error:
+            continue
+        code = message.discount_code or (context.campaign.discount_code
+                                         if context.campaign.discount_mode == "shared" else None)
+        items.append((message, composer.render(context.campaign.body, shop=context.shop, subscriber=subscriber,
+                                               discount_code=code,
+                                               first_message=(subscriber.sent_count or 0) == 0)))
+    return {message.id: text for (message, _), text in zip(items, links.rewrite_many(session, context.shop, items))}
 
 
 def _release_claimed(session: OrmSession, ids: list[int], token: str) -> None:
@@ -410,12 +430,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if context.error:
         _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
         return "failed"
-    from kinnekt.campaigns import composer, links
-    code = message.discount_code or (context.campaign.discount_code
-                                     if context.campaign.discount_mode == "shared" else None)
-    text = composer.render(context.campaign.body, shop=context.shop, subscriber=subscriber, discount_code=code,
-                           first_message=(subscriber.sent_count or 0) == 0)
-    text = links.rewrite(session, context.shop, message, text)  # flushed; committed with the move to "sending"
+    text = context.texts[message_id]
     info = analyze(text)
     granted_at = None
     if context.limiter is not None:
@@ -425,14 +440,13 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             context.limiter.acquire()
             granted_at = context.limiter.attempt_started  # before Redis granted: its reply's delay counts too
         except RateLimitTimeout:
-            session.rollback()  # no links for a message that is not sent now
             _mark(session, message_id, token, "pending",
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
     values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": info.encoding,
               "m_segments": info.segments, "m_now": utcnow()}
     if context.handoff is not None and context.answer is None and not _in_transaction(session):
-        # Nothing else to commit with the move (no answer waiting, no links, nothing read): one statement in a
+        # Nothing else to commit with the move (no answer waiting, nothing read): one statement in a
         # transaction of its own, durable before the request. (Not with a waiting answer: inside one
         # statement the answer's updates could wait on a lock while the move's checks keep the snapshot taken
         # before the wait, missing a STOP committed meanwhile.)
@@ -445,7 +459,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             _write_answer(connection, context.answer)  # the previous message's answer rides on this commit
         moved = connection.execute(_TO_SENDING, values).rowcount
         if not moved:
-            session.rollback()  # no links for a message that is not sent (the answer is written on its own)
+            session.rollback()  # the answer is written on its own
             _flush_answer(session, context)
             return _why_not(session, context, message_id, token)
         session.commit()  # durable, before the request leaves

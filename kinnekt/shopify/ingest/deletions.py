@@ -5,7 +5,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from kinnekt.db import utcnow
+from kinnekt.db import insert_ignoring_duplicates, utcnow
 from kinnekt.models import ShopifyDeletion
 
 
@@ -13,16 +13,6 @@ def record(session, shop_id: int, resource: str, shopify_id: int, deleted_at: dt
     """Remember that Shopify deleted this object (a repeated delete keeps the first record)."""
     values = {"shop_id": shop_id, "resource": resource, "shopify_id": shopify_id, "deleted_at": deleted_at or utcnow()}
     session.execute(insert_ignoring_duplicates(session, ShopifyDeletion, values))
-
-
-def insert_ignoring_duplicates(session, model, values: dict):
-    """INSERT ... ON CONFLICT DO NOTHING for this session's database (PostgreSQL or SQLite)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model).values(**values).on_conflict_do_nothing()
 
 
 def deleted_at(session, shop_id: int, resource: str, shopify_ids) -> dict[int, dt.datetime]:
