@@ -487,12 +487,19 @@ def test_a_batch_broken_off_by_an_error_still_records_the_answer_of_the_request_
     assert len(gateway.sent) == 1
 
 
-def test_a_worker_dying_between_a_send_and_the_next_commit_leaves_that_row_unknown_never_resent(db, shop_us, jobs,
-                                                                                                 monkeypatch):
+@pytest.mark.parametrize("moment", ["after the request left", "before the next message's move"])
+def test_a_worker_dying_mid_send_leaves_at_most_one_row_unknown_never_resent(db, shop_us, jobs, monkeypatch, moment):
+    """A kill right after the first request left leaves its row "sending". A kill while the second message
+    is prepared leaves the first "sending" on SQLite, whose answer waits for the next commit, and "sent" on
+    PostgreSQL, whose answers are written at once. Recovery makes a "sending" row unknown; it is never resent."""
     class Killed(BaseException):
         """The process stops here (SIGKILL): nothing after this point runs."""
 
-    gateway = ScriptedGateway()
+    def kill_at_first_answer(n, to):
+        if moment == "after the request left":
+            raise Killed()
+
+    gateway = ScriptedGateway(hook=kill_at_first_answer)
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
     real_analyze, calls = sending.analyze, []
@@ -508,12 +515,15 @@ def test_a_worker_dying_between_a_send_and_the_next_commit_leaves_that_row_unkno
     with pytest.raises(Killed):
         sending.run(db, row.id)
     db.rollback()
-    assert [m.status for m in rows(db, row)] == ["sending", "claimed", "claimed"]  # at most one row "sending"
+    first_left = "sending" if moment == "after the request left" or db.get_bind().dialect.name == "sqlite" else "sent"
+    assert [m.status for m in rows(db, row)] == [first_left, "claimed", "claimed"]  # at most one row "sending"
     monkeypatch.setattr(sending, "analyze", real_analyze)
+    gateway.hook = None
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
-    assert sending.recover(db, now=later) == {"released": 2, "unknown": 1, "dispatched": 1}
+    unknown = int(first_left == "sending")
+    assert sending.recover(db, now=later) == {"released": 2, "unknown": unknown, "dispatched": 1}
     assert sending.run(db, row.id) == {"sent": 2}
-    assert [m.status for m in rows(db, row)] == ["unknown", "sent", "sent"]
+    assert [m.status for m in rows(db, row)] == ["unknown" if unknown else "sent", "sent", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # the first was never sent again
     assert db.get(Campaign, row.id).status == "completed"
 
@@ -528,15 +538,16 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
         def warm(self):
             self.warmed += 1
 
+    on_sqlite = db.get_bind().dialect.name == "sqlite"  # PostgreSQL writes every answer at once, in one statement
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 1, jobs)
-    assert sending._context(db, row.id).piggyback
+    assert sending._context(db, row.id).piggyback == on_sqlite
     monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 0)
     monkeypatch.setitem(app.config, "SMS_SENDER_RATE_PER_SECOND", 0)
     gateway = Limited()
     context = sending._context(db, row.id)
-    assert context.limiter is None and context.piggyback  # every limit off: no slot to take
+    assert context.limiter is None and context.piggyback == on_sqlite  # every limit off: no slot to take
     assert gateway.warmed == 0
     monkeypatch.setitem(app.config, "SMS_RATE_PER_SECOND", 30)
     context = sending._context(db, row.id)
@@ -587,6 +598,53 @@ def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocomm
         Subscriber.id.in_([m.subscriber_id for m in sent]))).all()) == [1, 1, 1]
 
 
+def test_on_postgresql_a_message_costs_two_statements_the_move_and_its_answer(db, shop_us, jobs, monkeypatch):
+    """Limit off: on PostgreSQL each message is the move to "sending" and the answer (message and subscriber in
+    one statement), each in autocommit, the answer's commit not waiting for the disk; the connections go
+    back to the pool with synchronous_commit on. SQLite keeps one transaction per message."""
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    statements, returned = [], []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith(("UPDATE", "WITH")):
+            kind = "move" if "SET body=" in statement else "answer" if "sent_count" in statement else "other"
+            setting = None
+            if conn.dialect.name == "postgresql":
+                setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+            statements.append((kind, conn.get_execution_options().get("isolation_level"), setting))
+
+    def checkin(dbapi_connection, record):
+        if db.get_bind().dialect.name == "postgresql":
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SHOW synchronous_commit")
+            returned.append(cursor.fetchone()[0])
+            dbapi_connection.rollback()
+
+    event.listen(engine(), "before_cursor_execute", note)
+    event.listen(engine(), "checkin", checkin)
+    try:
+        assert sending.run(db, row.id) == {"sent": 3}
+    finally:
+        event.remove(engine(), "before_cursor_execute", note)
+        event.remove(engine(), "checkin", checkin)
+    moves = [s for s in statements if s[0] == "move"]
+    answers = [s for s in statements if s[0] == "answer"]
+    if db.get_bind().dialect.name == "postgresql":
+        assert moves == [("move", "AUTOCOMMIT", "on")] * 3
+        assert answers == [("answer", "AUTOCOMMIT", "off")] * 3
+        assert returned and set(returned) == {"on"}
+    else:
+        assert len(moves) == 3 and all(level != "AUTOCOMMIT" for _, level, _ in moves)
+    sent = rows(db, row)
+    assert [m.status for m in sent] == ["sent"] * 3
+    assert [m.provider_id for m in sent] == ["SCRIPT1", "SCRIPT2", "SCRIPT3"] and all(m.sent_at for m in sent)
+    assert [db.get(Subscriber, m.subscriber_id).last_received_at for m in sent] == [m.sent_at for m in sent]
+    assert sorted(db.scalars(select(Subscriber.sent_count).where(
+        Subscriber.id.in_([m.subscriber_id for m in sent]))).all()) == [1, 1, 1]
+
+
 def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db, shop_us, jobs, monkeypatch, app):
     """Lateness counts from before the limiter's granting attempt: a pause while the grant comes back (a
     descheduled worker, a slow Redis reply) makes the send take a fresh slot, as a slow commit does."""
@@ -627,6 +685,7 @@ def test_a_receipt_that_overtook_the_answer_keeps_its_status_and_the_answer_adds
     first, second = rows(db, row)
     assert (first.status, first.provider_id) == ("delivered", "SCRIPT1")
     assert (second.status, second.provider_id) == ("sent", "SCRIPT2")
+    assert [db.get(Subscriber, m.subscriber_id).sent_count for m in (first, second)] == [1, 1]
 
 
 def test_senders_first_jobs_hand_over_at_different_times(monkeypatch):

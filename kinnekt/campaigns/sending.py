@@ -18,19 +18,21 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
   30/s: a request sent late would crowd the ones granted after it into one second at the provider.)
 - **answers**: the provider's answer ("sent", its id and price, and the subscriber's sent_count and
-  last_received_at) need not wait for the disk: lost in a crash, the row stays "sending" and becomes
-  "unknown" (never resent). So when nothing else is waiting (no rate limit; not an automation, whose
-  send-time smart-sending check must see the previous message as sent), an accepted answer is written in
-  the *same* transaction as the next message's move to "sending", one commit per message instead of two;
-  with no answer waiting and nothing else to commit (a rate limit on), the move alone runs in
-  autocommit on PostgreSQL (one round trip instead of BEGIN, UPDATE and COMMIT);
-  the batch's last answer, and any answer before an early end of the batch or an error, is written on
-  its own (with `synchronous_commit` off on PostgreSQL). Every commit still moves at most one row out of
-  "sending" and at most one row into it, so a worker killed at any moment still leaves at most one row
-  "sending": the one whose request left last, answered or not (an answer waits only while the next
-  message is rendered, well under a millisecond; a kill in that moment makes its row "unknown"). Other
-  answers (failures, retries, unknown outcomes) are written at once, as are all answers when a rate limit
-  is on (nothing then delays the slot's request, and the answer does not wait through the next slot).
+  last_received_at) need not wait for the disk: lost in a database crash, the row stays "sending" and
+  becomes "unknown" (never resent). On PostgreSQL the move to "sending" runs alone in autocommit (one
+  round trip, durable before the request leaves: the session has nothing else to commit, the batch's
+  links were committed when it was loaded) and an accepted answer is one statement (`_ANSWERED`: the
+  message and the subscriber as data-modifying parts of one UPDATE; it holds no check of its own) in
+  autocommit on a second connection whose commits do not wait for the disk, written as soon as the
+  answer comes: two round trips per message instead of BEGIN, two updates, the move and COMMIT. On
+  SQLite, when nothing else is waiting (no rate limit; not an automation, whose send-time smart-sending
+  check must see the previous message as sent), an accepted answer is written in the *same* transaction
+  as the next message's move to "sending", one commit per message instead of two; the batch's last
+  answer, and any answer before an early end of the batch or an error, is written on its own. Either
+  way a worker killed at any moment leaves at most one row "sending": the one whose request left last,
+  answered or not (on SQLite an answer waits only while the next message is prepared, well under a
+  millisecond; a kill in that moment makes its row "unknown"). Other answers (failures, retries, unknown
+  outcomes) are written at once, through the session (with `synchronous_commit` off on PostgreSQL).
 - **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
   left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
   (kinnekt/sms/receipts.py: sent/delivered/failed). When no receipt ever comes it stays "unknown" and counts
@@ -54,7 +56,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, select, text, update
+from sqlalchemy import bindparam, case, exists, func, null, select, text, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
@@ -290,6 +292,26 @@ _RECEIVED = (
             updated_at=_param("s_now", _subscribers.c.updated_at)))
 """The subscriber got one more message."""
 
+_ANSWERED = (
+    update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
+    .values(sent_count=_subscribers.c.sent_count + 1,
+            last_received_at=_param("s_now", _subscribers.c.last_received_at),
+            updated_at=_param("s_now", _subscribers.c.updated_at))
+    .add_cte(update(_messages).where(_messages.c.id == bindparam("a_id"))
+             .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
+                     sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
+                                  else_=_messages.c.sent_at),
+                     error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
+                     error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
+                     provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id),
+                                               _messages.c.provider_id),
+                     price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
+                     updated_at=_param("a_now", _messages.c.updated_at))
+             .returning(_messages.c.id).cte("answered")))
+"""PostgreSQL: _SENT (or _SENT_KEEP when a receipt got there first: its status stays) and _RECEIVED in one
+statement. The answer's updates only; the move to "sending" and its checks are never part of it."""
+
+
 @dataclass(frozen=True)
 class _Answer:
     """An accepted send whose answer is not written yet."""
@@ -309,12 +331,15 @@ class _Context:
     limiter: object | None
     error: str | None = None
     piggyback: bool = False
-    """Write an accepted answer with the next message's move to "sending" (see the module docstring)."""
+    """SQLite: write an accepted answer with the next message's move to "sending" (see the module docstring)."""
     answer: _Answer | None = None
     """The accepted answer waiting for that commit."""
     handoff: object | None = None
     """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
     with it (one round trip instead of BEGIN, UPDATE and COMMIT); None on SQLite."""
+    answers: object | None = None
+    """PostgreSQL: a connection in autocommit whose commits do not wait for the disk, for accepted answers
+    (one statement each, `_ANSWERED`); None on SQLite."""
     texts: dict[int, str] | None = None
     """The batch's texts by message id, rendered and with their short links (`_texts`)."""
 
@@ -335,7 +360,11 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
         elif hasattr(gateway, "warm"):
             gateway.warm()  # connected before the first slot (see VonageGateway.warm)
     return _Context(campaign, shop, gateway, limiter,
-                    piggyback=limiter is None and campaign.kind != "automation")
+                    piggyback=limiter is None and campaign.kind != "automation" and not _on_postgresql(session))
+
+
+def _on_postgresql(session: OrmSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str) -> dict[str, int]:
@@ -352,9 +381,10 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     session.commit()  # with the batch's links: made before any of its requests leaves
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
-    if session.get_bind().dialect.name == "postgresql":
-        context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
+        if _on_postgresql(session):
+            context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+            context.answers = _answers_connection(session)
         for message, subscriber in loaded:
             outcome = _send_one(session, context, message, subscriber, token)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -368,12 +398,31 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     finally:
         if context.handoff is not None:
             context.handoff.close()
+        _close_answers(context)
     _flush_answer(session, context)  # the batch's last answer
     _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
     if sent_to:
         from kinnekt.segments.membership import subscribers_changed
         subscribers_changed(context.shop.id, sent_to)  # one re-check job per batch, not per message
     return outcomes
+
+
+def _answers_connection(session: OrmSession):
+    """A connection in autocommit whose commits do not wait for the disk (reset before it goes back to the pool)."""
+    connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+    connection.exec_driver_sql("SET synchronous_commit TO off")
+    return connection
+
+
+def _close_answers(context: _Context) -> None:
+    connection, context.answers = context.answers, None
+    if connection is None:
+        return
+    try:
+        connection.exec_driver_sql("RESET synchronous_commit")
+    except Exception:  # a broken connection: the pool must not hand it out again with the setting
+        connection.invalidate()
+    connection.close()
 
 
 def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[int, str]:
@@ -469,6 +518,10 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             return "rate-wait"
 
     result = context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id))
+    if result.status == "sent" and context.answers is not None:
+        context.answers.execute(_ANSWERED, _answer_params(
+            _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())))
+        return "sent"
     if result.status == "sent" and context.piggyback:
         context.answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         return "sent"
@@ -479,10 +532,14 @@ def _in_transaction(session) -> bool:
     return (session() if isinstance(session, scoped_session) else session).in_transaction()
 
 
+def _answer_params(answer: _Answer) -> dict:
+    return {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
+            "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
+
+
 def _write_answer(connection, answer: _Answer) -> None:
     """The accepted answer's statements, in the connection's transaction (the caller commits)."""
-    params = {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
-              "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
+    params = _answer_params(answer)
     if not connection.execute(_SENT, params).rowcount:
         connection.execute(_SENT_KEEP, params)
     if answer.subscriber_id is not None:
