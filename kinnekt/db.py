@@ -101,8 +101,9 @@ def insert_ignoring_duplicates(session, model, values: dict | list[dict]):
     return insert(model).values(values).on_conflict_do_nothing()
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with the settings each dialect needs (SQLite: FKs, WAL, threads)."""
+def make_engine(url: str, *, settings: tuple[str, ...] = (), pool_size: int = 5) -> Engine:
+    """Create an engine with the settings each dialect needs (SQLite: FKs, WAL, threads); PostgreSQL: every
+    connection also gets `settings` ("name=value" server settings)."""
     url_obj = make_engine_url(url)
     if url_obj.get_backend_name() == "sqlite":
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}}
@@ -125,8 +126,9 @@ def make_engine(url: str) -> Engine:
     # and rebuilds over a large shop always are: compiling takes seconds, the query itself tens of ms
     # (bench/segments.py). Off for every connection, besides any options the URL sets.
     options = url_obj.query.get("options")
-    options = " ".join(([options] if isinstance(options, str) else list(options or ())) + ["-c jit=off"])
-    engine = create_engine(url_obj, pool_size=5, max_overflow=10, connect_args={"options": options})
+    options = " ".join(([options] if isinstance(options, str) else list(options or ()))
+                       + [f"-c {setting}" for setting in ("jit=off", *settings)])
+    engine = create_engine(url_obj, pool_size=pool_size, max_overflow=10, connect_args={"options": options})
     _ping_after_idle(engine)
     return engine
 
@@ -148,8 +150,23 @@ def _ping_after_idle(engine: Engine) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            dbapi_conn.rollback()  # leave no transaction open: a connection taken for autocommit could not switch
         except Exception as error:  # the pool replaces the connection and tries again
             raise exc.DisconnectionError(str(error)) from error
+
+
+_no_disk_wait: dict[tuple[int, str], Engine] = {}
+
+
+def no_disk_wait_engine(engine: Engine) -> Engine:
+    """PostgreSQL: an engine on `engine`'s database whose every connection has `synchronous_commit` off (a
+    commit does not wait for the disk; a database crash may lose the last ones), with a pool of its own, so
+    that no other code is ever handed such a connection. One per process and database."""
+    url = engine.url.render_as_string(hide_password=False)
+    key = (os.getpid(), url)
+    if key not in _no_disk_wait:
+        _no_disk_wait[key] = make_engine(url, settings=("synchronous_commit=off",), pool_size=2)
+    return _no_disk_wait[key]
 
 
 def configure(url: str) -> Engine:
@@ -172,6 +189,8 @@ def after_fork() -> None:
     if _engine is not None and _engine_pid != os.getpid():
         _engine.dispose(close=False)
         _engine_pid = os.getpid()
+    for key in [key for key in _no_disk_wait if key[0] != os.getpid()]:
+        _no_disk_wait.pop(key).dispose(close=False)
 
 
 def make_engine_url(url: str):

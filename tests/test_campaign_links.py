@@ -188,6 +188,16 @@ def test_a_batch_gets_its_links_in_a_few_statements_whatever_its_size(db, shop):
     assert links.rewrite_many(db, shop, [(msg, body) for msg in batch]) == texts  # a retried batch: same codes
 
 
+def test_a_large_batch_is_inserted_in_chunks(db, shop, monkeypatch):
+    monkeypatch.setattr(links, "INSERT_CHUNK", 7)
+    camp = campaign(db, shop)
+    batch = [message(db, camp, recipient(db, shop), status="claimed") for _ in range(10)]
+    texts = links.rewrite_many(db, shop, [(msg, "https://alpha.example/a https://alpha.example/b") for msg in batch])
+    db.commit()
+    assert db.scalar(select(func.count()).select_from(Link)) == 20
+    assert len({text for text in texts}) == 10
+
+
 def test_a_batch_mixing_new_and_linked_messages_makes_only_the_missing_links(db, shop):
     camp = campaign(db, shop)
     old, new, plain = (message(db, camp, recipient(db, shop), status="claimed") for _ in range(3))

@@ -35,3 +35,35 @@ def test_an_idle_connection_killed_by_the_server_is_replaced(monkeypatch):
                 assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL pool")
+def test_a_pinged_connection_can_be_taken_for_autocommit(monkeypatch):
+    """The ping after idle leaves no transaction open: a connection taken for autocommit (the campaign
+    sender's moves and answers) could not switch to it otherwise."""
+    engine = kdb.make_engine(os.environ["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        monkeypatch.setattr(defaults, "DB_PING_AFTER_IDLE_SECONDS", 0)  # every pooled connection counts as idle
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            assert conn.execute(text("SHOW transaction_isolation")).scalar()
+            conn.execute(text("CREATE TEMPORARY TABLE pinged (n int)"))  # runs outside any transaction block
+            assert conn.connection.driver_connection.info.transaction_status == 0  # IDLE, no transaction left open
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL pool")
+def test_the_no_disk_wait_engine_has_synchronous_commit_off_and_a_pool_of_its_own():
+    engine = kdb.make_engine(os.environ["DATABASE_URL"])
+    try:
+        quick = kdb.no_disk_wait_engine(engine)
+        assert quick is kdb.no_disk_wait_engine(engine) and quick is not engine
+        with quick.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        kdb.no_disk_wait_engine(engine).dispose()
+        engine.dispose()

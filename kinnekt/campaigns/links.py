@@ -25,6 +25,8 @@ CODE_ALPHABET = string.ascii_letters + string.digits
 MAX_URL_LENGTH = 2048
 UTM_SOURCE = "sms"
 UTM_MEDIUM = "kinnekt"
+INSERT_CHUNK = 100
+"""Links per INSERT statement when a batch's links are made."""
 
 
 def find_urls(text: str | None) -> list[str]:
@@ -121,10 +123,11 @@ def _ensure(session, shop: Shop, messages: dict[int, Message], pairs: set[tuple[
         if not missing:
             return codes
         now = utcnow()
-        session.execute(insert_ignoring_duplicates(session, Link, [
-            {"shop_id": shop.id, "code": new_code(), "url": url, "campaign_id": messages[message_id].campaign_id,
-             "subscriber_id": messages[message_id].subscriber_id, "message_id": message_id, "created_at": now}
-            for message_id, url in missing]))
+        rows = [{"shop_id": shop.id, "code": new_code(), "url": url, "campaign_id": messages[message_id].campaign_id,
+                 "subscriber_id": messages[message_id].subscriber_id, "message_id": message_id, "created_at": now}
+                for message_id, url in missing]
+        for start in range(0, len(rows), INSERT_CHUNK):  # bound the statement's parameters (7 per row)
+            session.execute(insert_ignoring_duplicates(session, Link, rows[start:start + INSERT_CHUNK]))
         codes.update(_codes(session, set(missing)))
     if pairs - codes.keys():
         raise RuntimeError("could not find an unused short link code")

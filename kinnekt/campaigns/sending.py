@@ -62,7 +62,7 @@ from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import utcnow
+from kinnekt.db import no_disk_wait_engine, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
 from kinnekt.sms.encoding import analyze
@@ -293,23 +293,24 @@ _RECEIVED = (
 """The subscriber got one more message."""
 
 _ANSWERED = (
-    update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
-    .values(sent_count=_subscribers.c.sent_count + 1,
-            last_received_at=_param("s_now", _subscribers.c.last_received_at),
-            updated_at=_param("s_now", _subscribers.c.updated_at))
-    .add_cte(update(_messages).where(_messages.c.id == bindparam("a_id"))
-             .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
-                     sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
-                                  else_=_messages.c.sent_at),
-                     error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
-                     error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
-                     provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id),
-                                               _messages.c.provider_id),
-                     price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
-                     updated_at=_param("a_now", _messages.c.updated_at))
-             .returning(_messages.c.id).cte("answered")))
-"""PostgreSQL: _SENT (or _SENT_KEEP when a receipt got there first: its status stays) and _RECEIVED in one
-statement. The answer's updates only; the move to "sending" and its checks are never part of it."""
+    update(_messages).where(_messages.c.id == bindparam("a_id"))
+    .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
+            sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
+                         else_=_messages.c.sent_at),
+            error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
+            error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
+            provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
+            price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
+            updated_at=_param("a_now", _messages.c.updated_at))
+    .add_cte(update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
+             .values(sent_count=_subscribers.c.sent_count + 1,
+                     last_received_at=_param("s_now", _subscribers.c.last_received_at),
+                     updated_at=_param("s_now", _subscribers.c.updated_at))
+             .returning(_subscribers.c.id).cte("received")))
+"""PostgreSQL: _SENT (or _SENT_KEEP when a receipt got there first: its status stays; a lock wait re-reads
+the row, so the CASEs see the receipt) and _RECEIVED in one statement. The answer's updates only: the move
+to "sending" and its checks are never part of it. The unreferenced WITH part runs after the main update,
+so the message row is locked before the subscriber's, in the order receipts and the SQLite path take them."""
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,9 @@ class _Context:
     """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
     with it (one round trip instead of BEGIN, UPDATE and COMMIT); None on SQLite."""
     answers: object | None = None
-    """PostgreSQL: a connection in autocommit whose commits do not wait for the disk, for accepted answers
-    (one statement each, `_ANSWERED`); None on SQLite."""
+    """PostgreSQL: a connection in autocommit whose commits do not wait for the disk (kinnekt.db's
+    no_disk_wait_engine: a pool of its own), for accepted answers (one statement each, `_ANSWERED`); None on
+    SQLite."""
     texts: dict[int, str] | None = None
     """The batch's texts by message id, rendered and with their short links (`_texts`)."""
 
@@ -384,7 +386,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     try:
         if _on_postgresql(session):
             context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
-            context.answers = _answers_connection(session)
+            context.answers = no_disk_wait_engine(session.get_bind()).connect() \
+                .execution_options(isolation_level="AUTOCOMMIT")
         for message, subscriber in loaded:
             outcome = _send_one(session, context, message, subscriber, token)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -396,33 +399,19 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
         _flush_after_error(session, context)
         raise
     finally:
-        if context.handoff is not None:
-            context.handoff.close()
-        _close_answers(context)
+        for connection in (context.handoff, context.answers):
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:  # a broken connection: the pool drops it; the batch's outcome stands
+                    log.warning("campaign %s: could not return a connection to the pool", campaign_id,
+                                exc_info=True)
     _flush_answer(session, context)  # the batch's last answer
     _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
     if sent_to:
         from kinnekt.segments.membership import subscribers_changed
         subscribers_changed(context.shop.id, sent_to)  # one re-check job per batch, not per message
     return outcomes
-
-
-def _answers_connection(session: OrmSession):
-    """A connection in autocommit whose commits do not wait for the disk (reset before it goes back to the pool)."""
-    connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
-    connection.exec_driver_sql("SET synchronous_commit TO off")
-    return connection
-
-
-def _close_answers(context: _Context) -> None:
-    connection, context.answers = context.answers, None
-    if connection is None:
-        return
-    try:
-        connection.exec_driver_sql("RESET synchronous_commit")
-    except Exception:  # a broken connection: the pool must not hand it out again with the setting
-        connection.invalidate()
-    connection.close()
 
 
 def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[int, str]:
@@ -479,7 +468,9 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if context.error:
         _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
         return "failed"
-    text = context.texts[message_id]
+    text = context.texts.get(message_id)
+    if text is None:  # left out when the batch was loaded (not subscribed then), allowed now
+        text = _texts(session, context, [(message, subscriber)], token)[message_id]
     info = analyze(text)
     granted_at = None
     if context.limiter is not None:
