@@ -8,6 +8,7 @@ from kinnekt.models.customer import Customer, CustomerTag
 from kinnekt.models.deletion import ShopifyDeletion
 from kinnekt.models.link import Attribution, Click, Link
 from kinnekt.models.message import InboundMessage, Message, OutboxMessage
+from kinnekt.models import campaign_key  # noqa: F401 (PostgreSQL's campaign key triggers, with the tables)
 from kinnekt.models.nonce import SignatureNonce
 from kinnekt.models.order import Checkout, LineItem, Order
 from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry

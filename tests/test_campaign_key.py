@@ -1,0 +1,159 @@
+"""The messages -> campaigns key: a declared foreign key on SQLite, triggers checking whole statements on
+PostgreSQL (kinnekt/models/campaign_key.py). The same rule either way, proved on both databases."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from kinnekt.db import engine, utcnow
+from kinnekt.models import Campaign, Link, Message, Shop
+from tests.test_campaign_links import campaign, message, recipient
+
+ON_POSTGRESQL = os.environ.get("DATABASE_URL", "").startswith("postgres")
+
+
+def _rows(campaign_id, shop_id, subscribers, n=None):
+    return [{"shop_id": shop_id, "campaign_id": campaign_id, "subscriber_id": s.id, "kind": "campaign",
+             "to_phone": s.phone, "status": "pending", "attempts": 0, "created_at": utcnow(),
+             "updated_at": utcnow()} for s in subscribers[:n]]
+
+
+def _count(db, **where):
+    return db.scalar(select(func.count()).select_from(Message).filter_by(**where))
+
+
+def test_a_statement_naming_a_missing_campaign_is_refused_whole_and_saves_nothing(db, shop):
+    camp = campaign(db, shop)
+    people = [recipient(db, shop) for _ in range(3)]
+    rows = _rows(camp.id, shop.id, people, 2) + _rows(camp.id + 1000, shop.id, people[2:])
+    with pytest.raises(IntegrityError):
+        db.execute(insert(Message).values(rows))
+    db.rollback()
+    assert _count(db) == 0
+    db.execute(insert(Message).values(_rows(camp.id, shop.id, people)))  # all of them valid: saved
+    db.commit()
+    assert _count(db, campaign_id=camp.id) == 3
+
+
+def test_a_message_filed_under_another_shop_than_its_campaigns_is_refused(db, shop, other_shop):
+    camp = campaign(db, shop)
+    person = recipient(db, shop)
+    with pytest.raises(IntegrityError):
+        db.execute(insert(Message).values(_rows(camp.id, other_shop.id, [person])))
+    db.rollback()
+    assert _count(db) == 0
+
+
+def test_moving_a_message_to_a_missing_campaign_is_refused(db, shop):
+    camp = campaign(db, shop)
+    row = message(db, camp, recipient(db, shop), status="pending")
+    with pytest.raises(IntegrityError):
+        db.execute(update(Message).where(Message.id == row.id).values(campaign_id=camp.id + 1000))
+    db.rollback()
+    assert db.scalar(select(Message.campaign_id).where(Message.id == row.id)) == camp.id
+
+
+def test_messages_without_a_campaign_need_none(db, shop):
+    person = recipient(db, shop)
+    db.execute(insert(Message).values(_rows(None, shop.id, [person])))
+    db.commit()
+    assert _count(db, campaign_id=None) == 1
+
+
+def test_deleting_a_campaign_deletes_its_messages_and_their_links_only(db, shop):
+    from kinnekt.campaigns import links
+    doomed, kept = campaign(db, shop, name="Doomed"), campaign(db, shop, name="Kept")
+    person = recipient(db, shop)
+    gone, stays = message(db, doomed, person, status="sent"), message(db, kept, person, status="sent")
+    links.rewrite(db, shop, gone, "https://alpha.example/a")
+    links.rewrite(db, shop, stays, "https://alpha.example/b")
+    db.commit()
+    db.execute(delete(Campaign).where(Campaign.id == doomed.id))
+    db.commit()
+    assert db.scalars(select(Message.campaign_id)).all() == [kept.id]
+    assert db.scalars(select(Link.message_id)).all() == [stays.id]
+
+
+def test_deleting_a_shop_deletes_its_campaigns_messages(db, shop, other_shop):
+    camp, theirs = campaign(db, shop), campaign(db, other_shop)
+    message(db, camp, recipient(db, shop), status="sent")
+    message(db, theirs, recipient(db, other_shop), status="sent")
+    db.execute(delete(Shop).where(Shop.id == shop.id))
+    db.commit()
+    assert db.scalars(select(Message.campaign_id)).all() == [theirs.id]
+
+
+def test_a_campaign_named_by_messages_cannot_change_its_id_or_shop(db, shop, other_shop):
+    camp = campaign(db, shop)
+    message(db, camp, recipient(db, shop), status="pending")
+    with pytest.raises(IntegrityError):
+        db.execute(update(Campaign).where(Campaign.id == camp.id).values(shop_id=other_shop.id))
+    db.rollback()
+    assert db.scalar(select(Campaign.shop_id).where(Campaign.id == camp.id)) == shop.id
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite runs one writer at a time")
+def test_a_campaign_deletion_waits_for_an_uncommitted_snapshot_then_deletes_what_it_wrote(db, shop):
+    """As with a declared key: the snapshot's statement locks its campaign, so a deletion that comes while
+    its transaction is open waits for the commit, then deletes every message the snapshot wrote."""
+    camp = campaign(db, shop)
+    people = [recipient(db, shop) for _ in range(5)]
+    snapshot = engine().connect()
+    transaction = snapshot.begin()
+    snapshot.execute(insert(Message).values(_rows(camp.id, shop.id, people)))
+    outcome = {}
+
+    def delete_campaign():
+        with engine().connect() as other:
+            other.execute(text("SET lock_timeout = '5s'"))
+            try:
+                other.execute(delete(Campaign).where(Campaign.id == camp.id))
+                other.commit()
+                outcome["deleted"] = True
+            except OperationalError as exc:  # pragma: no cover - only if the lock were never released
+                outcome["error"] = str(exc)
+
+    deleter = threading.Thread(target=delete_campaign)
+    deleter.start()
+    deleter.join(0.5)
+    assert deleter.is_alive()  # waiting on the snapshot's lock on the campaign
+    transaction.commit()
+    snapshot.close()
+    deleter.join(10)
+    assert outcome == {"deleted": True}
+    db.expire_all()
+    assert _count(db) == 0
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite runs one writer at a time")
+def test_a_snapshot_after_an_uncommitted_deletion_waits_then_is_refused(db, shop):
+    camp = campaign(db, shop)
+    people = [recipient(db, shop) for _ in range(3)]
+    deleter = engine().connect()
+    transaction = deleter.begin()
+    deleter.execute(delete(Campaign).where(Campaign.id == camp.id))
+    outcome = {}
+
+    def snapshot():
+        with engine().connect() as other:
+            try:
+                other.execute(insert(Message).values(_rows(camp.id, shop.id, people)))
+                other.commit()
+                outcome["saved"] = True
+            except IntegrityError:
+                outcome["refused"] = True
+
+    writer = threading.Thread(target=snapshot)
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive()  # its check waits for the deletion's transaction
+    transaction.commit()
+    deleter.close()
+    writer.join(10)
+    assert outcome == {"refused": True}
+    db.expire_all()
+    assert _count(db) == 0
