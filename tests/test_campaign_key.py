@@ -57,6 +57,43 @@ def test_moving_a_message_to_a_missing_campaign_is_refused(db, shop):
     assert db.scalar(select(Message.campaign_id).where(Message.id == row.id)) == camp.id
 
 
+def test_moving_a_message_to_another_shop_is_refused(db, shop, other_shop):
+    camp = campaign(db, shop)
+    row = message(db, camp, recipient(db, shop), status="pending")
+    with pytest.raises(IntegrityError):
+        db.execute(update(Message).where(Message.id == row.id).values(shop_id=other_shop.id))
+    db.rollback()
+    assert db.scalar(select(Message.shop_id).where(Message.id == row.id)) == shop.id
+
+
+def test_a_snapshot_naming_a_campaign_no_longer_in_its_shop_is_refused_and_saves_nothing(db, shop, other_shop):
+    """The snapshot's INSERT ... SELECT ... ON CONFLICT DO NOTHING goes through the same check: here the
+    campaign row moved to another shop (nothing named it yet) after the snapshot read it."""
+    from kinnekt.campaigns import audience
+    from tests.test_campaign_audience import campaign as campaign_for, segment, subscriber
+    for _ in range(3):
+        subscriber(db, shop)
+    camp = campaign_for(db, shop, [segment(db, shop, "US", ["US"])], status="in_progress")
+    with engine().begin() as other:
+        other.execute(update(Campaign).where(Campaign.id == camp.id).values(shop_id=other_shop.id))
+    with pytest.raises(IntegrityError):
+        audience.snapshot(db, camp, now=utcnow())
+    db.rollback()
+    assert _count(db) == 0
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite has no TRUNCATE")
+def test_truncating_campaigns_deletes_their_messages_and_keeps_the_others(db, shop):
+    camp = campaign(db, shop)
+    person = recipient(db, shop)
+    message(db, camp, person, status="sent")
+    db.execute(insert(Message).values(_rows(None, shop.id, [person])))
+    db.commit()
+    db.execute(text("TRUNCATE campaigns CASCADE"))
+    db.commit()
+    assert db.scalars(select(Message.campaign_id)).all() == [None]
+
+
 def test_messages_without_a_campaign_need_none(db, shop):
     person = recipient(db, shop)
     db.execute(insert(Message).values(_rows(None, shop.id, [person])))
@@ -109,7 +146,7 @@ def test_a_campaign_deletion_waits_for_an_uncommitted_snapshot_then_deletes_what
 
     def delete_campaign():
         with engine().connect() as other:
-            other.execute(text("SET lock_timeout = '5s'"))
+            other.execute(text("SET LOCAL lock_timeout = '5s'"))
             try:
                 other.execute(delete(Campaign).where(Campaign.id == camp.id))
                 other.commit()

@@ -34,7 +34,9 @@ class Campaign(TenantMixin, Timestamps, Base):
     __table_args__ = (
         Index("ix_campaigns_status_send_at", "status", "send_at"),
         UniqueConstraint("parent_id", "send_at"),  # one run of a recurring campaign per due time
-        UniqueConstraint("id", "shop_id"),  # the target of messages' (campaign, shop) key
+        # The target of messages' (campaign, shop) key. On PostgreSQL it also makes a change of shop_id take
+        # the row lock that waits for a snapshot's FOR KEY SHARE (models/campaign_key.py).
+        UniqueConstraint("id", "shop_id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)

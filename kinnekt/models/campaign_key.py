@@ -13,9 +13,14 @@ audience snapshot that is 100,000 checks of the same campaign row, about a quart
   today; the trigger keeps the rule whole);
 - after a DELETE from campaigns (the merchant's delete, a shop's erasure cascading from shops): delete the
   campaigns' messages in the same statement's transaction (their links and clicks cascade from them);
-- before an UPDATE of a campaign's id or shop_id: refuse it while messages name the old pair.
+- before an UPDATE of a campaign's id or shop_id: refuse it while messages name the old pair (the unique
+  `campaigns (id, shop_id)` also makes such an update take the lock that conflicts with FOR KEY SHARE);
+- after a TRUNCATE of campaigns: delete every campaign message (TRUNCATE of both together finds none).
 
-The statements are created with the tables (`create_all`) and by migration 0007.
+The functions keep the search_path they were created with, so they always read the tables of their own
+schema. Like a declared key's cascade, the deletion relies on READ COMMITTED (the app's level for every
+transaction): its DELETE sees the rows an insert committed while the deletion waited for its lock.
+The statements are created with the tables (`create_all`); migration 0007 installs a frozen copy.
 """
 from __future__ import annotations
 
@@ -26,16 +31,22 @@ from kinnekt.models.message import Message
 
 MESSAGES_DDL = (
     """
-    CREATE OR REPLACE FUNCTION messages_campaign_key() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION messages_campaign_key() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    DECLARE
+      wanted bigint;
+      found bigint;
     BEGIN
+      SELECT count(*) INTO wanted
+        FROM (SELECT DISTINCT n.campaign_id, n.shop_id FROM new_rows n WHERE n.campaign_id IS NOT NULL) pairs;
+      IF wanted = 0 THEN
+        RETURN NULL;
+      END IF;
       PERFORM 1 FROM campaigns c
-       WHERE (c.id, c.shop_id) IN (SELECT DISTINCT n.campaign_id, n.shop_id FROM new_rows n
-                                    WHERE n.campaign_id IS NOT NULL)
+       WHERE (c.id, c.shop_id) IN (SELECT n.campaign_id, n.shop_id FROM new_rows n WHERE n.campaign_id IS NOT NULL)
        ORDER BY c.id FOR KEY SHARE OF c;
-      IF EXISTS (SELECT 1 FROM new_rows n
-                  WHERE n.campaign_id IS NOT NULL
-                    AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = n.campaign_id AND c.shop_id = n.shop_id))
-      THEN
+      GET DIAGNOSTICS found = ROW_COUNT;  -- a campaign deleted meanwhile is not locked, so not counted
+      IF found < wanted THEN
         RAISE foreign_key_violation USING
           MESSAGE = 'insert on table "messages" violates the campaign key: no such campaign in this shop',
           CONSTRAINT = 'fk_messages_campaign_id_campaigns';
@@ -48,7 +59,8 @@ MESSAGES_DDL = (
       REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION messages_campaign_key()
     """,
     """
-    CREATE OR REPLACE FUNCTION messages_campaign_key_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION messages_campaign_key_row() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
       IF NEW.campaign_id IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM campaigns c WHERE c.id = NEW.campaign_id AND c.shop_id = NEW.shop_id FOR KEY SHARE OF c)
@@ -70,7 +82,8 @@ MESSAGES_DDL = (
 
 CAMPAIGNS_DDL = (
     """
-    CREATE OR REPLACE FUNCTION campaigns_delete_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION campaigns_delete_messages() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
       DELETE FROM messages m USING old_rows o WHERE m.campaign_id = o.id;
       RETURN NULL;
@@ -81,7 +94,20 @@ CAMPAIGNS_DDL = (
       REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION campaigns_delete_messages()
     """,
     """
-    CREATE OR REPLACE FUNCTION campaigns_key_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION campaigns_truncate_messages() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    BEGIN
+      DELETE FROM messages WHERE campaign_id IS NOT NULL;
+      RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER campaigns_truncate_messages AFTER TRUNCATE ON campaigns
+      FOR EACH STATEMENT EXECUTE FUNCTION campaigns_truncate_messages()
+    """,
+    """
+    CREATE OR REPLACE FUNCTION campaigns_key_update() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
       IF EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = OLD.id AND m.shop_id = OLD.shop_id) THEN
         RAISE foreign_key_violation USING
@@ -104,10 +130,12 @@ DROP_DDL = (
     "DROP TRIGGER IF EXISTS messages_campaign_key_update ON messages",
     "DROP TRIGGER IF EXISTS campaigns_delete_messages ON campaigns",
     "DROP TRIGGER IF EXISTS campaigns_key_update ON campaigns",
+    "DROP TRIGGER IF EXISTS campaigns_truncate_messages ON campaigns",
     "DROP FUNCTION IF EXISTS messages_campaign_key()",
     "DROP FUNCTION IF EXISTS messages_campaign_key_row()",
     "DROP FUNCTION IF EXISTS campaigns_delete_messages()",
     "DROP FUNCTION IF EXISTS campaigns_key_update()",
+    "DROP FUNCTION IF EXISTS campaigns_truncate_messages()",
 )
 """Everything above, removed (migration 0007's downgrade)."""
 
