@@ -133,6 +133,19 @@ def test_a_campaign_named_by_messages_cannot_change_its_id_or_shop(db, shop, oth
     assert db.scalar(select(Campaign.shop_id).where(Campaign.id == camp.id)) == shop.id
 
 
+def _waits_for_the_commit(work, transaction) -> None:
+    """Run `work` in a thread: it must still be waiting half a second later, and finish once `transaction`
+    (another connection's) commits."""
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()
+    transaction.commit()
+    transaction.connection.close()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite runs one writer at a time")
 def test_a_campaign_deletion_waits_for_an_uncommitted_snapshot_then_deletes_what_it_wrote(db, shop):
     """As with a declared key: the snapshot's statement locks its campaign, so a deletion that comes while
@@ -154,13 +167,7 @@ def test_a_campaign_deletion_waits_for_an_uncommitted_snapshot_then_deletes_what
             except OperationalError as exc:  # pragma: no cover - only if the lock were never released
                 outcome["error"] = str(exc)
 
-    deleter = threading.Thread(target=delete_campaign)
-    deleter.start()
-    deleter.join(0.5)
-    assert deleter.is_alive()  # waiting on the snapshot's lock on the campaign
-    transaction.commit()
-    snapshot.close()
-    deleter.join(10)
+    _waits_for_the_commit(delete_campaign, transaction)  # on the snapshot's lock on the campaign
     assert outcome == {"deleted": True}
     db.expire_all()
     assert _count(db) == 0
@@ -184,13 +191,7 @@ def test_a_snapshot_after_an_uncommitted_deletion_waits_then_is_refused(db, shop
             except IntegrityError:
                 outcome["refused"] = True
 
-    writer = threading.Thread(target=snapshot)
-    writer.start()
-    writer.join(0.5)
-    assert writer.is_alive()  # its check waits for the deletion's transaction
-    transaction.commit()
-    deleter.close()
-    writer.join(10)
+    _waits_for_the_commit(snapshot, transaction)  # its check waits for the deletion's transaction
     assert outcome == {"refused": True}
     db.expire_all()
     assert _count(db) == 0
