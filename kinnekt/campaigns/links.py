@@ -91,7 +91,7 @@ def rewrite(session, shop: Shop, message: Message, text: str) -> str:
     """Replace every URL in `text` by the message's short link for it; a retried send gets the same codes.
 
     One Link per (message, url), made on first use; URLs that already are our short links are left alone, so
-    rewriting a rewritten text changes nothing. Flushes the new links (the caller's transaction commits them).
+    rewriting a rewritten text changes nothing. Writes the new links in the caller's transaction (which commits).
     """
     return rewrite_many(session, shop, [(message, text)])[0]
 

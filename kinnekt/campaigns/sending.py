@@ -200,7 +200,7 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
            .where(Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
                   Message.due_at.is_(None) | (Message.due_at <= now))
            .order_by(Message.id).limit(size))
-    if session.get_bind().dialect.name == "postgresql":
+    if _on_postgresql(session):
         # Lock first, then update: inside one UPDATE ... IN (SELECT ... SKIP LOCKED LIMIT n) PostgreSQL may run
         # the subquery again per row, skip the rows the statement itself just locked, and claim them all.
         wanted = session.scalars(due.with_for_update(skip_locked=True)).all()
@@ -563,7 +563,7 @@ def _flush_after_error(session: OrmSession, context: _Context) -> None:
 def _no_disk_wait(session: OrmSession) -> None:
     """On PostgreSQL, this transaction's commit need not wait for the disk: an answer lost in a database crash
     leaves its row "sending", later "unknown" (never resent). The move to "sending" is always durable."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _on_postgresql(session):
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
