@@ -29,29 +29,37 @@ def test_migrated_schema_matches_the_models(migrated_url):
     assert diff == []
 
 
-_TRIGGERS = """
-    SELECT t.tgname, c.relname, p.proname, p.prosrc FROM pg_trigger t
-      JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
-     WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY t.tgname"""
+_TRIGGERS = {
+    "postgresql": """
+        SELECT t.tgname, c.relname, p.proname, p.prosrc FROM pg_trigger t
+          JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY t.tgname""",
+    "sqlite": "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
+}
+_MESSAGE_KEY_TRIGGERS = {
+    "postgresql": {"messages_campaign_key", "messages_campaign_key_update", "campaigns_delete_messages",
+                   "campaigns_key_update", "campaigns_truncate_messages", "messages_subscriber_key",
+                   "messages_subscriber_key_update", "subscribers_key_delete", "subscribers_key_update",
+                   "subscribers_release_messages", "subscribers_truncate_messages"},
+    "sqlite": {"messages_subscriber_shop_insert", "messages_subscriber_shop_update", "subscribers_shop_update"},
+}
 
 
-def test_migrated_postgresql_checks_the_campaign_key_with_the_models_triggers(migrated_url, database_url):
-    """Triggers and constraints are not compared by Alembic: 0007 installs the same triggers, with the same
-    function bodies, as the models' create_all, and leaves no declared campaign key on PostgreSQL."""
-    if not migrated_url.startswith("postgresql"):
-        pytest.skip("the campaign key is a declared foreign key on SQLite")
+def test_migrated_database_keys_messages_with_the_models_triggers(migrated_url, database_url, app):
+    """Triggers and constraints are not compared by Alembic: 0007 to 0009 install the same triggers, with the
+    same function bodies, as the models' create_all; on PostgreSQL they replace the declared campaign and
+    subscriber keys of messages, on SQLite they add the subscriber's shop to its declared key."""
     found = {}
     for name, url in (("migrated", migrated_url), ("models", database_url)):
         engine = kdb.make_engine(url)
+        dialect = engine.dialect.name
         with engine.connect() as conn:
-            found[name] = conn.execute(text(_TRIGGERS)).all()
-            keys = [fk["name"] for fk in inspect(conn).get_foreign_keys("messages")]
+            found[name] = [tuple(row) for row in conn.execute(text(_TRIGGERS[dialect]))]
+            keys = {fk["referred_table"] for fk in inspect(conn).get_foreign_keys("messages")}
         engine.dispose()
-        assert "fk_messages_campaign_id_campaigns" not in keys
+        assert keys == (set() if dialect == "postgresql" else {"campaigns", "subscribers"})
     assert found["migrated"] == found["models"]
-    assert {row.tgname for row in found["migrated"]} == {
-        "messages_campaign_key", "messages_campaign_key_update", "campaigns_delete_messages",
-        "campaigns_key_update", "campaigns_truncate_messages"}
+    assert {row[0] for row in found["migrated"]} == _MESSAGE_KEY_TRIGGERS[dialect]
 
 
 def test_downgrade_to_base_and_upgrade_again(migrated_url):

@@ -811,7 +811,7 @@ def test_list_membership_by_phone(db, shop, other_shop):
 def test_another_shops_rows_never_match(db, shop, other_shop):
     """Rows of another shop that (wrongly) point at our subscriber or customer are never seen."""
     mine, person = buyer(db, shop)
-    # Another shop's order, checkout, click, message and subscription event, all pointing at our rows.
+    # Another shop's order, checkout, click and subscription event, all pointing at our rows.
     foreign_order = add(db, Order(shop_id=other_shop.id, shopify_id=1, customer_id=person.id, created_at=NOW,
                                   financial_status="paid", fulfillment_status="fulfilled", cancelled_at=NOW))
     add(db, LineItem(shop_id=other_shop.id, order_id=foreign_order.id, shopify_id=2, product_id=111,
@@ -820,7 +820,7 @@ def test_another_shops_rows_never_match(db, shop, other_shop):
     add(db, Checkout(shop_id=other_shop.id, token="x", customer_id=person.id, started_at=NOW))
     link = add(db, Link(shop_id=other_shop.id, code="zz", url="https://x", subscriber_id=mine.id))
     add(db, Click(shop_id=other_shop.id, link_id=link.id, subscriber_id=mine.id, at=NOW))
-    add(db, Message(shop_id=other_shop.id, subscriber_id=mine.id, to_phone=mine.phone, status="sent", sent_at=NOW))
+    # (A message of another shop cannot name our subscriber: the database refuses it, test_subscriber_key.py.)
     add(db, SubscriptionEvent(shop_id=other_shop.id, subscriber_id=mine.id, kind="subscribed", at=NOW))
     add(db, CustomerTag(shop_id=other_shop.id, customer_id=person.id, tag="vip"))
     their_list = static_list(db, other_shop, [mine.phone])

@@ -40,6 +40,10 @@ class Message(TenantMixin, Timestamps, Base):
         # statement instead of once per row (models/campaign_key.py; a snapshot inserts 100k rows at once).
         ForeignKeyConstraint(["campaign_id", "shop_id"], ["campaigns.id", "campaigns.shop_id"],
                              ondelete="CASCADE").ddl_if(dialect="sqlite"),
+        # A message's subscriber, if any, is one of its shop's; deleting the subscriber leaves the message without
+        # one. Declared on SQLite only, like the campaign key: PostgreSQL checks it per statement, holding off a
+        # deletion with a lock per shop rather than one per subscriber (models/subscriber_key.py).
+        ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], ondelete="SET NULL").ddl_if(dialect="sqlite"),
         Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
         Index("ix_messages_subscriber_sent", "subscriber_id", "sent_at"),
         # Both are NULL until the message is sent (a snapshot row has neither): partial indexes skip those rows.
@@ -57,7 +61,7 @@ class Message(TenantMixin, Timestamps, Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     shop_id: Mapped[int] = mapped_column(IdType, nullable=False)  # keyed with campaign_id (above)
     campaign_id: Mapped[int | None] = mapped_column(IdType)
-    subscriber_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("subscribers.id", ondelete="SET NULL"))
+    subscriber_id: Mapped[int | None] = mapped_column(IdType)  # keyed to subscribers (above)
     kind: Mapped[str] = mapped_column(String(16), default="campaign", nullable=False)  # campaign|automation|reply|..
     occurrence: Mapped[int] = mapped_column(IdType, default=0, server_default="0", nullable=False)
     to_phone: Mapped[str] = mapped_column(String(20), nullable=False)
