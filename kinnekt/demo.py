@@ -19,6 +19,7 @@ from kinnekt.models import (
     InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentMember, Shop,
     Subscriber, SubscriptionEvent,
 )
+from kinnekt.models.subscriber_key import before_deleting_subscribers
 
 SHOP_NAME = "Northwind Outfitters"
 STORE_HOST = "northwind-outfitters.com"
@@ -272,6 +273,7 @@ def clear(session, domain: str) -> bool:
     shop_id = session.execute(select(Shop.id).where(Shop.domain == domain, Shop.is_demo.is_(True))).scalar()
     if shop_id is None:
         return False
+    before_deleting_subscribers(session, shop_id)  # before any row lock: see models/subscriber_key.py
     # Children first: cascades would work too, but SQLite checks unindexed FKs row by row on a cascade.
     for table in reversed(Base.metadata.sorted_tables):
         if "shop_id" in table.c:

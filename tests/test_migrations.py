@@ -38,7 +38,7 @@ _TRIGGERS = {
 }
 _MESSAGE_KEY_TRIGGERS = {
     "postgresql": {"messages_campaign_key", "messages_campaign_key_update", "campaigns_delete_messages",
-                   "campaigns_key_update", "campaigns_truncate_messages", "messages_subscriber_key",
+                   "campaigns_key_update", "campaigns_truncate_messages", "messages_1_subscriber_key",
                    "messages_subscriber_key_update", "subscribers_key_delete", "subscribers_key_update",
                    "subscribers_release_messages", "subscribers_truncate_messages"},
     "sqlite": {"messages_subscriber_shop_insert", "messages_subscriber_shop_update", "subscribers_shop_update"},

@@ -196,7 +196,7 @@ def test_an_erasure_that_holds_off_inserts_first_does_not_deadlock_with_an_inser
     """A transaction inserts a message, then updates its subscriber; an erasure of that subscriber comes in
     between. Having taken the shop's lock before touching any row, the erasure holds no row the insert needs:
     it waits for the insert's commit, then deletes the subscriber and releases the new message."""
-    from kinnekt.models.subscriber_key import hold_off_message_inserts
+    from kinnekt.models.subscriber_key import before_deleting_subscribers
     from kinnekt.db import Session
     person = recipient(db, shop)
     person_id = person.id
@@ -209,7 +209,7 @@ def test_an_erasure_that_holds_off_inserts_first_does_not_deadlock_with_an_inser
         session = Session.session_factory()
         try:
             session.execute(text("SET LOCAL lock_timeout = '5s'"))
-            hold_off_message_inserts(session, shop.id)
+            before_deleting_subscribers(session, shop.id)
             session.execute(delete(Subscriber).where(Subscriber.id == person_id))
             session.commit()
             outcome["erased"] = True
@@ -228,3 +228,41 @@ def test_an_erasure_that_holds_off_inserts_first_does_not_deadlock_with_an_inser
     assert outcome == {"erased": True}
     db.expire_all()
     assert db.scalars(select(Message.subscriber_id)).all() == [None]
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite runs one writer at a time")
+def test_an_insert_waiting_for_an_erasure_holds_no_campaign_lock_so_the_erasure_can_delete_the_campaign(db, shop):
+    """The subscriber key's trigger fires before the campaign key's: an insert that waits for a shop's erasure
+    has not yet locked its campaign, so the erasure deleting that campaign goes through (no deadlock), and the
+    insert is then refused."""
+    from kinnekt.campaigns.lifecycle import Campaign as CampaignModel
+    from kinnekt.models.subscriber_key import before_deleting_subscribers
+    from kinnekt.db import Session
+    camp = campaign(db, shop)
+    camp_id = camp.id
+    people = [recipient(db, shop) for _ in range(2)]
+    rows = _rows(camp_id, shop.id, people)
+    eraser = Session.session_factory()
+    before_deleting_subscribers(eraser, shop.id)
+    outcome = {}
+
+    def snapshot():
+        with engine().connect() as other:
+            try:
+                other.execute(insert(Message).values(rows))
+                other.commit()
+                outcome["saved"] = True
+            except IntegrityError:
+                outcome["refused"] = True
+
+    thread = threading.Thread(target=snapshot)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # waiting for the shop's lock
+    eraser.execute(text("SET LOCAL lock_timeout = '3s'"))
+    eraser.execute(delete(CampaignModel).where(CampaignModel.id == camp_id))  # would wait for a campaign lock
+    eraser.commit()
+    eraser.close()
+    thread.join(10)
+    assert outcome == {"refused": True}
+    assert _count(db) == 0

@@ -44,6 +44,7 @@ from kinnekt.campaigns.sending import HOLD
 from kinnekt.db import UTCDateTime, aware_utc
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Shop, Subscriber
 from kinnekt.models.base import IdType
+from kinnekt.models.subscriber_key import before_inserting_messages
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.dat
     if segment_id is None:
         session.rollback()
         return None
+    before_inserting_messages(session, shop.id)  # before the segment and automation locks: see subscriber_key
     lock_segments(session, [segment_id])  # every writer of this segment's log has committed (see module doc)
     automation = session.execute(
         select(Automation.segment_id, Automation.trigger, Automation.delay_seconds, Automation.last_event_id,

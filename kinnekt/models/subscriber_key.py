@@ -15,7 +15,9 @@ holds on both databases, enforced differently:
 
   - after an INSERT into messages: take the shop lock shared, for each shop the new rows name (in shop order),
     then refuse the statement (SQLSTATE 23503, foreign_key_violation) if any row names a subscriber that is not
-    in the row's shop, in one anti-join;
+    in the row's shop, in one anti-join. The trigger is named to fire before `messages_campaign_key` (a table's
+    triggers for one event fire in name order): an insert waiting for the shop lock must not hold its campaign's
+    row lock, which a shop's erasure deleting the campaign would wait for;
   - after an UPDATE of a message's subscriber_id or shop_id to a subscriber: the same for that row;
   - before a DELETE of a subscriber (the merchant's, a customers/redact, a shop's erasure cascading from shops),
     or an UPDATE of its id or shop_id: take its shop's lock exclusively, so the deletion waits for every open
@@ -24,6 +26,12 @@ holds on both databases, enforced differently:
   - after a DELETE from subscribers: null the subscriber of their messages, in the same transaction; its UPDATE
     sees what an insert committed while the deletion waited (READ COMMITTED, the app's level everywhere);
   - after a TRUNCATE of subscribers: null the subscriber of every message.
+
+  The app's transactions that insert messages after locking other rows take the shop lock first
+  (`before_inserting_messages`), and erasures take it exclusively before touching any row
+  (`before_deleting_subscribers`): the lock is the first each of them takes, so it cannot close a cycle. While
+  an erasure waits for it, later inserts of that shop's messages queue behind the erasure (the snapshot of a
+  100k audience holds it about 2.5 s; an erasure takes milliseconds).
 
   The lock is a transaction-level advisory lock: (hash of "kinnekt subscriber key" and the schema, shop id), so
   schemas sharing a database (tests, benches) do not wait for each other. Shared holders never wait for one
@@ -45,16 +53,30 @@ _LOCK = "hashtext('kinnekt subscriber key ' || current_schema()), mod({shop}, 21
 
 
 
-def hold_off_message_inserts(session, shop_id: int) -> None:
+def _lock(session, shop_id: int, function: str) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SELECT {function}({_LOCK.format(shop=':shop')})"), {"shop": int(shop_id)})
+
+
+def before_inserting_messages(session, shop_id: int) -> None:
+    """Take the shop's subscriber-key lock shared until the transaction ends (PostgreSQL; nothing on SQLite).
+
+    The insert's trigger takes it anyway, but only once the rows are written. A transaction that locks other
+    rows first (a campaign it updates, an automation it claims) and only then inserts messages would hold those
+    rows while it waits for a deletion that needs them: a deadlock, which PostgreSQL breaks by failing one side.
+    Such a transaction calls this before its first lock.
+    """
+    _lock(session, shop_id, "pg_advisory_xact_lock_shared")
+
+
+def before_deleting_subscribers(session, shop_id: int) -> None:
     """Take the shop's subscriber-key lock exclusively until the transaction ends (PostgreSQL; nothing on SQLite).
 
-    Deleting a subscriber takes this lock anyway, in a row trigger, while it already holds the row it deletes.
-    A transaction that inserted messages of the shop and then updates one of their subscribers would wait for
-    that row while the deletion waits for it: a deadlock, which PostgreSQL breaks by failing one of them. An
-    erasure calls this first, before it touches any row, so it simply waits for such a transaction to end.
+    Deleting a subscriber takes it anyway, in a row trigger, while it already holds the row it deletes and
+    whatever the transaction locked before. An erasure calls this first, before it touches any row, so it
+    simply waits for the open inserts of the shop to end.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK.format(shop=':shop')})"), {"shop": int(shop_id)})
+    _lock(session, shop_id, "pg_advisory_xact_lock")
 
 
 _REFUSE = """RAISE foreign_key_violation USING
@@ -91,7 +113,7 @@ POSTGRESQL_MESSAGES_DDL = (
     END $$
     """,
     """
-    CREATE TRIGGER messages_subscriber_key AFTER INSERT ON messages
+    CREATE TRIGGER messages_1_subscriber_key AFTER INSERT ON messages
       REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION messages_subscriber_key()
     """,
     f"""
@@ -168,7 +190,7 @@ POSTGRESQL_SUBSCRIBERS_DDL = (
 """PostgreSQL, the subscribers side: created after the subscribers table."""
 
 POSTGRESQL_DROP_DDL = (
-    "DROP TRIGGER IF EXISTS messages_subscriber_key ON messages",
+    "DROP TRIGGER IF EXISTS messages_1_subscriber_key ON messages",
     "DROP TRIGGER IF EXISTS messages_subscriber_key_update ON messages",
     "DROP TRIGGER IF EXISTS subscribers_key_delete ON subscribers",
     "DROP TRIGGER IF EXISTS subscribers_key_update ON subscribers",
@@ -199,7 +221,8 @@ SQLITE_DDL = (
     """,
     """
     CREATE TRIGGER subscribers_shop_update BEFORE UPDATE OF shop_id ON subscribers
-      WHEN NEW.shop_id IS NOT OLD.shop_id AND EXISTS (SELECT 1 FROM messages m WHERE m.subscriber_id = OLD.id)
+      WHEN NEW.shop_id IS NOT OLD.shop_id AND EXISTS (
+        SELECT 1 FROM messages m WHERE m.subscriber_id = OLD.id AND m.shop_id = OLD.shop_id)
       BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: messages still name this subscriber'); END
     """,
 )

@@ -13,7 +13,7 @@ from kinnekt.models import (
     Checkout, Click, Customer, CustomerTag, DataRequest, InboundMessage, Link, Message, Order, OutboxMessage, Segment,
     SegmentMember, Shop, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
 )
-from kinnekt.models.subscriber_key import hold_off_message_inserts
+from kinnekt.models.subscriber_key import before_deleting_subscribers
 from kinnekt.shopify.ingest.linking import chunks, e164
 from kinnekt.shopify.ingest.rest import shopify_id
 
@@ -216,7 +216,7 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
     Their subscribers (by link or phone) are deleted with their consent history; sent messages keep their
     status and price but lose phone and text; inbound messages are deleted; orders lose email and phone.
     """
-    hold_off_message_inserts(session, shop.id)  # before any row: see subscriber_key
+    before_deleting_subscribers(session, shop.id)  # before any row lock: see subscriber_key
     person = match(session, shop, person_from_payload(payload, "orders_to_redact"))
     done = Redaction()
     subscriber_ids = person.subscriber_ids
@@ -301,7 +301,7 @@ def _scrub_webhook_payloads(session, shop: Shop, person: Person, keep_event_id: 
 
 def redact_shop(session, shop: Shop, *, keep_event_id: int | None = None) -> None:
     """Delete everything we hold for this shop (shop/redact): the shop row and, by cascade, all its data. Commits."""
-    hold_off_message_inserts(session, shop.id)  # before any row: see subscriber_key
+    before_deleting_subscribers(session, shop.id)  # before any row lock: see subscriber_key
     events = delete(WebhookEvent).where(or_(WebhookEvent.shop_id == shop.id, WebhookEvent.shop_domain == shop.domain))
     if keep_event_id is not None:
         # The shop/redact event itself stays, detached from the shop, as the record that the erasure ran.

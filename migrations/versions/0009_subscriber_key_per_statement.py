@@ -50,7 +50,7 @@ POSTGRESQL_CREATE = (
     END $$
     """,
     """
-    CREATE TRIGGER messages_subscriber_key AFTER INSERT ON messages
+    CREATE TRIGGER messages_1_subscriber_key AFTER INSERT ON messages
       REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION messages_subscriber_key()
     """,
     """
@@ -124,7 +124,7 @@ POSTGRESQL_CREATE = (
 )
 
 POSTGRESQL_DROP = (
-    'DROP TRIGGER IF EXISTS messages_subscriber_key ON messages',
+    'DROP TRIGGER IF EXISTS messages_1_subscriber_key ON messages',
     'DROP TRIGGER IF EXISTS messages_subscriber_key_update ON messages',
     'DROP TRIGGER IF EXISTS subscribers_key_delete ON subscribers',
     'DROP TRIGGER IF EXISTS subscribers_key_update ON subscribers',
@@ -152,7 +152,8 @@ SQLITE_CREATE = (
     """,
     """
     CREATE TRIGGER subscribers_shop_update BEFORE UPDATE OF shop_id ON subscribers
-      WHEN NEW.shop_id IS NOT OLD.shop_id AND EXISTS (SELECT 1 FROM messages m WHERE m.subscriber_id = OLD.id)
+      WHEN NEW.shop_id IS NOT OLD.shop_id AND EXISTS (
+        SELECT 1 FROM messages m WHERE m.subscriber_id = OLD.id AND m.shop_id = OLD.shop_id)
       BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: messages still name this subscriber'); END
     """,
 )
