@@ -29,7 +29,6 @@ from kinnekt import defaults
 from kinnekt.campaigns import audience, quiet_hours, recurrence
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Shop, Subscriber
-from kinnekt.models.subscriber_key import before_inserting_messages
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +286,6 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         campaign_status_end_uninstalled(session, campaign_id, now)
         return "ended"
     if campaign.snapshot_at is None:
-        before_inserting_messages(session, shop.id)  # before the discount's update locks the campaign
         include_ids, _ = audience.campaign_segments(session, campaign)
         if not include_ids:
             fail(session, campaign_id, "Its segments were deleted, so it has nobody to send to.", now=now)

@@ -27,8 +27,9 @@ holds on both databases, enforced differently:
     sees what an insert committed while the deletion waited (READ COMMITTED, the app's level everywhere);
   - after a TRUNCATE of subscribers: null the subscriber of every message.
 
-  The app's transactions that insert messages after locking other rows take the shop lock first
-  (`before_inserting_messages`), and erasures take it exclusively before touching any row
+  The app's transactions that insert messages after locking other rows (the automation fire) take the shop lock
+  first (`before_inserting_messages`; a campaign's snapshot runs in a transaction of its own that locks nothing
+  before its insert), and erasures take it exclusively before touching any row
   (`before_deleting_subscribers`): the lock is the first each of them takes, so it cannot close a cycle. While
   an erasure waits for it, later inserts of that shop's messages queue behind the erasure (the snapshot of a
   100k audience holds it about 2.5 s; an erasure takes milliseconds).
