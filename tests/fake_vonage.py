@@ -3,8 +3,10 @@
 Requests are form-encoded with `Authorization: Basic base64(key:secret)`; answers are Vonage's JSON
 (`message-count`, `messages[]` with string values; one entry per part of a long text). Wrong
 credentials get status "4" in an HTTP 200, as Vonage does. Tests script the next answers:
-"ok", ("status", code, text), ("http", code), or "drop" (read the whole request, then close the
-connection without answering: the "did it send?" case). TLS comes from a trustme CA that the
+"ok", ("status", code, text), ("http", code), "drop" (read the whole request, then close the
+connection without answering: the "did it send?" case), "close" (answer, then close the kept-alive
+connection without saying so, as a server does with an idle one) or "ok-close" (answer with
+"Connection: close"). TLS comes from a trustme CA that the
 client trusts through REQUESTS_CA_BUNDLE, since the SDK hard-codes https.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ class FakeVonage:
         self.script: deque = deque()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.closing: str | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -73,6 +76,8 @@ class FakeVonage:
         behaviour = self._next()
         if behaviour == "drop":
             return 0, None
+        if behaviour in ("close", "ok-close"):
+            self.closing = behaviour
         if isinstance(behaviour, tuple) and behaviour[0] == "http":
             return behaviour[1], {"type": "about:blank", "title": "Server error"}
         expected = "Basic " + base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()
@@ -117,13 +122,18 @@ class FakeVonage:
                 if payload is None:  # drop: the request was read, no answer ever comes
                     self.close_connection = True
                     return
-                self._send(status, payload)
+                closing, fake.closing = fake.closing, None
+                self._send(status, payload, announce_close=closing == "ok-close")
+                if closing:
+                    self.close_connection = True
 
-            def _send(self, status: int, payload: dict) -> None:
+            def _send(self, status: int, payload: dict, announce_close: bool = False) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if announce_close:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(data)
 

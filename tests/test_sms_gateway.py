@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import base64
+import select as io_select
 import socket
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -131,14 +134,128 @@ def test_a_certificate_refused_in_the_handshake_never_left_so_it_is_retryable(fa
 
 def test_warm_opens_the_connection_the_first_send_then_uses(fake_vonage):
     gateway = _gateway(fake_vonage)
-    pool = gateway.client.pool
-    assert pool.num_connections == 0
+    assert gateway.client.connections_opened == 0
     gateway.warm()
-    assert pool.num_connections == 1 and fake_vonage.requests == []  # connected, nothing sent
+    assert gateway.client.connections_opened == 1 and fake_vonage.requests == []  # connected, nothing sent
     assert gateway.send(PHONE, "hello", "m12").status == "sent"
     gateway.warm()  # already connected: nothing more
     assert gateway.send(PHONE, "again", "m13").status == "sent"
-    assert pool.num_connections == 1 and [r["form"]["client-ref"] for r in fake_vonage.requests] == ["m12", "m13"]
+    assert gateway.client.connections_opened == 1
+    assert [r["form"]["client-ref"] for r in fake_vonage.requests] == ["m12", "m13"]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_the_next_send(fake_vonage):
+    """Vonage closes an idle kept-alive connection after a while: the next send notices it before its request
+    and opens a new one, so the message is sent (not an unknown outcome) and only once."""
+    fake_vonage.then("close")  # answers, then closes the connection without saying so
+    gateway = _gateway(fake_vonage)
+    assert gateway.send(PHONE, "first", "m20").status == "sent"
+    deadline = time.monotonic() + 5
+    while not _readable(gateway.client.connection.sock) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server's close reaches us
+    result = gateway.send(PHONE, "second", "m21")
+    assert (result.status, result.unknown_outcome) == ("sent", False)
+    assert [r["form"]["client-ref"] for r in fake_vonage.requests] == ["m20", "m21"]
+    assert gateway.client.connections_opened == 2
+
+
+def test_an_answer_that_says_connection_close_closes_it_and_the_next_send_reconnects(fake_vonage):
+    fake_vonage.then("ok-close")  # answers with "Connection: close"
+    gateway = _gateway(fake_vonage)
+    assert gateway.send(PHONE, "first", "m22").status == "sent"
+    assert gateway.client.connection is None
+    assert gateway.send(PHONE, "second", "m23").status == "sent"
+    assert gateway.client.connections_opened == 2 and len(fake_vonage.requests) == 2
+
+
+def test_sends_go_through_an_https_proxy_tunnel_with_its_credentials(fake_vonage, monkeypatch):
+    with _ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://kin%40nekt:s3cret@127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = _gateway(fake_vonage).send(PHONE, "via the proxy", "m24")
+    assert result.status == "sent" and fake_vonage.sent()[0]["client-ref"] == "m24"
+    assert proxy.requests == [(f"CONNECT {fake_vonage.host} HTTP/1.0",
+                               "Basic " + base64.b64encode(b"kin@nekt:s3cret").decode())]
+
+
+def test_a_proxy_refusing_the_tunnel_never_left_so_it_is_retryable(fake_vonage, monkeypatch):
+    with _ConnectProxy(refuse=True) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = _gateway(fake_vonage).send(PHONE, "hello", "m25")
+    assert (result.status, result.error_code, result.retryable, result.unknown_outcome) == (
+        "failed", "connect", True, False)
+    assert fake_vonage.requests == []
+
+
+def test_a_proxy_that_is_not_plain_http_is_a_configuration_error(fake_vonage, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy.example:3129")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(GatewayNotConfigured, match="http:// URL"):
+        VonageGateway.make_client(API_KEY, API_SECRET, fake_vonage.host)
+
+
+def _readable(sock) -> bool:
+    return bool(io_select.select([sock], [], [], 0)[0])
+
+
+class _ConnectProxy:
+    """A minimal HTTP proxy that tunnels CONNECT (or refuses it with 407); notes each CONNECT line and its
+    Proxy-Authorization."""
+
+    def __init__(self, refuse: bool = False):
+        self.refuse = refuse
+        self.requests: list[tuple[str, str | None]] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.close()
+
+    def _serve(self):
+        try:
+            client, _ = self.server.accept()
+        except OSError:
+            return
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.decode().split("\r\n")
+            auth = next((line.split(":", 1)[1].strip() for line in lines
+                         if line.lower().startswith("proxy-authorization:")), None)
+            self.requests.append((lines[0], auth))
+            if self.refuse:
+                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = lines[0].split()[1].rsplit(":", 1)
+            with socket.create_connection((host, int(port))) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                _pipe(client, upstream)
+
+
+def _pipe(a, b):
+    sockets = [a, b]
+    while True:
+        readable, _, _ = io_select.select(sockets, [], [], 5)
+        if not readable:
+            return
+        for sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            (b if sock is a else a).sendall(data)
 
 
 def test_warm_without_a_reachable_vonage_does_not_raise_and_the_send_reports_it():
