@@ -208,3 +208,57 @@ def engine() -> Engine:
     if _engine is None:
         raise RuntimeError("database not configured; call kinnekt.db.configure(url)")
     return _engine
+
+
+class DriverStatement:
+    """A Core statement compiled once for a dialect and run on the DBAPI connection itself, for a hot path that
+    runs one statement many times a second (the campaign sender's per-message statements).
+
+    `Connection.execute` costs a sender about a quarter of its CPU per message: the compiled cache's lookup,
+    the execution context, the parameters' processing and the result. Here the SQL and its literal parameters
+    are fixed at compile time; each run applies the bind parameters' type processors (the same ones SQLAlchemy
+    applies: UTCDateTime, Money) to the values given and asks the driver to prepare the statement on the server.
+    Errors are raised as SQLAlchemy's (a lost connection is invalidated, as `Connection.execute` would do)."""
+
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.dialect = dialect
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        self._processors = {}
+        for name, bind in binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._processors[name] = processor
+        self._fixed = {name: self._process(name, bind.effective_value) for name, bind in binds.items()
+                       if not bind.required}
+        self._order = tuple(compiled.positiontup) if compiled.positional else None
+        """The bind names in the order of a positional paramstyle's markers (SQLite's "?"); None for named ones."""
+        self._prepare = {"prepare": True} if dialect.driver == "psycopg" else {}
+
+    def _process(self, name: str, value):
+        processor = self._processors.get(name)
+        return value if processor is None or value is None else processor(value)
+
+    def rowcount(self, connection, values: dict) -> int:
+        """Run the statement on `connection` (a SQLAlchemy Connection) with `values` by bind name; the number of
+        rows it matched."""
+        params = dict(self._fixed)
+        for name, value in values.items():
+            params[name] = self._process(name, value)
+        if self._order is not None:
+            params = tuple(params[name] for name in self._order)
+        dbapi_connection = connection.connection.dbapi_connection
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(self.sql, params, **self._prepare)
+                return cursor.rowcount
+            finally:
+                cursor.close()
+        except self.dialect.loaded_dbapi.Error as error:
+            lost = self.dialect.is_disconnect(error, dbapi_connection, None)
+            if lost:
+                connection.invalidate(error)
+            raise exc.DBAPIError.instance(self.sql, params, error, self.dialect.loaded_dbapi.Error,
+                                          connection_invalidated=lost, dialect=self.dialect) from error

@@ -5,7 +5,9 @@ the interleaving tests (STOP or End arriving mid-send) use a scripted gateway th
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -471,15 +473,15 @@ def test_a_batch_broken_off_by_an_error_still_records_the_answer_of_the_request_
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
-    real_analyze, calls = sending.analyze, []
+    real_size, calls = sending.size, []
 
-    def analyze(text):  # runs for each message before its move to "sending"
+    def size(text):  # runs for each message before its move to "sending"
         calls.append(text)
         if len(calls) == 2:
             raise RuntimeError("the database went away")
-        return real_analyze(text)
+        return real_size(text)
 
-    monkeypatch.setattr(sending, "analyze", analyze)
+    monkeypatch.setattr(sending, "size", size)
     with pytest.raises(RuntimeError):
         sending.run(db, row.id)
     db.rollback()
@@ -502,22 +504,22 @@ def test_a_worker_dying_mid_send_leaves_at_most_one_row_unknown_never_resent(db,
     gateway = ScriptedGateway(hook=kill_at_first_answer)
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
-    real_analyze, calls = sending.analyze, []
+    real_size, calls = sending.size, []
 
-    def analyze(text):  # runs for the 2nd message after the 1st was answered
+    def size(text):  # runs for the 2nd message after the 1st was answered
         calls.append(text)
         if len(calls) == 2:
             raise Killed()
-        return real_analyze(text)
+        return real_size(text)
 
-    monkeypatch.setattr(sending, "analyze", analyze)
+    monkeypatch.setattr(sending, "size", size)
     monkeypatch.setattr(sending, "_flush_after_error", lambda session, context: None)  # a dead process writes nothing
     with pytest.raises(Killed):
         sending.run(db, row.id)
     db.rollback()
     first_left = "sending" if moment == "after the request left" or db.get_bind().dialect.name == "sqlite" else "sent"
     assert [m.status for m in rows(db, row)] == [first_left, "claimed", "claimed"]  # at most one row "sending"
-    monkeypatch.setattr(sending, "analyze", real_analyze)
+    monkeypatch.setattr(sending, "size", real_size)
     gateway.hook = None
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
     unknown = int(first_left == "sending")
@@ -526,6 +528,118 @@ def test_a_worker_dying_mid_send_leaves_at_most_one_row_unknown_never_resent(db,
     assert [m.status for m in rows(db, row)] == ["unknown" if unknown else "sent", "sent", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # the first was never sent again
     assert db.get(Campaign, row.id).status == "completed"
+
+
+def test_a_kill_while_an_answer_is_in_flight_leaves_at_most_two_rows_unknown_never_resent(db, shop_us, jobs,
+                                                                                          monkeypatch):
+    """On PostgreSQL the answers are written beside the sender, one at a time. A kill right after the second
+    request left, while the first answer had not reached the database yet, leaves both rows "sending": recovery
+    makes both unknown and neither is sent again. On SQLite the first answer rode on the second move's commit."""
+    class Killed(BaseException):
+        """The process stops here (SIGKILL): nothing after this point runs."""
+
+    def kill_at_second_answer(n, to):
+        if n == 2:
+            raise Killed()
+
+    class LostWriter(sending._AnswerWriter):
+        """Its writes never reach the database before the kill."""
+
+        def put(self, answer):
+            self.wait()
+
+        def close(self):
+            self._todo.put(None)
+
+    gateway = ScriptedGateway(hook=kill_at_second_answer)
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    monkeypatch.setattr(sending, "_AnswerWriter", LostWriter)
+    monkeypatch.setattr(sending, "_flush_after_error", lambda session, context: None)  # a dead process writes nothing
+    row = _started(db, shop_us, 3, jobs)
+    with pytest.raises(Killed):
+        sending.run(db, row.id)
+    db.rollback()
+    on_postgresql = db.get_bind().dialect.name == "postgresql"
+    first = "sending" if on_postgresql else "sent"
+    assert [m.status for m in rows(db, row)] == [first, "sending", "claimed"]
+    gateway.hook = None
+    monkeypatch.setattr(sending, "_AnswerWriter", LostWriter.__bases__[0])  # a new process: its writes arrive
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
+    assert sending.recover(db, now=later) == {"released": 1, "unknown": 1 + on_postgresql, "dispatched": 1}
+    assert sending.run(db, row.id) == {"sent": 1}
+    assert [m.status for m in rows(db, row)] == ["unknown" if on_postgresql else "sent", "unknown", "sent"]
+    assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # none was sent twice
+    assert db.get(Campaign, row.id).status == "completed"
+
+
+def test_on_postgresql_answers_are_written_beside_the_sender_one_at_a_time(db, shop_us, jobs, monkeypatch):
+    """Each accepted answer is handed to the writer thread only once the previous one is written (so at most one
+    is in flight), and every answer is written before the batch ends."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite writes the answer with the next message's move")
+    events = []
+    real_rowcount = sending.DriverStatement.rowcount
+
+    def rowcount(self, connection, values):
+        if "a_id" not in values:
+            events.append(("move", values["m_id"], threading.current_thread().name))
+            return real_rowcount(self, connection, values)
+        events.append(("answer starts", values["a_id"], threading.current_thread().name))
+        time.sleep(0.2)  # a slow answer: the next message's move does not wait for it
+        try:
+            return real_rowcount(self, connection, values)
+        finally:
+            events.append(("answer written", values["a_id"], threading.current_thread().name))
+
+    gateway = ScriptedGateway(hook=lambda n, to: events.append(("request", n, threading.current_thread().name)))
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    monkeypatch.setattr(sending.DriverStatement, "rowcount", rowcount)
+    row = _started(db, shop_us, 3, jobs)
+    assert sending.run(db, row.id) == {"sent": 3}
+    first, second, third = [m.id for m in rows(db, row)]
+    main = threading.current_thread().name
+    assert [e for e in events if not e[0].startswith("answer")] == [
+        ("move", first, main), ("request", 1, main), ("move", second, main), ("request", 2, main),
+        ("move", third, main), ("request", 3, main)]
+    assert {e[2] for e in events if e[0].startswith("answer")} == {"answers"}
+    at = {e[:2]: i for i, e in enumerate(events)}
+    assert at["move", second] < at["answer written", first]  # the second move went on while the first answer was written
+    assert at["answer written", first] < at["answer starts", second]  # one answer at a time
+    assert at["answer written", second] < at["answer starts", third]
+    assert [m.status for m in rows(db, row)] == ["sent"] * 3
+    assert [m.provider_id for m in rows(db, row)] == ["SCRIPT1", "SCRIPT2", "SCRIPT3"]
+
+
+def test_on_postgresql_an_answer_that_cannot_be_written_stops_the_batch_and_the_next_answer_is_still_written(
+        db, shop_us, jobs, monkeypatch):
+    """The writer's error reaches the sender at the next answer, whose request has left: that answer is still
+    written, then the batch stops. The failed one stays "sending", later unknown; nothing is sent twice."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite writes the answer with the next message's move")
+    from sqlalchemy.exc import OperationalError
+    real_rowcount = sending.DriverStatement.rowcount
+    failing = []
+
+    def rowcount(self, connection, values):
+        if values.get("a_id") in failing:
+            raise OperationalError(self.sql, values, Exception("the database went away"))
+        return real_rowcount(self, connection, values)
+
+    gateway = ScriptedGateway()
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    monkeypatch.setattr(sending.DriverStatement, "rowcount", rowcount)
+    row = _started(db, shop_us, 3, jobs)
+    failing.append(rows(db, row)[0].id)
+    with pytest.raises(OperationalError):
+        sending.run(db, row.id)
+    db.rollback()
+    assert [m.status for m in rows(db, row)] == ["sending", "sent", "claimed"] and len(gateway.sent) == 2
+    failing.clear()
+    later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
+    assert sending.recover(db, now=later) == {"released": 1, "unknown": 1, "dispatched": 1}
+    assert sending.run(db, row.id) == {"sent": 1}
+    assert [m.status for m in rows(db, row)] == ["unknown", "sent", "sent"]
+    assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3
 
 
 def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_automations(db, shop_us, jobs,
@@ -585,11 +699,8 @@ def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocomm
         if "SET body=" in statement:
             moves.append(conn.get_execution_options().get("isolation_level"))
 
-    event.listen(engine(), "before_cursor_execute", note)
-    try:
+    with statements_seen(monkeypatch, note):
         assert sending.run(db, row.id) == {"sent": 3}
-    finally:
-        event.remove(engine(), "before_cursor_execute", note)
     on_postgresql = db.get_bind().dialect.name == "postgresql"
     assert len(moves) == 3 and all((level == "AUTOCOMMIT") == on_postgresql for level in moves)
     sent = rows(db, row)
@@ -598,11 +709,32 @@ def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocomm
         Subscriber.id.in_([m.subscriber_id for m in sent]))).all()) == [1, 1, 1]
 
 
+@contextlib.contextmanager
+def statements_seen(monkeypatch, note):
+    """Call `note(conn, cursor, statement, parameters, context, executemany)` for each statement run through
+    the engines (the engine's and, on PostgreSQL, the no-disk-wait one) or as a hot-path DriverStatement."""
+    from kinnekt.db import no_disk_wait_engine
+    real_rowcount = sending.DriverStatement.rowcount
+
+    def driver_rowcount(self, connection, values):  # the hot path's statements bypass the engine's events
+        note(connection, None, self.sql, values, None, False)
+        return real_rowcount(self, connection, values)
+
+    monkeypatch.setattr(sending.DriverStatement, "rowcount", driver_rowcount)
+    engines = [engine()] + ([no_disk_wait_engine(engine())] if engine().dialect.name == "postgresql" else [])
+    for one in engines:
+        event.listen(one, "before_cursor_execute", note)
+    try:
+        yield
+    finally:
+        for one in engines:
+            event.remove(one, "before_cursor_execute", note)
+
+
 def test_on_postgresql_a_message_costs_two_statements_the_move_and_its_answer(db, shop_us, jobs, monkeypatch):
     """Limit off: on PostgreSQL each message is the move to "sending" and the answer (message and subscriber in
     one statement), each in autocommit; only the answer's commit does not wait for the disk, on a pool of its
     own. SQLite keeps one transaction per message."""
-    from kinnekt.db import no_disk_wait_engine
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
     row = _started(db, shop_us, 3, jobs)
@@ -613,17 +745,13 @@ def test_on_postgresql_a_message_costs_two_statements_the_move_and_its_answer(db
             kind = "move" if "SET body=" in statement else "answer" if "sent_count" in statement else "other"
             setting = None
             if conn.dialect.name == "postgresql":
-                setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+                with conn.connection.dbapi_connection.cursor() as cursor:  # not through the events: no recursion
+                    cursor.execute("SHOW synchronous_commit")
+                    setting = cursor.fetchone()[0]
             statements.append((kind, conn.get_execution_options().get("isolation_level"), setting))
 
-    engines = [engine()] + ([no_disk_wait_engine(engine())] if db.get_bind().dialect.name == "postgresql" else [])
-    for one in engines:
-        event.listen(one, "before_cursor_execute", note)
-    try:
+    with statements_seen(monkeypatch, note):
         assert sending.run(db, row.id) == {"sent": 3}
-    finally:
-        for one in engines:
-            event.remove(one, "before_cursor_execute", note)
     moves = [s for s in statements if s[0] == "move"]
     answers = [s for s in statements if s[0] == "answer"]
     if db.get_bind().dialect.name == "postgresql":

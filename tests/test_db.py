@@ -1,6 +1,7 @@
 """kinnekt.db: an injected `now` as aware UTC, and pooled PostgreSQL connections that survive a restart."""
 import datetime as dt
 import os
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -67,3 +68,78 @@ def test_the_no_disk_wait_engine_has_synchronous_commit_off_and_a_pool_of_its_ow
     finally:
         kdb.no_disk_wait_engine(engine).dispose()
         engine.dispose()
+
+
+def _driver_table():
+    from sqlalchemy import BigInteger, Column, MetaData, String, Table
+    return Table("driver_statement_probe", MetaData(), Column("id", BigInteger, primary_key=True),
+                 Column("name", String(20), unique=True), Column("at", kdb.UTCDateTime),
+                 Column("price", kdb.Money))
+
+
+@pytest.fixture
+def probe(db):
+    """A table of its own on the test database (SQLite or PostgreSQL), with the app's custom types."""
+    table = _driver_table()
+    bind = db.get_bind()
+    table.create(bind)
+    try:
+        yield table, bind
+    finally:
+        table.drop(bind)
+
+
+def test_a_driver_statement_stores_what_sqlalchemy_would_store(probe):
+    """Literals compiled in, the bind values through the same type processors (aware UTC -> naive UTC, Money ->
+    1/10000 units): the row reads back through SQLAlchemy as written; the matched rows are counted."""
+    from sqlalchemy import bindparam, insert, select, update
+    table, bind = probe
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    with bind.begin() as conn:
+        conn.execute(insert(table), [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    statement = kdb.DriverStatement(
+        update(table).where(table.c.id == bindparam("p_id"), table.c.name != "z")
+        .values(at=bindparam("p_at", type_=table.c.at.type), price=bindparam("p_price", type_=table.c.price.type)),
+        bind.dialect)
+    with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert statement.rowcount(conn, {"p_id": 2, "p_at": dt.datetime(2026, 3, 1, 12, 30, tzinfo=berlin),
+                                         "p_price": Decimal("0.0333")}) == 1
+        assert statement.rowcount(conn, {"p_id": 3, "p_at": None, "p_price": None}) == 0
+    with bind.connect() as conn:
+        rows = conn.execute(select(table.c.id, table.c.at, table.c.price).order_by(table.c.id)).all()
+        raw = conn.execute(text("SELECT price FROM driver_statement_probe WHERE id = 2")).scalar()
+    assert rows == [(1, None, None), (2, dt.datetime(2026, 3, 1, 11, 30, tzinfo=dt.timezone.utc),
+                                      Decimal("0.0333"))]
+    assert raw == 333
+
+
+def test_a_driver_statement_raises_sqlalchemys_errors_and_changes_nothing(probe):
+    from sqlalchemy import bindparam, exc, insert, select, update
+    table, bind = probe
+    with bind.begin() as conn:
+        conn.execute(insert(table), [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    statement = kdb.DriverStatement(update(table).where(table.c.id == bindparam("p_id"))
+                                    .values(name=bindparam("p_name")), bind.dialect)
+    with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with pytest.raises(exc.IntegrityError):
+            statement.rowcount(conn, {"p_id": 2, "p_name": "a"})  # the name is taken
+        assert not conn.invalidated  # the connection is still good
+        assert statement.rowcount(conn, {"p_id": 2, "p_name": "c"}) == 1
+    with bind.connect() as conn:
+        assert conn.execute(select(table.c.name).order_by(table.c.id)).scalars().all() == ["a", "c"]
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL backend")
+def test_a_driver_statement_on_a_lost_connection_invalidates_it(probe):
+    from sqlalchemy import bindparam, exc, update
+    table, bind = probe
+    statement = kdb.DriverStatement(update(table).where(table.c.id == bindparam("p_id")).values(name="x"),
+                                    bind.dialect)
+    with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with bind.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        with pytest.raises(exc.DBAPIError) as raised:
+            statement.rowcount(conn, {"p_id": 1})
+        assert raised.value.connection_invalidated and conn.invalidated

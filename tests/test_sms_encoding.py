@@ -320,3 +320,20 @@ def test_every_replacement_is_gsm7():
     for original, replacement in encoding._LOOK_ALIKES.items():
         assert not is_gsm7(original), original
         assert is_gsm7(replacement), original
+
+
+def test_size_agrees_with_analyze_on_every_kind_of_text():
+    """`size` (the sender's quick count) gives what `analyze` gives: default alphabet only (its quick path),
+    extension characters, UCS-2 and surrogate pairs, at every length around the part boundaries."""
+    import random
+    from kinnekt.sms.encoding import size
+    rng = random.Random(7)
+    pools = ["abc XYZ 0123 .,!?@£", "abc{}[]€^~|\\", "abcé😀", "Привет", "abc\u2019"]
+    checked = set()
+    for pool in pools:
+        for length in [0, 1, 69, 70, 71, 152, 153, 154, 159, 160, 161, 305, 306, 307, 459, 460, 461, 900]:
+            text = "".join(rng.choice(pool) for _ in range(length))
+            info = analyze(text)
+            assert size(text) == (info.encoding, info.segments), (pool, length)
+            checked.add((info.encoding, info.segments))
+    assert {("gsm7", 0), ("gsm7", 1), ("gsm7", 2), ("gsm7", 3), ("ucs2", 1), ("ucs2", 2)} <= checked

@@ -14,7 +14,8 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   moves the row claimed -> sending *only if* it still holds our token, the subscriber is still subscribed
   and unsuppressed and the campaign is still in progress, and commits; then the provider is called. So a STOP or an End
   that committed before that UPDATE stops the message, and the work between the commit and the request
-  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending". (When
+  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending" whose
+  answer is not known, plus on PostgreSQL at most one whose answer was on its way (below). (When
   that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
   30/s: a request sent late would crowd the ones granted after it into one second at the provider.)
 - **answers**: the provider's answer ("sent", its id and price, and the subscriber's sent_count and
@@ -23,15 +24,22 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   round trip, durable before the request leaves: the session has nothing else to commit, the batch's
   links were committed when it was loaded) and an accepted answer is one statement (`_ANSWERED`: the
   message and the subscriber as data-modifying parts of one UPDATE; it holds no check of its own) in
-  autocommit on a second connection whose commits do not wait for the disk, written as soon as the
-  answer comes: two round trips per message instead of BEGIN, two updates, the move and COMMIT. On
+  autocommit on a second connection whose commits do not wait for the disk: two round trips per message
+  instead of BEGIN, two updates, the move and COMMIT. A campaign's answers are written by a thread beside
+  the sender (`_AnswerWriter`), one at a time, while the sender moves and sends the next message, so only
+  the move's round trip lies on the sender's path; the batch ends once its last answer is written. A kill
+  may then catch one answer on its way: its row stays "sending" too, so a killed worker leaves at most two
+  such rows, both "unknown" later and never resent. (Each answer is handed over only after the previous
+  one was written, and its error, if any, stops the batch there.) An automation's answers are written by
+  the sender itself: its send-time smart-sending check must see the previous message as sent. The two
+  hot statements run on the driver connection, compiled once (kinnekt.db.DriverStatement). On
   SQLite, when nothing else is waiting (no rate limit; not an automation, whose send-time smart-sending
   check must see the previous message as sent), an accepted answer is written in the *same* transaction
   as the next message's move to "sending", one commit per message instead of two; the batch's last
-  answer, and any answer before an early end of the batch or an error, is written on its own. Either
-  way a worker killed at any moment leaves at most one row "sending": the one whose request left last,
-  answered or not (on SQLite an answer waits only while the next message is prepared, well under a
-  millisecond; a kill in that moment makes its row "unknown"). Other answers (failures, retries, unknown
+  answer, and any answer before an early end of the batch or an error, is written on its own. On SQLite a
+  worker killed at any moment leaves at most one row "sending": the one whose request left last,
+  answered or not (an answer waits only while the next message is prepared, well under a millisecond; a
+  kill in that moment makes its row "unknown"). Other answers (failures, retries, unknown
   outcomes) are written at once, through the session (with `synchronous_commit` off on PostgreSQL).
 - **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
   left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
@@ -51,7 +59,10 @@ restart) and settles expired claims and stale sends.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -62,10 +73,10 @@ from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import no_disk_wait_engine, utcnow
+from kinnekt.db import DriverStatement, no_disk_wait_engine, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
-from kinnekt.sms.encoding import analyze
+from kinnekt.sms.encoding import size
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
 log = logging.getLogger(__name__)
@@ -344,6 +355,61 @@ class _Context:
     SQLite."""
     texts: dict[int, str] | None = None
     """The batch's texts by message id, rendered and with their short links (`_texts`)."""
+    writer: "_AnswerWriter | None" = None
+    """PostgreSQL, campaigns (not automations): writes accepted answers on `answers` beside the sender."""
+
+
+class _AnswerWriter:
+    """Writes accepted answers (`_ANSWERED`) on the answers connection in a thread of its own, so that the sender
+    prepares and moves the next message while the previous answer is on its way to the database: one round
+    trip less on the sender's path per message. At most one answer is in flight: `put` first waits for the
+    previous one (and raises its error, if it failed), so a worker killed at any moment leaves at most two rows
+    "sending" (the answer in flight and the request that left last), both "unknown" later, never resent.
+    Not for automations: their send-time smart-sending check must see the previous message as sent."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self._statement = _driver(_ANSWERED, connection)
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_flight = False
+        self._thread = threading.Thread(target=self._work, name="answers", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (params := self._todo.get()) is not None:
+            try:
+                self._statement.rowcount(self.connection, params)
+                self._done.put(None)
+            except BaseException as error:  # handed to the sender, which raises it
+                self._done.put(error)
+
+    def put(self, answer: _Answer) -> None:
+        """Queue the answer's write, once the previous answer is written. When that one failed its error is
+        raised, after this answer was queued all the same (its request left: `close` still tries to write it)."""
+        try:
+            self.wait()
+        finally:
+            self._todo.put(_answer_params(answer))
+            self._in_flight = True
+
+    def wait(self) -> None:
+        """Wait for the answer in flight; raise its error, if its write failed."""
+        if self._in_flight:
+            self._in_flight = False
+            error = self._done.get()
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Write the last answer, then stop the thread (it stops even when that write failed, then raises).
+        Closing again does nothing."""
+        try:
+            self.wait()
+        finally:
+            if self._thread.is_alive():
+                self._todo.put(None)
+                self._thread.join()
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -388,6 +454,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
             context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
             context.answers = no_disk_wait_engine(session.get_bind()).connect() \
                 .execution_options(isolation_level="AUTOCOMMIT")
+            if context.campaign.kind != "automation":
+                context.writer = _AnswerWriter(context.answers)
         for message, subscriber in loaded:
             outcome = _send_one(session, context, message, subscriber, token)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -395,7 +463,14 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
                 sent_to.append(message.subscriber_id)
             if outcome == "stopped":
                 break
+        if context.writer is not None:
+            context.writer.close()  # the last answer is written before the batch's end is
     except BaseException:
+        if context.writer is not None:
+            try:
+                context.writer.close()  # the answer of the last request that left, if it can still be written
+            except Exception:  # its row stays "sending", later "unknown" (never resent)
+                log.exception("campaign %s: could not record an answer", campaign_id)
         _flush_after_error(session, context)
         raise
     finally:
@@ -471,7 +546,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     text = context.texts.get(message_id)
     if text is None:  # left out when the batch was loaded (not subscribed then), allowed now
         text = _texts(session, context, [(message, subscriber)], token)[message_id]
-    info = analyze(text)
+    encoding, segments = size(text)
     granted_at = None
     if context.limiter is not None:
         # As late as possible, so that only the move to "sending" lies between the slot and the request.
@@ -483,14 +558,14 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
             _mark(session, message_id, token, "pending",
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
-    values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": info.encoding,
-              "m_segments": info.segments, "m_now": utcnow()}
+    values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": encoding,
+              "m_segments": segments, "m_now": utcnow()}
     if context.handoff is not None and context.answer is None and not _in_transaction(session):
         # Nothing else to commit with the move (no answer waiting, nothing read): one statement in a
         # transaction of its own, durable before the request. (Not with a waiting answer: inside one
         # statement the answer's updates could wait on a lock while the move's checks keep the snapshot taken
         # before the wait, missing a STOP committed meanwhile.)
-        moved = context.handoff.execute(_TO_SENDING, values).rowcount
+        moved = _driver(_TO_SENDING, context.handoff).rowcount(context.handoff, values)
         if not moved:
             return _why_not(session, context, message_id, token)
     else:
@@ -510,13 +585,26 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
 
     result = context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id))
     if result.status == "sent" and context.answers is not None:
-        context.answers.execute(_ANSWERED, _answer_params(
-            _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())))
+        answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
+        if context.writer is not None:
+            context.writer.put(answer)
+        else:
+            _driver(_ANSWERED, context.answers).rowcount(context.answers, _answer_params(answer))
         return "sent"
     if result.status == "sent" and context.piggyback:
         context.answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         return "sent"
     return record(session, message, result, attempts=(message.attempts or 0) + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _driver_statement(statement, dialect) -> DriverStatement:
+    return DriverStatement(statement, dialect)
+
+
+def _driver(statement, connection) -> DriverStatement:
+    """The hot-path statement compiled for this connection's dialect, run on the driver (kinnekt.db.DriverStatement)."""
+    return _driver_statement(statement, connection.dialect)
 
 
 def _in_transaction(session) -> bool:

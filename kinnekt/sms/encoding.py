@@ -31,6 +31,7 @@ GSM_BASIC = frozenset(_GSM_TABLE) - {"\x1b"}
 """Characters of the GSM 03.38 default alphabet: one septet each."""
 GSM_EXTENSION = frozenset("\f^{}\\[~]|€")
 """Characters of the GSM 03.38 basic extension table: ESC + code, two septets each."""
+_GSM_ANY = GSM_BASIC | GSM_EXTENSION
 
 # Look-alikes a merchant pastes from a word processor or phone keyboard, mapped to GSM text that
 # reads the same. Letters are deliberately absent: changing "ç" to "c" changes the merchant's words.
@@ -93,9 +94,21 @@ def analyze(text: str) -> SmsInfo:
                    [chunk for chunk, _ in packed], unicode_chars)
 
 
+def size(text: str) -> tuple[Encoding, int]:
+    """The encoding and segment count of `text`, as `analyze` gives them, without its parts: a text of the
+    default alphabet only (the usual campaign text) is counted at once; any other text goes through `analyze`."""
+    if GSM_BASIC.issuperset(text):
+        units = len(text)
+        if units <= GSM7_SINGLE:
+            return "gsm7", 1 if units else 0
+        return "gsm7", -(-units // GSM7_PART)  # one septet per character: parts split anywhere
+    info = analyze(text)
+    return info.encoding, info.segments
+
+
 def is_gsm7(text: str) -> bool:
     """True when every character of `text` is in the GSM 03.38 default alphabet or its extension table."""
-    return all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text)
+    return _GSM_ANY.issuperset(text)
 
 
 def vonage_type(text: str) -> Literal["text", "unicode"]:
