@@ -217,8 +217,9 @@ class DriverStatement:
     `Connection.execute` costs a sender about a quarter of its CPU per message: the compiled cache's lookup,
     the execution context, the parameters' processing and the result. Here the SQL and its literal parameters
     are fixed at compile time; each run applies the bind parameters' type processors (the same ones SQLAlchemy
-    applies: UTCDateTime, Money) to the values given and asks the driver to prepare the statement on the server.
-    Errors are raised as SQLAlchemy's (a lost connection is invalidated, as `Connection.execute` would do)."""
+    applies: UTCDateTime, Money) to the values given. Errors are raised as SQLAlchemy's; a lost connection is
+    invalidated (only this one: `Connection.execute` would also invalidate the pool's other connections) and
+    refused from then on, never quietly reconnected without the caller's settings."""
 
     def __init__(self, statement, dialect):
         compiled = statement.compile(dialect=dialect)
@@ -234,7 +235,6 @@ class DriverStatement:
                        if not bind.required}
         self._order = tuple(compiled.positiontup) if compiled.positional else None
         """The bind names in the order of a positional paramstyle's markers (SQLite's "?"); None for named ones."""
-        self._prepare = {"prepare": True} if dialect.driver == "psycopg" else {}
 
     def _process(self, name: str, value):
         processor = self._processors.get(name)
@@ -248,11 +248,15 @@ class DriverStatement:
             params[name] = self._process(name, value)
         if self._order is not None:
             params = tuple(params[name] for name in self._order)
+        if connection.invalidated or connection.closed:
+            # `connection.connection` would quietly open a new DBAPI connection, without the settings the caller
+            # chose (autocommit): a statement the caller thinks committed would be rolled back at check-in.
+            raise exc.InvalidRequestError("DriverStatement on a lost or closed connection: use a new one")
         dbapi_connection = connection.connection.dbapi_connection
         try:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute(self.sql, params, **self._prepare)
+                cursor.execute(self.sql, params)  # psycopg prepares it on the server after a few runs
                 return cursor.rowcount
             finally:
                 cursor.close()

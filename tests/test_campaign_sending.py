@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.orm import sessionmaker
 
 from kinnekt import defaults
@@ -640,6 +640,35 @@ def test_on_postgresql_an_answer_that_cannot_be_written_stops_the_batch_and_the_
     assert sending.run(db, row.id) == {"sent": 1}
     assert [m.status for m in rows(db, row)] == ["unknown", "sent", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3
+
+
+def test_on_postgresql_a_lost_answers_connection_loses_no_answer_silently(db, shop_us, jobs, caplog, monkeypatch):
+    """The answers connection dies after the first answer: the second answer's write fails, the third is refused
+    on the lost connection (never quietly written on a new one outside autocommit and rolled back), the batch
+    stops and says so. Both rows stay "sending" (later unknown, never resent); no subscriber is counted for
+    an answer that was not written."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite has no second connection for answers")
+    from sqlalchemy.exc import DBAPIError
+
+    def kill_the_answers_connection(n, to):
+        if n == 2:
+            with engine().connect() as admin:
+                killed = admin.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'WITH received AS%' AND pid <> pg_backend_pid()")).scalars().all()
+            assert killed == [True]
+
+    gateway = ScriptedGateway(hook=kill_the_answers_connection)
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 3, jobs)
+    with pytest.raises(DBAPIError):
+        sending.run(db, row.id)
+    db.rollback()
+    sent = rows(db, row)
+    assert [m.status for m in sent] == ["sent", "sending", "sending"] and len(gateway.sent) == 3
+    assert [db.get(Subscriber, m.subscriber_id, populate_existing=True).sent_count for m in sent] == [1, 0, 0]
+    assert "could not record an answer" in caplog.text
 
 
 def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_automations(db, shop_us, jobs,

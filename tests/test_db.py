@@ -143,3 +143,7 @@ def test_a_driver_statement_on_a_lost_connection_invalidates_it(probe):
         with pytest.raises(exc.DBAPIError) as raised:
             statement.rowcount(conn, {"p_id": 1})
         assert raised.value.connection_invalidated and conn.invalidated
+        # Never quietly reconnected: a new DBAPI connection would not be in autocommit, and the update would be
+        # rolled back when the connection goes back to the pool, after the caller counted it as done.
+        with pytest.raises(exc.InvalidRequestError, match="lost or closed"):
+            statement.rowcount(conn, {"p_id": 1})

@@ -125,7 +125,9 @@ def _dropped(sock) -> bool:
     request asked for. A readable socket may only hold TLS records that are not data (TLS 1.3 session tickets
     come after the handshake): a non-blocking read consumes them and finds no data, and the connection is kept."""
     try:
-        if not select.select([sock], [], [], 0)[0]:
+        poller = select.poll()  # not select.select: it refuses descriptors past 1023
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0):
             return False
     except (OSError, ValueError):  # closed on our side
         return True
