@@ -84,11 +84,20 @@ def test_barred_number_is_unreachable(fake_vonage):
     assert result.status == "failed" and result.recipient_unreachable and not result.retryable
 
 
-def test_server_error_is_retryable_and_not_retried_by_the_client(fake_vonage):
-    fake_vonage.then(("http", 500))
+@pytest.mark.parametrize("code, status, retryable, unknown", [
+    (429, "failed", True, False),  # too many requests: not handled, try again later
+    (503, "failed", True, False),  # service unavailable: not handled
+    (500, "unknown", False, True),  # may follow the message's acceptance: never resent, the receipt settles it
+    (502, "unknown", False, True),
+    (504, "unknown", False, True),
+    (400, "failed", False, False),  # the request itself is wrong: a permanent failure
+])
+def test_http_errors_are_retried_only_when_the_request_was_not_handled(fake_vonage, code, status, retryable, unknown):
+    fake_vonage.then(("http", code))
     result = _gateway(fake_vonage).send(PHONE, "hello", "m7")
-    assert (result.status, result.error_code, result.retryable) == ("failed", "http-500", True)
-    assert len(fake_vonage.requests) == 1
+    assert (result.status, result.error_code, result.retryable, result.unknown_outcome) == (
+        status, f"http-{code}", retryable, unknown)
+    assert len(fake_vonage.requests) == 1  # never repeated by the client
 
 
 def test_dropped_connection_after_the_request_is_an_unknown_outcome_sent_once(fake_vonage):

@@ -52,6 +52,9 @@ RETRYABLE_STATUSES = frozenset({"1", "5", "9", "10"})
 """Throttled, internal error, out of credit (after a top-up), too many binds: try again later."""
 UNREACHABLE_STATUSES = frozenset({"7", "33"})
 """The destination is barred or de-activated: stop sending to it."""
+REFUSED_UNHANDLED = frozenset({429, 503})
+"""HTTP statuses that say the request was not handled (too many requests, service unavailable): retry later. Any
+other server error is an unknown outcome; any other client error a permanent failure."""
 DEFAULT_REST_HOST = "rest.nexmo.com"
 """Where the SMS API lives (the SDK's default rest_host)."""
 
@@ -235,9 +238,13 @@ class VonageGateway:
             return SendResult(None, "unknown", error_code="unexpected", error_text=_short(exc), unknown_outcome=True)
         if code >= 300:
             log.warning("Vonage send %s: HTTP %s: %r", message.client_ref, code, body[:500])
-            return SendResult(None, "failed", error_code=f"http-{code}",
-                              error_text=f"HTTP {code} from Vonage: {_short(body.decode('utf-8', 'replace'))}",
-                              retryable=code == 429 or code >= 500)
+            text = f"HTTP {code} from Vonage: {_short(body.decode('utf-8', 'replace'))}"
+            if code >= 500 and code not in REFUSED_UNHANDLED:
+                # A server error after the request arrived (500, or a gateway's 502/504 after passing it on) may
+                # come after the message was accepted: a resend could text the phone twice.
+                return SendResult(None, "unknown", error_code=f"http-{code}", error_text=text, unknown_outcome=True)
+            return SendResult(None, "failed", error_code=f"http-{code}", error_text=text,
+                              retryable=code in REFUSED_UNHANDLED)
         try:
             answer = json.loads(body)
         except ValueError as exc:  # an unreadable answer: the request left, so it may have been sent
