@@ -91,10 +91,15 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 
 
+def on_postgresql(session) -> bool:
+    """True when the session (or scoped session) is bound to PostgreSQL; False on SQLite."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def insert_ignoring_duplicates(session, model, values: dict | list[dict]):
     """INSERT ... ON CONFLICT DO NOTHING of one row (a dict) or many (a list of dicts), for this session's
     database (PostgreSQL or SQLite): a row that would break any unique constraint is left out."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert

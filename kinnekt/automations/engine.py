@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
 from kinnekt.campaigns.sending import HOLD
-from kinnekt.db import UTCDateTime, aware_utc
+from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.models.subscriber_key import before_inserting_messages
@@ -190,7 +190,7 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
         case((reason.is_(None), due), else_=literal(None, UTCDateTime)),
         literal(0, Integer),
         literal(now, UTCDateTime), literal(now, UTCDateTime))
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if on_postgresql(session) else sqlite
     statement = (dialect.insert(Message.__table__)
                  .from_select(["shop_id", "campaign_id", "subscriber_id", "kind", "occurrence", "to_phone", "status",
                                "skip_reason", "due_at", "attempts", "created_at", "updated_at"], source)

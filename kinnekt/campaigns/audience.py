@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import UTCDateTime, aware_utc
+from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.segments.compiler import compile_definition
@@ -199,7 +199,7 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
             literal(0, Integer),
             literal(now, UTCDateTime), literal(now, UTCDateTime),
         ).where(true())  # SQLite reads "FROM audience ON CONFLICT" as a join without it
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        dialect = postgresql if on_postgresql(session) else sqlite
         if dialect is postgresql:
             # The planner's cost for 100k rows switches JIT on, and compiling the plan took longer (~3 s on
             # these two cores) than running it; this statement is row-at-a-time work JIT cannot speed up.

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import utcnow
+from kinnekt.db import on_postgresql, utcnow
 from kinnekt.models import Campaign, CampaignSegment, Shop
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def create_run(session: OrmSession, parent: Campaign, due: dt.datetime, *, now: 
     values.update(shop_id=parent.shop_id, name=run_name(parent.name, due.astimezone(zone)), status="in_progress",
                   enabled=True, send_now=False, send_at=due, started_at=now, kind="run", parent_id=parent.id,
                   repeat="none", created_at=utcnow(), updated_at=utcnow())
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if on_postgresql(session) else sqlite
     inserted = session.execute(dialect.insert(Campaign.__table__).values(**values)
                                .on_conflict_do_nothing(index_elements=["parent_id", "send_at"])
                                .returning(Campaign.__table__.c.id)).scalar()

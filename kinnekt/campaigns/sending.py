@@ -73,7 +73,7 @@ from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours
-from kinnekt.db import DriverStatement, no_disk_wait_engine, utcnow
+from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
 from kinnekt.sms.encoding import size
@@ -211,7 +211,7 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
            .where(Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
                   Message.due_at.is_(None) | (Message.due_at <= now))
            .order_by(Message.id).limit(size))
-    if _on_postgresql(session):
+    if on_postgresql(session):
         # Lock first, then update: inside one UPDATE ... IN (SELECT ... SKIP LOCKED LIMIT n) PostgreSQL may run
         # the subquery again per row, skip the rows the statement itself just locked, and claim them all.
         wanted = session.scalars(due.with_for_update(skip_locked=True)).all()
@@ -428,11 +428,7 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
         elif hasattr(gateway, "warm"):
             gateway.warm()  # connected before the first slot (see VonageGateway.warm)
     return _Context(campaign, shop, gateway, limiter,
-                    piggyback=limiter is None and campaign.kind != "automation" and not _on_postgresql(session))
-
-
-def _on_postgresql(session: OrmSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+                    piggyback=limiter is None and campaign.kind != "automation" and not on_postgresql(session))
 
 
 def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str) -> dict[str, int]:
@@ -450,7 +446,7 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
     try:
-        if _on_postgresql(session):
+        if on_postgresql(session):
             context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
             context.answers = no_disk_wait_engine(session.get_bind()).connect() \
                 .execution_options(isolation_level="AUTOCOMMIT")
@@ -651,7 +647,7 @@ def _flush_after_error(session: OrmSession, context: _Context) -> None:
 def _no_disk_wait(session: OrmSession) -> None:
     """On PostgreSQL, this transaction's commit need not wait for the disk: an answer lost in a database crash
     leaves its row "sending", later "unknown" (never resent). The move to "sending" is always durable."""
-    if _on_postgresql(session):
+    if on_postgresql(session):
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 

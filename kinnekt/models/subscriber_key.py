@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from sqlalchemy import DDL, event, text
 
+from kinnekt.db import on_postgresql
 from kinnekt.models.message import Message
 from kinnekt.models.subscriber import Subscriber
 
@@ -53,9 +54,8 @@ _LOCK = "hashtext('kinnekt subscriber key ' || current_schema()), mod({shop}, 21
 """The arguments of the advisory lock guarding the subscribers of the shop `{shop}` names."""
 
 
-
 def _lock(session, shop_id: int, function: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         session.execute(text(f"SELECT {function}({_LOCK.format(shop=':shop')})"), {"shop": int(shop_id)})
 
 

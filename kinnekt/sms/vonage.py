@@ -31,7 +31,7 @@ import threading
 from decimal import Decimal, InvalidOperation
 
 import urllib.request
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from kinnekt import defaults
 from kinnekt.sms.encoding import vonage_type
@@ -182,7 +182,6 @@ class VonageGateway:
                 raise GatewayNotConfigured(f"The HTTPS proxy must be an http:// URL (host and port), not {proxy!r}.")
             client.proxy = (parts.hostname, parts.port or 80)
             if parts.username:
-                from urllib.parse import unquote
                 credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
                 client.tunnel_headers = {"Proxy-Authorization": "Basic " + base64.b64encode(
                     credentials.encode()).decode("ascii")}
