@@ -92,8 +92,28 @@ def demo_run(host: str, port: int, customers: int) -> None:
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
 
 
+@click.command("health")
+def health_command() -> None:
+    """Print the database's and the queue's state: each lane's waiting jobs and oldest wait, and the workers."""
+    from kinnekt import health
+    from kinnekt.db import Session
+    found = health.report(Session)
+    click.echo(f"queue: {found.queue_mode}; {'ok' if found.ok else 'PROBLEMS'}")
+    for problem in found.problems:
+        click.echo(f"  problem: {problem}")
+    for state in found.lanes:
+        oldest = "-" if state.oldest_seconds is None else f"{state.oldest_seconds:.1f} s"
+        click.echo(f"  lane {state.lane:<8} waiting {state.waiting:>6}   oldest {oldest}")
+    for worker in found.workers:
+        click.echo(f"  worker {worker['name']}: {worker['state']}, lanes {','.join(worker['lanes'])}, "
+                   f"heartbeat {worker['seconds_since_heartbeat']} s ago")
+    if not found.ok:
+        raise SystemExit(1)
+
+
 def init_app(app) -> None:
     """Register the command groups."""
+    app.cli.add_command(health_command)
     app.cli.add_command(db_cli)
     app.cli.add_command(demo_cli)
     from kinnekt import cli_shops; cli_shops.init_app(app)  # flask shops add

@@ -54,6 +54,7 @@ class Config:
     MAX_WEBHOOK_BYTES: int = 1_048_576
     MAX_UPLOAD_BYTES: int = 16 * 1_048_576
     TRUSTED_PROXY_HOPS: int = 0
+    HEALTH_TOKEN: str = ""
     TESTING: bool = False
     LOG_LEVEL: str = "INFO"
     extra: dict = field(default_factory=dict)
@@ -92,6 +93,7 @@ class Config:
             MAX_WEBHOOK_BYTES=int(env.get("MAX_WEBHOOK_BYTES") or cls.MAX_WEBHOOK_BYTES),
             MAX_UPLOAD_BYTES=int(env.get("MAX_UPLOAD_BYTES") or cls.MAX_UPLOAD_BYTES),
             TRUSTED_PROXY_HOPS=int(env.get("TRUSTED_PROXY_HOPS") or cls.TRUSTED_PROXY_HOPS),
+            HEALTH_TOKEN=env.get("HEALTH_TOKEN", ""),
             LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
         )
         cfg.apply_demo_defaults()

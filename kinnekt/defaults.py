@@ -304,3 +304,30 @@ CAMPAIGN_DUE_SCAN_SECONDS = 30
 DB_PING_AFTER_IDLE_SECONDS = 10
 """A pooled PostgreSQL connection idle longer than this is checked with SELECT 1 before use (a dead one is
 replaced); busier ones are used directly, saving a round trip per transaction."""
+
+# --- Workers (workers/worker.py) ---
+
+WORKER_MONITOR_SECONDS = 2
+"""How often a worker heartbeats while its work horse runs (RQ's default is 30 s): a worker that died with
+its job is seen as dead after SENDER_DEAD_AFTER_SECONDS, so this must be well below that."""
+
+WORKER_STOP_GRACE_SECONDS = 7
+"""After SIGTERM, how long a work horse may take to stop (a sender finishes the message in hand and hands its
+campaign over) before it is killed; orchestrators kill after 30 s and operators expect a stop within 10."""
+
+WORKER_RECONNECT_MAX_SECONDS = 10
+"""Longest wait between two attempts to reach Redis again after it went away (the first is 0.5 s, doubling)."""
+
+SEND_YIELD_AFTER_SECONDS = {"urgent": 1.0, "default": 3.0}
+"""A campaign sender hands over to a successor job (and its worker takes the waiting job first) when a job of
+a higher lane has waited this long: inbound texts and replies, then webhooks and re-checks, go before sends."""
+
+SEND_YIELD_CHECK_SECONDS = 0.25
+"""How often a sender looks at the higher lanes (a Redis round trip), between two messages."""
+
+SENDER_WATCH_SECONDS = 3
+"""How often the watchdog (workers.campaigns.watch_senders) looks for campaign senders whose worker died."""
+
+SENDER_DEAD_AFTER_SECONDS = 8
+"""A running send job whose worker has not heartbeaten for this long (WORKER_MONITOR_SECONDS apart) is dead: its
+claimed rows are released and its slot queued again, so sending resumes within about 15 seconds."""

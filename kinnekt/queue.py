@@ -1,4 +1,9 @@
-"""Background jobs: RQ on Redis when REDIS_URL is set, else an in-process queue (the embedded default)."""
+"""Background jobs: RQ on Redis when REDIS_URL is set, else an in-process queue (the embedded default).
+
+Work goes to four queues, the lanes, in priority order (`LANES`): a worker always takes the next job of the
+first lane that has one, so a backlog of sends or bulk work never holds up an inbound text or a webhook.
+Which lane a job goes to is decided here, in one place (`LANE_OF`), from the job function's dotted path.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,10 +11,59 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+LANES = ("urgent", "default", "sends", "bulk")
+"""The queues in priority order: inbound texts and replies; webhooks, segment re-checks and periodic jobs;
+campaign sends; bulk sync, segment builds and other long jobs."""
+
+LANE_OF = {
+    "workers.sms.process_inbound": "urgent",
+    "workers.sms.send_message": "urgent",
+    "workers.campaigns.watch_senders": "urgent",
+    "workers.campaigns.start_campaign": "sends",
+    "workers.campaigns.send_campaign": "sends",
+    "workers.segments.build_segment": "bulk",
+    "workers.shopify.install_shop": "bulk",
+    "workers.shopify.start_bulk_sync": "bulk",
+    "workers.shopify.poll_bulk": "bulk",
+    "workers.shopify.import_bulk_result": "bulk",
+    "workers.shopify.reconcile": "bulk",
+    "workers.settings.recompute_attribution": "bulk",
+}
+"""The lane of each job that does not go to "default", by the job function's module and name."""
+
+FORKED_LANES = frozenset({"sends", "bulk"})
+"""Lanes whose jobs run long: an RQ worker runs each in a forked work horse it can stop and watch. Jobs of the
+other lanes are short and run in the worker process itself (no fork, no new database connection per job)."""
+
+
+def job_path(func: Callable) -> str:
+    """The dotted path RQ stores a job function by (module and qualified name)."""
+    return f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', getattr(func, '__name__', ''))}"
+
+
+def lane_for(func: Callable) -> str:
+    """The lane a job function's jobs go to ("default" unless LANE_OF says otherwise)."""
+    return LANE_OF.get(job_path(func), "default")
+
+
+def lane_queue_name(base: str, lane: str) -> str:
+    """The RQ queue name of a lane: the base name (QUEUE_NAME) for "default", `<base>-<lane>` for the others."""
+    return base if lane == "default" else f"{base}-{lane}"
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """How much work waits in one lane: jobs waiting to start, and how long the oldest has waited (seconds)."""
+
+    lane: str
+    waiting: int
+    oldest_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -22,7 +76,7 @@ class Periodic:
 
 
 class RQJobQueue:
-    """Jobs go to Redis; `rq worker --with-scheduler` processes them (see workers/)."""
+    """Jobs go to Redis, one RQ queue per lane; `python -m workers` processes them (see workers/)."""
 
     mode = "rq"
 
@@ -30,17 +84,24 @@ class RQJobQueue:
         from redis import Redis
         from rq import Queue
         self.redis = Redis.from_url(redis_url)
-        self.queue = Queue(name, connection=self.redis)
+        self.name = name
+        self.lanes = {lane: Queue(lane_queue_name(name, lane), connection=self.redis) for lane in LANES}
+        self.queue = self.lanes["default"]
+        """The "default" lane's RQ queue (its name is QUEUE_NAME, as before there were lanes)."""
+
+    def rq_queues(self, lanes=LANES) -> list:
+        """The RQ queues of these lanes, in priority order."""
+        return [self.lanes[lane] for lane in LANES if lane in lanes]
 
     def enqueue(self, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
-        """Queue `func(*args, **kwargs)` now; a job_id already queued or running is not queued twice."""
+        """Queue `func(*args, **kwargs)` now on its lane; a job_id already queued or running is not queued twice."""
         from rq.exceptions import DuplicateJobError
         from rq.job import Job, JobStatus
         job_id = self._scoped(job_id)
+        queue = self.lanes[lane_for(func)]
         for _ in range(2):
             try:
-                return self.queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id,
-                                               unique=job_id is not None)
+                return queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id, unique=job_id is not None)
             except DuplicateJobError:
                 # RQ keeps a finished job's id for its result TTL; only a pending or running one is a duplicate.
                 old = Job.fetch(job_id, connection=self.redis)
@@ -51,30 +112,58 @@ class RQJobQueue:
         return None
 
     def enqueue_at(self, when: dt.datetime, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
-        """Queue `func` to run at an aware instant (needs a worker started with --with-scheduler)."""
-        return self.queue.enqueue_at(when, func, *args, job_id=self._scoped(job_id), **kwargs)
+        """Queue `func` on its lane to run at an aware instant (needs a worker started with its scheduler)."""
+        return self.lanes[lane_for(func)].enqueue_at(when, func, *args, job_id=self._scoped(job_id), **kwargs)
 
     def enqueue_in(self, delay: dt.timedelta, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` to run after `delay`."""
         return self.enqueue_at(dt.datetime.now(dt.timezone.utc) + delay, func, *args, job_id=job_id, **kwargs)
 
+    def lane_states(self, lanes=LANES) -> list[LaneState]:
+        """Each lane's waiting jobs and the age of its oldest (two round trips to Redis for all lanes)."""
+        from rq.utils import utcparse
+        queues = self.rq_queues(lanes)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue.key)
+                pipe.lindex(queue.key, 0)
+            found = pipe.execute()
+        counts, heads = found[0::2], found[1::2]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for head in heads:
+                pipe.hget(f"rq:job:{head.decode()}", "enqueued_at") if head else pipe.echo("")
+            stamps = pipe.execute()
+        now = dt.datetime.now(dt.timezone.utc)
+        states = []
+        for queue, count, stamp in zip(queues, counts, stamps):
+            age = None
+            if count and stamp:
+                try:
+                    age = max(0.0, (now - utcparse(stamp.decode())).total_seconds())
+                except (ValueError, AttributeError):
+                    age = None
+            lane = next(lane for lane, q in self.lanes.items() if q is queue)
+            states.append(LaneState(lane, int(count or 0), age))
+        return states
+
     def _scoped(self, job_id: str | None) -> str | None:
         """RQ job ids are global to a Redis database; prefix ours with the queue name so queues never collide."""
-        return None if job_id is None else f"{self.queue.name}--{job_id}"
+        return None if job_id is None else f"{self.name}--{job_id}"
 
 
 class InProcessQueue:
     """A small thread-backed queue with delayed and periodic jobs, so the demo needs nothing but Python.
 
-    Jobs run one at a time in a background thread inside the app context. Nothing survives a restart:
-    due work is found again from the database by `workers.jobs.recover_due_work` at start-up.
+    Jobs run one at a time in a background thread inside the app context; among the jobs that are due, the
+    one of the highest lane goes first (in the order they were queued within a lane). Nothing survives a
+    restart: due work is found again from the database by `workers.jobs.recover_due_work` at start-up.
     """
 
     mode = "in-process"
 
     def __init__(self, app=None):
         self.app = app
-        self._heap: list[tuple[float, int, Callable, tuple, dict, str | None]] = []
+        self._heap: list[tuple[float, int, Callable, tuple, dict, str | None, int]] = []
         self._pending_ids: set[str] = set()
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -101,11 +190,23 @@ class InProcessQueue:
         """Schedule each periodic job (first run after one interval)."""
         for p in periodic:
             self._periodic.append(p)
-            self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}")
+            self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}", lane=lane_for(p.func))
+
+    def lane_states(self, lanes=LANES) -> list[LaneState]:
+        """Each lane's due jobs waiting to start, and how long the oldest has been due (periodic timers aside)."""
+        now = time.monotonic()
+        with self._cond:
+            due = [(item[6], now - item[0]) for item in self._heap
+                   if item[0] <= now and not (item[5] or "").startswith("periodic:")]
+        states = []
+        for rank, lane in enumerate(LANES):
+            if lane in lanes:
+                ages = [age for r, age in due if r == rank]
+                states.append(LaneState(lane, len(ages), max(ages) if ages else None))
+        return states
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until no job is due or running (tests and scripts); True when drained in time."""
-        import time
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -125,14 +226,14 @@ class InProcessQueue:
             self._cond.notify_all()
 
     # -- internals --
-    def _push(self, delay: float, func, args, kwargs, job_id):
-        import time
+    def _push(self, delay: float, func, args, kwargs, job_id, *, lane: str | None = None):
         with self._cond:
             if job_id is not None and job_id in self._pending_ids:
                 return None
             if job_id is not None:
                 self._pending_ids.add(job_id)
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), func, args, kwargs, job_id))
+            rank = LANES.index(lane or lane_for(func))
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), func, args, kwargs, job_id, rank))
             self._ensure_thread()
             self._cond.notify_all()
         return job_id
@@ -141,7 +242,7 @@ class InProcessQueue:
         try:
             p.func()
         finally:
-            self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}")
+            self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}", lane=lane_for(p.func))
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -149,8 +250,15 @@ class InProcessQueue:
             self._thread = threading.Thread(target=self._loop, name="kinnekt-jobs", daemon=True)
             self._thread.start()
 
+    def _next_due(self, now: float) -> int | None:
+        """Index in the heap of the due job to run next: the highest lane first, then the order queued."""
+        best = None
+        for index, item in enumerate(self._heap):
+            if item[0] <= now and (best is None or (item[6], item[1]) < (self._heap[best][6], self._heap[best][1])):
+                best = index
+        return best
+
     def _loop(self) -> None:
-        import time
         while True:
             with self._cond:
                 while not self._stopping:
@@ -160,7 +268,11 @@ class InProcessQueue:
                     self._cond.wait(wait)
                 if self._stopping:
                     return
-                _, _, func, args, kwargs, job_id = heapq.heappop(self._heap)
+                index = self._next_due(time.monotonic())
+                _, _, func, args, kwargs, job_id, _ = self._heap[index]
+                self._heap[index] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
                 if job_id is not None:
                     self._pending_ids.discard(job_id)
                 self._busy = True
@@ -183,6 +295,19 @@ class InProcessQueue:
             log.exception("job %s failed", getattr(func, "__name__", func))
         finally:
             Session.remove()
+
+
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the long job running in this process to stop soon (a worker's warm shutdown, workers/worker.py)."""
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    """True once this process was asked to stop: a long job hands its work over and returns."""
+    return _stop.is_set()
 
 
 _queue: RQJobQueue | InProcessQueue | None = None

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -90,11 +91,19 @@ class Workers:
         self.env = env
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, n=1):
+    def start(self, n=1, *args):
         for _ in range(n):
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "workers", "--name", f"w-{uuid.uuid4().hex[:8]}"], cwd=PROJECT_ROOT,
+                [sys.executable, "-m", "workers", "--name", f"w-{uuid.uuid4().hex[:8]}", *args], cwd=PROJECT_ROOT,
                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
+
+    def start_cron(self):
+        """`rq cron workers/cron.py`, as the README's deployment runs it (the periodic jobs, the watchdog)."""
+        self.procs.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "rq"), "cron", "workers/cron.py", "--url", self.env["REDIS_URL"]],
+            cwd=PROJECT_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True))
+        return self.procs[-1]
 
     def kill(self, proc, sig=signal.SIGKILL):
         """Signal the worker's group and its work horses (RQ puts each horse in a process group of its own)."""
@@ -251,3 +260,170 @@ def test_scheduled_campaign_starts_at_its_time_and_a_switched_off_one_never_does
     assert db.get(Campaign, off.id).status == "scheduled"
     assert db.scalars(select(Message).where(Message.campaign_id == off.id)).all() == []
     assert {form["text"] for form in slow_vonage.sent()} == {"Flash sale today\nReply STOP to unsubscribe"}
+
+
+# ------------------------------------------------------------------------------------ stopping, dying, Redis going away
+
+def _until(predicate, timeout: float, what: str):
+    """Poll `predicate` until it is true (returns its value) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def _statuses(db, row) -> collections.Counter:
+    db.expire_all()
+    found = collections.Counter(db.scalars(select(Message.status).where(Message.campaign_id == row.id)))
+    db.rollback()
+    return found
+
+
+def test_sigterm_mid_send_hands_the_campaign_over_and_the_worker_exits(db, shop, workers, slow_vonage):
+    """An orchestrator's SIGTERM to the worker alone: its sender stops after the message in hand and queues its
+    successor; the worker exits (not after the job's minute-long budget); the next worker finishes the campaign."""
+    slow_vonage.delay = 0.05
+    row, team = _campaign(db, shop, 150)
+    workers.start(1)
+    lifecycle.schedule(db, row)
+    _until(lambda: len(slow_vonage.sent()) >= 20, 60, "the first 20 texts")
+    first = workers.procs[0]
+    os.kill(first.pid, signal.SIGTERM)
+    first.wait(timeout=60)
+    statuses = _statuses(db, row)
+    assert set(statuses) <= {"sent", "pending"}, statuses  # nothing claimed, in flight or unknown was left
+    assert statuses["pending"] > 0  # it stopped early, handing over (the old worker sent until the job's end)
+    assert statuses["sent"] == len(slow_vonage.sent())
+    workers.start(1)
+    _wait(db, row, lambda c: c.status == "completed", 120, workers)
+    assert _received(slow_vonage) == collections.Counter({p.phone: 1 for p in team})
+
+
+def test_a_worker_killed_mid_send_is_found_dead_and_its_batch_goes_out_long_before_its_lease(db, shop, workers,
+                                                                                            slow_vonage):
+    """kill -9 of a sending worker (and its horse), with another worker and `rq cron` running: the watchdog finds
+    the dead sender by its missing heartbeats, releases its claimed batch and queues its slot again, so every
+    recipient still gets exactly one text within seconds, not after the 300 s claim lease."""
+    slow_vonage.delay = 0.03
+    row, team = _campaign(db, shop, 320)
+    workers.start(2)
+    workers.start_cron()
+    lifecycle.schedule(db, row)
+    _until(lambda: len(slow_vonage.sent()) >= 40, 60, "the first 40 texts")
+    victim = workers.procs[0]
+    workers.kill(victim)  # SIGKILL to the worker and its work horse
+    killed_at = len(slow_vonage.sent())
+    in_flight = {m.to_phone for m in db.scalars(select(Message).where(Message.campaign_id == row.id,
+                                                                     Message.status == "sending"))}
+    db.rollback()
+    everyone = {p.phone for p in team}
+    # Texts whose request had left when the worker died reached the provider; at most the one between its move
+    # to "sending" and its request did not. Everyone else gets a text long before a claim's 300 s lease.
+    _until(lambda: set(_received(slow_vonage)) >= everyone - in_flight, 120, "every other recipient's text")
+    received = _received(slow_vonage)
+    assert max(received.values()) == 1, [phone for phone, n in received.items() if n > 1]
+    assert killed_at < len(team)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own, on a free port, that the test can stop and start again (as a restart
+    without saving: its data is gone)."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Server:
+        url = f"redis://127.0.0.1:{port}/0"
+        proc = None
+
+        def start(self):
+            self.proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no", "--dir", str(tmp_path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            client = Redis.from_url(self.url)
+            _until(lambda: _pings(client), 30, "the private Redis to answer")
+            client.close()
+
+        def stop(self):
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    server = Server()
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+def test_workers_outlive_a_redis_restart_and_finish_the_campaign_exactly_once(app, db, shop, database_url,
+                                                                             slow_vonage, vonage_ca, private_redis,
+                                                                             monkeypatch):
+    """Redis restarts without its data in the middle of a campaign: the workers wait for it, reconnect and go on
+    (they used to exit), their start-up recovery finds the campaign again, and no recipient gets two texts."""
+    _, ca_path = vonage_ca
+    rq_queue = RQJobQueue(private_redis.url, f"test-restart-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", rq_queue)
+    monkeypatch.setattr(kqueue, "_queue", rq_queue)
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis.url,
+           "QUEUE_NAME": rq_queue.queue.name, "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
+           "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING",
+           "SMS_RATE_PER_SECOND": "40"}
+    pool = Workers(env)
+    try:
+        slow_vonage.delay = 0.02
+        row, team = _campaign(db, shop, 200)
+        pool.start(2)
+        lifecycle.schedule(db, row)
+        _until(lambda: len(slow_vonage.sent()) >= 30, 60, "the first 30 texts")
+        private_redis.stop()
+        time.sleep(2)
+        private_redis.start()
+        _wait(db, row, lambda c: c.status == "completed", 180, pool)
+        assert all(proc.poll() is None for proc in pool.procs), "a worker exited when Redis went away"
+        assert _received(slow_vonage) == collections.Counter({p.phone: 1 for p in team})
+        assert _statuses(db, row) == {"sent": 200}
+    finally:
+        pool.stop_all()
+
+
+def test_an_inbound_text_is_handled_while_the_only_worker_is_sending_a_campaign(app, db, shop, workers,
+                                                                                slow_vonage, redis_queue):
+    """Lanes: the sender hands over between messages when an urgent job has waited, so the inbound text is
+    handled in seconds, while the campaign is still going (before, it waited for the send job's end)."""
+    from kinnekt.models import InboundMessage
+    slow_vonage.delay = 0.05
+    row, team = _campaign(db, shop, 240)
+    workers.start(1)
+    lifecycle.schedule(db, row)
+    _until(lambda: len(slow_vonage.sent()) >= 10, 60, "the first 10 texts")
+    inbound = InboundMessage(shop_id=shop.id, provider_id=f"in-{uuid.uuid4().hex[:8]}", from_phone="+12125550199",
+                             to_number="15550100200", text="What time do you open?")
+    db.add(inbound)
+    db.commit()
+    from workers.sms import process_inbound
+    redis_queue.enqueue(process_inbound, inbound.id, job_id=f"sms-inbound-{inbound.id}")
+
+    def handled():
+        db.expire_all()
+        done = db.get(InboundMessage, inbound.id).intent not in (None, "handling")
+        db.rollback()
+        return done
+
+    _until(handled, 60, "the inbound text to be handled")
+    assert _statuses(db, row)["pending"] > 0  # handled while the campaign still had texts to send
+    _wait(db, row, lambda c: c.status == "completed", 120, workers)
+    assert _received(slow_vonage) == collections.Counter({p.phone: 1 for p in team})

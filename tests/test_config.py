@@ -73,7 +73,7 @@ def test_app_url_from_the_shopify_cli_variables():
 def test_every_route_is_a_merchant_route_or_a_known_public_one(app):
     """Security: a new route cannot skip the session token by accident."""
     from kinnekt.web.auth import require_merchant
-    public = {"auth", "shopify_oauth", "webhooks", "sms_webhooks", "redirects", "storefront"}
+    public = {"auth", "shopify_oauth", "webhooks", "sms_webhooks", "redirects", "storefront", "health"}
     unguarded = []
     for rule in app.url_map.iter_rules():
         blueprint = rule.endpoint.rpartition(".")[0] or None

@@ -175,3 +175,166 @@ def test_prune_deletes_only_old_processed_events(app, db, shop):
     db.commit()
     assert prune_webhook_events() == 1
     assert sorted(db.scalars(select(WebhookEvent.webhook_id))) == ["new-done", "old-open"]
+
+
+# ------------------------------------------------------------------------------------------------------- lanes
+
+def test_every_lane_entry_names_a_job_and_unnamed_jobs_go_to_default():
+    import importlib
+
+    from kinnekt.queue import LANE_OF, LANES, job_path, lane_for
+    for path, lane in LANE_OF.items():
+        module, name = path.rsplit(".", 1)
+        func = getattr(importlib.import_module(module), name)  # a renamed job would silently lose its lane
+        assert job_path(func) == path and lane_for(func) == lane and lane in LANES
+    from workers.webhooks import process_webhook_event
+    assert lane_for(process_webhook_event) == "default"
+
+
+def test_in_process_runs_the_highest_lane_first_among_due_jobs(app):
+    from workers.campaigns import send_campaign, start_campaign  # noqa: F401 (their lanes, not their code)
+    queue = InProcessQueue(app)
+    seen = []
+    gate, busy = threading.Event(), threading.Event()
+    queue.enqueue(lambda: (busy.set(), gate.wait(5)))  # busy: the next ones wait, then run by lane
+    assert busy.wait(5)
+    lanes = {"bulk": "workers.segments.build_segment", "sends": "workers.campaigns.send_campaign",
+             "urgent": "workers.sms.process_inbound"}
+    for lane in ("bulk", "sends", "default", "urgent"):
+        def record(lane=lane):
+            seen.append(lane)
+        if lane in lanes:
+            record.__module__, record.__qualname__ = lanes[lane].rsplit(".", 1)
+        queue.enqueue(record)
+    states = {state.lane: state for state in queue.lane_states()}
+    assert {lane: states[lane].waiting for lane in states} == {"urgent": 1, "default": 1, "sends": 1, "bulk": 1}
+    assert states["urgent"].oldest_seconds is not None and states["urgent"].oldest_seconds >= 0
+    gate.set()
+    assert queue.drain(5)
+    assert seen == ["urgent", "default", "sends", "bulk"]
+    queue.stop()
+
+
+def test_rq_jobs_go_to_their_lanes_and_report_their_waiting(redis_conn):
+    from workers.campaigns import send_campaign
+    from workers.sms import process_inbound
+    from workers.webhooks import process_webhook_event
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    try:
+        queue.enqueue(process_inbound, 1, job_id="a")
+        queue.enqueue(process_webhook_event, 2, job_id="b")
+        queue.enqueue(send_campaign, 3, job_id="c")
+        assert {lane: q.count for lane, q in queue.lanes.items()} == {"urgent": 1, "default": 1, "sends": 1,
+                                                                       "bulk": 0}
+        assert queue.lanes["default"].name == name and queue.lanes["urgent"].name == f"{name}-urgent"
+        states = {state.lane: state for state in queue.lane_states()}
+        assert states["bulk"].waiting == 0 and states["bulk"].oldest_seconds is None
+        assert states["urgent"].waiting == 1 and 0 <= states["urgent"].oldest_seconds < 3600
+    finally:
+        for q in queue.lanes.values():
+            q.empty()
+
+
+def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_conn):
+    """Real jobs of four lanes queued in the wrong order: `python -m workers --burst` runs them by lane."""
+    from rq.job import Job
+
+    from workers.campaigns import start_campaign
+    from workers.jobs import prune_webhook_events
+    from workers.segments import build_segment
+    from workers.sms import process_inbound
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    jobs = [queue.enqueue(build_segment, 10 ** 9, job_id="bulk"), queue.enqueue(start_campaign, 10 ** 9, job_id="sends"),
+            queue.enqueue(prune_webhook_events, job_id="default"), queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
+           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": ""}
+    result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    done = [Job.fetch(job.id, connection=queue.redis) for job in jobs]
+    assert all(job.get_status() == "finished" for job in done), [(j.id, j.get_status(), j.exc_info) for j in done]
+    assert [job.id.rsplit("--", 1)[1] for job in sorted(done, key=lambda j: j.ended_at)] == [
+        "urgent", "default", "sends", "bulk"]
+    assert done[3].return_value() == "missing" and done[0].return_value() is None
+
+
+def test_a_worker_for_some_lanes_leaves_the_others(app, database_url, redis_conn):
+    from workers.jobs import prune_webhook_events
+    from workers.segments import build_segment
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    bulk = queue.enqueue(build_segment, 10 ** 9, job_id="bulk")
+    default = queue.enqueue(prune_webhook_events, job_id="default")
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
+           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": ""}
+    result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover", "--lanes", "urgent,default"],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert default.get_status(refresh=True) == "finished" and bulk.get_status(refresh=True) == "queued"
+    bad = subprocess.run([sys.executable, "-m", "workers", "--lanes", "urgent,nope"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "lanes are a comma-separated list of urgent, default, sends, bulk" in bad.stderr
+    queue.lanes["bulk"].empty()
+
+
+def test_a_sender_yields_only_to_work_that_waited_long_enough(app, monkeypatch):
+    from kinnekt import defaults
+    from kinnekt.campaigns.sending import higher_lanes_waiting
+    from kinnekt.queue import LaneState
+    states = []
+
+    class Queue:
+        def lane_states(self, lanes):
+            assert lanes == ("urgent", "default")
+            return states
+
+    monkeypatch.setattr("kinnekt.queue.get_queue", lambda: Queue())
+    monkeypatch.setattr(defaults, "SEND_YIELD_AFTER_SECONDS", {"urgent": 1.0, "default": 3.0})
+    states[:] = [LaneState("urgent", 0, None), LaneState("default", 40, 2.9)]
+    assert not higher_lanes_waiting()
+    states[:] = [LaneState("urgent", 1, 1.0), LaneState("default", 0, None)]
+    assert higher_lanes_waiting()
+    states[:] = [LaneState("urgent", 0, None), LaneState("default", 1, 3.5)]
+    assert higher_lanes_waiting()
+
+
+def test_a_stop_request_makes_a_sender_hand_over_after_the_message_in_hand(app, db, shop, monkeypatch):
+    """The work horse's stop flag (set by the worker on SIGTERM): the sender sends the message in hand, releases
+    the rest of its batch and queues its successor."""
+    from kinnekt import queue as kqueue
+    from kinnekt.campaigns import sending
+    from kinnekt.models import Message
+    from kinnekt.sms.gateway import SendResult
+    from tests.test_campaign_audience import RecordingQueue, segment, subscriber
+    recorder = RecordingQueue()
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
+    monkeypatch.setattr(kqueue, "_queue", recorder)
+    monkeypatch.setattr(kqueue, "_stop", threading.Event())
+
+    class Gateway:
+        name, rate_limited = "scripted", False
+        sent = []
+
+        def send(self, to, text, client_ref):
+            self.sent.append(to)
+            kqueue.request_stop()  # the signal arrives while the first request is out
+            return SendResult(provider_id=f"P{len(self.sent)}", status="sent")
+
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: Gateway())
+    shop.quiet_hours_enabled = False
+    db.commit()
+    for _ in range(3):
+        subscriber(db, shop)
+    from kinnekt.campaigns import lifecycle
+    row = lifecycle.save(db, shop, {"name": "Now", "body": "Hello", "include_segment_ids": [segment(db, shop, "US", ["US"]).id],
+                                    "send_now": True, "send_at": None, "discount_mode": "none"})
+    lifecycle.schedule(db, row)
+    lifecycle.start(db, row.id)
+    assert sending.run(db, row.id, slot=1, seq=4) == {"sent": 1, sending.HANDED_OVER: 1}
+    statuses = sorted(db.scalars(select(Message.status).where(Message.campaign_id == row.id)))
+    assert statuses == ["pending", "pending", "sent"]
+    assert recorder.jobs[-1][0] == "send_campaign" and recorder.jobs[-1][1] == (row.id, 1, 5)

@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 
 from kinnekt.sms.ratelimit import (
-    Limit, LocalRateLimiter, RateLimitTimeout, RedisRateLimiter, limiter_for, limits_for,
+    Limit, LocalRateLimiter, RateLimitTimeout, RateLimitUnavailable, RedisRateLimiter, limiter_for, limits_for,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -95,12 +95,41 @@ def test_account_and_sender_limits_hold_together(redis_keys):
 
 def test_acquire_waits_at_most_the_bound(redis_keys):
     client, prefix = redis_keys
-    limiter = RedisRateLimiter(client, [Limit(f"{prefix}:one", 1)], window_ms=60_000)
+    client.set(f"{prefix}:state", 1)  # the limits' state is known (else the first grant waits one spacing: 60 s)
+    limiter = RedisRateLimiter(client, [Limit(f"{prefix}:one", 1)], window_ms=60_000, state_key=f"{prefix}:state")
     limiter.acquire()
     granted, wait, _ = limiter.try_acquire()
     assert not granted and 59 < wait <= 60.02  # the spacing: (window + slack) / 1
     with pytest.raises(RateLimitTimeout):
         limiter.acquire(max_wait=0.05)
+
+
+def test_a_lost_state_never_lets_a_window_hold_more_than_the_limit(redis_keys):
+    """Redis restarts without its data right after a run of grants: the next grant still keeps the spacing."""
+    client, prefix = redis_keys
+    limits = [Limit(f"{prefix}:account", 10), Limit(f"{prefix}:sender", 10)]
+    limiter = RedisRateLimiter(client, limits, window_ms=WINDOW_MS, state_key=f"{prefix}:state")
+    before = [limiter.acquire(max_wait=60) for _ in range(10)]
+    client.delete(f"{prefix}:account", f"{prefix}:sender", f"{prefix}:state")  # the state is lost
+    after = [limiter.acquire(max_wait=60) for _ in range(10)]
+    spacing = (WINDOW_MS + 10) / 1000 / 10
+    assert after[0] - before[-1] >= spacing - 1e-6
+    assert max_in_window(before + after) == 10
+
+
+def test_an_idle_limit_whose_key_expired_grants_at_once(redis_keys):
+    client, prefix = redis_keys
+    client.set(f"{prefix}:state", 1)
+    limiter = RedisRateLimiter(client, [Limit(f"{prefix}:idle", 1)], window_ms=60_000, state_key=f"{prefix}:state")
+    assert limiter.try_acquire()[0]  # the marker says the state is known: no key means idle, not lost
+
+
+def test_an_unreachable_redis_gives_no_slot():
+    limiter = RedisRateLimiter(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1),
+                               [Limit("x", 10)])
+    with pytest.raises(RateLimitUnavailable):
+        limiter.acquire(max_wait=1)
+    assert issubclass(RateLimitUnavailable, RateLimitTimeout)  # every caller already handles "no slot"
 
 
 def test_local_limiter_has_the_same_rule():

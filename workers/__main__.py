@@ -1,31 +1,49 @@
-"""`python -m workers [--burst]`: an RQ worker with its scheduler, for the queue in QUEUE_NAME on REDIS_URL.
+"""`python -m workers [--lanes urgent,default] [--burst]`: an RQ worker with its scheduler, on REDIS_URL.
 
-At start it queues the start-up recovery job, so due and unfinished work is picked up again.
+It works the lanes of the QUEUE_NAME queue in priority order (urgent, default, sends, bulk; all of them
+unless --lanes names some). At start it queues the start-up recovery job, so due and unfinished work is
+picked up again. If Redis goes away it waits for it (backing off) and goes on; SIGTERM stops it within
+seconds (workers/worker.py).
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import logging
+import signal
 import sys
 
 log = logging.getLogger("workers")
 
 
+def _lanes(text: str) -> tuple[str, ...]:
+    from kinnekt.queue import LANES
+    lanes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [lane for lane in lanes if lane not in LANES]
+    if unknown or not lanes:
+        raise argparse.ArgumentTypeError(f"lanes are a comma-separated list of {', '.join(LANES)}")
+    return lanes
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, create the app from the environment, and work the queue."""
-    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    """Parse arguments, create the app from the environment, and work the queue until stopped."""
+    from kinnekt.queue import LANES
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--burst", action="store_true", help="drain the queue (and due scheduled jobs), then exit")
     parser.add_argument("--no-recover", action="store_true", help="do not queue start-up recovery")
     parser.add_argument("--name", default=None, help="worker name (default: RQ's)")
+    parser.add_argument("--lanes", type=_lanes, default=LANES,
+                        help=f"lanes to work, in priority order (default: {','.join(LANES)})")
     args = parser.parse_args(argv)
 
-    from rq import Worker
+    import redis
 
     from kinnekt import create_app
     from kinnekt.queue import get_queue
     from workers import set_worker_app
     from workers.jobs import recover_due_work
+    from workers.worker import make_worker, wait_for_redis
 
     app = create_app()
     set_worker_app(app)
@@ -33,9 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     if queue.mode != "rq":
         print("REDIS_URL is not set: there is no queue to work (the app runs jobs in-process).", file=sys.stderr)
         return 2
-    if not args.no_recover:
-        queue.enqueue(recover_due_work, job_id="recover-due-work")
-    worker = Worker([queue.queue], connection=queue.redis, name=args.name)
     # Everything loaded so far (the app, its models, the libraries) lives as long as the worker: leave it out of
     # the garbage collector's full passes, here and in each job's forked work horse. A full pass in a horse
     # then looks at the job's own objects only (it took over 100 ms over the inherited ones, a pause that can
@@ -43,9 +58,30 @@ def main(argv: list[str] | None = None) -> int:
     # writing the collector's marks into them.
     gc.collect()
     gc.freeze()
+    recover = not args.no_recover
+    round_ = 0
     with app.app_context():
-        worker.work(with_scheduler=True, burst=args.burst, logging_level=app.config["LOG_LEVEL"])
-    return 0
+        while True:
+            round_ += 1
+            worker = None
+            try:
+                if recover:
+                    queue.enqueue(recover_due_work, job_id="recover-due-work")
+                    recover = False
+                name = args.name if args.name is None or round_ == 1 else f"{args.name}-{round_}"
+                worker = make_worker(queue, args.lanes, name=name)
+                worker.work(with_scheduler=True, burst=args.burst, logging_level=app.config["LOG_LEVEL"])
+            except redis.exceptions.RedisError as error:  # RQ's teardown could not reach Redis either
+                log.warning("worker stopped by a Redis error: %s", error)
+            if args.burst or (worker is not None and worker.stop_signalled):
+                return 0
+            # RQ's loop quits on an error it does not handle (Redis went away): wait for Redis, then go on.
+            stopped = []
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stopped.append(True))
+            if not wait_for_redis(queue.redis, stop=lambda: bool(stopped)):
+                return 0
+            recover = not args.no_recover  # Redis may have lost every queued job: find the work again
 
 
 if __name__ == "__main__":

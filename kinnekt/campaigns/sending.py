@@ -147,6 +147,34 @@ def _successor(campaign_id: int, slot: int, seq: int) -> None:
     get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
 
 
+def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
+    """Queue one sender slot of the campaign again (its job was lost); the tag keeps one job per loss."""
+    from kinnekt.queue import get_queue
+    from workers.campaigns import send_campaign
+    get_queue().enqueue(send_campaign, campaign_id, slot, 0, job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+
+
+def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
+    """A lost sender's claimed rows go back to pending, unclaimed (none of them was requested); commits."""
+    released = session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+                              Message.claim_token == token)
+        .values(status="pending", claim_token=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount or 0
+    session.commit()
+    return released
+
+
+def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = None) -> list[int]:
+    """Running campaigns (and automations) with rows due to be sent now and claimed by nobody."""
+    now = now or utcnow()
+    due = exists().where(Message.campaign_id == Campaign.id, Message.status == "pending",
+                         Message.claim_token.is_(None), Message.due_at.is_(None) | (Message.due_at <= now))
+    return list(session.scalars(select(Campaign.id).where(Campaign.status == "in_progress",
+                                                          Campaign.snapshot_at.is_not(None), due)
+                                .order_by(Campaign.id).execution_options(all_shops=True)))
+
+
 def wake_at(campaign_id: int, when: dt.datetime) -> None:
     """Queue the campaign's senders for `when` (the next due row); one wake-up per campaign and second."""
     from kinnekt.queue import get_queue
@@ -157,26 +185,87 @@ def wake_at(campaign_id: int, when: dt.datetime) -> None:
 
 # ---------------------------------------------------------------------------------------------- the sender
 
-def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0,
-        budget: float | None = None) -> dict[str, int]:
-    """One send job: claim and send batches until nothing is due or the time budget is spent; returns outcomes."""
+def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0, budget: float | None = None,
+        may_yield: bool = False, on_claim=None) -> dict[str, int]:
+    """One send job: claim and send batches until nothing is due or the time budget is spent; returns outcomes.
+
+    It hands over to a successor job early, after the message in hand, when its process was asked to stop
+    (a worker's warm shutdown), when the rate limiter cannot be reached, or (with `may_yield`, as a queued
+    job) when work of a higher lane has waited too long (`higher_lanes_waiting`). `on_claim(token)` is told
+    each batch's claim token before the batch is claimed (the job keeps it where a watchdog can find it)."""
     budget = job_budget(slot, seq) if budget is None else budget
     deadline = time.monotonic() + budget
     outcomes: dict[str, int] = {}
+    yielding = _Yielding(may_yield)
     while True:
         if not _running(session, campaign_id):
             _stop_if_not_running(session, campaign_id)
             return outcomes
+        if yielding.due():
+            return _hand_over(campaign_id, slot, seq, outcomes)
         token = uuid.uuid4().hex
+        if on_claim is not None:
+            on_claim(token)
         ids = claim(session, campaign_id, token=token)
         if not ids:
             settle(session, campaign_id)
             return outcomes
-        for outcome, n in send_batch(session, campaign_id, ids, token).items():
+        for outcome, n in send_batch(session, campaign_id, ids, token, yielding=yielding).items():
             outcomes[outcome] = outcomes.get(outcome, 0) + n
+        if HANDED_OVER in outcomes:
+            return _hand_over(campaign_id, slot, seq, outcomes)
         if time.monotonic() >= deadline:
             _successor(campaign_id, slot, seq + 1)
             return outcomes
+
+
+HANDED_OVER = "handed over"
+"""The outcome a sender reports when it stopped early and queued its successor (see `run`)."""
+
+
+class _Yielding:
+    """Whether a sender should stop after the message in hand and hand its campaign over to a successor."""
+
+    def __init__(self, may_yield: bool):
+        self.may_yield = may_yield
+        self.next_check = 0.0
+        self.limiter_lost = False
+
+    def due(self) -> bool:
+        """True when this process must stop, the limiter is gone, or (looked at every
+        SEND_YIELD_CHECK_SECONDS) higher-lane work has waited too long."""
+        from kinnekt.queue import stop_requested
+        if stop_requested() or self.limiter_lost:
+            return True
+        if not self.may_yield or time.monotonic() < self.next_check:
+            return False
+        self.next_check = time.monotonic() + defaults.SEND_YIELD_CHECK_SECONDS
+        return higher_lanes_waiting()
+
+
+def higher_lanes_waiting() -> bool:
+    """True when a job of the urgent or default lane has waited longer than SEND_YIELD_AFTER_SECONDS allows."""
+    from kinnekt.queue import get_queue
+    lane_states = getattr(get_queue(), "lane_states", None)
+    if lane_states is None:
+        return False
+    limits = defaults.SEND_YIELD_AFTER_SECONDS
+    try:
+        states = lane_states(tuple(limits))
+    except Exception:  # Redis unreachable: the send path finds out and stops on its own
+        log.debug("could not read the queues' lanes", exc_info=True)
+        return False
+    return any(state.oldest_seconds is not None and state.oldest_seconds >= limits[state.lane] for state in states)
+
+
+def _hand_over(campaign_id: int, slot: int, seq: int, outcomes: dict[str, int]) -> dict[str, int]:
+    """Queue this sender's successor (a watchdog or recovery does it if Redis cannot take it now)."""
+    outcomes[HANDED_OVER] = 1
+    try:
+        _successor(campaign_id, slot, seq + 1)
+    except Exception:
+        log.warning("campaign %s: could not queue the next sender; the watchdog will", campaign_id, exc_info=True)
+    return outcomes
 
 
 def job_budget(slot: int, seq: int) -> float:
@@ -357,6 +446,8 @@ class _Context:
     """The batch's texts by message id, rendered and with their short links (`_texts`)."""
     writer: "_AnswerWriter | None" = None
     """PostgreSQL, campaigns (not automations): writes accepted answers on `answers` beside the sender."""
+    yielding: "_Yielding | None" = None
+    """Told when the rate limiter cannot be reached, so that the batch stops there."""
 
 
 class _AnswerWriter:
@@ -431,11 +522,13 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
                     piggyback=limiter is None and campaign.kind != "automation" and not on_postgresql(session))
 
 
-def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str) -> dict[str, int]:
+def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str, *,
+               yielding: _Yielding | None = None) -> dict[str, int]:
     """Send each claimed message of the batch (re-checking before each); returns outcomes by name.
 
     The batch's rows and subscribers are read once; what can change meanwhile (an opt-out, End, an
-    uninstall) is checked again by the conditional UPDATE that moves each row to "sending".
+    uninstall) is checked again by the conditional UPDATE that moves each row to "sending". When `yielding`
+    says so, the batch stops before its next message (outcome HANDED_OVER) and its unsent rows are released.
     """
     context = _context(session, campaign_id)
     loaded = session.execute(
@@ -452,7 +545,11 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
                 .execution_options(isolation_level="AUTOCOMMIT")
             if context.campaign.kind != "automation":
                 context.writer = _AnswerWriter(context.answers)
+        context.yielding = yielding
         for message, subscriber in loaded:
+            if yielding is not None and yielding.due():
+                outcomes[HANDED_OVER] = 1
+                break
             outcome = _send_one(session, context, message, subscriber, token)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if outcome in ("sent", "unknown", "failed") and message.subscriber_id is not None:
@@ -546,11 +643,13 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     granted_at = None
     if context.limiter is not None:
         # As late as possible, so that only the move to "sending" lies between the slot and the request.
-        from kinnekt.sms.ratelimit import RateLimitTimeout
+        from kinnekt.sms.ratelimit import RateLimitTimeout, RateLimitUnavailable
         try:
             context.limiter.acquire()
             granted_at = context.limiter.attempt_started  # before Redis granted: its reply's delay counts too
-        except RateLimitTimeout:
+        except RateLimitTimeout as error:
+            if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
+                context.yielding.limiter_lost = True  # no slot can be had: the batch stops after this row
             _mark(session, message_id, token, "pending",
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
@@ -653,11 +752,13 @@ def _no_disk_wait(session: OrmSession) -> None:
 
 def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
     """Take a fresh slot for a message whose first one went stale; False (the row is pending again) if none came."""
-    from kinnekt.sms.ratelimit import RateLimitTimeout
+    from kinnekt.sms.ratelimit import RateLimitTimeout, RateLimitUnavailable
     try:
         context.limiter.acquire()
         return True
-    except RateLimitTimeout:  # nothing left for the provider: the row can go back safely
+    except RateLimitTimeout as error:  # nothing left for the provider: the row can go back safely
+        if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
+            context.yielding.limiter_lost = True
         session.execute(update(Message).where(Message.id == message_id, Message.status == "sending")
                         .values(status="pending", updated_at=utcnow(),
                                 due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))

@@ -11,6 +11,13 @@ one-second window ever holds more than N, and a request may reach the provider u
 (network, a busy machine) before two grants could crowd into one second there. Even spacing rather than a sliding window matters for that: a sliding window lets N
 grants go at once, and then any lateness among them puts N + 1 into some second at the provider.
 
+The state can be lost (Redis restarted without saving, or flushed) while grants were made a moment ago.
+A marker key without expiry (`STATE_KEY`) tells a lost state from a limit that was idle long enough for
+its key to expire: when the marker is missing, every limit starts as if a grant had just been made (its
+next grant one spacing away), which continues the schedule the lost state held, since its next grant was
+never more than one spacing ahead. Redis must not evict keys (`maxmemory-policy noeviction`, as RQ needs).
+When Redis cannot be reached, acquiring raises RateLimitUnavailable: no slot, nothing sent.
+
 Without Redis (the demo's in-process queue) a process-local limiter applies the same rule.
 """
 from __future__ import annotations
@@ -23,24 +30,37 @@ from dataclasses import dataclass
 
 from kinnekt import defaults
 
+STATE_KEY = "kinnekt:sms:rate:state"
+"""Set with the first grant after the limits' state was lost, never expires: its absence means a lost state."""
+
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[1])
+local slack = tonumber(ARGV[2])
+local n = #KEYS - 1
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  for i = 1, n do
+    local spacing = math.ceil((window + slack) / tonumber(ARGV[i + 2]))
+    local due = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if due < now + spacing then due = now + spacing end
+    redis.call('SET', KEYS[i], due, 'PX', math.floor((due - now) / 1000) + 1000)
+  end
+  redis.call('SET', KEYS[#KEYS], now)
+end
 local wait = 0
-for i, key in ipairs(KEYS) do
-  local next_grant = tonumber(redis.call('GET', key) or '0')
+for i = 1, n do
+  local next_grant = tonumber(redis.call('GET', KEYS[i]) or '0')
   if next_grant - now > wait then wait = next_grant - now end
 end
 if wait > 0 then
   return {0, wait, now}
 end
-local slack = tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
+for i = 1, n do
   local spacing = math.ceil((window + slack) / tonumber(ARGV[i + 2]))
-  local due = tonumber(redis.call('GET', key) or '0')
+  local due = tonumber(redis.call('GET', KEYS[i]) or '0')
   if due < now - slack then due = now end
-  redis.call('SET', key, due + spacing, 'PX', math.floor(spacing / 1000) + 1000)
+  redis.call('SET', KEYS[i], due + spacing, 'PX', math.floor(spacing / 1000) + 1000)
 end
 return {1, 0, now}
 """
@@ -48,6 +68,10 @@ return {1, 0, now}
 
 class RateLimitTimeout(RuntimeError):
     """No slot came free within the bounded wait."""
+
+
+class RateLimitUnavailable(RateLimitTimeout):
+    """The shared limiter could not be asked (Redis unreachable): no slot, so nothing may be sent now."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +89,10 @@ class RedisRateLimiter:
     """Monotonic time at which the last grant's attempt began: the grant was made no earlier, so the time since
     then bounds how late a request follows its slot, a pause while the answer came back from Redis included."""
 
-    def __init__(self, redis, limits: list[Limit], *, window_ms: int | None = None):
+    def __init__(self, redis, limits: list[Limit], *, window_ms: int | None = None, state_key: str = STATE_KEY):
         self.redis = redis
         self.limits = [limit for limit in limits if limit.per_second > 0]
+        self.state_key = state_key
         self.window_us = int(1000 * (window_ms if window_ms is not None else 1000 + defaults.SMS_RATE_WINDOW_MARGIN_MS))
         self.slack_us = 1000 * defaults.SMS_RATE_SLACK_MS
         self._script = redis.register_script(_SCRIPT)
@@ -76,9 +101,13 @@ class RedisRateLimiter:
         """One attempt: (granted, seconds to wait before trying again, server time in seconds)."""
         if not self.limits:
             return True, 0.0, time.time()
-        granted, wait_us, now_us = self._script(
-            keys=[limit.key for limit in self.limits],
-            args=[self.window_us, self.slack_us, *[limit.per_second for limit in self.limits]])
+        from redis.exceptions import RedisError
+        try:
+            granted, wait_us, now_us = self._script(
+                keys=[*(limit.key for limit in self.limits), self.state_key],
+                args=[self.window_us, self.slack_us, *[limit.per_second for limit in self.limits]])
+        except RedisError as error:
+            raise RateLimitUnavailable(f"the send rate limiter cannot be reached: {error}") from error
         return bool(granted), int(wait_us) / 1e6, int(now_us) / 1e6
 
     def acquire(self, max_wait: float | None = None) -> float:

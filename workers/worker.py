@@ -1,0 +1,158 @@
+"""The RQ worker `python -m workers` runs: lanes in priority order, short jobs in-process, a prompt stop on SIGTERM.
+
+- **Lanes** (kinnekt.queue.LANES): the worker takes the next job from the first of its queues that has one.
+- **Short jobs** (the "urgent" and "default" lanes: inbound texts, replies, webhooks, re-checks) run in the
+  worker process itself, as RQ's SimpleWorker does: no fork and no new database connection per job, which
+  cost more than most of these jobs do. **Long jobs** ("sends", "bulk") run in a forked work horse, which
+  the worker watches and can stop.
+- **Stopping** (SIGTERM or SIGINT, as orchestrators send before they kill): a short job finishes; a work
+  horse is asked to stop (`HORSE_STOP_SIGNAL`; a campaign sender then hands its campaign over to a successor
+  job after the message in hand) and is killed if it has not stopped within WORKER_STOP_GRACE_SECONDS. RQ's
+  own teardown could wait up to a minute for its pub/sub thread; here it waits a second at most.
+- **Heartbeats** every WORKER_MONITOR_SECONDS while a work horse runs, so that a worker that died with its job
+  is noticed within seconds (workers.campaigns.watch_senders); a Redis outage does not make the worker
+  abandon a running horse: it keeps watching it and `workers.__main__` reconnects afterwards.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import redis
+from rq import Worker
+from rq.worker import WorkerStatus
+
+from kinnekt import defaults
+from kinnekt.queue import FORKED_LANES, LANES, request_stop
+
+log = logging.getLogger(__name__)
+
+HORSE_STOP_SIGNAL = signal.SIGUSR1
+"""Sent by the worker to its work horse on a warm shutdown: the job in hand is asked to stop soon."""
+
+
+def _horse_stop(signum, frame) -> None:
+    """In a work horse: a stop was asked for (by the worker, or a SIGTERM sent to the whole process group)."""
+    request_stop()
+
+
+class KinnektWorker(Worker):
+    """RQ's forking worker, with short jobs run in-process, a bounded warm shutdown and Redis-proof watching."""
+
+    def __init__(self, queues, *args, inline_queue_names=(), **kwargs):
+        kwargs.setdefault("job_monitoring_interval", defaults.WORKER_MONITOR_SECONDS)
+        super().__init__(queues, *args, **kwargs)
+        self.inline_queue_names = frozenset(inline_queue_names)
+        self.stop_signalled = False
+        """True once SIGTERM/SIGINT asked this worker to stop (as opposed to quitting on an error)."""
+        self._horse_deadline: float | None = None
+
+    # -- running jobs --
+    def execute_job(self, job, queue):
+        """A short job runs here (no fork); a long one in a forked work horse."""
+        if queue.name not in self.inline_queue_names:
+            return super().execute_job(job, queue)
+        from kinnekt.db import Session
+        self.prepare_execution(job)
+        try:
+            self.perform_job(job, queue)
+        finally:
+            Session.remove()  # the next job starts with a fresh session (its pooled connection is kept)
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job) -> int:
+        """As RQ's SimpleWorker for a job without a timeout (-1 must not become 59 seconds)."""
+        if job.timeout == -1:
+            from rq.defaults import DEFAULT_WORKER_TTL
+            return DEFAULT_WORKER_TTL
+        return super().get_heartbeat_ttl(job)
+
+    def setup_work_horse_signals(self):
+        """In the work horse: SIGINT is the worker's business; SIGTERM or HORSE_STOP_SIGNAL ask the job to stop."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _horse_stop)
+        signal.signal(HORSE_STOP_SIGNAL, _horse_stop)
+
+    # -- stopping --
+    def request_stop(self, signum, frame):
+        """Warm shutdown: remember that it was asked for, then RQ's (which calls handle_warm_shutdown_request)."""
+        self.stop_signalled = True
+        super().request_stop(signum, frame)
+
+    def handle_warm_shutdown_request(self):
+        """Ask the work horse, if any, to stop soon; it is killed after WORKER_STOP_GRACE_SECONDS."""
+        log.info("worker %s: stopping", self.name)
+        if self.horse_pid:
+            self._horse_deadline = time.monotonic() + defaults.WORKER_STOP_GRACE_SECONDS
+            try:
+                os.kill(self.horse_pid, HORSE_STOP_SIGNAL)
+            except ProcessLookupError:
+                pass
+
+    def maintain_heartbeats(self, job):
+        """Called every WORKER_MONITOR_SECONDS while a horse works: kill a horse past its stop deadline, and keep
+        watching (not quitting) while Redis cannot be reached."""
+        if self._horse_deadline is not None and time.monotonic() >= self._horse_deadline and self.horse_pid:
+            log.warning("worker %s: the work horse did not stop within %s s; killing it", self.name,
+                        defaults.WORKER_STOP_GRACE_SECONDS)
+            self._horse_deadline = None
+            self.kill_horse()
+        try:
+            super().maintain_heartbeats(job)
+        except redis.exceptions.RedisError as error:
+            log.warning("worker %s: heartbeat failed (%s); still watching the work horse", self.name, error)
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        """A work horse died without finishing its job: let the job's owner clean up (a sender's claims)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from workers.campaigns import after_lost_sender
+        try:
+            after_lost_sender(job)
+        except Exception:  # the watchdog (workers.campaigns.watch_senders) catches it up later
+            log.exception("worker %s: could not hand over the lost job %s", self.name, job.id)
+
+    def subscribe(self):
+        """RQ's command channel, with a thread that wakes every second (RQ's waits 60 s, and so did its stop)."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=1, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
+
+    def unsubscribe(self):
+        """Leave the command channel without waiting more than a second or two for its thread."""
+        if not self.pubsub_thread:
+            return
+        try:
+            self.pubsub.unsubscribe()
+        except redis.exceptions.RedisError:
+            pass
+        self.pubsub_thread.stop(timeout=2)
+        try:
+            self.pubsub.close()
+        except redis.exceptions.RedisError:
+            pass
+
+
+def make_worker(queue, lanes=LANES, *, name: str | None = None) -> KinnektWorker:
+    """A worker for these lanes of the app's RQ queue, short lanes run in-process."""
+    queues = queue.rq_queues(lanes)
+    inline = [queue.lanes[lane].name for lane in lanes if lane not in FORKED_LANES]
+    return KinnektWorker(queues, connection=queue.redis, name=name, inline_queue_names=inline)
+
+
+def wait_for_redis(connection, *, stop=lambda: False) -> bool:
+    """Wait until Redis answers again, backing off from 0.5 s to WORKER_RECONNECT_MAX_SECONDS; False if `stop()`."""
+    delay = 0.5
+    while not stop():
+        try:
+            connection.ping()
+            return True
+        except redis.exceptions.RedisError as error:
+            log.warning("Redis cannot be reached (%s); trying again in %.1f s", error, delay)
+            until = time.monotonic() + delay
+            while time.monotonic() < until and not stop():
+                time.sleep(0.1)
+            delay = min(delay * 2, defaults.WORKER_RECONNECT_MAX_SECONDS)
+    return False
