@@ -43,6 +43,10 @@ class FakeProvider:
         """(monotonic arrival time, client-ref) of each request since the last clear."""
         return self._ask("arrivals")
 
+    def recipients(self) -> list[str]:
+        """The `to` number of each request since the last clear, in the order of `arrivals`."""
+        return self._ask("recipients")
+
     def clear(self) -> None:
         """Forget the arrivals so far."""
         self._ask("clear")
@@ -67,9 +71,12 @@ def _serve(pipe, directory: str) -> None:
             super().__init__(ca)
             self.requests = deque(maxlen=100)  # the tests' full record would grow with every request
             self.arrivals: list[tuple[float, str]] = []
+            self.recipients: list[str] = []
 
         def _answer(self, form, authorization):
-            self.arrivals.append((time.monotonic(), form.get("client-ref", "")))
+            with self._lock:
+                self.arrivals.append((time.monotonic(), form.get("client-ref", "")))
+                self.recipients.append(form.get("to", ""))
             return super()._answer(form, authorization)
 
     ca = trustme.CA()
@@ -84,9 +91,15 @@ def _serve(pipe, directory: str) -> None:
         if command == "count":
             pipe.send(len(fake.arrivals))
         elif command == "arrivals":
-            pipe.send(list(fake.arrivals))
+            with fake._lock:
+                pipe.send(list(fake.arrivals))
+        elif command == "recipients":
+            with fake._lock:
+                pipe.send(list(fake.recipients))
         elif command == "clear":
-            fake.arrivals.clear()
+            with fake._lock:
+                fake.arrivals.clear()
+                fake.recipients.clear()
             pipe.send(None)
         elif command == "stop":
             fake.stop()
