@@ -18,8 +18,11 @@ fi
 
 unset DATABASE_URL REDIS_URL KINNEKT_DEMO
 status=0
+started=$SECONDS
 echo "== tests on SQLite"
 "$BIN/pytest" "$@" || status=$?
+sqlite_seconds=$((SECONDS - started))
 echo "== tests on PostgreSQL ($PG_URL)"
 DATABASE_URL="$PG_URL" "$BIN/pytest" "$@" || status=$?
+echo "== time: SQLite ${sqlite_seconds} s, PostgreSQL $((SECONDS - started - sqlite_seconds)) s"
 exit $status
