@@ -75,6 +75,29 @@ class Periodic:
     interval: int
 
 
+BATCH_RUN_TTL_SECONDS = 600
+"""A batched group's "a run is queued or running" mark outlives a lost run by this long at most (recovery also
+queues a run for every group with pending items)."""
+
+_BATCH_ADD = """
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 1 end
+return 0
+"""
+
+_BATCH_TAKE = """
+local items = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
+if #items == 0 then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+end
+return items
+"""
+"""Both atomic: an item added while a run takes its last batch is either taken by it, or finds the mark gone and
+queues a new run."""
+
+
 class RQJobQueue:
     """Jobs go to Redis, one RQ queue per lane; `python -m workers` processes them (see workers/)."""
 
@@ -88,6 +111,8 @@ class RQJobQueue:
         self.lanes = {lane: Queue(lane_queue_name(name, lane), connection=self.redis) for lane in LANES}
         self.queue = self.lanes["default"]
         """The "default" lane's RQ queue (its name is QUEUE_NAME, as before there were lanes)."""
+        self._batch_add = self.redis.register_script(_BATCH_ADD)
+        self._batch_take = self.redis.register_script(_BATCH_TAKE)
 
     def rq_queues(self, lanes=LANES) -> list:
         """The RQ queues of these lanes, in priority order."""
@@ -118,6 +143,31 @@ class RQJobQueue:
     def enqueue_in(self, delay: dt.timedelta, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` to run after `delay`."""
         return self.enqueue_at(dt.datetime.now(dt.timezone.utc) + delay, func, *args, job_id=job_id, **kwargs)
+
+    def enqueue_batched(self, func: Callable, group: str, arg, items) -> bool:
+        """Add `items` to the group's pending set and queue `func(arg)` unless a run for the group is queued or
+        running already (that run takes the items); True when a job was queued. The job takes the items with
+        `take_batch(group)` until it gets none."""
+        key = self._batch_key(group)
+        if not self._batch_add(keys=[key, key + ":run"], args=[BATCH_RUN_TTL_SECONDS, *items]):
+            return False
+        self.enqueue(func, arg)
+        return True
+
+    def take_batch(self, group: str, size: int = 2000) -> list[int]:
+        """Up to `size` of the group's pending items; none means the group's run is over (a new one is queued
+        for items added from then on)."""
+        key = self._batch_key(group)
+        return [int(item) for item in self._batch_take(keys=[key, key + ":run"], args=[size, BATCH_RUN_TTL_SECONDS])]
+
+    def pending_batches(self, prefix: str) -> list[str]:
+        """Groups starting with `prefix` that hold pending items (recovery queues a run for each)."""
+        start = len(self._batch_key(""))
+        return sorted({key.decode()[start:] for key in self.redis.scan_iter(match=self._batch_key(prefix) + "*")
+                       if not key.endswith(b":run")})
+
+    def _batch_key(self, group: str) -> str:
+        return f"kinnekt:batch:{self.name}:{group}"
 
     def lane_states(self, lanes=LANES) -> list[LaneState]:
         """Each lane's waiting jobs and the age of its oldest (two round trips to Redis for all lanes)."""
@@ -171,6 +221,7 @@ class InProcessQueue:
         self._busy = False
         self._stopping = False
         self._periodic: list[Periodic] = []
+        self._batches: dict[str, set[int]] = {}
 
     # -- public API (same shape as RQJobQueue) --
     def enqueue(self, func: Callable, *args, job_id: str | None = None, **kwargs) -> str | None:
@@ -191,6 +242,25 @@ class InProcessQueue:
         for p in periodic:
             self._periodic.append(p)
             self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}", lane=lane_for(p.func))
+
+    def enqueue_batched(self, func: Callable, group: str, arg, items) -> bool:
+        """As RQJobQueue.enqueue_batched, in this process: one queued run per group takes what has piled up."""
+        with self._cond:
+            self._batches.setdefault(group, set()).update(int(item) for item in items)
+        return self.enqueue(func, arg, job_id=f"batch:{group}") is not None
+
+    def take_batch(self, group: str, size: int = 2000) -> list[int]:
+        """Up to `size` of the group's pending items (an item added later queues a new run: see _push)."""
+        with self._cond:
+            pending = self._batches.get(group) or set()
+            taken = sorted(pending)[:size]
+            pending.difference_update(taken)
+            return taken
+
+    def pending_batches(self, prefix: str) -> list[str]:
+        """Groups starting with `prefix` that hold pending items."""
+        with self._cond:
+            return sorted(group for group, items in self._batches.items() if group.startswith(prefix) and items)
 
     def lane_states(self, lanes=LANES) -> list[LaneState]:
         """Each lane's due jobs waiting to start, and how long the oldest has been due (periodic timers aside)."""

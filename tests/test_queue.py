@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -338,3 +339,93 @@ def test_a_stop_request_makes_a_sender_hand_over_after_the_message_in_hand(app, 
     statuses = sorted(db.scalars(select(Message.status).where(Message.campaign_id == row.id)))
     assert statuses == ["pending", "pending", "sent"]
     assert recorder.jobs[-1][0] == "send_campaign" and recorder.jobs[-1][1] == (row.id, 1, 5)
+
+
+# ------------------------------------------------------------------------------------------------ batched jobs
+
+def test_rq_batched_items_pile_up_for_one_run_and_a_late_item_queues_the_next(redis_conn):
+    from workers.segments import recheck_pending
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    try:
+        assert queue.enqueue_batched(recheck_pending, "recheck:7", 7, [3, 1]) is True
+        assert queue.enqueue_batched(recheck_pending, "recheck:7", 7, [2, 3]) is False  # the queued run takes them
+        assert queue.lanes["default"].count == 1
+        assert queue.pending_batches("recheck:") == ["recheck:7"]
+        assert sorted(queue.take_batch("recheck:7", size=2) + queue.take_batch("recheck:7")) == [1, 2, 3]
+        # While the run is still going, a new item waits for it; once it took nothing, the next item queues a run.
+        assert queue.enqueue_batched(recheck_pending, "recheck:7", 7, [4]) is False
+        assert queue.take_batch("recheck:7") == [4]
+        assert queue.take_batch("recheck:7") == []
+        assert queue.pending_batches("recheck:") == []
+        assert queue.enqueue_batched(recheck_pending, "recheck:7", 7, [5]) is True
+        assert queue.lanes["default"].count == 2
+    finally:
+        for q in queue.lanes.values():
+            q.empty()
+        for key in queue.redis.scan_iter(match=f"kinnekt:batch:{name}:*"):
+            queue.redis.delete(key)
+
+
+def test_rq_batched_items_are_never_left_without_a_run_under_racing_producers(redis_conn):
+    """Producers adding while a run takes batches: every item is taken by some run (counted by its queued job)."""
+    from workers.segments import recheck_pending
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    taken: list[int] = []
+    runs = [0]
+    stop = threading.Event()
+
+    def producer(base):
+        for i in range(300):
+            if queue.enqueue_batched(recheck_pending, "recheck:9", 9, [base + i]):
+                runs[0] += 1
+
+    def consumer():  # a worker: takes a queued run, and the run takes batches until none is left
+        while True:
+            if queue.redis.lpop(queue.lanes["default"].key) is None:
+                if stop.is_set():
+                    return
+                time.sleep(0.001)
+                continue
+            while items := queue.take_batch("recheck:9", size=7):
+                taken.extend(items)
+
+    try:
+        threads = [threading.Thread(target=producer, args=(k * 1000,)) for k in range(3)]
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        reader.join(30)
+        assert sorted(taken) == sorted(k * 1000 + i for k in range(3) for i in range(300))
+        assert queue.pending_batches("recheck:") == [] and runs[0] >= 1
+    finally:
+        for q in queue.lanes.values():
+            q.empty()
+        for key in queue.redis.scan_iter(match=f"kinnekt:batch:{name}:*"):
+            queue.redis.delete(key)
+
+
+def test_in_process_batched_items_pile_up_for_one_run(app):
+    queue = InProcessQueue(app)
+    taken = []
+    gate, busy = threading.Event(), threading.Event()
+    queue.enqueue(lambda: (busy.set(), gate.wait(5)))
+    assert busy.wait(5)
+
+    def run(group_arg):
+        while items := queue.take_batch(f"g:{group_arg}"):
+            taken.append(items)
+
+    assert queue.enqueue_batched(run, "g:1", 1, [3, 1]) is True
+    assert queue.enqueue_batched(run, "g:1", 1, [2]) is False
+    assert queue.pending_batches("g:") == ["g:1"]
+    gate.set()
+    assert queue.drain(5)
+    assert taken == [[1, 2, 3]]
+    assert queue.enqueue_batched(run, "g:1", 1, [4]) is True and queue.drain(5) and taken[-1] == [4]
+    queue.stop()

@@ -27,6 +27,27 @@ def recheck_subscribers(shop_id: int, subscriber_ids: list[int]) -> int:
 
 
 @job
+def recheck_pending(shop_id: int) -> int:
+    """Re-check every subscriber of the shop whose data changed since the last run, batch by batch, until none is
+    left; returns how many memberships changed."""
+    queue = get_queue()
+    changed = 0
+    while ids := queue.take_batch(membership.recheck_group(shop_id)):
+        changed += len(membership.recheck(Session, shop_id, ids))
+    return changed
+
+
+@register_recoverer
+def requeue_pending_rechecks() -> int:
+    """Queue a run for every shop with re-checks pending (a run lost with its worker leaves its mark for a while)."""
+    pending_batches = getattr(get_queue(), "pending_batches", None)  # a test's stand-in queue has none
+    groups = pending_batches("recheck:") if pending_batches else []
+    for group in groups:
+        get_queue().enqueue(recheck_pending, int(group.split(":", 1)[1]))
+    return len(groups)
+
+
+@job
 def sweep_segments() -> int:
     """The periodic sweep: queue a rebuild of every segment with relative-time rules; returns how many."""
     segment_ids = membership.segments_to_sweep(Session)

@@ -398,9 +398,22 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
 
 
 def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
-    """Queue a re-check of these subscribers against the shop's segments (call after the change is committed)."""
+    """Queue a re-check of these subscribers against the shop's segments (call after the change is committed).
+
+    The ids join the shop's pending re-checks; one job per shop at a time takes all that piled up, so a burst
+    of webhooks costs a few re-checks of many subscribers each, not one per webhook."""
     from kinnekt.queue import get_queue
-    from workers.segments import recheck_subscribers
+    from workers.segments import recheck_pending, recheck_subscribers
     ids = sorted({int(i) for i in subscriber_ids})
-    if ids:
-        get_queue().enqueue(recheck_subscribers, shop_id, ids)
+    if not ids:
+        return
+    queue = get_queue()
+    if hasattr(queue, "enqueue_batched"):
+        queue.enqueue_batched(recheck_pending, recheck_group(shop_id), shop_id, ids)
+    else:  # a stand-in queue of a test
+        queue.enqueue(recheck_subscribers, shop_id, ids)
+
+
+def recheck_group(shop_id: int) -> str:
+    """The name under which a shop's pending re-checks pile up (kinnekt.queue's batched jobs)."""
+    return f"recheck:{shop_id}"
