@@ -1,7 +1,7 @@
 """Where a send's time goes between the rate limiter and the provider: a traced worker and the trace's reading.
 
 `python -m bench.send_trace <dir> [worker args]` runs `python -m workers` with two wrappers, when the bench
-asks for a trace: the shared limiter's `try_acquire` notes when its granting attempt began and returned, and
+asks for a trace: the shared limiter's `acquire` notes when its booking began and when its slot came, and
 `VonageGateway._send` notes when the request was handed to the connection and when the answer was read. Each
 work horse appends one line per request to `<dir>/<pid>.trace`:
 
@@ -30,14 +30,13 @@ def install(directory: str) -> None:
     """Wrap the limiter and the gateway of this process (and of the work horses it forks)."""
     from kinnekt.sms import ratelimit, vonage
 
-    original_try = ratelimit.RedisRateLimiter.try_acquire
+    original_acquire = ratelimit.RedisRateLimiter.acquire
     original_send = vonage.VonageGateway._send
 
-    def try_acquire(self):
+    def acquire(self, max_wait=None):
         started = time.monotonic()
-        result = original_try(self)
-        if result[0]:
-            _granted.times = (started, time.monotonic())
+        result = original_acquire(self, max_wait)
+        _granted.times = (started, time.monotonic())
         return result
 
     files: dict[int, object] = {}
@@ -68,7 +67,7 @@ def install(directory: str) -> None:
             if ended - collecting[0] > 0.002:  # the pauses that matter at 30/s (a slot is 35 ms)
                 _out().write(f"gc{info['generation']} {collecting[0]:.6f} {ended:.6f}\n")
 
-    ratelimit.RedisRateLimiter.try_acquire = try_acquire
+    ratelimit.RedisRateLimiter.acquire = acquire
     vonage.VonageGateway._send = _send
     gc.callbacks.append(on_gc)
 

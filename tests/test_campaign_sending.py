@@ -840,14 +840,14 @@ def test_a_slot_whose_grant_came_back_late_is_taken_again_before_the_request(db,
     gateway = _rate_limited_gateway(monkeypatch, app)
     grants: list[int] = []
     for cls in (ratelimit.LocalRateLimiter, ratelimit.RedisRateLimiter):
-        def paused(self, original=cls.try_acquire):
-            result = original(self)
+        def paused(self, max_wait, original=cls.reserve):
+            result = original(self, max_wait)
             if result[0]:
                 grants.append(len(gateway.sent))  # how many requests had left when this slot was granted
                 if len(grants) == 1:
                     time.sleep(4 * defaults.SMS_RATE_REGRANT_AFTER_MS / 1000)  # granted, answer seen late
             return result
-        monkeypatch.setattr(cls, "try_acquire", paused)
+        monkeypatch.setattr(cls, "reserve", paused)
     row = _started(db, shop_us, 2, jobs)
     assert sending.run(db, row.id) == {"sent": 2}
     # the first message took a second slot before it left (a slow commit may make the second do so too)

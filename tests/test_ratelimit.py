@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 import uuid
 
 import pytest
@@ -115,6 +116,26 @@ def test_a_lost_state_never_lets_a_window_hold_more_than_the_limit(redis_keys):
     spacing = (WINDOW_MS + 10) / 1000 / 10
     assert after[0] - before[-1] >= spacing - 1e-6
     assert max_in_window(before + after) == 10
+
+
+def test_a_slot_booked_before_the_state_was_lost_is_booked_again(redis_keys):
+    """A sender asleep until its booked slot while Redis loses the limits' state: on waking it books again in
+    the new state instead of sending beside the grants made there."""
+    client, prefix = redis_keys
+    limits = [Limit(f"{prefix}:account", 2)]
+    stamps: list[float] = []
+
+    def limiter():
+        return RedisRateLimiter(Redis.from_url(REDIS_URL), limits, window_ms=WINDOW_MS, state_key=f"{prefix}:state")
+
+    stamps.append(limiter().acquire(max_wait=10))
+    sleeper = threading.Thread(target=lambda: stamps.append(limiter().acquire(max_wait=10)))
+    sleeper.start()  # books the next slot, half a second away, and sleeps until it
+    time.sleep(0.1)
+    client.delete(f"{prefix}:account", f"{prefix}:state")  # Redis restarted without its data
+    stamps.append(limiter().acquire(max_wait=10))
+    sleeper.join(10)
+    assert len(stamps) == 3 and max_in_window(stamps) == 2
 
 
 def test_an_idle_limit_whose_key_expired_grants_at_once(redis_keys):
