@@ -10,7 +10,8 @@ from sqlalchemy import select
 from kinnekt.db import utcnow
 from kinnekt.models import Checkout, Customer, Shop
 from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
-from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.linking import commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CheckoutRow
 
 
@@ -43,10 +44,8 @@ def _apply_sms_consent(session, shop: Shop, rows: list[CheckoutRow], written_ids
 
 
 def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], set[int]]:
-    existing: dict[str, Checkout] = {}
-    for batch in chunks([row.token for row in rows]):
-        existing.update((c.token, c) for c in session.scalars(
-            select(Checkout).where(Checkout.shop_id == shop.id, Checkout.token.in_(batch))))
+    existing: dict[str, Checkout] = stored_for_update(session, Checkout, shop.id, Checkout.token,
+                                                      [row.token for row in rows])
     wanted = [(existing.get(row.token), row) for row in rows
               if row.token not in existing or is_newer(row.updated_at, existing[row.token].shopify_updated_at)]
     customer_ids = customer_ids_for(session, shop, [row.customer_shopify_id for _, row in wanted])

@@ -12,6 +12,7 @@ from kinnekt.models import Customer, LineItem, Order, Shop
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
 from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import OrderRow
 
 FULFILLMENT = {None: "unfulfilled", "": "unfulfilled", "null": "unfulfilled", "unfulfilled": "unfulfilled",
@@ -43,6 +44,7 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
     rows = latest_per_id(rows)
     if not rows:
         return []
+
     def work():
         written, customers = _upsert(session, shop, rows)
         recompute_customer_facts(session, shop.id, customers)
@@ -56,10 +58,7 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
 
 def _upsert(session, shop: Shop, rows: list[OrderRow]) -> tuple[list[int], set[int]]:
     ids = [row.shopify_id for row in rows]
-    existing: dict[int, Order] = {}
-    for batch in chunks(ids):
-        existing.update((o.shopify_id, o) for o in session.scalars(
-            select(Order).where(Order.shop_id == shop.id, Order.shopify_id.in_(batch))))
+    existing: dict[int, Order] = stored_for_update(session, Order, shop.id, Order.shopify_id, ids)
     tombstones = deletions.deleted_at(session, shop.id, "order", set(ids) - existing.keys())
     wanted = []
     for row in rows:
