@@ -742,3 +742,40 @@ def test_concurrent_sms_consent_changes_keep_the_newest(app, deliver, db, shop, 
     customer = customer_by(db, cid)
     assert (customer.sms_consent_state, customer.sms_consent_updated_at) == ("unsubscribed", NEWER)
 
+
+def test_two_new_orders_of_one_customer_at_once_both_count_without_a_deadlock(app, deliver, db, shop):
+    """Both jobs have written their order (which holds a key-share lock on the customer) before either
+    recomputes the customer's facts: the recompute's lock must not wait for the other's key-share lock."""
+    from tests.concurrent_jobs import runs
+    cid = sp.next_id()
+    buyer = sp.order_customer(cid, updated_at=T0)
+    deliver("customers/create", sp.customer(cid, updated_at=T0))
+    one = ("orders/create", sp.order(customer_payload=buyer, total_price="20.00"))
+    two = ("orders/create", sp.order(customer_payload=buyer, total_price="35.00"))
+    process_at_once(app, db, shop, runs("INSERT INTO line_items"), one, two)
+    customer = customer_by(db, cid)
+    assert (customer.money_spent, customer.orders_count) == (Decimal("55.00"), 2)
+
+
+def test_an_order_batch_and_a_customer_batch_naming_the_same_new_customer_at_once_both_finish(app, db, shop):
+    """The bulk sync stores customers and orders at once. An order batch creates a placeholder for a customer it
+    names and does not have yet, while a customer batch (holding the lock of a customer the order batch also
+    names) inserts that same customer: neither may end up waiting for the other."""
+    from kinnekt import db as kdb
+    from kinnekt.shopify.ingest import rest
+    from kinnekt.shopify.ingest.customers import upsert_customers
+    from kinnekt.shopify.ingest.orders import upsert_orders
+    from tests.concurrent_jobs import Race, runs
+    known, new = sp.next_id(), sp.next_id()
+    upsert_customers(db, shop, [rest.customer_row(sp.customer(known, first_name="Known", updated_at=T0))])
+    orders = [rest.order_row(sp.order(customer_payload={"id": cid}, total_price="20.00")) for cid in (known, new)]
+    customers = [rest.customer_row(sp.customer(known, first_name="Known again", updated_at=NEWER)),
+                 rest.customer_row(sp.customer(new, first_name="New", updated_at=NEWER))]
+
+    def store(upsert, rows):
+        return lambda: upsert(kdb.Session, kdb.Session.get(Shop, shop.id), rows)
+
+    Race(app, runs("INSERT INTO customers")).run(store(upsert_orders, orders), store(upsert_customers, customers))
+    for cid, name in ((known, "Known again"), (new, "New")):
+        customer = customer_by(db, cid)
+        assert (customer.first_name, customer.money_spent, customer.orders_count) == (name, Decimal("20.00"), 1)

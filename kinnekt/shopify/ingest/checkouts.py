@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from kinnekt.db import utcnow
 from kinnekt.models import Checkout, Customer, Shop
-from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
+from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
+                                             latest_per_id)
 from kinnekt.shopify.ingest.linking import commit_with_retry, e164, notify_segments, subscribers_of
 from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CheckoutRow
@@ -20,6 +21,7 @@ def upsert_checkouts(session, shop: Shop, rows: list[CheckoutRow]) -> list[int]:
     rows = latest_per_id(rows, key=lambda row: row.token)
     if not rows:
         return []
+    create_missing_customers(session, shop, [row.customer_shopify_id for row in rows])
     written, customers = commit_with_retry(session, lambda: _upsert(session, shop, rows))
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
     _apply_sms_consent(session, shop, rows, written)

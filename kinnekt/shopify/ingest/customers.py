@@ -74,7 +74,9 @@ def _upsert(session, shop: Shop, rows: list[CustomerRow], with_tags: bool) -> se
     existing: dict[int, Customer] = stored_for_update(session, Customer, shop.id, Customer.shopify_id, ids)
     tombstones = deletions.deleted_at(session, shop.id, "customer", set(ids) - existing.keys())
     touched: list[tuple[Customer, CustomerRow, bool]] = []
-    for row in rows:
+    # New customers are inserted in Shopify id order, as placeholders are (customer_ids_for): two jobs inserting
+    # the same ones then meet at the first of them, and neither holds one the other waits for.
+    for row in sorted(rows, key=lambda row: row.shopify_id):
         customer = existing.get(row.shopify_id)
         if customer is None:
             if deletions.stays_deleted(tombstones, row.shopify_id, row.updated_at):
@@ -157,6 +159,16 @@ def customer_ids_for(session, shop: Shop, shopify_ids) -> dict[int, int]:
     return found
 
 
+def create_missing_customers(session, shop: Shop, shopify_ids) -> dict[int, int]:
+    """customer_ids_for in a transaction of its own: placeholders for the customers we lack are committed at once.
+
+    An order or checkout job calls it before the transaction that stores the order or checkout, which then never
+    holds a new customer row while it waits for a customer's lock: a customer job inserting the same customer
+    would wait for it in turn (ingest.locking). A concurrent job creating the same placeholder is retried.
+    """
+    return commit_with_retry(session, lambda: customer_ids_for(session, shop, shopify_ids))
+
+
 def apply_consent(session, shop: Shop, customer_id: int, *, state: str | None, phone: str | None,
                   consent_updated_at: dt.datetime | None, opt_in_level: str | None, notify: bool = True) -> bool:
     """Store a customer's Shopify SMS consent when newer than what we hold, and pass it to the subscribers side.
@@ -205,8 +217,7 @@ def _newer_consent(customer: Customer, state: str, consent_updated_at: dt.dateti
 def update_sms_consent(session, shop: Shop, customer_shopify_id: int, *, state: str | None, phone: str | None,
                        consent_updated_at: dt.datetime | None, opt_in_level: str | None = None) -> int | None:
     """Apply a customers_marketing_consent/update; returns the customer's id (a placeholder if unknown)."""
-    # The placeholder is committed on its own, so a concurrent job creating the same one is retried, not failed.
-    ids = commit_with_retry(session, lambda: customer_ids_for(session, shop, [customer_shopify_id]))
+    ids = create_missing_customers(session, shop, [customer_shopify_id])
     if customer_shopify_id not in ids:
         return None  # deleted in Shopify
     apply_consent(session, shop, ids[customer_shopify_id], state=state, phone=phone,

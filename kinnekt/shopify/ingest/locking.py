@@ -14,6 +14,8 @@ Each upsert reads the rows it compares with through `stored_for_update`, inside 
 Lock order, the same in every job, so that no two jobs can wait for each other in a circle: first the rows of
 the objects being stored (orders, checkouts, products, collections, or customers), in id order; then the
 customers whose facts follow (`recompute_customer_facts`), in id order. A customer job locks customers only.
+The customers an order or checkout names but we lack are inserted before, in a transaction of their own
+(`create_missing_customers`), in Shopify id order, as a customer job inserts new customers.
 """
 from __future__ import annotations
 
