@@ -96,6 +96,20 @@ def on_postgresql(session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def begin_writing(session) -> None:
+    """SQLite: take the database's write lock now (BEGIN IMMEDIATE), held until the session commits or rolls back,
+    so that nothing read from here on can change before this transaction writes. PostgreSQL: nothing (lock rows).
+
+    Python's sqlite3 begins a transaction only at the first INSERT/UPDATE/DELETE, so a read before it sees the
+    database as it was, and a write after another job's commit still succeeds: a check made on that read is
+    stale. A transaction that already wrote holds the write lock, so it is left as it is."""
+    if on_postgresql(session):
+        return
+    connection = session.connection()
+    if not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def insert_ignoring_duplicates(session, model, values: dict | list[dict]):
     """INSERT ... ON CONFLICT DO NOTHING of one row (a dict) or many (a list of dicts), for this session's
     database (PostgreSQL or SQLite): a row that would break any unique constraint is left out."""

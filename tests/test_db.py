@@ -147,3 +147,25 @@ def test_a_driver_statement_on_a_lost_connection_invalidates_it(probe):
         # rolled back when the connection goes back to the pool, after the caller counted it as done.
         with pytest.raises(exc.InvalidRequestError, match="lost or closed"):
             statement.rowcount(conn, {"p_id": 1})
+
+
+@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="SQLite's write lock")
+def test_begin_writing_takes_sqlites_write_lock_until_the_session_ends_its_transaction(db, shop):
+    import sqlite3
+    other = sqlite3.connect(kdb.engine().url.database, timeout=0)  # no waiting: a held lock fails at once
+    try:
+        kdb.begin_writing(db)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        kdb.begin_writing(db)  # already holding it: nothing to do
+        db.commit()
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+        shop.name = "Renamed"
+        db.flush()  # a transaction that already wrote holds the lock: it is kept, not begun again
+        kdb.begin_writing(db)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        db.rollback()
+    finally:
+        other.close()

@@ -579,3 +579,203 @@ def test_concurrent_orders_of_one_customer_both_count(app, db, shop):
     assert not errors and not thread.is_alive()
     customer = customer_by(db, cid)
     assert (customer.money_spent, customer.orders_count) == (Decimal("111.00"), 3)
+
+
+# -- concurrent deliveries: the newest updated_at wins whatever the order the jobs commit in --
+
+NEWER, OLDER = T0 + dt.timedelta(minutes=20), T0 + dt.timedelta(minutes=10)
+
+
+def store_event(db, shop, topic: str, payload: dict) -> int:
+    """A verified delivery as intake stores it, not processed yet; returns its id."""
+    event = WebhookEvent(webhook_id=f"race-{sp.next_id()}", shop_id=shop.id, shop_domain=shop.domain, topic=topic,
+                         payload=json.dumps(payload))
+    db.add(event)
+    db.commit()
+    return event.id
+
+
+def process_at_once(app, db, shop, pause_after, first: tuple[str, dict], second: tuple[str, dict]) -> None:
+    """Process two deliveries in two jobs at once (tests.concurrent_jobs.Race); both must end processed."""
+    from tests.concurrent_jobs import Race
+    from workers.webhooks import process_webhook_event
+    first_id, second_id = store_event(db, shop, *first), store_event(db, shop, *second)
+    Race(app, pause_after).run(lambda: process_webhook_event(first_id), lambda: process_webhook_event(second_id))
+    db.expire_all()
+    for event_id in (first_id, second_id):
+        event = db.get(WebhookEvent, event_id)
+        assert event.processed_at is not None and event.error is None, event.error
+
+
+def in_order(first: str, newer, older):
+    """The two deliveries with the one named `first` ("newer" or "older") first."""
+    return (newer, older) if first == "newer" else (older, newer)
+
+
+def line_titles(db, order) -> list[str]:
+    return sorted(db.scalars(select(LineItem.title).where(LineItem.order_id == order.id)))
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_concurrent_order_updates_keep_the_newest_with_its_line_items_and_facts(app, deliver, db, shop, first):
+    from tests.concurrent_jobs import reads
+    cid, oid = sp.next_id(), sp.next_id()
+    buyer = sp.order_customer(cid, updated_at=T0)
+    deliver("orders/create", sp.order(oid, customer_payload=buyer, total_price="10.00", updated_at=T0,
+                                      line_items=[sp.line_item(title="Original")]))
+    newer = ("orders/updated", sp.order(oid, customer_payload=buyer, total_price="20.00", updated_at=NEWER,
+                                        line_items=[sp.line_item(title="Newer", quantity=2)]))
+    older = ("orders/updated", sp.order(oid, customer_payload=buyer, total_price="35.00", updated_at=OLDER,
+                                        line_items=[sp.line_item(title="Older")]))
+    process_at_once(app, db, shop, reads("orders", "shopify_id"), *in_order(first, newer, older))
+    order = order_by(db, oid)
+    assert (order.total_price, order.shopify_updated_at) == (Decimal("20.00"), NEWER)
+    assert line_titles(db, order) == ["Newer"]
+    customer = customer_by(db, cid)
+    assert (customer.money_spent, customer.orders_count) == (Decimal("20.00"), 1)
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_concurrent_customer_updates_keep_the_newest_with_its_tags(app, deliver, db, shop, first):
+    from tests.concurrent_jobs import reads
+    cid = sp.next_id()
+    deliver("customers/create", sp.customer(cid, first_name="Original", tags="original", updated_at=T0))
+    newer = ("customers/update", sp.customer(cid, first_name="Newer", tags="newer", updated_at=NEWER))
+    older = ("customers/update", sp.customer(cid, first_name="Older", tags="older", updated_at=OLDER))
+    process_at_once(app, db, shop, reads("customers", "shopify_id"), *in_order(first, newer, older))
+    customer = customer_by(db, cid)
+    assert (customer.first_name, customer.shopify_updated_at) == ("Newer", NEWER)
+    assert tags_of(db, customer) == ["newer"]
+
+
+def _catalog_or_checkout(kind: str, deliver):
+    """(the pause point, the newer and the older delivery, a check of the stored state) for one kind of object."""
+    from tests.concurrent_jobs import reads
+    object_id = sp.next_id()
+    if kind == "product":
+        deliver("products/create", sp.product(object_id, title="Original", updated_at=T0))
+        newer = ("products/update", sp.product(object_id, title="Newer", status="draft", updated_at=NEWER))
+        older = ("products/update", sp.product(object_id, title="Older", updated_at=OLDER))
+
+        def stored(db):
+            product = db.scalar(select(Product).where(Product.shopify_id == object_id))
+            return product.title, product.status, product.shopify_updated_at
+
+        return reads("products", "shopify_id"), newer, older, stored, ("Newer", "draft", NEWER)
+    if kind == "collection":
+        kept, new_member, old_member = sp.next_id(), sp.next_id(), sp.next_id()
+        deliver("collections/create", sp.collection(object_id, title="Original", product_ids=[kept], updated_at=T0))
+        newer = ("collections/update", sp.collection(object_id, title="Newer", product_ids=[kept, new_member],
+                                                     updated_at=NEWER))
+        older = ("collections/update", sp.collection(object_id, title="Older", product_ids=[old_member],
+                                                     updated_at=OLDER))
+
+        def stored(db):
+            collection = db.scalar(select(Collection).where(Collection.shopify_id == object_id))
+            members = sorted(db.scalars(select(CollectionProduct.product_id)
+                                        .where(CollectionProduct.collection_id == object_id)))
+            return collection.title, members, collection.shopify_updated_at
+
+        return reads("collections", "shopify_id"), newer, older, stored, ("Newer", sorted([kept, new_member]), NEWER)
+    token = f"race{object_id}"
+    deliver("checkouts/create", sp.checkout(token, phone="+16135550142", created_at=T0))
+    newer = ("checkouts/update", sp.checkout(token, phone="+16135550199", created_at=T0, updated_at=NEWER,
+                                             completed_at=NEWER))
+    older = ("checkouts/update", sp.checkout(token, phone="+16135550188", created_at=T0, updated_at=OLDER))
+
+    def stored(db):
+        checkout = db.scalar(select(Checkout).where(Checkout.token == token))
+        return checkout.phone, checkout.completed_at, checkout.shopify_updated_at
+
+    return reads("checkouts", "token"), newer, older, stored, ("+16135550199", NEWER, NEWER)
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+@pytest.mark.parametrize("kind", ["product", "collection", "checkout"])
+def test_concurrent_catalog_and_checkout_updates_keep_the_newest(app, deliver, db, shop, kind, first):
+    pause_after, newer, older, stored, expected = _catalog_or_checkout(kind, deliver)
+    process_at_once(app, db, shop, pause_after, *in_order(first, newer, older))
+    db.expire_all()
+    assert stored(db) == expected
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+@pytest.mark.parametrize("kind", ["order", "customer"])
+def test_concurrent_first_deliveries_of_a_new_object_keep_the_newest(app, db, shop, kind, first):
+    from tests.concurrent_jobs import reads
+    object_id = sp.next_id()
+    if kind == "order":
+        buyer = sp.order_customer(sp.next_id(), updated_at=T0)
+        newer = ("orders/create", sp.order(object_id, customer_payload=buyer, total_price="20.00",
+                                           updated_at=NEWER, line_items=[sp.line_item(title="Newer")]))
+        older = ("orders/create", sp.order(object_id, customer_payload=buyer, total_price="35.00",
+                                           updated_at=OLDER, line_items=[sp.line_item(title="Older")]))
+        process_at_once(app, db, shop, reads("orders", "shopify_id"), *in_order(first, newer, older))
+        order = order_by(db, object_id)
+        assert (order.total_price, order.shopify_updated_at, line_titles(db, order)) == (
+            Decimal("20.00"), NEWER, ["Newer"])
+        assert customer_by(db, buyer["id"]).money_spent == Decimal("20.00")
+    else:
+        newer = ("customers/create", sp.customer(object_id, first_name="Newer", tags="newer", updated_at=NEWER))
+        older = ("customers/create", sp.customer(object_id, first_name="Older", tags="older", updated_at=OLDER))
+        process_at_once(app, db, shop, reads("customers", "shopify_id"), *in_order(first, newer, older))
+        customer = customer_by(db, object_id)
+        assert (customer.first_name, customer.shopify_updated_at, tags_of(db, customer)) == (
+            "Newer", NEWER, ["newer"])
+    assert db.scalar(select(func.count()).select_from(Order if kind == "order" else Customer)) == 1
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_concurrent_sms_consent_changes_keep_the_newest(app, deliver, db, shop, first):
+    cid = sp.next_id()
+    deliver("customers/create", sp.customer(cid, updated_at=T0))
+    newer = ("customers_marketing_consent/update",
+             sp.marketing_consent(cid, state="unsubscribed", consent_updated_at=NEWER))
+    older = ("customers_marketing_consent/update",
+             sp.marketing_consent(cid, state="subscribed", consent_updated_at=OLDER))
+
+    def reads_consent(statement: str) -> bool:  # the read of the customer whose consent is compared
+        return statement.lstrip().startswith("SELECT") and "FROM customers" in statement \
+            and "customers.sms_consent_updated_at" in statement
+
+    process_at_once(app, db, shop, reads_consent, *in_order(first, newer, older))
+    customer = customer_by(db, cid)
+    assert (customer.sms_consent_state, customer.sms_consent_updated_at) == ("unsubscribed", NEWER)
+
+
+def test_two_new_orders_of_one_customer_at_once_both_count_without_a_deadlock(app, deliver, db, shop):
+    """Both jobs have written their order (which holds a key-share lock on the customer) before either
+    recomputes the customer's facts: the recompute's lock must not wait for the other's key-share lock."""
+    from tests.concurrent_jobs import runs
+    cid = sp.next_id()
+    buyer = sp.order_customer(cid, updated_at=T0)
+    deliver("customers/create", sp.customer(cid, updated_at=T0))
+    one = ("orders/create", sp.order(customer_payload=buyer, total_price="20.00"))
+    two = ("orders/create", sp.order(customer_payload=buyer, total_price="35.00"))
+    process_at_once(app, db, shop, runs("INSERT INTO line_items"), one, two)
+    customer = customer_by(db, cid)
+    assert (customer.money_spent, customer.orders_count) == (Decimal("55.00"), 2)
+
+
+def test_an_order_batch_and_a_customer_batch_naming_the_same_new_customer_at_once_both_finish(app, db, shop):
+    """The bulk sync stores customers and orders at once. An order batch creates a placeholder for a customer it
+    names and does not have yet, while a customer batch (holding the lock of a customer the order batch also
+    names) inserts that same customer: neither may end up waiting for the other."""
+    from kinnekt import db as kdb
+    from kinnekt.shopify.ingest import rest
+    from kinnekt.shopify.ingest.customers import upsert_customers
+    from kinnekt.shopify.ingest.orders import upsert_orders
+    from tests.concurrent_jobs import Race, runs
+    known, new = sp.next_id(), sp.next_id()
+    upsert_customers(db, shop, [rest.customer_row(sp.customer(known, first_name="Known", updated_at=T0))])
+    orders = [rest.order_row(sp.order(customer_payload={"id": cid}, total_price="20.00")) for cid in (known, new)]
+    customers = [rest.customer_row(sp.customer(known, first_name="Known again", updated_at=NEWER)),
+                 rest.customer_row(sp.customer(new, first_name="New", updated_at=NEWER))]
+
+    def store(upsert, rows):
+        return lambda: upsert(kdb.Session, kdb.Session.get(Shop, shop.id), rows)
+
+    Race(app, runs("INSERT INTO customers")).run(store(upsert_orders, orders), store(upsert_customers, customers))
+    for cid, name in ((known, "Known again"), (new, "New")):
+        customer = customer_by(db, cid)
+        assert (customer.first_name, customer.money_spent, customer.orders_count) == (name, Decimal("20.00"), 1)

@@ -9,15 +9,12 @@ from kinnekt.models import Collection, CollectionProduct, LineItem, Order, Produ
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import is_newer, latest_per_id
 from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, notify_segments
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CollectionRow, ProductRow
 
 
 def _existing(session, model, shop_id: int, ids) -> dict:
-    found = {}
-    for batch in chunks(ids):
-        found.update((obj.shopify_id, obj) for obj in session.scalars(
-            select(model).where(model.shop_id == shop_id, model.shopify_id.in_(batch))))
-    return found
+    return stored_for_update(session, model, shop_id, model.shopify_id, ids)
 
 
 def upsert_products(session, shop: Shop, rows: list[ProductRow]) -> list[int]:

@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from kinnekt.db import utcnow
 from kinnekt.models import Checkout, Customer, Shop
-from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
-from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
+                                             latest_per_id)
+from kinnekt.shopify.ingest.linking import commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CheckoutRow
 
 
@@ -19,6 +21,7 @@ def upsert_checkouts(session, shop: Shop, rows: list[CheckoutRow]) -> list[int]:
     rows = latest_per_id(rows, key=lambda row: row.token)
     if not rows:
         return []
+    create_missing_customers(session, shop, [row.customer_shopify_id for row in rows])
     written, customers = commit_with_retry(session, lambda: _upsert(session, shop, rows))
     notify_segments(shop.id, subscribers_of(session, shop.id, customers))
     _apply_sms_consent(session, shop, rows, written)
@@ -43,10 +46,8 @@ def _apply_sms_consent(session, shop: Shop, rows: list[CheckoutRow], written_ids
 
 
 def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], set[int]]:
-    existing: dict[str, Checkout] = {}
-    for batch in chunks([row.token for row in rows]):
-        existing.update((c.token, c) for c in session.scalars(
-            select(Checkout).where(Checkout.shop_id == shop.id, Checkout.token.in_(batch))))
+    existing: dict[str, Checkout] = stored_for_update(session, Checkout, shop.id, Checkout.token,
+                                                      [row.token for row in rows])
     wanted = [(existing.get(row.token), row) for row in rows
               if row.token not in existing or is_newer(row.updated_at, existing[row.token].shopify_updated_at)]
     customer_ids = customer_ids_for(session, shop, [row.customer_shopify_id for _, row in wanted])

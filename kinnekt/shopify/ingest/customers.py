@@ -10,6 +10,7 @@ from kinnekt.models import Customer, CustomerTag, Shop
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.linking import (chunks, commit_with_retry, e164, link_by_phone, notify_segments,
                                            subscribers_of)
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CustomerRow
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,15 @@ def upsert_customers(session, shop: Shop, rows: list[CustomerRow], *, with_tags:
         return []
     changed = commit_with_retry(session, lambda: _upsert(session, shop, rows, with_tags))
     with_consent = {row.shopify_id: row for row in rows if row.sms_consent_state is not None}
+    stored: list[tuple[int, int]] = []
     for batch in chunks(with_consent):
-        for customer in session.scalars(select(Customer).where(Customer.shop_id == shop.id,
-                                                               Customer.shopify_id.in_(batch))).all():
-            row = with_consent[customer.shopify_id]
-            if apply_consent(session, shop, customer, state=row.sms_consent_state, phone=None,
-                             consent_updated_at=row.sms_consent_updated_at, opt_in_level=None, notify=False):
-                changed.add(customer.id)
+        stored.extend(session.execute(select(Customer.id, Customer.shopify_id).where(
+            Customer.shop_id == shop.id, Customer.shopify_id.in_(batch))).all())
+    for customer_id, shopify_id in sorted(stored):
+        row = with_consent[shopify_id]
+        if apply_consent(session, shop, customer_id, state=row.sms_consent_state, phone=None,
+                         consent_updated_at=row.sms_consent_updated_at, opt_in_level=None, notify=False):
+            changed.add(customer_id)
     changed_ids = sorted(changed)
     notify_segments(shop.id, subscribers_of(session, shop.id, changed_ids))
     return changed_ids
@@ -68,13 +71,12 @@ def upsert_customers(session, shop: Shop, rows: list[CustomerRow], *, with_tags:
 
 def _upsert(session, shop: Shop, rows: list[CustomerRow], with_tags: bool) -> set[int]:
     ids = [row.shopify_id for row in rows]
-    existing: dict[int, Customer] = {}
-    for batch in chunks(ids):
-        existing.update((c.shopify_id, c) for c in session.scalars(
-            select(Customer).where(Customer.shop_id == shop.id, Customer.shopify_id.in_(batch))))
+    existing: dict[int, Customer] = stored_for_update(session, Customer, shop.id, Customer.shopify_id, ids)
     tombstones = deletions.deleted_at(session, shop.id, "customer", set(ids) - existing.keys())
     touched: list[tuple[Customer, CustomerRow, bool]] = []
-    for row in rows:
+    # New customers are inserted in Shopify id order, as placeholders are (customer_ids_for): two jobs inserting
+    # the same ones then meet at the first of them, and neither holds one the other waits for.
+    for row in sorted(rows, key=lambda row: row.shopify_id):
         customer = existing.get(row.shopify_id)
         if customer is None:
             if deletions.stays_deleted(tombstones, row.shopify_id, row.updated_at):
@@ -157,23 +159,30 @@ def customer_ids_for(session, shop: Shop, shopify_ids) -> dict[int, int]:
     return found
 
 
-def apply_consent(session, shop: Shop, customer: Customer, *, state: str | None, phone: str | None,
+def create_missing_customers(session, shop: Shop, shopify_ids) -> dict[int, int]:
+    """customer_ids_for in a transaction of its own: placeholders for the customers we lack are committed at once.
+
+    An order or checkout job calls it before the transaction that stores the order or checkout, which then never
+    holds a new customer row while it waits for a customer's lock: a customer job inserting the same customer
+    would wait for it in turn (ingest.locking). A concurrent job creating the same placeholder is retried.
+    """
+    return commit_with_retry(session, lambda: customer_ids_for(session, shop, shopify_ids))
+
+
+def apply_consent(session, shop: Shop, customer_id: int, *, state: str | None, phone: str | None,
                   consent_updated_at: dt.datetime | None, opt_in_level: str | None, notify: bool = True) -> bool:
     """Store a customer's Shopify SMS consent when newer than what we hold, and pass it to the subscribers side.
 
-    Commits. Returns True when it changed anything.
+    The customer is locked while its stored consent is compared and replaced (ingest.locking). Commits, also when
+    nothing changed (that ends the lock). Returns True when it changed anything.
     """
     state = (state or "").lower() or None
     if state not in CONSENT_STATES:
-        log.info("customer %s: ignoring unknown SMS consent state %r", customer.shopify_id, state)
+        log.info("customer %s: ignoring unknown SMS consent state %r", customer_id, state)
         return False
-    stored = customer.sms_consent_updated_at
-    if stored is not None:
-        if consent_updated_at is None or consent_updated_at < stored:
-            return False  # older than what we hold, or not orderable against it
-        if consent_updated_at == stored and state == customer.sms_consent_state:
-            return False  # the same consent again
-    elif consent_updated_at is None and state == customer.sms_consent_state:
+    customer = stored_for_update(session, Customer, shop.id, Customer.id, [customer_id]).get(customer_id)
+    if customer is None or not _newer_consent(customer, state, consent_updated_at):
+        session.commit()
         return False
     normalised_phone = e164(phone, customer.country_code)
     if normalised_phone and normalised_phone != customer.phone:
@@ -192,18 +201,28 @@ def apply_consent(session, shop: Shop, customer: Customer, *, state: str | None,
     return True
 
 
+def _newer_consent(customer: Customer, state: str, consent_updated_at: dt.datetime | None) -> bool:
+    """True when this consent may replace the one stored on the customer."""
+    stored = customer.sms_consent_updated_at
+    if stored is not None:
+        if consent_updated_at is None or consent_updated_at < stored:
+            return False  # older than what we hold, or not orderable against it
+        if consent_updated_at == stored and state == customer.sms_consent_state:
+            return False  # the same consent again
+    elif consent_updated_at is None and state == customer.sms_consent_state:
+        return False
+    return True
+
+
 def update_sms_consent(session, shop: Shop, customer_shopify_id: int, *, state: str | None, phone: str | None,
                        consent_updated_at: dt.datetime | None, opt_in_level: str | None = None) -> int | None:
     """Apply a customers_marketing_consent/update; returns the customer's id (a placeholder if unknown)."""
-    ids = customer_ids_for(session, shop, [customer_shopify_id])
+    ids = create_missing_customers(session, shop, [customer_shopify_id])
     if customer_shopify_id not in ids:
-        session.rollback()
         return None  # deleted in Shopify
-    customer = session.get(Customer, ids[customer_shopify_id])
-    if not apply_consent(session, shop, customer, state=state, phone=phone, consent_updated_at=consent_updated_at,
-                         opt_in_level=opt_in_level):
-        session.commit()  # keeps a placeholder created above
-    return customer.id
+    apply_consent(session, shop, ids[customer_shopify_id], state=state, phone=phone,
+                  consent_updated_at=consent_updated_at, opt_in_level=opt_in_level)
+    return ids[customer_shopify_id]
 
 
 def delete_customer(session, shop: Shop, shopify_id: int, *, deleted_at: dt.datetime | None = None) -> int | None:

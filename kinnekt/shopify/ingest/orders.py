@@ -10,8 +10,10 @@ from kinnekt.campaigns.attribution import attribute_orders
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
 from kinnekt.shopify.ingest import deletions
-from kinnekt.shopify.ingest.customers import customer_ids_for, is_newer, latest_per_id
+from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
+                                             latest_per_id)
 from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import OrderRow
 
 FULFILLMENT = {None: "unfulfilled", "": "unfulfilled", "null": "unfulfilled", "unfulfilled": "unfulfilled",
@@ -43,6 +45,8 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
     rows = latest_per_id(rows)
     if not rows:
         return []
+    create_missing_customers(session, shop, [row.customer_shopify_id for row in rows])
+
     def work():
         written, customers = _upsert(session, shop, rows)
         recompute_customer_facts(session, shop.id, customers)
@@ -56,10 +60,7 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
 
 def _upsert(session, shop: Shop, rows: list[OrderRow]) -> tuple[list[int], set[int]]:
     ids = [row.shopify_id for row in rows]
-    existing: dict[int, Order] = {}
-    for batch in chunks(ids):
-        existing.update((o.shopify_id, o) for o in session.scalars(
-            select(Order).where(Order.shop_id == shop.id, Order.shopify_id.in_(batch))))
+    existing: dict[int, Order] = stored_for_update(session, Order, shop.id, Order.shopify_id, ids)
     tombstones = deletions.deleted_at(session, shop.id, "order", set(ids) - existing.keys())
     wanted = []
     for row in rows:
@@ -142,8 +143,10 @@ def recompute_customer_facts(session, shop_id: int, customer_ids) -> None:
         # Lock the rows first (in id order, so two jobs cannot deadlock): on PostgreSQL the UPDATE below then
         # starts after any concurrent job that changed these customers' orders has committed, and its
         # snapshot sees those orders. Without it, a job blocked on the row would sum with a stale snapshot.
+        # NO KEY UPDATE: two jobs that each inserted an order of the customer (each holding a key-share lock on
+        # it, from the foreign key) would wait for each other's key-share lock under FOR UPDATE: a deadlock.
         session.execute(select(Customer.id).where(Customer.shop_id == shop_id, Customer.id.in_(batch))
-                        .order_by(Customer.id).with_for_update())
+                        .order_by(Customer.id).with_for_update(key_share=True))
         session.execute(
             update(Customer)
             .where(Customer.shop_id == shop_id, Customer.id.in_(batch))
