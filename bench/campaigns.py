@@ -171,7 +171,10 @@ def populate(engine, n: int) -> dict:
                    text("'sent'"), text("now() - interval '2 hours'"), text("0"), text("now()"), text("now()"))
             .where(Subscriber.id % 20 == 3)))
         session.commit()
-        session.execute(text("ANALYZE"))
+        # Only this schema's tables: a bare ANALYZE would take every table of the database, other
+        # schemas' (a test run's) included, and hold locks their TRUNCATE waits for.
+        from kinnekt.db import Base
+        session.execute(text("ANALYZE " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)))
         session.commit()
         return {"shop_id": shop.id, "segment_id": everyone.id}
 

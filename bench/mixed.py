@@ -109,7 +109,10 @@ def populate(engine, recipients: int, customers: int) -> dict:
             ["shop_id", "segment_id", "subscriber_id", "entered_at"],
             select(Subscriber.shop_id, text(str(everyone.id)), Subscriber.id, text("now()"))))
         session.commit()
-        session.execute(text("ANALYZE"))
+        # Only this schema's tables: a bare ANALYZE would take every table of the database, other
+        # schemas' (a test run's) included, and hold locks their TRUNCATE waits for.
+        from kinnekt.db import Base
+        session.execute(text("ANALYZE " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)))
         session.commit()
         return {"shop_id": shop.id, "everyone": everyone.id, "spenders": spenders.id}
 
