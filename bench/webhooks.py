@@ -184,6 +184,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=300, help="offered requests/s of the open-loop phase (0: skip)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--process", type=int, default=500, help="stored events to process for the worker rate")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="process every stored event with this many `python -m workers --burst` instead")
+    parser.add_argument("--code-dir", default=str(ROOT),
+                        help="run those workers from this checkout (to compare with another commit's workers)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
@@ -250,7 +254,9 @@ def main(argv=None) -> int:
             gunicorn.terminate()
             gunicorn.wait(timeout=30)
 
-        if args.process:
+        if args.worker_processes:
+            report["processing_by_workers"] = process_with_workers(env, args.worker_processes, args.code_dir)
+        elif args.process:
             report["processing"] = process_stored(env, args.process)
     finally:
         # Whatever failed, leave nothing behind: the queue's jobs and keys, the schema.
@@ -269,6 +275,32 @@ def main(argv=None) -> int:
                          "gunicorn_workers": args.workers}
     print(json.dumps(report, indent=2))
     return 0
+
+
+def process_with_workers(env: dict, n: int, code_dir: str) -> dict:
+    """Process every stored event (and the jobs they queue) with n burst workers run from `code_dir`; the rate
+    counts from the first event processed to the last (the workers' start-up left out)."""
+    from sqlalchemy import create_engine, func, select
+
+    from kinnekt import db as kdb
+    from kinnekt.models import WebhookEvent
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=code_dir,
+                              env={**env, "PYTHONPATH": code_dir}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(n)]
+    errors = [proc.communicate(timeout=3600)[1].decode()[-500:] for proc in procs]
+    wall = time.perf_counter() - started
+    engine = create_engine(kdb.make_engine_url(env["DATABASE_URL"]))
+    with engine.connect() as conn:
+        done, first, last = conn.execute(select(func.count(), func.min(WebhookEvent.processed_at),
+                                                func.max(WebhookEvent.processed_at))
+                                         .where(WebhookEvent.processed_at.is_not(None))).one()
+        total = conn.scalar(select(func.count()).select_from(WebhookEvent))
+    engine.dispose()
+    span = (last - first).total_seconds() if first and last else 0
+    return {"workers": n, "code_dir": code_dir, "events": total, "processed": done,
+            "events_per_second": round((done - 1) / span, 1) if span else None, "wall_s": round(wall, 1),
+            "worker_errors": [e for e in errors if "Traceback" in e]}
 
 
 def process_stored(env: dict, n: int) -> dict:

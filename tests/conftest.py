@@ -19,6 +19,12 @@ from kinnekt.tenancy import bind_shop
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
+# A browser test's expectation waits up to 20 s (Playwright's default is 5): on a busy machine (CI shares its
+# two cores) a page's htmx round trip can take seconds, and a passing test must not depend on the load.
+from playwright.sync_api import expect as _expect  # noqa: E402
+
+_expect.set_options(timeout=20_000)
+
 
 def _postgres_url_with_schema(url: str, schema: str) -> str:
     sep = "&" if "?" in url else "?"

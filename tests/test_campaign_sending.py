@@ -659,18 +659,27 @@ def test_on_postgresql_a_lost_answers_connection_loses_no_answer_silently(db, sh
         pytest.skip("SQLite has no second connection for answers")
     from sqlalchemy.exc import DBAPIError
 
+    backends = []
+    real_init = sending._AnswerWriter.__init__
+
+    def remember_backend(self, connection):
+        backends.append(connection.connection.dbapi_connection.info.backend_pid)
+        real_init(self, connection)
+
+    monkeypatch.setattr(sending._AnswerWriter, "__init__", remember_backend)
+
     def kill_the_answers_connection(n, to):
         if n == 2:
             # The first answer is on its way in the writer's thread: wait until its connection has run it (a busy
-            # machine may not have started it yet), then cut that connection.
+            # machine may not have started it yet), then cut that connection (ours only: the server is shared).
             deadline = time.monotonic() + 30
             killed = []
             while not killed and time.monotonic() < deadline:
                 with engine().connect() as admin:
                     killed = admin.execute(text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE query LIKE 'WITH received AS%' AND state = 'idle' AND pid <> pg_backend_pid()")
-                    ).scalars().all()
+                        "WHERE pid = :pid AND query LIKE 'WITH received AS%' AND state = 'idle'"),
+                        {"pid": backends[-1]}).scalars().all()
                 time.sleep(0 if killed else 0.01)
             assert killed == [True]
 
