@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Campaign, CampaignSegment, Message, Segment, SegmentMember, Subscriber
+from kinnekt.models import (Campaign, CampaignSegment, Message, Segment, SegmentMember, StaticList,
+                            StaticListEntry, Subscriber)
 
 UTC = dt.timezone.utc
 PRICE = Decimal(defaults.SMS_PRICE_PER_SEGMENT)
@@ -37,9 +38,13 @@ def subscriber(shop, phone, status="subscribed", **fields):
 
 
 def segment(shop, name, members=()):
-    """A built segment with these members."""
-    seg = add(Segment(shop_id=shop.id, name=name, definition={"match": "all", "rules": []}, build_status="done",
-                      member_count=len(members), last_built_at=utcnow()))
+    """A built segment with these members: its rule is a static list of their numbers (audiences read the rules)."""
+    numbers = add(StaticList(shop_id=shop.id, name=f"{name} numbers", row_count=len(members)))
+    for member in members:
+        add(StaticListEntry(shop_id=shop.id, list_id=numbers.id, phone=member.phone))
+    seg = add(Segment(shop_id=shop.id, name=name, build_status="done", member_count=len(members),
+                      last_built_at=utcnow(),
+                      definition={"match": "all", "rules": [{"field": "list", "op": "in", "value": numbers.id}]}))
     for member in members:
         add(SegmentMember(shop_id=shop.id, segment_id=seg.id, subscriber_id=member.id))
     return seg
@@ -263,7 +268,10 @@ def test_audience_breakdown_counts_and_prices(client, auth, shop, segs):
     html = post(client, auth, "/campaigns/compose/audience", data).get_data(as_text=True)
     assert html.lstrip().startswith('<div id="campaign-breakdown"')
     figures = dict(re.findall(r"<dt>([^<]+)</dt>\s*<dd>(?:<strong[^>]*>)?([^<]+)", html))
-    assert figures["In the segments"] == "4" and figures["Excluded"] == "−3" and figures["Sendable"] == "1"
+    # Everyone's rules hold Ada, Bob and Cy (Dee unsubscribed); VIP's hold Ada and Bob.
+    assert figures["In the segments"] == "3" and figures["Excluded"] == "−2" and figures["Sendable"] == "1"
+    assert "Not subscribed" not in html  # the rules already leave the unsubscribed out
+    assert "worked out again from the rules" in html
     assert '<input type="hidden" name="sendable" value="1">' in html
     assert f"<strong>${(PRICE * 2).quantize(Decimal('0.01'))}</strong>" in html  # 2 segments x 1 recipient
     assert 'id="campaign-name-suggestion"' in html and 'data-use-name="xxxx' in html

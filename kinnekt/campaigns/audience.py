@@ -1,15 +1,23 @@
 """Who a campaign texts: include segments minus exclude segments, the live breakdown, and the snapshot into messages.
 
-Membership comes from the materialised `segment_members` of segments whose last build is done (kept fresh
-by re-checks and sweeps); a segment still pending, building or failed is evaluated from its definition with
-the compiler instead, so a campaign never goes to a half-built member list. Members were subscribed and
-unsuppressed when last evaluated; the current facts are checked again here (and once more before each send).
+Every segment, included or excluded, is evaluated from its rules at the instant asked for (the snapshot's start,
+or now for the composer's breakdown) with the one compiler (kinnekt/segments/compiler.py), never read from the
+materialised `segment_members`. Those are kept fresh by re-check jobs queued after each change, which may run
+seconds to minutes later under load: a campaign started right after an import of 3,448 people went to the
+segment's 1,552 members from before it. Waiting for the pending re-checks instead was turned down: the queue
+cannot tell which of its jobs concern this shop's segments without a ledger of its own, the wait grows with the
+load it is meant to ride out, and a change committed during the wait queues yet another re-check. The rules
+now are exactly what the merchant chose; static lists are read by their `list` rules from the list's entries as
+they are. Costs: the shop's compiled Select instead of an index scan of members (about as much as the segment
+builder's live count; docs/benchmarks.md). Nothing is written to the members or the enter/leave log here: the
+re-checks still apply and log each change with its own time and cause, and automations still fire on those.
 
-Each person in the included segments gets exactly one skip reason, or none (sendable), first match wins:
+The compiler's Select holds only subscribed, unsuppressed people. Each person in the included segments gets
+exactly one skip reason, or none (sendable), first match wins:
 
 - `excluded`: in an excluded segment;
-- `not_subscribed`: unsubscribed (or back to pending) since the segment was evaluated;
-- `suppressed`: the number is suppressed;
+- `not_subscribed`, `suppressed`: not met by the compiler's people; kept so that a row's reason never depends on
+  which Select fed the CASE (rows of campaigns started before this rule carry them);
 - `no_clicks`: global suppression, as Settings words it: received `suppression_threshold` messages or more
   (`sent_count`) and never clicked a link (`clicks_count` 0) — counted in the breakdown's `suppressed`;
 - `recently_texted`: smart sending, a campaign message sent in the last `smart_sending_hours`.
@@ -28,7 +36,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.campaigns import quiet_hours
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
-from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, Subscriber
+from kinnekt.models import Campaign, Message, Segment, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.segments.compiler import compile_definition
 
@@ -69,20 +77,14 @@ class Breakdown:
 
 
 def _members(session: OrmSession, shop: Shop, segment_ids: Iterable[int], now: dt.datetime):
-    """A Select of the subscriber ids in any of these segments, or None when there are none."""
+    """A Select of the subscriber ids in any of these segments by their rules at `now`, or None when there are none."""
     ids = sorted({int(i) for i in segment_ids})
     if not ids:
         return None
-    rows = session.execute(select(Segment.id, Segment.name, Segment.build_status, Segment.definition)
+    rows = session.execute(select(Segment.name, Segment.definition)
                            .where(Segment.shop_id == shop.id, Segment.id.in_(ids)).order_by(Segment.id)).all()
-    built = [row.id for row in rows if row.build_status == "done"]
     parts = []
-    if built:
-        parts.append(select(SegmentMember.subscriber_id.label("subscriber_id"))
-                     .where(SegmentMember.shop_id == shop.id, SegmentMember.segment_id.in_(built)))
     for row in rows:
-        if row.build_status == "done":
-            continue
         try:
             parts.append(compile_definition(row.definition, shop=shop, now=now, session=session))
         except ValueError as exc:  # DefinitionError is a ValueError
@@ -169,7 +171,8 @@ def first_due(shop: Shop, campaign: Campaign, zone: quiet_hours.ZoneInfo, start:
 
 
 def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> dict[str, int]:
-    """Freeze the audience into one messages row per person (pending, or skipped with its reason); commits.
+    """Freeze the audience, its segments evaluated from their rules at `now`, into one messages row per person
+    (pending, or skipped with its reason); commits.
 
     One INSERT ... SELECT ... ON CONFLICT DO NOTHING on both databases: running it again (a restarted
     start) inserts nothing twice. Each pending row's due_at is its first allowed instant (recipient's
