@@ -167,6 +167,14 @@ def test_breakdown_without_exclusions_and_without_settings(db, world):
     assert audience.breakdown(db, shop, [], [], now=NOW).as_dict()["in_segments"] == 0
 
 
+def test_people_in_several_included_segments_are_counted_and_texted_once(db, world, jobs):
+    shop, people, north_america, canada = world
+    alone = audience.breakdown(db, shop, [north_america.id], [], now=NOW)
+    assert audience.breakdown(db, shop, [north_america.id, canada.id], [], now=NOW) == alone
+    row = campaign(db, shop, [north_america, canada], status="in_progress")
+    assert audience.snapshot(db, row, now=NOW)["total"] == alone.in_segments == 6
+
+
 def test_snapshot_writes_one_row_per_person_with_its_reason_and_is_idempotent(db, world, jobs):
     shop, people, north_america, canada = world
     row = campaign(db, shop, [north_america], [canada], status="in_progress")
