@@ -439,14 +439,25 @@ def test_detail_of_a_draft_shows_settings_without_progress_or_stats(client, auth
 
 def test_detail_of_a_running_campaign_polls_its_progress(client, auth, shop, people):
     row = campaign(shop, status="in_progress", send_now=True, started_at=utcnow())
-    for person, status in ((people["ada"], "sent"), (people["bob"], "failed"), (people["cy"], "pending")):
+    # Ada: sent, no receipt yet; Bob: refused by the provider at the request; Dee: accepted, then her receipt
+    # said it failed (sent, not delivered); Cy: not sent yet.
+    for person, status, fields in ((people["ada"], "sent", {"provider_id": "0B0000000000A001"}),
+                                   (people["bob"], "failed", {"error_code": "15", "error_reason": "Illegal sender"}),
+                                   (people["dee"], "failed", {"provider_id": "0B0000000000A002",
+                                                              "error_code": "dlr-2", "error_reason": "failed: Absent"}),
+                                   (people["cy"], "pending", {})):
         add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=person.id, to_phone=person.phone,
-                    status=status))
+                    status=status, **fields))
     html = client.get(f"/campaigns/{row.id}", headers=auth).get_data(as_text=True)
     progress_html = html.split('id="campaign-progress"', 1)[1].split("</section>", 1)[0]
     assert f'hx-get="/campaigns/{row.id}/progress" hx-trigger="every 2s"' in progress_html
-    assert '<progress class="progress__bar" value="2" max="3"' in progress_html
-    assert 'id="campaign-progress-sent">1<' in progress_html and 'id="campaign-progress-remaining">1<' in progress_html
+    assert '<progress class="progress__bar" value="3" max="4"' in progress_html
+    assert 'id="campaign-progress-sent">2<' in progress_html and 'id="campaign-progress-remaining">1<' in progress_html
+    assert 'id="campaign-progress-refused">1<' in progress_html
+    figures = dict(re.findall(r'<div class="metric" id="stat-([a-z-]+)">\s*<p class="metric__label">[^<]*</p>\s*'
+                              r'<p class="metric__value">([^<]+)</p>', html))
+    assert {k: figures[k] for k in ("sent", "delivered", "failed", "no-receipt", "refused")} == {
+        "sent": "2", "delivered": "0", "failed": "1", "no-receipt": "1", "refused": "1"}
     assert 'id="campaign-end"' in html and 'id="campaign-stats"' in html
     response = client.get(f"/campaigns/{row.id}/progress", headers=auth)
     assert response.status_code == 200 and 'hx-trigger="every 2s"' in response.get_data(as_text=True)
