@@ -7,8 +7,10 @@ from decimal import Decimal
 import pytest
 from flask import g, render_template
 
-from kinnekt.campaigns import attribution, stats
+from kinnekt.campaigns import attribution, sending, stats
 from kinnekt.models import SubscriptionEvent
+from kinnekt.models.message import row_ref
+from kinnekt.sms import receipts
 from tests.conftest import make_shop
 from tests.test_campaign_attribution import DAY, HOUR, click, order
 from tests.test_campaign_links import T0, campaign, customer, message, recipient
@@ -31,8 +33,9 @@ def unsubscribed(db, shop, sub, at):
 def dataset(db, shop):
     """Campaign A (a link and a shared code) to 12 recipients, B (no link) to one of them, C a draft.
 
-    A: s1-s5 delivered, s6-s7 sent (no receipt), s8-s9 failed "Absent subscriber", s12 failed "Invalid number"
-    (charged half a cent), s10 skipped not subscribed, s11 skipped recently texted. Sent 7, delivered 5, failed 3.
+    A: s1-s5 delivered, s6-s7 sent (no receipt), s8-s9 accepted then failed by their receipts "Absent subscriber",
+    s12 refused by the provider "Invalid number" (charged half a cent), s10 skipped not subscribed, s11 skipped
+    recently texted. Sent 9 (accepted), delivered 5, failed 2, no receipt 2, refused 1.
     Clicks: s1 at +1h and +2h, s2 at +1h30, s3 at +26h: 4 clicks by 3 recipients. Orders: s1 (30.00) at +3h,
     s3 (20.50) at +27h, both by click. Unsubscribes: s4 at +2h (counts), s5 at +30h (too late), s6 at +6h after
     B reached them at +5h (B's), s7 an hour before A (no).
@@ -48,7 +51,8 @@ def dataset(db, shop):
     for n in (6, 7):
         message(db, a, subs[n], status="sent", price=CENT)
     for n in (8, 9):
-        message(db, a, subs[n], status="failed", error_code="1", error_reason="Absent subscriber")
+        message(db, a, subs[n], status="failed", provider_id=f"0B00000000000{n:03d}", sent_at=T0, price=CENT,
+                error_code="dlr-2", error_reason="Absent subscriber")
     message(db, a, subs[12], status="failed", error_code="3", error_reason="Invalid number", price=Decimal("0.005"))
     message(db, a, subs[10], status="skipped", skip_reason="not_subscribed")
     message(db, a, subs[11], status="skipped", skip_reason="recently_texted")
@@ -70,19 +74,49 @@ def dataset(db, shop):
 
 def test_campaign_figures_match_the_hand_computed_ones(db, shop, dataset):
     figures = stats.for_campaign(db, dataset["a"])
-    assert (figures.recipients, figures.sent, figures.delivered, figures.failed, figures.skipped) == (12, 7, 5, 3, 2)
+    assert (figures.recipients, figures.sent, figures.delivered, figures.failed, figures.skipped) == (12, 9, 5, 2, 2)
+    assert (figures.no_receipt, figures.refused) == (2, 1)
     assert figures.failure_reasons == [("Absent subscriber", 2), ("Invalid number", 1)]
     assert [count for _label, count in figures.skip_reasons] == [1, 1]
     assert {label for label, _count in figures.skip_reasons} == {
         stats.skip_label("not_subscribed"), stats.skip_label("recently_texted")}
     assert (figures.clicks, figures.unique_clicks) == (4, 3)
-    assert figures.click_rate == pytest.approx(3 / 7)
+    assert figures.click_rate == pytest.approx(3 / 9)
     assert (figures.orders, figures.revenue) == (2, Decimal("50.5000"))
-    assert figures.revenue_per_message == Decimal("7.2143")  # 50.50 / 7
-    assert figures.cost == Decimal("0.0750")  # 7 x 0.01 + 0.005
+    assert figures.revenue_per_message == Decimal("5.6111")  # 50.50 / 9
+    assert figures.cost == Decimal("0.0950")  # 9 x 0.01 + 0.005
     assert figures.unsubscribes == 1
-    assert figures.unsubscribe_rate == pytest.approx(1 / 7)
+    assert figures.unsubscribe_rate == pytest.approx(1 / 9)
     assert figures.has_links and figures.tracks_orders
+
+
+def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
+    # Six accepted by the provider, one refused at the request, one whose answer was lost; then the receipts.
+    row = campaign(db, shop, name="Receipts", body="Doors open at 9")
+    subs = [recipient(db, shop) for _ in range(8)]
+    ids = [f"0B000000{n:08d}" for n in range(6)]
+    for sub, provider_id in zip(subs, ids):
+        message(db, row, sub, status="sent", provider_id=provider_id, price=CENT)
+    message(db, row, subs[6], status="failed", error_code="15", error_reason="Illegal Sender Address - rejected")
+    lost = message(db, row, subs[7], status="unknown", error_code="connection", error_reason="connection reset")
+    for provider_id in ids[:3]:
+        assert receipts.apply(db, {"status": "delivered", "messageId": provider_id, "err-code": "0"}) == "delivered"
+    for provider_id in ids[3:5]:  # absent subscriber (temporary): accepted, then not delivered
+        assert receipts.apply(db, {"status": "failed", "messageId": provider_id, "err-code": "2"}) == "failed"
+    # The lost answer's message was accepted after all: its receipt (found by client-ref) says it failed.
+    assert receipts.apply(db, {"status": "failed", "messageId": "0B00000099999999", "err-code": "2",
+                               "client-ref": row_ref(lost.id)}) == "failed"
+
+    figures = stats.for_campaign(db, row)
+    assert (figures.sent, figures.delivered, figures.failed) == (7, 3, 3)
+    assert figures.delivered + figures.failed + figures.no_receipt == figures.sent
+    assert (figures.refused, figures.unknown, figures.recipients) == (1, 0, 8)
+    assert figures.failure_reasons == [("failed: Absent subscriber (temporary)", 3),
+                                       ("Illegal Sender Address - rejected", 1)]
+    progress = sending.progress(db, row)
+    assert (progress.sent, progress.refused, progress.remaining, progress.finished) == (7, 1, 0, 8)
+    rows, totals = stats.campaign_rows(db, shop)
+    assert [r.sent for r in rows if r.campaign.id == row.id] == [7] and totals["sent"] == 7
 
 
 def test_the_latest_campaign_gets_the_unsubscribe(db, shop, dataset):
@@ -107,11 +141,11 @@ def test_list_rows_and_totals(db, shop, dataset):
     assert set(by_id) == {dataset["a"].id, dataset["b"].id, dataset["c"].id}
     a, b, c = by_id[dataset["a"].id], by_id[dataset["b"].id], by_id[dataset["c"].id]
     assert (a.sent, a.clicks, a.orders, a.revenue, a.has_links, a.tracks_orders) == (
-        7, 4, 2, Decimal("50.5000"), True, True)
+        9, 4, 2, Decimal("50.5000"), True, True)
     assert (b.sent, b.clicks, b.orders, b.revenue, b.has_links, b.tracks_orders) == (
         1, 0, 0, Decimal(0), False, False)
     assert (c.sent, c.has_links) == (0, True)
-    assert totals == {"sent": 8, "clicks": 4, "orders": 2, "revenue": Decimal("50.5000")}
+    assert totals == {"sent": 10, "clicks": 4, "orders": 2, "revenue": Decimal("50.5000")}
     assert [row.campaign.id for row in rows] == sorted(by_id, reverse=True)  # newest first
 
 
@@ -152,9 +186,10 @@ def test_the_stats_partial_shows_the_figures_and_the_chart_data(app, db, shop, d
         html = render_template("campaigns/_stats.html", campaign=camp, stats=stats.for_campaign(db, camp),
                                timeline=stats.timeline(db, camp))
     assert html.lstrip().startswith("{#") is False and 'id="campaign-stats"' in html
-    for label, value in (("Sent", "7"), ("Delivered", "5"), ("Failed", "3"), ("Unique clicks", "3"),
-                         ("Click rate", "42.9%"), ("Orders", "2"), ("Revenue", "$50.50"),
-                         ("Revenue per message", "$7.21"), ("Unsubscribes", "1"), ("Cost", "$0.08")):
+    for label, value in (("Sent", "9"), ("Delivered", "5"), ("Failed", "2"), ("No receipt yet", "2"),
+                         ("Refused", "1"), ("Unique clicks", "3"), ("Click rate", "33.3%"), ("Orders", "2"),
+                         ("Revenue", "$50.50"), ("Revenue per message", "$5.61"), ("Unsubscribes", "1"),
+                         ("Cost", "$0.10")):
         assert f'<p class="metric__label">{label}</p>\n  <p class="metric__value">{value}</p>' in html, label
     assert "Absent subscriber" in html and "Invalid number" in html
     assert '<script type="application/json" id="campaign-chart-data">' in html

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Campaign, CampaignSegment, Message, Segment, SegmentMember, Subscriber
+from kinnekt.models import (Campaign, CampaignSegment, Message, Segment, SegmentMember, StaticList,
+                            StaticListEntry, Subscriber)
 
 UTC = dt.timezone.utc
 PRICE = Decimal(defaults.SMS_PRICE_PER_SEGMENT)
@@ -37,9 +38,13 @@ def subscriber(shop, phone, status="subscribed", **fields):
 
 
 def segment(shop, name, members=()):
-    """A built segment with these members."""
-    seg = add(Segment(shop_id=shop.id, name=name, definition={"match": "all", "rules": []}, build_status="done",
-                      member_count=len(members), last_built_at=utcnow()))
+    """A built segment with these members: its rule is a static list of their numbers (audiences read the rules)."""
+    numbers = add(StaticList(shop_id=shop.id, name=f"{name} numbers", row_count=len(members)))
+    for member in members:
+        add(StaticListEntry(shop_id=shop.id, list_id=numbers.id, phone=member.phone))
+    seg = add(Segment(shop_id=shop.id, name=name, build_status="done", member_count=len(members),
+                      last_built_at=utcnow(),
+                      definition={"match": "all", "rules": [{"field": "list", "op": "in", "value": numbers.id}]}))
     for member in members:
         add(SegmentMember(shop_id=shop.id, segment_id=seg.id, subscriber_id=member.id))
     return seg
@@ -263,7 +268,10 @@ def test_audience_breakdown_counts_and_prices(client, auth, shop, segs):
     html = post(client, auth, "/campaigns/compose/audience", data).get_data(as_text=True)
     assert html.lstrip().startswith('<div id="campaign-breakdown"')
     figures = dict(re.findall(r"<dt>([^<]+)</dt>\s*<dd>(?:<strong[^>]*>)?([^<]+)", html))
-    assert figures["In the segments"] == "4" and figures["Excluded"] == "−3" and figures["Sendable"] == "1"
+    # Everyone's rules hold Ada, Bob and Cy (Dee unsubscribed); VIP's hold Ada and Bob.
+    assert figures["In the segments"] == "3" and figures["Excluded"] == "−2" and figures["Sendable"] == "1"
+    assert "Not subscribed" not in html  # the rules already leave the unsubscribed out
+    assert "worked out again from the rules" in html
     assert '<input type="hidden" name="sendable" value="1">' in html
     assert f"<strong>${(PRICE * 2).quantize(Decimal('0.01'))}</strong>" in html  # 2 segments x 1 recipient
     assert 'id="campaign-name-suggestion"' in html and 'data-use-name="xxxx' in html
@@ -431,14 +439,25 @@ def test_detail_of_a_draft_shows_settings_without_progress_or_stats(client, auth
 
 def test_detail_of_a_running_campaign_polls_its_progress(client, auth, shop, people):
     row = campaign(shop, status="in_progress", send_now=True, started_at=utcnow())
-    for person, status in ((people["ada"], "sent"), (people["bob"], "failed"), (people["cy"], "pending")):
+    # Ada: sent, no receipt yet; Bob: refused by the provider at the request; Dee: accepted, then her receipt
+    # said it failed (sent, not delivered); Cy: not sent yet.
+    for person, status, fields in ((people["ada"], "sent", {"provider_id": "0B0000000000A001"}),
+                                   (people["bob"], "failed", {"error_code": "15", "error_reason": "Illegal sender"}),
+                                   (people["dee"], "failed", {"provider_id": "0B0000000000A002",
+                                                              "error_code": "dlr-2", "error_reason": "failed: Absent"}),
+                                   (people["cy"], "pending", {})):
         add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=person.id, to_phone=person.phone,
-                    status=status))
+                    status=status, **fields))
     html = client.get(f"/campaigns/{row.id}", headers=auth).get_data(as_text=True)
     progress_html = html.split('id="campaign-progress"', 1)[1].split("</section>", 1)[0]
     assert f'hx-get="/campaigns/{row.id}/progress" hx-trigger="every 2s"' in progress_html
-    assert '<progress class="progress__bar" value="2" max="3"' in progress_html
-    assert 'id="campaign-progress-sent">1<' in progress_html and 'id="campaign-progress-remaining">1<' in progress_html
+    assert '<progress class="progress__bar" value="3" max="4"' in progress_html
+    assert 'id="campaign-progress-sent">2<' in progress_html and 'id="campaign-progress-remaining">1<' in progress_html
+    assert 'id="campaign-progress-refused">1<' in progress_html
+    figures = dict(re.findall(r'<div class="metric" id="stat-([a-z-]+)">\s*<p class="metric__label">[^<]*</p>\s*'
+                              r'<p class="metric__value">([^<]+)</p>', html))
+    assert {k: figures[k] for k in ("sent", "delivered", "failed", "no-receipt", "refused")} == {
+        "sent": "2", "delivered": "0", "failed": "1", "no-receipt": "1", "refused": "1"}
     assert 'id="campaign-end"' in html and 'id="campaign-stats"' in html
     response = client.get(f"/campaigns/{row.id}/progress", headers=auth)
     assert response.status_code == 200 and 'hx-trigger="every 2s"' in response.get_data(as_text=True)

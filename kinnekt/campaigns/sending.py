@@ -91,11 +91,12 @@ sender claims it (a claim's own token is 32 hex digits); releasing it sets the t
 
 @dataclass(frozen=True)
 class Progress:
-    """The campaign's figures for the progress bar."""
+    """The campaign's figures for the progress bar: `sent` and `refused` as kinnekt/campaigns/stats.py defines them
+    (sent: accepted by the provider, whatever a receipt said later; refused: failed without being accepted)."""
 
     total: int
     sent: int
-    failed: int
+    refused: int
     skipped: int
     remaining: int
     unknown: int = 0
@@ -115,13 +116,21 @@ class Progress:
 
 def progress(session: OrmSession, campaign: Campaign) -> Progress:
     """Counts of the campaign's rows by outcome; `done` once the campaign is completed, ended or failed."""
-    by_status = dict(session.execute(select(Message.status, func.count()).where(Message.campaign_id == campaign.id)
-                                     .group_by(Message.status)).tuples().all())
+    from kinnekt.campaigns.stats import accepted
+    sent = accepted()
+    by_status: dict[str, int] = {}
+    sent_rows = refused = 0
+    for status, was_sent, count in session.execute(
+            select(Message.status, sent, func.count()).where(Message.campaign_id == campaign.id)
+            .group_by(Message.status, sent)):
+        by_status[status] = by_status.get(status, 0) + count
+        if was_sent:
+            sent_rows += count
+        elif status == "failed":
+            refused += count
     status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
-    return Progress(total=sum(by_status.values()),
-                    sent=by_status.get("sent", 0) + by_status.get("delivered", 0),
-                    failed=by_status.get("failed", 0), skipped=by_status.get("skipped", 0),
-                    remaining=sum(by_status.get(s, 0) for s in REMAINING),
+    return Progress(total=sum(by_status.values()), sent=sent_rows, refused=refused,
+                    skipped=by_status.get("skipped", 0), remaining=sum(by_status.get(s, 0) for s in REMAINING),
                     unknown=by_status.get("unknown", 0), ended=by_status.get("ended", 0),
                     done=status in ("completed", "ended", "failed"))
 

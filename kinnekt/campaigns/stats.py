@@ -1,12 +1,17 @@
 """Campaign results, computed from the rows themselves (messages, clicks, attributions), never from counters.
 
-Definitions (shown to the merchant on the campaign page):
-- Sent: messages the provider accepted (status sent or delivered). Delivered: a delivery receipt said so.
-  Failed: status failed, grouped by the provider's reason. Skipped: left out, grouped by skip reason.
+Definitions (shown to the merchant on the campaign page, the campaign lists and the progress card alike):
+- Sent: messages the provider accepted (`accepted`): no receipt yet (status sent), delivered, or failed after
+  acceptance. So Sent = Delivered + Failed + No receipt yet.
+  Delivered: a delivery receipt said so. Failed: accepted, then a receipt said it was not delivered (or the
+  provider accepted only some parts of a long message). Refused: failed without having been accepted (the
+  provider refused the request): not sent. The reasons of both are listed, by the provider's words.
+  Skipped: left out, grouped by skip reason. Outcome unknown: the request may have left, no answer came yet.
 - Clicks: every counted tap on the campaign's short links (link previews are not counted, see
   kinnekt/web/redirects.py). Unique clicks: recipients who tapped at least once. Click rate: unique clicks / sent.
-- Unsubscribes: recipients who opted out within UNSUBSCRIBE_ATTRIBUTION_HOURS of receiving this campaign,
-  with no other campaign message received in between (the latest campaign gets the blame, once).
+- Unsubscribes: recipients who opted out within UNSUBSCRIBE_ATTRIBUTION_HOURS of receiving this campaign (a
+  message sent or delivered, not one that failed), with no other campaign message received in between (the
+  latest campaign gets the blame, once). Unsubscribe rate: unsubscribes / sent.
 - Orders and revenue: attributions (kinnekt/campaigns/attribution.py). Revenue per message: revenue / sent.
 - Cost: the sum of the provider's price over the campaign's messages.
 """
@@ -17,15 +22,28 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, distinct, exists, func, select
+from sqlalchemy import ColumnElement, and_, distinct, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from kinnekt import defaults
 from kinnekt.campaigns import links
 from kinnekt.models import Attribution, Campaign, Click, Link, Message, Order, Shop, SubscriptionEvent
+from kinnekt.sms.receipts import RECEIPT_ERROR_PREFIX
 
-SENT_STATUSES = ("sent", "delivered")
-"""Message statuses that count as sent: the provider accepted the message (a receipt may have followed)."""
+RECEIVED_STATUSES = ("sent", "delivered")
+"""Statuses of a message that reached its phone as far as anyone knows (no receipt said otherwise)."""
+
+
+def accepted() -> ColumnElement[bool]:
+    """SQL: the provider accepted the message, so it counts as sent: received, or failed after acceptance.
+
+    A failed message had been accepted when it has the provider's message id, or a delivery receipt's error
+    code (receipts come only for accepted messages). One the provider refused at the request has neither.
+    """
+    return or_(Message.status.in_(RECEIVED_STATUSES),
+               and_(Message.status == "failed",
+                    or_(Message.provider_id.is_not(None),
+                        and_(Message.error_code.is_not(None), Message.error_code.startswith(RECEIPT_ERROR_PREFIX)))))
 
 
 @dataclass
@@ -49,6 +67,7 @@ class CampaignStats:
     sent: int = 0
     delivered: int = 0
     failed: int = 0
+    refused: int = 0
     unknown: int = 0
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
     skipped: int = 0
@@ -61,6 +80,11 @@ class CampaignStats:
     cost: Decimal = Decimal(0)
     has_links: bool = False
     tracks_orders: bool = False
+
+    @property
+    def no_receipt(self) -> int:
+        """Sent messages no delivery receipt has reported on yet (some carriers never send one)."""
+        return self.sent - self.delivered - self.failed
 
     @property
     def click_rate(self) -> float | None:
@@ -99,7 +123,7 @@ def campaign_rows(session, shop: Shop, *, kind: str = "campaign", parent_id: int
     # Through the shop's campaigns: the (campaign, status) index answers it; messages have no shop index.
     sent = (select(Message.campaign_id, func.count().label("sent"))
             .where(Message.campaign_id.in_(select(Campaign.id).where(Campaign.shop_id == shop_id)),
-                   Message.shop_id == shop_id, Message.status.in_(SENT_STATUSES))
+                   Message.shop_id == shop_id, accepted())
             .group_by(Message.campaign_id).subquery())
     clicks = (select(Click.campaign_id, func.count().label("clicks"))
               .where(Click.shop_id == shop_id, Click.campaign_id.is_not(None))
@@ -130,17 +154,22 @@ def for_campaign(session, campaign: Campaign) -> CampaignStats:
     stats = CampaignStats(has_links=has_links(campaign), tracks_orders=tracks_orders(campaign))
     shop_id, campaign_id = campaign.shop_id, campaign.id
     mine = and_(Message.shop_id == shop_id, Message.campaign_id == campaign_id)
-    for status, reason, code, count, price in session.execute(
-            select(Message.status, Message.skip_reason, Message.error_reason, func.count(), func.sum(Message.price))
-            .where(mine).group_by(Message.status, Message.skip_reason, Message.error_reason)):
+    sent = accepted()
+    for status, was_sent, reason, error, count, price in session.execute(
+            select(Message.status, sent, Message.skip_reason, Message.error_reason, func.count(),
+                   func.sum(Message.price))
+            .where(mine).group_by(Message.status, sent, Message.skip_reason, Message.error_reason)):
         stats.recipients += count
         stats.cost += price or Decimal(0)
-        if status in SENT_STATUSES:
-            stats.sent += count
-            stats.delivered += count if status == "delivered" else 0
+        stats.sent += count if was_sent else 0
+        if status == "delivered":
+            stats.delivered += count
         elif status == "failed":
-            stats.failed += count
-            stats.failure_reasons.append((code or "No reason given", count))
+            if was_sent:
+                stats.failed += count
+            else:
+                stats.refused += count
+            stats.failure_reasons.append((error or "No reason given", count))
         elif status == "skipped":
             stats.skipped += count
             stats.skip_reasons.append((skip_label(reason), count))
@@ -192,7 +221,7 @@ def unsubscribes(session, campaign: Campaign) -> int:
         .join(SubscriptionEvent, and_(SubscriptionEvent.subscriber_id == Message.subscriber_id,
                                       SubscriptionEvent.shop_id == Message.shop_id))
         .where(Message.shop_id == campaign.shop_id, Message.campaign_id == campaign.id,
-               Message.status.in_(SENT_STATUSES), Message.sent_at.is_not(None),
+               Message.status.in_(RECEIVED_STATUSES), Message.sent_at.is_not(None),
                SubscriptionEvent.kind == "unsubscribed", SubscriptionEvent.at >= Message.sent_at,
                SubscriptionEvent.at <= last_sent + hours,
                ~exists().where(later.shop_id == Message.shop_id, later.subscriber_id == Message.subscriber_id,

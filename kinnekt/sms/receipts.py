@@ -36,6 +36,11 @@ SUPPRESS_ERROR_CODES = frozenset({"3", "4", "9"})
 
 _FAILED = ("failed", "rejected", "expired")
 
+RECEIPT_ERROR_PREFIX = "dlr-"
+"""The start of the error code of a message a receipt reported failed. A receipt exists only for a message the
+provider accepted, so such a message was sent and then not delivered (campaign stats count it in Sent); a
+message the provider refused at the request has the provider's own code instead."""
+
 
 class ReceiptError(ValueError):
     """A receipt that is not well formed (nothing is stored)."""
@@ -112,7 +117,7 @@ def apply(session: OrmSession, params: Mapping[str, object]) -> str:
         message.status, message.delivered_at, outcome = "delivered", now, "delivered"
     elif status in _FAILED and message.status != "failed":
         message.status, outcome = "failed", "failed"
-        message.error_code = f"dlr-{err}" if err else f"dlr-{status}"
+        message.error_code = f"{RECEIPT_ERROR_PREFIX}{err or status}"
         message.error_reason = f"{status}: {ERROR_TEXT.get(err or '', 'no reason given')}"
     elif status in ("accepted", "buffered") and message.status == "sending":
         message.status, outcome = "sent", "sent"
