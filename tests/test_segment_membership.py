@@ -478,7 +478,7 @@ def test_the_worker_jobs_build_recheck_and_sweep(app, db, shop):
     sub, person = buyer(db, shop, money_spent=Decimal("50"), last_order_at=dt.datetime.now(UTC))
     seg = segment(db, shop, RECENT_BUYERS)
     assert build_segment(seg.id) == {"segment_id": seg.id, "entered": 1, "left": 0, "member_count": 1,
-                                     "build_ms": db.get(Segment, seg.id).build_ms}
+                                     "build_ms": db.get(Segment, seg.id).build_ms, "skipped": False}
     person.money_spent = Decimal("1")
     db.commit()
     assert recheck_subscribers(shop.id, [sub.id]) == 1
@@ -504,3 +504,30 @@ def test_recheck_uses_the_definition_stored_now_not_a_remembered_one(db, shop):
     seg.definition = normalise(SPENT_OVER_25)
     db.commit()
     assert membership.recheck(db, shop.id, [sub.id], now=NOW) == [(seg.id, sub.id, "enter")]
+
+
+def test_a_requested_build_done_by_another_job_since_is_not_built_again(app, db, shop, monkeypatch):
+    """The start-up recovery queues a second build of a segment still pending; when it runs after the first is
+    done, people who joined meanwhile must not enter as "build" (which fires no automation): their re-check
+    logs them."""
+    from kinnekt import queue as kqueue
+    from tests.test_campaign_audience import RecordingQueue
+    from workers.segments import build_segment
+    recorder = RecordingQueue()  # the test runs the jobs itself, in the order a busy worker could
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
+    monkeypatch.setattr(kqueue, "_queue", recorder)
+    first, _ = buyer(db, shop, money_spent=Decimal("40"))
+    seg = segment(db, shop, SPENT_OVER_25)
+    membership.request_build(seg, session=db)  # pending; the queued job and a recovery job would both build
+    assert build_segment(seg.id, "build")["entered"] == 1
+    later, _ = buyer(db, shop, money_spent=Decimal("50"))  # joins before its re-check runs
+    again = build_segment(seg.id, "build")
+    assert again["skipped"] and again["entered"] == 0
+    assert events(db, seg) == [(first.id, "enter", "build")]
+    membership.recheck(db, shop.id, [later.id], now=NOW)
+    assert events(db, seg) == [(first.id, "enter", "build"), (later.id, "enter", "recheck")]
+    assert db.get(Segment, seg.id).build_status == "done"
+    # A sweep, or any build asked for again (pending), does evaluate.
+    assert build_segment(seg.id, "sweep")["skipped"] is False
+    membership.request_build(seg, cause="edit", session=db)
+    assert build_segment(seg.id, "edit")["skipped"] is False

@@ -16,7 +16,7 @@ from workers.jobs import register_recoverer
 @job
 def build_segment(segment_id: int, cause: str = "build") -> dict | None:
     """Rebuild one segment's members (after create or edit, or for the sweep); returns what changed."""
-    result = membership.build(Session, segment_id, cause=cause)
+    result = membership.build(Session, segment_id, cause=cause, if_owed=cause in membership.REQUESTED_CAUSES)
     return dataclasses.asdict(result) if result is not None else None
 
 

@@ -64,9 +64,16 @@ class BuildResult:
     left: int
     member_count: int
     build_ms: int
+    skipped: bool = False
+    """True when the build was requested but found done by another job since (nothing was evaluated)."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+REQUESTED_CAUSES = ("build", "edit", "edit_trigger")
+"""Builds someone asked for (request_build marks the segment pending): one done build answers every request made
+before it took the segment's lock, so a duplicate job finds the segment done and does nothing."""
+
 
 def _check_cause(cause: str) -> None:
     if cause not in CAUSES:
@@ -83,12 +90,14 @@ def _keep_updated_at():
 
 
 def _lock_segments(session: OrmSession, *conditions) -> list:
-    """Lock the segment rows matching `conditions` for this transaction and return (id, shop_id, definition).
+    """Lock the segment rows matching `conditions` for this transaction and return (id, shop_id, definition,
+    build_status, member_count).
 
     PostgreSQL: row locks in id order (so two lockers of overlapping sets cannot deadlock). SQLite has
     no row locks: a first write takes the database write lock, and everything read after it is current.
     """
-    query = (select(SEGMENTS.c.id, SEGMENTS.c.shop_id, SEGMENTS.c.definition)
+    query = (select(SEGMENTS.c.id, SEGMENTS.c.shop_id, SEGMENTS.c.definition, SEGMENTS.c.build_status,
+                    SEGMENTS.c.member_count)
              .where(*conditions).order_by(SEGMENTS.c.id))
     if _dialect(session) == "sqlite":
         session.execute(update(SEGMENTS).where(*conditions)
@@ -128,20 +137,24 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 
 # ---------------------------------------------------------------------------------------------- build
 
-def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = None, cause: str = "build"
-          ) -> BuildResult | None:
+def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = None, cause: str = "build",
+          if_owed: bool = False) -> BuildResult | None:
     """Rebuild one segment's members from its definition at `now`, logging each enter and leave; commits.
 
-    Returns None when the segment no longer exists. On failure the segment is marked "failed" and the
-    error is raised again (the job records it).
+    `if_owed` (the job of a request_build): do nothing when the segment is already "done" once its lock is
+    held, as another job then built it after the request (see REQUESTED_CAUSES). Returns None when the segment
+    no longer exists. On failure the segment is marked "failed" and the error is raised again (the job records
+    it).
     """
     _check_cause(cause)
     now = aware_utc(now)
     started = time.perf_counter()
-    _set_status(session, segment_id, "building")
+    session.execute(update(SEGMENTS).where(SEGMENTS.c.id == segment_id, *(
+        [SEGMENTS.c.build_status != "done"] if if_owed else [])).values(build_status="building",
+                                                                          **_keep_updated_at()))
     session.commit()  # visible to the UI at once, while the build itself runs
     try:
-        result = _build_locked(session, segment_id, now=now, cause=cause, started=started)
+        result = _build_locked(session, segment_id, now=now, cause=cause, started=started, if_owed=if_owed)
         session.commit()
     except Exception:
         session.rollback()
@@ -156,11 +169,17 @@ def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = Non
 
 
 def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cause: str,
-                  started: float) -> BuildResult | None:
+                  started: float, if_owed: bool = False) -> BuildResult | None:
     rows = _lock_segments(session, SEGMENTS.c.id == segment_id)
     if not rows:
         return None
     row = rows[0]
+    if if_owed and row.build_status == "done":
+        # Another job built it since this one was requested, and a request after that build began would have
+        # waited for its lock and marked it pending: nothing is owed. Building again would log the people who
+        # joined meanwhile as "build" entries, which fire no automation (their re-check would find them in).
+        return BuildResult(segment_id=segment_id, entered=0, left=0, member_count=row.member_count or 0,
+                           build_ms=0, skipped=True)
     shop = session.get(Shop, row.shop_id)
     statement = compile_definition(row.definition, shop=shop, now=now, session=session)
 
