@@ -202,6 +202,18 @@ def configure(url: str) -> Engine:
     return _engine
 
 
+def before_fork() -> None:
+    """Close this process's pooled connections before it forks a child (an RQ work horse): the child must not
+    inherit live connections. SQLite's would be closed by the child's garbage collector, and a closing SQLite
+    connection may checkpoint or remove the write-ahead log under the parent's feet; the parent opens new ones
+    when it next needs them."""
+    Session.remove()
+    if _engine is not None:
+        _engine.dispose()
+    for key in [key for key in _no_disk_wait if key[0] == os.getpid()]:
+        _no_disk_wait.pop(key).dispose()
+
+
 def after_fork() -> None:
     """In a forked child (an RQ work horse), drop the parent's pooled connections without closing them."""
     global _engine_pid

@@ -53,6 +53,8 @@ class KinnektWorker(Worker):
     def execute_job(self, job, queue):
         """A short job runs here (no fork); a long one in a forked work horse."""
         if queue.name not in self.inline_queue_names:
+            from kinnekt.db import before_fork
+            before_fork()  # the horse must not inherit the connections the short jobs left in the pool
             return super().execute_job(job, queue)
         from kinnekt.db import Session
         self.prepare_execution(job)
