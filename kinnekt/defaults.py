@@ -325,6 +325,14 @@ a higher lane has waited this long: inbound texts and replies, then webhooks and
 SEND_YIELD_CHECK_SECONDS = 0.25
 """How often a sender looks at the higher lanes (a Redis round trip), between two messages."""
 
+SEND_YIELD_MIN_SECONDS = 5.0
+"""A send job sends at least this long before it hands over to higher lanes (a stop request aside), so that a
+backlog of webhooks cannot stop a campaign altogether: under overload, sends and the rest take turns."""
+
+WORKER_SLICE_SECONDS = 5.0
+"""After a send job handed over, its worker takes jobs of the higher lanes for at most this long before it takes
+the waiting send job again (urgent jobs still first): the other half of taking turns."""
+
 SENDER_WATCH_SECONDS = 3
 """How often the watchdog (workers.campaigns.watch_senders) looks for campaign senders whose worker died."""
 

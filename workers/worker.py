@@ -1,6 +1,9 @@
 """The RQ worker `python -m workers` runs: lanes in priority order, short jobs in-process, a prompt stop on SIGTERM.
 
 - **Lanes** (kinnekt.queue.LANES): the worker takes the next job from the first of its queues that has one.
+  A campaign sender hands over when higher-lane work waits (kinnekt.campaigns.sending); its worker then
+  takes higher-lane jobs for at most WORKER_SLICE_SECONDS before the waiting send job (urgent jobs still go
+  first), so that under a backlog sends and webhooks take turns instead of one starving the other.
 - **Short jobs** (the "urgent" and "default" lanes: inbound texts, replies, webhooks, re-checks) run in the
   worker process itself, as RQ's SimpleWorker does: no fork and no new database connection per job, which
   cost more than most of these jobs do. **Long jobs** ("sends", "bulk") run in a forked work horse, which
@@ -41,13 +44,32 @@ def _horse_stop(signum, frame) -> None:
 class KinnektWorker(Worker):
     """RQ's forking worker, with short jobs run in-process, a bounded warm shutdown and Redis-proof watching."""
 
-    def __init__(self, queues, *args, inline_queue_names=(), **kwargs):
+    def __init__(self, queues, *args, inline_queue_names=(), sends_queue_name=None, **kwargs):
         kwargs.setdefault("job_monitoring_interval", defaults.WORKER_MONITOR_SECONDS)
         super().__init__(queues, *args, **kwargs)
         self.inline_queue_names = frozenset(inline_queue_names)
+        self.sends_queue_name = sends_queue_name
         self.stop_signalled = False
         """True once SIGTERM/SIGINT asked this worker to stop (as opposed to quitting on an error)."""
         self._horse_deadline: float | None = None
+        self._sends_owed_since: float | None = None
+        """When a send job of this worker handed over with sends still waiting: after WORKER_SLICE_SECONDS of
+        higher-lane jobs, the waiting send job goes next (after urgent ones)."""
+
+    # -- taking turns --
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """Take the next job lane by lane; once sends are owed a turn, the sends lane goes before the default one."""
+        self._ordered_queues = self._lane_order()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _lane_order(self) -> list:
+        order = list(self.queues)
+        owed = self._sends_owed_since
+        if owed is None or time.monotonic() - owed < defaults.WORKER_SLICE_SECONDS:
+            return order
+        sends = [q for q in order if q.name == self.sends_queue_name]
+        urgent = [q for q in order if q.name.endswith("-urgent")]
+        return urgent + sends + [q for q in order if q not in sends and q not in urgent]
 
     # -- running jobs --
     def execute_job(self, job, queue):
@@ -55,7 +77,12 @@ class KinnektWorker(Worker):
         if queue.name not in self.inline_queue_names:
             from kinnekt.db import before_fork
             before_fork()  # the horse must not inherit the connections the short jobs left in the pool
-            return super().execute_job(job, queue)
+            if queue.name == self.sends_queue_name:
+                self._sends_owed_since = None
+            super().execute_job(job, queue)
+            if queue.name == self.sends_queue_name and queue.count:
+                self._sends_owed_since = time.monotonic()  # more sends wait: they get their turn after a slice
+            return None
         from kinnekt.db import Session
         self.prepare_execution(job)
         try:
@@ -141,7 +168,8 @@ def make_worker(queue, lanes=LANES, *, name: str | None = None) -> KinnektWorker
     """A worker for these lanes of the app's RQ queue, short lanes run in-process."""
     queues = queue.rq_queues(lanes)
     inline = [queue.lanes[lane].name for lane in lanes if lane not in FORKED_LANES]
-    return KinnektWorker(queues, connection=queue.redis, name=name, inline_queue_names=inline)
+    return KinnektWorker(queues, connection=queue.redis, name=name, inline_queue_names=inline,
+                         sends_queue_name=queue.lanes["sends"].name if "sends" in lanes else None)
 
 
 def wait_for_redis(connection, *, stop=lambda: False) -> bool:

@@ -237,30 +237,33 @@ class _Yielding:
 
     def __init__(self, may_yield: bool):
         self.may_yield = may_yield
+        self.started = time.monotonic()
         self.next_check = 0.0
         self.limiter_lost = False
 
     def due(self) -> bool:
-        """True when this process must stop, the limiter is gone, or (looked at every
-        SEND_YIELD_CHECK_SECONDS) higher-lane work has waited too long."""
+        """True when this process must stop, the limiter is gone, or (looked at every SEND_YIELD_CHECK_SECONDS)
+        urgent work has waited too long, or default work has, once this job sent for SEND_YIELD_MIN_SECONDS."""
         from kinnekt.queue import stop_requested
         if stop_requested() or self.limiter_lost:
             return True
-        if not self.may_yield or time.monotonic() < self.next_check:
+        now = time.monotonic()
+        if not self.may_yield or now < self.next_check:
             return False
-        self.next_check = time.monotonic() + defaults.SEND_YIELD_CHECK_SECONDS
-        return higher_lanes_waiting()
+        self.next_check = now + defaults.SEND_YIELD_CHECK_SECONDS
+        lanes = ("urgent", "default") if now - self.started >= defaults.SEND_YIELD_MIN_SECONDS else ("urgent",)
+        return higher_lanes_waiting(lanes)
 
 
-def higher_lanes_waiting() -> bool:
-    """True when a job of the urgent or default lane has waited longer than SEND_YIELD_AFTER_SECONDS allows."""
+def higher_lanes_waiting(lanes=("urgent", "default")) -> bool:
+    """True when a job of these lanes has waited longer than SEND_YIELD_AFTER_SECONDS allows."""
     from kinnekt.queue import get_queue
     lane_states = getattr(get_queue(), "lane_states", None)
     if lane_states is None:
         return False
     limits = defaults.SEND_YIELD_AFTER_SECONDS
     try:
-        states = lane_states(tuple(limits))
+        states = lane_states(tuple(lane for lane in limits if lane in lanes))
     except Exception:  # Redis unreachable: the send path finds out and stops on its own
         log.debug("could not read the queues' lanes", exc_info=True)
         return False
