@@ -30,6 +30,8 @@ It reports, all from the fake's arrival times and the database:
   (must be 0);
 - resume after the kill: from the kill to the first text of the batch the killed sender had claimed
   (target: under 15 s);
+- SIGTERM: at --term-at of the campaign a sending worker gets SIGTERM (its process alone, as an orchestrator
+  sends it); the seconds until it exits (target: under 10 s); a new worker takes its place;
 - each lane's longest wait, sampled every second.
 """
 from __future__ import annotations
@@ -245,6 +247,23 @@ def _sending_worker(redis_url: str, queue_name: str):
     return None
 
 
+def _terminate(pid: int, workers: list, env: dict) -> dict:
+    """SIGTERM to a sending worker's process alone (as an orchestrator does), timed until it exits; a new worker
+    takes its place (as a supervisor would start one)."""
+    proc = next((p for p in workers if p.pid == pid), None)
+    sent = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    exited = None
+    while time.monotonic() - sent < 60:
+        if (proc.poll() if proc is not None else not os.path.exists(f"/proc/{pid}")) is not None:
+            exited = time.monotonic() - sent
+            break
+        time.sleep(0.05)
+    workers.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True))
+    return {"seconds_to_exit": round(exited, 2) if exited is not None else "not within 60 s"}
+
+
 def _kill_group(pid: int) -> None:
     for each in [pid, *_children(pid)]:
         try:
@@ -343,7 +362,7 @@ def run(args) -> dict:
         driver = multiprocessing.get_context("fork").Process(
             target=_drive, args=(port, args, seconds * 0.9, started + 1.0, stop_targets, results))
         driver.start()
-        kill = None
+        kill = term = None
         lanes_seen: dict[str, float] = {}
         status = None
         end_by = started + seconds * 3 + 120
@@ -357,6 +376,11 @@ def run(args) -> dict:
                             lanes_seen[state.lane] = max(lanes_seen.get(state.lane, 0.0), state.oldest_seconds)
                 except Exception:  # noqa: BLE001 - a sample missed is fine
                     pass
+                if term is None and args.term_at and fake.count() >= args.term_at * args.recipients:
+                    found = _sending_worker(redis_url, queue_name)
+                    if found:
+                        term = _terminate(found[0], workers, env)
+                        procs.append(workers[-1])
                 if kill is None and args.kill_at and fake.count() >= args.kill_at * args.recipients:
                     found = _sending_worker(redis_url, queue_name)
                     if found:
@@ -374,6 +398,8 @@ def run(args) -> dict:
         driver.join(timeout=60)
         time.sleep(5)  # the last webhooks and re-checks
         report = measure(engine, ids, campaign_id, fake, load, kill, started, wall_started, args)
+        if term is not None:
+            report["sigterm"] = term
         report["campaign_status"] = status
         report["lanes_longest_wait_s"] = {lane: round(age, 1) for lane, age in sorted(lanes_seen.items())}
     finally:
@@ -516,6 +542,8 @@ def main(argv=None) -> int:
     parser.add_argument("--inbound", type=float, default=20, help="inbound texts per second")
     parser.add_argument("--stops", type=int, default=20)
     parser.add_argument("--kill-at", type=float, default=0.5, help="kill a sending worker at this share (0: never)")
+    parser.add_argument("--term-at", type=float, default=0.25,
+                        help="SIGTERM a sending worker at this share, timed until it exits (0: never)")
     parser.add_argument("--web", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--workers", type=int, default=2, help="workers on every lane")
     parser.add_argument("--fast-workers", type=int, default=0, help="workers on the urgent and default lanes only")
