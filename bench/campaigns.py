@@ -33,7 +33,6 @@ import argparse
 import bisect
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -404,12 +403,9 @@ def main(argv=None) -> int:
             with admin.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                         "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    text_out = json.dumps(report, indent=2, default=str)
-    print(text_out)
-    if args.json:
-        Path(args.json).write_text(text_out)
+    from bench import output
+    report["machine"] = output.machine(load_before)
+    output.emit(report, args.json)
     return 0
 
 

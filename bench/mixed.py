@@ -37,17 +37,14 @@ It reports, all from the fake's arrival times and the database:
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime as dt
 import json
 import multiprocessing
 import os
-import platform
 import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,8 +57,9 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import output  # noqa: E402
 from bench.campaigns import _children, busiest_window  # noqa: E402
-from bench.webhooks import _free_port, percentile  # noqa: E402
+from bench.webhooks import _free_port, _post, percentile  # noqa: E402
 
 SHOP = "bench-mixed.myshopify.com"
 SECRET = "bench-app-secret-0123456789abcdef"
@@ -213,22 +211,6 @@ def _drive(port: int, args, seconds: float, start_at: float, stop_targets: list[
     for t in threads:
         t.join()
     results.put(out)
-
-
-def _post(port: int, request: bytes) -> int:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            sock.sendall(request)
-            chunks = []
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        head = b"".join(chunks).split(b"\r\n", 1)[0].split()
-        return int(head[1]) if len(head) > 1 else -1
-    except (OSError, ValueError):
-        return -1
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -553,14 +535,8 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     report = run(args)
     report["arguments"] = vars(args)
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "platform": platform.platform(), "load_average_before": load_before,
-                         "load_average_after": os.getloadavg(),
-                         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    out = json.dumps(report, indent=2, default=str)
-    print(out)
-    if args.json:
-        Path(args.json).write_text(out)
+    report["machine"] = output.machine(load_before)
+    output.emit(report, args.json)
     return 0
 
 

@@ -343,6 +343,14 @@ def test_a_stop_request_makes_a_sender_hand_over_after_the_message_in_hand(app, 
 
 # ------------------------------------------------------------------------------------------------ batched jobs
 
+def _forget(queue: RQJobQueue) -> None:
+    """Empty the queue's lanes and delete its batched items."""
+    for q in queue.lanes.values():
+        q.empty()
+    for key in queue.redis.scan_iter(match=f"kinnekt:batch:{queue.name}:*"):
+        queue.redis.delete(key)
+
+
 def test_rq_batched_items_pile_up_for_one_run_and_a_late_item_queues_the_next(redis_conn):
     from workers.segments import recheck_pending
     name = f"test-{uuid.uuid4().hex[:8]}"
@@ -361,10 +369,7 @@ def test_rq_batched_items_pile_up_for_one_run_and_a_late_item_queues_the_next(re
         assert queue.enqueue_batched(recheck_pending, "recheck:7", 7, [5]) is True
         assert queue.lanes["default"].count == 2
     finally:
-        for q in queue.lanes.values():
-            q.empty()
-        for key in queue.redis.scan_iter(match=f"kinnekt:batch:{name}:*"):
-            queue.redis.delete(key)
+        _forget(queue)
 
 
 def test_rq_batched_items_are_never_left_without_a_run_under_racing_producers(redis_conn):
@@ -404,10 +409,7 @@ def test_rq_batched_items_are_never_left_without_a_run_under_racing_producers(re
         assert sorted(taken) == sorted(k * 1000 + i for k in range(3) for i in range(300))
         assert queue.pending_batches("recheck:") == [] and runs[0] >= 1
     finally:
-        for q in queue.lanes.values():
-            q.empty()
-        for key in queue.redis.scan_iter(match=f"kinnekt:batch:{name}:*"):
-            queue.redis.delete(key)
+        _forget(queue)
 
 
 def test_in_process_batched_items_pile_up_for_one_run(app):
