@@ -9,6 +9,7 @@ Jobs the requests queue are recorded, not run: this is about the answers.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import re
@@ -416,6 +417,16 @@ def _walk_sms(walk: Walk, rule, method: str) -> None:
                       note="(SMS deep)")
 
 
+def _walk_upload(walk: Walk, rule, method: str) -> None:
+    """The CSV uploads: odd file names and contents, and a file large enough to be imported by a job."""
+    contents = [b"phone\n+12125550101\n", b"phone\n\x00\n", b"\xff\xfe\x00", "phone\n+1212555010²\n".encode(),
+                b"phone,first_name\n" + b"+12125550101,\x00\n" * 3, b"phone\n" + b"+12125550101\n" * 2500]
+    for filename in ("people.csv", "a\x00b.csv", "x" * 3000 + ".csv", "²\ufffd\U0010ffff.csv", ""):
+        for content in contents:
+            form = {"consent": "on", "name": "List", "file": (io.BytesIO(content), filename)}
+            walk.send(method, rule.rule, form=form, note=f"(upload {filename[:20]!r})")
+
+
 def _walk_proxy(walk: Walk, rule, method: str) -> None:
     """Requests signed as Shopify's app proxy signs them, with hostile arguments and form fields."""
     secret = walk.app.config["SHOPIFY_API_SECRET"]
@@ -457,6 +468,8 @@ def test_no_route_answers_5xx_to_hostile_input(app, client, store, token_for, mo
                 else:
                     if rule.endpoint in ("api_segments.create", "api_segments.update", "api_segments.preview"):
                         _walk_api(walk, rule, method, _path(rule, _argument_sets(rule, ids, fixed)[0]))
+                    if rule.endpoint in ("subscribers.import_upload", "lists.upload"):
+                        _walk_upload(walk, rule, method)
                     _walk_route(walk, rule, method, ids, fixed)
     finally:
         logging.getLogger("kinnekt").removeHandler(walk.log)

@@ -3,6 +3,7 @@ in the path, query or form are 400, JSON nested 100,000 deep is 400 on the publi
 lone surrogates in the JSON API are 422; nothing is saved, on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -10,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.exceptions import NotFound
 
-from kinnekt.models import InboundMessage, Segment, Subscriber, WebhookEvent
+from kinnekt import defaults
+from kinnekt.models import InboundMessage, Segment, Subscriber, SubscriberImport, WebhookEvent
 from kinnekt.tenancy import bind_shop, get_or_404
 from kinnekt.web import guards
 from tests import shopify_payloads as sp
@@ -82,6 +84,15 @@ def test_a_nul_in_a_form_field_is_400_with_a_message_and_saves_nothing(client, a
     assert response.status_code == 400
     assert "NUL character" in response.get_data(as_text=True) and "first_name" in response.get_data(as_text=True)
     assert count(db, Subscriber) == 0
+
+
+def test_a_nul_in_an_uploaded_files_name_is_400_and_saves_nothing(client, auth, db, shop, monkeypatch):
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 1)  # a job's import keeps the file's name
+    content = b"phone\n+12125550101\n+12125550102\n"
+    response = client.post("/subscribers/import", headers=auth, content_type="multipart/form-data",
+                           data={"consent": "on", "file": (io.BytesIO(content), "people\x00.csv")})
+    assert response.status_code == 400 and "NUL character" in response.get_data(as_text=True)
+    assert count(db, SubscriberImport) == 0 and count(db, Subscriber) == 0
 
 
 def test_a_nul_in_a_query_argument_is_400_with_a_message(client, auth, shop):

@@ -62,8 +62,8 @@ def init_app(app: Flask) -> None:
 
 
 def refuse_nul_characters() -> None:
-    """400 for a NUL character in the path, a query argument or a form field: PostgreSQL's text columns cannot
-    hold one, and no person types one."""
+    """400 for a NUL character in the path, a query argument, a form field or an uploaded file's name:
+    PostgreSQL's text columns cannot hold one, and no person types one."""
     where = _nul_in_request()
     if where is not None:
         abort(400, description=f"The request contains a NUL character ({where}). Remove it and try again.")
@@ -79,6 +79,9 @@ def _nul_in_request() -> str | None:
         found = _nul_in(request.form)
         if found is not None:
             return f"in the form field “{found}”"
+        for key, upload in request.files.items(multi=True):
+            if "\x00" in key or "\x00" in (upload.filename or ""):
+                return f"in the name of the file sent as “{key.replace(chr(0), '')}”"
     return None
 
 
