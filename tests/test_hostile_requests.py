@@ -28,7 +28,8 @@ from werkzeug.routing import RequestRedirect
 from kinnekt import demo
 from kinnekt.automations import service as automations
 from kinnekt.db import Session
-from kinnekt.models import Automation, Campaign, DataRequest, Keyword, Link, Segment, StaticList, Subscriber
+from kinnekt.models import (Automation, Campaign, DataRequest, Keyword, Link, Segment, StaticList, Subscriber,
+                            SubscriberImport)
 from kinnekt.segments import lists
 from kinnekt.shopify import app_proxy
 from kinnekt.subscribers import share
@@ -195,12 +196,18 @@ def jobs(app, monkeypatch):
 
 @pytest.fixture
 def store(db, jobs):
-    """The demo store (every kind of row), with the rows it lacks: automations, a static list, a data request."""
+    """The demo store (every kind of row), with the rows it lacks: automations, a static list, a data request,
+    subscriber imports (one over, one waiting for its job)."""
     shop = demo.seed(db, now=dt.datetime.now(dt.timezone.utc), customers=20)
     automations.ensure_builtins(db, shop)
     lists.import_list_csv(db, shop, name="VIPs", file_bytes=b"phone\n+12125550101\n+12125550102\n")
     db.add(DataRequest(shop_id=shop.id, shopify_request_id=1, email="a@example.com", orders_requested=[],
                        report={"customer": None}))
+    db.add(SubscriberImport(shop_id=shop.id, status="done", filename="done.csv", consent_text="Agreed.",
+                            total_rows=3, processed_rows=3, imported=1, rejected=[[3, "x", "not a phone number"]],
+                            counts={"invalid": 1, "duplicate": 1, "unsubscribed": 0, "existing": 0}))
+    db.add(SubscriberImport(shop_id=shop.id, status="queued", filename="queued.csv", consent_text="Agreed.",
+                            file=b"phone\n+12125550101\n", total_rows=1))
     db.commit()
     return shop
 
@@ -217,6 +224,8 @@ def _real_ids(shop) -> dict[str, list[str]]:
         + first(Campaign, Campaign.kind == "campaign", Campaign.status != "draft"),
         "automation_id": first(Automation), "keyword_id": first(Keyword), "subscriber_id": first(Subscriber),
         "list_id": first(StaticList), "request_id": first(DataRequest),
+        "import_id": first(SubscriberImport, SubscriberImport.status == "done")
+        + first(SubscriberImport, SubscriberImport.status == "queued"),
     }
 
 
