@@ -21,6 +21,7 @@ def create_app(config: Config | None = None) -> Flask:
     logging.basicConfig(level=getattr(logging, config.LOG_LEVEL.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     register_extensions(app)
+    register_guards(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
@@ -48,6 +49,12 @@ def register_extensions(app: Flask) -> None:
         @app.before_request
         def _start_background_once():
             start_background(app)
+
+
+def register_guards(app: Flask) -> None:
+    """Input no view can use, refused before the views: ids past a BIGINT (404), NUL characters (400)."""
+    from kinnekt.web import guards
+    guards.init_app(app)  # before the blueprints: their routes' <int:...> take its id converter
 
 
 def register_blueprints(app: Flask) -> None:

@@ -109,6 +109,21 @@ STATIC_LIST_MAX_BYTES = 5 * 1024 * 1024
 STATIC_LIST_MAX_ROWS = 100_000
 """Most rows in one static-list CSV, so an upload is checked and saved inside one web request."""
 
+SUBSCRIBER_IMPORT_INLINE_ROWS = 2_000
+"""A subscriber CSV of up to this many rows is imported inside the upload's request (a few seconds: each number
+is looked up for its country, carrier and time zone). A larger one runs as a job with a progress bar: 100,000
+rows take a minute or more, past any web server's timeout."""
+
+SUBSCRIBER_IMPORT_BATCH_ROWS = 500
+"""Rows an import job reads, saves and commits at a time with its progress (the bar moves every second or so);
+a job cut short loses at most one batch of work."""
+
+SUBSCRIBER_IMPORT_JOB_SECONDS = 60
+"""An import job hands the rest of its file to a successor job after this long (RQ's job timeout is 180 s)."""
+
+SUBSCRIBER_IMPORT_STALE_SECONDS = 120
+"""A running subscriber import that has recorded no progress for this long lost its worker; recovery resumes it."""
+
 # --- SMS (kinnekt/sms, kinnekt/subscribers) ---
 
 SMS_HTTP_TIMEOUT_SECONDS = 15

@@ -34,6 +34,7 @@ LANE_OF = {
     "workers.shopify.import_bulk_result": "bulk",
     "workers.shopify.reconcile": "bulk",
     "workers.settings.recompute_attribution": "bulk",
+    "workers.subscribers.import_subscribers": "bulk",
 }
 """The lane of each job that does not go to "default", by the job function's module and name."""
 

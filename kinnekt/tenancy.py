@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session as OrmSession, with_loader_criteria
 
 from kinnekt.db import Session
 from kinnekt.models.base import TenantMixin
+from kinnekt.numbers import record_id
 
 T = TypeVar("T")
 SHOP_KEY = "kinnekt_shop_id"
@@ -48,9 +49,8 @@ def get_or_404(model: type[T], obj_id, session: OrmSession | None = None) -> T:
     shop_id = session.info.get(SHOP_KEY)
     if shop_id is None:
         raise RuntimeError("get_or_404 needs a session bound to a shop")
-    try:
-        obj_id = int(obj_id)
-    except (TypeError, ValueError):
+    obj_id = record_id(obj_id)
+    if obj_id is None:  # not an id, or past what the database holds: no row has it
         abort(404)
     obj = session.get(model, obj_id)
     if obj is None or getattr(obj, "shop_id", None) != shop_id:

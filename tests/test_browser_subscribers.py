@@ -1,6 +1,8 @@
 """The subscribers pages in Chromium: add one by hand, find it on the list and open its detail; unsubscribe it;
-import a CSV and read the report."""
+import a CSV and read the report; follow a large import's progress bar to its report."""
 from __future__ import annotations
+
+import re
 
 import pytest
 from playwright.sync_api import expect
@@ -9,6 +11,7 @@ from sqlalchemy import select
 from kinnekt.db import Session
 from kinnekt.models import Subscriber
 from tests.conftest import FAKE_APP_BRIDGE
+from tests.test_subscribers_import import jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -90,3 +93,42 @@ def test_import_a_csv_and_see_the_report(live_server, page, db, shop, token_for)
     expect(page.locator("#subscribers-table tbody tr").first).to_contain_text("Ada")
     saved = Session.scalars(select(Subscriber).execution_options(all_shops=True)).one()
     assert (saved.shop_id, saved.phone, saved.source) == (shop.id, "+12125550101", "import")
+
+
+def test_a_large_import_shows_its_progress_then_its_report(live_server, page, db, shop, token_for, jobs):
+    """A file over the inline limit is imported by a job: the page polls its progress bar, then shows the report.
+    The test runs the job itself, a batch at a time (the `jobs` fixture records jobs instead of running them)."""
+    from kinnekt.models import SubscriberImport
+    from kinnekt.subscribers import importing
+    open_subscribers(page, live_server, shop, token_for)
+    page.get_by_role("link", name="Import CSV").click()
+    rows = ["phone,first_name", "+1 212 555 0101,Ada", "not a number,Bob", "+1 212 555 0102,Cy",
+            "212-555-0101,Ada again", "+1 212 555 0103,Di", "+1 212 555 0104,Ed"]
+    page.locator("#import-file").set_input_files(files=[{
+        "name": "people.csv", "mimeType": "text/csv", "buffer": ("\n".join(rows) + "\n").encode()}])
+    page.get_by_label("Everyone in this file agreed to receive marketing texts from Alpha.").check()
+    page.get_by_role("button", name="Import subscribers").click()
+
+    progress = page.locator("#import-progress")
+    expect(progress).to_contain_text("Importing people.csv: 6 rows")
+    expect(progress).to_contain_text("Waiting to start.")
+    expect(page.locator("#toasts")).to_contain_text("Importing 6 rows")
+    import_id = Session.scalars(select(SubscriberImport.id).execution_options(all_shops=True)).one()
+    expect(page).to_have_url(re.compile(rf"/subscribers/imports/{import_id}$"))
+
+    importing.import_batches(Session(), import_id, batches=1)
+    expect(progress).to_have_attribute("data-status", "running")
+    expect(page.locator("#import-progress-rows")).to_contain_text("2 of 6 rows read, 1 subscriber added so far.")
+    expect(progress.locator("progress")).to_have_attribute("value", "2")
+
+    importing.import_batches(Session(), import_id)
+    report = page.locator("#import-report")
+    expect(report).to_contain_text("Imported 4 subscribers")
+    expect(report).to_contain_text("2 rows not imported: 1 not a valid phone number, 1 duplicate in the file.")
+    expect(report.locator("tbody tr").nth(1)).to_contain_text("duplicate of row 2")
+    expect(page.locator("#toasts")).to_contain_text("Imported 4 subscribers")
+    expect(progress).to_have_attribute("data-status", "done")
+    expect(progress).not_to_have_attribute("hx-get", re.compile(".*"))  # the 286 stopped the polling
+
+    report.get_by_role("link", name="See your subscribers").click()
+    expect(page.locator("#subscribers-table tbody tr")).to_have_count(4)

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from kinnekt.db import utcnow
-from kinnekt.models import Customer, Segment, SegmentMember, Subscriber, SubscriptionEvent
+from kinnekt.models import Customer, Segment, SegmentMember, Subscriber, SubscriberImport, SubscriptionEvent
 from kinnekt.segments.auto import source_definition
 from kinnekt.subscribers import importing, optin
 from kinnekt.subscribers.checkout import apply_sms_consent
@@ -223,3 +223,169 @@ def test_checkout_withdrawal_counts_as_the_persons_opt_out(db):
     apply_sms_consent(db(), shop, customer, state="unsubscribed", phone="+12125550101", updated_at=utcnow())
     db.refresh(sub)
     assert sub.status == "unsubscribed" and importing.opted_out_by_person(db(), sub).source == "checkout"
+
+
+# --- imports too large for one request ----------------------------------------------------------------------
+
+class RecordingQueue:
+    """Stands in for the job queue where a test runs the import jobs itself: remembers what was queued."""
+
+    mode = "recording"
+
+    def __init__(self):
+        self.jobs: list[tuple[str, tuple, str | None]] = []
+
+    def enqueue(self, func, *args, job_id=None, **kwargs):
+        self.jobs.append((func.__name__, args, job_id))
+        return job_id
+
+    def enqueue_batched(self, func, group, arg, items):
+        self.jobs.append((func.__name__, (arg, sorted(items)), None))
+        return True
+
+    def drain(self, timeout=10.0):
+        return True
+
+    def imports(self) -> list[tuple[tuple, str | None]]:
+        return [(args, job_id) for name, args, job_id in self.jobs if name == "import_subscribers"]
+
+
+@pytest.fixture
+def jobs(app, monkeypatch):
+    """Jobs are recorded, not run; imports take a file of more than 3 rows as a job, 2 rows per batch."""
+    from kinnekt import defaults, queue
+    recorder = RecordingQueue()
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
+    monkeypatch.setattr(queue, "_queue", recorder)
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 3)
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_BATCH_ROWS", 2)
+    return recorder
+
+
+LARGE = csv("phone,first_name,notes", "+12125550101,Ada", "not a number,Bob", "+12125550102,Cy", "",
+            "212-555-0101,Ada again", "+12125550103,Di", "+12125550102,Cy again", "+12125550104,Ed")
+"""Eight records after the header: a blank row, an invalid number, and duplicates of rows of earlier batches."""
+
+
+def upload(db, shop, content: bytes = LARGE):
+    return importing.import_upload(db(), shop, file_bytes=content, filename="people.csv", attested=True)
+
+
+def test_a_file_over_the_inline_limit_is_saved_for_a_job_and_nothing_is_imported_yet(db, jobs):
+    shop = make_shop()
+    small = upload(db, shop, csv("phone", "+12125550101", "+12125550102", "+12125550103"))
+    assert isinstance(small, importing.ImportReport) and small.imported == 3  # three rows: at once
+    queued = upload(db, shop)
+    assert isinstance(queued, SubscriberImport)
+    assert (queued.status, queued.total_rows, queued.processed_rows, queued.filename) == ("queued", 8, 0, "people.csv")
+    assert queued.file == LARGE and queued.region == "US" and queued.ignored_columns == ["notes"]
+    assert jobs.imports() == [((queued.id,), f"subscriber-import-{queued.id}")]
+    assert count(db, Subscriber) == 3
+
+
+def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, jobs):
+    shop, twin = make_shop(), make_shop("beta.myshopify.com")
+    queued = upload(db, shop)
+    assert importing.import_batches(db(), queued.id, batches=2) == "paused"
+    db.expire_all()
+    progress = db.get(SubscriberImport, queued.id)
+    assert (progress.status, progress.processed_rows, progress.imported) == ("running", 4, 2)
+    assert progress.counts == {"invalid": 1, "duplicate": 0, "unsubscribed": 0, "existing": 0}
+    assert count(db, Subscriber) == 2  # each batch committed with its progress
+
+    assert importing.import_batches(db(), queued.id) == "done"
+    db.expire_all()
+    done = db.get(SubscriberImport, queued.id)
+    assert (done.status, done.processed_rows, done.file) == ("done", 8, None) and done.finished_at is not None
+    inline = importing.import_csv(db(), twin, attested=True, file_bytes=LARGE)
+    report = importing.report_of(done)
+    assert (report.imported, report.rejected, report.counts, report.region, report.ignored_columns) == (
+        inline.imported, inline.rejected, inline.counts, inline.region, inline.ignored_columns)
+    assert [(row, value, why.split(":")[0]) for row, value, why in report.rejected] == [
+        (3, "not a number", "not a number is not a phone number"), (6, "212-555-0101", "duplicate of row 2"),
+        (8, "+12125550102", "duplicate of row 4")]
+    consent = {s.consent_text for s in db.scalars(select(Subscriber).where(Subscriber.shop_id == shop.id))}
+    assert consent == {"Everyone in this file agreed to receive marketing texts from Alpha."}
+    assert [args[0] for name, args, _ in jobs.jobs if name == "recheck_pending"] == [shop.id] * 4 + [twin.id]
+
+
+def test_a_run_cut_short_is_resumed_where_it_stopped_with_the_same_report(db, jobs):
+    shop = make_shop()
+    queued = upload(db, shop)
+    importing.import_batches(db(), queued.id, batches=1)
+    db.expunge_all()  # a new worker: nothing of the first run is left in memory
+    importing.import_batches(db(), queued.id, batches=2)
+    db.expunge_all()
+    assert importing.import_batches(db(), queued.id) == "done"
+    report = importing.report_of(db.get(SubscriberImport, queued.id))
+    assert report.imported == 4 and [row for row, _, _ in report.rejected] == [3, 6, 8]
+    assert "duplicate of row 4" in report.rejected[2][2]  # its first row was read by an earlier run
+    assert sorted(db.scalars(select(Subscriber.phone))) == [f"+1212555010{i}" for i in range(1, 5)]
+
+
+def test_a_second_run_of_the_same_import_stops_when_the_first_moved_on(db, jobs):
+    from kinnekt.db import Session
+    shop = make_shop()
+    queued = upload(db, shop)
+    other = Session.session_factory()
+
+    def another_run_meanwhile() -> bool:  # asked after the first batch: another worker runs the import to its end
+        assert importing.import_batches(other, queued.id) == "done"
+        return False
+
+    try:
+        assert importing.import_batches(db(), queued.id, should_stop=another_run_meanwhile) == "taken"
+    finally:
+        other.close()
+    db.expire_all()
+    done = db.get(SubscriberImport, queued.id)
+    assert (done.status, done.processed_rows, done.imported) == ("done", 8, 4)
+    assert done.counts == {"invalid": 1, "duplicate": 2, "unsubscribed": 0, "existing": 0}
+
+
+def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, jobs, monkeypatch):
+    monkeypatch.setattr(importing, "REJECTED_ROWS_KEPT", 3)
+    shop = make_shop()
+    queued = upload(db, shop, csv("phone", *[f"bad {i}" for i in range(7)]))
+    importing.import_batches(db(), queued.id)
+    report = importing.report_of(db.get(SubscriberImport, queued.id))
+    assert [row for row, _, _ in report.rejected] == [2, 3, 4] and report.not_imported == 7
+
+
+def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, jobs, monkeypatch):
+    from kinnekt import defaults
+    from workers.subscribers import import_subscribers
+    shop = make_shop()
+    queued = upload(db, shop)
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_JOB_SECONDS", 0)  # one batch, then the successor's turn
+    assert import_subscribers(queued.id) == "paused"
+    assert jobs.imports()[-1] == ((queued.id,), f"subscriber-import-{queued.id}-after-2")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(importing, "_insert_chunk", broken)
+    with pytest.raises(RuntimeError):
+        import_subscribers(queued.id)
+    db.expire_all()
+    failed = db.get(SubscriberImport, queued.id)
+    assert (failed.status, failed.processed_rows, failed.imported, failed.file) == ("failed", 2, 1, None)
+    assert failed.error == "The import stopped on an error (RuntimeError)."
+    assert count(db, Subscriber) == 1  # what the first batch saved stays saved
+
+
+def test_recovery_resumes_imports_whose_job_was_lost(db, jobs):
+    import datetime as dt
+    from workers.subscribers import resume_subscriber_imports
+    shop = make_shop()
+    waiting, lost, busy, done = (upload(db, shop) for _ in range(4))
+    importing.import_batches(db(), done.id)
+    long_ago = utcnow() - dt.timedelta(hours=1)
+    for row, status, at in ((lost, "running", long_ago), (busy, "running", utcnow())):
+        db.execute(SubscriberImport.__table__.update().where(SubscriberImport.id == row.id)
+                   .values(status=status, updated_at=at))
+    db.commit()
+    jobs.jobs.clear()
+    assert resume_subscriber_imports() == 2
+    assert jobs.imports() == [((waiting.id,), f"subscriber-import-{waiting.id}"),
+                              ((lost.id,), f"subscriber-import-{lost.id}")]

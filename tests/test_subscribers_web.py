@@ -18,6 +18,7 @@ from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, 
                             SegmentMember, Subscriber, SubscriptionEvent)
 from kinnekt.subscribers import optin
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+from tests.test_subscribers_import import jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
@@ -503,3 +504,84 @@ def test_without_a_session_token_nothing_is_imported(client, shop):
     response = client.post("/subscribers/new", data={"phone": "+12125550101", "consent": "on"},
                            headers={"HX-Request": "true"})
     assert response.status_code == 401 and count(Subscriber) == 0
+
+
+# --- imports run as a job ------------------------------------------------------------------------------------
+
+BIG = ("phone,first_name\n+12125550101,Ada\nnot a number,Bob\n+12125550102,Cy\n"
+       "212-555-0101,Ada again\n+12125550103,Di\n").encode()
+
+
+def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, jobs):
+    from kinnekt.models import SubscriberImport
+    from kinnekt.subscribers import importing
+    response = upload(client, auth, BIG, filename="people.csv")
+    assert response.status_code == 200
+    (import_id,), _ = jobs.imports()[0]
+    page = text(response)
+    assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "error": False}
+    assert response.headers["HX-Push-Url"] == f"/subscribers/imports/{import_id}"
+    assert "Importing people.csv: 5 rows" in page and "Waiting to start." in page
+    progress = re.search(r'<div id="import-progress"[^>]*>', response.get_data(as_text=True)).group(0)
+    assert f'hx-get="/subscribers/imports/{import_id}/progress"' in progress and 'hx-trigger="every 1s"' in progress
+    assert count(Subscriber) == 0
+
+    importing.import_batches(Session(), import_id, batches=1)  # rows 2 and 3
+    polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
+    assert polled.status_code == 200 and "hx-get" in polled.get_data(as_text=True)
+    assert "2 of 5 rows read, 1 subscriber added so far." in text(polled)
+
+    importing.import_batches(Session(), import_id)
+    polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
+    assert polled.status_code == 286  # htmx stops polling
+    assert toast(polled) == {"message": "Imported 3 subscribers", "error": False}
+    html = polled.get_data(as_text=True)
+    assert "hx-get" not in html and 'data-status="done"' in html
+    assert "Imported 3 subscribers" in text(polled)
+    assert "2 rows not imported: 1 not a valid phone number, 1 duplicate in the file." in text(polled)
+    assert "5 212-555-0101 duplicate of row 2" in text(polled)
+    assert Session.get(SubscriberImport, import_id).file is None
+
+    page = client.get(f"/subscribers/imports/{import_id}", headers={"Authorization": auth["Authorization"]})
+    assert page.status_code == 200 and "<html" in page.get_data(as_text=True)
+    assert "Import subscribers" in text(page) and "Imported 3 subscribers" in text(page)
+
+
+def test_an_import_is_only_its_shops(client, auth, shop, other_shop, token_for, jobs):
+    upload(client, auth, BIG)
+    (import_id,), _ = jobs.imports()[0]
+    theirs = {"Authorization": f"Bearer {token_for(other_shop.domain)}", "HX-Request": "true"}
+    assert client.get(f"/subscribers/imports/{import_id}", headers=theirs).status_code == 404
+    assert client.get(f"/subscribers/imports/{import_id}/progress", headers=theirs).status_code == 404
+
+
+def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, jobs):
+    from kinnekt.subscribers import importing
+    upload(client, auth, BIG)
+    (import_id,), _ = jobs.imports()[0]
+    importing.import_batches(Session(), import_id, batches=1)
+    importing.fail_import(Session(), import_id, "The import stopped on an error (OperationalError).")
+    polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
+    assert polled.status_code == 286 and toast(polled)["error"] is True
+    assert ("The import stopped on an error (OperationalError). 1 subscriber was added before it stopped."
+            in text(polled))
+
+
+def test_a_plain_form_post_of_a_large_file_goes_to_its_import_page(client, token_for, shop, jobs):
+    response = client.post("/subscribers/import", headers={"Authorization": f"Bearer {token_for(shop.domain)}"},
+                           data={"consent": "on", "file": (io.BytesIO(BIG), "people.csv")},
+                           content_type="multipart/form-data")
+    (import_id,), _ = jobs.imports()[0]
+    assert response.status_code == 303 and response.location.endswith(f"/subscribers/imports/{import_id}")
+
+
+def test_the_in_process_queue_runs_a_large_import_to_its_end(app, client, auth, shop, monkeypatch):
+    """The demo's queue (no Redis) runs the import job too."""
+    from kinnekt.models import SubscriberImport
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 3)
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_BATCH_ROWS", 2)
+    assert upload(client, auth, BIG).status_code == 200
+    assert app.extensions["kinnekt_queue"].drain(30)
+    done = Session.scalars(select(SubscriberImport).execution_options(all_shops=True, populate_existing=True)).one()
+    assert (done.status, done.processed_rows, done.imported) == ("done", 5, 3)
+    assert count(Subscriber) == 3

@@ -9,6 +9,7 @@ from workers.jobs import prune_webhook_events, recover_due_work
 from workers.shopify import reconcile_all
 from workers.segments import sweep_segments
 from workers.sms import prune_signature_nonces
+import workers.subscribers  # noqa: F401 (no periodic job; imported so that recovery resumes lost imports)
 
 
 def periodic_jobs() -> list[Periodic]:

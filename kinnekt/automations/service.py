@@ -23,6 +23,7 @@ from kinnekt.campaigns import composer, lifecycle
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Keyword, Segment, SegmentEvent, Shop
 from kinnekt.models.automation import TRIGGERS, Automation
+from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.segments import membership, service as segments
 
 DELAY_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
@@ -94,8 +95,7 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
         errors["trigger"] = "Choose whether subscribers enter or leave the segment."
 
     raw_segment = composer.form_value(form, "segment").strip()
-    segment_id = int(raw_segment) if raw_segment.isascii() and raw_segment.isdigit() and 0 < int(raw_segment) < 2**63 \
-        else None
+    segment_id = record_id(raw_segment)
     if segment_id is None or session.scalar(
             select(Segment.id).where(Segment.shop_id == shop.id, Segment.id == segment_id)) is None:
         errors["segment"] = "Choose a segment of this shop." if raw_segment else "Choose a segment."
@@ -103,13 +103,13 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
 
     delay_seconds = 0
     unit = composer.form_value(form, "delay_unit") or "minutes"
-    raw_delay = composer.form_value(form, "delay_value").strip() or "0"
+    delay_value = whole_number(composer.form_value(form, "delay_value").strip() or "0", MAX_ID)
     if unit not in DELAY_UNITS:
         errors["delay"] = "Choose minutes, hours or days."
-    elif not (raw_delay.isascii() and raw_delay.isdigit()):
+    elif delay_value is None:
         errors["delay"] = "Enter the delay as a whole number (0 sends at once)."
     else:
-        delay_seconds = int(raw_delay) * DELAY_UNITS[unit]
+        delay_seconds = delay_value * DELAY_UNITS[unit]
         if delay_seconds > MAX_DELAY_SECONDS:
             errors["delay"] = "A delay can be at most 365 days."
             delay_seconds = 0

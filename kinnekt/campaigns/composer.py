@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Segment
+from kinnekt.numbers import record_id
 from kinnekt.shopify.discounts import DiscountInputError, check_code
 from kinnekt.sms import encoding
 
@@ -35,8 +36,8 @@ SAMPLE_UNIQUE_CODE = "XXXX-XXXX"
 _TAG = re.compile(r"\{([^{}\s]{1,40})\}")
 _PREFIX = re.compile(r"[A-Za-z0-9]{1,20}")
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIME = re.compile(r"\d{1,2}:\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(r"[0-9]{1,2}:[0-9]{2}")
 _NAME_MAX = 255
 _GREETING = re.compile(r"^\s*(?:hi|hey|hello|dear|hiya)(?:\s+\{first_name\}\s*[,!.:;-]*|\s*[,!.:;-]+)\s*", re.IGNORECASE)
 
@@ -227,11 +228,11 @@ def form_value(form: Mapping, key: str) -> str:
 def _ids(raw: Iterable[str]) -> tuple[list[int], bool]:
     ids, bad = [], False
     for value in raw:
-        if value.isascii() and value.isdigit() and 0 < int(value) < 2**63:
-            if int(value) not in ids:
-                ids.append(int(value))
-        else:
+        number = record_id(value)
+        if number is None:
             bad = True
+        elif number not in ids:
+            ids.append(number)
     return ids, bad
 
 
@@ -423,10 +424,10 @@ def _discount(form: Mapping, errors: dict[str, str]) -> dict:
         errors["discount_value"] = "The discount must be more than 0."
     elif kind == "percent" and value > 100:
         errors["discount_value"] = "A percentage can be at most 100."
+    elif value >= Decimal("1000000"):  # before quantize: a 30-digit amount has no room for two decimals
+        errors["discount_value"] = "That discount is too large."
     elif value != value.quantize(Decimal("0.01")):
         errors["discount_value"] = "Use at most two decimals."
-    elif value >= Decimal("1000000"):
-        errors["discount_value"] = "That discount is too large."
     else:
         out["discount_value"] = value.quantize(Decimal("0.01"))
     return out

@@ -14,6 +14,7 @@ from kinnekt.models.order import Checkout, LineItem, Order
 from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry
 from kinnekt.models.shop import Shop
 from kinnekt.models.subscriber import Keyword, Subscriber, SubscriptionEvent
+from kinnekt.models.subscriber_import import SubscriberImport
 from kinnekt.models import subscriber_key  # noqa: F401 (the messages -> subscribers key's triggers)
 from kinnekt.models.sync import SyncOperation
 from kinnekt.models.webhook import WebhookEvent
@@ -23,5 +24,6 @@ __all__ = [
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
     "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion", "SignatureNonce",
     "StaticList",
-    "StaticListEntry", "Subscriber", "SubscriptionEvent", "SyncOperation", "TenantMixin", "WebhookEvent",
+    "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriptionEvent", "SyncOperation", "TenantMixin",
+    "WebhookEvent",
 ]

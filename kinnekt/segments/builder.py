@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Collection, Customer, Keyword, Product, Segment, StaticList, Subscriber
 from kinnekt.models.subscriber import SOURCE_LABELS
+from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.segments import compiler
 from kinnekt.segments.rules import (EVENTS, FIELDS, MAX_DEPTH, PAYMENT_STATUSES, SOURCE_VALUES, Definition,
                                     DefinitionError, iter_rules, normalise, validate)
@@ -446,7 +447,7 @@ def form_data(root: Group, name: str = "") -> list[tuple[str, str]]:
 def _whole(text: str) -> Any:
     """Form text of a whole-number input: an int, a float (the validator names it not whole), or the text."""
     text = text.strip()
-    if re.fullmatch(r"[+-]?\d+", text):
+    if re.fullmatch(r"[+-]?[0-9]+", text):
         return int(text)
     try:
         number = float(text)
@@ -462,8 +463,8 @@ def _money(text: str) -> Any:
 
 def _id(text: str) -> Any:
     """Form text naming one of the shop's segments or lists."""
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() else text
+    number = whole_number(text, MAX_ID)
+    return number if number is not None else text.strip()
 
 
 def _split(text: str, separators: str) -> list[str]:
@@ -703,9 +704,9 @@ class Names:
 def _ids(values: Iterable[Any]) -> list[int]:
     out = []
     for value in values:
-        text = str(value).strip()
-        if text.isascii() and text.isdigit() and 0 < int(text) < 2**63:
-            out.append(int(text))
+        number = record_id(str(value))
+        if number is not None:
+            out.append(number)
     return out
 
 
@@ -777,9 +778,9 @@ def catalog_errors(session: OrmSession, shop_id: int, definition: Any) -> list[d
                 select(model.shopify_id).where(model.shop_id == shop_id, model.shopify_id.in_(ids)))}
     errors = []
     for path, kind, value in wanted:
-        text = value.strip()
-        if text.isascii() and text.isdigit() and str(int(text)) not in known[kind]:
-            errors.append({"path": path, "message": f"there is no {kind} {int(text)} in this shop"})
+        number = record_id(value)  # one past the range is the contract's error ("is not a valid id")
+        if number is not None and str(number) not in known[kind]:
+            errors.append({"path": path, "message": f"there is no {kind} {number} in this shop"})
     return errors
 
 
@@ -806,8 +807,8 @@ def search_catalog(session: OrmSession, shop_id: int, kind: str, query: str, *, 
     query = query.strip()[:100]
     if query:
         conditions = [model.title.icontains(query, autoescape=True)]
-        if query.isascii() and query.isdigit() and int(query) < 2**63:
-            conditions.append(model.shopify_id == int(query))
+        if record_id(query) is not None:
+            conditions.append(model.shopify_id == record_id(query))
         statement = statement.where(or_(*conditions))
     rows = session.execute(statement.order_by(func.lower(model.title), model.shopify_id).limit(limit))
     return [(str(i), title) for i, title in rows]

@@ -81,7 +81,7 @@ def _decimal(value: Any, *, strings: bool) -> Decimal:
     """A finite Decimal from a JSON number (or a decimal string when `strings`)."""
     if _is_number(value):
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    elif strings and isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
+    elif strings and isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value.strip()):
         number = Decimal(value.strip())
     else:
         raise _Invalid("must be a number" + (" or a decimal string" if strings else ""))
@@ -139,7 +139,7 @@ def between(bound: Check) -> Check:
 
 def iso_date(value: Any) -> str:
     """A calendar date written YYYY-MM-DD."""
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         raise _Invalid("must be a date written YYYY-MM-DD")
     try:
         dt.date.fromisoformat(value)

@@ -58,7 +58,7 @@ def parse(params: Mapping[str, object]) -> dict:
     if len(provider_id) > 64 or len(client_ref) > 100:
         raise ReceiptError("messageId or client-ref too long")
     err_code = str(params.get("err-code") or "").strip() or None
-    if err_code is not None and (not err_code.isdigit() or len(err_code) > 4):
+    if err_code is not None and (not (err_code.isascii() and err_code.isdigit()) or len(err_code) > 4):
         raise ReceiptError(f"bad err-code {err_code!r}")
     price = None
     raw_price = str(params.get("price") or "").strip()

@@ -8,8 +8,10 @@ Rules:
   already a subscriber (subscribed or pending): those rows are reported, not saved.
 - An import is checked whole before anything is saved: a file that is not UTF-8 CSV, is empty, is over
   the size or row limit (the static lists' limits), or has no header row naming a phone column, is
-  refused with the reason. Otherwise the good rows are saved in one transaction and the others are
-  reported with why (not a phone number, duplicate in the file, unsubscribed, already a subscriber).
+  refused with the reason. Otherwise the good rows are saved and the others are reported with why (not a
+  phone number, duplicate in the file, unsubscribed, already a subscriber): in one transaction for a file of
+  up to defaults.SUBSCRIBER_IMPORT_INLINE_ROWS rows, else by a job, batch by batch, each batch committed with
+  the progress the page shows (a SubscriberImport), so a job cut short goes on where it stopped.
 - The merchant may unsubscribe anyone, with a reason. The merchant may resubscribe an unsubscribed
   number with a reason; when the person opted out themselves (texted STOP, or withdrew consent in
   Shopify), only with the merchant's attestation that the person asked to be subscribed again: carriers
@@ -18,14 +20,17 @@ Rules:
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
+from typing import Callable
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import Customer, Shop, Subscriber, SubscriptionEvent
+from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriptionEvent
 from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
 from kinnekt.subscribers import optin, phones
 
@@ -37,6 +42,8 @@ PERSON_OPT_OUT_SOURCES = ("sms", "checkout")
 
 MAX_FIRST_NAME = 255
 MAX_REASON = 255
+REJECTED_ROWS_KEPT = 200
+"""Rows not imported that an import job keeps for its report (the first ones; the counts cover them all)."""
 _CHUNK = 500  # phones per IN (...) query and per INSERT batch
 
 
@@ -70,6 +77,11 @@ class ImportReport:
     region: str | None = None  # the country assumed for numbers written without +country code
     ignored_columns: list[str] = field(default_factory=list)
     subscriber_ids: list[int] = field(default_factory=list)
+
+    @property
+    def not_imported(self) -> int:
+        """How many rows were not imported (an import job's report keeps only the first ones in `rejected`)."""
+        return sum(self.counts.values())
 
 
 def attestation(shop: Shop) -> str:
@@ -127,14 +139,30 @@ def _known_message(subscriber: Subscriber) -> str:
 
 # ---------------------------------------------------------------------------------------------- CSV import
 
-def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: bool) -> ImportReport:
-    """Add the numbers of an uploaded CSV (header row; `phone`, optional `first_name`) as subscribers; commits.
+@dataclass
+class CheckedFile:
+    """An upload that can be imported: its CSV records, the header row, and the columns read from it."""
 
-    Numbers without +country code are read in the shop's country (from its time zone). Raises
-    InvalidInput (field consent) or ImportRefused, having saved nothing; see the module docstring.
-    """
-    if not attested:
-        raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
+    rows: list[list[str]]
+    header: int  # index of the header row (blank rows before it are skipped)
+    phone_column: int
+    name_column: int | None
+    ignored_columns: list[str]
+    region: str | None  # the country assumed for numbers written without +country code
+
+    @property
+    def first(self) -> int:
+        """Index of the first record after the header."""
+        return self.header + 1
+
+    @property
+    def data_rows(self) -> int:
+        """How many records follow the header (blank ones included)."""
+        return len(self.rows) - self.first
+
+
+def check_file(shop: Shop, file_bytes: bytes) -> CheckedFile:
+    """The upload as a CSV file whose first row names a phone column; raises ImportRefused saying why it is not."""
     try:
         rows = _rows(file_bytes)
     except ListImportError as exc:
@@ -149,35 +177,100 @@ def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: 
     name_column = next((keys.index(k) for k in FIRST_NAME_HEADERS if k in keys), None)
     ignored = [cell.strip() for i, cell in enumerate(rows[start]) if cell.strip() and i not in (phone_column,
                                                                                                  name_column)]
-    region = shop_region(shop)
-    report = ImportReport(imported=0, region=region, ignored_columns=ignored,
-                          counts={"invalid": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0})
+    return CheckedFile(rows=rows, header=start, phone_column=phone_column, name_column=name_column,
+                       ignored_columns=ignored, region=shop_region(shop))
+
+
+def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filename: str, attested: bool
+                  ) -> ImportReport | SubscriberImport:
+    """Import an uploaded CSV: at once when it is small (its report), else as a job (the queued import).
+
+    Up to defaults.SUBSCRIBER_IMPORT_INLINE_ROWS rows are imported within the request, as import_csv does;
+    a larger file is checked the same way, saved on a SubscriberImport and imported by a job batch by batch
+    (import_batches), whose progress the page polls. Raises InvalidInput or ImportRefused, having saved nothing.
+    """
+    if not attested:
+        raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
+    checked = check_file(shop, file_bytes)
+    if checked.data_rows <= defaults.SUBSCRIBER_IMPORT_INLINE_ROWS:
+        return _import_now(session, shop, checked)
+    upload = SubscriberImport(shop_id=shop.id, filename=(filename or "")[:255], file=file_bytes,
+                              consent_text=import_attestation(shop), total_rows=checked.data_rows,
+                              counts=_no_counts(), region=checked.region, ignored_columns=checked.ignored_columns)
+    session.add(upload)
+    session.commit()
+    queue_import(upload.id)
+    return upload
+
+
+def queue_import(import_id: int, *, after_row: int | None = None) -> None:
+    """Queue the job that imports this upload: one queued job per import, or the successor of a run that
+    stopped after `after_row` rows (a running job's id cannot be queued again)."""
+    from kinnekt.queue import get_queue
+    from workers.subscribers import import_subscribers
+    suffix = "" if after_row is None else f"-after-{after_row}"
+    get_queue().enqueue(import_subscribers, import_id, job_id=f"subscriber-import-{import_id}{suffix}")
+
+
+def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: bool) -> ImportReport:
+    """Add the numbers of an uploaded CSV (header row; `phone`, optional `first_name`) as subscribers; commits.
+
+    Numbers without +country code are read in the shop's country (from its time zone). Raises
+    InvalidInput (field consent) or ImportRefused, having saved nothing; see the module docstring.
+    """
+    if not attested:
+        raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
+    return _import_now(session, shop, check_file(shop, file_bytes))
+
+
+def _import_now(session: OrmSession, shop: Shop, checked: CheckedFile) -> ImportReport:
+    """Every row of a checked file in one transaction; the report lists every row not imported."""
+    report = ImportReport(imported=0, region=checked.region, ignored_columns=checked.ignored_columns,
+                          counts=_no_counts())
+    _import_rows(session, shop, checked, checked.first, len(checked.rows), {}, report, import_attestation(shop),
+                 utcnow())
+    session.commit()
+    if report.subscriber_ids:
+        from kinnekt.segments.membership import subscribers_changed
+        subscribers_changed(shop.id, report.subscriber_ids)
+    return report
+
+
+def _no_counts() -> dict[str, int]:
+    return {"invalid": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0}
+
+
+def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: int, stop: int, seen: dict[str, int],
+                 report: ImportReport, consent_text: str, now) -> None:
+    """Import the records rows[first:stop] into the session's transaction, adding to `report` (its rejected rows
+    in row order); `seen` holds the numbers of the rows before, E.164 -> row number, and gets these ones."""
+    rejected: list[tuple[int, str, str]] = []
 
     def reject(number: int, value: str, reason: str, kind: str) -> None:
-        report.rejected.append((number, value, reason))
+        rejected.append((number, value, reason))
         report.counts[kind] += 1
 
     candidates: dict[str, tuple[int, str, str | None, phones.PhoneInfo]] = {}  # E.164 -> (row, value, name, info)
-    for index in range(start + 1, len(rows)):
-        row, number = rows[index], index + 1  # row numbers as a spreadsheet shows them
+    for index in range(first, stop):
+        row, number = checked.rows[index], index + 1  # row numbers as a spreadsheet shows them
         if not any(cell.strip() for cell in row):
             continue
-        value = row[phone_column].strip() if phone_column < len(row) else ""
+        value = row[checked.phone_column].strip() if checked.phone_column < len(row) else ""
         try:
-            info = phones.normalise(value, region, prefer_zone=shop.timezone)
+            info = phones.normalise(value, checked.region, prefer_zone=shop.timezone)
         except phones.InvalidPhone as exc:
             reject(number, value, str(exc), "invalid")
             continue
-        if info.e164 in candidates:
-            reject(number, value, f"duplicate of row {candidates[info.e164][0]}", "duplicate")
+        if info.e164 in seen:
+            reject(number, value, f"duplicate of row {seen[info.e164]}", "duplicate")
             continue
+        seen[info.e164] = number
+        name_column = checked.name_column
         name = " ".join(row[name_column].split())[:MAX_FIRST_NAME] if name_column is not None and \
             name_column < len(row) else ""
         candidates[info.e164] = (number, value, name or None, info)
 
     known = _statuses(session, shop.id, list(candidates))
-    consent_text = import_attestation(shop)
-    now = utcnow()
     fresh = [phone for phone in candidates if phone not in known]
     for chunk in _chunks(fresh, _CHUNK):
         inserted = _insert_chunk(session, shop, chunk, candidates, consent_text, now)
@@ -185,7 +278,7 @@ def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: 
             if phone not in inserted:  # signed up by another way while we imported
                 known.update(_statuses(session, shop.id, [phone]))
         report.subscriber_ids.extend(inserted.values())
-    report.imported = len(report.subscriber_ids)
+        report.imported += len(inserted)
     for phone, status in known.items():
         number, value, _, _ = candidates[phone]
         if status == "unsubscribed":
@@ -194,12 +287,95 @@ def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: 
         else:
             reject(number, value, "already a subscriber" if status == "subscribed"
                    else "already signed up, waiting for their confirmation", "existing")
-    report.rejected.sort()
-    session.commit()
-    if report.subscriber_ids:
-        from kinnekt.segments.membership import subscribers_changed
-        subscribers_changed(shop.id, report.subscriber_ids)
-    return report
+    report.rejected.extend(sorted(rejected))
+
+
+# ---------------------------------------------------------------------------------------------- import jobs
+
+def import_batches(session: OrmSession, import_id: int, *, batches: int | None = None,
+                   should_stop: Callable[[], bool] = lambda: False) -> str:
+    """Import a queued or running upload batch by batch, each committed with its progress.
+
+    Each batch of defaults.SUBSCRIBER_IMPORT_BATCH_ROWS rows is saved in one transaction together with the
+    progress on the SubscriberImport row, so a run cut short (a lost worker) is resumed where it stopped.
+    Returns "done" when the last batch is in, "paused" when `should_stop` (asked after each batch) said so or
+    `batches` were done with rows left, "taken" when another run of the import moved its progress on (this
+    one stops), or the status of an import that was over already ("failed"; "gone" when it no longer exists).
+    """
+    upload = session.get(SubscriberImport, import_id)
+    if upload is None or not upload.running:
+        return upload.status if upload is not None else "gone"
+    shop = session.get(Shop, upload.shop_id)
+    checked = check_file(shop, upload.file)  # as checked at the upload: the same bytes
+    cursor = checked.first + upload.processed_rows
+    seen = _numbers_before(shop, checked, cursor)  # resuming: the file's earlier numbers, for its duplicates
+    end, done = len(checked.rows), 0
+    while cursor < end:
+        stop = min(cursor + defaults.SUBSCRIBER_IMPORT_BATCH_ROWS, end)
+        upload = session.scalar(select(SubscriberImport).where(SubscriberImport.id == import_id).with_for_update()
+                                .execution_options(populate_existing=True))
+        if upload is None or not upload.running or checked.first + upload.processed_rows != cursor:
+            session.rollback()  # another run of this import moved it on (or it was deleted with its shop)
+            return "taken"
+        now = utcnow()
+        report = ImportReport(imported=0, counts=_no_counts())
+        _import_rows(session, shop, checked, cursor, stop, seen, report, upload.consent_text, now)
+        upload.status = "running"
+        upload.processed_rows += stop - cursor
+        upload.imported += report.imported
+        upload.counts = {kind: upload.counts.get(kind, 0) + count for kind, count in report.counts.items()}
+        kept = REJECTED_ROWS_KEPT - len(upload.rejected)
+        if kept > 0 and report.rejected:
+            upload.rejected = upload.rejected + [list(row) for row in report.rejected[:kept]]
+        if stop == end:
+            upload.status, upload.file, upload.finished_at = "done", None, now
+        session.commit()
+        if report.subscriber_ids:
+            from kinnekt.segments.membership import subscribers_changed
+            subscribers_changed(shop.id, report.subscriber_ids)
+        cursor, done = stop, done + 1
+        if cursor < end and ((batches is not None and done >= batches) or should_stop()):
+            return "paused"  # after a batch, never before the first: every run moves the import on
+    return "done"
+
+
+def _numbers_before(shop: Shop, checked: CheckedFile, stop: int) -> dict[str, int]:
+    """E.164 -> first row number of the numbers in the records before `stop` (what a resumed run has seen)."""
+    seen: dict[str, int] = {}
+    for index in range(checked.first, stop):
+        row = checked.rows[index]
+        value = row[checked.phone_column].strip() if checked.phone_column < len(row) else ""
+        if not value:
+            continue
+        try:
+            seen.setdefault(phones.normalise(value, checked.region, prefer_zone=shop.timezone).e164, index + 1)
+        except phones.InvalidPhone:
+            continue
+    return seen
+
+
+def fail_import(session: OrmSession, import_id: int, error: str) -> None:
+    """Mark an import that cannot go on as failed (what it saved stays saved, and its report says so); commits."""
+    session.rollback()
+    upload = session.get(SubscriberImport, import_id)
+    if upload is not None and upload.running:
+        upload.status, upload.error, upload.file, upload.finished_at = "failed", error[:1000], None, utcnow()
+        session.commit()
+
+
+def report_of(upload: SubscriberImport) -> ImportReport:
+    """An import job's report so far, as an inline import's (its rejected rows are the first ones only)."""
+    return ImportReport(imported=upload.imported, rejected=[tuple(row) for row in upload.rejected],
+                        counts={**_no_counts(), **(upload.counts or {})}, region=upload.region,
+                        ignored_columns=list(upload.ignored_columns or []))
+
+
+def imports_to_resume(session: OrmSession) -> list[int]:
+    """Imports whose job was lost: queued ones, and running ones without progress for a while (recovery)."""
+    stale = utcnow() - dt.timedelta(seconds=defaults.SUBSCRIBER_IMPORT_STALE_SECONDS)
+    return list(session.scalars(select(SubscriberImport.id).where(or_(
+        SubscriberImport.status == "queued",
+        and_(SubscriberImport.status == "running", SubscriberImport.updated_at < stale))).order_by(SubscriberImport.id)))
 
 
 def _statuses(session: OrmSession, shop_id: int, numbers: list[str]) -> dict[str, str]:

@@ -131,7 +131,7 @@ def choose_timezone(number: phonenumbers.PhoneNumber, country: str | None,
 def from_msisdn(msisdn: str) -> str:
     """Vonage's msisdn (digits, no +) as E.164 text; raises InvalidPhone when it is not 6-15 digits."""
     digits = (msisdn or "").strip().lstrip("+")
-    if not digits.isdigit() or not 6 <= len(digits) <= 15:
+    if not (digits.isascii() and digits.isdigit()) or not 6 <= len(digits) <= 15:
         raise InvalidPhone(f"{msisdn!r} is not a phone number.")
     return "+" + digits
 

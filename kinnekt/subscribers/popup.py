@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Shop, Subscriber
+from kinnekt.numbers import MAX_ID, whole_number
 from kinnekt.subscribers import optin, phones
 
 SUCCESS_MESSAGE = ("Reply Y to the text we just sent to confirm your subscription. "
@@ -72,13 +73,12 @@ def validate(form: Mapping) -> tuple[PopupSettings, dict[str, str]]:
             errors[name] = f"{label} can be at most {LIMITS[name]} characters (it has {len(value)})."
         texts[name] = value
     raw_delay = str(form.get("delay_seconds", "")).strip()
-    delay = 0
-    if not raw_delay.isdigit():
+    delay = whole_number(raw_delay, MAX_ID)
+    if delay is None:
         errors["delay_seconds"] = "Enter the delay as whole seconds, for example 5."
-    else:
-        delay = int(raw_delay)
-        if delay > defaults.POPUP_DELAY_MAX_SECONDS:
-            errors["delay_seconds"] = f"The delay can be at most {defaults.POPUP_DELAY_MAX_SECONDS} seconds."
+        delay = 0
+    elif delay > defaults.POPUP_DELAY_MAX_SECONDS:
+        errors["delay_seconds"] = f"The delay can be at most {defaults.POPUP_DELAY_MAX_SECONDS} seconds."
     enabled = str(form.get("enabled", "")).lower() in ("1", "on", "true", "yes")
     return PopupSettings(enabled=enabled, delay_seconds=delay, **texts), errors
 

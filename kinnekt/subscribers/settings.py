@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.models import Shop
+from kinnekt.numbers import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ BOOLEAN_FIELDS = frozenset({"quiet_hours_enabled", "double_opt_in", "checkout_co
 TRUE_WORDS = frozenset({"on", "true", "1", "yes"})
 FALSE_WORDS = frozenset({"", "off", "false", "0", "no"})
 
-E164_DIGITS = re.compile(r"^[1-9]\d{7,14}$")
+E164_DIGITS = re.compile(r"^[1-9][0-9]{7,14}$")
 ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ]*[A-Za-z0-9])?$")
-TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::00)?$")
+TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::00)?$")
 STOP_WORD = re.compile(r"\bSTOP\b", re.IGNORECASE)
 
 
@@ -71,7 +72,7 @@ def clean_sender(raw: str) -> str | None:
     if not text:
         return None
     compact = re.sub(r"[\s().\-]", "", text)
-    if re.fullmatch(r"\+?\d+", compact):
+    if re.fullmatch(r"\+?[0-9]+", compact):
         digits = compact.lstrip("+")
         if not E164_DIGITS.match(digits):
             raise SettingError("A sender number must be a full phone number in international format, "
@@ -122,10 +123,9 @@ def clean_help_text(raw: str) -> str:
 
 def clean_whole_number(raw: str, low: int, high: int, what: str, *, zero_is_off: bool = False) -> int:
     """A whole number within [low, high] (or 0 when `zero_is_off`)."""
-    text = (raw or "").strip()
-    if not re.fullmatch(r"\d{1,6}", text):
+    value = whole_number(raw or "", 999_999)
+    if value is None:
         raise SettingError(f"Enter {what} as a whole number" + (" (0 turns it off)." if zero_is_off else "."))
-    value = int(text)
     if zero_is_off and value == 0:
         return 0
     if not low <= value <= high:

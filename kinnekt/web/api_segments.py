@@ -17,6 +17,7 @@ from kinnekt.models import Segment
 from kinnekt.segments import builder, exports, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
+from kinnekt.web import guards
 from kinnekt.web.auth import merchant_blueprint
 
 bp = merchant_blueprint("api_segments", __name__, url_prefix="/api/segments")
@@ -38,18 +39,31 @@ def segment_json(segment: Segment) -> dict[str, Any]:
 
 
 def _body() -> dict:
-    """The request's JSON object; 400 with a clear message when the body is not one."""
+    """The request's JSON object; 400 with a clear message when the body is not one, or holds a NUL character;
+    422 naming the path of a lone surrogate (half of a UTF-16 pair: not text any database stores)."""
     if not request.is_json:
         abort(400, description="Send a JSON object with Content-Type: application/json.")
     try:
-        data = request.get_json(silent=True)
-    except RecursionError:  # json gives up on absurdly deep nesting; a definition nests at most 4 groups
+        data = guards.parse_json(request.get_data())
+    except guards.NestedTooDeep:  # a definition nests at most 4 groups: 9 levels of JSON
         abort(400, description="The request body is nested too deeply.")
-    if data is None:
+    except guards.BadJson:
         abort(400, description="The request body is not valid JSON.")
     if not isinstance(data, dict):
         abort(400, description="The request body must be a JSON object.")
+    found = guards.unstorable_text(data)
+    if found is not None and found.nul:
+        abort(400, description=f"The request body holds a NUL character (in {found.where}). Remove it.")
+    if found is not None:
+        abort(_unprocessable([{"path": _api_path(found.where), "message": found.why}]))
     return data
+
+
+def _api_path(path: str) -> str:
+    """A path in the body as the API's errors name it: inside the definition, as the contract writes them."""
+    if path == "definition":
+        return ""
+    return path.removeprefix("definition.") if path.startswith(("definition.", "definition[")) else path
 
 
 def _unprocessable(errors: list[dict[str, str]]) -> Response:

@@ -11,6 +11,7 @@ from kinnekt.campaigns import composer, stats
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Segment
 from kinnekt.models.automation import Automation
+from kinnekt.numbers import record_id
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -96,7 +97,7 @@ def _form_of(automation: Automation | None) -> dict:
     """The form's fields for a saved automation (or a new one: a segment may be preselected by `?segment=`)."""
     if automation is None:
         segment = request.args.get("segment", "")
-        return {"name": "", "trigger": "enter", "segment": segment if segment.isdigit() else "",
+        return {"name": "", "trigger": "enter", "segment": segment if record_id(segment) else "",
                 "delay_value": "0", "delay_unit": "minutes", "body": "", "discount_mode": "none",
                 "discount_code": "", "discount_kind": "percent", "discount_value": ""}
     campaign = automation.campaign

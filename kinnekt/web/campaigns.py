@@ -10,6 +10,7 @@ from kinnekt import defaults
 from kinnekt.campaigns import audience, composer, lifecycle, recurrence, sending, stats
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
+from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.subscribers.phones import InvalidPhone, normalise
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
@@ -139,7 +140,7 @@ def _segments() -> list[Segment]:
 def _form_of(campaign: Campaign | None) -> dict:
     """The composer's fields for a saved campaign (or a new one: a segment may be preselected by `?segment=`)."""
     if campaign is None:
-        include = [request.args["segment"]] if request.args.get("segment", "").isdigit() else []
+        include = [request.args["segment"]] if record_id(request.args.get("segment")) else []
         return {"name": "", "body": "", "include": include, "exclude": [], "send": "later", "send_date": "",
                 "send_time": "", "recipient_local_time": "", "discount_mode": "none", "discount_code": "",
                 "discount_kind": "percent", "discount_value": "", "test_phone": "", "repeat": "none",
@@ -177,12 +178,11 @@ def _posted() -> dict:
 
 
 def _chosen_ids(values: list[str]) -> list[int]:
-    return [int(v) for v in values if v.isascii() and v.isdigit() and 0 < int(v) < 2**63]
+    return [number for number in map(record_id, values) if number is not None]
 
 
 def _sendable() -> int | None:
-    raw = request.form.get("sendable", "")
-    return int(raw) if raw.isdigit() else None
+    return whole_number(request.form.get("sendable", ""), MAX_ID)
 
 
 def _live_context(form: dict, *, breakdown=None, breakdown_error: str | None = None,

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment
+from kinnekt.numbers import record_id, whole_number
 from kinnekt.segments import builder, exports, rules, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
@@ -301,7 +302,7 @@ def _key_arg(name: str) -> str:
 
 
 def _row_response(row: builder.Row, parent: str) -> Response:
-    parts = _row_parts(builder.Group(builder.ROOT_KEY, items=[row]), request.args.get("segment_id", type=int))
+    parts = _row_parts(builder.Group(builder.ROOT_KEY, items=[row]), record_id(request.args.get("segment_id")))
     return _changed(make_response(render_template("segments/_rule_row.html", row=row, parent=parent, **parts)))
 
 
@@ -327,11 +328,11 @@ def rule_row():
 def group():
     """A new group (holding one rule) inside a group."""
     parent = _key_arg("parent")
-    depth = request.args.get("depth", type=int)
-    if depth is None or not 2 <= depth <= rules.MAX_DEPTH:
+    depth = whole_number(request.args.get("depth"), rules.MAX_DEPTH)
+    if depth is None or depth < 2:
         abort(400, description=f"Groups nest at most {rules.MAX_DEPTH} deep.")
     node = builder.new_group(depth)
-    parts = _row_parts(node, request.args.get("segment_id", type=int))
+    parts = _row_parts(node, record_id(request.args.get("segment_id")))
     return _changed(make_response(render_template("segments/_group.html", group=node, parent=parent, **parts)))
 
 
@@ -353,9 +354,10 @@ def pick(kind: str):
     key = _key_arg("key")
     item_id = request.args.get("id", "")
     noun, model = _PICKERS[kind]
-    if not (item_id.isascii() and item_id.isdigit() and 0 < int(item_id) < 2**63):
+    if record_id(item_id) is None:
         abort(404)
-    title = Session.scalar(select(model.title).where(model.shop_id == g.shop.id, model.shopify_id == int(item_id)))
+    title = Session.scalar(select(model.title).where(model.shop_id == g.shop.id,
+                                                     model.shopify_id == record_id(item_id)))
     if title is None:
         abort(404, description=f"There is no such {noun} in this shop.")
     if item_id in request.args.getlist(f"rule-{key}-value"):

@@ -21,6 +21,7 @@ from kinnekt.queue import get_queue
 from kinnekt.sms import receipts, signatures
 from kinnekt.subscribers import inbound as inbound_sms
 from kinnekt.subscribers.phones import InvalidPhone, from_msisdn
+from kinnekt.web import guards
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _verified_params() -> dict[str, str]:
     if request.content_length is not None and request.content_length > limit:
         abort(413)
     if request.method == "POST" and request.is_json:
-        data = request.get_json(silent=True)
+        data = guards.webhook_json()
         if not isinstance(data, dict):
             abort(_bad("the body is not a JSON object"))
         params = {}

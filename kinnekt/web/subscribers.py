@@ -6,14 +6,14 @@ import re
 from functools import lru_cache
 
 import phonenumbers
-from flask import g, make_response, render_template, request, url_for
+from flask import g, make_response, redirect, render_template, request, url_for
 from phonenumbers import geocoder
 from sqlalchemy import and_, distinct, func, or_, select
 
 from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
-                            SegmentMember, Subscriber, SubscriptionEvent)
+                            SegmentMember, Subscriber, SubscriberImport, SubscriptionEvent)
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
 from kinnekt.subscribers import importing
 from kinnekt.tenancy import get_or_404
@@ -266,7 +266,8 @@ def import_form():
 
 @bp.post("/import")
 def import_upload():
-    """Import the uploaded CSV and show its report, or the form again with what is wrong (nothing saved)."""
+    """Import the uploaded CSV and show its report, or the form again with what is wrong (nothing saved). A file
+    too large for one request is imported by a job: the page shows its progress (and its own URL)."""
     upload_file = request.files.get("file")
     attested = request.form.get("consent") == "on"
     errors = {}
@@ -279,19 +280,54 @@ def import_upload():
     # One byte past the limit is enough for the import to say the file is too large.
     file_bytes = upload_file.stream.read(defaults.STATIC_LIST_MAX_BYTES + 1)
     try:
-        report = importing.import_csv(Session, g.shop, file_bytes=file_bytes, attested=attested)
+        outcome = importing.import_upload(Session, g.shop, file_bytes=file_bytes, filename=upload_file.filename,
+                                          attested=attested)
     except importing.InvalidInput as exc:
         Session.rollback()
         return render_template("subscribers/_import.html", **_import_context(errors=exc.errors))
     except importing.ImportRefused as exc:
         Session.rollback()
         return render_template("subscribers/_import.html", **_import_context(errors={"file": str(exc)}))
-    noun = "subscriber" if report.imported == 1 else "subscribers"
-    response = make_response(render_template("subscribers/_import.html", **_import_context(report=report)))
-    return hx.toast(response, f"Imported {report.imported:,} {noun}")
+    if isinstance(outcome, SubscriberImport):
+        url = url_for("subscribers.import_page", import_id=outcome.id)
+        if not hx.is_htmx():
+            return redirect(url, 303)
+        response = make_response(render_template("subscribers/_import.html", **_import_context(upload=outcome)))
+        response.headers["HX-Push-Url"] = url  # a reload shows the import, not an empty form
+        return hx.toast(response, f"Importing {outcome.total_rows:,} rows. This page shows the progress.")
+    response = make_response(render_template("subscribers/_import.html", **_import_context(report=outcome)))
+    return hx.toast(response, _imported(outcome.imported))
+
+
+@bp.get("/imports/<int:import_id>")
+def import_page(import_id: int):
+    """The import page with one import job's progress (or its report once it is over)."""
+    upload = get_or_404(SubscriberImport, import_id)
+    return hx.render("subscribers/import.html", "subscribers/_import.html", **_import_context(upload=upload))
+
+
+@bp.get("/imports/<int:import_id>/progress")
+def import_progress(import_id: int):
+    """An import job's progress, polled every second while it runs; once it is over its report, with 286 (which
+    stops the polling) and a toast."""
+    upload = get_or_404(SubscriberImport, import_id)
+    body = render_template("subscribers/_import_progress.html", **_import_context(upload=upload))
+    if upload.running:
+        return body
+    response = hx.stop_polling(body)
+    if upload.status == "failed":
+        return hx.toast(response, "The import stopped before the end of the file.", error=True)
+    return hx.toast(response, _imported(upload.imported))
+
+
+def _imported(count: int) -> str:
+    return f"Imported {count:,} {'subscriber' if count == 1 else 'subscribers'}"
 
 
 def _import_context(**extra) -> dict:
-    return {"errors": {}, "report": None, "rows_shown": REJECTED_ROWS_SHOWN,
+    upload = extra.get("upload")
+    if upload is not None and upload.status == "done":
+        extra.setdefault("report", importing.report_of(upload))
+    return {"errors": {}, "report": None, "upload": None, "rows_shown": REJECTED_ROWS_SHOWN,
             "attestation": importing.import_attestation(g.shop), "max_bytes": defaults.STATIC_LIST_MAX_BYTES,
             "max_rows": defaults.STATIC_LIST_MAX_ROWS, **extra}

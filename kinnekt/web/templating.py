@@ -11,6 +11,7 @@ from flask import current_app, g
 from sqlalchemy import Select, func, select
 
 from kinnekt.db import Session
+from kinnekt.numbers import record_id
 from kinnekt.web import hx
 from kinnekt.web.auth import frame_ancestors
 
@@ -130,11 +131,7 @@ def number(value) -> str:
 
 def page_number(raw: str | None) -> int:
     """The `?page=` argument as a page number; anything that is not a positive integer is page 1."""
-    try:
-        page = int(raw or 1)
-    except (TypeError, ValueError):
-        return 1
-    return page if page >= 1 else 1
+    return record_id(raw) or 1
 
 
 @dataclass

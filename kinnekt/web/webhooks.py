@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from kinnekt.shopify import webhooks
+from kinnekt.web import guards
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def _receive(endpoint: str) -> Response:
         return _answer(413, "body too large")
     if len(body) > limit:
         return _answer(413, "body too large")
+    guards.refuse_deep_json(body)
     if not webhooks.verify_hmac(body, request.headers.get(webhooks.HMAC_HEADER),
                                 current_app.config["SHOPIFY_API_SECRET"]):
         return _answer(401, "invalid HMAC")
