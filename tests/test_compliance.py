@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from kinnekt.db import Base, utcnow
 from kinnekt.models import (
     Campaign, Checkout, Click, Customer, CustomerTag, DataRequest, InboundMessage, Link, Message, Order, Segment,
-    Shop, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
+    Shop, SignupAttempt, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
 )
 from kinnekt.models.base import TenantMixin
 from tests import shopify_payloads as sp
@@ -76,6 +76,7 @@ def seed_person(db, deliver, shop, *, cid, email="bob@example.com", phone=PHONE)
     db.add(static)
     db.flush()
     db.add(StaticListEntry(shop_id=shop.id, list_id=static.id, phone=phone))
+    db.add(SignupAttempt(shop_id=shop.id, ip="192.0.2.7", phone=phone))
     db.commit()
     return {"customer": customer.id, "subscriber": subscriber.id, "orders": [oid1, oid2], "message": message.id,
             "campaign": campaign.id}
@@ -149,6 +150,7 @@ def _pii_left(db, shop_id) -> dict:
         "checkouts": db.scalars(select(Checkout.phone).where(Checkout.shop_id == shop_id)).all(),
         "lists": db.scalars(select(StaticListEntry.phone).where(StaticListEntry.shop_id == shop_id)).all(),
         "tags": db.scalars(select(CustomerTag.tag).where(CustomerTag.shop_id == shop_id)).all(),
+        "signup_attempts": db.scalars(select(SignupAttempt.phone).where(SignupAttempt.shop_id == shop_id)).all(),
     }
 
 
@@ -184,7 +186,7 @@ def test_customer_redact_erases_pii_and_keeps_aggregates(app, deliver, db, shop,
     assert "bob@example.com" not in flat and PHONE not in flat
     assert sorted(map(tuple, left["customers"]), key=str) == sorted(
         [(None, None, None, None, None), ("eve@example.com", "+16135550177", "Bob", "Norman", "Ottawa")], key=str)
-    assert left["inbound"] == [] and left["lists"] == [] and left["tags"] == []
+    assert left["inbound"] == [] and left["lists"] == [] and left["tags"] == [] and left["signup_attempts"] == []
     assert db.scalar(select(func.count()).select_from(DataRequest)) == 0
     # Stored webhook payloads no longer carry the customer's email or phone; the redact event keeps only the id.
     payloads = db.scalars(select(WebhookEvent.payload)).all()
