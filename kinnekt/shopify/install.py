@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
 from kinnekt.shopify import endpoints, tokens
-from kinnekt.shopify.graphql import AdminClient, client_for
+from kinnekt.shopify.graphql import AdminClient, ShopifyUnauthorized, client_for
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,30 @@ query KinnektShop {
   }
 }
 """
+
+
+APP_INSTALLED_QUERY = """
+query KinnektAppInstalled {
+  shop { id }
+}
+"""
+"""The cheapest Admin API call: answered while the app is installed, refused (401) once it is not."""
+
+
+def still_installed(shop: Shop) -> bool:
+    """Ask Shopify whether the app is still installed on the shop: False only when Shopify refused our token.
+
+    A webhook's body is signed but its headers are not, so an `app/uninstalled` (or `shop/redact`) header on
+    a replayed body proves nothing; Shopify revoking our access does. The call uses the stored tokens even
+    when the shop is flagged needs_reauth (a refresh refused moments before the uninstall webhook is what an
+    uninstall looks like). Raises ShopifyError when Shopify cannot be asked (unreachable, failing, no token
+    stored to ask with), so the caller tries again later instead of deciding.
+    """
+    try:
+        client_for(shop, despite_reauth=True).query(APP_INSTALLED_QUERY)
+    except (ShopifyUnauthorized, tokens.AccessRevoked):
+        return False
+    return True
 
 
 def needs_install(shop: Shop | None) -> bool:
