@@ -88,8 +88,10 @@ def connect_from_session(domain: str, id_token: str) -> Shop:
 
     The page load waits only for the exchange; reading the shop, default segments and the initial sync run
     in the install job. Raises tokens.InvalidSessionToken when Shopify refuses the session token (the caller
-    answers 401 so App Bridge retries with a fresh one). When the token endpoint is unreachable the shop is
-    still registered, flagged needs_reauth, and the next page load tries again.
+    answers 401 so App Bridge retries with a fresh one). When the exchange fails otherwise (the token
+    endpoint unreachable, the grant refused): a shop installed here stays flagged needs_reauth and is served
+    (the next page load tries again); a shop unknown here or uninstalled is not installed on a session token
+    alone, so the tokens.TokenError is raised with nothing changed (the caller answers 503).
     """
     domain = endpoints.checked_domain(domain)
     Session.commit()  # end any read transaction, so the row read below is current
@@ -103,7 +105,8 @@ def connect_from_session(domain: str, id_token: str) -> Shop:
             raise
         except tokens.TokenError as exc:
             log.error("token exchange for %s failed: %s", domain, exc)
-            shop = _installed_row(domain)
+            if shop is None or not shop.installed:
+                raise
             if not shop.needs_reauth:
                 tokens.mark_needs_reauth(shop, f"token exchange failed: {exc}")
             return shop
