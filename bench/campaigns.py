@@ -241,10 +241,12 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
            "SHOPIFY_API_SECRET": "x" * 32, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
            "VONAGE_API_KEY": "fakekey1", "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": "15550100200",
            "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": fake.ca_path,
-           "SMS_RATE_PER_SECOND": str(rate), "SMS_SENDER_RATE_PER_SECOND": str(rate)}
+           "SMS_RATE_PER_SECOND": str(rate), "SMS_SENDER_RATE_PER_SECOND": str(rate),
+           # No Vonage webhook is posted here; the app must still be told that unsigned ones are meant.
+           "VONAGE_UNSIGNED_WEBHOOKS": "1"}
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
-                                           "KINNEKT_DEMO")})
+                                           "KINNEKT_DEMO", "VONAGE_UNSIGNED_WEBHOOKS")})
     app = create_app()
     engine = kdb.engine()
     with OrmSession(engine) as session:

@@ -320,7 +320,7 @@ def run(args) -> dict:
 
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                                "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
-                                               "KINNEKT_DEMO", "SMS_RATE_PER_SECOND")})
+                                               "KINNEKT_DEMO", "SMS_RATE_PER_SECOND", "VONAGE_SIGNATURE_SECRET")})
         from kinnekt import create_app
         from kinnekt.campaigns import lifecycle
         from kinnekt.queue import get_queue

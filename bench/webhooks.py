@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
                "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMDA=",
                "SHOPIFY_API_KEY": "bench-key", "SHOPIFY_API_SECRET": SECRET, "LOG_LEVEL": "WARNING",
-               "KINNEKT_DEMO": ""}
+               "KINNEKT_DEMO": "", "VONAGE_UNSIGNED_WEBHOOKS": "1"}  # no Vonage webhook is posted here
         port = _free_port()
         gunicorn = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}",
@@ -307,7 +307,7 @@ def process_stored(env: dict, n: int) -> dict:
     """Process n stored orders/create events through process_webhook_event, in order; returns the rate."""
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
-                                           "LOG_LEVEL")})
+                                           "LOG_LEVEL", "VONAGE_UNSIGNED_WEBHOOKS")})
     from sqlalchemy import func, select
 
     from kinnekt import create_app

@@ -20,6 +20,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.update(config.as_flask())
     logging.basicConfig(level=getattr(logging, config.LOG_LEVEL.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for warning in config.warnings():
+        logging.getLogger("kinnekt").warning("%s", warning)
     register_extensions(app)
     register_guards(app)
     register_blueprints(app)

@@ -47,6 +47,7 @@ class Config:
     VONAGE_API_SECRET: str = ""
     VONAGE_SIGNATURE_SECRET: str = ""
     VONAGE_SIGNATURE_METHOD: str = "md5hash"
+    VONAGE_UNSIGNED_WEBHOOKS: bool = False
     VONAGE_SENDER: str = ""
     VONAGE_HOST_OVERRIDE: str = ""
     SMS_RATE_PER_SECOND: int = 30
@@ -86,6 +87,7 @@ class Config:
             VONAGE_API_SECRET=env.get("VONAGE_API_SECRET", ""),
             VONAGE_SIGNATURE_SECRET=env.get("VONAGE_SIGNATURE_SECRET", ""),
             VONAGE_SIGNATURE_METHOD=env.get("VONAGE_SIGNATURE_METHOD") or cls.VONAGE_SIGNATURE_METHOD,
+            VONAGE_UNSIGNED_WEBHOOKS=_bool(env.get("VONAGE_UNSIGNED_WEBHOOKS")),
             VONAGE_SENDER=env.get("VONAGE_SENDER", ""),
             VONAGE_HOST_OVERRIDE=env.get("VONAGE_HOST_OVERRIDE", ""),
             SMS_RATE_PER_SECOND=int(env.get("SMS_RATE_PER_SECOND") or cls.SMS_RATE_PER_SECOND),
@@ -121,7 +123,18 @@ class Config:
                 problems.append(f"{name} is not set")
         if self.TOKEN_ENCRYPTION_KEY == DEMO_TOKEN_KEY:
             problems.append("TOKEN_ENCRYPTION_KEY is the public demo key")
+        if not self.VONAGE_SIGNATURE_SECRET and not self.VONAGE_UNSIGNED_WEBHOOKS:
+            # Unsigned, /sms/inbound takes anyone's word for who texted STOP or START.
+            problems.append("VONAGE_SIGNATURE_SECRET is not set (set VONAGE_UNSIGNED_WEBHOOKS=1 to accept "
+                            "unsigned Vonage webhooks on purpose)")
         return problems
+
+    def warnings(self) -> list[str]:
+        """Settings that run, but that an operator should know about (logged at start-up)."""
+        if not self.DEMO_MODE and not self.VONAGE_SIGNATURE_SECRET and self.VONAGE_UNSIGNED_WEBHOOKS:
+            return ["VONAGE_UNSIGNED_WEBHOOKS=1: /sms/inbound and /sms/receipt accept unsigned requests, so anyone "
+                    "who finds those URLs can post texts (STOP, START) in any number's name"]
+        return []
 
     def as_flask(self) -> dict:
         """The settings as a dict for `app.config.update`."""
@@ -142,6 +155,8 @@ def config_for_tests(**overrides) -> Config:
         SHOPIFY_API_SECRET="test-api-secret-for-hs256-0123456789abcdef",
         SHOPIFY_APP_URL="https://kinnekt.test",
         APP_BRIDGE_ENABLED=False,
+        # Tests post unsigned Vonage webhooks; the signature tests set VONAGE_SIGNATURE_SECRET themselves.
+        VONAGE_UNSIGNED_WEBHOOKS=True,
         TESTING=True,
     )
     for key, value in overrides.items():

@@ -225,7 +225,19 @@ POPUP_RESEND_COOLDOWN_SECONDS = 600
 """A number signed up through the popup again within this time gets no second confirmation text."""
 
 POPUP_SIGNUPS_PER_IP_PER_HOUR = 5
-"""Popup sign-ups of new numbers accepted from one IP address per hour, so a script cannot text strangers."""
+"""Popup sign-up attempts accepted from one IP address per hour, whatever the numbers (known to the shop or
+not), so a script cannot text strangers or probe who is on the list."""
+
+POPUP_SIGNUPS_PER_NUMBER_PER_DAY = 5
+"""Popup sign-up attempts accepted for one number per day, from any IP address, so many addresses together
+cannot text one person over and over."""
+
+POPUP_REOPTIN_INTERVAL_DAYS = 30
+"""A number that opted out is texted a confirmation request by a web sign-up at most once in this many days;
+its opt-out stands until it replies."""
+
+SIGNUP_ATTEMPTS_KEEP_SECONDS = 86400
+"""Sign-up attempts are kept this long (the longest limit's window), then pruned."""
 
 # --- Campaign links and attribution ---
 

@@ -17,7 +17,8 @@ def for_session(domain: str, id_token: str) -> Shop:
 
     A shop we have never seen, one that uninstalled, or one whose token was refused goes through token
     exchange (kinnekt.shopify.install); that raises kinnekt.shopify.tokens.InvalidSessionToken when Shopify
-    refuses the session token.
+    refuses the session token, and another kinnekt.shopify.tokens.TokenError when a shop not installed here
+    could not be installed (Shopify unreachable): nothing was changed.
     """
     from kinnekt.shopify import install
     shop = by_domain(domain)

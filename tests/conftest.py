@@ -171,6 +171,23 @@ def open_page(live_server, page, shop, token_for):
     return go
 
 
+@pytest.fixture(autouse=True)
+def _no_csp_violation(request):
+    """A browser test fails when Chromium reports a Content-Security-Policy violation (a blocked script, style…)."""
+    if request.node.get_closest_marker("browser") is None or "page" not in request.fixturenames:
+        yield
+        return
+    page = request.getfixturevalue("page")
+    violations = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    if os.environ.get("KINNEKT_SHOW_CONSOLE"):  # for a look at every console message while changing pages
+        page.on("console", lambda message: print(f"[console {message.type}] {message.text}"))
+        page.on("pageerror", lambda error: print(f"[page error] {error}"))
+    yield
+    assert violations == []
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """Playwright drives Debian's Chromium (no `playwright install`)."""

@@ -235,6 +235,13 @@ class FakeShopify:
             self.shop(domain).codes[code] = False
             return code
 
+    def uninstall(self, domain: str) -> None:
+        """The merchant uninstalled the app: every token of the shop is revoked (401, and refreshes refused)."""
+        with self.lock:
+            shop = self.shop(domain)
+            shop.access_tokens.clear()
+            shop.revoked = True
+
     def expire_access_tokens(self, domain: str) -> None:
         """Every access token of the shop stops working (401)."""
         with self.lock:
@@ -435,6 +442,9 @@ def _handler(fake: FakeShopify):
             return {"shop": {"name": shop.name, "email": shop.email, "contactEmail": shop.email,
                              "currencyCode": shop.currency, "ianaTimezone": shop.timezone,
                              "myshopifyDomain": shop.domain, "primaryDomain": {"host": shop.primary_domain}}}
+
+        def _op_KinnektAppInstalled(self, shop: FakeShop, _vars):
+            return {"shop": {"id": "gid://shopify/Shop/548380009"}}
 
         # bulk operations
         def _op_KinnektBulkQuery(self, shop: FakeShop, variables):

@@ -151,6 +151,7 @@ def workers(app, database_url, redis_queue, slow_vonage, vonage_ca):  # noqa: F8
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": redis_queue.queue.name,
            "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
            "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_SIGNATURE_SECRET": "test-signature-secret",
            "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
            "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING"}
     pool = Workers(env)
@@ -386,6 +387,7 @@ def test_workers_outlive_a_redis_restart_and_finish_the_campaign_exactly_once(ap
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis.url,
            "QUEUE_NAME": rq_queue.queue.name, "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
            "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_SIGNATURE_SECRET": "test-signature-secret",
            "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
            "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING",
            "SMS_RATE_PER_SECOND": "40"}

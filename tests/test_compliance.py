@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 from kinnekt.db import Base, utcnow
 from kinnekt.models import (
     Campaign, Checkout, Click, Customer, CustomerTag, DataRequest, InboundMessage, Link, Message, Order, Segment,
-    Shop, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
+    Shop, SignupAttempt, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
 )
 from kinnekt.models.base import TenantMixin
 from tests import shopify_payloads as sp
+from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
 UTC = dt.timezone.utc
 PHONE = "+16135550142"
@@ -76,6 +77,7 @@ def seed_person(db, deliver, shop, *, cid, email="bob@example.com", phone=PHONE)
     db.add(static)
     db.flush()
     db.add(StaticListEntry(shop_id=shop.id, list_id=static.id, phone=phone))
+    db.add(SignupAttempt(shop_id=shop.id, ip="192.0.2.7", phone=phone))
     db.commit()
     return {"customer": customer.id, "subscriber": subscriber.id, "orders": [oid1, oid2], "message": message.id,
             "campaign": campaign.id}
@@ -149,6 +151,7 @@ def _pii_left(db, shop_id) -> dict:
         "checkouts": db.scalars(select(Checkout.phone).where(Checkout.shop_id == shop_id)).all(),
         "lists": db.scalars(select(StaticListEntry.phone).where(StaticListEntry.shop_id == shop_id)).all(),
         "tags": db.scalars(select(CustomerTag.tag).where(CustomerTag.shop_id == shop_id)).all(),
+        "signup_attempts": db.scalars(select(SignupAttempt.phone).where(SignupAttempt.shop_id == shop_id)).all(),
     }
 
 
@@ -184,7 +187,7 @@ def test_customer_redact_erases_pii_and_keeps_aggregates(app, deliver, db, shop,
     assert "bob@example.com" not in flat and PHONE not in flat
     assert sorted(map(tuple, left["customers"]), key=str) == sorted(
         [(None, None, None, None, None), ("eve@example.com", "+16135550177", "Bob", "Norman", "Ottawa")], key=str)
-    assert left["inbound"] == [] and left["lists"] == [] and left["tags"] == []
+    assert left["inbound"] == [] and left["lists"] == [] and left["tags"] == [] and left["signup_attempts"] == []
     assert db.scalar(select(func.count()).select_from(DataRequest)) == 0
     # Stored webhook payloads no longer carry the customer's email or phone; the redact event keeps only the id.
     payloads = db.scalars(select(WebhookEvent.payload)).all()
@@ -222,6 +225,7 @@ def test_shop_redact_deletes_all_the_shops_data(deliver, db, shop, other_shop):
     seed_person(db, deliver, shop, cid=sp.next_id())
     deliver("customers/create", sp.customer(sp.next_id()), domain=other_shop.domain)
     db.add(Message(shop_id=shop.id, kind="reply", to_phone=PHONE, body="Reply HELP for help", status="sent"))
+    shop.uninstalled_at = utcnow() - dt.timedelta(hours=48)  # Shopify asks 48 hours after the uninstall
     db.commit()
     shop_id, domain = shop.id, shop.domain
     event = deliver("shop/redact", sp.shop_redact(domain))
@@ -244,6 +248,42 @@ def test_shop_redact_after_a_reinstall_erases_nothing(deliver, db, shop):
     event = deliver("shop/redact", sp.shop_redact(shop.domain), triggered_at=utcnow() - dt.timedelta(days=1))
     db.expire_all()
     assert db.get(Shop, shop.id) is not None and "nothing erased" in event.note
+
+
+def test_shop_redact_of_a_shop_still_installed_asks_shopify_first(deliver, db, shop, fake_shopify):
+    """A genuine shop/redact body from a past uninstall, replayed with a fresh X-Shopify-Triggered-At after the
+    merchant installed again, erases nothing while Shopify still answers; once it refuses, the shop goes."""
+    connect(fake_shopify, shop)
+    shop.installed_at = utcnow() - dt.timedelta(days=3)
+    db.commit()
+    event = deliver("shop/redact", sp.shop_redact(shop.domain), triggered_at=utcnow())
+    db.expire_all()
+    assert db.get(Shop, shop.id).installed and "nothing erased" in event.note
+    fake_shopify.uninstall(shop.domain)  # the app/uninstalled delivery never came
+    shop_id = shop.id
+    event = deliver("shop/redact", sp.shop_redact(shop.domain), triggered_at=utcnow())
+    db.expire_all()
+    assert db.get(Shop, shop_id) is None and event.note.endswith("erased")
+
+
+def test_a_data_request_never_redacts_the_customer(deliver, app, client, db, shop):
+    """The HMAC covers the body only: a data request replayed as customers/redact is refused at the door, and an
+    event stored before that check existed is ignored when processed."""
+    from workers.webhooks import process_webhook_event
+    cid = sp.next_id()
+    seeded = seed_person(db, deliver, shop, cid=cid)
+    request_body = sp.data_request(cid, orders=seeded["orders"])
+    response = sp.deliver(client, "customers/redact", request_body, secret=app.config["SHOPIFY_API_SECRET"])
+    assert response.status_code == 400
+    stored = WebhookEvent(webhook_id="stored-earlier", shop_id=shop.id, shop_domain=shop.domain,
+                          topic="customers/redact", payload=json.dumps(request_body))
+    db.add(stored)
+    db.commit()
+    assert process_webhook_event(stored.id) == "processed"
+    db.expire_all()
+    assert "is not a customers/redact payload" in db.get(WebhookEvent, stored.id).note
+    assert db.get(Subscriber, seeded["subscriber"]).phone == PHONE
+    assert db.get(Customer, seeded["customer"]).email == "bob@example.com"
 
 
 def test_compliance_payload_naming_another_shop_is_ignored(deliver, db, shop):

@@ -11,6 +11,7 @@ def test_env_names_match_the_shopify_cli():
         "SHOPIFY_API_KEY": "key", "SHOPIFY_API_SECRET": "secret", "SHOPIFY_APP_URL": "https://app.example.com/",
         "SCOPES": "read_orders", "PORT": "8081", "DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h:6379/0",
         "SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "VONAGE_API_KEY": "vk", "VONAGE_SENDER": "+18885550199",
+        "VONAGE_SIGNATURE_SECRET": "vs",
     })
     assert (cfg.SHOPIFY_API_KEY, cfg.SHOPIFY_API_SECRET, cfg.SCOPES, cfg.PORT) == ("key", "secret", "read_orders", 8081)
     assert cfg.SHOPIFY_APP_URL == "https://app.example.com"
@@ -38,8 +39,35 @@ def test_production_refuses_missing_secrets_and_the_demo_key():
     with pytest.raises(RuntimeError, match="not configured"):
         create_app(cfg)
     cfg = Config.from_env({"SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s", "SECRET_KEY": "x",
-                           "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_KEY})
+                           "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_KEY, "VONAGE_SIGNATURE_SECRET": "vs"})
     assert cfg.validate() == ["TOKEN_ENCRYPTION_KEY is the public demo key"]
+
+
+PRODUCTION = {"SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s", "SECRET_KEY": "x",
+              "TOKEN_ENCRYPTION_KEY": "dGVzdC10ZXN0LXRlc3QtdGVzdC10ZXN0LXRlc3QtMDA="}
+
+
+def test_production_refuses_to_start_without_a_vonage_signature_secret():
+    cfg = Config.from_env(PRODUCTION)
+    assert cfg.validate() == ["VONAGE_SIGNATURE_SECRET is not set (set VONAGE_UNSIGNED_WEBHOOKS=1 to accept "
+                              "unsigned Vonage webhooks on purpose)"]
+    with pytest.raises(RuntimeError, match="VONAGE_SIGNATURE_SECRET is not set"):
+        create_app(cfg)
+    assert Config.from_env({**PRODUCTION, "VONAGE_SIGNATURE_SECRET": "vs"}).validate() == []
+    assert Config.from_env({**PRODUCTION, "VONAGE_UNSIGNED_WEBHOOKS": "0"}).validate() != []
+
+
+def test_unsigned_vonage_webhooks_on_purpose_start_with_a_warning(database_url, caplog, monkeypatch):
+    from kinnekt import queue
+    monkeypatch.setattr(queue, "_queue", queue._queue)  # the suite's queue is the current one again afterwards
+    cfg = Config.from_env({**PRODUCTION, "VONAGE_UNSIGNED_WEBHOOKS": "1", "DATABASE_URL": database_url})
+    assert cfg.validate() == []
+    with caplog.at_level("WARNING", logger="kinnekt"):
+        app = create_app(cfg)
+    app.extensions["kinnekt_queue"].stop()
+    assert any("VONAGE_UNSIGNED_WEBHOOKS=1" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert Config.from_env({**PRODUCTION, "VONAGE_SIGNATURE_SECRET": "vs"}).warnings() == []
+    assert Config.from_env({"KINNEKT_DEMO": "1"}).warnings() == []  # the demo needs no secret and no warning
 
 
 def test_factory_registers_every_area(app):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from kinnekt.models import Message, Subscriber, SubscriptionEvent
+from kinnekt.db import Session, utcnow
+from kinnekt.models import Message, SignupAttempt, Subscriber, SubscriptionEvent
 from kinnekt.queue import get_queue
 from kinnekt.subscribers import popup
 from tests.conftest import make_shop
@@ -169,11 +171,167 @@ def test_one_ip_cannot_sign_up_many_numbers(client, db, shop, signed, monkeypatc
         assert sign_up(client, signed(), phone=f"+1650253000{n}").status_code == 200
     response = sign_up(client, signed(), phone="+16502530009")
     assert response.status_code == 429 and response.json["ok"] is False
+    assert response.json["error"] == "Too many sign-up attempts. Try again later."
     other_ip = client.post(f"/proxy/popup?{signed()}", data={"phone": "+16502530009", "consent": "1"},
                            headers={"X-Forwarded-For": "198.51.100.1"})
     assert other_ip.status_code == 200
     assert get_queue().drain(20)
     assert count(db, Subscriber) == 3
+
+
+def test_known_numbers_count_against_the_ip_and_get_the_same_answer_as_unknown_ones(client, db, shop, signed,
+                                                                                   monkeypatch):
+    from kinnekt.subscribers import optin
+    monkeypatch.setattr(popup.defaults, "POPUP_SIGNUPS_PER_IP_PER_HOUR", 2)
+    optin.subscribe(db, shop, "+16502530100", source="keyword", consent_text="Texted JOIN", double_opt_in=False)
+    stopped = optin.subscribe(db, shop, "+16502530101", source="keyword", consent_text="Texted JOIN",
+                              double_opt_in=False)
+    optin.unsubscribe(db, stopped, reason='Texted "STOP"', source="sms")
+    for n in range(2):
+        assert sign_up(client, signed(), phone=f"+1650253000{n}").status_code == 200
+    unknown = sign_up(client, signed(), phone="+16502530009")
+    assert unknown.status_code == 429
+    for known in ("+16502530100", "+16502530101", "+16502530000"):  # subscribed, opted out, pending
+        response = sign_up(client, signed(), phone=known)
+        assert (response.status_code, response.json) == (429, unknown.json), known
+    assert unknown.json == {"ok": False, "field": None, "error": popup.TOO_MANY_ATTEMPTS}
+    assert get_queue().drain(20)
+    db.expire_all()
+    assert db.scalar(select(Subscriber).where(Subscriber.phone == "+16502530101")).status == "unsubscribed"
+    assert count(db, Message) == 2  # the two accepted sign-ups' confirmations, nothing more
+    assert count(db, SignupAttempt) == 2  # refused attempts leave nothing behind
+
+
+def test_one_number_cannot_be_signed_up_over_and_over_from_many_ips(client, db, shop, signed, monkeypatch):
+    monkeypatch.setattr(popup.defaults, "POPUP_SIGNUPS_PER_NUMBER_PER_DAY", 2)
+    monkeypatch.setattr(popup.defaults, "POPUP_RESEND_COOLDOWN_SECONDS", 0)  # each accepted attempt texts
+    statuses = [client.post(f"/proxy/popup?{signed()}", data={"phone": "+16502530000", "consent": "1"},
+                            headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(1, 4)]
+    assert statuses == [200, 200, 429]
+    assert sign_up(client, signed(), phone="+16502530001").status_code == 200  # other numbers are not held up
+    assert get_queue().drain(20)
+    db.expire_all()
+    texted = db.scalars(select(Message.to_phone).order_by(Message.id)).all()
+    assert texted == ["+16502530000", "+16502530000", "+16502530001"]
+
+
+def test_an_unreadable_forwarded_for_does_not_lift_the_ip_limit(client, db, shop, signed, monkeypatch):
+    monkeypatch.setattr(popup.defaults, "POPUP_SIGNUPS_PER_IP_PER_HOUR", 2)
+    statuses = [client.post(f"/proxy/popup?{signed()}", data={"phone": f"+1650253000{n}", "consent": "1"},
+                            headers={"X-Forwarded-For": forwarded}).status_code
+                for n, forwarded in enumerate(["not-an-ip", "999.1.1.1", "203.0.113.9, junk"])]
+    assert statuses == [200, 200, 429]
+    db.expire_all()
+    assert count(db, Subscriber) == 2 and db.scalars(select(Subscriber.consent_ip)).all() == [None, None]
+
+
+def test_an_opted_out_number_stays_opted_out_and_is_asked_at_most_once_a_month(client, db, shop, signed):
+    from kinnekt.subscribers import optin
+    shop.sender = "15550100200"
+    db.commit()
+    subscriber = optin.subscribe(db, shop, "+16502530000", source="keyword", consent_text="Texted JOIN",
+                                 double_opt_in=False)
+    optin.unsubscribe(db, subscriber, reason='Texted "STOP"', source="sms")
+    db.expire_all()
+    opted_out_at = db.scalar(select(Subscriber.unsubscribed_at))
+
+    def state():
+        db.expire_all()
+        row = db.scalar(select(Subscriber))
+        return row.status, row.unsubscribed_at, row.source
+
+    assert sign_up(client, signed()).json == {"ok": True, "message": popup.SUCCESS_MESSAGE}
+    assert get_queue().drain(20)
+    assert state() == ("unsubscribed", opted_out_at, "keyword")  # the opt-out stands
+    [asked] = db.scalars(select(Message)).all()
+    assert (asked.kind, asked.status, asked.to_phone) == ("confirmation", "sent", "+16502530000")
+    assert "Reply Y to confirm" in asked.body
+
+    # later sign-ups of that number, from anywhere, text it nothing within 30 days
+    for ip in ("198.51.100.1", "198.51.100.2"):
+        response = client.post(f"/proxy/popup?{signed()}", data={"phone": "+16502530000", "consent": "1"},
+                               headers={"X-Forwarded-For": ip})
+        assert response.json == {"ok": True, "message": popup.SUCCESS_MESSAGE}
+    assert get_queue().drain(20)
+    assert count(db, Message) == 1 and state()[0] == "unsubscribed"
+    kinds = db.scalars(select(SubscriptionEvent.kind).order_by(SubscriptionEvent.id)).all()
+    assert kinds == ["subscribed", "unsubscribed", "reoptin_asked"]
+
+    # a month on, a sign-up may ask once more; the number is subscribed again only when it replies Y
+    db.execute(update(Subscriber).values(reoptin_asked_at=utcnow() - dt.timedelta(days=31)))
+    db.commit()
+    assert sign_up(client, signed()).status_code == 200
+    assert get_queue().drain(20)
+    assert count(db, Message) == 2 and state()[0] == "unsubscribed"
+    reply = client.post("/sms/inbound", data={"msisdn": "16502530000", "to": "15550100200", "text": "Y",
+                                              "messageId": "0B00000123456789", "type": "text"})
+    assert reply.status_code == 204
+    assert get_queue().drain(20)
+    assert state()[0] == "subscribed"
+
+
+def test_only_a_request_made_after_the_latest_opt_out_reaches_an_opted_out_number(db, shop):
+    from kinnekt.sms import outgoing
+    now = utcnow()
+    subscriber = Subscriber(shop_id=shop.id, phone="+16502530000", source="keyword", status="unsubscribed",
+                            unsubscribed_at=now - dt.timedelta(days=1), reoptin_asked_at=now - dt.timedelta(days=3))
+    db.add(subscriber)
+    db.commit()
+
+    def confirmation(queued_at):
+        message = Message(shop_id=shop.id, subscriber_id=subscriber.id, kind="confirmation", to_phone=subscriber.phone,
+                          body="Reply Y", status="pending", created_at=queued_at)
+        db.add(message)
+        db.commit()
+        return message.id
+
+    # asked three days ago, opted out again since: the request (and anything older) is held back
+    stale = confirmation(now - dt.timedelta(days=3))
+    assert outgoing.deliver(db, stale) == "skipped"
+    db.execute(update(Subscriber).values(reoptin_asked_at=now))
+    db.commit()
+    older, fresh = confirmation(now - dt.timedelta(hours=1)), confirmation(now)
+    assert [outgoing.deliver(db, older), outgoing.deliver(db, fresh)] == ["skipped", "sent"]
+    db.expire_all()
+    assert db.get(Message, stale).skip_reason == "unsubscribed"
+
+
+def test_attempts_at_the_same_moment_cannot_pass_the_limit_together(app, db, shop, monkeypatch):
+    monkeypatch.setattr(popup.defaults, "POPUP_SIGNUPS_PER_IP_PER_HOUR", 2)
+    barrier = threading.Barrier(6)
+    outcomes = []
+
+    def attempt(n):
+        with app.app_context():
+            session = Session()
+            own = session.get(type(shop), shop.id)
+            barrier.wait()
+            try:
+                popup.sign_up(session, own, f"+1650253000{n}", consented=True, ip="203.0.113.9")
+                outcomes.append(200)
+            except popup.SignupError as exc:
+                outcomes.append(exc.status)
+            finally:
+                Session.remove()
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == 6 and outcomes.count(200) <= 2 and set(outcomes) <= {200, 429}
+    db.expire_all()
+    assert count(db, SignupAttempt) == outcomes.count(200) == count(db, Subscriber)
+
+
+def test_old_attempts_are_pruned(db, shop):
+    from workers.jobs import prune_signup_attempts
+    db.add_all([SignupAttempt(shop_id=shop.id, ip="203.0.113.9", phone="+16502530000",
+                              at=utcnow() - dt.timedelta(days=2)),
+                SignupAttempt(shop_id=shop.id, ip="203.0.113.9", phone="+16502530001", at=utcnow())])
+    db.commit()
+    assert prune_signup_attempts() == 1
+    assert db.scalars(select(SignupAttempt.phone)).all() == ["+16502530001"]
 
 
 def test_a_subscribed_number_stays_subscribed_and_gets_no_text(client, db, shop, signed):

@@ -105,7 +105,8 @@ def test_worker_process_recovers_unprocessed_webhooks(app, db, shop, database_ur
     name = f"test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
            "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": ""}
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
     result = subprocess.run([sys.executable, "-m", "workers", "--burst"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -251,7 +252,8 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
             queue.enqueue(prune_webhook_events, job_id="default"), queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
            "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": ""}
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -271,7 +273,8 @@ def test_a_worker_for_some_lanes_leaves_the_others(app, database_url, redis_conn
     default = queue.enqueue(prune_webhook_events, job_id="default")
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
            "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": ""}
+           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
+           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover", "--lanes", "urgent,default"],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

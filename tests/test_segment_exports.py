@@ -134,6 +134,16 @@ def test_formula_characters_never_start_a_cell(db, shop):
     assert export(db, seg, "meta")[1][2] == sha("bob")  # the subscriber's own first name, punctuation removed
 
 
+@pytest.mark.parametrize("value, guarded", [
+    ("=1+1", True), ("+1", True), ("-1", True), ("@SUM(A1)", True), ("\t1", True), ("\r1", True),
+    ("|cmd", True), ("\uff1d1+1", True), ("\uff0b1", True), ("\uff0d1", True), ("\uff20x", True), ("\uff5cx", True),
+    ("\ufe66x", True), ("\ufeff=1", True), ("\u200b=1", True), ("  =1", True), ("\u00a0=1", True),
+    ("Bob", False), ("a=b", False), ("", False), ("   ", False), ("\u00e9", False), ("0123abc", False),
+])
+def test_spreadsheet_safe_catches_every_way_a_formula_can_start(value, guarded):
+    assert exports.spreadsheet_safe(value) == ("'" + value if guarded else value)
+
+
 # ---------------------------------------------------------------------------------------------- streaming
 
 def test_a_large_segment_streams_in_chunks_from_one_cursor(db, shop, monkeypatch):

@@ -287,6 +287,17 @@ def test_export_streams_the_members_as_csv(db, shop, other_shop, monkeypatch):
     assert [r[0] for r in rows[3:]] == ["+16502530000", "+16502530001", "+16502530002"]
 
 
+@pytest.mark.parametrize("name", ["\uff1dHYPERLINK(\"http://evil\")", "\ufeff=1+1", "|cmd", " =1", "\u200b@SUM(1)",
+                                  "\uff0b1", "\uff20x", "\ufe66x", "\t=1"])
+def test_export_never_starts_a_cell_a_spreadsheet_runs(db, shop, name):
+    """Full-width and small formula characters, a byte order mark or a space before one, and `|` (DDE)."""
+    sneaky = customer(db, shop, first_name=name, last_name="Lovelace", money_spent=Decimal("30"))
+    subscriber(db, shop, customer=sneaky, phone="+12125550101", source="keyword")
+    segment = service.create_segment(db, shop, name="Spenders", definition=SPENT_OVER_25)
+    rows = list(csv.reader(io.StringIO("".join(service.export_members_csv(db, segment, now=NOW)))))
+    assert rows[1][1] == "'" + name and rows[1][2] == "Lovelace"
+
+
 def test_export_of_an_empty_segment_is_the_header_alone(db, shop):
     segment = service.create_segment(db, shop, name="Nobody", definition=SPENT_OVER_25)
     assert "".join(service.export_members_csv(db, segment, now=NOW)) == (

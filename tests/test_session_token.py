@@ -107,7 +107,8 @@ def test_shop_comes_from_token_never_from_query(client, shop, other_shop, token_
 
 def test_csp_frame_ancestors(client, auth, shop):
     csp = client.get("/segments/", headers=auth).headers["Content-Security-Policy"]
-    assert csp == f"frame-ancestors https://{shop.domain} https://admin.shopify.com;"
+    assert csp == (f"script-src 'self' https://cdn.shopify.com; object-src 'none'; base-uri 'self'; "
+                   f"frame-ancestors https://{shop.domain} https://admin.shopify.com;")
 
 
 def test_unknown_shop_with_valid_token_is_registered(app, client, db, token_for, fake_shopify):

@@ -77,18 +77,38 @@ def test_document_load_with_a_refused_token_bounces(client, db, fake_shopify, to
     assert response.status_code == 302 and "/auth/session-token-bounce" in response.headers["Location"]
 
 
-def test_unreachable_token_endpoint_registers_the_shop_for_a_retry(app, client, db, fake_shopify, token_for,
-                                                                   monkeypatch):
+def test_unreachable_token_endpoint_serves_an_unknown_shop_nothing(app, client, db, fake_shopify, token_for):
+    fake_shopify.fail_next_token(503, times=2)  # the exchange tries twice inside a page load
+    response = _load(client, token_for(DOMAIN))
+    assert response.status_code == 503 and "could not reach Shopify" in response.get_data(as_text=True)
+    assert _shop() is None  # nothing registered
+    assert _load(client, token_for(DOMAIN)).status_code == 200  # the next page load installs it
+    shop = _shop()
+    assert shop.installed and not shop.needs_reauth and shop.access_token_enc
+
+
+def test_unreachable_token_endpoint_does_not_reinstall_an_uninstalled_shop(app, client, db, fake_shopify,
+                                                                           token_for, monkeypatch):
+    shop = make_shop(DOMAIN, sync_status="done", last_synced_at=utcnow())
+    uninstalled_at = shop.installed_at
+    shop.uninstalled_at = uninstalled_at
+    Session.commit()
     monkeypatch.setattr(tokens, "exchange_session_token",
                         lambda *_a: (_ for _ in ()).throw(tokens.TokenEndpointUnavailable("down")))
+    for headers in ({"HX-Request": "true"}, {"Accept": "application/json"}):
+        response = client.get("/segments/", headers={"Authorization": f"Bearer {token_for(DOMAIN)}", **headers})
+        assert response.status_code == 503
+    shop = _shop()
+    assert shop.uninstalled_at == uninstalled_at and not shop.installed and not shop.needs_reauth
+    assert shop.sync_status == "done"
+
+
+def test_unreachable_token_endpoint_still_serves_a_shop_installed_here(app, client, db, fake_shopify, token_for):
+    make_shop(DOMAIN, needs_reauth=True)
+    fake_shopify.fail_next_token(503, times=2)
     assert _load(client, token_for(DOMAIN)).status_code == 200
     shop = _shop()
-    assert shop.installed and shop.needs_reauth and shop.access_token_enc is None
-    monkeypatch.undo()
-    monkeypatch.setitem(app.config, "SHOPIFY_BASE_URL_OVERRIDE", fake_shopify.url)
-    assert _load(client, token_for(DOMAIN)).status_code == 200  # the next page load repairs it
-    shop = _shop()
-    assert not shop.needs_reauth and shop.access_token_enc
+    assert shop.installed and shop.needs_reauth
 
 
 def test_a_shop_needing_reauth_is_repaired_without_a_new_sync(app, client, db, fake_shopify, token_for):

@@ -208,6 +208,39 @@ def test_topic_must_belong_to_the_endpoint(client, db, shop, secret):
     assert event_count(db) == 0
 
 
+def _swaps():
+    """(topic header, a genuine body of another topic, what the body really is): HMAC-valid replays."""
+    cid, oid = sp.next_id(), sp.next_id()
+    order = sp.order(oid, customer_payload=sp.order_customer(cid))
+    return [
+        ("app/uninstalled", order, "an order"),
+        ("app/uninstalled", sp.shop_redact(), "a shop redaction"),
+        ("app/uninstalled", sp.customers_redact(cid), "a customer redaction"),
+        ("customers/redact", sp.data_request(cid), "a data request"),
+        ("customers/redact", sp.shop_redact(), "a shop redaction"),
+        ("customers/redact", {**sp.data_request(cid), "orders_to_redact": []}, "a data request with a redact key"),
+        ("shop/redact", sp.customers_redact(cid), "a customer redaction"),
+        ("shop/redact", sp.data_request(cid), "a data request"),
+        ("shop/redact", sp.shop_object(), "a shop"),
+        ("customers/data_request", sp.customers_redact(cid), "a customer redaction"),
+        ("customers/update", order, "an order"),
+        ("customers/delete", sp.collection_deleted(sp.next_id()), "a deleted collection"),
+        ("orders/create", sp.customer(cid), "a customer"),
+        ("products/update", sp.collection(), "a collection"),
+        ("app/scopes_update", sp.shop_object(), "a shop"),
+        ("bulk_operations/finish", sp.shop_object(), "a shop"),
+    ]
+
+
+@pytest.mark.parametrize("topic, payload, what", _swaps(), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_body_of_another_topic_is_400_and_nothing_stored(client, db, shop, secret, topic, payload, what):
+    """The HMAC covers the body, not the X-Shopify-Topic header: a replayed body must look like its topic."""
+    response = sp.deliver(client, topic, payload, secret=secret)
+    assert response.status_code == 400, what
+    assert f"body is not a {topic} payload".encode() in response.data
+    assert event_count(db) == 0
+
+
 def test_duplicate_delivery_is_stored_and_processed_once(client, db, shop, secret, queue):
     payload = sp.order(customer_payload=sp.order_customer(sp.next_id()))
     first = sp.deliver(client, "orders/create", payload, secret=secret, webhook_id="dup-1")

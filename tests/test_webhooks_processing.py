@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,9 @@ from kinnekt.models import (
     SegmentMember, Shop, Subscriber, WebhookEvent,
 )
 from kinnekt.shopify.ingest.orders import fulfillment_status
+from kinnekt.shopify import tokens
 from tests import shopify_payloads as sp
+from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -369,14 +372,14 @@ def test_checkouts_create_and_complete(deliver, db, shop):
 
 # -- app --
 
-def test_uninstall_marks_the_shop_drops_tokens_and_stops_campaigns(deliver, db, shop):
-    shop.access_token_enc, shop.refresh_token_enc = "enc-access", "enc-refresh"
-    shop.access_token_expires_at = shop.refresh_token_expires_at = utcnow() + dt.timedelta(hours=1)
+def test_uninstall_marks_the_shop_drops_tokens_and_stops_campaigns(deliver, db, shop, fake_shopify):
+    connect(fake_shopify, shop)
     shop.installed_at = utcnow() - dt.timedelta(days=30)
     campaigns = {status: Campaign(shop_id=shop.id, name=status, body="Hi", status=status)
                  for status in ("draft", "scheduled", "in_progress", "completed")}
     db.add_all(campaigns.values())
     db.commit()
+    fake_shopify.uninstall(shop.domain)
     at = utcnow().replace(microsecond=0)
     event = deliver("app/uninstalled", sp.shop_object(shop.domain), triggered_at=at)
     db.expire_all()
@@ -389,6 +392,63 @@ def test_uninstall_marks_the_shop_drops_tokens_and_stops_campaigns(deliver, db, 
     assert statuses == {"draft": ("draft", None), "scheduled": ("failed", "App uninstalled"),
                         "in_progress": ("ended", "App uninstalled"), "completed": ("completed", None)}
     assert event.note == "uninstalled; 2 campaign(s) stopped"
+    assert fake_shopify.calls("graphql:KinnektAppInstalled", shop.domain)  # confirmed with Shopify first
+
+
+def test_a_replayed_uninstall_of_a_shop_that_is_still_installed_changes_nothing(deliver, db, shop, fake_shopify):
+    """The HMAC does not cover the headers: a genuine uninstall body of a past uninstall, replayed with a fresh
+    X-Shopify-Triggered-At after the merchant installed again, must not uninstall the shop."""
+    connect(fake_shopify, shop)
+    shop.installed_at = utcnow() - dt.timedelta(days=30)
+    running = Campaign(shop_id=shop.id, name="Spring", body="Hi", status="in_progress")
+    db.add(running)
+    db.commit()
+    event = deliver("app/uninstalled", sp.shop_object(shop.domain), triggered_at=utcnow())
+    db.expire_all()
+    shop = db.get(Shop, shop.id)
+    assert shop.installed and shop.access_token_enc and not shop.needs_reauth
+    assert db.get(Campaign, running.id).status == "in_progress"
+    assert event.note == "Shopify still answers with our token: not uninstalled, ignored"
+    assert len(fake_shopify.calls("graphql:KinnektAppInstalled", shop.domain)) == 1
+
+
+def test_uninstall_is_confirmed_after_a_refused_refresh_flagged_the_shop(deliver, db, shop, fake_shopify):
+    connect(fake_shopify, shop, access_ttl=0)  # the next call must refresh
+    shop.installed_at = utcnow() - dt.timedelta(days=30)
+    db.commit()
+    fake_shopify.uninstall(shop.domain)
+    with pytest.raises(tokens.NotConnected):  # a background job met the revoked token before the webhook came
+        tokens.access_token(shop)
+    db.expire_all()
+    assert db.get(Shop, shop.id).needs_reauth
+    event = deliver("app/uninstalled", sp.shop_object(shop.domain))
+    db.expire_all()
+    assert not db.get(Shop, shop.id).installed and event.note.startswith("uninstalled")
+
+
+def test_an_uninstall_shopify_cannot_confirm_is_kept_and_retried(app, client, db, shop, fake_shopify, monkeypatch):
+    from workers.webhooks import process_webhook_event
+    connect(fake_shopify, shop)
+    shop.installed_at = utcnow() - dt.timedelta(days=30)
+    db.commit()
+    with socket.socket() as probe:  # a port nothing listens on: every call to "Shopify" fails to connect
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setitem(app.config, "SHOPIFY_BASE_URL_OVERRIDE", f"http://127.0.0.1:{closed}")
+    response = sp.deliver(client, "app/uninstalled", sp.shop_object(shop.domain),
+                          secret=app.config["SHOPIFY_API_SECRET"])
+    assert response.status_code == 200
+    app.extensions["kinnekt_queue"].drain()
+    db.expire_all()
+    event = db.scalar(select(WebhookEvent))
+    assert event.processed_at is None and event.attempts == 1 and "ShopifyUnavailable" in event.error
+    assert db.get(Shop, shop.id).installed and db.get(Shop, shop.id).access_token_enc
+    # Shopify answers again (the merchant had really uninstalled): the retry uninstalls
+    monkeypatch.setitem(app.config, "SHOPIFY_BASE_URL_OVERRIDE", fake_shopify.url)
+    fake_shopify.uninstall(shop.domain)
+    assert process_webhook_event(event.id) == "processed"
+    db.expire_all()
+    assert not db.get(Shop, shop.id).installed and db.get(WebhookEvent, event.id).attempts == 2
 
 
 def test_late_uninstall_after_a_reinstall_is_ignored(deliver, db, shop):

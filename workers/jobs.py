@@ -59,3 +59,10 @@ def prune_webhook_events() -> int:
         delete(WebhookEvent).where(WebhookEvent.processed_at.is_not(None), WebhookEvent.received_at < cutoff))
     Session.commit()
     return result.rowcount or 0
+
+
+@job
+def prune_signup_attempts() -> int:
+    """Delete sign-up attempts older than the popup's limits look back; returns how many."""
+    from kinnekt.subscribers import signup_limits
+    return signup_limits.prune(Session())

@@ -5,7 +5,7 @@ from kinnekt import defaults
 from kinnekt.queue import Periodic
 from workers.automations import fire_all_automations
 from workers.campaigns import start_due_campaigns, watch_senders
-from workers.jobs import prune_webhook_events, recover_due_work
+from workers.jobs import prune_signup_attempts, prune_webhook_events, recover_due_work
 from workers.shopify import reconcile_all
 from workers.segments import sweep_segments
 from workers.sms import prune_signature_nonces
@@ -20,6 +20,7 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("reconcile_shopify", reconcile_all, defaults.RECONCILE_INTERVAL_SECONDS),
         Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
         Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
+        Periodic("prune_signup_attempts", prune_signup_attempts, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),
         Periodic("fire_automations", fire_all_automations, defaults.AUTOMATION_SCAN_SECONDS),
         Periodic("watch_senders", watch_senders, defaults.SENDER_WATCH_SECONDS),

@@ -13,6 +13,7 @@ from kinnekt.models.nonce import SignatureNonce
 from kinnekt.models.order import Checkout, LineItem, Order
 from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry
 from kinnekt.models.shop import Shop
+from kinnekt.models.signup import SignupAttempt
 from kinnekt.models.subscriber import Keyword, Subscriber, SubscriptionEvent
 from kinnekt.models.subscriber_import import SubscriberImport
 from kinnekt.models import subscriber_key  # noqa: F401 (the messages -> subscribers key's triggers)
@@ -23,7 +24,7 @@ __all__ = [
     "Attribution", "Automation", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
     "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion", "SignatureNonce",
-    "StaticList",
+    "SignupAttempt", "StaticList",
     "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriptionEvent", "SyncOperation", "TenantMixin",
     "WebhookEvent",
 ]

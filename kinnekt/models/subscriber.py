@@ -61,6 +61,9 @@ class Subscriber(TenantMixin, Timestamps, Base):
     consent_text: Mapped[str | None] = mapped_column(Text)
     consent_ip: Mapped[str | None] = mapped_column(String(64))
     consent_message_id: Mapped[str | None] = mapped_column(String(64))
+    # When a web sign-up last texted this opted-out number a confirmation request (at most one per
+    # defaults.POPUP_REOPTIN_INTERVAL_DAYS); the opt-out itself stands until the number replies.
+    reoptin_asked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     subscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

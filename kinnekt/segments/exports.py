@@ -44,7 +44,9 @@ class Member(NamedTuple):
 
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CHARACTERS = frozenset("=+-@|")
+"""What makes a spreadsheet read a cell as a formula (`|` starts a DDE call in some), once folded by NFKC:
+the full-width `＝＋－＠｜` and the small `﹦﹢﹣﹫` fold into these, and some spreadsheets fold them too."""
 
 
 def sha256_hex(value: str) -> str:
@@ -168,9 +170,25 @@ FORMATS: dict[str, AudienceFormat] = {
 
 # ---------------------------------------------------------------------------------------------- export
 
+def spreadsheet_safe(value: str) -> str:
+    """`value` as a CSV cell a spreadsheet will never run as a formula: prefixed with `'` when it could start one.
+
+    It could when it starts with a tab or carriage return, or when its first character that is not a space
+    or an invisible format character (a byte order mark, a zero-width space) is a formula character in any
+    width (see _FORMULA_CHARACTERS).
+    """
+    if value.startswith(("\t", "\r")):
+        return "'" + value
+    for char in value:
+        if char.isspace() or unicodedata.category(char) == "Cf":
+            continue
+        return "'" + value if unicodedata.normalize("NFKC", char)[:1] in _FORMULA_CHARACTERS else value
+    return value
+
+
 def _cell(value: str) -> str:
-    """A cell a spreadsheet will never run as a formula (hashes are hex, so this only guards against bugs)."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    """An audience cell (hashes are hex, so the guard only protects against bugs)."""
+    return spreadsheet_safe(value)
 
 
 def _csv_lines(rows) -> str:

@@ -23,6 +23,7 @@ from kinnekt.models import Campaign, CampaignSegment, Customer, Segment, Shop, S
 from kinnekt.models.campaign import STATUS_LABELS
 from kinnekt.segments import membership
 from kinnekt.segments.compiler import compile_definition
+from kinnekt.segments.exports import spreadsheet_safe
 from kinnekt.segments.rules import Definition, has_relative_time, segment_references, validate
 
 MAX_NAME_LENGTH = 255
@@ -301,14 +302,11 @@ def suggested_segments() -> list[Suggestion]:
 # ---------------------------------------------------------------------------------------------- export
 
 EXPORT_HEADER = ("phone", "first_name", "last_name", "email", "status", "source", "subscribed_at")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _safe(value: str | None) -> str:
     """Text a spreadsheet will not run as a formula (free-text fields only; phones are E.164 digits)."""
-    if not value:
-        return ""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    return spreadsheet_safe(value) if value else ""
 
 
 def _csv_lines(rows) -> str:

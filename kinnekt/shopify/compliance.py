@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from kinnekt.db import utcnow
 from kinnekt.models import (
     Checkout, Click, Customer, CustomerTag, DataRequest, InboundMessage, Link, Message, Order, OutboxMessage, Segment,
-    SegmentMember, Shop, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
+    SegmentMember, Shop, SignupAttempt, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
 )
 from kinnekt.models.subscriber_key import before_deleting_subscribers
 from kinnekt.shopify.ingest.linking import chunks, e164
@@ -247,6 +247,8 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
             .execution_options(synchronize_session=False)))
         session.execute(delete(OutboxMessage).where(OutboxMessage.shop_id == shop.id,
                                                     OutboxMessage.to_phone.in_(phones))
+                        .execution_options(synchronize_session=False))
+        session.execute(delete(SignupAttempt).where(SignupAttempt.shop_id == shop.id, SignupAttempt.phone.in_(phones))
                         .execution_options(synchronize_session=False))
     checkout_where = [c for c in (Checkout.customer_id.in_(person.customer_ids) if person.customer_ids else None,
                                   Checkout.phone.in_(sorted(person.phones)) if person.phones else None)

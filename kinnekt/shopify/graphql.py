@@ -39,6 +39,10 @@ class ShopifyAuthError(ShopifyError):
     """Shopify refused the token (401 after a refresh) or the app lacks a scope / data access (403)."""
 
 
+class ShopifyUnauthorized(ShopifyAuthError):
+    """Shopify answered 401 to the token, a fresh one included: the app no longer has access to the shop."""
+
+
 class GraphQLQueryError(ShopifyError):
     """The reply carried `errors`: a query Shopify could not run (syntax, unknown field, access denied)."""
 
@@ -157,7 +161,7 @@ class AdminClient:
             status = response.status_code
             if status == 401:
                 if refreshed or self._refresh is None:
-                    raise ShopifyAuthError(f"Shopify refused the access token of {self.shop_domain} (401)")
+                    raise ShopifyUnauthorized(f"Shopify refused the access token of {self.shop_domain} (401)")
                 token = self._refresh(token)
                 refreshed = True
                 continue
@@ -252,11 +256,15 @@ def _throttled(errors) -> bool:
     return any(isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors)
 
 
-def client_for(shop) -> AdminClient:
-    """A client for a shop row: its stored token (refreshed ahead of expiry) and one refresh on a 401."""
+def client_for(shop, *, despite_reauth: bool = False) -> AdminClient:
+    """A client for a shop row: its stored token (refreshed ahead of expiry) and one refresh on a 401.
+
+    `despite_reauth` uses the stored tokens even when the shop is flagged as needing re-authorisation
+    (to ask Shopify whether the app is still installed, kinnekt.shopify.install.still_installed).
+    """
     from kinnekt.shopify import tokens
-    return AdminClient(shop.domain, token=lambda: tokens.access_token(shop),
-                       refresh=lambda rejected: tokens.force_refresh(shop, rejected))
+    return AdminClient(shop.domain, token=lambda: tokens.access_token(shop, despite_reauth=despite_reauth),
+                       refresh=lambda rejected: tokens.force_refresh(shop, rejected, despite_reauth=despite_reauth))
 
 
 def client_for_token(shop_domain: str, access_token: str) -> AdminClient:

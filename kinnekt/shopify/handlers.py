@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Automation, Campaign, Shop, WebhookEvent
-from kinnekt.shopify import compliance
+from kinnekt.shopify import compliance, install, webhooks
 from kinnekt.shopify.ingest import rest
 from kinnekt.shopify.ingest.catalog import delete_collection, delete_product, upsert_collections, upsert_products
 from kinnekt.shopify.ingest.checkouts import upsert_checkouts
@@ -47,6 +47,10 @@ def for_shop(*topics: str):
                 payload = json.loads(event.payload)
             except ValueError:
                 return "payload is not JSON: nothing to do"
+            # The intake refuses these already; an event stored before it did must not act either.
+            problem = webhooks.shape_problem(event.topic, payload) if isinstance(payload, dict) else "not an object"
+            if problem is not None:
+                return f"{problem}: ignored"
             previous = current_shop_id()
             bind_shop(shop.id)
             try:
@@ -203,12 +207,20 @@ def _names_this_shop(event: WebhookEvent, payload: dict, *keys: str) -> bool:
 
 @for_shop("app/uninstalled")
 def app_uninstalled(event, shop, payload):
-    """Mark the shop uninstalled unless it was installed again after this uninstall happened."""
+    """Mark the shop uninstalled once Shopify confirms it (it refuses our token), unless installed again since.
+
+    When Shopify cannot be asked (unreachable, failing) this raises, so the event stays unprocessed and is
+    tried again later: an uninstall is neither done nor dropped on a guess.
+    """
     if not _names_this_shop(event, payload, "myshopify_domain"):
         return "payload names another shop: ignored"
+    if not shop.installed:
+        return "shop already uninstalled: nothing to do"
     at = _when(event)
     if shop.installed_at is not None and shop.installed_at > at:
         return "shop was installed again after this uninstall: ignored"
+    if install.still_installed(shop):
+        return "Shopify still answers with our token: not uninstalled, ignored"
     stopped = mark_uninstalled(Session, shop, at=at)
     return f"uninstalled; {stopped} campaign(s) stopped"
 
@@ -275,6 +287,10 @@ def shop_redact(event, shop, payload):
         return "payload names another shop: ignored"
     if shop.installed_at is not None and shop.uninstalled_at is None and shop.installed_at > _when(event):
         return "shop was installed again after this request: nothing erased"
+    # Shopify sends shop/redact 48 hours after an uninstall. A shop installed here either missed that
+    # uninstall or is the target of a replayed body: Shopify's answer tells which (raises when it cannot).
+    if shop.installed and install.still_installed(shop):
+        return "Shopify still answers with our token: the app is installed, nothing erased"
     compliance.redact_shop(Session, shop, keep_event_id=event.id)
     event.shop_id = None
     return f"all data of {event.shop_domain} erased"

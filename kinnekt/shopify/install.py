@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
 from kinnekt.shopify import endpoints, tokens
-from kinnekt.shopify.graphql import AdminClient, client_for
+from kinnekt.shopify.graphql import AdminClient, ShopifyUnauthorized, client_for
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,30 @@ query KinnektShop {
   }
 }
 """
+
+
+APP_INSTALLED_QUERY = """
+query KinnektAppInstalled {
+  shop { id }
+}
+"""
+"""The cheapest Admin API call: answered while the app is installed, refused (401) once it is not."""
+
+
+def still_installed(shop: Shop) -> bool:
+    """Ask Shopify whether the app is still installed on the shop: False only when Shopify refused our token.
+
+    A webhook's body is signed but its headers are not, so an `app/uninstalled` (or `shop/redact`) header on
+    a replayed body proves nothing; Shopify revoking our access does. The call uses the stored tokens even
+    when the shop is flagged needs_reauth (a refresh refused moments before the uninstall webhook is what an
+    uninstall looks like). Raises ShopifyError when Shopify cannot be asked (unreachable, failing, no token
+    stored to ask with), so the caller tries again later instead of deciding.
+    """
+    try:
+        client_for(shop, despite_reauth=True).query(APP_INSTALLED_QUERY)
+    except (ShopifyUnauthorized, tokens.AccessRevoked):
+        return False
+    return True
 
 
 def needs_install(shop: Shop | None) -> bool:
@@ -64,8 +88,10 @@ def connect_from_session(domain: str, id_token: str) -> Shop:
 
     The page load waits only for the exchange; reading the shop, default segments and the initial sync run
     in the install job. Raises tokens.InvalidSessionToken when Shopify refuses the session token (the caller
-    answers 401 so App Bridge retries with a fresh one). When the token endpoint is unreachable the shop is
-    still registered, flagged needs_reauth, and the next page load tries again.
+    answers 401 so App Bridge retries with a fresh one). When the exchange fails otherwise (the token
+    endpoint unreachable, the grant refused): a shop installed here stays flagged needs_reauth and is served
+    (the next page load tries again); a shop unknown here or uninstalled is not installed on a session token
+    alone, so the tokens.TokenError is raised with nothing changed (the caller answers 503).
     """
     domain = endpoints.checked_domain(domain)
     Session.commit()  # end any read transaction, so the row read below is current
@@ -79,7 +105,8 @@ def connect_from_session(domain: str, id_token: str) -> Shop:
             raise
         except tokens.TokenError as exc:
             log.error("token exchange for %s failed: %s", domain, exc)
-            shop = _installed_row(domain)
+            if shop is None or not shop.installed:
+                raise
             if not shop.needs_reauth:
                 tokens.mark_needs_reauth(shop, f"token exchange failed: {exc}")
             return shop

@@ -69,6 +69,11 @@ class NotConnected(TokenError):
     """The shop has no usable token: the merchant must open the app (token exchange) or reinstall it."""
 
 
+class AccessRevoked(NotConnected):
+    """Shopify refused the shop's tokens just now: the refresh token (`invalid_grant`), or an access token
+    that cannot be refreshed. After an uninstall Shopify answers so; the merchant must install again."""
+
+
 @dataclass(frozen=True)
 class TokenSet:
     """What the token endpoint granted; expiries are None for a token that does not expire."""
@@ -304,35 +309,38 @@ def _usable(stored: _Stored, now: dt.datetime, ahead: float) -> bool:
     return (stored.expires_at - now).total_seconds() > ahead
 
 
-def _check_connected(shop: Shop, stored: _Stored) -> None:
+def _check_connected(shop: Shop, stored: _Stored, despite_reauth: bool = False) -> None:
     if stored.uninstalled:
         raise NotConnected(f"Kinnekt is not installed on {shop.domain}")
-    if stored.needs_reauth:
+    if stored.needs_reauth and not despite_reauth:
         raise NotConnected(f"{shop.domain} needs the merchant to open Kinnekt again (token refused)")
     if not stored.access_token:
         raise NotConnected(f"no access token for {shop.domain} yet")
 
 
-def access_token(shop: Shop) -> str:
-    """A valid Admin API token for the shop, refreshed (under the shop's lock) when it expires soon."""
+def access_token(shop: Shop, *, despite_reauth: bool = False) -> str:
+    """A valid Admin API token for the shop, refreshed (under the shop's lock) when it expires soon.
+
+    `despite_reauth` tries the stored tokens of a shop flagged needs_reauth as well.
+    """
     ahead = defaults.TOKEN_REFRESH_AHEAD_SECONDS
     stored = _read(shop)
-    _check_connected(shop, stored)
+    _check_connected(shop, stored, despite_reauth)
     if _usable(stored, utcnow(), ahead):
         return stored.access_token
     with shop_lock(shop.domain):
         stored = _read(shop)  # another process may have refreshed while we waited
-        _check_connected(shop, stored)
+        _check_connected(shop, stored, despite_reauth)
         if _usable(stored, utcnow(), ahead):
             return stored.access_token
         return _refresh_locked(shop, stored, still_valid_ok=True)
 
 
-def force_refresh(shop: Shop, rejected_token: str) -> str:
+def force_refresh(shop: Shop, rejected_token: str, *, despite_reauth: bool = False) -> str:
     """After Shopify answered 401 to `rejected_token`: refresh once (unless another caller already did)."""
     with shop_lock(shop.domain):
         stored = _read(shop)
-        _check_connected(shop, stored)
+        _check_connected(shop, stored, despite_reauth)
         if stored.access_token != rejected_token and _usable(stored, utcnow(), 0):
             return stored.access_token
         return _refresh_locked(shop, stored, still_valid_ok=False)
@@ -342,7 +350,9 @@ def _refresh_locked(shop: Shop, stored: _Stored, *, still_valid_ok: bool) -> str
     now = utcnow()
     if stored.kind == STATIC or not stored.refresh_token:
         mark_needs_reauth(shop, "the token was refused and cannot be refreshed")
-        raise NotConnected(f"the access token of {shop.domain} was refused and cannot be refreshed")
+        # After a 401 Shopify refused the token itself; ahead of expiry it is only our records that say so.
+        refused = NotConnected if still_valid_ok else AccessRevoked
+        raise refused(f"the access token of {shop.domain} was refused and cannot be refreshed")
     if stored.refresh_expires_at is not None and stored.refresh_expires_at <= now:
         mark_needs_reauth(shop, "the refresh token expired")
         raise NotConnected(f"the refresh token of {shop.domain} expired")
@@ -350,7 +360,8 @@ def _refresh_locked(shop: Shop, stored: _Stored, *, still_valid_ok: bool) -> str
         granted = refresh_tokens(shop.domain, stored.refresh_token)
     except GrantRejected as exc:
         mark_needs_reauth(shop, f"refresh refused: {exc}")
-        raise NotConnected(f"Shopify refused to refresh the token of {shop.domain}: {exc.error}") from exc
+        refused = AccessRevoked if exc.error == "invalid_grant" else NotConnected
+        raise refused(f"Shopify refused to refresh the token of {shop.domain}: {exc.error}") from exc
     except TokenEndpointUnavailable:
         # A refresh ahead of expiry may fail without harm while the current token still works.
         if still_valid_ok and _usable(stored, now, 0):

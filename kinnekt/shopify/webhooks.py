@@ -32,6 +32,31 @@ TOPICS_BY_ENDPOINT: dict[str, frozenset[str]] = {
 }
 ALL_TOPICS = frozenset().union(*TOPICS_BY_ENDPOINT.values())
 
+# What a body must (and must not) hold to be one of its topic. The HMAC covers the body only: a genuine body of
+# one topic replayed under another topic's header verifies, so the body has to look like its topic. Keys that
+# tell the compliance payloads apart: a data request has `data_request` and `orders_requested`, a customer
+# redaction `orders_to_redact`, a shop redaction neither nor a customer; app/uninstalled carries a Shop object.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "app/uninstalled": ("id", "myshopify_domain"),
+    "app/scopes_update": ("current",),
+    "bulk_operations/finish": ("admin_graphql_api_id",),
+    "customers_marketing_consent/update": ("customer_id",),
+    "checkouts/create": ("token",),
+    "checkouts/update": ("token",),
+    "customers/data_request": ("shop_domain", "customer", "data_request"),
+    "customers/redact": ("shop_domain", "customer", "orders_to_redact"),
+    "shop/redact": ("shop_id", "shop_domain"),
+}
+FORBIDDEN_KEYS: dict[str, tuple[str, ...]] = {
+    "app/uninstalled": ("shop_domain", "orders_to_redact", "data_request"),
+    "customers/data_request": ("orders_to_redact",),
+    "customers/redact": ("data_request", "orders_requested"),
+    "shop/redact": ("customer", "orders_to_redact", "orders_requested", "data_request", "myshopify_domain"),
+}
+# A REST payload's `admin_graphql_api_id`, when it has one, names the kind of object it is.
+GID_KIND_BY_PREFIX = {"customers/": "Customer", "orders/": "Order", "products/": "Product",
+                      "collections/": "Collection", "bulk_operations/": "BulkOperation"}
+
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 MAX_ID_LENGTH = 64  # webhook_id / event_id columns
 
@@ -64,6 +89,21 @@ def verify_hmac(body: bytes, header: str | None, secret: str) -> bool:
         return False
     # Compare the canonical base64 text: decoding first would also accept other spellings of the same bytes.
     return hmac.compare_digest(sign(body, secret).encode("ascii"), header.strip().encode("utf-8", "replace"))
+
+
+def shape_problem(topic: str, document: dict) -> str | None:
+    """Why `document` cannot be a body of `topic` (a body of another topic under a swapped header), or None."""
+    missing = [key for key in REQUIRED_KEYS.get(topic, ()) if key not in document]
+    if missing:
+        return f"body is not a {topic} payload (no {', '.join(missing)})"
+    foreign = [key for key in FORBIDDEN_KEYS.get(topic, ()) if key in document]
+    if foreign:
+        return f"body is not a {topic} payload (it has {', '.join(foreign)})"
+    kind = next((k for prefix, k in GID_KIND_BY_PREFIX.items() if topic.startswith(prefix)), None)
+    gid = document.get("admin_graphql_api_id")
+    if kind is not None and isinstance(gid, str) and not gid.startswith(f"gid://shopify/{kind}/"):
+        return f"body is not a {topic} payload (its admin_graphql_api_id is {ascii(gid[:80])})"
+    return None
 
 
 def parse_timestamp(value: str | None) -> dt.datetime | None:
@@ -102,6 +142,9 @@ def parse_delivery(endpoint: str, headers, body: bytes) -> Delivery:
         raise BadWebhook("body is not UTF-8 JSON") from None
     if not isinstance(document, dict):
         raise BadWebhook("body is not a JSON object")
+    problem = shape_problem(topic, document)
+    if problem is not None:
+        raise BadWebhook(problem)
     event_id = (headers.get("X-Shopify-Event-Id") or "").strip() or None
     if event_id is not None and len(event_id) > MAX_ID_LENGTH:
         raise BadWebhook("X-Shopify-Event-Id is too long")

@@ -162,11 +162,22 @@ def _skip_reason(session: OrmSession, message: Message) -> str | None:
                                                              Subscriber.phone == message.to_phone))
     if subscriber is None:
         return None if message.subscriber_id is None else "no subscriber"
-    if subscriber.status == "unsubscribed":
+    if subscriber.status == "unsubscribed" and not _asks_opted_out_number(subscriber, message):
         return "unsubscribed"
     if subscriber.suppressed_at is not None:
         return "suppressed"
     return None
+
+
+def _asks_opted_out_number(subscriber: Subscriber, message: Message) -> bool:
+    """True for the "Reply Y" request a web sign-up queued for a number that had opted out before it.
+
+    Such a number stays unsubscribed until it replies (kinnekt.subscribers.optin), so its request must go
+    out; a confirmation queued before the number's latest opt-out is still held back.
+    """
+    asked, opted_out, queued = subscriber.reoptin_asked_at, subscriber.unsubscribed_at, message.created_at
+    return (message.kind == "confirmation" and asked is not None and queued is not None and queued >= asked
+            and (opted_out is None or asked >= opted_out))
 
 
 def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:

@@ -7,19 +7,24 @@ What a second opt-in of a known number does:
 - subscribed: stays as it is (first source and consent kept); the new consent is logged ("consent");
 - pending: with double opt-in it stays pending and the confirmation text is sent again, without it
   the number is subscribed now;
-- unsubscribed: a new opt-in by the person (keyword, popup, link, checkout) subscribes again under the
-  new source; an import or a manual add never overrides an opt-out (OptedOut);
+- unsubscribed: a new opt-in from the number itself (keyword, link) or from Shopify (checkout) subscribes
+  again under the new source. A web sign-up (the popup) cannot prove the number is the typist's, so it
+  leaves the opt-out standing and texts the number a confirmation request instead, at most once per
+  defaults.POPUP_REOPTIN_INTERVAL_DAYS (only a reply from the number subscribes it again). An import or a
+  manual add never overrides an opt-out (OptedOut);
 - suppressed (the carrier said the number fails): cleared only when the opt-in came as a text from
   that number, which proves it works.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Keyword, Shop, Subscriber, SubscriptionEvent
 from kinnekt.models.subscriber import SOURCES
@@ -28,8 +33,11 @@ from kinnekt.subscribers import phones
 log = logging.getLogger(__name__)
 
 EVENT_KINDS = ("pending", "subscribed", "confirmed", "consent", "unsubscribed", "resubscribed", "suppressed",
-               "unsuppressed")
+               "unsuppressed", "reoptin_asked")
 """SubscriptionEvent.kind values written here."""
+
+WEB_SIGNUP_SOURCES = ("mobile_popup",)
+"""Sources where the number is typed into a web form: nothing proves it belongs to the person typing."""
 
 DOUBLE_OPT_IN_SOURCES = ("keyword", "mobile_popup", "shareable_link")
 """Sources where the shop's double opt-in applies by default; checkout consent is already confirmed by
@@ -85,6 +93,10 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
     if previous == "unsubscribed" and source in ("import", "manual"):
         raise OptedOut(f"{info.e164} unsubscribed and must opt in again themselves "
                        f"(by texting a keyword or using the sign-up form).")
+    if previous == "unsubscribed" and source in WEB_SIGNUP_SOURCES and consent_message_id is None:
+        return _ask_opted_out(session, shop, sub, source=source,
+                              detail=_consent_detail(consent_text, consent_ip, None), now=now,
+                              send_confirmation=send_confirmation)
 
     sub.country = sub.country or info.country
     sub.carrier = sub.carrier or info.carrier
@@ -117,6 +129,28 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
     session.commit()
     _changed(shop.id, sub.id)
     if sub.status == "pending" and send_confirmation:
+        from kinnekt.sms.outgoing import queue_message
+        queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
+    return sub
+
+
+def _ask_opted_out(session: OrmSession, shop: Shop, sub: Subscriber, *, source: str, detail: str,
+                   now, send_confirmation: bool) -> Subscriber:
+    """A web sign-up of a number that opted out: its opt-out stands; text it "Reply Y" unless asked lately.
+
+    One conditional UPDATE decides, so sign-ups at the same moment text the number once at most.
+    """
+    since = now - dt.timedelta(days=defaults.POPUP_REOPTIN_INTERVAL_DAYS)
+    asked = _transition(session, sub, (Subscriber.status == "unsubscribed") & or_(
+        Subscriber.reoptin_asked_at.is_(None), Subscriber.reoptin_asked_at <= since), reoptin_asked_at=now)
+    if not asked:
+        session.commit()
+        return _find(session, shop.id, sub.phone)
+    session.add(SubscriptionEvent(shop_id=shop.id, subscriber_id=sub.id, kind="reoptin_asked", at=now,
+                                  source=source, detail=detail))
+    session.commit()
+    sub = _find(session, shop.id, sub.phone)
+    if send_confirmation:
         from kinnekt.sms.outgoing import queue_message
         queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
     return sub

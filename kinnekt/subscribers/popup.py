@@ -9,18 +9,21 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Shop, Subscriber
 from kinnekt.numbers import MAX_ID, whole_number
-from kinnekt.subscribers import optin, phones
+from kinnekt.subscribers import optin, phones, signup_limits
 
 SUCCESS_MESSAGE = ("Reply Y to the text we just sent to confirm your subscription. "
                    "Already subscribed? Then there is nothing more to do.")
 """What the popup says after a sign-up (the same for every number, so it reveals nobody's status)."""
+
+TOO_MANY_ATTEMPTS = "Too many sign-up attempts. Try again later."
+"""The popup's answer over a limit (one wording for the IP and the number limits, known numbers or not)."""
 
 LIMITS = {"headline": 80, "body": 300, "button": 30}
 """Longest headline, body text and button label, in characters."""
@@ -102,11 +105,14 @@ def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool,
             country: str | None = None, now: dt.datetime | None = None) -> Subscriber:
     """Sign a number up from the popup: a pending subscriber (source Mobile Popup) and the confirmation text.
 
-    `country` (the storefront's market, `Shopify.country`) reads a number typed without its country code.
+    `country` (the storefront's market, `Shopify.country`) reads a number typed without its country code;
+    `ip` is the shopper's address, None when it cannot be told (such sign-ups share one allowance).
 
-    Raises SignupError when the popup is off, the box is not ticked, the number is invalid, or the
-    IP sent too many new numbers this hour. The same number again within the resend cool-down is
-    answered as a success without a second text.
+    Raises SignupError when the popup is off, the box is not ticked, or the number is invalid (nothing is
+    kept), and with status 429 when the IP address or the number made too many attempts lately; the
+    limits count every attempt alike, whether the number is on the list or not (signup_limits). The
+    same number again within the resend cool-down is answered as a success without a second text; a
+    number that opted out stays opted out and is only asked to reply Y (kinnekt.subscribers.optin).
     """
     if not settings_for(shop).enabled:
         raise SignupError("Sign-up is closed.", status=404)
@@ -120,21 +126,14 @@ def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool,
     except phones.InvalidPhone as exc:
         raise SignupError(str(exc), field="phone") from None
     now = now or utcnow()
+    if not signup_limits.admit(session, shop, ip=ip, phone=info.e164, now=now):
+        raise SignupError(TOO_MANY_ATTEMPTS, status=429)
     existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == info.e164))
     if existing is not None and existing.status == "pending" and existing.consent_at is not None and \
             _aware(existing.consent_at) > now - dt.timedelta(seconds=defaults.POPUP_RESEND_COOLDOWN_SECONDS):
         return existing
-    if existing is None and ip and _recent_signups_from(session, shop, ip, now) >= \
-            defaults.POPUP_SIGNUPS_PER_IP_PER_HOUR:
-        raise SignupError("Too many sign-ups from this network. Try again later.", status=429)
     return optin.subscribe(session, shop, info.e164, source="mobile_popup", consent_text=disclosure(shop),
                            consent_ip=ip, double_opt_in=True)
-
-
-def _recent_signups_from(session: OrmSession, shop: Shop, ip: str, now: dt.datetime) -> int:
-    return session.scalar(select(func.count()).select_from(Subscriber).where(
-        Subscriber.shop_id == shop.id, Subscriber.source == "mobile_popup", Subscriber.consent_ip == ip,
-        Subscriber.consent_at >= now - dt.timedelta(hours=1)))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

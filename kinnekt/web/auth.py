@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, g, make_response, redirect, ren
 
 from kinnekt import shops
 from kinnekt.shopify import session_token
-from kinnekt.shopify.tokens import InvalidSessionToken
+from kinnekt.shopify.tokens import InvalidSessionToken, TokenError
 from kinnekt.tenancy import bind_shop
 
 bp = Blueprint("auth", __name__)
@@ -39,6 +39,9 @@ def require_merchant():
             shop = shops.for_session(claims["shop"], token)
         except InvalidSessionToken:  # Shopify refused it for token exchange: App Bridge retries with a new one
             return _reject()
+        except TokenError:
+            # A shop not installed here is served only once Shopify granted a token: fail closed, change nothing.
+            abort(503, description="Kinnekt could not reach Shopify to connect your store. Try again in a minute.")
         g.session_claims = claims
     g.shop = shop
     bind_shop(shop.id)

@@ -30,7 +30,8 @@ STATUS_LABELS = {"pending": "Pending", "subscribed": "Subscribed", "unsubscribed
 
 EVENT_LABELS = {"pending": "Signed up, waiting for confirmation", "subscribed": "Subscribed",
                 "confirmed": "Confirmed", "consent": "Gave consent again", "unsubscribed": "Unsubscribed",
-                "resubscribed": "Subscribed again", "suppressed": "Suppressed", "unsuppressed": "Suppression lifted"}
+                "resubscribed": "Subscribed again", "suppressed": "Suppressed", "unsuppressed": "Suppression lifted",
+                "reoptin_asked": "Signed up on the web while opted out: asked to reply Y"}
 EVENT_SOURCE_LABELS = {**SOURCE_LABELS, "sms": "Text message", "merchant": "You", "carrier": "Carrier"}
 
 REJECTED_ROWS_SHOWN = 200

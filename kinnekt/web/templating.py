@@ -12,8 +12,7 @@ from sqlalchemy import Select, func, select
 
 from kinnekt.db import Session
 from kinnekt.numbers import record_id
-from kinnekt.web import hx
-from kinnekt.web.auth import frame_ancestors
+from kinnekt.web import headers, hx
 
 NAV = [
     ("segments.index", "Segments"),
@@ -72,10 +71,7 @@ def init_app(app) -> None:
     @app.after_request
     def _headers(response):
         hx.add_vary(response)
-        response.headers.setdefault("Content-Security-Policy", frame_ancestors())
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        return response
+        return headers.apply(response)
 
 
 def money(value, currency: str | None = None) -> str:
