@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -64,7 +66,13 @@ def senders(app, database_url, redis_queue, timed_vonage, vonage_ca):  # noqa: F
            "SMS_RATE_PER_SECOND": "0", "SMS_SENDER_RATE_PER_SECOND": "0"}
     pool = Workers(env)
     yield pool
-    pool.stop_all()
+    for proc in pool.procs:
+        proc.send_signal(signal.SIGTERM)  # RQ's warm shutdown: the job in hand finishes
+    for proc in pool.procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # now and then a worker outlasts it (main's worker tests too): cut it off
+            pool.kill(proc)
 
 
 def wait_for(db, predicate, timeout, pool, what):
