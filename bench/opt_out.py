@@ -27,6 +27,7 @@ an older tree to see that.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import http.client
 import itertools
@@ -304,7 +305,7 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
         "campaign_texts_to_a_stopping_number_between_post_and_204": before_204,
         "campaign_texts_to_a_stopping_number_after_its_204": after_204,
         "of_which_after_unsubscribed_at": after_in_force,
-        "stopping_numbers_messages": {status: list(outcomes.values()).count(status) for status in set(outcomes.values())},
+        "stopping_numbers_messages": dict(collections.Counter(outcomes.values())),
         "confirmations_sent": sum(len(v) for v in confirmations.values()),
         "jobs_left_at_the_end": jobs_left,
         "confirmation_after_204": figures([confirmations[s["phone"]][0] - s["answered"] for s in stops
