@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeProvider:
-    """Handle on the provider process: `host`, `ca_path`, and the arrivals so far."""
+    """Handle on the provider process: `host`, `ca_path`, and the arrivals so far. `api_key`: the account it
+    accepts (the tests' one by default); a key of its own gives a bench rate limits no other sender shares."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, api_key: str | None = None):
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, directory), daemon=True)
+        self._process = context.Process(target=_serve, args=(child, directory, api_key), daemon=True)
+        self.api_key = api_key or "fakekey1"
 
     def start(self) -> "FakeProvider":
         self._process.start()
@@ -59,16 +61,16 @@ class FakeProvider:
             self._process.join(timeout=10)
 
 
-def _serve(pipe, directory: str) -> None:
+def _serve(pipe, directory: str, api_key: str | None = None) -> None:
     import gc
 
     import trustme
     sys.path.insert(0, str(ROOT))
-    from tests.fake_vonage import FakeVonage
+    from tests.fake_vonage import API_KEY, FakeVonage
 
     class Timed(FakeVonage):
         def __init__(self, ca):
-            super().__init__(ca)
+            super().__init__(ca, api_key=api_key or API_KEY)
             self.requests = deque(maxlen=100)  # the tests' full record would grow with every request
             self.arrivals: list[tuple[float, str]] = []
             self.recipients: list[str] = []

@@ -163,6 +163,10 @@ SMS_CONCAT_WAIT_SECONDS = 600
 SMS_SENDING_STALE_SECONDS = 900
 """A reply still "sending" after this long lost its worker mid-call: it becomes "unknown", never resent."""
 
+SMS_CLAIM_LEASE_SECONDS = 120
+"""A reply "claimed" this long (nothing requested yet: it was waiting for the rate limiter, at most
+SMS_RATE_MAX_WAIT_SECONDS) lost its worker: it goes back to pending and is queued again."""
+
 SMS_RECEIPT_RETRY_SECONDS = 10
 """Wait before looking again for the message of a receipt that arrived before its send was recorded."""
 

@@ -889,3 +889,43 @@ def test_senders_first_jobs_hand_over_at_different_times(monkeypatch):
     monkeypatch.setattr(defaults, "CAMPAIGN_SENDERS", 2)
     assert [sending.job_budget(slot, 0) for slot in (0, 1)] == [60.0, 90.0]
     assert [sending.job_budget(slot, 3) for slot in (0, 1)] == [60.0, 60.0]  # successors keep the offset
+
+
+@pytest.mark.parametrize("then", ["stop", "end"])
+def test_a_stop_or_end_committed_while_a_fresh_slot_is_awaited_stops_the_message(db, shop_us, jobs, monkeypatch,
+                                                                                  app, then):
+    """The move to "sending" was allowed, its commit was slow, and the sender waits for a fresh slot: a STOP (or
+    End) committed during that wait is checked again before the request, and the message does not go out."""
+    from kinnekt.sms import ratelimit
+
+    gateway = _rate_limited_gateway(monkeypatch, app)
+    row = _started(db, shop_us, 2, jobs)
+    first = rows(db, row)[0]
+    grants: list[int] = []
+    for cls in (ratelimit.LocalRateLimiter, ratelimit.RedisRateLimiter):
+        def paused(self, original=cls.try_acquire):
+            result = original(self)
+            if result[0]:
+                grants.append(len(gateway.sent))
+                if len(grants) == 1:
+                    time.sleep(4 * defaults.SMS_RATE_REGRANT_AFTER_MS / 1000)  # the first slot goes stale
+                elif len(grants) == 2:  # the fresh slot for the first message: the STOP / End lands now
+                    other = other_session()
+                    if then == "stop":
+                        optin.unsubscribe(other, other.get(Subscriber, first.subscriber_id), reason="STOP",
+                                          source="sms")
+                    else:
+                        lifecycle.end(other, other.get(Campaign, row.id))
+                    other.close()
+            return result
+        monkeypatch.setattr(cls, "try_acquire", paused)
+    outcomes = sending.run(db, row.id)
+    assert grants[:2] == [0, 0]  # the first message took a second slot before its request
+    done = rows(db, row)
+    if then == "stop":
+        assert outcomes == {"skipped": 1, "sent": 1}
+        assert (done[0].status, done[0].skip_reason, done[0].attempts) == ("skipped", "not_subscribed", 0)
+        assert [to for to, _ in gateway.sent] == [done[1].to_phone]
+    else:
+        assert outcomes == {"stopped": 1}
+        assert [m.status for m in done] == ["ended", "ended"] and gateway.sent == []

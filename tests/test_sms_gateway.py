@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy import update as sa_update
 
 from kinnekt.models import Message, OutboxMessage, Subscriber
 from kinnekt.queue import get_queue
@@ -448,3 +449,118 @@ def test_nothing_is_sent_for_an_uninstalled_shop(db, vonage_config):
     assert deliver(db(), message.id) == "skipped"
     assert db.get(Message, message.id).skip_reason == "shop uninstalled"
     assert vonage_config.requests == []
+
+
+class _Limiter:
+    """Stands in for the shared rate limiter: runs `during_wait()` while a send waits for its slot."""
+
+    def __init__(self, during_wait):
+        self.during_wait = during_wait
+        self.limits = ["one"]
+
+    def acquire(self, max_wait=None):
+        self.during_wait()
+        return 0.0
+
+
+def _other_session():
+    from sqlalchemy.orm import sessionmaker
+
+    from kinnekt.db import engine
+    return sessionmaker(bind=engine(), expire_on_commit=False)()
+
+
+def _pending(db, shop, sub, kind, body) -> Message:
+    """A queued message whose send job has not run yet (the test runs `deliver` itself)."""
+    message = Message(shop_id=shop.id, subscriber_id=sub.id, kind=kind, to_phone=sub.phone, body=body,
+                      status="pending", client_ref=f"t-{kind}")
+    db.add(message)
+    db.commit()
+    return message
+
+
+@pytest.mark.parametrize("kind, outcome", [("reply", "skipped"), ("confirmation", "skipped"),
+                                           ("stop_confirm", "sent"), ("help", "sent")])
+def test_an_opt_out_while_a_message_waits_for_the_rate_limiter_stops_all_but_the_stop_and_help_answers(
+        db, vonage_config, monkeypatch, kind, outcome):
+    """The message was claimed and allowed, then waited for a slot (a campaign holds the limiter); the STOP
+    committed during that wait is seen by the move to "sending", after the wait."""
+    from kinnekt.sms import ratelimit
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    message = _pending(db, shop, sub, kind, "a text")
+
+    def stop_meanwhile():
+        other = _other_session()
+        optin.unsubscribe(other, other.get(Subscriber, sub.id), reason='Texted "STOP"', source="sms")
+        other.close()
+
+    monkeypatch.setattr(ratelimit, "limiter_for", lambda key, sender: _Limiter(stop_meanwhile))
+    assert deliver(db(), message.id) == outcome
+    db.expire_all()
+    message = db.get(Message, message.id)
+    if outcome == "skipped":
+        assert (message.status, message.skip_reason, message.claim_token) == ("skipped", "unsubscribed", None)
+        assert vonage_config.sent() == []
+    else:
+        assert message.status == "sent" and [f["text"] for f in vonage_config.sent()] == ["a text"]
+
+
+def test_a_test_send_to_a_number_that_opts_out_meanwhile_is_stopped(db, vonage_config, monkeypatch):
+    """A message to a number with no subscriber link (a test send) is checked against the shop's subscriber
+    with that number."""
+    from kinnekt.sms import ratelimit
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    message = queue_message(db(), shop, None, "Sample: 20% off", kind="test", to_phone=PHONE)
+    _drain()  # sent: the number is subscribed
+    again = Message(shop_id=shop.id, kind="test", to_phone=PHONE, body="Sample: 30% off", status="pending",
+                    client_ref="t-test-2")
+    db.add(again)
+    db.commit()
+
+    def stop_meanwhile():
+        other = _other_session()
+        optin.unsubscribe(other, other.get(Subscriber, sub.id), reason='Texted "STOP"', source="sms")
+        other.close()
+
+    monkeypatch.setattr(ratelimit, "limiter_for", lambda key, sender: _Limiter(stop_meanwhile))
+    assert deliver(db(), again.id) == "skipped"
+    db.expire_all()
+    assert db.get(Message, message.id).status == "sent"
+    assert [f["text"] for f in vonage_config.sent()] == ["Sample: 20% off"]
+
+
+def test_a_claim_whose_worker_died_goes_back_and_the_slow_worker_cannot_send_it(app, db, vonage_config, monkeypatch):
+    """The worker holding the claim stalls past the lease (waiting for a slot); the recovery gives the message
+    back and queues it; when the old worker wakes up it sends nothing; the new job sends it once."""
+    import datetime as dt
+
+    from kinnekt import queue
+    from kinnekt.db import utcnow
+    from kinnekt.sms import ratelimit
+    from tests.test_campaign_audience import RecordingQueue
+    from workers.sms import requeue_due_replies
+    shop = make_shop(sender="AcmeShop")
+    sub = _subscriber(db, shop)
+    message = _pending(db, shop, sub, "reply", "Thanks for joining!")
+    recorder = RecordingQueue()
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
+    monkeypatch.setattr(queue, "_queue", recorder)
+
+    def lease_expires():
+        other = _other_session()
+        other.execute(sa_update(Message).where(Message.id == message.id)
+                      .values(updated_at=utcnow() - dt.timedelta(hours=1)))
+        other.commit()
+        other.close()
+        assert requeue_due_replies() == 1
+
+    monkeypatch.setattr(ratelimit, "limiter_for", lambda key, sender: _Limiter(lease_expires))
+    assert deliver(db(), message.id) == "not ours"
+    db.expire_all()
+    assert db.get(Message, message.id).status == "pending" and vonage_config.sent() == []
+    assert recorder.names() == ["send_message"]
+    monkeypatch.setattr(ratelimit, "limiter_for", lambda key, sender: _Limiter(lambda: None))
+    assert deliver(db(), message.id) == "sent"
+    assert len(vonage_config.sent()) == 1 and db.get(Message, message.id).attempts == 2

@@ -15,6 +15,7 @@ from kinnekt.sms import signatures
 from kinnekt.subscribers import inbound, optin
 from kinnekt.subscribers.keywords import create_keyword
 from tests.conftest import make_shop
+from tests.test_campaign_audience import jobs  # noqa: F401 (fixture)
 from tests.fake_vonage import fake_vonage, vonage_ca, vonage_config, settled_jobs  # noqa: F401 (fixtures)
 
 SENDER = "15550100200"
@@ -413,3 +414,178 @@ def test_recovery_requeues_an_unhandled_text(client, db, shop):
     drain()
     assert db.scalars(select(InboundMessage.intent)).one() == "help"
     assert requeue_inbound_sms() == 0
+
+
+# --- an opt-out is in force before the webhook answers ------------------------------------------------
+
+def queued(jobs, name: str) -> list[tuple]:
+    """The arguments of each job of this name the request queued."""
+    return [args for job_name, args, *_ in jobs.jobs if job_name == name]
+
+
+@pytest.mark.parametrize("text", ["STOP", "Please stop texting me", "unsubscribe me"])
+def test_an_opt_out_is_in_force_when_the_webhook_answers(client, db, shop, jobs, text):
+    """No job runs here: the request itself unsubscribed the number in every shop sharing it, recorded the intent
+    and queued the one confirmation (sent by a worker); nothing is left for an inbound job."""
+    other = make_shop("other.myshopify.com", sender="+1 555 010 0200", is_demo=True)
+    a, b = subscribed(db, shop), subscribed(db, other)
+    assert post(client, params(text)).status_code == 204
+    db.expire_all()
+    assert db.get(Subscriber, a.id).status == db.get(Subscriber, b.id).status == "unsubscribed"
+    row = db.scalars(select(InboundMessage)).one()
+    assert row.intent == "stop" and row.processed_at is not None and row.subscriber_id in (a.id, b.id)
+    [confirmation] = db.scalars(select(Message)).all()
+    assert (confirmation.kind, confirmation.status, confirmation.to_phone) == ("stop_confirm", "pending", PHONE)
+    assert queued(jobs, "send_message") == [(confirmation.id,)]
+    assert queued(jobs, "process_inbound") == []
+
+
+@pytest.mark.parametrize("text, intent", [("HELP", "help"), ("when does the sale stop?", "other"),
+                                          ("START", "start"), ("don't stop texting me", "other")])
+def test_other_texts_are_left_to_a_worker_as_before(client, db, shop, jobs, text, intent):
+    sub = subscribed(db, shop)
+    assert post(client, params(text)).status_code == 204
+    row = db.scalars(select(InboundMessage)).one()
+    assert (row.processed_at, row.intent) == (None, None)  # untouched by the request
+    assert queued(jobs, "process_inbound") == [(row.id,)] and queued(jobs, "send_message") == []
+    assert db.get(Subscriber, sub.id).status == "subscribed"
+    assert inbound.process(db(), row.id) == intent  # the worker's job
+
+
+def test_a_resent_stop_changes_and_queues_nothing_more(client, db, shop, jobs):
+    from kinnekt.models import SubscriptionEvent
+    sub = subscribed(db, shop)
+    data = params("STOP")
+    for how in ("form", "form", "json"):
+        assert post(client, data, how).status_code == 204  # Vonage resent the same messageId
+    row = db.scalars(select(InboundMessage)).one()
+    assert row.intent == "stop"
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+    events = db.scalars(select(SubscriptionEvent.kind).where(SubscriptionEvent.subscriber_id == sub.id)).all()
+    assert events.count("unsubscribed") == 1
+    assert jobs.names().count("send_message") == 1 and queued(jobs, "process_inbound") == []
+    assert inbound.process(db(), row.id) == "already processed"  # a stray job would do nothing either
+
+
+def test_a_failure_in_the_request_answers_204_and_leaves_the_stop_to_a_worker(client, db, shop, jobs, monkeypatch):
+    sub = subscribed(db, shop)
+    real, calls = optin.unsubscribe, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(args[1].id)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optin, "unsubscribe", fails_once)
+    assert post(client, params("STOP")).status_code == 204
+    assert calls == [sub.id]  # it was tried in the request
+    db.expire_all()
+    row = db.scalars(select(InboundMessage)).one()
+    assert (row.processed_at, row.intent) == (None, None)  # its claim was given back
+    assert queued(jobs, "process_inbound") == [(row.id,)]
+    assert db.get(Subscriber, sub.id).status == "subscribed" and count(db, Message) == 0
+    assert inbound.process(db(), row.id) == "stop"  # the worker's job does it all
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "unsubscribed"
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+
+
+def test_a_failure_after_the_opt_out_still_gets_its_one_confirmation(client, db, shop, jobs, monkeypatch):
+    """The request unsubscribed the number (committed) and failed before queueing the confirmation: the worker
+    that handles the text again finds nobody to change, and still confirms once; a later STOP does not."""
+    sub = subscribed(db, shop)
+    real, calls = inbound.queue_message, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(kwargs["kind"])
+        if len(calls) == 1:
+            raise ConnectionError("Redis went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inbound, "queue_message", fails_once)
+    assert post(client, params("STOP")).status_code == 204
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "unsubscribed"  # in force all the same
+    row = db.scalars(select(InboundMessage)).one()
+    assert queued(jobs, "process_inbound") == [(row.id,)] and count(db, Message) == 0
+    assert inbound.process(db(), row.id) == "stop"
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+    assert post(client, params("STOP")).status_code == 204  # a new text: already unsubscribed, no confirmation
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+    assert calls == ["stop_confirm", "stop_confirm"]
+
+
+def test_a_text_whose_job_cannot_be_queued_is_still_answered_204(client, db, shop, jobs, monkeypatch):
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(jobs, "enqueue", redis_down)
+    assert post(client, params("HELP")).status_code == 204
+    db.expire_all()
+    row = db.scalars(select(InboundMessage)).one()
+    assert row.processed_at is None  # the recovery finds it
+    row.received_at = utcnow() - dt.timedelta(minutes=5)
+    db.commit()
+    assert inbound.due_for_recovery(db()) == [row.id]
+
+
+LONG = {"concat": "true", "concat-ref": "77", "concat-total": "2"}
+
+
+def test_the_last_part_of_a_long_opt_out_puts_it_in_force(client, db, shop, jobs):
+    sub = subscribed(db, shop)
+    post(client, params(" want to stop texting me", **LONG, **{"concat-part": "2"}))
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "subscribed"  # half a text: left to the worker
+    second = db.scalars(select(InboundMessage)).one()
+    post(client, params("Hi, I really do", **LONG, **{"concat-part": "1"}))
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "unsubscribed"
+    rows = db.scalars(select(InboundMessage).order_by(InboundMessage.concat_part)).all()
+    assert [(r.concat_part, r.intent) for r in rows] == [(1, "stop"), (2, "merged")]
+    assert rows[0].text == "Hi, I really do want to stop texting me"
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]
+    assert queued(jobs, "process_inbound") == [(second.id,)]  # from the first part's request only
+    assert inbound.process(db(), second.id) == "already processed"  # that job finds it done
+    post(client, params("Hi, I really do", **LONG, **{"concat-part": "1"}))  # a repeated part: filed by a worker
+    late = db.scalars(select(InboundMessage).order_by(InboundMessage.id.desc())).first()
+    assert queued(jobs, "process_inbound")[-1] == (late.id,)
+    assert inbound.process(db(), late.id) == "already processed"
+    db.expire_all()
+    assert db.get(InboundMessage, late.id).intent == "merged" and count(db, Message) == 1
+
+
+def test_a_long_text_that_is_no_opt_out_is_left_to_workers(client, db, shop, jobs):
+    sub = subscribed(db, shop)
+    post(client, params("When does the sale ", **LONG, **{"concat-part": "1"}))
+    post(client, params("stop? I want the red one", **LONG, **{"concat-part": "2"}))
+    ids = [r.id for r in db.scalars(select(InboundMessage).order_by(InboundMessage.id))]
+    assert queued(jobs, "process_inbound") == [(i,) for i in ids]
+    assert [inbound.process(db(), i) for i in ids] == ["waiting for parts", "other"]
+    assert db.get(Subscriber, sub.id).status == "subscribed"
+
+
+def test_a_long_opt_out_whose_handling_failed_goes_back_to_the_workers_whole(client, db, shop, jobs, monkeypatch):
+    sub = subscribed(db, shop)
+    real, calls = optin.unsubscribe, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optin, "unsubscribe", fails_once)
+    post(client, params("Hi, I really do", **LONG, **{"concat-part": "1"}))
+    post(client, params(" want to stop texting me", **LONG, **{"concat-part": "2"}))
+    assert calls == [1]
+    db.expire_all()
+    rows = db.scalars(select(InboundMessage).order_by(InboundMessage.concat_part)).all()
+    assert [(r.processed_at, r.intent) for r in rows] == [(None, None), (None, None)]  # both given back
+    first, second = (r.id for r in rows)
+    assert queued(jobs, "process_inbound") == [(first,), (first,), (second,)]  # RQ keeps one job per id
+    assert [inbound.process(db(), i) for i in (first, second)] == ["waiting for parts", "stop"]
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).status == "unsubscribed"
+    assert db.scalars(select(Message.kind)).all() == ["stop_confirm"]

@@ -100,9 +100,15 @@ def requeue_inbound_sms() -> int:
 
 @register_recoverer
 def requeue_due_replies() -> int:
-    """Queue pending replies whose send job was lost, and settle replies stuck "sending" as unknown (never resent)."""
+    """Queue pending replies whose send job was lost (and claimed ones whose worker died: nothing was requested),
+    and settle replies stuck "sending" as unknown (never resent)."""
     from kinnekt.sms.outgoing import KINDS
     now = utcnow()
+    lease = now - dt.timedelta(seconds=defaults.SMS_CLAIM_LEASE_SECONDS)
+    Session.execute(
+        update(Message).where(Message.kind.in_(KINDS), Message.status == "claimed", Message.updated_at <= lease)
+        .values(status="pending", claim_token=None, updated_at=Message.updated_at)  # old: queued below at once
+        .execution_options(synchronize_session=False))
     stale = now - dt.timedelta(seconds=defaults.SMS_SENDING_STALE_SECONDS)
     Session.execute(
         update(Message).where(Message.kind.in_(KINDS), Message.status == "sending", Message.updated_at <= stale)

@@ -17,7 +17,10 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
   leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending" whose
   answer is not known, plus on PostgreSQL at most one whose answer was on its way (below). (When
   that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
-  30/s: a request sent late would crowd the ones granted after it into one second at the provider.)
+  30/s: a request sent late would crowd the ones granted after it into one second at the provider. Then
+  the same checks run once more on the "sending" row, `_STILL_ALLOWED`, so that a STOP or End committed
+  during that wait still stops the message: the row goes back to our claim and is settled as skipped or
+  ended.)
 - **answers**: the provider's answer ("sent", its id and price, and the subscriber's sent_count and
   last_received_at) need not wait for the disk: lost in a database crash, the row stays "sending" and
   becomes "unknown" (never resent). On PostgreSQL the move to "sending" runs alone in autocommit (one
@@ -370,17 +373,31 @@ def _param(name: str, column):
 
 # The hot path's statements, built once (Core, on the session's connection: no ORM bulk-update machinery
 # and no cache key to compute per message).
+_ALLOWED = (exists().where(_subscribers.c.id == _messages.c.subscriber_id, _subscribers.c.status == "subscribed",
+                           _subscribers.c.suppressed_at.is_(None)),
+            exists().where(_campaigns.c.id == _messages.c.campaign_id, _campaigns.c.status == "in_progress"))
+"""The row may go out: its subscriber still subscribed and unsuppressed, its campaign still running."""
+
 _TO_SENDING = (
     update(_messages)
     .where(_messages.c.id == bindparam("m_id"), _messages.c.status == "claimed",
-           _messages.c.claim_token == bindparam("m_token"),
-           exists().where(_subscribers.c.id == _messages.c.subscriber_id, _subscribers.c.status == "subscribed",
-                          _subscribers.c.suppressed_at.is_(None)),
-           exists().where(_campaigns.c.id == _messages.c.campaign_id, _campaigns.c.status == "in_progress"))
+           _messages.c.claim_token == bindparam("m_token"), *_ALLOWED)
     .values(status="sending", claim_token=None, body=_param("m_body", _messages.c.body),
             attempts=_messages.c.attempts + 1, encoding=_param("m_encoding", _messages.c.encoding),
             segments=_param("m_segments", _messages.c.segments), updated_at=_param("m_now", _messages.c.updated_at)))
 """claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
+
+_STILL_ALLOWED = (
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending", *_ALLOWED)
+    .values(updated_at=_param("m_now", _messages.c.updated_at)))
+"""After a fresh rate-limiter slot (`_regrant`): the checks of `_TO_SENDING` again on our "sending" row, since an
+opt-out or End may have committed while the sender waited for the slot."""
+
+_TAKEN_BACK = (
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
+    .values(status="claimed", claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
+            updated_at=_param("m_now", _messages.c.updated_at)))
+"""A "sending" row found no longer allowed before its request left goes back to our claim (`_why_not` settles it)."""
 
 _SENT = (
     update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == "sending")
@@ -689,6 +706,8 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if granted_at is not None and time.monotonic() - granted_at > defaults.SMS_RATE_REGRANT_AFTER_MS / 1000:
         if not _regrant(session, context, message_id):
             return "rate-wait"
+        if not _still_allowed(session, context, message_id, token):
+            return _why_not(session, context, message_id, token)
 
     result = context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id))
     if result.status == "sent" and context.answers is not None:
@@ -777,6 +796,24 @@ def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
                         .execution_options(synchronize_session=False))
         session.commit()
         return False
+
+
+def _still_allowed(session: OrmSession, context: _Context, message_id: int, token: str) -> bool:
+    """After waiting for a fresh slot, the row may still go out (`_STILL_ALLOWED`); if not, it is ours ("claimed")
+    again, for `_why_not`. Autocommit on PostgreSQL when the handoff connection is there, else committed."""
+    now = utcnow()
+    if context.handoff is not None:
+        allowed = _driver(_STILL_ALLOWED, context.handoff).rowcount(context.handoff, {"m_id": message_id, "m_now": now})
+        if not allowed:
+            _driver(_TAKEN_BACK, context.handoff).rowcount(
+                context.handoff, {"m_id": message_id, "m_token": token, "m_now": now})
+        return bool(allowed)
+    connection = session.connection()
+    allowed = connection.execute(_STILL_ALLOWED, {"m_id": message_id, "m_now": now}).rowcount
+    if not allowed:
+        connection.execute(_TAKEN_BACK, {"m_id": message_id, "m_token": token, "m_now": now})
+    session.commit()
+    return bool(allowed)
 
 
 def _skip_reason(subscriber: Subscriber | None) -> str | None:

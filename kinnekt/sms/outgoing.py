@@ -1,16 +1,23 @@
 """Outgoing texts outside campaigns (replies, confirmations, tests): queue the row, then send it exactly once.
 
-The Message row is inserted before anything is sent, and a send first claims it (pending -> sending in
-one conditional UPDATE), so two workers can never both send it. After the provider call the result is
-recorded on the row; an unknown outcome stays "unknown" and is never sent again (a delivery receipt
-settles it). `sent_count` counts messages the provider accepted.
+The Message row is inserted before anything is sent. A send first claims it (pending -> claimed with a
+random token, one conditional UPDATE), so two workers can never both send it; then it waits for the shared
+rate limiter; then one conditional UPDATE moves it claimed -> sending *only if* it still holds our token
+and, for every kind but a STOP confirmation and a HELP answer, the number has not opted out and is not
+suppressed, and commits; then the provider is called. So an opt-out committed before that UPDATE (even one
+made while the message waited for the limiter) stops it. A claim whose worker died goes back to pending
+after SMS_CLAIM_LEASE_SECONDS (nothing was requested), and the token keeps a merely slow worker from
+sending it then. After the provider call the result is recorded on the row; an unknown outcome stays
+"unknown" and is never sent again (a delivery receipt settles it). `sent_count` counts messages the
+provider accepted.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
@@ -53,29 +60,33 @@ def queue_message(session: OrmSession, shop: Shop, subscriber: Subscriber | None
 
 
 def deliver(session: OrmSession, message_id: int) -> str:
-    """Claim one pending message, re-check opt-out, wait for the rate limiter, send, record; returns the outcome."""
+    """Claim one pending message, wait for the rate limiter, move it to "sending" if the number may still get it,
+    send, record; returns the outcome."""
     now = utcnow()
+    token = uuid.uuid4().hex
     claimed = session.execute(
         update(Message)
         .where(Message.id == message_id, Message.status == "pending",
                or_(Message.due_at.is_(None), Message.due_at <= now))
-        .values(status="sending", attempts=Message.attempts + 1, updated_at=now)
+        .values(status="claimed", claim_token=token, attempts=Message.attempts + 1, updated_at=now)
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
     if not claimed:
         return "not pending"
     message = session.get(Message, message_id, populate_existing=True)
     shop = session.get(Shop, message.shop_id)
+    # Checked here too, so that a message already not allowed neither waits for the limiter nor fails on the
+    # gateway; what counts is the check in the move to "sending", after the wait.
     reason = None if message.kind in OPT_OUT_EXEMPT_KINDS else _skip_reason(session, message)
     if shop is None or not shop.installed:
         reason = "shop uninstalled"
     if reason is not None:
-        _settle(session, message, "skipped", skip_reason=reason)
+        _settle(session, message, "skipped", token=token, skip_reason=reason)
         return "skipped"
     try:
         gateway = get_gateway(shop, session)
     except GatewayNotConfigured as exc:
-        _settle(session, message, "failed", error_code="not-configured", error_reason=str(exc))
+        _settle(session, message, "failed", token=token, error_code="not-configured", error_reason=str(exc))
         return "failed"
     if gateway.rate_limited:
         from kinnekt.sms.ratelimit import RateLimitTimeout, limiter_for
@@ -83,13 +94,35 @@ def deliver(session: OrmSession, message_id: int) -> str:
             limiter_for(gateway.api_key, gateway.sender).acquire()
         except RateLimitTimeout as exc:
             return _retry_or_fail(session, message, SendResult(None, "failed", error_code="rate-limit",
-                                                               error_text=str(exc), retryable=True))
+                                                               error_text=str(exc), retryable=True), token=token)
+    if not _to_sending(session, message, token):
+        reason = _skip_reason(session, message) or "unsubscribed"
+        return "skipped" if _settle(session, message, "skipped", token=token, skip_reason=reason) else "not ours"
     result = gateway.send(message.to_phone, message.body, message.client_ref)
     return record_result(session, message, result)
 
 
+def _to_sending(session: OrmSession, message: Message, token: str) -> bool:
+    """claimed -> sending, only if still ours and (but for OPT_OUT_EXEMPT_KINDS) the number has not opted out
+    and is not suppressed; committed before the request leaves. False: not moved (see `_skip_reason`)."""
+    conditions = [Message.id == message.id, Message.status == "claimed", Message.claim_token == token]
+    if message.kind not in OPT_OUT_EXEMPT_KINDS:
+        if message.subscriber_id is not None:
+            person = [Subscriber.id == message.subscriber_id]
+            conditions.append(exists().where(*person))  # deleted meanwhile: "no subscriber"
+        else:
+            person = [Subscriber.shop_id == message.shop_id, Subscriber.phone == message.to_phone]
+        conditions.append(~exists().where(*person, or_(Subscriber.status == "unsubscribed",
+                                                        Subscriber.suppressed_at.is_not(None))))
+    moved = session.execute(
+        update(Message).where(*conditions).values(status="sending", claim_token=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount
+    session.commit()
+    return bool(moved)
+
+
 def record_result(session: OrmSession, message: Message, result: SendResult) -> str:
-    """Write a provider's answer on a claimed ("sending") message and the subscriber's facts; returns the outcome."""
+    """Write a provider's answer on a "sending" message and the subscriber's facts; returns the outcome."""
     session.refresh(message)  # a delivery receipt may have overtaken the answer; keep what it wrote
     info = analyze(message.body or "")
     common = dict(encoding=info.encoding, segments=info.segments,
@@ -119,30 +152,36 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
     return "failed"
 
 
-def _retry_or_fail(session: OrmSession, message: Message, result: SendResult) -> str:
+def _retry_or_fail(session: OrmSession, message: Message, result: SendResult, *, token: str | None = None) -> str:
+    """Back to pending for a later attempt, or failed after the last one (from "claimed" when `token` is given)."""
     if message.attempts >= defaults.SMS_SEND_MAX_ATTEMPTS:
-        _settle(session, message, "failed", error_code=result.error_code,
+        _settle(session, message, "failed", token=token, error_code=result.error_code,
                 error_reason=f"{result.error_text} (gave up after {message.attempts} attempts)")
         return "failed"
     delays = defaults.SMS_SEND_RETRY_SECONDS
     delay = delays[min(message.attempts - 1, len(delays) - 1)]
-    if _settle(session, message, "pending", error_code=result.error_code, error_reason=result.error_text,
-               due_at=utcnow() + dt.timedelta(seconds=delay)):
+    if _settle(session, message, "pending", token=token, error_code=result.error_code,
+               error_reason=result.error_text, due_at=utcnow() + dt.timedelta(seconds=delay)):
         _enqueue_send(message.id, attempt=message.attempts + 1, delay=delay)
         return "retry"
-    return "settled by receipt"
+    return "settled by receipt" if token is None else "not ours"
 
 
-def _settle(session: OrmSession, message: Message, status: str, *, commit: bool = True, **values) -> bool:
-    """Move a "sending" message to `status` with `values`; True when it was still sending.
+def _settle(session: OrmSession, message: Message, status: str, *, commit: bool = True, token: str | None = None,
+            **values) -> bool:
+    """Move our message to `status` with `values`: from "claimed" while it holds `token` (nothing was requested),
+    else from "sending"; True when moved.
 
-    A delivery receipt that arrived first already set a better status: then only `values` are written.
+    A delivery receipt that arrived first already set a better status than "sending": then only `values` are
+    written. A claim that is no longer ours (its lease expired) is left alone.
     """
+    current = [Message.status == "claimed", Message.claim_token == token] if token is not None \
+        else [Message.status == "sending"]
     moved = session.execute(
-        update(Message).where(Message.id == message.id, Message.status == "sending")
-        .values(status=status, updated_at=utcnow(), **values)
+        update(Message).where(Message.id == message.id, *current)
+        .values(status=status, claim_token=None, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)).rowcount
-    if not moved:
+    if not moved and token is None:
         values = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason")}
         if values:
             session.execute(update(Message).where(Message.id == message.id).values(**values)
@@ -154,7 +193,7 @@ def _settle(session: OrmSession, message: Message, status: str, *, commit: bool 
 
 
 def _skip_reason(session: OrmSession, message: Message) -> str | None:
-    """Why this message must not go out now: the number opted out or is suppressed."""
+    """Why this message must not go out now: the number opted out or is suppressed (what `_to_sending` checks)."""
     if message.subscriber_id is not None:
         subscriber = session.get(Subscriber, message.subscriber_id, populate_existing=True)
     else:

@@ -16,6 +16,14 @@ without their own sender use VONAGE_SENDER). With one, that shop. With several: 
 keyword is the text's first word, if exactly one; else the shop where this phone is a subscriber,
 most recently texted first; else the shop installed first. An opt-out is applied in every shop
 sharing that number, since the person cannot tell them apart; one confirmation is sent.
+
+When (`take_opt_out`): an opt-out is handled inside the webhook's request, before Vonage gets its answer
+(a long text once its last part is in and the whole text is one), so that it is committed before any
+further send of a campaign or flow re-checks the number; a campaign's send jobs can hold every worker for
+a minute, and a job queued behind them would come too late. Everything else is handled by a worker. If the
+handling in the request fails, what it claimed is given back and a worker handles the text as usual; a
+handling that stopped after the opt-out and before the confirmation still gets its one confirmation when it
+is handled again (`_confirmation_missing`).
 """
 from __future__ import annotations
 
@@ -24,12 +32,12 @@ import logging
 import re
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import InboundMessage, Keyword, Shop, Subscriber
+from kinnekt.models import InboundMessage, Keyword, Message, Shop, Subscriber
 from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin, phones, share
 
@@ -37,7 +45,7 @@ log = logging.getLogger(__name__)
 
 INTENTS = ("stop", "help", "start", "keyword", "other", "part", "merged", "handling")
 """InboundMessage.intent values: the five meanings, a part of a long text awaiting the rest (or merged into
-its first part), and "handling" while a worker acts on it."""
+its first part), and "handling" while a worker (or, for an opt-out, the webhook's request) acts on it."""
 
 OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 OPT_OUT_PAIRS = frozenset({("OPT", "OUT"), ("STOP", "ALL")})
@@ -183,6 +191,84 @@ def process(session: OrmSession, inbound_id: int) -> str:
     return handle(session, inbound, inbound.text)
 
 
+def take_opt_out(session: OrmSession, inbound_id: int) -> list[int]:
+    """Handle a stored text now if it is an opt-out (a long text: once its last part is in and the whole is one);
+    returns the ids of the stored texts a worker must still handle ([] when handled here or by a concurrent
+    request). A failure is logged, not raised: what was claimed is given back and its ids returned."""
+    try:
+        return [] if _opt_out_now(session, inbound_id) else [inbound_id]
+    except Exception:  # the text is stored: a worker (or the recovery) handles it, as it would have anyway
+        log.exception("inbound %s: the opt-out could not be handled in the request; a worker will", inbound_id)
+        return _give_back(session, inbound_id)
+
+
+def _group(inbound: InboundMessage) -> list:
+    """The conditions selecting every stored part of a long text."""
+    return [InboundMessage.shop_id == inbound.shop_id, InboundMessage.from_phone == inbound.from_phone,
+            InboundMessage.concat_ref == inbound.concat_ref]
+
+
+def _opt_out_now(session: OrmSession, inbound_id: int) -> bool:
+    """True when the text was an opt-out and is handled now (here, or by whoever claimed it first)."""
+    inbound = session.get(InboundMessage, inbound_id)
+    if inbound is None:
+        return False
+    if not ((inbound.concat_total or 0) > 1 and inbound.concat_ref):
+        if not is_opt_out(inbound.text):
+            session.commit()  # end the read's transaction
+            return False
+        process(session, inbound_id)  # claims it first: a concurrent handling of the same row does nothing
+        return True
+    parts = session.execute(
+        select(InboundMessage.concat_part, InboundMessage.concat_total, InboundMessage.text, InboundMessage.intent)
+        .where(*_group(inbound)).order_by(InboundMessage.concat_part, InboundMessage.id)).all()
+    texts: dict[int, str] = {}
+    for part in parts:
+        texts.setdefault(part.concat_part or 0, part.text)
+    complete = len(texts) >= max(part.concat_total or 0 for part in parts)
+    # A text handled already (this is a late or repeated part) is left to the worker, which files the part.
+    if any(part.intent not in (None, "part") for part in parts) or not complete or \
+            not is_opt_out("".join(texts[n] for n in sorted(texts))):
+        session.commit()
+        return False
+    # Claim the parts whose jobs have not run yet (those jobs then find them processed), then assemble.
+    session.execute(update(InboundMessage).where(*_group(inbound), InboundMessage.processed_at.is_(None))
+                    .values(processed_at=utcnow(), intent="part").execution_options(synchronize_session=False))
+    session.commit()
+    return assemble(session, inbound.shop_id, inbound.from_phone, inbound.concat_ref) != "waiting for parts"
+
+
+def _give_back(session: OrmSession, inbound_id: int) -> list[int]:
+    """After a failed handling in the request: the texts it claimed are unclaimed again, for a worker; their ids.
+
+    A long text's parts all go back (none is handled yet), so that each one's job claims it again as usual.
+    """
+    try:
+        session.rollback()
+        inbound = session.get(InboundMessage, inbound_id, populate_existing=True)
+        if inbound is None:
+            return []
+        if not ((inbound.concat_total or 0) > 1 and inbound.concat_ref):
+            session.execute(update(InboundMessage).where(InboundMessage.id == inbound_id,
+                                                         InboundMessage.intent == "handling")
+                            .values(processed_at=None, intent=None).execution_options(synchronize_session=False))
+            session.commit()
+            return [inbound_id]
+        claimed = ("part", "handling", "merged")
+        ids = list(session.scalars(select(InboundMessage.id).where(*_group(inbound)).order_by(InboundMessage.id)))
+        handled = session.scalar(select(exists().where(*_group(inbound), InboundMessage.intent.is_not(None),
+                                                       InboundMessage.intent.not_in(claimed))))
+        if not handled:
+            session.execute(update(InboundMessage).where(*_group(inbound), InboundMessage.intent.in_(claimed))
+                            .values(processed_at=None, intent=None).execution_options(synchronize_session=False))
+        session.commit()
+        return ids
+    except Exception:  # the database itself failed: the recovery finds the text (stale "handling" or unclaimed)
+        log.exception("inbound %s: could not give the text back to the workers", inbound_id)
+        session.rollback()
+        return [inbound_id]
+
+
 def assemble(session: OrmSession, shop_id: int, from_phone: str, concat_ref: str, *, force: bool = False) -> str:
     """Handle a long text once every part is in (or, with `force`, with the parts that came).
 
@@ -260,15 +346,31 @@ def _opt_out(session: OrmSession, shop: Shop, inbound: InboundMessage, text: str
         shops.append(shop)
     changed = False
     reason = f'Texted "{text.strip()[:120]}"'
+    people = []
     for each in shops:
         subscriber = _subscriber(session, each.id, inbound.from_phone)
         if subscriber is not None and subscriber.status != "unsubscribed":
             optin.unsubscribe(session, subscriber, reason=reason, source="sms")
             changed = True
-    if changed:
+        if subscriber is not None:
+            people.append(subscriber)
+    if changed or _confirmation_missing(session, shop, inbound, people):
         queue_message(session, shop, _subscriber(session, shop.id, inbound.from_phone),
                       f"{shop.name}: You are unsubscribed and will get no more messages. Reply START to resubscribe.",
                       kind="stop_confirm", to_phone=inbound.from_phone)
+
+
+def _confirmation_missing(session: OrmSession, shop: Shop, inbound: InboundMessage, people: list[Subscriber]) -> bool:
+    """True when an earlier handling of this text stopped between the opt-out and its confirmation (a failed
+    handling in the request, given back; a worker that died): the number was unsubscribed since this text
+    came in, and no confirmation has been queued to it since."""
+    since = [p.unsubscribed_at for p in people if p.status == "unsubscribed" and p.unsubscribed_at is not None
+             and p.unsubscribed_at >= inbound.received_at]
+    if not since:
+        return False
+    return not session.scalar(select(exists().where(
+        Message.shop_id == shop.id, Message.to_phone == inbound.from_phone, Message.kind == "stop_confirm",
+        Message.created_at >= min(since))))
 
 
 def _start(session: OrmSession, shop: Shop, subscriber: Subscriber, keywords: dict[str, Keyword]) -> None:

@@ -3,8 +3,10 @@
 Vonage may call them with GET (query string), POST (form) or POST (JSON), as set in its dashboard.
 When VONAGE_SIGNATURE_SECRET is set every request must be signed (bad or missing signature: 401).
 A malformed request is a 400; nothing is stored for either. Anything well formed is answered 204 at
-once (else Vonage resends for a day): inbound texts are stored (once per messageId) and handled by a
-worker; receipts are applied to their message row.
+once (else Vonage resends for a day): inbound texts are stored (once per messageId); an opt-out is applied
+before the answer (kinnekt/subscribers/inbound.take_opt_out), anything else is handled by a worker, as is an
+opt-out whose handling in the request failed (the answer is still 204: the text is stored, and the
+recovery finds a text whose job could not be queued). Receipts are applied to their message row.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class Malformed(ValueError):
 
 @bp.route("/inbound", methods=["GET", "POST"])
 def inbound():
-    """Store an inbound SMS once per messageId and queue its handling."""
+    """Store an inbound SMS once per messageId; apply it now if it is an opt-out, else queue its handling."""
     params = _verified_params()
     try:
         fields = _inbound_fields(params)
@@ -57,9 +59,18 @@ def inbound():
         Session.rollback()
         return "", 204
     Session.commit()
-    from workers.sms import process_inbound
-    get_queue().enqueue(process_inbound, row.id, job_id=f"sms-inbound-{row.id}")
+    for inbound_id in inbound_sms.take_opt_out(Session, row.id):
+        _queue_handling(inbound_id)
     return "", 204
+
+
+def _queue_handling(inbound_id: int) -> None:
+    """Queue a worker's handling of a stored text; if the queue is down, the recovery finds the text later."""
+    from workers.sms import process_inbound
+    try:
+        get_queue().enqueue(process_inbound, inbound_id, job_id=f"sms-inbound-{inbound_id}")
+    except Exception:  # the text is stored: answering 500 would only make Vonage resend what we have
+        log.exception("inbound SMS %s stored but not queued; the recovery will handle it", inbound_id)
 
 
 @bp.route("/receipt", methods=["GET", "POST"])
