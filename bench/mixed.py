@@ -286,11 +286,11 @@ def run(args) -> dict:
         engine = kdb.make_engine(url)
         Base.metadata.create_all(engine)
         ids = populate(engine, args.recipients, args.customers)
-        fake = FakeProvider(work).start()
+        fake = FakeProvider(work, api_key=f"mixed{uuid.uuid4().hex[:8]}").start()  # its own rate limit
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
                "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
                "SHOPIFY_API_SECRET": SECRET, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
-               "VONAGE_API_KEY": "fakekey1", "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": SENDER,
+               "VONAGE_API_KEY": fake.api_key, "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": SENDER,
                "VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET, "VONAGE_HOST_OVERRIDE": fake.host,
                "REQUESTS_CA_BUNDLE": fake.ca_path, "SMS_RATE_PER_SECOND": str(args.rate),
                "SMS_SENDER_RATE_PER_SECOND": str(args.rate)}
