@@ -903,8 +903,8 @@ def test_a_stop_or_end_committed_while_a_fresh_slot_is_awaited_stops_the_message
     first = rows(db, row)[0]
     grants: list[int] = []
     for cls in (ratelimit.LocalRateLimiter, ratelimit.RedisRateLimiter):
-        def paused(self, original=cls.try_acquire):
-            result = original(self)
+        def paused(self, max_wait, original=cls.reserve):
+            result = original(self, max_wait)
             if result[0]:
                 grants.append(len(gateway.sent))
                 if len(grants) == 1:
@@ -918,7 +918,7 @@ def test_a_stop_or_end_committed_while_a_fresh_slot_is_awaited_stops_the_message
                         lifecycle.end(other, other.get(Campaign, row.id))
                     other.close()
             return result
-        monkeypatch.setattr(cls, "try_acquire", paused)
+        monkeypatch.setattr(cls, "reserve", paused)
     outcomes = sending.run(db, row.id)
     assert grants[:2] == [0, 0]  # the first message took a second slot before its request
     done = rows(db, row)

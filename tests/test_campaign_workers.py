@@ -29,6 +29,7 @@ from kinnekt.models import Campaign, Message
 from kinnekt.queue import RQJobQueue
 from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage, vonage_ca  # noqa: F401 (fixture)
 from tests.test_campaign_audience import segment, subscriber
+from tests.worker_env import worker_env
 
 REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
 
@@ -148,12 +149,9 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture
 def workers(app, database_url, redis_queue, slow_vonage, vonage_ca):  # noqa: F811
     _, ca_path = vonage_ca
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": redis_queue.queue.name,
-           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_SIGNATURE_SECRET": "test-signature-secret",
-           "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
-           "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING"}
+    env = worker_env(app, database_url, redis_queue.queue.name,
+                     VONAGE_API_KEY=API_KEY, VONAGE_API_SECRET=API_SECRET, VONAGE_SENDER="15550100200",
+                     VONAGE_HOST_OVERRIDE=slow_vonage.host, REQUESTS_CA_BUNDLE=ca_path, LOG_LEVEL="WARNING")
     pool = Workers(env)
     yield pool
     pool.stop_all()
@@ -384,13 +382,10 @@ def test_workers_outlive_a_redis_restart_and_finish_the_campaign_exactly_once(ap
     rq_queue = RQJobQueue(private_redis.url, f"test-restart-{uuid.uuid4().hex[:8]}")
     monkeypatch.setitem(app.extensions, "kinnekt_queue", rq_queue)
     monkeypatch.setattr(kqueue, "_queue", rq_queue)
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis.url,
-           "QUEUE_NAME": rq_queue.queue.name, "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_SIGNATURE_SECRET": "test-signature-secret",
-           "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": "15550100200",
-           "VONAGE_HOST_OVERRIDE": slow_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING",
-           "SMS_RATE_PER_SECOND": "40"}
+    env = worker_env(app, database_url, rq_queue.queue.name, REDIS_URL=private_redis.url,
+                     VONAGE_API_KEY=API_KEY, VONAGE_API_SECRET=API_SECRET, VONAGE_SENDER="15550100200",
+                     VONAGE_HOST_OVERRIDE=slow_vonage.host, REQUESTS_CA_BUNDLE=ca_path, LOG_LEVEL="WARNING",
+                     SMS_RATE_PER_SECOND="40")
     pool = Workers(env)
     try:
         slow_vonage.delay = 0.02

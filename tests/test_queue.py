@@ -15,6 +15,7 @@ from kinnekt.config import PROJECT_ROOT
 from kinnekt.db import Session, utcnow
 from kinnekt.models import WebhookEvent
 from kinnekt.queue import InProcessQueue, Periodic, RQJobQueue
+from tests.worker_env import worker_env
 
 REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
 
@@ -103,10 +104,7 @@ def test_worker_process_recovers_unprocessed_webhooks(app, db, shop, database_ur
     db.add_all([stale, fresh])
     db.commit()
     name = f"test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
-           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
+    env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -194,7 +192,6 @@ def test_every_lane_entry_names_a_job_and_unnamed_jobs_go_to_default():
 
 
 def test_in_process_runs_the_highest_lane_first_among_due_jobs(app):
-    from workers.campaigns import send_campaign, start_campaign  # noqa: F401 (their lanes, not their code)
     queue = InProcessQueue(app)
     seen = []
     gate, busy = threading.Event(), threading.Event()
@@ -250,10 +247,7 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
     queue = RQJobQueue(REDIS_URL, name)
     jobs = [queue.enqueue(build_segment, 10 ** 9, job_id="bulk"), queue.enqueue(start_campaign, 10 ** 9, job_id="sends"),
             queue.enqueue(prune_webhook_events, job_id="default"), queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
-           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
+    env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -271,10 +265,7 @@ def test_a_worker_for_some_lanes_leaves_the_others(app, database_url, redis_conn
     queue = RQJobQueue(REDIS_URL, name)
     bulk = queue.enqueue(build_segment, 10 ** 9, job_id="bulk")
     default = queue.enqueue(prune_webhook_events, job_id="default")
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": name,
-           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_SIGNATURE_SECRET": "test-signature-secret"}
+    env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover", "--lanes", "urgent,default"],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

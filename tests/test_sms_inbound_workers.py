@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import signal
 import subprocess
 import time
@@ -23,7 +22,8 @@ from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message, Subscriber
 from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage, vonage_ca  # noqa: F401 (fixture)
 from tests.test_campaign_audience import segment
-from tests.test_campaign_workers import REDIS_URL, Workers, redis_queue  # noqa: F401 (fixture)
+from tests.test_campaign_workers import Workers, redis_queue  # noqa: F401 (fixture)
+from tests.worker_env import worker_env
 
 SENDER = "15550100200"
 RECIPIENTS = 1500
@@ -58,12 +58,10 @@ def timed_vonage(vonage_ca):  # noqa: F811
 def senders(app, database_url, redis_queue, timed_vonage, vonage_ca):  # noqa: F811
     """Worker processes for the test's queue, sending through the timed fake with the rate limit off."""
     _, ca_path = vonage_ca
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": redis_queue.queue.name,
-           "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
-           "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-           "VONAGE_API_KEY": API_KEY, "VONAGE_API_SECRET": API_SECRET, "VONAGE_SENDER": SENDER,
-           "VONAGE_HOST_OVERRIDE": timed_vonage.host, "REQUESTS_CA_BUNDLE": ca_path, "LOG_LEVEL": "WARNING",
-           "SMS_RATE_PER_SECOND": "0", "SMS_SENDER_RATE_PER_SECOND": "0"}
+    env = worker_env(app, database_url, redis_queue.queue.name,
+                     VONAGE_API_KEY=API_KEY, VONAGE_API_SECRET=API_SECRET, VONAGE_SENDER=SENDER,
+                     VONAGE_HOST_OVERRIDE=timed_vonage.host, REQUESTS_CA_BUNDLE=ca_path, LOG_LEVEL="WARNING",
+                     SMS_RATE_PER_SECOND="0", SMS_SENDER_RATE_PER_SECOND="0")
     pool = Workers(env)
     yield pool
     for proc in pool.procs:
