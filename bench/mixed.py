@@ -14,7 +14,8 @@ The shop has --recipients subscribers, the first --customers of them linked to a
 spent nothing, and a built segment "Spent over $100". A Send now campaign to every subscriber runs at --rate
 per second. Meanwhile a driver process (its own, pre-built raw HTTP requests over loopback, each due at a
 fixed time whatever the server does) posts signed Shopify `orders/create` webhooks at --webhooks per second
-(each customer's first order is $150, so its subscriber must enter the segment) and signed Vonage inbound
+(spread evenly among them, each customer's first order, of $150, so its subscriber must enter the segment;
+the others are $20 orders of random customers) and signed Vonage inbound
 texts at --inbound per second: a tenth of them HELP (answered with a text), --stops STOPs from recipients the
 campaign has not reached yet, the rest "Thanks!". At --kill-at of the campaign, the worker sending the most
 is killed with SIGKILL (with its work horse), as a lost machine would be; nobody restarts it.
@@ -167,14 +168,16 @@ def _drive(port: int, args, seconds: float, start_at: float, stop_targets: list[
     crossing = list(range(args.customers))
     rng.shuffle(crossing)
     requests = []
+    orders = sum(1 for item in items if item[1] == "order")
+    step = max(1, orders // max(1, len(crossing)))  # the crossing orders spread evenly over the run
     for due, kind, key, _ in items:
         if kind == "order":
             i = int(key)
-            customer = crossing[i] if i < len(crossing) else rng.randrange(args.customers)
-            total = "150.00" if i < len(crossing) else "20.00"
-            body, headers = _order_delivery(i, customer, total)
-            requests.append((due, kind, str(customer) if i < len(crossing) else "", _raw(port, "/webhooks/orders", body,
-                                                                                         headers)))
+            crosses = i % step == 0 and i // step < len(crossing)
+            customer = crossing[i // step] if crosses else rng.randrange(args.customers)
+            body, headers = _order_delivery(i, customer, "150.00" if crosses else "20.00")
+            requests.append((due, kind, str(customer) if crosses else "", _raw(port, "/webhooks/orders", body,
+                                                                               headers)))
         else:
             if kind == "stop":
                 number = phone(stop_targets[int(key)])

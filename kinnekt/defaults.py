@@ -91,6 +91,10 @@ SEGMENT_SWEEP_INTERVAL_SECONDS = 3600
 """How often segments with relative-time rules are rebuilt: their rules move by whole days, so an hour
 keeps them at most an hour behind without rebuilding every shop's segments all day long."""
 
+RECHECK_RUN_SECONDS = 3.0
+"""A run of a shop's piled-up re-checks hands the rest to a successor after this long: under a steady stream of
+webhooks the pile never empties, and one job must neither hold a worker nor reach RQ's job timeout."""
+
 SEGMENT_RECHECK_CHUNK = 500
 """Subscriber ids per re-check query; keeps the bound parameters of one statement far below the limits."""
 

@@ -425,3 +425,36 @@ def test_in_process_batched_items_pile_up_for_one_run(app):
     assert taken == [[1, 2, 3]]
     assert queue.enqueue_batched(run, "g:1", 1, [4]) is True and queue.drain(5) and taken[-1] == [4]
     queue.stop()
+
+
+def test_a_long_run_of_piled_up_rechecks_hands_the_rest_to_a_successor(app, db, shop, monkeypatch):
+    """While changes keep coming the pile never empties: a run stops after RECHECK_RUN_SECONDS and queues its
+    successor, which takes the rest."""
+    from kinnekt import defaults
+    from kinnekt import queue as kqueue
+    from kinnekt.segments import membership
+    from workers.segments import recheck_pending
+    queue = InProcessQueue(app)
+    monkeypatch.setitem(app.extensions, "kinnekt_queue", queue)
+    monkeypatch.setattr(kqueue, "_queue", queue)
+    monkeypatch.setattr(defaults, "RECHECK_RUN_SECONDS", 0)
+    taken = []
+    monkeypatch.setattr(membership, "recheck", lambda session, shop_id, ids: taken.append(list(ids)) or [])
+    gate, busy = threading.Event(), threading.Event()
+    queue.enqueue(lambda: (busy.set(), gate.wait(5)))
+    assert busy.wait(5)
+    runs = []
+    real_enqueue = queue.enqueue
+
+    def counted(func, *args, **kwargs):
+        if func is recheck_pending:
+            runs.append(args)
+        return real_enqueue(func, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "enqueue", counted)
+    queue.enqueue_batched(recheck_pending, membership.recheck_group(shop.id), shop.id, range(1, 4001))
+    gate.set()
+    assert queue.drain(10)
+    assert [len(batch) for batch in taken] == [2000, 2000]
+    assert len(runs) == 3  # the first run and two successors (the last finds the pile empty)
+    queue.stop()

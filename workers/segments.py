@@ -29,11 +29,19 @@ def recheck_subscribers(shop_id: int, subscriber_ids: list[int]) -> int:
 @job
 def recheck_pending(shop_id: int) -> int:
     """Re-check every subscriber of the shop whose data changed since the last run, batch by batch, until none is
-    left; returns how many memberships changed."""
+    left or RECHECK_RUN_SECONDS have passed (then a successor run takes the rest: while changes keep coming, one
+    run must not hold its worker, or outlive the job timeout); returns how many memberships changed."""
+    import time
+
+    from kinnekt import defaults
     queue = get_queue()
     changed = 0
+    deadline = time.monotonic() + defaults.RECHECK_RUN_SECONDS
     while ids := queue.take_batch(membership.recheck_group(shop_id)):
         changed += len(membership.recheck(Session, shop_id, ids))
+        if time.monotonic() >= deadline:
+            queue.enqueue(recheck_pending, shop_id)  # the group's run mark stays set: this is its run now
+            break
     return changed
 
 
