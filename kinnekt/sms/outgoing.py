@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import uuid
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
@@ -112,8 +112,10 @@ def _to_sending(session: OrmSession, message: Message, token: str) -> bool:
             conditions.append(exists().where(*person))  # deleted meanwhile: "no subscriber"
         else:
             person = [Subscriber.shop_id == message.shop_id, Subscriber.phone == message.to_phone]
-        conditions.append(~exists().where(*person, or_(Subscriber.status == "unsubscribed",
-                                                        Subscriber.suppressed_at.is_not(None))))
+        opted_out = Subscriber.status == "unsubscribed"
+        if message.kind == "confirmation" and message.created_at is not None:
+            opted_out = and_(opted_out, ~_asks_opted_out_number_sql(message))
+        conditions.append(~exists().where(*person, or_(opted_out, Subscriber.suppressed_at.is_not(None))))
     moved = session.execute(
         update(Message).where(*conditions).values(status="sending", claim_token=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount
@@ -217,6 +219,13 @@ def _asks_opted_out_number(subscriber: Subscriber, message: Message) -> bool:
     asked, opted_out, queued = subscriber.reoptin_asked_at, subscriber.unsubscribed_at, message.created_at
     return (message.kind == "confirmation" and asked is not None and queued is not None and queued >= asked
             and (opted_out is None or asked >= opted_out))
+
+
+def _asks_opted_out_number_sql(message: Message):
+    """`_asks_opted_out_number` as a condition on Subscriber, for the atomic move to "sending"."""
+    asked = Subscriber.reoptin_asked_at
+    return and_(asked.is_not(None), asked <= message.created_at,
+                or_(Subscriber.unsubscribed_at.is_(None), asked >= Subscriber.unsubscribed_at))
 
 
 def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
