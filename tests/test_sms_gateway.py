@@ -438,6 +438,31 @@ def test_gateway_client_is_reused_for_the_same_configuration(db, vonage_config):
     assert len(gateway_module._vonage_cache) == 1
 
 
+def test_a_forked_child_sends_on_a_connection_of_its_own(db, vonage_config):
+    # A worker sends replies itself and forks a work horse for a campaign's sends: the horse must not write on
+    # the worker's kept-alive TLS connection (bench.mixed saw "bad record mac" at the provider).
+    import os
+    shop = make_shop(sender="AcmeShop")
+    parent = get_gateway(shop)
+    assert parent.send(PHONE, "before the fork", "t-fork-1").status == "sent"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            child = get_gateway(shop)
+            outcome = f"{child.client is not parent.client} {child.send(PHONE, 'from the child', 't-fork-2').status}"
+        except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+            outcome = repr(exc)
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        assert pipe.read() == "True sent"
+    assert parent.send(PHONE, "after the fork", "t-fork-3").status == "sent"
+    assert sorted(f["text"] for f in vonage_config.sent()) == ["after the fork", "before the fork", "from the child"]
+
+
 def test_nothing_is_sent_for_an_uninstalled_shop(db, vonage_config):
     shop = make_shop(sender="AcmeShop")
     sub = _subscriber(db, shop)

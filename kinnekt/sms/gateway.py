@@ -1,6 +1,7 @@
 """The SMS gateway interface, the Outbox sink (demo), and the choice of gateway for a shop."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
@@ -73,6 +74,18 @@ class OutboxGateway:
 
 _vonage_lock = threading.Lock()
 _vonage_cache: dict[tuple, object] = {}
+
+
+def _forget_parents_clients() -> None:
+    """In a forked child (an RQ work horse), drop the parent's Vonage clients without using them: their kept-alive
+    TLS connection is the parent's, and two processes writing one TLS stream garble it for both (a send then fails,
+    or its answer is lost). The child opens its own connection when it first sends."""
+    global _vonage_lock
+    _vonage_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    _vonage_cache.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_clients)
 
 
 def sender_for(shop: Shop) -> str | None:
