@@ -33,7 +33,8 @@ It reports, all from the fake's arrival times and the database:
   (target: under 15 s);
 - SIGTERM: at --term-at of the campaign a sending worker gets SIGTERM (its process alone, as an orchestrator
   sends it); the seconds until it exits (target: under 10 s); a new worker takes its place;
-- each lane's longest wait, sampled every second.
+- each lane's longest wait, sampled every second, and (up to 20 samples) what every worker was doing when an
+  urgent job had waited over 3 s.
 """
 from __future__ import annotations
 
@@ -232,6 +233,24 @@ def _sending_worker(redis_url: str, queue_name: str):
     return None
 
 
+def _busy_with(redis_url: str, queue_name: str) -> list[str]:
+    """What each of this run's workers is doing: "function for N s", or "idle"."""
+    from redis import Redis
+    from rq import Worker
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    doing = []
+    for worker in Worker.all(connection=Redis.from_url(redis_url)):
+        if not any(queue_name in name for name in worker.queue_names()):
+            continue
+        job = worker.get_current_job()
+        if job is None:
+            doing.append("idle")
+            continue
+        started = job.started_at.replace(tzinfo=None) if job.started_at else None
+        doing.append(f"{job.func_name} for {(now - started).total_seconds():.1f} s" if started else job.func_name)
+    return doing
+
+
 def _terminate(pid: int, workers: list, env: dict) -> dict:
     """SIGTERM to a sending worker's process alone (as an orchestrator does), timed until it exits; a new worker
     takes its place (as a supervisor would start one)."""
@@ -349,6 +368,7 @@ def run(args) -> dict:
         driver.start()
         kill = term = None
         lanes_seen: dict[str, float] = {}
+        urgent_stalls: list[dict] = []
         status = None
         end_by = started + seconds * 3 + 120
         with OrmSession(engine) as session, app.app_context():
@@ -359,6 +379,10 @@ def run(args) -> dict:
                     for state in get_queue().lane_states():
                         if state.oldest_seconds is not None:
                             lanes_seen[state.lane] = max(lanes_seen.get(state.lane, 0.0), state.oldest_seconds)
+                            if state.lane == "urgent" and state.oldest_seconds > 3 and len(urgent_stalls) < 20:
+                                urgent_stalls.append({"at_s": round(time.monotonic() - started, 1),
+                                                      "waited_s": round(state.oldest_seconds, 1),
+                                                      "workers": _busy_with(redis_url, queue_name)})
                 except Exception:  # noqa: BLE001 - a sample missed is fine
                     pass
                 if term is None and args.term_at and fake.count() >= args.term_at * args.recipients:
@@ -387,6 +411,7 @@ def run(args) -> dict:
             report["sigterm"] = term
         report["campaign_status"] = status
         report["lanes_longest_wait_s"] = {lane: round(age, 1) for lane, age in sorted(lanes_seen.items())}
+        report["urgent_stalls"] = urgent_stalls
     finally:
         for proc in procs:
             for pid in [proc.pid, *_children(proc.pid)]:

@@ -161,6 +161,21 @@ class RQJobQueue:
         key = self._batch_key(group)
         return [int(item) for item in self._batch_take(keys=[key, key + ":run"], args=[size, BATCH_RUN_TTL_SECONDS])]
 
+    def unfinished(self, job_ids) -> set[str]:
+        """Those of `job_ids` whose job is queued, scheduled, deferred or running (one round trip a thousand), so
+        that a recovery pass over a backlog queues only what is really lost, not thousands of duplicates."""
+        job_ids = list(job_ids)
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 1000):
+            chunk = job_ids[start:start + 1000]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.hget(f"rq:job:{self._scoped(job_id)}", "status")
+                statuses = pipe.execute()
+            found.update(job_id for job_id, status in zip(chunk, statuses)
+                         if status in (b"queued", b"scheduled", b"deferred", b"started"))
+        return found
+
     def pending_batches(self, prefix: str) -> list[str]:
         """Groups starting with `prefix` that hold pending items (recovery queues a run for each)."""
         start = len(self._batch_key(""))
@@ -257,6 +272,11 @@ class InProcessQueue:
             taken = sorted(pending)[:size]
             pending.difference_update(taken)
             return taken
+
+    def unfinished(self, job_ids) -> set[str]:
+        """Those of `job_ids` queued and not yet run."""
+        with self._cond:
+            return {job_id for job_id in job_ids if job_id in self._pending_ids}
 
     def pending_batches(self, prefix: str) -> list[str]:
         """Groups starting with `prefix` that hold pending items."""

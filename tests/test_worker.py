@@ -33,6 +33,28 @@ def test_after_a_slice_of_other_work_the_waiting_send_job_goes_before_default_on
     assert [lanes[q.name] for q in worker._lane_order()] == ["urgent", "sends", "default", "bulk"]
 
 
+def test_any_worker_takes_a_send_job_that_waited_a_slice_before_default_ones(rq_queue):
+    # bench.mixed: the worker left after a sender's worker died had never sent, so it owed sends nothing and
+    # worked through a webhook backlog for minutes while the campaign's jobs waited.
+    import datetime as dt
+    from workers.worker import make_worker
+    worker = make_worker(rq_queue)
+    lanes = {q.name: lane for lane, q in rq_queue.lanes.items()}
+    from workers.campaigns import send_campaign
+    rq_queue.enqueue(send_campaign, 1, 0, 0)  # it waits in "sends" (nothing runs it here)
+    sends = rq_queue.lanes["sends"]
+    [job_id] = sends.get_job_ids()
+    assert [lanes[q.name] for q in worker._lane_order()] == ["urgent", "default", "sends", "bulk"]  # just queued
+    job = sends.fetch_job(job_id)
+    job.enqueued_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=defaults.WORKER_SLICE_SECONDS + 1)
+    job.save()
+    worker._sends_head_checked_at = float("-inf")
+    assert [lanes[q.name] for q in worker._lane_order()] == ["urgent", "sends", "default", "bulk"]
+    sends.empty()
+    worker._sends_head_checked_at = float("-inf")
+    assert [lanes[q.name] for q in worker._lane_order()] == ["urgent", "default", "sends", "bulk"]
+
+
 def test_a_worker_of_the_short_lanes_has_no_sends_to_owe(rq_queue):
     from workers.worker import make_worker
     worker = make_worker(rq_queue, ("urgent", "default"))

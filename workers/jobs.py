@@ -46,9 +46,12 @@ def requeue_unprocessed_webhooks() -> int:
         .order_by(WebhookEvent.id)
     ).all()
     from workers.webhooks import process_webhook_event
-    for event_id in ids:
-        get_queue().enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}")
-    return len(ids)
+    queue = get_queue()
+    waiting = queue.unfinished(f"webhook-{event_id}" for event_id in ids)  # a backlog, not lost: left alone
+    lost = [event_id for event_id in ids if f"webhook-{event_id}" not in waiting]
+    for event_id in lost:
+        queue.enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}")
+    return len(lost)
 
 
 @job

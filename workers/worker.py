@@ -3,7 +3,8 @@
 - **Lanes** (kinnekt.queue.LANES): the worker takes the next job from the first of its queues that has one.
   A campaign sender hands over when higher-lane work waits (kinnekt.campaigns.sending); its worker then
   takes higher-lane jobs for at most WORKER_SLICE_SECONDS before the waiting send job (urgent jobs still go
-  first), so that under a backlog sends and webhooks take turns instead of one starving the other.
+  first), and any worker takes a send job that has waited that long before default jobs, so that under a backlog
+  sends and webhooks take turns instead of one starving the other.
 - **Short jobs** (the "urgent" and "default" lanes: inbound texts, replies, webhooks, re-checks) run in the
   worker process itself, as RQ's SimpleWorker does: no fork and no new database connection per job, which
   cost more than most of these jobs do. **Long jobs** ("sends", "bulk") run in a forked work horse, which
@@ -18,6 +19,7 @@
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -53,6 +55,8 @@ class KinnektWorker(Worker):
         """True once SIGTERM/SIGINT asked this worker to stop (as opposed to quitting on an error)."""
         self._horse_deadline: float | None = None
         self._sends_owed_since: float | None = None
+        self._sends_head_checked_at = float("-inf")
+        self._sends_head_waited = False
         """When a send job of this worker handed over with sends still waiting: after WORKER_SLICE_SECONDS of
         higher-lane jobs, the waiting send job goes next (after urgent ones)."""
 
@@ -64,12 +68,40 @@ class KinnektWorker(Worker):
 
     def _lane_order(self) -> list:
         order = list(self.queues)
-        owed = self._sends_owed_since
-        if owed is None or time.monotonic() - owed < defaults.WORKER_SLICE_SECONDS:
+        if not self._sends_turn_due():
             return order
         sends = [q for q in order if q.name == self.sends_queue_name]
         urgent = [q for q in order if q.name.endswith("-urgent")]
         return urgent + sends + [q for q in order if q not in sends and q not in urgent]
+
+    def _sends_turn_due(self) -> bool:
+        """True when the sends lane goes before the default one: this worker's send job handed over a slice ago,
+        or (whichever worker ran it) the send job at the head of the sends lane has waited a slice. The second
+        keeps a campaign going under a webhook backlog on a worker that has sent nothing yet (a new one, or the
+        one left when the sender's worker died)."""
+        if self.sends_queue_name is None:
+            return False
+        now = time.monotonic()
+        owed = self._sends_owed_since
+        if owed is not None and now - owed >= defaults.WORKER_SLICE_SECONDS:
+            return True
+        if now >= self._sends_head_checked_at + defaults.SEND_YIELD_CHECK_SECONDS:
+            self._sends_head_checked_at = now
+            self._sends_head_waited = self._sends_head_age() >= defaults.WORKER_SLICE_SECONDS
+        return self._sends_head_waited
+
+    def _sends_head_age(self) -> float:
+        """Seconds the oldest waiting send job has waited (0 when none waits or Redis cannot say)."""
+        from rq.utils import utcparse
+        queue = next(q for q in self.queues if q.name == self.sends_queue_name)
+        try:
+            head = self.connection.lindex(queue.key, 0)
+            stamp = head and self.connection.hget(queue.job_class.key_for(head.decode()), "enqueued_at")
+            if not stamp:
+                return 0.0
+            return (dt.datetime.now(dt.timezone.utc) - utcparse(stamp.decode())).total_seconds()
+        except (redis.RedisError, ValueError, AttributeError):
+            return 0.0
 
     # -- running jobs --
     def execute_job(self, job, queue):
