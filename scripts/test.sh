@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, twice: on SQLite and on PostgreSQL. Needs Redis; installs Chromium when missing.
+# The whole test suite, twice: on SQLite and on PostgreSQL, each with its 12 slowest tests and its time.
+# Needs Redis; installs Chromium when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -20,9 +21,9 @@ unset DATABASE_URL REDIS_URL KINNEKT_DEMO
 status=0
 started=$SECONDS
 echo "== tests on SQLite"
-"$BIN/pytest" "$@" || status=$?
+"$BIN/pytest" --durations=12 "$@" || status=$?
 sqlite_seconds=$((SECONDS - started))
 echo "== tests on PostgreSQL ($PG_URL)"
-DATABASE_URL="$PG_URL" "$BIN/pytest" "$@" || status=$?
+DATABASE_URL="$PG_URL" "$BIN/pytest" --durations=12 "$@" || status=$?
 echo "== time: SQLite ${sqlite_seconds} s, PostgreSQL $((SECONDS - started - sqlite_seconds)) s"
 exit $status
