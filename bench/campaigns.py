@@ -355,23 +355,15 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    from sqlalchemy import create_engine, text
-
     import kinnekt.models  # noqa: F401  (every table on Base.metadata)
     from kinnekt import db as kdb
     from kinnekt.db import Base
 
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    if not base_url.startswith("postgres"):
-        print("bench.campaigns runs on PostgreSQL only (DATABASE_URL)", file=sys.stderr)
+    from bench.deploy import create_schema, drop_schema
+    bench_schema = create_schema("bench_campaigns", "bench.campaigns")
+    if bench_schema is None:
         return 2
-    schema = f"bench_campaigns_{uuid.uuid4().hex[:8]}"
-    sep = "&" if "?" in base_url else "?"
-    url = f"{base_url}{sep}options=-csearch_path%3D{schema}"
-    admin = create_engine(kdb.make_engine_url(base_url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    redis_url, url = bench_schema.redis_url, bench_schema.url
     report = {}
     fake = work = None
     try:
@@ -398,13 +390,7 @@ def main(argv=None) -> int:
             fake.stop()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-        kdb.Session.remove()
-        if kdb._engine is not None:
-            kdb._engine.dispose()
-        if not args.keep:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(bench_schema, keep=args.keep)
     from bench import output
     report["machine"] = output.machine(load_before)
     output.emit(report, args.json)

@@ -46,7 +46,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -282,7 +281,7 @@ def _kill_group(pid: int) -> None:
 def run(args) -> dict:
     """Build, start the deployment, drive the load, kill a worker, measure; returns the report."""
     from redis import Redis
-    from sqlalchemy import create_engine, select, text
+    from sqlalchemy import select
     from sqlalchemy.orm import Session as OrmSession
 
     import kinnekt.models  # noqa: F401
@@ -291,14 +290,12 @@ def run(args) -> dict:
     from kinnekt.models import Campaign, Message, Shop
     from bench.fake_process import FakeProvider
 
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    schema = f"bench_mixed_{uuid.uuid4().hex[:8]}"
+    from bench.deploy import create_schema, drop_schema, wait_for_port
+    bench_schema = create_schema("bench_mixed", "bench.mixed")
+    if bench_schema is None:
+        return {"error": "bench.mixed runs on PostgreSQL only (DATABASE_URL)"}
+    redis_url, url = bench_schema.redis_url, bench_schema.url
     queue_name = f"bench-mixed-{uuid.uuid4().hex[:8]}"
-    url = f"{base_url}{'&' if '?' in base_url else '?'}options=-csearch_path%3D{schema}"
-    admin = create_engine(kdb.make_engine_url(base_url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     work = tempfile.mkdtemp(prefix="bench-mixed-")
     procs: list[subprocess.Popen] = []
     fake = None
@@ -329,15 +326,7 @@ def run(args) -> dict:
         procs.append(subprocess.Popen([str(ROOT / ".venv" / "bin" / "rq"), "cron", "workers/cron.py", "--url",
                                        redis_url], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start")
-                time.sleep(0.2)
+        wait_for_port(port, seconds=60)
         time.sleep(3)  # workers import the app
 
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
@@ -430,13 +419,7 @@ def run(args) -> dict:
         keys = list(redis.scan_iter(match=f"*{queue_name}*", count=1000))
         if keys:
             redis.delete(*keys)
-        kdb.Session.remove()
-        if kdb._engine is not None:
-            kdb._engine.dispose()
-        if not args.keep:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(bench_schema, keep=args.keep)
     return report
 
 

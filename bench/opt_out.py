@@ -169,7 +169,7 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
            "SMS_RATE_PER_SECOND": str(args.rate), "SMS_SENDER_RATE_PER_SECOND": str(args.rate)}
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
-                                           "KINNEKT_DEMO")})
+                                           "KINNEKT_DEMO", "VONAGE_UNSIGNED_WEBHOOKS")})
     app = create_app()
     engine = kdb.engine()
     port = _free_port()
@@ -180,15 +180,8 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
                for _ in range(args.workers)]
     stops: list[dict] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or web.poll() is not None:
-                    raise RuntimeError("gunicorn did not start")
-                time.sleep(0.2)
+        from bench.deploy import wait_for_port
+        wait_for_port(port, web)
         time.sleep(3)  # the workers import the app
         fake.clear()
         from kinnekt.campaigns import lifecycle
@@ -330,23 +323,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
-    from sqlalchemy import create_engine, text
-
     import kinnekt.models  # noqa: F401  (every table on Base.metadata)
     from kinnekt import db as kdb
     from kinnekt.db import Base
 
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    if not base_url.startswith("postgres"):
-        print("bench.opt_out runs on PostgreSQL only (DATABASE_URL)", file=sys.stderr)
+    from bench.deploy import create_schema, drop_schema
+    bench_schema = create_schema("bench_opt_out", "bench.opt_out")
+    if bench_schema is None:
         return 2
-    schema = f"bench_opt_out_{uuid.uuid4().hex[:8]}"
-    sep = "&" if "?" in base_url else "?"
-    url = f"{base_url}{sep}options=-csearch_path%3D{schema}"
-    admin = create_engine(kdb.make_engine_url(base_url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    redis_url, url = bench_schema.redis_url, bench_schema.url
     report = {"started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     fake = work = None
     try:
@@ -365,13 +350,7 @@ def main(argv=None) -> int:
             fake.stop()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-        kdb.Session.remove()
-        if kdb._engine is not None:
-            kdb._engine.dispose()
-        if not args.keep:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(bench_schema, keep=args.keep)
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                          "load_average_before": load_before, "load_average_after": os.getloadavg()}
     text_out = json.dumps(report, indent=2, default=str)

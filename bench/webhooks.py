@@ -193,21 +193,16 @@ def main(argv=None) -> int:
 
     from redis import Redis
     from rq import Queue
-    from sqlalchemy import create_engine, text
-
     import kinnekt.models  # noqa: F401  (every table on Base.metadata)
     from kinnekt import db as kdb
     from kinnekt.db import Base
 
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    schema = f"bench_wh_{uuid.uuid4().hex[:8]}"
+    from bench.deploy import create_schema, drop_schema, wait_for_port
+    bench_schema = create_schema("bench_wh", "bench.webhooks")
+    if bench_schema is None:
+        return 2
+    redis_url, url = bench_schema.redis_url, bench_schema.url
     queue_name = f"bench-webhooks-{uuid.uuid4().hex[:8]}"
-    sep = "&" if "?" in base_url else "?"
-    url = f"{base_url}{sep}options=-csearch_path%3D{schema}"
-    admin = create_engine(kdb.make_engine_url(base_url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     redis = Redis.from_url(redis_url)
     report = {}
     try:
@@ -231,15 +226,7 @@ def main(argv=None) -> int:
             [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}",
              "--log-level", "warning", "app:app"], cwd=ROOT, env=env)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or gunicorn.poll() is not None:
-                        raise RuntimeError("gunicorn did not start")
-                    time.sleep(0.2)
+            wait_for_port(port, gunicorn)
             run_load(port, _bodies(args.warmup), args.concurrency)
             deliveries = _bodies(args.requests)
             cpu_before = cpu_seconds(gunicorn.pid)
@@ -263,12 +250,7 @@ def main(argv=None) -> int:
         Queue(queue_name, connection=redis).empty()
         for key in redis.scan_iter(f"rq:*{queue_name}*"):
             redis.delete(key)
-        kdb.Session.remove()
-        if kdb._engine is not None:
-            kdb._engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(bench_schema)
 
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                          "load_average_before": load_before, "load_average_after": os.getloadavg(),
