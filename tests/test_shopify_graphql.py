@@ -195,4 +195,14 @@ def test_the_http_client_has_timeouts(app):
 def test_gids(app):
     assert graphql.gid_to_id("gid://shopify/Product/8123456789") == 8123456789
     assert graphql.gid_to_id(None) is None and graphql.gid_to_id("gid://shopify/Product/x") is None
+    # "²".isdigit() is true but int("²") raises; an id past a BIGINT would fail in the database
+    assert graphql.gid_to_id("gid://shopify/Product/²") is None
+    assert graphql.gid_to_id(f"gid://shopify/Product/{2**63}") is None
+
+
+def test_a_shopify_id_from_a_payload_is_ascii_digits_within_a_bigint():
+    from kinnekt.shopify.ingest.rest import shopify_id
+    assert shopify_id(123) == 123 and shopify_id("gid://shopify/Order/123") == 123 and shopify_id(" 45 ") == 45
+    for hostile in ("²", "gid://shopify/Order/²", "١٢", 2**63, str(2**63), -5, "0", True, "1e3", ""):
+        assert shopify_id(hostile) is None, hostile
     assert graphql.gid("Collection", 5) == "gid://shopify/Collection/5"

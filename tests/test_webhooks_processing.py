@@ -839,3 +839,20 @@ def test_an_order_batch_and_a_customer_batch_naming_the_same_new_customer_at_onc
     for cid, name in ((known, "Known again"), (new, "New")):
         customer = customer_by(db, cid)
         assert (customer.first_name, customer.money_spent, customer.orders_count) == (name, Decimal("20.00"), 1)
+
+
+def test_ids_that_are_not_ascii_digits_or_overflow_a_bigint_do_not_crash_processing(app, db, shop):
+    # "²".isdigit() is true and int("²") raises: such an id made the job fail in the worker.
+    from kinnekt.models import Order
+    from workers.webhooks import process_webhook_event
+    for hostile in ("²", "gid://shopify/Customer/²", 2**64):
+        bad_customer = sp.customer(sp.next_id())
+        bad_customer["id"] = hostile
+        bad_order = sp.order(sp.next_id(), customer_payload=sp.customer(sp.next_id()))
+        bad_order["id"] = hostile
+        for topic, payload in (("customers/create", bad_customer), ("orders/create", bad_order)):
+            event_id = store_event(db, shop, topic, payload)
+            process_webhook_event(event_id)  # no exception: the event ends processed (its error says why)
+            db.expire_all()
+            assert db.get(WebhookEvent, event_id).processed_at is not None
+    assert db.scalar(select(func.count()).select_from(Order)) == 0

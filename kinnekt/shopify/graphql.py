@@ -273,11 +273,11 @@ def client_for_token(shop_domain: str, access_token: str) -> AdminClient:
 
 
 def gid_to_id(gid: str | None) -> int | None:
-    """`gid://shopify/Product/123` -> 123 (None stays None)."""
+    """`gid://shopify/Product/123` -> 123 (None stays None, and so does a tail that is not an id, such as "²")."""
+    from kinnekt.numbers import record_id
     if not gid:
         return None
-    tail = str(gid).rsplit("/", 1)[-1].split("?", 1)[0]
-    return int(tail) if tail.isdigit() else None
+    return record_id(str(gid).rsplit("/", 1)[-1].split("?", 1)[0])
 
 
 def gid(kind: str, value) -> str:

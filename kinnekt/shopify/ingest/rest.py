@@ -28,13 +28,14 @@ class ConsentChange:
 
 
 def shopify_id(value) -> int | None:
-    """A numeric Shopify id from an int, a digit string or a GID (gid://shopify/Order/123); None otherwise."""
+    """A numeric Shopify id from an int, a digit string or a GID (gid://shopify/Order/123); None otherwise
+    (ASCII digits only, 1 to what a BIGINT holds: "²" or 2**64 in a hostile payload is no id, not a crash)."""
+    from kinnekt.numbers import record_id
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    text = str(value).strip().rsplit("/", 1)[-1]
-    return int(text) if text.isdigit() else None
+        return record_id(value)
+    return record_id(str(value).strip().rsplit("/", 1)[-1])
 
 
 def required_id(payload: dict, key: str = "id") -> int:
