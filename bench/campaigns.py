@@ -234,7 +234,7 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
     from sqlalchemy.orm import Session as OrmSession
 
     from kinnekt import create_app, db as kdb
-    from kinnekt.models import Campaign, Message, Segment, SegmentMember, Shop, StaticList, StaticListEntry, Subscriber
+    from kinnekt.models import Campaign, Message, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber
     queue_name = f"bench-campaigns-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
            "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
@@ -280,15 +280,8 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
     try:
         time.sleep(3)  # workers import the app
         cpu.append(_cpu_sample([p.pid for p in procs], fake.pid))
-        from kinnekt.campaigns import lifecycle
-        with app.app_context():
-            shop_row = kdb.Session.get(Shop, ids["shop_id"])
-            campaign = lifecycle.save(kdb.Session, shop_row, {
-                "name": f"Bench {rate}/s", "body": body,
-                "include_segment_ids": [segment_id], "send_now": True, "send_at": None, "discount_mode": "none"})
-            lifecycle.schedule(kdb.Session, campaign)
-            campaign_id = campaign.id
-            kdb.Session.remove()
+        from bench.deploy import send_now
+        campaign_id = send_now(app, ids["shop_id"], segment_id, f"Bench {rate}/s", body)
         deadline = time.monotonic() + max(120, 3 * n / (rate or 100))
         with OrmSession(engine) as session:
             while time.monotonic() < deadline:

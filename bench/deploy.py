@@ -68,3 +68,19 @@ def wait_for_port(port: int, server: subprocess.Popen | None = None, seconds: fl
             if time.monotonic() > deadline or (server is not None and server.poll() is not None):
                 raise RuntimeError("gunicorn did not start") from None
             time.sleep(0.2)
+
+
+def send_now(app, shop_id: int, segment_id: int, name: str, body: str) -> int:
+    """Save and schedule a Send now campaign of `body` to one segment, as the composer does; returns its id."""
+    from kinnekt import db as kdb
+    from kinnekt.campaigns import lifecycle
+    from kinnekt.models import Shop
+    with app.app_context():
+        shop = kdb.Session.get(Shop, shop_id)
+        campaign = lifecycle.save(kdb.Session, shop, {
+            "name": name, "body": body, "include_segment_ids": [segment_id], "send_now": True, "send_at": None,
+            "discount_mode": "none"})
+        lifecycle.schedule(kdb.Session, campaign)
+        campaign_id = campaign.id
+        kdb.Session.remove()
+    return campaign_id

@@ -287,10 +287,10 @@ def run(args) -> dict:
     import kinnekt.models  # noqa: F401
     from kinnekt import db as kdb
     from kinnekt.db import Base
-    from kinnekt.models import Campaign, Message, Shop
+    from kinnekt.models import Campaign, Message
     from bench.fake_process import FakeProvider
 
-    from bench.deploy import create_schema, drop_schema, wait_for_port
+    from bench.deploy import create_schema, drop_schema, send_now, wait_for_port
     bench_schema = create_schema("bench_mixed", "bench.mixed")
     if bench_schema is None:
         return {"error": "bench.mixed runs on PostgreSQL only (DATABASE_URL)"}
@@ -333,22 +333,13 @@ def run(args) -> dict:
                                                "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
                                                "KINNEKT_DEMO", "SMS_RATE_PER_SECOND", "VONAGE_SIGNATURE_SECRET")})
         from kinnekt import create_app
-        from kinnekt.campaigns import lifecycle
         from kinnekt.queue import get_queue
         app = create_app()
         seconds = args.recipients / args.rate
         # STOPs from recipients the campaign reaches late (sent in id order, about rate per second).
         stop_targets = [int(args.recipients * (0.6 + 0.35 * k / max(args.stops, 1))) for k in range(args.stops)]
         fake.clear()
-        with app.app_context():
-            shop_row = kdb.Session.get(Shop, ids["shop_id"])
-            campaign = lifecycle.save(kdb.Session, shop_row, {
-                "name": "Mixed load", "body": "Flash sale today at {shop_name}",
-                "include_segment_ids": [ids["everyone"]], "send_now": True, "send_at": None,
-                "discount_mode": "none"})
-            lifecycle.schedule(kdb.Session, campaign)
-            campaign_id = campaign.id
-            kdb.Session.remove()
+        campaign_id = send_now(app, ids["shop_id"], ids["everyone"], "Mixed load", "Flash sale today at {shop_name}")
         started = time.monotonic()
         wall_started = dt.datetime.now(dt.timezone.utc)
         results = multiprocessing.get_context("fork").Queue()

@@ -157,7 +157,7 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
     from sqlalchemy.orm import Session as OrmSession
 
     from kinnekt import create_app, db as kdb
-    from kinnekt.models import Campaign, InboundMessage, Message, Shop, Subscriber
+    from kinnekt.models import Campaign, InboundMessage, Message, Subscriber
     from kinnekt.models.message import row_ref_id
     queue_name = f"bench-opt-out-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
@@ -184,16 +184,9 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
         wait_for_port(port, web)
         time.sleep(3)  # the workers import the app
         fake.clear()
-        from kinnekt.campaigns import lifecycle
-        with app.app_context():
-            shop = kdb.Session.get(Shop, ids["shop_id"])
-            campaign = lifecycle.save(kdb.Session, shop, {
-                "name": "Bench STOP", "body": "Flash sale today only at {shop_name}",
-                "include_segment_ids": [ids["segment_id"]], "send_now": True, "send_at": None,
-                "discount_mode": "none"})
-            lifecycle.schedule(kdb.Session, campaign)
-            campaign_id = campaign.id
-            kdb.Session.remove()
+        from bench.deploy import send_now
+        campaign_id = send_now(app, ids["shop_id"], ids["segment_id"], "Bench STOP",
+                               "Flash sale today only at {shop_name}")
         with OrmSession(engine) as session:
             deadline = time.monotonic() + 120
             while fake.count() < 50:  # the snapshot is taken and the senders are under way

@@ -19,7 +19,6 @@
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -46,10 +45,12 @@ def _horse_stop(signum, frame) -> None:
 class KinnektWorker(Worker):
     """RQ's forking worker, with short jobs run in-process, a bounded warm shutdown and Redis-proof watching."""
 
-    def __init__(self, queues, *args, inline_queue_names=(), sends_queue_name=None, **kwargs):
+    def __init__(self, queues, *args, job_queue=None, inline_queue_names=(), sends_queue_name=None, **kwargs):
         kwargs.setdefault("job_monitoring_interval", defaults.WORKER_MONITOR_SECONDS)
         super().__init__(queues, *args, **kwargs)
         self.inline_queue_names = frozenset(inline_queue_names)
+        self.job_queue = job_queue
+        """The app's kinnekt.queue.RQJobQueue these lanes belong to (its `lane_states`)."""
         self.sends_queue_name = sends_queue_name
         self.stop_signalled = False
         """True once SIGTERM/SIGINT asked this worker to stop (as opposed to quitting on an error)."""
@@ -79,7 +80,7 @@ class KinnektWorker(Worker):
         or (whichever worker ran it) the send job at the head of the sends lane has waited a slice. The second
         keeps a campaign going under a webhook backlog on a worker that has sent nothing yet (a new one, or the
         one left when the sender's worker died)."""
-        if self.sends_queue_name is None:
+        if self.sends_queue_name is None or self.job_queue is None:
             return False
         now = time.monotonic()
         owed = self._sends_owed_since
@@ -92,16 +93,11 @@ class KinnektWorker(Worker):
 
     def _sends_head_age(self) -> float:
         """Seconds the oldest waiting send job has waited (0 when none waits or Redis cannot say)."""
-        from rq.utils import utcparse
-        queue = next(q for q in self.queues if q.name == self.sends_queue_name)
         try:
-            head = self.connection.lindex(queue.key, 0)
-            stamp = head and self.connection.hget(queue.job_class.key_for(head.decode()), "enqueued_at")
-            if not stamp:
-                return 0.0
-            return (dt.datetime.now(dt.timezone.utc) - utcparse(stamp.decode())).total_seconds()
-        except (redis.RedisError, ValueError, AttributeError):
+            [state] = self.job_queue.lane_states(("sends",))
+        except redis.RedisError:
             return 0.0
+        return state.oldest_seconds or 0.0
 
     # -- running jobs --
     def execute_job(self, job, queue):
@@ -200,7 +196,7 @@ def make_worker(queue, lanes=LANES, *, name: str | None = None) -> KinnektWorker
     """A worker for these lanes of the app's RQ queue, short lanes run in-process."""
     queues = queue.rq_queues(lanes)
     inline = [queue.lanes[lane].name for lane in lanes if lane not in FORKED_LANES]
-    return KinnektWorker(queues, connection=queue.redis, name=name, inline_queue_names=inline,
+    return KinnektWorker(queues, connection=queue.redis, name=name, job_queue=queue, inline_queue_names=inline,
                          sends_queue_name=queue.lanes["sends"].name if "sends" in lanes else None)
 
 
