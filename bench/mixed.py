@@ -43,6 +43,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import signal
@@ -349,7 +350,7 @@ def run(args) -> dict:
         kill = term = None
         lanes_seen: dict[str, float] = {}
         urgent_stalls: list[dict] = []
-        status = None
+        status = load = None
         end_by = started + seconds * 3 + 120
         with OrmSession(engine) as session, app.app_context():
             while time.monotonic() < end_by:
@@ -380,10 +381,16 @@ def run(args) -> dict:
                         session.rollback()
                         _kill_group(pid)
                         kill = {"at": time.monotonic(), "pid": pid, "claimed": claimed}
-                if status in ("completed", "ended", "failed") and not driver.is_alive():
+                if load is None:  # read as it comes: the driver cannot exit while its report fills the pipe
+                    try:
+                        load = results.get_nowait()
+                    except queue.Empty:
+                        pass
+                if status in ("completed", "ended", "failed") and load is not None:
                     break
                 time.sleep(1.0)
-        load = results.get(timeout=600)
+        if load is None:
+            load = results.get(timeout=600)
         driver.join(timeout=60)
         time.sleep(5)  # the last webhooks and re-checks
         report = measure(engine, ids, campaign_id, fake, load, kill, started, wall_started, args)

@@ -17,10 +17,14 @@ keyword is the text's first word, if exactly one; else the shop where this phone
 most recently texted first; else the shop installed first. An opt-out is applied in every shop
 sharing that number, since the person cannot tell them apart; one confirmation is sent.
 
-When (`take_opt_out`): an opt-out is handled inside the webhook's request, before Vonage gets its answer
+When (`take_in_request`): an opt-out is handled inside the webhook's request, before Vonage gets its answer
 (a long text once its last part is in and the whole text is one), so that it is committed before any
 further send of a campaign or flow re-checks the number; a campaign's send jobs can hold every worker for
-a minute, and a job queued behind them would come too late. Everything else is handled by a worker. If the
+a minute, and a job queued behind them would come too late. A one-part text that asks for nothing ("other":
+"Thanks!", "Love it") is filed there too, by the same `process`: it only records its intent and subscriber,
+fewer statements than a job's own bookkeeping, and the replies a campaign brings in by the hundred then take
+no worker from webhooks and sends. Everything else (HELP, START, keywords, long texts that are not opt-outs)
+is handled by a worker, since it sends a text. If the
 handling in the request fails, what it claimed is given back and a worker handles the text as usual; a
 handling that stopped after the opt-out and before the confirmation still gets its one confirmation when it
 is handled again (`_confirmation_missing`).
@@ -191,14 +195,15 @@ def process(session: OrmSession, inbound_id: int) -> str:
     return handle(session, inbound, inbound.text)
 
 
-def take_opt_out(session: OrmSession, inbound_id: int) -> list[int]:
-    """Handle a stored text now if it is an opt-out (a long text: once its last part is in and the whole is one);
-    returns the ids of the stored texts a worker must still handle ([] when handled here or by a concurrent
-    request). A failure is logged, not raised: what was claimed is given back and its ids returned."""
+def take_in_request(session: OrmSession, inbound_id: int) -> list[int]:
+    """Handle a stored text now if it is an opt-out (a long text: once its last part is in and the whole is one)
+    or a one-part text that asks for nothing; returns the ids of the stored texts a worker must still handle
+    ([] when handled here or by a concurrent request). A failure is logged, not raised: what was claimed is
+    given back and its ids returned."""
     try:
-        return [] if _opt_out_now(session, inbound_id) else [inbound_id]
+        return [] if _handled_now(session, inbound_id) else [inbound_id]
     except Exception:  # the text is stored: a worker (or the recovery) handles it, as it would have anyway
-        log.exception("inbound %s: the opt-out could not be handled in the request; a worker will", inbound_id)
+        log.exception("inbound %s: the text could not be handled in the request; a worker will", inbound_id)
         return _give_back(session, inbound_id)
 
 
@@ -208,13 +213,14 @@ def _group(inbound: InboundMessage) -> list:
             InboundMessage.concat_ref == inbound.concat_ref]
 
 
-def _opt_out_now(session: OrmSession, inbound_id: int) -> bool:
-    """True when the text was an opt-out and is handled now (here, or by whoever claimed it first)."""
+def _handled_now(session: OrmSession, inbound_id: int) -> bool:
+    """True when the text was an opt-out or a one-part text asking for nothing, and is handled now (here, or by
+    whoever claimed it first)."""
     inbound = session.get(InboundMessage, inbound_id)
     if inbound is None:
         return False
     if not ((inbound.concat_total or 0) > 1 and inbound.concat_ref):
-        if not is_opt_out(inbound.text):
+        if not (is_opt_out(inbound.text) or _asks_nothing(session, inbound)):
             session.commit()  # end the read's transaction
             return False
         process(session, inbound_id)  # claims it first: a concurrent handling of the same row does nothing
@@ -236,6 +242,16 @@ def _opt_out_now(session: OrmSession, inbound_id: int) -> bool:
                     .values(processed_at=utcnow(), intent="part").execution_options(synchronize_session=False))
     session.commit()
     return assemble(session, inbound.shop_id, inbound.from_phone, inbound.concat_ref) != "waiting for parts"
+
+
+def _asks_nothing(session: OrmSession, inbound: InboundMessage) -> bool:
+    """Whether handling this text sends nothing: its intent is "other" among the shop's active keywords."""
+    return classify(inbound.text, _active_keywords(session, inbound.shop_id)) == "other"
+
+
+def _active_keywords(session: OrmSession, shop_id: int) -> frozenset[str]:
+    return frozenset(session.scalars(select(Keyword.word).where(Keyword.shop_id == shop_id,
+                                                                 Keyword.active.is_(True))))
 
 
 def _give_back(session: OrmSession, inbound_id: int) -> list[int]:

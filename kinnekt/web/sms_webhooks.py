@@ -3,9 +3,9 @@
 Vonage may call them with GET (query string), POST (form) or POST (JSON), as set in its dashboard.
 When VONAGE_SIGNATURE_SECRET is set every request must be signed (bad or missing signature: 401).
 A malformed request is a 400; nothing is stored for either. Anything well formed is answered 204 at
-once (else Vonage resends for a day): inbound texts are stored (once per messageId); an opt-out is applied
-before the answer (kinnekt/subscribers/inbound.take_opt_out), anything else is handled by a worker, as is an
-opt-out whose handling in the request failed (the answer is still 204: the text is stored, and the
+once (else Vonage resends for a day): inbound texts are stored (once per messageId); an opt-out, or a text
+that asks for nothing, is handled before the answer (kinnekt/subscribers/inbound.take_in_request); anything
+that sends a text is handled by a worker, as is a text whose handling in the request failed (the answer is still 204: the text is stored, and the
 recovery finds a text whose job could not be queued). Receipts are applied to their message row.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Malformed(ValueError):
 
 @bp.route("/inbound", methods=["GET", "POST"])
 def inbound():
-    """Store an inbound SMS once per messageId; apply it now if it is an opt-out, else queue its handling."""
+    """Store an inbound SMS once per messageId; handle it now if it is an opt-out or asks for nothing, else queue it."""
     params = _verified_params()
     try:
         fields = _inbound_fields(params)
@@ -59,7 +59,7 @@ def inbound():
         Session.rollback()
         return "", 204
     Session.commit()
-    for inbound_id in inbound_sms.take_opt_out(Session, row.id):
+    for inbound_id in inbound_sms.take_in_request(Session, row.id):
         _queue_handling(inbound_id)
     return "", 204
 
