@@ -11,6 +11,7 @@ import pytest
 from redis import Redis
 from sqlalchemy import select
 
+from kinnekt import defaults
 from kinnekt.config import PROJECT_ROOT
 from kinnekt.db import Session, utcnow
 from kinnekt.models import WebhookEvent
@@ -253,8 +254,14 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
     assert result.returncode == 0, result.stderr[-2000:]
     done = [Job.fetch(job.id, connection=queue.redis) for job in jobs]
     assert all(job.get_status() == "finished" for job in done), [(j.id, j.get_status(), j.exc_info) for j in done]
-    assert [job.id.rsplit("--", 1)[1] for job in sorted(done, key=lambda j: j.ended_at)] == [
-        "urgent", "default", "sends", "bulk"]
+    order = [job.id.rsplit("--", 1)[1] for job in sorted(done, key=lambda j: j.ended_at)]
+    # A send job that has waited WORKER_SLICE_SECONDS goes before default jobs: on a busy machine the worker
+    # can take that long to start. Near that boundary either order is right.
+    waited = (min(done[1].started_at, done[2].started_at) - done[1].enqueued_at).total_seconds()
+    expected = {("urgent", "default", "sends", "bulk")} if waited < defaults.WORKER_SLICE_SECONDS - 1 else \
+        {("urgent", "sends", "default", "bulk")} if waited > defaults.WORKER_SLICE_SECONDS + 1 else \
+        {("urgent", "default", "sends", "bulk"), ("urgent", "sends", "default", "bulk")}
+    assert tuple(order) in expected, (order, waited)
     assert done[3].return_value() == "missing" and done[0].return_value() is None
 
 
