@@ -440,16 +440,55 @@ def test_an_opt_out_is_in_force_when_the_webhook_answers(client, db, shop, jobs,
     assert queued(jobs, "process_inbound") == []
 
 
-@pytest.mark.parametrize("text, intent", [("HELP", "help"), ("when does the sale stop?", "other"),
-                                          ("START", "start"), ("don't stop texting me", "other")])
-def test_other_texts_are_left_to_a_worker_as_before(client, db, shop, jobs, text, intent):
+@pytest.mark.parametrize("text, intent", [("HELP", "help"), ("START", "start"), ("JOIN now", "keyword")])
+def test_texts_that_send_something_are_left_to_a_worker_as_before(client, db, shop, jobs, text, intent):
     sub = subscribed(db, shop)
+    create_keyword(db(), shop, word="JOIN", reply_text="Welcome!")
     assert post(client, params(text)).status_code == 204
     row = db.scalars(select(InboundMessage)).one()
     assert (row.processed_at, row.intent) == (None, None)  # untouched by the request
     assert queued(jobs, "process_inbound") == [(row.id,)] and queued(jobs, "send_message") == []
     assert db.get(Subscriber, sub.id).status == "subscribed"
     assert inbound.process(db(), row.id) == intent  # the worker's job
+
+
+@pytest.mark.parametrize("text", ["Thanks!", "when does the sale stop?", "don't stop texting me", "join"])
+def test_a_text_asking_for_nothing_is_filed_in_the_request_and_takes_no_worker(client, db, shop, jobs, text):
+    """A campaign's replies ("Thanks!") come by the hundred while it sends: each is filed before the 204 (its
+    intent and subscriber recorded, as the worker would), and none becomes a job beside the sends and webhooks.
+    ("join" is no keyword of this shop: JOIN belongs to another one.)"""
+    sub = subscribed(db, shop)
+    other = make_shop("other.myshopify.com", sender="15550109999", is_demo=True)
+    create_keyword(db(), other, word="JOIN", reply_text="Welcome!")
+    before = jobs.names()
+    assert post(client, params(text)).status_code == 204
+    db.expire_all()
+    row = db.scalars(select(InboundMessage)).one()
+    assert (row.intent, row.subscriber_id) == ("other", sub.id) and row.processed_at is not None
+    assert jobs.names() == before  # nothing queued by the text
+    assert db.get(Subscriber, sub.id).status == "subscribed" and count(db, Message) == 0
+    assert inbound.process(db(), row.id) == "already processed"  # a stray job would do nothing
+
+
+def test_a_text_asking_for_nothing_whose_filing_failed_goes_to_a_worker(client, db, shop, jobs, monkeypatch):
+    sub = subscribed(db, shop)
+    real, calls = inbound.handle, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inbound, "handle", fails_once)
+    assert post(client, params("Thanks!")).status_code == 204
+    db.expire_all()
+    row = db.scalars(select(InboundMessage)).one()
+    assert (row.processed_at, row.intent) == (None, None)  # its claim was given back
+    assert queued(jobs, "process_inbound") == [(row.id,)]
+    assert inbound.process(db(), row.id) == "other"
+    db.expire_all()
+    assert db.get(InboundMessage, row.id).subscriber_id == sub.id and calls == ["Thanks!", "Thanks!"]
 
 
 def test_a_resent_stop_changes_and_queues_nothing_more(client, db, shop, jobs):
