@@ -76,8 +76,8 @@ def test_chart_draws_and_the_period_switch_works(open_page, page, activity, widt
 
     page.get_by_role("link", name="7 days").click()
     expect(home).to_have_attribute("data-period", "7")
-    expect(page.get_by_role("link", name="7 days")).to_have_attribute("aria-pressed", "true")
-    expect(page.get_by_role("link", name="30 days")).to_have_attribute("aria-pressed", "false")
+    expect(page.get_by_role("link", name="7 days")).to_have_attribute("aria-current", "true")
+    expect(page.get_by_role("link", name="30 days")).not_to_have_attribute("aria-current", "true")
     expect(page.locator("#home-revenue .metric__value")).to_have_text("$35.50")
     expect(page.locator("#home-new-subscribers .metric__value")).to_have_text("1")
     expect(chart.locator("canvas")).to_be_visible()  # drawn again after the swap

@@ -68,7 +68,7 @@ def test_period_switch_swaps_the_partial_and_keeps_the_embedded_query(db, client
     switch = re.findall(r'hx-get="([^"]+)"', html)
     assert len(switch) == 3 and all("shop=alpha.myshopify.com" in url and "host=YWRtaW4" in url for url in switch)
     assert not any("id_token" in url for url in switch)  # a one-time token is never copied into links
-    assert 'aria-pressed="true">7 days' in html and 'aria-pressed="false">30 days' in html
+    assert 'aria-current="true">7 days' in html and 'hx-push-url="true">30 days' in html
     assert "Last 7 days" in html and "Last 30 days" not in html
 
 
