@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import String, distinct, func, literal, select
+from sqlalchemy import String, distinct, func, literal, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
@@ -280,9 +280,15 @@ def automation_results(session: OrmSession, shop: Shop) -> list[tuple[Automation
 def health(session: OrmSession, shop: Shop, span: Period, rows: list[stats.CampaignRow]) -> Health:
     """Failures over messages sent in the period, opt-outs per campaign started in it, numbers in quiet hours."""
     result = Health()
+    # Only campaigns still sending in the period can have sent in it, so a shop's older campaigns' rows (most of
+    # its messages, in time) are never read. A day of margin: a message in flight when a campaign was ended
+    # finishes after it (sending.recover settles those within a day).
+    live = select(Campaign.id).where(Campaign.shop_id == shop.id,
+                                     or_(Campaign.finished_at.is_(None),
+                                         Campaign.finished_at >= span.start - dt.timedelta(days=1)))
     sent, failed = session.execute(
         select(func.count(), func.count().filter(Message.status == "failed"))
-        .where(Message.campaign_id.in_(select(Campaign.id).where(Campaign.shop_id == shop.id)),
+        .where(Message.campaign_id.in_(live),
                Message.shop_id == shop.id, stats.accepted(),
                Message.sent_at >= span.start, Message.sent_at <= span.now)).one()
     result.sent, result.failed = sent or 0, failed or 0

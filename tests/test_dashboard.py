@@ -60,9 +60,11 @@ def dataset(db, shop, other_shop):
     waits for a later delay; q3 in New York waits until tomorrow morning but is not in quiet hours now.
     """
     a = campaign(db, shop, name="Spring A", body="Sale https://alpha.example/s", status="completed",
-                 started_at=dt.datetime(2026, 3, 17, 15, 0, tzinfo=UTC))
+                 started_at=dt.datetime(2026, 3, 17, 15, 0, tzinfo=UTC),
+                 finished_at=dt.datetime(2026, 3, 17, 15, 30, tzinfo=UTC))
     b = campaign(db, shop, name="March B", body="Hello", status="completed",
-                 started_at=dt.datetime(2026, 3, 1, 15, 0, tzinfo=UTC))
+                 started_at=dt.datetime(2026, 3, 1, 15, 0, tzinfo=UTC),
+                 finished_at=dt.datetime(2026, 3, 1, 15, 20, tzinfo=UTC))
     w = campaign(db, shop, name="Welcome", body="Welcome https://alpha.example/w", kind="automation",
                  status="draft", started_at=None)
     automation = Automation(shop_id=shop.id, campaign_id=w.id, name="Welcome series", enabled=True)
@@ -223,6 +225,16 @@ def test_health_failure_and_opt_out_rates_against_the_thresholds(db, shop, datas
     assert (month.sent, month.failed) == (17, 2)  # B's 5 too
     assert (month.opt_outs, month.campaign_sent) == (1, 15)
     assert not any(c.flagged for c in month.campaigns if c.campaign.name == "March B")
+
+
+def test_failures_count_by_send_time_even_for_a_campaign_ended_just_before_the_period(db, shop):
+    """A message in flight when its campaign was ended is sent after the campaign's finished_at."""
+    start = dashboard.period(shop, 7, NOW).start
+    camp = campaign(db, shop, status="ended", started_at=start - 3 * HOUR, finished_at=start - HOUR)
+    message(db, camp, recipient(db, shop), status="failed", provider_id="0F00000000000001", sent_at=start + HOUR)
+    message(db, camp, recipient(db, shop), status="delivered", sent_at=start - 2 * HOUR)
+    health = dashboard.summary(db, shop, 7, NOW).health
+    assert (health.sent, health.failed) == (1, 1)
 
 
 def test_health_below_the_thresholds_is_not_flagged(db, shop):
