@@ -326,20 +326,14 @@ def waiting_for_quiet_hours(session: OrmSession, shop: Shop, now: dt.datetime) -
 def summary(session: OrmSession, shop: Shop, days: int, now: dt.datetime) -> Dashboard:
     """Every figure of the home page for the last `days` days at `now`."""
     span = period(shop, days, now)
-    rows, _totals = stats.campaign_rows(session, shop)
-    runs = _run_rows(session, shop)
+    # A recurring campaign's runs are campaigns of their own that send: listed and checked like the others.
+    rows = stats.campaign_rows(session, shop)[0] + stats.campaign_rows(session, shop, kind="run")[0]
     any_subscriber = session.scalar(select(Subscriber.id).where(Subscriber.shop_id == shop.id).limit(1))
-    return Dashboard(period=span, subscribers=subscribers_now(session, shop), has_subscribers=any_subscriber is not None,
-                     growth=growth(session, shop, span),
-                     revenue=revenue(session, shop, span), recent=recent_campaigns(rows + runs),
+    return Dashboard(period=span, subscribers=subscribers_now(session, shop),
+                     has_subscribers=any_subscriber is not None, growth=growth(session, shop, span),
+                     revenue=revenue(session, shop, span), recent=recent_campaigns(rows),
                      scheduled=scheduled_campaigns(rows), automations=automation_results(session, shop),
-                     health=health(session, shop, span, rows + runs))
-
-
-def _run_rows(session: OrmSession, shop: Shop) -> list[stats.CampaignRow]:
-    """The runs of recurring campaigns (each run is a campaign of its own that sends)."""
-    rows, _totals = stats.campaign_rows(session, shop, kind="run")
-    return rows
+                     health=health(session, shop, span, rows))
 
 
 def _per_day(session: OrmSession, span: Period, column, where: list, group) -> dict[tuple[dt.date, str | None], int]:

@@ -120,8 +120,8 @@ def test_a_shop_with_subscribers_and_no_activity_in_the_period_says_so(db, clien
 
 
 def test_the_page_answers_in_a_bounded_number_of_queries(db, client, auth, shop):
-    """The figures take a fixed number of queries, plus two per campaign started in the period (its opt-outs, by stats.unsubscribes),
-    whatever the number of subscribers, messages and orders."""
+    """The figures take a fixed number of queries, plus two per campaign started in the period (its opt-outs, by
+    stats.unsubscribes), whatever the number of subscribers, messages and orders."""
     from sqlalchemy import event
 
     from kinnekt import db as kdb
