@@ -3,6 +3,7 @@ the campaign and automation pages show for the same rows."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 
 import pytest
@@ -20,16 +21,16 @@ NOW = dt.datetime(2026, 3, 20, 16, 0, tzinfo=UTC)  # noon in New York (EDT since
 HOUR = dt.timedelta(hours=1)
 
 
-def joined(db, shop, source, at, status="subscribed", **fields):
-    row = Subscriber(shop_id=shop.id, phone=fields.pop("phone", None) or f"+1646555{joined.n:04d}", status=status,
-                     source=source, subscribed_at=at, **fields)
-    joined.n += 1
+_phones = itertools.count(1)
+
+
+def joined(db, shop, source, at, status="subscribed"):
+    """A subscriber of `shop` from `source` whose latest subscription was at `at`; committed."""
+    row = Subscriber(shop_id=shop.id, phone=f"+1646555{next(_phones):04d}", status=status, source=source,
+                     subscribed_at=at)
     db.add(row)
     db.commit()
     return row
-
-
-joined.n = 1
 
 
 def opted_out(db, shop, sub, at):
