@@ -374,3 +374,26 @@ SENDER_WATCH_SECONDS = 3
 SENDER_DEAD_AFTER_SECONDS = 8
 """A running send job whose worker has not heartbeaten for this long (WORKER_MONITOR_SECONDS apart) is dead: its
 claimed rows are released and its slot queued again, so sending resumes within about 15 seconds."""
+
+# --- Home (kinnekt/dashboard.py) ---
+
+DASHBOARD_PERIOD_DAYS = (7, 30, 90)
+"""The periods the home page can show (its switch): the last 7, 30 or 90 days, today included, in the shop's
+time zone (the same days as the segment rules' "last N days")."""
+
+DASHBOARD_DEFAULT_DAYS = 30
+"""The period the home page opens on."""
+
+DASHBOARD_LIST_ROWS = 5
+"""Campaigns listed in each of the home page's "Recent" and "Scheduled" cards (the rest are on Campaigns)."""
+
+OPT_OUT_RATE_WARNING = 0.02
+"""Opt-outs per message sent above which a campaign is flagged on the home page (2%). Carriers and industry
+guidance treat a campaign losing more than about 2-3% of its recipients to STOP replies as a sign of unwanted
+messages, and US carriers watch opt-out rates when vetting 10DLC traffic: past this, look at the audience,
+the frequency and the offer before sending more."""
+
+FAILURE_RATE_WARNING = 0.05
+"""Failed deliveries per message sent above which the home page flags delivery health (5%). A failure rate
+past about 5% usually means stale or invalid numbers, or carrier filtering of the content or sender; carriers
+may throttle or block senders whose traffic keeps failing."""

@@ -25,7 +25,7 @@ UPLOT_INTEGRITY="sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jab
 ICONS=(
   PersonSegmentIcon MegaphoneIcon PersonIcon ChatIcon SettingsIcon MobileIcon
   SearchIcon XSmallIcon ChevronLeftIcon ChevronRightIcon SelectIcon
-  InfoIcon AlertTriangleIcon AlertCircleIcon CheckCircleIcon
+  InfoIcon AlertTriangleIcon AlertCircleIcon CheckCircleIcon HomeIcon
 )
 
 update=0

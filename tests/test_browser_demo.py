@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from kinnekt.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.browser
-NAV_PAGES = ["Segments", "Campaigns", "Subscribers", "Keywords", "Settings", "Outbox"]
+NAV_PAGES = ["Home", "Segments", "Campaigns", "Subscribers", "Keywords", "Settings", "Outbox"]
 
 
 def _free_port() -> int:
@@ -69,6 +69,9 @@ def test_every_nav_page_without_console_errors(demo_server, page):
     page.on("response", lambda resp: problems.append(f"HTTP {resp.status}: {resp.url}") if resp.status >= 400 else None)
     page.goto(url)
     assert "Demo store" in page.content()
+    # The demo lands on Home, its chart drawn from the seeded store.
+    expect(page.locator("main h1").first).to_have_text("Home")
+    expect(page.locator("#home-growth .home-chart canvas")).to_be_visible()
     for label in NAV_PAGES:
         page.locator("nav").get_by_role("link", name=label, exact=True).click()
         # Nav links are boosted (htmx swaps <main>): wait for the new heading, not for the network.

@@ -15,13 +15,14 @@ from kinnekt.models import (Attribution, Campaign, Click, Customer, Keyword, Lin
                             Segment, Subscriber)
 
 PAGES = {
+    "/": "home-page",
     "/segments/": "segments-page",
     "/campaigns/": "campaigns-page",
     "/subscribers/": "subscribers-page",
     "/keywords/": "keywords-page",
     "/settings/": "settings-page",
 }
-NAV_LABELS = ["Segments", "Campaigns", "Subscribers", "Keywords", "Settings"]
+NAV_LABELS = ["Home", "Segments", "Campaigns", "Subscribers", "Keywords", "Settings"]
 UTC = dt.timezone.utc
 
 

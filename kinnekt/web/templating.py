@@ -15,6 +15,7 @@ from kinnekt.numbers import record_id
 from kinnekt.web import headers, hx
 
 NAV = [
+    ("home.index", "Home"),
     ("segments.index", "Segments"),
     ("campaigns.index", "Campaigns"),
     ("automations.index", "Automations"),
@@ -34,6 +35,7 @@ VENDOR = {
 
 # The Polaris icon (a class in app.css) shown next to each navigation entry.
 NAV_ICONS = {
+    "home.index": "home",
     "segments.index": "segments",
     "campaigns.index": "campaigns",
     "automations.index": "automations",
