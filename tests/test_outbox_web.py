@@ -51,6 +51,7 @@ def test_a_keyword_y_and_stop_typed_in_the_demo_go_where_a_phone_text_goes(app, 
     response, html = _text(client, auth, "join")
     assert response.status_code == 200 and html.lstrip().startswith('<section id="outbox-page"')
     assert "Texted “join” from +12125550187" in html
+    assert response.headers["HX-Push-Url"] == "/outbox/?phone=%2B12125550187"
     stored = Session.scalar(select(InboundMessage).where(InboundMessage.shop_id == demo_shop.id))
     assert (stored.from_phone, stored.to_number, stored.text) == (PHONE, STORE, "join")
     assert stored.provider_id.startswith("demo-")

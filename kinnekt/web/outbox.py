@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, g, make_response, request, url_for
 from sqlalchemy import exists, select
 
 from kinnekt import defaults
@@ -86,9 +86,11 @@ def text():
         return hx.render("outbox/index.html", "outbox/_index.html",
                          **_context(phone=None, form={"phone": raw_phone, "text": message}, errors=errors))
     waiting = received if received.shop_id == g.shop.id else None
-    return hx.render("outbox/index.html", "outbox/_index.html",
-                     **_context(phone=phone, waiting=waiting, form={"phone": raw_phone, "text": ""},
-                                sent={"phone": phone, "text": message}))
+    response = make_response(hx.render("outbox/index.html", "outbox/_index.html",
+                                       **_context(phone=phone, waiting=waiting, form={"phone": raw_phone, "text": ""},
+                                                  sent={"phone": phone, "text": message})))
+    response.headers["HX-Push-Url"] = url_for("outbox.index", phone=phone)  # a reload keeps this number's view
+    return response
 
 
 # ---------------------------------------------------------------------------------------------- helpers
