@@ -80,3 +80,16 @@ def test_the_periodic_refresh_analyzes_sqlite_and_leaves_postgresql_to_autovacuu
 def test_the_periodic_refresh_is_scheduled_and_queued_at_start_up():
     from workers.schedule import periodic_jobs
     assert "refresh_statistics" in {p.name for p in periodic_jobs()}
+
+
+def test_the_in_process_queue_refreshes_them_once_at_start_up(app, db, monkeypatch):
+    """A demo database seeded before statistics were kept gets them at its next `make run`, not an hour later."""
+    from kinnekt.queue import start_background
+    make_shop()
+    mark = forget_statistics(db)
+    queue = app.extensions["kinnekt_queue"]
+    monkeypatch.setitem(app.extensions, "kinnekt_background_started", False)
+    monkeypatch.setattr(queue, "start_periodic", lambda periodic: None)  # no timers left running in the suite
+    start_background(app)
+    assert queue.drain(20)
+    assert analyzed_since(db, "shops", mark) is not on_postgresql(db)  # PostgreSQL: autovacuum's job
