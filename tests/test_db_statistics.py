@@ -93,3 +93,15 @@ def test_the_in_process_queue_refreshes_them_once_at_start_up(app, db, monkeypat
     start_background(app)
     assert queue.drain(20)
     assert analyzed_since(db, "shops", mark) is not on_postgresql(db)  # PostgreSQL: autovacuum's job
+
+
+def test_a_database_error_is_logged_and_leaves_the_session_usable(db, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+    shop = make_shop()
+    connection = db.connection()
+    monkeypatch.setattr(type(connection), "exec_driver_sql",
+                        lambda self, sql, *a, **k: (_ for _ in ()).throw(OperationalError(sql, {}, Exception("locked"))))
+    assert db_statistics.analyze(db(), ["shops"]) is None
+    monkeypatch.undo()
+    assert "planner statistics not refreshed (shops)" in caplog.text
+    assert db.get(type(shop), shop.id).domain == shop.domain
