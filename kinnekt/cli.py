@@ -85,6 +85,13 @@ def demo_run(host: str, port: int, customers: int) -> None:
     if _seed_demo(customers, reset=False):
         click.echo(f"Seeded the demo store in {time.monotonic() - started:.1f} s.")
     app = current_app._get_current_object()
+    import os
+
+    from kinnekt.config import _url_or_none
+    if not (os.environ.get("SHOPIFY_APP_URL") or os.environ.get("APP_URL") or _url_or_none(os.environ.get("HOST"))):
+        # Tracked links in the Outbox (/r/<code>) must open on this server, whatever port it was given.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        app.config["SHOPIFY_APP_URL"] = f"http://{shown}:{port}"
     start_background(app)
     click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n  (messages go to the Outbox page; Ctrl+C stops)\n")
     # app.run() is a no-op inside a `flask` command, so serve with Werkzeug directly.

@@ -15,6 +15,19 @@ RECOVERY_INTERVAL_SECONDS = 60
 PRUNE_INTERVAL_SECONDS = 3600
 """How often housekeeping runs."""
 
+STATISTICS_INTERVAL_SECONDS = 3600
+"""How often SQLite's planner statistics are gathered again (kinnekt/db_statistics.py); about 20 ms for the demo
+store, and bounded by SQLITE_ANALYSIS_LIMIT for a large database. PostgreSQL's autovacuum does it there."""
+
+SQLITE_ANALYSIS_LIMIT = 10000
+"""SQLite's ANALYZE reads at most about this many rows of each index (PRAGMA analysis_limit): exact statistics
+for a store of the demo's size, estimates from a bounded read for a large one, so that a refresh holding the
+write lock never takes long."""
+
+SUBSCRIBER_IMPORT_ANALYZE_ROWS = 500
+"""A subscriber import made inside the request gathers statistics of the subscriber tables afterwards when it
+added at least this many rows (fewer do not change the planner's choices; the periodic refresh catches up)."""
+
 PAGE_SIZE = 50
 """Rows per page in merchant lists."""
 

@@ -291,7 +291,8 @@ def clear(session, domain: str) -> bool:
 
 def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetime, customers: int = 3000,
          seed: int = 20261122) -> Shop:
-    """Create the demo shop with its catalog, customers, orders, subscribers, segments and campaigns; commits.
+    """Create the demo shop with its catalog, customers, orders, subscribers, segments and campaigns; commits,
+    then gathers the planner's statistics (kinnekt/db_statistics.py).
 
     The same arguments always give the same rows: every random choice comes from `random.Random` seeded with
     `seed`, and every time is relative to `now` (an aware datetime).
@@ -304,7 +305,10 @@ def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetim
         raise ValueError(f"a shop with domain {domain!r} already exists")
     store = _DemoStore(domain, now.astimezone(UTC), customers, seed)
     store.build()
-    return store.write(session)
+    shop = store.write(session)
+    from kinnekt import db_statistics
+    db_statistics.analyze(session)  # thousands of rows just arrived: the planner needs to know (SQLite never asks)
+    return shop
 
 
 # --- small helpers -------------------------------------------------------------------------------------------

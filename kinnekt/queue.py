@@ -446,7 +446,9 @@ def start_background(app) -> None:
     if not isinstance(queue, InProcessQueue) or app.extensions.get("kinnekt_background_started"):
         return
     app.extensions["kinnekt_background_started"] = True
-    from workers.jobs import recover_due_work
+    from workers.jobs import recover_due_work, refresh_statistics
     from workers.schedule import periodic_jobs
     queue.start_periodic(periodic_jobs())
     queue.enqueue(recover_due_work, job_id="recover-due-work")
+    # A database from before statistics were kept (or copied in) gets them now, not an interval later.
+    queue.enqueue(refresh_statistics, job_id="refresh-statistics")

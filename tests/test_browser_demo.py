@@ -80,3 +80,73 @@ def test_every_nav_page_without_console_errors(demo_server, page):
     expect(page.locator("main h1").first).to_have_text(re.compile("^Subscribers"))
     expect(page.locator("main table tbody tr")).to_have_count(50)  # the seeded store fills a whole page
     assert problems == []
+
+
+def _demo_db(log_path):
+    import sqlite3
+    return sqlite3.connect(log_path.with_suffix(".sqlite3"), timeout=30)
+
+
+def test_a_newcomer_without_a_phone_signs_up_clicks_a_tracked_link_and_stops(demo_server, page):
+    """The README's "Try it without a phone": JOIN and Y typed on the Outbox page, a campaign's tracked link
+    clicked in the Outbox (a click), then STOP (opted out), in the demo as `make run` serves it."""
+    url, log_path = demo_server
+    phone = "+12125550187"
+    with _demo_db(log_path) as db:  # so that the campaign goes out now, whatever the time in New York
+        db.execute("UPDATE shops SET quiet_hours_enabled = 0")
+    problems = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+
+    page.goto(url)
+    page.locator("nav").get_by_role("link", name="Outbox", exact=True).click()
+    form = page.locator("#outbox-text")
+    expect(form).to_contain_text("Try a keyword (JOIN, SUMMER, VIP)")
+    form.get_by_label("From phone number").fill("+1 212 555 0187")
+    form.get_by_label("Text", exact=True).fill("JOIN")
+    form.get_by_role("button", name="Send text").click()
+    expect(page.locator("#outbox-text-sent")).to_contain_text("Texted “JOIN” from +12125550187")
+    table = page.locator("#outbox-table")
+    expect(table).to_contain_text("Messages to +12125550187")
+    expect(table).to_contain_text("Reply Y to confirm")  # double opt-in: the confirmation request
+    expect(page).to_have_url(re.compile(r"/outbox/\?phone=%2B12125550187$"))
+
+    page.locator("#outbox-text").get_by_label("Text", exact=True).fill("Y")
+    page.locator("#outbox-text").get_by_role("button", name="Send text").click()
+    expect(page.locator("#outbox-table")).to_contain_text("Welcome! You're signed up")
+
+    page.locator("nav").get_by_role("link", name="Campaigns", exact=True).click()
+    page.get_by_role("link", name="Create campaign").click()
+    page.locator("#campaign-name").fill("New arrivals")
+    page.locator("#campaign-body").fill(
+        "Northwind Outfitters: new arrivals are in https://northwind-outfitters.com/collections/new-arrivals")
+    page.locator("#campaign-include label", has_text="Keyword: JOIN").get_by_role("checkbox").check()
+    page.get_by_label("Send now").check()
+    page.get_by_role("button", name="Schedule campaign").click()
+    expect(page.locator("#campaign-status")).to_have_text("Completed", timeout=60_000)
+
+    page.goto(f"{url}outbox/?phone=%2B12125550187")
+    link = page.locator("#outbox-table a", has_text="/r/")
+    expect(link).to_have_count(1)
+    expect(link).to_have_attribute("href", re.compile(rf"^{re.escape(url)}r/\w+$"))
+    page.context.route("https://northwind-outfitters.com/**",
+                       lambda route: route.fulfill(status=200, content_type="text/html", body="<h1>New arrivals</h1>"))
+    with page.context.expect_page() as opened:
+        link.click()
+    store = opened.value
+    expect(store).to_have_url(re.compile(r"^https://northwind-outfitters\.com/collections/new-arrivals\?.*utm_source=sms"))
+    store.close()
+    with _demo_db(log_path) as db:
+        clicks_count, status = db.execute("SELECT clicks_count, status FROM subscribers WHERE phone = ?",
+                                          (phone,)).fetchone()
+        clicks = db.execute("SELECT count(*) FROM clicks JOIN subscribers s ON s.id = clicks.subscriber_id "
+                            "WHERE s.phone = ?", (phone,)).fetchone()[0]
+    assert (clicks_count, clicks, status) == (1, 1, "subscribed")
+
+    page.locator("#outbox-text").get_by_label("From phone number").fill(phone)
+    page.locator("#outbox-text").get_by_label("Text", exact=True).fill("STOP")
+    page.locator("#outbox-text").get_by_role("button", name="Send text").click()
+    expect(page.locator("#outbox-table")).to_contain_text("You are unsubscribed and will get no more messages")
+    with _demo_db(log_path) as db:
+        assert db.execute("SELECT status FROM subscribers WHERE phone = ?", (phone,)).fetchone()[0] == "unsubscribed"
+    assert problems == []

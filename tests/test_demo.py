@@ -107,6 +107,14 @@ def test_same_arguments_give_the_same_rows(db):
     assert _fingerprint(db, other.id) != first
 
 
+def test_seeding_leaves_the_planner_statistics_of_the_new_rows(db):
+    from tests.test_db_statistics import analyzed_since, forget_statistics
+    mark = forget_statistics(db)
+    demo.seed(db, now=NOW, customers=60)
+    assert all(analyzed_since(db, table, mark)
+               for table in ("subscribers", "customers", "orders", "line_items", "messages", "segment_members"))
+
+
 def test_seeding_twice_is_refused_and_needs_an_aware_now(db):
     demo.seed(db, now=NOW, customers=20)
     with pytest.raises(ValueError):

@@ -87,6 +87,15 @@ def test_full_sync_imports_everything(app, db, shop, fake_shopify, layout):
     assert len(fake_shopify.calls("download")) == 4  # results fetched through the override, not from Google
 
 
+def test_a_finished_sync_leaves_the_planner_statistics_of_what_it_loaded(app, db, shop, fake_shopify):
+    from tests.test_db_statistics import analyzed_since, forget_statistics
+    connect(fake_shopify, shop)
+    _seed_small(fake_shopify, shop.domain)
+    mark = forget_statistics(db)
+    assert _run_to_completion(app, shop, fake_shopify).sync_status == "done"
+    assert all(analyzed_since(db, table, mark) for table in ("customers", "orders", "line_items", "products"))
+
+
 def test_polling_follows_a_sync_without_the_webhook(app, db, shop, fake_shopify):
     connect(fake_shopify, shop)
     _seed_small(fake_shopify, shop.domain)

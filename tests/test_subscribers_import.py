@@ -309,6 +309,22 @@ def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, 
     assert [args[0] for name, args, _ in jobs.jobs if name == "recheck_pending"] == [shop.id] * 4 + [twin.id]
 
 
+def test_imports_leave_the_planner_statistics_of_the_subscribers(db, jobs, monkeypatch):
+    from kinnekt import defaults
+    from tests.test_db_statistics import analyzed_since, forget_statistics
+    shop = make_shop()
+    mark = forget_statistics(db)
+    importing.import_batches(db(), upload(db, shop).id)  # a job's import: always at its end
+    assert analyzed_since(db, "subscribers", mark) and analyzed_since(db, "subscription_events", mark)
+
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_ANALYZE_ROWS", 3)  # an import in the request: from 3 rows
+    mark = forget_statistics(db)
+    upload(db, shop, csv("phone", "+12125550201", "+12125550202"))
+    assert not analyzed_since(db, "subscribers", mark)
+    upload(db, shop, csv("phone", "+12125550203", "+12125550204", "+12125550205"))
+    assert analyzed_since(db, "subscribers", mark)
+
+
 def test_a_run_cut_short_is_resumed_where_it_stopped_with_the_same_report(db, jobs):
     shop = make_shop()
     queued = upload(db, shop)

@@ -69,3 +69,10 @@ def prune_signup_attempts() -> int:
     """Delete sign-up attempts older than the popup's limits look back; returns how many."""
     from kinnekt.subscribers import signup_limits
     return signup_limits.prune(Session())
+
+
+@job
+def refresh_statistics() -> float | None:
+    """Gather SQLite's planner statistics again (PostgreSQL: nothing, autovacuum does it); seconds taken."""
+    from kinnekt import db_statistics
+    return db_statistics.refresh(Session)

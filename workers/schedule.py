@@ -5,7 +5,7 @@ from kinnekt import defaults
 from kinnekt.queue import Periodic
 from workers.automations import fire_all_automations
 from workers.campaigns import start_due_campaigns, watch_senders
-from workers.jobs import prune_signup_attempts, prune_webhook_events, recover_due_work
+from workers.jobs import prune_signup_attempts, prune_webhook_events, recover_due_work, refresh_statistics
 from workers.shopify import reconcile_all
 from workers.segments import sweep_segments
 from workers.sms import prune_signature_nonces
@@ -24,4 +24,5 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),
         Periodic("fire_automations", fire_all_automations, defaults.AUTOMATION_SCAN_SECONDS),
         Periodic("watch_senders", watch_senders, defaults.SENDER_WATCH_SECONDS),
+        Periodic("refresh_statistics", refresh_statistics, defaults.STATISTICS_INTERVAL_SECONDS),
     ]

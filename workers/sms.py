@@ -91,10 +91,10 @@ def prune_signature_nonces() -> int:
 @register_recoverer
 def requeue_inbound_sms() -> int:
     """Queue inbound texts stored but not handled, and handle long texts whose missing parts never came."""
-    from kinnekt.subscribers.inbound import assemble_overdue, due_for_recovery
+    from kinnekt.subscribers.inbound import assemble_overdue, due_for_recovery, queue_handling
     ids = due_for_recovery(Session())
     for inbound_id in ids:
-        get_queue().enqueue(process_inbound, inbound_id, job_id=f"sms-inbound-{inbound_id}")
+        queue_handling(inbound_id)
     return len(ids) + assemble_overdue(Session())
 
 

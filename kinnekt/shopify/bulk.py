@@ -198,6 +198,9 @@ def advance(shop: Shop) -> None:
             shop.reconciled_at = max(filter(None, (shop.reconciled_at, started)))
         shop.sync_progress = 100
         Session.commit()
+        if shop.sync_status == "done":
+            from kinnekt import db_statistics
+            db_statistics.analyze(Session)  # a whole store arrived: fresh statistics for the planner
         return
     shop.sync_progress = progress(operations.values())
     Session.commit()

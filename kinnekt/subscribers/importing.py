@@ -230,10 +230,18 @@ def _import_now(session: OrmSession, shop: Shop, checked: CheckedFile) -> Import
     _import_rows(session, shop, checked, checked.first, len(checked.rows), {}, report, import_attestation(shop),
                  utcnow())
     session.commit()
+    if report.imported >= defaults.SUBSCRIBER_IMPORT_ANALYZE_ROWS:
+        analyze_subscriber_tables(session)
     if report.subscriber_ids:
         from kinnekt.segments.membership import subscribers_changed
         subscribers_changed(shop.id, report.subscriber_ids)
     return report
+
+
+def analyze_subscriber_tables(session: OrmSession) -> None:
+    """Fresh planner statistics for the tables an import fills (kinnekt/db_statistics.py)."""
+    from kinnekt import db_statistics
+    db_statistics.analyze(session, [Subscriber.__tablename__, SubscriptionEvent.__tablename__])
 
 
 def _no_counts() -> dict[str, int]:
@@ -336,6 +344,7 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
         cursor, done = stop, done + 1
         if cursor < end and ((batches is not None and done >= batches) or should_stop()):
             return "paused"  # after a batch, never before the first: every run moves the import on
+    analyze_subscriber_tables(session)
     return "done"
 
 

@@ -37,6 +37,7 @@ import re
 
 from flask import current_app
 from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
@@ -46,6 +47,9 @@ from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin, phones, share
 
 log = logging.getLogger(__name__)
+
+MAX_TEXT_LENGTH = 1600
+"""Vonage delivers a long text in parts; one webhook never carries more than this (nor may the demo's form)."""
 
 INTENTS = ("stop", "help", "start", "keyword", "other", "part", "merged", "handling")
 """InboundMessage.intent values: the five meanings, a part of a long text awaiting the rest (or merged into
@@ -171,6 +175,45 @@ def resolve_shop(session: OrmSession, to_number: str, from_e164: str, text: str)
     if known is not None:
         return by_id[known]
     return candidates[0]
+
+
+# --- receiving --------------------------------------------------------------------------------------
+
+def receive(session: OrmSession, fields: dict) -> InboundMessage | None:
+    """Take in one inbound text as a phone sent it: find its shop, store it once per provider id, apply an opt-out
+    or a text asking for nothing now, and queue anything else for a worker. `fields` are InboundMessage columns (provider_id, from_phone in
+    E.164, to_number, text, and a long text's concat_* ones). Returns the stored row; None when no shop sends from
+    the number texted, or when the provider id is stored already (a resend: nothing happens twice).
+
+    Vonage's /sms/inbound webhook calls this, and so does the demo's "Text the store" form (kinnekt/web/outbox.py),
+    so that a text typed in the demo goes exactly where a real one goes."""
+    shop = resolve_shop(session, fields["to_number"], fields["from_phone"], fields["text"])
+    if shop is None:
+        log.warning("inbound SMS %s to %s: no shop sends from that number; ignored",
+                    fields["provider_id"], fields["to_number"])
+        return None
+    row = InboundMessage(shop_id=shop.id, **fields)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # the provider resent a message we already have
+        session.rollback()
+        return None
+    session.commit()
+    for inbound_id in take_in_request(session, row.id):
+        queue_handling(inbound_id)
+    return row
+
+
+def queue_handling(inbound_id: int) -> None:
+    """Queue a worker's handling of a stored text; if the queue is down, the recovery finds the text later."""
+    from kinnekt.queue import get_queue
+    from workers.sms import process_inbound
+    try:
+        get_queue().enqueue(process_inbound, inbound_id, job_id=f"sms-inbound-{inbound_id}")
+    except Exception:  # the text is stored: failing the caller would only make Vonage resend what we have
+        log.exception("inbound SMS %s stored but not queued; the recovery will handle it", inbound_id)
 
 
 # --- handling ---------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 Vonage may call them with GET (query string), POST (form) or POST (JSON), as set in its dashboard.
 When VONAGE_SIGNATURE_SECRET is set every request must be signed (bad or missing signature: 401).
 A malformed request is a 400; nothing is stored for either. Anything well formed is answered 204 at
-once (else Vonage resends for a day): inbound texts are stored (once per messageId); an opt-out, or a text
-that asks for nothing, is handled before the answer (kinnekt/subscribers/inbound.take_in_request); anything
-that sends a text is handled by a worker, as is a text whose handling in the request failed (the answer is still 204: the text is stored, and the
-recovery finds a text whose job could not be queued). Receipts are applied to their message row.
+once (else Vonage resends for a day): inbound texts go to kinnekt/subscribers/inbound.receive, which stores them
+(once per messageId) and handles an opt-out, or a text that asks for nothing, before the answer
+(`take_in_request`); anything that sends a text is handled by a worker, as is a text whose handling in the
+request failed (the answer is still 204: the text is stored, and the recovery finds a text whose job could not
+be queued). Receipts are applied to their message row.
 """
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ import logging
 import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
-from sqlalchemy.exc import IntegrityError
 
 from kinnekt import defaults
 from kinnekt.db import Session
-from kinnekt.models import InboundMessage
 from kinnekt.queue import get_queue
 from kinnekt.sms import receipts, signatures
 from kinnekt.subscribers import inbound as inbound_sms
@@ -28,10 +27,6 @@ from kinnekt.web import guards
 log = logging.getLogger(__name__)
 
 bp = Blueprint("sms_webhooks", __name__, url_prefix="/sms")
-
-MAX_TEXT_LENGTH = 1600
-"""Vonage delivers a long text in parts; one webhook never carries more than this."""
-
 
 class Malformed(ValueError):
     """The request is not a Vonage webhook we can use."""
@@ -45,32 +40,8 @@ def inbound():
         fields = _inbound_fields(params)
     except Malformed as exc:
         return _bad(str(exc))
-    shop = inbound_sms.resolve_shop(Session, fields["to_number"], fields["from_phone"], fields["text"])
-    if shop is None:
-        log.warning("inbound SMS %s to %s: no shop sends from that number; ignored",
-                    fields["provider_id"], fields["to_number"])
-        return "", 204
-    row = InboundMessage(shop_id=shop.id, **fields)
-    try:
-        with Session.begin_nested():
-            Session.add(row)
-            Session.flush()
-    except IntegrityError:  # Vonage resent a message we already have
-        Session.rollback()
-        return "", 204
-    Session.commit()
-    for inbound_id in inbound_sms.take_in_request(Session, row.id):
-        _queue_handling(inbound_id)
+    inbound_sms.receive(Session, fields)  # stored once, an opt-out applied now, the rest queued; or ignored
     return "", 204
-
-
-def _queue_handling(inbound_id: int) -> None:
-    """Queue a worker's handling of a stored text; if the queue is down, the recovery finds the text later."""
-    from workers.sms import process_inbound
-    try:
-        get_queue().enqueue(process_inbound, inbound_id, job_id=f"sms-inbound-{inbound_id}")
-    except Exception:  # the text is stored: answering 500 would only make Vonage resend what we have
-        log.exception("inbound SMS %s stored but not queued; the recovery will handle it", inbound_id)
 
 
 @bp.route("/receipt", methods=["GET", "POST"])
@@ -144,7 +115,7 @@ def _inbound_fields(params: dict[str, str]) -> dict:
     if kind not in ("text", "unicode", "binary"):
         raise Malformed(f"unknown type {kind[:20]!r}")
     text = "" if kind == "binary" else params.get("text", "")
-    if len(text) > MAX_TEXT_LENGTH:
+    if len(text) > inbound_sms.MAX_TEXT_LENGTH:
         raise Malformed("text is too long")
     fields = dict(provider_id=provider_id, from_phone=from_phone, to_number=to_number, text=text)
     if (params.get("concat") or "").strip().lower() == "true":
