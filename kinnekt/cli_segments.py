@@ -35,7 +35,7 @@ def parse_now(raw: str | None) -> dt.datetime:
 @segments_cli.command("evaluate")
 @click.option("--shop", "domain", required=True, help="The shop, as <shop>.myshopify.com.")
 @click.option("--definition", "definition_file", required=True, type=click.File("r", encoding="utf-8"),
-              help="A JSON file holding a segment definition (see shared/segment-rules.md); - reads stdin.")
+              help="A JSON file holding a segment definition (see docs/segment-rules.md); - reads stdin.")
 @click.option("--now", "now_raw", default=None, help="Evaluate at this instant (ISO 8601 with a time zone).")
 def evaluate(domain: str, definition_file, now_raw: str | None) -> None:
     """Print the phone numbers (E.164) of the shop's subscribers in the definition, one per line, sorted.
