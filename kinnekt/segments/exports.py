@@ -9,7 +9,7 @@ format uses is left out.
 
 Who is exported: exactly the members `service.export_members_csv` exports, i.e. the segment's
 definition evaluated now by the compiler, which only ever yields the shop's *subscribed, unsuppressed*
-subscribers (see shared/segment-rules.md "Who can be a member"). Pending, unsubscribed and suppressed
+subscribers (see docs/segment-rules.md "Who can be a member"). Pending, unsubscribed and suppressed
 people are never in an audience file. The plain (unhashed) E.164 list is `service.export_members_csv`.
 """
 from __future__ import annotations

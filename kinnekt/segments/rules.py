@@ -1,4 +1,4 @@
-"""Segment definitions: check one against the contract (shared/segment-rules.md) and normalise it.
+"""Segment definitions: check one against the contract (docs/segment-rules.md) and normalise it.
 
 `validate` is what every writer (builder UI, JSON API, CLI, import) calls before saving: it returns
 a normalised copy or raises `DefinitionError` listing every problem with its JSON path. `normalise`

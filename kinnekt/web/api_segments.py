@@ -1,7 +1,7 @@
 """JSON API for segments (/api/segments): list, create, get, update, delete, preview and members export.
 
 Authenticated by the App Bridge session token like every merchant route. Definitions follow the contract
-(shared/segment-rules.md); an invalid one is answered 422 with `{"errors": [{"path", "message"}]}`, the
+(docs/segment-rules.md); an invalid one is answered 422 with `{"errors": [{"path", "message"}]}`, the
 paths being those inside the definition ("name" for the segment's name).
 """
 from __future__ import annotations
