@@ -41,9 +41,13 @@ def price_per_part(country: str | None) -> Decimal:
 def country_of(phone: str | None) -> str | None:
     """The country of an E.164 number, or None when it cannot be told."""
     try:
-        return phonenumbers.region_code_for_number(phonenumbers.parse(phone or ""))
+        number = phonenumbers.parse(phone or "")
     except phonenumbers.NumberParseException:
         return None
+    # A number outside any known range still has its country's calling code (+44: the United Kingdom).
+    region = (phonenumbers.region_code_for_number(number)
+              or phonenumbers.region_code_for_country_code(number.country_code))
+    return region if region and region != phonenumbers.UNKNOWN_REGION else None
 
 
 def message_price(phone: str | None, parts: int) -> Decimal:
