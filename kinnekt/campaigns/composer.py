@@ -172,6 +172,7 @@ def analysis(body: str, shop, *, discount_mode: str = "none", discount_code: str
         "first_message_characters": first.units,
         "price_per_segment": price,
         "home_country": home_country(shop),
+        "home_country_name": prices.COUNTRY_NAMES.get(home_country(shop), home_country(shop)),
         "cost_per_message": price * info.segments,
         "cost_first_message": price * first.segments,
         "too_long": first.segments > defaults.CAMPAIGN_BODY_MAX_SEGMENTS,
