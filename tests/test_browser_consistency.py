@@ -198,8 +198,9 @@ def test_subscribed_versus_all_subscribers_is_explained(open_page, screen, shop)
 
     page = open_page("/subscribers/?status=subscribed")
     expect(page.locator(".pagination__summary")).to_contain_text("of 4 subscribers")
-    expect(page.locator("#subscribers-suppressed-note")).to_contain_text("Includes 1 suppressed number")
-    expect(page.locator("#subscribers-suppressed-note")).to_contain_text("segments (such as All subscribers) leave it out")
+    note = page.locator("#subscribers-suppressed-note")
+    expect(note).to_contain_text("Includes 1 suppressed number")
+    expect(note).to_contain_text("segments (such as All subscribers) leave it out")
 
     page = open_page("/segments/")
     cell = page.locator("#segments-page tr", has_text="All subscribers")
