@@ -15,9 +15,10 @@ $(BIN)/flask: pyproject.toml
 
 install: $(BIN)/flask
 
-## Run the demo: SQLite, in-process queue, a seeded demo store, messages to the Outbox.
+## Run the demo: SQLite, in-process queue, a seeded demo store, messages to the Outbox. Its links point at
+## http://HOST:PORT unless SHOPIFY_APP_URL is set.
 run: install
-	KINNEKT_DEMO=1 $(BIN)/flask --app app demo run --host $(HOST) --port $(PORT)
+	HOST=$(HOST) PORT=$(PORT) KINNEKT_DEMO=1 $(BIN)/flask --app app demo run --host $(HOST) --port $(PORT)
 
 ## Run the whole test suite on SQLite and on PostgreSQL (with Redis and Chromium).
 test: install

@@ -1,11 +1,14 @@
 """Flask CLI commands: `flask db upgrade|downgrade|revision`, `flask demo seed|run`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
+
+from kinnekt.config import public_url_is_set, served_url
 
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
 demo_cli = AppGroup("demo", help="The demo store.")
@@ -69,7 +72,7 @@ def demo_seed(customers: int, reset: bool) -> None:
 
 @demo_cli.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=int, envvar="PORT")
 @click.option("--customers", default=3000, show_default=True)
 def demo_run(host: str, port: int, customers: int) -> None:
     """Migrate, seed the demo store if needed, and serve the app (SQLite and an in-process queue by default)."""
@@ -85,13 +88,14 @@ def demo_run(host: str, port: int, customers: int) -> None:
     if _seed_demo(customers, reset=False):
         click.echo(f"Seeded the demo store in {time.monotonic() - started:.1f} s.")
     app = current_app._get_current_object()
-    import os
-
-    from kinnekt.config import _url_or_none
-    if not (os.environ.get("SHOPIFY_APP_URL") or os.environ.get("APP_URL") or _url_or_none(os.environ.get("HOST"))):
-        # Tracked links in the Outbox (/r/<code>) must open on this server, whatever port it was given.
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        app.config["SHOPIFY_APP_URL"] = f"http://{shown}:{port}"
+    if not public_url_is_set(os.environ):
+        # Links follow where the demo is served, whatever HOST/PORT said when the config was read.
+        app.config["SHOPIFY_APP_URL"] = served_url(host, port)
+    from kinnekt import demo
+    from kinnekt.campaigns import links
+    from kinnekt.db import Session
+    demo.rebase_links(Session, current_app.config["DEMO_SHOP_DOMAIN"], links.public_base())
+    Session.remove()
     start_background(app)
     click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n  (messages go to the Outbox page; Ctrl+C stops)\n")
     # app.run() is a no-op inside a `flask` command, so serve with Werkzeug directly.

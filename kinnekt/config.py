@@ -23,6 +23,21 @@ def _url_or_none(value: str | None) -> str | None:
     return value if value and value.startswith(("http://", "https://")) else None
 
 
+def public_url_is_set(env: dict[str, str]) -> bool:
+    """True when the environment names the app's public URL (SHOPIFY_APP_URL, APP_URL, or HOST as a URL)."""
+    return bool(env.get("SHOPIFY_APP_URL") or env.get("APP_URL") or _url_or_none(env.get("HOST")))
+
+
+def served_url(host: str | None, port: int | str) -> str:
+    """The URL a local server on `host`:`port` answers at (a wildcard host is reached at 127.0.0.1)."""
+    host = (host or "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"
+
+
 @dataclass
 class Config:
     """Every setting the app reads; `from_env` documents the variable behind each one."""
@@ -72,7 +87,8 @@ class Config:
             TOKEN_ENCRYPTION_KEY=env.get("TOKEN_ENCRYPTION_KEY", ""),
             SHOPIFY_API_KEY=env.get("SHOPIFY_API_KEY", ""),
             SHOPIFY_API_SECRET=env.get("SHOPIFY_API_SECRET", ""),
-            # The Shopify CLI passes the tunnel URL as APP_URL/HOST; SHOPIFY_APP_URL wins when set.
+            # The Shopify CLI passes the tunnel URL as APP_URL/HOST; SHOPIFY_APP_URL wins when set. The demo
+            # without any of them is reached at HOST:PORT (below).
             SHOPIFY_APP_URL=(env.get("SHOPIFY_APP_URL") or env.get("APP_URL") or _url_or_none(env.get("HOST"))
                              or cls.SHOPIFY_APP_URL).rstrip("/"),
             SCOPES=env.get("SCOPES") or cls.SCOPES,
@@ -98,6 +114,9 @@ class Config:
             HEALTH_TOKEN=env.get("HEALTH_TOKEN", ""),
             LOG_LEVEL=env.get("LOG_LEVEL") or cls.LOG_LEVEL,
         )
+        if demo and not public_url_is_set(env):
+            # The demo's links (short links, the shareable link) must reach the demo where it is served.
+            cfg.SHOPIFY_APP_URL = served_url(env.get("HOST"), cfg.PORT)
         cfg.apply_demo_defaults()
         return cfg
 

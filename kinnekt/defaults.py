@@ -195,10 +195,6 @@ BULK_IMPORT_STALE_SECONDS = 600
 
 # --- Campaign composer ---
 
-SMS_PRICE_PER_SEGMENT = "0.0079"
-"""Estimated price of one SMS segment in the shop's currency (a decimal string), for the composer's cost
-estimate: an estimate, the provider's invoice is the truth."""
-
 CAMPAIGN_BODY_MAX_SEGMENTS = 10
 """Longest campaign message, in SMS segments (counted with the compliance footer and short links)."""
 

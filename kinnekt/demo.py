@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import carrier as pn_carrier, timezone as pn_timezone
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 
+from kinnekt.campaigns import links
 from kinnekt.config import Config
 from kinnekt.db import Base
 from kinnekt.models import (
@@ -20,13 +21,13 @@ from kinnekt.models import (
     Subscriber, SubscriptionEvent,
 )
 from kinnekt.models.subscriber_key import before_deleting_subscribers
+from kinnekt.sms import prices
 
 SHOP_NAME = "Northwind Outfitters"
 STORE_HOST = "northwind-outfitters.com"
 STORE_URL = f"https://{STORE_HOST}"
 SHOP_TIMEZONE = "America/New_York"
 SENDER = "+18885550199"  # toll-free; phonenumbers accepts it as a valid US number
-SHORT_LINK_BASE = f"{STORE_URL}/apps/kinnekt/r/"  # tracked links go through the storefront app proxy
 UTC = dt.timezone.utc
 ZERO = Decimal("0.00")
 
@@ -174,8 +175,6 @@ AUTO_SEGMENTS = (("all", "All subscribers"), ("mobile_popup", "Mobile Popup"), (
 TRANSIENT_ERRORS = (("1", "Unknown"), ("2", "Absent subscriber - temporary"), ("6", "Anti-spam rejection"),
                     ("7", "Handset busy"), ("8", "Network error"), ("12", "Destination unreachable"))
 PERMANENT_ERROR = ("3", "Absent subscriber - permanent")
-PRICE_PER_PART = {"US": Decimal("0.0081"), "CA": Decimal("0.0081"), "GB": Decimal("0.0414"),
-                  "DE": Decimal("0.0925"), "AU": Decimal("0.0501")}
 USER_AGENTS = (
     ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
      "Version/18.6 Mobile/15E148 Safari/604.1", 52),
@@ -290,12 +289,13 @@ def clear(session, domain: str) -> bool:
 
 
 def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetime, customers: int = 3000,
-         seed: int = 20261122) -> Shop:
+         seed: int = 20261122, link_base: str | None = None) -> Shop:
     """Create the demo shop with its catalog, customers, orders, subscribers, segments and campaigns; commits,
     then gathers the planner's statistics (kinnekt/db_statistics.py).
 
     The same arguments always give the same rows: every random choice comes from `random.Random` seeded with
-    `seed`, and every time is relative to `now` (an aware datetime).
+    `seed`, and every time is relative to `now` (an aware datetime). Short links in the seeded texts live under
+    `link_base` (default: the app's public URL, as links.short_url makes them), so they open in the demo.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
@@ -304,11 +304,40 @@ def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetim
     if session.execute(select(Shop.id).where(Shop.domain == domain)).first() is not None:
         raise ValueError(f"a shop with domain {domain!r} already exists")
     store = _DemoStore(domain, now.astimezone(UTC), customers, seed)
+    store.link_base = (link_base if link_base is not None else links.public_base()).rstrip("/") + "/r/"
     store.build()
     shop = store.write(session)
     from kinnekt import db_statistics
     db_statistics.analyze(session)  # thousands of rows just arrived: the planner needs to know (SQLite never asks)
     return shop
+
+
+_SHORT_LINK = re.compile(r"(https?://[^\s/]+(?:/[^\s]*?)?)/r/[A-Za-z0-9]+")
+
+
+def rebase_links(session, domain: str, base: str) -> int:
+    """Point the demo shop's texts (messages and the Outbox) at short links under `base`; commits.
+
+    The demo database outlives a run: texts seeded or sent while it was served at another address keep that
+    address, where nothing answers now. Returns how many bases were rewritten (0 when all were current).
+    """
+    shop_id = session.execute(select(Shop.id).where(Shop.domain == domain, Shop.is_demo.is_(True))).scalar()
+    if shop_id is None:
+        return 0
+    new = base.rstrip("/") + "/r/"
+    tables = ((Message.__table__, Message.__table__.c.body), (OutboxMessage.__table__, OutboxMessage.__table__.c.text))
+    old_bases: set[str] = set()
+    for table, column in tables:
+        for (text,) in session.execute(select(column).where(table.c.shop_id == shop_id, column.like("%/r/%"))
+                                       .execution_options(all_shops=True)):
+            old_bases.update(m.group(1) + "/r/" for m in _SHORT_LINK.finditer(text or ""))
+    old_bases.discard(new)
+    for old in sorted(old_bases):
+        for table, column in tables:
+            session.execute(table.update().where(table.c.shop_id == shop_id, column.contains(old, autoescape=True))
+                            .values({column.name: func.replace(column, old, new)}).execution_options(all_shops=True))
+    session.commit()
+    return len(old_bases)
 
 
 # --- small helpers -------------------------------------------------------------------------------------------
@@ -993,13 +1022,13 @@ class _DemoStore:
                 due = self.deferred(sub, slot)
                 sent = (due + dt.timedelta(seconds=(i % 90) // 3)) if due else slot
                 code_chars = self.short_code(ids)
-                text = campaign["body"].replace(url, SHORT_LINK_BASE + code_chars) + "\nReply STOP to unsubscribe"
+                text = campaign["body"].replace(url, self.link_base + code_chars) + "\nReply STOP to unsubscribe"
                 encoding, parts = _sms_parts(text)
                 provider_id = self.provider_id(ids)
                 message = {
                     "kind": "campaign", "to_phone": sub["phone"], "body": text, "skip_reason": None, "due_at": due,
                     "attempts": 1, "client_ref": None, "provider_id": provider_id, "encoding": encoding,
-                    "segments": parts, "price": PRICE_PER_PART.get(sub["country"], Decimal("0.0081")) * parts,
+                    "segments": parts, "price": prices.price_per_part(sub["country"]) * parts,
                     "error_code": None, "error_reason": None, "sent_at": sent, "delivered_at": None,
                     "created_at": started, "_campaign": campaign, "_sub": sub,
                 }

@@ -82,7 +82,7 @@ def test_compose_schedule_send_and_see_the_statistics(open_page, shop, audience,
 
     page.get_by_label("VIP customers (12)").check()
     expect(page.locator("#campaign-sendable")).to_have_text("12")
-    expect(page.locator("#campaign-cost-total")).to_contain_text("$0.09")  # 12 x 1 segment x 0.0079
+    expect(page.locator("#campaign-cost-total")).to_contain_text("$0.10")  # 12 x 1 segment x 0.0081 (US)
     page.get_by_role("button", name=re.compile("^Use the suggested name")).click()
     expect(page.locator("#campaign-name")).to_have_value("Spring sale - 20% off - VIP customers")
 
@@ -135,7 +135,7 @@ def test_end_a_running_campaign(open_page, shop, big_audience, slow_sending):
     expect(page.locator("#campaign-sendable")).to_have_text("30")
     page.get_by_label("Send now").check()
     expect(page.locator("#campaign-send-date")).to_be_hidden()
-    page.get_by_role("button", name="Schedule campaign").click()
+    page.get_by_role("button", name="Send now").click()
 
     expect(page.locator("#campaign-status")).to_have_text("In Progress")
     expect(page.locator("#campaign-progress-sent")).to_have_text(re.compile(r"^[1-9]$"), timeout=10_000)

@@ -12,10 +12,11 @@ from werkzeug.datastructures import MultiDict
 from kinnekt import defaults
 from kinnekt.campaigns import composer, links
 from kinnekt.models import Campaign, CampaignSegment, Segment
+from kinnekt.sms import prices
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # Mon Mar 2, 10:00 in New York (EST)
-PRICE = Decimal(defaults.SMS_PRICE_PER_SEGMENT)
+PRICE = prices.price_per_part("US")  # the tests' shops text from no number: priced as the US
 
 
 def fake_shop(**fields):
@@ -145,6 +146,15 @@ def test_estimated_cost_is_per_message_cost_times_sendable():
     result = composer.analysis("x" * 200, fake_shop())
     assert composer.estimated_cost(result, 1000) == PRICE * 2 * 1000
     assert composer.estimated_cost(result, 0) == 0
+
+
+def test_estimated_cost_prices_each_recipient_by_country_from_the_one_table():
+    result = composer.analysis("x" * 200, fake_shop())  # 2 segments
+    cost = composer.estimated_cost(result, 13, {"US": 10, "GB": 2, None: 1})
+    assert cost == 2 * (10 * prices.PRICE_PER_PART["US"] + 2 * prices.PRICE_PER_PART["GB"]
+                        + 1 * prices.PRICE_PER_PART["US"])  # no known country: the shop's own
+    assert composer.estimated_cost(result, 13, {"US": 10}) == PRICE * 2 * 13  # counts that disagree: not used
+    assert result["price_per_segment"] == prices.price_per_part("US")
 
 
 # ---------------------------------------------------------------------------------------------- names

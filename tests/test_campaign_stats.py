@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
@@ -76,7 +77,11 @@ def test_campaign_figures_match_the_hand_computed_ones(db, shop, dataset):
     figures = stats.for_campaign(db, dataset["a"])
     assert (figures.recipients, figures.sent, figures.delivered, figures.failed, figures.skipped) == (12, 9, 5, 2, 2)
     assert (figures.no_receipt, figures.refused) == (2, 1)
-    assert figures.failure_reasons == [("Absent subscriber", 2), ("Invalid number", 1)]
+    # The reasons add up to their own figure: failed after acceptance apart from refused at the request.
+    assert figures.failure_reasons == [("Absent subscriber", 2)]
+    assert figures.refusal_reasons == [("Invalid number", 1)]
+    assert figures.delivered + figures.failed + figures.awaiting_receipt == figures.sent
+    assert figures.unaccounted == 0
     assert [count for _label, count in figures.skip_reasons] == [1, 1]
     assert {label for label, _count in figures.skip_reasons} == {
         stats.skip_label("not_subscribed"), stats.skip_label("recently_texted")}
@@ -111,8 +116,9 @@ def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
     assert (figures.sent, figures.delivered, figures.failed) == (7, 3, 3)
     assert figures.delivered + figures.failed + figures.no_receipt == figures.sent
     assert (figures.refused, figures.unknown, figures.recipients) == (1, 0, 8)
-    assert figures.failure_reasons == [("failed: Absent subscriber (temporary)", 3),
-                                       ("Illegal Sender Address - rejected", 1)]
+    assert figures.failure_reasons == [("failed: Absent subscriber (temporary)", 3)]
+    assert figures.refusal_reasons == [("Illegal Sender Address - rejected", 1)]
+    assert figures.unaccounted == 0
     progress = sending.progress(db, row)
     assert (progress.sent, progress.refused, progress.remaining, progress.finished) == (7, 1, 0, 8)
     rows, totals = stats.campaign_rows(db, shop)
@@ -186,12 +192,17 @@ def test_the_stats_partial_shows_the_figures_and_the_chart_data(app, db, shop, d
         html = render_template("campaigns/_stats.html", campaign=camp, stats=stats.for_campaign(db, camp),
                                timeline=stats.timeline(db, camp))
     assert html.lstrip().startswith("{#") is False and 'id="campaign-stats"' in html
-    for label, value in (("Sent", "9"), ("Delivered", "5"), ("Failed", "2"), ("No receipt yet", "2"),
+    for label, value in (("Sent", "9"), ("Delivered", "5"), ("Failed", "2"), ("Awaiting receipt", "2"),
                          ("Refused", "1"), ("Unique clicks", "3"), ("Click rate", "33.3%"), ("Orders", "2"),
                          ("Revenue", "$50.50"), ("Revenue per message", "$5.61"), ("Unsubscribes", "1"),
                          ("Cost", "$0.10")):
         assert f'<p class="metric__label">{label}</p>\n  <p class="metric__value">{value}</p>' in html, label
     assert "Absent subscriber" in html and "Invalid number" in html
+    failed_card = html[html.index('id="stat-failure-reasons"'):html.index('id="stat-refusal-reasons"')]
+    assert "Absent subscriber" in failed_card and "Invalid number" not in failed_card  # 2 reasons for Failed 2
+    accounting = " ".join(re.sub(r"<[^>]+>", " ", html[html.index('id="stat-accounting"'):]).split())
+    assert accounting.startswith('id="stat-accounting">Sent 9 = 5 delivered + 2 failed + 2 awaiting receipt. '
+                                 'Of 12 recipients, 9 sent, 1 refused by the SMS provider, 2 not sent')
     assert '<script type="application/json" id="campaign-chart-data">' in html
     assert 'data-campaign-chart="campaign-chart-data"' in html
     assert "vendor/uplot-1.6.32.min.js" in html and "js/campaign-chart.js" in html

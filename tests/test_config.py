@@ -117,3 +117,32 @@ def test_oversized_upload_is_refused_before_the_view(app, client, auth):
     assert limit == 16 * 1_048_576
     response = client.post("/segments/lists/", headers=auth, content_type="text/csv", data=b"x" * (limit + 1))
     assert response.status_code == 413
+
+
+def test_the_demos_public_url_follows_host_and_port_unless_one_is_set():
+    """Issue 20: `PORT=5101 make run` made links to http://127.0.0.1:5000, where nothing listens."""
+    demo = {"KINNEKT_DEMO": "1"}
+    assert Config.from_env({**demo, "PORT": "5101"}).SHOPIFY_APP_URL == "http://127.0.0.1:5101"
+    assert Config.from_env({**demo, "HOST": "localhost", "PORT": "5101"}).SHOPIFY_APP_URL == "http://localhost:5101"
+    assert Config.from_env({**demo, "HOST": "0.0.0.0", "PORT": "5101"}).SHOPIFY_APP_URL == "http://127.0.0.1:5101"
+    set_url = {**demo, "PORT": "5101", "SHOPIFY_APP_URL": "https://demo.example.com"}
+    assert Config.from_env(set_url).SHOPIFY_APP_URL == "https://demo.example.com"
+    assert Config.from_env({"PORT": "5101"}).SHOPIFY_APP_URL == "http://127.0.0.1:5000"  # production: never guessed
+
+
+def test_demo_run_serves_links_at_its_own_host_and_port(monkeypatch, tmp_path):
+    """`flask demo run --port 5101` makes the app's public URL (short links, the shareable link) that address."""
+    from kinnekt import create_app
+    monkeypatch.delenv("SHOPIFY_APP_URL", raising=False)
+    monkeypatch.delenv("APP_URL", raising=False)
+    monkeypatch.delenv("HOST", raising=False)
+    cfg = Config.from_env({"KINNEKT_DEMO": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"})
+    app = create_app(cfg)
+    served = {}
+    monkeypatch.setattr("werkzeug.serving.run_simple", lambda host, port, wsgi, **kw: served.update(
+        url=wsgi.config["SHOPIFY_APP_URL"], port=port))
+    monkeypatch.setattr("kinnekt.cli._seed_demo", lambda customers, reset: False)
+    monkeypatch.setattr("kinnekt.queue.start_background", lambda app: None)
+    result = app.test_cli_runner().invoke(args=["demo", "run", "--port", "5101"])
+    assert result.exit_code == 0, result.output
+    assert served == {"url": "http://127.0.0.1:5101", "port": 5101}

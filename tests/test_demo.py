@@ -371,3 +371,29 @@ def test_the_shop_itself(db):
     assert stored.sync_status == "done" and stored.last_synced_at <= NOW and stored.installed
     assert demo.is_seeded(db, DOMAIN) and not demo.is_seeded(db, "nope.myshopify.com")
     assert shop.id == stored.id
+
+
+def test_seeded_texts_link_under_the_apps_public_url_and_follow_it_when_it_moves(db):
+    """Issue 20: the demo's texts pointed at an address where nothing answered."""
+    shop = demo.seed(db, now=NOW, customers=SMALL, link_base="http://127.0.0.1:5101/")
+    bodies = [m.body for m in _all(db, Message, shop.id)]
+    codes = {link.code for link in _all(db, Link, shop.id)}
+    found = [re.search(r"(\S+)/r/([A-Za-z0-9]+)", body) for body in bodies]
+    assert all(f and f.group(1) == "http://127.0.0.1:5101" and f.group(2) in codes for f in found)
+    db.add(OutboxMessage(shop_id=shop.id, to_phone="+12125550100", text="Sale: http://127.0.0.1:5000/r/Ab12Cd34"))
+    db.commit()
+
+    assert demo.rebase_links(db, DOMAIN, "http://127.0.0.1:5201") == 2  # the seed's base and an old send's
+    db.expire_all()
+    assert all("http://127.0.0.1:5201/r/" in m.body and "5101" not in m.body for m in _all(db, Message, shop.id))
+    assert {o.text for o in _all(db, OutboxMessage, shop.id) if "/r/" in o.text} == {
+        "Sale: http://127.0.0.1:5201/r/Ab12Cd34"}
+    assert demo.rebase_links(db, DOMAIN, "http://127.0.0.1:5201") == 0
+
+
+def test_seeded_message_prices_come_from_the_one_price_table(db):
+    from kinnekt.sms import prices
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    subscribers = {s.id: s for s in _all(db, Subscriber, shop.id)}
+    for message in _all(db, Message, shop.id):
+        assert message.price == prices.price_per_part(subscribers[message.subscriber_id].country) * message.segments

@@ -190,7 +190,8 @@ def test_list_shows_counts_times_summaries_and_actions(client, auth, shop, other
     assert "Their segment" not in html
     assert html.index("All subscribers") < html.index("Recent spenders")
     assert "1,234" in html and "Mar 4, 2026, 9:05 PM" in html  # shop time (New York)
-    assert "<summary>Show more</summary>" in html
+    assert ('<summary><span class="when-closed">Show more</span><span class="when-open">Show less</span></summary>'
+            in html)
     assert "<li>Last order was in the last 30 days</li>" in html
     assert "<li>AND Money spent is greater than $25.00</li>" in html
     assert "<li>Subscription source is Any source</li>" in html

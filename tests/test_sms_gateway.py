@@ -15,7 +15,8 @@ from sqlalchemy import update as sa_update
 from kinnekt.models import Message, OutboxMessage, Subscriber
 from kinnekt.queue import get_queue
 from kinnekt.sms import gateway as gateway_module
-from kinnekt.sms.gateway import GatewayNotConfigured, OutboxGateway, get_gateway
+from kinnekt.sms import prices
+from kinnekt.sms.gateway import GatewayNotConfigured, OutboxGateway, SendResult, get_gateway
 from kinnekt.sms.outgoing import deliver, queue_message
 from kinnekt.sms.vonage import VonageGateway
 from kinnekt.subscribers import optin
@@ -419,6 +420,19 @@ def test_demo_shop_messages_go_to_the_outbox_not_vonage(db, vonage_config):
     assert db.get(Message, message.id).status == "sent"
     assert db.scalars(select(OutboxMessage.text)).all() == ["hello from the demo"]
     assert vonage_config.requests == []
+    # The Outbox gives no price: the message is priced by the one table, by its destination (issue 20).
+    assert db.get(Message, message.id).price == prices.price_per_part(prices.country_of(sub.phone)) * 1
+
+
+def test_a_message_the_provider_gave_no_price_for_is_priced_by_the_table():
+    accepted = SendResult(provider_id="p1", status="sent")
+    priced = prices.with_price(accepted, "+447700900123", "x" * 161)  # 2 parts to the United Kingdom
+    assert priced.price == prices.PRICE_PER_PART["GB"] * 2
+    own = SendResult(provider_id="p2", status="sent", price=prices.Decimal("0.0500"))
+    assert prices.with_price(own, "+447700900123", "hi").price == prices.Decimal("0.0500")  # the provider's wins
+    refused = SendResult(provider_id=None, status="failed")
+    assert prices.with_price(refused, "+447700900123", "hi").price is None  # never sent, never charged
+    assert prices.message_price("not a number", 1) == prices.OTHER_COUNTRIES
 
 
 def test_bad_queue_input_saves_nothing(db):

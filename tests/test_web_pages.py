@@ -170,10 +170,12 @@ def test_vendored_files_match_their_checksums():
 def test_errors_are_a_partial_for_htmx_and_a_page_otherwise(client, auth, page_headers):
     response, html = _get(client, "/segments/no-such-page", auth)
     assert response.status_code == 404
-    assert html.lstrip().startswith('<section id="error"') and "404 · Not Found" in html
+    assert html.lstrip().startswith('<section id="error"') and "404 · Page not found" in html
     response, html = _get(client, "/segments/no-such-page", page_headers)
     assert response.status_code == 404
-    assert "<!doctype html>" in html and "404 · Not Found" in html and "<span>Segments</span>" in html
+    assert "<!doctype html>" in html and "<span>Segments</span>" in html  # inside the app's frame
+    assert 'id="error-page"' in html and "Error 404" in html and "Page not found" in html
+    assert re.search(r'<a [^>]*href="/" id="error-page-home"', html) and "data-history-back" in html  # ways back
 
 
 # --- segments ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ exactly one skip reason, or none (sendable), first match wins:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from sqlalchemy import Integer, Select, String, and_, case, exists, func, literal, select, text, true, union
@@ -71,10 +71,14 @@ class Breakdown:
     recently_texted: int = 0
     quiet_hours_now: int = 0
     sendable: int = 0
+    sendable_by_country: dict = field(default_factory=dict)
+    """Sendable recipients by country (None for an unknown one): what the cost estimate prices."""
 
     def as_dict(self) -> dict[str, int]:
-        """The figures as a plain dict."""
-        return asdict(self)
+        """The funnel's figures as a plain dict (without the by-country split)."""
+        figures = asdict(self)
+        figures.pop("sendable_by_country")
+        return figures
 
 
 def _members(session: OrmSession, shop: Shop, segment_ids: Iterable[int], now: dt.datetime):
@@ -148,21 +152,25 @@ def breakdown(session: OrmSession, shop: Shop, include_ids, exclude_ids, *, now:
     if included is None:
         return Breakdown()
     rows = session.execute(
-        _people(shop, included, reason.label("reason"), zone.label("zone"), func.count().label("n"))
-        .group_by(reason, zone)).all()
+        _people(shop, included, reason.label("reason"), zone.label("zone"), Subscriber.country.label("country"),
+                func.count().label("n"))
+        .group_by(reason, zone, Subscriber.country)).all()
     counts = {name: 0 for name in SKIP_REASONS}
     total = sendable = quiet = 0
+    by_country: dict[str | None, int] = {}
     for row in rows:
         total += row.n
         if row.reason is None:
             sendable += row.n
+            by_country[row.country] = by_country.get(row.country, 0) + row.n
             if quiet_hours.is_quiet(shop, now, quiet_hours.zone_for(row.zone, shop.timezone)):
                 quiet += row.n
         else:
             counts[row.reason] += row.n
     return Breakdown(in_segments=total, excluded=counts["excluded"], not_subscribed=counts["not_subscribed"],
                      suppressed=counts["suppressed"] + counts["no_clicks"],
-                     recently_texted=counts["recently_texted"], quiet_hours_now=quiet, sendable=sendable)
+                     recently_texted=counts["recently_texted"], quiet_hours_now=quiet, sendable=sendable,
+                     sendable_by_country=by_country)
 
 
 def campaign_segments(session: OrmSession, campaign: Campaign) -> tuple[list[int], list[int]]:

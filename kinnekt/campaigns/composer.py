@@ -16,7 +16,7 @@ from kinnekt.db import utcnow
 from kinnekt.models import Segment
 from kinnekt.numbers import record_id
 from kinnekt.shopify.discounts import DiscountInputError, check_code
-from kinnekt.sms import encoding
+from kinnekt.sms import encoding, prices
 
 MERGE_TAGS = {"first_name": "First name", "shop_name": "Shop name", "discount_code": "Discount code"}
 """The merge tags a message may use (`{first_name}`), with their labels for the composer's buttons."""
@@ -102,9 +102,14 @@ def short_url_length() -> int:
 
 # ---------------------------------------------------------------------------------------------- analysis
 
-def price_per_segment() -> Decimal:
-    """The estimated price of one SMS segment (defaults.SMS_PRICE_PER_SEGMENT)."""
-    return Decimal(str(defaults.SMS_PRICE_PER_SEGMENT))
+def home_country(shop) -> str:
+    """The country the shop texts from (its sender number's), the US when that cannot be told."""
+    return prices.country_of(getattr(shop, "sender", None)) or "US"
+
+
+def price_per_segment(shop=None) -> Decimal:
+    """The price of one SMS segment to the shop's own country (kinnekt/sms/prices.py)."""
+    return prices.price_per_part(home_country(shop))
 
 
 def sample_text(body: str, shop, *, discount_mode: str = "none", discount_code: str | None = None,
@@ -147,7 +152,7 @@ def analysis(body: str, shop, *, discount_mode: str = "none", discount_code: str
     offer = safe if safe != body and any(c["replacement"] is not None for c in culprits) else None
     safe_info = encoding.analyze(sample_text(safe, shop, discount_mode=discount_mode,
                                              discount_code=discount_code)) if offer is not None else None
-    price = price_per_segment()
+    price = price_per_segment(shop)
     return {
         "characters": info.units,
         "segments": info.segments,
@@ -166,14 +171,23 @@ def analysis(body: str, shop, *, discount_mode: str = "none", discount_code: str
         "first_message_segments": first.segments,
         "first_message_characters": first.units,
         "price_per_segment": price,
+        "home_country": home_country(shop),
+        "home_country_name": prices.COUNTRY_NAMES.get(home_country(shop), home_country(shop)),
         "cost_per_message": price * info.segments,
         "cost_first_message": price * first.segments,
         "too_long": first.segments > defaults.CAMPAIGN_BODY_MAX_SEGMENTS,
     }
 
 
-def estimated_cost(analysed: Mapping, sendable: int) -> Decimal:
-    """Estimated cost of a send: the per-message cost times the recipients who would get it."""
+def estimated_cost(analysed: Mapping, sendable: int, by_country: Mapping | None = None) -> Decimal:
+    """Estimated cost of a send: each recipient's country price (kinnekt/sms/prices.py) times the message's
+    segments; without the recipients' countries, the per-message cost times the recipients who would get it."""
+    if by_country and sum(by_country.values()) == max(0, int(sendable or 0)):
+        home = analysed.get("home_country")
+        counts: dict[str | None, int] = {}
+        for country, count in by_country.items():  # a number of no known country is priced as the shop's own
+            counts[country or home] = counts.get(country or home, 0) + count
+        return prices.estimated_cost(analysed["segments"], counts)
     return analysed["cost_per_message"] * max(0, int(sendable or 0))
 
 

@@ -79,6 +79,7 @@ from kinnekt.campaigns import quiet_hours
 from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
+from kinnekt.sms import prices
 from kinnekt.sms.encoding import size
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -709,7 +710,8 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         if not _still_allowed(session, context, message_id, token):
             return _why_not(session, context, message_id, token)
 
-    result = context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id))
+    result = prices.with_price(context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id)),
+                               message.to_phone, text)
     if result.status == "sent" and context.answers is not None:
         answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         if context.writer is not None:

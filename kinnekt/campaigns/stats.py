@@ -1,12 +1,15 @@
 """Campaign results, computed from the rows themselves (messages, clicks, attributions), never from counters.
 
 Definitions (shown to the merchant on the campaign page, the campaign lists and the progress card alike):
-- Sent: messages the provider accepted (`accepted`): no receipt yet (status sent), delivered, or failed after
-  acceptance. So Sent = Delivered + Failed + No receipt yet.
+- Sent: messages the provider accepted (`accepted`): awaiting a receipt (status sent), delivered, or failed after
+  acceptance. So Sent = Delivered + Failed + Awaiting receipt, each counted from its own rows.
   Delivered: a delivery receipt said so. Failed: accepted, then a receipt said it was not delivered (or the
   provider accepted only some parts of a long message). Refused: failed without having been accepted (the
-  provider refused the request): not sent. The reasons of both are listed, by the provider's words.
+  provider refused the request): not sent. The reasons of each are listed apart, by the provider's words, so
+  the reasons add up to their figure.
   Skipped: left out, grouped by skip reason. Outcome unknown: the request may have left, no answer came yet.
+  Waiting: not sent yet (pending, or being sent). Ended: not sent because the campaign was ended.
+  Every recipient is exactly one of Sent, Refused, Skipped, Outcome unknown, Waiting and Ended.
 - Clicks: every counted tap on the campaign's short links (link previews are not counted, see
   kinnekt/web/redirects.py). Unique clicks: recipients who tapped at least once. Click rate: unique clicks / sent.
 - Unsubscribes: recipients who opted out within UNSUBSCRIBE_ATTRIBUTION_HOURS of receiving this campaign (a
@@ -67,9 +70,13 @@ class CampaignStats:
     sent: int = 0
     delivered: int = 0
     failed: int = 0
+    awaiting_receipt: int = 0
     refused: int = 0
     unknown: int = 0
+    waiting: int = 0
+    ended: int = 0
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+    refusal_reasons: list[tuple[str, int]] = field(default_factory=list)
     skipped: int = 0
     skip_reasons: list[tuple[str, int]] = field(default_factory=list)
     clicks: int = 0
@@ -84,7 +91,13 @@ class CampaignStats:
     @property
     def no_receipt(self) -> int:
         """Sent messages no delivery receipt has reported on yet (some carriers never send one)."""
-        return self.sent - self.delivered - self.failed
+        return self.awaiting_receipt
+
+    @property
+    def unaccounted(self) -> int:
+        """Recipients in none of the outcomes (always 0: a figure the page would otherwise leave unexplained)."""
+        return (self.recipients - self.sent - self.refused - self.skipped - self.unknown - self.waiting
+                - self.ended)
 
     @property
     def click_rate(self) -> float | None:
@@ -164,18 +177,26 @@ def for_campaign(session, campaign: Campaign) -> CampaignStats:
         stats.sent += count if was_sent else 0
         if status == "delivered":
             stats.delivered += count
+        elif status == "sent":
+            stats.awaiting_receipt += count
         elif status == "failed":
             if was_sent:
                 stats.failed += count
+                stats.failure_reasons.append((error or "No reason given", count))
             else:
                 stats.refused += count
-            stats.failure_reasons.append((error or "No reason given", count))
+                stats.refusal_reasons.append((error or "No reason given", count))
         elif status == "skipped":
             stats.skipped += count
             stats.skip_reasons.append((skip_label(reason), count))
         elif status == "unknown":
             stats.unknown += count
+        elif status == "ended":
+            stats.ended += count
+        else:  # pending, claimed, sending
+            stats.waiting += count
     stats.failure_reasons = _merged(stats.failure_reasons)
+    stats.refusal_reasons = _merged(stats.refusal_reasons)
     stats.skip_reasons = _merged(stats.skip_reasons)
     clicks, unique = session.execute(
         select(func.count(Click.id), func.count(distinct(Link.message_id)))

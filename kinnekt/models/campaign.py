@@ -72,6 +72,11 @@ class Campaign(TenantMixin, Timestamps, Base):
         """The status in the merchant's words."""
         return STATUS_LABELS.get(self.status, self.status)
 
+    @property
+    def switched_off(self) -> bool:
+        """True for a scheduled campaign the merchant switched off: it waits, and sends nothing until switched on."""
+        return self.status == "scheduled" and not self.enabled
+
 
 class CampaignSegment(TenantMixin, Base):
     """A segment a campaign includes or excludes."""

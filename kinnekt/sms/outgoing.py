@@ -24,6 +24,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
+from kinnekt.sms import prices
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -98,7 +99,8 @@ def deliver(session: OrmSession, message_id: int) -> str:
     if not _to_sending(session, message, token):
         reason = _skip_reason(session, message) or "unsubscribed"
         return "skipped" if _settle(session, message, "skipped", token=token, skip_reason=reason) else "not ours"
-    result = gateway.send(message.to_phone, message.body, message.client_ref)
+    result = prices.with_price(gateway.send(message.to_phone, message.body, message.client_ref),
+                               message.to_phone, message.body)
     return record_result(session, message, result)
 
 

@@ -185,13 +185,26 @@ def _sendable() -> int | None:
     return whole_number(request.form.get("sendable", ""), MAX_ID)
 
 
+def _sendable_by_country() -> dict[str | None, int]:
+    """The breakdown's hidden "US:1200 CA:40 ?:3" (? an unknown country); what does not parse is left out."""
+    out: dict[str | None, int] = {}
+    for part in request.form.get("sendable_countries", "")[:2000].split():
+        code, _, count = part.partition(":")
+        number = whole_number(count, MAX_ID)
+        if number is not None and (code == "?" or (len(code) == 2 and code.isascii() and code.isalpha())):
+            key = None if code == "?" else code.upper()
+            out[key] = out.get(key, 0) + number
+    return out
+
+
 def _live_context(form: dict, *, breakdown=None, breakdown_error: str | None = None,
                   sendable: int | None = None) -> dict:
     """What the live parts of the composer show for `form`: analysis, preview, cost, name suggestion."""
     analysed = composer.analysis(form["body"], g.shop, discount_mode=form["discount_mode"],
                                  discount_code=form["discount_code"].strip() or None)
+    by_country = _sendable_by_country()
     if breakdown is not None:
-        sendable = breakdown.sendable
+        sendable, by_country = breakdown.sendable, breakdown.sendable_by_country
     segments = {s.id: s for s in _segments()}
     chosen = [segments[i].name for i in _chosen_ids(form["include"]) if i in segments]
     preview = composer.sample_text(form["body"], g.shop, discount_mode=form["discount_mode"],
@@ -201,7 +214,7 @@ def _live_context(form: dict, *, breakdown=None, breakdown_error: str | None = N
         "form": form, "analysis": analysed, "preview_text": preview,
         "footer": (g.shop.compliance_footer or "").strip(), "sample_name": defaults.CAMPAIGN_SAMPLE_FIRST_NAME,
         "sendable": sendable,
-        "total_cost": composer.estimated_cost(analysed, sendable) if sendable is not None else None,
+        "total_cost": composer.estimated_cost(analysed, sendable, by_country) if sendable is not None else None,
         "suggestion": composer.suggested_name(composer.subject_of(form["body"]), chosen),
         "breakdown": breakdown, "breakdown_error": breakdown_error,
     }

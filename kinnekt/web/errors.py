@@ -14,18 +14,34 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        return _render(exc.code or 500, exc.name, exc.description)
+        code = exc.code or 500
+        if _wants_json() or code not in MERCHANT_WORDS or exc.description != type(exc).description:
+            return _render(code, exc.name, exc.description)
+        return _render(code, *MERCHANT_WORDS[code])  # werkzeug's words replaced by the merchant's
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         from kinnekt.db import Session
         Session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(500, "Something went wrong", "The error was logged. Please try again.")
+        return _render(500, *MERCHANT_WORDS[500])
+
+
+MERCHANT_WORDS = {
+    404: ("Page not found", "This page doesn't exist, or it was moved or deleted. Check the address, or go back."),
+    405: ("That can't be done here", "This page doesn't accept that request. Go back and try again from the page."),
+    500: ("Something went wrong", "Kinnekt ran into a problem and logged it; what you were doing was not saved. "
+                                  "Try again in a moment."),
+}
+"""Title and text of the common errors in the merchant's words (a view's own abort description is kept)."""
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
 def _render(code: int, title: str, description: str | None):
-    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+    if _wants_json():
         return jsonify({"error": title, "message": description}), code
     template = "errors/_error.html" if request.headers.get("HX-Request") == "true" else "errors/error.html"
     return render_template(template, code=code, title=title, description=description), code

@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 
 from flask import Response, abort, g, make_response, render_template, request, stream_with_context, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Collection, Product, Segment
+from kinnekt.models import Collection, Product, Segment, Subscriber
 from kinnekt.numbers import record_id, whole_number
 from kinnekt.segments import builder, exports, rules, service
 from kinnekt.segments.rules import DefinitionError
@@ -47,6 +47,10 @@ def _list_context() -> dict:
     taken = {s.name for s in segments}
     return {
         "segments": segments,
+        # Segments never hold suppressed numbers: "All subscribers" is the Subscribed count minus these.
+        "suppressed": Session.scalar(select(func.count(Subscriber.id)).where(
+            Subscriber.shop_id == g.shop.id, Subscriber.status == "subscribed",
+            Subscriber.suppressed_at.is_not(None))) or 0,
         "summaries": {s.id: builder.summary(s.definition, names, money) for s in segments},
         "suggestions": [(i, s) for i, s in enumerate(service.suggested_segments()) if s.name not in taken],
         "audience_formats": list(exports.FORMATS.values()),

@@ -8,6 +8,7 @@ from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import SyncOperation
 from kinnekt.models.sync import SYNC_KINDS
+from kinnekt.sms import prices
 from kinnekt.subscribers import settings as shop_settings
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -74,7 +75,7 @@ def _posted_values(section: str) -> dict:
 def _context(values: dict | None = None, errors: dict | None = None) -> dict:
     return {"settings": g.shop, "values": values or shop_values(g.shop), "errors": errors or {},
             "limits": LIMITS, "default_sender": (current_app.config.get("VONAGE_SENDER") or "").strip(),
-            **sync_context()}
+            "sms_prices": prices.table(), "other_countries_price": prices.OTHER_COUNTRIES, **sync_context()}
 
 
 @bp.get("/")

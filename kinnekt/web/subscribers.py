@@ -80,6 +80,7 @@ def index():
     context = {
         "results": results, "q": query, "status": status, "source": source, "keyword": keyword,
         "country": country, "filtered": bool(params), "status_labels": STATUS_LABELS, "table_id": TABLE_ID,
+        "suppressed": _suppressed_among(statement),
     }
     if hx.is_htmx() and request.headers.get("HX-Target") == TABLE_ID:
         return hx.render("subscribers/index.html", "subscribers/_table.html", **context)
@@ -90,6 +91,13 @@ def index():
         country_options=[("", "All countries")] + [(c, f"{country_name(c)} ({c})") for c in _countries(country)],
     )
     return hx.render("subscribers/index.html", "subscribers/_index.html", **context)
+
+
+def _suppressed_among(statement) -> int:
+    """How many of the listed subscribers are subscribed but suppressed: counted here, left out of segments."""
+    suppressed = (statement.where(Subscriber.status == "subscribed", Subscriber.suppressed_at.is_not(None))
+                  .order_by(None).with_only_columns(Subscriber.id))
+    return Session.scalar(select(func.count()).select_from(suppressed.subquery())) or 0
 
 
 def _matches(query: str):

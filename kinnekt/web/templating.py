@@ -76,13 +76,13 @@ def init_app(app) -> None:
         return headers.apply(response)
 
 
-def money(value, currency: str | None = None) -> str:
-    """Format an amount in the shop's currency: `$1,234.50`, `1,234.50 EUR`."""
+def money(value, currency: str | None = None, places: int = 2) -> str:
+    """Format an amount in the shop's currency: `$1,234.50`, `1,234.50 EUR`; `places` 4 for a per-SMS price."""
     if value is None:
         return "—"
     shop = getattr(g, "shop", None)
     currency = currency or (shop.currency if shop is not None else "USD")
-    amount = Decimal(value).quantize(Decimal("0.01"))
+    amount = Decimal(value).quantize(Decimal(1).scaleb(-places))
     symbols = {"USD": "$", "CAD": "CA$", "AUD": "A$", "GBP": "£", "EUR": "€"}
     if currency in symbols:
         sign = "-" if amount < 0 else ""

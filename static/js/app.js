@@ -100,6 +100,15 @@
       target.close(); // a click on the backdrop
       return;
     }
+    if (target.closest('[data-history-back]')) {
+      // The error page's "Go back": the previous page, or Home when it was opened directly.
+      if (window.history.length > 1) {
+        window.history.back();
+      } else {
+        window.location.assign(document.getElementById('error-page-home').getAttribute('href'));
+      }
+      return;
+    }
     if (target.closest('[data-dismiss-error]')) {
       clearError();
       return;

@@ -59,9 +59,21 @@
     }
   });
 
+  // The main button says what it will do: "Send now" or schedule, following the Sending time choice.
+  function labelMainButton(choice) {
+    var button = document.getElementById('campaign-schedule');
+    var label = button && button.querySelector('span');
+    if (label) {
+      label.textContent = button.getAttribute(choice === 'now' ? 'data-label-now' : 'data-label-later');
+    }
+  }
+
   // The discount changes how long {discount_code} is: count the message again.
   document.addEventListener('change', function (evt) {
     var target = evt.target instanceof Element ? evt.target : null;
+    if (target && target.matches('#campaign-send-time input[name="send"]') && target.checked) {
+      labelMainButton(target.value);
+    }
     if (target && target.closest('#campaign-discount')) {
       window.htmx.trigger(document.body, 'composer-changed');
     }
