@@ -1,0 +1,128 @@
+"""The campaign page in Chromium while a campaign is live: its progress, figures and chart come from one poll and
+agree mid-send; polling stops once it finished; remaining recipients say why they wait and until when (detail
+page and list). Rows are written straight to the database, as a sender would, so each step is deterministic."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import update
+
+from kinnekt.campaigns import quiet_hours
+from kinnekt.db import Session, utcnow
+from kinnekt.models import Campaign, Message
+from tests.test_campaigns_web import add, campaign, subscriber
+
+pytestmark = pytest.mark.browser
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def recipients(shop, count: int, start: int = 0, **fields):
+    return [subscriber(shop, f"+1212555{2000 + start + i:04d}", **fields) for i in range(count)]
+
+
+def queued(shop, row, people, **fields):
+    return [add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=p.id, to_phone=p.phone, **fields))
+            for p in people]
+
+
+def mark_sent(messages) -> None:
+    """What the sender writes for each accepted message: status, the provider's id and price."""
+    for message in messages:
+        Session.execute(update(Message).where(Message.id == message.id).values(
+            status="sent", provider_id=f"0B00000000{message.id:06d}", price=Decimal("0.0079"), sent_at=utcnow(),
+            attempts=1))
+    Session.commit()
+
+
+def test_progress_and_figures_agree_mid_send_and_polling_stops_when_done(open_page, page, shop):
+    shop.quiet_hours_enabled = False
+    Session.commit()
+    row = campaign(shop, "Flash sale", status="in_progress", send_now=True, started_at=utcnow(),
+                   body="Flash sale: https://alpha.example/sale")
+    messages = queued(shop, row, recipients(shop, 5), status="pending")
+    polls = []
+    page.on("request", lambda request: polls.append(request.url)
+            if f"/campaigns/{row.id}/progress" in request.url else None)
+    page.clock.install()
+    open_page(f"/campaigns/{row.id}")
+    expect(page.locator("#campaign-progress-sent")).to_have_text("0")
+    expect(page.locator("#stat-sent .metric__value")).to_have_text("0")
+    expect(page.locator("#stat-click-rate .metric__value")).to_have_text("—")
+
+    mark_sent(messages[:3])  # mid-send: the next poll brings every figure at once
+    expect(page.locator("#campaign-progress-sent")).to_have_text("3")
+    expect(page.locator("#stat-sent .metric__value")).to_have_text("3")
+    expect(page.locator("#stat-cost .metric__value")).to_contain_text("0.02")
+    expect(page.locator("#stat-click-rate .metric__value")).to_have_text("0.0%")
+    expect(page.locator("#campaign-progress-remaining")).to_have_text("2")
+    assert page.locator("#campaign-live[hx-trigger]").count() == 1
+    assert page.locator("#campaign-live [hx-trigger^='every']").count() == 0  # one poller, not one per part
+
+    mark_sent(messages[3:])
+    Session.execute(update(Campaign).where(Campaign.id == row.id).values(status="completed", finished_at=utcnow()))
+    Session.commit()
+    expect(page.locator("#campaign-status")).to_have_text("Completed")
+    expect(page.locator("#stat-sent .metric__value")).to_have_text("5")
+    expect(page.locator("#campaign-progress-sent")).to_have_text("5")
+    expect(page.locator("#campaign-end")).to_have_count(0)  # the page reloaded its buttons
+    expect(page.locator("#campaign-live")).not_to_have_attribute("hx-trigger", re.compile("every"))
+    seen = len(polls)
+    page.clock.run_for(60_000)  # a minute of the page's timers: a poller left running would ask 30 times
+    page.evaluate("() => new Promise(requestAnimationFrame)")
+    assert len(polls) == seen
+
+
+def local_time(moment: dt.datetime) -> str:
+    """`moment` as the pages show it, in the shop's zone (New York): Dec 7, 2026, 9:05 PM."""
+    local = moment.astimezone(NEW_YORK)
+    return f"{local:%b} {local.day}, {local.year}, {(local.hour % 12) or 12}:{local.minute:02d} " \
+           f"{'AM' if local.hour < 12 else 'PM'}"
+
+
+def quiet_now(shop) -> dt.datetime:
+    """Quiet hours that started an hour ago in New York (the shop's zone) and end in two hours; their end (UTC)."""
+    local = utcnow().astimezone(NEW_YORK)
+    minute = local.hour * 60 + local.minute
+    shop.quiet_hours_enabled = True
+    shop.quiet_hours_start, shop.quiet_hours_end = (minute - 60) % 1440, (minute + 120) % 1440
+    Session.commit()
+    return quiet_hours.defer(shop, utcnow(), NEW_YORK)
+
+
+def test_remaining_recipients_say_why_they_wait_and_until_when(open_page, page, shop):
+    ends = quiet_now(shop)
+    row = campaign(shop, "Night owls", status="in_progress", send_now=True, started_at=utcnow())
+    queued(shop, row, recipients(shop, 3, timezone="America/New_York"), status="pending", due_at=ends)
+    retry_at = (utcnow() + dt.timedelta(minutes=5)).replace(microsecond=0)
+    queued(shop, row, recipients(shop, 2, start=10, timezone="America/New_York"), status="pending", attempts=1,
+           error_code="1", error_reason="Throttled", due_at=retry_at)
+    # Sent at 9 PM in each recipient's zone: Los Angeles is not in its quiet hours, and not there yet.
+    local = campaign(shop, "West coast", status="in_progress", started_at=utcnow(), recipient_local_time=True,
+                     send_at=utcnow() - dt.timedelta(minutes=1))
+    their_time = (utcnow() + dt.timedelta(hours=3)).replace(microsecond=0)
+    queued(shop, local, recipients(shop, 4, start=20, timezone="America/Los_Angeles"), status="pending",
+           due_at=their_time)
+
+    page = open_page(f"/campaigns/{row.id}")
+    waits = page.locator("#campaign-waits")
+    expect(page.locator("#campaign-progress-remaining")).to_have_text("5")
+    expect(waits.locator("[data-wait='quiet_hours']")).to_have_text(
+        f"Waiting for quiet hours to end: 3 until {local_time(ends)}")
+    expect(waits.locator("[data-wait='retry']")).to_have_text(
+        f"Retrying after a provider error: 2 until {local_time(retry_at)}")
+    expect(waits).to_contain_text("Times in America/New_York")
+
+    page.get_by_role("link", name="Back to campaigns").click()
+    listed = page.locator("#campaigns-page tbody tr", has_text="Night owls")
+    expect(listed.locator("[data-wait='quiet_hours']")).to_have_text(
+        f"Waiting for quiet hours to end: 3 until {local_time(ends)}")
+    expect(listed.locator("[data-wait='retry']")).to_contain_text("Retrying after a provider error: 2")
+    west = page.locator("#campaigns-page tbody tr", has_text="West coast")
+    expect(west.locator("[data-wait='local_time']")).to_have_text(
+        f"Waiting for the send time in their time zone: 4 until {local_time(their_time)}")
