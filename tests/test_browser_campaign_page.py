@@ -126,3 +126,41 @@ def test_remaining_recipients_say_why_they_wait_and_until_when(open_page, page, 
     west = page.locator("#campaigns-page tbody tr", has_text="West coast")
     expect(west.locator("[data-wait='local_time']")).to_have_text(
         f"Waiting for the send time in their time zone: 4 until {local_time(their_time)}")
+
+
+# ---------------------------------------------------------------------------------------------- the chart's x axis
+
+T = dt.datetime(2026, 11, 10, 15, 20, tzinfo=dt.timezone.utc)  # Tuesday Nov 10, 10:20 AM in New York
+HOURS = dt.timedelta(hours=1)
+RANGES = {
+    # name: (click times, the x tick labels expected at 1280 px: data-x-ticks, "|"-separated)
+    "one bucket": ([T], ["Nov 10, 10 AM"]),
+    "hours": ([T, T + 5 * HOURS], ["10 AM Nov 10", "11 AM", "12 PM", "1 PM", "2 PM", "3 PM"]),
+    "a day and more": ([T, T + 40 * HOURS], ["12 PM Nov 10", "6 PM", "12 AM Nov 11", "6 AM", "12 PM", "6 PM",
+                                              "12 AM Nov 12"]),
+    "days": ([T, T + 4 * 24 * HOURS], ["Nov 10", "Nov 11", "Nov 12", "Nov 13", "Nov 14"]),
+    "weeks": ([T, T + 60 * 24 * HOURS],  # Mondays from Nov 16 to Jan 4
+              ["Nov 16", "Nov 23", "Nov 30", "Dec 7", "Dec 14", "Dec 21", "Dec 28", "Jan 4"]),
+}
+
+
+@pytest.mark.parametrize("span", list(RANGES))
+def test_the_chart_ticks_fit_its_range(open_page, page, shop, span):
+    from tests.test_campaign_attribution import click
+    from tests.test_campaign_links import campaign as started, recipient
+    times, expected = RANGES[span]
+    row = started(Session, shop, name=f"Chart {span}", status="completed", started_at=times[0],
+                  finished_at=times[0])
+    person = recipient(Session, shop)
+    for at in times:
+        click(Session, shop, row, person, at)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_page(f"/campaigns/{row.id}")
+    chart = page.locator(".campaign-chart[data-x-ticks]")
+    expect(chart).to_have_attribute("data-x-ticks", "|".join(expected))
+    page.set_viewport_size({"width": 390, "height": 844})  # narrower: fewer ticks, on the same whole steps
+    expect(chart).not_to_have_attribute("data-x-ticks", "|".join(expected) if len(expected) > 3 else "-")
+    narrow = chart.get_attribute("data-x-ticks").split("|")
+    assert 1 <= len(narrow) <= 3, narrow
+    if span in ("days", "weeks"):
+        assert set(narrow) <= set(expected)  # whole days / Mondays still
