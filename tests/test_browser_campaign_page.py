@@ -164,3 +164,74 @@ def test_the_chart_ticks_fit_its_range(open_page, page, shop, span):
     assert 1 <= len(narrow) <= 3, narrow
     if span in ("days", "weeks"):
         assert set(narrow) <= set(expected)  # whole days / Mondays still
+
+
+# ---------------------------------------------------------------------------------------------- narrow screens
+
+def inside_viewport(locator, width=390, height=844) -> None:
+    box = locator.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
+
+
+def test_row_actions_are_one_menu_within_a_narrow_screen(open_page, page, shop):
+    from tests.test_campaigns_web import segment
+    page.set_viewport_size({"width": 390, "height": 844})
+    people = recipients(shop, 2)
+    segment(shop, "Big spenders with a long name", people)
+    segment(shop, "Recent buyers", people[:1])
+    campaign(shop, "Weekend promo with a long name", status="scheduled", send_at=utcnow() + dt.timedelta(days=2))
+    campaign(shop, "Old draft")
+
+    open_page("/segments/")
+    for name, first in (("Big spenders with a long name", "Edit"), ("Recent buyers", "Edit")):
+        toggle = page.get_by_role("button", name=f"Actions for {name}")
+        expect(toggle).to_be_visible()
+        inside_viewport(toggle)
+        expect(toggle).to_have_attribute("aria-expanded", "false")
+        toggle.click()
+        menu = page.get_by_role("menu", name=f"Actions for {name}")
+        expect(menu).to_be_visible()
+        expect(toggle).to_have_attribute("aria-expanded", "true")
+        inside_viewport(menu)
+        expect(menu.get_by_role("menuitem")).to_have_count(7)  # edit, copy, CSV, 3 ad platforms, delete
+        expect(menu.get_by_role("menuitem").first).to_be_focused()
+        page.keyboard.press("ArrowUp")
+        expect(menu.get_by_role("menuitem", name=f"Delete {name}")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(menu).to_be_hidden()
+        expect(toggle).to_have_attribute("aria-expanded", "false")
+    page.get_by_role("button", name="Actions for Recent buyers").click()
+    page.get_by_role("menuitem", name="Copy Recent buyers").click()
+    expect(page.locator("#segments-page tbody tr", has_text="Recent buyers")).to_have_count(2)
+
+    open_page("/campaigns/")
+    toggle = page.get_by_role("button", name="Actions for Weekend promo with a long name")
+    inside_viewport(toggle)
+    toggle.click()
+    menu = page.get_by_role("menu", name="Actions for Weekend promo with a long name")
+    inside_viewport(menu)
+    expect(menu.get_by_role("menuitem")).to_have_text(["Quick view", "Edit", "Delete"])
+    menu.get_by_role("menuitem", name="Quick view of Weekend promo with a long name").click()
+    expect(page.locator("#campaign-quick-view")).to_be_visible()
+    expect(menu).to_be_hidden()
+
+
+def test_the_campaign_page_fits_a_phone(open_page, page, shop):
+    from tests.test_campaign_attribution import click
+    from tests.test_campaign_links import campaign as started, recipient
+    page.set_viewport_size({"width": 390, "height": 844})
+    row = started(Session, shop, name="Spring sale", status="completed", started_at=T, finished_at=T,
+                  discount_mode="shared", discount_code="SPRING")
+    person = recipient(Session, shop)
+    for at in (T, T + HOURS, T + 3 * HOURS):
+        click(Session, shop, row, person, at)
+    open_page(f"/campaigns/{row.id}")
+    expect(page.locator(".campaign-chart[data-x-ticks]")).to_be_visible()
+    figures = page.locator("#campaign-stats-figures .metric")
+    expect(figures).to_have_count(12)
+    first, second = figures.nth(0).bounding_box(), figures.nth(1).bounding_box()
+    assert first["y"] == second["y"] and second["x"] > first["x"]  # side by side: a grid, not a column of cards
+    height = page.evaluate("() => document.documentElement.scrollHeight")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390 and height <= 2100, (width, height)  # was ~2,900 px with one tall column of cards
