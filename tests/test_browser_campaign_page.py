@@ -201,6 +201,7 @@ def test_row_actions_are_one_menu_within_a_narrow_screen(open_page, page, shop):
         page.keyboard.press("Escape")
         expect(menu).to_be_hidden()
         expect(toggle).to_have_attribute("aria-expanded", "false")
+        expect(toggle).to_be_focused()
     page.get_by_role("button", name="Actions for Recent buyers").click()
     page.get_by_role("menuitem", name="Copy Recent buyers").click()
     expect(page.locator("#segments-page tbody tr", has_text="Recent buyers")).to_have_count(2)
