@@ -45,7 +45,10 @@ def test_progress_and_figures_agree_mid_send_and_polling_stops_when_done(open_pa
     Session.commit()
     row = campaign(shop, "Flash sale", status="in_progress", send_now=True, started_at=utcnow(),
                    body="Flash sale: https://alpha.example/sale")
-    messages = queued(shop, row, recipients(shop, 5), status="pending")
+    people = recipients(shop, 5)
+    messages = queued(shop, row, people, status="pending")
+    from tests.test_campaign_attribution import click
+    click(Session, shop, row, people[0], utcnow())  # a tap on a link sent in a test run: the chart shows
     polls = []
     page.on("request", lambda request: polls.append(request.url)
             if f"/campaigns/{row.id}/progress" in request.url else None)
@@ -54,12 +57,15 @@ def test_progress_and_figures_agree_mid_send_and_polling_stops_when_done(open_pa
     expect(page.locator("#campaign-progress-sent")).to_have_text("0")
     expect(page.locator("#stat-sent .metric__value")).to_have_text("0")
     expect(page.locator("#stat-click-rate .metric__value")).to_have_text("—")
+    page.get_by_text("Show the figures").click()
 
     mark_sent(messages[:3])  # mid-send: the next poll brings every figure at once
     expect(page.locator("#campaign-progress-sent")).to_have_text("3")
     expect(page.locator("#stat-sent .metric__value")).to_have_text("3")
     expect(page.locator("#stat-cost .metric__value")).to_contain_text("0.02")
-    expect(page.locator("#stat-click-rate .metric__value")).to_have_text("0.0%")
+    expect(page.locator("#stat-click-rate .metric__value")).to_have_text("33.3%")  # 1 of 3
+    expect(page.locator(".campaign-chart__table")).to_have_attribute("open", "")  # opened, still open
+    expect(page.locator(".campaign-chart[data-x-ticks]")).to_be_visible()  # drawn again from the poll
     expect(page.locator("#campaign-progress-remaining")).to_have_text("2")
     assert page.locator("#campaign-live[hx-trigger]").count() == 1
     assert page.locator("#campaign-live [hx-trigger^='every']").count() == 0  # one poller, not one per part

@@ -3,6 +3,7 @@ time, a sending slot, or queued now; with the span of their due times; on both d
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from kinnekt.campaigns import waiting
 from kinnekt.models import Campaign, Message, Subscriber
@@ -67,3 +68,23 @@ def test_nothing_waits_once_the_campaign_is_done(db, shop):
     db.commit()
     assert waiting.waits(db, campaign, now=NOW) == []
     assert waiting.by_campaign(db, [campaign], now=NOW) == {}
+
+
+def test_the_waits_read_in_the_shops_time_zone(app, db, shop):
+    from flask import g, render_template_string
+    ny_end = dt.datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+    waits = [waiting.Wait("quiet_hours", 2, ny_end, ny_end + dt.timedelta(hours=3)),
+             waiting.Wait("retry", 1, NOW, NOW + dt.timedelta(days=1)),
+             waiting.Wait("local_time", 1, ny_end, ny_end), waiting.Wait("queued", 3)]
+    with app.test_request_context("/campaigns/"):
+        g.shop = shop
+        html = render_template_string(
+            '{% import "campaigns/_waits.html" as w %}{{ w.list(waits, "America/New_York") }}', waits=waits)
+    shown = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", item)).strip()
+             for item in re.findall(r"<li[^>]*>(.*?)</li>", html, re.S)]
+    assert shown == [
+        "Waiting for quiet hours to end: 2 between Dec 7, 2026, 8:00 AM and 11:00 AM",
+        "Retrying after a provider error: 1 between Dec 7, 2026, 7:00 AM and Dec 8, 2026, 7:00 AM",
+        "Waiting for the send time in their time zone: 1 until Dec 7, 2026, 8:00 AM",
+        "Being sent now: 3",
+        "Times in America/New_York"]

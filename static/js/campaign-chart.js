@@ -138,8 +138,23 @@
     for (var i = 0; i < charts.length; i++) draw(charts[i]);
   }
 
+  // The campaign page's live parts are replaced by every poll: a table of figures the merchant opened stays open.
+  var tableOpen = false;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var table = event.detail.target && event.detail.target.querySelector
+      ? event.detail.target.querySelector(".campaign-chart__table") : null;
+    tableOpen = !!(table && table.open);
+  });
+
   window.KinnektCampaignChart = { drawAll: drawAll };
-  document.addEventListener("htmx:load", function (event) { drawAll(event.target); });
+  document.addEventListener("htmx:load", function (event) {
+    if (tableOpen && event.target.querySelector) {
+      var table = event.target.querySelector(".campaign-chart__table");
+      if (table) table.open = true;
+    }
+    tableOpen = false;
+    drawAll(event.target);
+  });
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { drawAll(document); });
   } else {
