@@ -242,3 +242,19 @@ def test_the_campaign_page_fits_a_phone(open_page, page, shop):
     height = page.evaluate("() => document.documentElement.scrollHeight")
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390 and height <= 2100, (width, height)  # was ~2,900 px with one tall column of cards
+
+
+def test_the_page_header_follows_a_scheduled_campaign_that_starts(open_page, page, shop):
+    shop.quiet_hours_enabled = False
+    Session.commit()
+    row = campaign(shop, "Morning deals", status="scheduled", send_at=utcnow() + dt.timedelta(hours=1))
+    open_page(f"/campaigns/{row.id}")
+    expect(page.get_by_role("link", name="Edit", exact=True)).to_be_visible()
+    expect(page.locator("#campaign-end")).to_have_count(0)
+    queued(shop, row, recipients(shop, 2), status="pending")
+    Session.execute(update(Campaign).where(Campaign.id == row.id).values(status="in_progress", started_at=utcnow()))
+    Session.commit()
+    expect(page.locator("#campaign-status")).to_have_text("In Progress")
+    expect(page.locator("#campaign-end")).to_be_visible()  # the header agrees with the status
+    expect(page.get_by_role("link", name="Edit", exact=True)).to_have_count(0)
+    expect(page.locator("#campaign-live")).to_have_attribute("hx-trigger", "every 2s")

@@ -427,10 +427,14 @@ def detail(campaign_id: int):
 def progress(campaign_id: int):
     """The live parts of the page in one answer (progress, results and chart, runs), polled every 2 s while
     sending and 5 s while scheduled; 286 stops the polling once done, and the page then reloads its detail
-    (its buttons change)."""
+    (its buttons change). The page also reloads when the status changed from the one it shows (`shown`)."""
     campaign = _load(campaign_id)
     body = render_template("campaigns/_live.html", **_live_parts(campaign))
     if campaign.status in LIVE and campaign.enabled:
-        return make_response(body)
+        response = make_response(body)
+        shown = request.args.get("shown")
+        if shown and shown != campaign.status:
+            hx.trigger(response, "campaign-changed", {"id": campaign.id, "status": campaign.status})
+        return response
     response = hx.stop_polling(body)
     return hx.trigger(response, "campaign-finished", {"id": campaign.id})
