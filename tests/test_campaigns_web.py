@@ -475,7 +475,18 @@ def test_progress_answers_286_once_done_and_the_page_reloads(client, auth, shop,
     assert response.status_code == 286 and "hx-trigger" not in html and ">Completed</span>" in html
     assert json.loads(response.headers["HX-Trigger"]) == {"campaign-finished": {"id": row.id}}
     page = client.get(f"/campaigns/{row.id}", headers=auth).get_data(as_text=True)
-    assert 'hx-trigger="campaign-finished from:body"' in page and 'id="stat-sent"' in page
+    assert 'hx-trigger="campaign-finished from:body, campaign-changed from:body"' in page and 'id="stat-sent"' in page
+
+
+def test_a_poll_that_finds_the_status_changed_reloads_the_page(client, auth, shop, people):
+    row = campaign(shop, status="in_progress", send_now=True, started_at=utcnow())
+    add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=people["ada"].id, to_phone="+12125550101",
+                status="pending"))
+    started = client.get(f"/campaigns/{row.id}/progress?shown=scheduled", headers=auth)
+    assert started.status_code == 200 and 'hx-vals=\'{"shown": "in_progress"}\'' in started.get_data(as_text=True)
+    assert json.loads(started.headers["HX-Trigger"]) == {"campaign-changed": {"id": row.id, "status": "in_progress"}}
+    same = client.get(f"/campaigns/{row.id}/progress?shown=in_progress", headers=auth)
+    assert same.status_code == 200 and "HX-Trigger" not in same.headers
 
 
 def test_a_scheduled_campaign_polls_until_it_starts(client, auth, shop):
