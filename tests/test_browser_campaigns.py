@@ -165,7 +165,8 @@ def test_list_quick_view_switcher_and_delete(open_page, shop, audience):
     page = open_page("/campaigns/")
     row = page.locator("#campaigns-page tbody tr", has_text="Weekend promo")
 
-    row.get_by_role("button", name="Quick view of Weekend promo").click()
+    row.get_by_role("button", name="Actions for Weekend promo").click()
+    page.get_by_role("menuitem", name="Quick view of Weekend promo").click()
     dialog = page.locator("#campaign-quick-view")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("VIP customers")
@@ -181,7 +182,8 @@ def test_list_quick_view_switcher_and_delete(open_page, shop, audience):
     Session.refresh(scheduled)
     assert scheduled.enabled is False
 
-    page.get_by_role("button", name="Delete Old draft").click()
+    page.get_by_role("button", name="Actions for Old draft").click()
+    page.get_by_role("menuitem", name="Delete Old draft").click()
     confirm = page.locator("#campaign-delete-dialog")
     expect(confirm).to_contain_text("This cannot be undone.")
     confirm.get_by_role("button", name="Delete campaign").click()

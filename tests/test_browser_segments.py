@@ -128,13 +128,15 @@ def test_delete_confirms_in_a_dialog(open_page, shop):
     segment(shop, EXAMPLE, "Old promo")
     segment(shop, EXAMPLE, "Keep me")
     page = open_page("/segments/")
-    page.get_by_role("button", name="Delete Old promo").click()
+    page.get_by_role("button", name="Actions for Old promo").click()
+    page.get_by_role("menuitem", name="Delete Old promo").click()
     dialog = page.locator("#segment-delete-dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("Nothing uses this segment")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
-    page.get_by_role("button", name="Delete Old promo").click()
+    page.get_by_role("button", name="Actions for Old promo").click()
+    page.get_by_role("menuitem", name="Delete Old promo").click()
     page.locator("#segment-delete-dialog").get_by_role("button", name="Delete segment").click()
     expect(page.locator("#segments-page tbody tr")).to_have_count(1)
     expect(page.locator("#segments-page")).not_to_contain_text("Old promo")
@@ -145,8 +147,9 @@ def test_delete_confirms_in_a_dialog(open_page, shop):
 def test_export_csv_downloads_with_a_fresh_session_token(open_page, shop, store):
     segment(shop, EXAMPLE, "Recent spenders")
     page = open_page("/segments/")
+    page.get_by_role("button", name="Actions for Recent spenders").click()
     with page.expect_download() as caught:
-        page.get_by_role("link", name="Export the members of Recent spenders as CSV").click()
+        page.get_by_role("menuitem", name="Export the members of Recent spenders as CSV").click()
     download = caught.value
     assert download.suggested_filename == "Recent-spenders-members.csv"
     lines = open(download.path(), encoding="utf-8").read().splitlines()

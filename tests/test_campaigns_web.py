@@ -450,8 +450,9 @@ def test_detail_of_a_running_campaign_polls_its_progress(client, auth, shop, peo
         add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=person.id, to_phone=person.phone,
                     status=status, **fields))
     html = client.get(f"/campaigns/{row.id}", headers=auth).get_data(as_text=True)
+    live_html = html.split('id="campaign-live"', 1)[1].split(">", 1)[0]
+    assert f'hx-get="/campaigns/{row.id}/progress" hx-trigger="every 2s"' in live_html  # one poll for all figures
     progress_html = html.split('id="campaign-progress"', 1)[1].split("</section>", 1)[0]
-    assert f'hx-get="/campaigns/{row.id}/progress" hx-trigger="every 2s"' in progress_html
     assert '<progress class="progress__bar" value="3" max="4"' in progress_html
     assert 'id="campaign-progress-sent">2<' in progress_html and 'id="campaign-progress-remaining">1<' in progress_html
     assert 'id="campaign-progress-refused">1<' in progress_html
@@ -461,7 +462,9 @@ def test_detail_of_a_running_campaign_polls_its_progress(client, auth, shop, peo
         "sent": "2", "delivered": "0", "failed": "1", "no-receipt": "1", "refused": "1"}
     assert 'id="campaign-end"' in html and 'id="campaign-stats"' in html
     response = client.get(f"/campaigns/{row.id}/progress", headers=auth)
-    assert response.status_code == 200 and 'hx-trigger="every 2s"' in response.get_data(as_text=True)
+    polled = response.get_data(as_text=True)
+    assert response.status_code == 200 and 'hx-trigger="every 2s"' in polled
+    assert 'id="campaign-progress-sent">2<' in polled and 'id="stat-sent"' in polled  # progress and figures together
 
 
 def test_progress_answers_286_once_done_and_the_page_reloads(client, auth, shop, people):
@@ -473,7 +476,18 @@ def test_progress_answers_286_once_done_and_the_page_reloads(client, auth, shop,
     assert response.status_code == 286 and "hx-trigger" not in html and ">Completed</span>" in html
     assert json.loads(response.headers["HX-Trigger"]) == {"campaign-finished": {"id": row.id}}
     page = client.get(f"/campaigns/{row.id}", headers=auth).get_data(as_text=True)
-    assert 'hx-trigger="campaign-finished from:body"' in page and 'id="stat-sent"' in page
+    assert 'hx-trigger="campaign-finished from:body, campaign-changed from:body"' in page and 'id="stat-sent"' in page
+
+
+def test_a_poll_that_finds_the_status_changed_reloads_the_page(client, auth, shop, people):
+    row = campaign(shop, status="in_progress", send_now=True, started_at=utcnow())
+    add(Message(shop_id=shop.id, campaign_id=row.id, subscriber_id=people["ada"].id, to_phone="+12125550101",
+                status="pending"))
+    started = client.get(f"/campaigns/{row.id}/progress?shown=scheduled", headers=auth)
+    assert started.status_code == 200 and 'hx-vals=\'{"shown": "in_progress"}\'' in started.get_data(as_text=True)
+    assert json.loads(started.headers["HX-Trigger"]) == {"campaign-changed": {"id": row.id, "status": "in_progress"}}
+    same = client.get(f"/campaigns/{row.id}/progress?shown=in_progress", headers=auth)
+    assert same.status_code == 200 and "HX-Trigger" not in same.headers
 
 
 def test_a_scheduled_campaign_polls_until_it_starts(client, auth, shop):

@@ -214,9 +214,9 @@ def test_the_export_menu_downloads_an_audience_with_a_fresh_session_token(open_p
     subscriber(db, shop, customer=customer(db, shop, money_spent=30), phone="+37493828222")
     segment(db, shop, SPENT_OVER_25, name="Recent spenders")
     page = open_page("/segments/")
-    page.get_by_label("Export Recent spenders for ad platforms").click()
+    page.get_by_role("button", name="Actions for Recent spenders").click()
     with page.expect_download() as caught:
-        page.get_by_role("link", name="Export Recent spenders as a TikTok audience (hashed)").click()
+        page.get_by_role("menuitem", name="Export Recent spenders as a TikTok audience (hashed)").click()
     download = caught.value
     assert download.suggested_filename == "Recent-spenders-tiktok-audience.csv"
     assert open(download.path(), encoding="utf-8").read().splitlines() == ["Phone_SHA256", sha("37493828222")]

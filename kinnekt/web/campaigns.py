@@ -7,7 +7,7 @@ from flask import Response, abort, g, make_response, render_template, request, u
 from sqlalchemy import select
 
 from kinnekt import defaults
-from kinnekt.campaigns import audience, composer, lifecycle, recurrence, sending, stats
+from kinnekt.campaigns import audience, composer, lifecycle, recurrence, sending, stats, waiting
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
 from kinnekt.numbers import MAX_ID, record_id, whole_number
@@ -26,7 +26,7 @@ LIVE = ("scheduled", "in_progress")
 """Statuses whose detail page keeps polling its progress (a scheduled campaign starts by itself)."""
 
 PROGRESS_POLL = "2s"
-"""How often the progress bar asks for fresh figures while a campaign is sending."""
+"""How often the campaign page asks for fresh progress, figures and chart (one request) while it is sending."""
 
 SCHEDULED_POLL = "5s"
 """How often the page of a scheduled campaign looks whether it started (it may be left open for days)."""
@@ -37,7 +37,8 @@ SCHEDULED_POLL = "5s"
 def _list_context() -> dict:
     rows, totals = stats.campaign_rows(Session, g.shop)
     return {"campaigns": rows, "totals": totals, "editable": EDITABLE,
-            "schedules": _schedules(r.campaign for r in rows)}
+            "schedules": _schedules(r.campaign for r in rows),
+            "waits": waiting.by_campaign(Session, (r.campaign for r in rows)), "zone_name": shop_zone().key}
 
 
 def _schedules(campaigns) -> dict[int, str]:
@@ -404,22 +405,28 @@ def _poll(campaign: Campaign) -> str:
     return SCHEDULED_POLL if campaign.status == "scheduled" else PROGRESS_POLL
 
 
+def _live_parts(campaign: Campaign) -> dict:
+    """What campaigns/_live.html shows: progress (and why the rest waits), results and chart, runs."""
+    recurring = recurrence.is_recurring(campaign)
+    runs, run_totals = (stats.campaign_rows(Session, g.shop, kind="run", parent_id=campaign.id) if recurring
+                        else ([], {}))
+    return {"campaign": campaign, "recurring": recurring, "runs": runs, "run_totals": run_totals,
+            "progress": _progress_of(campaign), "waits": waiting.waits(Session, campaign),
+            "zone_name": shop_zone().key, "live": LIVE, "poll": _poll(campaign), "chart_assets_loaded": True,
+            **_stats_of(campaign)}
+
+
 def _summary_context(campaign: Campaign) -> dict:
     segments = {s.id: s for s in _segments()}
     include = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "include" and cs.segment_id in segments]
     exclude = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "exclude" and cs.segment_id in segments]
     analysed = composer.analysis(campaign.body, g.shop, discount_mode=campaign.discount_mode,
                                  discount_code=campaign.discount_code)
-    recurring = recurrence.is_recurring(campaign)
-    runs, run_totals = (stats.campaign_rows(Session, g.shop, kind="run", parent_id=campaign.id) if recurring
-                        else ([], {}))
     parent = get_or_404(Campaign, campaign.parent_id) if campaign.parent_id else None
-    return {"campaign": campaign, "include": include, "exclude": exclude, "analysis": analysed,
-            "recurring": recurring, "schedule_text": recurrence.describe(campaign, shop_zone()), "runs": runs,
-            "run_totals": run_totals, "parent": parent,
-            "zone_name": shop_zone().key, "progress": _progress_of(campaign), "editable": EDITABLE,
-            "live": LIVE, "poll": _poll(campaign), "discount_kinds": composer.DISCOUNT_KINDS,
-            "discount_modes": composer.DISCOUNT_MODES, **_stats_of(campaign)}
+    return {"include": include, "exclude": exclude, "analysis": analysed,
+            "schedule_text": recurrence.describe(campaign, shop_zone()), "parent": parent, "editable": EDITABLE,
+            "discount_kinds": composer.DISCOUNT_KINDS, "discount_modes": composer.DISCOUNT_MODES,
+            **_live_parts(campaign)}
 
 
 @bp.get("/<int:campaign_id>")
@@ -431,12 +438,16 @@ def detail(campaign_id: int):
 
 @bp.get("/<int:campaign_id>/progress")
 def progress(campaign_id: int):
-    """The progress bar (polled every 2 s while sending, 5 s while scheduled); 286 stops the polling once done,
-    and the page then reloads its detail to show the final statistics."""
+    """The live parts of the page in one answer (progress, results and chart, runs), polled every 2 s while
+    sending and 5 s while scheduled; 286 stops the polling once done, and the page then reloads its detail
+    (its buttons change). The page also reloads when the status changed from the one it shows (`shown`)."""
     campaign = _load(campaign_id)
-    context = {"campaign": campaign, "progress": _progress_of(campaign), "live": LIVE, "poll": _poll(campaign)}
-    body = render_template("campaigns/_progress.html", **context)
+    body = render_template("campaigns/_live.html", **_live_parts(campaign))
     if campaign.status in LIVE and campaign.enabled:
-        return make_response(body)
+        response = make_response(body)
+        shown = request.args.get("shown")
+        if shown and shown != campaign.status:
+            hx.trigger(response, "campaign-changed", {"id": campaign.id, "status": campaign.status})
+        return response
     response = hx.stop_polling(body)
     return hx.trigger(response, "campaign-finished", {"id": campaign.id})
