@@ -48,7 +48,7 @@ def test_embedded_pages_use_the_admins_navigation_title_bar_and_toasts(embedded,
     # Toasts go to the admin.
     page = open_page("/settings/")
     page.locator("#settings-quiet-hours").get_by_role("button", name="Save quiet hours").click()
-    page.wait_for_function("window.__appBridge.toasts.length > 0")
+    page.wait_for_function("() => window.__appBridge.toasts.length > 0")
     assert _app_bridge(page, "toasts") == [{"message": "Quiet hours saved", "isError": False}]
     expect(page.locator("#toasts")).to_be_empty()
 

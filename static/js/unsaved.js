@@ -7,7 +7,7 @@
  * or when it arrives showing errors (a save the server refused). While any guarded form holds changes:
  *   - a save bar shows: App Bridge's contextual save bar (`<ui-save-bar>`, shopify.saveBar) when embedded in
  *     the admin, which also asks before the admin navigates away; the page's own sticky bar in the demo;
- *   - Save saves every changed form (its `data-unsaved-save` button when it names one, else a submit), so saving
+ *   - Save saves every changed form (the button its `data-unsaved-submit` names, else a submit), so saving
  *     one settings card never drops another card's edits; Discard reloads the page's content from the server;
  *   - in-app navigation (boosted links) asks first, and leaving the page (reload, close) asks the browser's
  *     own question.
@@ -97,7 +97,7 @@
 
   function save() {
     changedForms().forEach(function (form) {
-      var selector = form.getAttribute('data-unsaved-save');
+      var selector = form.getAttribute('data-unsaved-submit');
       var button = selector ? form.querySelector(selector) : null;
       if (button) {
         button.click();
