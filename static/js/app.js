@@ -121,7 +121,7 @@
     var elt = evt.detail.elt;
     if (evt.detail.successful && elt && elt.closest) {
       var dialog = elt.closest('dialog[open]');
-      if (dialog) {
+      if (dialog && !dialog.hasAttribute('data-dialog-stay')) { // a picker dialog stays open while browsing
         dialog.close();
       }
     }
