@@ -87,6 +87,7 @@
     var bar = document.getElementById(BAR_ID);
     if (bar) {
       bar.hidden = !show;
+      document.documentElement.classList.toggle('has-save-bar', show); // the page moves down, nothing is covered
     }
   }
 
