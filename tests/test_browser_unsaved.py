@@ -57,7 +57,8 @@ def test_saving_one_settings_card_keeps_the_other_cards_edits(open_page, shop):
 
     # Leaving inside the app asks first; staying keeps the edit.
     dialogs = _dialogs(page, "dismiss")
-    page.locator("#app-nav").get_by_role("link", name="Campaigns", exact=True).click()
+    with page.expect_event("dialog"):  # the request waits for a session token first, then asks
+        page.locator("#app-nav").get_by_role("link", name="Campaigns", exact=True).click()
     assert dialogs and dialogs[0][0] == "confirm" and "unsaved changes" in dialogs[0][1]
     expect(page.locator("main h1").first).to_have_text("Settings")
     expect(sender).to_have_value("KINNEKT")
@@ -78,7 +79,8 @@ def test_segment_builder_warns_before_leaving_and_discard_restores(open_page, sh
     page.locator("#segment-name").fill("Big spenders")
     expect(bar).to_be_visible()
     dialogs = _dialogs(page, "dismiss")
-    page.locator("#segment-builder").get_by_role("link", name="Cancel").click()
+    with page.expect_event("dialog"):
+        page.locator("#segment-builder").get_by_role("link", name="Cancel").click()
     expect(page.locator("#segment-name")).to_have_value("Big spenders")
     assert [kind for kind, _ in dialogs] == ["confirm"]
 
@@ -89,7 +91,8 @@ def test_segment_builder_warns_before_leaving_and_discard_restores(open_page, sh
     # Leaving the page itself (closing the tab): the browser's own question.
     page.locator("#segment-name").fill("Big spenders")
     expect(bar).to_be_visible()
-    page.close(run_before_unload=True)
+    with page.expect_event("dialog"):
+        page.close(run_before_unload=True)
     expect(page.locator("#segment-name")).to_have_value("Big spenders")  # dismissed: the page stays open
     assert [kind for kind, _ in dialogs] == ["confirm", "beforeunload"]
 
@@ -102,6 +105,14 @@ def test_embedded_composer_uses_the_admins_save_bar(embedded, open_page, shop):
     page.locator("#campaign-body").fill("This weekend only: https://alpha.example/deals")
     page.wait_for_function("() => window.__appBridge.saveBar.length > 0")
     assert page.evaluate("window.__appBridge.saveBar") == [["show", "unsaved-save-bar"]]
+
+    # The title bar's "Back to campaigns" asks first; staying keeps the draft on screen.
+    dialogs = _dialogs(page, "dismiss")
+    with page.expect_event("dialog"):  # the request waits for a session token first, then asks
+        page.locator("ui-title-bar button", has_text="Back to campaigns").dispatch_event("click")
+    expect(page.locator("ui-title-bar")).to_have_attribute("title", "New campaign")
+    assert [kind for kind, _ in dialogs] == ["confirm"]
+    expect(page.locator("#campaign-name")).to_have_value("Weekend promo")
 
     # App Bridge clicks the bar's Save button in the iframe: the draft is saved and the bar goes away.
     page.locator("ui-save-bar button[variant=primary]").dispatch_event("click")
