@@ -11,6 +11,10 @@ from sqlalchemy import select
 from kinnekt.db import Session
 from kinnekt.models import Campaign, Shop
 from tests.test_browser_chrome import embedded  # noqa: F401 (fixture)
+from tests.test_campaigns_web import campaign, segment as built_segment, subscriber
+from tests.test_segments_web import segment as rule_segment
+
+EVERYONE = {"match": "all", "rules": [{"field": "subscription_source", "op": "eq", "value": "all"}]}
 
 pytestmark = pytest.mark.browser
 
@@ -121,3 +125,21 @@ def test_embedded_composer_uses_the_admins_save_bar(embedded, open_page, shop):
     Session.remove()
     saved = Session.scalars(select(Campaign).where(Campaign.shop_id == shop.id)).all()
     assert [(c.name, c.status) for c in saved] == [("Weekend promo", "draft")]
+
+
+def test_saved_segment_and_campaign_open_without_unsaved_changes(open_page, shop):
+    vip = built_segment(shop, "VIP customers", [subscriber(shop, "+12125550101")])
+    draft = campaign(shop, "Spring sale", segments=[vip])
+    everyone = rule_segment(shop, EVERYONE, name="Everyone")
+    bar = open_page(f"/segments/{everyone.id}/edit").locator("#unsaved-save-bar")
+    expect(bar.page.locator("#segment-preview-count")).to_have_text("1")  # the preview has arrived
+    expect(bar).to_be_hidden()
+    page = open_page(f"/campaigns/{draft.id}/edit")
+    expect(page.locator("#campaign-name")).to_have_value("Spring sale")
+    expect(page.locator("#campaign-breakdown")).to_be_visible()
+    expect(bar).to_be_hidden()
+    page.locator("#campaign-name").fill("Spring sale!")
+    expect(bar).to_be_visible()
+    page.locator("#campaign-name").fill("Spring sale")  # back as saved: nothing to save
+    expect(bar).to_be_hidden()
+
