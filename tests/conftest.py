@@ -160,8 +160,29 @@ def segment_rechecks(monkeypatch):
     return calls
 
 
-FAKE_APP_BRIDGE = "window.shopify = {idToken: async () => %r};"
-"""An init script standing in for App Bridge in browser tests: `%r` is the session token it hands out."""
+FAKE_APP_BRIDGE = """
+window.shopify = {idToken: async () => %r};
+window.__appBridge = {toasts: [], saveBar: [], pickers: [], pickerSelection: undefined, nav: null};
+window.shopify.toast = {show: (message, options) => {
+  window.__appBridge.toasts.push({message: message, isError: !!(options && options.isError)});
+}};
+window.shopify.saveBar = {
+  show: async (id) => { window.__appBridge.saveBar.push(['show', id]); },
+  hide: async (id) => { window.__appBridge.saveBar.push(['hide', id]); },
+};
+window.shopify.resourcePicker = async (options) => {
+  window.__appBridge.pickers.push(options);
+  return window.__appBridge.pickerSelection;
+};
+document.addEventListener('DOMContentLoaded', () => {
+  const nav = document.querySelector('s-app-nav, ui-nav-menu');
+  window.__appBridge.nav = nav && Array.from(nav.children, (link) =>
+    ({label: link.textContent.trim(), href: link.getAttribute('href'), rel: link.getAttribute('rel')}));
+});
+"""
+"""An init script standing in for App Bridge in browser tests: `%r` is the session token it hands out. It
+records what the page asks of the admin in `window.__appBridge`: toasts, save bar show/hide, resource picker
+calls (answering `pickerSelection`, undefined being a cancelled picker) and the app navigation it found."""
 
 
 @pytest.fixture

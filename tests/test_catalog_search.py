@@ -44,6 +44,24 @@ def test_empty_text_lists_the_first_titles(client, auth, shop):
     assert _titles(client.get("/catalog/products", headers=auth).get_data(as_text=True)) == ["Alpha", "Beta", "Gamma"]
 
 
+def test_results_come_in_pages_linked_to_each_other(client, auth, shop, monkeypatch):
+    from kinnekt import defaults
+    monkeypatch.setattr(defaults, "CATALOG_SEARCH_LIMIT", 2)
+    _products(shop, "Mug A", "Mug B", "Mug C", "Tee")
+    first = client.get("/catalog/products?q=mug&target=picker-x", headers=auth).get_data(as_text=True)
+    assert _titles(first) == ["Mug A", "Mug B"]
+    assert "/catalog/products?q=mug&amp;target=picker-x&amp;page=2" in first and "Page 1" in first
+    second = client.get("/catalog/products?q=mug&target=picker-x&page=2", headers=auth).get_data(as_text=True)
+    assert _titles(second) == ["Mug C"] and "page=1" in second and "Page 2" in second
+    assert re.search(r'<button[^>]*disabled[^>]*aria-label="Next page', second) or \
+        re.search(r'disabled[^>]*>\s*<span>Next', second)
+    # A page past the end, or not a number, is harmless.
+    assert _titles(client.get("/catalog/products?q=mug&page=9", headers=auth).get_data(as_text=True)) == []
+    assert _titles(client.get("/catalog/products?q=mug&page=x", headers=auth).get_data(as_text=True)) == ["Mug A", "Mug B"]
+    # One page of results: no page links.
+    assert "Page 1" not in client.get("/catalog/products?q=tee", headers=auth).get_data(as_text=True)
+
+
 def test_like_wildcards_in_the_text_are_literal(client, auth, shop):
     _products(shop, "100% Cotton Tee", "Cotton Tee")
     assert _titles(client.get("/catalog/products?q=100%25", headers=auth).get_data(as_text=True)) == ["100% Cotton Tee"]

@@ -116,8 +116,18 @@ def test_page_header_with_and_without_actions(app):
         assert '<h1 class="page-header__title">Segments</h1>' in bare and "page-header__actions" not in bare
         with_actions = render('{% call ui.page_header("Segments", "Sub") %}{{ ui.button("New", variant="primary") }}'
                               '{% endcall %}')
-        assert 'page-header__actions"><button class="button button--primary" type="button">' in with_actions
+        assert 'page-header__actions" id="page-actions"><button class="button button--primary" type="button">' \
+            in with_actions
         assert '<p class="page-header__subtitle">Sub</p>' in with_actions
+        assert "ui-title-bar" not in with_actions  # outside the admin the page shows its own title
+
+
+def test_page_header_in_the_admin_fills_its_title_bar(app, monkeypatch):
+    monkeypatch.setitem(app.config, "APP_BRIDGE_ENABLED", True)
+    with app.test_request_context("/"):
+        html = render('{% call ui.page_header("Segments") %}{{ ui.button("New", variant="primary") }}{% endcall %}')
+        assert '<ui-title-bar title="Segments" data-page-actions="page-actions"></ui-title-bar>' in html
+        assert '<ui-title-bar title="Segments"></ui-title-bar>' in render('{{ ui.page_header("Segments") }}')
 
 
 def test_button_link_and_attributes(app):

@@ -119,7 +119,8 @@ def test_base_layout_is_csp_friendly_and_loads_vendored_htmx(client, page_header
         r"js/shopify-htmx\.js", r"js/app\.js")]
     assert order == sorted(order)
     # Outside the admin (tests, demo): no App Bridge, no CDN, no admin nav menu.
-    assert "cdn.shopify.com" not in html and "<ui-nav-menu>" not in html
+    assert "cdn.shopify.com" not in html and "<s-app-nav>" not in html and "<ui-title-bar" not in html
+    assert 'id="app-nav"' in html and "data-embedded" not in html
 
 
 def test_embedded_layout_puts_app_bridge_first_and_adds_the_admin_nav(app, client, page_headers, monkeypatch):
@@ -129,10 +130,12 @@ def test_embedded_layout_puts_app_bridge_first_and_adds_the_admin_nav(app, clien
     assert head.lstrip().startswith('<meta name="shopify-api-key" content="test-api-key">')
     first_script = re.search(r"<script\b[^>]*>", head).group(0)
     assert first_script == '<script src="https://cdn.shopify.com/shopifycloud/app-bridge.js">'
-    menu = html.split("<ui-nav-menu>", 1)[1].split("</ui-nav-menu>", 1)[0]
+    menu = html.split("<s-app-nav>", 1)[1].split("</s-app-nav>", 1)[0]
     assert 'rel="home"' in menu
-    assert [label for label in NAV_LABELS if f">{label}</a>" in menu] == NAV_LABELS
+    assert [label for label in NAV_LABELS if f">{label}</s-link>" in menu] == NAV_LABELS
     assert "Outbox" not in menu
+    # The admin draws the navigation and the title bar: no second sidebar inside the iframe.
+    assert 'id="app-nav"' not in html and '<ui-title-bar title="Campaigns"' in html
 
 
 def test_every_static_asset_a_page_references_exists(client, page_headers, app, monkeypatch):

@@ -45,11 +45,14 @@ class CatalogItem:
 
 @dataclass
 class SearchResult:
-    """Matches, where they came from ("catalog", "shopify" or "none"), and a problem to show, if any."""
+    """Matches, where they came from ("catalog", "shopify" or "none"), a problem to show, if any, and which page
+    of the synced catalog's matches this is (`has_more`: a next page exists; the Admin API fallback has one page)."""
 
     items: list[CatalogItem] = field(default_factory=list)
     source: str = "catalog"
     error: str | None = None
+    page: int = 1
+    has_more: bool = False
 
 
 def clean_query(text: str | None) -> str:
@@ -64,8 +67,11 @@ def shopify_search(text: str) -> str | None:
     return " ".join(f"title:*{w}*" for w in words[:8]) or None
 
 
-def search(session, shop: Shop, kind: str, text: str | None, *, limit: int | None = None) -> SearchResult:
-    """Products or collections whose title (or handle) contains the text; titles starting with it first."""
+def search(session, shop: Shop, kind: str, text: str | None, *, limit: int | None = None,
+           page: int = 1) -> SearchResult:
+    """Products or collections whose title (or handle) contains the text; titles starting with it first.
+
+    `page` (from 1) pages through the synced catalog, `limit` results a page."""
     if kind not in KINDS:
         raise ValueError(f"unknown catalog kind {kind!r}")
     text = clean_query(text)
@@ -81,8 +87,10 @@ def search(session, shop: Shop, kind: str, text: str | None, *, limit: int | Non
         statement = statement.order_by(starts, model.title, model.id)
     else:
         statement = statement.order_by(model.title, model.id)
-    items = [_item(row, kind) for row in session.scalars(statement.limit(limit))]
-    return SearchResult(items, "catalog")
+    page = max(1, page)
+    rows = list(session.scalars(statement.limit(limit + 1).offset((page - 1) * limit)))
+    items = [_item(row, kind) for row in rows[:limit]]
+    return SearchResult(items, "catalog", page=page, has_more=len(rows) > limit)
 
 
 def _item(row, kind: str) -> CatalogItem:

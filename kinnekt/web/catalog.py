@@ -3,7 +3,8 @@
 Both answer the partial templates/catalog/_results.html (search-as-you-type; wire an input with
 `hx-get="/catalog/products" hx-trigger="input changed delay:300ms, search" hx-target="#<target>"
 hx-swap="outerHTML"`). Parameters: `q` (the typed text, optional: empty lists the first titles) and `target`
-(the id of the results element, default `catalog-results`, letters, digits and dashes). Each result is a
+(the id of the results element, default `catalog-results`, letters, digits and dashes) and `page` (from 1; the
+partial links the previous and next pages). Each result is a
 <button data-catalog-kind data-catalog-id data-catalog-title>; `data-catalog-id` is Shopify's numeric id,
 the form segment rules store. Results come from the synced catalog, or from the Admin API while it is empty.
 """
@@ -16,6 +17,7 @@ from flask import g, render_template, request
 from kinnekt.db import Session
 from kinnekt.shopify import catalog_search
 from kinnekt.web.auth import merchant_blueprint
+from kinnekt.web.templating import page_number
 
 bp = merchant_blueprint("catalog", __name__, url_prefix="/catalog")
 
@@ -29,7 +31,7 @@ def _results(kind: str):
     if not TARGET_RE.fullmatch(target):
         target = DEFAULT_TARGET
     query = catalog_search.clean_query(request.args.get("q"))
-    result = catalog_search.search(Session, g.shop, kind, query)
+    result = catalog_search.search(Session, g.shop, kind, query, page=page_number(request.args.get("page")))
     return render_template("catalog/_results.html", result=result, kind=kind, q=query, target=target,
                            noun=LABELS[kind])
 

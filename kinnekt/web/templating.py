@@ -46,8 +46,17 @@ NAV_ICONS = {
 }
 
 
+def embedded() -> bool:
+    """True when pages are served inside the Shopify admin (App Bridge draws the navigation, title bar, save bar
+    and toasts); False in the demo and wherever App Bridge is switched off, where the page draws its own."""
+    config = current_app.config
+    return bool(config.get("APP_BRIDGE_ENABLED", True) and not config.get("DEMO_MODE"))
+
+
 def init_app(app) -> None:
     """Register the context processor, filters and after-request headers."""
+    # A global (not a context variable), so that imported macros such as ui.page_header see it too.
+    app.jinja_env.globals["embedded"] = embedded
 
     @app.context_processor
     def _globals():
@@ -58,7 +67,7 @@ def init_app(app) -> None:
         return {
             "shop": getattr(g, "shop", None),
             "demo_mode": config.get("DEMO_MODE", False),
-            "app_bridge_enabled": config.get("APP_BRIDGE_ENABLED", True) and not config.get("DEMO_MODE"),
+            "app_bridge_enabled": embedded(),
             "api_key": config.get("SHOPIFY_API_KEY", ""),
             "nav": nav,
             "nav_icons": NAV_ICONS,

@@ -8,6 +8,11 @@
   var htmx = window.htmx;
   var ERROR_REGION_ID = 'global-error';
 
+  // Inside the Shopify admin (base.html marks it) App Bridge draws the toasts and the title bar.
+  function appBridge() {
+    return document.documentElement.hasAttribute('data-embedded') && window.shopify ? window.shopify : null;
+  }
+
   // A back/forward miss in htmx's history cache becomes a full page load, which authenticates afresh.
   htmx.config.refreshOnHistoryMiss = true;
 
@@ -40,8 +45,9 @@
     if (!message) {
       return;
     }
-    if (window.shopify && window.shopify.toast) {
-      window.shopify.toast.show(message, { isError: !!isError });
+    var shopify = appBridge();
+    if (shopify && shopify.toast) {
+      shopify.toast.show(message, { isError: !!isError });
       return;
     }
     var region = document.getElementById('toasts');
@@ -124,11 +130,88 @@
     var elt = evt.detail.elt;
     if (evt.detail.successful && elt && elt.closest) {
       var dialog = elt.closest('dialog[open]');
-      if (dialog) {
+      if (dialog && !dialog.hasAttribute('data-dialog-stay')) { // a picker dialog stays open while browsing
         dialog.close();
       }
     }
   });
+
+  // --- navigation drawer (narrow screens, outside the admin) ---------------------------------------------
+
+  function setNavOpen(open) {
+    var frame = document.querySelector('.frame');
+    var toggle = document.querySelector('[data-nav-toggle]');
+    if (!frame || !toggle) {
+      return;
+    }
+    frame.classList.toggle('frame--nav-open', open);
+    toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+    if (open) {
+      var current = document.querySelector('#app-nav [aria-current="page"]') ||
+        document.querySelector('#app-nav a');
+      if (current) {
+        current.focus();
+      }
+    }
+  }
+
+  document.addEventListener('click', function (evt) {
+    var target = evt.target instanceof Element ? evt.target : null;
+    if (!target) {
+      return;
+    }
+    if (target.closest('[data-nav-toggle]')) {
+      setNavOpen(!document.querySelector('.frame--nav-open'));
+    } else if (target.matches('.frame--nav-open') || target.closest('#app-nav a')) {
+      setNavOpen(false); // the backdrop, or a link was chosen
+    }
+  });
+
+  document.addEventListener('keydown', function (evt) {
+    if (evt.key === 'Escape' && document.querySelector('.frame--nav-open')) {
+      setNavOpen(false);
+      var toggle = document.querySelector('[data-nav-toggle]');
+      if (toggle) {
+        toggle.focus();
+      }
+    }
+  });
+
+  // --- the admin's title bar (embedded) -----------------------------------------------------------------
+
+  // ui.page_header renders <ui-title-bar title="…"> when embedded; its actions (links and buttons, some
+  // carrying htmx attributes) stay in the page, hidden, and the title bar gets a button for each that clicks it.
+  function fillTitleBars() {
+    Array.prototype.forEach.call(document.querySelectorAll('ui-title-bar[data-page-actions]'), function (bar) {
+      var actions = document.getElementById(bar.getAttribute('data-page-actions'));
+      if (bar.hasAttribute('data-filled') || !actions) {
+        return;
+      }
+      bar.setAttribute('data-filled', '');
+      var primary = false;
+      Array.prototype.forEach.call(actions.querySelectorAll('a, button'), function (action) {
+        var button = document.createElement('button');
+        button.textContent = action.textContent.trim();
+        if (!primary && action.classList.contains('button--primary')) {
+          button.setAttribute('variant', 'primary');
+          primary = true;
+        }
+        if (action.classList.contains('button--critical')) {
+          button.setAttribute('tone', 'critical');
+        }
+        if (action.disabled) {
+          button.disabled = true;
+        }
+        button.addEventListener('click', function () { action.click(); });
+        bar.appendChild(button);
+      });
+    });
+  }
+
+  if (appBridge()) {
+    document.addEventListener('DOMContentLoaded', fillTitleBars);
+    document.addEventListener('htmx:load', fillTitleBars);
+  }
 
   // --- errors -------------------------------------------------------------------------------------------
 
