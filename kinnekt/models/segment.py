@@ -69,6 +69,7 @@ class SegmentEvent(TenantMixin, Base):
     __table_args__ = (
         Index("ix_segment_events_segment_at", "segment_id", "at"),
         Index("ix_segment_events_segment_id", "segment_id", "id"),  # automations read past their cursor
+        Index("ix_segment_events_segment_kind", "segment_id", "kind", "id"),  # the segment page's log: enters or leaves
         Index("ix_segment_events_subscriber", "subscriber_id"),
     )
 

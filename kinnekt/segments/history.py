@@ -211,26 +211,27 @@ def log_page(session: OrmSession, segment: Segment, *, kind: str = "", query: st
     if kind:
         conditions.append(SegmentEvent.kind == kind)
     query = query.strip()
-    # The subscriber is joined on its own shop too: a redacted id reused by no one, or another shop's, shows nothing.
-    joined = and_(Subscriber.id == SegmentEvent.subscriber_id, Subscriber.shop_id == SegmentEvent.shop_id)
     if query:
-        conditions.append(subscriber_matches(query))
-        counted = (select(func.count()).select_from(SegmentEvent).join(Subscriber, joined)
-                   .outerjoin(Customer, Customer.id == Subscriber.customer_id).where(*conditions))
-    else:
-        counted = select(func.count()).select_from(SegmentEvent).where(*conditions)
-    total = session.scalar(counted) or 0
+        # The shop's matching subscribers first (a few among thousands), then their entries: the search never
+        # joins every entry of a long log to its subscriber.
+        conditions.append(SegmentEvent.subscriber_id.in_(
+            select(Subscriber.id).outerjoin(Customer, Customer.id == Subscriber.customer_id)
+            .where(Subscriber.shop_id == segment.shop_id, subscriber_matches(query))))
+    total = session.scalar(select(func.count()).select_from(SegmentEvent).where(*conditions)) or 0
     last = max(1, -(-total // size))
     page = min(max(1, page), last)
+    # The page's ids alone first (walked on the (segment_id, id) index), then their details: the rows OFFSET
+    # skips are never joined to subscribers.
+    ids = (select(SegmentEvent.id).where(*conditions).order_by(SegmentEvent.id.desc())
+           .limit(size).offset((page - 1) * size).subquery())
+    joined = and_(Subscriber.id == SegmentEvent.subscriber_id, Subscriber.shop_id == SegmentEvent.shop_id)
     rows = session.execute(
         select(SegmentEvent.id, SegmentEvent.kind, SegmentEvent.at, SegmentEvent.cause, SegmentEvent.subscriber_id,
                Subscriber.phone, Subscriber.first_name, Customer.first_name, Customer.last_name)
-        .select_from(SegmentEvent)
-        .join(Subscriber, joined, isouter=not query)
+        .join(ids, ids.c.id == SegmentEvent.id)
+        .outerjoin(Subscriber, joined)
         .outerjoin(Customer, Customer.id == Subscriber.customer_id)
-        .where(*conditions)
-        .order_by(SegmentEvent.id.desc())
-        .limit(size).offset((page - 1) * size)).all()
+        .order_by(SegmentEvent.id.desc())).all()
     entries = [LogEntry(id=id_, kind=kind_, at=at, cause=cause, subscriber_id=subscriber_id, phone=phone,
                         name=_name(own, first, last_name))
                for id_, kind_, at, cause, subscriber_id, phone, own, first, last_name in rows]

@@ -1,4 +1,5 @@
-"""segment_counts: each segment's member count at the end of a day, for the segment page's chart
+"""segment_counts: each segment's member count at the end of a day, for the segment page's chart; an index of
+segment_events by (segment, kind, id) for its log filtered to enters or leaves
 
 Revision ID: 0012
 Revises: 0011
@@ -16,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """segment_counts table, unique (segment_id, day)."""
+    """segment_counts table, unique (segment_id, day); ix_segment_events_segment_kind."""
     op.create_table('segment_counts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('segment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -30,9 +31,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('segment_id', 'day', name=op.f('uq_segment_counts_segment_id_day'))
     )
     op.create_index(op.f('ix_segment_counts_shop_id'), 'segment_counts', ['shop_id'], unique=False)
+    op.create_index('ix_segment_events_segment_kind', 'segment_events', ['segment_id', 'kind', 'id'], unique=False)
 
 
 def downgrade() -> None:
-    """Drop it again."""
+    """Drop them again."""
+    op.drop_index('ix_segment_events_segment_kind', table_name='segment_events')
     op.drop_index(op.f('ix_segment_counts_shop_id'), table_name='segment_counts')
     op.drop_table('segment_counts')
