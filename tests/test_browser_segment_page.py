@@ -83,6 +83,8 @@ def test_segment_page_chart_paging_and_filter(open_page, page, big_segment, widt
     expect(page).to_have_url(re.compile(r"kind=enter"))
     expect(page).to_have_url(re.compile(r"q=ada"))
 
-    # Nothing runs off the side of the screen.
+    # Nothing runs off the side of the screen, the log's table included.
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+    table = page.locator("#segment-log .index-table")
+    assert table.evaluate("el => el.scrollWidth <= el.clientWidth")
     assert problems == []

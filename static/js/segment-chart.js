@@ -35,7 +35,12 @@
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time: true, range: function (u, min, max) { return [min - 43200, max + 43200]; } },
+        // From the data itself, at least a week wide: a segment counted once still gets a readable day axis.
+        x: { time: true, range: function () {
+          var lo = data.t[0], hi = data.t[data.t.length - 1];
+          if (hi - lo < 6 * 86400) lo = hi - 6 * 86400;
+          return [lo - 43200, hi + 43200];
+        } },
         y: { range: function (u, min, max) { return [0, Math.max(1, Math.ceil(max * 1.1))]; } }
       },
       axes: [{}, { label: "Members", size: 56 }],
