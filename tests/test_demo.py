@@ -39,11 +39,17 @@ def _plain(value):
     return repr(value)
 
 
+SOFT_KEYS = {"segment_events": {"segment_id": "segments", "subscriber_id": "subscribers"}}
+"""Ids of other rows held without a foreign key (the log outlives what it names)."""
+
+
 def _fingerprint(session, shop_id: int) -> str:
     """A hash of every row the shop owns; surrogate ids are replaced by the content of the row they point at."""
     keys: dict[str, dict[int, str]] = {}
     digest = hashlib.sha256()
-    for table in Base.metadata.sorted_tables:  # referenced tables come first
+    # Referenced tables come first; tables with soft keys after every table.
+    tables = sorted(Base.metadata.sorted_tables, key=lambda table: table.name in SOFT_KEYS)
+    for table in tables:
         if table.name == "shops":
             query = select(table).where(table.c.id == shop_id)
         elif "shop_id" in table.c:
@@ -52,6 +58,7 @@ def _fingerprint(session, shop_id: int) -> str:
             continue
         # Keys to a row's id; shop_id always means the shop (messages key it together with their campaign).
         targets = {fk.parent.name: fk.column.table.name for fk in table.foreign_keys if fk.column.name == "id"}
+        targets.update(SOFT_KEYS.get(table.name, {}))
         if "shop_id" in table.c:
             targets["shop_id"] = "shops"
         keys[table.name] = {}
