@@ -52,6 +52,10 @@ def test_describe_gives_a_sentence_per_rule_in_nested_and_or_groups(db, shop):
     assert group.is_group and group.joiner == "OR" and group.heading == "At least one of these is true:"
     assert [item.text for item in group.items] == [
         "Customer tags include vip", "Is on list “VIP phones”", "Is not in segment “Repeat customers”"]
+    assert [item.refers_to for item in group.items] == [None, ("list", vip.id), ("segment", other.id)]
+    # An id the shop has no segment or list for (a stored definition older than a delete) names nothing.
+    gone = builder.describe(where(rule("segment", "in", other.id + 1000)), names)
+    assert gone.items[0].refers_to is None and gone.items[0].text == f"Is in segment “#{other.id + 1000}”"
 
 
 def test_describe_reads_auto_segments_and_refuses_what_cannot_be_read(db, shop):

@@ -101,7 +101,12 @@ def test_auto_and_list_segments_have_a_page_without_edit(client, auth, shop):
     assert f"/segments/{auto.id}/edit" not in page
     assert "No counts yet" in page and "No changes yet" in page and "No members yet" in page
     page = text(client.get(f"/segments/{listed.id}", headers=auth))
-    assert "Is on list “VIP phones”" in page and f'href="/segments/{listed.id}/edit"' in page
+    assert '<a class="segment-words__rule" href="/segments/lists/">Is on list “VIP phones”</a>' in page
+    assert f'href="/segments/{listed.id}/edit"' in page
+    nested = segment(shop, where(rule("segment", "not_in", listed.id)), "Not on the VIP list")
+    page = text(client.get(f"/segments/{nested.id}", headers=auth))
+    assert (f'<a class="segment-words__rule" href="/segments/{listed.id}">Is not in segment “On the VIP list”</a>'
+            in page)
 
 
 def test_the_list_links_each_name_to_its_page(client, auth, store):

@@ -959,9 +959,11 @@ def summary(definition: Any, names: Names | None = None, money: Callable[[Decima
 
 @dataclass(frozen=True)
 class RuleWords:
-    """One rule of a definition as a sentence (for the segment page)."""
+    """One rule of a definition as a sentence (for the segment page), and the shop's segment or static list it
+    names (`refers_to` = ("segment" | "list", id)), when it names one that exists."""
 
     text: str
+    refers_to: tuple[str, int] | None = None
     is_group = False
 
 
@@ -995,9 +997,14 @@ def describe(definition: Any, names: Names | None = None, money: Callable[[Decim
         return None
     names = names or Names()
 
+    def refers_to(rule: Mapping[str, Any]) -> tuple[str, int] | None:
+        field, value = rule.get("field"), rule.get("value")
+        known = names.segments if field == "segment" else names.lists if field == "list" else {}
+        return (field, value) if value in known else None
+
     def group(node: Mapping[str, Any]) -> GroupWords:
         return GroupWords(match=node["match"], items=[
-            RuleWords(describe_rule(item, names, money)) if "field" in item else group(item)
+            RuleWords(describe_rule(item, names, money), refers_to(item)) if "field" in item else group(item)
             for item in node["rules"]])
     return group(definition)
 
