@@ -109,7 +109,8 @@ def run(args) -> list[tuple[str, float, str]]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run, print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="postgresql://… (a schema is made and dropped) or sqlite:///<new file>")
+    parser.add_argument("--db", required=True,
+                        help="postgresql://… (a schema is made and dropped) or sqlite:///<new file>")
     parser.add_argument("--subscribers", type=int, default=1_650)
     parser.add_argument("--entries", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=5)

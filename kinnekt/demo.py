@@ -16,8 +16,8 @@ from kinnekt.config import Config
 from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, CustomerTag,
-    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentCount, SegmentEvent,
-    SegmentMember, Shop, Subscriber, SubscriptionEvent,
+    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentCount,
+    SegmentEvent, SegmentMember, Shop, Subscriber, SubscriptionEvent,
 )
 from kinnekt.models.subscriber_key import before_deleting_subscribers
 

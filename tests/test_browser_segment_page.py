@@ -54,7 +54,8 @@ def test_segment_page_chart_paging_and_filter(open_page, page, big_segment, widt
     expect(page).to_have_url(re.compile(rf"/segments/{big_segment.id}$"))
     expect(page.locator(".page-header__title")).to_have_text("Recent spenders")
     expect(page.locator("#segment-rules")).to_contain_text("Money spent is greater than $25.00")
-    expect(page.get_by_role("link", name="Edit", exact=True)).to_have_attribute("href", f"/segments/{big_segment.id}/edit")
+    edit = page.get_by_role("link", name="Edit", exact=True)
+    expect(edit).to_have_attribute("href", f"/segments/{big_segment.id}/edit")
 
     # The chart: uPlot drew a canvas that fits the card, with the days in its data.
     chart = page.locator("[data-segment-chart]")
