@@ -17,8 +17,8 @@ from kinnekt.config import Config
 from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, CustomerTag,
-    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentMember, Shop,
-    Subscriber, SubscriptionEvent,
+    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentCount,
+    SegmentEvent, SegmentMember, Shop, Subscriber, SubscriptionEvent,
 )
 from kinnekt.models.subscriber_key import before_deleting_subscribers
 from kinnekt.sms import prices
@@ -1233,6 +1233,33 @@ class _DemoStore:
         for customer in buyers[:max(1, round(len(buyers) * 0.05))] if buyers else []:
             customer["_tags"].add("vip")
 
+    def segment_history(self, key: str, created: dt.datetime) -> tuple[list[dict], list[dict]]:
+        """The enter/leave log and daily counts an automatic segment created at `created` would have written:
+        its first build takes who was subscribed then; later, each subscription enters (a re-check) and each
+        unsubscription or suppression leaves. Ends with exactly the segment's members of now."""
+        changes = []
+        for sub in self.subscribers:
+            if sub["subscribed_at"] is None or not self.in_segment(sub, key):
+                continue
+            left = sub["unsubscribed_at"] if sub["status"] == "unsubscribed" else sub["suppressed_at"]
+            if left is not None and left <= created:
+                continue  # gone before the segment existed
+            entered = max(sub["subscribed_at"], created)
+            changes.append((entered, 0 if entered == created else 1, "enter", sub))
+            if left is not None:
+                changes.append((left, 1, "leave", sub))
+        changes.sort(key=lambda c: (c[0], c[1], c[2] == "enter", c[3]["phone"]))
+        events = [{"kind": kind, "at": at, "cause": "build" if order == 0 else "recheck", "_sub": sub}
+                  for at, order, kind, sub in changes]
+        zone = ZoneInfo(SHOP_TIMEZONE)
+        by_day: dict[dt.date, tuple[int, dt.datetime]] = {created.astimezone(zone).date(): (0, created)}
+        count = 0
+        for event in events:
+            count += 1 if event["kind"] == "enter" else -1
+            by_day[event["at"].astimezone(zone).date()] = (count, event["at"])
+        counts = [{"day": day, "member_count": n, "at": at} for day, (n, at) in sorted(by_day.items())]
+        return events, counts
+
     def build_segments(self) -> None:
         rng = self.rng("segments")
         marketable = [s for s in self.subscribers if s["status"] == "subscribed" and s["suppressed_at"] is None]
@@ -1240,12 +1267,14 @@ class _DemoStore:
 
         def auto(name, source, rule, created, keyword=None, key=None):
             members = [s for s in marketable if self.in_segment(s, key or source)]
+            history = self.segment_history(key or source, created)
             self.segments.append({
                 "name": name, "kind": "auto", "auto_source": source, "_keyword": keyword,
                 "definition": {"match": "all", "rules": [rule]}, "has_relative_time": False,
                 "member_count": len(members), "build_status": "done", "last_built_at": self.now,
                 "build_ms": rng.randint(8, 90), "created_at": created, "updated_at": created,
                 "_members": [(s, max(s["subscribed_at"], created)) for s in members], "_key": key or source,
+                "_events": history[0], "_counts": history[1],
             })
 
         for source, name in AUTO_SEGMENTS:
@@ -1261,6 +1290,7 @@ class _DemoStore:
                 "name": name, "kind": "manual", "auto_source": None, "_keyword": None, "definition": definition,
                 "has_relative_time": True, "member_count": 0, "build_status": "pending", "last_built_at": None,
                 "build_ms": None, "created_at": created, "updated_at": created, "_members": [], "_key": None,
+                "_events": [], "_counts": [],
             })
         by_key = {s["_key"]: s for s in self.segments if s["_key"]}
         for campaign in self.campaigns:
@@ -1398,6 +1428,13 @@ class _DemoStore:
         _insert(session, SegmentMember, [{"shop_id": sid, "segment_id": seg["_id"], "subscriber_id": sub["_id"],
                                           "entered_at": entered}
                                          for seg in self.segments for sub, entered in seg["_members"]])
+        # In time order across segments, so that the log's ids follow time as a live shop's do.
+        _insert(session, SegmentEvent, sorted(
+            ({"shop_id": sid, "segment_id": seg["_id"], "subscriber_id": event["_sub"]["_id"], "kind": event["kind"],
+              "at": event["at"], "cause": event["cause"]} for seg in self.segments for event in seg["_events"]),
+            key=lambda e: (e["at"], e["segment_id"], e["kind"] == "enter", e["subscriber_id"])))
+        _insert(session, SegmentCount, [{"shop_id": sid, "segment_id": seg["_id"], **count}
+                                        for seg in self.segments for count in seg["_counts"]])
 
         rows = _insert(session, Campaign, [clean(c) for c in self.campaigns], returning=("id", "name"))
         camp_ids = {name: id_ for id_, name in rows}

@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
@@ -17,7 +18,8 @@ from kinnekt import demo
 from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, Link, Message,
-    Order, OutboxMessage, Product, Segment, SegmentMember, Shop, Subscriber, SubscriptionEvent,
+    Order, OutboxMessage, Product, Segment, SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber,
+    SubscriptionEvent,
 )
 from kinnekt.models.subscriber import SOURCES, STATUSES
 
@@ -37,11 +39,17 @@ def _plain(value):
     return repr(value)
 
 
+SOFT_KEYS = {"segment_events": {"segment_id": "segments", "subscriber_id": "subscribers"}}
+"""Ids of other rows held without a foreign key (the log outlives what it names)."""
+
+
 def _fingerprint(session, shop_id: int) -> str:
     """A hash of every row the shop owns; surrogate ids are replaced by the content of the row they point at."""
     keys: dict[str, dict[int, str]] = {}
     digest = hashlib.sha256()
-    for table in Base.metadata.sorted_tables:  # referenced tables come first
+    # Referenced tables come first; tables with soft keys after every table.
+    tables = sorted(Base.metadata.sorted_tables, key=lambda table: table.name in SOFT_KEYS)
+    for table in tables:
         if table.name == "shops":
             query = select(table).where(table.c.id == shop_id)
         elif "shop_id" in table.c:
@@ -50,6 +58,7 @@ def _fingerprint(session, shop_id: int) -> str:
             continue
         # Keys to a row's id; shop_id always means the shop (messages key it together with their campaign).
         targets = {fk.parent.name: fk.column.table.name for fk in table.foreign_keys if fk.column.name == "id"}
+        targets.update(SOFT_KEYS.get(table.name, {}))
         if "shop_id" in table.c:
             targets["shop_id"] = "shops"
         keys[table.name] = {}
@@ -292,6 +301,41 @@ def test_auto_segments_hold_the_marketable_subscribers_of_their_source(db):
     manual = [s for s in segments if s.kind == "manual"]
     assert len(manual) == 2
     assert all(s.build_status == "pending" and s.member_count == 0 and not members[s.id] for s in manual)
+
+
+def test_auto_segments_logs_and_daily_counts_replay_to_their_members(db):
+    """The seeded enter/leave log of each automatic segment, replayed in id order, ends with its members; each
+    daily count is the replay's count at the end of that local day; manual segments (not built yet) have none."""
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    zone = ZoneInfo(shop.timezone or "UTC")
+    members = defaultdict(set)
+    for member in _all(db, SegmentMember, shop.id):
+        members[member.segment_id].add(member.subscriber_id)
+    events = defaultdict(list)
+    for event in sorted(_all(db, SegmentEvent, shop.id), key=lambda e: e.id):
+        events[event.segment_id].append(event)
+    counts = defaultdict(dict)
+    for row in _all(db, SegmentCount, shop.id):
+        counts[row.segment_id][row.day] = row.member_count
+    for segment in _all(db, Segment, shop.id):
+        if segment.kind == "manual":
+            assert not events[segment.id] and not counts[segment.id]
+            continue
+        inside, at_end_of = set(), {}
+        times = [e.at for e in events[segment.id]]
+        assert times == sorted(times) and all(segment.created_at <= t <= NOW for t in times)
+        for event in events[segment.id]:
+            assert event.cause in ("build", "recheck") and event.kind in ("enter", "leave")
+            if event.kind == "enter":
+                assert event.subscriber_id not in inside
+                inside.add(event.subscriber_id)
+            else:
+                inside.remove(event.subscriber_id)
+            at_end_of[event.at.astimezone(zone).date()] = len(inside)
+        assert inside == members[segment.id]
+        assert {day: n for day, n in counts[segment.id].items() if day in at_end_of} == at_end_of
+        assert counts[segment.id][max(counts[segment.id])] == segment.member_count
+    assert sum(1 for e in _all(db, SegmentEvent, shop.id) if e.kind == "leave") > 0
 
 
 def test_campaigns_messages_links_clicks_and_facts_agree(db):

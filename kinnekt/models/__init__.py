@@ -11,7 +11,7 @@ from kinnekt.models.message import InboundMessage, Message, OutboxMessage
 from kinnekt.models import campaign_key  # noqa: F401 (PostgreSQL's campaign key triggers, with the tables)
 from kinnekt.models.nonce import SignatureNonce
 from kinnekt.models.order import Checkout, LineItem, Order
-from kinnekt.models.segment import Segment, SegmentEvent, SegmentMember, StaticList, StaticListEntry
+from kinnekt.models.segment import Segment, SegmentCount, SegmentEvent, SegmentMember, StaticList, StaticListEntry
 from kinnekt.models.shop import Shop
 from kinnekt.models.signup import SignupAttempt
 from kinnekt.models.subscriber import Keyword, Subscriber, SubscriptionEvent
@@ -23,8 +23,8 @@ from kinnekt.models.webhook import WebhookEvent
 __all__ = [
     "Attribution", "Automation", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
-    "OutboxMessage", "Product", "Segment", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion", "SignatureNonce",
-    "SignupAttempt", "StaticList",
+    "OutboxMessage", "Product", "Segment", "SegmentCount", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion",
+    "SignatureNonce", "SignupAttempt", "StaticList",
     "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriptionEvent", "SyncOperation", "TenantMixin",
     "WebhookEvent",
 ]

@@ -1,9 +1,10 @@
-"""Segments (auto, manual), their materialised members, the enter/leave log, and static lists."""
+"""Segments (auto, manual), their materialised members, the enter/leave log, the daily member counts, and static
+lists."""
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kinnekt.db import Base, UTCDateTime, utcnow
@@ -68,6 +69,7 @@ class SegmentEvent(TenantMixin, Base):
     __table_args__ = (
         Index("ix_segment_events_segment_at", "segment_id", "at"),
         Index("ix_segment_events_segment_id", "segment_id", "id"),  # automations read past their cursor
+        Index("ix_segment_events_segment_kind", "segment_id", "kind", "id"),  # the segment page's log: enters or leaves
         Index("ix_segment_events_subscriber", "subscriber_id"),
     )
 
@@ -78,6 +80,23 @@ class SegmentEvent(TenantMixin, Base):
     kind: Mapped[str] = mapped_column(String(8), nullable=False)  # enter | leave
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     cause: Mapped[str] = mapped_column(String(16), nullable=False)  # membership.CAUSES
+
+
+class SegmentCount(TenantMixin, Base):
+    """A segment's member count at the end of one day (the shop's local day), for the segment page's chart.
+
+    Every build, and every re-check that changes the segment, writes the count it left (an upsert on the
+    unique (segment, day)): a day without a row had no change, so it kept the count of the day before.
+    """
+
+    __tablename__ = "segment_counts"
+    __table_args__ = (UniqueConstraint("segment_id", "day"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(IdType, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    member_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)  # when the count was last written
 
 
 class StaticList(TenantMixin, Timestamps, Base):

@@ -957,6 +957,58 @@ def summary(definition: Any, names: Names | None = None, money: Callable[[Decima
     return lines
 
 
+@dataclass(frozen=True)
+class RuleWords:
+    """One rule of a definition as a sentence (for the segment page), and the shop's segment or static list it
+    names (`refers_to` = ("segment" | "list", id)), when it names one that exists."""
+
+    text: str
+    refers_to: tuple[str, int] | None = None
+    is_group = False
+
+
+@dataclass(frozen=True)
+class GroupWords:
+    """A group of a definition in words: how its items combine (AND / OR) and each item, rules and groups."""
+
+    match: str
+    items: list["RuleWords | GroupWords"]
+    is_group = True
+
+    @property
+    def joiner(self) -> str:
+        """The word between the group's items: AND for "all", OR for "any"."""
+        return "AND" if self.match == "all" else "OR"
+
+    @property
+    def heading(self) -> str:
+        """What the group asks, in a sentence."""
+        if len(self.items) == 1:
+            return "This is true:"
+        return "All of these are true:" if self.match == "all" else "At least one of these is true:"
+
+
+def describe(definition: Any, names: Names | None = None, money: Callable[[Decimal], str] = _plain_money
+             ) -> GroupWords | None:
+    """A definition as nested groups of sentences (a readable sentence per rule); None when it cannot be read."""
+    try:
+        definition = normalise(definition)
+    except DefinitionError:
+        return None
+    names = names or Names()
+
+    def refers_to(rule: Mapping[str, Any]) -> tuple[str, int] | None:
+        field, value = rule.get("field"), rule.get("value")
+        known = names.segments if field == "segment" else names.lists if field == "list" else {}
+        return (field, value) if value in known else None
+
+    def group(node: Mapping[str, Any]) -> GroupWords:
+        return GroupWords(match=node["match"], items=[
+            RuleWords(describe_rule(item, names, money), refers_to(item)) if "field" in item else group(item)
+            for item in node["rules"]])
+    return group(definition)
+
+
 # ---------------------------------------------------------------------------------------------- preview
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ cause in the same transaction, so the log and the members never disagree:
   query, so all of a shop's segments cost one round trip.
 - `sweep`: rebuilds of the segments whose rules depend on the passing of time.
 
+Each build, and each re-check that changes a segment, also writes the segment's count of the day
+(kinnekt.segments.history.record_counts) in the same transaction: the segment page's chart.
+
 Concurrency: a build and a re-check first lock the segment rows they change (PostgreSQL: SELECT ...
 FOR UPDATE in id order; SQLite: a write first, which takes the database write lock). So two builds of
 one segment, or a build and a re-check, run one after the other, and each evaluates its Select after
@@ -34,6 +37,7 @@ from kinnekt import defaults
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
+from kinnekt.segments import history
 from kinnekt.segments.compiler import compile_definition
 from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references
 
@@ -221,6 +225,7 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
     build_ms = max(0, round((time.perf_counter() - started) * 1000))
     conn.execute(update(SEGMENTS).where(SEGMENTS.c.id == segment_id).values(
         member_count=member_count, last_built_at=now, build_ms=build_ms, build_status="done", **_keep_updated_at()))
+    history.record_counts(session, [segment_id], now=now, timezone=shop.timezone if shop else None)
     return BuildResult(segment_id=segment_id, entered=entered, left=left, member_count=member_count,
                        build_ms=build_ms)
 
@@ -308,6 +313,7 @@ def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *,
 
     enters, leaves = sorted(should - have), sorted(have - should)
     _apply(session, shop_id, enters, leaves, now=now, cause=cause)
+    history.record_counts(session, {s for s, _ in enters} | {s for s, _ in leaves}, now=now, timezone=shop.timezone)
     session.commit()
     _expire_segments(session, {s for s, _ in enters} | {s for s, _ in leaves})
     _fire_automations(session, {s for s, _ in enters} | {s for s, _ in leaves}, cause)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import Campaign, CampaignSegment, Customer, Segment, Shop, Subscriber
+from kinnekt.models import Automation, Campaign, CampaignSegment, Customer, Segment, Shop, Subscriber
 from kinnekt.models.campaign import STATUS_LABELS
 from kinnekt.segments import membership
 from kinnekt.segments.compiler import compile_definition
@@ -155,6 +155,8 @@ class Usage:
     id: int
     name: str
     status: str | None = None
+    role: str | None = None
+    """How it uses the segment, in the merchant's words ("Sends to it", "When someone enters"), where listed."""
 
     @property
     def label(self) -> str:
@@ -214,6 +216,33 @@ def register_delete_hook(hook: DeleteHook) -> DeleteHook:
 def segment_usages(session: OrmSession, segment: Segment) -> list[Usage]:
     """What uses the segment now: scheduled and sending campaigns, segments referring to it, automations."""
     return [usage for finder in USAGE_FINDERS for usage in finder(session, segment)]
+
+
+CAMPAIGN_ROLES = {"include": "Sends to it", "exclude": "Leaves it out"}
+AUTOMATION_ROLES = {"enter": "When someone enters", "leave": "When someone leaves"}
+
+
+def campaigns_using(session: OrmSession, segment: Segment) -> list[Usage]:
+    """Every campaign the merchant composed (any status; not the runs of recurring ones, nor automations'
+    messages) that sends to the segment or leaves it out, newest first."""
+    rows = session.execute(
+        select(Campaign.id, Campaign.name, Campaign.status, CampaignSegment.mode)
+        .join(CampaignSegment, CampaignSegment.campaign_id == Campaign.id)
+        .where(CampaignSegment.shop_id == segment.shop_id, Campaign.shop_id == segment.shop_id,
+               CampaignSegment.segment_id == segment.id, Campaign.kind == "campaign")
+        .order_by(Campaign.created_at.desc(), Campaign.id.desc())).all()
+    return [Usage("campaign", id_, name, STATUS_LABELS.get(status, status), CAMPAIGN_ROLES.get(mode, mode))
+            for id_, name, status, mode in rows]
+
+
+def automations_using(session: OrmSession, segment: Segment) -> list[Usage]:
+    """Every automation triggered by someone entering or leaving the segment (on or off), by name."""
+    rows = session.execute(
+        select(Automation.id, Automation.name, Automation.enabled, Automation.trigger)
+        .where(Automation.shop_id == segment.shop_id, Automation.segment_id == segment.id)
+        .order_by(Automation.name, Automation.id)).all()
+    return [Usage("automation", id_, name, "On" if enabled else "Off", AUTOMATION_ROLES.get(trigger, trigger))
+            for id_, name, enabled, trigger in rows]
 
 
 def delete_segment(session: OrmSession, segment: Segment, *, confirmed: bool) -> list[Usage]:

@@ -1,4 +1,5 @@
-"""Segments pages: the list (copy, delete, export, suggestions) and the HTMX segment builder with its live preview."""
+"""Segments pages: the list (copy, delete, export, suggestions), one segment's page (rules in words, count over
+time, enter/leave log, members, users), and the HTMX segment builder with its live preview."""
 from __future__ import annotations
 
 import re
@@ -10,12 +11,12 @@ from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment, Subscriber
 from kinnekt.numbers import record_id, whole_number
-from kinnekt.segments import builder, exports, rules, service
+from kinnekt.segments import builder, exports, history, rules, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
-from kinnekt.web.templating import money
+from kinnekt.web.templating import Page, money
 
 bp = merchant_blueprint("segments", __name__, url_prefix="/segments")
 
@@ -134,6 +135,72 @@ def create_suggested():
         Session.rollback()
         return _list(f"“{suggestion.name}” could not be created: {exc}", error=True)
     return _list(f"Created “{created.name}”")
+
+
+# ---------------------------------------------------------------------------------------------- one segment
+
+LOG_ID = "segment-log"
+"""The id of the enter/leave log partial; its filter form and page links target it."""
+
+
+def _log_filters() -> tuple[str, str, int]:
+    """The log's `kind`, `q` and `page` arguments; 400 with what is wrong when one cannot be used."""
+    kind = request.args.get("kind", "")
+    if kind not in ("", *history.LOG_KINDS):
+        abort(400, description="Show “All changes”, “Entered” or “Left”: the log cannot be filtered by "
+                               f"“{kind[:40]}”.")
+    query = request.args.get("q", "").strip()
+    if len(query) > history.MAX_QUERY_LENGTH:
+        abort(400, description=f"Search for at most {history.MAX_QUERY_LENGTH} characters.")
+    raw_page = request.args.get("page", "")
+    page = record_id(raw_page) if raw_page else 1
+    if page is None:
+        abort(400, description=f"“{raw_page[:40]}” is not a page number: use a whole number from 1.")
+    return kind, query, page
+
+
+def _log_context(segment: Segment, kind: str, query: str, page: int) -> dict:
+    """The log partial's context: one page of entries (paged in the database) and the filters that made it."""
+    found = history.log_page(Session, segment, kind=kind, query=query, page=page)
+    params = {key: value for key, value in (("kind", kind), ("q", query)) if value}
+    results = Page(items=found.entries, number=found.number, size=found.size, total=found.total,
+                   params={"segment_id": segment.id, **params})
+    return {"segment": segment, "log": results, "log_kind": kind, "log_query": query, "log_filtered": bool(params),
+            "log_id": LOG_ID, "log_kinds": [("", "All changes"), *history.LOG_KINDS.items()]}
+
+
+def _detail_context(segment: Segment, kind: str = "", query: str = "", page: int = 1) -> dict:
+    """Everything the segment page shows, each figure read from the shop's data."""
+    names = builder.load_names(Session, g.shop.id, [segment.definition])
+    return {
+        "segment": segment,
+        "rules_in_words": builder.describe(segment.definition, names, money),
+        "names": names,
+        "counts": history.count_history(Session, segment, timezone=g.shop.timezone, now=utcnow()),
+        "chart_days": history.CHART_DAYS,
+        "sample": history.member_sample(Session, segment),
+        "campaigns": service.campaigns_using(Session, segment),
+        "automations": service.automations_using(Session, segment),
+        "audience_formats": list(exports.FORMATS.values()),
+        **_log_context(segment, kind, query, page),
+    }
+
+
+@bp.get("/<int:segment_id>")
+def detail(segment_id: int):
+    """One segment: its rules in words, member count over time, enter/leave log, members, exports and users."""
+    segment = get_or_404(Segment, segment_id)
+    return hx.render("segments/detail.html", "segments/_detail.html", **_detail_context(segment, *_log_filters()))
+
+
+@bp.get("/<int:segment_id>/log")
+def log(segment_id: int):
+    """The segment's enter/leave log, filtered and paged: its partial for htmx, else the segment page showing it."""
+    segment = get_or_404(Segment, segment_id)
+    kind, query, page = _log_filters()
+    if hx.is_htmx() and request.headers.get("HX-Target") == LOG_ID:
+        return render_template("segments/_log.html", **_log_context(segment, kind, query, page))
+    return hx.render("segments/detail.html", "segments/_detail.html", **_detail_context(segment, kind, query, page))
 
 
 # ---------------------------------------------------------------------------------------------- the builder
