@@ -6,16 +6,16 @@ members, so the daily counts never disagree with the log. The segment page reads
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Date, and_, func, literal, or_, select
+from sqlalchemy import Date, and_, func, literal, select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Customer, Segment, SegmentCount, SegmentEvent, SegmentMember, Subscriber
 from kinnekt.segments.periods import day_start, shop_zone
+from kinnekt.subscribers import search
 
 CHART_DAYS = 90
 """Days the member count chart covers, today included."""
@@ -178,21 +178,6 @@ class LogSlice:
     total: int
 
 
-def subscriber_matches(query: str):
-    """A condition on Subscriber (and an outer-joined Customer): the phone holds the digits typed (spaces,
-    dashes, brackets ignored) or a first / last / full name contains the text, case-insensitively."""
-    conditions = [
-        Subscriber.first_name.icontains(query, autoescape=True),
-        Customer.first_name.icontains(query, autoescape=True),
-        Customer.last_name.icontains(query, autoescape=True),
-        (Customer.first_name + " " + Customer.last_name).icontains(query, autoescape=True),
-    ]
-    digits = re.sub(r"\D", "", query)
-    if digits and re.fullmatch(r"[\d\s()+.\-]+", query):
-        conditions.append(Subscriber.phone.contains(digits, autoescape=True))
-    return or_(*conditions)
-
-
 def _name(own: str | None, first: str | None, last: str | None) -> str | None:
     return own or " ".join(part for part in (first, last) if part) or None
 
@@ -216,7 +201,7 @@ def log_page(session: OrmSession, segment: Segment, *, kind: str = "", query: st
         # joins every entry of a long log to its subscriber.
         conditions.append(SegmentEvent.subscriber_id.in_(
             select(Subscriber.id).outerjoin(Customer, Customer.id == Subscriber.customer_id)
-            .where(Subscriber.shop_id == segment.shop_id, subscriber_matches(query))))
+            .where(Subscriber.shop_id == segment.shop_id, search.matches(query))))
     total = session.scalar(select(func.count()).select_from(SegmentEvent).where(*conditions)) or 0
     last = max(1, -(-total // size))
     page = min(max(1, page), last)

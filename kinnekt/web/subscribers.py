@@ -15,7 +15,7 @@ from kinnekt.db import Session
 from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
                             SegmentMember, Subscriber, SubscriberImport, SubscriptionEvent)
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
-from kinnekt.subscribers import importing
+from kinnekt.subscribers import importing, search
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -71,7 +71,7 @@ def index():
     if country:
         statement = statement.where(Subscriber.country == country)
     if query:
-        statement = statement.where(_matches(query))
+        statement = statement.where(search.matches(query))
     statement = statement.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
 
     params = {key: value for key, value in (("q", query), ("status", status), ("source", source),
@@ -98,20 +98,6 @@ def _suppressed_among(statement) -> int:
     suppressed = (statement.where(Subscriber.status == "subscribed", Subscriber.suppressed_at.is_not(None))
                   .order_by(None).with_only_columns(Subscriber.id))
     return Session.scalar(select(func.count()).select_from(suppressed.subquery())) or 0
-
-
-def _matches(query: str):
-    """Phone digits (spaces, dashes and brackets ignored) or a first / last name containing the text."""
-    conditions = [
-        Subscriber.first_name.icontains(query, autoescape=True),
-        Customer.first_name.icontains(query, autoescape=True),
-        Customer.last_name.icontains(query, autoescape=True),
-        (Customer.first_name + " " + Customer.last_name).icontains(query, autoescape=True),
-    ]
-    digits = re.sub(r"\D", "", query)
-    if digits and re.fullmatch(r"[\d\s()+.\-]+", query):
-        conditions.append(Subscriber.phone.contains(digits, autoescape=True))
-    return or_(*conditions)
 
 
 def _keywords(selected: str) -> list[str]:
