@@ -352,6 +352,15 @@ def test_collection_membership_change_rechecks_buyers(app, deliver, db, shop):
 
 # -- checkouts --
 
+def test_checkout_without_customer_rechecks_the_subscriber_with_its_phone(deliver, db, shop, segment_rechecks):
+    """A checkout with no customer is a `started_checkout` event of the subscriber with its phone (the contract)."""
+    sub = Subscriber(shop_id=shop.id, phone="+16135550177", status="subscribed", source="manual")
+    db.add(sub)
+    db.commit()
+    deliver("checkouts/create", sp.checkout("nocustomer1", phone="+1 613 555 0177", created_at=T0))
+    assert (shop.id, [sub.id]) in segment_rechecks
+
+
 def test_checkouts_create_and_complete(deliver, db, shop):
     cid, token = sp.next_id(), "a1b2c3d4e5f6"
     started = T0 + dt.timedelta(days=4)

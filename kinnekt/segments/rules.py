@@ -31,8 +31,9 @@ MAX_DEPTH = 4  # the root group is depth 1
 MAX_RULES = 100
 MAX_LIST_ITEMS = 250
 """Ids or codes in one rule's list; with MAX_RULES this keeps a statement under PostgreSQL's bind limit."""
-MAX_NUMBER = 10**9
-"""Largest magnitude of a number value: keeps `money × orders` inside a 64-bit integer on both databases."""
+MAX_NUMBER = 10**12
+"""Largest magnitude of a number value (the contract's example bound): money in 1/10000 units stays far inside a
+64-bit integer; `average_money_spent` guards its `value × orders` product against overflow (see the compiler)."""
 MONEY_PLACES = len(str(MONEY_SCALE)) - 1  # money is stored to 1/10000: four decimal places
 MAX_ID = 2**63 - 1
 """Ids are 64-bit integers in the database (Shopify's and ours)."""
@@ -108,6 +109,14 @@ def whole(value: Any) -> int:
     if number != number.to_integral_value():
         raise _Invalid("must be a whole number")
     return int(number)
+
+
+def number(value: Any) -> int | float:
+    """Any JSON number (not a string): an integer stays one, a fraction is kept as given (`2.5`)."""
+    decimal = _decimal(value, strings=False)
+    if decimal == decimal.to_integral_value():
+        return int(decimal)
+    return value
 
 
 def positive_whole(value: Any) -> int:
@@ -322,7 +331,7 @@ FIELDS: dict[str, Field] = {
                         extras=("attribute",), attributes={
                             "product_id": _ID_OPS, "variant_id": _ID_OPS,
                             "product_title": _TITLE_OPS, "variant_title": _TITLE_OPS,
-                            "quantity": _number_ops(whole, with_between=False),
+                            "quantity": _number_ops(number, with_between=False),
                             "price": _number_ops(money, with_between=False),
                         }),
     "event": Field("event", {"performed": None, "not_performed": None}, extras=("event", "within", "at_least")),
