@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt.casefold import fold
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
                             Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
 from kinnekt.segments import periods
@@ -148,12 +149,11 @@ class _Evaluator:
                 raw = person.city if person else None
             else:
                 raw = getattr(sub, field)
-            fold = (lambda s: s.upper()) if field in ("keyword", "country") else (lambda s: s.lower())
-            x = fold(raw) if raw is not None else None
+            x = (raw.upper() if field == "country" else fold(raw)) if raw is not None else None
             hit = x is not None and (x in value if op in ("in", "not_in") else x == value)
             return not hit if op in ("neq", "not_in") else hit
         if field == "tags":
-            hit = sub.customer_id is not None and value in self.data.tags.get(sub.customer_id, ())
+            hit = sub.customer_id is not None and value in {fold(t) for t in self.data.tags.get(sub.customer_id, ())}
             return hit if op == "contains" else not hit
         if field == "fulfillment_status":
             hit = any(o.fulfillment_status == value for o in self.orders(sub, counted=False))
@@ -222,7 +222,7 @@ class _Evaluator:
                 text = (line.title if attribute == "product_title" else line.variant_title)
                 if text is None:
                     return False
-                return value in text.lower() if positive == "contains" else text.lower() == value
+                return value in fold(text) if positive == "contains" else fold(text) == value
             x = line.quantity if attribute == "quantity" else line.price
             return COMPARE[positive](x, Decimal(str(value)))
 

@@ -469,6 +469,37 @@ def test_city_trimmed_case_insensitive_and_neq_includes_unknown(db, shop):
     assert matching(db, shop, rule("city", "neq", "New York")) == ids(boston, no_city, unlinked)
 
 
+def test_case_insensitive_is_unicode_case_folding_on_both_databases(db, shop):
+    """The contract: `ZÜRICH` equals `zürich`, `GRÖSSE` contains `größe` (str.casefold after trimming), for city,
+    carrier, keyword, tags and titles; SQLite's lower() folds ASCII only and neither database folds ß to ss."""
+    from sqlalchemy import insert
+    from kinnekt.shopify.ingest.customers import normalised_tags
+    zurich, person = buyer(db, shop, city="ZÜRICH", tags=sorted(normalised_tags(["Größe", "GROSSE"])))
+    placed = order(db, shop, person, lines=[{"title": "GRÖSSE 42 Shirt", "variant_title": "ÆRØ Blau"}])
+    big_city, _ = buyer(db, shop, city=" Großstadt ")
+    texted = subscriber(db, shop, carrier="Telekom Straße", keyword="GRÜN", source="keyword")
+    assert matching(db, shop, rule("city", "eq", "zürich")) == ids(zurich)
+    assert matching(db, shop, rule("city", "eq", "GROSSSTADT")) == ids(big_city)
+    assert matching(db, shop, rule("city", "neq", "Zürich")) == ids(big_city, texted)
+    assert matching(db, shop, rule("carrier", "eq", "telekom strasse")) == ids(texted)
+    assert matching(db, shop, rule("carrier", "in", ["TELEKOM STRASSE"])) == ids(texted)
+    assert matching(db, shop, rule("keyword", "eq", "grün")) == ids(texted)
+    assert matching(db, shop, rule("tags", "contains", "GRÖSSE")) == ids(zurich)
+    assert matching(db, shop, rule("tags", "contains", "grosse")) == ids(zurich)
+    title = lambda op, value, attribute="product_title": rule("line_items", op, value, attribute=attribute)  # noqa
+    assert matching(db, shop, title("contains", "größe")) == ids(zurich)
+    assert matching(db, shop, title("eq", "grösse 42 shirt")) == ids(zurich)
+    assert matching(db, shop, title("contains", "ærø", "variant_title")) == ids(zurich)
+    assert matching(db, shop, title("not_contains", "STRASSE")) == ids(zurich, big_city, texted)
+    # The folded copies follow the ORM changing the text, and Core inserts fill them.
+    person.city = "MÜNCHEN"
+    db.flush()
+    assert matching(db, shop, rule("city", "eq", "münchen")) == ids(zurich)
+    db.execute(insert(LineItem), [{"shop_id": shop.id, "order_id": placed.id, "shopify_id": next(_serial),
+                                   "title": "Fußball", "customer_id": person.id, "counted": True}])
+    assert matching(db, shop, title("eq", "FUSSBALL")) == ids(zurich)
+
+
 def test_tags_are_case_insensitive_and_unlinked_subscribers_have_none(db, shop):
     vip, _ = buyer(db, shop, tags=["vip", "wholesale"])
     plain, _ = buyer(db, shop, tags=["wholesale"])

@@ -250,7 +250,7 @@ def test_normalisation():
         rule("total_discounts", "between", ["5.5", "10"]),
         rule("average_money_spent", "eq", "0"),
         rule("number_of_orders", "gte", 2),
-        rule("keyword", "eq", "SUMMER"),
+        rule("keyword", "eq", "summer"),
         rule("country", "in", ["US", "CA"]),
         rule("carrier", "eq", "verizon"),
         rule("city", "neq", "new york"),

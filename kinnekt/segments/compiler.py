@@ -234,11 +234,15 @@ def _subscription_source(rule: dict, c: _Context) -> Predicate:
     return _negated_if(Subscriber.source == rule["value"], rule["op"] == "neq")
 
 
-def _text_choice(column, fold) -> Callable[[dict, _Context], Predicate]:
-    """Builder for eq/neq/in/not_in on a nullable text column, compared case-insensitively through `fold`."""
+def _text_choice(column) -> Callable[[dict, _Context], Predicate]:
+    """Builder for eq/neq/in/not_in on a nullable text column.
+
+    Case-insensitive fields pass their folded copy (`kinnekt.casefold`), compared with values the rules
+    folded the same way; `country` passes the upper-case ISO code itself.
+    """
     def build(rule: dict, c: _Context) -> Predicate:
         value, op = rule["value"], rule["op"]
-        condition = fold(column).in_(value) if op in ("in", "not_in") else fold(column) == value
+        condition = column.in_(value) if op in ("in", "not_in") else column == value
         return _negated_if(_known(column, condition), op in ("neq", "not_in"))
     return build
 
@@ -321,10 +325,11 @@ def _ordered_collection(rule: dict, c: _Context) -> _Some:
     return _negated_if(found, rule["op"] == "neq")
 
 
-def _title(column):
+def _title(folded):
+    """A title condition on its folded copy: equal to, or (literally) containing, the folded value."""
     def condition(op: str, value: str) -> Predicate:
-        lowered = func.lower(column)
-        return lowered.contains(value, autoescape=True) if op == "contains" else lowered == value
+        found = folded.contains(value, autoescape=True) if op == "contains" else folded == value
+        return _known(folded, found)
     return condition
 
 
@@ -346,8 +351,8 @@ def _whole_column(column, op: str, value: int | float) -> Predicate:
 LINE_ITEM_CONDITIONS: dict[str, Callable[[str, Any], Predicate]] = {
     "product_id": lambda op, value: LineItem.product_id == int(value),
     "variant_id": lambda op, value: LineItem.variant_id == int(value),
-    "product_title": _title(LineItem.title),
-    "variant_title": _title(LineItem.variant_title),
+    "product_title": _title(LineItem.title_folded),
+    "variant_title": _title(LineItem.variant_title_folded),
     "quantity": lambda op, value: _whole_column(LineItem.quantity, op, value),
     "price": lambda op, value: _COMPARE[op](_raw_money(LineItem.price), _units(value)),
 }
@@ -450,10 +455,10 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
     "sent_count": _count_fact(Subscriber.sent_count),
     "clicks_count": _count_fact(Subscriber.clicks_count),
     "subscription_source": _subscription_source,
-    "keyword": _text_choice(Subscriber.keyword, func.upper),
-    "country": _text_choice(Subscriber.country, func.upper),
-    "carrier": _text_choice(Subscriber.carrier, func.lower),
-    "city": _text_choice(Customer.city, func.lower),
+    "keyword": _text_choice(Subscriber.keyword_folded),
+    "country": _text_choice(func.upper(Subscriber.country)),
+    "carrier": _text_choice(Subscriber.carrier_folded),
+    "city": _text_choice(Customer.city_folded),
     "tags": _tags,
     "fulfillment_status": _fulfillment_status,
     "payment_status": _payment_status,

@@ -212,8 +212,8 @@ def choice(values: tuple[str, ...]) -> Check:
     return check
 
 
-def text(transform: Callable[[str], str] = str.lower) -> Check:
-    """A non-empty string, trimmed, then lower- (or upper-) cased for case-insensitive comparison."""
+def text(transform: Callable[[str], str] = str.casefold) -> Check:
+    """A non-empty string, trimmed, then case-folded (`str.casefold`: the contract's case-insensitive)."""
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise _Invalid("must be a string")
@@ -315,7 +315,7 @@ FIELDS: dict[str, Field] = {
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
     "subscription_source": Field("choice", {op: choice(SOURCE_VALUES) for op in ("eq", "neq")}),
-    "keyword": Field("choice", {op: text(str.upper) for op in ("eq", "neq")}),
+    "keyword": Field("choice", {op: text() for op in ("eq", "neq")}),
     "country": Field("choice", {"eq": country, "neq": country,
                                 "in": list_of(country), "not_in": list_of(country)}),
     "carrier": Field("choice", {"eq": text(), "neq": text(), "in": list_of(text()), "not_in": list_of(text())}),
