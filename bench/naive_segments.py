@@ -149,11 +149,14 @@ class _Evaluator:
                 raw = person.city if person else None
             else:
                 raw = getattr(sub, field)
-            x = (raw.upper() if field == "country" else fold(raw)) if raw is not None else None
+            same = (lambda s: s.upper()) if field == "country" else fold
+            x = same(raw) if raw is not None else None
+            value = [same(v) for v in value] if op in ("in", "not_in") else same(value)
             hit = x is not None and (x in value if op in ("in", "not_in") else x == value)
             return not hit if op in ("neq", "not_in") else hit
         if field == "tags":
-            hit = sub.customer_id is not None and value in {fold(t) for t in self.data.tags.get(sub.customer_id, ())}
+            tags = {fold(t) for t in self.data.tags.get(sub.customer_id, ())}
+            hit = sub.customer_id is not None and fold(value) in tags
             return hit if op == "contains" else not hit
         if field == "fulfillment_status":
             hit = any(o.fulfillment_status == value for o in self.orders(sub, counted=False))
@@ -222,7 +225,7 @@ class _Evaluator:
                 text = (line.title if attribute == "product_title" else line.variant_title)
                 if text is None:
                     return False
-                return value in fold(text) if positive == "contains" else fold(text) == value
+                return fold(value) in fold(text) if positive == "contains" else fold(text) == fold(value)
             x = line.quantity if attribute == "quantity" else line.price
             return COMPARE[positive](x, Decimal(str(value)))
 

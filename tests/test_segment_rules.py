@@ -188,6 +188,14 @@ def test_quantity_takes_any_number_and_numbers_go_up_to_10_to_the_12():
     assert normalise(where(rule("sent_count", "gte", 10**12)))["rules"][0]["value"] == 10**12
 
 
+def test_text_values_fold_as_str_casefold():
+    """Case-insensitive values are folded (`GRÖSSE` → `grösse`); keywords keep their upper case where it folds alike."""
+    assert normalise(where(rule("city", "eq", " ZÜRICH ")))["rules"][0]["value"] == "zürich"
+    assert normalise(where(rule("tags", "contains", "GROẞE")))["rules"][0]["value"] == "grosse"
+    assert normalise(where(rule("keyword", "eq", "grün")))["rules"][0]["value"] == "GRÜN"
+    assert normalise(where(rule("keyword", "eq", "ı")))["rules"][0]["value"] == "ı"  # 'I' would fold to 'i'
+
+
 def test_line_items_errors():
     assert only_error(where(rule("line_items", "eq", "1"))) == ("rules[0].attribute", "is required")
     assert only_error(where(rule("line_items", "eq", "1", attribute="sku"))) \
@@ -250,7 +258,7 @@ def test_normalisation():
         rule("total_discounts", "between", ["5.5", "10"]),
         rule("average_money_spent", "eq", "0"),
         rule("number_of_orders", "gte", 2),
-        rule("keyword", "eq", "summer"),
+        rule("keyword", "eq", "SUMMER"),
         rule("country", "in", ["US", "CA"]),
         rule("carrier", "eq", "verizon"),
         rule("city", "neq", "new york"),

@@ -40,6 +40,7 @@ from sqlalchemy import (BigInteger, ColumnElement, Select, and_, case, cast, exi
 from sqlalchemy import type_coerce
 from sqlalchemy.orm import Session as OrmSession, object_session
 
+from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE, Session
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
                             Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
@@ -234,14 +235,16 @@ def _subscription_source(rule: dict, c: _Context) -> Predicate:
     return _negated_if(Subscriber.source == rule["value"], rule["op"] == "neq")
 
 
-def _text_choice(column) -> Callable[[dict, _Context], Predicate]:
+def _text_choice(column, *, folds: bool = True) -> Callable[[dict, _Context], Predicate]:
     """Builder for eq/neq/in/not_in on a nullable text column.
 
-    Case-insensitive fields pass their folded copy (`kinnekt.casefold`), compared with values the rules
-    folded the same way; `country` passes the upper-case ISO code itself.
+    Case-insensitive fields pass their folded copy (`kinnekt.casefold`), compared with the value folded the
+    same way; `country` (not `folds`) passes the upper-case ISO code itself.
     """
     def build(rule: dict, c: _Context) -> Predicate:
         value, op = rule["value"], rule["op"]
+        if folds:
+            value = [fold(v) for v in value] if op in ("in", "not_in") else fold(value)
         condition = column.in_(value) if op in ("in", "not_in") else column == value
         return _negated_if(_known(column, condition), op in ("neq", "not_in"))
     return build
@@ -249,7 +252,7 @@ def _text_choice(column) -> Callable[[dict, _Context], Predicate]:
 
 def _tags(rule: dict, c: _Context) -> _Some:
     has_tag = _Some("customer_tags", CustomerTag, CustomerTag.customer_id, Subscriber.customer_id,
-                    (CustomerTag.shop_id == c.shop_id,), (CustomerTag.tag == rule["value"],))
+                    (CustomerTag.shop_id == c.shop_id,), (CustomerTag.tag == fold(rule["value"]),))
     return _negated_if(has_tag, rule["op"] == "not_contains")
 
 
@@ -328,6 +331,7 @@ def _ordered_collection(rule: dict, c: _Context) -> _Some:
 def _title(folded):
     """A title condition on its folded copy: equal to, or (literally) containing, the folded value."""
     def condition(op: str, value: str) -> Predicate:
+        value = fold(value)
         found = folded.contains(value, autoescape=True) if op == "contains" else folded == value
         return _known(folded, found)
     return condition
@@ -456,7 +460,7 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
     "clicks_count": _count_fact(Subscriber.clicks_count),
     "subscription_source": _subscription_source,
     "keyword": _text_choice(Subscriber.keyword_folded),
-    "country": _text_choice(func.upper(Subscriber.country)),
+    "country": _text_choice(func.upper(Subscriber.country), folds=False),
     "carrier": _text_choice(Subscriber.carrier_folded),
     "city": _text_choice(Customer.city_folded),
     "tags": _tags,

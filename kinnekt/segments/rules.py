@@ -17,6 +17,7 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE
 from kinnekt.models import Segment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
@@ -224,6 +225,11 @@ def text(transform: Callable[[str], str] = str.casefold) -> Check:
     return check
 
 
+def _upper_if_same(word: str) -> str:
+    """A keyword upper-cased, as keywords are shown, where that folds alike (`ı` does not: it stays as typed)."""
+    return word.upper() if fold(word.upper()) == fold(word) else word
+
+
 def country(value: Any) -> str:
     """An ISO 3166-1 alpha-2 country code (upper-cased)."""
     if not isinstance(value, str) or value.strip().upper() not in COUNTRIES:
@@ -315,7 +321,7 @@ FIELDS: dict[str, Field] = {
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
     "subscription_source": Field("choice", {op: choice(SOURCE_VALUES) for op in ("eq", "neq")}),
-    "keyword": Field("choice", {op: text() for op in ("eq", "neq")}),
+    "keyword": Field("choice", {op: text(_upper_if_same) for op in ("eq", "neq")}),
     "country": Field("choice", {"eq": country, "neq": country,
                                 "in": list_of(country), "not_in": list_of(country)}),
     "carrier": Field("choice", {"eq": text(), "neq": text(), "in": list_of(text()), "not_in": list_of(text())}),
