@@ -72,6 +72,7 @@ def test_customer_create_stores_the_customer(deliver, db, shop):
     assert customer.shop_id == shop.id
     assert (customer.email, customer.phone, customer.first_name, customer.last_name, customer.city,
             customer.country_code) == ("Bob@Example.com", "+16135550142", "Bob", "Norman", "Ottawa", "CA")
+    assert customer.city_folded == "ottawa"  # the copy segments compare (kinnekt.casefold)
     assert customer.shopify_created_at == dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     assert customer.shopify_updated_at == dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     assert customer.money_spent == 0 and customer.orders_count == 0
@@ -196,6 +197,8 @@ def test_order_fields_line_items_and_statuses(deliver, db, shop):
     assert [(li.title, li.product_id, li.variant_id, li.variant_title, li.quantity, li.price) for li in lines] == [
         ("Coffee", pid, vid, "1 kg", 2, Decimal("12.50")), ("Custom engraving", None, None, None, 1,
                                                             Decimal("199.00"))]
+    assert [(li.title_folded, li.variant_title_folded) for li in lines] == [("coffee", "1 kg"),
+                                                                          ("custom engraving", None)]
     deliver("orders/partially_fulfilled", sp.order(oid, line_items=items[:1], fulfillment_status="partial",
                                                    updated_at=T0 + dt.timedelta(hours=1)))
     order = order_by(db, oid)
