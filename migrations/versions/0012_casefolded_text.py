@@ -40,7 +40,8 @@ def _backfill(connection, table: str, source: str) -> None:
         if not batch:
             return
         connection.execute(
-            rows.update().where(rows.c.id == sa.bindparam("b_id")).values({f"{source}_folded": sa.bindparam("b_folded")}),
+            rows.update().where(rows.c.id == sa.bindparam("b_id"))
+            .values({f"{source}_folded": sa.bindparam("b_folded")}),
             [{"b_id": row_id, "b_folded": fold(value)} for row_id, value in batch])
         last = batch[-1][0]
 
