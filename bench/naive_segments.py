@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt.casefold import fold
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
                             Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
 from kinnekt.segments import periods
-from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES
+from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES, SUBSCRIBED_EVENT_KINDS
 from kinnekt.segments.rules import UNPAID, normalise
 
 COMPARE = {"eq": operator.eq, "neq": operator.ne, "lt": operator.lt, "lte": operator.le, "gt": operator.gt,
@@ -43,7 +44,8 @@ class LoadedShop:
     orders: dict = field(default_factory=lambda: defaultdict(list))  # customer id -> orders
     lines: dict = field(default_factory=lambda: defaultdict(list))  # order id -> line items
     collections: dict = field(default_factory=lambda: defaultdict(set))  # collection id -> product ids
-    checkouts: dict = field(default_factory=lambda: defaultdict(list))
+    checkouts: dict = field(default_factory=lambda: defaultdict(list))  # customer id -> checkouts
+    phone_checkouts: dict = field(default_factory=lambda: defaultdict(list))  # phone -> checkouts with no customer
     messages: dict = field(default_factory=lambda: defaultdict(list))
     clicks: dict = field(default_factory=lambda: defaultdict(list))
     subscribed_events: dict = field(default_factory=lambda: defaultdict(list))
@@ -77,16 +79,19 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
     for collection, product in rows(CollectionProduct.collection_id, CollectionProduct.product_id,
                                     where=CollectionProduct.shop_id == shop_id):
         data.collections[collection].add(product)
-    for row in rows(Checkout.customer_id, Checkout.started_at, Checkout.completed_at,
+    for row in rows(Checkout.customer_id, Checkout.phone, Checkout.started_at, Checkout.completed_at,
                     where=Checkout.shop_id == shop_id):
-        data.checkouts[row.customer_id].append(row)
+        if row.customer_id is not None:
+            data.checkouts[row.customer_id].append(row)
+        elif row.phone is not None:
+            data.phone_checkouts[row.phone].append(row)
     for row in rows(Message.subscriber_id, Message.status, Message.sent_at, where=Message.shop_id == shop_id):
         data.messages[row.subscriber_id].append(row)
     for subscriber_id, at in rows(Click.subscriber_id, Click.at, where=Click.shop_id == shop_id):
         data.clicks[subscriber_id].append(at)
     for subscriber_id, kind, at in rows(SubscriptionEvent.subscriber_id, SubscriptionEvent.kind, SubscriptionEvent.at,
                                         where=SubscriptionEvent.shop_id == shop_id):
-        if kind == "subscribed":
+        if kind in SUBSCRIBED_EVENT_KINDS:
             data.subscribed_events[subscriber_id].append(at)
     for list_id, phone in rows(StaticListEntry.list_id, StaticListEntry.phone,
                                where=StaticListEntry.shop_id == shop_id):
@@ -144,12 +149,14 @@ class _Evaluator:
                 raw = person.city if person else None
             else:
                 raw = getattr(sub, field)
-            fold = (lambda s: s.upper()) if field in ("keyword", "country") else (lambda s: s.lower())
-            x = fold(raw) if raw is not None else None
+            same = (lambda s: s.upper()) if field == "country" else fold
+            x = same(raw) if raw is not None else None
+            value = [same(v) for v in value] if op in ("in", "not_in") else same(value)
             hit = x is not None and (x in value if op in ("in", "not_in") else x == value)
             return not hit if op in ("neq", "not_in") else hit
         if field == "tags":
-            hit = sub.customer_id is not None and value in self.data.tags.get(sub.customer_id, ())
+            tags = {fold(t) for t in self.data.tags.get(sub.customer_id, ())}
+            hit = sub.customer_id is not None and fold(value) in tags
             return hit if op == "contains" else not hit
         if field == "fulfillment_status":
             hit = any(o.fulfillment_status == value for o in self.orders(sub, counted=False))
@@ -218,7 +225,7 @@ class _Evaluator:
                 text = (line.title if attribute == "product_title" else line.variant_title)
                 if text is None:
                     return False
-                return value in text.lower() if positive == "contains" else text.lower() == value
+                return fold(value) in fold(text) if positive == "contains" else fold(text) == fold(value)
             x = line.quantity if attribute == "quantity" else line.price
             return COMPARE[positive](x, Decimal(str(value)))
 
@@ -235,8 +242,9 @@ class _Evaluator:
         elif kind == "clicked_link":
             times = self.data.clicks.get(sub.id, [])
         elif kind == "started_checkout":
-            times = [c.started_at for c in self.data.checkouts.get(sub.customer_id, ())
-                     if c.completed_at is None] if sub.customer_id else []
+            linked = [*(self.data.checkouts.get(sub.customer_id, ()) if sub.customer_id else ()),
+                      *self.data.phone_checkouts.get(sub.phone, ())]
+            times = [c.started_at for c in linked if c.completed_at is None]
         else:
             times = self.data.subscribed_events.get(sub.id, [])
         n = sum(1 for at in times if self.in_range(at, start, end, inclusive))

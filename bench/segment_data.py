@@ -16,6 +16,7 @@ from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Engine
 
 from kinnekt.db import MONEY_SCALE, Money, UTCDateTime
+from kinnekt.casefold import fold
 from kinnekt.models import (Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, Keyword, LineItem,
                             Link, Message, Order, Product, Shop, Subscriber, SubscriptionEvent)
 
@@ -79,9 +80,13 @@ class _Writer:
         """The other columns of the table and the constant each gets (its default, as stored)."""
         names, values = [], []
         for column in table.columns:
-            if column.name in columns:
-                continue
+            if column.name in columns or column.info.get("folded_from") in columns:
+                continue  # given, or a folded copy of a given column (see `write`)
             default = column.default
+            if "folded_from" in column.info:
+                names.append(column.name)
+                values.append(None)  # the copy of a column left out (so None)
+                continue
             if default is None:
                 if column.server_default is not None:
                     continue
@@ -113,8 +118,10 @@ class _Writer:
             return
         table = model.__table__
         extra_names, extra_values = self._completion(table, columns)
-        names = columns + extra_names
-        self._write(table, names, [row + extra_values for row in rows])
+        folded = [(column.name, columns.index(column.info["folded_from"])) for column in table.columns
+                  if column.info.get("folded_from") in columns and column.name not in columns]
+        names = columns + extra_names + tuple(name for name, _ in folded)
+        self._write(table, names, [row + extra_values + tuple(fold(row[i]) for _, i in folded) for row in rows])
         self.rows[table.name] = self.rows.get(table.name, 0) + len(rows)
 
     def commit(self) -> None:

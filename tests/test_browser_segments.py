@@ -154,3 +154,31 @@ def test_export_csv_downloads_with_a_fresh_session_token(open_page, shop, store)
     assert download.suggested_filename == "Recent-spenders-members.csv"
     lines = open(download.path(), encoding="utf-8").read().splitlines()
     assert lines[0].startswith("phone,") and [line.split(",")[0] for line in lines[1:]] == ["+12125550101"]
+
+
+def test_line_item_quantity_takes_a_fraction_in_the_builder(open_page, shop, store):
+    """The contract: `quantity gte 2.5` is a valid rule (the same as `gte 3`); the builder previews and saves it."""
+    for who, quantity in (("ada", 3), ("cy", 2)):
+        customer = Session.get(Customer, store[who].customer_id)
+        order = add(Order(shop_id=shop.id, shopify_id=700 + quantity, customer_id=customer.id,
+                          created_at=customer.last_order_at))
+        add(LineItem(shop_id=shop.id, order_id=order.id, shopify_id=800 + quantity, customer_id=customer.id,
+                     title="Socks", quantity=quantity))
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("4")
+    row(page, 0).locator("select[name$='-field']").select_option("line_items")
+    row(page, 0).locator("select[name$='-attribute']").select_option("quantity")
+    value = row(page, 0).locator("input[name$='-value']")
+    expect(value).to_be_visible()
+    expect(value).to_have_attribute("step", "any")
+    row(page, 0).locator("select[name$='-op']").select_option("gte")
+    value.fill("2.5")
+    expect(count).to_have_text("1")  # Ada bought 3 pairs; Cy's 2 is not at least 2.5
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()
+    page.locator("#segment-name").fill("Bought socks by the handful")
+    page.get_by_role("button", name="Create segment").click()
+    expect(page.locator("#segments-page tbody tr", has_text="Bought socks by the handful")).to_be_visible()
+    saved = Session.scalars(select(Segment).where(Segment.name == "Bought socks by the handful")).one()
+    assert saved.definition == {"match": "all", "rules": [
+        {"field": "line_items", "attribute": "quantity", "op": "gte", "value": 2.5}]}

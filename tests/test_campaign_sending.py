@@ -884,6 +884,29 @@ def test_a_receipt_that_overtook_the_answer_keeps_its_status_and_the_answer_adds
     assert [db.get(Subscriber, m.subscriber_id).sent_count for m in (first, second)] == [1, 1]
 
 
+def test_a_failed_receipt_that_overtook_the_answer_leaves_last_received_alone(db, shop_us, jobs, monkeypatch):
+    """The contract: `last_received_sms` looks at accepted messages no receipt reported failed; `sent_count` counts
+    every accepted one."""
+    def failed_first(n, to):
+        if n == 1:
+            other = other_session()
+            other.execute(update(Message).where(Message.to_phone == to, Message.status == "sending")
+                          .values(status="failed", error_code="dlr-2"))
+            other.commit()
+            other.close()
+
+    gateway = ScriptedGateway(hook=failed_first)
+    monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
+    row = _started(db, shop_us, 2, jobs)
+    assert sending.run(db, row.id) == {"sent": 2}
+    db.expire_all()
+    first, second = rows(db, row)
+    assert (first.status, second.status) == ("failed", "sent")
+    failed_to, sent_to = (db.get(Subscriber, m.subscriber_id) for m in (first, second))
+    assert (failed_to.sent_count, failed_to.last_received_at) == (1, None)
+    assert (sent_to.sent_count, sent_to.last_received_at) == (1, second.sent_at)
+
+
 def test_senders_first_jobs_hand_over_at_different_times(monkeypatch):
     monkeypatch.setattr(defaults, "CAMPAIGN_JOB_SECONDS", 60)
     monkeypatch.setattr(defaults, "CAMPAIGN_SENDERS", 2)

@@ -107,3 +107,34 @@ def _required(table, *given: str) -> dict:
         python_type = list if isinstance(column.type, sa.JSON) else column.type.python_type
         values[column.name] = {bool: False, int: 0, str: "x", list: []}.get(python_type, dt.datetime(2026, 1, 1))
     return values
+
+
+def test_0012_fills_the_folded_copies_and_folds_tags(tmp_path):
+    """Rows that existed before 0012 get their case-folded copies; a tag folding onto another is dropped."""
+    with fresh_database(tmp_path, "casefold") as url:
+        migrate.upgrade(url, "0011")
+        engine = kdb.make_engine(url)
+        tables = MetaData()
+        tables.reflect(engine)
+        shops, customers, subscribers, orders, items, tags = (tables.tables[n] for n in (
+            "shops", "customers", "subscribers", "orders", "line_items", "customer_tags"))
+        with engine.begin() as conn:
+            conn.execute(insert(shops).values(id=1, domain="a.myshopify.com", **_required(shops, "domain", "id")))
+            conn.execute(insert(customers).values(id=7, shop_id=1, shopify_id=70, city="ZÜRICH", **_required(customers)))
+            conn.execute(insert(subscribers).values(id=3, shop_id=1, phone="+12125550100", keyword="GRÜN",
+                                                    carrier="Telekom Straße", **_required(subscribers, "phone")))
+            conn.execute(insert(orders).values(id=1, shop_id=1, shopify_id=1, customer_id=7,
+                                               created_at=dt.datetime(2026, 1, 1), **_required(orders, "created_at")))
+            conn.execute(insert(items).values(id=1, shop_id=1, order_id=1, shopify_id=1, title="GRÖSSE 42",
+                                              variant_title=None, **_required(items, "title")))
+            for tag_id, tag in ((1, "größe"), (2, "grösse"), (3, "straße"), (4, "vip")):
+                conn.execute(insert(tags).values(id=tag_id, shop_id=1, customer_id=7, tag=tag))
+        migrate.upgrade(url)
+        with engine.connect() as conn:
+            folded = (conn.execute(text("SELECT city_folded FROM customers")).scalar(),
+                      conn.execute(text("SELECT keyword_folded, carrier_folded FROM subscribers")).one(),
+                      conn.execute(text("SELECT title_folded, variant_title_folded FROM line_items")).one())
+            stored_tags = conn.execute(text("SELECT tag FROM customer_tags ORDER BY tag")).scalars().all()
+        engine.dispose()
+    assert folded == ("zürich", ("grün", "telekom strasse"), ("grösse 42", None))
+    assert stored_tags == ["grösse", "strasse", "vip"]

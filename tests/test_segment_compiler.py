@@ -17,6 +17,7 @@ from sqlalchemy import select
 from bench import naive_segments
 from tests.conftest import make_shop
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
+from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Link, Message,
                             Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber, SubscriptionEvent)
 from kinnekt.segments import DefinitionError, compile_definition, count, matches_subscriber, members
@@ -468,6 +469,37 @@ def test_city_trimmed_case_insensitive_and_neq_includes_unknown(db, shop):
     assert matching(db, shop, rule("city", "neq", "New York")) == ids(boston, no_city, unlinked)
 
 
+def test_case_insensitive_is_unicode_case_folding_on_both_databases(db, shop):
+    """The contract: `ZÜRICH` equals `zürich`, `GRÖSSE` contains `größe` (str.casefold after trimming), for city,
+    carrier, keyword, tags and titles; SQLite's lower() folds ASCII only and neither database folds ß to ss."""
+    from sqlalchemy import insert
+    from kinnekt.shopify.ingest.customers import normalised_tags
+    zurich, person = buyer(db, shop, city="ZÜRICH", tags=sorted(normalised_tags(["Größe", "GROSSE"])))
+    placed = order(db, shop, person, lines=[{"title": "GRÖSSE 42 Shirt", "variant_title": "ÆRØ Blau"}])
+    big_city, _ = buyer(db, shop, city=" Großstadt ")
+    texted = subscriber(db, shop, carrier="Telekom Straße", keyword="GRÜN", source="keyword")
+    assert matching(db, shop, rule("city", "eq", "zürich")) == ids(zurich)
+    assert matching(db, shop, rule("city", "eq", "GROSSSTADT")) == ids(big_city)
+    assert matching(db, shop, rule("city", "neq", "Zürich")) == ids(big_city, texted)
+    assert matching(db, shop, rule("carrier", "eq", "telekom strasse")) == ids(texted)
+    assert matching(db, shop, rule("carrier", "in", ["TELEKOM STRASSE"])) == ids(texted)
+    assert matching(db, shop, rule("keyword", "eq", "grün")) == ids(texted)
+    assert matching(db, shop, rule("tags", "contains", "GRÖSSE")) == ids(zurich)
+    assert matching(db, shop, rule("tags", "contains", "grosse")) == ids(zurich)
+    title = lambda op, value, attribute="product_title": rule("line_items", op, value, attribute=attribute)  # noqa
+    assert matching(db, shop, title("contains", "größe")) == ids(zurich)
+    assert matching(db, shop, title("eq", "grösse 42 shirt")) == ids(zurich)
+    assert matching(db, shop, title("contains", "ærø", "variant_title")) == ids(zurich)
+    assert matching(db, shop, title("not_contains", "STRASSE")) == ids(zurich, big_city, texted)
+    # The folded copies follow the ORM changing the text, and Core inserts fill them.
+    person.city = "MÜNCHEN"
+    db.flush()
+    assert matching(db, shop, rule("city", "eq", "münchen")) == ids(zurich)
+    db.execute(insert(LineItem), [{"shop_id": shop.id, "order_id": placed.id, "shopify_id": next(_serial),
+                                   "title": "Fußball", "customer_id": person.id, "counted": True}])
+    assert matching(db, shop, title("eq", "FUSSBALL")) == ids(zurich)
+
+
 def test_tags_are_case_insensitive_and_unlinked_subscribers_have_none(db, shop):
     vip, _ = buyer(db, shop, tags=["vip", "wholesale"])
     plain, _ = buyer(db, shop, tags=["wholesale"])
@@ -640,6 +672,33 @@ def test_line_item_rules_look_at_any_single_line(db, shop):
     assert matching(db, shop, li("neq", 5)) == set()  # "no such line item": there is one with 5
 
 
+def test_line_item_quantity_takes_any_number(db, shop):
+    """The contract: `quantity gte 2.5` is the same as `quantity gte 3`."""
+    two, person = buyer(db, shop)
+    order(db, shop, person, lines=[{"quantity": 2}])
+    three, person = buyer(db, shop)
+    order(db, shop, person, lines=[{"quantity": 3}])
+    li = lambda op, value: rule("line_items", op, value, attribute="quantity")  # noqa: E731
+    assert matching(db, shop, li("gte", 2.5)) == matching(db, shop, li("gte", 3)) == ids(three)
+    assert matching(db, shop, li("gt", 2.5)) == ids(three)
+    assert matching(db, shop, li("lte", 2.5)) == matching(db, shop, li("lt", 2.5)) == ids(two)
+    assert matching(db, shop, li("lt", 3.0001)) == ids(two, three)
+    assert matching(db, shop, li("eq", 2.5)) == set()
+    assert matching(db, shop, li("neq", 2.5)) == ids(two, three)
+
+
+def test_numbers_up_to_10_to_the_12_compare_without_overflow(db, shop):
+    """Values up to 10^12 (the contract's example bound), also against many orders in `average_money_spent`."""
+    many, _ = buyer(db, shop, money_spent=Decimal("5000000"), orders_count=10**6)  # 5 each
+    rich, _ = buyer(db, shop, money_spent=Decimal("900000000000"), orders_count=1)
+    assert matching(db, shop, rule("average_money_spent", "lt", 10**12)) == ids(many, rich)
+    assert matching(db, shop, rule("average_money_spent", "gt", 10**12)) == set()
+    assert matching(db, shop, rule("average_money_spent", "gt", -10**12)) == ids(many, rich)
+    assert matching(db, shop, rule("average_money_spent", "between", [4, 10**12])) == ids(many, rich)
+    assert matching(db, shop, rule("average_money_spent", "eq", 5)) == ids(many)
+    assert matching(db, shop, rule("money_spent", "gte", "900000000000")) == ids(rich)
+
+
 # ---------------------------------------------------------------------------------------------- events
 
 def event(name, op="performed", **extras):
@@ -731,17 +790,69 @@ def test_started_checkout_counts_checkouts_not_completed(db, shop):
     assert matching(db, shop, event("started_checkout", "not_performed")) == ids(completed, unlinked)
 
 
-def test_subscribed_event_counts_subscribed_entries_only(db, shop):
+def test_subscribed_event_counts_every_moment_of_becoming_subscribed(db, shop, settled_jobs):
+    """The contract: the first subscription, a double opt-in's confirmation (at the confirmation) and every
+    resubscription are `subscribed` events; a sign-up never confirmed is not. Written by the real opt-in code."""
+    from kinnekt.db import utcnow
+    from kinnekt.subscribers import optin
+    direct = optin.subscribe(db, shop, "+12125550141", source="manual", consent_text="Said yes at the till")
+    confirmed = optin.subscribe(db, shop, "+12125550142", source="keyword", keyword="JOIN", consent_text="JOIN",
+                                double_opt_in=True, send_confirmation=False)
+    optin.confirm(db, confirmed)
+    never_confirmed = optin.subscribe(db, shop, "+12125550143", source="keyword", keyword="JOIN",
+                                      consent_text="JOIN", double_opt_in=True, send_confirmation=False)
+    came_back = optin.subscribe(db, shop, "+12125550144", source="manual", consent_text="Said yes")
+    optin.unsubscribe(db, came_back, reason="STOP", source="sms")
+    optin.resubscribe(db, came_back, source="sms", detail="texted START")
+    later = utcnow() + dt.timedelta(minutes=1)
+    assert matching(db, shop, event("subscribed"), now=later) == ids(direct, confirmed, came_back)
+    assert matching(db, shop, event("subscribed", at_least=2), now=later) == ids(came_back)
+    assert matching(db, shop, event("subscribed", "not_performed"), now=later) == set()  # members all subscribed
+    optin.unsubscribe(db, never_confirmed, reason="x", source="merchant")
+    optin.resubscribe(db, never_confirmed, source="merchant", detail="attested")
+    assert matching(db, shop, event("subscribed", at_least=2), now=later) == ids(came_back)
+    assert matching(db, shop, event("subscribed"), now=later) == ids(direct, confirmed, came_back, never_confirmed)
+
+
+def test_subscribed_event_is_at_the_confirmation_not_the_sign_up(db, shop):
+    pending_long_ago = subscriber(db, shop)
+    subscription_event(db, shop, pending_long_ago, kind="pending", when=NOW - dt.timedelta(days=40))
+    subscription_event(db, shop, pending_long_ago, kind="confirmed", when=NOW - dt.timedelta(days=2))
     resubscribed = subscriber(db, shop)
     subscription_event(db, shop, resubscribed, when=NOW - dt.timedelta(days=50))
     subscription_event(db, shop, resubscribed, kind="unsubscribed", when=NOW - dt.timedelta(days=40))
-    subscription_event(db, shop, resubscribed, when=NOW - dt.timedelta(days=5))
+    subscription_event(db, shop, resubscribed, kind="resubscribed", when=NOW - dt.timedelta(days=5))
     once = subscriber(db, shop)
-    subscription_event(db, shop, once, when=NOW - dt.timedelta(days=5))
-    subscription_event(db, shop, once, kind="pending", when=NOW - dt.timedelta(days=6))
+    subscription_event(db, shop, once, when=NOW - dt.timedelta(days=20))
+    subscription_event(db, shop, once, kind="consent", when=NOW - dt.timedelta(days=1))
     assert matching(db, shop, event("subscribed", at_least=2)) == ids(resubscribed)
-    assert matching(db, shop, event("subscribed", within="last_7_days")) == ids(resubscribed, once)
-    assert matching(db, shop, event("subscribed", "not_performed", within="last_90_days", at_least=2)) == ids(once)
+    assert matching(db, shop, event("subscribed", within="last_7_days")) == ids(resubscribed, pending_long_ago)
+    assert matching(db, shop, event("subscribed", within={"last_days": 30}, at_least=1)) \
+        == ids(resubscribed, pending_long_ago, once)
+    assert matching(db, shop, event("subscribed", "not_performed", within="last_90_days", at_least=2)) \
+        == ids(once, pending_long_ago)
+
+
+def test_started_checkout_links_a_checkout_without_customer_by_phone(db, shop):
+    by_phone = subscriber(db, shop, phone="+12125550151")
+    add(db, Checkout(shop_id=shop.id, token="nocust1", customer_id=None, phone="+12125550151",
+                     started_at=NOW - dt.timedelta(hours=5)))
+    add(db, Checkout(shop_id=shop.id, token="nocust2", customer_id=None, phone="+12125550151",
+                     started_at=NOW - dt.timedelta(days=3)))
+    # A checkout with a customer is that customer's, whatever its phone says.
+    linked, person = buyer(db, shop)
+    add(db, Checkout(shop_id=shop.id, token="cust", customer_id=person.id, phone="+12125550152",
+                     started_at=NOW - dt.timedelta(hours=5)))
+    phone_of_other = subscriber(db, shop, phone="+12125550152")
+    completed = subscriber(db, shop, phone="+12125550153")
+    add(db, Checkout(shop_id=shop.id, token="done", customer_id=None, phone="+12125550153",
+                     started_at=NOW - dt.timedelta(hours=5), completed_at=NOW - dt.timedelta(hours=4)))
+    assert matching(db, shop, event("started_checkout")) == ids(by_phone, linked)
+    assert matching(db, shop, event("started_checkout", at_least=2)) == ids(by_phone)
+    assert matching(db, shop, event("started_checkout", within={"last_days": 1})) == ids(by_phone, linked)
+    assert matching(db, shop, event("started_checkout", "not_performed")) == ids(phone_of_other, completed)
+    assert matching(db, shop, event("started_checkout"), event("placed_order", "not_performed"),
+                    match="any") == ids(by_phone, linked, phone_of_other, completed)
 
 
 # ---------------------------------------------------------------------------------------------- segments and lists

@@ -127,7 +127,7 @@ def test_rule_errors(bad_rule, path, message):
     ("money_spent", "gt", "25.001.1", "must be a number or a decimal string"),
     ("money_spent", "gt", float("nan"), "must be a finite number"),
     ("money_spent", "gt", "25.00001", "must have at most 4 decimal places"),
-    ("money_spent", "gt", 10**10, "must be between -1,000,000,000 and 1,000,000,000"),
+    ("money_spent", "gt", 10**13, "must be between -1,000,000,000,000 and 1,000,000,000,000"),
     ("average_money_spent", "between", [30, 20], "lo must be less than hi"),
     ("average_money_spent", "between", [20, 20], "lo must be less than hi"),
     ("total_discounts", "between", [1], "must be a list of two numbers [lo, hi]"),
@@ -178,6 +178,24 @@ def test_errors_inside_values_name_the_element():
         == ("rules[0].value.to", "must be a date written YYYY-MM-DD")
 
 
+def test_quantity_takes_any_number_and_numbers_go_up_to_10_to_the_12():
+    """The contract: `quantity` and `price` take any number; a value may be refused only beyond what is stored."""
+    assert normalise(where(rule("line_items", "gte", 2.5, attribute="quantity")))["rules"][0]["value"] == 2.5
+    assert normalise(where(rule("line_items", "gte", 3.0, attribute="quantity")))["rules"][0]["value"] == 3
+    assert normalise(where(rule("money_spent", "gt", 10**12)))["rules"][0]["value"] == str(10**12)
+    assert normalise(where(rule("average_money_spent", "lt", "-999999999999.5")))["rules"][0]["value"] \
+        == "-999999999999.5"
+    assert normalise(where(rule("sent_count", "gte", 10**12)))["rules"][0]["value"] == 10**12
+
+
+def test_text_values_fold_as_str_casefold():
+    """Case-insensitive values are folded (`GRÖSSE` → `grösse`); keywords keep their upper case where it folds alike."""
+    assert normalise(where(rule("city", "eq", " ZÜRICH ")))["rules"][0]["value"] == "zürich"
+    assert normalise(where(rule("tags", "contains", "GROẞE")))["rules"][0]["value"] == "grosse"
+    assert normalise(where(rule("keyword", "eq", "grün")))["rules"][0]["value"] == "GRÜN"
+    assert normalise(where(rule("keyword", "eq", "ı")))["rules"][0]["value"] == "ı"  # 'I' would fold to 'i'
+
+
 def test_line_items_errors():
     assert only_error(where(rule("line_items", "eq", "1"))) == ("rules[0].attribute", "is required")
     assert only_error(where(rule("line_items", "eq", "1", attribute="sku"))) \
@@ -187,8 +205,8 @@ def test_line_items_errors():
         == ("rules[0].op", "'between' is not an operator of line_items quantity (allowed: eq, neq, lt, lte, gt, gte)")
     assert only_error(where(rule("line_items", "contains", "1", attribute="product_id"))) \
         == ("rules[0].op", "'contains' is not an operator of line_items product_id (allowed: eq, neq)")
-    assert only_error(where(rule("line_items", "gt", 1.5, attribute="quantity"))) \
-        == ("rules[0].value", "must be a whole number")
+    assert only_error(where(rule("line_items", "gt", "1.5", attribute="quantity"))) \
+        == ("rules[0].value", "must be a number")
     assert only_error(where(rule("line_items", "eq", ["1"], attribute="variant_id"))) \
         == ("rules[0].value", "must be an id: a string of digits")
 

@@ -81,6 +81,33 @@ def test_failures_record_the_error(client, db, sent, status):
     assert reload(db, Subscriber, sent.subscriber_id).suppressed_at is None  # temporary: keep texting
 
 
+def test_a_failed_receipt_takes_its_message_out_of_last_received(client, db, sent):
+    """The contract: `last_received_sms` looks at accepted messages no receipt reported failed; `sent_count`
+    still counts the failed one. The segment compiler reads the recomputed fact."""
+    import datetime as dt
+    from kinnekt.segments import members
+    shop = sub_shop(db, db.get(Subscriber, sent.subscriber_id))
+    earlier = sent.sent_at - dt.timedelta(days=10)
+    db.add(Message(shop_id=sent.shop_id, subscriber_id=sent.subscriber_id, kind="reply", to_phone=PHONE,
+                   body="earlier", status="delivered", sent_at=earlier))
+    sub = db.get(Subscriber, sent.subscriber_id)
+    sub.sent_count, sub.last_received_at = 2, sent.sent_at
+    db.commit()
+    recent = {"match": "all", "rules": [{"field": "last_received_sms", "op": "within_last_days", "value": 2}]}
+    assert members(db(), recent, shop=shop, now=utcnow()) == [sub.id]
+    post(client, receipt("failed", err="2"))
+    sub = reload(db, Subscriber, sent.subscriber_id)
+    assert (sub.last_received_at, sub.sent_count) == (earlier, 2)
+    assert members(db(), recent, shop=shop, now=utcnow()) == []
+    # the only message failing leaves no date at all
+    db.execute(Message.__table__.delete().where(Message.body == "earlier"))
+    db.commit()
+    from kinnekt.sms.receipts import recompute_last_received
+    recompute_last_received(db(), sub.id)
+    db.commit()
+    assert reload(db, Subscriber, sub.id).last_received_at is None
+
+
 @pytest.mark.parametrize("err, reason", [("3", "Absent subscriber (permanent)"), ("4", "Call barred by user"),
                                          ("9", "Illegal number (opted out of this service)")])
 def test_permanent_failures_suppress_the_number(client, db, sent, err, reason):

@@ -72,6 +72,7 @@ def test_customer_create_stores_the_customer(deliver, db, shop):
     assert customer.shop_id == shop.id
     assert (customer.email, customer.phone, customer.first_name, customer.last_name, customer.city,
             customer.country_code) == ("Bob@Example.com", "+16135550142", "Bob", "Norman", "Ottawa", "CA")
+    assert customer.city_folded == "ottawa"  # the copy segments compare (kinnekt.casefold)
     assert customer.shopify_created_at == dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     assert customer.shopify_updated_at == dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     assert customer.money_spent == 0 and customer.orders_count == 0
@@ -196,6 +197,8 @@ def test_order_fields_line_items_and_statuses(deliver, db, shop):
     assert [(li.title, li.product_id, li.variant_id, li.variant_title, li.quantity, li.price) for li in lines] == [
         ("Coffee", pid, vid, "1 kg", 2, Decimal("12.50")), ("Custom engraving", None, None, None, 1,
                                                             Decimal("199.00"))]
+    assert [(li.title_folded, li.variant_title_folded) for li in lines] == [("coffee", "1 kg"),
+                                                                          ("custom engraving", None)]
     deliver("orders/partially_fulfilled", sp.order(oid, line_items=items[:1], fulfillment_status="partial",
                                                    updated_at=T0 + dt.timedelta(hours=1)))
     order = order_by(db, oid)
@@ -351,6 +354,15 @@ def test_collection_membership_change_rechecks_buyers(app, deliver, db, shop):
 
 
 # -- checkouts --
+
+def test_checkout_without_customer_rechecks_the_subscriber_with_its_phone(deliver, db, shop, segment_rechecks):
+    """A checkout with no customer is a `started_checkout` event of the subscriber with its phone (the contract)."""
+    sub = Subscriber(shop_id=shop.id, phone="+16135550177", status="subscribed", source="manual")
+    db.add(sub)
+    db.commit()
+    deliver("checkouts/create", sp.checkout("nocustomer1", phone="+1 613 555 0177", created_at=T0))
+    assert (shop.id, [sub.id]) in segment_rechecks
+
 
 def test_checkouts_create_and_complete(deliver, db, shop):
     cid, token = sp.next_id(), "a1b2c3d4e5f6"

@@ -415,12 +415,18 @@ _SENT_KEEP = (
             updated_at=_param("a_now", _messages.c.updated_at)))
 """A receipt got there first and keeps its status: the answer's id and price are still written."""
 
+_LAST_RECEIVED = case(
+    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == "failed"),
+     _subscribers.c.last_received_at),
+    else_=_param("s_now", _subscribers.c.last_received_at))
+"""The subscriber's `last_received_at` after an accepted answer: now, unless a receipt that got there first reported
+the message failed (segments' `last_received_sms` looks at accepted messages no receipt reported failed)."""
+
 _RECEIVED = (
     update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
-    .values(sent_count=_subscribers.c.sent_count + 1,
-            last_received_at=_param("s_now", _subscribers.c.last_received_at),
+    .values(sent_count=_subscribers.c.sent_count + 1, last_received_at=_LAST_RECEIVED,
             updated_at=_param("s_now", _subscribers.c.updated_at)))
-"""The subscriber got one more message."""
+"""The subscriber got one more message (counted even when a receipt already reported it failed)."""
 
 _ANSWERED = (
     update(_messages).where(_messages.c.id == bindparam("a_id"))
@@ -433,8 +439,7 @@ _ANSWERED = (
             price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
             updated_at=_param("a_now", _messages.c.updated_at))
     .add_cte(update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
-             .values(sent_count=_subscribers.c.sent_count + 1,
-                     last_received_at=_param("s_now", _subscribers.c.last_received_at),
+             .values(sent_count=_subscribers.c.sent_count + 1, last_received_at=_LAST_RECEIVED,
                      updated_at=_param("s_now", _subscribers.c.updated_at))
              .returning(_subscribers.c.id).cte("received")))
 """PostgreSQL: _SENT (or _SENT_KEEP when a receipt got there first: its status stays; a lock wait re-reads

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kinnekt.db import Base, Money, UTCDateTime
+from kinnekt.casefold import folded_column, keep_folded
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 
@@ -29,6 +30,7 @@ class Customer(TenantMixin, Timestamps, Base):
     first_name: Mapped[str | None] = mapped_column(String(255))
     last_name: Mapped[str | None] = mapped_column(String(255))
     city: Mapped[str | None] = mapped_column(String(255))  # default address, trimmed
+    city_folded: Mapped[str | None] = folded_column("city")  # fold(city): what segments compare
     country_code: Mapped[str | None] = mapped_column(String(2))
     sms_consent_state: Mapped[str | None] = mapped_column(String(32))
     sms_consent_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -63,3 +65,6 @@ class CustomerTag(TenantMixin, Base):
     tag: Mapped[str] = mapped_column(String(255), nullable=False)
 
     customer: Mapped[Customer] = relationship(back_populates="tags")
+
+
+keep_folded(Customer, ('city', 'city_folded'))

@@ -9,6 +9,7 @@ from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, JSON, S
 from sqlalchemy.orm import Mapped, attributes, mapped_column, relationship
 
 from kinnekt.db import Base, Money, UTCDateTime
+from kinnekt.casefold import folded_column, keep_folded
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 FULFILLMENT_STATUSES = ("fulfilled", "unfulfilled", "partially_fulfilled")
@@ -96,7 +97,9 @@ class LineItem(TenantMixin, Base):
     product_id: Mapped[int | None] = mapped_column(BigInteger)
     variant_id: Mapped[int | None] = mapped_column(BigInteger)
     title: Mapped[str] = mapped_column(String(512), default="", nullable=False)
+    title_folded: Mapped[str | None] = folded_column("title")  # fold(title): what segments compare
     variant_title: Mapped[str | None] = mapped_column(String(512))
+    variant_title_folded: Mapped[str | None] = folded_column("variant_title")  # what segments compare
     quantity: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     price: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), nullable=False)
     customer_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("customers.id", ondelete="SET NULL"))
@@ -139,3 +142,6 @@ class Checkout(TenantMixin, Timestamps, Base):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     shopify_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+keep_folded(LineItem, ('title', 'title_folded'), ('variant_title', 'variant_title_folded'))

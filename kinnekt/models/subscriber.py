@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kinnekt.db import Base, UTCDateTime, utcnow
+from kinnekt.casefold import folded_column, keep_folded
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 STATUSES = ("pending", "subscribed", "unsubscribed")
@@ -50,10 +51,12 @@ class Subscriber(TenantMixin, Timestamps, Base):
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     keyword_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("keywords.id", ondelete="SET NULL"))
     keyword: Mapped[str | None] = mapped_column(String(32))  # the word as texted, upper-case, kept if deleted
+    keyword_folded: Mapped[str | None] = folded_column("keyword")  # fold(keyword): what segments compare
     customer_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("customers.id", ondelete="SET NULL"))
     first_name: Mapped[str | None] = mapped_column(String(255))
     country: Mapped[str | None] = mapped_column(String(2))
     carrier: Mapped[str | None] = mapped_column(String(128))
+    carrier_folded: Mapped[str | None] = folded_column("carrier")  # fold(carrier): what segments compare
     timezone: Mapped[str | None] = mapped_column(String(64))
 
     # Consent record, for compliance.
@@ -108,3 +111,6 @@ class SubscriptionEvent(TenantMixin, Base):
     detail: Mapped[str | None] = mapped_column(Text)  # reason, text shown, message id
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="events")
+
+
+keep_folded(Subscriber, ('keyword', 'keyword_folded'), ('carrier', 'carrier_folded'))

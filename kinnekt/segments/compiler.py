@@ -32,14 +32,15 @@ from __future__ import annotations
 import datetime as dt
 import operator
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Literal
 
-from sqlalchemy import (BigInteger, ColumnElement, Select, and_, cast, exists, false, func, literal, literal_column, not_,
-                        or_, select, true, union_all)
+from sqlalchemy import (BigInteger, ColumnElement, Select, and_, case, cast, exists, false, func, literal, literal_column,
+                        not_, or_, select, true, union_all)
 from sqlalchemy import type_coerce
 from sqlalchemy.orm import Session as OrmSession, object_session
 
+from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE, Session
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
                             Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
@@ -55,7 +56,11 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 """Number operators; the same functions build SQL (on columns) and decide constants (on Python values)."""
 
 ACCEPTED_MESSAGE_STATUSES = ("sent", "delivered")
-"""Messages the SMS provider accepted: these are `received_sms` events."""
+"""Messages the SMS provider accepted and no receipt reported failed: these are `received_sms` events."""
+
+SUBSCRIBED_EVENT_KINDS = ("subscribed", "confirmed", "resubscribed")
+"""Consent-history kinds that are a moment of becoming subscribed: a sign-up subscribed at once, a double
+opt-in confirmed, a resubscription (START, the merchant's attested resubscribe). `pending` is not one."""
 
 Shape = Literal["set", "probe"]
 SET: Shape = "set"
@@ -75,6 +80,7 @@ class _Context:
     shape: Shape = SET
     expanding: tuple[int, ...] = ()  # segment ids being expanded, to stop a loop of segment rules
     joins: list = field(default_factory=list)  # SET: (set of owners, owner column) to outer-join, shared by copies
+    cache: dict = field(default_factory=dict)  # row sources built once per evaluation, shared by copies
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,8 @@ def _date_rule(column) -> Callable[[dict, _Context], Predicate]:
 
 # ---------------------------------------------------------------------------------------------- numbers
 
+MAX_BIGINT = 2**63 - 1
+
 ORDERS_COUNT = func.coalesce(Customer.orders_count, 0)
 """The linked customer's counted orders; 0 for an unlinked subscriber."""
 
@@ -203,7 +211,14 @@ def _average_money_spent(rule: dict, c: _Context) -> Predicate:
 
     def compare(op: str, value: str) -> Predicate:
         units = _units(value)
-        with_orders = and_(orders > 0, _COMPARE[op](spent, orders * units))
+        product = _COMPARE[op](spent, orders * units)
+        if units:
+            # Past `limit` orders, |units × orders| would leave a 64-bit integer; it is then beyond any stored
+            # (64-bit) spent, so the comparison is decided by the sign of the value alone.
+            limit = MAX_BIGINT // abs(units)
+            beyond = _COMPARE[op](0, 1) if units > 0 else _COMPARE[op](1, 0)  # spent < units × orders (or >)
+            product = case((orders > limit, true() if beyond else false()), else_=product)
+        with_orders = and_(orders > 0, product)
         return or_(with_orders, orders <= 0) if _COMPARE[op](0, units) else with_orders
 
     if rule["op"] == "between":
@@ -220,18 +235,24 @@ def _subscription_source(rule: dict, c: _Context) -> Predicate:
     return _negated_if(Subscriber.source == rule["value"], rule["op"] == "neq")
 
 
-def _text_choice(column, fold) -> Callable[[dict, _Context], Predicate]:
-    """Builder for eq/neq/in/not_in on a nullable text column, compared case-insensitively through `fold`."""
+def _text_choice(column, *, folds: bool = True) -> Callable[[dict, _Context], Predicate]:
+    """Builder for eq/neq/in/not_in on a nullable text column.
+
+    Case-insensitive fields pass their folded copy (`kinnekt.casefold`), compared with the value folded the
+    same way; `country` (not `folds`) passes the upper-case ISO code itself.
+    """
     def build(rule: dict, c: _Context) -> Predicate:
         value, op = rule["value"], rule["op"]
-        condition = fold(column).in_(value) if op in ("in", "not_in") else fold(column) == value
+        if folds:
+            value = [fold(v) for v in value] if op in ("in", "not_in") else fold(value)
+        condition = column.in_(value) if op in ("in", "not_in") else column == value
         return _negated_if(_known(column, condition), op in ("neq", "not_in"))
     return build
 
 
 def _tags(rule: dict, c: _Context) -> _Some:
     has_tag = _Some("customer_tags", CustomerTag, CustomerTag.customer_id, Subscriber.customer_id,
-                    (CustomerTag.shop_id == c.shop_id,), (CustomerTag.tag == rule["value"],))
+                    (CustomerTag.shop_id == c.shop_id,), (CustomerTag.tag == fold(rule["value"]),))
     return _negated_if(has_tag, rule["op"] == "not_contains")
 
 
@@ -307,19 +328,36 @@ def _ordered_collection(rule: dict, c: _Context) -> _Some:
     return _negated_if(found, rule["op"] == "neq")
 
 
-def _title(column):
+def _title(folded):
+    """A title condition on its folded copy: equal to, or (literally) containing, the folded value."""
     def condition(op: str, value: str) -> Predicate:
-        lowered = func.lower(column)
-        return lowered.contains(value, autoescape=True) if op == "contains" else lowered == value
+        value = fold(value)
+        found = folded.contains(value, autoescape=True) if op == "contains" else folded == value
+        return _known(folded, found)
     return condition
+
+
+def _whole_column(column, op: str, value: int | float) -> Predicate:
+    """`column op value` for an integer column and any number, in integers only (exact on both databases).
+
+    For a whole-number column, `>= 2.5` is `>= 3`, `> 2.5` is `> 2`, `<= 2.5` is `<= 2`, `< 2.5` is `< 3`,
+    and `== 2.5` holds for no row.
+    """
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if number == number.to_integral_value():
+        return _COMPARE[op](column, int(number))
+    floor, ceiling = int(number.to_integral_value(ROUND_FLOOR)), int(number.to_integral_value(ROUND_CEILING))
+    if op in ("eq", "neq"):
+        return false() if op == "eq" else true()
+    return {"gte": column >= ceiling, "gt": column > floor, "lte": column <= floor, "lt": column < ceiling}[op]
 
 
 LINE_ITEM_CONDITIONS: dict[str, Callable[[str, Any], Predicate]] = {
     "product_id": lambda op, value: LineItem.product_id == int(value),
     "variant_id": lambda op, value: LineItem.variant_id == int(value),
-    "product_title": _title(LineItem.title),
-    "variant_title": _title(LineItem.variant_title),
-    "quantity": lambda op, value: _COMPARE[op](LineItem.quantity, value),
+    "product_title": _title(LineItem.title_folded),
+    "variant_title": _title(LineItem.variant_title_folded),
+    "quantity": lambda op, value: _whole_column(LineItem.quantity, op, value),
     "price": lambda op, value: _COMPARE[op](_raw_money(LineItem.price), _units(value)),
 }
 """line_items attribute -> the condition on one line item for a positive operator."""
@@ -346,11 +384,33 @@ def _event_rows(event: str, c: _Context) -> tuple[_Some, Any]:
     if event == "clicked_link":
         return _Some("clicks", Click, Click.subscriber_id, Subscriber.id, (Click.shop_id == c.shop_id,), ()), Click.at
     if event == "started_checkout":
-        return _Some("open_checkouts", Checkout, Checkout.customer_id, Subscriber.customer_id,
-                     (Checkout.shop_id == c.shop_id, Checkout.completed_at.is_(None)), ()), Checkout.started_at
+        checkouts = _open_checkouts(c)
+        return _Some("open_checkouts", checkouts, checkouts.c.subscriber_id, Subscriber.id, (), ()), \
+            checkouts.c.started_at
     return _Some("subscribed_events", SubscriptionEvent, SubscriptionEvent.subscriber_id, Subscriber.id,
-                 (SubscriptionEvent.shop_id == c.shop_id, SubscriptionEvent.kind == "subscribed"), ()), \
+                 (SubscriptionEvent.shop_id == c.shop_id, SubscriptionEvent.kind.in_(SUBSCRIBED_EVENT_KINDS)), ()), \
         SubscriptionEvent.at
+
+
+def _open_checkouts(c: _Context):
+    """The shop's checkouts not completed, each with the subscriber it belongs to: (subscriber_id, started_at).
+
+    A checkout belongs to the subscribers linked to its Shopify customer or, when it has no customer, to the
+    subscriber whose phone is the checkout's (E.164). Built once per evaluation, so that merged rules share it.
+    """
+    if "open_checkouts" not in c.cache:
+        owner = Subscriber.__table__.alias("checkout_owner")
+        open_ = (Checkout.shop_id == c.shop_id, Checkout.completed_at.is_(None))
+        by_customer = (select(owner.c.id.label("subscriber_id"), Checkout.started_at.label("started_at"))
+                       .select_from(Checkout.__table__.join(owner, and_(owner.c.shop_id == Checkout.shop_id,
+                                                                        owner.c.customer_id == Checkout.customer_id)))
+                       .where(*open_, Checkout.customer_id.is_not(None)))
+        by_phone = (select(owner.c.id, Checkout.started_at)
+                    .select_from(Checkout.__table__.join(owner, and_(owner.c.shop_id == Checkout.shop_id,
+                                                                     owner.c.phone == Checkout.phone)))
+                    .where(*open_, Checkout.customer_id.is_(None)))
+        c.cache["open_checkouts"] = union_all(by_customer, by_phone).subquery("open_checkouts")
+    return c.cache["open_checkouts"]
 
 
 def _event(rule: dict, c: _Context) -> _Some:
@@ -399,10 +459,10 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
     "sent_count": _count_fact(Subscriber.sent_count),
     "clicks_count": _count_fact(Subscriber.clicks_count),
     "subscription_source": _subscription_source,
-    "keyword": _text_choice(Subscriber.keyword, func.upper),
-    "country": _text_choice(Subscriber.country, func.upper),
-    "carrier": _text_choice(Subscriber.carrier, func.lower),
-    "city": _text_choice(Customer.city, func.lower),
+    "keyword": _text_choice(Subscriber.keyword_folded),
+    "country": _text_choice(func.upper(Subscriber.country), folds=False),
+    "carrier": _text_choice(Subscriber.carrier_folded),
+    "city": _text_choice(Customer.city_folded),
     "tags": _tags,
     "fulfillment_status": _fulfillment_status,
     "payment_status": _payment_status,

@@ -17,6 +17,7 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE
 from kinnekt.models import Segment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
@@ -31,8 +32,9 @@ MAX_DEPTH = 4  # the root group is depth 1
 MAX_RULES = 100
 MAX_LIST_ITEMS = 250
 """Ids or codes in one rule's list; with MAX_RULES this keeps a statement under PostgreSQL's bind limit."""
-MAX_NUMBER = 10**9
-"""Largest magnitude of a number value: keeps `money × orders` inside a 64-bit integer on both databases."""
+MAX_NUMBER = 10**12
+"""Largest magnitude of a number value (the contract's example bound): money in 1/10000 units stays far inside a
+64-bit integer; `average_money_spent` guards its `value × orders` product against overflow (see the compiler)."""
 MONEY_PLACES = len(str(MONEY_SCALE)) - 1  # money is stored to 1/10000: four decimal places
 MAX_ID = 2**63 - 1
 """Ids are 64-bit integers in the database (Shopify's and ours)."""
@@ -108,6 +110,14 @@ def whole(value: Any) -> int:
     if number != number.to_integral_value():
         raise _Invalid("must be a whole number")
     return int(number)
+
+
+def number(value: Any) -> int | float:
+    """Any JSON number (not a string): an integer stays one, a fraction is kept as given (`2.5`)."""
+    decimal = _decimal(value, strings=False)
+    if decimal == decimal.to_integral_value():
+        return int(decimal)
+    return value
 
 
 def positive_whole(value: Any) -> int:
@@ -203,8 +213,8 @@ def choice(values: tuple[str, ...]) -> Check:
     return check
 
 
-def text(transform: Callable[[str], str] = str.lower) -> Check:
-    """A non-empty string, trimmed, then lower- (or upper-) cased for case-insensitive comparison."""
+def text(transform: Callable[[str], str] = str.casefold) -> Check:
+    """A non-empty string, trimmed, then case-folded (`str.casefold`: the contract's case-insensitive)."""
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise _Invalid("must be a string")
@@ -213,6 +223,11 @@ def text(transform: Callable[[str], str] = str.lower) -> Check:
             raise _Invalid("must not be empty")
         return transform(value)
     return check
+
+
+def _upper_if_same(word: str) -> str:
+    """A keyword upper-cased, as keywords are shown, where that folds alike (`ı` does not: it stays as typed)."""
+    return word.upper() if fold(word.upper()) == fold(word) else word
 
 
 def country(value: Any) -> str:
@@ -306,7 +321,7 @@ FIELDS: dict[str, Field] = {
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
     "subscription_source": Field("choice", {op: choice(SOURCE_VALUES) for op in ("eq", "neq")}),
-    "keyword": Field("choice", {op: text(str.upper) for op in ("eq", "neq")}),
+    "keyword": Field("choice", {op: text(_upper_if_same) for op in ("eq", "neq")}),
     "country": Field("choice", {"eq": country, "neq": country,
                                 "in": list_of(country), "not_in": list_of(country)}),
     "carrier": Field("choice", {"eq": text(), "neq": text(), "in": list_of(text()), "not_in": list_of(text())}),
@@ -322,7 +337,7 @@ FIELDS: dict[str, Field] = {
                         extras=("attribute",), attributes={
                             "product_id": _ID_OPS, "variant_id": _ID_OPS,
                             "product_title": _TITLE_OPS, "variant_title": _TITLE_OPS,
-                            "quantity": _number_ops(whole, with_between=False),
+                            "quantity": _number_ops(number, with_between=False),
                             "price": _number_ops(money, with_between=False),
                         }),
     "event": Field("event", {"performed": None, "not_performed": None}, extras=("event", "within", "at_least")),

@@ -266,7 +266,8 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
                         .execution_options(synchronize_session=False))
         done.customers = _count(session.execute(
             update(Customer).where(Customer.id.in_(person.customer_ids))
-            .values(email=None, phone=None, first_name=None, last_name=None, city=None, sms_consent_state="redacted")
+            .values(email=None, phone=None, first_name=None, last_name=None, city=None, city_folded=None,
+                    sms_consent_state="redacted")
             .execution_options(synchronize_session=False)))
     request_where = [c for c in (
         DataRequest.customer_shopify_id == person.customer_shopify_id if person.customer_shopify_id else None,

@@ -136,8 +136,11 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
         now = utcnow()
         _settle(session, message, "sent", sent_at=now, error_code=None, error_reason=None, **common, commit=False)
         if message.subscriber_id is not None:
+            # A failed receipt that got here first keeps the message out of `last_received_at` (the contract:
+            # accepted and not reported failed); it still counts in `sent_count`.
+            received = {"last_received_at": now} if message.status != "failed" else {}
             session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
-                            .values(sent_count=Subscriber.sent_count + 1, last_received_at=now)
+                            .values(sent_count=Subscriber.sent_count + 1, **received)
                             .execution_options(synchronize_session=False))
         session.commit()
         _changed(message)

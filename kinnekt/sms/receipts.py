@@ -12,12 +12,13 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber
 from kinnekt.models.message import row_ref_id
+from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,19 @@ def find_message(session: OrmSession, receipt: dict) -> Message | None:
     return message
 
 
+def recompute_last_received(session: OrmSession, subscriber_id: int) -> None:
+    """Set the subscriber's `last_received_at` to its newest message accepted and not reported failed (or none).
+
+    The contract's `last_received_sms` looks at accepted messages that no receipt reported failed, so a
+    failed receipt takes its message out of the fact. `sent_count` keeps counting it (it was accepted).
+    """
+    newest = (select(func.max(Message.sent_at))
+              .where(Message.subscriber_id == subscriber_id, Message.status.in_(ACCEPTED_MESSAGE_STATUSES))
+              .scalar_subquery())
+    session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(last_received_at=newest)
+                    .execution_options(synchronize_session=False))
+
+
 def apply(session: OrmSession, params: Mapping[str, object]) -> str:
     """Apply one receipt; returns what happened ("delivered", "failed", "no message", ...). Commits."""
     receipt = parse(params)
@@ -128,7 +142,10 @@ def apply(session: OrmSession, params: Mapping[str, object]) -> str:
     session.commit()
 
     if message.subscriber_id is not None:
-        if settled_unknown:
+        if outcome == "failed":
+            recompute_last_received(session, message.subscriber_id)
+            session.commit()
+        if settled_unknown or outcome == "failed":
             from kinnekt.segments.membership import subscribers_changed
             subscribers_changed(message.shop_id, [message.subscriber_id])
         if status in _FAILED and err in SUPPRESS_ERROR_CODES:

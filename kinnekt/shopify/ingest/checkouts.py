@@ -8,10 +8,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from kinnekt.db import utcnow
-from kinnekt.models import Checkout, Customer, Shop
+from kinnekt.models import Checkout, Customer, Shop, Subscriber
 from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
                                              latest_per_id)
-from kinnekt.shopify.ingest.linking import commit_with_retry, e164, notify_segments, subscribers_of
+from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, e164, notify_segments, subscribers_of
 from kinnekt.shopify.ingest.locking import stored_for_update
 from kinnekt.shopify.ingest.rows import CheckoutRow
 
@@ -22,8 +22,8 @@ def upsert_checkouts(session, shop: Shop, rows: list[CheckoutRow]) -> list[int]:
     if not rows:
         return []
     create_missing_customers(session, shop, [row.customer_shopify_id for row in rows])
-    written, customers = commit_with_retry(session, lambda: _upsert(session, shop, rows))
-    notify_segments(shop.id, subscribers_of(session, shop.id, customers))
+    written, customers, phones = commit_with_retry(session, lambda: _upsert(session, shop, rows))
+    notify_segments(shop.id, subscribers_of(session, shop.id, customers) + _subscribers_with(session, shop.id, phones))
     _apply_sms_consent(session, shop, rows, written)
     return written
 
@@ -45,13 +45,28 @@ def _apply_sms_consent(session, shop: Shop, rows: list[CheckoutRow], written_ids
                                token=row.token, started_at=checkout.started_at)
 
 
-def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], set[int]]:
+def _subscribers_with(session, shop_id: int, phones) -> list[int]:
+    """Ids of the shop's subscribers with these phone numbers (a checkout without a customer is theirs)."""
+    found: list[int] = []
+    for batch in chunks(sorted(set(phones))):
+        found.extend(session.scalars(select(Subscriber.id).where(Subscriber.shop_id == shop_id,
+                                                                 Subscriber.phone.in_(batch))))
+    return found
+
+
+def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], set[int], set[str]]:
+    """Write the rows; returns (checkout ids, customers and phones whose `started_checkout` events may change).
+
+    A checkout with no customer belongs to the subscriber with its phone (the contract), so its phone, before
+    and after the write, is affected as well.
+    """
     existing: dict[str, Checkout] = stored_for_update(session, Checkout, shop.id, Checkout.token,
                                                       [row.token for row in rows])
     wanted = [(existing.get(row.token), row) for row in rows
               if row.token not in existing or is_newer(row.updated_at, existing[row.token].shopify_updated_at)]
     customer_ids = customer_ids_for(session, shop, [row.customer_shopify_id for _, row in wanted])
     affected: set[int] = set()
+    phones: set[str] = set()
     written = []
     for checkout, row in wanted:
         if checkout is None:
@@ -59,6 +74,8 @@ def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], se
             session.add(checkout)
         elif checkout.customer_id is not None:
             affected.add(checkout.customer_id)
+        elif checkout.phone is not None:
+            phones.add(checkout.phone)
         checkout.customer_id = customer_ids.get(row.customer_shopify_id)
         checkout.phone = e164(row.phone)
         checkout.started_at = row.created_at or checkout.started_at or row.updated_at or utcnow()
@@ -66,6 +83,8 @@ def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], se
         checkout.shopify_updated_at = row.updated_at
         if checkout.customer_id is not None:
             affected.add(checkout.customer_id)
+        elif checkout.phone is not None:
+            phones.add(checkout.phone)
         written.append(checkout)
     session.flush()
-    return [c.id for c in written], affected
+    return [c.id for c in written], affected, phones

@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy import delete, insert, select
 
+from kinnekt.casefold import fold
 from kinnekt.models import Customer, CustomerTag, Shop
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.linking import (chunks, commit_with_retry, e164, link_by_phone, notify_segments,
@@ -40,8 +41,8 @@ def latest_per_id(rows, key=lambda row: row.shopify_id):
 
 
 def normalised_tags(tags) -> set[str]:
-    """Tags as stored: trimmed, lower-case, unique."""
-    return {t.strip().lower()[:TAG_LENGTH] for t in tags or () if t and t.strip()}
+    """Tags as stored: trimmed, case-folded (`kinnekt.casefold.fold`, what segments compare), unique."""
+    return {fold(t)[:TAG_LENGTH] for t in tags or () if t and t.strip()}
 
 
 def upsert_customers(session, shop: Shop, rows: list[CustomerRow], *, with_tags: bool = True) -> list[int]:
