@@ -109,10 +109,10 @@ def _required(table, *given: str) -> dict:
     return values
 
 
-def test_0012_fills_the_folded_copies_and_folds_tags(tmp_path):
-    """Rows that existed before 0012 get their case-folded copies; a tag folding onto another is dropped."""
+def test_0013_fills_the_folded_copies_and_folds_tags(tmp_path):
+    """Rows that existed before 0013 get their case-folded copies; a tag folding onto another is dropped."""
     with fresh_database(tmp_path, "casefold") as url:
-        migrate.upgrade(url, "0011")
+        migrate.upgrade(url, "0012")
         engine = kdb.make_engine(url)
         tables = MetaData()
         tables.reflect(engine)

@@ -1,7 +1,7 @@
 """case-folded copies of the text segments compare case-insensitively; tags stored case-folded
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07 08:00:00
 
 The segment contract's case-insensitive is Unicode case folding (Python's `str.casefold()` after trimming),
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from kinnekt.casefold import fold
 
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
