@@ -182,6 +182,8 @@ class BrowserErrors:
     def __init__(self):
         self.problems: list[str] = []
         self.statuses: set[int] = set()
+        self.failed_requests: list = []
+        self.downloads: set[str] = set()
 
     def expect(self, *statuses: int) -> None:
         """Allow responses with these HTTP statuses (and the console errors they cause) from here on."""
@@ -204,7 +206,15 @@ class BrowserErrors:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
     def on_request_failed(self, request) -> None:
-        self.problems.append(f"request failed ({request.failure}): {request.method} {request.url}")
+        self.failed_requests.append(request)
+
+    def on_download(self, download) -> None:
+        self.downloads.add(download.url)
+
+    def report(self) -> list[str]:
+        """Every problem seen; a download is not one (Chromium ends its request as "aborted" in the page)."""
+        return self.problems + [f"request failed ({r.failure}): {r.method} {r.url}" for r in self.failed_requests
+                                if r.url not in self.downloads]
 
 
 @pytest.fixture
@@ -229,11 +239,13 @@ def _no_browser_errors(request):
     page.on("pageerror", errors.on_page_error)
     page.on("response", errors.on_response)
     page.on("requestfailed", errors.on_request_failed)
+    page.on("download", errors.on_download)
     if os.environ.get("KINNEKT_SHOW_CONSOLE"):  # for a look at every console message while changing pages
         page.on("console", lambda message: print(f"[console {message.type}] {message.text}"))
         page.on("pageerror", lambda error: print(f"[page error] {error}"))
     yield
-    assert errors.problems == [], "the browser reported errors:\n" + "\n".join(errors.problems)
+    problems = errors.report()
+    assert problems == [], "the browser reported errors:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

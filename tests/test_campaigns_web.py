@@ -153,7 +153,7 @@ def test_switcher_turns_a_scheduled_campaign_off_and_on(client, auth, shop):
 def test_switcher_refuses_a_send_now_or_running_campaign(client, auth, shop):
     row = campaign(shop, status="in_progress", send_now=True)
     response = post(client, auth, f"/campaigns/{row.id}/enabled", {})
-    assert toast(response)["error"] is True and "cannot be switched" in toast(response)["message"]
+    assert toast(response)["isError"] is True and "cannot be switched" in toast(response)["message"]
     Session.refresh(row)
     assert row.enabled is True
 
@@ -182,7 +182,7 @@ def test_delete_asks_first_then_deletes(client, auth, shop):
 def test_a_campaign_in_progress_is_not_deleted(client, auth, shop):
     row = campaign(shop, status="in_progress", send_now=True)
     response = client.delete(f"/campaigns/{row.id}", headers=auth)
-    assert toast(response) == {"message": "End the campaign before deleting it.", "error": True}
+    assert toast(response) == {"message": "End the campaign before deleting it.", "isError": True}
     assert total(Campaign) == 1
 
 
@@ -203,7 +203,7 @@ def test_end_asks_first_then_stops_the_remaining_recipients(client, auth, shop, 
     statuses = sorted(Session.scalars(select(Message.status).where(Message.campaign_id == row.id)))
     assert statuses == ["ended", "sent"]
     again = post(client, auth, f"/campaigns/{row.id}/end", {})
-    assert toast(again)["error"] is True
+    assert toast(again)["isError"] is True
 
 
 def test_end_from_the_detail_page_shows_the_detail_again(client, auth, shop):
@@ -605,7 +605,7 @@ def test_end_and_delete_of_a_recurring_campaign(client, auth, shop, segs, people
     Session.refresh(newer)
     assert (parent.status, newer.status) == ("ended", "in_progress")
     refused = client.delete(f"/campaigns/{parent.id}", headers=auth)
-    assert toast(refused)["error"] is True and "run of this campaign is in progress" in toast(refused)["message"]
+    assert toast(refused)["isError"] is True and "run of this campaign is in progress" in toast(refused)["message"]
     assert total(Campaign) == 3
     post(client, auth, f"/campaigns/{newer.id}/end", {"from": "detail"})
     response = client.delete(f"/campaigns/{parent.id}", headers=auth)

@@ -222,7 +222,7 @@ def test_creating_a_suggested_segment(client, auth, shop, app):
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<section id="segments-page"') and "Recent buyers" not in html  # no longer suggested
     again = client.post("/segments/suggested", data={"suggestion": "0"}, headers=auth)
-    assert json.loads(again.headers["HX-Trigger"])["toast"]["error"] is True
+    assert json.loads(again.headers["HX-Trigger"])["toast"]["isError"] is True
     assert total(Segment) == 1
     assert client.post("/segments/suggested", data={"suggestion": "99"}, headers=auth).status_code == 400
 

@@ -107,7 +107,7 @@ def test_each_card_saves_its_settings(client, auth, shop, other_shop, section, d
     before, others_before = stored(shop.id), stored(other_shop.id)
     response = post(client, auth, section, data)
     assert response.status_code == 200
-    assert '"toast"' in response.headers["HX-Trigger"] and '"error": false' in response.headers["HX-Trigger"]
+    assert '"toast"' in response.headers["HX-Trigger"] and '"isError": false' in response.headers["HX-Trigger"]
     html = response.get_data(as_text=True)
     assert html.startswith("<form") or 'id="settings-' in html.split(">", 1)[0]
     assert "field__error" not in html

@@ -427,7 +427,7 @@ def test_an_import_saves_the_good_rows_and_reports_the_others(client, auth, shop
                "+12125550105,Known,\n").encode()
     response = upload(client, auth, content)
     assert response.status_code == 200
-    assert toast(response) == {"message": "Imported 2 subscribers", "error": False}
+    assert toast(response) == {"message": "Imported 2 subscribers", "isError": False}
     page = text(response)
     assert "Imported 2 subscribers" in page
     assert ("4 rows not imported: 1 not a valid phone number, 1 duplicate in the file, 1 unsubscribed, "
@@ -519,7 +519,7 @@ def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, 
     assert response.status_code == 200
     (import_id,), _ = jobs.imports()[0]
     page = text(response)
-    assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "error": False}
+    assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "isError": False}
     assert response.headers["HX-Push-Url"] == f"/subscribers/imports/{import_id}"
     assert "Importing people.csv: 5 rows" in page and "Waiting to start." in page
     progress = re.search(r'<div id="import-progress"[^>]*>', response.get_data(as_text=True)).group(0)
@@ -534,7 +534,7 @@ def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, 
     importing.import_batches(Session(), import_id)
     polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
     assert polled.status_code == 286  # htmx stops polling
-    assert toast(polled) == {"message": "Imported 3 subscribers", "error": False}
+    assert toast(polled) == {"message": "Imported 3 subscribers", "isError": False}
     html = polled.get_data(as_text=True)
     assert "hx-get" not in html and 'data-status="done"' in html
     assert "Imported 3 subscribers" in text(polled)
@@ -562,7 +562,7 @@ def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, jobs):
     importing.import_batches(Session(), import_id, batches=1)
     importing.fail_import(Session(), import_id, "The import stopped on an error (OperationalError).")
     polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
-    assert polled.status_code == 286 and toast(polled)["error"] is True
+    assert polled.status_code == 286 and toast(polled)["isError"] is True
     assert ("The import stopped on an error (OperationalError). 1 subscriber was added before it stopped."
             in text(polled))
 

@@ -32,8 +32,9 @@ OPTIONS = {
 
 
 def _row_parts(root: builder.Group, segment_id: int | None) -> dict:
-    """What rows need besides themselves: the field and fixed options, and the shop's choices."""
-    return {"field_options": builder.field_options(), "options": OPTIONS,
+    """What rows need besides themselves: the field and fixed options, the shop's choices, and the segment's id
+    (rows and groups send it along only when there is one: an hx-include matching nothing is a console error)."""
+    return {"field_options": builder.field_options(), "options": OPTIONS, "segment_id": segment_id,
             "choices": builder.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
 
 

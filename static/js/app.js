@@ -68,10 +68,10 @@
     window.setTimeout(function () { toast.remove(); }, isError ? 8000 : 5000);
   }
 
-  // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "error": ...}}.
+  // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "isError": ...}}.
   document.addEventListener('toast', function (evt) {
     var detail = evt.detail || {};
-    showToast(detail.message || detail.value, detail.error);
+    showToast(detail.message || detail.value, detail.isError);
   });
 
   // --- dialogs and dismiss buttons ----------------------------------------------------------------------
