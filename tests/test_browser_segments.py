@@ -81,6 +81,52 @@ def test_build_the_example_segment_and_find_it_in_the_list(open_page, app, shop,
     expect(page.locator("#segments-page tbody tr", has_text=NAME).locator("td.numeric")).to_have_text("1")
 
 
+@pytest.fixture
+def held_builds(monkeypatch):
+    """Segment builds wait until the test sets the returned event, so the list is seen while they are pending."""
+    import functools
+    import threading
+
+    import workers.segments
+    gate = threading.Event()
+    real = workers.segments.build_segment
+
+    @functools.wraps(real)
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workers.segments, "build_segment", held)
+    yield gate
+    gate.set()
+
+
+def test_a_new_segment_row_updates_itself_when_its_build_finishes(open_page, shop, store, held_builds):
+    page = open_page("/segments/new")
+    expect(page.locator("#segment-preview-count")).to_have_text("4")
+    page.locator("#segment-name").fill("Everyone here")
+    page.get_by_role("button", name="Create segment").click()
+    listed = page.locator("#segments-page tbody tr", has_text="Everyone here")
+    expect(listed.locator("td.numeric")).to_have_text("Counting…")  # not "0" while the build waits
+    expect(listed).to_contain_text("Counting members…")
+    expect(listed).not_to_contain_text("Not built yet")
+
+    held_builds.set()  # the build finishes: the row shows it without a reload
+    expect(listed.locator("td.numeric")).to_have_text("4")
+    expect(listed.locator("[data-build-status]")).to_have_attribute("data-build-status", "done")
+    expect(listed).not_to_contain_text("Counting")
+    expect(listed.locator("[hx-trigger^='every']")).to_have_count(0)  # and stops asking
+
+    held_builds.clear()  # a suggested segment: the same
+    suggestion = "Ordered in last 30 days and spent over $25"
+    page.get_by_role("button", name=f"Create {suggestion}").click()
+    suggested = page.locator("#segments-page tbody tr", has_text=suggestion)
+    expect(suggested.locator("td.numeric")).to_have_text("Counting…")
+    held_builds.set()
+    expect(suggested.locator("td.numeric")).to_have_text("1")  # Ada
+    expect(suggested.locator("[data-build-status]")).to_have_attribute("data-build-status", "done")
+
+
 def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, other_shop, store):
     customer = Session.get(Customer, store["cy"].customer_id)
     order = add(Order(shop_id=shop.id, shopify_id=501, customer_id=customer.id, created_at=customer.last_order_at))

@@ -201,6 +201,28 @@ def test_list_shows_counts_times_summaries_and_actions(client, auth, shop, other
         assert f'href="/segments/{ident}/members.csv"' in html
 
 
+def test_a_building_segment_polls_its_row_until_the_build_is_over(client, auth, shop, other_shop):
+    pending = segment(shop, EXAMPLE, "Just made", build_status="pending")
+    html = client.get("/segments/", headers=auth).get_data(as_text=True)
+    assert f'hx-get="/segments/{pending.id}/build" hx-trigger="every 1s"' in html
+    assert "Counting…" in html and "Not built yet" not in html
+
+    polled = client.get(f"/segments/{pending.id}/build", headers=auth)
+    assert polled.status_code == 200 and 'hx-trigger="every 1s"' in polled.get_data(as_text=True)
+    Session.execute(Segment.__table__.update().where(Segment.id == pending.id).values(
+        build_status="done", member_count=154, last_built_at=dt.datetime(2026, 3, 5, 2, 5, tzinfo=UTC)))
+    Session.commit()
+    Session.expire_all()
+    polled = client.get(f"/segments/{pending.id}/build", headers=auth)
+    body = polled.get_data(as_text=True)
+    assert polled.status_code == 286 and "every 1s" not in body  # 286 stops the polling
+    assert f'<span id="segment-count-{pending.id}" hx-swap-oob="true">154</span>' in body
+    assert "Mar 4, 2026, 9:05 PM" in body
+
+    theirs = segment(other_shop, EXAMPLE, "Theirs", build_status="pending")
+    assert client.get(f"/segments/{theirs.id}/build", headers=auth).status_code == 404
+
+
 def test_empty_list_offers_the_suggested_segments(client, auth, shop):
     from kinnekt.segments import service
     html = client.get("/segments/", headers=auth).get_data(as_text=True)

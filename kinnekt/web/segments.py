@@ -90,6 +90,17 @@ def delete(segment_id: int):
     return _list(f"Deleted “{name}”")
 
 
+@bp.get("/<int:segment_id>/build")
+def build_status(segment_id: int):
+    """A segment's build state and member count in the list, polled while it builds; 286 once the build is over
+    stops the polling."""
+    segment = get_or_404(Segment, segment_id)
+    body = render_template("segments/_build_status.html", segment=segment, part="both", oob=True)
+    if segment.build_status in ("pending", "building"):
+        return make_response(body)
+    return hx.stop_polling(body)
+
+
 @bp.get("/<int:segment_id>/members.csv")
 def export(segment_id: int):
     """The segment's members as a CSV download, streamed row by row."""
