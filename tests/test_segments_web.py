@@ -96,12 +96,14 @@ class _FormReader(HTMLParser):
             if attrs.get("type") not in ("button", "submit"):
                 self.pairs.append((attrs["name"], attrs.get("value") or ""))
         elif tag == "select" and attrs.get("name"):
-            self._select = {"name": attrs["name"], "first": None, "chosen": None}
+            self._select = {"name": attrs["name"], "first": None, "chosen": None, "multiple": "multiple" in attrs}
         elif tag == "option" and self._select is not None:
             value = attrs.get("value") or ""
             if self._select["first"] is None:
                 self._select["first"] = value
-            if "selected" in attrs:
+            if "selected" in attrs and self._select["multiple"]:  # a multiple select sends each chosen option
+                self.pairs.append((self._select["name"], value))
+            elif "selected" in attrs:
                 self._select["chosen"] = value
         elif tag == "textarea" and attrs.get("name"):
             self._textarea = {"name": attrs["name"], "text": ""}
@@ -115,7 +117,7 @@ class _FormReader(HTMLParser):
             self.inside = False
         elif tag == "select" and self._select is not None:
             chosen = self._select["chosen"] if self._select["chosen"] is not None else self._select["first"]
-            if chosen is not None:
+            if chosen is not None and not self._select["multiple"]:
                 self.pairs.append((self._select["name"], chosen))
             self._select = None
         elif tag == "textarea" and self._textarea is not None:
@@ -558,7 +560,7 @@ def test_errors_show_beside_the_rule_and_nothing_is_saved(client, auth, shop):
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "HX-Location" not in response.headers
     assert html.lstrip().startswith('<form id="segment-builder"')
-    assert errors_beside(html, tree.items[1].key) == "Start date must not be after 'to'"
+    assert errors_beside(html, tree.items[1].key) == "Start date must not be after the end date"
     assert errors_beside(html, tree.items[0].key) == ""
     assert 'value="Broken"' in html and 'value="2026-02-10"' in html  # what was typed stays
     assert total(Segment) == 0
@@ -738,7 +740,7 @@ def test_summaries_read_like_sentences():
         "AND Is not in segment “VIPs”",
         "AND Is on list “Event guests”",
         "AND Payment status of some order is Partially paid",
-        "AND (Customer tags include vip OR Phone country is any of US, CA)",
+        "AND (Customer tags include vip OR Phone country is any of United States, Canada)",
         "AND Ordered line item price is greater than $9.50",
         "AND Subscribed was today",
         "AND First order was after Jan 31, 2026",

@@ -35,6 +35,7 @@ def _row_parts(root: builder.Group, segment_id: int | None) -> dict:
     """What rows need besides themselves: the field and fixed options, the shop's choices, and the segment's id
     (rows and groups send it along only when there is one: an hx-include matching nothing is a console error)."""
     return {"field_options": builder.field_options(), "options": OPTIONS, "segment_id": segment_id,
+            "country_options": builder.country_options,
             "choices": builder.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
 
 
