@@ -76,7 +76,9 @@ def test_campaign_figures_match_the_hand_computed_ones(db, shop, dataset):
     figures = stats.for_campaign(db, dataset["a"])
     assert (figures.recipients, figures.sent, figures.delivered, figures.failed, figures.skipped) == (12, 9, 5, 2, 2)
     assert (figures.no_receipt, figures.refused) == (2, 1)
-    assert figures.failure_reasons == [("Absent subscriber", 2), ("Invalid number", 1)]
+    assert figures.failure_reasons == [  # in the merchant's words, not the provider's codes
+        ("The phone was off or out of reach until the carrier gave up.", 2),
+        ("Vonage refused the text: the number or the sender is not valid.", 1)]
     assert [count for _label, count in figures.skip_reasons] == [1, 1]
     assert {label for label, _count in figures.skip_reasons} == {
         stats.skip_label("not_subscribed"), stats.skip_label("recently_texted")}
@@ -111,8 +113,9 @@ def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
     assert (figures.sent, figures.delivered, figures.failed) == (7, 3, 3)
     assert figures.delivered + figures.failed + figures.no_receipt == figures.sent
     assert (figures.refused, figures.unknown, figures.recipients) == (1, 0, 8)
-    assert figures.failure_reasons == [("failed: Absent subscriber (temporary)", 3),
-                                       ("Illegal Sender Address - rejected", 1)]
+    assert figures.failure_reasons == [("The phone was off or out of reach until the carrier gave up.", 3),
+                                       ("The sender (the number or name texts come from) is not allowed for this number.",
+                                        1)]
     progress = sending.progress(db, row)
     assert (progress.sent, progress.refused, progress.remaining, progress.finished) == (7, 1, 0, 8)
     rows, totals = stats.campaign_rows(db, shop)
@@ -191,7 +194,8 @@ def test_the_stats_partial_shows_the_figures_and_the_chart_data(app, db, shop, d
                          ("Revenue", "$50.50"), ("Revenue per message", "$5.61"), ("Unsubscribes", "1"),
                          ("Cost", "$0.10")):
         assert f'<p class="metric__label">{label}</p>\n  <p class="metric__value">{value}</p>' in html, label
-    assert "Absent subscriber" in html and "Invalid number" in html
+    assert "The phone was off or out of reach" in html and "the number or the sender is not valid" in html
+    assert "Absent subscriber" not in html and "dlr-" not in html  # no provider code on the screen
     assert '<script type="application/json" id="campaign-chart-data">' in html
     assert 'data-campaign-chart="campaign-chart-data"' in html
     assert "vendor/uplot-1.6.32.min.js" in html and "js/campaign-chart.js" in html

@@ -123,7 +123,8 @@ def known(shop, other_shop):
     sent = add(Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=sub.id, to_phone=sub.phone,
                        body="Spring sale: 20% off", status="delivered", sent_at=T0 + dt.timedelta(days=1)))
     add(Message(shop_id=shop.id, subscriber_id=sub.id, to_phone=sub.phone, kind="confirmation",
-                body="Reply Y to confirm", status="failed", error_reason="Absent subscriber",
+                body="Reply Y to confirm", status="failed", error_code="dlr-3",
+                error_reason="failed: Absent subscriber (permanent)",
                 sent_at=T0 + dt.timedelta(seconds=5)))
     add(InboundMessage(shop_id=shop.id, provider_id="in-1", subscriber_id=sub.id, from_phone=sub.phone,
                        text="JOIN", intent="keyword", received_at=T0),
@@ -174,7 +175,8 @@ def test_the_detail_page_shows_the_subscriber_in_full(client, auth, known):
     assert history.index("Confirmed") < history.index("Signed up, waiting for confirmation")  # newest first
     messages = section(html, "subscriber-messages")
     assert messages.index("Spring sale: 20% off") < messages.index("Reply Y to confirm")
-    assert "Spring sale Delivered" in messages and "Confirmation Failed Absent subscriber" in messages
+    assert "Spring sale Delivered" in messages and "Confirmation Failed This number no longer works." in messages
+    assert 'title="failed: Absent subscriber (permanent) · code dlr-3"' in html  # the provider's words, as a tooltip
     inbox = section(html, "subscriber-inbox")
     assert inbox.index("When does the sale end?") < inbox.index("JOIN") and "their secret" not in html
     clicks = section(html, "subscriber-clicks")
