@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.test_segments_web import EXAMPLE, add, person, segment
 from kinnekt.db import Session
-from kinnekt.models import Customer, LineItem, Order, Product, Segment
+from kinnekt.models import Customer, LineItem, Order, Product, Segment, Subscriber
 from kinnekt.segments import rules
 
 pytestmark = pytest.mark.browser
@@ -125,6 +125,55 @@ def test_a_new_segment_row_updates_itself_when_its_build_finishes(open_page, sho
     held_builds.set()
     expect(suggested.locator("td.numeric")).to_have_text("1")  # Ada
     expect(suggested.locator("[data-build-status]")).to_have_attribute("data-build-status", "done")
+
+
+def test_rules_speak_the_merchants_words(open_page, shop, other_shop, store):
+    for phone, country, carrier in (("+12125550101", "US", "Verizon Wireless"), ("+12125550102", "US", "T-Mobile"),
+                                    ("+4915112345678", "DE", "Telekom")):
+        Session.execute(Subscriber.__table__.update().where(Subscriber.phone == phone)
+                        .values(country=country, carrier=carrier))
+    add(Subscriber(shop_id=shop.id, phone="+4915112345678", status="subscribed", source="manual", country="DE",
+                   carrier="Telekom"),
+        Subscriber(shop_id=other_shop.id, phone="+4915112345679", status="subscribed", source="manual",
+                   country="DE", carrier="Their carrier"))
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("5")
+
+    # Phone country: a list of country names; the rule keeps the ISO code
+    row(page, 0).locator("select[name$='-field']").select_option("country")
+    country = row(page, 0).get_by_label("Country", exact=True)
+    expect(country).to_have_value("")
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()  # nothing chosen yet is not wrong yet
+    expect(country.locator("option", has_text="Germany")).to_have_attribute("value", "DE")
+    country.select_option(label="Germany")
+    expect(count).to_have_text("1")
+
+    # Carrier: the carriers found among the shop's subscribers (never another shop's)
+    row(page, 0).locator("select[name$='-field']").select_option("carrier")
+    carriers = row(page, 0).locator("datalist option")
+    expect(carriers).to_have_count(3)
+    assert sorted(carriers.evaluate_all("options => options.map(o => o.value)")) == [
+        "T-Mobile", "Telekom", "Verizon Wireless"]
+    row(page, 0).get_by_label("Carrier").fill("T-Mobile")
+    expect(count).to_have_text("1")
+
+    # Custom range: no error before anything is typed
+    row(page, 0).locator("select[name$='-field']").select_option("last_order_created")
+    row(page, 0).locator("select[name$='-value']").select_option("custom")
+    expect(row(page, 0).locator("input[type=date]")).to_have_count(2)
+    expect(page.locator("#segment-preview")).to_contain_text("Fill in every rule")
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()
+
+    # A range the wrong way round: said in words, not "lo must be less than hi"
+    row(page, 0).locator("select[name$='-field']").select_option("money_spent")
+    row(page, 0).locator("select[name$='-op']").select_option("between")
+    row(page, 0).get_by_label("Lowest value").fill("50")
+    row(page, 0).get_by_label("Highest value").fill("10")
+    errors = row(page, 0).locator(".node-errors")
+    expect(errors).to_have_text("Value must go from a lower number to a higher one")
+    expect(page.locator("#segment-builder")).not_to_contain_text("lo must")
+    expect(page.locator("#segment-builder")).not_to_contain_text("ISO 3166")
 
 
 def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, other_shop, store):
