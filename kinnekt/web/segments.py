@@ -94,8 +94,15 @@ def delete(segment_id: int):
 @bp.get("/<int:segment_id>/build")
 def build_status(segment_id: int):
     """A segment's build state and member count in the list, polled while it builds; 286 once the build is over
-    stops the polling."""
-    segment = get_or_404(Segment, segment_id)
+    stops the polling.
+
+    A segment that is not there (deleted while its row was polling, or not this shop's) also stops the polling,
+    with an empty answer instead of a 404: the same for every id, so it tells nothing about other shops' rows,
+    and the page shows no error for a segment the merchant just deleted.
+    """
+    segment = Session.scalar(select(Segment).where(Segment.shop_id == g.shop.id, Segment.id == segment_id))
+    if segment is None:
+        return hx.stop_polling("")
     body = render_template("segments/_build_status.html", segment=segment, part="both", oob=True)
     if segment.build_status in ("pending", "building"):
         return make_response(body)
