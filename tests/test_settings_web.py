@@ -175,7 +175,7 @@ def test_bad_values_are_refused_beside_the_field_and_nothing_is_saved(client, au
     assert Session.info.get("kinnekt_shop_id") is None
     response = post(client, auth, section, data)
     assert response.status_code == 200
-    assert '"error": true' in response.headers["HX-Trigger"]
+    assert '"isError": true' in response.headers["HX-Trigger"]
     html = response.get_data(as_text=True)
     error = html.split(f'id="field-{field}-error"', 1)[1].split("</p>", 1)[0]
     assert message in error
