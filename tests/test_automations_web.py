@@ -135,7 +135,7 @@ def test_the_live_counter_and_preview(client, auth, shop):
     html = client.post("/automations/compose/message", headers=auth,
                        data={"body": "Hi {first_name}, welcome to {shop_name}", "discount_mode": "none"}
                        ).get_data(as_text=True)
-    assert 'id="campaign-analysis"' in html and 'id="campaign-preview"' in html and 'hx-swap-oob="true"' in html
+    assert 'id="campaign-analysis"' in html and 'id="campaign-preview"' in html and "<template data-swap-by-id>" in html
     assert "welcome to Alpha" in html
 
 

@@ -490,7 +490,7 @@ def test_preview_puts_each_error_beside_its_rule(client, auth, shop, shoppers):
     assert errors_beside(html, bad_money.key) == "Value must have at most 4 decimal places"
     assert errors_beside(html, bad_whole.key) == "Value must be a whole number"
     assert errors_beside(html, good.key) == "" and errors_beside(html, inner.key) == ""
-    carried = html.split("<template data-node-errors>", 1)[1].split("</template>", 1)[0]  # put beside the row
+    carried = html.split("<template data-swap-by-id>", 1)[1].split("</template>", 1)[0]  # put beside the row
     assert f'id="errors-{bad_money.key}"' in carried and "hx-swap-oob" not in html
 
 

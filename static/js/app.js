@@ -121,6 +121,28 @@
     }
   });
 
+  // --- parts of an answer for elsewhere in the page ---------------------------------------------------------
+
+  // An answer may carry fresh copies of other parts of the page in a <template data-swap-by-id>: each of its
+  // elements replaces the page's element with the same id, when the page still has one. (htmx's hx-swap-oob
+  // logs an error for a part that is gone: a rule removed, or the page left, while the answer was on its way.)
+  function swapById() {
+    var templates = document.querySelectorAll('template[data-swap-by-id]');
+    Array.prototype.forEach.call(templates, function (template) {
+      Array.prototype.forEach.call(template.content.children, function (fresh) {
+        var current = fresh.id ? document.getElementById(fresh.id) : null;
+        if (current) {
+          var copy = fresh.cloneNode(true);
+          current.replaceWith(copy);
+          htmx.process(copy);
+        }
+      });
+      template.remove();
+    });
+  }
+  document.addEventListener('htmx:afterSwap', swapById);
+  document.addEventListener('htmx:afterSettle', swapById);
+
   // --- errors -------------------------------------------------------------------------------------------
 
   // Something the merchant did (not a poller) starts afresh: the previous error goes away.

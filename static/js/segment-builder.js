@@ -52,23 +52,6 @@
     }
   });
 
-  // The preview's answer carries the errors beside every rule and group in a <template>: put each one where
-  // its slot still is. A rule removed while the answer was on its way has none, and is skipped (htmx's own
-  // out-of-band swaps would log an error for it).
-  function placeErrors() {
-    var templates = document.querySelectorAll('template[data-node-errors]');
-    Array.prototype.forEach.call(templates, function (template) {
-      Array.prototype.forEach.call(template.content.children, function (fresh) {
-        var current = fresh.id ? document.getElementById(fresh.id) : null;
-        if (current) {
-          current.replaceWith(fresh.cloneNode(true));
-        }
-      });
-      template.remove();
-    });
-  }
-  document.addEventListener('htmx:afterSwap', placeErrors);
-
   // The delete confirmation arrives as a <dialog> in #segment-dialog: show it as a modal.
   document.addEventListener('htmx:afterSwap', function (evt) {
     var target = evt.detail.target;
