@@ -218,7 +218,7 @@ def test_a_building_segment_polls_its_row_until_the_build_is_over(client, auth, 
     polled = client.get(f"/segments/{pending.id}/build", headers=auth)
     body = polled.get_data(as_text=True)
     assert polled.status_code == 286 and "every 1s" not in body  # 286 stops the polling
-    assert f'<span id="segment-count-{pending.id}" hx-swap-oob="true">154</span>' in body
+    assert f'<template data-swap-by-id><span id="segment-count-{pending.id}">154</span></template>' in body
     assert "Mar 4, 2026, 9:05 PM" in body
 
     theirs = segment(other_shop, EXAMPLE, "Theirs", build_status="pending")

@@ -103,7 +103,7 @@ def build_status(segment_id: int):
     segment = Session.scalar(select(Segment).where(Segment.shop_id == g.shop.id, Segment.id == segment_id))
     if segment is None:
         return hx.stop_polling("")
-    body = render_template("segments/_build_status.html", segment=segment, part="both", oob=True)
+    body = render_template("segments/_build_status.html", segment=segment, part="both")
     if segment.build_status in ("pending", "building"):
         return make_response(body)
     return hx.stop_polling(body)
