@@ -693,7 +693,7 @@ def test_picking_adds_a_removable_tag_once(client, auth, shop, other_shop):
     response = client.get("/segments/builder/products/pick?key=abc&id=11", headers=auth)
     html = response.get_data(as_text=True)
     assert 'name="rule-abc-value" value="11"' in html and "Blue shirt" in html and "data-remove-tag" in html
-    assert 'id="picker-abc" hx-swap-oob="true"' in html  # the results close
+    assert '<template data-swap-by-id><ul class="picker__results" id="picker-abc"></ul></template>' in html  # closes
     assert response.headers["HX-Trigger-After-Swap"] == "segment-rules-changed"
     again = client.get("/segments/builder/products/pick?key=abc&id=11&rule-abc-value=11", headers=auth)
     assert again.status_code == 204
