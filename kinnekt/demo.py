@@ -1041,7 +1041,7 @@ class _DemoStore:
                     failures = sum(1 for m in sub["_messages"] if m["status"] == "failed") + 1
                     if failures >= 2:
                         sub["suppressed_at"] = message["updated_at"]
-                        sub["suppressed_reason"] = "Delivery failed twice: absent subscriber, permanent (err-code 3)"
+                        sub["suppressed_reason"] = "Delivery failed twice: this number no longer works"
                 elif roll < 0.02:
                     message["status"] = "failed"
                     message["error_code"], message["error_reason"] = rng.choice(TRANSIENT_ERRORS)

@@ -197,21 +197,81 @@ def open_page(live_server, page, shop, token_for):
     return go
 
 
+class BrowserErrors:
+    """What went wrong in the page during a browser test: console errors, page errors, failed requests.
+
+    A test that deliberately provokes an HTTP error declares it, with the marker
+    `@pytest.mark.expected_http_error(404, ...)` or by calling `browser_errors.expect(404)`; an expected
+    status is allowed in responses and in the console lines Chromium and htmx print about it.
+    """
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.statuses: set[int] = set()
+        self.failed_requests: list = []
+        self.downloads: set[str] = set()
+
+    def expect(self, *statuses: int) -> None:
+        """Allow responses with these HTTP statuses (and the console errors they cause) from here on."""
+        self.statuses.update(statuses)
+
+    def _expected_text(self, text: str) -> bool:
+        # Chromium: "Failed to load resource: the server responded with a status of 404 (NOT FOUND)";
+        # htmx: "Response Status Error Code 404 from /path".
+        return any(f"status of {code}" in text or f"Error Code {code} " in text for code in self.statuses)
+
+    def on_console(self, message) -> None:
+        if message.type == "error" and not self._expected_text(message.text):
+            self.problems.append(f"console error: {message.text} ({message.location.get('url', '')})")
+
+    def on_page_error(self, error) -> None:
+        self.problems.append(f"page error: {error}")
+
+    def on_response(self, response) -> None:
+        if response.status >= 400 and response.status not in self.statuses:
+            self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
+
+    def on_request_failed(self, request) -> None:
+        self.failed_requests.append(request)
+
+    def on_download(self, download) -> None:
+        self.downloads.add(download.url)
+
+    def report(self) -> list[str]:
+        """Every problem seen; a download is not one (Chromium ends its request as "aborted" in the page)."""
+        return self.problems + [f"request failed ({r.failure}): {r.method} {r.url}" for r in self.failed_requests
+                                if r.url not in self.downloads]
+
+
+@pytest.fixture
+def browser_errors(request):
+    """The page's collected errors; `browser_errors.expect(404)` declares an HTTP error the test provokes."""
+    errors = BrowserErrors()
+    for marker in request.node.iter_markers("expected_http_error"):
+        errors.expect(*marker.args)
+    return errors
+
+
 @pytest.fixture(autouse=True)
-def _no_csp_violation(request):
-    """A browser test fails when Chromium reports a Content-Security-Policy violation (a blocked script, style…)."""
+def _no_browser_errors(request):
+    """A browser test fails on any console error (CSP violations included), uncaught page error, request that
+    failed, or response with status >= 400 that the test did not declare (see BrowserErrors)."""
     if request.node.get_closest_marker("browser") is None or "page" not in request.fixturenames:
         yield
         return
     page = request.getfixturevalue("page")
-    violations = []
-    page.on("console", lambda message: violations.append(message.text)
-            if "Content Security Policy" in message.text else None)
+    errors = request.getfixturevalue("browser_errors")
+    page.on("console", errors.on_console)
+    page.on("pageerror", errors.on_page_error)
+    page.on("response", errors.on_response)
+    page.on("requestfailed", errors.on_request_failed)
+    page.on("download", errors.on_download)
     if os.environ.get("KINNEKT_SHOW_CONSOLE"):  # for a look at every console message while changing pages
         page.on("console", lambda message: print(f"[console {message.type}] {message.text}"))
         page.on("pageerror", lambda error: print(f"[page error] {error}"))
     yield
-    assert violations == []
+    problems = errors.report()
+    assert problems == [], "the browser reported errors:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

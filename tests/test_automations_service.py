@@ -260,6 +260,28 @@ def test_a_deleted_builtin_comes_back_and_a_new_keyword_gets_its_welcome(db, sho
     assert db.scalar(select(func.count()).select_from(Segment).where(Segment.name == service.WINBACK_SEGMENT)) == 1
 
 
+def test_builtins_are_offered_without_writing_and_added_one_by_one(db, shop):
+    auto.ensure_default_segments(db, shop)
+    join = keywords.create_keyword(db, shop, word="join")
+    segments_before = db.scalar(select(func.count()).select_from(Segment))
+    offered = service.offered_builtins(db, shop)
+    assert [o.key for o in offered] == ["welcome", f"keyword:{join.id}", "winback"]
+    assert offered[-1].segment is None and offered[-1].segment_name == service.WINBACK_SEGMENT
+    assert db.scalar(select(func.count()).select_from(Automation)) == 0
+    assert db.scalar(select(func.count()).select_from(Segment)) == segments_before
+
+    winback = service.add_builtin(db, shop, "winback")
+    assert (winback.builtin, winback.enabled, winback.campaign.body) == ("winback", False, service.WINBACK_TEXT)
+    assert db.get(Segment, winback.segment_id).name == service.WINBACK_SEGMENT
+    assert service.add_builtin(db, shop, "winback").id == winback.id  # twice adds it once
+    assert [o.key for o in service.offered_builtins(db, shop)] == ["welcome", f"keyword:{join.id}"]
+    service.delete(db, winback)
+    assert [o.key for o in service.offered_builtins(db, shop)][-1] == "winback"  # offered again
+    with pytest.raises(service.AutomationError):
+        service.add_builtin(db, shop, "keyword:999999")
+    assert db.scalar(select(func.count()).select_from(Automation)) == 0
+
+
 def test_the_uniqueness_of_a_builtin_is_the_databases(db, shop):
     auto.ensure_default_segments(db, shop)
     service.ensure_builtins(db, shop)

@@ -1,4 +1,4 @@
-"""Automations pages through the Flask test client: list (built-ins on the first visit), create, edit, the switch,
+"""Automations pages through the Flask test client: list (built-ins offered, added when picked), create, edit, the switch,
 detail with figures and recent messages, delete, other shops' rows, the session token, and the segment edit's
 automations prompt (both answers reach the log's cause); both databases."""
 from __future__ import annotations
@@ -54,15 +54,45 @@ def created(client, auth, segment, **fields) -> Automation:
 
 # ---------------------------------------------------------------------------------------------- the list
 
-def test_the_first_visit_lists_the_builtins_switched_off(client, auth, shop):
+def test_the_list_offers_the_builtins_and_a_get_writes_nothing(client, auth, shop):
     auto.ensure_default_segments(Session, shop)
-    html = client.get("/automations/", headers=auth).get_data(as_text=True)
-    assert 'id="automations-page"' in html
-    assert "Welcome" in html and "Win-back" in html and "Enters All subscribers" in html
-    assert "Enters No order in 90 days" in html and "Immediately" in html
-    assert count(Automation) == 2 and count(Automation, enabled=True) == 0
-    client.get("/automations/", headers=auth)
-    assert count(Automation) == 2
+    segments_before = count(Segment)
+    for _ in range(2):
+        html = client.get("/automations/", headers=auth).get_data(as_text=True)
+        assert 'id="automations-page"' in html and 'id="automation-offers"' in html
+        assert 'data-builtin="welcome"' in html and 'data-builtin="winback"' in html
+        assert "Sends to “All subscribers”" in html and "Sends to “No order in 90 days”" in html
+    assert count(Automation) == 0 and count(Campaign) == 0 and count(Segment) == segments_before
+
+
+def test_picking_a_builtin_adds_it_switched_off_once(client, auth, shop):
+    auto.ensure_default_segments(Session, shop)
+    response = client.post("/automations/builtins", headers=auth, data={"builtin": "winback"})
+    assert response.status_code == 200 and toast(response)["message"].startswith("Added “Win-back”")
+    html = response.get_data(as_text=True)
+    assert "Enters No order in 90 days" in html and 'data-builtin="winback"' not in html
+    assert 'data-builtin="welcome"' in html
+    assert count(Automation) == 1 and count(Automation, builtin="winback", enabled=False) == 1
+    assert count(Segment, name="No order in 90 days") == 1
+    client.post("/automations/builtins", headers=auth, data={"builtin": "winback"})  # a double click
+    assert count(Automation) == 1 and count(Segment, name="No order in 90 days") == 1
+
+    response = client.post("/automations/builtins", headers=auth, data={"builtin": "welcome", "next": "edit"})
+    welcome = Session.scalar(select(Automation).where(Automation.builtin == "welcome"))
+    assert json.loads(response.headers["HX-Location"])["path"] == f"/automations/{welcome.id}/edit"
+    assert count(Automation) == 2 and not welcome.enabled
+
+
+def test_an_unknown_builtin_is_refused_and_adds_nothing(client, auth, shop, other_shop):
+    from kinnekt.subscribers import keywords
+    auto.ensure_default_segments(Session, other_shop)
+    theirs = keywords.create_keyword(Session, other_shop, word="THEIRS")
+    bind_shop(None)
+    for key in ("nonsense", f"keyword:{theirs.id}", "welcome", ""):  # no "All subscribers" segment here yet
+        response = client.post("/automations/builtins", headers=auth, data={"builtin": key})
+        assert response.status_code == 200 and toast(response)["isError"] is True
+        assert "not available any more" in toast(response)["message"]
+    assert count(Automation) == 0
 
 
 def test_the_full_page_has_the_navigation_entry(client, token_for, shop):
@@ -105,7 +135,7 @@ def test_the_live_counter_and_preview(client, auth, shop):
     html = client.post("/automations/compose/message", headers=auth,
                        data={"body": "Hi {first_name}, welcome to {shop_name}", "discount_mode": "none"}
                        ).get_data(as_text=True)
-    assert 'id="campaign-analysis"' in html and 'id="campaign-preview"' in html and 'hx-swap-oob="true"' in html
+    assert 'id="campaign-analysis"' in html and 'id="campaign-preview"' in html and "<template data-swap-by-id>" in html
     assert "welcome to Alpha" in html
 
 
@@ -236,7 +266,7 @@ def test_another_shops_automation_is_a_404(client, auth, shop, other_shop):
 def test_every_page_needs_a_session_token(client, shop):
     for method, url in (("get", "/automations/"), ("get", "/automations/new"), ("post", "/automations/"),
                         ("post", "/automations/1/enabled"), ("delete", "/automations/1"),
-                        ("post", "/automations/compose/message")):
+                        ("post", "/automations/compose/message"), ("post", "/automations/builtins")):
         response = getattr(client, method)(url, headers={"HX-Request": "true"})
         assert response.status_code in (401, 403)
     assert count(Automation) == 0

@@ -1,13 +1,13 @@
-"""Automations in Chromium: switch the built-in Welcome on, join by texting a keyword (and Y to confirm) through
+"""Automations in Chromium: add the built-in Welcome from the offers (opening the page adds nothing), switch it on, join by texting a keyword (and Y to confirm) through
 the inbound SMS webhook, find the welcome text in the Outbox and the automation's Sent count at 1."""
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from kinnekt.db import Session
-from kinnekt.models import Automation
+from kinnekt.models import Automation, Segment
 from kinnekt.segments import auto
 from kinnekt.subscribers import keywords
 from kinnekt.tenancy import bind_shop
@@ -32,9 +32,24 @@ def shop(db, app, monkeypatch):
 
 def test_switch_on_welcome_join_by_keyword_and_see_it_sent(open_page, text_in, app, shop):
     page = open_page("/automations/")
-    listing = page.locator("#automations-page")
-    expect(listing).to_contain_text("Keyword welcome: JOIN")
+    offers = page.locator("#automation-offers")
+    expect(offers).to_contain_text("Keyword welcome: JOIN")
+    expect(offers).to_contain_text("Sends to “All subscribers”")
+    bind_shop(None)
+    assert Session.scalar(select(func.count()).select_from(Automation)) == 0  # opening the page added nothing
+    segments = Session.scalar(select(func.count()).select_from(Segment))
+
+    page.get_by_role("button", name="Add Welcome", exact=True).click()
+    expect(page.locator("#toasts")).to_contain_text("Added “Welcome”")
+    listing = page.locator("#automations-page table")
     expect(listing).to_contain_text("Enters All subscribers")
+    expect(page.get_by_role("button", name="Add Welcome", exact=True)).to_have_count(0)
+    expect(offers).to_contain_text("Keyword welcome: JOIN")  # still only offered
+    bind_shop(None)
+    Session.expire_all()
+    assert Session.scalars(select(Automation.builtin)).all() == ["welcome"]
+    assert Session.scalar(select(func.count()).select_from(Segment)) == segments
+
     switch = page.get_by_role("switch", name="Welcome on or off", exact=True)
     expect(switch).not_to_be_checked()
     switch.check()

@@ -228,3 +228,31 @@ def test_a_weekly_campaign_shows_its_rule_and_lists_its_runs(open_page, shop, au
     expect(page.locator("#campaign-parent")).to_have_text("Weekly deals")
     expect(page.locator("#campaign-status")).to_have_text("Completed", timeout=30_000)
     expect(page.locator("#stat-sent .metric__value")).to_have_text("12")
+
+
+def test_leaving_the_composer_while_the_message_counter_is_on_its_way_logs_no_error(open_page, shop, audience,
+                                                                                     monkeypatch):
+    import threading
+
+    from kinnekt.web import campaigns as campaigns_web
+    gate = threading.Event()
+    gate.set()
+    real = campaigns_web._live_context
+
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(campaigns_web, "_live_context", held)
+    page = open_page("/campaigns/new")
+    page.locator("#campaign-name").fill("Quick one")
+    expect(page.locator("#campaign-preview")).to_be_visible()
+    gate.clear()  # the counter's answer (with the preview, cost and name for elsewhere in the page) waits
+    with page.expect_request("**/campaigns/compose/message"):
+        page.locator("#campaign-body").fill("Hello there")
+    page.get_by_role("link", name="Back to campaigns").click()
+    expect(page.locator("#campaigns-page")).to_be_visible()
+    with page.expect_response("**/campaigns/compose/message"):
+        gate.set()  # it arrives after the merchant left: its parts have nowhere to go, and no console error
+    expect(page.locator("#loading-bar")).not_to_have_class(re.compile(r"\bhtmx-request\b"))  # htmx is done with it
+    expect(page.locator("#campaign-preview")).to_have_count(0)

@@ -54,6 +54,7 @@ def storefront(app, page, live_server):
     return forwarded
 
 
+@pytest.mark.expected_http_error(422)  # the number that cannot be right is refused with 422 and its error
 def test_shopper_signs_up_through_the_popup(page, db, storefront):
     shop = make_shop("alpha.myshopify.com", is_demo=True, popup_settings={
         "enabled": True, "headline": "Ten percent off your first loaf", "body": "Texts from the bakery.",

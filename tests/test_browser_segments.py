@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.test_segments_web import EXAMPLE, add, person, segment
 from kinnekt.db import Session
-from kinnekt.models import Customer, LineItem, Order, Product, Segment
+from kinnekt.models import Customer, LineItem, Order, Product, Segment, Subscriber
 from kinnekt.segments import rules
 
 pytestmark = pytest.mark.browser
@@ -42,20 +42,36 @@ def row(page, index: int):
     return page.locator("#segment-builder .rule-row").nth(index)
 
 
+def settled(page):
+    """Wait until htmx has set up what it swapped in: it does so a settle delay (20 ms) after the swap, and an
+    input used before then would not send its request."""
+    expect(page.locator("#segment-builder .htmx-added")).to_have_count(0)
+
+
+def redraw(page, index: int, part: str, *args, **kwargs):
+    """Pick an option of a rule row's select that changes the row's inputs; wait for the new row, set up."""
+    shape = row(page, index).locator("input[name$='-shape']")
+    before = shape.input_value()
+    row(page, index).locator(f"select[name$='-{part}']").select_option(*args, **kwargs)
+    expect(shape).not_to_have_value(before)
+    settled(page)
+
+
 def test_build_the_example_segment_and_find_it_in_the_list(open_page, app, shop, store):
     page = open_page("/segments/new")
     count = page.locator("#segment-preview-count")
     expect(count).to_have_text("4")  # the starting rule, "Subscription source is Any source", matches everyone
     page.locator("#segment-name").fill(NAME)
 
-    row(page, 0).locator("select[name$='-field']").select_option("last_order_created")
+    redraw(page, 0, "field", "last_order_created")
     expect(row(page, 0).locator("select[name$='-op']")).to_have_value("eq")
     expect(row(page, 0).locator("select[name$='-value']")).to_have_value("last_30_days")
     expect(count).to_have_text("2")  # Ada and Bob ordered in the last 30 days
 
     page.get_by_role("button", name="Add rule").click()
     expect(page.locator("#segment-builder .rule-row")).to_have_count(2)
-    row(page, 1).locator("select[name$='-field']").select_option("money_spent")
+    settled(page)
+    redraw(page, 1, "field", "money_spent")
     expect(row(page, 1).locator("input[name$='-value']")).to_be_visible()
     row(page, 1).locator("select[name$='-op']").select_option("gt")
     expect(row(page, 1).locator("select[name$='-op']")).to_have_value("gt")
@@ -81,6 +97,128 @@ def test_build_the_example_segment_and_find_it_in_the_list(open_page, app, shop,
     expect(page.locator("#segments-page tbody tr", has_text=NAME).locator("td.numeric")).to_have_text("1")
 
 
+@pytest.fixture
+def held_builds(monkeypatch):
+    """Segment builds wait until the test sets the returned event, so the list is seen while they are pending."""
+    import functools
+    import threading
+
+    import workers.segments
+    gate = threading.Event()
+    real = workers.segments.build_segment
+
+    @functools.wraps(real)
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workers.segments, "build_segment", held)
+    yield gate
+    gate.set()
+
+
+def test_a_new_segment_row_updates_itself_when_its_build_finishes(open_page, shop, store, held_builds):
+    page = open_page("/segments/new")
+    expect(page.locator("#segment-preview-count")).to_have_text("4")
+    page.locator("#segment-name").fill("Everyone here")
+    page.get_by_role("button", name="Create segment").click()
+    listed = page.locator("#segments-page tbody tr", has_text="Everyone here")
+    expect(listed.locator("td.numeric")).to_have_text("Counting…")  # not "0" while the build waits
+    expect(listed).to_contain_text("Counting members…")
+    expect(listed).not_to_contain_text("Not built yet")
+
+    held_builds.set()  # the build finishes: the row shows it without a reload
+    expect(listed.locator("td.numeric")).to_have_text("4")
+    expect(listed.locator("[data-build-status]")).to_have_attribute("data-build-status", "done")
+    expect(listed).not_to_contain_text("Counting")
+    expect(listed.locator("[hx-trigger^='every']")).to_have_count(0)  # and stops asking
+
+    held_builds.clear()  # a suggested segment: the same
+    suggestion = "Ordered in last 30 days and spent over $25"
+    page.get_by_role("button", name=f"Create {suggestion}").click()
+    suggested = page.locator("#segments-page tbody tr", has_text=suggestion)
+    expect(suggested.locator("td.numeric")).to_have_text("Counting…")
+    held_builds.set()
+    expect(suggested.locator("td.numeric")).to_have_text("1")  # Ada
+    expect(suggested.locator("[data-build-status]")).to_have_attribute("data-build-status", "done")
+
+
+def test_rules_speak_the_merchants_words(open_page, shop, other_shop, store):
+    for phone, country, carrier in (("+12125550101", "US", "T-Mobile"), ("+12125550102", "US", "T-Mobile"),
+                                    ("+12125550103", "US", "Verizon Wireless")):
+        Session.execute(Subscriber.__table__.update().where(Subscriber.phone == phone)
+                        .values(country=country, carrier=carrier))
+    add(Subscriber(shop_id=shop.id, phone="+4915112345678", status="subscribed", source="manual", country="DE",
+                   carrier="Telekom"),
+        Subscriber(shop_id=other_shop.id, phone="+4915112345679", status="subscribed", source="manual",
+                   country="DE", carrier="Their carrier"))
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("5")
+
+    # Phone country: a list of country names; the rule keeps the ISO code
+    redraw(page, 0, "field", "country")
+    country = row(page, 0).get_by_label("Country", exact=True)
+    expect(country).to_have_value("")
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()  # nothing chosen yet is not wrong yet
+    expect(country.locator("option", has_text="Germany")).to_have_attribute("value", "DE")
+    country.select_option(label="Germany")
+    expect(count).to_have_text("1")
+
+    # Carrier: the carriers found among the shop's subscribers (never another shop's)
+    redraw(page, 0, "field", "carrier")
+    carriers = row(page, 0).locator("datalist option")
+    expect(carriers).to_have_count(3)
+    assert sorted(carriers.evaluate_all("options => options.map(o => o.value)")) == [
+        "T-Mobile", "Telekom", "Verizon Wireless"]
+    row(page, 0).get_by_label("Carrier").fill("T-Mobile")
+    expect(count).to_have_text("2")  # Ada and Bob
+
+    # Custom range: no error before anything is typed
+    redraw(page, 0, "field", "last_order_created")
+    redraw(page, 0, "value", "custom")
+    expect(row(page, 0).locator("input[type=date]")).to_have_count(2)
+    expect(page.locator("#segment-preview")).to_contain_text("Fill in every rule")
+    expect(row(page, 0).locator(".node-errors")).to_be_empty()
+
+    # A range the wrong way round: said in words, not "lo must be less than hi"
+    redraw(page, 0, "field", "money_spent")
+    redraw(page, 0, "op", "between")
+    row(page, 0).get_by_label("Lowest value").fill("50")
+    row(page, 0).get_by_label("Highest value").fill("10")
+    errors = row(page, 0).locator(".node-errors")
+    expect(errors).to_have_text("Value must go from a lower number to a higher one")
+    expect(page.locator("#segment-builder")).not_to_contain_text("lo must")
+    expect(page.locator("#segment-builder")).not_to_contain_text("ISO 3166")
+
+
+def test_removing_a_rule_while_its_preview_is_on_the_way_logs_no_error(open_page, shop, store, monkeypatch):
+    import threading
+
+    from kinnekt.web import segments as segments_web
+    two = segment(shop, EXAMPLE, "Two rules")
+    gate = threading.Event()
+    gate.set()
+    real = segments_web._preview_of
+
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segments_web, "_preview_of", held)
+    page = open_page(f"/segments/{two.id}/edit")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("1")
+    gate.clear()  # the next previews wait on the server, with both rules in them
+    with page.expect_request("**/segments/preview"):
+        row(page, 1).locator("input[name$='-value']").fill("1.555")  # too many decimals: its error is on the way
+    row(page, 1).get_by_role("button", name="Remove rule").click()
+    expect(page.locator("#segment-builder .rule-row")).to_have_count(1)
+    gate.set()  # the answer names the removed rule's error slot: nothing to put it in, and no console error
+    expect(count).to_have_text("2")  # Ada and Bob ordered in the last 30 days
+    expect(page.locator("#segment-builder .node-errors").first).to_be_empty()
+
+
 def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, other_shop, store):
     customer = Session.get(Customer, store["cy"].customer_id)
     order = add(Order(shop_id=shop.id, shopify_id=501, customer_id=customer.id, created_at=customer.last_order_at))
@@ -92,7 +230,7 @@ def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, ot
     count = page.locator("#segment-preview-count")
     expect(count).to_have_text("4")
 
-    row(page, 0).locator("select[name$='-field']").select_option("number_of_orders")
+    redraw(page, 0, "field", "number_of_orders")
     row(page, 0).locator("input[name$='-value']").fill("1.5")
     expect(row(page, 0).locator(".node-errors")).to_have_text("Value must be a whole number")
     expect(page.locator("#segment-preview")).to_contain_text("Fix the highlighted rules")
@@ -100,7 +238,7 @@ def test_errors_show_beside_the_rule_and_products_are_picked(open_page, shop, ot
     expect(count).to_have_text("1")  # Cy has two orders (Ada three, Bob one)
     expect(row(page, 0).locator(".node-errors")).to_be_empty()
 
-    row(page, 0).locator("select[name$='-field']").select_option("ordered_product")
+    redraw(page, 0, "field", "ordered_product")
     search = row(page, 0).locator("input[type=search]")
     search.fill("shirt")
     options = row(page, 0).locator(".picker__option")

@@ -132,3 +132,25 @@ def test_a_large_import_shows_its_progress_then_its_report(live_server, page, db
 
     report.get_by_role("link", name="See your subscribers").click()
     expect(page.locator("#subscribers-table tbody tr")).to_have_count(4)
+
+
+def test_a_failed_text_reads_as_a_sentence_with_the_code_in_a_tooltip(open_page, shop):
+    from kinnekt.db import utcnow
+    from kinnekt.models import Message
+    sub = Subscriber(shop_id=shop.id, phone="+12125550123", status="subscribed", source="manual",
+                     suppressed_at=utcnow(), suppressed_reason="Delivery failed twice: this number no longer works")
+    Session.add(sub)
+    Session.commit()
+    Session.add(Message(shop_id=shop.id, subscriber_id=sub.id, to_phone=sub.phone, kind="confirmation",
+                        body="Reply Y to confirm", status="failed", error_code="dlr-3",
+                        error_reason="failed: Absent subscriber (permanent)", sent_at=utcnow()))
+    Session.commit()
+    page = open_page(f"/subscribers/{sub.id}")
+    messages = page.locator("#subscriber-messages")
+    reason = messages.get_by_text("This number no longer works.")
+    expect(reason).to_be_visible()
+    expect(reason).to_have_attribute("title", "failed: Absent subscriber (permanent) · code dlr-3")
+    main = page.locator("main")
+    expect(main).not_to_contain_text("err-code")
+    expect(main).not_to_contain_text("dlr-3")
+    expect(main).not_to_contain_text("Absent subscriber")

@@ -77,9 +77,10 @@ def test_campaign_figures_match_the_hand_computed_ones(db, shop, dataset):
     figures = stats.for_campaign(db, dataset["a"])
     assert (figures.recipients, figures.sent, figures.delivered, figures.failed, figures.skipped) == (12, 9, 5, 2, 2)
     assert (figures.no_receipt, figures.refused) == (2, 1)
-    # The reasons add up to their own figure: failed after acceptance apart from refused at the request.
-    assert figures.failure_reasons == [("Absent subscriber", 2)]
-    assert figures.refusal_reasons == [("Invalid number", 1)]
+    # The reasons add up to their own figure: failed after acceptance apart from refused at the request, each in
+    # the merchant's words, not the provider's codes.
+    assert figures.failure_reasons == [("The phone was off or out of reach until the carrier gave up.", 2)]
+    assert figures.refusal_reasons == [("Vonage refused the text: the number or the sender is not valid.", 1)]
     assert figures.delivered + figures.failed + figures.awaiting_receipt == figures.sent
     assert figures.unaccounted == 0
     assert [count for _label, count in figures.skip_reasons] == [1, 1]
@@ -116,8 +117,9 @@ def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
     assert (figures.sent, figures.delivered, figures.failed) == (7, 3, 3)
     assert figures.delivered + figures.failed + figures.no_receipt == figures.sent
     assert (figures.refused, figures.unknown, figures.recipients) == (1, 0, 8)
-    assert figures.failure_reasons == [("failed: Absent subscriber (temporary)", 3)]
-    assert figures.refusal_reasons == [("Illegal Sender Address - rejected", 1)]
+    assert figures.failure_reasons == [("The phone was off or out of reach until the carrier gave up.", 3)]
+    assert figures.refusal_reasons == [
+        ("The sender (the number or name texts come from) is not allowed for this number.", 1)]
     assert figures.unaccounted == 0
     progress = sending.progress(db, row)
     assert (progress.sent, progress.refused, progress.remaining, progress.finished) == (7, 1, 0, 8)
@@ -197,9 +199,10 @@ def test_the_stats_partial_shows_the_figures_and_the_chart_data(app, db, shop, d
                          ("Revenue", "$50.50"), ("Revenue per message", "$5.61"), ("Unsubscribes", "1"),
                          ("Cost", "$0.10")):
         assert f'<p class="metric__label">{label}</p>\n  <p class="metric__value">{value}</p>' in html, label
-    assert "Absent subscriber" in html and "Invalid number" in html
     failed_card = html[html.index('id="stat-failure-reasons"'):html.index('id="stat-refusal-reasons"')]
-    assert "Absent subscriber" in failed_card and "Invalid number" not in failed_card  # 2 reasons for Failed 2
+    assert "The phone was off or out of reach" in failed_card  # 2 reasons for Failed 2, the refusal apart:
+    assert "the number or the sender is not valid" not in failed_card and "the number or the sender is not valid" in html
+    assert "Absent subscriber" not in html and "dlr-" not in html  # no provider code on the screen
     accounting = " ".join(re.sub(r"<[^>]+>", " ", html[html.index('id="stat-accounting"'):]).split())
     assert accounting.startswith('id="stat-accounting">Sent 9 = 5 delivered + 2 failed + 2 awaiting receipt. '
                                  'Of 12 recipients, 9 sent, 1 refused by the SMS provider, 2 not sent')

@@ -61,7 +61,7 @@ def test_add_a_keyword_through_the_page(client, auth, shop, other_shop, drain):
                            data={"word": "  sale10 ", "reply_text": " Here is 10% off: SALE10 ", "active": "on"})
     assert response.status_code == 200
     assert json.loads(response.headers["HX-Location"])["path"] == "/keywords/"
-    assert toast(response) == {"message": "Added the keyword SALE10", "error": False}
+    assert toast(response) == {"message": "Added the keyword SALE10", "isError": False}
     keyword = Session.scalars(select(Keyword)).one()
     assert (keyword.shop_id, keyword.word, keyword.reply_text, keyword.active) == (
         shop.id, "SALE10", "Here is 10% off: SALE10", True)
@@ -196,7 +196,7 @@ def test_delete_of_a_keyword_whose_segment_a_campaign_uses_names_it_and_needs_co
 
     # A delete sent without that confirmation (the usage appeared after the dialog opened) deletes nothing.
     response = client.delete(f"/keywords/{keyword.id}", headers=auth, data={"confirmed": ""})
-    assert response.headers["HX-Retarget"] == "#keyword-dialog" and toast(response)["error"] is True
+    assert response.headers["HX-Retarget"] == "#keyword-dialog" and toast(response)["isError"] is True
     assert "Campaign “Spring sale” (Scheduled)" in response.get_data(as_text=True)
     assert count(Keyword) == 1 and count(Segment) == 1
 

@@ -74,7 +74,7 @@ def test_a_good_csv_becomes_a_list_with_its_entries_and_a_report(client, auth, s
     # Each rejected row: its number as a spreadsheet shows it, the value, and why.
     assert "4 hello not a phone number" in page
     assert "5 +1650253000 too short for US" in page
-    assert toast(response) == {"message": "Saved “VIP” with 2 numbers", "error": False}
+    assert toast(response) == {"message": "Saved “VIP” with 2 numbers", "isError": False}
     # The new list is in the table.
     assert re.search(r"<td class=\"primary-cell\">VIP</td>\s*<td class=\"numeric\">2</td>", html)
 
@@ -218,7 +218,7 @@ def test_a_list_used_by_a_segment_is_not_deleted(client, auth, shop):
     assert response.status_code == 200
     message = "“Used” was not deleted: it is used by the segments “Direct”, “Winback”. Remove it from their rules first."
     assert message in text(response)
-    assert toast(response) == {"message": message, "error": True}
+    assert toast(response) == {"message": message, "isError": True}
     assert count(StaticList) == 2 and count(StaticListEntry) == 2
     refused = client.delete(f"/segments/lists/{other.id}", headers=auth)
     assert "used by the segment “Winback”." in text(refused) and count(StaticList) == 2

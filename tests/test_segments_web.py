@@ -96,12 +96,14 @@ class _FormReader(HTMLParser):
             if attrs.get("type") not in ("button", "submit"):
                 self.pairs.append((attrs["name"], attrs.get("value") or ""))
         elif tag == "select" and attrs.get("name"):
-            self._select = {"name": attrs["name"], "first": None, "chosen": None}
+            self._select = {"name": attrs["name"], "first": None, "chosen": None, "multiple": "multiple" in attrs}
         elif tag == "option" and self._select is not None:
             value = attrs.get("value") or ""
             if self._select["first"] is None:
                 self._select["first"] = value
-            if "selected" in attrs:
+            if "selected" in attrs and self._select["multiple"]:  # a multiple select sends each chosen option
+                self.pairs.append((self._select["name"], value))
+            elif "selected" in attrs:
                 self._select["chosen"] = value
         elif tag == "textarea" and attrs.get("name"):
             self._textarea = {"name": attrs["name"], "text": ""}
@@ -115,7 +117,7 @@ class _FormReader(HTMLParser):
             self.inside = False
         elif tag == "select" and self._select is not None:
             chosen = self._select["chosen"] if self._select["chosen"] is not None else self._select["first"]
-            if chosen is not None:
+            if chosen is not None and not self._select["multiple"]:
                 self.pairs.append((self._select["name"], chosen))
             self._select = None
         elif tag == "textarea" and self._textarea is not None:
@@ -202,6 +204,30 @@ def test_list_shows_counts_times_summaries_and_actions(client, auth, shop, other
         assert f'href="/segments/{ident}/members.csv"' in html
 
 
+def test_a_building_segment_polls_its_row_until_the_build_is_over(client, auth, shop, other_shop):
+    pending = segment(shop, EXAMPLE, "Just made", build_status="pending")
+    html = client.get("/segments/", headers=auth).get_data(as_text=True)
+    assert f'hx-get="/segments/{pending.id}/build" hx-trigger="every 1s"' in html
+    assert "Counting…" in html and "Not built yet" not in html
+
+    polled = client.get(f"/segments/{pending.id}/build", headers=auth)
+    assert polled.status_code == 200 and 'hx-trigger="every 1s"' in polled.get_data(as_text=True)
+    Session.execute(Segment.__table__.update().where(Segment.id == pending.id).values(
+        build_status="done", member_count=154, last_built_at=dt.datetime(2026, 3, 5, 2, 5, tzinfo=UTC)))
+    Session.commit()
+    Session.expire_all()
+    polled = client.get(f"/segments/{pending.id}/build", headers=auth)
+    body = polled.get_data(as_text=True)
+    assert polled.status_code == 286 and "every 1s" not in body  # 286 stops the polling
+    assert f'<template data-swap-by-id><span id="segment-count-{pending.id}">154</span></template>' in body
+    assert "Mar 4, 2026, 9:05 PM" in body
+
+    theirs = segment(other_shop, EXAMPLE, "Theirs", build_status="pending")
+    for missing in (theirs.id, theirs.id + 1000):  # another shop's and a deleted one answer alike: stop, nothing
+        gone = client.get(f"/segments/{missing}/build", headers=auth)
+        assert gone.status_code == 286 and gone.get_data(as_text=True) == ""
+
+
 def test_empty_list_offers_the_suggested_segments(client, auth, shop):
     from kinnekt.segments import service
     html = client.get("/segments/", headers=auth).get_data(as_text=True)
@@ -223,7 +249,7 @@ def test_creating_a_suggested_segment(client, auth, shop, app):
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<section id="segments-page"') and "Recent buyers" not in html  # no longer suggested
     again = client.post("/segments/suggested", data={"suggestion": "0"}, headers=auth)
-    assert json.loads(again.headers["HX-Trigger"])["toast"]["error"] is True
+    assert json.loads(again.headers["HX-Trigger"])["toast"]["isError"] is True
     assert total(Segment) == 1
     assert client.post("/segments/suggested", data={"suggestion": "99"}, headers=auth).status_code == 400
 
@@ -465,7 +491,8 @@ def test_preview_puts_each_error_beside_its_rule(client, auth, shop, shoppers):
     assert errors_beside(html, bad_money.key) == "Value must have at most 4 decimal places"
     assert errors_beside(html, bad_whole.key) == "Value must be a whole number"
     assert errors_beside(html, good.key) == "" and errors_beside(html, inner.key) == ""
-    assert f'id="errors-{bad_money.key}" hx-swap-oob="true"' in html  # swapped beside the row
+    carried = html.split("<template data-swap-by-id>", 1)[1].split("</template>", 1)[0]  # put beside the row
+    assert f'id="errors-{bad_money.key}"' in carried and "hx-swap-oob" not in html
 
 
 def test_preview_waits_quietly_for_a_value_not_typed_yet(client, auth, shop):
@@ -537,7 +564,7 @@ def test_errors_show_beside_the_rule_and_nothing_is_saved(client, auth, shop):
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "HX-Location" not in response.headers
     assert html.lstrip().startswith('<form id="segment-builder"')
-    assert errors_beside(html, tree.items[1].key) == "Start date must not be after 'to'"
+    assert errors_beside(html, tree.items[1].key) == "Start date must not be after the end date"
     assert errors_beside(html, tree.items[0].key) == ""
     assert 'value="Broken"' in html and 'value="2026-02-10"' in html  # what was typed stays
     assert total(Segment) == 0
@@ -667,7 +694,7 @@ def test_picking_adds_a_removable_tag_once(client, auth, shop, other_shop):
     response = client.get("/segments/builder/products/pick?key=abc&id=11", headers=auth)
     html = response.get_data(as_text=True)
     assert 'name="rule-abc-value" value="11"' in html and "Blue shirt" in html and "data-remove-tag" in html
-    assert 'id="picker-abc" hx-swap-oob="true"' in html  # the results close
+    assert '<template data-swap-by-id><ul class="picker__results" id="picker-abc"></ul></template>' in html  # closes
     assert response.headers["HX-Trigger-After-Swap"] == "segment-rules-changed"
     again = client.get("/segments/builder/products/pick?key=abc&id=11&rule-abc-value=11", headers=auth)
     assert again.status_code == 204
@@ -717,7 +744,7 @@ def test_summaries_read_like_sentences():
         "AND Is not in segment “VIPs”",
         "AND Is on list “Event guests”",
         "AND Payment status of some order is Partially paid",
-        "AND (Customer tags include vip OR Phone country is any of US, CA)",
+        "AND (Customer tags include vip OR Phone country is any of United States, Canada)",
         "AND Ordered line item price is greater than $9.50",
         "AND Subscribed was today",
         "AND First order was after Jan 31, 2026",

@@ -107,7 +107,7 @@ def test_each_card_saves_its_settings(client, auth, shop, other_shop, section, d
     before, others_before = stored(shop.id), stored(other_shop.id)
     response = post(client, auth, section, data)
     assert response.status_code == 200
-    assert '"toast"' in response.headers["HX-Trigger"] and '"error": false' in response.headers["HX-Trigger"]
+    assert '"toast"' in response.headers["HX-Trigger"] and '"isError": false' in response.headers["HX-Trigger"]
     html = response.get_data(as_text=True)
     assert html.startswith("<form") or 'id="settings-' in html.split(">", 1)[0]
     assert "field__error" not in html
@@ -175,7 +175,7 @@ def test_bad_values_are_refused_beside_the_field_and_nothing_is_saved(client, au
     assert Session.info.get("kinnekt_shop_id") is None
     response = post(client, auth, section, data)
     assert response.status_code == 200
-    assert '"error": true' in response.headers["HX-Trigger"]
+    assert '"isError": true' in response.headers["HX-Trigger"]
     html = response.get_data(as_text=True)
     error = html.split(f'id="field-{field}-error"', 1)[1].split("</p>", 1)[0]
     assert message in error

@@ -123,7 +123,8 @@ def known(shop, other_shop):
     sent = add(Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=sub.id, to_phone=sub.phone,
                        body="Spring sale: 20% off", status="delivered", sent_at=T0 + dt.timedelta(days=1)))
     add(Message(shop_id=shop.id, subscriber_id=sub.id, to_phone=sub.phone, kind="confirmation",
-                body="Reply Y to confirm", status="failed", error_reason="Absent subscriber",
+                body="Reply Y to confirm", status="failed", error_code="dlr-3",
+                error_reason="failed: Absent subscriber (permanent)",
                 sent_at=T0 + dt.timedelta(seconds=5)))
     add(InboundMessage(shop_id=shop.id, provider_id="in-1", subscriber_id=sub.id, from_phone=sub.phone,
                        text="JOIN", intent="keyword", received_at=T0),
@@ -174,7 +175,8 @@ def test_the_detail_page_shows_the_subscriber_in_full(client, auth, known):
     assert history.index("Confirmed") < history.index("Signed up, waiting for confirmation")  # newest first
     messages = section(html, "subscriber-messages")
     assert messages.index("Spring sale: 20% off") < messages.index("Reply Y to confirm")
-    assert "Spring sale Delivered" in messages and "Confirmation Failed Absent subscriber" in messages
+    assert "Spring sale Delivered" in messages and "Confirmation Failed This number no longer works." in messages
+    assert 'title="failed: Absent subscriber (permanent) · code dlr-3"' in html  # the provider's words, as a tooltip
     inbox = section(html, "subscriber-inbox")
     assert inbox.index("When does the sale end?") < inbox.index("JOIN") and "their secret" not in html
     clicks = section(html, "subscriber-clicks")
@@ -427,7 +429,7 @@ def test_an_import_saves_the_good_rows_and_reports_the_others(client, auth, shop
                "+12125550105,Known,\n").encode()
     response = upload(client, auth, content)
     assert response.status_code == 200
-    assert toast(response) == {"message": "Imported 2 subscribers", "error": False}
+    assert toast(response) == {"message": "Imported 2 subscribers", "isError": False}
     page = text(response)
     assert "Imported 2 subscribers" in page
     assert ("4 rows not imported: 1 not a valid phone number, 1 duplicate in the file, 1 unsubscribed, "
@@ -519,7 +521,7 @@ def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, 
     assert response.status_code == 200
     (import_id,), _ = jobs.imports()[0]
     page = text(response)
-    assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "error": False}
+    assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "isError": False}
     assert response.headers["HX-Push-Url"] == f"/subscribers/imports/{import_id}"
     assert "Importing people.csv: 5 rows" in page and "Waiting to start." in page
     progress = re.search(r'<div id="import-progress"[^>]*>', response.get_data(as_text=True)).group(0)
@@ -534,7 +536,7 @@ def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, 
     importing.import_batches(Session(), import_id)
     polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
     assert polled.status_code == 286  # htmx stops polling
-    assert toast(polled) == {"message": "Imported 3 subscribers", "error": False}
+    assert toast(polled) == {"message": "Imported 3 subscribers", "isError": False}
     html = polled.get_data(as_text=True)
     assert "hx-get" not in html and 'data-status="done"' in html
     assert "Imported 3 subscribers" in text(polled)
@@ -562,7 +564,7 @@ def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, jobs):
     importing.import_batches(Session(), import_id, batches=1)
     importing.fail_import(Session(), import_id, "The import stopped on an error (OperationalError).")
     polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
-    assert polled.status_code == 286 and toast(polled)["error"] is True
+    assert polled.status_code == 286 and toast(polled)["isError"] is True
     assert ("The import stopped on an error (OperationalError). 1 subscriber was added before it stopped."
             in text(polled))
 

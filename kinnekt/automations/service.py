@@ -237,17 +237,23 @@ def _switch_off(session: OrmSession, automation: Automation, now: dt.datetime) -
 
 @dataclass(frozen=True)
 class Builtin:
-    """A ready-made automation every shop gets (switched off): its key, name, segment and message."""
+    """A ready-made automation offered to every shop: its key, name, segment and message.
+
+    `segment` is None for Win-back while its segment does not exist yet (it is made when the merchant adds it);
+    `segment_name` names it either way.
+    """
 
     key: str
     name: str
-    segment: Segment
+    segment: Segment | None
+    segment_name: str
     body: str
+    description: str
 
 
-def _winback_segment(session: OrmSession, shop: Shop) -> Segment:
+def _winback_segment(session: OrmSession, shop: Shop, *, make: bool) -> Segment | None:
     found = session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.name == WINBACK_SEGMENT))
-    if found is not None:
+    if found is not None or not make:
         return found
     try:
         return segments.create_segment(session, shop, name=WINBACK_SEGMENT, definition=WINBACK_DEFINITION)
@@ -256,52 +262,102 @@ def _winback_segment(session: OrmSession, shop: Shop) -> Segment:
         return session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.name == WINBACK_SEGMENT))
 
 
-def builtins(session: OrmSession, shop: Shop, *, existing: frozenset[str] = frozenset()) -> list[Builtin]:
-    """The shop's built-in automations: Welcome, a keyword welcome per keyword, Win-back (its segment made if missing).
+def builtins(session: OrmSession, shop: Shop, *, existing: frozenset[str] = frozenset(),
+             make_segments: bool = True) -> list[Builtin]:
+    """The shop's built-in automations: Welcome, a keyword welcome per keyword, Win-back.
 
     Welcome needs the "All subscribers" auto segment, a keyword welcome its keyword's segment: one whose
-    segment the merchant deleted is left out.
+    segment the merchant deleted is left out. Win-back's segment is made here if missing only with
+    `make_segments` (adding it); without, nothing is written.
     """
     found: list[Builtin] = []
     everyone = session.scalar(select(Segment).where(Segment.shop_id == shop.id, Segment.auto_source == "all",
                                                     Segment.keyword_id.is_(None)))
     if everyone is not None:
-        found.append(Builtin("welcome", "Welcome", everyone, WELCOME_TEXT))
+        found.append(Builtin("welcome", "Welcome", everyone, everyone.name, WELCOME_TEXT,
+                             "Greets every new subscriber as soon as they join."))
     rows = session.execute(select(Keyword, Segment).join(Segment, Segment.keyword_id == Keyword.id)
                            .where(Keyword.shop_id == shop.id, Segment.shop_id == shop.id,
                                   Segment.auto_source == "keyword").order_by(Keyword.word, Keyword.id)).all()
     for keyword, segment in rows:
         word = keyword.word.strip().upper()
-        found.append(Builtin(f"keyword:{keyword.id}", f"Keyword welcome: {word}", segment,
-                             KEYWORD_WELCOME_TEXT.replace("{keyword}", word)))
+        found.append(Builtin(f"keyword:{keyword.id}", f"Keyword welcome: {word}", segment, segment.name,
+                             KEYWORD_WELCOME_TEXT.replace("{keyword}", word),
+                             f"Thanks everyone who joins by texting {word}."))
     if "winback" not in existing:  # its segment is made only with it: a merchant may delete both
-        found.append(Builtin("winback", "Win-back", _winback_segment(session, shop), WINBACK_TEXT))
+        found.append(Builtin("winback", "Win-back", _winback_segment(session, shop, make=make_segments),
+                             WINBACK_SEGMENT, WINBACK_TEXT,
+                             f"Invites customers back when their last order is 90 days old "
+                             f"(adds the segment “{WINBACK_SEGMENT}” if you have none)."))
     return found
 
 
-def ensure_builtins(session: OrmSession, shop: Shop) -> list[Automation]:
-    """Create the shop's missing built-in automations, switched off; idempotent through the database.
+def _existing_builtins(session: OrmSession, shop: Shop) -> set[str]:
+    return set(session.scalars(select(Automation.builtin).where(Automation.shop_id == shop.id,
+                                                                Automation.builtin.is_not(None))))
 
+
+def offered_builtins(session: OrmSession, shop: Shop) -> list[Builtin]:
+    """The built-ins the shop has not added (a deleted one is offered again); reads only, writes nothing."""
+    existing = _existing_builtins(session, shop)
+    return [spec for spec in builtins(session, shop, existing=frozenset(existing), make_segments=False)
+            if spec.key not in existing]
+
+
+def _add(session: OrmSession, shop: Shop, spec: Builtin) -> Automation | None:
+    """Insert one built-in, switched off, in a savepoint; None when it exists already (the unique constraint)."""
+    campaign = Campaign(shop_id=shop.id, name=spec.name, kind="automation", status="draft", enabled=True,
+                        body=spec.body, discount_mode="none")
+    automation = Automation(shop_id=shop.id, name=spec.name, campaign=campaign, trigger="enter",
+                            segment_id=spec.segment.id, delay_seconds=0, enabled=False, builtin=spec.key,
+                            last_event_id=0)
+    try:
+        with session.begin_nested():
+            session.add_all([campaign, automation])
+    except IntegrityError:
+        return None  # another request created this one first
+    return automation
+
+
+def add_builtin(session: OrmSession, shop: Shop, key: str) -> Automation:
+    """Add the built-in the merchant picked, switched off (Win-back makes its segment if missing); commits.
+
+    Adding one twice (a double click, two tabs) adds it once: the (shop, builtin) unique constraint decides,
+    and the one already there is returned. Raises AutomationError when `key` is not a built-in of this shop
+    (e.g. its keyword was deleted meanwhile).
+    """
+    existing = _existing_builtins(session, shop)
+    if key not in existing:
+        wanted = [spec for spec in builtins(session, shop, existing=frozenset(existing), make_segments=False)
+                  if spec.key == key]
+        if not wanted:
+            raise AutomationError("That ready-made automation is not available any more: reload the page.")
+        spec = wanted[0]
+        if spec.segment is None:  # Win-back: its segment is made now, with it
+            spec = Builtin(spec.key, spec.name, _winback_segment(session, shop, make=True), spec.segment_name,
+                           spec.body, spec.description)
+        added = _add(session, shop, spec)
+        session.commit()
+        if added is not None:
+            return added
+    return session.scalar(select(Automation).where(Automation.shop_id == shop.id, Automation.builtin == key))
+
+
+def ensure_builtins(session: OrmSession, shop: Shop) -> list[Automation]:
+    """Create all of the shop's missing built-in automations, switched off; idempotent through the database.
+
+    The pages never call this (a merchant adds built-ins one by one with `add_builtin`); seeding and tests do.
     The (shop, builtin) unique constraint makes a second call (even at the same time) create nothing; a
     built-in the merchant deleted comes back. Returns the built-ins created now; commits.
     """
-    existing = set(session.scalars(select(Automation.builtin).where(Automation.shop_id == shop.id,
-                                                                    Automation.builtin.is_not(None))))
+    existing = _existing_builtins(session, shop)
     created = []
     for spec in builtins(session, shop, existing=frozenset(existing)):
         if spec.key in existing:
             continue
-        campaign = Campaign(shop_id=shop.id, name=spec.name, kind="automation", status="draft", enabled=True,
-                            body=spec.body, discount_mode="none")
-        automation = Automation(shop_id=shop.id, name=spec.name, campaign=campaign, trigger="enter",
-                                segment_id=spec.segment.id, delay_seconds=0, enabled=False, builtin=spec.key,
-                                last_event_id=0)
-        try:
-            with session.begin_nested():
-                session.add_all([campaign, automation])
-        except IntegrityError:
-            continue  # another request created this one first
-        created.append(automation)
+        added = _add(session, shop, spec)
+        if added is not None:
+            created.append(added)
     session.commit()
     return created
 

@@ -34,6 +34,7 @@ class Run:
     sent_at: dt.datetime | None
     skip_reason: str | None
     error_reason: str | None
+    error_code: str | None = None
 
     @property
     def status_label(self) -> str:
@@ -60,13 +61,15 @@ def recent_runs(session: OrmSession, automation: Automation, *, limit: int = REC
     """The automation's latest messages, newest first, with the recipient's masked phone."""
     rows = session.execute(
         select(Message.id, Message.subscriber_id, Message.to_phone, Subscriber.phone, Message.status,
-               Message.due_at, Message.sent_at, Message.skip_reason, Message.error_reason)
+               Message.due_at, Message.sent_at, Message.skip_reason, Message.error_reason, Message.error_code)
         .outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
         .where(Message.shop_id == automation.shop_id, Message.campaign_id == automation.campaign_id)
         .order_by(Message.id.desc()).limit(limit)).all()
     return [Run(message_id=id_, subscriber_id=subscriber_id, phone=mask_phone(phone or to_phone), status=status,
-                due_at=due_at, sent_at=sent_at, skip_reason=skip_reason, error_reason=error_reason)
-            for id_, subscriber_id, to_phone, phone, status, due_at, sent_at, skip_reason, error_reason in rows]
+                due_at=due_at, sent_at=sent_at, skip_reason=skip_reason, error_reason=error_reason,
+                error_code=error_code)
+            for id_, subscriber_id, to_phone, phone, status, due_at, sent_at, skip_reason, error_reason, error_code
+            in rows]
 
 
 def waiting(session: OrmSession, automation: Automation) -> int:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import aliased
 from kinnekt import defaults
 from kinnekt.campaigns import links
 from kinnekt.models import Attribution, Campaign, Click, Link, Message, Order, Shop, SubscriptionEvent
+from kinnekt.sms import failures
 from kinnekt.sms.receipts import RECEIPT_ERROR_PREFIX
 
 RECEIVED_STATUSES = ("sent", "delivered")
@@ -76,7 +77,10 @@ class CampaignStats:
     waiting: int = 0
     ended: int = 0
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+    """(why a text the provider accepted then failed, in the merchant's words (kinnekt/sms/failures.py), how
+    many), most first."""
     refusal_reasons: list[tuple[str, int]] = field(default_factory=list)
+    """(why the provider refused a text at the request, in the same words, how many), most first."""
     skipped: int = 0
     skip_reasons: list[tuple[str, int]] = field(default_factory=list)
     clicks: int = 0
@@ -168,10 +172,10 @@ def for_campaign(session, campaign: Campaign) -> CampaignStats:
     shop_id, campaign_id = campaign.shop_id, campaign.id
     mine = and_(Message.shop_id == shop_id, Message.campaign_id == campaign_id)
     sent = accepted()
-    for status, was_sent, reason, error, count, price in session.execute(
-            select(Message.status, sent, Message.skip_reason, Message.error_reason, func.count(),
+    for status, was_sent, reason, error_code, count, price in session.execute(
+            select(Message.status, sent, Message.skip_reason, Message.error_code, func.count(),
                    func.sum(Message.price))
-            .where(mine).group_by(Message.status, sent, Message.skip_reason, Message.error_reason)):
+            .where(mine).group_by(Message.status, sent, Message.skip_reason, Message.error_code)):
         stats.recipients += count
         stats.cost += price or Decimal(0)
         stats.sent += count if was_sent else 0
@@ -182,10 +186,10 @@ def for_campaign(session, campaign: Campaign) -> CampaignStats:
         elif status == "failed":
             if was_sent:
                 stats.failed += count
-                stats.failure_reasons.append((error or "No reason given", count))
+                stats.failure_reasons.append((failures.describe(error_code), count))
             else:
                 stats.refused += count
-                stats.refusal_reasons.append((error or "No reason given", count))
+                stats.refusal_reasons.append((failures.describe(error_code), count))
         elif status == "skipped":
             stats.skipped += count
             stats.skip_reasons.append((skip_label(reason), count))

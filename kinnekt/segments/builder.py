@@ -17,6 +17,7 @@ from dataclasses import dataclass, field as dataclass_field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from phonenumbers.geocoder import _region_display_name
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
@@ -24,8 +25,8 @@ from kinnekt.models import Collection, Customer, Keyword, Product, Segment, Stat
 from kinnekt.models.subscriber import SOURCE_LABELS
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.segments import compiler
-from kinnekt.segments.rules import (EVENTS, FIELDS, MAX_DEPTH, PAYMENT_STATUSES, SOURCE_VALUES, Definition,
-                                    DefinitionError, iter_rules, normalise, validate)
+from kinnekt.segments.rules import (COUNTRIES, EVENTS, FIELDS, MAX_DEPTH, PAYMENT_STATUSES, SOURCE_VALUES,
+                                    Definition, DefinitionError, iter_rules, normalise, validate)
 from kinnekt.models.order import FULFILLMENT_STATUSES
 
 ROOT_KEY = "root"
@@ -33,8 +34,32 @@ SAMPLE_SIZE = 10
 """Members shown under the live count."""
 PICKER_LIMIT = 20
 """Products or collections one picker search returns."""
+CARRIER_CHOICES = 100
+"""Carriers of a shop's subscribers the carrier input suggests at most."""
 MAX_FORM_ITEMS = 500
 """Groups and rules one builder form may announce (the contract allows 100 rules); more is not our form."""
+_COUNTRY_NAMES_MISSING = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
+"""Codes the phone library names no country for."""
+
+
+def country_name(code: str) -> str:
+    """The English name of an ISO 3166-1 alpha-2 code ("DE" -> "Germany"); the code itself when unknown."""
+    code = str(code or "").upper()
+    return _COUNTRY_NAMES_MISSING.get(code) or (_region_display_name(code, "en") if code in COUNTRIES else "") \
+        or code
+
+
+COUNTRY_OPTIONS = sorted(((code, country_name(code)) for code in COUNTRIES), key=lambda item: item[1].casefold())
+"""(ISO code, name) of every country a rule may name, by name: what the Phone country selects offer."""
+
+
+def country_options(chosen: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """COUNTRY_OPTIONS with the chosen codes first, in their order (in sight at the top of a long list, and a
+    form posts them back in the order the rule has them); a chosen value that is no country stays, as itself."""
+    first = list(dict.fromkeys(str(v).upper() for v in chosen if v))
+    return [(code, country_name(code)) for code in first] + [item for item in COUNTRY_OPTIONS
+                                                            if item[0] not in first]
+
 _KEY = r"[a-z0-9]{1,16}"
 _ITEM = re.compile(rf"(rule|group):({_KEY}):({_KEY}|)")
 _INPUT = re.compile(rf"(rule|group)-({_KEY})-(.+)")
@@ -258,8 +283,16 @@ class Row:
 
     @property
     def waiting(self) -> bool:
-        """True while the row's value inputs are all empty: the merchant has not typed a value yet."""
-        if self.widget in ("none", "event", "period", "choice"):
+        """True while the row's value inputs are all empty: the merchant has not typed a value yet (a "Custom
+        range" or "in the last N days" just chosen counts: its dates or days are still empty)."""
+        if self.widget == "period":
+            return self.get("value") == "custom" and not (self.get("from").strip() or self.get("to").strip())
+        if self.widget == "event":
+            within = self.get("within")
+            if within == "custom":
+                return not (self.get("within-from").strip() or self.get("within-to").strip())
+            return within == "last_days" and not self.get("within-days").strip()
+        if self.widget in ("none", "choice"):
             return False
         return not any(v.strip() for part, values in self.inputs.items()
                        if part not in ("field", "op", "attribute") + ROW_STATE for v in values)
@@ -380,7 +413,7 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
         row.set("lo", _text(value[0]))
         row.set("hi", _text(value[1]))
     elif widget == "country_list" and isinstance(value, list):
-        row.set("value", ", ".join(map(str, value)))
+        row.set("value", *map(str, value))
     elif widget == "text_list" and isinstance(value, list):
         row.set("value", "\n".join(map(str, value)))
     elif widget in ("products", "collections") and isinstance(value, list):
@@ -493,8 +526,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         value = _whole(text) if text.strip() else None
     elif widget == "money":
         value = _money(text) or None
-    elif widget == "country_list":
-        value = _split(text, r"[,\s]+") or None
+    elif widget == "country_list":  # a multiple select of codes (a pasted "US, CA" still reads)
+        value = [code for v in row.getlist("value") for code in _split(v, r"[,\s]+")] or None
     elif widget == "text_list":
         value = _split(text, r"[\r\n]+") or None
     elif widget in ("products", "collections"):
@@ -634,7 +667,7 @@ _SUBJECTS = {"field": "Field", "op": "Condition", "attribute": "Line item detail
              "at_least": "Number of times", "within": "Time frame", "value": "Value", "match": "Match"}
 _VALUE_PARTS = {".from": "Start date", ".to": "End date", "[0]": "Lowest value", "[1]": "Highest value",
                 ".last_days": "Number of days"}
-_VERBS = ("is ", "must ", "holds ", "takes ", "has ")
+_VERBS = ("is ", "must ", "holds ", "takes ", "has ", "needs ")
 
 
 def _subject(rest: str, node: Group | Row | None) -> str | None:
@@ -657,7 +690,34 @@ def _subject(rest: str, node: Group | Row | None) -> str | None:
     return _SUBJECTS.get(name, name.replace("_", " ").capitalize())
 
 
+_MERCHANT_WORDS = (
+    (re.compile(r"lo must be less than hi"), "must go from a lower number to a higher one"),
+    (re.compile(r"must be a list of two numbers \[lo, hi\]"), "needs both numbers"),
+    (re.compile(r"must be an ISO 3166-1 alpha-2 country code"), "is not a country: choose one from the list"),
+    (re.compile(r"must be a date written YYYY-MM-DD"), "must be a date"),
+    (re.compile(r"must not be after 'to'"), "must not be after the end date"),
+    (re.compile(r"must be a number or a decimal string"), "must be a number"),
+    (re.compile(r"must be an id: a string of digits|is not a valid id|must be an id"),
+     "must be a Shopify ID (digits only)"),
+    (re.compile(r"must be one of .*"), "must be one of the choices offered"),
+    (re.compile(r"'\w+' takes no value; omit 'value'"), "takes no value"),
+    (re.compile(r"'\w+' is not an operator of .*"), "is not a condition this field offers"),
+    (re.compile(r"unknown key '[^']*'|'[^']*' is only allowed on .*"), "is not part of this kind of rule"),
+)
+"""The rule validator's messages (the API's, kept as the contract words them) in the merchant's words."""
+
+
+def merchant_words(message: str) -> str:
+    """A validator message as the builder shows it: "lo must be less than hi" -> "must go from a lower number
+    to a higher one"; messages already in plain words are unchanged."""
+    for pattern, words in _MERCHANT_WORDS:
+        if pattern.fullmatch(message):
+            return words
+    return message
+
+
 def _sentence(subject: str | None, message: str) -> str:
+    message = merchant_words(message)
     if subject is None:
         return message[:1].upper() + message[1:]
     if message.startswith(_VERBS):
@@ -816,12 +876,14 @@ def search_catalog(session: OrmSession, shop_id: int, kind: str, query: str, *, 
 
 @dataclass
 class Choices:
-    """What the value selects of one shop offer: keywords, segments and lists, and titles of chosen items."""
+    """What the value inputs of one shop offer: keywords, segments, lists and the carriers of its subscribers,
+    and titles of chosen items."""
 
     keywords: list[str]
     segments: list[tuple[int, str]]
     lists: list[tuple[int, str]]
     names: Names
+    carriers: list[str] = dataclass_field(default_factory=list)
 
     def keyword_options(self, current: str = "") -> list[tuple[str, str]]:
         """(value, label) of the keyword select; a chosen keyword that no longer exists stays listed."""
@@ -848,8 +910,12 @@ def load_choices(session: OrmSession, shop_id: int, *, root: Group, segment_id: 
     lists = session.execute(select(StaticList.id, StaticList.name).where(StaticList.shop_id == shop_id)
                             .order_by(StaticList.name)).all()
     names = load_names(session, shop_id, [tree_to_definition(root)])
+    carriers = list(session.scalars(select(Subscriber.carrier).where(Subscriber.shop_id == shop_id,
+                                                                     Subscriber.carrier.is_not(None),
+                                                                     Subscriber.carrier != "")
+                                    .distinct().order_by(Subscriber.carrier).limit(CARRIER_CHOICES)))
     return Choices(keywords=keywords, segments=[(i, n) for i, n in segments if i != segment_id],
-                   lists=[(i, n) for i, n in lists], names=names)
+                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers)
 
 
 # ---------------------------------------------------------------------------------------------- summaries
@@ -903,6 +969,8 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
             return names.collections.get(str(v), f"collection {v}")
         if widget == "date":
             return _date(v)
+        if field == "country":
+            return country_name(v)
         return f"{v:,}" if isinstance(v, int) and widget.startswith("number") else str(v)
 
     if widget == "period":

@@ -42,7 +42,7 @@ def _list_context() -> dict:
     items = [{"automation": a, "row": by_campaign.get(a.campaign_id) or stats.CampaignRow(campaign=a.campaign),
               "trigger": service.trigger_label(a, segments.get(a.segment_id)),
               "delay": service.delay_label(a.delay_seconds)} for a in automations]
-    return {"items": items, "totals": totals}
+    return {"items": items, "totals": totals, "offers": service.offered_builtins(Session, g.shop)}
 
 
 def _list(message: str | None = None, error: bool = False) -> Response:
@@ -52,9 +52,23 @@ def _list(message: str | None = None, error: bool = False) -> Response:
 
 @bp.get("/")
 def index():
-    """The automations page: the built-ins (created on the first visit, switched off) and the merchant's own."""
-    service.ensure_builtins(Session, g.shop)
+    """The automations page: the shop's automations, and the ready-made ones it has not added (only offered:
+    a GET writes nothing)."""
     return hx.render("automations/index.html", "automations/_index.html", **_list_context())
+
+
+@bp.post("/builtins")
+def add_builtin():
+    """Add the ready-made automation the merchant picked (switched off): "Add" answers with the list, "Set up"
+    goes on to its form."""
+    try:
+        automation = service.add_builtin(Session, g.shop, request.form.get("builtin", ""))
+    except service.AutomationError as exc:
+        Session.rollback()
+        return _list(str(exc), error=True)
+    if request.form.get("next") == "edit":
+        return hx.redirect_to(url_for("automations.edit", automation_id=automation.id))
+    return _list(f"Added “{automation.name}”. It is off until you switch it on.")
 
 
 @bp.post("/<int:automation_id>/enabled")

@@ -36,8 +36,11 @@ def trigger(response: Response, event: str, detail=None) -> Response:
 
 
 def toast(response: Response, message: str, error: bool = False) -> Response:
-    """Show a toast after the swap (the base layout listens for `toast`)."""
-    return trigger(response, "toast", {"message": message, "error": error})
+    """Show a toast after the swap (the base layout listens for `toast`).
+
+    The flag is `isError`, not `error`: htmx logs a console error for any event whose detail has `error`.
+    """
+    return trigger(response, "toast", {"message": message, "isError": error})
 
 
 def redirect_to(url: str) -> Response:

@@ -33,8 +33,10 @@ OPTIONS = {
 
 
 def _row_parts(root: builder.Group, segment_id: int | None) -> dict:
-    """What rows need besides themselves: the field and fixed options, and the shop's choices."""
-    return {"field_options": builder.field_options(), "options": OPTIONS,
+    """What rows need besides themselves: the field and fixed options, the shop's choices, and the segment's id
+    (rows and groups send it along only when there is one: an hx-include matching nothing is a console error)."""
+    return {"field_options": builder.field_options(), "options": OPTIONS, "segment_id": segment_id,
+            "country_options": builder.country_options,
             "choices": builder.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
 
 
@@ -92,6 +94,24 @@ def delete(segment_id: int):
     name = segment.name
     service.delete_segment(Session, segment, confirmed=True)
     return _list(f"Deleted “{name}”")
+
+
+@bp.get("/<int:segment_id>/build")
+def build_status(segment_id: int):
+    """A segment's build state and member count in the list, polled while it builds; 286 once the build is over
+    stops the polling.
+
+    A segment that is not there (deleted while its row was polling, or not this shop's) also stops the polling,
+    with an empty answer instead of a 404: the same for every id, so it tells nothing about other shops' rows,
+    and the page shows no error for a segment the merchant just deleted.
+    """
+    segment = Session.scalar(select(Segment).where(Segment.shop_id == g.shop.id, Segment.id == segment_id))
+    if segment is None:
+        return hx.stop_polling("")
+    body = render_template("segments/_build_status.html", segment=segment, part="both")
+    if segment.build_status in ("pending", "building"):
+        return make_response(body)
+    return hx.stop_polling(body)
 
 
 @bp.get("/<int:segment_id>/members.csv")

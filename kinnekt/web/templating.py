@@ -12,6 +12,7 @@ from sqlalchemy import Select, func, select
 
 from kinnekt.db import Session
 from kinnekt.numbers import record_id
+from kinnekt.sms import failures
 from kinnekt.web import headers, hx
 
 NAV = [
@@ -75,6 +76,9 @@ def init_app(app) -> None:
         }
 
     app.add_template_filter(money)
+    # A failed text in the merchant's words, with the provider's code kept for a tooltip (kinnekt/sms/failures.py).
+    app.add_template_global(failures.describe, "failure_sentence")
+    app.add_template_global(failures.detail, "failure_detail")
     app.add_template_filter(local_time)
     app.add_template_filter(number)
     app.add_template_filter(clock)

@@ -74,10 +74,10 @@
     window.setTimeout(function () { toast.remove(); }, isError ? 8000 : 5000);
   }
 
-  // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "error": ...}}.
+  // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "isError": ...}}.
   document.addEventListener('toast', function (evt) {
     var detail = evt.detail || {};
-    showToast(detail.message || detail.value, detail.error);
+    showToast(detail.message || detail.value, detail.isError);
   });
 
   // --- dialogs and dismiss buttons ----------------------------------------------------------------------
@@ -212,6 +212,28 @@
     document.addEventListener('DOMContentLoaded', fillTitleBars);
     document.addEventListener('htmx:load', fillTitleBars);
   }
+
+  // --- parts of an answer for elsewhere in the page ---------------------------------------------------------
+
+  // An answer may carry fresh copies of other parts of the page in a <template data-swap-by-id>: each of its
+  // elements replaces the page's element with the same id, when the page still has one. (htmx's hx-swap-oob
+  // logs an error for a part that is gone: a rule removed, or the page left, while the answer was on its way.)
+  function swapById() {
+    var templates = document.querySelectorAll('template[data-swap-by-id]');
+    Array.prototype.forEach.call(templates, function (template) {
+      Array.prototype.forEach.call(template.content.children, function (fresh) {
+        var current = fresh.id ? document.getElementById(fresh.id) : null;
+        if (current) {
+          var copy = fresh.cloneNode(true);
+          current.replaceWith(copy);
+          htmx.process(copy);
+        }
+      });
+      template.remove();
+    });
+  }
+  document.addEventListener('htmx:afterSwap', swapById);
+  document.addEventListener('htmx:afterSettle', swapById);
 
   // --- errors -------------------------------------------------------------------------------------------
 
