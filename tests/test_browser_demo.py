@@ -150,3 +150,36 @@ def test_a_newcomer_without_a_phone_signs_up_clicks_a_tracked_link_and_stops(dem
     with _demo_db(log_path) as db:
         assert db.execute("SELECT status FROM subscribers WHERE phone = ?", (phone,)).fetchone()[0] == "unsubscribed"
     assert problems == []
+
+
+def _demo_pages(log_path) -> list[str]:
+    """Every page of the demo a merchant can open: the navigation, each "new" form, and one of each detail page
+    (the seeded store's first segment, campaign, subscriber, keyword, automation; a manual segment's editor)."""
+    with _demo_db(log_path) as db:
+        first = {table: db.execute(f"SELECT min(id) FROM {table}").fetchone()[0]
+                 for table in ("segments", "campaigns", "subscribers", "keywords", "automations")}
+        manual = db.execute("SELECT min(id) FROM segments WHERE kind = 'manual'").fetchone()[0]
+    pages = ["/", "/segments/", "/segments/new", "/segments/lists/", "/campaigns/", "/campaigns/new",
+             "/subscribers/", "/subscribers/new", "/subscribers/import", "/keywords/", "/keywords/new",
+             "/automations/", "/automations/new", "/settings/", "/outbox/"]
+    details = {"segments": "/segments/{}", "campaigns": "/campaigns/{}", "subscribers": "/subscribers/{}",
+               "keywords": "/keywords/{}", "automations": "/automations/{}"}
+    pages += [details[table].format(row_id) for table, row_id in first.items() if row_id is not None]
+    if manual is not None:
+        pages.append(f"/segments/{manual}/edit")
+    return pages
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_every_page_at_desktop_and_phone_sizes(demo_server, page, width, height):
+    """Each page opens with its heading, no browser error (the suite's fixture fails the test on any), and no
+    sideways scrolling of the page itself (wide tables scroll inside their own box)."""
+    url, log_path = demo_server
+    page.set_viewport_size({"width": width, "height": height})
+    pages = _demo_pages(log_path)
+    assert len(pages) >= 19
+    for path in pages:
+        page.goto(url.rstrip("/") + path)
+        expect(page.locator("main h1").first, path).to_be_visible()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at {width}x{height}"
