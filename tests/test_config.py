@@ -130,7 +130,16 @@ def test_the_demos_public_url_follows_host_and_port_unless_one_is_set():
     assert Config.from_env({"PORT": "5101"}).SHOPIFY_APP_URL == "http://127.0.0.1:5000"  # production: never guessed
 
 
-def test_demo_run_serves_links_at_its_own_host_and_port(monkeypatch, tmp_path):
+@pytest.fixture
+def own_database(database_url):
+    """For a test that creates an app on a database of its own: the suite's shared Session is bound back to the
+    suite's database afterwards (create_app binds it to the new app's), so later tests do not write elsewhere."""
+    yield
+    from kinnekt import db as kdb
+    kdb.configure(database_url)
+
+
+def test_demo_run_serves_links_at_its_own_host_and_port(monkeypatch, tmp_path, own_database):
     """`flask demo run --port 5101` makes the app's public URL (short links, the shareable link) that address."""
     from kinnekt import create_app
     monkeypatch.delenv("SHOPIFY_APP_URL", raising=False)
