@@ -250,6 +250,7 @@ def test_leaving_the_composer_while_the_message_counter_is_on_its_way_logs_no_er
     gate.clear()  # the counter's answer (with the preview, cost and name for elsewhere in the page) waits
     with page.expect_request("**/campaigns/compose/message"):
         page.locator("#campaign-body").fill("Hello there")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Leave with unsaved changes?": yes
     page.get_by_role("link", name="Back to campaigns").click()
     expect(page.locator("#campaigns-page")).to_be_visible()
     with page.expect_response("**/campaigns/compose/message"):

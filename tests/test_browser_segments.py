@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from tests.test_segments_web import EXAMPLE, add, person, segment
+from kinnekt.casefold import fold
 from kinnekt.db import Session
 from kinnekt.models import Customer, LineItem, Order, Product, Segment, Subscriber
 from kinnekt.segments import rules
@@ -146,8 +147,8 @@ def test_a_new_segment_row_updates_itself_when_its_build_finishes(open_page, sho
 def test_rules_speak_the_merchants_words(open_page, shop, other_shop, store):
     for phone, country, carrier in (("+12125550101", "US", "T-Mobile"), ("+12125550102", "US", "T-Mobile"),
                                     ("+12125550103", "US", "Verizon Wireless")):
-        Session.execute(Subscriber.__table__.update().where(Subscriber.phone == phone)
-                        .values(country=country, carrier=carrier))
+        Session.execute(Subscriber.__table__.update().where(Subscriber.phone == phone)  # with its folded copy
+                        .values(country=country, carrier=carrier, carrier_folded=fold(carrier)))
     add(Subscriber(shop_id=shop.id, phone="+4915112345678", status="subscribed", source="manual", country="DE",
                    carrier="Telekom"),
         Subscriber(shop_id=other_shop.id, phone="+4915112345679", status="subscribed", source="manual",
