@@ -74,8 +74,10 @@ def test_every_nav_page_without_console_errors(demo_server, page):
     expect(page.locator("#home-growth .home-chart canvas")).to_be_visible()
     for label in NAV_PAGES:
         page.locator("nav").get_by_role("link", name=label, exact=True).click()
-        # Nav links are boosted (htmx swaps <main>): wait for the new heading, not for the network.
+        # Nav links are boosted (htmx swaps the page): wait for the new heading, not for the network, and for
+        # htmx to be done (a click while the previous swap lands can hit a link that is being replaced).
         expect(page.locator("main h1").first).to_have_text(re.compile("^" + label))
+        expect(page.locator("#loading-bar")).not_to_have_class(re.compile(r"\bhtmx-request\b"))
     page.locator("nav").get_by_role("link", name="Subscribers", exact=True).click()
     expect(page.locator("main h1").first).to_have_text(re.compile("^Subscribers"))
     expect(page.locator("main table tbody tr")).to_have_count(50)  # the seeded store fills a whole page
