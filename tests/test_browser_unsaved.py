@@ -143,3 +143,26 @@ def test_saved_segment_and_campaign_open_without_unsaved_changes(open_page, shop
     page.locator("#campaign-name").fill("Spring sale")  # back as saved: nothing to save
     expect(bar).to_be_hidden()
 
+
+
+def test_an_edit_that_comes_before_the_form_was_seen_still_counts(open_page, shop):
+    """htmx sets swapped-in content up a moment after the swap; a quick edit in that moment is the first the
+    guard hears of the form: it still counts as unsaved, against what the form arrived with."""
+    page = open_page("/segments/new")
+    expect(page.locator("#segment-name")).to_be_visible()
+    page.evaluate("""() => {
+        const form = document.createElement('form');
+        form.setAttribute('data-unsaved', '');
+        form.innerHTML = '<input name="note" value="as delivered"><select name="pick"><option>a</option>' +
+                         '<option>b</option></select>';
+        document.querySelector('main').appendChild(form);
+    }""")  # no htmx:load, no settle: the guard has not seen it
+    bar = page.locator("#unsaved-save-bar")
+    page.locator("input[name=note]").fill("edited")  # the first the guard hears of the form
+    expect(bar).to_be_visible()
+    page.locator("input[name=note]").fill("as delivered")
+    expect(bar).to_be_hidden()
+    page.locator("select[name=pick]").select_option("a")  # a select with nothing marked selected showed "a"
+    expect(bar).to_be_hidden()
+    page.locator("select[name=pick]").select_option("b")
+    expect(bar).to_be_visible()

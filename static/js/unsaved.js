@@ -33,34 +33,52 @@
 
   // The form's values as one string: checkboxes and radios by whether they are checked, selects by what is
   // chosen, other fields by their text. Fields outside the merchant's edits (search boxes) are left out.
-  function snapshot(form) {
+  // With `asDelivered`, the values the page's HTML gave the fields (defaultValue, defaultChecked,
+  // defaultSelected) instead of their current ones.
+  function snapshot(form, asDelivered) {
     var parts = [];
     Array.prototype.forEach.call(form.elements, function (field) {
       if (!field.name || field.disabled || SKIPPED_TYPES.indexOf(field.type) >= 0) {
         return;
       }
       if (field.type === 'checkbox' || field.type === 'radio') {
-        parts.push(field.name + '=' + field.value + ':' + field.checked);
+        parts.push(field.name + '=' + field.value + ':' + (asDelivered ? field.defaultChecked : field.checked));
       } else if (field.tagName === 'SELECT') {
-        Array.prototype.forEach.call(field.selectedOptions, function (option) {
+        selectedAsDelivered(field, asDelivered).forEach(function (option) {
           parts.push(field.name + '=' + option.value);
         });
       } else {
-        parts.push(field.name + '=' + field.value);
+        parts.push(field.name + '=' + (asDelivered ? field.defaultValue : field.value));
       }
     });
     return parts.join('\n');
+  }
+
+  // A select's chosen options, now or as delivered: a single select with no option marked selected shows its
+  // first enabled option.
+  function selectedAsDelivered(select, asDelivered) {
+    if (!asDelivered) {
+      return Array.prototype.slice.call(select.selectedOptions);
+    }
+    var options = Array.prototype.filter.call(select.options, function (option) { return option.defaultSelected; });
+    if (!options.length && !select.multiple) {
+      options = Array.prototype.filter.call(select.options, function (option) { return !option.disabled; })
+        .slice(0, 1);
+    }
+    return options.slice(select.multiple ? 0 : -1);
   }
 
   function guardedForms() {
     return Array.prototype.slice.call(document.querySelectorAll(GUARDED));
   }
 
-  // A form seen for the first time: remember what it holds (null: it arrived with unsaved changes).
-  function remember() {
+  // A form seen for the first time: remember what it holds (null: it arrived with unsaved changes). When the
+  // merchant's own typing is what shows it first (htmx sets swapped-in content up a moment after the swap, and
+  // a quick edit can come before), what it holds is already edited: remember what it arrived with instead.
+  function remember(byEdit) {
     guardedForms().forEach(function (form) {
       if (!baselines.has(form)) {
-        baselines.set(form, form.querySelector(ERRORS) ? null : snapshot(form));
+        baselines.set(form, form.querySelector(ERRORS) ? null : snapshot(form, byEdit));
       }
     });
   }
@@ -91,8 +109,8 @@
     }
   }
 
-  function refresh() {
-    remember();
+  function refresh(evt) {
+    remember(Boolean(evt && (evt.type === 'input' || evt.type === 'change')));
     showBar(changedForms().length > 0);
   }
 
