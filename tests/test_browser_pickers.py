@@ -60,7 +60,7 @@ def test_demo_picker_dialog_searches_pages_and_adds_products(open_page, shop, ca
     expect(choices.first).to_contain_text("Blue shirt")
     expect(choices.first.locator("img")).to_have_attribute("src", IMAGE)
     expect(choices.first).to_contain_text("blue-shirt")
-    expect(choices.first.locator(".catalog-results__variants")).to_have_text("3 variants: S, M, L · $25.00–$29.50")
+    expect(choices.first.locator(".catalog-results__variants")).to_have_text("$25.00–$29.50 · 3 variants: S, M, L")
     dialog.get_by_role("button", name="Next page of products").click()
     expect(choices).to_have_count(5)
     expect(dialog).to_be_visible()  # paging keeps the dialog open

@@ -88,7 +88,7 @@ def test_results_list_each_products_variants_and_search_matches_title_or_sku(cli
     html = client.get("/catalog/products", headers=auth).get_data(as_text=True)
     assert _titles(html) == ["Canvas Tote", "Field Jacket", "Gift Card"]
     # A product without options shows its price alone; one without variants shows nothing more.
-    assert _variant_lines(html) == ["$35.00", "3 variants: S, M, XL · $120.00–$135.50"]
+    assert _variant_lines(html) == ["$35.00", "$120.00–$135.50 · 3 variants: S, M, XL"]
 
     # A SKU or a variant title finds its product (case-insensitively), never another shop's.
     sku = client.get("/catalog/products?q=fj-olive-xl", headers=auth).get_data(as_text=True)
@@ -110,7 +110,7 @@ def test_a_product_with_many_variants_lists_the_first_ones(client, auth, shop, m
     _variants(shop, shop.id * 1000 + 1,
               ("Red", None, Decimal("5")), ("Blue", None, None), ("Green", None, Decimal("9")))
     html = client.get("/catalog/products?q=sock", headers=auth).get_data(as_text=True)
-    assert _variant_lines(html) == ["3 variants: Red, Blue, … · $5.00–$9.00"]
+    assert _variant_lines(html) == ["$5.00–$9.00 · 3 variants: Red, Blue, …"]
 
 
 def test_like_wildcards_in_the_text_are_literal(client, auth, shop):
@@ -158,7 +158,7 @@ def test_falls_back_to_the_admin_api_while_nothing_is_synced(client, auth, shop,
     store.add_product("Wool Socks", product_id=8123456790)
     html = client.get("/catalog/products?q=shirt", headers=auth).get_data(as_text=True)
     assert _ids(html) == ["8123456789"] and "Searched in Shopify" in html
-    assert _variant_lines(html) == ["2 variants: S, M · $49.50"]
+    assert _variant_lines(html) == ["$49.50 · 2 variants: S, M"]
     [call] = fake_shopify.calls("graphql:KinnektPickProducts")
     assert call["variables"] == {"first": 20, "query": "title:*shirt*", "sortKey": "RELEVANCE"}
 
