@@ -565,7 +565,20 @@ def _handler(fake: FakeShopify):
             return {"customers": self._page(self._changed(shop.customers.values(), variables), variables)}
 
         def _op_KinnektReconcileProducts(self, shop, variables):
-            return {"products": self._page(self._changed(shop.products.values(), variables), variables)}
+            def shape(node):
+                variants = (node.get("variants") or {}).get("nodes", [])
+                more = len(variants) > 50
+                return {**{k: v for k, v in node.items() if k not in ("variants", "variantsCount")},
+                        "variants": {"nodes": variants[:50],
+                                     "pageInfo": {"hasNextPage": more, "endCursor": "50" if more else None}}}
+            return {"products": self._page(self._changed(shop.products.values(), variables), variables, shape)}
+
+        def _op_KinnektProductVariants(self, shop, variables):
+            product = shop.products.get(int(variables["id"].rsplit("/", 1)[-1]))
+            if product is None:
+                return {"product": None}
+            variants = (product.get("variants") or {}).get("nodes", [])
+            return {"product": {"variants": self._page(variants, {"first": 250, **variables})}}
 
         def _op_KinnektReconcileCollections(self, shop, variables):
             return {"collections": self._page(self._changed(shop.collections.values(), variables), variables,
