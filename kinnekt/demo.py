@@ -17,8 +17,8 @@ from kinnekt.config import Config
 from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, CustomerTag,
-    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, Segment, SegmentCount,
-    SegmentEvent, SegmentMember, Shop, Subscriber, SubscriptionEvent,
+    InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, ProductVariant, Segment,
+    SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber, SubscriptionEvent,
 )
 from kinnekt.models.subscriber_key import before_deleting_subscribers
 from kinnekt.sms import prices
@@ -442,6 +442,13 @@ class _Phones:
                 self.used.add(digits)
                 return digits, city
         raise RuntimeError(f"could not make a valid {country} number")  # pragma: no cover
+
+
+def _sku(handle: str, label: str | None) -> str:
+    """A demo variant's SKU: NW-, the product handle's initials, then the variant's option values."""
+    initials = "".join(word[0] for word in handle.split("-") if word).upper()
+    options = "-".join(part.strip().replace(" ", "").upper() for part in (label or "").split("/") if part.strip())
+    return "-".join(part for part in ("NW", initials, options) if part)[:255]
 
 
 def _insert(session, model, rows: list[dict], returning: tuple[str, ...] = ()):
@@ -1377,7 +1384,13 @@ class _DemoStore:
             row.update(extra, shop_id=sid)
             return row
 
-        _insert(session, Product, [clean(p) for p in self.products])
+        rows = _insert(session, Product, [clean(p) for p in self.products], returning=("id", "shopify_id"))
+        product_ids = {shopify_id: id_ for id_, shopify_id in rows}
+        _insert(session, ProductVariant, [
+            {"shop_id": sid, "product_id": product_ids[p["shopify_id"]], "shopify_id": variant_id,
+             "title": label or "Default Title", "sku": _sku(p["handle"], label), "price": price, "position": position,
+             "created_at": p["created_at"], "updated_at": p["updated_at"]}
+            for p in self.products for position, (variant_id, label, price) in enumerate(p["_variants"], start=1)])
         _insert(session, Collection, [clean(c) for c in self.collections])
         _insert(session, CollectionProduct, [
             {"shop_id": sid, "collection_id": c["shopify_id"], "product_id": p["shopify_id"]}

@@ -96,13 +96,19 @@ class FakeShop:
         self.customers[cid] = node
         return node
 
-    def add_product(self, title, *, handle=None, status="ACTIVE", updated_at=None, product_id=None) -> dict:
-        """Add (or replace) a product."""
+    def add_product(self, title, *, handle=None, status="ACTIVE", updated_at=None, product_id=None,
+                    variants=()) -> dict:
+        """Add (or replace) a product; `variants` are (id, title, sku, price) of its ProductVariant nodes."""
         pid = product_id or self._next_id(self.products)
         node = {"id": f"gid://shopify/Product/{pid}", "title": title,
                 "handle": handle or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"), "status": status,
                 "updatedAt": iso(updated_at or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)),
                 "featuredMedia": {"preview": {"image": {"url": f"https://cdn.example.com/{pid}.jpg"}}}}
+        if variants:
+            node["variants"] = {"nodes": [
+                {"id": f"gid://shopify/ProductVariant/{vid}", "title": vtitle, "sku": sku, "price": price,
+                 "position": position} for position, (vid, vtitle, sku, price) in enumerate(variants, start=1)]}
+            node["variantsCount"] = {"count": len(variants)}
         self.products[pid] = node
         return node
 
@@ -475,7 +481,8 @@ def _handler(fake: FakeShopify):
                 source = {"customers": shop.customers, "orders": shop.orders, "products": shop.products,
                           "collections": shop.collections}[kind]
                 for _key, node in sorted(source.items()):
-                    parent = {k: v for k, v in node.items() if k not in ("lineItems", "productIds")}
+                    parent = {k: v for k, v in node.items()
+                              if k not in ("lineItems", "productIds", "variants", "variantsCount")}
                     write(parent)
                     roots += 1
                     count += 1
@@ -490,6 +497,9 @@ def _handler(fake: FakeShopify):
                     elif kind == "collections":
                         children = [{"id": f"gid://shopify/Product/{pid}", "__parentId": node["id"]}
                                     for pid in node["productIds"]]
+                    elif kind == "products":
+                        children = [{**variant, "__parentId": node["id"]}
+                                    for variant in (node.get("variants") or {}).get("nodes", [])]
                     else:
                         children = []
                     if fake.bulk_layout == "grouped":
@@ -555,7 +565,20 @@ def _handler(fake: FakeShopify):
             return {"customers": self._page(self._changed(shop.customers.values(), variables), variables)}
 
         def _op_KinnektReconcileProducts(self, shop, variables):
-            return {"products": self._page(self._changed(shop.products.values(), variables), variables)}
+            def shape(node):
+                variants = (node.get("variants") or {}).get("nodes", [])
+                more = len(variants) > 50
+                return {**{k: v for k, v in node.items() if k not in ("variants", "variantsCount")},
+                        "variants": {"nodes": variants[:50],
+                                     "pageInfo": {"hasNextPage": more, "endCursor": "50" if more else None}}}
+            return {"products": self._page(self._changed(shop.products.values(), variables), variables, shape)}
+
+        def _op_KinnektProductVariants(self, shop, variables):
+            product = shop.products.get(int(variables["id"].rsplit("/", 1)[-1]))
+            if product is None:
+                return {"product": None}
+            variants = (product.get("variants") or {}).get("nodes", [])
+            return {"product": {"variants": self._page(variants, {"first": 250, **variables})}}
 
         def _op_KinnektReconcileCollections(self, shop, variables):
             return {"collections": self._page(self._changed(shop.collections.values(), variables), variables,

@@ -57,7 +57,10 @@ def test_progress_and_figures_agree_mid_send_and_polling_stops_when_done(open_pa
     expect(page.locator("#campaign-progress-sent")).to_have_text("0")
     expect(page.locator("#stat-sent .metric__value")).to_have_text("0")
     expect(page.locator("#stat-click-rate .metric__value")).to_have_text("—")
-    page.get_by_text("Show the figures").click()
+    toggle = page.locator(".campaign-chart__table > summary")
+    expect(toggle).to_have_text("Show the figures", use_inner_text=True)  # only the words that fit the state are shown
+    toggle.click()
+    expect(toggle).to_have_text("Hide the figures", use_inner_text=True)
 
     mark_sent(messages[:3])  # mid-send: the next poll brings every figure at once
     expect(page.locator("#campaign-progress-sent")).to_have_text("3")
@@ -65,6 +68,7 @@ def test_progress_and_figures_agree_mid_send_and_polling_stops_when_done(open_pa
     expect(page.locator("#stat-cost .metric__value")).to_contain_text("0.02")
     expect(page.locator("#stat-click-rate .metric__value")).to_have_text("33.3%")  # 1 of 3
     expect(page.locator(".campaign-chart__table")).to_have_attribute("open", "")  # opened, still open
+    expect(toggle).to_have_text("Hide the figures", use_inner_text=True)
     expect(page.locator(".campaign-chart[data-x-ticks]")).to_be_visible()  # drawn again from the poll
     expect(page.locator("#campaign-progress-remaining")).to_have_text("2")
     assert page.locator("#campaign-live[hx-trigger]").count() == 1

@@ -1,13 +1,15 @@
 """Product and collection pickers of the segment builder in Chromium: Shopify's resource picker inside the
-admin, the catalog picker dialog (images, search, pages) in the demo."""
+admin, the catalog picker dialog (images, variants, search, pages) in the demo."""
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from kinnekt.db import Session
-from kinnekt.models import Collection, Product, Segment
+from kinnekt.models import Collection, Product, ProductVariant, Segment
 from tests.test_browser_chrome import embedded  # noqa: F401 (fixture)
 from tests.test_segments_web import add, person
 
@@ -26,13 +28,18 @@ def _drain_builds(app):
 
 @pytest.fixture
 def catalog(shop, other_shop):
-    """25 products of the shop (a page and a bit), two shirts with images, a collection; another shop's shirt."""
+    """25 products of the shop (a page and a bit), two shirts with images (the blue one in three sizes), a
+    collection; another shop's shirt."""
     person(shop, "+12125550101", name="Ada")
-    add(Product(shop_id=shop.id, shopify_id=11, title="Blue shirt", handle="blue-shirt", image_url=IMAGE),
+    blue = Product(shop_id=shop.id, shopify_id=11, title="Blue shirt", handle="blue-shirt", image_url=IMAGE)
+    add(blue,
         Product(shop_id=shop.id, shopify_id=12, title="Red shirt", handle="red-shirt", image_url=IMAGE),
         *[Product(shop_id=shop.id, shopify_id=100 + n, title=f"Mug {n:02d}", handle=f"mug-{n:02d}") for n in range(23)],
         Product(shop_id=other_shop.id, shopify_id=13, title="Their shirt"),
         Collection(shop_id=shop.id, shopify_id=501, title="Summer sale", handle="summer-sale"))
+    add(*[ProductVariant(shop_id=shop.id, product_id=blue.id, shopify_id=1100 + n, title=size, sku=f"BLUE-{size}",
+                         price=Decimal(price), position=n)
+          for n, (size, price) in enumerate((("S", "25"), ("M", "25"), ("L", "29.50")), start=1)])
 
 
 def rule(page):
@@ -53,6 +60,7 @@ def test_demo_picker_dialog_searches_pages_and_adds_products(open_page, shop, ca
     expect(choices.first).to_contain_text("Blue shirt")
     expect(choices.first.locator("img")).to_have_attribute("src", IMAGE)
     expect(choices.first).to_contain_text("blue-shirt")
+    expect(choices.first.locator(".catalog-results__variants")).to_have_text("$25.00–$29.50 · 3 variants: S, M, L")
     dialog.get_by_role("button", name="Next page of products").click()
     expect(choices).to_have_count(5)
     expect(dialog).to_be_visible()  # paging keeps the dialog open
@@ -60,8 +68,13 @@ def test_demo_picker_dialog_searches_pages_and_adds_products(open_page, shop, ca
     dialog.get_by_role("button", name="Previous page of products").click()
     expect(choices).to_have_count(20)
 
+    dialog.get_by_role("searchbox").fill("blue-l")  # a variant's SKU finds its product
+    expect(choices).to_have_count(1)
+    expect(choices.first).to_contain_text("Blue shirt")
+    expect(choices.first).to_contain_text("3 variants: S, M, L")
     dialog.get_by_role("searchbox").fill("shirt")
     expect(choices).to_have_count(2)  # never another shop's
+    expect(choices.nth(1).locator(".catalog-results__variants")).to_have_count(0)  # the red one has none
     expect(choices).to_contain_text(["Blue shirt", "Red shirt"])
     choices.nth(1).click()
     tags = rule(page).locator(".tag")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import pytest
 
 from kinnekt.db import Session
-from kinnekt.models import Collection, Product
+from kinnekt.models import Collection, Product, ProductVariant
 from kinnekt.shopify import catalog_search
 from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
@@ -62,6 +63,56 @@ def test_results_come_in_pages_linked_to_each_other(client, auth, shop, monkeypa
     assert "Page 1" not in client.get("/catalog/products?q=tee", headers=auth).get_data(as_text=True)
 
 
+def _variants(shop, shopify_id, *variants):
+    """Give the product with this Shopify id these (title, sku, price) variants, in order."""
+    from sqlalchemy import select
+    product = Session.scalar(select(Product).where(Product.shop_id == shop.id, Product.shopify_id == shopify_id))
+    for n, (title, sku, price) in enumerate(variants, start=1):
+        Session.add(ProductVariant(shop_id=shop.id, product_id=product.id, shopify_id=shopify_id * 100 + n,
+                                   title=title, sku=sku, price=price, position=n))
+    Session.commit()
+
+
+def _variant_lines(html):
+    return [" ".join(text.split()) for text in
+            re.findall(r'class="catalog-results__variants[^"]*">(.*?)</span>', html, re.S)]
+
+
+def test_results_list_each_products_variants_and_search_matches_title_or_sku(client, auth, shop, other_shop):
+    _products(shop, "Field Jacket", "Canvas Tote", "Gift Card")
+    _products(other_shop, "Their Jacket")
+    _variants(shop, shop.id * 1000 + 1, ("S", "FJ-OLIVE-S", Decimal("120")), ("M", "FJ-OLIVE-M", Decimal("120")),
+              ("XL", "FJ-OLIVE-XL", Decimal("135.5")))
+    _variants(shop, shop.id * 1000 + 2, ("Default Title", "TOTE-1", Decimal("35")))
+    _variants(other_shop, other_shop.id * 1000 + 1, ("Olive", "FJ-OLIVE-THEIRS", Decimal("1")))
+    html = client.get("/catalog/products", headers=auth).get_data(as_text=True)
+    assert _titles(html) == ["Canvas Tote", "Field Jacket", "Gift Card"]
+    # A product without options shows its price alone; one without variants shows nothing more.
+    assert _variant_lines(html) == ["$35.00", "$120.00–$135.50 · 3 variants: S, M, XL"]
+
+    # A SKU or a variant title finds its product (case-insensitively), never another shop's.
+    sku = client.get("/catalog/products?q=fj-olive-xl", headers=auth).get_data(as_text=True)
+    assert _titles(sku) == ["Field Jacket"] and "Their" not in sku
+    assert _titles(client.get("/catalog/products?q=olive", headers=auth).get_data(as_text=True)) == ["Field Jacket"]
+    assert _titles(client.get("/catalog/products?q=tote-1", headers=auth).get_data(as_text=True)) == ["Canvas Tote"]
+
+    result = catalog_search.search(Session, shop, "products", "xl")
+    [jacket] = result.items
+    assert [(v.title, v.sku, v.price) for v in jacket.variants] == [
+        ("S", "FJ-OLIVE-S", Decimal("120")), ("M", "FJ-OLIVE-M", Decimal("120")),
+        ("XL", "FJ-OLIVE-XL", Decimal("135.5"))]
+    assert jacket.variant_count == 3 and jacket.price_range == (Decimal("120"), Decimal("135.5"))
+
+
+def test_a_product_with_many_variants_lists_the_first_ones(client, auth, shop, monkeypatch):
+    monkeypatch.setattr(catalog_search, "VARIANTS_SHOWN", 2)
+    _products(shop, "Sock")
+    _variants(shop, shop.id * 1000 + 1,
+              ("Red", None, Decimal("5")), ("Blue", None, None), ("Green", None, Decimal("9")))
+    html = client.get("/catalog/products?q=sock", headers=auth).get_data(as_text=True)
+    assert _variant_lines(html) == ["$5.00–$9.00 · 3 variants: Red, Blue, …"]
+
+
 def test_like_wildcards_in_the_text_are_literal(client, auth, shop):
     _products(shop, "100% Cotton Tee", "Cotton Tee")
     assert _titles(client.get("/catalog/products?q=100%25", headers=auth).get_data(as_text=True)) == ["100% Cotton Tee"]
@@ -102,10 +153,12 @@ def test_needs_a_session_token(client, db):
 def test_falls_back_to_the_admin_api_while_nothing_is_synced(client, auth, shop, fake_shopify):
     connect(fake_shopify, shop)
     store = fake_shopify.shop(shop.domain)
-    store.add_product("Linen Shirt", product_id=8123456789)
+    store.add_product("Linen Shirt", product_id=8123456789,
+                      variants=[(1, "S", "LS-S", "49.50"), (2, "M", "LS-M", "49.50")])
     store.add_product("Wool Socks", product_id=8123456790)
     html = client.get("/catalog/products?q=shirt", headers=auth).get_data(as_text=True)
     assert _ids(html) == ["8123456789"] and "Searched in Shopify" in html
+    assert _variant_lines(html) == ["$49.50 · 2 variants: S, M"]
     [call] = fake_shopify.calls("graphql:KinnektPickProducts")
     assert call["variables"] == {"first": 20, "query": "title:*shirt*", "sortKey": "RELEVANCE"}
 

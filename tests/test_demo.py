@@ -18,7 +18,7 @@ from kinnekt import demo
 from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, Link, Message,
-    Order, OutboxMessage, Product, Segment, SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber,
+    Order, OutboxMessage, Product, ProductVariant, Segment, SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber,
     SubscriptionEvent,
 )
 from kinnekt.models.subscriber import SOURCES, STATUSES
@@ -200,6 +200,13 @@ def test_orders_and_catalog_look_like_shopify(db):
     memberships = Counter(cp.product_id for cp in _all(db, CollectionProduct, shop.id))
     assert set(memberships) == set(products) and set(memberships.values()) <= {1, 2, 3}
     assert len({p.handle for p in products.values()}) == len(products)
+    # Every product has its variants (the picker lists them), and every order line names one of them.
+    variants = {v.shopify_id: v for v in _all(db, ProductVariant, shop.id)}
+    by_row = {p.id: p for p in products.values()}
+    assert {v.product_id for v in variants.values()} == set(by_row)
+    assert all(v.title and v.sku.startswith("NW-") and v.price > 0 for v in variants.values())
+    assert len({v.sku for v in variants.values()}) == len(variants)
+    assert any(sum(v.product_id == p for v in variants.values()) >= 3 for p in by_row)
 
     orders = _all(db, Order, shop.id)
     assert all(len(str(o.shopify_id)) == 13 for o in orders)
@@ -209,6 +216,7 @@ def test_orders_and_catalog_look_like_shopify(db):
         lines = order.line_items
         assert 1 <= len(lines) <= 4
         assert all(line.product_id in products for line in lines)
+        assert all(by_row[variants[line.variant_id].product_id].shopify_id == line.product_id for line in lines)
         subtotal = sum(line.price * line.quantity for line in lines)
         assert order.total_price > 0 and order.total_discounts <= subtotal + Decimal("25.00")
         for code in order.discount_codes:

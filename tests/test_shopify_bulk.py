@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from kinnekt.db import Session
 from kinnekt.models import Collection, CollectionProduct, Customer, CustomerTag, LineItem, Order, Product, Shop
+from kinnekt.models import ProductVariant
 from kinnekt.models import SyncOperation
 from kinnekt.shopify import bulk
 from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
@@ -22,7 +23,8 @@ UTC = dt.timezone.utc
 
 def _seed_small(fake, domain):
     store = fake.shop(domain)
-    shirt = store.add_product("Linen Shirt", product_id=11)
+    shirt = store.add_product("Linen Shirt", product_id=11,
+                              variants=[(111, "S", "LIN-S", "49.50"), (112, "M", "LIN-M", "52.00")])
     store.add_product("Wool Socks", product_id=12, status="DRAFT")
     store.add_collection("Summer", [11], collection_id=21)
     store.add_collection("Everything", [11, 12], collection_id=22)
@@ -81,6 +83,10 @@ def test_full_sync_imports_everything(app, db, shop, fake_shopify, layout):
     products = {p.shopify_id: p for p in Session.scalars(select(Product))}
     assert products[11].title == "Linen Shirt" and products[11].image_url.endswith("/11.jpg")
     assert products[12].status == "draft"
+    variants = [(v.product_id, v.shopify_id, v.title, v.sku, v.price, v.position)
+                for v in Session.scalars(select(ProductVariant).order_by(ProductVariant.shopify_id))]
+    assert variants == [(products[11].id, 111, "S", "LIN-S", Decimal("49.50"), 1),
+                        (products[11].id, 112, "M", "LIN-M", Decimal("52.00"), 2)]
     assert {c.shopify_id: c.title for c in Session.scalars(select(Collection))} == {21: "Summer", 22: "Everything"}
     members = set(Session.execute(select(CollectionProduct.collection_id, CollectionProduct.product_id)).tuples())
     assert members == {(21, 11), (22, 11), (22, 12)}

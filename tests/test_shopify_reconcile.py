@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Customer, CustomerTag, LineItem, Order, Product, Shop
+from kinnekt.models import Customer, CustomerTag, LineItem, Order, Product, ProductVariant, Shop
 from kinnekt.shopify import reconcile
 from kinnekt.shopify.ingest.customers import upsert_customers
 from kinnekt.shopify.mapping import customer_row
@@ -33,7 +33,9 @@ def test_a_dropped_webhook_is_picked_up(app, db, fake_shopify):
     later = mark + dt.timedelta(minutes=10)
     store.add_customer(first_name="Grace", email="grace@example.com", phone="+14155550123", tags=["VIP"],
                        customer_id=2, updated_at=later, sms_state="SUBSCRIBED", sms_updated=later)
-    store.add_product("Rain Jacket", product_id=7, updated_at=later)
+    # A product with more variants than the first page of them holds (S-1 ... S-60).
+    store.add_product("Rain Jacket", product_id=7, updated_at=later,
+                      variants=[(700 + n, f"S-{n}", f"RJ-{n}", "120.00") for n in range(1, 61)])
     store.add_order(2, [(7, "Rain Jacket", 1, "120.00")], order_id=9, name="#1009", created_at=later)
 
     from workers.shopify import reconcile as reconcile_job
@@ -48,6 +50,10 @@ def test_a_dropped_webhook_is_picked_up(app, db, fake_shopify):
     assert order.customer_id == grace.id and order.total_price == Decimal("120.00")
     assert Session.scalar(select(LineItem.title).where(LineItem.order_id == order.id)) == "Rain Jacket"
     assert Session.scalar(select(Product.title).where(Product.shopify_id == 7)) == "Rain Jacket"
+    variants = list(Session.scalars(select(ProductVariant).order_by(ProductVariant.position)))
+    assert [v.title for v in variants] == [f"S-{n}" for n in range(1, 61)]  # all pages of them
+    assert variants[-1].sku == "RJ-60" and variants[-1].price == Decimal("120.00")
+    assert len(fake_shopify.calls("graphql:KinnektProductVariants")) == 1
     assert grace.orders_count == 1 and grace.money_spent == Decimal("120.00")
 
     searches = {c["variables"]["query"] for c in fake_shopify.calls() if c["kind"].startswith("graphql:KinnektReconcile")}

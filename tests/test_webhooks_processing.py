@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from kinnekt.db import utcnow
 from kinnekt.models import (
-    Campaign, Checkout, Collection, CollectionProduct, Customer, CustomerTag, LineItem, Order, Product, Segment,
-    SegmentMember, Shop, Subscriber, WebhookEvent,
+    Campaign, Checkout, Collection, CollectionProduct, Customer, CustomerTag, LineItem, Order, Product,
+    ProductVariant, Segment, SegmentMember, Shop, Subscriber, WebhookEvent,
 )
 from kinnekt.shopify.ingest.orders import fulfillment_status
 from kinnekt.shopify import tokens
@@ -315,6 +315,64 @@ def test_products_create_update_delete(deliver, db, shop):
     db.expire_all()
     assert db.scalar(select(func.count()).select_from(Product)) == 0
     assert db.scalar(select(func.count()).select_from(CollectionProduct)) == 0
+
+
+def variants_of(db) -> list[tuple]:
+    db.expire_all()
+    return [(v.shopify_id, v.title, v.sku, v.price, v.position)
+            for v in db.scalars(select(ProductVariant).order_by(ProductVariant.position, ProductVariant.shopify_id))]
+
+
+def with_variants(payload: dict, *variants: tuple) -> dict:
+    """The payload with these (id, title, sku, price) variants, in order."""
+    payload["variants"] = [{"id": vid, "product_id": payload["id"], "title": title, "sku": sku, "price": price,
+                            "position": n} for n, (vid, title, sku, price) in enumerate(variants, start=1)]
+    return payload
+
+
+def test_products_webhooks_add_change_and_remove_variants(deliver, db, shop):
+    pid, small, medium, large = (sp.next_id() for _ in range(4))
+    deliver("products/create", with_variants(sp.product(pid, title="Tee", updated_at=T0),
+                                             (small, "S", "TEE-S", "20.00"), (medium, "M", "TEE-M", "20.00")))
+    assert variants_of(db) == [(small, "S", "TEE-S", Decimal("20.00"), 1), (medium, "M", "TEE-M", Decimal("20.00"), 2)]
+    product = db.scalar(select(Product))
+    assert {v.product_id for v in db.scalars(select(ProductVariant))} == {product.id}
+    # M is renamed and repriced, S is gone, L is new.
+    deliver("products/update", with_variants(sp.product(pid, title="Tee", updated_at=T0 + dt.timedelta(1)),
+                                             (medium, "Medium", "TEE-MED", "22.50"), (large, "L", None, "24")))
+    assert variants_of(db) == [(medium, "Medium", "TEE-MED", Decimal("22.50"), 1), (large, "L", None, Decimal("24"), 2)]
+    # An older delivery changes nothing; a payload without a variants list leaves them alone.
+    deliver("products/update", with_variants(sp.product(pid, title="Tee", updated_at=T0),
+                                             (small, "S", "TEE-S", "20.00")))
+    without = sp.product(pid, title="Tee v2", updated_at=T0 + dt.timedelta(2))
+    del without["variants"]
+    deliver("products/update", without)
+    assert [v[0] for v in variants_of(db)] == [medium, large]
+    deliver("products/update", with_variants(sp.product(pid, updated_at=T0 + dt.timedelta(3))))
+    assert variants_of(db) == []
+    deliver("products/update", with_variants(sp.product(pid, updated_at=T0 + dt.timedelta(4)),
+                                             (small, "S", "TEE-S", "20.00")))
+    deliver("products/delete", sp.deleted(pid))
+    assert variants_of(db) == [] and db.scalar(select(func.count()).select_from(Product)) == 0
+
+
+def test_bad_variant_values_do_not_fail_the_job(deliver, db, shop):
+    pid, good, huge, negative, odd = (sp.next_id() for _ in range(5))
+    payload = with_variants(sp.product(pid, title="Odd", updated_at=T0),
+                            (good, "Fine", "OK-1", "9.99"), ("²", "No id", "X", "1"), ("abc", "No id", "X", "1"),
+                            (2**64, "Too big an id", "X", "1"), (huge, "Huge", "H", "1e30"),
+                            (negative, "Negative", "N", "-5"), (odd, "Odd", "O", "NaN"))
+    payload["variants"][0]["position"] = 2**40  # no INTEGER holds it: the payload order is used
+    payload["variants"].append("not an object")
+    event = deliver("products/create", payload)
+    assert event.error is None
+    assert [(v[0], v[1], v[3]) for v in variants_of(db)] == [
+        (good, "Fine", Decimal("9.99")), (huge, "Huge", None), (negative, "Negative", None), (odd, "Odd", None)]
+    assert db.scalar(select(ProductVariant.position).where(ProductVariant.shopify_id == good)) == 1
+    payload["variants"] = "not a list"
+    payload["updated_at"] = (T0 + dt.timedelta(1)).isoformat()
+    assert deliver("products/update", payload).error is None
+    assert len(variants_of(db)) == 4
 
 
 def test_collections_keep_memberships_unless_the_payload_lists_products(deliver, db, shop):

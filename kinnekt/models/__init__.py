@@ -2,7 +2,7 @@
 from kinnekt.models.automation import Automation
 from kinnekt.models.base import TenantMixin
 from kinnekt.models.campaign import Campaign, CampaignSegment
-from kinnekt.models.catalog import Collection, CollectionProduct, Product
+from kinnekt.models.catalog import Collection, CollectionProduct, Product, ProductVariant
 from kinnekt.models.compliance import DataRequest
 from kinnekt.models.customer import Customer, CustomerTag
 from kinnekt.models.deletion import ShopifyDeletion
@@ -23,8 +23,8 @@ from kinnekt.models.webhook import WebhookEvent
 __all__ = [
     "Attribution", "Automation", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
-    "OutboxMessage", "Product", "Segment", "SegmentCount", "SegmentEvent", "SegmentMember", "Shop", "ShopifyDeletion",
-    "SignatureNonce", "SignupAttempt", "StaticList",
+    "OutboxMessage", "Product", "ProductVariant", "Segment", "SegmentCount", "SegmentEvent", "SegmentMember", "Shop",
+    "ShopifyDeletion", "SignatureNonce", "SignupAttempt", "StaticList",
     "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriptionEvent", "SyncOperation", "TenantMixin",
     "WebhookEvent",
 ]

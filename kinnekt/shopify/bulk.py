@@ -1,8 +1,8 @@
 """The full data sync through GraphQL bulk operations: start, follow, stream the JSONL result, upsert in batches.
 
-One sync runs four bulk queries at once (API 2026-01+ allows five per shop): products, collections with
-their products, customers (with phone and SMS consent), orders with their line items. Each is followed by
-the `bulk_operations/finish` webhook (`on_bulk_finished`) or by polling `bulkOperation(id:)`. A finished
+One sync runs four bulk queries at once (API 2026-01+ allows five per shop): products with their variants,
+collections with their products, customers (with phone and SMS consent), orders with their line items. Each is
+followed by the `bulk_operations/finish` webhook (`on_bulk_finished`) or by polling `bulkOperation(id:)`. A finished
 result file is streamed line by line, never loaded whole: lines go to a temporary SQLite file keyed by
 `__parentId`, because without `groupObjects` Shopify does not promise children next to their parent; then
 each root object is read back with its children, mapped to ingest rows and upserted in batches.
@@ -33,7 +33,8 @@ from kinnekt.shopify.graphql import AdminClient, ShopifyError, ShopifyUnavailabl
 log = logging.getLogger(__name__)
 
 BULK_QUERIES = {
-    "products": "{ products { edges { node { %s } } } }" % mapping.PRODUCT_FIELDS,
+    "products": ("{ products { edges { node { %s variants { edges { node { %s } } } } } } }"
+                 % (mapping.PRODUCT_FIELDS, mapping.VARIANT_FIELDS)),
     "collections": ("{ collections { edges { node { %s products { edges { node { id } } } } } } }"
                     % mapping.COLLECTION_FIELDS),
     "customers": "{ customers { edges { node { %s } } } }" % mapping.CUSTOMER_FIELDS,
@@ -42,7 +43,7 @@ BULK_QUERIES = {
 }
 """The bulk query per kind of data (no `first:`: Shopify pages through everything itself)."""
 
-HAS_CHILDREN = {"collections", "orders"}
+HAS_CHILDREN = {"products", "collections", "orders"}
 
 PREREQUISITES = {"orders": ("customers",)}
 """Import orders after customers, so orders link to full customer rows rather than placeholders."""
@@ -314,7 +315,7 @@ def _flush(conn: sqlite3.Connection, roots: list, children: list) -> None:
 
 def _row_maker(kind: str) -> Callable[[dict, list[dict]], object]:
     return {
-        "products": lambda node, _children: mapping.product_row(node),
+        "products": mapping.product_row,
         "collections": mapping.collection_row,
         "customers": lambda node, _children: mapping.customer_row(node),
         "orders": mapping.order_row,

@@ -9,7 +9,8 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 
 from kinnekt.shopify.graphql import gid_to_id
-from kinnekt.shopify.ingest.rows import CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow
+from kinnekt.numbers import whole_number
+from kinnekt.shopify.ingest.rows import CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow, VariantRow
 
 # SMS consent: the flat CustomerPhoneNumber fields (deprecated since 2026-04, still served by 2026-10).
 # The mapper also understands the nested `smsMarketingConsent { state updatedAt }` of newer versions.
@@ -40,6 +41,10 @@ product { id } variant { id }
 PRODUCT_FIELDS = """
 id title handle status updatedAt
 featuredMedia { preview { image { url } } }
+"""
+
+VARIANT_FIELDS = """
+id title sku price position
 """
 
 COLLECTION_FIELDS = """
@@ -148,8 +153,8 @@ def order_row(node: dict, line_items: list[dict]) -> OrderRow:
     )
 
 
-def product_row(node: dict) -> ProductRow:
-    """A Product node as a ProductRow."""
+def product_row(node: dict, variants: list[dict] | None = None) -> ProductRow:
+    """A Product node and its ProductVariant nodes (None: not asked for) as a ProductRow."""
     image = (((node.get("featuredMedia") or {}).get("preview") or {}).get("image") or {})
     return ProductRow(
         shopify_id=_required_id(node),
@@ -158,7 +163,22 @@ def product_row(node: dict) -> ProductRow:
         status=(_text(node.get("status")) or "active").lower(),
         image_url=_text(image.get("url"), 2048),
         updated_at=timestamp(node.get("updatedAt")),
+        variants=None if variants is None else [row for row in map(variant_row, variants) if row is not None],
     )
+
+
+def variant_row(node: dict) -> VariantRow | None:
+    """A ProductVariant node (price is a Money string, "12.50"); None when it has no numeric id."""
+    variant_id = gid_to_id(node.get("id")) if isinstance(node, dict) else None
+    if variant_id is None:
+        return None
+    try:
+        price = Decimal(str(node["price"])) if node.get("price") not in (None, "") else None
+    except InvalidOperation:
+        price = None
+    return VariantRow(shopify_id=variant_id, title=_text(node.get("title"), 512), sku=_text(node.get("sku"), 255),
+                      price=price if price is None or price.is_finite() else None,
+                      position=whole_number(node.get("position"), 2**31 - 1))
 
 
 def collection_row(node: dict, products: list[dict] | None) -> CollectionRow:

@@ -52,11 +52,22 @@ query KinnektOrderLineItems($id: ID!, $after: String) {
 PRODUCTS = """
 query KinnektReconcileProducts($first: Int!, $after: String, $query: String!) {
   products(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {
-    nodes { %s }
+    nodes { %s variants(first: 50) { nodes { %s } pageInfo { hasNextPage endCursor } } }
     pageInfo { hasNextPage endCursor }
   }
 }
-""" % mapping.PRODUCT_FIELDS
+""" % (mapping.PRODUCT_FIELDS, mapping.VARIANT_FIELDS)
+
+PRODUCT_VARIANTS = """
+query KinnektProductVariants($id: ID!, $after: String) {
+  product(id: $id) {
+    variants(first: 250, after: $after) { nodes { %s } pageInfo { hasNextPage endCursor } }
+  }
+}
+""" % mapping.VARIANT_FIELDS
+
+PRODUCTS_PAGE_SIZE = 10
+"""Products per page: each carries up to 50 variants, and one query may cost at most 1,000 points."""
 
 COLLECTIONS = """
 query KinnektReconcileCollections($first: Int!, $after: String, $query: String!) {
@@ -115,8 +126,9 @@ def reconcile(shop: Shop, client: AdminClient | None = None, *, now: dt.datetime
         lambda node: mapping.order_row(node, _all_line_items(client, node)),
         lambda rows: orders.upsert_orders(Session, shop, rows))
     report.counts["products"] = _pages(
-        client.nodes(PRODUCTS, {"query": query}, "products"),
-        mapping.product_row, lambda rows: catalog.upsert_products(Session, shop, rows))
+        client.nodes(PRODUCTS, {"query": query}, "products", page_size=PRODUCTS_PAGE_SIZE),
+        lambda node: mapping.product_row(node, _all_variants(client, node)),
+        lambda rows: catalog.upsert_products(Session, shop, rows))
     report.counts["collections"] = _pages(
         client.nodes(COLLECTIONS, {"query": query}, "collections"),
         lambda node: mapping.collection_row(node, None), lambda rows: catalog.upsert_collections(Session, shop, rows))
@@ -145,6 +157,19 @@ def _pages(nodes, make_row, upsert, batch_size: int = 100) -> int:
         upsert(batch)
         total += len(batch)
     return total
+
+
+def _all_variants(client: AdminClient, product: dict) -> list[dict]:
+    """A product's variants, fetching further pages when it has more than the first page held."""
+    connection = product.get("variants") or {}
+    variants = list(connection.get("nodes") or [])
+    info = connection.get("pageInfo") or {}
+    while info.get("hasNextPage"):
+        data = client.query(PRODUCT_VARIANTS, {"id": product["id"], "after": info.get("endCursor")})
+        connection = ((data.get("product") or {}).get("variants") or {})
+        variants.extend(connection.get("nodes") or [])
+        info = connection.get("pageInfo") or {}
+    return variants
 
 
 def _all_line_items(client: AdminClient, order: dict) -> list[dict]:

@@ -1,16 +1,21 @@
-"""Storing the catalog: products, collections, and which products each collection holds."""
+"""Storing the catalog: products and their variants, collections, and which products each collection holds."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from sqlalchemy import delete, insert, select
 
-from kinnekt.models import Collection, CollectionProduct, LineItem, Order, Product, Shop, Subscriber
+from kinnekt.models import Collection, CollectionProduct, LineItem, Order, Product, ProductVariant, Shop, Subscriber
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import is_newer, latest_per_id
 from kinnekt.shopify.ingest.linking import chunks, commit_with_retry, notify_segments
 from kinnekt.shopify.ingest.locking import stored_for_update
-from kinnekt.shopify.ingest.rows import CollectionRow, ProductRow
+from kinnekt.shopify.ingest.rows import CollectionRow, ProductRow, VariantRow
+
+MAX_PRICE = Decimal(10) ** 12
+"""A variant price at or above this (or below zero) is no price a shop charges: stored as unknown (None), which
+also keeps it inside what the Money column holds."""
 
 
 def _existing(session, model, shop_id: int, ids) -> dict:
@@ -18,14 +23,16 @@ def _existing(session, model, shop_id: int, ids) -> dict:
 
 
 def upsert_products(session, shop: Shop, rows: list[ProductRow]) -> list[int]:
-    """Insert or update products (newest updated_at wins); commits and returns the ids written."""
+    """Insert or update products (newest updated_at wins); commits and returns the ids written.
+
+    A written product's variants become exactly those its row lists (when it lists them)."""
     rows = latest_per_id(rows)
 
     def work():
         ids = [row.shopify_id for row in rows]
         existing = _existing(session, Product, shop.id, ids)
         tombstones = deletions.deleted_at(session, shop.id, "product", set(ids) - existing.keys())
-        written = []
+        written, with_variants = [], []
         for row in rows:
             product = existing.get(row.shopify_id)
             if product is None:
@@ -41,10 +48,48 @@ def upsert_products(session, shop: Shop, rows: list[ProductRow]) -> list[int]:
             product.image_url = row.image_url
             product.shopify_updated_at = row.updated_at
             written.append(product)
+            if row.variants is not None:
+                with_variants.append((product, row.variants))
         session.flush()
+        if with_variants:
+            set_variants(session, shop.id, with_variants)
+            session.flush()
         return [p.id for p in written]
 
     return commit_with_retry(session, work) if rows else []
+
+
+def set_variants(session, shop_id: int, products: list[tuple[Product, list[VariantRow]]]) -> None:
+    """Make each (flushed) product hold exactly the variants listed with it: add, update, delete the rest.
+
+    A variant listed under another product than before moves to it (a variant id is unique in the shop)."""
+    wanted: dict[int, tuple[Product, int, VariantRow]] = {}
+    for product, variants in products:
+        for order, row in enumerate(variants, start=1):
+            wanted[row.shopify_id] = (product, order, row)
+    product_ids = [product.id for product, _ in products]
+    stored: dict[int, ProductVariant] = {}
+    for product_batch in chunks(product_ids):
+        for variant in session.scalars(select(ProductVariant).where(
+                ProductVariant.shop_id == shop_id, ProductVariant.product_id.in_(product_batch))):
+            stored[variant.shopify_id] = variant
+    for id_batch in chunks(sorted(wanted.keys() - stored.keys())):
+        for variant in session.scalars(select(ProductVariant).where(
+                ProductVariant.shop_id == shop_id, ProductVariant.shopify_id.in_(id_batch))):
+            stored[variant.shopify_id] = variant
+    for shopify_id, variant in stored.items():
+        if shopify_id not in wanted:
+            session.delete(variant)
+    for shopify_id, (product, order, row) in wanted.items():
+        variant = stored.get(shopify_id)
+        if variant is None:
+            variant = ProductVariant(shop_id=shop_id, shopify_id=shopify_id)
+            session.add(variant)
+        variant.product_id = product.id
+        variant.title = (row.title or "")[:512]
+        variant.sku = row.sku[:255] if row.sku else None
+        variant.price = row.price if row.price is not None and 0 <= row.price < MAX_PRICE else None
+        variant.position = row.position if row.position is not None else order
 
 
 def upsert_collections(session, shop: Shop, rows: list[CollectionRow]) -> list[int]:
@@ -123,6 +168,9 @@ def delete_product(session, shop: Shop, shopify_id: int, *, deleted_at: dt.datet
         .execution_options(synchronize_session=False)).rowcount
     product_id = product.id if product is not None else None
     if product is not None:
+        session.execute(delete(ProductVariant).where(ProductVariant.shop_id == shop.id,
+                                                     ProductVariant.product_id == product.id)
+                        .execution_options(synchronize_session=False))
         session.delete(product)
     session.commit()
     if had_memberships:

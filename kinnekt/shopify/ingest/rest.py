@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from kinnekt.shopify.ingest.rows import (
-    CheckoutRow, CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow,
+    CheckoutRow, CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow, VariantRow,
 )
+from kinnekt.numbers import whole_number
 from kinnekt.shopify.webhooks import parse_timestamp
 
 
@@ -191,7 +192,23 @@ def product_row(payload: dict) -> ProductRow:
         status=(_text(payload.get("status"), 16) or "active").lower(),
         image_url=_text(image.get("src"), 2048) if isinstance(image, dict) else None,
         updated_at=parse_timestamp(payload.get("updated_at")),
+        variants=_variants(payload.get("variants")),
     )
+
+
+def _variants(value) -> list[VariantRow] | None:
+    """A product payload's `variants` (None when it has no such list); a variant without a numeric id is left out."""
+    if not isinstance(value, list):
+        return None
+    rows = []
+    for entry in value:
+        variant_id = shopify_id(entry.get("id")) if isinstance(entry, dict) else None
+        if variant_id is None:
+            continue
+        rows.append(VariantRow(shopify_id=variant_id, title=_text(entry.get("title"), 512),
+                               sku=_text(entry.get("sku"), 255), price=money(entry.get("price"), default=None),
+                               position=whole_number(entry.get("position"), 2**31 - 1)))
+    return rows
 
 
 def collection_row(payload: dict) -> CollectionRow:

@@ -65,8 +65,19 @@ class OrderRow:
 
 
 @dataclass
+class VariantRow:
+    """One variant of a product; price None when the source gave none (or none a shop could charge)."""
+
+    shopify_id: int
+    title: str | None = None
+    sku: str | None = None
+    price: Decimal | None = None
+    position: int | None = None
+
+
+@dataclass
 class ProductRow:
-    """One Shopify product."""
+    """One Shopify product; variants None means the source did not say which variants it has."""
 
     shopify_id: int
     title: str | None = None
@@ -74,6 +85,7 @@ class ProductRow:
     status: str | None = None
     image_url: str | None = None
     updated_at: datetime | None = None
+    variants: list[VariantRow] | None = None
 
 
 @dataclass
