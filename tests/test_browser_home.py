@@ -98,7 +98,10 @@ def test_chart_draws_and_the_period_switch_works(open_page, page, activity, widt
 def test_the_figures_table_matches_the_chart(open_page, page, activity):
     problems = _watch(page)
     open_page("/?days=7")
-    page.locator("#home-growth summary").click()
+    toggle = page.locator("#home-growth summary")
+    expect(toggle).to_have_text("Show the figures", use_inner_text=True)
+    toggle.click()
+    expect(toggle).to_have_text("Hide the figures", use_inner_text=True)
     table = page.locator("#home-growth-table table")
     expect(table).to_be_visible()
     expect(table.locator("thead")).to_contain_text("Keyword")
