@@ -93,6 +93,15 @@ JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspnam
 """Sets every sequence of the suite's schema back to its start in one statement."""
 
 
+@pytest.fixture(autouse=True)
+def _drain_after_browser_test(request):
+    """A browser test's background jobs (builds, re-checks, sends its clicks queued) finish before its tables are
+    emptied: the live server's in-process queue runs them in a thread of its own."""
+    yield
+    if request.node.get_closest_marker("browser") is not None and "app" in request.fixturenames:
+        request.getfixturevalue("app").extensions["kinnekt_queue"].drain()
+
+
 @pytest.fixture
 def db(app):
     """The shared session, inside an app context, unbound from any shop."""

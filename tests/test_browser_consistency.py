@@ -34,13 +34,6 @@ def screen(request, page):
     assert [p for p in problems if "the server responded with a status of" not in p] == []
 
 
-@pytest.fixture(autouse=True)
-def _drain(app):
-    """Jobs the pages queue (segment builds) finish before the tables empty."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
-
-
 def test_the_composer_button_says_what_it_will_do(open_page, screen, shop):
     """Issue 20.4: with Send now chosen the main button said "Schedule campaign"."""
     page = open_page("/campaigns/new")

@@ -19,13 +19,6 @@ IMAGE = "/static/vendor/polaris-icons-9.3.1/InfoIcon.svg"
 """A product image the test server serves (Shopify's CDN in production)."""
 
 
-@pytest.fixture(autouse=True)
-def _drain_builds(app):
-    """Let the background builds that saving queued finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
-
-
 @pytest.fixture
 def catalog(shop, other_shop):
     """25 products of the shop (a page and a bit), two shirts with images (the blue one in three sizes), a

@@ -16,12 +16,6 @@ from tests.test_segments_web import EXAMPLE, add, person, segment
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(autouse=True)
-def _drain_builds(app):
-    yield
-    app.extensions["kinnekt_queue"].drain()
-
-
 @pytest.fixture
 def big_segment(shop, other_shop):
     """A built segment (Ada and Bob), 38 more log entries over the past days, and a count for each of 5 days."""

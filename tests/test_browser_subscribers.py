@@ -17,13 +17,6 @@ pytestmark = pytest.mark.browser
 
 
 
-@pytest.fixture(autouse=True)
-def _drain_jobs(app):
-    """Let the segment re-checks the changes queued finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
-
-
 def open_subscribers(page, live_server, shop, token_for):
     token = token_for(shop.domain, ttl=600)
     page.add_init_script(FAKE_APP_BRIDGE % token)

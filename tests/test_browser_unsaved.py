@@ -19,13 +19,6 @@ EVERYONE = {"match": "all", "rules": [{"field": "subscription_source", "op": "eq
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(autouse=True)
-def _drain_jobs(app):
-    """Let background jobs that saving queued finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
-
-
 def _saved_shop(shop_id: int) -> Shop:
     Session.remove()
     return Session.get(Shop, shop_id)
