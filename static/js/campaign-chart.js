@@ -1,26 +1,16 @@
 // Draws the campaign clicks/orders chart with the vendored uPlot.
 // Each chart is an element with data-campaign-chart="<id of a JSON script tag>" holding
-// {unit, timezone, t: [unix seconds], labels, clicks, orders}. No inline script, no eval: CSP-safe.
-// The file may be executed more than once (htmx re-runs scripts of swapped content): it defines itself once.
+// {unit, timezone, t: [unix seconds], labels, clicks, orders}; static/js/charts.js reads it and draws it.
+// The file may be executed more than once (htmx re-runs scripts of swapped content): it sets up once.
 (function () {
   "use strict";
   if (window.KinnektCampaignChart) {
-    window.KinnektCampaignChart.drawAll(document);
+    window.KinnektCharts.drawAll(document);
     return;
   }
 
   var CLICKS = "#2c6ecb";
   var ORDERS = "#29845a";
-
-  function readData(el) {
-    var source = document.getElementById(el.getAttribute("data-campaign-chart"));
-    if (!source) return null;
-    try {
-      return JSON.parse(source.textContent);
-    } catch (err) {
-      return null;
-    }
-  }
 
   var HOUR = 3600;
   var DAY = 86400;
@@ -74,11 +64,7 @@
     });
   }
 
-  function draw(el) {
-    if (el.getAttribute("data-chart-drawn") === "true") return;
-    var data = readData(el);
-    if (!data || !data.t || !data.t.length) return;
-    var uPlot = window.uPlot;
+  function draw(el, data, uPlot) {
     var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 40] }) : undefined;
     var zone = data.timezone || "UTC";
     var half = (data.unit === "day" ? DAY : HOUR) / 2;  // room for the first and last bars
@@ -117,25 +103,7 @@
         { label: "Orders", scale: "orders", stroke: ORDERS, width: 2, points: { show: true, size: 6, fill: ORDERS } }
       ]
     };
-    el.setAttribute("data-chart-drawn", "true");
-    var plot = new uPlot(options, [data.t, data.clicks, data.orders], el);
-    if (window.ResizeObserver) {
-      new ResizeObserver(function () {
-        plot.setSize({ width: Math.max(el.clientWidth, 280), height: 240 });
-      }).observe(el);
-    }
-  }
-
-  function drawAll(root, attempt) {
-    attempt = attempt || 0;
-    var charts = (root || document).querySelectorAll("[data-campaign-chart]");
-    if (!charts.length) return;
-    if (!window.uPlot) {
-      // htmx inserts the uPlot script asynchronously; wait for it (a few seconds at most).
-      if (attempt < 100) setTimeout(function () { drawAll(root, attempt + 1); }, 50);
-      return;
-    }
-    for (var i = 0; i < charts.length; i++) draw(charts[i]);
+    return { plot: new uPlot(options, [data.t, data.clicks, data.orders], el), minWidth: 280, height: 240 };
   }
 
   // The campaign page's live parts are replaced by every poll: a table of figures the merchant opened stays open.
@@ -146,18 +114,13 @@
     tableOpen = !!(table && table.open);
   });
 
-  window.KinnektCampaignChart = { drawAll: drawAll };
+  window.KinnektCampaignChart = true;
   document.addEventListener("htmx:load", function (event) {
     if (tableOpen && event.target.querySelector) {
       var table = event.target.querySelector(".campaign-chart__table");
       if (table) table.open = true;
     }
     tableOpen = false;
-    drawAll(event.target);
   });
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { drawAll(document); });
-  } else {
-    drawAll(document);
-  }
+  window.KinnektCharts.register("data-campaign-chart", draw);
 })();

@@ -1,31 +1,12 @@
 // Draws a segment's member count per day with the vendored uPlot.
 // Each chart is an element with data-segment-chart="<id of a JSON script tag>" holding
-// {timezone, t: [unix seconds of each local day's start], counts, labels}. No inline script, no eval: CSP-safe.
-// The file may be executed more than once (htmx re-runs scripts of swapped content): it defines itself once.
+// {timezone, t: [unix seconds of each local day's start], counts, labels}; static/js/charts.js does the rest.
 (function () {
   "use strict";
-  if (window.KinnektSegmentChart) {
-    window.KinnektSegmentChart.drawAll(document);
-    return;
-  }
 
   var LINE = "#2c6ecb";
 
-  function readData(el) {
-    var source = document.getElementById(el.getAttribute("data-segment-chart"));
-    if (!source) return null;
-    try {
-      return JSON.parse(source.textContent);
-    } catch (err) {
-      return null;
-    }
-  }
-
-  function draw(el) {
-    if (el.getAttribute("data-chart-drawn") === "true") return;
-    var data = readData(el);
-    if (!data || !data.t || !data.t.length) return;
-    var uPlot = window.uPlot;
+  function draw(el, data, uPlot) {
     var zone = data.timezone || "UTC";
     var stepped = uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined;
     var options = {
@@ -50,32 +31,8 @@
           points: { show: data.t.length < 3, size: 6, fill: LINE } }
       ]
     };
-    el.setAttribute("data-chart-drawn", "true");
-    var plot = new uPlot(options, [data.t, data.counts], el);
-    if (window.ResizeObserver) {
-      new ResizeObserver(function () {
-        plot.setSize({ width: Math.max(el.clientWidth, 260), height: 240 });
-      }).observe(el);
-    }
+    return { plot: new uPlot(options, [data.t, data.counts], el), minWidth: 260, height: 240 };
   }
 
-  function drawAll(root, attempt) {
-    attempt = attempt || 0;
-    var charts = (root || document).querySelectorAll("[data-segment-chart]");
-    if (!charts.length) return;
-    if (!window.uPlot) {
-      // htmx inserts the uPlot script asynchronously; wait for it (a few seconds at most).
-      if (attempt < 100) setTimeout(function () { drawAll(root, attempt + 1); }, 50);
-      return;
-    }
-    for (var i = 0; i < charts.length; i++) draw(charts[i]);
-  }
-
-  window.KinnektSegmentChart = { drawAll: drawAll };
-  document.addEventListener("htmx:load", function (event) { drawAll(event.target); });
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { drawAll(document); });
-  } else {
-    drawAll(document);
-  }
+  window.KinnektCharts.register("data-segment-chart", draw);
 })();
