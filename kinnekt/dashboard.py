@@ -282,7 +282,7 @@ def health(session: OrmSession, shop: Shop, span: Period, rows: list[stats.Campa
     result = Health()
     # Only campaigns still sending in the period can have sent in it, so a shop's older campaigns' rows (most of
     # its messages, in time) are never read. A day of margin: a message in flight when a campaign was ended
-    # finishes after it (sending.recover settles those within a day).
+    # finishes after it (recovery.recover marks those unknown within a day).
     live = select(Campaign.id).where(Campaign.shop_id == shop.id,
                                      or_(Campaign.finished_at.is_(None),
                                          Campaign.finished_at >= span.start - dt.timedelta(days=1)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
 from pathlib import Path
@@ -297,3 +298,13 @@ class DriverStatement:
                 connection.invalidate(error)
             raise exc.DBAPIError.instance(self.sql, params, error, self.dialect.loaded_dbapi.Error,
                                           connection_invalidated=lost, dialect=self.dialect) from error
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(statement, dialect) -> DriverStatement:
+    return DriverStatement(statement, dialect)
+
+
+def driver_statement(statement, connection) -> DriverStatement:
+    """`statement` compiled once for this connection's dialect, to run on the driver (see DriverStatement)."""
+    return _compiled(statement, connection.dialect)

@@ -15,8 +15,8 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.orm import sessionmaker
 
 from kinnekt import defaults
-from kinnekt.campaigns import lifecycle, links, sending
-from kinnekt.db import engine, utcnow
+from kinnekt.campaigns import answers, composer, lifecycle, links, recovery, sending, stats
+from kinnekt.db import DriverStatement, engine, utcnow
 from kinnekt.models import Campaign, Link, Message, Subscriber
 from kinnekt.queue import get_queue
 from kinnekt.sms.gateway import SendResult
@@ -116,7 +116,7 @@ def test_send_now_texts_each_sendable_subscriber_exactly_once(db, shop_us, vonag
     assert outcome == {team[0].id: ("sent", None), team[1].id: ("sent", None), team[2].id: ("sent", None)}
     assert all(m.provider_id.startswith("FAKE") and m.attempts == 1 and m.sent_at for m in rows(db, row)[:3])
     assert [db.get(Subscriber, p.id).sent_count for p in team] == [1, 1, 1, 0]
-    figures = sending.progress(db, row)
+    figures = stats.progress(db, row)
     assert (figures.total, figures.sent, figures.skipped, figures.refused, figures.remaining, figures.done) == \
         (3, 3, 0, 0, 0, True)
     # A second campaign: the same people, no footer any more.
@@ -226,9 +226,9 @@ def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db,
     assert len(vonage_config.sent()) == 3
     unknown = [m for m in rows(db, row) if m.status == "unknown"]
     assert len(unknown) == 1
-    figures = sending.progress(db, row)
+    figures = stats.progress(db, row)
     assert (figures.sent, figures.unknown, figures.remaining) == (2, 1, 0)
-    sending.recover(db, now=utcnow() + dt.timedelta(hours=1))
+    recovery.recover(db, now=utcnow() + dt.timedelta(hours=1))
     assert get_queue().drain(10)
     assert len(vonage_config.sent()) == 3  # recovery never resends it
     # Vonage echoes the client-ref the request carried: the row's own m<id>.
@@ -253,7 +253,7 @@ def test_permanent_failures_are_recorded_and_a_barred_number_suppressed(db, shop
     assert reasons == ["Invalid parameters", "Number barred"]
     barred = next(m for m in failed.values() if m.error_code == "7")
     assert db.get(Subscriber, barred.subscriber_id).suppressed_at is not None
-    assert (sending.progress(db, row).refused, sending.progress(db, row).sent) == (2, 1)  # refused: never sent
+    assert (stats.progress(db, row).refused, stats.progress(db, row).sent) == (2, 1)  # refused: never sent
     assert {p.id for p in team} >= set(failed)
 
 
@@ -275,7 +275,7 @@ def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config
     assert by_subscriber[elsewhere.id].status == "sent"
     assert [f["to"] for f in vonage_config.sent()] == [elsewhere.phone.lstrip("+")]
     assert db.get(Campaign, row.id).status == "in_progress"
-    assert sending.progress(db, row).remaining == 1
+    assert stats.progress(db, row).remaining == 1
 
 
 # ---------------------------------------------------------------------------------------------- claims, leases, recovery
@@ -312,14 +312,14 @@ def test_an_expired_claim_goes_back_and_the_old_sender_cannot_send_it(db, shop_u
     assert len(old) == 3 and {m.status for m in rows(db, row)} == {"claimed"}
     # The old sender stalls past its lease; recovery hands the rows back and another sender takes them.
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_CLAIM_LEASE_SECONDS + 1)
-    assert sending.recover(db, now=later)["released"] == 3
+    assert recovery.recover(db, now=later)["released"] == 3
     new = sending.claim(db, row.id, token="b" * 32)
     assert new == old
     assert sending.send_batch(db, row.id, old, "a" * 32) == {"not ours": 3}
     assert gateway.sent == []
     assert sending.send_batch(db, row.id, new, "b" * 32) == {"sent": 3}
     assert len(gateway.sent) == 3
-    assert sending.settle(db, row.id) == "completed"
+    assert sending.complete_or_wake(db, row.id) == "completed"
 
 
 def test_a_send_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(db, shop_us, jobs, monkeypatch):
@@ -330,9 +330,9 @@ def test_a_send_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(db, shop
     # A worker died between committing "sending" and recording the answer.
     db.execute(update(Message).where(Message.id == first.id).values(status="sending", attempts=1))
     db.commit()
-    assert sending.recover(db, now=utcnow() + dt.timedelta(minutes=1))["unknown"] == 0  # not stale yet
+    assert recovery.recover(db, now=utcnow() + dt.timedelta(minutes=1))["unknown"] == 0  # not stale yet
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
-    counts = sending.recover(db, now=later)
+    counts = recovery.recover(db, now=later)
     assert counts["unknown"] == 1 and counts["dispatched"] == 1  # no heartbeat yet: senders are queued
     assert sending.run(db, row.id) == {"sent": 1}
     assert [m.status for m in rows(db, row)] == ["unknown", "sent"]
@@ -344,13 +344,13 @@ def test_recovery_leaves_a_campaign_with_a_fresh_heartbeat_alone(db, shop_us, jo
     row = _started(db, shop_us, 2, jobs)
     sending.claim(db, row.id, token="c" * 32, size=1)  # a live sender: heartbeat now
     before = len(jobs.jobs)
-    assert sending.recover(db)["dispatched"] == 0
+    assert recovery.recover(db)["dispatched"] == 0
     assert len(jobs.jobs) == before
 
 
 def test_a_send_test_goes_to_one_number_outside_the_statistics(db, shop_us, vonage_config,
                                                               settled_jobs):  # noqa: F811
-    message = sending.send_test(db, shop_us, {"body": "Hi {first_name} at {shop_name}", "discount_mode": "none"},
+    message = composer.send_test(db, shop_us, {"body": "Hi {first_name} at {shop_name}", "discount_mode": "none"},
                                 "+12125550199")
     assert get_queue().drain(10)
     db.expire_all()
@@ -359,7 +359,7 @@ def test_a_send_test_goes_to_one_number_outside_the_statistics(db, shop_us, vona
     assert vonage_config.sent()[0]["to"] == "12125550199"
     assert vonage_config.sent()[0]["text"].endswith(FOOTER) and "Hi there" in vonage_config.sent()[0]["text"]
     with pytest.raises(ValueError):
-        sending.send_test(db, shop_us, {"body": "x"}, "not a phone")
+        composer.send_test(db, shop_us, {"body": "x"}, "not a phone")
     assert db.scalar(select(func.count()).select_from(Message)) == 1
 
 
@@ -370,7 +370,7 @@ def test_a_send_lost_in_a_campaign_ended_meanwhile_still_becomes_unknown(db, sho
     db.commit()
     lifecycle.end(db, db.get(Campaign, row.id))
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
-    assert sending.recover(db, now=later) == {"released": 0, "unknown": 1, "dispatched": 0}
+    assert recovery.recover(db, now=later) == {"released": 0, "unknown": 1, "dispatched": 0}
     assert [m.status for m in rows(db, row)] == ["unknown", "ended"]
 
 
@@ -531,7 +531,7 @@ def test_a_worker_dying_mid_send_leaves_at_most_one_row_unknown_never_resent(db,
     gateway.hook = None
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
     unknown = int(first_left == "sending")
-    assert sending.recover(db, now=later) == {"released": 2, "unknown": unknown, "dispatched": 1}
+    assert recovery.recover(db, now=later) == {"released": 2, "unknown": unknown, "dispatched": 1}
     assert sending.run(db, row.id) == {"sent": 2}
     assert [m.status for m in rows(db, row)] == ["unknown" if unknown else "sent", "sent", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # the first was never sent again
@@ -550,7 +550,7 @@ def test_a_kill_while_an_answer_is_in_flight_leaves_at_most_two_rows_unknown_nev
         if n == 2:
             raise Killed()
 
-    class LostWriter(sending._AnswerWriter):
+    class LostWriter(answers.Writer):
         """Its writes never reach the database before the kill."""
 
         def put(self, answer):
@@ -561,7 +561,7 @@ def test_a_kill_while_an_answer_is_in_flight_leaves_at_most_two_rows_unknown_nev
 
     gateway = ScriptedGateway(hook=kill_at_second_answer)
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
-    monkeypatch.setattr(sending, "_AnswerWriter", LostWriter)
+    monkeypatch.setattr(answers, "Writer", LostWriter)
     monkeypatch.setattr(sending, "_flush_after_error", lambda session, context: None)  # a dead process writes nothing
     row = _started(db, shop_us, 3, jobs)
     with pytest.raises(Killed):
@@ -571,9 +571,9 @@ def test_a_kill_while_an_answer_is_in_flight_leaves_at_most_two_rows_unknown_nev
     first = "sending" if on_postgresql else "sent"
     assert [m.status for m in rows(db, row)] == [first, "sending", "claimed"]
     gateway.hook = None
-    monkeypatch.setattr(sending, "_AnswerWriter", LostWriter.__bases__[0])  # a new process: its writes arrive
+    monkeypatch.setattr(answers, "Writer", LostWriter.__bases__[0])  # a new process: its writes arrive
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
-    assert sending.recover(db, now=later) == {"released": 1, "unknown": 1 + on_postgresql, "dispatched": 1}
+    assert recovery.recover(db, now=later) == {"released": 1, "unknown": 1 + on_postgresql, "dispatched": 1}
     assert sending.run(db, row.id) == {"sent": 1}
     assert [m.status for m in rows(db, row)] == ["unknown" if on_postgresql else "sent", "unknown", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3  # none was sent twice
@@ -586,7 +586,7 @@ def test_on_postgresql_answers_are_written_beside_the_sender_one_at_a_time(db, s
     if db.get_bind().dialect.name != "postgresql":
         pytest.skip("SQLite writes the answer with the next message's move")
     events = []
-    real_rowcount = sending.DriverStatement.rowcount
+    real_rowcount = DriverStatement.rowcount
 
     def rowcount(self, connection, values):
         if "a_id" not in values:
@@ -601,7 +601,7 @@ def test_on_postgresql_answers_are_written_beside_the_sender_one_at_a_time(db, s
 
     gateway = ScriptedGateway(hook=lambda n, to: events.append(("request", n, threading.current_thread().name)))
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
-    monkeypatch.setattr(sending.DriverStatement, "rowcount", rowcount)
+    monkeypatch.setattr(DriverStatement, "rowcount", rowcount)
     row = _started(db, shop_us, 3, jobs)
     assert sending.run(db, row.id) == {"sent": 3}
     first, second, third = [m.id for m in rows(db, row)]
@@ -625,7 +625,7 @@ def test_on_postgresql_an_answer_that_cannot_be_written_stops_the_batch_and_the_
     if db.get_bind().dialect.name != "postgresql":
         pytest.skip("SQLite writes the answer with the next message's move")
     from sqlalchemy.exc import OperationalError
-    real_rowcount = sending.DriverStatement.rowcount
+    real_rowcount = DriverStatement.rowcount
     failing = []
 
     def rowcount(self, connection, values):
@@ -635,7 +635,7 @@ def test_on_postgresql_an_answer_that_cannot_be_written_stops_the_batch_and_the_
 
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
-    monkeypatch.setattr(sending.DriverStatement, "rowcount", rowcount)
+    monkeypatch.setattr(DriverStatement, "rowcount", rowcount)
     row = _started(db, shop_us, 3, jobs)
     failing.append(rows(db, row)[0].id)
     with pytest.raises(OperationalError):
@@ -644,7 +644,7 @@ def test_on_postgresql_an_answer_that_cannot_be_written_stops_the_batch_and_the_
     assert [m.status for m in rows(db, row)] == ["sending", "sent", "claimed"] and len(gateway.sent) == 2
     failing.clear()
     later = utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS + 1)
-    assert sending.recover(db, now=later) == {"released": 1, "unknown": 1, "dispatched": 1}
+    assert recovery.recover(db, now=later) == {"released": 1, "unknown": 1, "dispatched": 1}
     assert sending.run(db, row.id) == {"sent": 1}
     assert [m.status for m in rows(db, row)] == ["unknown", "sent", "sent"]
     assert len(gateway.sent) == 3 and len({to for to, _ in gateway.sent}) == 3
@@ -660,13 +660,13 @@ def test_on_postgresql_a_lost_answers_connection_loses_no_answer_silently(db, sh
     from sqlalchemy.exc import DBAPIError
 
     backends = []
-    real_init = sending._AnswerWriter.__init__
+    real_init = answers.Writer.__init__
 
     def remember_backend(self, connection):
         backends.append(connection.connection.dbapi_connection.info.backend_pid)
         real_init(self, connection)
 
-    monkeypatch.setattr(sending._AnswerWriter, "__init__", remember_backend)
+    monkeypatch.setattr(answers.Writer, "__init__", remember_backend)
 
     def kill_the_answers_connection(n, to):
         if n == 2:
@@ -767,13 +767,13 @@ def statements_seen(monkeypatch, note):
     """Call `note(conn, cursor, statement, parameters, context, executemany)` for each statement run through
     the engines (the engine's and, on PostgreSQL, the no-disk-wait one) or as a hot-path DriverStatement."""
     from kinnekt.db import no_disk_wait_engine
-    real_rowcount = sending.DriverStatement.rowcount
+    real_rowcount = DriverStatement.rowcount
 
     def driver_rowcount(self, connection, values):  # the hot path's statements bypass the engine's events
         note(connection, None, self.sql, values, None, False)
         return real_rowcount(self, connection, values)
 
-    monkeypatch.setattr(sending.DriverStatement, "rowcount", driver_rowcount)
+    monkeypatch.setattr(DriverStatement, "rowcount", driver_rowcount)
     engines = [engine()] + ([no_disk_wait_engine(engine())] if engine().dialect.name == "postgresql" else [])
     for one in engines:
         event.listen(one, "before_cursor_execute", note)

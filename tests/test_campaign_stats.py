@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from flask import g, render_template
 
-from kinnekt.campaigns import attribution, sending, stats
+from kinnekt.campaigns import attribution, stats
 from kinnekt.models import SubscriptionEvent
 from kinnekt.models.message import row_ref
 from kinnekt.sms import receipts
@@ -121,7 +121,7 @@ def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
     assert figures.refusal_reasons == [
         ("The sender (the number or name texts come from) is not allowed for this number.", 1)]
     assert figures.unaccounted == 0
-    progress = sending.progress(db, row)
+    progress = stats.progress(db, row)
     assert (progress.sent, progress.refused, progress.remaining, progress.finished) == (7, 1, 0, 8)
     rows, totals = stats.campaign_rows(db, shop)
     assert [r.sent for r in rows if r.campaign.id == row.id] == [7] and totals["sent"] == 7

@@ -55,12 +55,12 @@ def after_lost_sender(lost) -> bool:
     Returns whether `lost` was a send job."""
     if lost.func_name != SEND_CAMPAIGN or not lost.args:
         return False
-    from kinnekt.campaigns import sending
+    from kinnekt.campaigns import recovery, sending
     campaign_id = int(lost.args[0])
     slot = int(lost.args[1]) if len(lost.args) > 1 else 0
     token = (lost.get_meta(refresh=True) or {}).get("claim_token")
     try:
-        released = sending.release_claims(Session(), campaign_id, token) if token else 0
+        released = recovery.release_claims(Session(), campaign_id, token) if token else 0
         sending.dispatch_slot(campaign_id, slot, tag=f"lost-{lost.id.rsplit('-', 1)[-1]}")
     finally:
         Session.remove()
@@ -76,7 +76,8 @@ def watch_senders() -> dict[str, int]:
     queued or running gets its senders queued. Only RQ has workers that can die apart from the app."""
     from rq.job import Job, JobStatus
     from rq.registry import StartedJobRegistry
-    from kinnekt.campaigns.sending import campaigns_with_due_rows, dispatch
+    from kinnekt.campaigns.recovery import campaigns_with_due_rows
+    from kinnekt.campaigns.sending import dispatch
     queue = get_queue()
     if queue.mode != "rq":
         return {}
@@ -130,7 +131,7 @@ def start_due_campaigns() -> int:
 def requeue_campaigns() -> int:
     """Queue starts of due campaigns and of starts cut short, settle lost sends, re-dispatch stalled campaigns."""
     from kinnekt.campaigns.lifecycle import due_campaigns
-    from kinnekt.campaigns.sending import recover
+    from kinnekt.campaigns.recovery import recover
     session = Session()
     now = utcnow()
     queued = 0

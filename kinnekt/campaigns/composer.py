@@ -1,4 +1,5 @@
-"""The campaign composer: merge tags, the live message analysis (size, encoding, cost), form validation, names."""
+"""The campaign composer: merge tags, the live message analysis (size, encoding, cost), form validation, names,
+test sends."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import Segment
+from kinnekt.models import Campaign, Message, Segment, Shop, Subscriber
 from kinnekt.numbers import record_id
 from kinnekt.shopify.discounts import DiscountInputError, check_code
 from kinnekt.sms import encoding, prices
@@ -466,3 +467,25 @@ def suggested_name(subject: str, segment_names: Iterable[str]) -> str:
     audience = ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")
     subject = " ".join((subject or "").split())
     return " - ".join(part for part in (subject, audience) if part)[:_NAME_MAX]
+
+
+def send_test(session: OrmSession, shop: Shop, campaign_or_values, phone: str) -> Message:
+    """Send the campaign's message once to `phone` (kind "test", no campaign: never in statistics)."""
+    from kinnekt.sms.outgoing import queue_message
+    from kinnekt.subscribers.phones import normalise
+    if isinstance(campaign_or_values, Campaign):
+        body, mode, code = (campaign_or_values.body, campaign_or_values.discount_mode,
+                            campaign_or_values.discount_code)
+    else:
+        values = dict(campaign_or_values)
+        body, mode, code = values.get("body") or "", values.get("discount_mode") or "none", values.get("discount_code")
+    number = normalise(phone).e164  # raises InvalidPhone (a ValueError) with the reason
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == number))
+    sample_code = None
+    if mode == "shared":
+        sample_code = code
+    elif mode == "unique":
+        from kinnekt.shopify.discounts import generate_codes
+        sample_code = generate_codes(1, prefix=(code or "").strip().upper())[0]
+    text = render(body, shop=shop, subscriber=subscriber, discount_code=sample_code, first_message=True)
+    return queue_message(session, shop, None, text, kind="test", to_phone=number)

@@ -1,87 +1,30 @@
-"""Sending a campaign exactly once, at the allowed rate: claim batches, re-check, send, record, resume after crashes.
+"""Sending a campaign exactly once, at the allowed rate: claim batches, re-check, send, hand the answers over.
 
-A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped / ended / back to pending):
-
-- **pending** rows whose claim token is HOLD wait for their discount code to exist at Shopify (automations,
-  kinnekt/automations/engine.py) and are not claimed until released.
-- **claimed**: a sender took a batch of due rows in one UPDATE (keyset order on the (campaign, status, id)
-  index; `FOR UPDATE SKIP LOCKED` on PostgreSQL so parallel senders take disjoint batches; SQLite's write
-  lock serialises them). The claim carries a random token. Nothing was requested from the provider yet,
-  so recovery returns a claimed row whose lease expired to pending; the token makes sure the old sender,
-  if it was only slow, can no longer send it.
-- **sending**: the batch's texts are rendered and their short links made when the batch is loaded (one
-  insert for the batch, committed before any request). After a rate-limiter slot, one conditional UPDATE
-  moves the row claimed -> sending *only if* it still holds our token, the subscriber is still subscribed
-  and unsuppressed and the campaign is still in progress, and commits; then the provider is called. So a STOP or an End
-  that committed before that UPDATE stops the message, and the work between the commit and the request
-  leaving is a few microseconds: a worker killed at any moment leaves at most one row "sending" whose
-  answer is not known, plus on PostgreSQL at most one whose answer was on its way (below). (When
-  that commit was slow, the sender takes a fresh rate-limiter slot first, usually one spacing, ~35 ms at
-  30/s: a request sent late would crowd the ones granted after it into one second at the provider. Then
-  the same checks run once more on the "sending" row, `_STILL_ALLOWED`, so that a STOP or End committed
-  during that wait still stops the message: the row goes back to our claim and is settled as skipped or
-  ended.)
-- **answers**: the provider's answer ("sent", its id and price, and the subscriber's sent_count and
-  last_received_at) need not wait for the disk: lost in a database crash, the row stays "sending" and
-  becomes "unknown" (never resent). On PostgreSQL the move to "sending" runs alone in autocommit (one
-  round trip, durable before the request leaves: the session has nothing else to commit, the batch's
-  links were committed when it was loaded) and an accepted answer is one statement (`_ANSWERED`: the
-  message and the subscriber as data-modifying parts of one UPDATE; it holds no check of its own) in
-  autocommit on a second connection whose commits do not wait for the disk: two round trips per message
-  instead of BEGIN, two updates, the move and COMMIT. A campaign's answers are written by a thread beside
-  the sender (`_AnswerWriter`), one at a time, while the sender moves and sends the next message, so only
-  the move's round trip lies on the sender's path; the batch ends once its last answer is written. A kill
-  may then catch one answer on its way: its row stays "sending" too, so a killed worker leaves at most two
-  such rows, both "unknown" later and never resent. (Each answer is handed over only after the previous
-  one was written, and its error, if any, stops the batch there.) An automation's answers are written by
-  the sender itself: its send-time smart-sending check must see the previous message as sent. The two
-  hot statements run on the driver connection, compiled once (kinnekt.db.DriverStatement). On
-  SQLite, when nothing else is waiting (no rate limit; not an automation, whose send-time smart-sending
-  check must see the previous message as sent), an accepted answer is written in the *same* transaction
-  as the next message's move to "sending", one commit per message instead of two; the batch's last
-  answer, and any answer before an early end of the batch or an error, is written on its own. On SQLite a
-  worker killed at any moment leaves at most one row "sending": the one whose request left last,
-  answered or not (an answer waits only while the next message is prepared, well under a millisecond; a
-  kill in that moment makes its row "unknown"). Other answers (failures, retries, unknown
-  outcomes) are written at once, through the session (with `synchronous_commit` off on PostgreSQL).
-- **unknown**: a row left "sending" by a dead worker (after CAMPAIGN_SENDING_STALE_SECONDS), or whose request
-  left without an answer (dropped connection). It is never sent again. A delivery receipt settles it
-  (kinnekt/sms/receipts.py: sent/delivered/failed). When no receipt ever comes it stays "unknown" and counts
-  as done, not remaining: Vonage offers no lookup of a message by our reference, so a resend could only be
-  blind, and a duplicate marketing text (a complaint, a carrier flag, a STOP) costs more than one missing
-  message; because the window above is tiny, such rows are rare and the progress and statistics show them.
-- Retryable failures (throttled, provider busy, no connection) go back to pending with a backoff due_at;
-  permanent ones fail with the reason; a number the provider refuses for good is suppressed.
-
-Senders are jobs (workers/campaigns.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
-queues its successor; when nothing is due it schedules a wake-up for the next due row, or completes the
-campaign when no row is pending, claimed or sending. Each batch refreshes the campaign's heartbeat; the
-periodic recovery re-dispatches a running campaign with due rows and a stale heartbeat (lost jobs, a Redis
-restart) and settles expired claims and stale sends.
+How a message moves between its statuses, and why a crash never sends one twice: docs/sending.md. The
+provider's answers are written by kinnekt/campaigns/answers.py, lost work is picked up by
+kinnekt/campaigns/recovery.py, and the progress figures are kinnekt/campaigns/stats.py's.
 """
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import queue
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, case, exists, func, null, select, text, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
-from kinnekt.campaigns import quiet_hours
-from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
+from kinnekt.campaigns import answers, quiet_hours
+from kinnekt.db import driver_statement as _driver
+from kinnekt.db import no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
 from kinnekt.sms import prices
 from kinnekt.sms.encoding import size
-from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
+from kinnekt.sms.gateway import GatewayNotConfigured, get_gateway
 
 log = logging.getLogger(__name__)
 
@@ -91,52 +34,6 @@ REMAINING = ("pending", "claimed", "sending")
 HOLD = "hold"
 """The claim token of a pending row held back until its discount code exists at Shopify (automations): no
 sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """The campaign's figures for the progress bar: `sent` and `refused` as kinnekt/campaigns/stats.py defines them
-    (sent: accepted by the provider, whatever a receipt said later; refused: failed without being accepted)."""
-
-    total: int
-    sent: int
-    refused: int
-    skipped: int
-    remaining: int
-    unknown: int = 0
-    ended: int = 0
-    done: bool = False
-
-    @property
-    def finished(self) -> int:
-        """Rows that need nothing more (everything but remaining)."""
-        return self.total - self.remaining
-
-    @property
-    def percent(self) -> int:
-        """Share of rows finished, 0-100."""
-        return 100 if not self.total else int(100 * self.finished / self.total)
-
-
-def progress(session: OrmSession, campaign: Campaign) -> Progress:
-    """Counts of the campaign's rows by outcome; `done` once the campaign is completed, ended or failed."""
-    from kinnekt.campaigns.stats import accepted
-    sent = accepted()
-    by_status: dict[str, int] = {}
-    sent_rows = refused = 0
-    for status, was_sent, count in session.execute(
-            select(Message.status, sent, func.count()).where(Message.campaign_id == campaign.id)
-            .group_by(Message.status, sent)):
-        by_status[status] = by_status.get(status, 0) + count
-        if was_sent:
-            sent_rows += count
-        elif status == "failed":
-            refused += count
-    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
-    return Progress(total=sum(by_status.values()), sent=sent_rows, refused=refused,
-                    skipped=by_status.get("skipped", 0), remaining=sum(by_status.get(s, 0) for s in REMAINING),
-                    unknown=by_status.get("unknown", 0), ended=by_status.get("ended", 0),
-                    done=status in ("completed", "ended", "failed"))
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
@@ -165,27 +62,6 @@ def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
     from kinnekt.queue import get_queue
     from workers.campaigns import send_campaign
     get_queue().enqueue(send_campaign, campaign_id, slot, 0, job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
-
-
-def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
-    """A lost sender's claimed rows go back to pending, unclaimed (none of them was requested); commits."""
-    released = session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
-                              Message.claim_token == token)
-        .values(status="pending", claim_token=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount or 0
-    session.commit()
-    return released
-
-
-def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = None) -> list[int]:
-    """Running campaigns (and automations) with rows due to be sent now and claimed by nobody."""
-    now = now or utcnow()
-    due = exists().where(Message.campaign_id == Campaign.id, Message.status == "pending",
-                         Message.claim_token.is_(None), Message.due_at.is_(None) | (Message.due_at <= now))
-    return list(session.scalars(select(Campaign.id).where(Campaign.status == "in_progress",
-                                                          Campaign.snapshot_at.is_not(None), due)
-                                .order_by(Campaign.id).execution_options(all_shops=True)))
 
 
 def wake_at(campaign_id: int, when: dt.datetime) -> None:
@@ -221,7 +97,7 @@ def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0, b
             on_claim(token)
         ids = claim(session, campaign_id, token=token)
         if not ids:
-            settle(session, campaign_id)
+            complete_or_wake(session, campaign_id)
             return outcomes
         for outcome, n in send_batch(session, campaign_id, ids, token, yielding=yielding).items():
             outcomes[outcome] = outcomes.get(outcome, 0) + n
@@ -336,7 +212,7 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
     return sorted(ids)
 
 
-def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = None) -> str:
+def complete_or_wake(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = None) -> str:
     """Nothing due now: complete the campaign if no row is unfinished, else wake up for the next due row."""
     now = now or utcnow()
     remaining = dict(session.execute(
@@ -398,65 +274,7 @@ _TAKEN_BACK = (
     update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
     .values(status="claimed", claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
             updated_at=_param("m_now", _messages.c.updated_at)))
-"""A "sending" row found no longer allowed before its request left goes back to our claim (`_why_not` settles it)."""
-
-_SENT = (
-    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == "sending")
-    .values(status="sent", updated_at=_param("a_now", _messages.c.updated_at),
-            sent_at=_param("a_now", _messages.c.sent_at), error_code=None, error_reason=None,
-            provider_id=_param("a_provider_id", _messages.c.provider_id),
-            price=_param("a_price", _messages.c.price)))
-"""sending -> sent with the provider's id and price."""
-
-_SENT_KEEP = (
-    update(_messages).where(_messages.c.id == bindparam("a_id"))
-    .values(provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
-            price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
-            updated_at=_param("a_now", _messages.c.updated_at)))
-"""A receipt got there first and keeps its status: the answer's id and price are still written."""
-
-_LAST_RECEIVED = case(
-    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == "failed"),
-     _subscribers.c.last_received_at),
-    else_=_param("s_now", _subscribers.c.last_received_at))
-"""The subscriber's `last_received_at` after an accepted answer: now, unless a receipt that got there first reported
-the message failed (segments' `last_received_sms` looks at accepted messages no receipt reported failed)."""
-
-_RECEIVED = (
-    update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
-    .values(sent_count=_subscribers.c.sent_count + 1, last_received_at=_LAST_RECEIVED,
-            updated_at=_param("s_now", _subscribers.c.updated_at)))
-"""The subscriber got one more message (counted even when a receipt already reported it failed)."""
-
-_ANSWERED = (
-    update(_messages).where(_messages.c.id == bindparam("a_id"))
-    .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
-            sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
-                         else_=_messages.c.sent_at),
-            error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
-            error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
-            provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
-            price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
-            updated_at=_param("a_now", _messages.c.updated_at))
-    .add_cte(update(_subscribers).where(_subscribers.c.id == bindparam("s_id"))
-             .values(sent_count=_subscribers.c.sent_count + 1, last_received_at=_LAST_RECEIVED,
-                     updated_at=_param("s_now", _subscribers.c.updated_at))
-             .returning(_subscribers.c.id).cte("received")))
-"""PostgreSQL: _SENT (or _SENT_KEEP when a receipt got there first: its status stays; a lock wait re-reads
-the row, so the CASEs see the receipt) and _RECEIVED in one statement. The answer's updates only: the move
-to "sending" and its checks are never part of it. The unreferenced WITH part runs after the main update,
-so the message row is locked before the subscriber's, in the order receipts and the SQLite path take them."""
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """An accepted send whose answer is not written yet."""
-
-    message_id: int
-    subscriber_id: int | None
-    provider_id: str | None
-    price: object
-    at: dt.datetime
+"""A "sending" row found no longer allowed before its request left goes back to our claim (`_why_not` marks it)."""
 
 
 @dataclass
@@ -467,75 +285,22 @@ class _Context:
     limiter: object | None
     error: str | None = None
     piggyback: bool = False
-    """SQLite: write an accepted answer with the next message's move to "sending" (see the module docstring)."""
-    answer: _Answer | None = None
+    """SQLite: write an accepted answer with the next message's move to "sending" (see docs/sending.md)."""
+    answer: answers.Answer | None = None
     """The accepted answer waiting for that commit."""
     handoff: object | None = None
     """PostgreSQL: a connection in autocommit for the move to "sending" when nothing else is to be committed
     with it (one round trip instead of BEGIN, UPDATE and COMMIT); None on SQLite."""
     answers: object | None = None
     """PostgreSQL: a connection in autocommit whose commits do not wait for the disk (kinnekt.db's
-    no_disk_wait_engine: a pool of its own), for accepted answers (one statement each, `_ANSWERED`); None on
+    no_disk_wait_engine: a pool of its own), for accepted answers (one statement each, `answers.write`); None on
     SQLite."""
     texts: dict[int, str] | None = None
     """The batch's texts by message id, rendered and with their short links (`_texts`)."""
-    writer: "_AnswerWriter | None" = None
+    writer: answers.Writer | None = None
     """PostgreSQL, campaigns (not automations): writes accepted answers on `answers` beside the sender."""
     yielding: "_Yielding | None" = None
     """Told when the rate limiter cannot be reached, so that the batch stops there."""
-
-
-class _AnswerWriter:
-    """Writes accepted answers (`_ANSWERED`) on the answers connection in a thread of its own, so that the sender
-    prepares and moves the next message while the previous answer is on its way to the database: one round
-    trip less on the sender's path per message. At most one answer is in flight: `put` first waits for the
-    previous one (and raises its error, if it failed), so a worker killed at any moment leaves at most two rows
-    "sending" (the answer in flight and the request that left last), both "unknown" later, never resent.
-    Not for automations: their send-time smart-sending check must see the previous message as sent."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self._statement = _driver(_ANSWERED, connection)
-        self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._in_flight = False
-        self._thread = threading.Thread(target=self._work, name="answers", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (params := self._todo.get()) is not None:
-            try:
-                self._statement.rowcount(self.connection, params)
-                self._done.put(None)
-            except BaseException as error:  # handed to the sender, which raises it
-                self._done.put(error)
-
-    def put(self, answer: _Answer) -> None:
-        """Queue the answer's write, once the previous answer is written. When that one failed its error is
-        raised, after this answer was queued all the same (its request left: `close` still tries to write it)."""
-        try:
-            self.wait()
-        finally:
-            self._todo.put(_answer_params(answer))
-            self._in_flight = True
-
-    def wait(self) -> None:
-        """Wait for the answer in flight; raise its error, if its write failed."""
-        if self._in_flight:
-            self._in_flight = False
-            error = self._done.get()
-            if error is not None:
-                raise error
-
-    def close(self) -> None:
-        """Write the last answer, then stop the thread (it stops even when that write failed, then raises).
-        Closing again does nothing."""
-        try:
-            self.wait()
-        finally:
-            if self._thread.is_alive():
-                self._todo.put(None)
-                self._thread.join()
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -579,7 +344,7 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
             context.answers = no_disk_wait_engine(session.get_bind()).connect() \
                 .execution_options(isolation_level="AUTOCOMMIT")
             if context.campaign.kind != "automation":
-                context.writer = _AnswerWriter(context.answers)
+                context.writer = answers.Writer(context.answers)
         context.yielding = yielding
         for message, subscriber in loaded:
             if yielding is not None and yielding.due():
@@ -701,7 +466,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     else:
         connection = session.connection()
         if context.answer is not None:
-            _write_answer(connection, context.answer)  # the previous message's answer rides on this commit
+            answers.write(connection, context.answer)  # the previous message's answer rides on this commit
         moved = connection.execute(_TO_SENDING, values).rowcount
         if not moved:
             session.rollback()  # the answer is written on its own
@@ -718,44 +483,20 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     result = prices.with_price(context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id)),
                                message.to_phone, text)
     if result.status == "sent" and context.answers is not None:
-        answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
+        answer = answers.Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         if context.writer is not None:
             context.writer.put(answer)
         else:
-            _driver(_ANSWERED, context.answers).rowcount(context.answers, _answer_params(answer))
+            answers.write(context.answers, answer)
         return "sent"
     if result.status == "sent" and context.piggyback:
-        context.answer = _Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
+        context.answer = answers.Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
         return "sent"
-    return record(session, message, result, attempts=(message.attempts or 0) + 1)
-
-
-@functools.lru_cache(maxsize=16)
-def _driver_statement(statement, dialect) -> DriverStatement:
-    return DriverStatement(statement, dialect)
-
-
-def _driver(statement, connection) -> DriverStatement:
-    """The hot-path statement compiled for this connection's dialect, run on the driver (kinnekt.db.DriverStatement)."""
-    return _driver_statement(statement, connection.dialect)
+    return answers.record(session, message, result, attempts=(message.attempts or 0) + 1)
 
 
 def _in_transaction(session) -> bool:
     return (session() if isinstance(session, scoped_session) else session).in_transaction()
-
-
-def _answer_params(answer: _Answer) -> dict:
-    return {"a_id": answer.message_id, "a_now": answer.at, "a_provider_id": answer.provider_id,
-            "a_price": answer.price, "s_id": answer.subscriber_id, "s_now": answer.at}
-
-
-def _write_answer(connection, answer: _Answer) -> None:
-    """The accepted answer's statements, in the connection's transaction (the caller commits)."""
-    params = _answer_params(answer)
-    if not connection.execute(_SENT, params).rowcount:
-        connection.execute(_SENT_KEEP, params)
-    if answer.subscriber_id is not None:
-        connection.execute(_RECEIVED, params)
 
 
 def _flush_answer(session: OrmSession, context: _Context) -> None:
@@ -763,8 +504,8 @@ def _flush_answer(session: OrmSession, context: _Context) -> None:
     answer = context.answer
     if answer is None:
         return
-    _no_disk_wait(session)
-    _write_answer(session.connection(), answer)
+    answers.no_disk_wait(session)
+    answers.write(session.connection(), answer)
     session.commit()
     context.answer = None
 
@@ -779,13 +520,6 @@ def _flush_after_error(session: OrmSession, context: _Context) -> None:
     except Exception:  # the database is gone: the row stays "sending" and becomes "unknown", never resent
         log.exception("campaign %s: could not record the answer of message %s", context.campaign.id,
                       context.answer.message_id)
-
-
-def _no_disk_wait(session: OrmSession) -> None:
-    """On PostgreSQL, this transaction's commit need not wait for the disk: an answer lost in a database crash
-    leaves its row "sending", later "unknown" (never resent). The move to "sending" is always durable."""
-    if on_postgresql(session):
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
@@ -848,7 +582,7 @@ def _recently_texted(session: OrmSession, context: _Context, message: Message) -
 
 
 def _why_not(session: OrmSession, context: _Context, message_id: int, token: str) -> str:
-    """The claimed -> sending step found the row no longer allowed: say why and settle it."""
+    """The claimed -> sending step found the row no longer allowed: say why, and mark it skipped or end the rows."""
     message = session.get(Message, message_id, populate_existing=True)
     if message is None or message.status != "claimed" or message.claim_token != token:
         return "not ours"  # ended by End, or the lease expired and another sender took it
@@ -866,144 +600,3 @@ def _why_not(session: OrmSession, context: _Context, message_id: int, token: str
     reason = _skip_reason(subscriber) or "not_subscribed"
     _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None)
     return "skipped"
-
-
-def _settle(session: OrmSession, message_id: int, status: str, **values) -> bool:
-    """Move a "sending" row to `status`; a receipt that got there first keeps its status (values still written)."""
-    moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "sending")
-        .values(status=status, updated_at=utcnow(), **values).execution_options(synchronize_session=False)).rowcount
-    if not moved:
-        kept = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason", "sent_at")}
-        if kept:
-            session.execute(update(Message).where(Message.id == message_id).values(**kept)
-                            .execution_options(synchronize_session=False))
-    return bool(moved)
-
-
-def record(session: OrmSession, message: Message, result: SendResult, *, attempts: int) -> str:
-    """Write the provider's answer on a "sending" row (and the subscriber's facts); commits; returns the outcome.
-
-    `attempts` counts this call. A delivery receipt that overtook the answer keeps the status it set.
-    """
-    now = utcnow()
-    message_id = message.id
-    provider = dict(provider_id=result.provider_id, price=result.price)
-    _no_disk_wait(session)
-    if result.status == "sent":
-        _write_answer(session.connection(), _Answer(message_id, message.subscriber_id, result.provider_id,
-                                                    result.price, now))
-        session.commit()
-        return "sent"
-    if result.unknown_outcome:
-        _settle(session, message_id, "unknown", error_code=result.error_code, error_reason=result.error_text,
-                **provider)
-        session.commit()
-        return "unknown"
-    if result.retryable and attempts < defaults.CAMPAIGN_MAX_ATTEMPTS:
-        delays = defaults.CAMPAIGN_RETRY_SECONDS
-        delay = delays[min(max(attempts, 1) - 1, len(delays) - 1)]
-        _settle(session, message_id, "pending", error_code=result.error_code, error_reason=result.error_text,
-                due_at=now + dt.timedelta(seconds=delay))
-        session.commit()
-        return "retry"
-    reason = result.error_text or "the provider refused the message"
-    if result.retryable:
-        reason = f"{reason} (gave up after {attempts} attempts)"
-    _settle(session, message_id, "failed", error_code=result.error_code, error_reason=reason, **provider)
-    session.commit()
-    if result.recipient_unreachable and message.subscriber_id is not None:
-        from kinnekt.subscribers.optin import suppress
-        subscriber = session.get(Subscriber, message.subscriber_id)
-        if subscriber is not None:
-            suppress(session, subscriber, reason=f"Vonage refused the number: {result.error_text}", source="provider")
-    return "failed"
-
-
-# ---------------------------------------------------------------------------------------------- recovery
-
-def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str, int]:
-    """Settle expired claims and stale sends of running campaigns, and re-dispatch stalled ones; commits.
-
-    Claimed rows whose lease expired go back to pending (never requested). Rows "sending" for longer than
-    CAMPAIGN_SENDING_STALE_SECONDS become "unknown" (never resent; see the module docstring). A campaign
-    with due rows and no batch claimed within CAMPAIGN_STALL_SECONDS gets its senders queued again.
-    """
-    now = now or utcnow()
-    lease = now - dt.timedelta(seconds=defaults.CAMPAIGN_CLAIM_LEASE_SECONDS)
-    stale = now - dt.timedelta(seconds=defaults.CAMPAIGN_SENDING_STALE_SECONDS)
-    stall = now - dt.timedelta(seconds=defaults.CAMPAIGN_STALL_SECONDS)
-    counts = {"released": 0, "unknown": 0, "dispatched": 0}
-    recent = now - dt.timedelta(days=1)
-    running = session.execute(
-        select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at, Campaign.kind)
-        .where((Campaign.status == "in_progress")
-               | (Campaign.status.in_(("ended", "failed")) & (Campaign.finished_at >= recent)))
-        .order_by(Campaign.id).execution_options(all_shops=True)).all()
-    for campaign_id, status, heartbeat_at, snapshot_at, kind in running:
-        if status != "in_progress":
-            # Ended or failed while a worker died mid-send: its one "sending" row still becomes unknown.
-            counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
-            session.commit()
-            continue
-        if snapshot_at is None:
-            continue  # still starting: the start job (re-queued by the due scan) finishes it
-        counts["released"] += session.execute(
-            update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
-                                  Message.updated_at <= lease)
-            .values(status="pending", claim_token=None, updated_at=now)
-            .execution_options(synchronize_session=False)).rowcount or 0
-        counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
-        session.commit()
-        if heartbeat_at is not None and heartbeat_at > stall:
-            continue
-        due = session.scalar(select(exists().where(
-            Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
-            Message.due_at.is_(None) | (Message.due_at <= now))))
-        unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
-                                                          Message.status.in_(REMAINING))))
-        if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
-            # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
-            dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
-            counts["dispatched"] += 1
-        elif unfinished:
-            next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                             Message.status == "pending"))
-            if next_due is not None:
-                wake_at(campaign_id, next_due)
-    return counts
-
-
-def _stale_sends(session: OrmSession, campaign_id: int, stale: dt.datetime, now: dt.datetime) -> int:
-    """Rows "sending" since before `stale` lost their worker mid-call: "unknown", never sent again."""
-    return session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "sending",
-                              Message.updated_at <= stale)
-        .values(status="unknown", error_code="worker-lost", updated_at=now,
-                error_reason="the worker stopped during the send; it may have been sent")
-        .execution_options(synchronize_session=False)).rowcount or 0
-
-
-# ---------------------------------------------------------------------------------------------- test send
-
-def send_test(session: OrmSession, shop: Shop, campaign_or_values, phone: str) -> Message:
-    """Send the campaign's message once to `phone` (kind "test", no campaign: never in statistics)."""
-    from kinnekt.campaigns import composer
-    from kinnekt.sms.outgoing import queue_message
-    from kinnekt.subscribers.phones import normalise
-    if isinstance(campaign_or_values, Campaign):
-        body, mode, code = (campaign_or_values.body, campaign_or_values.discount_mode,
-                            campaign_or_values.discount_code)
-    else:
-        values = dict(campaign_or_values)
-        body, mode, code = values.get("body") or "", values.get("discount_mode") or "none", values.get("discount_code")
-    number = normalise(phone).e164  # raises InvalidPhone (a ValueError) with the reason
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == number))
-    sample_code = None
-    if mode == "shared":
-        sample_code = code
-    elif mode == "unique":
-        from kinnekt.shopify.discounts import generate_codes
-        sample_code = generate_codes(1, prefix=(code or "").strip().upper())[0]
-    text = composer.render(body, shop=shop, subscriber=subscriber, discount_code=sample_code, first_message=True)
-    return queue_message(session, shop, None, text, kind="test", to_phone=number)

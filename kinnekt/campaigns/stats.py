@@ -30,6 +30,7 @@ from sqlalchemy.orm import aliased
 
 from kinnekt import defaults
 from kinnekt.campaigns import links
+from kinnekt.campaigns.sending import REMAINING
 from kinnekt.models import Attribution, Campaign, Click, Link, Message, Order, Shop, SubscriptionEvent
 from kinnekt.sms import failures
 from kinnekt.sms.receipts import RECEIPT_ERROR_PREFIX
@@ -337,3 +338,48 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The campaign's figures for the progress bar: `sent` and `refused` as this module defines them (sent:
+    accepted by the provider, whatever a receipt said later; refused: failed without being accepted)."""
+
+    total: int
+    sent: int
+    refused: int
+    skipped: int
+    remaining: int
+    unknown: int = 0
+    ended: int = 0
+    done: bool = False
+
+    @property
+    def finished(self) -> int:
+        """Rows that need nothing more (everything but remaining)."""
+        return self.total - self.remaining
+
+    @property
+    def percent(self) -> int:
+        """Share of rows finished, 0-100."""
+        return 100 if not self.total else int(100 * self.finished / self.total)
+
+
+def progress(session, campaign: Campaign) -> Progress:
+    """Counts of the campaign's rows by outcome; `done` once the campaign is completed, ended or failed."""
+    sent = accepted()
+    by_status: dict[str, int] = {}
+    sent_rows = refused = 0
+    for status, was_sent, count in session.execute(
+            select(Message.status, sent, func.count()).where(Message.campaign_id == campaign.id)
+            .group_by(Message.status, sent)):
+        by_status[status] = by_status.get(status, 0) + count
+        if was_sent:
+            sent_rows += count
+        elif status == "failed":
+            refused += count
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
+    return Progress(total=sum(by_status.values()), sent=sent_rows, refused=refused,
+                    skipped=by_status.get("skipped", 0), remaining=sum(by_status.get(s, 0) for s in REMAINING),
+                    unknown=by_status.get("unknown", 0), ended=by_status.get("ended", 0),
+                    done=status in ("completed", "ended", "failed"))

@@ -3,7 +3,7 @@
 A remaining row is pending (or claimed / sending, which a sender is working on right now). A pending row whose
 `due_at` lies in the future waits, for one of these reasons, told apart from the row itself:
 
-- **retry**: an earlier attempt got a retryable error (it carries the error code; sending.record sets `due_at`
+- **retry**: an earlier attempt got a retryable error (it carries the error code; answers.record sets `due_at`
   to the backoff's end).
 - **quiet hours**: quiet hours are on now in the recipient's time zone, and the row is due by their end
   (sending._send_one and audience.first_due defer to the end of the window).

@@ -7,7 +7,7 @@ from flask import Response, abort, g, make_response, render_template, request, u
 from sqlalchemy import select
 
 from kinnekt import defaults
-from kinnekt.campaigns import audience, composer, lifecycle, recurrence, sending, stats, waiting
+from kinnekt.campaigns import audience, composer, lifecycle, recurrence, stats, waiting
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
 from kinnekt.numbers import MAX_ID, record_id, whole_number
@@ -374,7 +374,7 @@ def send_test():
             error = f"Fix the message first: {problem}"
         else:
             try:
-                sending.send_test(Session, g.shop, values, phone)
+                composer.send_test(Session, g.shop, values, phone)
             except (lifecycle.CampaignError, ValueError) as exc:
                 Session.rollback()
                 error = str(exc)
@@ -390,7 +390,7 @@ def send_test():
 def _progress_of(campaign: Campaign):
     if campaign.status in ("draft",):
         return None
-    return sending.progress(Session, campaign)
+    return stats.progress(Session, campaign)
 
 
 def _stats_of(campaign: Campaign) -> dict:
