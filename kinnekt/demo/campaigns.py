@@ -10,8 +10,8 @@ from kinnekt.demo.data import (
     _ALNUM, CAMPAIGNS, CONFIRM_TEXT, PERMANENT_ERROR, SENDER, SHOP_TIMEZONE, STORE_URL, TRANSIENT_ERRORS,
     USER_AGENTS, UTC, WELCOME_TEXT
 )
-from kinnekt.demo.helpers import _pick, _slug, _sms_parts
-from kinnekt.sms import prices
+from kinnekt.demo.helpers import _pick, _slug
+from kinnekt.sms import encoding as sms_encoding, prices
 
 
 class _Campaigns:
@@ -61,7 +61,7 @@ class _Campaigns:
                 sent = (due + dt.timedelta(seconds=(i % 90) // 3)) if due else slot
                 code_chars = self.short_code(ids)
                 text = campaign["body"].replace(url, self.link_base + code_chars) + "\nReply STOP to unsubscribe"
-                encoding, parts = _sms_parts(text)
+                encoding, parts = sms_encoding.size(text)
                 provider_id = self.provider_id(ids)
                 message = {
                     "kind": "campaign", "to_phone": sub["phone"], "body": text, "skip_reason": None, "due_at": due,

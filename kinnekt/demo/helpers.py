@@ -1,19 +1,10 @@
-"""Small helpers of the demo seeder: money, slugs and e-mail names, weighted picks and quotas, SMS parts and
-phone facts."""
+"""Small helpers of the demo seeder: money, slugs and e-mail names, weighted picks and quotas."""
 from __future__ import annotations
 
 import random
 import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
-
-import phonenumbers
-from phonenumbers import carrier as pn_carrier, timezone as pn_timezone
-
-
-_GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-            "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-_GSM7_EXT = set("^{}\\[~]|€\f")
 
 
 def _cents(value) -> Decimal:
@@ -56,29 +47,3 @@ def _quota(rng: random.Random, n: int, weights: dict) -> list:
     out = [k for k in weights for _ in range(counts[k])]
     rng.shuffle(out)
     return out
-
-
-def _sms_parts(text: str) -> tuple[str, int]:
-    """The encoding ("gsm7" or "ucs2") and the number of SMS parts a text needs."""
-    if all(c in _GSM7 or c in _GSM7_EXT for c in text):
-        units, single, multi, enc = [2 if c in _GSM7_EXT else 1 for c in text], 160, 153, "gsm7"
-    else:
-        units, single, multi, enc = [2 if ord(c) > 0xFFFF else 1 for c in text], 70, 67, "ucs2"
-    if sum(units) <= single:
-        return enc, 1
-    parts, used = 1, 0
-    for u in units:  # never split an escape pair or a surrogate pair
-        if used + u > multi:
-            parts, used = parts + 1, 0
-        used += u
-    return enc, parts
-
-
-def _phone_facts(e164: str) -> tuple[str | None, str | None, str | None]:
-    """Country, carrier (by prefix) and first time zone of a number, as the subscriber record keeps them."""
-    number = phonenumbers.parse(e164)
-    country = phonenumbers.region_code_for_number(number)
-    carrier_name = pn_carrier.name_for_number(number, "en") or None
-    zones = pn_timezone.time_zones_for_number(number)
-    zone = zones[0] if zones and zones[0] != "Etc/Unknown" else None
-    return country, carrier_name, zone

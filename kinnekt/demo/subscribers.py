@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kinnekt.demo.data import CAMPAIGNS, CONSENT_TEXTS, DE_FIRST, FIRST_NAMES, KEYWORDS
-from kinnekt.demo.helpers import _phone_facts, _pick, _quota
+from kinnekt.demo.data import CAMPAIGNS, CONSENT_TEXTS, DE_FIRST, FIRST_NAMES, KEYWORDS, SHOP_TIMEZONE
+from kinnekt.demo.helpers import _pick, _quota
+from kinnekt.subscribers import phones
 
 
 class _Subscribers:
@@ -128,7 +129,8 @@ class _Subscribers:
         subs.sort(key=lambda s: (s["_consent"], s["phone"]))
         ip_rng = self.rng("consent-ip")
         for sub in subs:
-            country, carrier_name, zone = _phone_facts(sub["phone"])
+            facts = phones.normalise(sub["phone"], prefer_zone=SHOP_TIMEZONE)  # as the app records a number
+            country, carrier_name, zone = facts.country, facts.carrier, facts.timezone
             source = sub["source"]
             word = sub.get("keyword")
             consent_text = CONSENT_TEXTS[source].format(word=word)
