@@ -34,7 +34,7 @@ def register_extensions(app: Flask) -> None:
     """Database session, htmx request helpers, the job queue, template helpers."""
     from kinnekt import db
     from kinnekt.extensions import htmx
-    from kinnekt.queue import init_queue, start_background
+    from kinnekt.queue import init_queue
     from kinnekt.web import templating
 
     db.configure(app.config["DATABASE_URL"])
@@ -48,6 +48,8 @@ def register_extensions(app: Flask) -> None:
     templating.init_app(app)
 
     if not app.config.get("TESTING"):
+        from kinnekt.schedule import start_background
+
         @app.before_request
         def _start_background_once():
             start_background(app)

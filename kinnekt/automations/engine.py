@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
+from kinnekt.automations import tasks
 from kinnekt.campaigns import quiet_hours
 from kinnekt.campaigns.sending import HOLD
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
@@ -353,9 +354,7 @@ def request_fire(session: OrmSession, segment_ids: Iterable[int]) -> int:
 
 def enqueue_fire(shop_id: int) -> None:
     """Queue the shop's fire job; one already waiting in the queue covers this request too."""
-    from kinnekt.queue import get_queue
-    from workers.automations import fire_automations
-    get_queue().enqueue(fire_automations, shop_id, job_id=f"automations-fire-{shop_id}")
+    tasks.enqueue_fire_automations(shop_id)
 
 
 def has_unread_entries(session: OrmSession, shop_id: int) -> bool:

@@ -53,7 +53,7 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
 - Retryable failures (throttled, provider busy, no connection) go back to pending with a backoff due_at;
   permanent ones fail with the reason; a number the provider refuses for good is suppressed.
 
-Senders are jobs (workers/campaigns.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
+Senders are jobs (kinnekt/campaigns/tasks.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
 queues its successor; when nothing is due it schedules a wake-up for the next due row, or completes the
 campaign when no row is pending, claimed or sending. Each batch refreshes the campaign's heartbeat; the
 periodic recovery re-dispatches a running campaign with due rows and a stale heartbeat (lost jobs, a Redis
@@ -75,7 +75,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
-from kinnekt.campaigns import quiet_hours
+from kinnekt.campaigns import quiet_hours, tasks
 from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
@@ -147,24 +147,17 @@ def dispatch(campaign_id: int, *, tag: str = "0") -> None:
     A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
     for a while is harmless: claims are disjoint).
     """
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
     for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
-        get_queue().enqueue(send_campaign, campaign_id, slot, 0,
-                            job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+        tasks.enqueue_send_campaign(campaign_id, slot, tag=tag)
 
 
 def _successor(campaign_id: int, slot: int, seq: int) -> None:
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
+    tasks.enqueue_send_campaign(campaign_id, slot, seq)
 
 
 def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
     """Queue one sender slot of the campaign again (its job was lost); the tag keeps one job per loss."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, 0, job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+    tasks.enqueue_send_campaign(campaign_id, slot, tag=tag)
 
 
 def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
@@ -190,10 +183,7 @@ def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = No
 
 def wake_at(campaign_id: int, when: dt.datetime) -> None:
     """Queue the campaign's senders for `when` (the next due row); one wake-up per campaign and second."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import wake_campaign
-    get_queue().enqueue_at(when, wake_campaign, campaign_id,
-                           job_id=f"campaign-{campaign_id}-wake-{int(when.timestamp())}")
+    tasks.enqueue_wake_campaign(campaign_id, when)
 
 
 # ---------------------------------------------------------------------------------------------- the sender

@@ -37,7 +37,7 @@ from kinnekt import defaults
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
-from kinnekt.segments import history
+from kinnekt.segments import history, tasks
 from kinnekt.segments.compiler import compile_definition
 from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references
 
@@ -408,8 +408,6 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
     Each request queues its own job: a build always evaluates the definition stored when it takes the
     segment's lock, so a job queued after an edit can never be skipped as a duplicate of a running one.
     """
-    from kinnekt.queue import get_queue
-    from workers.segments import build_segment
     _check_cause(cause)
     session = session if session is not None else Session()
     segment_ids = [segment.id] + dependent_segments(session, segment.shop_id, segment.id)
@@ -419,7 +417,7 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
     session.commit()
     _expire_segments(session, segment_ids)
     for segment_id in segment_ids:
-        get_queue().enqueue(build_segment, segment_id, cause)
+        tasks.enqueue_build_segment(segment_id, cause)
 
 
 def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
@@ -427,16 +425,10 @@ def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
 
     The ids join the shop's pending re-checks; one job per shop at a time takes all that piled up, so a burst
     of webhooks costs a few re-checks of many subscribers each, not one per webhook."""
-    from kinnekt.queue import get_queue
-    from workers.segments import recheck_pending, recheck_subscribers
     ids = sorted({int(i) for i in subscriber_ids})
     if not ids:
         return
-    queue = get_queue()
-    if hasattr(queue, "enqueue_batched"):
-        queue.enqueue_batched(recheck_pending, recheck_group(shop_id), shop_id, ids)
-    else:  # a stand-in queue of a test
-        queue.enqueue(recheck_subscribers, shop_id, ids)
+    tasks.enqueue_recheck(shop_id, ids)
 
 
 def recheck_group(shop_id: int) -> str:

@@ -24,7 +24,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
-from kinnekt.sms import prices
+from kinnekt.sms import prices, tasks
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -234,13 +234,7 @@ def _asks_opted_out_number_sql(message: Message):
 
 
 def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
-    from kinnekt.queue import get_queue
-    from workers.sms import send_message
-    job_id = f"sms-send-{message_id}-{attempt}"
-    if delay:
-        get_queue().enqueue_in(dt.timedelta(seconds=delay), send_message, message_id, job_id=job_id)
-    else:
-        get_queue().enqueue(send_message, message_id, job_id=job_id)
+    tasks.enqueue_send_message(message_id, attempt=attempt, delay=delay)
 
 
 def _changed(message: Message) -> None:

@@ -183,9 +183,8 @@ def unsubscribe(session: OrmSession, subscriber: Subscriber, *, reason: str, sou
         session.refresh(subscriber)
         _changed(subscriber.shop_id, subscriber.id)
         if subscriber.customer_id is not None and source != "checkout":
-            from kinnekt.queue import get_queue
-            from workers.sms import write_back_sms_consent
-            get_queue().enqueue(write_back_sms_consent, subscriber.id, job_id=f"sms-consent-{subscriber.id}")
+            from kinnekt.shopify import tasks as shopify_tasks
+            shopify_tasks.enqueue_write_back_sms_consent(subscriber.id)
     return subscriber
 
 
