@@ -307,8 +307,7 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.snapshot_at.is_(None))
                         .values(snapshot_at=now).execution_options(synchronize_session=False))
         session.commit()
-    from kinnekt.campaigns.sending import dispatch
-    dispatch(campaign_id)
+    tasks.enqueue_senders(campaign_id)
     return "started"
 
 

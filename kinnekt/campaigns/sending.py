@@ -88,10 +88,6 @@ log = logging.getLogger(__name__)
 REMAINING = ("pending", "claimed", "sending")
 """Rows not finished yet: a campaign completes when it has none."""
 
-HOLD = "hold"
-"""The claim token of a pending row held back until its discount code exists at Shopify (automations): no
-sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
-
 
 @dataclass(frozen=True)
 class Progress:
@@ -140,16 +136,6 @@ def progress(session: OrmSession, campaign: Campaign) -> Progress:
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
-
-def dispatch(campaign_id: int, *, tag: str = "0") -> None:
-    """Queue the campaign's senders, one per slot; a job id already queued or running is not queued twice.
-
-    A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
-    for a while is harmless: claims are disjoint).
-    """
-    for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
-        tasks.enqueue_send_campaign(campaign_id, slot, tag=tag)
-
 
 def _successor(campaign_id: int, slot: int, seq: int) -> None:
     tasks.enqueue_send_campaign(campaign_id, slot, seq)
@@ -954,7 +940,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
                                                           Message.status.in_(REMAINING))))
         if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
             # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
-            dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
+            tasks.enqueue_senders(campaign_id, tag=f"r{int(now.timestamp())}")  # nothing to send: a sender completes it
             counts["dispatched"] += 1
         elif unfinished:
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,

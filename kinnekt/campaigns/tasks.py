@@ -45,6 +45,16 @@ SEND_CAMPAIGN = frozenset({job_path(send_campaign), "workers.campaigns.send_camp
 moved out of workers/, which send jobs queued by the previous release still have."""
 
 
+def enqueue_senders(campaign_id: int, *, tag: str = "0") -> None:
+    """Queue the campaign's senders, one per slot; a job id already queued or running is not queued twice.
+
+    A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
+    for a while is harmless: claims are disjoint).
+    """
+    for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
+        enqueue_send_campaign(campaign_id, slot, tag=tag)
+
+
 def enqueue_send_campaign(campaign_id: int, slot: int, seq: int = 0, *, tag: str | None = None) -> None:
     """Queue one sender slot of the campaign: the successor number `seq`, or a new sender told apart by `tag`
     (a dispatch, a wake-up, a lost job); a job id already queued or running is not queued twice."""
@@ -118,7 +128,7 @@ def watch_senders() -> dict[str, int]:
     dispatched = 0
     for campaign_id in sending.campaigns_with_due_rows(Session()):
         if campaign_id not in covered:
-            sending.dispatch(campaign_id, tag=f"watch{int(now.timestamp())}")
+            enqueue_senders(campaign_id, tag=f"watch{int(now.timestamp())}")
             dispatched += 1
     Session.commit()
     if lost or dispatched:
@@ -129,7 +139,7 @@ def watch_senders() -> dict[str, int]:
 @job
 def wake_campaign(campaign_id: int) -> str:
     """Rows deferred by quiet hours, local time or a retry are due: queue the senders again."""
-    sending.dispatch(campaign_id, tag=f"w{int(utcnow().timestamp())}")
+    enqueue_senders(campaign_id, tag=f"w{int(utcnow().timestamp())}")
     return "dispatched"
 
 

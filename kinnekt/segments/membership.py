@@ -33,7 +33,7 @@ from sqlalchemy import BigInteger, Column, ColumnElement, MetaData, Table, delet
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
@@ -353,8 +353,7 @@ def _fire_automations(session: OrmSession, segment_ids: Iterable[int], cause: st
     """Committed entries and leaves that may fire automations: queue the shops' fire jobs (if any is on)."""
     if cause in ("build", "edit") or not segment_ids:
         return
-    from kinnekt.automations.engine import request_fire
-    request_fire(session, segment_ids)
+    signals.announce(signals.segment_members_changed, session, segment_ids=segment_ids)
 
 
 # ---------------------------------------------------------------------------------------------- sweep

@@ -20,10 +20,11 @@ import uuid
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
+from kinnekt.segments import membership
 from kinnekt.sms import prices, tasks
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
@@ -152,10 +153,10 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
         return _retry_or_fail(session, message, result)
     _settle(session, message, "failed", error_code=result.error_code, error_reason=result.error_text, **common)
     if result.recipient_unreachable and message.subscriber_id is not None:
-        from kinnekt.subscribers.optin import suppress
         subscriber = session.get(Subscriber, message.subscriber_id)
         if subscriber is not None:
-            suppress(session, subscriber, reason=f"Vonage refused the number: {result.error_text}", source="provider")
+            signals.announce(signals.number_unreachable, session, subscriber=subscriber,
+                             reason=f"Vonage refused the number: {result.error_text}", source="provider")
     return "failed"
 
 
@@ -239,5 +240,4 @@ def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
 
 def _changed(message: Message) -> None:
     if message.subscriber_id is not None:
-        from kinnekt.segments.membership import subscribers_changed
-        subscribers_changed(message.shop_id, [message.subscriber_id])
+        membership.subscribers_changed(message.shop_id, [message.subscriber_id])
