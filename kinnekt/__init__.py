@@ -33,7 +33,7 @@ def create_app(config: Config | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     """Database session, the job queue, template helpers."""
     from kinnekt import db
-    from kinnekt.queue import init_queue, start_background
+    from kinnekt.queue import init_queue
     from kinnekt.web import templating
 
     db.configure(app.config["DATABASE_URL"])
@@ -46,6 +46,8 @@ def register_extensions(app: Flask) -> None:
     templating.init_app(app)
 
     if not app.config.get("TESTING"):
+        from kinnekt.schedule import start_background
+
         @app.before_request
         def _start_background_once():
             start_background(app)
