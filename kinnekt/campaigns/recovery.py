@@ -13,7 +13,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
-from kinnekt.campaigns.sending import REMAINING, dispatch, wake_at
+from kinnekt.campaigns import sending, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message
 
@@ -78,16 +78,16 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
-                                                          Message.status.in_(REMAINING))))
+                                                          Message.status.in_(sending.REMAINING))))
         if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
             # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
-            dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
+            tasks.enqueue_senders(campaign_id, tag=f"r{int(now.timestamp())}")  # nothing to send: a sender completes it
             counts["dispatched"] += 1
         elif unfinished:
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
                                                                              Message.status == "pending"))
             if next_due is not None:
-                wake_at(campaign_id, next_due)
+                sending.wake_at(campaign_id, next_due)
     return counts
 
 

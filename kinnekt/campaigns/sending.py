@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
-from kinnekt.campaigns import answers, quiet_hours
+from kinnekt.campaigns import answers, quiet_hours, tasks
 from kinnekt.db import driver_statement as _driver
 from kinnekt.db import no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
@@ -31,45 +31,21 @@ log = logging.getLogger(__name__)
 REMAINING = ("pending", "claimed", "sending")
 """Rows not finished yet: a campaign completes when it has none."""
 
-HOLD = "hold"
-"""The claim token of a pending row held back until its discount code exists at Shopify (automations): no
-sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
-
 
 # ---------------------------------------------------------------------------------------------- dispatch
 
-def dispatch(campaign_id: int, *, tag: str = "0") -> None:
-    """Queue the campaign's senders, one per slot; a job id already queued or running is not queued twice.
-
-    A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
-    for a while is harmless: claims are disjoint).
-    """
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
-        get_queue().enqueue(send_campaign, campaign_id, slot, 0,
-                            job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
-
-
 def _successor(campaign_id: int, slot: int, seq: int) -> None:
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
+    tasks.enqueue_send_campaign(campaign_id, slot, seq)
 
 
 def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
     """Queue one sender slot of the campaign again (its job was lost); the tag keeps one job per loss."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, 0, job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+    tasks.enqueue_send_campaign(campaign_id, slot, tag=tag)
 
 
 def wake_at(campaign_id: int, when: dt.datetime) -> None:
     """Queue the campaign's senders for `when` (the next due row); one wake-up per campaign and second."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import wake_campaign
-    get_queue().enqueue_at(when, wake_campaign, campaign_id,
-                           job_id=f"campaign-{campaign_id}-wake-{int(when.timestamp())}")
+    tasks.enqueue_wake_campaign(campaign_id, when)
 
 
 # ---------------------------------------------------------------------------------------------- the sender
