@@ -32,13 +32,13 @@ def _list_partial(message: str | None = None, **extra):
     return hx.toast(response, message) if message else response
 
 
-@bp.get("/properties/")
+@bp.get("/subscribers/properties/")
 def index():
     """The shop's profile properties: the built-ins, the custom ones, and the form that adds one."""
     return hx.render("properties/index.html", "properties/_properties.html", **_list_context())
 
 
-@bp.post("/properties/")
+@bp.post("/subscribers/properties/")
 def add():
     """Add a custom property; the list again, with the error beside the form when the name or type is refused."""
     name, kind = request.form.get("name", ""), request.form.get("type", "")
@@ -51,7 +51,7 @@ def add():
     return _list_partial(f"Added “{row.name}”")
 
 
-@bp.post("/properties/<int:property_id>/rename")
+@bp.post("/subscribers/properties/<int:property_id>/rename")
 def rename(property_id: int):
     """Rename a custom property (its values and the segment rules naming it follow)."""
     get_or_404(ProfileProperty, property_id)
@@ -65,7 +65,7 @@ def rename(property_id: int):
     return _list_partial(f"Renamed to “{row.name}”")
 
 
-@bp.post("/properties/<int:property_id>/delete")
+@bp.post("/subscribers/properties/<int:property_id>/delete")
 def remove(property_id: int):
     """Remove a custom property and its values once confirmed (the first request asks); refused, with the segments
     named, while a segment uses it."""
