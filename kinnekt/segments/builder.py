@@ -89,6 +89,7 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("subscribed_at", "Subscribed", "Subscriber"),
     FieldInfo("country", "Phone country", "Subscriber"),
     FieldInfo("carrier", "Phone carrier", "Subscriber"),
+    FieldInfo("property", "Profile property", "Subscriber"),
     FieldInfo("money_spent", "Money spent", "Customer"),
     FieldInfo("average_money_spent", "Average order value", "Customer"),
     FieldInfo("number_of_orders", "Number of orders", "Customer"),
@@ -134,6 +135,50 @@ _OP_LABELS_BY_FIELD: dict[str, dict[str, str]] = {
     "list": {"in": "is on list", "not_in": "is not on list"},
 }
 
+_PROPERTY_OP_LABELS: dict[str, dict[str, str]] = {
+    "text": {"eq": "is", "neq": "is not", "contains": "contains", "not_contains": "does not contain",
+             "is_set": "is set", "is_not_set": "is not set"},
+    "number": {**_NUMBER_OP_LABELS, "is_set": "is set", "is_not_set": "is not set"},
+    "date": {"eq": "is in", "neq": "is not in", "before": "is before", "after": "is after",
+             "within_last_days": "is within the last", "more_than_days_ago": "is more than", "never": "is not set",
+             "is_set": "is set", "anniversary_today": "is today (any year)",
+             "anniversary_next_days": "is in the next (any year)", "anniversary_this_month": "is this month (any year)"},
+}
+"""Operators of a profile property rule by the property's type; date ones "(any year)" compare month and day."""
+PROPERTY_NO_VALUE = ("is_set", "is_not_set", "never", "anniversary_today", "anniversary_this_month")
+DEFAULT_PROPERTY = "date:birthday"
+"""A property row's attribute input is "<type>:<property key>", so its operators follow the property's type."""
+
+
+def property_attribute(rule: Mapping[str, Any]) -> str:
+    """The "<type>:<key>" a property rule's row shows, its type read from the rule (built-ins are known; a custom
+    property's type is told by its operator or value, and set right by `load_choices` from the shop's properties)."""
+    from kinnekt.segments.periods import NAMED_PERIODS
+    from kinnekt.subscribers.properties import BUILT_INS, key_of
+    key = key_of(rule.get("attribute") or "")
+    op, value = rule.get("op"), rule.get("value")
+    if key in BUILT_INS:
+        kind = BUILT_INS[key]
+    elif op in _PROPERTY_OP_LABELS["date"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "date"
+    elif op in _PROPERTY_OP_LABELS["number"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "number"
+    elif op in ("eq", "neq") and (isinstance(value, dict) or value in NAMED_PERIODS):
+        kind = "date"
+    elif op in ("eq", "neq") and isinstance(value, (int, float, str)) and \
+            re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", str(value)):
+        kind = "number"
+    else:
+        kind = "text"
+    return f"{kind}:{key}"
+
+
+def _split_property(attribute: str | None) -> tuple[str, str]:
+    """("<type>", "<key>") of a property row's attribute input."""
+    kind, _, key = (attribute or "").partition(":")
+    return (kind, key) if kind in _PROPERTY_OP_LABELS and key else ("text", attribute or "")
+
+
 LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Variant title",
                         "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
                         "price": "Price"}
@@ -163,6 +208,9 @@ def ops_for(field: str, attribute: str | None = None) -> list[tuple[str, str]]:
     ops = spec.ops
     if spec.kind == "line_items":
         ops = spec.attributes.get(attribute or "", spec.attributes["product_title"])
+    if spec.kind == "property":
+        kind = _split_property(attribute)[0]
+        return [(op, _PROPERTY_OP_LABELS[kind].get(op, op)) for op in spec.attributes[kind]]
     labels = _OP_LABELS_BY_FIELD.get(field) or {"date": _DATE_OP_LABELS, "number": _NUMBER_OP_LABELS}.get(
         spec.kind, _CHOICE_OP_LABELS)
     return [(op, labels.get(op, op)) for op in ops]
@@ -173,6 +221,15 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     spec = FIELDS.get(field)
     if spec is None:
         return "none"
+    if spec.kind == "property":
+        kind = _split_property(attribute)[0]
+        if op in PROPERTY_NO_VALUE:
+            return "none"
+        if kind == "date":
+            return {"eq": "period", "neq": "period", "before": "date", "after": "date"}.get(op, "days")
+        if kind == "number":
+            return "number_range" if op == "between" else "number"
+        return "text"
     if spec.kind == "date":
         return {"eq": "period", "neq": "period", "before": "date", "after": "date", "never": "none"}.get(op, "days")
     if field in MONEY_FIELDS:
@@ -251,7 +308,7 @@ class Row:
     @property
     def attribute(self) -> str | None:
         """The line item detail a `line_items` row compares (None for other fields)."""
-        return (self.get("attribute") or None) if self.field == "line_items" else None
+        return (self.get("attribute") or None) if self.field in ("line_items", "property") else None
 
     @property
     def widget(self) -> str:
@@ -351,6 +408,8 @@ def new_row(field: str = DEFAULT_FIELD, key: str | None = None) -> Row:
     row.set("field", field)
     if field == "line_items":
         row.set("attribute", next(iter(LINE_ITEM_ATTRIBUTES)))
+    if field == "property":
+        row.set("attribute", DEFAULT_PROPERTY)
     row.set("op", row.ops[0][0])
     default_value(row)
     return row
@@ -380,6 +439,8 @@ def refresh_row(row: Row) -> Row:
         return new_row(row.field, key=row.key)
     if row.field == "line_items" and row.get("attribute") not in LINE_ITEM_ATTRIBUTES:
         row.set("attribute", next(iter(LINE_ITEM_ATTRIBUTES)))
+    if row.field == "property" and ":" not in row.get("attribute"):
+        row.set("attribute", DEFAULT_PROPERTY)
     if row.op not in dict(row.ops):
         row.set("op", row.ops[0][0])
     if row.widget != shown_widget:
@@ -402,6 +463,8 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     row.set("field", rule.get("field"))
     if rule.get("field") == "line_items":
         row.set("attribute", rule.get("attribute"))
+    if rule.get("field") == "property":
+        row.set("attribute", property_attribute(rule))
     row.set("op", rule.get("op"))
     value = rule.get("value")
     widget = row.widget
@@ -509,6 +572,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
     rule: dict[str, Any] = {"field": row.field, "op": row.op}
     if row.field == "line_items":
         rule["attribute"] = row.get("attribute")
+    if row.field == "property":
+        rule["attribute"] = _split_property(row.get("attribute"))[1]
     widget = row.widget
     value: Any = None
     text = row.get("value")
@@ -518,10 +583,13 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         else:
             value = text or None
     elif widget in ("money_range", "number_range"):
-        convert = _money if widget == "money_range" else _whole
+        # a property's number is exact, as money is: kept as the decimal string typed
+        convert = _money if widget == "money_range" or row.field == "property" else _whole
         lo, hi = row.get("lo").strip(), row.get("hi").strip()
         if lo or hi:
             value = [convert(lo) if lo else None, convert(hi) if hi else None]
+    elif widget == "number" and row.field == "property":
+        value = _money(text) or None
     elif widget in ("number", "days"):
         value = _whole(text) if text.strip() else None
     elif widget == "money":
@@ -687,6 +755,8 @@ def _subject(rest: str, node: Group | Row | None) -> str | None:
         label = _VALUE_PARTS.get(tail)
         if label:
             return label if name == "value" else f"Time frame {label[0].lower()}{label[1:]}"
+    if name == "attribute" and isinstance(node, Row) and node.field == "property":
+        return "Property"
     return _SUBJECTS.get(name, name.replace("_", " ").capitalize())
 
 
@@ -884,6 +954,14 @@ class Choices:
     lists: list[tuple[int, str]]
     names: Names
     carriers: list[str] = dataclass_field(default_factory=list)
+    properties: dict[str, tuple[str, str]] = dataclass_field(default_factory=dict)  # key -> (type, label)
+
+    def property_options(self, current: str = "") -> list[tuple[str, str]]:
+        """("<type>:<key>", label) of the property select; a chosen property the shop no longer has stays listed."""
+        options = [(f"{kind}:{key}", label) for key, (kind, label) in self.properties.items()]
+        if current and current not in {value for value, _ in options}:
+            options.append((current, f"{_split_property(current)[1]} (not in this shop)"))
+        return options
 
     def keyword_options(self, current: str = "") -> list[tuple[str, str]]:
         """(value, label) of the keyword select; a chosen keyword that no longer exists stays listed."""
@@ -914,8 +992,15 @@ def load_choices(session: OrmSession, shop_id: int, *, root: Group, segment_id: 
                                                                      Subscriber.carrier.is_not(None),
                                                                      Subscriber.carrier != "")
                                     .distinct().order_by(Subscriber.carrier).limit(CARRIER_CHOICES)))
+    from kinnekt.subscribers.properties import catalogue
+    found = {key: (prop.type, prop.label) for key, prop in catalogue(session, shop_id).items()}
+    for node in root.walk():  # a property row takes its property's type from the shop (a rule does not say it)
+        if isinstance(node, Row) and node.field == "property":
+            key = _split_property(node.get("attribute"))[1]
+            if key in found:
+                node.set("attribute", f"{found[key][0]}:{key}")
     return Choices(keywords=keywords, segments=[(i, n) for i, n in segments if i != segment_id],
-                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers)
+                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers, properties=found)
 
 
 # ---------------------------------------------------------------------------------------------- summaries
@@ -952,8 +1037,13 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
     if info is None:
         return f"{field} {op} {value}"
     label = info.label
-    op_label = dict(ops_for(field, rule.get("attribute"))).get(op, op)
-    widget = widget_for(field, op, rule.get("attribute"))
+    attribute = property_attribute(rule) if field == "property" else rule.get("attribute")
+    op_label = dict(ops_for(field, attribute)).get(op, op)
+    widget = widget_for(field, op, attribute)
+    if field == "property":
+        from kinnekt.subscribers.properties import BUILT_IN_LABELS
+        name = str(rule.get("attribute") or "")
+        label = BUILT_IN_LABELS.get(name, name[:1].upper() + name[1:])
 
     def one(v: Any) -> str:
         if widget.startswith("money"):
@@ -974,9 +1064,12 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
         return f"{v:,}" if isinstance(v, int) and widget.startswith("number") else str(v)
 
     if widget == "period":
-        return f"{label} {'was' if op == 'eq' else 'was not'} {_window(value)}"
+        verb = ("is", "is not") if field == "property" else ("was", "was not")
+        return f"{label} {verb[0] if op == 'eq' else verb[1]} {_window(value)}"
     if widget == "none":
         return f"{label} {op_label}"
+    if widget == "days" and op == "anniversary_next_days":
+        return f"{label} is in the next {value} day{'s' if value != 1 else ''} (any year)"
     if widget == "days":
         return f"{label} {op_label} {value} day{'s' if value != 1 else ''}{' ago' if op == 'more_than_days_ago' else ''}"
     if widget == "event":
