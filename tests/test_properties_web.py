@@ -7,13 +7,14 @@ import html as html_lib
 import json
 import re
 
-import pytest
 from sqlalchemy import func, select
 
 from kinnekt.db import Session
 from kinnekt.models import ProfileProperty, Segment, Subscriber, SubscriberProperty
 from kinnekt.subscribers import properties
 from tests.conftest import make_shop
+
+BASE = "/subscribers/properties"
 
 
 def text(response) -> str:
@@ -38,24 +39,24 @@ def stored(shop) -> dict:
 
 def test_every_route_wants_a_session_token(client, shop):
     someone = person(shop)
-    for method, url in (("get", "/subscribers/properties/"), ("post", "/subscribers/properties/"), ("post", "/subscribers/properties/1/rename"),
-                        ("post", "/subscribers/properties/1/delete"), ("post", f"/subscribers/{someone.id}/properties")):
+    for method, url in (("get", f"{BASE}/"), ("post", f"{BASE}/"), ("post", f"{BASE}/1/rename"),
+                        ("post", f"{BASE}/1/delete"), ("post", f"/subscribers/{someone.id}/properties")):
         assert getattr(client, method)(url, headers={"HX-Request": "true"}).status_code == 401
 
 
 def test_the_page_lists_built_ins_and_adds_a_custom_property(client, shop, auth):
-    page = client.get("/subscribers/properties/", headers={k: v for k, v in auth.items() if k != "HX-Request"})
+    page = client.get(f"{BASE}/", headers={k: v for k, v in auth.items() if k != "HX-Request"})
     assert page.status_code == 200 and "<html" in page.get_data(as_text=True)
     assert "Birthday Built in" in text(page) and "Language Built in" in text(page)
-    added = client.post("/subscribers/properties/", data={"name": " Shoe  size ", "type": "number"}, headers=auth)
+    added = client.post(f"{BASE}/", data={"name": " Shoe  size ", "type": "number"}, headers=auth)
     assert added.status_code == 200 and toast(added) == "Added “Shoe size”"
     assert stored(shop)["shoe size"] == "number"
-    refused = client.post("/subscribers/properties/", data={"name": "shoe SIZE", "type": "text"}, headers=auth)
+    refused = client.post(f"{BASE}/", data={"name": "shoe SIZE", "type": "text"}, headers=auth)
     assert "There is already a property named “shoe SIZE”" in text(refused)
     assert 'aria-invalid="true"' in refused.get_data(as_text=True) and 'value="shoe SIZE"' in refused.get_data(
         as_text=True)
-    assert "Choose a type" in text(client.post("/subscribers/properties/", data={"name": "Hat", "type": "colour"}, headers=auth))
-    assert "is a built-in property" in text(client.post("/subscribers/properties/", data={"name": "Birthday", "type": "date"},
+    assert "Choose a type" in text(client.post(f"{BASE}/", data={"name": "Hat", "type": "colour"}, headers=auth))
+    assert "is a built-in property" in text(client.post(f"{BASE}/", data={"name": "Birthday", "type": "date"},
                                                         headers=auth))
     assert set(stored(shop)) == {"birthday", "language", "shoe size"}
 
@@ -63,14 +64,14 @@ def test_the_page_lists_built_ins_and_adds_a_custom_property(client, shop, auth)
 def test_rename_and_remove_with_a_confirmation(client, shop, auth):
     size = properties.add(Session, shop.id, "Size", "text")
     Session.commit()
-    renamed = client.post(f"/subscribers/properties/{size.id}/rename", data={"name": "Shirt size"}, headers=auth)
+    renamed = client.post(f"{BASE}/{size.id}/rename", data={"name": "Shirt size"}, headers=auth)
     assert toast(renamed) == "Renamed to “Shirt size”"
-    refused = client.post(f"/subscribers/properties/{size.id}/rename", data={"name": ""}, headers=auth)
+    refused = client.post(f"{BASE}/{size.id}/rename", data={"name": ""}, headers=auth)
     assert "Enter a name" in text(refused)
-    asked = client.post(f"/subscribers/properties/{size.id}/delete", headers=auth)
+    asked = client.post(f"{BASE}/{size.id}/delete", headers=auth)
     assert "Remove “Shirt size” and every subscriber's value of it?" in text(asked)
     assert "shirt size" in stored(shop)
-    removed = client.post(f"/subscribers/properties/{size.id}/delete", data={"confirmed": "yes"}, headers=auth)
+    removed = client.post(f"{BASE}/{size.id}/delete", data={"confirmed": "yes"}, headers=auth)
     assert toast(removed) == "Removed “Shirt size”" and "shirt size" not in stored(shop)
 
 
@@ -79,7 +80,7 @@ def test_removal_is_refused_while_a_segment_uses_the_property(client, shop, auth
     Session.add(Segment(shop_id=shop.id, name="Mediums", kind="manual", definition={
         "match": "all", "rules": [{"field": "property", "attribute": "size", "op": "eq", "value": "m"}]}))
     Session.commit()
-    refused = client.post(f"/subscribers/properties/{size.id}/delete", data={"confirmed": "yes"}, headers=auth)
+    refused = client.post(f"{BASE}/{size.id}/delete", data={"confirmed": "yes"}, headers=auth)
     assert "“Size” is used by the segment “Mediums”: remove those rules first" in text(refused)
     assert "size" in stored(shop)
 
@@ -88,8 +89,8 @@ def test_another_shops_property_is_a_404(client, shop, auth):
     other = make_shop("beta.myshopify.com")
     theirs = properties.add(Session, other.id, "Size", "text")
     Session.commit()
-    assert client.post(f"/subscribers/properties/{theirs.id}/rename", data={"name": "Mine"}, headers=auth).status_code == 404
-    assert client.post(f"/subscribers/properties/{theirs.id}/delete", data={"confirmed": "yes"},
+    assert client.post(f"{BASE}/{theirs.id}/rename", data={"name": "Mine"}, headers=auth).status_code == 404
+    assert client.post(f"{BASE}/{theirs.id}/delete", data={"confirmed": "yes"},
                        headers=auth).status_code == 404
     Session.expire_all()
     assert Session.scalars(select(ProfileProperty.name).execution_options(all_shops=True)).all() == ["Size"]

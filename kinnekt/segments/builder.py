@@ -142,7 +142,8 @@ _PROPERTY_OP_LABELS: dict[str, dict[str, str]] = {
     "date": {"eq": "is in", "neq": "is not in", "before": "is before", "after": "is after",
              "within_last_days": "is within the last", "more_than_days_ago": "is more than", "never": "is not set",
              "is_set": "is set", "anniversary_today": "is today (any year)",
-             "anniversary_next_days": "is in the next (any year)", "anniversary_this_month": "is this month (any year)"},
+             "anniversary_next_days": "is in the next (any year)",
+             "anniversary_this_month": "is this month (any year)"},
 }
 """Operators of a profile property rule by the property's type; date ones "(any year)" compare month and day."""
 PROPERTY_NO_VALUE = ("is_set", "is_not_set", "never", "anniversary_today", "anniversary_this_month")
