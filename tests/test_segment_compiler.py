@@ -1375,3 +1375,28 @@ def test_a_property_rule_naming_no_property_of_the_shop_is_refused(db, shop, oth
     with pytest.raises(DefinitionError) as caught:
         members(db, where(prop("size", "eq", "m")), shop=shop, now=NOW)
     assert caught.value.errors[0]["path"] == "rules[0].attribute"
+
+
+def test_date_property_rules_agree_with_the_row_by_row_evaluation_on_every_day_of_two_years(db):
+    """Birthdays on every month and day (Feb 29 too) against `now`s spread over a common and a leap year, in a
+    zone far from UTC: the SQL and bench/naive_segments.py agree on every operator."""
+    shop = make_shop("every-day.myshopify.com", timezone="Pacific/Kiritimati")  # UTC+14
+    rng = random.Random(5)
+    for offset in range(0, 366, 3):
+        day = dt.date(2000, 1, 1) + dt.timedelta(days=offset)
+        born = day.replace(year=rng.randint(1950, 2005)) if day != dt.date(2000, 2, 29) else dt.date(1996, 2, 29)
+        with_values(db, shop, birthday=born.isoformat())
+    with_values(db, shop, birthday="2000-02-29")
+    subscriber(db, shop)
+    db.flush()
+    data = naive_segments.load(db, shop.id)
+    ops = [("anniversary_today", None), ("anniversary_this_month", None), ("anniversary_next_days", 1),
+           ("anniversary_next_days", 10), ("anniversary_next_days", 366), ("within_last_days", 4000),
+           ("eq", "last_7_days"), ("neq", "yesterday"), ("before", "1980-06-01"), ("never", None)]
+    for now in [at("2027-02-27T09:00"), at("2027-02-28T09:00"), at("2027-02-28T10:30"), at("2027-12-25T12:00"),
+                at("2028-02-28T12:00"), at("2028-02-29T12:00"), at("2028-12-31T09:59"), at("2028-12-31T10:00")]:
+        for op, value in ops:
+            definition = where(prop("birthday", op, value))
+            sql = set(members(db, definition, shop=shop, now=now))
+            assert set(naive_segments.members(data, definition, now=now)) == sql, (now, op, value)
+            assert sql == {s for s in sql if matches_subscriber(db, definition, shop=shop, now=now, subscriber_id=s)}
