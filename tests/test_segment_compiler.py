@@ -1015,6 +1015,9 @@ def varied_shop(db, shop):
     message(db, shop, rich)
     subscription_event(db, shop, rich)
     add(db, CollectionProduct(shop_id=shop.id, collection_id=5, product_id=1))
+    from kinnekt.subscribers import properties
+    properties.set_values(db, rich, {"birthday": "1990-03-15", "language": "Deutsch"})
+    properties.set_values(db, plain, {"birthday": "2000-02-29"})
     lists = [static_list(db, shop, [rich.phone]).id, static_list(db, shop, [plain.phone]).id]
     segments = [segment(db, shop, where(rule("country", "eq", "US"))).id,
                 segment(db, shop, where(rule("city", "neq", "boston"))).id]

@@ -396,11 +396,18 @@ LINE_ITEM_OPS = {"product_id": ["eq", "neq"], "variant_id": ["eq", "neq"],
                  "product_title": ["eq", "neq", "contains", "not_contains"],
                  "variant_title": ["eq", "neq", "contains", "not_contains"],
                  "quantity": NUMBER_OPS, "price": NUMBER_OPS}
-ALL_OPS = sorted({op for ops in CONTRACT_OPS.values() for op in ops} | {"is", "like", "EQ", ""})
+PROPERTY_OPS = {"birthday": DATE_OPS + ["is_set", "anniversary_today", "anniversary_next_days",
+                                         "anniversary_this_month"],
+                "language": ["eq", "neq", "contains", "not_contains", "is_set", "is_not_set"]}
+"""The operators of the built-in profile properties (a date and a text), by name."""
+ALL_OPS = sorted({op for ops in [*CONTRACT_OPS.values(), *PROPERTY_OPS.values()] for op in ops}
+                 | {"is", "like", "EQ", ""})
 
 
 def allowed_ops(node) -> list[str]:
-    """The operators the contract allows for a rule (per attribute for line_items)."""
+    """The operators the contract allows for a rule (per attribute for line_items and profile properties)."""
+    if node["field"] == "property":
+        return PROPERTY_OPS[node["attribute"].strip().casefold()]
     return LINE_ITEM_OPS[node["attribute"]] if node["field"] == "line_items" else CONTRACT_OPS[node["field"]]
 
 
@@ -480,6 +487,18 @@ def event_rules(draw):
     return out
 
 
+@st.composite
+def property_rules(draw):
+    """A rule on a built-in profile property: the birthday (a date) or the language (text)."""
+    attribute = draw(st.sampled_from(["birthday", "Birthday ", "language", "LANGUAGE"]))
+    op = draw(st.sampled_from(PROPERTY_OPS[attribute.strip().casefold()]))
+    values = {"eq": periods, "neq": periods, "before": dates.map(str), "after": dates.map(str),
+              "within_last_days": days, "more_than_days_ago": days, "anniversary_next_days": st.integers(1, 366)}
+    if attribute.strip().casefold() == "language":
+        values = {op: words for op in ("eq", "neq", "contains", "not_contains")}
+    return rule("property", op, draw(values[op]) if op in values else None, attribute=attribute)
+
+
 def leaf_rules(segment_ids, list_ids):
     """Any valid rule of the contract."""
     def id_forms(ids):
@@ -510,6 +529,7 @@ def leaf_rules(segment_ids, list_ids):
         event_rules(),
         choice_rules("segment", ["in", "not_in"], id_forms(segment_ids)),
         choice_rules("list", ["in", "not_in"], id_forms(list_ids)),
+        property_rules(),
     )
 
 
