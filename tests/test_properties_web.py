@@ -155,3 +155,14 @@ def test_the_import_report_says_which_columns_became_properties_and_which_rows_d
     assert "1 row not imported: 1 with a value that does not fit its property" in page
     assert "Read into profile properties: Birthday → Birthday, language → Language." in page
     assert "Birthday must be a date written YYYY-MM-DD" in page
+
+
+def test_a_property_the_form_did_not_show_keeps_its_value(client, shop, auth):
+    someone = person(shop)
+    properties.set_values(Session, someone, {"language": "de"})
+    Session.commit()
+    saved = client.post(f"/subscribers/{someone.id}/properties", data={"property-birthday": "1990-07-04"},
+                        headers=auth)
+    assert toast(saved) == "Properties saved"
+    Session.expire_all()
+    assert properties.values(Session, shop.id, someone.id) == {"birthday": dt.date(1990, 7, 4), "language": "de"}

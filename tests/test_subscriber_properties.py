@@ -36,6 +36,7 @@ def test_the_built_ins_exist_in_every_shop_and_custom_ones_follow_by_name(db, sh
     ("size<script>", "text", "Use letters, digits, spaces, dots, hyphens and underscores, starting with a letter or "
                              "digit"),
     ("BIRTHDAY", "date", "“BIRTHDAY” is a built-in property"),
+    ("ﬃ" * 30, "text", "This name is too long"),
     ("Size", "colour", "Choose a type: text, number or date"),
     ("SIZE", "text", "There is already a property named “SIZE”"),
 ])

@@ -28,6 +28,8 @@ BUILT_INS: dict[str, str] = {"birthday": "date", "language": "text"}
 BUILT_IN_LABELS = {"birthday": "Birthday", "language": "Language"}
 TYPE_LABELS = {"text": "Text", "number": "Number", "date": "Date"}
 MAX_NAME = 40
+MAX_KEY = 64
+"""Longest folded name (folding can lengthen a name: "ß" is "ss")."""
 MAX_TEXT = 255
 """Longest text value; a longer one is refused, never cut."""
 MAX_NUMBER = 10**12
@@ -97,6 +99,8 @@ def _checked_name(name: Any) -> str:
     if not _NAME.fullmatch(name):
         raise PropertyError("Use letters, digits, spaces, dots, hyphens and underscores, starting with a letter "
                             "or digit")
+    if len(key_of(name)) > MAX_KEY:
+        raise PropertyError("This name is too long")
     if key_of(name) in BUILT_INS:
         raise PropertyError(f"“{name}” is a built-in property")
     return name

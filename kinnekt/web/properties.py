@@ -97,14 +97,17 @@ def save_values(subscriber_id: int):
     """Save the subscriber's property values, all or none; the card again, with each bad value's error beside it."""
     subscriber = get_or_404(Subscriber, subscriber_id)
     catalogue = properties.catalogue(Session, g.shop.id)
-    posted = {key: request.form.get(f"property-{key}", "")[:1000] for key in catalogue}
+    # Only the fields the form showed: a property added meanwhile (in another tab) keeps its values.
+    posted = {key: request.form[f"property-{key}"][:1000] for key in catalogue if f"property-{key}" in request.form}
     try:
         changed = properties.set_values(Session, subscriber, posted, catalogue_=catalogue)
     except properties.ValuesInvalid as exc:
         Session.rollback()
         errors = {key: message.removeprefix(catalogue[key].label + " ") for key, message in exc.errors.items()}
+        stored = properties.values(Session, g.shop.id, subscriber.id)
+        shown = {key: posted.get(key, properties.show(prop.type, stored.get(key))) for key, prop in catalogue.items()}
         return render_template("subscribers/_properties.html", subscriber=subscriber,
-                               **card_context(subscriber, posted, errors))
+                               **card_context(subscriber, shown, errors))
     Session.commit()
     if changed:
         properties.recheck(g.shop.id, [subscriber.id])
