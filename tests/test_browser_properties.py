@@ -78,3 +78,35 @@ def test_shopper_gives_a_birthday_and_a_language_in_the_popup(page, db, storefro
     subscriber = db.scalar(select(Subscriber))
     assert (subscriber.shop_id, subscriber.status) == (shop.id, "pending")
     assert values_of(subscriber) == {"birthday": dt.date(1992, 2, 29), "language": "Español"}
+
+
+def test_merchant_builds_a_segment_on_a_profile_property(open_page, db, shop):
+    from tests.test_browser_segments import redraw, row, settled
+    from kinnekt.models import Segment
+    properties.add(db, shop.id, "Shoe size", "number")
+    for phone, size in (("+12125550101", "9"), ("+12125550102", "10.5"), ("+12125550103", None)):
+        someone = Subscriber(shop_id=shop.id, phone=phone, status="subscribed", source="manual")
+        db.add(someone)
+        db.flush()
+        if size:
+            properties.set_values(db, someone, {"shoe size": size})
+    db.commit()
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("3")
+    page.locator("#segment-name").fill("Big feet")
+    redraw(page, 0, "field", "property")
+    expect(row(page, 0).locator("select[name$='-attribute']")).to_have_value("date:birthday")
+    redraw(page, 0, "attribute", label="Shoe size")
+    ops = row(page, 0).locator("select[name$='-op']")
+    ops.select_option("gt")
+    settled(page)
+    row(page, 0).locator("input[name$='-value']").fill("9.5")
+    expect(count).to_have_text("1")
+    expect(page.locator("#segment-preview")).to_contain_text("+12125550102")
+    page.get_by_role("button", name="Create segment").click()
+    expect(page.locator("#toasts")).to_contain_text("Created “Big feet”")
+    Session.expire_all()
+    saved = Session.scalars(select(Segment.definition).where(Segment.name == "Big feet")
+                            .execution_options(all_shops=True)).one()
+    assert saved["rules"] == [{"field": "property", "attribute": "shoe size", "op": "gt", "value": "9.5"}]
