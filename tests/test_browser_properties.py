@@ -81,8 +81,8 @@ def test_shopper_gives_a_birthday_and_a_language_in_the_popup(page, db, storefro
 
 
 def test_merchant_builds_a_segment_on_a_profile_property(open_page, db, shop):
-    from tests.test_browser_segments import redraw, row, settled
     from kinnekt.models import Segment
+    from tests.test_browser_segments import redraw, row, settled
     properties.add(db, shop.id, "Shoe size", "number")
     for phone, size in (("+12125550101", "9"), ("+12125550102", "10.5"), ("+12125550103", None)):
         someone = Subscriber(shop_id=shop.id, phone=phone, status="subscribed", source="manual")
