@@ -31,9 +31,8 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    """Database session, htmx request helpers, the job queue, template helpers."""
+    """Database session, the job queue, template helpers."""
     from kinnekt import db
-    from kinnekt.extensions import htmx
     from kinnekt.queue import init_queue, start_background
     from kinnekt.web import templating
 
@@ -43,7 +42,6 @@ def register_extensions(app: Flask) -> None:
     def _remove_session(_exc=None):
         db.Session.remove()
 
-    htmx.init_app(app)
     init_queue(app)
     templating.init_app(app)
 
