@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.casefold import fold
 from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
-                            Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
+                            Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty, SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES, SUBSCRIBED_EVENT_KINDS
 from kinnekt.segments.rules import UNPAID, normalise
@@ -51,6 +51,8 @@ class LoadedShop:
     subscribed_events: dict = field(default_factory=lambda: defaultdict(list))
     list_phones: dict = field(default_factory=lambda: defaultdict(set))
     definitions: dict = field(default_factory=dict)
+    properties: dict = field(default_factory=dict)  # (subscriber id, property key) -> typed value
+    property_types: dict = field(default_factory=dict)  # property key -> type
 
 
 def load(session: OrmSession, shop_id: int) -> LoadedShop:
@@ -98,6 +100,15 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
         data.list_phones[list_id].add(phone)
     for segment_id, definition in rows(Segment.id, Segment.definition, where=Segment.shop_id == shop_id):
         data.definitions[segment_id] = definition
+    from kinnekt.subscribers.properties import types
+    data.property_types = types(session, shop_id)
+    for row in rows(SubscriberProperty.subscriber_id, SubscriberProperty.name_key, SubscriberProperty.text_value,
+                    SubscriberProperty.number_value, SubscriberProperty.date_value,
+                    where=SubscriberProperty.shop_id == shop_id):
+        kind = data.property_types.get(row.name_key)
+        if kind is not None:
+            data.properties[row.subscriber_id, row.name_key] = {
+                "text": row.text_value, "number": row.number_value, "date": row.date_value}[kind]
     return data
 
 
@@ -179,7 +190,59 @@ class _Evaluator:
         if field == "list":
             hit = sub.phone in self.data.list_phones.get(value, ())
             return hit if op == "in" else not hit
+        if field == "property":
+            return self.property(rule, sub)
         raise ValueError(f"unknown field {field}")
+
+    def property(self, rule: dict, sub) -> bool:
+        """A profile property rule, from segment-rules.md: a missing value satisfies only the negations."""
+        key, op, value = rule["attribute"], rule["op"], rule.get("value")
+        x = self.data.properties.get((sub.id, key))
+        kind = self.data.property_types.get(key)
+        positive = {"neq": "eq", "not_contains": "contains", "is_not_set": "is_set", "never": "is_set"}.get(op, op)
+        if x is None:
+            hit = False
+        elif positive == "is_set":
+            hit = True
+        elif kind == "text":
+            hit = fold(value) in fold(x) if positive == "contains" else fold(x) == fold(value)
+        elif kind == "number":
+            hit = self.number(x, positive, value)
+        else:
+            hit = self.calendar_date(x, positive, value)
+        return hit if positive == op else not hit
+
+    def calendar_date(self, day: dt.date, op: str, value) -> bool:
+        """A positive date operator on a calendar date (a date property), in the shop's local days."""
+        today = periods.local_today(self.now, self.zone)
+        if op == "eq":
+            first, end = periods.period_days(value, now=self.now, zone=self.zone)
+            return (first is None or day >= first) and (end is None or day < end)
+        if op in ("before", "after"):
+            other = dt.date.fromisoformat(value)
+            return day < other if op == "before" else day > other
+        if op in ("within_last_days", "more_than_days_ago"):
+            try:
+                cutoff = today - dt.timedelta(days=value)
+            except OverflowError:
+                return op == "within_last_days"
+            return day >= cutoff if op == "within_last_days" else day < cutoff
+        if op == "anniversary_this_month":
+            return day.month == today.month
+
+        def celebrated(year: int) -> dt.date:  # Feb 29 is celebrated on Feb 28 in a year without one
+            try:
+                return day.replace(year=year)
+            except ValueError:
+                return dt.date(year, 2, 28)
+        days = 1 if op == "anniversary_today" else value
+        window = set()
+        for offset in range(min(days, 366)):
+            try:
+                window.add(today + dt.timedelta(days=offset))
+            except OverflowError:
+                break
+        return any(celebrated(d.year) == d for d in window)
 
     def date(self, at, op, value) -> bool:
         if op == "never":

@@ -227,3 +227,33 @@ def test_the_api_needs_a_session_token(client, app, shop):
                            headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401 and response.get_json() == {"error": "invalid session token"}
     assert total(Segment) == 0
+
+
+def test_property_rules_through_the_api(client, api, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    ada = add(Subscriber(shop_id=shop.id, phone="+12125550101", status="subscribed", source="manual"))
+    bob = add(Subscriber(shop_id=shop.id, phone="+12125550102", status="subscribed", source="manual"))
+    properties.set_values(Session, ada, {"shoe size": "10.5", "language": "Deutsch"})
+    properties.set_values(Session, bob, {"shoe size": "9"})
+    Session.commit()
+    definition = where(rule("property", "gt", 10, attribute="Shoe Size"),
+                       rule("property", "eq", "DEUTSCH", attribute="language"))
+    preview = client.post("/api/segments/preview", json={"definition": definition}, headers=api)
+    assert preview.status_code == 200 and [m["id"] for m in preview.get_json()["sample"]] == [ada.id]
+    created = client.post("/api/segments", json={"name": "Big feet", "definition": definition}, headers=api)
+    assert created.status_code == 201
+    assert created.get_json()["definition"]["rules"] == [
+        {"field": "property", "attribute": "shoe size", "op": "gt", "value": "10"},
+        {"field": "property", "attribute": "language", "op": "eq", "value": "deutsch"}]
+    refused = client.post("/api/segments/preview", headers=api, json={"definition": where(
+        rule("property", "gt", "big", attribute="shoe size"), rule("property", "eq", "x", attribute="hat size"),
+        rule("property", "anniversary_today", attribute="shoe size"))})
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == [
+        {"path": "rules[0].value", "message": "must be a number or a decimal string"},
+        {"path": "rules[1].attribute",
+         "message": "there is no property 'hat size' in this shop (it has: birthday, language, shoe size)"},
+        {"path": "rules[2].op", "message": "'anniversary_today' is not an operator of the number property "
+                                           "'shoe size' (allowed: eq, neq, lt, lte, gt, gte, between, is_set, "
+                                           "is_not_set)"}]

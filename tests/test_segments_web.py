@@ -343,6 +343,10 @@ def test_catalogue_covers_the_contract():
         if spec.kind == "line_items":
             for attribute, ops in spec.attributes.items():
                 assert [op for op, _ in labels.ops_for(name, attribute)] == list(ops)
+        elif spec.kind == "property":
+            for kind, ops in spec.attributes.items():
+                assert [op for op, _ in labels.ops_for(name, f"{kind}:size")] == list(ops)
+                assert all(label and "_" not in label for _, label in labels.ops_for(name, f"{kind}:size"))
         else:
             assert [op for op, _ in labels.ops_for(name)] == list(spec.ops)
         assert all(label and "_" not in label for _, label in labels.ops_for(name))
@@ -767,3 +771,57 @@ def test_refresh_keeps_what_still_fits():
     row.set("attribute", "product_title")
     row.set("op", "between")  # not an operator of titles
     assert segment_form.refresh_row(row).op == "eq"
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+def test_property_rules_survive_the_rendered_builder_with_their_types(client, auth, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    properties.add(Session, shop.id, "Club", "text")
+    properties.add(Session, shop.id, "Joined", "date")
+    Session.commit()
+    definition = where(rule("property", "anniversary_next_days", 7, attribute="birthday"),
+                       rule("property", "between", ["9", "10.5"], attribute="shoe size"),
+                       rule("property", "eq", "42", attribute="club"),  # looks like a number: still text
+                       rule("property", "is_set", attribute="shoe size"),
+                       rule("property", "eq", "last_30_days", attribute="joined"),
+                       rule("property", "contains", "deu", attribute="language"))
+    mine = segment(shop, rules.normalise(definition), "Profiles")
+    html = client.get(f"/segments/{mine.id}/edit", headers=auth).get_data(as_text=True)
+    assert '<option value="number:shoe size" selected>Shoe size</option>' in html
+    assert '<option value="text:club" selected>Club</option>' in html
+    assert segment_form.parse_form(submitted(html)).definition == rules.normalise(definition)
+    response = client.post(f"/segments/{mine.id}", data=submitted(html), headers=auth)
+    assert "HX-Location" in response.headers, errors_in(response.get_data(as_text=True))
+
+
+def test_choosing_another_property_offers_the_operators_of_its_type(client, auth, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    Session.commit()
+    row = segment_form.new_row("property")
+    assert row.get("attribute") == "date:birthday" and row.widget == "period"
+    args = [("item", f"rule:{row.key}:root"), (row.name("field"), "property"),
+            (row.name("attribute"), "number:shoe size"), (row.name("op"), "eq"), (row.name("value"), "last_30_days"),
+            (row.name("shown-field"), "property"), (row.name("widget"), "period")]
+    html = client.get("/segments/builder/rule", query_string=args, headers=auth).get_data(as_text=True)
+    assert '<option value="gt">is greater than</option>' in html and "is today (any year)" not in html
+    assert f'name="{row.name("value")}" type="number" value=""' in html
+
+
+def test_a_property_the_shop_does_not_have_is_an_error_beside_its_row(client, auth, shop):
+    form, paths = form_of(where(rule("property", "gt", 3, attribute="hat size")), "Hats")
+    html = client.post("/segments/", data=form, headers=auth).get_data(as_text=True)
+    assert "Property: there is no property 'hat size' in this shop" in html_module.unescape(html)
+    assert Session.scalar(select(func.count()).select_from(Segment)) == 0
+
+
+def test_property_summaries_read_like_sentences():
+    assert summaries.summary(where(rule("property", "anniversary_today", attribute="Birthday"),
+                                 rule("property", "contains", "DEU", attribute="language"))) == [
+        "Birthday is today (any year)", "AND Language contains deu"]
+    assert summaries.summary(where(rule("property", "lte", 10, attribute="language"))) == []  # not a text operator
+    assert summaries.describe_rule(rule("property", "anniversary_next_days", 7, attribute="birthday")) \
+        == "Birthday is in the next 7 days (any year)"
+    assert summaries.describe_rule(rule("property", "eq", "de", attribute="language")) == "Language is de"

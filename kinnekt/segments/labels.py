@@ -3,7 +3,9 @@ named values of choice fields, events and periods, country names, and the kind o
 builder's value input shows and how a summary writes the value)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from phonenumbers.geocoder import _region_display_name
 
@@ -42,6 +44,7 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("subscribed_at", "Subscribed", "Subscriber"),
     FieldInfo("country", "Phone country", "Subscriber"),
     FieldInfo("carrier", "Phone carrier", "Subscriber"),
+    FieldInfo("property", "Profile property", "Subscriber"),
     FieldInfo("money_spent", "Money spent", "Customer"),
     FieldInfo("average_money_spent", "Average order value", "Customer"),
     FieldInfo("number_of_orders", "Number of orders", "Customer"),
@@ -85,6 +88,51 @@ _OP_LABELS_BY_FIELD: dict[str, dict[str, str]] = {
     "list": {"in": "is on list", "not_in": "is not on list"},
 }
 
+_PROPERTY_OP_LABELS: dict[str, dict[str, str]] = {
+    "text": {"eq": "is", "neq": "is not", "contains": "contains", "not_contains": "does not contain",
+             "is_set": "is set", "is_not_set": "is not set"},
+    "number": {**_NUMBER_OP_LABELS, "is_set": "is set", "is_not_set": "is not set"},
+    "date": {"eq": "is in", "neq": "is not in", "before": "is before", "after": "is after",
+             "within_last_days": "is within the last", "more_than_days_ago": "is more than", "never": "is not set",
+             "is_set": "is set", "anniversary_today": "is today (any year)",
+             "anniversary_next_days": "is in the next (any year)",
+             "anniversary_this_month": "is this month (any year)"},
+}
+"""Operators of a profile property rule by the property's type; date ones "(any year)" compare month and day."""
+PROPERTY_NO_VALUE = ("is_set", "is_not_set", "never", "anniversary_today", "anniversary_this_month")
+DEFAULT_PROPERTY = "date:birthday"
+"""A property row's attribute input is "<type>:<property key>", so its operators follow the property's type."""
+
+
+def property_attribute(rule: Mapping[str, Any]) -> str:
+    """The "<type>:<key>" a property rule's row shows, its type read from the rule (built-ins are known; a custom
+    property's type is told by its operator or value, and set right by `load_choices` from the shop's properties)."""
+    from kinnekt.segments.periods import NAMED_PERIODS
+    from kinnekt.subscribers.properties import BUILT_INS, key_of
+    key = key_of(rule.get("attribute") or "")
+    op, value = rule.get("op"), rule.get("value")
+    if key in BUILT_INS:
+        kind = BUILT_INS[key]
+    elif op in _PROPERTY_OP_LABELS["date"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "date"
+    elif op in _PROPERTY_OP_LABELS["number"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "number"
+    elif op in ("eq", "neq") and (isinstance(value, dict) or value in NAMED_PERIODS):
+        kind = "date"
+    elif op in ("eq", "neq") and isinstance(value, (int, float, str)) and \
+            re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", str(value)):
+        kind = "number"
+    else:
+        kind = "text"
+    return f"{kind}:{key}"
+
+
+def split_property(attribute: str | None) -> tuple[str, str]:
+    """("<type>", "<key>") of a property row's attribute input."""
+    kind, _, key = (attribute or "").partition(":")
+    return (kind, key) if kind in _PROPERTY_OP_LABELS and key else ("text", attribute or "")
+
+
 LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Variant title",
                         "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
                         "price": "Price"}
@@ -114,6 +162,9 @@ def ops_for(field: str, attribute: str | None = None) -> list[tuple[str, str]]:
     ops = spec.ops
     if spec.kind == "line_items":
         ops = spec.attributes.get(attribute or "", spec.attributes["product_title"])
+    if spec.kind == "property":
+        kind = split_property(attribute)[0]
+        return [(op, _PROPERTY_OP_LABELS[kind].get(op, op)) for op in spec.attributes[kind]]
     labels = _OP_LABELS_BY_FIELD.get(field) or {"date": _DATE_OP_LABELS, "number": _NUMBER_OP_LABELS}.get(
         spec.kind, _CHOICE_OP_LABELS)
     return [(op, labels.get(op, op)) for op in ops]
@@ -124,6 +175,15 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     spec = FIELDS.get(field)
     if spec is None:
         return "none"
+    if spec.kind == "property":
+        kind = split_property(attribute)[0]
+        if op in PROPERTY_NO_VALUE:
+            return "none"
+        if kind == "date":
+            return {"eq": "period", "neq": "period", "before": "date", "after": "date"}.get(op, "days")
+        if kind == "number":
+            return "number_range" if op == "between" else "number"
+        return "text"
     if spec.kind == "date":
         return {"eq": "period", "neq": "period", "before": "date", "after": "date", "never": "none"}.get(op, "days")
     if field in MONEY_FIELDS:
