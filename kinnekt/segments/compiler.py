@@ -46,7 +46,7 @@ from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, Custom
                             Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty, SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.rules import MAX_ANNIVERSARY_DAYS, UNPAID, Definition, DefinitionError, normalise
-from kinnekt.subscribers import properties as profile_properties
+from kinnekt.subscribers import property_catalogue as profile_properties
 
 Predicate = ColumnElement[bool]
 

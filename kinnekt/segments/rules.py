@@ -23,7 +23,7 @@ from kinnekt.models import Segment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
 from kinnekt.models.subscriber import SOURCES
 from kinnekt.segments.periods import NAMED_PERIODS
-from kinnekt.subscribers.properties import BUILT_INS as BUILT_IN_PROPERTIES
+from kinnekt.subscribers.property_catalogue import BUILT_INS as BUILT_IN_PROPERTIES
 
 Definition = dict[str, Any]
 """A segment definition as JSON data: a group `{"match", "rules"}` at the root."""
@@ -652,7 +652,7 @@ def validate(definition: Any, *, shop_id: int, session: OrmSession, segment_id: 
     Raises DefinitionError listing every error. `segment_id` is the segment being saved (None for a
     new one), so that references back to it through other segments are caught.
     """
-    from kinnekt.subscribers.properties import types
+    from kinnekt.subscribers.property_catalogue import types
     walk = _Walk(references=_References(session, shop_id, segment_id), properties=types(session, shop_id))
     out = _walk_definition(definition, walk)
     if walk.errors:
