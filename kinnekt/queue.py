@@ -28,6 +28,7 @@ LANE_OF = {
     "workers.campaigns.start_campaign": "sends",
     "workers.campaigns.send_campaign": "sends",
     "workers.segments.build_segment": "bulk",
+    "kinnekt.segments.tasks.update_shop_lifecycle": "bulk",
     "workers.shopify.install_shop": "bulk",
     "workers.shopify.start_bulk_sync": "bulk",
     "workers.shopify.poll_bulk": "bulk",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kinnekt import defaults
 from kinnekt.queue import Periodic
+from kinnekt.segments.tasks import update_lifecycle_stages
 from workers.automations import fire_all_automations
 from workers.campaigns import start_due_campaigns, watch_senders
 from workers.jobs import prune_signup_attempts, prune_webhook_events, recover_due_work, refresh_statistics
@@ -19,6 +20,7 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("prune_webhook_events", prune_webhook_events, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("reconcile_shopify", reconcile_all, defaults.RECONCILE_INTERVAL_SECONDS),
         Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
+        Periodic("update_lifecycle_stages", update_lifecycle_stages, defaults.LIFECYCLE_INTERVAL_SECONDS),
         Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("prune_signup_attempts", prune_signup_attempts, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),

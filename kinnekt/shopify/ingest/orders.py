@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from kinnekt.campaigns.attribution import attribute_orders
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
+from kinnekt.segments import lifecycle
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
                                              latest_per_id)
@@ -128,7 +129,8 @@ def _upsert(session, shop: Shop, rows: list[OrderRow]) -> tuple[list[int], set[i
 
 
 def recompute_customer_facts(session, shop_id: int, customer_ids) -> None:
-    """Set money spent, discounts, order count and first/last order time from the customers' counted orders.
+    """Set money spent, discounts, order count, first/last order time and the expected next order
+    (kinnekt.segments.lifecycle) from the customers' counted orders.
 
     One UPDATE per 500 customers, computed by the database (segment-rules.md "Which orders count"):
     counted orders are non-test and not cancelled; money is current_total_price, else total_price.
@@ -160,6 +162,7 @@ def recompute_customer_facts(session, shop_id: int, customer_ids) -> None:
             )
             .execution_options(synchronize_session="fetch")
         )
+        lifecycle.refresh_expected_next_order(session, shop_id, batch)  # the median needs the orders themselves
 
 
 def delete_order(session, shop: Shop, shopify_id: int, *, deleted_at: dt.datetime | None = None) -> int | None:
