@@ -25,6 +25,7 @@ from kinnekt.models import Collection, Customer, Keyword, Product, Segment, Stat
 from kinnekt.models.subscriber import SOURCE_LABELS
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.segments import compiler
+from kinnekt.segments.lifecycle import STAGE_LABELS
 from kinnekt.segments.rules import (COUNTRIES, EVENTS, FIELDS, MAX_DEPTH, PAYMENT_STATUSES, SOURCE_VALUES,
                                     Definition, DefinitionError, iter_rules, normalise, validate)
 from kinnekt.models.order import FULFILLMENT_STATUSES
@@ -98,6 +99,9 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("customer_created", "Became a customer", "Customer"),
     FieldInfo("city", "City", "Customer"),
     FieldInfo("tags", "Customer tags", "Customer"),
+    FieldInfo("lifecycle_stage", "Lifecycle stage", "Customer"),
+    FieldInfo("previous_lifecycle_stage", "Previous lifecycle stage", "Customer"),
+    FieldInfo("expected_next_order", "Expected next order", "Customer"),
     FieldInfo("ordered_product", "Ordered product", "Customer"),
     FieldInfo("ordered_collection", "Ordered from collection", "Customer"),
     FieldInfo("line_items", "Ordered line item", "Customer"),
@@ -138,7 +142,8 @@ LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Vari
                         "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
                         "price": "Price"}
 EVENT_LABELS = {"placed_order": "Order placed", "received_sms": "Text received", "clicked_link": "Link clicked",
-                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed"}
+                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed",
+                "received_discount": "Discount code received", "used_discount": "Discount code used"}
 PERIOD_LABELS = {"all_time": "All time", "today": "Today", "yesterday": "Yesterday", "last_7_days": "Last 7 days",
                  "last_30_days": "Last 30 days", "last_90_days": "Last 90 days", "custom": "Custom range"}
 WINDOW_LABELS = {**{k: v for k, v in PERIOD_LABELS.items() if k != "custom"},
@@ -148,6 +153,8 @@ CHOICE_VALUES: dict[str, dict[str, str]] = {
     "fulfillment_status": {s: s.replace("_", " ").capitalize() for s in FULFILLMENT_STATUSES},
     "payment_status": {s: s.replace("_", " ").capitalize() for s in PAYMENT_STATUSES},
     "order_cancelled": {"yes": "Yes", "no": "No"},
+    "lifecycle_stage": dict(STAGE_LABELS),
+    "previous_lifecycle_stage": dict(STAGE_LABELS),
 }
 """The fixed values of choice fields, in the merchant's words."""
 
@@ -180,7 +187,7 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     if field in WHOLE_FIELDS:
         return "number_range" if op == "between" else "number"
     if field in CHOICE_VALUES:
-        return "choice"
+        return "choice_list" if op in ("in", "not_in") else "choice"
     if field == "country":
         return "country_list" if op in ("in", "not_in") else "country"
     if field == "carrier":
@@ -265,8 +272,14 @@ class Row:
 
     @property
     def value_options(self) -> list[tuple[str, str]]:
-        """The options of a choice value."""
-        return list(CHOICE_VALUES.get(self.field, {}).items())
+        """The options of a choice value; for a list of them, the chosen ones first in the rule's order (a multiple
+        select posts them back in the order it lists them)."""
+        options = list(CHOICE_VALUES.get(self.field, {}).items())
+        if self.widget == "choice_list":
+            labels, chosen = dict(options), self.getlist("value")
+            options = [(v, labels[v]) for v in dict.fromkeys(chosen) if v in labels] + [
+                item for item in options if item[0] not in chosen]
+        return options
 
     @property
     def shape(self) -> str:
@@ -337,7 +350,7 @@ def default_value(row: Row) -> None:
         row.set("value", "last_30_days")
     elif widget == "days":
         row.set("value", 30)
-    elif widget == "choice":
+    elif widget in ("choice", "choice_list"):
         row.set("value", row.value_options[0][0])
     elif widget == "event":
         row.set("event", EVENTS[0])
@@ -412,7 +425,7 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     elif widget in ("money_range", "number_range") and isinstance(value, list) and len(value) == 2:
         row.set("lo", _text(value[0]))
         row.set("hi", _text(value[1]))
-    elif widget == "country_list" and isinstance(value, list):
+    elif widget in ("country_list", "choice_list") and isinstance(value, list):
         row.set("value", *map(str, value))
     elif widget == "text_list" and isinstance(value, list):
         row.set("value", "\n".join(map(str, value)))
@@ -530,6 +543,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         value = [code for v in row.getlist("value") for code in _split(v, r"[,\s]+")] or None
     elif widget == "text_list":
         value = _split(text, r"[\r\n]+") or None
+    elif widget == "choice_list":  # a multiple select of the field's values
+        value = [v for v in row.getlist("value") if v.strip()] or None
     elif widget in ("products", "collections"):
         value = [v.strip() for v in row.getlist("value") if v.strip()] or None
     elif widget in ("segment", "list"):
@@ -961,7 +976,7 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
                 return money(Decimal(str(v)))
             except (InvalidOperation, ValueError):
                 return str(v)
-        if widget == "choice":
+        if widget in ("choice", "choice_list"):
             return CHOICE_VALUES[field].get(v, str(v))
         if widget == "products":
             return names.products.get(str(v), f"product {v}")
