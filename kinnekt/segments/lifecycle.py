@@ -55,6 +55,8 @@ STAGE_LABELS = {"loyal": "Loyal", "high_potential": "High potential", "nurture_n
 """The stages in the merchant's words."""
 
 CUSTOMERS = Customer.__table__
+_KEEP_UPDATED_AT = {"updated_at": CUSTOMERS.c.updated_at}
+"""Derived figures are not an edit of the customer: its updated_at (Shopify's sync bookkeeping) stays."""
 
 
 @dataclass(frozen=True)
@@ -159,13 +161,14 @@ def refresh_expected_next_order(session: OrmSession, shop_id: int, customer_ids)
         expected = _expected_by_customer(_counted_order_times(session, shop_id, chunk))
         session.execute(
             update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop_id, CUSTOMERS.c.id == bindparam("b_id"))
-            .values(expected_next_order_at=bindparam("b_expected")),
+            .values(expected_next_order_at=bindparam("b_expected"), **_KEEP_UPDATED_AT),
             [{"b_id": i, "b_expected": expected.get(i)} for i in chunk])
 
 
-def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = None) -> Run:
+def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = None, recheck: bool = True) -> Run:
     """Compute every customer's stage and expected next order at `now`, store what changed, commit, and queue a
-    re-check of the subscribers of the customers whose stage or expected next order changed."""
+    re-check of the subscribers of the customers whose stage or expected next order changed (unless not `recheck`:
+    the demo seed, whose segments are built afterwards)."""
     now = aware_utc(now)
     rows = session.execute(
         select(CUSTOMERS.c.id, CUSTOMERS.c.last_order_at, CUSTOMERS.c.orders_count, CUSTOMERS.c.money_spent,
@@ -195,7 +198,7 @@ def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = No
                 update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
                                         CUSTOMERS.c.lifecycle_stage.is_not_distinct_from(bindparam("b_old")))
                 .values(lifecycle_stage=bindparam("b_stage"), lifecycle_previous_stage=bindparam("b_old"),
-                        lifecycle_changed_at=now),
+                        lifecycle_changed_at=now, **_KEEP_UPDATED_AT),
                 stage_changes[start:end])
             run.stage_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
         if expected_changes[start:end]:
@@ -204,14 +207,14 @@ def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = No
                 update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
                                         CUSTOMERS.c.orders_count == bindparam("b_count"),
                                         CUSTOMERS.c.last_order_at.is_not_distinct_from(bindparam("b_last")))
-                .values(expected_next_order_at=bindparam("b_expected")),
+                .values(expected_next_order_at=bindparam("b_expected"), **_KEEP_UPDATED_AT),
                 expected_changes[start:end])
             run.expected_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
         session.commit()
     changed.update(c["b_id"] for c in stage_changes)
     changed.update(c["b_id"] for c in expected_changes)
     run.rechecked = _subscribers_of(session, shop.id, changed)
-    if run.rechecked:
+    if run.rechecked and recheck:
         from kinnekt.segments.membership import subscribers_changed
         for start in range(0, len(run.rechecked), defaults.LIFECYCLE_UPDATE_CHUNK):
             subscribers_changed(shop.id, run.rechecked[start:start + defaults.LIFECYCLE_UPDATE_CHUNK])
