@@ -1199,11 +1199,26 @@ def random_shop(db, shop, rng) -> list[int]:
         for _ in range(rng.randint(0, 2)):
             subscription_event(db, shop, sub, kind=rng.choice(("subscribed", "unsubscribed")),
                                when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+    discounts(db, shop, people, random.Random(len(people)))
     orphan = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=None, created_at=NOW,
                            financial_status="paid"))  # an order of no customer: never anybody's
     add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=next(_serial), product_id=1, title="Shirt"))
     return [static_list(db, shop, [p.phone for p in rng.sample(people, 5)] + ["+19995550000"]).id,
             static_list(db, shop, []).id]
+
+
+def discounts(db, shop, people, rng) -> None:
+    """Discount campaigns' messages (received or not, carrying a code or not) and orders credited by code or click."""
+    campaigns = [discount_campaign(db, shop, mode="unique"), discount_campaign(db, shop, mode="shared"),
+                 discount_campaign(db, shop, mode="shared", body="No tag"), discount_campaign(db, shop, mode="none")]
+    for sub in people:
+        for camp in rng.sample(campaigns, rng.randint(0, 2)):  # one message per campaign and recipient
+            campaign_message(db, shop, sub, camp, code=f"K-{next(_serial)}" if camp.discount_mode == "unique" else None,
+                             status=rng.choice(("delivered", "sent", "failed")),
+                             sent_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
+        if sub.customer_id and rng.random() < 0.4:
+            attributed(db, shop, sub, rng.choice(campaigns), method=rng.choice(("discount_code", "click")),
+                       created_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
 
 
 def random_rule(rng, field: str, lists: list[int]) -> dict:
@@ -1224,7 +1239,8 @@ def random_rule(rng, field: str, lists: list[int]) -> dict:
     if field == "list":
         return rule("list", rng.choice(("in", "not_in")), rng.choice(lists))
     if field == "event":
-        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")),
+        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed",
+                                "received_discount", "used_discount")),
                     rng.choice(("performed", "not_performed")), at_least=rng.choice((1, 1, 2, 3)))
         out["within"] = rng.choice(("all_time", "today", "last_7_days", "last_30_days", "last_90_days",
                                     {"last_days": rng.randint(1, 45)}, {"from": "2026-02-01", "to": "2026-03-10"}))
