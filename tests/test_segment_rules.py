@@ -438,6 +438,7 @@ NAMED_PERIODS = ["all_time", "today", "yesterday", "last_7_days", "last_30_days"
 EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
           "used_discount"]
 STAGES = ["loyal", "high_potential", "nurture_needed", "dormant", "churned"]
+STAGE_FIELDS = ("lifecycle_stage", "previous_lifecycle_stage")
 
 money = st.one_of(st.integers(-10**6, 10**6), st.integers(-10**8, 10**8).map(lambda n: n / 100),
                   st.decimals(-10**6, 10**6, places=4).map(str))
@@ -527,9 +528,9 @@ def leaf_rules(segment_ids, list_ids):
             ["authorized", "paid", "partially_refunded", "partially_paid", "pending", "refunded", "unpaid",
              "voided"])),
         choice_rules("order_cancelled", ["eq"], st.sampled_from(["yes", "no"])),
-        *(choice_rules(f, ["eq", "neq"], st.sampled_from(STAGES)) for f in ("lifecycle_stage", "previous_lifecycle_stage")),
+        *(choice_rules(f, ["eq", "neq"], st.sampled_from(STAGES)) for f in STAGE_FIELDS),
         *(choice_rules(f, ["in", "not_in"], st.lists(st.sampled_from(STAGES), min_size=1, max_size=3, unique=True))
-          for f in ("lifecycle_stage", "previous_lifecycle_stage")),
+          for f in STAGE_FIELDS),
         choice_rules("ordered_product", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         choice_rules("ordered_collection", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         line_item_rules(),

@@ -85,7 +85,8 @@ def test_bad_lifecycle_and_discount_rules_are_422_naming_the_path(client, api, s
     assert response.get_json()["errors"] == [
         {"path": "rules[0].value", "message": stages},
         {"path": "rules[1].value[1]", "message": stages},
-        {"path": "rules[2].op", "message": "'gte' is not an operator of lifecycle_stage (allowed: eq, neq, in, not_in)"},
+        {"path": "rules[2].op",
+         "message": "'gte' is not an operator of lifecycle_stage (allowed: eq, neq, in, not_in)"},
         {"path": "rules[3].value", "message": "must be a number"},
         {"path": "rules[4].event", "message": "must be one of placed_order, received_sms, clicked_link, "
                                               "started_checkout, subscribed, received_discount, used_discount"},
