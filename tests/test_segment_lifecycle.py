@@ -175,8 +175,8 @@ def test_order_ingest_keeps_the_expected_next_order_current(db, shop):
 
 
 def test_the_daily_job_runs_every_installed_shop(app, db, shop, other_shop):
+    from kinnekt.schedule import periodic_jobs
     from kinnekt.segments.tasks import update_lifecycle_stages
-    from workers.schedule import periodic_jobs
     [entry] = [p for p in periodic_jobs() if p.func is update_lifecycle_stages]
     assert entry.interval == defaults.LIFECYCLE_INTERVAL_SECONDS == 86400
     from kinnekt.db import utcnow

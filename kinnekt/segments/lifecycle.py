@@ -46,9 +46,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import aware_utc
 from kinnekt.models import Customer, Order, Shop, Subscriber
-
-STAGES = ("loyal", "high_potential", "nurture_needed", "dormant", "churned")
-"""The lifecycle stages, best first: what the `lifecycle_stage` rule and the dashboard use."""
+from kinnekt.segments.rules import STAGES  # the stages, best first: the contract's values (rules imports no lifecycle)
 
 STAGE_LABELS = {"loyal": "Loyal", "high_potential": "High potential", "nurture_needed": "Needs nurturing",
                 "dormant": "Dormant", "churned": "Churned"}

@@ -22,7 +22,6 @@ from kinnekt.db import MONEY_SCALE
 from kinnekt.models import Segment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
 from kinnekt.models.subscriber import SOURCES
-from kinnekt.segments.lifecycle import STAGES
 from kinnekt.segments.periods import NAMED_PERIODS
 
 Definition = dict[str, Any]
@@ -45,6 +44,9 @@ PAYMENT_STATUSES = ("authorized", "paid", "partially_refunded", "partially_paid"
                     "unpaid", "voided")
 UNPAID = ("pending", "authorized", "partially_paid", "expired")
 """Shopify financial statuses that `payment_status eq unpaid` stands for."""
+STAGES = ("loyal", "high_potential", "nurture_needed", "dormant", "churned")
+"""The customer lifecycle stages, best first (computed by kinnekt/segments/lifecycle.py): the values of the
+`lifecycle_stage` rules, and the dashboard's order."""
 EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
           "used_discount")
 NUMBER_OPS = ("eq", "neq", "lt", "lte", "gt", "gte")
