@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.casefold import fold
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
-                            Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
+                            SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES, SUBSCRIBED_EVENT_KINDS
 from kinnekt.segments.rules import UNPAID, normalise
@@ -30,7 +31,9 @@ DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"),
                "customer_created": ("customer", "shopify_created_at"),
                "subscribed_at": ("subscriber", "subscribed_at"),
                "last_received_sms": ("subscriber", "last_received_at"),
-               "last_clicked": ("subscriber", "last_clicked_at")}
+               "last_clicked": ("subscriber", "last_clicked_at"),
+               "expected_next_order": ("customer", "expected_next_order_at")}
+STAGE_FIELDS = {"lifecycle_stage": "lifecycle_stage", "previous_lifecycle_stage": "lifecycle_previous_stage"}
 
 
 @dataclass
@@ -47,6 +50,8 @@ class LoadedShop:
     checkouts: dict = field(default_factory=lambda: defaultdict(list))  # customer id -> checkouts
     phone_checkouts: dict = field(default_factory=lambda: defaultdict(list))  # phone -> checkouts with no customer
     messages: dict = field(default_factory=lambda: defaultdict(list))
+    campaigns: dict = field(default_factory=dict)  # campaign id -> (discount_mode, discount_code, body)
+    discount_orders: dict = field(default_factory=lambda: defaultdict(list))  # subscriber id -> order times
     clicks: dict = field(default_factory=lambda: defaultdict(list))
     subscribed_events: dict = field(default_factory=lambda: defaultdict(list))
     list_phones: dict = field(default_factory=lambda: defaultdict(set))
@@ -68,6 +73,7 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
                             where=Subscriber.shop_id == shop_id)
     for row in rows(Customer.id, Customer.money_spent, Customer.total_discounts, Customer.orders_count,
                     Customer.first_order_at, Customer.last_order_at, Customer.shopify_created_at, Customer.city,
+                    Customer.expected_next_order_at, Customer.lifecycle_stage, Customer.lifecycle_previous_stage,
                     where=Customer.shop_id == shop_id):
         data.customers[row.id] = row
     for customer_id, tag in rows(CustomerTag.customer_id, CustomerTag.tag, where=CustomerTag.shop_id == shop_id):
@@ -87,8 +93,17 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
             data.checkouts[row.customer_id].append(row)
         elif row.phone is not None:
             data.phone_checkouts[row.phone].append(row)
-    for row in rows(Message.subscriber_id, Message.status, Message.sent_at, where=Message.shop_id == shop_id):
+    for row in rows(Message.subscriber_id, Message.status, Message.sent_at, Message.campaign_id, Message.discount_code,
+                    where=Message.shop_id == shop_id):
         data.messages[row.subscriber_id].append(row)
+    for campaign_id, mode, code, body in rows(Campaign.id, Campaign.discount_mode, Campaign.discount_code,
+                                              Campaign.body, where=Campaign.shop_id == shop_id):
+        data.campaigns[campaign_id] = (mode, code, body)
+    for subscriber_id, method, created_at, test, cancelled_at in session.execute(
+            select(Attribution.subscriber_id, Attribution.method, Order.created_at, Order.test, Order.cancelled_at)
+            .join(Order, Order.id == Attribution.order_id).where(Attribution.shop_id == shop_id)).all():
+        if method == "discount_code" and not test and cancelled_at is None:
+            data.discount_orders[subscriber_id].append(created_at)
     for subscriber_id, at in rows(Click.subscriber_id, Click.at, where=Click.shop_id == shop_id):
         data.clicks[subscriber_id].append(at)
     for subscriber_id, kind, at in rows(SubscriptionEvent.subscriber_id, SubscriptionEvent.kind, SubscriptionEvent.at,
@@ -142,6 +157,11 @@ class _Evaluator:
             owner, attribute = DATE_FIELDS[field]
             holder = sub if owner == "subscriber" else self.customer(sub)
             return self.date(getattr(holder, attribute) if holder else None, op, value)
+        if field in STAGE_FIELDS:
+            person = self.customer(sub)
+            stage = getattr(person, STAGE_FIELDS[field]) if person else None
+            hit = stage is not None and (stage in value if op in ("in", "not_in") else stage == value)
+            return not hit if op in ("neq", "not_in") else hit
         if field in ("money_spent", "total_discounts", "average_money_spent", "number_of_orders"):
             person = self.customer(sub)
             spent = person.money_spent if person else Decimal(0)
@@ -302,6 +322,11 @@ class _Evaluator:
             times = [o.created_at for o in self.orders(sub, counted=True)]
         elif kind == "received_sms":
             times = [m.sent_at for m in self.data.messages.get(sub.id, ()) if m.status in ACCEPTED_MESSAGE_STATUSES]
+        elif kind == "received_discount":
+            times = [m.sent_at for m in self.data.messages.get(sub.id, ()) if m.status in ACCEPTED_MESSAGE_STATUSES
+                     and self.carried_code(m)]
+        elif kind == "used_discount":
+            times = self.data.discount_orders.get(sub.id, [])
         elif kind == "clicked_link":
             times = self.data.clicks.get(sub.id, [])
         elif kind == "started_checkout":
@@ -313,6 +338,12 @@ class _Evaluator:
         n = sum(1 for at in times if self.in_range(at, start, end, inclusive))
         performed = n >= rule["at_least"]
         return performed if rule["op"] == "performed" else not performed
+
+
+    def carried_code(self, message) -> bool:
+        mode, code, body = self.data.campaigns.get(message.campaign_id, (None, None, ""))
+        has_code = (mode == "unique" and message.discount_code is not None) or (mode == "shared" and code is not None)
+        return has_code and "{discount_code}" in (body or "")
 
 
 def members(data: LoadedShop, definition: dict, *, now: dt.datetime) -> list[int]:

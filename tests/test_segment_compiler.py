@@ -18,8 +18,9 @@ from bench import naive_segments
 from tests.conftest import make_shop
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Link, Message,
-                            Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Link, Message, Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber,
+                            SubscriptionEvent)
 from kinnekt.segments import DefinitionError, compile_definition, count, matches_subscriber, members
 from kinnekt.segments.compiler import BUILDERS
 from kinnekt.segments.rules import FIELDS
@@ -281,6 +282,7 @@ DATE_FIELDS = {
     "subscribed_at": ("subscriber", "subscribed_at"),
     "last_received_sms": ("subscriber", "last_received_at"),
     "last_clicked": ("subscriber", "last_clicked_at"),
+    "expected_next_order": ("customer", "expected_next_order_at"),
 }
 
 
@@ -765,6 +767,119 @@ def test_received_sms_counts_messages_the_provider_accepted(db, shop):
     assert matching(db, shop, event("received_sms", "not_performed")) == ids(failed)
 
 
+def discount_campaign(db, shop, *, mode="unique", code="SPRING", body="Take 10% off: {discount_code}") -> Campaign:
+    return add(db, Campaign(shop_id=shop.id, name=f"Campaign {next(_serial)}", body=body, status="completed",
+                            discount_mode=mode, discount_code=code if mode != "none" else None))
+
+
+def campaign_message(db, shop, sub, campaign, *, code=None, status="delivered", sent_at=NOW - dt.timedelta(days=1)):
+    return add(db, Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=sub.id, to_phone=sub.phone,
+                           status=status, sent_at=sent_at, discount_code=code))
+
+
+def test_received_discount_counts_received_messages_that_carried_a_code(db, shop):
+    unique = discount_campaign(db, shop, mode="unique", code="VIP")
+    shared = discount_campaign(db, shop, mode="shared", code="SPRING10")
+    plain = discount_campaign(db, shop, mode="none")
+    untagged = discount_campaign(db, shop, mode="shared", code="QUIET", body="A discount, but no code in the text")
+    shouted = discount_campaign(db, shop, mode="shared", code="LOUD", body="Not our tag: {DISCOUNT_CODE}")
+    got_unique = subscriber(db, shop)
+    campaign_message(db, shop, got_unique, unique, code="VIP-7KQ2-XM4P", status="delivered")
+    got_shared = subscriber(db, shop)
+    campaign_message(db, shop, got_shared, shared, status="sent", sent_at=NOW - dt.timedelta(days=10))
+    twice = subscriber(db, shop)
+    campaign_message(db, shop, twice, shared, status="delivered", sent_at=NOW - dt.timedelta(days=2))
+    campaign_message(db, shop, twice, unique, code="VIP-AAAA-BBBB", status="sent", sent_at=NOW - dt.timedelta(days=3))
+    failed = subscriber(db, shop)
+    campaign_message(db, shop, failed, unique, code="VIP-CCCC-DDDD", status="failed")
+    campaign_message(db, shop, failed, shared, status="pending", sent_at=None)
+    no_code = subscriber(db, shop)
+    campaign_message(db, shop, no_code, plain)
+    campaign_message(db, shop, no_code, unique, code=None)  # a unique campaign's row whose code was never made
+    campaign_message(db, shop, no_code, untagged)
+    campaign_message(db, shop, no_code, shouted)
+    message(db, shop, no_code)  # a reply, no campaign
+    assert matching(db, shop, event("received_discount")) == ids(got_unique, got_shared, twice)
+    assert matching(db, shop, event("received_discount", within={"last_days": 7})) == ids(got_unique, twice)
+    assert matching(db, shop, event("received_discount", at_least=2)) == ids(twice)
+    assert matching(db, shop, event("received_discount", "not_performed")) == ids(failed, no_code)
+    assert matching(db, shop, event("received_discount", "not_performed", within="last_7_days")) \
+        == ids(got_shared, failed, no_code)
+
+
+def attributed(db, shop, sub, campaign, *, method="discount_code", created_at=NOW - dt.timedelta(days=1), **fields):
+    """An order of the subscriber's customer credited to `campaign` (and to `sub`) by `method`."""
+    person = db.get(Customer, sub.customer_id) if sub.customer_id else customer(db, shop)
+    placed = order(db, shop, person, created_at=created_at, **fields)
+    return add(db, Attribution(shop_id=shop.id, order_id=placed.id, campaign_id=campaign.id, subscriber_id=sub.id,
+                               method=method, revenue=Decimal("10")))
+
+
+def test_used_discount_counts_orders_credited_to_the_subscriber_by_a_code(db, shop):
+    campaign = discount_campaign(db, shop)
+    used, _ = buyer(db, shop)
+    attributed(db, shop, used, campaign, created_at=NOW - dt.timedelta(days=2))
+    used_long_ago, _ = buyer(db, shop)
+    attributed(db, shop, used_long_ago, campaign, created_at=NOW - dt.timedelta(days=40))
+    clicked, _ = buyer(db, shop)
+    attributed(db, shop, clicked, campaign, method="click")
+    cancelled, _ = buyer(db, shop)
+    attributed(db, shop, cancelled, campaign, cancelled_at=NOW - dt.timedelta(hours=2))
+    nobody = subscriber(db, shop)
+    assert matching(db, shop, event("used_discount")) == ids(used, used_long_ago)
+    assert matching(db, shop, event("used_discount", within="last_30_days")) == ids(used)
+    assert matching(db, shop, event("used_discount", "not_performed")) == ids(clicked, cancelled, nobody)
+
+
+def test_got_a_code_and_did_not_use_it_within_7_days_is_one_segment(db, shop):
+    campaign = discount_campaign(db, shop)
+    ignored, _ = buyer(db, shop)
+    campaign_message(db, shop, ignored, campaign, code="A-1", sent_at=NOW - dt.timedelta(days=3))
+    redeemed, _ = buyer(db, shop)
+    campaign_message(db, shop, redeemed, campaign, code="A-2", sent_at=NOW - dt.timedelta(days=3))
+    attributed(db, shop, redeemed, campaign, created_at=NOW - dt.timedelta(days=1))
+    long_ago, _ = buyer(db, shop)
+    campaign_message(db, shop, long_ago, campaign, code="A-3", sent_at=NOW - dt.timedelta(days=30))
+    subscriber(db, shop)
+    got_not_used = [event("received_discount", within={"last_days": 7}),
+                    event("used_discount", "not_performed", within={"last_days": 7})]
+    assert matching(db, shop, *got_not_used) == ids(ignored)
+    naive = naive_segments.load(db, shop.id)
+    assert both_shapes(db, shop, where(*got_not_used), naive) == ids(ignored)
+    everyone = set(members(db, where(ALWAYS), shop=shop, now=NOW))
+    assert both_shapes(db, shop, where(*got_not_used, match="any"), naive) == everyone  # redeemed: got one
+    assert both_shapes(db, shop, where(got_not_used[0], event("used_discount"), match="any"), naive) \
+        == ids(ignored, redeemed)
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+@pytest.mark.parametrize("field,column", [("lifecycle_stage", "lifecycle_stage"),
+                                          ("previous_lifecycle_stage", "lifecycle_previous_stage")])
+def test_lifecycle_stage_fields_every_operator(db, shop, field, column):
+    loyal, _ = buyer(db, shop, **{column: "loyal"})
+    dormant, _ = buyer(db, shop, **{column: "dormant"})
+    churned, _ = buyer(db, shop, **{column: "churned"})
+    no_stage, _ = buyer(db, shop)
+    unlinked = subscriber(db, shop)
+    assert matching(db, shop, rule(field, "eq", "dormant")) == ids(dormant)
+    assert matching(db, shop, rule(field, "neq", "dormant")) == ids(loyal, churned, no_stage, unlinked)
+    assert matching(db, shop, rule(field, "in", ["dormant", "churned"])) == ids(dormant, churned)
+    assert matching(db, shop, rule(field, "not_in", ["dormant", "churned"])) == ids(loyal, no_stage, unlinked)
+    naive = naive_segments.load(db, shop.id)
+    for op, value in (("eq", "loyal"), ("not_in", ["loyal", "high_potential"])):
+        assert set(naive_segments.members(naive, where(rule(field, op, value)), now=NOW)) \
+            == matching(db, shop, rule(field, op, value))
+
+
+def test_was_loyal_now_dormant(db, shop):
+    slipping, _ = buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="loyal")
+    buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="nurture_needed")
+    buyer(db, shop, lifecycle_stage="loyal", lifecycle_previous_stage="dormant")
+    assert matching(db, shop, rule("lifecycle_stage", "eq", "dormant"),
+                    rule("previous_lifecycle_stage", "eq", "loyal")) == ids(slipping)
+
+
 def test_clicked_link_counts_clicks(db, shop):
     clicker = subscriber(db, shop)
     for days in (1, 2, 3):
@@ -1087,11 +1202,26 @@ def random_shop(db, shop, rng) -> list[int]:
         for _ in range(rng.randint(0, 2)):
             subscription_event(db, shop, sub, kind=rng.choice(("subscribed", "unsubscribed")),
                                when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+    discounts(db, shop, people, random.Random(len(people)))
     orphan = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=None, created_at=NOW,
                            financial_status="paid"))  # an order of no customer: never anybody's
     add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=next(_serial), product_id=1, title="Shirt"))
     return [static_list(db, shop, [p.phone for p in rng.sample(people, 5)] + ["+19995550000"]).id,
             static_list(db, shop, []).id]
+
+
+def discounts(db, shop, people, rng) -> None:
+    """Discount campaigns' messages (received or not, carrying a code or not) and orders credited by code or click."""
+    campaigns = [discount_campaign(db, shop, mode="unique"), discount_campaign(db, shop, mode="shared"),
+                 discount_campaign(db, shop, mode="shared", body="No tag"), discount_campaign(db, shop, mode="none")]
+    for sub in people:
+        for camp in rng.sample(campaigns, rng.randint(0, 2)):  # one message per campaign and recipient
+            campaign_message(db, shop, sub, camp, code=f"K-{next(_serial)}" if camp.discount_mode == "unique" else None,
+                             status=rng.choice(("delivered", "sent", "failed")),
+                             sent_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
+        if sub.customer_id and rng.random() < 0.4:
+            attributed(db, shop, sub, rng.choice(campaigns), method=rng.choice(("discount_code", "click")),
+                       created_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
 
 
 def random_rule(rng, field: str, lists: list[int]) -> dict:
@@ -1112,7 +1242,8 @@ def random_rule(rng, field: str, lists: list[int]) -> dict:
     if field == "list":
         return rule("list", rng.choice(("in", "not_in")), rng.choice(lists))
     if field == "event":
-        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")),
+        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed",
+                                "received_discount", "used_discount")),
                     rng.choice(("performed", "not_performed")), at_least=rng.choice((1, 1, 2, 3)))
         out["within"] = rng.choice(("all_time", "today", "last_7_days", "last_30_days", "last_90_days",
                                     {"last_days": rng.randint(1, 45)}, {"from": "2026-02-01", "to": "2026-03-10"}))

@@ -211,13 +211,33 @@ def test_line_items_errors():
         == ("rules[0].value", "must be an id: a string of digits")
 
 
+def test_lifecycle_stage_errors():
+    assert only_error(where({"field": "lifecycle_stage", "op": "eq", "value": "vip"})) == (
+        "rules[0].value", "must be one of loyal, high_potential, nurture_needed, dormant, churned")
+    assert only_error(where({"field": "previous_lifecycle_stage", "op": "in", "value": ["loyal", "lost"]})) == (
+        "rules[0].value[1]", "must be one of loyal, high_potential, nurture_needed, dormant, churned")
+    assert only_error(where({"field": "lifecycle_stage", "op": "in", "value": []})) == (
+        "rules[0].value", "must not be empty")
+    assert only_error(where({"field": "lifecycle_stage", "op": "gt", "value": "loyal"}))[0] == "rules[0].op"
+    assert normalise(where({"field": "lifecycle_stage", "op": "in", "value": ["loyal", "loyal", "dormant"]})) \
+        == where({"field": "lifecycle_stage", "op": "in", "value": ["loyal", "dormant"]})
+
+
+def test_expected_next_order_is_a_date_field():
+    assert only_error(where({"field": "expected_next_order", "op": "within_last_days", "value": 0})) == (
+        "rules[0].value", "must be a whole number of at least 1")
+    assert normalise(where({"field": "expected_next_order", "op": "never"})) \
+        == where({"field": "expected_next_order", "op": "never"})
+
+
 def test_event_errors():
     def event(**keys):
         return where({"field": "event", "op": "performed", "event": "placed_order", **keys})
 
     assert only_error(where({"field": "event", "op": "performed"})) == ("rules[0].event", "is required")
     assert only_error(event(event="bought")) == (
-        "rules[0].event", "must be one of placed_order, received_sms, clicked_link, started_checkout, subscribed")
+        "rules[0].event", "must be one of placed_order, received_sms, clicked_link, started_checkout, subscribed, "
+        "received_discount, used_discount")
     assert only_error(event(op="did")) == (
         "rules[0].op", "'did' is not an operator of event (allowed: performed, not_performed)")
     assert only_error(event(value=1)) == ("rules[0].value", "'performed' takes no value; omit 'value'")
@@ -379,7 +399,7 @@ def test_has_relative_time_follows_segment_rules(db, shop):
 NUMBER_OPS = ["eq", "neq", "lt", "lte", "gt", "gte"]
 DATE_OPS = ["eq", "neq", "before", "after", "within_last_days", "more_than_days_ago", "never"]
 DATE_FIELDS = ["last_order_created", "first_order_created", "customer_created", "subscribed_at",
-               "last_received_sms", "last_clicked"]
+               "last_received_sms", "last_clicked", "expected_next_order"]
 MONEY_FIELDS = ["money_spent", "average_money_spent", "total_discounts"]
 WHOLE_FIELDS = ["number_of_orders", "sent_count", "clicks_count"]
 CONTRACT_OPS = {
@@ -390,6 +410,7 @@ CONTRACT_OPS = {
     "city": ["eq", "neq"], "tags": ["contains", "not_contains"],
     "fulfillment_status": ["eq", "neq"], "payment_status": ["eq", "neq"], "order_cancelled": ["eq"],
     "ordered_product": ["eq", "neq"], "ordered_collection": ["eq", "neq"],
+    "lifecycle_stage": ["eq", "neq", "in", "not_in"], "previous_lifecycle_stage": ["eq", "neq", "in", "not_in"],
     "event": ["performed", "not_performed"], "segment": ["in", "not_in"], "list": ["in", "not_in"],
 }
 LINE_ITEM_OPS = {"product_id": ["eq", "neq"], "variant_id": ["eq", "neq"],
@@ -421,7 +442,10 @@ def test_the_whitelist_is_the_contracts_table():
 # ---------------------------------------------------------------------------------------------- strategies
 
 NAMED_PERIODS = ["all_time", "today", "yesterday", "last_7_days", "last_30_days", "last_90_days"]
-EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed"]
+EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
+          "used_discount"]
+STAGES = ["loyal", "high_potential", "nurture_needed", "dormant", "churned"]
+STAGE_FIELDS = ("lifecycle_stage", "previous_lifecycle_stage")
 
 money = st.one_of(st.integers(-10**6, 10**6), st.integers(-10**8, 10**8).map(lambda n: n / 100),
                   st.decimals(-10**6, 10**6, places=4).map(str))
@@ -523,6 +547,9 @@ def leaf_rules(segment_ids, list_ids):
             ["authorized", "paid", "partially_refunded", "partially_paid", "pending", "refunded", "unpaid",
              "voided"])),
         choice_rules("order_cancelled", ["eq"], st.sampled_from(["yes", "no"])),
+        *(choice_rules(f, ["eq", "neq"], st.sampled_from(STAGES)) for f in STAGE_FIELDS),
+        *(choice_rules(f, ["in", "not_in"], st.lists(st.sampled_from(STAGES), min_size=1, max_size=3, unique=True))
+          for f in STAGE_FIELDS),
         choice_rules("ordered_product", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         choice_rules("ordered_collection", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         line_item_rules(),

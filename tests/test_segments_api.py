@@ -71,6 +71,35 @@ def test_an_invalid_definition_is_422_with_every_path(client, api, shop):
     assert total(Segment) == 0
 
 
+def test_bad_lifecycle_and_discount_rules_are_422_naming_the_path(client, api, shop):
+    response = client.post("/api/segments", json={"name": "Bad stages", "definition": {"match": "all", "rules": [
+        {"field": "lifecycle_stage", "op": "eq", "value": "vip"},
+        {"field": "previous_lifecycle_stage", "op": "in", "value": ["loyal", 3]},
+        {"field": "lifecycle_stage", "op": "gte", "value": "loyal"},
+        {"field": "expected_next_order", "op": "within_last_days", "value": "soon"},
+        {"field": "event", "event": "used_coupon", "op": "performed"},
+        {"field": "event", "event": "received_discount", "op": "performed", "within": {"last_days": 0}}]}},
+        headers=api)
+    assert response.status_code == 422
+    stages = "must be one of loyal, high_potential, nurture_needed, dormant, churned"
+    assert response.get_json()["errors"] == [
+        {"path": "rules[0].value", "message": stages},
+        {"path": "rules[1].value[1]", "message": stages},
+        {"path": "rules[2].op",
+         "message": "'gte' is not an operator of lifecycle_stage (allowed: eq, neq, in, not_in)"},
+        {"path": "rules[3].value", "message": "must be a number"},
+        {"path": "rules[4].event", "message": "must be one of placed_order, received_sms, clicked_link, "
+                                              "started_checkout, subscribed, received_discount, used_discount"},
+        {"path": "rules[5].within.last_days", "message": "must be a whole number of at least 1"}]
+    assert total(Segment) == 0
+    good = {"match": "all", "rules": [{"field": "lifecycle_stage", "op": "in", "value": ["loyal", "dormant"]},
+                                      {"field": "event", "event": "used_discount", "op": "not_performed"}]}
+    response = client.post("/api/segments", json={"name": "Good stages", "definition": good}, headers=api)
+    assert response.status_code == 201
+    assert response.get_json()["definition"]["rules"][1] == {
+        "field": "event", "event": "used_discount", "op": "not_performed", "within": "all_time", "at_least": 1}
+
+
 def test_name_and_definition_are_required(client, api, shop):
     response = client.post("/api/segments", json={}, headers=api)
     assert response.status_code == 422

@@ -400,6 +400,11 @@ EVERY_KIND = where(
     rule("event", "performed", event="clicked_link", within={"last_days": 7}, at_least=2),
     rule("event", "not_performed", event="started_checkout", within={"from": "2026-02-01", "to": "2026-02-14"}),
     rule("line_items", "eq", "555", attribute="variant_id"),
+    rule("lifecycle_stage", "in", ["loyal", "high_potential"]),
+    rule("previous_lifecycle_stage", "eq", "loyal"),
+    rule("expected_next_order", "more_than_days_ago", 14),
+    rule("event", "performed", event="received_discount", within={"last_days": 7}),
+    rule("event", "not_performed", event="used_discount", within={"last_days": 7}),
 )
 
 
@@ -755,6 +760,35 @@ def test_summaries_read_like_sentences():
         "AND First order was after Jan 31, 2026",
     ]
     assert summaries.summary({}) == [] and summaries.summary({"match": "all", "rules": []}) == []
+
+
+def test_lifecycle_and_discount_rules_read_like_sentences():
+    lines = summaries.summary(where(
+        rule("lifecycle_stage", "not_in", ["dormant", "churned"]), rule("previous_lifecycle_stage", "eq", "loyal"),
+        rule("expected_next_order", "before", "2026-04-01"),
+        rule("event", "performed", event="received_discount", within={"last_days": 7}),
+        rule("event", "not_performed", event="used_discount")))
+    assert lines == [
+        "Lifecycle stage is none of Dormant, Churned",
+        "AND Previous lifecycle stage is Loyal",
+        "AND Expected next order was before Apr 1, 2026",
+        "AND Event “Discount code received” happened in the past 7 days",
+        "AND Event “Discount code used” did not happen at any time",
+    ]
+
+
+def test_a_stage_list_is_a_multiple_select_and_switching_to_it_keeps_a_value():
+    row = segment_form.new_row("lifecycle_stage")
+    assert row.widget == "choice" and row.get("value") == "loyal"
+    row.inputs["shown-field"], row.inputs["widget"] = ["lifecycle_stage"], ["choice"]
+    row.set("op", "in")
+    refreshed = segment_form.refresh_row(row)
+    assert refreshed.widget == "choice_list" and segment_form.row_to_rule(refreshed) == rule(
+        "lifecycle_stage", "in", ["loyal"])
+    refreshed.set("value", "dormant", "churned")
+    assert segment_form.row_to_rule(refreshed)["value"] == ["dormant", "churned"]
+    refreshed.inputs.pop("value")
+    assert "value" not in segment_form.row_to_rule(refreshed)  # nothing chosen: "is required"
 
 
 def test_refresh_keeps_what_still_fits():

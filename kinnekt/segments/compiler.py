@@ -42,8 +42,9 @@ from sqlalchemy.orm import Session as OrmSession, object_session
 
 from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE, Session
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
-                            Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
+                            SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.rules import MAX_ANNIVERSARY_DAYS, UNPAID, Definition, DefinitionError, normalise
 from kinnekt.subscribers import property_catalogue as profile_properties
@@ -159,6 +160,7 @@ DATE_COLUMNS = {
     "subscribed_at": Subscriber.subscribed_at,
     "last_received_sms": Subscriber.last_received_at,
     "last_clicked": Subscriber.last_clicked_at,
+    "expected_next_order": Customer.expected_next_order_at,
 }
 
 
@@ -389,9 +391,36 @@ def _event_rows(event: str, c: _Context) -> tuple[_Some, Any]:
         checkouts = _open_checkouts(c)
         return _Some("open_checkouts", checkouts, checkouts.c.subscriber_id, Subscriber.id, (), ()), \
             checkouts.c.started_at
+    if event == "received_discount":
+        return _discount_messages(c), Message.sent_at
+    if event == "used_discount":
+        return _Some("discount_orders", Attribution.__table__.join(Order.__table__, Order.id == Attribution.order_id),
+                     Attribution.subscriber_id, Subscriber.id,
+                     (Attribution.shop_id == c.shop_id, Attribution.method == "discount_code",
+                      Order.test.is_(False), Order.cancelled_at.is_(None)), ()), Order.created_at
     return _Some("subscribed_events", SubscriptionEvent, SubscriptionEvent.subscriber_id, Subscriber.id,
                  (SubscriptionEvent.shop_id == c.shop_id, SubscriptionEvent.kind.in_(SUBSCRIBED_EVENT_KINDS)), ()), \
         SubscriptionEvent.at
+
+
+DISCOUNT_TAG = "{discount_code}"
+"""The merge tag that puts a campaign's code into its text (kinnekt.campaigns.composer)."""
+
+
+def _discount_messages(c: _Context) -> _Some:
+    """The subscriber's received messages (accepted, no failed receipt) that carried a discount code.
+
+    A message carries one when its campaign (or automation) hands out a discount and its text uses the
+    {discount_code} tag: a shared code, or the unique code stored on the message. `replace` finds the tag
+    case-sensitively on both databases (LIKE does not on SQLite), as the composer fills it in.
+    """
+    source = Message.__table__.join(Campaign.__table__, and_(Campaign.id == Message.campaign_id,
+                                                             Campaign.shop_id == Message.shop_id))
+    carries_code = or_(and_(Campaign.discount_mode == "unique", Message.discount_code.is_not(None)),
+                       and_(Campaign.discount_mode == "shared", Campaign.discount_code.is_not(None)))
+    return _Some("discount_messages", source, Message.subscriber_id, Subscriber.id,
+                 (Message.shop_id == c.shop_id, Message.status.in_(ACCEPTED_MESSAGE_STATUSES), carries_code,
+                  func.replace(Campaign.body, DISCOUNT_TAG, "") != Campaign.body), ())
 
 
 def _open_checkouts(c: _Context):
@@ -549,6 +578,8 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
     "fulfillment_status": _fulfillment_status,
     "payment_status": _payment_status,
     "order_cancelled": _order_cancelled,
+    "lifecycle_stage": _text_choice(Customer.lifecycle_stage, folds=False),
+    "previous_lifecycle_stage": _text_choice(Customer.lifecycle_previous_stage, folds=False),
     "ordered_product": _ordered_product,
     "ordered_collection": _ordered_collection,
     "line_items": _line_items,

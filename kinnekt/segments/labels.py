@@ -11,6 +11,7 @@ from phonenumbers.geocoder import _region_display_name
 
 from kinnekt.models.order import FULFILLMENT_STATUSES
 from kinnekt.models.subscriber import SOURCE_LABELS
+from kinnekt.segments.lifecycle import STAGE_LABELS
 from kinnekt.segments.rules import COUNTRIES, FIELDS, PAYMENT_STATUSES, SOURCE_VALUES
 
 _COUNTRY_NAMES_MISSING = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
@@ -54,6 +55,9 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("customer_created", "Became a customer", "Customer"),
     FieldInfo("city", "City", "Customer"),
     FieldInfo("tags", "Customer tags", "Customer"),
+    FieldInfo("lifecycle_stage", "Lifecycle stage", "Customer"),
+    FieldInfo("previous_lifecycle_stage", "Previous lifecycle stage", "Customer"),
+    FieldInfo("expected_next_order", "Expected next order", "Customer"),
     FieldInfo("ordered_product", "Ordered product", "Customer"),
     FieldInfo("ordered_collection", "Ordered from collection", "Customer"),
     FieldInfo("line_items", "Ordered line item", "Customer"),
@@ -137,7 +141,8 @@ LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Vari
                         "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
                         "price": "Price"}
 EVENT_LABELS = {"placed_order": "Order placed", "received_sms": "Text received", "clicked_link": "Link clicked",
-                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed"}
+                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed",
+                "received_discount": "Discount code received", "used_discount": "Discount code used"}
 PERIOD_LABELS = {"all_time": "All time", "today": "Today", "yesterday": "Yesterday", "last_7_days": "Last 7 days",
                  "last_30_days": "Last 30 days", "last_90_days": "Last 90 days", "custom": "Custom range"}
 WINDOW_LABELS = {**{k: v for k, v in PERIOD_LABELS.items() if k != "custom"},
@@ -147,6 +152,8 @@ CHOICE_VALUES: dict[str, dict[str, str]] = {
     "fulfillment_status": {s: s.replace("_", " ").capitalize() for s in FULFILLMENT_STATUSES},
     "payment_status": {s: s.replace("_", " ").capitalize() for s in PAYMENT_STATUSES},
     "order_cancelled": {"yes": "Yes", "no": "No"},
+    "lifecycle_stage": dict(STAGE_LABELS),
+    "previous_lifecycle_stage": dict(STAGE_LABELS),
 }
 """The fixed values of choice fields, in the merchant's words."""
 
@@ -191,7 +198,7 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     if field in WHOLE_FIELDS:
         return "number_range" if op == "between" else "number"
     if field in CHOICE_VALUES:
-        return "choice"
+        return "choice_list" if op in ("in", "not_in") else "choice"
     if field == "country":
         return "country_list" if op in ("in", "not_in") else "country"
     if field == "carrier":

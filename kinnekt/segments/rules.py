@@ -48,7 +48,11 @@ PAYMENT_STATUSES = ("authorized", "paid", "partially_refunded", "partially_paid"
                     "unpaid", "voided")
 UNPAID = ("pending", "authorized", "partially_paid", "expired")
 """Shopify financial statuses that `payment_status eq unpaid` stands for."""
-EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")
+STAGES = ("loyal", "high_potential", "nurture_needed", "dormant", "churned")
+"""The customer lifecycle stages, best first (computed by kinnekt/segments/lifecycle.py): the values of the
+`lifecycle_stage` rules, and the dashboard's order."""
+EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
+          "used_discount")
 NUMBER_OPS = ("eq", "neq", "lt", "lte", "gt", "gte")
 RELATIVE_DATE_OPS = ("within_last_days", "more_than_days_ago")
 ANNIVERSARY_OPS = ("anniversary_today", "anniversary_next_days", "anniversary_this_month")
@@ -339,7 +343,7 @@ PROPERTY_OPS: dict[str, dict[str, Check | None]] = {
 FIELDS: dict[str, Field] = {
     **{name: Field("date", DATE_OPS) for name in (
         "last_order_created", "first_order_created", "customer_created", "subscribed_at", "last_received_sms",
-        "last_clicked")},
+        "last_clicked", "expected_next_order")},
     **{name: Field("number", _number_ops(money)) for name in (
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
@@ -353,6 +357,9 @@ FIELDS: dict[str, Field] = {
     "fulfillment_status": Field("choice", {op: choice(FULFILLMENT_STATUSES) for op in ("eq", "neq")}),
     "payment_status": Field("choice", {op: choice(PAYMENT_STATUSES) for op in ("eq", "neq")}),
     "order_cancelled": Field("choice", {"eq": choice(("yes", "no"))}),
+    **{name: Field("choice", {"eq": choice(STAGES), "neq": choice(STAGES),
+                              "in": list_of(choice(STAGES)), "not_in": list_of(choice(STAGES))})
+       for name in ("lifecycle_stage", "previous_lifecycle_stage")},
     "ordered_product": Field("purchase", {op: list_of(shopify_id) for op in ("eq", "neq")}),
     "ordered_collection": Field("purchase", {op: list_of(shopify_id) for op in ("eq", "neq")}),
     # line_items: `ops` is the union; the operators a rule may use depend on its attribute.

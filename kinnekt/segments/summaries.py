@@ -59,7 +59,7 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
                 return money(Decimal(str(v)))
             except (InvalidOperation, ValueError):
                 return str(v)
-        if widget == "choice":
+        if widget in ("choice", "choice_list"):
             return CHOICE_VALUES[field].get(v, str(v))
         if widget == "products":
             return names.products.get(str(v), f"product {v}")

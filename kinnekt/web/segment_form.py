@@ -128,8 +128,14 @@ class Row:
 
     @property
     def value_options(self) -> list[tuple[str, str]]:
-        """The options of a choice value."""
-        return list(CHOICE_VALUES.get(self.field, {}).items())
+        """The options of a choice value; for a list of them, the chosen ones first in the rule's order (a multiple
+        select posts them back in the order it lists them)."""
+        options = list(CHOICE_VALUES.get(self.field, {}).items())
+        if self.widget == "choice_list":
+            labels, chosen = dict(options), self.getlist("value")
+            options = [(v, labels[v]) for v in dict.fromkeys(chosen) if v in labels] + [
+                item for item in options if item[0] not in chosen]
+        return options
 
     @property
     def shape(self) -> str:
@@ -200,7 +206,7 @@ def default_value(row: Row) -> None:
         row.set("value", "last_30_days")
     elif widget == "days":
         row.set("value", 30)
-    elif widget == "choice":
+    elif widget in ("choice", "choice_list"):
         row.set("value", row.value_options[0][0])
     elif widget == "event":
         row.set("event", EVENTS[0])
@@ -281,7 +287,7 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     elif widget in ("money_range", "number_range") and isinstance(value, list) and len(value) == 2:
         row.set("lo", _text(value[0]))
         row.set("hi", _text(value[1]))
-    elif widget == "country_list" and isinstance(value, list):
+    elif widget in ("country_list", "choice_list") and isinstance(value, list):
         row.set("value", *map(str, value))
     elif widget == "text_list" and isinstance(value, list):
         row.set("value", "\n".join(map(str, value)))
@@ -404,6 +410,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         value = [code for v in row.getlist("value") for code in _split(v, r"[,\s]+")] or None
     elif widget == "text_list":
         value = _split(text, r"[\r\n]+") or None
+    elif widget == "choice_list":  # a multiple select of the field's values
+        value = [v for v in row.getlist("value") if v.strip()] or None
     elif widget in ("products", "collections"):
         value = [v.strip() for v in row.getlist("value") if v.strip()] or None
     elif widget in ("segment", "list"):

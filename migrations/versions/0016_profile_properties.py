@@ -1,7 +1,7 @@
 """profile properties: custom property definitions per shop, and each subscriber's typed property values
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-07 10:30:00
 
 `profile_properties` holds a shop's custom properties (name unique per shop, case-insensitively, through its
@@ -16,7 +16,7 @@ import kinnekt.db
 
 
 revision = '0016'
-down_revision = '0014'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
