@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.casefold import fold
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
-                            Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
+                            SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES, SUBSCRIBED_EVENT_KINDS
 from kinnekt.segments.rules import UNPAID, normalise
@@ -30,7 +31,9 @@ DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"),
                "customer_created": ("customer", "shopify_created_at"),
                "subscribed_at": ("subscriber", "subscribed_at"),
                "last_received_sms": ("subscriber", "last_received_at"),
-               "last_clicked": ("subscriber", "last_clicked_at")}
+               "last_clicked": ("subscriber", "last_clicked_at"),
+               "expected_next_order": ("customer", "expected_next_order_at")}
+STAGE_FIELDS = {"lifecycle_stage": "lifecycle_stage", "previous_lifecycle_stage": "lifecycle_previous_stage"}
 
 
 @dataclass
@@ -47,10 +50,14 @@ class LoadedShop:
     checkouts: dict = field(default_factory=lambda: defaultdict(list))  # customer id -> checkouts
     phone_checkouts: dict = field(default_factory=lambda: defaultdict(list))  # phone -> checkouts with no customer
     messages: dict = field(default_factory=lambda: defaultdict(list))
+    campaigns: dict = field(default_factory=dict)  # campaign id -> (discount_mode, discount_code, body)
+    discount_orders: dict = field(default_factory=lambda: defaultdict(list))  # subscriber id -> order times
     clicks: dict = field(default_factory=lambda: defaultdict(list))
     subscribed_events: dict = field(default_factory=lambda: defaultdict(list))
     list_phones: dict = field(default_factory=lambda: defaultdict(set))
     definitions: dict = field(default_factory=dict)
+    properties: dict = field(default_factory=dict)  # (subscriber id, property key) -> typed value
+    property_types: dict = field(default_factory=dict)  # property key -> type
 
 
 def load(session: OrmSession, shop_id: int) -> LoadedShop:
@@ -66,6 +73,7 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
                             where=Subscriber.shop_id == shop_id)
     for row in rows(Customer.id, Customer.money_spent, Customer.total_discounts, Customer.orders_count,
                     Customer.first_order_at, Customer.last_order_at, Customer.shopify_created_at, Customer.city,
+                    Customer.expected_next_order_at, Customer.lifecycle_stage, Customer.lifecycle_previous_stage,
                     where=Customer.shop_id == shop_id):
         data.customers[row.id] = row
     for customer_id, tag in rows(CustomerTag.customer_id, CustomerTag.tag, where=CustomerTag.shop_id == shop_id):
@@ -85,8 +93,17 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
             data.checkouts[row.customer_id].append(row)
         elif row.phone is not None:
             data.phone_checkouts[row.phone].append(row)
-    for row in rows(Message.subscriber_id, Message.status, Message.sent_at, where=Message.shop_id == shop_id):
+    for row in rows(Message.subscriber_id, Message.status, Message.sent_at, Message.campaign_id, Message.discount_code,
+                    where=Message.shop_id == shop_id):
         data.messages[row.subscriber_id].append(row)
+    for campaign_id, mode, code, body in rows(Campaign.id, Campaign.discount_mode, Campaign.discount_code,
+                                              Campaign.body, where=Campaign.shop_id == shop_id):
+        data.campaigns[campaign_id] = (mode, code, body)
+    for subscriber_id, method, created_at, test, cancelled_at in session.execute(
+            select(Attribution.subscriber_id, Attribution.method, Order.created_at, Order.test, Order.cancelled_at)
+            .join(Order, Order.id == Attribution.order_id).where(Attribution.shop_id == shop_id)).all():
+        if method == "discount_code" and not test and cancelled_at is None:
+            data.discount_orders[subscriber_id].append(created_at)
     for subscriber_id, at in rows(Click.subscriber_id, Click.at, where=Click.shop_id == shop_id):
         data.clicks[subscriber_id].append(at)
     for subscriber_id, kind, at in rows(SubscriptionEvent.subscriber_id, SubscriptionEvent.kind, SubscriptionEvent.at,
@@ -98,6 +115,15 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
         data.list_phones[list_id].add(phone)
     for segment_id, definition in rows(Segment.id, Segment.definition, where=Segment.shop_id == shop_id):
         data.definitions[segment_id] = definition
+    from kinnekt.subscribers.properties import types
+    data.property_types = types(session, shop_id)
+    for row in rows(SubscriberProperty.subscriber_id, SubscriberProperty.name_key, SubscriberProperty.text_value,
+                    SubscriberProperty.number_value, SubscriberProperty.date_value,
+                    where=SubscriberProperty.shop_id == shop_id):
+        kind = data.property_types.get(row.name_key)
+        if kind is not None:
+            data.properties[row.subscriber_id, row.name_key] = {
+                "text": row.text_value, "number": row.number_value, "date": row.date_value}[kind]
     return data
 
 
@@ -131,6 +157,11 @@ class _Evaluator:
             owner, attribute = DATE_FIELDS[field]
             holder = sub if owner == "subscriber" else self.customer(sub)
             return self.date(getattr(holder, attribute) if holder else None, op, value)
+        if field in STAGE_FIELDS:
+            person = self.customer(sub)
+            stage = getattr(person, STAGE_FIELDS[field]) if person else None
+            hit = stage is not None and (stage in value if op in ("in", "not_in") else stage == value)
+            return not hit if op in ("neq", "not_in") else hit
         if field in ("money_spent", "total_discounts", "average_money_spent", "number_of_orders"):
             person = self.customer(sub)
             spent = person.money_spent if person else Decimal(0)
@@ -179,7 +210,59 @@ class _Evaluator:
         if field == "list":
             hit = sub.phone in self.data.list_phones.get(value, ())
             return hit if op == "in" else not hit
+        if field == "property":
+            return self.property(rule, sub)
         raise ValueError(f"unknown field {field}")
+
+    def property(self, rule: dict, sub) -> bool:
+        """A profile property rule, from segment-rules.md: a missing value satisfies only the negations."""
+        key, op, value = rule["attribute"], rule["op"], rule.get("value")
+        x = self.data.properties.get((sub.id, key))
+        kind = self.data.property_types.get(key)
+        positive = {"neq": "eq", "not_contains": "contains", "is_not_set": "is_set", "never": "is_set"}.get(op, op)
+        if x is None:
+            hit = False
+        elif positive == "is_set":
+            hit = True
+        elif kind == "text":
+            hit = fold(value) in fold(x) if positive == "contains" else fold(x) == fold(value)
+        elif kind == "number":
+            hit = self.number(x, positive, value)
+        else:
+            hit = self.calendar_date(x, positive, value)
+        return hit if positive == op else not hit
+
+    def calendar_date(self, day: dt.date, op: str, value) -> bool:
+        """A positive date operator on a calendar date (a date property), in the shop's local days."""
+        today = periods.local_today(self.now, self.zone)
+        if op == "eq":
+            first, end = periods.period_days(value, now=self.now, zone=self.zone)
+            return (first is None or day >= first) and (end is None or day < end)
+        if op in ("before", "after"):
+            other = dt.date.fromisoformat(value)
+            return day < other if op == "before" else day > other
+        if op in ("within_last_days", "more_than_days_ago"):
+            try:
+                cutoff = today - dt.timedelta(days=value)
+            except OverflowError:
+                return op == "within_last_days"
+            return day >= cutoff if op == "within_last_days" else day < cutoff
+        if op == "anniversary_this_month":
+            return day.month == today.month
+
+        def celebrated(year: int) -> dt.date:  # Feb 29 is celebrated on Feb 28 in a year without one
+            try:
+                return day.replace(year=year)
+            except ValueError:
+                return dt.date(year, 2, 28)
+        days = 1 if op == "anniversary_today" else value
+        window = set()
+        for offset in range(min(days, 366)):
+            try:
+                window.add(today + dt.timedelta(days=offset))
+            except OverflowError:
+                break
+        return any(celebrated(d.year) == d for d in window)
 
     def date(self, at, op, value) -> bool:
         if op == "never":
@@ -239,6 +322,11 @@ class _Evaluator:
             times = [o.created_at for o in self.orders(sub, counted=True)]
         elif kind == "received_sms":
             times = [m.sent_at for m in self.data.messages.get(sub.id, ()) if m.status in ACCEPTED_MESSAGE_STATUSES]
+        elif kind == "received_discount":
+            times = [m.sent_at for m in self.data.messages.get(sub.id, ()) if m.status in ACCEPTED_MESSAGE_STATUSES
+                     and self.carried_code(m)]
+        elif kind == "used_discount":
+            times = self.data.discount_orders.get(sub.id, [])
         elif kind == "clicked_link":
             times = self.data.clicks.get(sub.id, [])
         elif kind == "started_checkout":
@@ -250,6 +338,12 @@ class _Evaluator:
         n = sum(1 for at in times if self.in_range(at, start, end, inclusive))
         performed = n >= rule["at_least"]
         return performed if rule["op"] == "performed" else not performed
+
+
+    def carried_code(self, message) -> bool:
+        mode, code, body = self.data.campaigns.get(message.campaign_id, (None, None, ""))
+        has_code = (mode == "unique" and message.discount_code is not None) or (mode == "shared" and code is not None)
+        return has_code and "{discount_code}" in (body or "")
 
 
 def members(data: LoadedShop, definition: dict, *, now: dt.datetime) -> list[int]:

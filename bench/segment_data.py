@@ -1,4 +1,5 @@
-"""Bench data for segments: one shop of N subscribers with ~3 orders each, line items, messages, clicks.
+"""Bench data for segments: one shop of N subscribers with ~3 orders each, line items, messages, clicks, and
+profile properties (birthdays, languages).
 
 Rows are made in Python from a seeded RNG, in chunks of customers (so memory does not grow with N),
 and written with the fastest bulk path of each database: COPY on PostgreSQL, executemany of plain
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from kinnekt.db import MONEY_SCALE, Money, UTCDateTime
 from kinnekt.casefold import fold
 from kinnekt.models import (Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, Keyword, LineItem,
-                            Link, Message, Order, Product, Shop, Subscriber, SubscriptionEvent)
+                            Link, Message, Order, Product, Shop, Subscriber, SubscriberProperty, SubscriptionEvent)
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 15, 16, 0, tzinfo=UTC)
@@ -42,6 +43,8 @@ SOURCES = (("keyword", 30), ("mobile_popup", 35), ("shareable_link", 10), ("chec
            ("manual", 3))
 STATUSES = (("subscribed", 88), ("unsubscribed", 7), ("pending", 5))
 CAMPAIGN_DAYS_AGO = (60, 25, 5)
+LANGUAGES = (("en", 60), ("es", 20), ("fr", 10), ("de", 10))
+"""(language, weight) of the ~half of subscribers who gave one; ~60% gave a birthday."""
 PRODUCT_WORDS = ("Shirt", "Tee", "Hoodie", "Cap", "Sock", "Mug", "Tote", "Jacket", "Scarf", "Bottle")
 
 
@@ -218,13 +221,24 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
     country_of = _weighted(rng, [(c, w) for c, w, *_ in COUNTRIES])
     country_info = {c: (prefix, base, carriers) for c, _w, prefix, base, carriers in COUNTRIES}
     n_customers = round(n_subscribers * 0.9)
-    ids = {"order": 0, "line": 0, "tag": 0, "checkout": 0, "message": 0, "click": 0, "event": 0}
+    language_of = _weighted(random.Random(seed + 1), LANGUAGES)
+    profile_rng = random.Random(seed + 2)  # its own generators: the other rows stay as they were before properties
+    ids = {"order": 0, "line": 0, "tag": 0, "checkout": 0, "message": 0, "click": 0, "event": 0,
+           "property": 0}
 
     for first in range(1, n_subscribers + 1, chunk):
         last = min(first + chunk - 1, n_subscribers)
         customers, tags, orders, lines, checkouts = [], [], [], [], []
-        subscribers, events, messages, link_rows, clicks = [], [], [], [], []
+        subscribers, events, messages, link_rows, clicks, profile = [], [], [], [], [], []
         for s in range(first, last + 1):
+            if profile_rng.random() < 0.6:
+                born = dt.date(1950, 1, 1) + dt.timedelta(days=profile_rng.randrange(21_000))
+                ids["property"] += 1
+                profile.append((ids["property"], shop_id, s, "birthday", None, born.isoformat(),
+                                born.month * 100 + born.day))
+            if profile_rng.random() < 0.5:
+                ids["property"] += 1
+                profile.append((ids["property"], shop_id, s, "language", language_of(), None, None))
             country = country_of()
             prefix, base, carriers = country_info[country]
             phone = f"{prefix}{base + s}"
@@ -333,6 +347,8 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
                                "suppressed_at", "sent_count", "clicks_count", "last_received_at", "last_clicked_at",
                                "created_at", "updated_at"), subscribers)
         out.write(SubscriptionEvent, ("id", "shop_id", "subscriber_id", "kind", "at", "source"), events)
+        out.write(SubscriberProperty, ("id", "shop_id", "subscriber_id", "name_key", "text_value", "date_value",
+                                       "anniversary"), profile)
         out.write(Message, ("id", "shop_id", "campaign_id", "subscriber_id", "kind", "to_phone", "status",
                             "attempts", "sent_at", "created_at", "updated_at"), messages)
         out.write(Link, ("id", "shop_id", "code", "url", "campaign_id", "subscriber_id", "message_id", "created_at"),

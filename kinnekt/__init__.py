@@ -62,10 +62,10 @@ def register_guards(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Merchant pages (session-token protected), auth pages, and public endpoints."""
     from kinnekt.web import (api_segments, auth, automations, campaigns, catalog, compliance, health, home, keywords,
-                             lists, outbox, redirects, segments, settings, shopify_oauth, signup_settings,
+                             lists, outbox, properties, redirects, segments, settings, shopify_oauth, signup_settings,
                              sms_webhooks, storefront, subscribers, webhooks)
     merchant = (home, segments, lists, api_segments, campaigns, automations, subscribers, keywords, settings, outbox,
-                catalog, compliance, signup_settings)
+                catalog, compliance, signup_settings, properties)
     # each verifies its caller's own signature; redirects (/r/<code>) need none: the code is all they reveal
     # storefront: the app proxy routes verify Shopify's proxy signature; /j/<shop> shows only public links
     # health: /healthz says ok or unavailable to anyone, its details only to the HEALTH_TOKEN holder

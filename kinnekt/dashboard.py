@@ -12,6 +12,8 @@ Each figure is defined as it is elsewhere in the app, and computed by the same c
 - Opt-out rate: per campaign started in the period, kinnekt.campaigns.stats.unsubscribes over its sent
   messages, as on the campaign's page; flagged above defaults.OPT_OUT_RATE_WARNING.
 - Waiting for quiet hours: numbers whose message is held until the end of the quiet hours they are in now.
+- Customer lifecycle: subscribed numbers by their customer's lifecycle stage now (kinnekt.segments.lifecycle,
+  updated daily), which the segment rule `lifecycle_stage` reads too; not tied to the period.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from kinnekt.campaigns import quiet_hours, stats
 from kinnekt.models import Attribution, Campaign, Message, Order, Shop, Subscriber, SubscriptionEvent
 from kinnekt.models.automation import Automation
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES
-from kinnekt.segments import periods
+from kinnekt.segments import lifecycle, periods
 
 CAMPAIGN_KINDS = ("campaign", "run")
 """Campaign rows that are campaigns the merchant sent (a recurring campaign's runs included), not automations."""
@@ -173,6 +175,7 @@ class Dashboard:
     scheduled: list[stats.CampaignRow]
     automations: list[tuple[Automation, stats.CampaignRow]]
     health: Health
+    lifecycle: lifecycle.Distribution
 
     @property
     def is_new_shop(self) -> bool:
@@ -333,7 +336,7 @@ def summary(session: OrmSession, shop: Shop, days: int, now: dt.datetime) -> Das
                      has_subscribers=any_subscriber is not None, growth=growth(session, shop, span),
                      revenue=revenue(session, shop, span), recent=recent_campaigns(rows),
                      scheduled=scheduled_campaigns(rows), automations=automation_results(session, shop),
-                     health=health(session, shop, span, rows))
+                     health=health(session, shop, span, rows), lifecycle=lifecycle.distribution(session, shop))
 
 
 def _per_day(session: OrmSession, span: Period, column, where: list, group) -> dict[tuple[dt.date, str | None], int]:

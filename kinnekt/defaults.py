@@ -120,6 +120,24 @@ SEGMENT_RECHECK_CACHE_SHOPS = 256
 SEGMENT_EXPORT_CHUNK = 2000
 """Rows fetched per round trip (yield_per) while streaming a segment's members as CSV."""
 
+LIFECYCLE_INTERVAL_SECONDS = 86400
+"""How often every shop's customers get their lifecycle stage again: stages move with weeks of recency, so once a
+day keeps them current without re-reading every customer's orders all day long."""
+
+LIFECYCLE_MIN_CUSTOMERS = 50
+"""Customers with a counted order a shop needs before stages are scored against its own customers (quintiles):
+with fewer, a fifth of them is a handful of people, so the fixed thresholds below are used instead."""
+
+LIFECYCLE_RECENCY_DAYS = (30, 90, 180, 365)
+"""Fixed thresholds (small shops): days since the last order at or under which the recency score is 5, 4, 3, 2
+(more than the last: 1). A season, a quarter, half a year and a year are how merchants speak of lapsed buyers."""
+
+LIFECYCLE_FREQUENCY_ORDERS = (2, 3, 4, 6)
+"""Fixed thresholds (small shops): counted orders from which the frequency score is 2, 3, 4, 5 (one order: 1)."""
+
+LIFECYCLE_UPDATE_CHUNK = 500
+"""Customers written per statement (and re-checks queued per call) by the lifecycle job."""
+
 STATIC_LIST_MAX_BYTES = 5 * 1024 * 1024
 """Largest CSV file accepted for a static list (a phone per line: some 300,000 numbers)."""
 

@@ -13,7 +13,7 @@ from kinnekt.jobs import (
     refresh_statistics,
 )
 from kinnekt.queue import InProcessQueue, Periodic
-from kinnekt.segments.tasks import sweep_segments
+from kinnekt.segments.tasks import sweep_segments, update_lifecycle_stages
 from kinnekt.shopify.tasks import prune_webhook_events, reconcile_all
 from kinnekt.sms.tasks import prune_signature_nonces
 from kinnekt.subscribers.tasks import prune_signup_attempts
@@ -27,6 +27,7 @@ def periodic_jobs() -> list[Periodic]:
         Periodic("prune_webhook_events", prune_webhook_events, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("reconcile_shopify", reconcile_all, defaults.RECONCILE_INTERVAL_SECONDS),
         Periodic("sweep_segments", sweep_segments, defaults.SEGMENT_SWEEP_INTERVAL_SECONDS),
+        Periodic("update_lifecycle_stages", update_lifecycle_stages, defaults.LIFECYCLE_INTERVAL_SECONDS),
         Periodic("prune_signature_nonces", prune_signature_nonces, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("prune_signup_attempts", prune_signup_attempts, defaults.PRUNE_INTERVAL_SECONDS),
         Periodic("start_due_campaigns", start_due_campaigns, defaults.CAMPAIGN_DUE_SCAN_SECONDS),

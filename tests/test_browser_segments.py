@@ -315,3 +315,30 @@ def test_line_item_quantity_takes_a_fraction_in_the_builder(open_page, shop, sto
     saved = Session.scalars(select(Segment).where(Segment.name == "Bought socks by the handful")).one()
     assert saved.definition == {"match": "all", "rules": [
         {"field": "line_items", "attribute": "quantity", "op": "gte", "value": 2.5}]}
+
+
+def test_lifecycle_stages_are_chosen_by_name_one_or_several(open_page, shop, store):
+    """Lifecycle stage: a select of stage names for is / is not, a multiple select for is any of; saved as the
+    contract's words."""
+    for who, stage in (("ada", "loyal"), ("bob", "high_potential"), ("cy", "dormant")):
+        Session.execute(Customer.__table__.update().where(Customer.id == store[who].customer_id)
+                        .values(lifecycle_stage=stage))
+    Session.commit()
+    page = open_page("/segments/new")
+    count = page.locator("#segment-preview-count")
+    expect(count).to_have_text("4")
+    redraw(page, 0, "field", "lifecycle_stage")
+    stage = row(page, 0).locator("select[name$='-value']")
+    expect(stage.locator("option", has_text="High potential")).to_have_attribute("value", "high_potential")
+    expect(count).to_have_text("1")  # "is Loyal", the first stage: Ada
+    redraw(page, 0, "op", "in")
+    several = row(page, 0).locator("select[multiple]")
+    expect(several).to_be_visible()
+    several.select_option(["dormant", "high_potential"])
+    expect(count).to_have_text("2")  # Bob and Cy
+    page.locator("#segment-name").fill("Worth a nudge")
+    page.get_by_role("button", name="Create segment").click()
+    expect(page.locator("#segments-page tbody tr", has_text="Worth a nudge")).to_be_visible()
+    saved = Session.scalars(select(Segment).where(Segment.name == "Worth a nudge")).one()
+    assert saved.definition == {"match": "all", "rules": [
+        {"field": "lifecycle_stage", "op": "in", "value": ["high_potential", "dormant"]}]}

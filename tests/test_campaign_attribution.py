@@ -218,6 +218,19 @@ def test_ingestion_attributes_once_and_a_cancelled_or_deleted_order_loses_its_cr
     assert db.scalar(select(func.count()).select_from(Attribution)) == 0
 
 
+def test_ingestion_rechecks_the_subscriber_a_code_is_credited_to(db, shop, segment_rechecks):
+    """A friend's guest order with a recipient's unique code is the recipient's `used_discount` event: the
+    recipient is re-checked when it is credited, and again when the order is cancelled and loses the credit."""
+    camp = campaign(db, shop, discount_mode="unique", discount_code="KN-")
+    sub = recipient(db, shop)
+    message(db, camp, sub, discount_code="KN-FRIEND")
+    row = OrderRow(shopify_id=557, created_at=T0 + HOUR, updated_at=T0 + HOUR, discount_codes=[{"code": "kn-friend"}])
+    upsert_orders(db, shop, [row])
+    assert segment_rechecks == [(shop.id, [sub.id])]
+    upsert_orders(db, shop, [OrderRow(**{**row.__dict__, "updated_at": T0 + 2 * HOUR, "cancelled_at": T0 + 2 * HOUR})])
+    assert segment_rechecks[-1] == (shop.id, [sub.id]) and len(segment_rechecks) == 2
+
+
 def test_ingestion_without_any_campaign_costs_nothing(db, shop):
     upsert_orders(db, shop, [OrderRow(shopify_id=556, created_at=T0, updated_at=T0, discount_codes=[{"code": "X"}])])
     assert db.scalar(select(func.count()).select_from(Attribution)) == 0

@@ -78,6 +78,8 @@ def seed_person(db, deliver, shop, *, cid, email="bob@example.com", phone=PHONE)
     db.flush()
     db.add(StaticListEntry(shop_id=shop.id, list_id=static.id, phone=phone))
     db.add(SignupAttempt(shop_id=shop.id, ip="192.0.2.7", phone=phone))
+    from kinnekt.subscribers import properties
+    properties.set_values(db, subscriber, {"birthday": "1990-07-04"})
     db.commit()
     return {"customer": customer.id, "subscriber": subscriber.id, "orders": [oid1, oid2], "message": message.id,
             "campaign": campaign.id}
@@ -103,6 +105,7 @@ def test_data_request_collects_what_we_hold_and_the_merchant_downloads_it(delive
     [subscriber] = data["subscribers"]
     assert subscriber["phone"] == PHONE and subscriber["consent_text"] == "Reply Y to get texts"
     assert [e["detail"] for e in subscriber["consent_history"]] == ["texted JOIN"]
+    assert subscriber["profile_properties"] == {"birthday": "1990-07-04"}
     assert [m["body"] for m in data["messages"]] == ["Spring sale! kinnekt.test/r/abc"]
     assert [m["text"] for m in data["inbound_messages"]] == ["JOIN"]
     assert [c["url"] for c in data["clicks"]] == ["https://alpha.example/spring"]
@@ -177,6 +180,8 @@ def test_customer_redact_erases_pii_and_keeps_aggregates(app, deliver, db, shop,
     assert db.get(Subscriber, seeded["subscriber"]) is None
     assert db.get(Segment, segment.id).member_count == 0
     assert db.scalar(select(func.count()).select_from(SubscriptionEvent)) == 0
+    from kinnekt.models import SubscriberProperty
+    assert db.scalar(select(func.count()).select_from(SubscriberProperty)) == 0  # the birthday went with it
     message = db.get(Message, seeded["message"])
     assert (message.to_phone, message.body, message.status, message.campaign_id) == (
         "redacted", None, "delivered", seeded["campaign"])

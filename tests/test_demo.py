@@ -153,7 +153,9 @@ def test_nothing_comes_from_the_wall_clock(db):
         for row in db.execute(select(table).where(where)).mappings():
             for column, value in row.items():
                 if isinstance(value, dt.datetime) and value > PAST_NOW:
-                    if not (table.name == "campaigns" and row["id"] == scheduled and column == "send_at"):
+                    # A scheduled send and expected next orders (last order + median interval) lie ahead.
+                    if not (table.name == "campaigns" and row["id"] == scheduled and column == "send_at") \
+                            and not (table.name == "customers" and column == "expected_next_order_at"):
                         late.append((table.name, column, value))
     assert late == []
 
@@ -447,3 +449,15 @@ def test_seeded_message_prices_come_from_the_one_price_table(db):
     subscribers = {s.id: s for s in _all(db, Subscriber, shop.id)}
     for message in _all(db, Message, shop.id):
         assert message.price == prices.price_per_part(subscribers[message.subscriber_id].country) * message.segments
+
+
+def test_the_demo_customers_have_lifecycle_stages(db):
+    from kinnekt.segments import lifecycle
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    customers = _all(db, Customer, shop.id)
+    assert {c.lifecycle_stage for c in customers if c.orders_count} <= set(lifecycle.STAGES)
+    assert all(c.lifecycle_stage is None for c in customers if not c.orders_count)
+    assert all(c.lifecycle_changed_at == NOW for c in customers if c.lifecycle_stage)
+    assert any(c.expected_next_order_at for c in customers if c.orders_count >= 2)
+    shown = lifecycle.distribution(db, shop)
+    assert not shown.empty and len([n for n in shown.counts.values() if n]) >= 3  # several stages to look at

@@ -144,3 +144,34 @@ def test_the_page_answers_in_a_bounded_number_of_queries(db, client, auth, shop)
         seed(db, shop, name=f"Campaign {n}", revenue="5.00", sent=20)
     assert statements() == one + 2 * 3  # stats.unsubscribes: two queries per campaign
     assert one <= 20
+
+
+def test_the_lifecycle_card_shows_the_stage_of_each_subscribed_number(db, client, auth, shop, other_shop):
+    from kinnekt.models import Customer
+    seed(db, shop, name="Spring", revenue="5.00", sent=1)  # two subscribers without a customer
+    html = client.get("/", headers=auth).get_data(as_text=True)
+    assert 'id="home-lifecycle-empty"' in html
+    for n, stage in enumerate(["loyal", "loyal", "dormant", None]):
+        person = Customer(shop_id=shop.id, shopify_id=100 + n, lifecycle_stage=stage)
+        db.add(person)
+        db.flush()
+        db.add(Subscriber(shop_id=shop.id, phone=f"+1646555{n:04d}", status="subscribed", source="manual",
+                          customer_id=person.id))
+    theirs = Customer(shop_id=other_shop.id, shopify_id=999, lifecycle_stage="churned")
+    db.add(theirs)
+    db.flush()
+    db.add(Subscriber(shop_id=other_shop.id, phone="+19175559999", status="subscribed", source="manual",
+                      customer_id=theirs.id))
+    db.commit()
+    html = client.get("/", headers=auth).get_data(as_text=True)
+    card = html.split('id="home-lifecycle"', 1)[1].split("</section>", 1)[0]
+
+    def row(stage):
+        cells = re.search(rf'id="home-lifecycle-{stage}">(.*?)</tr>', card, re.S).group(1)
+        return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)]
+
+    assert row("loyal")[:3] == ["Loyal", "2", "33%"]  # of 6 subscribed numbers
+    assert row("dormant")[:3] == ["Dormant", "1", "17%"]
+    assert row("churned")[:3] == ["Churned", "0", "0%"]  # the other shop's churned customer is not ours
+    assert row("none")[:2] == ["No orders yet", "3"]
+    assert 'value="0.3333"' in card and "<meter" in card

@@ -380,7 +380,7 @@ def test_saving_valid_settings(client, db, auth, shop):
     db.expire_all()
     saved = db.get(type(shop), shop.id).popup_settings
     assert saved == {"enabled": True, "headline": "Fresh bread", "body": "Weekly.", "button": "Join",
-                     "delay_seconds": 10}
+                     "delay_seconds": 10, "ask_birthday": False, "ask_language": False}
     client.post("/settings/signup/popup", headers=auth, data={"headline": "A", "button": "B", "delay_seconds": "0"})
     db.expire_all()
     assert db.get(type(shop), shop.id).popup_settings["enabled"] is False
@@ -416,3 +416,66 @@ def test_settings_are_per_shop(client, db, token_for, shop):
 def test_settings_page_has_the_popup_and_share_cards(client, auth, shop):
     html = client.get("/settings/", headers=auth).get_data(as_text=True)
     assert 'id="settings-popup"' in html and 'id="settings-share"' in html
+
+
+# --- optional fields: profile properties ------------------------------------------------------------
+
+@pytest.fixture
+def asking(db, shop):
+    """The shop's popup asks for a birthday and a language."""
+    shop.popup_settings = {**ON, "ask_birthday": True, "ask_language": True}
+    db.commit()
+    return shop
+
+
+def values_of(db, subscriber) -> dict:
+    from kinnekt.subscribers import properties
+    db.expire_all()
+    return properties.values(db, subscriber.shop_id, subscriber.id)
+
+
+def test_optional_fields_show_only_when_switched_on(client, db, shop, signed):
+    html = client.get(f"/proxy/popup?{signed()}").get_data(as_text=True)
+    assert 'name="birthday"' not in html and 'name="language"' not in html
+    shop.popup_settings = {**ON, "ask_birthday": True}
+    db.commit()
+    html = client.get(f"/proxy/popup?{signed()}").get_data(as_text=True)
+    assert 'name="birthday" type="date"' in html and 'name="language"' not in html
+
+
+def test_a_sign_up_keeps_its_birthday_and_language(client, db, asking, signed):
+    response = sign_up(client, signed(), birthday="1990-07-04", language=" Deutsch ")
+    assert response.status_code == 200 and response.json["ok"] is True
+    subscriber = db.scalar(select(Subscriber))
+    assert subscriber.status == "pending"
+    assert values_of(db, subscriber) == {"birthday": dt.date(1990, 7, 4), "language": "Deutsch"}
+
+
+def test_fields_left_empty_keep_nothing_and_fields_not_asked_are_ignored(client, db, shop, signed):
+    assert sign_up(client, signed(), birthday="1990-07-04", language="fr").json["ok"] is True
+    assert values_of(db, db.scalar(select(Subscriber))) == {}
+
+
+def test_a_bad_birthday_is_answered_beside_its_field_and_stores_nothing(client, db, asking, signed):
+    response = sign_up(client, signed(), birthday="1990-02-30", language="fr")
+    assert response.status_code == 422
+    assert response.json == {"ok": False, "field": "birthday", "error": "Enter your birthday as a date."}
+    nothing_stored(db)
+
+
+def test_a_subscribed_numbers_profile_is_not_changed_by_a_stranger(client, db, asking, signed):
+    from kinnekt.subscribers import optin
+    optin.subscribe(db, asking, "+16502530000", source="keyword", consent_text="Texted JOIN", double_opt_in=False)
+    assert sign_up(client, signed(), birthday="1990-07-04").json["ok"] is True
+    assert values_of(db, db.scalar(select(Subscriber))) == {}
+
+
+def test_the_settings_switch_the_fields_on_and_the_preview_shows_them(client, db, auth, shop):
+    response = client.post("/settings/signup/popup", headers=auth, data={
+        "enabled": "on", "headline": "Hi", "body": "", "button": "Join", "delay_seconds": "1",
+        "ask_birthday": "on"})
+    html = response.get_data(as_text=True)
+    assert 'id="kn-birthday-preview"' in html and 'id="kn-language-preview"' not in html
+    db.expire_all()
+    saved = popup.settings_for(db.get(type(shop), shop.id))
+    assert (saved.ask_birthday, saved.ask_language, saved.asked) == (True, False, ["birthday"])

@@ -18,8 +18,9 @@ from bench import naive_segments
 from tests.conftest import make_shop
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Link, Message,
-                            Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Link, Message, Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber,
+                            SubscriptionEvent)
 from kinnekt.segments import DefinitionError, compile_definition, count, matches_subscriber, members
 from kinnekt.segments.compiler import BUILDERS
 from kinnekt.segments.rules import FIELDS
@@ -281,6 +282,7 @@ DATE_FIELDS = {
     "subscribed_at": ("subscriber", "subscribed_at"),
     "last_received_sms": ("subscriber", "last_received_at"),
     "last_clicked": ("subscriber", "last_clicked_at"),
+    "expected_next_order": ("customer", "expected_next_order_at"),
 }
 
 
@@ -765,6 +767,119 @@ def test_received_sms_counts_messages_the_provider_accepted(db, shop):
     assert matching(db, shop, event("received_sms", "not_performed")) == ids(failed)
 
 
+def discount_campaign(db, shop, *, mode="unique", code="SPRING", body="Take 10% off: {discount_code}") -> Campaign:
+    return add(db, Campaign(shop_id=shop.id, name=f"Campaign {next(_serial)}", body=body, status="completed",
+                            discount_mode=mode, discount_code=code if mode != "none" else None))
+
+
+def campaign_message(db, shop, sub, campaign, *, code=None, status="delivered", sent_at=NOW - dt.timedelta(days=1)):
+    return add(db, Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=sub.id, to_phone=sub.phone,
+                           status=status, sent_at=sent_at, discount_code=code))
+
+
+def test_received_discount_counts_received_messages_that_carried_a_code(db, shop):
+    unique = discount_campaign(db, shop, mode="unique", code="VIP")
+    shared = discount_campaign(db, shop, mode="shared", code="SPRING10")
+    plain = discount_campaign(db, shop, mode="none")
+    untagged = discount_campaign(db, shop, mode="shared", code="QUIET", body="A discount, but no code in the text")
+    shouted = discount_campaign(db, shop, mode="shared", code="LOUD", body="Not our tag: {DISCOUNT_CODE}")
+    got_unique = subscriber(db, shop)
+    campaign_message(db, shop, got_unique, unique, code="VIP-7KQ2-XM4P", status="delivered")
+    got_shared = subscriber(db, shop)
+    campaign_message(db, shop, got_shared, shared, status="sent", sent_at=NOW - dt.timedelta(days=10))
+    twice = subscriber(db, shop)
+    campaign_message(db, shop, twice, shared, status="delivered", sent_at=NOW - dt.timedelta(days=2))
+    campaign_message(db, shop, twice, unique, code="VIP-AAAA-BBBB", status="sent", sent_at=NOW - dt.timedelta(days=3))
+    failed = subscriber(db, shop)
+    campaign_message(db, shop, failed, unique, code="VIP-CCCC-DDDD", status="failed")
+    campaign_message(db, shop, failed, shared, status="pending", sent_at=None)
+    no_code = subscriber(db, shop)
+    campaign_message(db, shop, no_code, plain)
+    campaign_message(db, shop, no_code, unique, code=None)  # a unique campaign's row whose code was never made
+    campaign_message(db, shop, no_code, untagged)
+    campaign_message(db, shop, no_code, shouted)
+    message(db, shop, no_code)  # a reply, no campaign
+    assert matching(db, shop, event("received_discount")) == ids(got_unique, got_shared, twice)
+    assert matching(db, shop, event("received_discount", within={"last_days": 7})) == ids(got_unique, twice)
+    assert matching(db, shop, event("received_discount", at_least=2)) == ids(twice)
+    assert matching(db, shop, event("received_discount", "not_performed")) == ids(failed, no_code)
+    assert matching(db, shop, event("received_discount", "not_performed", within="last_7_days")) \
+        == ids(got_shared, failed, no_code)
+
+
+def attributed(db, shop, sub, campaign, *, method="discount_code", created_at=NOW - dt.timedelta(days=1), **fields):
+    """An order of the subscriber's customer credited to `campaign` (and to `sub`) by `method`."""
+    person = db.get(Customer, sub.customer_id) if sub.customer_id else customer(db, shop)
+    placed = order(db, shop, person, created_at=created_at, **fields)
+    return add(db, Attribution(shop_id=shop.id, order_id=placed.id, campaign_id=campaign.id, subscriber_id=sub.id,
+                               method=method, revenue=Decimal("10")))
+
+
+def test_used_discount_counts_orders_credited_to_the_subscriber_by_a_code(db, shop):
+    campaign = discount_campaign(db, shop)
+    used, _ = buyer(db, shop)
+    attributed(db, shop, used, campaign, created_at=NOW - dt.timedelta(days=2))
+    used_long_ago, _ = buyer(db, shop)
+    attributed(db, shop, used_long_ago, campaign, created_at=NOW - dt.timedelta(days=40))
+    clicked, _ = buyer(db, shop)
+    attributed(db, shop, clicked, campaign, method="click")
+    cancelled, _ = buyer(db, shop)
+    attributed(db, shop, cancelled, campaign, cancelled_at=NOW - dt.timedelta(hours=2))
+    nobody = subscriber(db, shop)
+    assert matching(db, shop, event("used_discount")) == ids(used, used_long_ago)
+    assert matching(db, shop, event("used_discount", within="last_30_days")) == ids(used)
+    assert matching(db, shop, event("used_discount", "not_performed")) == ids(clicked, cancelled, nobody)
+
+
+def test_got_a_code_and_did_not_use_it_within_7_days_is_one_segment(db, shop):
+    campaign = discount_campaign(db, shop)
+    ignored, _ = buyer(db, shop)
+    campaign_message(db, shop, ignored, campaign, code="A-1", sent_at=NOW - dt.timedelta(days=3))
+    redeemed, _ = buyer(db, shop)
+    campaign_message(db, shop, redeemed, campaign, code="A-2", sent_at=NOW - dt.timedelta(days=3))
+    attributed(db, shop, redeemed, campaign, created_at=NOW - dt.timedelta(days=1))
+    long_ago, _ = buyer(db, shop)
+    campaign_message(db, shop, long_ago, campaign, code="A-3", sent_at=NOW - dt.timedelta(days=30))
+    subscriber(db, shop)
+    got_not_used = [event("received_discount", within={"last_days": 7}),
+                    event("used_discount", "not_performed", within={"last_days": 7})]
+    assert matching(db, shop, *got_not_used) == ids(ignored)
+    naive = naive_segments.load(db, shop.id)
+    assert both_shapes(db, shop, where(*got_not_used), naive) == ids(ignored)
+    everyone = set(members(db, where(ALWAYS), shop=shop, now=NOW))
+    assert both_shapes(db, shop, where(*got_not_used, match="any"), naive) == everyone  # redeemed: got one
+    assert both_shapes(db, shop, where(got_not_used[0], event("used_discount"), match="any"), naive) \
+        == ids(ignored, redeemed)
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+@pytest.mark.parametrize("field,column", [("lifecycle_stage", "lifecycle_stage"),
+                                          ("previous_lifecycle_stage", "lifecycle_previous_stage")])
+def test_lifecycle_stage_fields_every_operator(db, shop, field, column):
+    loyal, _ = buyer(db, shop, **{column: "loyal"})
+    dormant, _ = buyer(db, shop, **{column: "dormant"})
+    churned, _ = buyer(db, shop, **{column: "churned"})
+    no_stage, _ = buyer(db, shop)
+    unlinked = subscriber(db, shop)
+    assert matching(db, shop, rule(field, "eq", "dormant")) == ids(dormant)
+    assert matching(db, shop, rule(field, "neq", "dormant")) == ids(loyal, churned, no_stage, unlinked)
+    assert matching(db, shop, rule(field, "in", ["dormant", "churned"])) == ids(dormant, churned)
+    assert matching(db, shop, rule(field, "not_in", ["dormant", "churned"])) == ids(loyal, no_stage, unlinked)
+    naive = naive_segments.load(db, shop.id)
+    for op, value in (("eq", "loyal"), ("not_in", ["loyal", "high_potential"])):
+        assert set(naive_segments.members(naive, where(rule(field, op, value)), now=NOW)) \
+            == matching(db, shop, rule(field, op, value))
+
+
+def test_was_loyal_now_dormant(db, shop):
+    slipping, _ = buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="loyal")
+    buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="nurture_needed")
+    buyer(db, shop, lifecycle_stage="loyal", lifecycle_previous_stage="dormant")
+    assert matching(db, shop, rule("lifecycle_stage", "eq", "dormant"),
+                    rule("previous_lifecycle_stage", "eq", "loyal")) == ids(slipping)
+
+
 def test_clicked_link_counts_clicks(db, shop):
     clicker = subscriber(db, shop)
     for days in (1, 2, 3):
@@ -1015,6 +1130,9 @@ def varied_shop(db, shop):
     message(db, shop, rich)
     subscription_event(db, shop, rich)
     add(db, CollectionProduct(shop_id=shop.id, collection_id=5, product_id=1))
+    from kinnekt.subscribers import properties
+    properties.set_values(db, rich, {"birthday": "1990-03-15", "language": "Deutsch"})
+    properties.set_values(db, plain, {"birthday": "2000-02-29"})
     lists = [static_list(db, shop, [rich.phone]).id, static_list(db, shop, [plain.phone]).id]
     segments = [segment(db, shop, where(rule("country", "eq", "US"))).id,
                 segment(db, shop, where(rule("city", "neq", "boston"))).id]
@@ -1084,11 +1202,26 @@ def random_shop(db, shop, rng) -> list[int]:
         for _ in range(rng.randint(0, 2)):
             subscription_event(db, shop, sub, kind=rng.choice(("subscribed", "unsubscribed")),
                                when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
+    discounts(db, shop, people, random.Random(len(people)))
     orphan = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=None, created_at=NOW,
                            financial_status="paid"))  # an order of no customer: never anybody's
     add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=next(_serial), product_id=1, title="Shirt"))
     return [static_list(db, shop, [p.phone for p in rng.sample(people, 5)] + ["+19995550000"]).id,
             static_list(db, shop, []).id]
+
+
+def discounts(db, shop, people, rng) -> None:
+    """Discount campaigns' messages (received or not, carrying a code or not) and orders credited by code or click."""
+    campaigns = [discount_campaign(db, shop, mode="unique"), discount_campaign(db, shop, mode="shared"),
+                 discount_campaign(db, shop, mode="shared", body="No tag"), discount_campaign(db, shop, mode="none")]
+    for sub in people:
+        for camp in rng.sample(campaigns, rng.randint(0, 2)):  # one message per campaign and recipient
+            campaign_message(db, shop, sub, camp, code=f"K-{next(_serial)}" if camp.discount_mode == "unique" else None,
+                             status=rng.choice(("delivered", "sent", "failed")),
+                             sent_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
+        if sub.customer_id and rng.random() < 0.4:
+            attributed(db, shop, sub, rng.choice(campaigns), method=rng.choice(("discount_code", "click")),
+                       created_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
 
 
 def random_rule(rng, field: str, lists: list[int]) -> dict:
@@ -1109,7 +1242,8 @@ def random_rule(rng, field: str, lists: list[int]) -> dict:
     if field == "list":
         return rule("list", rng.choice(("in", "not_in")), rng.choice(lists))
     if field == "event":
-        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")),
+        out = event(rng.choice(("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed",
+                                "received_discount", "used_discount")),
                     rng.choice(("performed", "not_performed")), at_least=rng.choice((1, 1, 2, 3)))
         out["within"] = rng.choice(("all_time", "today", "last_7_days", "last_30_days", "last_90_days",
                                     {"last_days": rng.randint(1, 45)}, {"from": "2026-02-01", "to": "2026-03-10"}))
@@ -1237,3 +1371,166 @@ def test_set_shape_nests_inside_a_query_over_orders(db, shop):
     orders_of_audience = select(Order.id).where(Order.customer_id.in_(
         select(Subscriber.customer_id).where(Subscriber.id.in_(audience))))
     assert db.scalars(orders_of_audience).all() == [bought.id]
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+def with_values(db, shop, **values):
+    """A subscribed subscriber of `shop` with these property values (by name, as text)."""
+    from kinnekt.subscribers import properties
+    person = subscriber(db, shop)
+    properties.set_values(db, person, values)
+    return person
+
+
+def prop(name, op, value=None) -> dict:
+    return rule("property", op, value, attribute=name)
+
+
+def test_text_properties_compare_case_folded_and_missing_values_satisfy_the_negations(db, shop):
+    german = with_values(db, shop, language="  DEUTSCH ")
+    swiss = with_values(db, shop, language="Schweizerdeutsch")
+    french = with_values(db, shop, language="français")
+    none = subscriber(db, shop)
+    assert matching(db, shop, prop("language", "eq", "deutsch")) == ids(german)
+    assert matching(db, shop, prop("Language", "neq", "deutsch")) == ids(swiss, french, none)
+    assert matching(db, shop, prop("language", "contains", "DEUTSCH")) == ids(german, swiss)
+    assert matching(db, shop, prop("language", "not_contains", "deutsch")) == ids(french, none)
+    assert matching(db, shop, prop("language", "contains", "FRANÇ")) == ids(french)
+    assert matching(db, shop, prop("language", "contains", "%")) == set()
+    assert matching(db, shop, prop("language", "is_set")) == ids(german, swiss, french)
+    assert matching(db, shop, prop("language", "is_not_set")) == ids(none)
+
+
+def test_number_properties_compare_as_exact_numbers_not_text(db, shop):
+    from kinnekt.subscribers import properties
+    properties.add(db, shop.id, "Shoe size", "number")
+    nine = with_values(db, shop, **{"shoe size": "9"})
+    ten_half = with_values(db, shop, **{"Shoe Size": "10.5"})
+    hundred = with_values(db, shop, **{"shoe size": "100"})
+    negative = with_values(db, shop, **{"shoe size": "-0.0001"})
+    none = subscriber(db, shop)
+    assert matching(db, shop, prop("Shoe size", "gt", 10)) == ids(ten_half, hundred)  # "100" < "9" as text
+    assert matching(db, shop, prop("shoe size", "lte", "10.5")) == ids(nine, ten_half, negative)
+    assert matching(db, shop, prop("shoe size", "eq", 10.5)) == ids(ten_half)
+    assert matching(db, shop, prop("shoe size", "neq", 10.5)) == ids(nine, hundred, negative, none)
+    assert matching(db, shop, prop("shoe size", "lt", 0)) == ids(negative)
+    assert matching(db, shop, prop("shoe size", "between", [9, 100])) == ids(ten_half)
+    assert matching(db, shop, prop("shoe size", "is_not_set")) == ids(none)
+
+
+def test_date_properties_take_the_contracts_date_operators_in_local_days(db):
+    shop = make_shop("dates.myshopify.com", timezone="Pacific/Auckland")  # NOW is Mar 16, 05:00 there
+    from kinnekt.subscribers import properties
+    properties.add(db, shop.id, "Joined club", "date")
+    today = with_values(db, shop, **{"joined club": "2026-03-16"})
+    yesterday = with_values(db, shop, **{"joined club": "2026-03-15"})
+    old = with_values(db, shop, **{"joined club": "2025-01-01"})
+    future = with_values(db, shop, **{"joined club": "2027-01-01"})
+    none = subscriber(db, shop)
+    club = "joined club"
+    assert matching(db, shop, prop(club, "eq", "today")) == ids(today, future)
+    assert matching(db, shop, prop(club, "eq", "yesterday")) == ids(yesterday)
+    assert matching(db, shop, prop(club, "neq", "yesterday")) == ids(today, old, future, none)
+    assert matching(db, shop, prop(club, "eq", {"from": "2025-01-01", "to": "2026-03-15"})) == ids(yesterday, old)
+    assert matching(db, shop, prop(club, "before", "2026-03-15")) == ids(old)
+    assert matching(db, shop, prop(club, "after", "2026-03-15")) == ids(today, future)
+    assert matching(db, shop, prop(club, "within_last_days", 1)) == ids(today, yesterday, future)
+    assert matching(db, shop, prop(club, "more_than_days_ago", 1)) == ids(old)
+    assert matching(db, shop, prop(club, "more_than_days_ago", 10**6)) == set()
+    assert matching(db, shop, prop(club, "never")) == ids(none)
+    assert matching(db, shop, prop(club, "is_set")) == ids(today, yesterday, old, future)
+
+
+def test_birthdays_by_month_and_day_in_the_shops_zone(db):
+    shop = make_shop("birthdays.myshopify.com", timezone="America/New_York")
+    late_night = at("2026-03-16T03:30")  # still Mar 15 in New York
+    on_15 = with_values(db, shop, birthday="1990-03-15")
+    on_16 = with_values(db, shop, birthday="2001-03-16")
+    on_22 = with_values(db, shop, birthday="1985-03-22")
+    in_april = with_values(db, shop, birthday="1970-04-01")
+    none = subscriber(db, shop)
+    assert matching(db, shop, prop("birthday", "anniversary_today"), now=late_night) == ids(on_15)
+    assert matching(db, shop, prop("birthday", "anniversary_next_days", 7), now=late_night) == ids(on_15, on_16)
+    assert matching(db, shop, prop("birthday", "anniversary_next_days", 8), now=late_night) \
+        == ids(on_15, on_16, on_22)
+    assert matching(db, shop, prop("birthday", "anniversary_next_days", 366), now=late_night) \
+        == ids(on_15, on_16, on_22, in_april)
+    assert matching(db, shop, prop("birthday", "anniversary_this_month"), now=late_night) \
+        == ids(on_15, on_16, on_22)
+    assert matching(db, shop, prop("birthday", "anniversary_this_month"), now=at("2026-04-01T05:00")) \
+        == ids(in_april)
+    assert none.id not in matching(db, shop, prop("birthday", "anniversary_next_days", 366))
+
+
+def test_a_birthday_window_across_the_new_year(db, shop):
+    new_years_eve = with_values(db, shop, birthday="1999-12-31")
+    january_2 = with_values(db, shop, birthday="2000-01-02")
+    january_3 = with_values(db, shop, birthday="2000-01-03")
+    with_values(db, shop, birthday="2000-06-01")
+    assert matching(db, shop, prop("birthday", "anniversary_next_days", 3), now=at("2026-12-31T12:00")) \
+        == ids(new_years_eve, january_2)
+    assert january_3.id in matching(db, shop, prop("birthday", "anniversary_next_days", 4),
+                                    now=at("2026-12-31T12:00"))
+
+
+def test_february_29_birthdays_are_on_february_28_in_other_years(db, shop):
+    leapling = with_values(db, shop, birthday="2000-02-29")
+    on_28 = with_values(db, shop, birthday="1999-02-28")
+    march_1 = with_values(db, shop, birthday="1999-03-01")
+    assert matching(db, shop, prop("birthday", "anniversary_today"), now=at("2027-02-28T12:00")) \
+        == ids(leapling, on_28)
+    assert matching(db, shop, prop("birthday", "anniversary_today"), now=at("2027-03-01T12:00")) == ids(march_1)
+    assert matching(db, shop, prop("birthday", "anniversary_today"), now=at("2028-02-28T12:00")) == ids(on_28)
+    assert matching(db, shop, prop("birthday", "anniversary_today"), now=at("2028-02-29T12:00")) == ids(leapling)
+    assert matching(db, shop, prop("birthday", "anniversary_next_days", 2), now=at("2027-02-27T12:00")) \
+        == ids(leapling, on_28)
+    assert matching(db, shop, prop("birthday", "anniversary_this_month"), now=at("2027-02-10T12:00")) \
+        == ids(leapling, on_28)
+
+
+def test_property_rules_look_at_their_own_shop_and_property_only(db, shop, other_shop):
+    from kinnekt.subscribers import properties
+    properties.add(db, shop.id, "Size", "text")
+    properties.add(db, shop.id, "Colour", "text")
+    properties.add(db, other_shop.id, "Size", "text")
+    mine = with_values(db, shop, size="M", colour="red")
+    with_values(db, other_shop, size="M")
+    assert matching(db, shop, prop("size", "eq", "m")) == ids(mine)
+    assert matching(db, shop, prop("colour", "eq", "m")) == set()
+    both = [prop("size", "eq", "m"), prop("colour", "eq", "red")]
+    assert matching(db, shop, *both, match="any") == ids(mine)
+    assert matching(db, shop, *both) == ids(mine)
+
+
+def test_a_property_rule_naming_no_property_of_the_shop_is_refused(db, shop, other_shop):
+    from kinnekt.subscribers import properties
+    properties.add(db, other_shop.id, "Size", "text")
+    with pytest.raises(DefinitionError) as caught:
+        members(db, where(prop("size", "eq", "m")), shop=shop, now=NOW)
+    assert caught.value.errors[0]["path"] == "rules[0].attribute"
+
+
+def test_date_property_rules_agree_with_the_row_by_row_evaluation_on_every_day_of_two_years(db):
+    """Birthdays on every month and day (Feb 29 too) against `now`s spread over a common and a leap year, in a
+    zone far from UTC: the SQL and bench/naive_segments.py agree on every operator."""
+    shop = make_shop("every-day.myshopify.com", timezone="Pacific/Kiritimati")  # UTC+14
+    rng = random.Random(5)
+    for offset in range(0, 366, 3):
+        day = dt.date(2000, 1, 1) + dt.timedelta(days=offset)
+        born = day.replace(year=rng.randint(1950, 2005)) if day != dt.date(2000, 2, 29) else dt.date(1996, 2, 29)
+        with_values(db, shop, birthday=born.isoformat())
+    with_values(db, shop, birthday="2000-02-29")
+    subscriber(db, shop)
+    db.flush()
+    data = naive_segments.load(db, shop.id)
+    ops = [("anniversary_today", None), ("anniversary_this_month", None), ("anniversary_next_days", 1),
+           ("anniversary_next_days", 10), ("anniversary_next_days", 366), ("within_last_days", 4000),
+           ("eq", "last_7_days"), ("neq", "yesterday"), ("before", "1980-06-01"), ("never", None)]
+    for now in [at("2027-02-27T09:00"), at("2027-02-28T09:00"), at("2027-02-28T10:30"), at("2027-12-25T12:00"),
+                at("2028-02-28T12:00"), at("2028-02-29T12:00"), at("2028-12-31T09:59"), at("2028-12-31T10:00")]:
+        for op, value in ops:
+            definition = where(prop("birthday", op, value))
+            sql = set(members(db, definition, shop=shop, now=now))
+            assert set(naive_segments.members(data, definition, now=now)) == sql, (now, op, value)
+            assert sql == {s for s in sql if matches_subscriber(db, definition, shop=shop, now=now, subscriber_id=s)}

@@ -113,7 +113,7 @@ def test_every_error_is_reported_at_once():
     (rule("tags", "eq", "vip"), "rules[0].op", "'eq' is not an operator of tags (allowed: contains, not_contains)"),
     (rule("last_clicked", "never", "2026-01-01"), "rules[0].value", "'never' takes no value; omit 'value'"),
     ({**rule("country", "eq", "US"), "attribute": "price"}, "rules[0].attribute",
-     "'attribute' is only allowed on line_items rules"),
+     "'attribute' is only allowed on line_items and property rules"),
     ({**rule("country", "eq", "US"), "at_least": 2}, "rules[0].at_least", "'at_least' is only allowed on event rules"),
     ({**rule("country", "eq", "US"), "event": "clicked_link"}, "rules[0].event",
      "'event' is only allowed on event rules"),
@@ -211,13 +211,33 @@ def test_line_items_errors():
         == ("rules[0].value", "must be an id: a string of digits")
 
 
+def test_lifecycle_stage_errors():
+    assert only_error(where({"field": "lifecycle_stage", "op": "eq", "value": "vip"})) == (
+        "rules[0].value", "must be one of loyal, high_potential, nurture_needed, dormant, churned")
+    assert only_error(where({"field": "previous_lifecycle_stage", "op": "in", "value": ["loyal", "lost"]})) == (
+        "rules[0].value[1]", "must be one of loyal, high_potential, nurture_needed, dormant, churned")
+    assert only_error(where({"field": "lifecycle_stage", "op": "in", "value": []})) == (
+        "rules[0].value", "must not be empty")
+    assert only_error(where({"field": "lifecycle_stage", "op": "gt", "value": "loyal"}))[0] == "rules[0].op"
+    assert normalise(where({"field": "lifecycle_stage", "op": "in", "value": ["loyal", "loyal", "dormant"]})) \
+        == where({"field": "lifecycle_stage", "op": "in", "value": ["loyal", "dormant"]})
+
+
+def test_expected_next_order_is_a_date_field():
+    assert only_error(where({"field": "expected_next_order", "op": "within_last_days", "value": 0})) == (
+        "rules[0].value", "must be a whole number of at least 1")
+    assert normalise(where({"field": "expected_next_order", "op": "never"})) \
+        == where({"field": "expected_next_order", "op": "never"})
+
+
 def test_event_errors():
     def event(**keys):
         return where({"field": "event", "op": "performed", "event": "placed_order", **keys})
 
     assert only_error(where({"field": "event", "op": "performed"})) == ("rules[0].event", "is required")
     assert only_error(event(event="bought")) == (
-        "rules[0].event", "must be one of placed_order, received_sms, clicked_link, started_checkout, subscribed")
+        "rules[0].event", "must be one of placed_order, received_sms, clicked_link, started_checkout, subscribed, "
+        "received_discount, used_discount")
     assert only_error(event(op="did")) == (
         "rules[0].op", "'did' is not an operator of event (allowed: performed, not_performed)")
     assert only_error(event(value=1)) == ("rules[0].value", "'performed' takes no value; omit 'value'")
@@ -230,7 +250,7 @@ def test_event_errors():
         "rules[0].within", 'must be one of all_time, today, yesterday, last_7_days, last_30_days, last_90_days or '
                            '{"from", "to"} or {"last_days": N}')
     assert only_error(event(attribute="price")) == ("rules[0].attribute",
-                                                    "'attribute' is only allowed on line_items rules")
+                                                    "'attribute' is only allowed on line_items and property rules")
 
 
 # ---------------------------------------------------------------------------------------------- normalisation
@@ -379,7 +399,7 @@ def test_has_relative_time_follows_segment_rules(db, shop):
 NUMBER_OPS = ["eq", "neq", "lt", "lte", "gt", "gte"]
 DATE_OPS = ["eq", "neq", "before", "after", "within_last_days", "more_than_days_ago", "never"]
 DATE_FIELDS = ["last_order_created", "first_order_created", "customer_created", "subscribed_at",
-               "last_received_sms", "last_clicked"]
+               "last_received_sms", "last_clicked", "expected_next_order"]
 MONEY_FIELDS = ["money_spent", "average_money_spent", "total_discounts"]
 WHOLE_FIELDS = ["number_of_orders", "sent_count", "clicks_count"]
 CONTRACT_OPS = {
@@ -390,22 +410,30 @@ CONTRACT_OPS = {
     "city": ["eq", "neq"], "tags": ["contains", "not_contains"],
     "fulfillment_status": ["eq", "neq"], "payment_status": ["eq", "neq"], "order_cancelled": ["eq"],
     "ordered_product": ["eq", "neq"], "ordered_collection": ["eq", "neq"],
+    "lifecycle_stage": ["eq", "neq", "in", "not_in"], "previous_lifecycle_stage": ["eq", "neq", "in", "not_in"],
     "event": ["performed", "not_performed"], "segment": ["in", "not_in"], "list": ["in", "not_in"],
 }
 LINE_ITEM_OPS = {"product_id": ["eq", "neq"], "variant_id": ["eq", "neq"],
                  "product_title": ["eq", "neq", "contains", "not_contains"],
                  "variant_title": ["eq", "neq", "contains", "not_contains"],
                  "quantity": NUMBER_OPS, "price": NUMBER_OPS}
-ALL_OPS = sorted({op for ops in CONTRACT_OPS.values() for op in ops} | {"is", "like", "EQ", ""})
+PROPERTY_OPS = {"birthday": DATE_OPS + ["is_set", "anniversary_today", "anniversary_next_days",
+                                         "anniversary_this_month"],
+                "language": ["eq", "neq", "contains", "not_contains", "is_set", "is_not_set"]}
+"""The operators of the built-in profile properties (a date and a text), by name."""
+ALL_OPS = sorted({op for ops in [*CONTRACT_OPS.values(), *PROPERTY_OPS.values()] for op in ops}
+                 | {"is", "like", "EQ", ""})
 
 
 def allowed_ops(node) -> list[str]:
-    """The operators the contract allows for a rule (per attribute for line_items)."""
+    """The operators the contract allows for a rule (per attribute for line_items and profile properties)."""
+    if node["field"] == "property":
+        return PROPERTY_OPS[node["attribute"].strip().casefold()]
     return LINE_ITEM_OPS[node["attribute"]] if node["field"] == "line_items" else CONTRACT_OPS[node["field"]]
 
 
 def test_the_whitelist_is_the_contracts_table():
-    assert {name: sorted(spec.ops) for name, spec in FIELDS.items() if name != "line_items"} \
+    assert {name: sorted(spec.ops) for name, spec in FIELDS.items() if name not in ("line_items", "property")} \
         == {name: sorted(ops) for name, ops in CONTRACT_OPS.items()}
     assert {a: sorted(ops) for a, ops in FIELDS["line_items"].attributes.items()} \
         == {a: sorted(ops) for a, ops in LINE_ITEM_OPS.items()}
@@ -414,7 +442,10 @@ def test_the_whitelist_is_the_contracts_table():
 # ---------------------------------------------------------------------------------------------- strategies
 
 NAMED_PERIODS = ["all_time", "today", "yesterday", "last_7_days", "last_30_days", "last_90_days"]
-EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed"]
+EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
+          "used_discount"]
+STAGES = ["loyal", "high_potential", "nurture_needed", "dormant", "churned"]
+STAGE_FIELDS = ("lifecycle_stage", "previous_lifecycle_stage")
 
 money = st.one_of(st.integers(-10**6, 10**6), st.integers(-10**8, 10**8).map(lambda n: n / 100),
                   st.decimals(-10**6, 10**6, places=4).map(str))
@@ -480,6 +511,18 @@ def event_rules(draw):
     return out
 
 
+@st.composite
+def property_rules(draw):
+    """A rule on a built-in profile property: the birthday (a date) or the language (text)."""
+    attribute = draw(st.sampled_from(["birthday", "Birthday ", "language", "LANGUAGE"]))
+    op = draw(st.sampled_from(PROPERTY_OPS[attribute.strip().casefold()]))
+    values = {"eq": periods, "neq": periods, "before": dates.map(str), "after": dates.map(str),
+              "within_last_days": days, "more_than_days_ago": days, "anniversary_next_days": st.integers(1, 366)}
+    if attribute.strip().casefold() == "language":
+        values = {op: words for op in ("eq", "neq", "contains", "not_contains")}
+    return rule("property", op, draw(values[op]) if op in values else None, attribute=attribute)
+
+
 def leaf_rules(segment_ids, list_ids):
     """Any valid rule of the contract."""
     def id_forms(ids):
@@ -504,12 +547,16 @@ def leaf_rules(segment_ids, list_ids):
             ["authorized", "paid", "partially_refunded", "partially_paid", "pending", "refunded", "unpaid",
              "voided"])),
         choice_rules("order_cancelled", ["eq"], st.sampled_from(["yes", "no"])),
+        *(choice_rules(f, ["eq", "neq"], st.sampled_from(STAGES)) for f in STAGE_FIELDS),
+        *(choice_rules(f, ["in", "not_in"], st.lists(st.sampled_from(STAGES), min_size=1, max_size=3, unique=True))
+          for f in STAGE_FIELDS),
         choice_rules("ordered_product", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         choice_rules("ordered_collection", ["eq", "neq"], st.lists(shopify_ids, min_size=1, max_size=5)),
         line_item_rules(),
         event_rules(),
         choice_rules("segment", ["in", "not_in"], id_forms(segment_ids)),
         choice_rules("list", ["in", "not_in"], id_forms(list_ids)),
+        property_rules(),
     )
 
 
@@ -674,3 +721,68 @@ def test_any_json_is_either_normalised_or_refused_with_errors(anything):
         normalise(anything)
     except DefinitionError as exc:
         assert exc.errors and all(set(e) == {"path", "message"} for e in exc.errors)
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+def prop(name, op, value=None):
+    return rule("property", op, value, attribute=name)
+
+
+def test_property_rules_of_the_built_ins_are_checked_by_type_without_the_database():
+    assert normalise(where(prop(" Birthday ", "anniversary_next_days", 7.0)))["rules"][0] == {
+        "field": "property", "attribute": "birthday", "op": "anniversary_next_days", "value": 7}
+    assert normalise(where(prop("language", "eq", " DEUTSCH ")))["rules"][0]["value"] == "deutsch"
+    assert normalise(where(prop("birthday", "anniversary_today")))["rules"][0] == {
+        "field": "property", "attribute": "birthday", "op": "anniversary_today"}
+    assert only_error(where(prop("birthday", "gt", 3))) == (
+        "rules[0].op", "'gt' is not an operator of the date property 'birthday' (allowed: eq, neq, before, after, "
+                       "within_last_days, more_than_days_ago, never, is_set, anniversary_today, anniversary_next_days, "
+                       "anniversary_this_month)")
+    assert only_error(where(prop("language", "anniversary_today"))) == (
+        "rules[0].op", "'anniversary_today' is not an operator of the text property 'language' (allowed: eq, neq, "
+                       "contains, not_contains, is_set, is_not_set)")
+    assert only_error(where(prop("birthday", "before", "1990-02-30"))) == (
+        "rules[0].value", "1990-02-30 is not a calendar date")
+    assert only_error(where(prop("birthday", "anniversary_next_days", 367))) == (
+        "rules[0].value", "must be at most 366")
+    assert only_error(where(prop("birthday", "anniversary_this_month", 3))) == (
+        "rules[0].value", "'anniversary_this_month' takes no value; omit 'value'")
+    assert only_error(where(prop("language", "eq", 5))) == ("rules[0].value", "must be a string")
+    assert only_error(where(rule("property", "eq", "x"))) == ("rules[0].attribute", "is required")
+    assert only_error(where(prop(3, "eq", "x"))) == ("rules[0].attribute", "must be the name of a profile property")
+
+
+def test_custom_property_rules_need_the_shops_properties_to_be_checked():
+    lenient = normalise(where(prop("Shoe size", "gt", "nine")))
+    assert lenient["rules"][0] == {"field": "property", "attribute": "shoe size", "op": "gt", "value": "nine"}
+    assert only_error(where(prop("Shoe size", "performed"))) [0] == "rules[0].op"
+    with pytest.raises(DefinitionError) as caught:
+        normalise(where(prop("Shoe size", "gt", "nine")), properties={"shoe size": "number"})
+    assert caught.value.errors == [{"path": "rules[0].value", "message": "must be a number or a decimal string"}]
+    assert normalise(where(prop("Shoe size", "between", [9, "10.5"])), properties={"shoe size": "number"}
+                     )["rules"][0]["value"] == ["9", "10.5"]
+    with pytest.raises(DefinitionError) as caught:
+        normalise(where(prop("Hat size", "eq", 3)), properties={"shoe size": "number", "birthday": "date"})
+    assert caught.value.errors == [{"path": "rules[0].attribute",
+                                    "message": "there is no property 'Hat size' in this shop (it has: birthday, "
+                                               "shoe size)"}]
+
+
+def test_validate_checks_property_rules_against_the_shops_properties(db, shop, other_shop):
+    from kinnekt.subscribers import properties
+    properties.add(db, shop.id, "Points", "number")
+    properties.add(db, other_shop.id, "Club", "text")
+    assert validate(where(prop("POINTS", "gte", 10)), shop_id=shop.id, session=db)["rules"][0] == {
+        "field": "property", "attribute": "points", "op": "gte", "value": "10"}
+    with pytest.raises(DefinitionError) as caught:
+        validate(where(prop("points", "contains", "1"), prop("club", "eq", "x")), shop_id=shop.id, session=db)
+    assert [e["path"] for e in caught.value.errors] == ["rules[0].op", "rules[1].attribute"]
+
+
+def test_relative_date_property_rules_are_swept():
+    assert has_relative_time(where(prop("birthday", "anniversary_today")))
+    assert has_relative_time(where(prop("birthday", "within_last_days", 3)))
+    assert has_relative_time(where(prop("birthday", "eq", "last_7_days")))
+    assert not has_relative_time(where(prop("birthday", "before", "2000-01-01")))
+    assert not has_relative_time(where(prop("language", "eq", "de")))

@@ -260,6 +260,18 @@ def test_suggestions_find_the_subscribers_they_describe(db, shop):
         assert member_ids(db, segment) == expected[suggestion.name], suggestion.name
 
 
+def test_lifecycle_suggestions_find_loyal_and_slipping_customers(db, shop):
+    loyal, _ = buyer(db, shop, lifecycle_stage="loyal", lifecycle_previous_stage="high_potential")
+    slipping, _ = buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="loyal")
+    buyer(db, shop, lifecycle_stage="dormant", lifecycle_previous_stage="nurture_needed")
+    subscriber(db, shop)
+    by_name = {s.name: s for s in service.suggested_segments()}
+    for name, expected in (("Loyal customers", {loyal.id}), ("Churn risk: was loyal, now dormant", {slipping.id})):
+        segment = service.create_segment(db, shop, name=name, definition=by_name[name].definition)
+        built(db)
+        assert member_ids(db, segment) == expected, name
+
+
 # ---------------------------------------------------------------------------------------------- export
 
 def test_export_streams_the_members_as_csv(db, shop, other_shop, monkeypatch):

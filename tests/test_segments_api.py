@@ -71,6 +71,35 @@ def test_an_invalid_definition_is_422_with_every_path(client, api, shop):
     assert total(Segment) == 0
 
 
+def test_bad_lifecycle_and_discount_rules_are_422_naming_the_path(client, api, shop):
+    response = client.post("/api/segments", json={"name": "Bad stages", "definition": {"match": "all", "rules": [
+        {"field": "lifecycle_stage", "op": "eq", "value": "vip"},
+        {"field": "previous_lifecycle_stage", "op": "in", "value": ["loyal", 3]},
+        {"field": "lifecycle_stage", "op": "gte", "value": "loyal"},
+        {"field": "expected_next_order", "op": "within_last_days", "value": "soon"},
+        {"field": "event", "event": "used_coupon", "op": "performed"},
+        {"field": "event", "event": "received_discount", "op": "performed", "within": {"last_days": 0}}]}},
+        headers=api)
+    assert response.status_code == 422
+    stages = "must be one of loyal, high_potential, nurture_needed, dormant, churned"
+    assert response.get_json()["errors"] == [
+        {"path": "rules[0].value", "message": stages},
+        {"path": "rules[1].value[1]", "message": stages},
+        {"path": "rules[2].op",
+         "message": "'gte' is not an operator of lifecycle_stage (allowed: eq, neq, in, not_in)"},
+        {"path": "rules[3].value", "message": "must be a number"},
+        {"path": "rules[4].event", "message": "must be one of placed_order, received_sms, clicked_link, "
+                                              "started_checkout, subscribed, received_discount, used_discount"},
+        {"path": "rules[5].within.last_days", "message": "must be a whole number of at least 1"}]
+    assert total(Segment) == 0
+    good = {"match": "all", "rules": [{"field": "lifecycle_stage", "op": "in", "value": ["loyal", "dormant"]},
+                                      {"field": "event", "event": "used_discount", "op": "not_performed"}]}
+    response = client.post("/api/segments", json={"name": "Good stages", "definition": good}, headers=api)
+    assert response.status_code == 201
+    assert response.get_json()["definition"]["rules"][1] == {
+        "field": "event", "event": "used_discount", "op": "not_performed", "within": "all_time", "at_least": 1}
+
+
 def test_name_and_definition_are_required(client, api, shop):
     response = client.post("/api/segments", json={}, headers=api)
     assert response.status_code == 422
@@ -227,3 +256,33 @@ def test_the_api_needs_a_session_token(client, app, shop):
                            headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401 and response.get_json() == {"error": "invalid session token"}
     assert total(Segment) == 0
+
+
+def test_property_rules_through_the_api(client, api, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    ada = add(Subscriber(shop_id=shop.id, phone="+12125550101", status="subscribed", source="manual"))
+    bob = add(Subscriber(shop_id=shop.id, phone="+12125550102", status="subscribed", source="manual"))
+    properties.set_values(Session, ada, {"shoe size": "10.5", "language": "Deutsch"})
+    properties.set_values(Session, bob, {"shoe size": "9"})
+    Session.commit()
+    definition = where(rule("property", "gt", 10, attribute="Shoe Size"),
+                       rule("property", "eq", "DEUTSCH", attribute="language"))
+    preview = client.post("/api/segments/preview", json={"definition": definition}, headers=api)
+    assert preview.status_code == 200 and [m["id"] for m in preview.get_json()["sample"]] == [ada.id]
+    created = client.post("/api/segments", json={"name": "Big feet", "definition": definition}, headers=api)
+    assert created.status_code == 201
+    assert created.get_json()["definition"]["rules"] == [
+        {"field": "property", "attribute": "shoe size", "op": "gt", "value": "10"},
+        {"field": "property", "attribute": "language", "op": "eq", "value": "deutsch"}]
+    refused = client.post("/api/segments/preview", headers=api, json={"definition": where(
+        rule("property", "gt", "big", attribute="shoe size"), rule("property", "eq", "x", attribute="hat size"),
+        rule("property", "anniversary_today", attribute="shoe size"))})
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == [
+        {"path": "rules[0].value", "message": "must be a number or a decimal string"},
+        {"path": "rules[1].attribute",
+         "message": "there is no property 'hat size' in this shop (it has: birthday, language, shoe size)"},
+        {"path": "rules[2].op", "message": "'anniversary_today' is not an operator of the number property "
+                                           "'shoe size' (allowed: eq, neq, lt, lte, gt, gte, between, is_set, "
+                                           "is_not_set)"}]

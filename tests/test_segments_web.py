@@ -343,6 +343,10 @@ def test_catalogue_covers_the_contract():
         if spec.kind == "line_items":
             for attribute, ops in spec.attributes.items():
                 assert [op for op, _ in labels.ops_for(name, attribute)] == list(ops)
+        elif spec.kind == "property":
+            for kind, ops in spec.attributes.items():
+                assert [op for op, _ in labels.ops_for(name, f"{kind}:size")] == list(ops)
+                assert all(label and "_" not in label for _, label in labels.ops_for(name, f"{kind}:size"))
         else:
             assert [op for op, _ in labels.ops_for(name)] == list(spec.ops)
         assert all(label and "_" not in label for _, label in labels.ops_for(name))
@@ -396,6 +400,11 @@ EVERY_KIND = where(
     rule("event", "performed", event="clicked_link", within={"last_days": 7}, at_least=2),
     rule("event", "not_performed", event="started_checkout", within={"from": "2026-02-01", "to": "2026-02-14"}),
     rule("line_items", "eq", "555", attribute="variant_id"),
+    rule("lifecycle_stage", "in", ["loyal", "high_potential"]),
+    rule("previous_lifecycle_stage", "eq", "loyal"),
+    rule("expected_next_order", "more_than_days_ago", 14),
+    rule("event", "performed", event="received_discount", within={"last_days": 7}),
+    rule("event", "not_performed", event="used_discount", within={"last_days": 7}),
 )
 
 
@@ -753,6 +762,35 @@ def test_summaries_read_like_sentences():
     assert summaries.summary({}) == [] and summaries.summary({"match": "all", "rules": []}) == []
 
 
+def test_lifecycle_and_discount_rules_read_like_sentences():
+    lines = summaries.summary(where(
+        rule("lifecycle_stage", "not_in", ["dormant", "churned"]), rule("previous_lifecycle_stage", "eq", "loyal"),
+        rule("expected_next_order", "before", "2026-04-01"),
+        rule("event", "performed", event="received_discount", within={"last_days": 7}),
+        rule("event", "not_performed", event="used_discount")))
+    assert lines == [
+        "Lifecycle stage is none of Dormant, Churned",
+        "AND Previous lifecycle stage is Loyal",
+        "AND Expected next order was before Apr 1, 2026",
+        "AND Event “Discount code received” happened in the past 7 days",
+        "AND Event “Discount code used” did not happen at any time",
+    ]
+
+
+def test_a_stage_list_is_a_multiple_select_and_switching_to_it_keeps_a_value():
+    row = segment_form.new_row("lifecycle_stage")
+    assert row.widget == "choice" and row.get("value") == "loyal"
+    row.inputs["shown-field"], row.inputs["widget"] = ["lifecycle_stage"], ["choice"]
+    row.set("op", "in")
+    refreshed = segment_form.refresh_row(row)
+    assert refreshed.widget == "choice_list" and segment_form.row_to_rule(refreshed) == rule(
+        "lifecycle_stage", "in", ["loyal"])
+    refreshed.set("value", "dormant", "churned")
+    assert segment_form.row_to_rule(refreshed)["value"] == ["dormant", "churned"]
+    refreshed.inputs.pop("value")
+    assert "value" not in segment_form.row_to_rule(refreshed)  # nothing chosen: "is required"
+
+
 def test_refresh_keeps_what_still_fits():
     row = segment_form.rule_to_row(rule("money_spent", "gt", "25"))
     row.inputs["shown-field"], row.inputs["widget"] = ["money_spent"], ["money"]
@@ -767,3 +805,57 @@ def test_refresh_keeps_what_still_fits():
     row.set("attribute", "product_title")
     row.set("op", "between")  # not an operator of titles
     assert segment_form.refresh_row(row).op == "eq"
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+def test_property_rules_survive_the_rendered_builder_with_their_types(client, auth, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    properties.add(Session, shop.id, "Club", "text")
+    properties.add(Session, shop.id, "Joined", "date")
+    Session.commit()
+    definition = where(rule("property", "anniversary_next_days", 7, attribute="birthday"),
+                       rule("property", "between", ["9", "10.5"], attribute="shoe size"),
+                       rule("property", "eq", "42", attribute="club"),  # looks like a number: still text
+                       rule("property", "is_set", attribute="shoe size"),
+                       rule("property", "eq", "last_30_days", attribute="joined"),
+                       rule("property", "contains", "deu", attribute="language"))
+    mine = segment(shop, rules.normalise(definition), "Profiles")
+    html = client.get(f"/segments/{mine.id}/edit", headers=auth).get_data(as_text=True)
+    assert '<option value="number:shoe size" selected>Shoe size</option>' in html
+    assert '<option value="text:club" selected>Club</option>' in html
+    assert segment_form.parse_form(submitted(html)).definition == rules.normalise(definition)
+    response = client.post(f"/segments/{mine.id}", data=submitted(html), headers=auth)
+    assert "HX-Location" in response.headers, errors_in(response.get_data(as_text=True))
+
+
+def test_choosing_another_property_offers_the_operators_of_its_type(client, auth, shop):
+    from kinnekt.subscribers import properties
+    properties.add(Session, shop.id, "Shoe size", "number")
+    Session.commit()
+    row = segment_form.new_row("property")
+    assert row.get("attribute") == "date:birthday" and row.widget == "period"
+    args = [("item", f"rule:{row.key}:root"), (row.name("field"), "property"),
+            (row.name("attribute"), "number:shoe size"), (row.name("op"), "eq"), (row.name("value"), "last_30_days"),
+            (row.name("shown-field"), "property"), (row.name("widget"), "period")]
+    html = client.get("/segments/builder/rule", query_string=args, headers=auth).get_data(as_text=True)
+    assert '<option value="gt">is greater than</option>' in html and "is today (any year)" not in html
+    assert f'name="{row.name("value")}" type="number" value=""' in html
+
+
+def test_a_property_the_shop_does_not_have_is_an_error_beside_its_row(client, auth, shop):
+    form, paths = form_of(where(rule("property", "gt", 3, attribute="hat size")), "Hats")
+    html = client.post("/segments/", data=form, headers=auth).get_data(as_text=True)
+    assert "Property: there is no property 'hat size' in this shop" in html_module.unescape(html)
+    assert Session.scalar(select(func.count()).select_from(Segment)) == 0
+
+
+def test_property_summaries_read_like_sentences():
+    assert summaries.summary(where(rule("property", "anniversary_today", attribute="Birthday"),
+                                 rule("property", "contains", "DEU", attribute="language"))) == [
+        "Birthday is today (any year)", "AND Language contains deu"]
+    assert summaries.summary(where(rule("property", "lte", 10, attribute="language"))) == []  # not a text operator
+    assert summaries.describe_rule(rule("property", "anniversary_next_days", 7, attribute="birthday")) \
+        == "Birthday is in the next 7 days (any year)"
+    assert summaries.describe_rule(rule("property", "eq", "de", attribute="language")) == "Language is de"

@@ -85,7 +85,7 @@ def test_an_import_never_resubscribes_an_opt_out_and_leaves_known_numbers_alone(
         (2, "+12125550101", "unsubscribed: only they can opt in again, by texting a keyword or using your "
                             "sign-up form"),
         (3, "+12125550102", "already signed up, waiting for their confirmation")]
-    assert report.counts == {"invalid": 0, "duplicate": 0, "unsubscribed": 1, "existing": 1}
+    assert report.counts == {"invalid": 0, "bad_value": 0, "duplicate": 0, "unsubscribed": 1, "existing": 1}
     db.expire_all()
     assert (db.get(Subscriber, stopped.id).status, db.get(Subscriber, stopped.id).first_name) == ("unsubscribed", None)
     assert (db.get(Subscriber, pending.id).status, db.get(Subscriber, pending.id).source) == ("pending", "keyword")
@@ -101,7 +101,7 @@ def test_rows_reported_with_spreadsheet_row_numbers(db):
     assert report.rejected == [(5, "+1 (212) 555-0101", "duplicate of row 3"),
                                (6, "12", "12 is too short to be a phone number."),
                                (7, "", "Enter a phone number.")]
-    assert report.counts == {"invalid": 2, "duplicate": 1, "unsubscribed": 0, "existing": 0}
+    assert report.counts == {"invalid": 2, "bad_value": 0, "duplicate": 1, "unsubscribed": 0, "existing": 0}
 
 
 def test_a_number_signed_up_meanwhile_is_reported_not_an_error(db, monkeypatch, segment_rechecks):
@@ -290,7 +290,7 @@ def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, 
     db.expire_all()
     progress = db.get(SubscriberImport, queued.id)
     assert (progress.status, progress.processed_rows, progress.imported) == ("running", 4, 2)
-    assert progress.counts == {"invalid": 1, "duplicate": 0, "unsubscribed": 0, "existing": 0}
+    assert progress.counts == {"invalid": 1, "bad_value": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0}
     assert count(db, Subscriber) == 2  # each batch committed with its progress
 
     assert importing.import_batches(db(), queued.id) == "done"
@@ -356,7 +356,7 @@ def test_a_second_run_of_the_same_import_stops_when_the_first_moved_on(db, jobs)
     db.expire_all()
     done = db.get(SubscriberImport, queued.id)
     assert (done.status, done.processed_rows, done.imported) == ("done", 8, 4)
-    assert done.counts == {"invalid": 1, "duplicate": 2, "unsubscribed": 0, "existing": 0}
+    assert done.counts == {"invalid": 1, "bad_value": 0, "duplicate": 2, "unsubscribed": 0, "existing": 0}
 
 
 def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, jobs, monkeypatch):
@@ -405,3 +405,47 @@ def test_recovery_resumes_imports_whose_job_was_lost(db, jobs):
     assert resume_subscriber_imports() == 2
     assert jobs.imports() == [((waiting.id,), f"subscriber-import-{waiting.id}"),
                               ((lost.id,), f"subscriber-import-{lost.id}")]
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+def test_columns_named_after_properties_are_imported_into_them(db, segment_rechecks):
+    import datetime as dt
+    from decimal import Decimal
+    from kinnekt.subscribers import properties
+    shop = make_shop()
+    properties.add(db(), shop.id, "Shoe size", "number")
+    db.commit()
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
+        "phone,BIRTHDAY,shoe_size,Language,notes", "+12125550101,1990-02-28,9.5,Deutsch,x", "+12125550102,,,,y"))
+    assert report.imported == 2 and report.rejected == [] and report.ignored_columns == ["notes"]
+    assert report.property_columns == [("BIRTHDAY", "Birthday"), ("shoe_size", "Shoe size"),
+                                       ("Language", "Language")]
+    first, second = db.scalars(select(Subscriber).order_by(Subscriber.phone)).all()
+    assert properties.values(db(), shop.id, first.id) == {
+        "birthday": dt.date(1990, 2, 28), "shoe size": Decimal("9.5"), "language": "Deutsch"}
+    assert properties.values(db(), shop.id, second.id) == {}
+    assert segment_rechecks == [(shop.id, sorted([first.id, second.id]))]
+
+
+def test_a_row_with_a_bad_property_value_is_reported_and_not_half_saved(db, jobs):
+    from kinnekt.models import SubscriberProperty
+    shop = make_shop()
+    report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
+        "phone,birthday,language", "+12125550101,1990-13-01,fr", "+12125550102,1991-01-31,en"))
+    assert report.imported == 1 and report.counts["bad_value"] == 1
+    assert report.rejected == [(2, "+12125550101", "Birthday 1990-13-01 is not a calendar date")]
+    assert db.scalars(select(Subscriber.phone)).all() == ["+12125550102"]
+    assert db.scalars(select(SubscriberProperty.text_value).where(SubscriberProperty.name_key == "language")
+                      ).all() == ["en"]
+
+
+def test_an_import_job_imports_property_columns_too(db, jobs):
+    from kinnekt.subscribers import properties
+    shop = make_shop()
+    queued = upload(db, shop, csv("phone,language", "+12125550101,de", "+12125550102,fr", "+12125550103,",
+                                  "+12125550104,it"))
+    assert importing.import_batches(db(), queued.id) == "done"
+    languages = sorted(properties.values(db(), shop.id, s.id).get("language", "-")
+                       for s in db.scalars(select(Subscriber)))
+    assert languages == ["-", "de", "fr", "it"]

@@ -74,6 +74,19 @@ def attribute_orders(session, shop: Shop, order_ids, *, commit: bool = True) -> 
     return credited
 
 
+def code_credited_subscribers(session, shop_id: int, order_ids) -> list[int]:
+    """The subscribers these orders are credited to by a discount code (their `used_discount` events)."""
+    ids = sorted({int(i) for i in order_ids})
+    found: set[int] = set()
+    for chunk in _chunks(ids):
+        found.update(session.scalars(
+            select(Attribution.subscriber_id)
+            .where(Attribution.shop_id == shop_id, Attribution.order_id.in_(chunk),
+                   Attribution.method == "discount_code", Attribution.subscriber_id.is_not(None))
+            .execution_options(all_shops=True)))
+    return sorted(found)
+
+
 def recompute(session, shop: Shop) -> int:
     """Re-attribute every order placed since the shop's first campaign started (after a window change); commits.
 

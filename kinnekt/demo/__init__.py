@@ -47,8 +47,8 @@ def clear(session, domain: str) -> bool:
 
 def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetime, customers: int = 3000,
          seed: int = 20261122, link_base: str | None = None) -> Shop:
-    """Create the demo shop with its catalog, customers, orders, subscribers, segments and campaigns; commits,
-    then gathers the planner's statistics (kinnekt/db_statistics.py).
+    """Create the demo shop with its catalog, customers, orders, subscribers, segments and campaigns, and its
+    customers' lifecycle stages; commits, then gathers the planner's statistics (kinnekt/db_statistics.py).
 
     The same arguments always give the same rows: every random choice comes from `random.Random` seeded with
     `seed`, and every time is relative to `now` (an aware datetime). Short links in the seeded texts live under
@@ -64,6 +64,10 @@ def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetim
     store.link_base = (link_base if link_base is not None else links.public_base()).rstrip("/") + "/r/"
     store.build()
     shop = store.write(session)
+    from kinnekt.segments import lifecycle
+    # Stages and expected next orders once, as the daily job would; no segment reads them yet (the demo's own
+    # segments are built after seeding), so no re-check is queued.
+    lifecycle.update_shop(session, shop, now=now, recheck=False)
     from kinnekt import db_statistics
     db_statistics.analyze(session)  # thousands of rows just arrived: the planner needs to know (SQLite never asks)
     return shop

@@ -11,6 +11,7 @@ from kinnekt.models.message import InboundMessage, Message, OutboxMessage
 from kinnekt.models import campaign_key  # noqa: F401 (PostgreSQL's campaign key triggers, with the tables)
 from kinnekt.models.nonce import SignatureNonce
 from kinnekt.models.order import Checkout, LineItem, Order
+from kinnekt.models.profile import ProfileProperty, SubscriberProperty
 from kinnekt.models.segment import Segment, SegmentCount, SegmentEvent, SegmentMember, StaticList, StaticListEntry
 from kinnekt.models.shop import Shop
 from kinnekt.models.signup import SignupAttempt
@@ -23,8 +24,10 @@ from kinnekt.models.webhook import WebhookEvent
 __all__ = [
     "Attribution", "Automation", "Campaign", "CampaignSegment", "Checkout", "Click", "Collection", "CollectionProduct",
     "Customer", "CustomerTag", "DataRequest", "InboundMessage", "Keyword", "LineItem", "Link", "Message", "Order",
-    "OutboxMessage", "Product", "ProductVariant", "Segment", "SegmentCount", "SegmentEvent", "SegmentMember", "Shop",
+    "OutboxMessage", "Product", "ProductVariant", "ProfileProperty", "Segment", "SegmentCount", "SegmentEvent",
+    "SegmentMember", "Shop",
     "ShopifyDeletion", "SignatureNonce", "SignupAttempt", "StaticList",
-    "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriptionEvent", "SyncOperation", "TenantMixin",
+    "StaticListEntry", "Subscriber", "SubscriberImport", "SubscriberProperty", "SubscriptionEvent", "SyncOperation",
+    "TenantMixin",
     "WebhookEvent",
 ]

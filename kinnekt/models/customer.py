@@ -21,6 +21,7 @@ class Customer(TenantMixin, Timestamps, Base):
         Index("ix_customers_shop_phone", "shop_id", "phone"),
         Index("ix_customers_shop_money", "shop_id", "money_spent"),
         Index("ix_customers_shop_last_order", "shop_id", "last_order_at"),
+        Index("ix_customers_shop_lifecycle", "shop_id", "lifecycle_stage"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -43,6 +44,16 @@ class Customer(TenantMixin, Timestamps, Base):
     orders_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     first_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # last order + the median of the customer's intervals between counted orders; None with fewer than 2
+    # (kinnekt/segments/lifecycle.py, kept current at order ingest and by the daily lifecycle job).
+    expected_next_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    # Lifecycle stage from recency, frequency and money, relative to the shop's customers; set by the daily
+    # lifecycle job (kinnekt/segments/lifecycle.py). None: no counted order. `lifecycle_previous_stage` is the
+    # stage before the latest change, `lifecycle_changed_at` when that change was seen.
+    lifecycle_stage: Mapped[str | None] = mapped_column(String(16))
+    lifecycle_previous_stage: Mapped[str | None] = mapped_column(String(16))
+    lifecycle_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     tags: Mapped[list["CustomerTag"]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", passive_deletes=True)

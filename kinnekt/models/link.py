@@ -45,7 +45,8 @@ class Attribution(TenantMixin, Base):
     """An order credited to a campaign, by a click inside the window or by its discount code."""
 
     __tablename__ = "attributions"
-    __table_args__ = (UniqueConstraint("order_id"), Index("ix_attributions_campaign", "campaign_id"))
+    __table_args__ = (UniqueConstraint("order_id"), Index("ix_attributions_campaign", "campaign_id"),
+                      Index("ix_attributions_subscriber", "subscriber_id"))  # used_discount events; erasure
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     order_id: Mapped[int] = mapped_column(IdType, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)

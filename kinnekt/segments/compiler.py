@@ -33,7 +33,7 @@ import datetime as dt
 import operator
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from sqlalchemy import (BigInteger, ColumnElement, Select, and_, case, cast, exists, false, func, literal, literal_column,
                         not_, or_, select, true, union_all)
@@ -42,10 +42,12 @@ from sqlalchemy.orm import Session as OrmSession, object_session
 
 from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE, Session
-from kinnekt.models import (Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem, Message, Order,
-                            Segment, Shop, StaticListEntry, Subscriber, SubscriptionEvent)
+from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
+                            Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
+                            SubscriptionEvent)
 from kinnekt.segments import periods
-from kinnekt.segments.rules import UNPAID, Definition, DefinitionError, normalise
+from kinnekt.segments.rules import MAX_ANNIVERSARY_DAYS, UNPAID, Definition, DefinitionError, normalise
+from kinnekt.subscribers import property_catalogue as profile_properties
 
 Predicate = ColumnElement[bool]
 
@@ -81,6 +83,7 @@ class _Context:
     expanding: tuple[int, ...] = ()  # segment ids being expanded, to stop a loop of segment rules
     joins: list = field(default_factory=list)  # SET: (set of owners, owner column) to outer-join, shared by copies
     cache: dict = field(default_factory=dict)  # row sources built once per evaluation, shared by copies
+    properties: Mapping[str, str] = field(default_factory=dict)  # the shop's profile property keys -> types
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ DATE_COLUMNS = {
     "subscribed_at": Subscriber.subscribed_at,
     "last_received_sms": Subscriber.last_received_at,
     "last_clicked": Subscriber.last_clicked_at,
+    "expected_next_order": Customer.expected_next_order_at,
 }
 
 
@@ -387,9 +391,36 @@ def _event_rows(event: str, c: _Context) -> tuple[_Some, Any]:
         checkouts = _open_checkouts(c)
         return _Some("open_checkouts", checkouts, checkouts.c.subscriber_id, Subscriber.id, (), ()), \
             checkouts.c.started_at
+    if event == "received_discount":
+        return _discount_messages(c), Message.sent_at
+    if event == "used_discount":
+        return _Some("discount_orders", Attribution.__table__.join(Order.__table__, Order.id == Attribution.order_id),
+                     Attribution.subscriber_id, Subscriber.id,
+                     (Attribution.shop_id == c.shop_id, Attribution.method == "discount_code",
+                      Order.test.is_(False), Order.cancelled_at.is_(None)), ()), Order.created_at
     return _Some("subscribed_events", SubscriptionEvent, SubscriptionEvent.subscriber_id, Subscriber.id,
                  (SubscriptionEvent.shop_id == c.shop_id, SubscriptionEvent.kind.in_(SUBSCRIBED_EVENT_KINDS)), ()), \
         SubscriptionEvent.at
+
+
+DISCOUNT_TAG = "{discount_code}"
+"""The merge tag that puts a campaign's code into its text (kinnekt.campaigns.composer)."""
+
+
+def _discount_messages(c: _Context) -> _Some:
+    """The subscriber's received messages (accepted, no failed receipt) that carried a discount code.
+
+    A message carries one when its campaign (or automation) hands out a discount and its text uses the
+    {discount_code} tag: a shared code, or the unique code stored on the message. `replace` finds the tag
+    case-sensitively on both databases (LIKE does not on SQLite), as the composer fills it in.
+    """
+    source = Message.__table__.join(Campaign.__table__, and_(Campaign.id == Message.campaign_id,
+                                                             Campaign.shop_id == Message.shop_id))
+    carries_code = or_(and_(Campaign.discount_mode == "unique", Message.discount_code.is_not(None)),
+                       and_(Campaign.discount_mode == "shared", Campaign.discount_code.is_not(None)))
+    return _Some("discount_messages", source, Message.subscriber_id, Subscriber.id,
+                 (Message.shop_id == c.shop_id, Message.status.in_(ACCEPTED_MESSAGE_STATUSES), carries_code,
+                  func.replace(Campaign.body, DISCOUNT_TAG, "") != Campaign.body), ())
 
 
 def _open_checkouts(c: _Context):
@@ -434,7 +465,7 @@ def _segment(rule: dict, c: _Context) -> Predicate:
         member = false()  # a deleted segment has no members
     else:
         try:
-            definition = normalise(stored)
+            definition = normalise(stored, properties=c.properties)
         except DefinitionError as exc:
             raise DefinitionError([{"path": f"segment {target}: {e['path']}", "message": e["message"]}
                                    for e in exc.errors]) from None
@@ -446,6 +477,86 @@ def _list(rule: dict, c: _Context) -> _Some:
     on_list = _Some("list_entries", StaticListEntry, StaticListEntry.phone, Subscriber.phone,
                     (StaticListEntry.shop_id == c.shop_id,), (StaticListEntry.list_id == rule["value"],))
     return _negated_if(on_list, rule["op"] == "not_in")
+
+
+# ---------------------------------------------------------------------------------------------- profile properties
+
+_PROPERTY_NEGATIONS = {"neq": "eq", "not_contains": "contains", "is_not_set": "is_set", "never": "is_set"}
+"""Operators that are "no value of the property satisfies the positive one" (a missing value satisfies them)."""
+
+
+def _day_code(day: dt.date) -> int:
+    return day.month * 100 + day.day
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _anniversary_within(first: dt.date, days: int) -> Predicate:
+    """The date's month and day fall on one of `days` local days from `first` (a Feb 29 date counts on Feb 28 in
+    years without one)."""
+    column = SubscriberProperty.anniversary
+    if days >= MAX_ANNIVERSARY_DAYS:
+        return column.is_not(None)
+    try:
+        last = first + dt.timedelta(days=days - 1)
+    except OverflowError:
+        return column.is_not(None)
+    if last.year == first.year:
+        found = column.between(_day_code(first), _day_code(last))
+    else:
+        found = or_(column >= _day_code(first), column <= _day_code(last))
+    for year in {first.year, last.year}:
+        feb_28 = dt.date(year, 2, 28)
+        if not _is_leap(year) and first <= feb_28 <= last:
+            found = or_(found, column == 229)
+    return found
+
+
+def _date_property(op: str, value: Any, c: _Context) -> Predicate:
+    """A positive date operator on a property's calendar date; days are the shop's local days."""
+    column = SubscriberProperty.date_value
+    today = periods.local_today(c.now, c.zone)
+    if op == "eq":
+        first, end = periods.period_days(value, now=c.now, zone=c.zone)
+        return and_(true(), *([column >= first] if first else []), *([column < end] if end else []))
+    if op == "before":
+        return column < dt.date.fromisoformat(value)
+    if op == "after":
+        return column > dt.date.fromisoformat(value)
+    if op in ("within_last_days", "more_than_days_ago"):
+        try:
+            cutoff = today - dt.timedelta(days=value)
+        except OverflowError:
+            return true() if op == "within_last_days" else false()
+        return column >= cutoff if op == "within_last_days" else column < cutoff
+    if op == "anniversary_today":
+        return _anniversary_within(today, 1)
+    if op == "anniversary_next_days":
+        return _anniversary_within(today, value)
+    month = today.month * 100  # anniversary_this_month
+    return SubscriberProperty.anniversary.between(month + 1, month + 31)
+
+
+def _property(rule: dict, c: _Context) -> _Some:
+    """The subscriber has a value of the property satisfying the rule (`neq`, `not_contains`, `is_not_set`,
+    `never`: has none satisfying the positive form, so a missing value makes them true)."""
+    key, op, value = rule["attribute"], rule["op"], rule.get("value")
+    positive = _PROPERTY_NEGATIONS.get(op, op)
+    kind = c.properties.get(key)
+    if positive == "is_set":
+        condition = true()
+    elif kind == "text":
+        folded = SubscriberProperty.text_folded
+        condition = folded.contains(fold(value), autoescape=True) if positive == "contains" else folded == fold(value)
+    elif kind == "number":
+        condition = _number(_raw_money(SubscriberProperty.number_value), {"op": positive, "value": value}, _units)
+    else:
+        condition = _date_property(positive, value, c)
+    found = _Some(f"property:{key}", SubscriberProperty, SubscriberProperty.subscriber_id, Subscriber.id,
+                  (SubscriberProperty.shop_id == c.shop_id, SubscriberProperty.name_key == key), (condition,))
+    return _negated_if(found, op in _PROPERTY_NEGATIONS)
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -467,12 +578,15 @@ BUILDERS: dict[str, Callable[[dict, _Context], Predicate]] = {
     "fulfillment_status": _fulfillment_status,
     "payment_status": _payment_status,
     "order_cancelled": _order_cancelled,
+    "lifecycle_stage": _text_choice(Customer.lifecycle_stage, folds=False),
+    "previous_lifecycle_stage": _text_choice(Customer.lifecycle_previous_stage, folds=False),
     "ordered_product": _ordered_product,
     "ordered_collection": _ordered_collection,
     "line_items": _line_items,
     "event": _event,
     "segment": _segment,
     "list": _list,
+    "property": _property,
 }
 """Field -> SQL builder; the keys are exactly `rules.FIELDS` (a test holds them together)."""
 
@@ -571,9 +685,10 @@ def compile_definition(definition: Definition, *, shop: Shop, now: dt.datetime,
         raise ValueError("now must be an aware datetime")
     if session is None:
         session = object_session(shop)
+    session = session if session is not None else Session()
     context = _Context(shop_id=shop.id, now=now.astimezone(dt.timezone.utc), zone=periods.shop_zone(shop.timezone),
-                       session=session if session is not None else Session(), shape=shape)
-    matches = _group(normalise(definition), context, top=True)
+                       session=session, shape=shape, properties=profile_properties.types(session, shop.id))
+    matches = _group(normalise(definition, properties=context.properties), context, top=True)
     subscribers = Subscriber.__table__.outerjoin(
         Customer.__table__, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
     for owners, on in context.joins:

@@ -3,12 +3,15 @@ named values of choice fields, events and periods, country names, and the kind o
 builder's value input shows and how a summary writes the value)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from phonenumbers.geocoder import _region_display_name
 
 from kinnekt.models.order import FULFILLMENT_STATUSES
 from kinnekt.models.subscriber import SOURCE_LABELS
+from kinnekt.segments.lifecycle import STAGE_LABELS
 from kinnekt.segments.rules import COUNTRIES, FIELDS, PAYMENT_STATUSES, SOURCE_VALUES
 
 _COUNTRY_NAMES_MISSING = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
@@ -42,6 +45,7 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("subscribed_at", "Subscribed", "Subscriber"),
     FieldInfo("country", "Phone country", "Subscriber"),
     FieldInfo("carrier", "Phone carrier", "Subscriber"),
+    FieldInfo("property", "Profile property", "Subscriber"),
     FieldInfo("money_spent", "Money spent", "Customer"),
     FieldInfo("average_money_spent", "Average order value", "Customer"),
     FieldInfo("number_of_orders", "Number of orders", "Customer"),
@@ -51,6 +55,9 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("customer_created", "Became a customer", "Customer"),
     FieldInfo("city", "City", "Customer"),
     FieldInfo("tags", "Customer tags", "Customer"),
+    FieldInfo("lifecycle_stage", "Lifecycle stage", "Customer"),
+    FieldInfo("previous_lifecycle_stage", "Previous lifecycle stage", "Customer"),
+    FieldInfo("expected_next_order", "Expected next order", "Customer"),
     FieldInfo("ordered_product", "Ordered product", "Customer"),
     FieldInfo("ordered_collection", "Ordered from collection", "Customer"),
     FieldInfo("line_items", "Ordered line item", "Customer"),
@@ -85,11 +92,57 @@ _OP_LABELS_BY_FIELD: dict[str, dict[str, str]] = {
     "list": {"in": "is on list", "not_in": "is not on list"},
 }
 
+_PROPERTY_OP_LABELS: dict[str, dict[str, str]] = {
+    "text": {"eq": "is", "neq": "is not", "contains": "contains", "not_contains": "does not contain",
+             "is_set": "is set", "is_not_set": "is not set"},
+    "number": {**_NUMBER_OP_LABELS, "is_set": "is set", "is_not_set": "is not set"},
+    "date": {"eq": "is in", "neq": "is not in", "before": "is before", "after": "is after",
+             "within_last_days": "is within the last", "more_than_days_ago": "is more than", "never": "is not set",
+             "is_set": "is set", "anniversary_today": "is today (any year)",
+             "anniversary_next_days": "is in the next (any year)",
+             "anniversary_this_month": "is this month (any year)"},
+}
+"""Operators of a profile property rule by the property's type; date ones "(any year)" compare month and day."""
+PROPERTY_NO_VALUE = ("is_set", "is_not_set", "never", "anniversary_today", "anniversary_this_month")
+DEFAULT_PROPERTY = "date:birthday"
+"""A property row's attribute input is "<type>:<property key>", so its operators follow the property's type."""
+
+
+def property_attribute(rule: Mapping[str, Any]) -> str:
+    """The "<type>:<key>" a property rule's row shows, its type read from the rule (built-ins are known; a custom
+    property's type is told by its operator or value, and set right by `load_choices` from the shop's properties)."""
+    from kinnekt.segments.periods import NAMED_PERIODS
+    from kinnekt.subscribers.properties import BUILT_INS, key_of
+    key = key_of(rule.get("attribute") or "")
+    op, value = rule.get("op"), rule.get("value")
+    if key in BUILT_INS:
+        kind = BUILT_INS[key]
+    elif op in _PROPERTY_OP_LABELS["date"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "date"
+    elif op in _PROPERTY_OP_LABELS["number"] and op not in _PROPERTY_OP_LABELS["text"]:
+        kind = "number"
+    elif op in ("eq", "neq") and (isinstance(value, dict) or value in NAMED_PERIODS):
+        kind = "date"
+    elif op in ("eq", "neq") and isinstance(value, (int, float, str)) and \
+            re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", str(value)):
+        kind = "number"
+    else:
+        kind = "text"
+    return f"{kind}:{key}"
+
+
+def split_property(attribute: str | None) -> tuple[str, str]:
+    """("<type>", "<key>") of a property row's attribute input."""
+    kind, _, key = (attribute or "").partition(":")
+    return (kind, key) if kind in _PROPERTY_OP_LABELS and key else ("text", attribute or "")
+
+
 LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Variant title",
                         "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
                         "price": "Price"}
 EVENT_LABELS = {"placed_order": "Order placed", "received_sms": "Text received", "clicked_link": "Link clicked",
-                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed"}
+                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed",
+                "received_discount": "Discount code received", "used_discount": "Discount code used"}
 PERIOD_LABELS = {"all_time": "All time", "today": "Today", "yesterday": "Yesterday", "last_7_days": "Last 7 days",
                  "last_30_days": "Last 30 days", "last_90_days": "Last 90 days", "custom": "Custom range"}
 WINDOW_LABELS = {**{k: v for k, v in PERIOD_LABELS.items() if k != "custom"},
@@ -99,6 +152,8 @@ CHOICE_VALUES: dict[str, dict[str, str]] = {
     "fulfillment_status": {s: s.replace("_", " ").capitalize() for s in FULFILLMENT_STATUSES},
     "payment_status": {s: s.replace("_", " ").capitalize() for s in PAYMENT_STATUSES},
     "order_cancelled": {"yes": "Yes", "no": "No"},
+    "lifecycle_stage": dict(STAGE_LABELS),
+    "previous_lifecycle_stage": dict(STAGE_LABELS),
 }
 """The fixed values of choice fields, in the merchant's words."""
 
@@ -114,6 +169,9 @@ def ops_for(field: str, attribute: str | None = None) -> list[tuple[str, str]]:
     ops = spec.ops
     if spec.kind == "line_items":
         ops = spec.attributes.get(attribute or "", spec.attributes["product_title"])
+    if spec.kind == "property":
+        kind = split_property(attribute)[0]
+        return [(op, _PROPERTY_OP_LABELS[kind].get(op, op)) for op in spec.attributes[kind]]
     labels = _OP_LABELS_BY_FIELD.get(field) or {"date": _DATE_OP_LABELS, "number": _NUMBER_OP_LABELS}.get(
         spec.kind, _CHOICE_OP_LABELS)
     return [(op, labels.get(op, op)) for op in ops]
@@ -124,6 +182,15 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     spec = FIELDS.get(field)
     if spec is None:
         return "none"
+    if spec.kind == "property":
+        kind = split_property(attribute)[0]
+        if op in PROPERTY_NO_VALUE:
+            return "none"
+        if kind == "date":
+            return {"eq": "period", "neq": "period", "before": "date", "after": "date"}.get(op, "days")
+        if kind == "number":
+            return "number_range" if op == "between" else "number"
+        return "text"
     if spec.kind == "date":
         return {"eq": "period", "neq": "period", "before": "date", "after": "date", "never": "none"}.get(op, "days")
     if field in MONEY_FIELDS:
@@ -131,7 +198,7 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     if field in WHOLE_FIELDS:
         return "number_range" if op == "between" else "number"
     if field in CHOICE_VALUES:
-        return "choice"
+        return "choice_list" if op in ("in", "not_in") else "choice"
     if field == "country":
         return "country_list" if op in ("in", "not_in") else "country"
     if field == "carrier":

@@ -75,6 +75,19 @@ def period_bounds(period: str | dict, *, now: dt.datetime, zone: dt.tzinfo) -> B
     return Bounds(day_start(today - dt.timedelta(days=_DAYS_BACK[period]), zone), None)
 
 
+def period_days(period: str | dict, *, now: dt.datetime, zone: dt.tzinfo) -> tuple[dt.date | None, dt.date | None]:
+    """A period as calendar days [first, end) in `zone` (None: open), for values that are dates, not instants."""
+    if isinstance(period, dict):
+        last = dt.date.fromisoformat(period["to"])
+        return dt.date.fromisoformat(period["from"]), (None if last == dt.date.max else last + dt.timedelta(days=1))
+    if period == "all_time":
+        return None, None
+    today = local_today(now, zone)
+    if period == "yesterday":
+        return today - dt.timedelta(days=1), today
+    return today - dt.timedelta(days=_DAYS_BACK[period]), None
+
+
 def window_bounds(within: str | dict, *, now: dt.datetime, zone: dt.tzinfo) -> tuple[dt.datetime | None,
                                                                                        dt.datetime | None, bool]:
     """An event window as (start, end, end_inclusive): a period, or `{"last_days": N}` = [now − N×24h, now]."""

@@ -23,6 +23,7 @@ from kinnekt.models import Segment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
 from kinnekt.models.subscriber import SOURCES
 from kinnekt.segments.periods import NAMED_PERIODS
+from kinnekt.subscribers.property_catalogue import BUILT_INS as BUILT_IN_PROPERTIES
 
 Definition = dict[str, Any]
 """A segment definition as JSON data: a group `{"match", "rules"}` at the root."""
@@ -37,6 +38,9 @@ MAX_NUMBER = 10**12
 64-bit integer; `average_money_spent` guards its `value × orders` product against overflow (see the compiler)."""
 MONEY_PLACES = len(str(MONEY_SCALE)) - 1  # money is stored to 1/10000: four decimal places
 MAX_ID = 2**63 - 1
+MAX_ANNIVERSARY_DAYS = 366
+"""Largest N of a date property's `anniversary_next_days` (a year and a day: every date's anniversary)."""
+MAX_PROPERTY_NAME = 64
 """Ids are 64-bit integers in the database (Shopify's and ours)."""
 
 SOURCE_VALUES = ("all",) + SOURCES
@@ -44,9 +48,14 @@ PAYMENT_STATUSES = ("authorized", "paid", "partially_refunded", "partially_paid"
                     "unpaid", "voided")
 UNPAID = ("pending", "authorized", "partially_paid", "expired")
 """Shopify financial statuses that `payment_status eq unpaid` stands for."""
-EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed")
+STAGES = ("loyal", "high_potential", "nurture_needed", "dormant", "churned")
+"""The customer lifecycle stages, best first (computed by kinnekt/segments/lifecycle.py): the values of the
+`lifecycle_stage` rules, and the dashboard's order."""
+EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
+          "used_discount")
 NUMBER_OPS = ("eq", "neq", "lt", "lte", "gt", "gte")
 RELATIVE_DATE_OPS = ("within_last_days", "more_than_days_ago")
+ANNIVERSARY_OPS = ("anniversary_today", "anniversary_next_days", "anniversary_this_month")
 
 # ISO 3166-1 alpha-2: every region phonenumbers knows (which is what a subscriber's country can be,
 # including AC, TA and XK) plus the assigned codes that have no telephone numbering of their own.
@@ -313,10 +322,28 @@ DATE_OPS: dict[str, Check | None] = {
 _TITLE_OPS = {op: text() for op in ("eq", "neq", "contains", "not_contains")}
 _ID_OPS = {"eq": shopify_id, "neq": shopify_id}
 
+
+def anniversary_days(value: Any) -> int:
+    """N of "the anniversary is in the next N days": a whole number from 1 to MAX_ANNIVERSARY_DAYS."""
+    days = positive_whole(value)
+    if days > MAX_ANNIVERSARY_DAYS:
+        raise _Invalid(f"must be at most {MAX_ANNIVERSARY_DAYS}")
+    return days
+
+
+_SET_OPS: dict[str, Check | None] = {"is_set": None, "is_not_set": None}
+PROPERTY_OPS: dict[str, dict[str, Check | None]] = {
+    "text": {**_TITLE_OPS, **_SET_OPS},
+    "number": {**_number_ops(money), **_SET_OPS},
+    "date": {**DATE_OPS, "is_set": None, "anniversary_today": None, "anniversary_next_days": anniversary_days,
+             "anniversary_this_month": None},
+}
+"""The operators of a `property` rule by the property's type, with their value checks (None: no value)."""
+
 FIELDS: dict[str, Field] = {
     **{name: Field("date", DATE_OPS) for name in (
         "last_order_created", "first_order_created", "customer_created", "subscribed_at", "last_received_sms",
-        "last_clicked")},
+        "last_clicked", "expected_next_order")},
     **{name: Field("number", _number_ops(money)) for name in (
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
@@ -330,6 +357,9 @@ FIELDS: dict[str, Field] = {
     "fulfillment_status": Field("choice", {op: choice(FULFILLMENT_STATUSES) for op in ("eq", "neq")}),
     "payment_status": Field("choice", {op: choice(PAYMENT_STATUSES) for op in ("eq", "neq")}),
     "order_cancelled": Field("choice", {"eq": choice(("yes", "no"))}),
+    **{name: Field("choice", {"eq": choice(STAGES), "neq": choice(STAGES),
+                              "in": list_of(choice(STAGES)), "not_in": list_of(choice(STAGES))})
+       for name in ("lifecycle_stage", "previous_lifecycle_stage")},
     "ordered_product": Field("purchase", {op: list_of(shopify_id) for op in ("eq", "neq")}),
     "ordered_collection": Field("purchase", {op: list_of(shopify_id) for op in ("eq", "neq")}),
     # line_items: `ops` is the union; the operators a rule may use depend on its attribute.
@@ -343,10 +373,13 @@ FIELDS: dict[str, Field] = {
     "event": Field("event", {"performed": None, "not_performed": None}, extras=("event", "within", "at_least")),
     "segment": Field("membership", {"in": record_id, "not_in": record_id}),
     "list": Field("membership", {"in": record_id, "not_in": record_id}),
+    # property: `ops` is the union; the operators a rule may use depend on its property's type (`attributes`).
+    "property": Field("property", {op: check for ops in PROPERTY_OPS.values() for op, check in ops.items()},
+                      extras=("attribute",), attributes=PROPERTY_OPS),
 }
 """The whitelist: every field of the contract. The compiler has one SQL builder per name here."""
 
-_EXTRA_OWNER = {"attribute": "line_items", "event": "event", "within": "event", "at_least": "event"}
+_EXTRA_OWNER = {"attribute": "line_items and property", "event": "event", "within": "event", "at_least": "event"}
 
 
 # ---------------------------------------------------------------------------------------------- walking
@@ -362,6 +395,7 @@ class _Walk:
     errors: list[dict[str, str]] = dataclass_field(default_factory=list)
     rule_count: int = 0
     references: "_References | None" = None
+    properties: Mapping[str, str] | None = None  # the shop's property keys -> types; None: not known here
 
     def error(self, path: str, message: str) -> None:
         self.errors.append({"path": path, "message": message})
@@ -443,6 +477,10 @@ def _check_rule(node: dict, path: str, walk: _Walk) -> dict:
             walk.error(_key(path, "attribute"), f"must be one of {', '.join(spec.attributes)}")
             return out
         ops = spec.attributes[attribute]
+    if spec.kind == "property":
+        ops = _property_ops(node, path, out, walk)
+        if ops is None:
+            return out
     if spec.kind == "event":
         _check_event_keys(node, path, out, walk)
 
@@ -452,11 +490,20 @@ def _check_rule(node: dict, path: str, walk: _Walk) -> dict:
         return out
     if not isinstance(op, str) or op not in ops:
         subject = f"{name} {node['attribute']}" if spec.kind == "line_items" else name
+        if spec.kind == "property":
+            subject = f"the {out['type']} property {out['attribute']!r}" if out.get("type") else \
+                f"property {out['attribute']!r}"
         walk.error(_key(path, "op"), f"{op!r} is not an operator of {subject} (allowed: {', '.join(ops)})")
         return out
     out["op"] = op
     if spec.kind == "line_items":
         out["attribute"] = node["attribute"]
+    if spec.kind == "property":
+        out = {"field": name, "attribute": out["attribute"], "op": op}
+        if ops is spec.ops:  # a custom property of a shop not known here: its value is checked where it is
+            if "value" in node:
+                out["value"] = node["value"]
+            return out
 
     check = ops[op]
     if check is None:
@@ -472,6 +519,32 @@ def _check_rule(node: dict, path: str, walk: _Walk) -> dict:
         if message:
             walk.error(_key(path, "value"), message)
     return out
+
+
+def _property_ops(node: dict, path: str, out: dict, walk: _Walk) -> Mapping[str, Check | None] | None:
+    """A `property` rule's attribute (normalised to its folded name) and the operators of its type.
+
+    With the shop's properties known, an unknown name is an error; without them (no database), the
+    built-ins are still typed and a custom name gets the union of the operators (its value unchecked).
+    """
+    attribute = node.get("attribute")
+    if "attribute" not in node:
+        walk.error(_key(path, "attribute"), "is required")
+        return None
+    if not isinstance(attribute, str) or not attribute.strip() or len(attribute) > MAX_PROPERTY_NAME:
+        walk.error(_key(path, "attribute"), "must be the name of a profile property")
+        return None
+    key = fold(attribute)
+    known = walk.properties if walk.properties is not None else BUILT_IN_PROPERTIES
+    out["attribute"] = key
+    if key in known:
+        out["type"] = known[key]
+        return FIELDS["property"].attributes[known[key]]
+    if walk.properties is not None:
+        names = ", ".join(sorted(walk.properties))
+        walk.error(_key(path, "attribute"), f"there is no property {attribute!r} in this shop (it has: {names})")
+        return None
+    return FIELDS["property"].ops
 
 
 def _check_event_keys(node: dict, path: str, out: dict, walk: _Walk) -> None:
@@ -493,9 +566,13 @@ def _walk_definition(definition: Any, walk: _Walk) -> Definition:
     return _check_group(definition, "", 1, walk)
 
 
-def normalise(definition: Any) -> Definition:
-    """Check a definition's shape, fields, operators and values (no database); return the normalised copy."""
-    walk = _Walk()
+def normalise(definition: Any, *, properties: Mapping[str, str] | None = None) -> Definition:
+    """Check a definition's shape, fields, operators and values (no database); return the normalised copy.
+
+    `properties` (the shop's property keys -> types, `kinnekt.subscribers.properties.types`) lets `property`
+    rules on custom properties be checked too; without it only the built-ins are.
+    """
+    walk = _Walk(properties=properties)
     out = _walk_definition(definition, walk)
     if walk.errors:
         raise DefinitionError(walk.errors)
@@ -582,7 +659,8 @@ def validate(definition: Any, *, shop_id: int, session: OrmSession, segment_id: 
     Raises DefinitionError listing every error. `segment_id` is the segment being saved (None for a
     new one), so that references back to it through other segments are caught.
     """
-    walk = _Walk(references=_References(session, shop_id, segment_id))
+    from kinnekt.subscribers.property_catalogue import types
+    walk = _Walk(references=_References(session, shop_id, segment_id), properties=types(session, shop_id))
     out = _walk_definition(definition, walk)
     if walk.errors:
         raise DefinitionError(walk.errors)
@@ -600,6 +678,10 @@ def _rule_depends_on_now(rule: dict) -> bool:
         if op in RELATIVE_DATE_OPS:
             return True
         return op in ("eq", "neq") and isinstance(rule.get("value"), str) and rule["value"] != "all_time"
+    if spec.kind == "property":  # only date properties take these operators and values
+        if op in RELATIVE_DATE_OPS + ANNIVERSARY_OPS:
+            return True
+        return op in ("eq", "neq") and rule.get("value") in NAMED_PERIODS and rule["value"] != "all_time"
     if spec.kind == "event":
         within = rule.get("within", "all_time")
         return (isinstance(within, str) and within != "all_time") or (

@@ -319,6 +319,16 @@ _SUGGESTIONS = (
     ("Subscribers who never ordered",
      "Subscribers without an order yet: good for a first-order discount.",
      [_rule("number_of_orders", "eq", 0)]),
+    ("Loyal customers",
+     "Recent, frequent, big-spending customers compared with your other customers (updated daily).",
+     [_rule("lifecycle_stage", "eq", "loyal")]),
+    ("Churn risk: was loyal, now dormant",
+     "Customers whose stage went from Loyal straight to Dormant at its latest change: win them back.",
+     [_rule("lifecycle_stage", "eq", "dormant"), _rule("previous_lifecycle_stage", "eq", "loyal")]),
+    ("Got a discount code, did not use it",
+     "Received a text with a discount code in the last 7 days and placed no order with one since.",
+     [_rule("event", "performed", event="received_discount", within={"last_days": 7}),
+      _rule("event", "not_performed", event="used_discount", within={"last_days": 7})]),
 )
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 from kinnekt.segments.labels import (CHOICE_VALUES, EVENT_LABELS, FIELD_INFO, LINE_ITEM_ATTRIBUTES, PERIOD_LABELS,
-                                     country_name, ops_for, widget_for)
+                                     country_name, ops_for, property_attribute, widget_for)
 from kinnekt.segments.references import Names
 from kinnekt.segments.rules import DefinitionError, normalise
 
@@ -45,8 +45,13 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
     if info is None:
         return f"{field} {op} {value}"
     label = info.label
-    op_label = dict(ops_for(field, rule.get("attribute"))).get(op, op)
-    widget = widget_for(field, op, rule.get("attribute"))
+    attribute = property_attribute(rule) if field == "property" else rule.get("attribute")
+    op_label = dict(ops_for(field, attribute)).get(op, op)
+    widget = widget_for(field, op, attribute)
+    if field == "property":
+        from kinnekt.subscribers.properties import BUILT_IN_LABELS
+        name = str(rule.get("attribute") or "")
+        label = BUILT_IN_LABELS.get(name, name[:1].upper() + name[1:])
 
     def one(v: Any) -> str:
         if widget.startswith("money"):
@@ -54,7 +59,7 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
                 return money(Decimal(str(v)))
             except (InvalidOperation, ValueError):
                 return str(v)
-        if widget == "choice":
+        if widget in ("choice", "choice_list"):
             return CHOICE_VALUES[field].get(v, str(v))
         if widget == "products":
             return names.products.get(str(v), f"product {v}")
@@ -67,9 +72,12 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
         return f"{v:,}" if isinstance(v, int) and widget.startswith("number") else str(v)
 
     if widget == "period":
-        return f"{label} {'was' if op == 'eq' else 'was not'} {_window(value)}"
+        verb = ("is", "is not") if field == "property" else ("was", "was not")
+        return f"{label} {verb[0] if op == 'eq' else verb[1]} {_window(value)}"
     if widget == "none":
         return f"{label} {op_label}"
+    if widget == "days" and op == "anniversary_next_days":
+        return f"{label} is in the next {value} day{'s' if value != 1 else ''} (any year)"
     if widget == "days":
         ago = " ago" if op == "more_than_days_ago" else ""
         return f"{label} {op_label} {value} day{'s' if value != 1 else ''}{ago}"

@@ -1,4 +1,5 @@
-"""Jobs of segments: build one segment, re-check changed subscribers, and the periodic time sweep."""
+"""Jobs of segments: build one segment, re-check changed subscribers, the periodic time sweep, and the customer
+lifecycle's daily run over every shop with one shop's run (kinnekt.segments.lifecycle)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,9 @@ from sqlalchemy import select
 from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.jobs import job, register_recoverer
-from kinnekt.models import Segment
+from kinnekt.models import Segment, Shop
 from kinnekt.queue import get_queue
-from kinnekt.segments import membership
+from kinnekt.segments import lifecycle, membership
 
 
 @job(lane="bulk")
@@ -89,3 +90,27 @@ def requeue_unbuilt_segments() -> int:
     for segment_id in segment_ids:
         enqueue_build_segment(segment_id, "build", once_as="recover")
     return len(segment_ids)
+
+
+@job
+def update_lifecycle_stages() -> int:
+    """The daily job: queue one lifecycle run per installed shop; returns how many were queued."""
+    shop_ids = lifecycle.shops_to_update(Session)
+    for shop_id in shop_ids:
+        enqueue_update_shop_lifecycle(shop_id)
+    return len(shop_ids)
+
+
+@job(lane="bulk")
+def update_shop_lifecycle(shop_id: int) -> dict | None:
+    """Compute one shop's lifecycle stages and expected next orders, and queue the re-checks they cause."""
+    shop = Session.get(Shop, shop_id)
+    if shop is None:
+        return None
+    run = lifecycle.update_shop(Session, shop)
+    return {**dataclasses.asdict(run), "rechecked": len(run.rechecked)}
+
+
+def enqueue_update_shop_lifecycle(shop_id: int) -> None:
+    """Queue one shop's lifecycle run; the id keeps one run per shop in the queue when the runs fall behind."""
+    get_queue().enqueue(update_shop_lifecycle, shop_id, job_id=f"lifecycle-{shop_id}")

@@ -135,6 +135,10 @@ def collect(session, shop: Shop, person: Person) -> dict:
             _row(e, ["kind", "at", "source", "detail"]) for e in session.scalars(
                 select(SubscriptionEvent).where(SubscriptionEvent.subscriber_id == subscriber.id)
                 .order_by(SubscriptionEvent.at, SubscriptionEvent.id))]
+        from kinnekt.subscribers import properties
+        known = properties.types(session, shop.id)
+        data["profile_properties"] = {key: properties.show(known[key], value) for key, value in sorted(
+            properties.values(session, shop.id, subscriber.id).items())}
         report["subscribers"].append(data)
     where = _message_filter(Message, Message.to_phone, person)
     if where is not None:

@@ -6,6 +6,9 @@ Rules:
   texts; that attestation is the consent text recorded on each subscriber (source Manual / Import).
 - Neither ever subscribes again a number that unsubscribed, and neither changes a number that is
   already a subscriber (subscribed or pending): those rows are reported, not saved.
+- A column whose header names one of the shop's profile properties (birthday, language, custom ones; case,
+  spaces and underscores aside) is imported into it; a row with a value that does not fit its property (a
+  date that is not one, a number that is not one) is not imported at all and is reported with why.
 - An import is checked whole before anything is saved: a file that is not UTF-8 CSV, is empty, is over
   the size or row limit (the static lists' limits), or has no header row naming a phone column, is
   refused with the reason. Otherwise the good rows are saved and the others are reported with why (not a
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -30,9 +33,9 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriptionEvent
+from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriberProperty, SubscriptionEvent
 from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
-from kinnekt.subscribers import optin, phones, tasks
+from kinnekt.subscribers import optin, phones, properties, tasks
 
 FIRST_NAME_HEADERS = ("first_name", "firstname", "first", "given_name")
 """Header names (lower-cased, spaces and dashes as underscores) of the optional first-name column."""
@@ -73,10 +76,11 @@ class ImportReport:
 
     imported: int
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, value, reason)
-    counts: dict[str, int] = field(default_factory=dict)  # invalid | duplicate | unsubscribed | existing -> rows
+    counts: dict[str, int] = field(default_factory=dict)  # invalid | bad_value | duplicate | unsubscribed | existing
     region: str | None = None  # the country assumed for numbers written without +country code
     ignored_columns: list[str] = field(default_factory=list)
     subscriber_ids: list[int] = field(default_factory=list)
+    property_columns: list[tuple[str, str]] = field(default_factory=list)  # (column header, property label)
 
     @property
     def not_imported(self) -> int:
@@ -149,6 +153,8 @@ class CheckedFile:
     name_column: int | None
     ignored_columns: list[str]
     region: str | None  # the country assumed for numbers written without +country code
+    property_columns: list[tuple[int, str]] = field(default_factory=list)  # (column index, property key)
+    properties: Mapping[str, properties.Property] = field(default_factory=dict)  # the shop's, by key
 
     @property
     def first(self) -> int:
@@ -161,8 +167,17 @@ class CheckedFile:
         return len(self.rows) - self.first
 
 
-def check_file(shop: Shop, file_bytes: bytes) -> CheckedFile:
-    """The upload as a CSV file whose first row names a phone column; raises ImportRefused saying why it is not."""
+def _property_key(header: str) -> str:
+    """A column header as a property key: trimmed, case-folded, underscores and runs of spaces as one space."""
+    return properties.key_of(" ".join(header.replace("_", " ").split()))
+
+
+def check_file(shop: Shop, file_bytes: bytes, catalogue: Mapping[str, properties.Property] | None = None
+               ) -> CheckedFile:
+    """The upload as a CSV file whose first row names a phone column; raises ImportRefused saying why it is not.
+
+    Columns named after one of `catalogue`'s properties (the shop's, `properties.catalogue`) are read into them.
+    """
     try:
         rows = _rows(file_bytes)
     except ListImportError as exc:
@@ -175,10 +190,19 @@ def check_file(shop: Shop, file_bytes: bytes) -> CheckedFile:
         raise ImportRefused("The first row must name the columns: “phone” (required) and “first_name” "
                             f"(optional). It reads {found}.")
     name_column = next((keys.index(k) for k in FIRST_NAME_HEADERS if k in keys), None)
-    ignored = [cell.strip() for i, cell in enumerate(rows[start]) if cell.strip() and i not in (phone_column,
-                                                                                                 name_column)]
+    catalogue = catalogue or {}
+    by_key = {_property_key(prop.name): key for key, prop in catalogue.items()}
+    property_columns, mapped = [], set()
+    for i, cell in enumerate(rows[start]):
+        key = by_key.get(_property_key(cell))
+        if i not in (phone_column, name_column) and key is not None and key not in mapped:
+            property_columns.append((i, key))
+            mapped.add(key)
+    used = {phone_column, name_column} | {i for i, _ in property_columns}
+    ignored = [cell.strip() for i, cell in enumerate(rows[start]) if cell.strip() and i not in used]
     return CheckedFile(rows=rows, header=start, phone_column=phone_column, name_column=name_column,
-                       ignored_columns=ignored, region=shop_region(shop))
+                       ignored_columns=ignored, region=shop_region(shop), property_columns=property_columns,
+                       properties=catalogue)
 
 
 def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filename: str, attested: bool
@@ -191,7 +215,7 @@ def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filenam
     """
     if not attested:
         raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
-    checked = check_file(shop, file_bytes)
+    checked = check_file(shop, file_bytes, properties.catalogue(session, shop.id))
     if checked.data_rows <= defaults.SUBSCRIBER_IMPORT_INLINE_ROWS:
         return _import_now(session, shop, checked)
     upload = SubscriberImport(shop_id=shop.id, filename=(filename or "")[:255], file=file_bytes,
@@ -217,13 +241,15 @@ def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: 
     """
     if not attested:
         raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
-    return _import_now(session, shop, check_file(shop, file_bytes))
+    return _import_now(session, shop, check_file(shop, file_bytes, properties.catalogue(session, shop.id)))
 
 
 def _import_now(session: OrmSession, shop: Shop, checked: CheckedFile) -> ImportReport:
     """Every row of a checked file in one transaction; the report lists every row not imported."""
     report = ImportReport(imported=0, region=checked.region, ignored_columns=checked.ignored_columns,
-                          counts=_no_counts())
+                          counts=_no_counts(), property_columns=[
+                              (checked.rows[checked.header][i].strip(), checked.properties[key].label)
+                              for i, key in checked.property_columns])
     _import_rows(session, shop, checked, checked.first, len(checked.rows), {}, report, import_attestation(shop),
                  utcnow())
     session.commit()
@@ -242,7 +268,7 @@ def analyze_subscriber_tables(session: OrmSession) -> None:
 
 
 def _no_counts() -> dict[str, int]:
-    return {"invalid": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0}
+    return {"invalid": 0, "bad_value": 0, "duplicate": 0, "unsubscribed": 0, "existing": 0}
 
 
 def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: int, stop: int, seen: dict[str, int],
@@ -256,6 +282,7 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
         report.counts[kind] += 1
 
     candidates: dict[str, tuple[int, str, str | None, phones.PhoneInfo]] = {}  # E.164 -> (row, value, name, info)
+    values: dict[str, dict] = {}  # E.164 -> its property values (key -> parsed), the rows that have some
     for index in range(first, stop):
         row, number = checked.rows[index], index + 1  # row numbers as a spreadsheet shows them
         if not any(cell.strip() for cell in row):
@@ -270,6 +297,14 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
             reject(number, value, f"duplicate of row {seen[info.e164]}", "duplicate")
             continue
         seen[info.e164] = number
+        try:
+            parsed = properties.parse_values(checked.properties, {
+                key: row[i] if i < len(row) else "" for i, key in checked.property_columns})
+        except properties.ValuesInvalid as exc:
+            reject(number, value, "; ".join(exc.errors.values()), "bad_value")
+            continue
+        if any(v is not None for v in parsed.values()):
+            values[info.e164] = parsed
         name_column = checked.name_column
         name = " ".join(row[name_column].split())[:MAX_FIRST_NAME] if name_column is not None and \
             name_column < len(row) else ""
@@ -279,6 +314,7 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
     fresh = [phone for phone in candidates if phone not in known]
     for chunk in _chunks(fresh, _CHUNK):
         inserted = _insert_chunk(session, shop, chunk, candidates, consent_text, now)
+        _insert_values(session, shop, checked, inserted, values)
         for phone in chunk:
             if phone not in inserted:  # signed up by another way while we imported
                 known.update(_statuses(session, shop.id, [phone]))
@@ -311,7 +347,7 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
     if upload is None or not upload.running:
         return upload.status if upload is not None else "gone"
     shop = session.get(Shop, upload.shop_id)
-    checked = check_file(shop, upload.file)  # as checked at the upload: the same bytes
+    checked = check_file(shop, upload.file, properties.catalogue(session, shop.id))  # the same bytes as uploaded
     cursor = checked.first + upload.processed_rows
     seen = _numbers_before(shop, checked, cursor)  # resuming: the file's earlier numbers, for its duplicates
     end, done = len(checked.rows), 0
@@ -431,6 +467,24 @@ def _insert_chunk(session: OrmSession, shop: Shop, chunk: list[str], candidates:
              "detail": consent_text} for phone in remaining])
         return ids
     return {}
+
+
+def _insert_values(session: OrmSession, shop: Shop, checked: CheckedFile, inserted: Mapping[str, int],
+                   values: Mapping[str, dict]) -> None:
+    """The property values of the rows just inserted (in the same transaction as their subscribers)."""
+    rows = []
+    for phone, subscriber_id in inserted.items():
+        for key, value in values.get(phone, {}).items():
+            if value is None:
+                continue
+            kind = checked.properties[key].type
+            rows.append({"shop_id": shop.id, "subscriber_id": subscriber_id, "name_key": key,
+                         "text_value": value if kind == "text" else None,
+                         "number_value": value if kind == "number" else None,
+                         "date_value": value if kind == "date" else None,
+                         "anniversary": value.month * 100 + value.day if kind == "date" else None})
+    for chunk in _chunks(rows, _CHUNK):
+        session.execute(insert(SubscriberProperty), chunk)
 
 
 def _chunks(items: list, size: int):

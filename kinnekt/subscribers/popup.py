@@ -2,6 +2,9 @@
 
 A sign-up from the popup is always double opt-in, whatever the shop's setting: a web form cannot prove
 the number belongs to the person typing it, so the number must answer the confirmation text first.
+The merchant may switch on optional fields for profile properties (birthday, language); their answers are
+kept only on a sign-up that is still waiting for its confirmation (a new one, or one not confirmed yet), so
+that typing someone else's number never changes a subscriber's profile.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Shop, Subscriber
 from kinnekt.numbers import MAX_ID, whole_number
-from kinnekt.subscribers import optin, phones, signup_limits
+from kinnekt.subscribers import optin, phones, properties, signup_limits
 
 SUCCESS_MESSAGE = ("Reply Y to the text we just sent to confirm your subscription. "
                    "Already subscribed? Then there is nothing more to do.")
@@ -28,6 +31,10 @@ TOO_MANY_ATTEMPTS = "Too many sign-up attempts. Try again later."
 LIMITS = {"headline": 80, "body": 300, "button": 30}
 """Longest headline, body text and button label, in characters."""
 
+OPTIONAL_FIELDS = {"ask_birthday": "birthday", "ask_language": "language"}
+"""Popup setting that switches a field on -> the built-in profile property the field fills."""
+MAX_LANGUAGE = 64
+
 
 @dataclass(frozen=True)
 class PopupSettings:
@@ -38,6 +45,13 @@ class PopupSettings:
     body: str = "Join our text list for exclusive offers and early access to sales."
     button: str = "Sign up"
     delay_seconds: int = 5
+    ask_birthday: bool = False
+    ask_language: bool = False
+
+    @property
+    def asked(self) -> list[str]:
+        """The profile properties the popup asks for (optional fields the merchant switched on)."""
+        return [name for setting, name in OPTIONAL_FIELDS.items() if getattr(self, setting)]
 
     def as_json(self) -> dict:
         """The JSON stored in Shop.popup_settings."""
@@ -83,7 +97,8 @@ def validate(form: Mapping) -> tuple[PopupSettings, dict[str, str]]:
     elif delay > defaults.POPUP_DELAY_MAX_SECONDS:
         errors["delay_seconds"] = f"The delay can be at most {defaults.POPUP_DELAY_MAX_SECONDS} seconds."
     enabled = str(form.get("enabled", "")).lower() in ("1", "on", "true", "yes")
-    return PopupSettings(enabled=enabled, delay_seconds=delay, **texts), errors
+    asks = {name: str(form.get(name, "")).lower() in ("1", "on", "true", "yes") for name in OPTIONAL_FIELDS}
+    return PopupSettings(enabled=enabled, delay_seconds=delay, **texts, **asks), errors
 
 
 def save(session: OrmSession, shop: Shop, settings: PopupSettings) -> PopupSettings:
@@ -101,8 +116,26 @@ def disclosure(shop: Shop) -> str:
             f"Reply STOP to unsubscribe, HELP for help.")
 
 
+def _answers(settings: PopupSettings, form: Mapping[str, str] | None) -> dict:
+    """The optional fields' answers (only those the popup asks), parsed; SignupError names a bad one."""
+    answers = {}
+    for name in settings.asked:
+        raw = str((form or {}).get(name, "") or "")[:1000]
+        try:
+            value = properties.parse_value(properties.BUILT_INS[name], raw)
+        except properties.PropertyError:
+            message = "Enter your birthday as a date." if name == "birthday" else "Enter a language."
+            raise SignupError(message, field=name) from None
+        if name == "language" and value is not None and len(value) > MAX_LANGUAGE:
+            raise SignupError(f"A language has at most {MAX_LANGUAGE} characters.", field=name)
+        if value is not None:
+            answers[name] = raw
+    return answers
+
+
 def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool, ip: str | None,
-            country: str | None = None, now: dt.datetime | None = None) -> Subscriber:
+            country: str | None = None, now: dt.datetime | None = None,
+            fields: Mapping[str, str] | None = None) -> Subscriber:
     """Sign a number up from the popup: a pending subscriber (source Mobile Popup) and the confirmation text.
 
     `country` (the storefront's market, `Shopify.country`) reads a number typed without its country code;
@@ -113,8 +146,11 @@ def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool,
     limits count every attempt alike, whether the number is on the list or not (signup_limits). The
     same number again within the resend cool-down is answered as a success without a second text; a
     number that opted out stays opted out and is only asked to reply Y (kinnekt.subscribers.optin).
+    `fields` holds the optional fields' answers (birthday as YYYY-MM-DD, language), kept on a sign-up still
+    waiting for its confirmation; a bad one is a SignupError naming it, and nothing is kept.
     """
-    if not settings_for(shop).enabled:
+    settings = settings_for(shop)
+    if not settings.enabled:
         raise SignupError("Sign-up is closed.", status=404)
     if not (phone_raw or "").strip():
         raise SignupError("Enter your mobile number.", field="phone")
@@ -125,15 +161,26 @@ def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool,
         info = phones.normalise(phone_raw, region, prefer_zone=shop.timezone)
     except phones.InvalidPhone as exc:
         raise SignupError(str(exc), field="phone") from None
+    answers = _answers(settings, fields)
     now = now or utcnow()
     if not signup_limits.admit(session, shop, ip=ip, phone=info.e164, now=now):
         raise SignupError(TOO_MANY_ATTEMPTS, status=429)
     existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == info.e164))
     if existing is not None and existing.status == "pending" and existing.consent_at is not None and \
             _aware(existing.consent_at) > now - dt.timedelta(seconds=defaults.POPUP_RESEND_COOLDOWN_SECONDS):
-        return existing
-    return optin.subscribe(session, shop, info.e164, source="mobile_popup", consent_text=disclosure(shop),
-                           consent_ip=ip, double_opt_in=True)
+        return _keep_answers(session, existing, answers)
+    subscriber = optin.subscribe(session, shop, info.e164, source="mobile_popup", consent_text=disclosure(shop),
+                                 consent_ip=ip, double_opt_in=True)
+    return _keep_answers(session, subscriber, answers)
+
+
+def _keep_answers(session: OrmSession, subscriber: Subscriber, answers: Mapping[str, str]) -> Subscriber:
+    """Save the optional fields' answers on a sign-up waiting for its confirmation (commits). A pending
+    subscriber is in no segment; its confirmation re-checks it with these values."""
+    if answers and subscriber.status == "pending":
+        properties.set_values(session, subscriber, answers)
+        session.commit()
+    return subscriber
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Keyword, Segment, StaticList, Subscriber
 from kinnekt.numbers import MAX_ID, whole_number
-from kinnekt.segments.labels import (CATALOGUE, CATEGORIES, CHOICE_VALUES, LINE_ITEM_ATTRIBUTES, country_name,
-                                     ops_for, widget_for)
+from kinnekt.segments.labels import (CATALOGUE, CATEGORIES, CHOICE_VALUES, DEFAULT_PROPERTY, LINE_ITEM_ATTRIBUTES,
+                                     country_name, ops_for, property_attribute, split_property, widget_for)
 from kinnekt.segments.references import Names, load_names
 from kinnekt.segments.rules import COUNTRIES, EVENTS, FIELDS, MAX_DEPTH
 
@@ -114,7 +114,7 @@ class Row:
     @property
     def attribute(self) -> str | None:
         """The line item detail a `line_items` row compares (None for other fields)."""
-        return (self.get("attribute") or None) if self.field == "line_items" else None
+        return (self.get("attribute") or None) if self.field in ("line_items", "property") else None
 
     @property
     def widget(self) -> str:
@@ -128,8 +128,14 @@ class Row:
 
     @property
     def value_options(self) -> list[tuple[str, str]]:
-        """The options of a choice value."""
-        return list(CHOICE_VALUES.get(self.field, {}).items())
+        """The options of a choice value; for a list of them, the chosen ones first in the rule's order (a multiple
+        select posts them back in the order it lists them)."""
+        options = list(CHOICE_VALUES.get(self.field, {}).items())
+        if self.widget == "choice_list":
+            labels, chosen = dict(options), self.getlist("value")
+            options = [(v, labels[v]) for v in dict.fromkeys(chosen) if v in labels] + [
+                item for item in options if item[0] not in chosen]
+        return options
 
     @property
     def shape(self) -> str:
@@ -200,7 +206,7 @@ def default_value(row: Row) -> None:
         row.set("value", "last_30_days")
     elif widget == "days":
         row.set("value", 30)
-    elif widget == "choice":
+    elif widget in ("choice", "choice_list"):
         row.set("value", row.value_options[0][0])
     elif widget == "event":
         row.set("event", EVENTS[0])
@@ -214,6 +220,8 @@ def new_row(field: str = DEFAULT_FIELD, key: str | None = None) -> Row:
     row.set("field", field)
     if field == "line_items":
         row.set("attribute", next(iter(LINE_ITEM_ATTRIBUTES)))
+    if field == "property":
+        row.set("attribute", DEFAULT_PROPERTY)
     row.set("op", row.ops[0][0])
     default_value(row)
     return row
@@ -243,6 +251,8 @@ def refresh_row(row: Row) -> Row:
         return new_row(row.field, key=row.key)
     if row.field == "line_items" and row.get("attribute") not in LINE_ITEM_ATTRIBUTES:
         row.set("attribute", next(iter(LINE_ITEM_ATTRIBUTES)))
+    if row.field == "property" and ":" not in row.get("attribute"):
+        row.set("attribute", DEFAULT_PROPERTY)
     if row.op not in dict(row.ops):
         row.set("op", row.ops[0][0])
     if row.widget != shown_widget:
@@ -265,6 +275,8 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     row.set("field", rule.get("field"))
     if rule.get("field") == "line_items":
         row.set("attribute", rule.get("attribute"))
+    if rule.get("field") == "property":
+        row.set("attribute", property_attribute(rule))
     row.set("op", rule.get("op"))
     value = rule.get("value")
     widget = row.widget
@@ -275,7 +287,7 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     elif widget in ("money_range", "number_range") and isinstance(value, list) and len(value) == 2:
         row.set("lo", _text(value[0]))
         row.set("hi", _text(value[1]))
-    elif widget == "country_list" and isinstance(value, list):
+    elif widget in ("country_list", "choice_list") and isinstance(value, list):
         row.set("value", *map(str, value))
     elif widget == "text_list" and isinstance(value, list):
         row.set("value", "\n".join(map(str, value)))
@@ -372,6 +384,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
     rule: dict[str, Any] = {"field": row.field, "op": row.op}
     if row.field == "line_items":
         rule["attribute"] = row.get("attribute")
+    if row.field == "property":
+        rule["attribute"] = split_property(row.get("attribute"))[1]
     widget = row.widget
     value: Any = None
     text = row.get("value")
@@ -381,10 +395,13 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         else:
             value = text or None
     elif widget in ("money_range", "number_range"):
-        convert = _money if widget == "money_range" else _whole
+        # a property's number is exact, as money is: kept as the decimal string typed
+        convert = _money if widget == "money_range" or row.field == "property" else _whole
         lo, hi = row.get("lo").strip(), row.get("hi").strip()
         if lo or hi:
             value = [convert(lo) if lo else None, convert(hi) if hi else None]
+    elif widget == "number" and row.field == "property":
+        value = _money(text) or None
     elif widget in ("number", "days"):
         value = _whole(text) if text.strip() else None
     elif widget == "money":
@@ -393,6 +410,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         value = [code for v in row.getlist("value") for code in _split(v, r"[,\s]+")] or None
     elif widget == "text_list":
         value = _split(text, r"[\r\n]+") or None
+    elif widget == "choice_list":  # a multiple select of the field's values
+        value = [v for v in row.getlist("value") if v.strip()] or None
     elif widget in ("products", "collections"):
         value = [v.strip() for v in row.getlist("value") if v.strip()] or None
     elif widget in ("segment", "list"):
@@ -550,6 +569,8 @@ def _subject(rest: str, node: Group | Row | None) -> str | None:
         label = _VALUE_PARTS.get(tail)
         if label:
             return label if name == "value" else f"Time frame {label[0].lower()}{label[1:]}"
+    if name == "attribute" and isinstance(node, Row) and node.field == "property":
+        return "Property"
     return _SUBJECTS.get(name, name.replace("_", " ").capitalize())
 
 
@@ -624,6 +645,14 @@ class Choices:
     lists: list[tuple[int, str]]
     names: Names
     carriers: list[str] = dataclass_field(default_factory=list)
+    properties: dict[str, tuple[str, str]] = dataclass_field(default_factory=dict)  # key -> (type, label)
+
+    def property_options(self, current: str = "") -> list[tuple[str, str]]:
+        """("<type>:<key>", label) of the property select; a chosen property the shop no longer has stays listed."""
+        options = [(f"{kind}:{key}", label) for key, (kind, label) in self.properties.items()]
+        if current and current not in {value for value, _ in options}:
+            options.append((current, f"{split_property(current)[1]} (not in this shop)"))
+        return options
 
     def keyword_options(self, current: str = "") -> list[tuple[str, str]]:
         """(value, label) of the keyword select; a chosen keyword that no longer exists stays listed."""
@@ -654,5 +683,12 @@ def load_choices(session: OrmSession, shop_id: int, *, root: Group, segment_id: 
                                                                      Subscriber.carrier.is_not(None),
                                                                      Subscriber.carrier != "")
                                     .distinct().order_by(Subscriber.carrier).limit(CARRIER_CHOICES)))
+    from kinnekt.subscribers.properties import catalogue
+    found = {key: (prop.type, prop.label) for key, prop in catalogue(session, shop_id).items()}
+    for node in root.walk():  # a property row takes its property's type from the shop (a rule does not say it)
+        if isinstance(node, Row) and node.field == "property":
+            key = split_property(node.get("attribute"))[1]
+            if key in found:
+                node.set("attribute", f"{found[key][0]}:{key}")
     return Choices(keywords=keywords, segments=[(i, n) for i, n in segments if i != segment_id],
-                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers)
+                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers, properties=found)

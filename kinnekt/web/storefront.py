@@ -73,7 +73,8 @@ def popup_signup():
     try:
         popup.sign_up(Session, shop, request.form.get("phone", ""),
                       consented=request.form.get("consent") in ("1", "on", "yes", "true"),
-                      ip=ip, country=request.form.get("country"))
+                      ip=ip, country=request.form.get("country"),
+                      fields={name: request.form.get(name, "") for name in popup.OPTIONAL_FIELDS.values()})
     except popup.SignupError as exc:
         Session.rollback()
         return _no_store(make_response(jsonify(ok=False, field=exc.field, error=str(exc)), exc.status))

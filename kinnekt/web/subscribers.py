@@ -19,6 +19,7 @@ from kinnekt.subscribers import importing, search
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
+from kinnekt.web.properties import card_context as properties_card
 from kinnekt.web.templating import page_number, paginate
 
 bp = merchant_blueprint("subscribers", __name__, url_prefix="/subscribers")
@@ -203,6 +204,7 @@ def _detail_context(subscriber: Subscriber, **extra) -> dict:
         "opted_out_by_person": by_person,
         "reason": "", "unsubscribe_errors": {}, "resubscribe_errors": {},
     }
+    context.update(properties_card(subscriber))
     context.update(extra)
     return context
 

@@ -6,9 +6,10 @@ from decimal import Decimal
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
-from kinnekt.campaigns.attribution import attribute_orders
+from kinnekt.campaigns.attribution import attribute_orders, code_credited_subscribers
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
+from kinnekt.segments import lifecycle
 from kinnekt.shopify.ingest import deletions
 from kinnekt.shopify.ingest.customers import (customer_ids_for, create_missing_customers, is_newer,
                                              latest_per_id)
@@ -53,8 +54,11 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
         return written, customers
 
     written, customers = commit_with_retry(session, work)
+    # A code may be credited to the subscriber who received it rather than to the order's own (used_discount).
+    credited = code_credited_subscribers(session, shop.id, written)
     attribute_orders(session, shop, written)  # credit campaigns (or drop the credit of a cancelled order)
-    notify_segments(shop.id, subscribers_of(session, shop.id, customers))
+    credited += code_credited_subscribers(session, shop.id, written)
+    notify_segments(shop.id, subscribers_of(session, shop.id, customers) + credited)
     return written
 
 
@@ -128,7 +132,8 @@ def _upsert(session, shop: Shop, rows: list[OrderRow]) -> tuple[list[int], set[i
 
 
 def recompute_customer_facts(session, shop_id: int, customer_ids) -> None:
-    """Set money spent, discounts, order count and first/last order time from the customers' counted orders.
+    """Set money spent, discounts, order count, first/last order time and the expected next order
+    (kinnekt.segments.lifecycle) from the customers' counted orders.
 
     One UPDATE per 500 customers, computed by the database (segment-rules.md "Which orders count"):
     counted orders are non-test and not cancelled; money is current_total_price, else total_price.
@@ -160,6 +165,7 @@ def recompute_customer_facts(session, shop_id: int, customer_ids) -> None:
             )
             .execution_options(synchronize_session="fetch")
         )
+        lifecycle.refresh_expected_next_order(session, shop_id, batch)  # the median needs the orders themselves
 
 
 def delete_order(session, shop: Shop, shopify_id: int, *, deleted_at: dt.datetime | None = None) -> int | None:

@@ -1,0 +1,279 @@
+"""Customer lifecycle: each customer's stage from recency, frequency and money, and when their next order is due.
+
+Stages are computed once a day per shop (`update_shop`, run by kinnekt/segments/tasks.py) and kept on the
+customer row with the stage before the latest change and when that change was seen; segment rules
+`lifecycle_stage`, `previous_lifecycle_stage` and `expected_next_order` read them (docs/segment-rules.md).
+
+**Scores.** Over the shop's customers with at least one counted order (segment-rules.md "Which orders
+count"), each gets three scores from 1 to 5:
+
+- R from the last order's time (later is better), F from the number of counted orders, M from money spent;
+- with at least `defaults.LIFECYCLE_MIN_CUSTOMERS` such customers, scores are quintiles of the shop's own
+  customers: score = 1 + ⌊5 × (customers with a strictly lower value) / (all of them)⌋, so equal values get
+  equal scores (every one-order customer has F = 1);
+- with fewer (a new or small shop), fixed thresholds instead: R by days since the last order
+  (`LIFECYCLE_RECENCY_DAYS`), F by orders (`LIFECYCLE_FREQUENCY_ORDERS`), and M = F (an amount means nothing
+  without the shop's own customers to compare it with, and currencies differ).
+
+**Stages**, from R and FM = ⌈(F + M) / 2⌉:
+
+| R | stage |
+|---|---|
+| 4–5 and FM 4–5 | `loyal` |
+| 4–5 and FM 1–3 | `high_potential` |
+| 3 | `nurture_needed` |
+| 2 | `dormant` |
+| 1 | `churned` |
+
+A customer without a counted order has no stage (None). **Expected next order**: the last counted order plus
+the median interval between the customer's counted orders; None with fewer than two. It is also refreshed
+when orders are ingested (`refresh_expected_next_order`, from recompute_customer_facts).
+
+A stage change is a change of segment data like any other: the linked subscribers are re-checked through the
+pending re-check path (`membership.subscribers_changed`), which logs their enters and leaves.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import statistics
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from kinnekt import defaults
+from kinnekt.db import aware_utc
+from kinnekt.models import Customer, Order, Shop, Subscriber
+from kinnekt.segments.rules import STAGES  # the stages, best first: the contract's values (rules imports no lifecycle)
+
+STAGE_LABELS = {"loyal": "Loyal", "high_potential": "High potential", "nurture_needed": "Needs nurturing",
+                "dormant": "Dormant", "churned": "Churned"}
+"""The stages in the merchant's words."""
+
+CUSTOMERS = Customer.__table__
+_KEEP_UPDATED_AT = {"updated_at": CUSTOMERS.c.updated_at}
+"""Derived figures are not an edit of the customer: its updated_at (Shopify's sync bookkeeping) stays."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a customer's stage is computed from."""
+
+    customer_id: int
+    last_order_at: dt.datetime
+    orders: int
+    money: Decimal
+
+
+@dataclass
+class Run:
+    """What one shop's update changed."""
+
+    customers: int = 0
+    relative: bool = False
+    stage_changes: int = 0
+    expected_changes: int = 0
+    rechecked: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+def _quintile_scores(values: list) -> dict:
+    """value -> 1 + ⌊5 × (values strictly lower) / n⌋ (1..5; equal values share a score)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return {value: 1 + (5 * bisect.bisect_left(ordered, value)) // n for value in set(ordered)}
+
+
+def _threshold_score(value: float, thresholds: tuple, *, at_most: bool) -> int:
+    """1..5: `at_most` (recency in days): 5 at or under the first threshold, down to 1 past the last; else (orders)
+    1 below the first threshold, up to 5 from the last."""
+    if at_most:
+        return 5 - sum(1 for limit in thresholds if value > limit)
+    return 1 + sum(1 for limit in thresholds if value >= limit)
+
+
+def scores(facts: list[Facts], now: dt.datetime) -> tuple[dict[int, tuple[int, int, int]], bool]:
+    """Each customer's (R, F, M) scores, and whether they are relative to the shop (quintiles) or fixed."""
+    if len(facts) >= defaults.LIFECYCLE_MIN_CUSTOMERS:
+        recency = _quintile_scores([f.last_order_at for f in facts])
+        frequency = _quintile_scores([f.orders for f in facts])
+        money = _quintile_scores([f.money for f in facts])
+        return {f.customer_id: (recency[f.last_order_at], frequency[f.orders], money[f.money]) for f in facts}, True
+    out = {}
+    for f in facts:
+        days = (now - f.last_order_at).total_seconds() / 86400
+        r = _threshold_score(days, defaults.LIFECYCLE_RECENCY_DAYS, at_most=True)
+        frequency = _threshold_score(f.orders, defaults.LIFECYCLE_FREQUENCY_ORDERS, at_most=False)
+        out[f.customer_id] = (r, frequency, frequency)
+    return out, False
+
+
+def stage_of(r: int, f: int, m: int) -> str:
+    """The stage of a customer with these scores (the table in the module docstring)."""
+    fm = (f + m + 1) // 2
+    if r >= 4:
+        return "loyal" if fm >= 4 else "high_potential"
+    return {3: "nurture_needed", 2: "dormant"}.get(r, "churned")
+
+
+def expected_next_order(order_times: list[dt.datetime]) -> dt.datetime | None:
+    """The last order plus the median interval between consecutive orders; None with fewer than two orders."""
+    if len(order_times) < 2:
+        return None
+    times = sorted(order_times)
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:])]
+    return times[-1] + dt.timedelta(seconds=statistics.median(gaps))
+
+
+# ---------------------------------------------------------------------------------------------- storing
+
+def _counted_order_times(session: OrmSession, shop_id: int, customer_ids=None):
+    """(customer_id, created_at) of the shop's counted orders (of these customers), by customer then time."""
+    query = (select(Order.customer_id, Order.created_at)
+             .where(Order.shop_id == shop_id, Order.customer_id.is_not(None), Order.test.is_(False),
+                    Order.cancelled_at.is_(None))
+             .order_by(Order.customer_id, Order.created_at)
+             .execution_options(yield_per=defaults.SEGMENT_EXPORT_CHUNK))
+    if customer_ids is not None:
+        query = query.where(Order.customer_id.in_(customer_ids))
+    return session.execute(query)
+
+
+def _expected_by_customer(rows) -> dict[int, dt.datetime | None]:
+    times: dict[int, list[dt.datetime]] = {}
+    for customer_id, created_at in rows:
+        times.setdefault(customer_id, []).append(aware_utc(created_at))
+    return {customer_id: expected_next_order(found) for customer_id, found in times.items()}
+
+
+def refresh_expected_next_order(session: OrmSession, shop_id: int, customer_ids) -> None:
+    """Set these customers' expected next order from their counted orders (no commit; the ingest's transaction)."""
+    ids = sorted({int(i) for i in customer_ids})
+    if not ids:
+        return
+    for start in range(0, len(ids), defaults.LIFECYCLE_UPDATE_CHUNK):
+        chunk = ids[start:start + defaults.LIFECYCLE_UPDATE_CHUNK]
+        expected = _expected_by_customer(_counted_order_times(session, shop_id, chunk))
+        session.execute(
+            update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop_id, CUSTOMERS.c.id == bindparam("b_id"))
+            .values(expected_next_order_at=bindparam("b_expected"), **_KEEP_UPDATED_AT),
+            [{"b_id": i, "b_expected": expected.get(i)} for i in chunk])
+
+
+def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = None, recheck: bool = True) -> Run:
+    """Compute every customer's stage and expected next order at `now`, store what changed, commit, and queue a
+    re-check of the subscribers of the customers whose stage or expected next order changed (unless not `recheck`:
+    the demo seed, whose segments are built afterwards)."""
+    now = aware_utc(now)
+    rows = session.execute(
+        select(CUSTOMERS.c.id, CUSTOMERS.c.last_order_at, CUSTOMERS.c.orders_count, CUSTOMERS.c.money_spent,
+               CUSTOMERS.c.lifecycle_stage, CUSTOMERS.c.expected_next_order_at)
+        .where(CUSTOMERS.c.shop_id == shop.id).order_by(CUSTOMERS.c.id)).all()
+    facts = [Facts(row.id, aware_utc(row.last_order_at), row.orders_count, row.money_spent or Decimal(0))
+             for row in rows if (row.orders_count or 0) > 0 and row.last_order_at is not None]
+    scored, relative = scores(facts, now)
+    expected = _expected_by_customer(_counted_order_times(session, shop.id))
+    run = Run(customers=len(facts), relative=relative)
+    stage_changes, expected_changes = [], []
+    for row in rows:
+        stage = stage_of(*scored[row.id]) if row.id in scored else None
+        if stage != row.lifecycle_stage:
+            stage_changes.append({"b_id": row.id, "b_old": row.lifecycle_stage, "b_stage": stage})
+        due = expected.get(row.id)
+        seen = aware_utc(row.expected_next_order_at) if row.expected_next_order_at is not None else None
+        if due != seen:
+            expected_changes.append({"b_id": row.id, "b_count": row.orders_count, "b_last": row.last_order_at,
+                                     "b_expected": due})
+    changed: set[int] = set()
+    for start in range(0, max(len(stage_changes), len(expected_changes)), defaults.LIFECYCLE_UPDATE_CHUNK):
+        end = start + defaults.LIFECYCLE_UPDATE_CHUNK
+        if stage_changes[start:end]:
+            # Only from the stage read above (a concurrent run changed it otherwise), so `previous` stays right.
+            result = session.execute(
+                update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
+                                        CUSTOMERS.c.lifecycle_stage.is_not_distinct_from(bindparam("b_old")))
+                .values(lifecycle_stage=bindparam("b_stage"), lifecycle_previous_stage=bindparam("b_old"),
+                        lifecycle_changed_at=now, **_KEEP_UPDATED_AT),
+                stage_changes[start:end])
+            run.stage_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
+        if expected_changes[start:end]:
+            # Only where no order arrived since the read above (the ingest set it from the newer orders then).
+            result = session.execute(
+                update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
+                                        CUSTOMERS.c.orders_count == bindparam("b_count"),
+                                        CUSTOMERS.c.last_order_at.is_not_distinct_from(bindparam("b_last")))
+                .values(expected_next_order_at=bindparam("b_expected"), **_KEEP_UPDATED_AT),
+                expected_changes[start:end])
+            run.expected_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
+        session.commit()
+    changed.update(c["b_id"] for c in stage_changes)
+    changed.update(c["b_id"] for c in expected_changes)
+    run.rechecked = _subscribers_of(session, shop.id, changed)
+    if run.rechecked and recheck:
+        from kinnekt.segments.membership import subscribers_changed
+        for start in range(0, len(run.rechecked), defaults.LIFECYCLE_UPDATE_CHUNK):
+            subscribers_changed(shop.id, run.rechecked[start:start + defaults.LIFECYCLE_UPDATE_CHUNK])
+    return run
+
+
+def _subscribers_of(session: OrmSession, shop_id: int, customer_ids: set[int]) -> list[int]:
+    ids = sorted(customer_ids)
+    found: set[int] = set()
+    for start in range(0, len(ids), defaults.LIFECYCLE_UPDATE_CHUNK):
+        found.update(session.scalars(select(Subscriber.id).where(
+            Subscriber.shop_id == shop_id,
+            Subscriber.customer_id.in_(ids[start:start + defaults.LIFECYCLE_UPDATE_CHUNK]))))
+    return sorted(found)
+
+
+def shops_to_update(session: OrmSession) -> list[int]:
+    """Ids of the installed shops, whose customers get their stages every day."""
+    return list(session.scalars(select(Shop.id).where(Shop.uninstalled_at.is_(None)).order_by(Shop.id)
+                                .execution_options(all_shops=True)))
+
+
+# ---------------------------------------------------------------------------------------------- dashboard
+
+@dataclass(frozen=True)
+class Distribution:
+    """How many of the shop's subscribed numbers are in each stage, and how many have no stage (no order yet)."""
+
+    counts: dict[str, int]
+    without_stage: int
+
+    @property
+    def total(self) -> int:
+        """Subscribed numbers counted, with and without a stage."""
+        return sum(self.counts.values()) + self.without_stage
+
+    @property
+    def empty(self) -> bool:
+        """True while no subscribed number has a stage (no customer ordered yet, or the first daily run is due)."""
+        return not any(self.counts.values())
+
+    def rows(self) -> list[tuple[str, str, int, float]]:
+        """(stage, label, count, share of all subscribed numbers 0..1) in STAGES order."""
+        total = self.total or 1
+        return [(stage, STAGE_LABELS[stage], self.counts.get(stage, 0), self.counts.get(stage, 0) / total)
+                for stage in STAGES]
+
+
+def distribution(session: OrmSession, shop: Shop) -> Distribution:
+    """The stages of the shop's subscribed, unsuppressed subscribers (their customers' stages), counted."""
+    counts: dict[str, int] = {}
+    without = 0
+    rows = session.execute(
+        select(Customer.lifecycle_stage, func.count())
+        .select_from(Subscriber)
+        .outerjoin(Customer, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
+        .where(Subscriber.shop_id == shop.id, Subscriber.status == "subscribed", Subscriber.suppressed_at.is_(None))
+        .group_by(Customer.lifecycle_stage)).all()
+    for stage, number in rows:
+        if stage in STAGE_LABELS:
+            counts[stage] = counts.get(stage, 0) + number
+        else:
+            without += number
+    return Distribution(counts=counts, without_stage=without)
