@@ -14,8 +14,7 @@ from kinnekt.subscribers import optin
 from kinnekt.subscribers.checkout import apply_sms_consent
 from kinnekt.subscribers.phones import InvalidPhone
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401 (fixtures)
+from tests.fake_shopify import connect
 
 PHONE = "+447400123456"
 

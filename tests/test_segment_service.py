@@ -14,8 +14,10 @@ from kinnekt.queue import get_queue
 from kinnekt.segments import auto, service
 from kinnekt.segments.compiler import count
 from kinnekt.segments.rules import DefinitionError, validate
-from tests.test_segment_membership import (NOW, RECENT_BUYERS, SPENT_OVER_25, _finish_background_jobs,  # noqa: F401
-                                           buyer, customer, events, member_ids, rule, subscriber, where)
+from tests.factories import buyer, customer, rule, subscriber, where
+from tests.test_segment_membership import NOW, RECENT_BUYERS, SPENT_OVER_25, events, member_ids
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def built(db) -> None:

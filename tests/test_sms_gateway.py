@@ -21,9 +21,7 @@ from kinnekt.sms.outgoing import deliver, queue_message
 from kinnekt.sms.vonage import VonageGateway
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
-from tests.fake_vonage import (  # noqa: F401 (fixtures)
-    API_KEY, API_SECRET, fake_vonage, settled_jobs, vonage_ca, vonage_config,
-)
+from tests.fake_vonage import API_KEY, API_SECRET
 
 PHONE = "+447400123456"
 
@@ -578,7 +576,7 @@ def test_a_claim_whose_worker_died_goes_back_and_the_slow_worker_cannot_send_it(
     from kinnekt import queue
     from kinnekt.db import utcnow
     from kinnekt.sms import ratelimit
-    from tests.test_campaign_audience import RecordingQueue
+    from tests.helpers import RecordingQueue
     from workers.sms import requeue_due_replies
     shop = make_shop(sender="AcmeShop")
     sub = _subscriber(db, shop)

@@ -15,8 +15,6 @@ from kinnekt.sms import signatures
 from kinnekt.subscribers import inbound, optin
 from kinnekt.subscribers.keywords import create_keyword
 from tests.conftest import make_shop
-from tests.test_campaign_audience import jobs  # noqa: F401 (fixture)
-from tests.fake_vonage import fake_vonage, vonage_ca, vonage_config, settled_jobs  # noqa: F401 (fixtures)
 
 SENDER = "15550100200"
 MSISDN = "447400123456"
