@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy import update as sa_update
 
 from kinnekt.models import Message, OutboxMessage, Subscriber
-from kinnekt.queue import get_queue
 from kinnekt.sms import gateway as gateway_module
 from kinnekt.sms import prices
 from kinnekt.sms.gateway import GatewayNotConfigured, OutboxGateway, SendResult, get_gateway
@@ -22,6 +21,7 @@ from kinnekt.sms.vonage import VonageGateway
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
 from tests.fake_vonage import API_KEY, API_SECRET
+from tests.helpers import drain as _drain
 
 PHONE = "+447400123456"
 
@@ -322,10 +322,6 @@ def test_outbox_writes_one_row_per_client_ref(db):
 
 def _subscriber(db, shop, phone=PHONE):
     return optin.subscribe(db(), shop, phone, source="manual", consent_text="Added by the merchant")
-
-
-def _drain():
-    assert get_queue().drain(20)
 
 
 def test_queued_message_is_sent_once_and_counted(db, vonage_config):
