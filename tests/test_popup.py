@@ -12,7 +12,7 @@ from kinnekt.models import Message, SignupAttempt, Subscriber, SubscriptionEvent
 from kinnekt.queue import get_queue
 from kinnekt.subscribers import popup
 from tests.conftest import make_shop
-from tests.test_app_proxy import proxy_query
+from tests.test_shopify_app_proxy import proxy_query
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
