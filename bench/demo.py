@@ -114,7 +114,8 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
     from kinnekt import shops
     from kinnekt.db import Session
     from kinnekt.models import Automation, Campaign, Collection, Keyword, LineItem, Segment, Subscriber
-    from kinnekt.segments import builder, rules
+    from kinnekt.segments import rules
+    from kinnekt.web import segment_form
     from kinnekt.web.templating import NAV
     with app.app_context():
         shop = shops.by_domain(app.config["DEMO_SHOP_DOMAIN"])
@@ -134,7 +135,7 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
                 if segment.kind == "manual":
                     pages.append(("page", f"segment builder: {segment.name}",
                                   url_for("segments.edit", segment_id=segment.id), None))
-                form = builder.form_data(builder.definition_to_tree(segment.definition), segment.name)
+                form = segment_form.form_data(segment_form.definition_to_tree(segment.definition), segment.name)
                 if segment.kind == "manual":
                     form.append(("segment_id", str(segment.id)))
                 previews.append(("preview", f"preview: {segment.name}", url_for("segments.preview"), form))
@@ -148,7 +149,7 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
                     rules.validate(definition, shop_id=shop.id, session=Session)
                 except rules.DefinitionError as exc:
                     raise SystemExit(f"bench definition {label!r} is invalid: {exc}") from None
-                form = builder.form_data(builder.definition_to_tree(definition), label)
+                form = segment_form.form_data(segment_form.definition_to_tree(definition), label)
                 previews.append(("preview", f"rule preview: {label}", url_for("segments.preview"), form))
             for campaign in Session.scalars(select(Campaign).where(Campaign.shop_id == shop.id,
                                                                    Campaign.kind == "campaign")

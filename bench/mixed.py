@@ -226,7 +226,7 @@ def _sending_worker(redis_url: str, queue_name: str):
     redis = Redis.from_url(redis_url)
     for worker in Worker.all(connection=redis):
         job = worker.get_current_job()
-        if job is not None and job.func_name == "workers.campaigns.send_campaign" and queue_name in job.origin:
+        if job is not None and job.func_name == "kinnekt.campaigns.tasks.send_campaign" and queue_name in job.origin:
             token = job.get_meta(refresh=True).get("claim_token")
             if token:
                 return worker.pid, token

@@ -295,7 +295,7 @@ def process_stored(env: dict, n: int) -> dict:
     from kinnekt import create_app
     from kinnekt.db import Session
     from kinnekt.models import Customer, Order, WebhookEvent
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
 
     app = create_app()
     with app.app_context():

@@ -31,10 +31,9 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    """Database session, htmx request helpers, the job queue, template helpers."""
+    """Database session, the job queue, template helpers."""
     from kinnekt import db
-    from kinnekt.extensions import htmx
-    from kinnekt.queue import init_queue, start_background
+    from kinnekt.queue import init_queue
     from kinnekt.web import templating
 
     db.configure(app.config["DATABASE_URL"])
@@ -43,11 +42,12 @@ def register_extensions(app: Flask) -> None:
     def _remove_session(_exc=None):
         db.Session.remove()
 
-    htmx.init_app(app)
     init_queue(app)
     templating.init_app(app)
 
     if not app.config.get("TESTING"):
+        from kinnekt.schedule import start_background
+
         @app.before_request
         def _start_background_once():
             start_background(app)

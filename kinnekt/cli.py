@@ -81,7 +81,7 @@ def demo_run(host: str, port: int, customers: int) -> None:
     import time
 
     from kinnekt import migrate
-    from kinnekt.queue import start_background
+    from kinnekt.schedule import start_background
     Path(current_app.instance_path).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     migrate.upgrade(current_app.config["DATABASE_URL"])

@@ -7,7 +7,7 @@ docs/benchmarks.md). PostgreSQL's autovacuum analyzes changed tables on its own,
 changes and some delay, so a bulk load is followed by an ANALYZE on both databases.
 
 When: after the demo store is seeded, after a Shopify bulk sync, after a subscriber import, and on SQLite from
-the periodic job `workers.jobs.refresh_statistics` (which also makes a demo database seeded before this existed
+the periodic job `kinnekt.jobs.refresh_statistics` (which also makes a demo database seeded before this existed
 fast at the next start).
 """
 from __future__ import annotations

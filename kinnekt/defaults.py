@@ -378,7 +378,7 @@ WORKER_SLICE_SECONDS = 5.0
 the waiting send job again (urgent jobs still first): the other half of taking turns."""
 
 SENDER_WATCH_SECONDS = 3
-"""How often the watchdog (workers.campaigns.watch_senders) looks for campaign senders whose worker died."""
+"""How often the watchdog (kinnekt.campaigns.tasks.watch_senders) looks for campaign senders whose worker died."""
 
 SENDER_DEAD_AFTER_SECONDS = 8
 """A running send job whose worker has not heartbeaten for this long (WORKER_MONITOR_SECONDS apart) is dead: its

@@ -2,7 +2,7 @@
 
 Work goes to four queues, the lanes, in priority order (`LANES`): a worker always takes the next job of the
 first lane that has one, so a backlog of sends or bulk work never holds up an inbound text or a webhook.
-Which lane a job goes to is decided here, in one place (`LANE_OF`), from the job function's dotted path.
+Each job names its lane where it is defined (`kinnekt.jobs.job(lane=…)`); `lane_for` reads it.
 """
 from __future__ import annotations
 
@@ -21,23 +21,6 @@ LANES = ("urgent", "default", "sends", "bulk")
 """The queues in priority order: inbound texts and replies; webhooks, segment re-checks and periodic jobs;
 campaign sends; bulk sync, segment builds and other long jobs."""
 
-LANE_OF = {
-    "workers.sms.process_inbound": "urgent",
-    "workers.sms.send_message": "urgent",
-    "workers.campaigns.watch_senders": "urgent",
-    "workers.campaigns.start_campaign": "sends",
-    "workers.campaigns.send_campaign": "sends",
-    "workers.segments.build_segment": "bulk",
-    "workers.shopify.install_shop": "bulk",
-    "workers.shopify.start_bulk_sync": "bulk",
-    "workers.shopify.poll_bulk": "bulk",
-    "workers.shopify.import_bulk_result": "bulk",
-    "workers.shopify.reconcile": "bulk",
-    "workers.settings.recompute_attribution": "bulk",
-    "workers.subscribers.import_subscribers": "bulk",
-}
-"""The lane of each job that does not go to "default", by the job function's module and name."""
-
 FORKED_LANES = frozenset({"sends", "bulk"})
 """Lanes whose jobs run long: an RQ worker runs each in a forked work horse it can stop and watch. Jobs of the
 other lanes are short and run in the worker process itself (no fork, no new database connection per job)."""
@@ -49,8 +32,8 @@ def job_path(func: Callable) -> str:
 
 
 def lane_for(func: Callable) -> str:
-    """The lane a job function's jobs go to ("default" unless LANE_OF says otherwise)."""
-    return LANE_OF.get(job_path(func), "default")
+    """The lane a job function's jobs go to: the one its `job` decorator names, else "default"."""
+    return getattr(func, "lane", "default")
 
 
 def lane_queue_name(base: str, lane: str) -> str:
@@ -222,7 +205,7 @@ class InProcessQueue:
 
     Jobs run one at a time in a background thread inside the app context; among the jobs that are due, the
     one of the highest lane goes first (in the order they were queued within a lane). Nothing survives a
-    restart: due work is found again from the database by `workers.jobs.recover_due_work` at start-up.
+    restart: due work is found again from the database by `kinnekt.jobs.recover_due_work` at start-up.
     """
 
     mode = "in-process"
@@ -439,16 +422,3 @@ def _redacted(url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     return url
 
-
-def start_background(app) -> None:
-    """In-process mode: start the periodic jobs and queue start-up recovery (RQ workers do this themselves)."""
-    queue = app.extensions.get("kinnekt_queue")
-    if not isinstance(queue, InProcessQueue) or app.extensions.get("kinnekt_background_started"):
-        return
-    app.extensions["kinnekt_background_started"] = True
-    from workers.jobs import recover_due_work, refresh_statistics
-    from workers.schedule import periodic_jobs
-    queue.start_periodic(periodic_jobs())
-    queue.enqueue(recover_due_work, job_id="recover-due-work")
-    # A database from before statistics were kept (or copied in) gets them now, not an interval later.
-    queue.enqueue(refresh_statistics, job_id="refresh-statistics")

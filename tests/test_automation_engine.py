@@ -19,6 +19,7 @@ from kinnekt.automations import engine
 from kinnekt.campaigns import sending, stats
 from kinnekt.db import utcnow
 from kinnekt.models import Automation, Campaign, Link, Message, Segment, SegmentEvent, Subscriber
+from kinnekt.models.message import HOLD
 from kinnekt.queue import get_queue
 from kinnekt.segments import membership
 from tests.fake_shopify import connect
@@ -380,7 +381,7 @@ def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code
     with pytest.raises(KeyboardInterrupt):
         engine.fire_automation(db, shopify_shop, unique.id, now=LATER)
     db.rollback()
-    db.execute(update(Message).where(Message.campaign_id == unique.campaign_id).values(claim_token=sending.HOLD, updated_at=utcnow()))
+    db.execute(update(Message).where(Message.campaign_id == unique.campaign_id).values(claim_token=HOLD, updated_at=utcnow()))
     db.commit()  # (the release in `finally` cannot run in a real kill)
     assert sending.claim(db, unique.campaign_id, token="c" * 32) == []
     hold = dt.timedelta(seconds=defaults.AUTOMATION_HOLD_SECONDS)
@@ -397,7 +398,7 @@ def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopif
     person = subscriber(db, shopify_shop, country="FR")
     move(db, person, "US")
     assert engine.fire(db, shopify_shop.id, now=LATER) == 1
-    db.execute(update(Message).where(Message.campaign_id == shared.campaign_id).values(claim_token=sending.HOLD, updated_at=utcnow()))
+    db.execute(update(Message).where(Message.campaign_id == shared.campaign_id).values(claim_token=HOLD, updated_at=utcnow()))
     db.commit()  # as if the fire died after Shopify created the code, before the release
     later = utcnow() + dt.timedelta(seconds=2 * defaults.AUTOMATION_HOLD_SECONDS)
     assert engine.settle_stale_holds(db, now=later) == 1

@@ -76,7 +76,7 @@ def test_a_lost_fire_job_is_recovered_by_a_new_worker(db, shop, workers, slow_vo
     wait_for(db, lambda: statuses(db, auto) == {"sent": 4}, 90, workers)
     assert received(slow_vonage) == collections.Counter({p.phone: 1 for p in team})
     # The periodic scan fires again later: nothing new, nothing sent twice.
-    from workers.automations import fire_all_automations
+    from kinnekt.automations.tasks import fire_all_automations
     from rq.job import Job
     assert fire_all_automations() == 1
     job = Job.fetch(redis_queue._scoped(f"automations-fire-{shop.id}"), connection=redis_queue.redis)
@@ -89,7 +89,7 @@ def test_a_lost_fire_job_is_recovered_by_a_new_worker(db, shop, workers, slow_vo
 def test_a_fire_job_fires_again_for_entries_logged_while_it_ran(db, monkeypatch):
     """RQ refuses the job id of a running fire, so the job itself reads the log again before it ends."""
     from kinnekt.automations import engine
-    from workers.automations import fire_automations
+    from kinnekt.automations.tasks import fire_automations
     calls = []
     unread = iter([True, True, False])
     monkeypatch.setattr(engine, "fire", lambda session, shop_id: calls.append(shop_id) or 1)

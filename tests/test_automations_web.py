@@ -12,9 +12,10 @@ from werkzeug.datastructures import MultiDict
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Subscriber
 from kinnekt.queue import get_queue
-from kinnekt.segments import auto, builder
+from kinnekt.segments import auto
 from kinnekt.segments import service as segments
 from kinnekt.tenancy import bind_shop
+from kinnekt.web import segment_form
 from tests.test_keywords_web import count
 
 pytestmark = pytest.mark.usefixtures("finished_jobs")
@@ -270,7 +271,7 @@ def test_every_page_needs_a_session_token(client, shop):
 # ---------------------------------------------------------------------------------------------- the segment edit prompt
 
 def _builder_form(definition, name, segment_id) -> MultiDict:
-    pairs = builder.form_data(builder.definition_to_tree(definition), name)
+    pairs = segment_form.form_data(segment_form.definition_to_tree(definition), name)
     pairs.append(("segment_id", str(segment_id)))
     return MultiDict(pairs)
 

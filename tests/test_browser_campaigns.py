@@ -56,7 +56,7 @@ def big_audience(shop):
 
 def the_clock_reaches(campaign_id: int) -> None:
     """The scheduled time arrives: move send_at to just now and run the start job the scheduler would run."""
-    from workers.campaigns import start_campaign
+    from kinnekt.campaigns.tasks import start_campaign
     Session.execute(update(Campaign).where(Campaign.id == campaign_id)
                     .values(send_at=utcnow() - dt.timedelta(seconds=1)))
     Session.commit()
@@ -191,7 +191,7 @@ def test_list_quick_view_switcher_and_delete(open_page, shop, audience):
 
 
 def test_a_weekly_campaign_shows_its_rule_and_lists_its_runs(open_page, shop, audience, slow_sending):
-    from workers.campaigns import start_campaign
+    from kinnekt.campaigns.tasks import start_campaign
     page = open_page("/campaigns/new")
     page.locator("#campaign-name").fill("Weekly deals")
     page.locator("#campaign-body").fill("This week's deals: https://alpha.example/deals")

@@ -98,16 +98,16 @@ def held_builds(monkeypatch):
     import functools
     import threading
 
-    import workers.segments
+    from kinnekt.segments import tasks as segment_tasks
     gate = threading.Event()
-    real = workers.segments.build_segment
+    real = segment_tasks.build_segment
 
     @functools.wraps(real)
     def held(*args, **kwargs):
         gate.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(workers.segments, "build_segment", held)
+    monkeypatch.setattr(segment_tasks, "build_segment", held)
     yield gate
     gate.set()
 

@@ -193,8 +193,8 @@ def test_a_run_whose_start_was_cut_short_is_picked_up_by_the_recovery_scan(db, s
         lifecycle._start_run(db, db.get(Campaign, parent.id), FIRST)
     (run,) = runs(db, parent)
     assert (run.status, run.snapshot_at) == ("in_progress", None)
-    from workers.campaigns import requeue_campaigns
-    monkeypatch.setattr("workers.campaigns.utcnow", lambda: FIRST + dt.timedelta(hours=1))
+    from kinnekt.campaigns.tasks import requeue_campaigns
+    monkeypatch.setattr("kinnekt.campaigns.tasks.utcnow", lambda: FIRST + dt.timedelta(hours=1))
     requeue_campaigns()
     assert ("start_campaign", (run.id,)) in [(n, a) for n, a, *_ in jobs.jobs]
     assert lifecycle.start(db, run.id, now=FIRST + dt.timedelta(hours=1)) == "started"

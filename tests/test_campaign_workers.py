@@ -289,7 +289,7 @@ def test_an_inbound_text_is_handled_while_the_only_worker_is_sending_a_campaign(
                              to_number="15550100200", text="What time do you open?")
     db.add(inbound)
     db.commit()
-    from workers.sms import process_inbound
+    from kinnekt.subscribers.tasks import process_inbound
     redis_queue.enqueue(process_inbound, inbound.id, job_id=f"sms-inbound-{inbound.id}")
 
     def handled():

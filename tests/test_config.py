@@ -151,7 +151,7 @@ def test_demo_run_serves_links_at_its_own_host_and_port(monkeypatch, tmp_path, o
     monkeypatch.setattr("werkzeug.serving.run_simple", lambda host, port, wsgi, **kw: served.update(
         url=wsgi.config["SHOPIFY_APP_URL"], port=port))
     monkeypatch.setattr("kinnekt.cli._seed_demo", lambda customers, reset: False)
-    monkeypatch.setattr("kinnekt.queue.start_background", lambda app: None)
+    monkeypatch.setattr("kinnekt.schedule.start_background", lambda app: None)
     result = app.test_cli_runner().invoke(args=["demo", "run", "--port", "5101"])
     assert result.exit_code == 0, result.output
     assert served == {"url": "http://127.0.0.1:5101", "port": 5101}

@@ -69,7 +69,7 @@ def test_analyze_refuses_anything_but_a_table_name(db):
 def test_the_periodic_refresh_analyzes_sqlite_and_leaves_postgresql_to_autovacuum(db):
     make_shop()
     mark = forget_statistics(db)
-    from workers.jobs import refresh_statistics
+    from kinnekt.jobs import refresh_statistics
     took = refresh_statistics()
     if on_postgresql(db):
         assert took is None and not analyzed_since(db, "shops", mark)
@@ -78,13 +78,13 @@ def test_the_periodic_refresh_analyzes_sqlite_and_leaves_postgresql_to_autovacuu
 
 
 def test_the_periodic_refresh_is_scheduled_and_queued_at_start_up():
-    from workers.schedule import periodic_jobs
+    from kinnekt.schedule import periodic_jobs
     assert "refresh_statistics" in {p.name for p in periodic_jobs()}
 
 
 def test_the_in_process_queue_refreshes_them_once_at_start_up(app, db, monkeypatch):
     """A demo database seeded before statistics were kept gets them at its next `make run`, not an hour later."""
-    from kinnekt.queue import start_background
+    from kinnekt.schedule import start_background
     make_shop()
     mark = forget_statistics(db)
     queue = app.extensions["kinnekt_queue"]

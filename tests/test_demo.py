@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
-from phonenumbers import carrier, timezone
 from sqlalchemy import func, select, text
 
 from kinnekt import demo
@@ -22,6 +21,7 @@ from kinnekt.models import (
     SubscriptionEvent,
 )
 from kinnekt.models.subscriber import SOURCES, STATUSES
+from kinnekt.subscribers import phones as phone_numbers
 
 NOW = dt.datetime(2026, 11, 22, 17, 30, 12, 250000, tzinfo=dt.timezone.utc)
 PAST_NOW = dt.datetime(2025, 3, 9, 16, 45, tzinfo=dt.timezone.utc)  # far from the wall clock; US DST starts
@@ -255,11 +255,9 @@ def test_subscribers_sources_statuses_and_number_facts(db):
     for event in _all(db, SubscriptionEvent, shop.id):
         events[event.subscriber_id].append(event.kind)
     for sub in subscribers:
-        number = phonenumbers.parse(sub.phone)
-        zone = timezone.time_zones_for_number(number)[0]
-        assert sub.country == phonenumbers.region_code_for_number(number)
-        assert sub.carrier == (carrier.name_for_number(number, "en") or None)
-        assert sub.timezone == zone and zone != "Etc/Unknown"
+        facts = phone_numbers.normalise(sub.phone, prefer_zone=shop.timezone)  # what the app records for a number
+        assert sub.phone == facts.e164 and sub.country == facts.country and sub.carrier == facts.carrier
+        assert sub.timezone == facts.timezone and sub.timezone is not None
         assert sub.consent_at is not None and sub.consent_text
         if sub.customer_id:
             assert customers[sub.customer_id].phone == sub.phone

@@ -44,7 +44,7 @@ def test_an_unreachable_queue_is_a_503_with_the_reason(client, app, monkeypatch)
 
 @pytest.mark.redis
 def test_rq_lanes_and_workers_in_the_report_and_the_command(app, db, monkeypatch):
-    from workers.sms import process_inbound
+    from kinnekt.subscribers.tasks import process_inbound
     name = f"test-health-{uuid.uuid4().hex[:8]}"
     rq_queue = RQJobQueue(REDIS_URL, name)
     monkeypatch.setitem(app.extensions, "kinnekt_queue", rq_queue)

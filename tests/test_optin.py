@@ -297,7 +297,7 @@ def test_opt_out_from_shopify_is_not_written_back(db, fake_shopify, consent_muta
 
 
 def test_write_back_reports_shopify_refusal(db, fake_shopify, consent_mutations):
-    from workers.sms import write_back_sms_consent
+    from kinnekt.shopify.tasks import write_back_sms_consent
     shop = make_shop(double_opt_in=False)
     connect(fake_shopify, shop)
     _customer(db, shop, shopify_id=999)

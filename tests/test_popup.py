@@ -324,7 +324,7 @@ def test_attempts_at_the_same_moment_cannot_pass_the_limit_together(app, db, sho
 
 
 def test_old_attempts_are_pruned(db, shop):
-    from workers.jobs import prune_signup_attempts
+    from kinnekt.subscribers.tasks import prune_signup_attempts
     db.add_all([SignupAttempt(shop_id=shop.id, ip="203.0.113.9", phone="+16502530000",
                               at=utcnow() - dt.timedelta(days=2)),
                 SignupAttempt(shop_id=shop.id, ip="203.0.113.9", phone="+16502530001", at=utcnow())])

@@ -89,7 +89,7 @@ def redis_conn():
 def test_rq_queue_does_not_duplicate_a_job_id(redis_conn):
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
-    from workers.jobs import prune_webhook_events
+    from kinnekt.shopify.tasks import prune_webhook_events
     assert queue.enqueue(prune_webhook_events, job_id=f"{name}-once") is not None
     assert queue.enqueue(prune_webhook_events, job_id=f"{name}-once") is None
     assert queue.queue.count == 1
@@ -138,7 +138,7 @@ def test_rq_queue_requeues_a_finished_job_id(redis_conn):
 
 
 def test_in_process_start_up_recovery_processes_stored_events(app, db, shop):
-    from kinnekt.queue import start_background
+    from kinnekt.schedule import start_background
     db.add(WebhookEvent(webhook_id="wh-3", shop_id=shop.id, shop_domain=shop.domain, topic="test/unknown_topic",
                         payload="{}", received_at=utcnow() - dt.timedelta(minutes=5)))
     db.commit()
@@ -157,7 +157,7 @@ def test_rq_cron_config_registers_the_periodic_jobs(redis_conn):
     scheduler = CronScheduler(connection=redis_conn)
     scheduler.load_config_from_file(str(PROJECT_ROOT / "workers" / "cron.py"))
     jobs = {job.name: job for job in scheduler.get_jobs()}
-    from workers.schedule import periodic_jobs
+    from kinnekt.schedule import periodic_jobs
     assert set(jobs) == {p.name for p in periodic_jobs()}
     assert {"recover_due_work", "prune_webhook_events"} <= set(jobs)
     assert jobs["recover_due_work"].interval == 60
@@ -165,7 +165,7 @@ def test_rq_cron_config_registers_the_periodic_jobs(redis_conn):
 
 
 def test_prune_deletes_only_old_processed_events(app, db, shop):
-    from workers.jobs import prune_webhook_events
+    from kinnekt.shopify.tasks import prune_webhook_events
     old = utcnow() - dt.timedelta(days=45)
     db.add_all([
         WebhookEvent(webhook_id="old-done", shop_domain=shop.domain, topic="t", payload="{}", received_at=old,
@@ -180,16 +180,19 @@ def test_prune_deletes_only_old_processed_events(app, db, shop):
 
 # ------------------------------------------------------------------------------------------------------- lanes
 
-def test_every_lane_entry_names_a_job_and_unnamed_jobs_go_to_default():
-    import importlib
-
-    from kinnekt.queue import LANE_OF, LANES, job_path, lane_for
-    for path, lane in LANE_OF.items():
-        module, name = path.rsplit(".", 1)
-        func = getattr(importlib.import_module(module), name)  # a renamed job would silently lose its lane
-        assert job_path(func) == path and lane_for(func) == lane and lane in LANES
-    from workers.webhooks import process_webhook_event
+def test_every_job_names_a_known_lane_and_unnamed_jobs_go_to_default():
+    from kinnekt.jobs import JOBS, import_task_modules
+    from kinnekt.queue import LANES, job_path, lane_for
+    import_task_modules()
+    assert len(JOBS) > 20
+    for path, func in JOBS.items():
+        assert job_path(func) == path and lane_for(func) in LANES
+    from kinnekt.shopify.tasks import process_webhook_event
     assert lane_for(process_webhook_event) == "default"
+    assert lane_for(lambda: None) == "default"
+    with pytest.raises(ValueError, match="unknown lane"):
+        from kinnekt.jobs import job
+        job(lane="fast")
 
 
 def test_in_process_runs_the_highest_lane_first_among_due_jobs(app):
@@ -198,13 +201,10 @@ def test_in_process_runs_the_highest_lane_first_among_due_jobs(app):
     gate, busy = threading.Event(), threading.Event()
     queue.enqueue(lambda: (busy.set(), gate.wait(5)))  # busy: the next ones wait, then run by lane
     assert busy.wait(5)
-    lanes = {"bulk": "workers.segments.build_segment", "sends": "workers.campaigns.send_campaign",
-             "urgent": "workers.sms.process_inbound"}
     for lane in ("bulk", "sends", "default", "urgent"):
         def record(lane=lane):
             seen.append(lane)
-        if lane in lanes:
-            record.__module__, record.__qualname__ = lanes[lane].rsplit(".", 1)
+        record.lane = lane  # as kinnekt.jobs.job(lane=…) marks a job
         queue.enqueue(record)
     states = {state.lane: state for state in queue.lane_states()}
     assert {lane: states[lane].waiting for lane in states} == {"urgent": 1, "default": 1, "sends": 1, "bulk": 1}
@@ -216,9 +216,9 @@ def test_in_process_runs_the_highest_lane_first_among_due_jobs(app):
 
 
 def test_rq_jobs_go_to_their_lanes_and_report_their_waiting(redis_conn):
-    from workers.campaigns import send_campaign
-    from workers.sms import process_inbound
-    from workers.webhooks import process_webhook_event
+    from kinnekt.campaigns.tasks import send_campaign
+    from kinnekt.shopify.tasks import process_webhook_event
+    from kinnekt.subscribers.tasks import process_inbound
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
     try:
@@ -240,10 +240,10 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
     """Real jobs of four lanes queued in the wrong order: `python -m workers --burst` runs them by lane."""
     from rq.job import Job
 
-    from workers.campaigns import start_campaign
-    from workers.jobs import prune_webhook_events
-    from workers.segments import build_segment
-    from workers.sms import process_inbound
+    from kinnekt.campaigns.tasks import start_campaign
+    from kinnekt.segments.tasks import build_segment
+    from kinnekt.shopify.tasks import prune_webhook_events
+    from kinnekt.subscribers.tasks import process_inbound
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
     jobs = [queue.enqueue(build_segment, 10 ** 9, job_id="bulk"), queue.enqueue(start_campaign, 10 ** 9, job_id="sends"),
@@ -266,8 +266,8 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
 
 
 def test_a_worker_for_some_lanes_leaves_the_others(app, database_url, redis_conn):
-    from workers.jobs import prune_webhook_events
-    from workers.segments import build_segment
+    from kinnekt.segments.tasks import build_segment
+    from kinnekt.shopify.tasks import prune_webhook_events
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
     bulk = queue.enqueue(build_segment, 10 ** 9, job_id="bulk")
@@ -354,7 +354,7 @@ def _forget(queue: RQJobQueue) -> None:
 
 
 def test_rq_batched_items_pile_up_for_one_run_and_a_late_item_queues_the_next(redis_conn):
-    from workers.segments import recheck_pending
+    from kinnekt.segments.tasks import recheck_pending
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
     try:
@@ -376,7 +376,7 @@ def test_rq_batched_items_pile_up_for_one_run_and_a_late_item_queues_the_next(re
 
 def test_rq_batched_items_are_never_left_without_a_run_under_racing_producers(redis_conn):
     """Producers adding while a run takes batches: every item is taken by some run (counted by its queued job)."""
-    from workers.segments import recheck_pending
+    from kinnekt.segments.tasks import recheck_pending
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
     taken: list[int] = []
@@ -441,7 +441,7 @@ def test_a_long_run_of_piled_up_rechecks_hands_the_rest_to_a_successor(app, db, 
     from kinnekt import defaults
     from kinnekt import queue as kqueue
     from kinnekt.segments import membership
-    from workers.segments import recheck_pending
+    from kinnekt.segments.tasks import recheck_pending
     queue = InProcessQueue(app)
     monkeypatch.setitem(app.extensions, "kinnekt_queue", queue)
     monkeypatch.setattr(kqueue, "_queue", queue)
@@ -471,8 +471,8 @@ def test_a_long_run_of_piled_up_rechecks_hands_the_rest_to_a_successor(app, db, 
 def test_recovery_leaves_a_webhook_backlog_alone_and_queues_only_lost_events(app, db, shop, redis_conn, monkeypatch):
     # Under a backlog every queued event is older than the grace period: recovery asked Redis about each (4.6 s
     # in bench.mixed, on the worker that also answers inbound texts); now one round trip a thousand events.
-    import workers.jobs as jobs
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify import tasks as jobs
+    from kinnekt.shopify.tasks import process_webhook_event
     queue = RQJobQueue(REDIS_URL, f"test-{uuid.uuid4().hex[:8]}")
     monkeypatch.setattr(jobs, "get_queue", lambda: queue)
     old = utcnow() - dt.timedelta(minutes=5)

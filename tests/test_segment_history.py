@@ -1,4 +1,4 @@
-"""A segment's history (kinnekt.segments.history) and its rules in words (builder.describe), on both databases:
+"""A segment's history (kinnekt.segments.history) and its rules in words (summaries.describe), on both databases:
 builds and re-checks record the day's member count, the chart fills the days between, and the enter/leave log
 is filtered, counted and paged in the database."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy import event, select
 
 from kinnekt.db import Session
 from kinnekt.models import Campaign, CampaignSegment, Automation, SegmentCount, SegmentEvent, StaticList
-from kinnekt.segments import builder, history, membership, service
+from kinnekt.segments import history, membership, references, service, summaries
 from tests.factories import customer, rule, subscriber, where
 from tests.test_segment_membership import segment
 
@@ -38,8 +38,8 @@ def test_describe_gives_a_sentence_per_rule_in_nested_and_or_groups(db, shop):
         where(rule("tags", "contains", "vip"), rule("list", "in", vip.id), rule("segment", "not_in", other.id),
               match="any"),
         rule("last_order_created", "eq", "last_30_days"))
-    names = builder.load_names(db, shop.id, [definition])
-    words = builder.describe(definition, names, lambda amount: f"${amount:,.2f}")
+    names = references.load_names(db, shop.id, [definition])
+    words = summaries.describe(definition, names, lambda amount: f"${amount:,.2f}")
     assert words.match == "all" and words.joiner == "AND" and words.heading == "All of these are true:"
     first, group, last = words.items
     assert not first.is_group and first.text == "Money spent is greater than $25.00"
@@ -49,16 +49,16 @@ def test_describe_gives_a_sentence_per_rule_in_nested_and_or_groups(db, shop):
         "Customer tags include vip", "Is on list “VIP phones”", "Is not in segment “Repeat customers”"]
     assert [item.refers_to for item in group.items] == [None, ("list", vip.id), ("segment", other.id)]
     # An id the shop has no segment or list for (a stored definition older than a delete) names nothing.
-    gone = builder.describe(where(rule("segment", "in", other.id + 1000)), names)
+    gone = summaries.describe(where(rule("segment", "in", other.id + 1000)), names)
     assert gone.items[0].refers_to is None and gone.items[0].text == f"Is in segment “#{other.id + 1000}”"
 
 
 def test_describe_reads_auto_segments_and_refuses_what_cannot_be_read(db, shop):
-    words = builder.describe(where(rule("subscription_source", "eq", "keyword")))
+    words = summaries.describe(where(rule("subscription_source", "eq", "keyword")))
     assert [item.text for item in words.items] == ["Subscription source is Keyword"]
     assert words.heading == "This is true:"
-    assert builder.describe({"match": "sometimes", "rules": []}) is None
-    assert builder.describe("not a definition") is None
+    assert summaries.describe({"match": "sometimes", "rules": []}) is None
+    assert summaries.describe("not a definition") is None
 
 
 # ---------------------------------------------------------------------------------------------- count history

@@ -431,7 +431,7 @@ def test_request_build_marks_pending_and_builds_the_segment_and_those_referring_
 
 
 def test_the_worker_jobs_build_recheck_and_sweep(app, db, shop):
-    from workers.segments import build_segment, recheck_subscribers, requeue_unbuilt_segments, sweep_segments
+    from kinnekt.segments.tasks import build_segment, recheck_subscribers, requeue_unbuilt_segments, sweep_segments
     sub, person = buyer(db, shop, money_spent=Decimal("50"), last_order_at=dt.datetime.now(UTC))
     seg = segment(db, shop, RECENT_BUYERS)
     assert build_segment(seg.id) == {"segment_id": seg.id, "entered": 1, "left": 0, "member_count": 1,
@@ -468,8 +468,8 @@ def test_a_requested_build_done_by_another_job_since_is_not_built_again(app, db,
     done, people who joined meanwhile must not enter as "build" (which fires no automation): their re-check
     logs them."""
     from kinnekt import queue as kqueue
+    from kinnekt.segments.tasks import build_segment
     from tests.helpers import RecordingQueue
-    from workers.segments import build_segment
     recorder = RecordingQueue()  # the test runs the jobs itself, in the order a busy worker could
     monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
     monkeypatch.setattr(kqueue, "_queue", recorder)

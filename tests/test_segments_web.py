@@ -1,5 +1,5 @@
 """The segments pages through the Flask test client: list, builder, live preview, save, copy, delete, export,
-suggestions; the builder's form <-> definition conversion (kinnekt.segments.builder), on both databases."""
+suggestions; the builder's form <-> definition conversion (kinnekt.web.segment_form), on both databases."""
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +18,9 @@ from tests.test_segment_rules import definitions  # the hypothesis strategy of v
 from kinnekt.db import Session, utcnow
 from kinnekt.models import (Campaign, CampaignSegment, Collection, Keyword, Product, Segment, StaticList,
                             Subscriber)
-from kinnekt.segments import builder, rules
+from kinnekt.segments import labels, references, rules, summaries
 from kinnekt.segments.rules import FIELDS
+from kinnekt.web import segment_form
 from tests import factories
 from tests.factories import add, rule, where
 
@@ -51,10 +52,10 @@ def segment(shop, definition, name=None, **fields):
     return factories.segment(Session, shop, definition, name=name, **fields)
 
 
-def form_of(definition, name="", segment_id=None) -> tuple[MultiDict, builder.Group]:
+def form_of(definition, name="", segment_id=None) -> tuple[MultiDict, segment_form.Group]:
     """What the builder page posts for a definition, and the tree (its keys) it was made from."""
-    tree = builder.definition_to_tree(definition)
-    pairs = builder.form_data(tree, name)
+    tree = segment_form.definition_to_tree(definition)
+    pairs = segment_form.form_data(tree, name)
     if segment_id is not None:
         pairs.append(("segment_id", str(segment_id)))
     return MultiDict(pairs), tree
@@ -308,22 +309,22 @@ def test_new_builder_page_lists_every_field_by_category(client, page_headers, sh
     assert 'id="segment-builder"' in html and "Create segment" in html
     assert "js/segment-builder.js" in html
     groups = re.findall(r'<optgroup label="([^"]+)">', html)
-    assert groups[:6] == list(builder.CATEGORIES)
+    assert groups[:6] == list(labels.CATEGORIES)
     offered = set(re.findall(r'<option value="([a-z_]+)"', html.split("<optgroup", 1)[1].split("</select>", 1)[0]))
     assert offered == set(FIELDS)
     assert count_of(html) == 0  # no subscribers yet; the starting rule matches everyone
 
 
 def test_catalogue_covers_the_contract():
-    assert {info.name for info in builder.CATALOGUE} == set(FIELDS)
-    assert {info.category for info in builder.CATALOGUE} == set(builder.CATEGORIES)
+    assert {info.name for info in labels.CATALOGUE} == set(FIELDS)
+    assert {info.category for info in labels.CATALOGUE} == set(labels.CATEGORIES)
     for name, spec in FIELDS.items():
         if spec.kind == "line_items":
             for attribute, ops in spec.attributes.items():
-                assert [op for op, _ in builder.ops_for(name, attribute)] == list(ops)
+                assert [op for op, _ in labels.ops_for(name, attribute)] == list(ops)
         else:
-            assert [op for op, _ in builder.ops_for(name)] == list(spec.ops)
-        assert all(label and "_" not in label for _, label in builder.ops_for(name))
+            assert [op for op, _ in labels.ops_for(name)] == list(spec.ops)
+        assert all(label and "_" not in label for _, label in labels.ops_for(name))
 
 
 def test_edit_page_shows_the_segment_rules(client, auth, shop):
@@ -332,7 +333,7 @@ def test_edit_page_shows_the_segment_rules(client, auth, shop):
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and html.lstrip().startswith('<section id="segment-builder-page"')
     assert 'value="Recent spenders"' in html and "Update segment" in html
-    assert builder.parse_form(submitted(html)).definition == rules.normalise(EXAMPLE)
+    assert segment_form.parse_form(submitted(html)).definition == rules.normalise(EXAMPLE)
 
 
 def test_auto_and_other_shops_segments_cannot_be_edited(client, auth, shop, other_shop):
@@ -388,7 +389,7 @@ def test_every_kind_of_rule_survives_the_rendered_builder(client, auth, shop):
     mine = segment(shop, rules.normalise(definition), "Everything")
     html = client.get(f"/segments/{mine.id}/edit", headers=auth).get_data(as_text=True)
     assert "Blue shirt" in html and "Red hat" in html and "Summer" in html  # chosen items shown as tags
-    assert builder.parse_form(submitted(html)).definition == rules.normalise(definition)
+    assert segment_form.parse_form(submitted(html)).definition == rules.normalise(definition)
     # and it saves as it is
     response = client.post(f"/segments/{mine.id}", data=submitted(html), headers=auth)
     assert "HX-Location" in response.headers, errors_in(response.get_data(as_text=True))
@@ -423,7 +424,7 @@ def test_any_valid_definition_round_trips_through_the_rendered_form(client, auth
     Session.commit()
     Session.expire_all()
     html = client.get(f"/segments/{mine.id}/edit", headers=auth).get_data(as_text=True)
-    assert builder.parse_form(submitted(html)).definition == definition
+    assert segment_form.parse_form(submitted(html)).definition == definition
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -431,7 +432,7 @@ def test_any_valid_definition_round_trips_through_the_rendered_form(client, auth
 def test_definition_to_form_rows_and_back_is_the_identity(definition):
     normalised = rules.normalise(definition)
     form, _ = form_of(normalised, "x")
-    parsed = builder.parse_form(form)
+    parsed = segment_form.parse_form(form)
     assert parsed.definition == normalised
     assert rules.normalise(parsed.definition) == normalised
 
@@ -623,7 +624,7 @@ def test_add_rule_and_add_group(client, auth, shop):
 
 
 def test_changing_the_field_rerenders_the_row_for_it(client, auth, shop):
-    row = builder.new_row()  # Subscription source is Any source
+    row = segment_form.new_row()  # Subscription source is Any source
     args = [("item", f"rule:{row.key}:root"), (row.name("field"), "money_spent"), (row.name("op"), "eq"),
             (row.name("value"), "all"), (row.name("shown-field"), "subscription_source"),
             (row.name("widget"), "choice")]
@@ -695,16 +696,16 @@ def test_errors_are_located_by_the_longest_node_path():
               {"path": "rules[1].rules", "message": "a group holds 1 to 50 items (this one has 0)"},
               {"path": "match", "message": "must be 'all' or 'any'"},
               {"path": "segment 4: rules[0].value", "message": "must be a number"}]
-    assert builder.locate_errors(errors, paths) == [
+    assert segment_form.locate_errors(errors, paths) == [
         ("ten", "Value is required"), ("inner", "Start date is required"),
         ("one", "A group holds 1 to 50 items (this one has 0)"), ("root", "Match must be 'all' or 'any'"),
         (None, "segment 4: rules[0].value: must be a number")]
 
 
 def test_summaries_read_like_sentences():
-    names = builder.Names(products={"1": "Blue shirt"}, segments={5: "VIPs"}, lists={6: "Event guests"})
+    names = references.Names(products={"1": "Blue shirt"}, segments={5: "VIPs"}, lists={6: "Event guests"})
     money = lambda amount: f"${amount:,.2f}"
-    lines = builder.summary(where(
+    lines = summaries.summary(where(
         rule("money_spent", "between", [10, 20]), rule("ordered_product", "neq", ["1", "2"]),
         rule("last_clicked", "more_than_days_ago", 1), rule("customer_created", "never"),
         rule("event", "performed", event="placed_order", within={"last_days": 7}, at_least=2),
@@ -728,20 +729,20 @@ def test_summaries_read_like_sentences():
         "AND Subscribed was today",
         "AND First order was after Jan 31, 2026",
     ]
-    assert builder.summary({}) == [] and builder.summary({"match": "all", "rules": []}) == []
+    assert summaries.summary({}) == [] and summaries.summary({"match": "all", "rules": []}) == []
 
 
 def test_refresh_keeps_what_still_fits():
-    row = builder.rule_to_row(rule("money_spent", "gt", "25"))
+    row = segment_form.rule_to_row(rule("money_spent", "gt", "25"))
     row.inputs["shown-field"], row.inputs["widget"] = ["money_spent"], ["money"]
     row.set("op", "lte")
-    assert builder.refresh_row(row).get("value") == "25"  # same kind of input: the amount stays
-    row = builder.rule_to_row(rule("line_items", "eq", "55", attribute="product_id"))
+    assert segment_form.refresh_row(row).get("value") == "25"  # same kind of input: the amount stays
+    row = segment_form.rule_to_row(rule("line_items", "eq", "55", attribute="product_id"))
     row.inputs["shown-field"], row.inputs["widget"] = ["line_items"], ["id"]
     row.set("attribute", "quantity")
-    refreshed = builder.refresh_row(row)
+    refreshed = segment_form.refresh_row(row)
     assert refreshed.op == "eq" and refreshed.widget == "number" and refreshed.get("value") == ""
     row.inputs["shown-field"], row.inputs["widget"] = ["line_items"], ["number"]
     row.set("attribute", "product_title")
     row.set("op", "between")  # not an operator of titles
-    assert builder.refresh_row(row).op == "eq"
+    assert segment_form.refresh_row(row).op == "eq"

@@ -27,6 +27,11 @@ def test_nbf_slightly_in_future_is_accepted_within_leeway():
     assert verify(token, KEY, SECRET)["shop"] == SHOP
 
 
+def test_host_in_capitals_is_the_same_shop():
+    token = session_token.mint(SHOP, KEY, SECRET, iss="https://ALPHA.myshopify.com/admin", dest="https://Alpha.myshopify.com")
+    assert verify(token, KEY, SECRET)["shop"] == SHOP
+
+
 def _none_alg_token() -> str:
     def b64(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
@@ -46,6 +51,8 @@ REJECTIONS = {
     "host suffix trick": lambda: session_token.mint("alpha.myshopify.com.evil.com", KEY, SECRET),
     "http scheme": lambda: session_token.mint(SHOP, KEY, SECRET, iss=f"http://{SHOP}/admin", dest=f"http://{SHOP}"),
     "iss not admin": lambda: session_token.mint(SHOP, KEY, SECRET, iss=f"https://{SHOP}/"),
+    "port": lambda: session_token.mint(SHOP, KEY, SECRET, iss=f"https://{SHOP}:8443/admin", dest=f"https://{SHOP}:8443"),
+    "user in host": lambda: session_token.mint(SHOP, KEY, SECRET, iss=f"https://x@{SHOP}/admin", dest=f"https://x@{SHOP}"),
     "alg none": _none_alg_token,
     "HS512": lambda: jwt.encode(jwt.decode(session_token.mint(SHOP, KEY, SECRET), options={"verify_signature": False}),
                                 SECRET, algorithm="HS512"),

@@ -241,6 +241,8 @@ def fake_attribution(monkeypatch):
     module.recompute = lambda session, shop: calls.append((shop.id, shop.attribution_window_days))
     monkeypatch.setitem(sys.modules, "kinnekt.campaigns.attribution", module)
     monkeypatch.setattr(kinnekt.campaigns, "attribution", module, raising=False)
+    from kinnekt.campaigns import tasks
+    monkeypatch.setattr(tasks, "attribution", module)  # the recompute job's module
     return calls
 
 

@@ -48,7 +48,7 @@ def _run_to_completion(app, shop, fake, *, via="webhook"):
         for gid in fake.bulk_ids(shop.domain).values():
             assert bulk.on_bulk_finished(shop, gid, "completed")
     else:
-        from workers.shopify import poll_bulk
+        from kinnekt.shopify.tasks import poll_bulk
         poll_bulk(shop.id)
     assert queue.drain(60)
     Session.remove()
@@ -209,7 +209,7 @@ def test_a_lost_token_stops_following_the_sync(app, db, shop, fake_shopify):
     app.extensions["kinnekt_queue"].drain(30)
     fake_shopify.shop(shop.domain).revoked = True
     fake_shopify.expire_access_tokens(shop.domain)
-    from workers.shopify import poll_bulk
+    from kinnekt.shopify.tasks import poll_bulk
     assert poll_bulk(shop.id) == "not connected"
     Session.remove()
     synced = Session.get(Shop, shop.id)
@@ -360,8 +360,8 @@ def fake_shopify_node(fake, shop, operation):
 def test_start_up_recovery_picks_up_unfinished_shopify_work(db, fake_shopify, monkeypatch):
     from kinnekt import defaults
     from kinnekt import queue as queue_module
+    from kinnekt.shopify import tasks as jobs
     from tests.conftest import make_shop
-    from workers import shopify as jobs
     queued = []
     monkeypatch.setattr(queue_module.get_queue(), "enqueue",
                         lambda func, *args, job_id=None, **kw: queued.append((func.__name__, args)))

@@ -250,7 +250,7 @@ def test_shop_redact_of_a_shop_still_installed_asks_shopify_first(deliver, db, s
 def test_a_data_request_never_redacts_the_customer(deliver, app, client, db, shop):
     """The HMAC covers the body only: a data request replayed as customers/redact is refused at the door, and an
     event stored before that check existed is ignored when processed."""
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
     cid = sp.next_id()
     seeded = seed_person(db, deliver, shop, cid=cid)
     request_body = sp.data_request(cid, orders=seeded["orders"])

@@ -168,3 +168,20 @@ def test_a_used_code_is_refused_by_shopify(app, client, db, fake_shopify):
     code = fake_shopify.issue_code(SHOP)
     assert _callback(client, app, fake_shopify, code=code).status_code == 302
     assert _callback(client, app, fake_shopify, code=code).status_code == 400
+
+
+@pytest.mark.parametrize("hmac_value", ["é", "\u00ff" * 64, "２" * 64])
+def test_a_non_ascii_hmac_is_refused_not_a_crash(client, db, hmac_value):
+    query = urlencode({"shop": SHOP, "timestamp": str(int(time.time())), "hmac": hmac_value})
+    for path in ("/auth/install", "/auth/callback"):
+        response = client.get(f"{path}?{query}", headers={"Accept": "text/html"})
+        assert response.status_code == 400 and "Set-Cookie" not in response.headers
+    assert not oauth.valid_query_hmac({"shop": SHOP, "hmac": hmac_value}, "hush")
+
+
+@pytest.mark.parametrize("state", ["é", "état-forgé"])
+def test_a_non_ascii_state_is_refused_not_a_crash(app, client, db, fake_shopify, state):
+    response = _callback(client, app, fake_shopify, state=state)
+    assert response.status_code == 403
+    assert fake_shopify.calls("token:authorization_code") == []
+    assert not oauth.same_state("abc", state)

@@ -38,7 +38,7 @@ def test_a_dropped_webhook_is_picked_up(app, db, fake_shopify):
                       variants=[(700 + n, f"S-{n}", f"RJ-{n}", "120.00") for n in range(1, 61)])
     store.add_order(2, [(7, "Rain Jacket", 1, "120.00")], order_id=9, name="#1009", created_at=later)
 
-    from workers.shopify import reconcile as reconcile_job
+    from kinnekt.shopify.tasks import reconcile as reconcile_job
     counts = reconcile_job(shop.id)
 
     assert counts == {"customers": 1, "orders": 1, "products": 1, "collections": 0}
@@ -116,13 +116,13 @@ def test_reconcile_all_queues_the_connected_synced_shops(app, db, fake_shopify, 
     from kinnekt import queue as queue_module
     monkeypatch.setattr(queue_module.get_queue(), "enqueue",
                         lambda func, *args, job_id=None, **kw: queued.append((func.__name__, args, job_id)))
-    from workers.shopify import reconcile_all
+    from kinnekt.shopify.tasks import reconcile_all
     assert reconcile_all() == 1
     assert queued == [("reconcile", (due.id,), f"reconcile-{due.id}")]
 
 
 def test_reconciliation_runs_periodically():
-    from workers.schedule import periodic_jobs
-    from workers.shopify import reconcile_all
+    from kinnekt.schedule import periodic_jobs
+    from kinnekt.shopify.tasks import reconcile_all
     [entry] = [p for p in periodic_jobs() if p.func is reconcile_all]
     assert entry.interval == defaults.RECONCILE_INTERVAL_SECONDS

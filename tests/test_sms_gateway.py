@@ -347,7 +347,7 @@ def test_unknown_outcome_is_recorded_and_never_resent(db, vonage_config):
     vonage_config.then("drop")
     message = queue_message(db(), shop, sub, "hello", kind="reply")
     _drain()
-    from workers.sms import requeue_due_replies
+    from kinnekt.sms.tasks import requeue_due_replies
     requeue_due_replies()
     _drain()
     db.expire_all()
@@ -572,8 +572,8 @@ def test_a_claim_whose_worker_died_goes_back_and_the_slow_worker_cannot_send_it(
     from kinnekt import queue
     from kinnekt.db import utcnow
     from kinnekt.sms import ratelimit
+    from kinnekt.sms.tasks import requeue_due_replies
     from tests.helpers import RecordingQueue
-    from workers.sms import requeue_due_replies
     shop = make_shop(sender="AcmeShop")
     sub = _subscriber(db, shop)
     message = _pending(db, shop, sub, "reply", "Thanks for joining!")

@@ -188,7 +188,7 @@ def test_md5hash_is_md5_of_the_string_and_secret():
 
 
 def test_old_nonces_are_pruned(db):
-    from workers.sms import prune_signature_nonces
+    from kinnekt.sms.tasks import prune_signature_nonces
     db.add_all([SignatureNonce(nonce="old", seen_at=utcnow() - dt.timedelta(hours=1)), SignatureNonce(nonce="new")])
     db.commit()
     assert prune_signature_nonces() == 1
@@ -393,7 +393,7 @@ def test_long_text_with_a_lost_part_is_handled_after_the_wait(client, db, shop):
     row = db.scalars(select(InboundMessage)).one()
     row.received_at = utcnow() - dt.timedelta(hours=1)
     db.commit()
-    from workers.sms import requeue_inbound_sms
+    from kinnekt.subscribers.tasks import requeue_inbound_sms
     assert requeue_inbound_sms() == 1
     db.expire_all()
     assert db.scalars(select(InboundMessage.intent)).one() == "other"
@@ -403,7 +403,7 @@ def test_recovery_requeues_an_unhandled_text(client, db, shop):
     db.add(InboundMessage(shop_id=shop.id, provider_id="lost-1", from_phone=PHONE, to_number=SENDER, text="HELP",
                           received_at=utcnow() - dt.timedelta(minutes=5)))
     db.commit()
-    from workers.sms import requeue_inbound_sms
+    from kinnekt.subscribers.tasks import requeue_inbound_sms
     assert requeue_inbound_sms() == 1
     drain()
     assert db.scalars(select(InboundMessage.intent)).one() == "help"

@@ -179,7 +179,7 @@ def test_a_later_part_of_a_long_text_is_matched_by_client_ref(client, db, sent):
 
 
 def test_receipt_before_the_send_is_recorded_is_retried(client, db, sent):
-    from workers.sms import process_receipt
+    from kinnekt.sms.tasks import process_receipt
     data = receipt("delivered", message_id="0D0000000000BBBB", client_ref="m999999")
     assert post(client, data).status_code == 204
     assert reload(db, Message, sent.id).status == "sent"

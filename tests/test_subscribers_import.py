@@ -334,7 +334,7 @@ def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, import
 
 def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, import_jobs, monkeypatch):
     from kinnekt import defaults
-    from workers.subscribers import import_subscribers
+    from kinnekt.subscribers.tasks import import_subscribers
     shop = make_shop()
     queued = upload(db, shop)
     monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_JOB_SECONDS", 0)  # one batch, then the successor's turn
@@ -356,7 +356,7 @@ def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, import_jobs, mo
 
 def test_recovery_resumes_imports_whose_job_was_lost(db, import_jobs):
     import datetime as dt
-    from workers.subscribers import resume_subscriber_imports
+    from kinnekt.subscribers.tasks import resume_subscriber_imports
     shop = make_shop()
     waiting, lost, busy, done = (upload(db, shop) for _ in range(4))
     importing.import_batches(db(), done.id)

@@ -480,7 +480,7 @@ def test_uninstall_is_confirmed_after_a_refused_refresh_flagged_the_shop(deliver
 
 
 def test_an_uninstall_shopify_cannot_confirm_is_kept_and_retried(app, client, db, shop, fake_shopify, monkeypatch):
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
     connect(fake_shopify, shop)
     shop.installed_at = utcnow() - dt.timedelta(days=30)
     db.commit()
@@ -546,7 +546,7 @@ def test_payload_without_an_id_is_a_no_op_with_a_note(deliver, db, shop):
 
 
 def test_event_stored_before_the_shop_existed_is_linked_when_processed(app, db):
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
     cid = sp.next_id()
     event = WebhookEvent(webhook_id="early-1", shop_domain="late.myshopify.com", topic="customers/create",
                          payload=json.dumps(sp.customer(cid)))
@@ -565,7 +565,7 @@ def test_event_stored_before_the_shop_existed_is_linked_when_processed(app, db):
 
 def test_failing_handler_leaves_the_event_for_a_retry(app, db, shop, monkeypatch):
     from kinnekt.shopify.ingest import customers as ingest_customers
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
     event = WebhookEvent(webhook_id="boom-1", shop_id=shop.id, shop_domain=shop.domain, topic="customers/create",
                          payload=json.dumps(sp.customer(sp.next_id())))
     db.add(event)
@@ -710,8 +710,8 @@ def store_event(db, shop, topic: str, payload: dict) -> int:
 
 def process_at_once(app, db, shop, pause_after, first: tuple[str, dict], second: tuple[str, dict]) -> None:
     """Process two deliveries in two jobs at once (tests.concurrent_jobs.Race); both must end processed."""
+    from kinnekt.shopify.tasks import process_webhook_event
     from tests.concurrent_jobs import Race
-    from workers.webhooks import process_webhook_event
     first_id, second_id = store_event(db, shop, *first), store_event(db, shop, *second)
     Race(app, pause_after).run(lambda: process_webhook_event(first_id), lambda: process_webhook_event(second_id))
     db.expire_all()
@@ -897,7 +897,7 @@ def test_an_order_batch_and_a_customer_batch_naming_the_same_new_customer_at_onc
 def test_ids_that_are_not_ascii_digits_or_overflow_a_bigint_do_not_crash_processing(app, db, shop):
     # "²".isdigit() is true and int("²") raises: such an id made the job fail in the worker.
     from kinnekt.models import Order
-    from workers.webhooks import process_webhook_event
+    from kinnekt.shopify.tasks import process_webhook_event
     for hostile in ("²", "gid://shopify/Customer/²", 2**64):
         bad_customer = sp.customer(sp.next_id())
         bad_customer["id"] = hostile

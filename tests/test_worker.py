@@ -40,7 +40,7 @@ def test_any_worker_takes_a_send_job_that_waited_a_slice_before_default_ones(rq_
     from workers.worker import make_worker
     worker = make_worker(rq_queue)
     lanes = {q.name: lane for lane, q in rq_queue.lanes.items()}
-    from workers.campaigns import send_campaign
+    from kinnekt.campaigns.tasks import send_campaign
     rq_queue.enqueue(send_campaign, 1, 0, 0)  # it waits in "sends" (nothing runs it here)
     sends = rq_queue.lanes["sends"]
     [job_id] = sends.get_job_ids()

@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from kinnekt import create_app
+    from kinnekt.jobs import enqueue_recover_due_work, set_worker_app
     from kinnekt.queue import get_queue
-    from workers import set_worker_app
-    from workers.jobs import recover_due_work
     from workers.worker import make_worker, wait_for_redis
 
     app = create_app()
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             worker = None
             try:
                 if recover:
-                    queue.enqueue(recover_due_work, job_id="recover-due-work")
+                    enqueue_recover_due_work(queue)
                     recover = False
                 name = args.name if args.name is None or round_ == 1 else f"{args.name}-{round_}"
                 worker = make_worker(queue, args.lanes, name=name)

@@ -6,7 +6,7 @@ import os
 from rq import cron
 
 from kinnekt.queue import lane_for, lane_queue_name
-from workers.schedule import periodic_jobs
+from kinnekt.schedule import periodic_jobs
 
 QUEUE = os.environ.get("QUEUE_NAME") or "kinnekt"
 

@@ -1,76 +1,9 @@
-"""RQ jobs of segments: build one segment, re-check changed subscribers, and the periodic time sweep."""
-from __future__ import annotations
-
-import dataclasses
-
-from sqlalchemy import select
-
-from kinnekt.db import Session
-from kinnekt.models import Segment
-from kinnekt.queue import get_queue
-from kinnekt.segments import membership
-from workers import job
-from workers.jobs import register_recoverer
-
-
-@job
-def build_segment(segment_id: int, cause: str = "build") -> dict | None:
-    """Rebuild one segment's members (after create or edit, or for the sweep); returns what changed."""
-    result = membership.build(Session, segment_id, cause=cause, if_owed=cause in membership.REQUESTED_CAUSES)
-    return dataclasses.asdict(result) if result is not None else None
-
-
-@job
-def recheck_subscribers(shop_id: int, subscriber_ids: list[int]) -> int:
-    """Re-check these subscribers against every segment of their shop; returns how many memberships changed."""
-    return len(membership.recheck(Session, shop_id, subscriber_ids))
-
-
-@job
-def recheck_pending(shop_id: int) -> int:
-    """Re-check every subscriber of the shop whose data changed since the last run, batch by batch, until none is
-    left or RECHECK_RUN_SECONDS have passed (then a successor run takes the rest: while changes keep coming, one
-    run must not hold its worker, or outlive the job timeout); returns how many memberships changed."""
-    import time
-
-    from kinnekt import defaults
-    queue = get_queue()
-    changed = 0
-    deadline = time.monotonic() + defaults.RECHECK_RUN_SECONDS
-    while ids := queue.take_batch(membership.recheck_group(shop_id)):
-        changed += len(membership.recheck(Session, shop_id, ids))
-        if time.monotonic() >= deadline:
-            queue.enqueue(recheck_pending, shop_id)  # the group's run mark stays set: this is its run now
-            break
-    return changed
-
-
-@register_recoverer
-def requeue_pending_rechecks() -> int:
-    """Queue a run for every shop with re-checks pending (a run lost with its worker leaves its mark for a while)."""
-    pending_batches = getattr(get_queue(), "pending_batches", None)  # a test's stand-in queue has none
-    groups = pending_batches("recheck:") if pending_batches else []
-    for group in groups:
-        get_queue().enqueue(recheck_pending, int(group.split(":", 1)[1]))
-    return len(groups)
-
-
-@job
-def sweep_segments() -> int:
-    """The periodic sweep: queue a rebuild of every segment with relative-time rules; returns how many."""
-    segment_ids = membership.segments_to_sweep(Session)
-    for segment_id in segment_ids:
-        # The id keeps one sweep build per segment in the queue when a sweep falls behind.
-        get_queue().enqueue(build_segment, segment_id, "sweep", job_id=f"segment-sweep-{segment_id}")
-    requeue_unbuilt_segments()
-    return len(segment_ids)
-
-
-@register_recoverer
-def requeue_unbuilt_segments() -> int:
-    """Queue again the builds that were requested but never finished (a lost in-process queue, a dead worker)."""
-    segment_ids = Session.scalars(select(Segment.id).where(Segment.build_status.in_(("pending", "building")))
-                                  .order_by(Segment.id)).all()
-    for segment_id in segment_ids:
-        get_queue().enqueue(build_segment, segment_id, "build", job_id=f"segment-recover-{segment_id}")
-    return len(segment_ids)
+"""Old path of the segment jobs, kept for one release (queued jobs name it): see kinnekt/segments/tasks.py."""
+from kinnekt.segments.tasks import (  # noqa: F401
+    build_segment,
+    recheck_pending,
+    recheck_subscribers,
+    requeue_pending_rechecks,
+    requeue_unbuilt_segments,
+    sweep_segments,
+)

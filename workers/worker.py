@@ -14,7 +14,7 @@
   job after the message in hand) and is killed if it has not stopped within WORKER_STOP_GRACE_SECONDS. RQ's
   own teardown could wait up to a minute for its pub/sub thread; here it waits a second at most.
 - **Heartbeats** every WORKER_MONITOR_SECONDS while a work horse runs, so that a worker that died with its job
-  is noticed within seconds (workers.campaigns.watch_senders); a Redis outage does not make the worker
+  is noticed within seconds (kinnekt.campaigns.tasks.watch_senders); a Redis outage does not make the worker
   abandon a running horse: it keeps watching it and `workers.__main__` reconnects afterwards.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from rq import Worker
 from rq.worker import WorkerStatus
 
 from kinnekt import defaults
+from kinnekt.campaigns import tasks as campaign_tasks
 from kinnekt.queue import FORKED_LANES, LANES, request_stop
 
 log = logging.getLogger(__name__)
@@ -164,10 +165,9 @@ class KinnektWorker(Worker):
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         """A work horse died without finishing its job: let the job's owner clean up (a sender's claims)."""
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        from workers.campaigns import after_lost_sender
         try:
-            after_lost_sender(job)
-        except Exception:  # the watchdog (workers.campaigns.watch_senders) catches it up later
+            campaign_tasks.after_lost_sender(job)
+        except Exception:  # the watchdog (kinnekt.campaigns.tasks.watch_senders) catches it up later
             log.exception("worker %s: could not hand over the lost job %s", self.name, job.id)
 
     def subscribe(self):

@@ -21,7 +21,7 @@ when the cursor moves past it (PostgreSQL hands out ids before commit, not in co
 Discount codes: a shared code is created at Shopify by the first fire that queues a message; in unique mode
 each new pending row gets its own code, stored on the row with the row, then created at Shopify (the first
 time with the discount, later added to it). Until Shopify has the code, the rows that carry it are held
-(claim token `sending.HOLD`: no sender claims them, not even one of the same automation already running);
+(claim token `models.message.HOLD`: no sender claims them, not even one of the same automation already running);
 Shopify's answer releases them, and a code Shopify refuses leaves its row skipped ("no_discount_code"). A
 worker that dies before that answer leaves its rows held: after AUTOMATION_HOLD_SECONDS the recovery
 releases them if the shared code exists by then, and otherwise skips them ("no_discount_code"), since
@@ -38,13 +38,16 @@ from sqlalchemy import Integer, String, and_, case, exists, func, literal, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
-from kinnekt.campaigns import quiet_hours
-from kinnekt.campaigns.sending import HOLD
+from kinnekt import defaults, signals
+from kinnekt.automations import tasks
+from kinnekt.campaigns import lifecycle, quiet_hours
+from kinnekt.campaigns import tasks as campaign_tasks
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Shop, Subscriber
 from kinnekt.models.base import IdType
+from kinnekt.models.message import HOLD
 from kinnekt.models.subscriber_key import before_inserting_messages
+from kinnekt.segments import membership
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +114,12 @@ def fire_automation(session: OrmSession, shop: Shop, automation_id: int, *, now:
 
 def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.datetime) -> _Chunk | None:
     """One transaction: the next events past the cursor become messages and the cursor moves; None when idle."""
-    from kinnekt.segments.membership import lock_segments
     segment_id = session.scalar(select(Automation.segment_id).where(Automation.id == automation_id))
     if segment_id is None:
         session.rollback()
         return None
     before_inserting_messages(session, shop.id)  # before the segment and automation locks: see subscriber_key
-    lock_segments(session, [segment_id])  # every writer of this segment's log has committed (see module doc)
+    membership.lock_segments(session, [segment_id])  # every writer of this segment's log has committed (see module doc)
     automation = session.execute(
         select(Automation.segment_id, Automation.trigger, Automation.delay_seconds, Automation.last_event_id,
                Automation.campaign_id, Campaign.status)
@@ -245,14 +247,13 @@ def _release(session: OrmSession, message_ids: list[int]) -> None:
 def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk,
                       now: dt.datetime) -> None:
     """Create the chunk's discount at Shopify (shared: once; unique: its new codes); refused rows are skipped."""
-    from kinnekt.campaigns.lifecycle import create_shared_discount, discount_terms
     campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
     campaign = session.get(Campaign, campaign_id, populate_existing=True)
     if campaign is None or shop.is_demo:
         return
     if campaign.discount_mode == "shared" and chunk.pending_ids and not campaign.discount_shopify_id:
         try:
-            reason = create_shared_discount(session, campaign, shop, now)
+            reason = lifecycle.create_shared_discount(session, campaign, shop, now)
         except Exception as exc:  # no token, no scope: no code can be created either
             session.rollback()
             reason = f"Shopify refused the discount code: {exc}"
@@ -269,7 +270,7 @@ def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk
         if campaign.discount_shopify_id:
             _, failed = add_codes(shop, campaign.discount_shopify_id, codes)
         else:
-            created = create_unique_codes(shop, codes, **discount_terms(campaign, now))
+            created = create_unique_codes(shop, codes, **lifecycle.discount_terms(campaign, now))
             failed = created.failed
             session.execute(update(Campaign).where(Campaign.id == campaign.id)
                             .values(discount_shopify_id=created.discount_id)
@@ -319,7 +320,6 @@ def settle_stale_holds(session: OrmSession, *, now: dt.datetime | None = None) -
 
 def _wake_senders(session: OrmSession, automation_id: int, now: dt.datetime) -> None:
     """Queue the backing campaign's senders when a row is due now, else a wake-up for the earliest one."""
-    from kinnekt.campaigns import sending
     campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
     earliest = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
                                                                      Message.status == "pending"))
@@ -328,9 +328,9 @@ def _wake_senders(session: OrmSession, automation_id: int, now: dt.datetime) -> 
         return
     if earliest <= now:
         # A tag of its own: a sender that is just finishing must not swallow this dispatch as a duplicate.
-        sending.dispatch(campaign_id, tag=f"a{int(now.timestamp() * 1000)}")
+        campaign_tasks.enqueue_senders(campaign_id, tag=f"a{int(now.timestamp() * 1000)}")
     else:
-        sending.wake_at(campaign_id, earliest)
+        campaign_tasks.enqueue_wake_campaign(campaign_id, earliest)
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -351,11 +351,15 @@ def request_fire(session: OrmSession, segment_ids: Iterable[int]) -> int:
     return len(shop_ids)
 
 
+@signals.segment_members_changed.connect
+def _fire_for_changed_segments(session: OrmSession, *, segment_ids: Iterable[int]) -> int:
+    """Receiver of kinnekt.signals.segment_members_changed (sent by kinnekt.segments.membership)."""
+    return request_fire(session, segment_ids)
+
+
 def enqueue_fire(shop_id: int) -> None:
     """Queue the shop's fire job; one already waiting in the queue covers this request too."""
-    from kinnekt.queue import get_queue
-    from workers.automations import fire_automations
-    get_queue().enqueue(fire_automations, shop_id, job_id=f"automations-fire-{shop_id}")
+    tasks.enqueue_fire_automations(shop_id)
 
 
 def has_unread_entries(session: OrmSession, shop_id: int) -> bool:

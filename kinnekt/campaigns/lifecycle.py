@@ -26,7 +26,7 @@ from sqlalchemy import delete as sa_delete, func, select, update
 from sqlalchemy.orm import Session as OrmSession, aliased
 
 from kinnekt import defaults
-from kinnekt.campaigns import audience, quiet_hours, recurrence
+from kinnekt.campaigns import audience, quiet_hours, recurrence, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Shop, Subscriber
 
@@ -307,8 +307,7 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.snapshot_at.is_(None))
                         .values(snapshot_at=now).execution_options(synchronize_session=False))
         session.commit()
-    from kinnekt.campaigns.sending import dispatch
-    dispatch(campaign_id)
+    tasks.enqueue_senders(campaign_id)
     return "started"
 
 
@@ -398,11 +397,7 @@ def _unique_codes(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.d
 
 
 def _enqueue_start(campaign_id: int, *, at: dt.datetime | None = None, now: dt.datetime | None = None) -> None:
-    from kinnekt.queue import get_queue
-    from workers.campaigns import start_campaign
-    queue = get_queue()
     if at is None or at <= _now(now):
-        queue.enqueue(start_campaign, campaign_id, job_id=f"campaign-{campaign_id}-start")
+        tasks.enqueue_start_campaign(campaign_id)
     else:
-        queue.enqueue_at(at, start_campaign, campaign_id,
-                         job_id=f"campaign-{campaign_id}-start-at-{int(at.timestamp())}")
+        tasks.enqueue_start_campaign(campaign_id, at=at)

@@ -53,7 +53,7 @@ A row moves pending -> claimed -> sending -> sent | failed | unknown (or skipped
 - Retryable failures (throttled, provider busy, no connection) go back to pending with a backoff due_at;
   permanent ones fail with the reason; a number the provider refuses for good is suppressed.
 
-Senders are jobs (workers/campaigns.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
+Senders are jobs (kinnekt/campaigns/tasks.py). Each claims and sends batches for up to CAMPAIGN_JOB_SECONDS, then
 queues its successor; when nothing is due it schedules a wake-up for the next due row, or completes the
 campaign when no row is pending, claimed or sending. Each batch refreshes the campaign's heartbeat; the
 periodic recovery re-dispatches a running campaign with due rows and a stale heartbeat (lost jobs, a Redis
@@ -75,7 +75,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
 from kinnekt import defaults
-from kinnekt.campaigns import quiet_hours
+from kinnekt.campaigns import quiet_hours, tasks
 from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
@@ -87,10 +87,6 @@ log = logging.getLogger(__name__)
 
 REMAINING = ("pending", "claimed", "sending")
 """Rows not finished yet: a campaign completes when it has none."""
-
-HOLD = "hold"
-"""The claim token of a pending row held back until its discount code exists at Shopify (automations): no
-sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
 
 
 @dataclass(frozen=True)
@@ -141,30 +137,13 @@ def progress(session: OrmSession, campaign: Campaign) -> Progress:
 
 # ---------------------------------------------------------------------------------------------- dispatch
 
-def dispatch(campaign_id: int, *, tag: str = "0") -> None:
-    """Queue the campaign's senders, one per slot; a job id already queued or running is not queued twice.
-
-    A wake-up passes its own `tag`, so it never waits on a sender that is just finishing (a second sender
-    for a while is harmless: claims are disjoint).
-    """
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    for slot in range(max(1, defaults.CAMPAIGN_SENDERS)):
-        get_queue().enqueue(send_campaign, campaign_id, slot, 0,
-                            job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
-
-
 def _successor(campaign_id: int, slot: int, seq: int) -> None:
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, seq, job_id=f"campaign-{campaign_id}-send-{slot}-{seq}")
+    tasks.enqueue_send_campaign(campaign_id, slot, seq)
 
 
 def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
     """Queue one sender slot of the campaign again (its job was lost); the tag keeps one job per loss."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import send_campaign
-    get_queue().enqueue(send_campaign, campaign_id, slot, 0, job_id=f"campaign-{campaign_id}-send-{slot}-{tag}")
+    tasks.enqueue_send_campaign(campaign_id, slot, tag=tag)
 
 
 def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
@@ -190,10 +169,7 @@ def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = No
 
 def wake_at(campaign_id: int, when: dt.datetime) -> None:
     """Queue the campaign's senders for `when` (the next due row); one wake-up per campaign and second."""
-    from kinnekt.queue import get_queue
-    from workers.campaigns import wake_campaign
-    get_queue().enqueue_at(when, wake_campaign, campaign_id,
-                           job_id=f"campaign-{campaign_id}-wake-{int(when.timestamp())}")
+    tasks.enqueue_wake_campaign(campaign_id, when)
 
 
 # ---------------------------------------------------------------------------------------------- the sender
@@ -964,7 +940,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
                                                           Message.status.in_(REMAINING))))
         if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
             # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
-            dispatch(campaign_id, tag=f"r{int(now.timestamp())}")  # with nothing to send, a sender completes it
+            tasks.enqueue_senders(campaign_id, tag=f"r{int(now.timestamp())}")  # nothing to send: a sender completes it
             counts["dispatched"] += 1
         elif unfinished:
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,

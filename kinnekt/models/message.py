@@ -15,6 +15,11 @@ MESSAGE_STATUSES = ("pending", "claimed", "skipped", "sending", "sent", "deliver
 _ROW_REF = re.compile(r"m([1-9][0-9]{0,17})")
 
 
+HOLD = "hold"
+"""The claim token of a pending row held back until its discount code exists at Shopify (automations): no
+sender claims it (a claim's own token is 32 hex digits); releasing it sets the token back to NULL."""
+
+
 def row_ref(message_id: int) -> str:
     """The client-ref sent for a row that stores none of its own ("m<id>"); the provider echoes it on receipts."""
     return f"m{message_id}"

@@ -33,11 +33,11 @@ from sqlalchemy import BigInteger, Column, ColumnElement, MetaData, Table, delet
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
-from kinnekt.segments import history
+from kinnekt.segments import history, tasks
 from kinnekt.segments.compiler import compile_definition
 from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references
 
@@ -353,8 +353,7 @@ def _fire_automations(session: OrmSession, segment_ids: Iterable[int], cause: st
     """Committed entries and leaves that may fire automations: queue the shops' fire jobs (if any is on)."""
     if cause in ("build", "edit") or not segment_ids:
         return
-    from kinnekt.automations.engine import request_fire
-    request_fire(session, segment_ids)
+    signals.announce(signals.segment_members_changed, session, segment_ids=segment_ids)
 
 
 # ---------------------------------------------------------------------------------------------- sweep
@@ -408,8 +407,6 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
     Each request queues its own job: a build always evaluates the definition stored when it takes the
     segment's lock, so a job queued after an edit can never be skipped as a duplicate of a running one.
     """
-    from kinnekt.queue import get_queue
-    from workers.segments import build_segment
     _check_cause(cause)
     session = session if session is not None else Session()
     segment_ids = [segment.id] + dependent_segments(session, segment.shop_id, segment.id)
@@ -419,7 +416,7 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
     session.commit()
     _expire_segments(session, segment_ids)
     for segment_id in segment_ids:
-        get_queue().enqueue(build_segment, segment_id, cause)
+        tasks.enqueue_build_segment(segment_id, cause)
 
 
 def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
@@ -427,16 +424,10 @@ def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
 
     The ids join the shop's pending re-checks; one job per shop at a time takes all that piled up, so a burst
     of webhooks costs a few re-checks of many subscribers each, not one per webhook."""
-    from kinnekt.queue import get_queue
-    from workers.segments import recheck_pending, recheck_subscribers
     ids = sorted({int(i) for i in subscriber_ids})
     if not ids:
         return
-    queue = get_queue()
-    if hasattr(queue, "enqueue_batched"):
-        queue.enqueue_batched(recheck_pending, recheck_group(shop_id), shop_id, ids)
-    else:  # a stand-in queue of a test
-        queue.enqueue(recheck_subscribers, shop_id, ids)
+    tasks.enqueue_recheck(shop_id, ids)
 
 
 def recheck_group(shop_id: int) -> str:

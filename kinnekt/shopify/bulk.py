@@ -27,7 +27,7 @@ from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop, SyncOperation
 from kinnekt.models.sync import SYNC_KINDS
-from kinnekt.shopify import endpoints, mapping
+from kinnekt.shopify import endpoints, mapping, tasks
 from kinnekt.shopify.graphql import AdminClient, ShopifyError, ShopifyUnavailable, UserErrors, client_for, http_client
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ def request_sync(shop: Shop, *, enqueue: bool = True) -> bool:
         return False
     if not enqueue:
         return True
-    from kinnekt.queue import get_queue
-    from workers.shopify import start_bulk_sync
-    get_queue().enqueue(start_bulk_sync, shop.id, job_id=f"bulk-start-{shop.id}")
+    tasks.enqueue_start_bulk_sync(shop.id)
     return True
 
 
@@ -134,9 +132,7 @@ def on_bulk_finished(shop: Shop | int, admin_graphql_api_id: str, status: str) -
     if operation is None:
         return False
     log.info("bulk %s of shop %s finished: %s", operation.kind, shop_id, status)
-    from kinnekt.queue import get_queue
-    from workers.shopify import poll_bulk
-    get_queue().enqueue(poll_bulk, shop_id, job_id=f"bulk-finished-{operation.id}")
+    tasks.enqueue_poll_bulk(shop_id, reason="finished", operation_id=operation.id)
     return True
 
 
@@ -176,8 +172,6 @@ def record_status(operation: SyncOperation, node: dict | None) -> None:
 
 def advance(shop: Shop) -> None:
     """Queue the imports that are ready, update progress, finish the sync, or poll again later."""
-    from kinnekt.queue import get_queue
-    from workers.shopify import import_bulk_result, poll_bulk
     operations = {op.kind: op for op in _operations(shop)}
     if not operations:
         return
@@ -185,7 +179,7 @@ def advance(shop: Shop) -> None:
         done_before = all(operations[p].status in ("imported", "failed")
                           for p in PREREQUISITES.get(kind, ()) if p in operations)
         if operation.status == "completed" and done_before and _claim(operation, "completed", "importing"):
-            get_queue().enqueue(import_bulk_result, operation.id, job_id=f"bulk-import-{operation.id}")
+            tasks.enqueue_import_bulk_result(operation.id)
     statuses = {op.status for op in operations.values()}
     Session.refresh(shop)
     if statuses <= {"imported", "failed"}:
@@ -206,8 +200,7 @@ def advance(shop: Shop) -> None:
     shop.sync_progress = progress(operations.values())
     Session.commit()
     if statuses & {"starting", "running"}:
-        get_queue().enqueue_in(dt.timedelta(seconds=defaults.BULK_POLL_INTERVAL_SECONDS), poll_bulk, shop.id,
-                               job_id=f"bulk-poll-{shop.id}")
+        tasks.enqueue_poll_bulk(shop.id, reason="poll", delay=dt.timedelta(seconds=defaults.BULK_POLL_INTERVAL_SECONDS))
 
 
 def _claim(operation: SyncOperation, old: str, new: str) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
-from kinnekt.shopify import endpoints, tokens
+from kinnekt.shopify import endpoints, tasks, tokens
 from kinnekt.shopify.graphql import AdminClient, ShopifyUnauthorized, client_for
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,7 @@ def connect_with_tokens(domain: str, granted: tokens.TokenSet) -> Shop:
 
 def enqueue_install(shop: Shop) -> None:
     """Queue the install job (shop details, default segments, initial sync)."""
-    from kinnekt.queue import get_queue
-    from workers.shopify import install_shop
-    get_queue().enqueue(install_shop, shop.id, job_id=f"install-shop-{shop.id}")
+    tasks.enqueue_install_shop(shop.id)
 
 
 def fetch_shop_details(client: AdminClient) -> dict:

@@ -52,12 +52,18 @@ def query_hmac(params, secret: str) -> str:
     return hmac.new(secret.encode(), signed_message(params).encode(), sha256).hexdigest()
 
 
+def _same(expected: str, given) -> bool:
+    # On bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500), and query values
+    # come from whoever sent the request.
+    return hmac.compare_digest(expected.encode(), str(given).encode("utf-8", "replace"))
+
+
 def valid_query_hmac(params, secret: str) -> bool:
     """True when the query's `hmac` matches (compared in constant time)."""
     given = params.get("hmac") or ""
     if not given or not secret:
         return False
-    return hmac.compare_digest(query_hmac(params, secret), str(given).lower())
+    return _same(query_hmac(params, secret), str(given).lower())
 
 
 def fresh_timestamp(value, *, now: float | None = None, tolerance: int | None = None) -> bool:
@@ -96,7 +102,7 @@ def new_state() -> str:
 
 def same_state(expected: str | None, given: str | None) -> bool:
     """Constant-time comparison of the stored and returned state."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    return bool(expected) and bool(given) and _same(str(expected), given)
 
 
 def authorize_redirect(shop: str, *, api_key: str, scopes: str, redirect_uri: str, state: str) -> str:

@@ -36,6 +36,8 @@ def verify(token: str, api_key: str, api_secret: str) -> dict:
     iss, dest = urlparse(str(claims["iss"])), urlparse(str(claims["dest"]))
     if iss.scheme != "https" or dest.scheme != "https":
         raise SessionTokenError("iss and dest must be https URLs")
+    if any(part.netloc.lower() != part.hostname for part in (iss, dest)):
+        raise SessionTokenError("iss and dest must name the shop's host alone (no port, no user)")
     if not is_shop_domain(dest.hostname) or iss.hostname != dest.hostname:
         raise SessionTokenError("iss and dest must name the same *.myshopify.com shop")
     if iss.path.rstrip("/") != "/admin":

@@ -184,6 +184,5 @@ def store(delivery: Delivery) -> int | None:
 
 def enqueue(event_id: int) -> None:
     """Queue processing of a stored event (one job per event id, the id recovery uses too)."""
-    from kinnekt.queue import get_queue
-    from workers.webhooks import process_webhook_event
-    get_queue().enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}")
+    from kinnekt.shopify import tasks  # its module loads every topic's handler, and they read this module
+    tasks.enqueue_process_webhook_event(event_id)

@@ -20,11 +20,12 @@ import uuid
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
 from kinnekt.models.message import row_ref
-from kinnekt.sms import prices
+from kinnekt.segments import membership
+from kinnekt.sms import prices, tasks
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
@@ -152,10 +153,10 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
         return _retry_or_fail(session, message, result)
     _settle(session, message, "failed", error_code=result.error_code, error_reason=result.error_text, **common)
     if result.recipient_unreachable and message.subscriber_id is not None:
-        from kinnekt.subscribers.optin import suppress
         subscriber = session.get(Subscriber, message.subscriber_id)
         if subscriber is not None:
-            suppress(session, subscriber, reason=f"Vonage refused the number: {result.error_text}", source="provider")
+            signals.announce(signals.number_unreachable, session, subscriber=subscriber,
+                             reason=f"Vonage refused the number: {result.error_text}", source="provider")
     return "failed"
 
 
@@ -234,16 +235,9 @@ def _asks_opted_out_number_sql(message: Message):
 
 
 def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
-    from kinnekt.queue import get_queue
-    from workers.sms import send_message
-    job_id = f"sms-send-{message_id}-{attempt}"
-    if delay:
-        get_queue().enqueue_in(dt.timedelta(seconds=delay), send_message, message_id, job_id=job_id)
-    else:
-        get_queue().enqueue(send_message, message_id, job_id=job_id)
+    tasks.enqueue_send_message(message_id, attempt=attempt, delay=delay)
 
 
 def _changed(message: Message) -> None:
     if message.subscriber_id is not None:
-        from kinnekt.segments.membership import subscribers_changed
-        subscribers_changed(message.shop_id, [message.subscriber_id])
+        membership.subscribers_changed(message.shop_id, [message.subscriber_id])

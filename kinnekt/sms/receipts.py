@@ -15,9 +15,11 @@ from typing import Mapping
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import signals
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber
 from kinnekt.models.message import row_ref_id
+from kinnekt.segments import membership
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES
 
 log = logging.getLogger(__name__)
@@ -146,11 +148,10 @@ def apply(session: OrmSession, params: Mapping[str, object]) -> str:
             recompute_last_received(session, message.subscriber_id)
             session.commit()
         if settled_unknown or outcome == "failed":
-            from kinnekt.segments.membership import subscribers_changed
-            subscribers_changed(message.shop_id, [message.subscriber_id])
+            membership.subscribers_changed(message.shop_id, [message.subscriber_id])
         if status in _FAILED and err in SUPPRESS_ERROR_CODES:
-            from kinnekt.subscribers.optin import suppress
             subscriber = session.get(Subscriber, message.subscriber_id)
             if subscriber is not None:
-                suppress(session, subscriber, reason=f"Delivery failed: {ERROR_TEXT[err]}", source="carrier")
+                signals.announce(signals.number_unreachable, session, subscriber=subscriber,
+                                 reason=f"Delivery failed: {ERROR_TEXT[err]}", source="carrier")
     return outcome

@@ -32,7 +32,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriptionEvent
 from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
-from kinnekt.subscribers import optin, phones
+from kinnekt.subscribers import optin, phones, tasks
 
 FIRST_NAME_HEADERS = ("first_name", "firstname", "first", "given_name")
 """Header names (lower-cased, spaces and dashes as underscores) of the optional first-name column."""
@@ -206,10 +206,7 @@ def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filenam
 def queue_import(import_id: int, *, after_row: int | None = None) -> None:
     """Queue the job that imports this upload: one queued job per import, or the successor of a run that
     stopped after `after_row` rows (a running job's id cannot be queued again)."""
-    from kinnekt.queue import get_queue
-    from workers.subscribers import import_subscribers
-    suffix = "" if after_row is None else f"-after-{after_row}"
-    get_queue().enqueue(import_subscribers, import_id, job_id=f"subscriber-import-{import_id}{suffix}")
+    tasks.enqueue_import_subscribers(import_id, after_row=after_row)
 
 
 def import_csv(session: OrmSession, shop: Shop, *, file_bytes: bytes, attested: bool) -> ImportReport:

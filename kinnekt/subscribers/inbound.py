@@ -44,7 +44,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import InboundMessage, Keyword, Message, Shop, Subscriber
 from kinnekt.sms.outgoing import queue_message
-from kinnekt.subscribers import optin, phones, share
+from kinnekt.subscribers import optin, phones, share, tasks
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,8 @@ def receive(session: OrmSession, fields: dict) -> InboundMessage | None:
 
 def queue_handling(inbound_id: int) -> None:
     """Queue a worker's handling of a stored text; if the queue is down, the recovery finds the text later."""
-    from kinnekt.queue import get_queue
-    from workers.sms import process_inbound
     try:
-        get_queue().enqueue(process_inbound, inbound_id, job_id=f"sms-inbound-{inbound_id}")
+        tasks.enqueue_process_inbound(inbound_id)
     except Exception:  # the text is stored: failing the caller would only make Vonage resend what we have
         log.exception("inbound SMS %s stored but not queued; the recovery will handle it", inbound_id)
 

@@ -24,10 +24,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Keyword, Shop, Subscriber, SubscriptionEvent
 from kinnekt.models.subscriber import SOURCES
+from kinnekt.segments import membership
+from kinnekt.sms import outgoing
 from kinnekt.subscribers import phones
 
 log = logging.getLogger(__name__)
@@ -129,8 +131,7 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
     session.commit()
     _changed(shop.id, sub.id)
     if sub.status == "pending" and send_confirmation:
-        from kinnekt.sms.outgoing import queue_message
-        queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
+        outgoing.queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
     return sub
 
 
@@ -151,8 +152,7 @@ def _ask_opted_out(session: OrmSession, shop: Shop, sub: Subscriber, *, source: 
     session.commit()
     sub = _find(session, shop.id, sub.phone)
     if send_confirmation:
-        from kinnekt.sms.outgoing import queue_message
-        queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
+        outgoing.queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
     return sub
 
 
@@ -183,9 +183,8 @@ def unsubscribe(session: OrmSession, subscriber: Subscriber, *, reason: str, sou
         session.refresh(subscriber)
         _changed(subscriber.shop_id, subscriber.id)
         if subscriber.customer_id is not None and source != "checkout":
-            from kinnekt.queue import get_queue
-            from workers.sms import write_back_sms_consent
-            get_queue().enqueue(write_back_sms_consent, subscriber.id, job_id=f"sms-consent-{subscriber.id}")
+            from kinnekt.shopify import tasks as shopify_tasks
+            shopify_tasks.enqueue_write_back_sms_consent(subscriber.id)
     return subscriber
 
 
@@ -218,6 +217,12 @@ def suppress(session: OrmSession, subscriber: Subscriber, *, reason: str, source
         session.refresh(subscriber)
         _changed(subscriber.shop_id, subscriber.id)
     return subscriber
+
+
+@signals.number_unreachable.connect
+def _suppress_unreachable(session: OrmSession, *, subscriber: Subscriber, reason: str, source: str) -> Subscriber:
+    """Receiver of kinnekt.signals.number_unreachable (sent by kinnekt.sms.outgoing)."""
+    return suppress(session, subscriber, reason=reason, source=source)
 
 
 def _transition(session: OrmSession, subscriber: Subscriber, condition, **values) -> bool:
@@ -262,5 +267,4 @@ def _consent_detail(text: str, ip: str | None, message_id: str | None) -> str:
 
 
 def _changed(shop_id: int, subscriber_id: int) -> None:
-    from kinnekt.segments.membership import subscribers_changed
-    subscribers_changed(shop_id, [subscriber_id])
+    membership.subscribers_changed(shop_id, [subscriber_id])

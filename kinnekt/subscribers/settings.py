@@ -215,9 +215,8 @@ def request_attribution_recompute(shop: Shop) -> str:
     if not attribution_available():
         log.info("attribution window of shop %s changed; no attribution module to recompute with", shop.id)
         return "unavailable"
-    from kinnekt.queue import get_queue
-    from workers.settings import recompute_attribution
-    get_queue().enqueue(recompute_attribution, shop.id, job_id=f"attribution-recompute-{shop.id}")
+    from kinnekt.campaigns import tasks as campaign_tasks
+    campaign_tasks.enqueue_recompute_attribution(shop.id)
     return "queued"
 
 

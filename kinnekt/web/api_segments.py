@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Segment
-from kinnekt.segments import builder, exports, service
+from kinnekt.segments import exports, previews, references, service
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import guards
@@ -84,7 +84,7 @@ def _checked_definition(data: dict, *, required: bool, segment: Segment | None
     """The validated definition from the body (None when absent and not required), or its errors."""
     if "definition" not in data:
         return None, ([{"path": "", "message": "definition is required"}] if required else [])
-    return builder.check(Session, g.shop.id, data["definition"], segment_id=segment.id if segment else None)
+    return references.check(Session, g.shop.id, data["definition"], segment_id=segment.id if segment else None)
 
 
 def _save_errors(call) -> Response | Segment:
@@ -177,7 +177,7 @@ def preview():
     if errors:
         return _unprocessable(errors)
     try:
-        result = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+        result = previews.preview(Session, definition, shop=g.shop, now=utcnow())
     except DefinitionError as exc:
         return _unprocessable(exc.errors)
     return jsonify({"count": result.count,

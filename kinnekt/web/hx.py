@@ -1,4 +1,8 @@
-"""HTMX response helpers: page or partial, stop polling, merged HX-Trigger events, redirects."""
+"""HTMX request and response helpers: page or partial, stop polling, merged HX-Trigger events, redirects.
+
+The request side reads htmx's own headers (HX-Request, HX-Boosted, HX-Target) from `request.headers`; no
+extension replaces Flask's request class (docs/libraries.md says why htmx-flask was dropped).
+"""
 from __future__ import annotations
 
 import json
@@ -6,9 +10,13 @@ import json
 from flask import Response, make_response, redirect, render_template, request
 
 
+def _header_is_true(name: str) -> bool:
+    return (request.headers.get(name) or "").strip().lower() == "true"
+
+
 def is_htmx() -> bool:
-    """True for a request made by htmx (not a boosted full navigation)."""
-    return bool(getattr(request, "htmx", None)) and not request.htmx.boosted
+    """True for a request made by htmx (HX-Request: true), but not a boosted full navigation (HX-Boosted: true)."""
+    return _header_is_true("HX-Request") and not _header_is_true("HX-Boosted")
 
 
 def render(page: str, partial: str, **context) -> str:

@@ -11,10 +11,10 @@ from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment, Subscriber
 from kinnekt.numbers import record_id, whole_number
-from kinnekt.segments import builder, exports, history, rules, service
+from kinnekt.segments import exports, history, labels, previews, references, rules, service, summaries
 from kinnekt.segments.rules import DefinitionError
 from kinnekt.tenancy import get_or_404
-from kinnekt.web import hx
+from kinnekt.web import hx, segment_form
 from kinnekt.web.auth import merchant_blueprint
 from kinnekt.web.templating import Page, money
 
@@ -24,20 +24,20 @@ RULES_CHANGED = "segment-rules-changed"
 """Event the builder form listens for (from:body) to refresh the live preview after a row changed."""
 
 OPTIONS = {
-    "periods": list(builder.PERIOD_LABELS.items()),
-    "windows": list(builder.WINDOW_LABELS.items()),
-    "events": list(builder.EVENT_LABELS.items()),
-    "attributes": list(builder.LINE_ITEM_ATTRIBUTES.items()),
+    "periods": list(labels.PERIOD_LABELS.items()),
+    "windows": list(labels.WINDOW_LABELS.items()),
+    "events": list(labels.EVENT_LABELS.items()),
+    "attributes": list(labels.LINE_ITEM_ATTRIBUTES.items()),
 }
 """The fixed selects of rule rows, in the merchant's words."""
 
 
-def _row_parts(root: builder.Group, segment_id: int | None) -> dict:
+def _row_parts(root: segment_form.Group, segment_id: int | None) -> dict:
     """What rows need besides themselves: the field and fixed options, the shop's choices, and the segment's id
     (rows and groups send it along only when there is one: an hx-include matching nothing is a console error)."""
-    return {"field_options": builder.field_options(), "options": OPTIONS, "segment_id": segment_id,
-            "country_options": builder.country_options,
-            "choices": builder.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
+    return {"field_options": segment_form.field_options(), "options": OPTIONS, "segment_id": segment_id,
+            "country_options": segment_form.country_options,
+            "choices": segment_form.load_choices(Session, g.shop.id, root=root, segment_id=segment_id)}
 
 
 # ---------------------------------------------------------------------------------------------- the list
@@ -46,7 +46,7 @@ def _list_context() -> dict:
     """Everything the list partial shows: segments (automatic first), their rule summaries, and suggestions."""
     segments = Session.scalars(
         select(Segment).where(Segment.shop_id == g.shop.id).order_by(Segment.kind, Segment.name, Segment.id)).all()
-    names = builder.load_names(Session, g.shop.id, [s.definition for s in segments])
+    names = references.load_names(Session, g.shop.id, [s.definition for s in segments])
     taken = {s.name for s in segments}
     return {
         "segments": segments,
@@ -54,7 +54,7 @@ def _list_context() -> dict:
         "suppressed": Session.scalar(select(func.count(Subscriber.id)).where(
             Subscriber.shop_id == g.shop.id, Subscriber.status == "subscribed",
             Subscriber.suppressed_at.is_not(None))) or 0,
-        "summaries": {s.id: builder.summary(s.definition, names, money) for s in segments},
+        "summaries": {s.id: summaries.summary(s.definition, names, money) for s in segments},
         "suggestions": [(i, s) for i, s in enumerate(service.suggested_segments()) if s.name not in taken],
         "audience_formats": list(exports.FORMATS.values()),
     }
@@ -191,10 +191,10 @@ def _log_context(segment: Segment, kind: str, query: str, page: int) -> dict:
 
 def _detail_context(segment: Segment, kind: str = "", query: str = "", page: int = 1) -> dict:
     """Everything the segment page shows, each figure read from the shop's data."""
-    names = builder.load_names(Session, g.shop.id, [segment.definition])
+    names = references.load_names(Session, g.shop.id, [segment.definition])
     return {
         "segment": segment,
-        "rules_in_words": builder.describe(segment.definition, names, money),
+        "rules_in_words": summaries.describe(segment.definition, names, money),
         "names": names,
         "counts": history.count_history(Session, segment, timezone=g.shop.timezone, now=utcnow()),
         "chart_days": history.CHART_DAYS,
@@ -233,7 +233,7 @@ def _editable_or_404(segment_id: int) -> Segment:
     return segment
 
 
-def _builder_context(*, segment: Segment | None, name: str, root: builder.Group, name_error: str | None = None,
+def _builder_context(*, segment: Segment | None, name: str, root: segment_form.Group, name_error: str | None = None,
                      loose_errors: list[str] | None = None, show_preview: bool = True) -> dict:
     context = {"segment": segment, "name": name, "root": root, "name_error": name_error,
                "loose_errors": loose_errors or [], "preview": None, "preview_blocked": None,
@@ -243,42 +243,43 @@ def _builder_context(*, segment: Segment | None, name: str, root: builder.Group,
     return context
 
 
-def _checked(parsed: builder.ParsedForm, segment: Segment | None) -> tuple[dict | None, list[dict]]:
-    return builder.check(Session, g.shop.id, parsed.definition, segment_id=segment.id if segment else None)
+def _checked(parsed: segment_form.ParsedForm, segment: Segment | None) -> tuple[dict | None, list[dict]]:
+    return references.check(Session, g.shop.id, parsed.definition, segment_id=segment.id if segment else None)
 
 
-def _preview_of(root: builder.Group, segment: Segment | None, parsed: builder.ParsedForm | None = None) -> dict:
+def _preview_of(root: segment_form.Group, segment: Segment | None,
+                parsed: segment_form.ParsedForm | None = None) -> dict:
     """The live preview of a tree: count and sample, or why there is none (errors are put beside their rows)."""
-    parsed = parsed or builder.parsed_tree(root)
+    parsed = parsed or segment_form.parsed_tree(root)
     definition, errors = _checked(parsed, segment)
     if definition is None:
         loose = parsed.place_errors(errors)
         for node in root.walk():
-            if isinstance(node, builder.Row) and node.waiting:
+            if isinstance(node, segment_form.Row) and node.waiting:
                 node.errors = []  # a row still waiting for its value is not wrong yet
         wrong = loose or any(node.errors for node in root.walk())
         return {"preview": None, "loose_errors": loose,
                 "preview_blocked": "Fix the highlighted rules to see who matches." if wrong
                 else "Fill in every rule to see who matches."}
     try:
-        result = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+        result = previews.preview(Session, definition, shop=g.shop, now=utcnow())
     except DefinitionError as exc:  # a segment this one refers to has a broken stored definition
         return {"preview": None, "preview_blocked": "; ".join(e["message"] for e in exc.errors),
                 "loose_errors": [f"{e['path']}: {e['message']}" for e in exc.errors]}
     return {"preview": result, "preview_blocked": None}
 
 
-def _parse() -> builder.ParsedForm:
+def _parse() -> segment_form.ParsedForm:
     try:
-        return builder.parse_form(request.form)
-    except builder.MalformedForm as exc:
+        return segment_form.parse_form(request.form)
+    except segment_form.MalformedForm as exc:
         abort(400, description=f"The segment form could not be read ({exc}). Reload the page and try again.")
 
 
 @bp.get("/new")
 def new():
     """The builder for a new segment (one rule to start from, matching everyone)."""
-    root = builder.definition_to_tree(None)
+    root = segment_form.definition_to_tree(None)
     return hx.render("segments/builder.html", "segments/_builder_page.html",
                      **_builder_context(segment=None, name="", root=root))
 
@@ -287,7 +288,7 @@ def new():
 def edit(segment_id: int):
     """The builder for one of the merchant's own segments."""
     segment = _editable_or_404(segment_id)
-    root = builder.definition_to_tree(segment.definition)
+    root = segment_form.definition_to_tree(segment.definition)
     return hx.render("segments/builder.html", "segments/_builder_page.html",
                      **_builder_context(segment=segment, name=segment.name, root=root))
 
@@ -326,7 +327,7 @@ def _save(segment: Segment | None):
     if definition is None:
         context["preview_blocked"] = "Fix the highlighted rules to see who matches."
     else:
-        context["preview"] = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+        context["preview"] = previews.preview(Session, definition, shop=g.shop, now=utcnow())
     return render_template("segments/_builder.html", **context)
 
 
@@ -342,10 +343,10 @@ def _trigger_automations() -> bool:
     return request.form.get("trigger_automations") in ("1", "on", "true")
 
 
-def _ask_about_automations(segment: Segment, parsed: builder.ParsedForm, definition: dict, users: list) -> str:
+def _ask_about_automations(segment: Segment, parsed: segment_form.ParsedForm, definition: dict, users: list) -> str:
     """The builder again, unsaved, asking whether the subscribers this edit moves should trigger the automations."""
     context = _builder_context(segment=segment, name=parsed.name, root=parsed.root, show_preview=False)
-    context["preview"] = builder.preview(Session, definition, shop=g.shop, now=utcnow())
+    context["preview"] = previews.preview(Session, definition, shop=g.shop, now=utcnow())
     context["automations_prompt"] = users
     return render_template("segments/_builder.html", **context)
 
@@ -392,8 +393,9 @@ def _key_arg(name: str) -> str:
     return value
 
 
-def _row_response(row: builder.Row, parent: str) -> Response:
-    parts = _row_parts(builder.Group(builder.ROOT_KEY, items=[row]), record_id(request.args.get("segment_id")))
+def _row_response(row: segment_form.Row, parent: str) -> Response:
+    root = segment_form.Group(segment_form.ROOT_KEY, items=[row])
+    parts = _row_parts(root, record_id(request.args.get("segment_id")))
     return _changed(make_response(render_template("segments/_rule_row.html", row=row, parent=parent, **parts)))
 
 
@@ -401,13 +403,13 @@ def _row_response(row: builder.Row, parent: str) -> Response:
 def rule_row():
     """A rule row: a new one for a group (`?parent=`), or the posted row again after its field or operator changed."""
     if "parent" in request.args:
-        return _row_response(builder.new_row(), _key_arg("parent"))
+        return _row_response(segment_form.new_row(), _key_arg("parent"))
     try:
-        row, parent = builder.parse_row(request.args)
-    except builder.MalformedForm as exc:
+        row, parent = segment_form.parse_row(request.args)
+    except segment_form.MalformedForm as exc:
         abort(400, description=f"The rule could not be read ({exc}).")
     shown_shape = row.get("shape")
-    row = builder.refresh_row(row)
+    row = segment_form.refresh_row(row)
     if row.shape == shown_shape:
         # Same inputs as on the page (e.g. "is" -> "is greater than"): redrawing would only risk losing what
         # the merchant types meanwhile. The form's own change event already refreshed the preview.
@@ -422,7 +424,7 @@ def group():
     depth = whole_number(request.args.get("depth"), rules.MAX_DEPTH)
     if depth is None or depth < 2:
         abort(400, description=f"Groups nest at most {rules.MAX_DEPTH} deep.")
-    node = builder.new_group(depth)
+    node = segment_form.new_group(depth)
     parts = _row_parts(node, record_id(request.args.get("segment_id")))
     return _changed(make_response(render_template("segments/_group.html", group=node, parent=parent, **parts)))
 
@@ -435,7 +437,7 @@ def picker(kind: str):
     """Search-as-you-type over the shop's synced products or collections."""
     key = _key_arg("key")
     query = request.args.get("q", "")
-    results = builder.search_catalog(Session, g.shop.id, _PICKERS[kind][0], query)
+    results = references.search_catalog(Session, g.shop.id, _PICKERS[kind][0], query)
     return render_template("segments/_picker.html", key=key, kind=kind, results=results, query=query.strip())
 
 

@@ -18,8 +18,8 @@ from flask import Blueprint, abort, current_app, jsonify, request
 
 from kinnekt import defaults
 from kinnekt.db import Session
-from kinnekt.queue import get_queue
 from kinnekt.sms import receipts, signatures
+from kinnekt.sms import tasks as sms_tasks
 from kinnekt.subscribers import inbound as inbound_sms
 from kinnekt.subscribers.phones import InvalidPhone, from_msisdn
 from kinnekt.web import guards
@@ -53,11 +53,7 @@ def receipt():
     except receipts.ReceiptError as exc:
         return _bad(str(exc))
     if receipts.apply(Session, params) == "no message":
-        import datetime as dt
-
-        from workers.sms import process_receipt
-        get_queue().enqueue_in(dt.timedelta(seconds=defaults.SMS_RECEIPT_RETRY_SECONDS), process_receipt,
-                               params, 2)
+        sms_tasks.enqueue_process_receipt(params, 2)
     return "", 204
 
 

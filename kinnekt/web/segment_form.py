@@ -1,5 +1,6 @@
-"""The segment builder's side of a definition: the field catalogue in the merchant's words, the flat form the
-HTMX builder posts (and back), readable rule summaries, and the live preview.
+"""The segment builder's form codec: the flat form the HTMX builder posts as a tree of groups and rows and as a
+contract definition, a definition back as the rows the builder renders, the validator's errors beside their rows,
+and what a shop's value inputs offer.
 
 The builder form is flat. Every group and rule is announced, in document order, by a hidden input
 `item = "<kind>:<key>:<parent key>"` (the root group has no parent); a group's inputs are named
@@ -10,43 +11,27 @@ validator's errors can be shown beside the row that caused them.
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass, field as dataclass_field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any, Iterable, Iterator, Mapping
 
-from phonenumbers.geocoder import _region_display_name
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt.models import Collection, Customer, Keyword, Product, Segment, StaticList, Subscriber
-from kinnekt.models.subscriber import SOURCE_LABELS
-from kinnekt.numbers import MAX_ID, record_id, whole_number
-from kinnekt.segments import compiler
-from kinnekt.segments.rules import (COUNTRIES, EVENTS, FIELDS, MAX_DEPTH, PAYMENT_STATUSES, SOURCE_VALUES,
-                                    Definition, DefinitionError, iter_rules, normalise, validate)
-from kinnekt.models.order import FULFILLMENT_STATUSES
+from kinnekt.models import Keyword, Segment, StaticList, Subscriber
+from kinnekt.numbers import MAX_ID, whole_number
+from kinnekt.segments.labels import (CATALOGUE, CATEGORIES, CHOICE_VALUES, LINE_ITEM_ATTRIBUTES, country_name,
+                                     ops_for, widget_for)
+from kinnekt.segments.references import Names, load_names
+from kinnekt.segments.rules import COUNTRIES, EVENTS, FIELDS, MAX_DEPTH
 
 ROOT_KEY = "root"
-SAMPLE_SIZE = 10
-"""Members shown under the live count."""
-PICKER_LIMIT = 20
-"""Products or collections one picker search returns."""
 CARRIER_CHOICES = 100
 """Carriers of a shop's subscribers the carrier input suggests at most."""
 MAX_FORM_ITEMS = 500
 """Groups and rules one builder form may announce (the contract allows 100 rules); more is not our form."""
-_COUNTRY_NAMES_MISSING = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
-"""Codes the phone library names no country for."""
-
-
-def country_name(code: str) -> str:
-    """The English name of an ISO 3166-1 alpha-2 code ("DE" -> "Germany"); the code itself when unknown."""
-    code = str(code or "").upper()
-    return _COUNTRY_NAMES_MISSING.get(code) or (_region_display_name(code, "en") if code in COUNTRIES else "") \
-        or code
 
 
 COUNTRY_OPTIONS = sorted(((code, country_name(code)) for code in COUNTRIES), key=lambda item: item[1].casefold())
@@ -60,6 +45,7 @@ def country_options(chosen: Iterable[str] = ()) -> list[tuple[str, str]]:
     return [(code, country_name(code)) for code in first] + [item for item in COUNTRY_OPTIONS
                                                             if item[0] not in first]
 
+
 _KEY = r"[a-z0-9]{1,16}"
 _ITEM = re.compile(rf"(rule|group):({_KEY}):({_KEY}|)")
 _INPUT = re.compile(rf"(rule|group)-({_KEY})-(.+)")
@@ -69,137 +55,14 @@ class MalformedForm(ValueError):
     """The posted builder form is not one the builder renders (a tampered or truncated request)."""
 
 
-# ---------------------------------------------------------------------------------------------- catalogue
-
-CATEGORIES = ("Subscriber", "Customer", "Order status", "Engagement", "Events", "Membership")
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    """How the builder shows one contract field: its label and the category it is listed under."""
-
-    name: str
-    label: str
-    category: str
-
-
-CATALOGUE: tuple[FieldInfo, ...] = (
-    FieldInfo("subscription_source", "Subscription source", "Subscriber"),
-    FieldInfo("keyword", "Keyword", "Subscriber"),
-    FieldInfo("subscribed_at", "Subscribed", "Subscriber"),
-    FieldInfo("country", "Phone country", "Subscriber"),
-    FieldInfo("carrier", "Phone carrier", "Subscriber"),
-    FieldInfo("money_spent", "Money spent", "Customer"),
-    FieldInfo("average_money_spent", "Average order value", "Customer"),
-    FieldInfo("number_of_orders", "Number of orders", "Customer"),
-    FieldInfo("total_discounts", "Total discounts", "Customer"),
-    FieldInfo("last_order_created", "Last order", "Customer"),
-    FieldInfo("first_order_created", "First order", "Customer"),
-    FieldInfo("customer_created", "Became a customer", "Customer"),
-    FieldInfo("city", "City", "Customer"),
-    FieldInfo("tags", "Customer tags", "Customer"),
-    FieldInfo("ordered_product", "Ordered product", "Customer"),
-    FieldInfo("ordered_collection", "Ordered from collection", "Customer"),
-    FieldInfo("line_items", "Ordered line item", "Customer"),
-    FieldInfo("fulfillment_status", "Fulfillment status", "Order status"),
-    FieldInfo("payment_status", "Payment status", "Order status"),
-    FieldInfo("order_cancelled", "Has a cancelled order", "Order status"),
-    FieldInfo("sent_count", "Texts received", "Engagement"),
-    FieldInfo("clicks_count", "Link clicks", "Engagement"),
-    FieldInfo("last_received_sms", "Last text received", "Engagement"),
-    FieldInfo("last_clicked", "Last link click", "Engagement"),
-    FieldInfo("event", "Event", "Events"),
-    FieldInfo("segment", "Segment membership", "Membership"),
-    FieldInfo("list", "List membership", "Membership"),
-)
-FIELD_INFO: dict[str, FieldInfo] = {info.name: info for info in CATALOGUE}
 DEFAULT_FIELD = "subscription_source"
 """A new rule starts as "Subscription source is Any source": valid at once, and it matches everyone."""
-
-_NUMBER_OP_LABELS = {"eq": "is", "neq": "is not", "lt": "is less than", "lte": "is at most",
-                     "gt": "is greater than", "gte": "is at least", "between": "is between"}
-_DATE_OP_LABELS = {"eq": "was in", "neq": "was not in", "before": "was before", "after": "was after",
-                   "within_last_days": "was within the last", "more_than_days_ago": "was more than",
-                   "never": "never happened"}
-_CHOICE_OP_LABELS = {"eq": "is", "neq": "is not", "in": "is any of", "not_in": "is none of"}
-_OP_LABELS_BY_FIELD: dict[str, dict[str, str]] = {
-    "tags": {"contains": "include", "not_contains": "do not include"},
-    "fulfillment_status": {"eq": "of some order is", "neq": "of no order is"},
-    "payment_status": {"eq": "of some order is", "neq": "of no order is"},
-    "ordered_product": {"eq": "is any of", "neq": "is none of"},
-    "ordered_collection": {"eq": "is any of", "neq": "is none of"},
-    "line_items": {**_NUMBER_OP_LABELS, "contains": "contains", "not_contains": "does not contain"},
-    "event": {"performed": "happened", "not_performed": "did not happen"},
-    "segment": {"in": "is in segment", "not_in": "is not in segment"},
-    "list": {"in": "is on list", "not_in": "is not on list"},
-}
-
-LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Variant title",
-                        "product_id": "Product ID", "variant_id": "Variant ID", "quantity": "Quantity",
-                        "price": "Price"}
-EVENT_LABELS = {"placed_order": "Order placed", "received_sms": "Text received", "clicked_link": "Link clicked",
-                "started_checkout": "Checkout abandoned", "subscribed": "Subscribed"}
-PERIOD_LABELS = {"all_time": "All time", "today": "Today", "yesterday": "Yesterday", "last_7_days": "Last 7 days",
-                 "last_30_days": "Last 30 days", "last_90_days": "Last 90 days", "custom": "Custom range"}
-WINDOW_LABELS = {**{k: v for k, v in PERIOD_LABELS.items() if k != "custom"},
-                 "last_days": "Last N days (from now)", "custom": "Custom range"}
-CHOICE_VALUES: dict[str, dict[str, str]] = {
-    "subscription_source": {"all": "Any source", **{s: SOURCE_LABELS[s] for s in SOURCE_VALUES if s != "all"}},
-    "fulfillment_status": {s: s.replace("_", " ").capitalize() for s in FULFILLMENT_STATUSES},
-    "payment_status": {s: s.replace("_", " ").capitalize() for s in PAYMENT_STATUSES},
-    "order_cancelled": {"yes": "Yes", "no": "No"},
-}
-"""The fixed values of choice fields, in the merchant's words."""
-
-MONEY_FIELDS = ("money_spent", "average_money_spent", "total_discounts")
-WHOLE_FIELDS = ("number_of_orders", "sent_count", "clicks_count")
-
-
-def ops_for(field: str, attribute: str | None = None) -> list[tuple[str, str]]:
-    """(operator, label) pairs a field offers (for line_items: those of its attribute), in contract order."""
-    spec = FIELDS.get(field)
-    if spec is None:
-        return []
-    ops = spec.ops
-    if spec.kind == "line_items":
-        ops = spec.attributes.get(attribute or "", spec.attributes["product_title"])
-    labels = _OP_LABELS_BY_FIELD.get(field) or {"date": _DATE_OP_LABELS, "number": _NUMBER_OP_LABELS}.get(
-        spec.kind, _CHOICE_OP_LABELS)
-    return [(op, labels.get(op, op)) for op in ops]
-
-
-def widget_for(field: str, op: str, attribute: str | None = None) -> str:
-    """The kind of value input a rule row shows for this field, operator (and line item attribute)."""
-    spec = FIELDS.get(field)
-    if spec is None:
-        return "none"
-    if spec.kind == "date":
-        return {"eq": "period", "neq": "period", "before": "date", "after": "date", "never": "none"}.get(op, "days")
-    if field in MONEY_FIELDS:
-        return "money_range" if op == "between" else "money"
-    if field in WHOLE_FIELDS:
-        return "number_range" if op == "between" else "number"
-    if field in CHOICE_VALUES:
-        return "choice"
-    if field == "country":
-        return "country_list" if op in ("in", "not_in") else "country"
-    if field == "carrier":
-        return "text_list" if op in ("in", "not_in") else "text"
-    if field == "ordered_product":
-        return "products"
-    if field == "ordered_collection":
-        return "collections"
-    if field == "line_items":
-        return {"product_id": "id", "variant_id": "id", "quantity": "number", "price": "money"}.get(
-            attribute or "", "text")
-    return {"keyword": "keyword", "event": "event", "segment": "segment", "list": "list"}.get(field, "text")
 
 
 def field_options() -> list[tuple[str, list[tuple[str, str]]]]:
     """The field select: (category, [(field, label), ...]) in catalogue order."""
     return [(category, [(info.name, info.label) for info in CATALOGUE if info.category == category])
             for category in CATEGORIES]
-
 
 # ---------------------------------------------------------------------------------------------- tree
 
@@ -749,130 +612,7 @@ def locate_errors(errors: Iterable[Mapping[str, str]], paths: Mapping[str, str],
     return out
 
 
-# ---------------------------------------------------------------------------------------------- references
-
-@dataclass
-class Names:
-    """Titles of the things rules refer to by id, for rows and summaries."""
-
-    products: dict[str, str] = dataclass_field(default_factory=dict)
-    collections: dict[str, str] = dataclass_field(default_factory=dict)
-    segments: dict[int, str] = dataclass_field(default_factory=dict)
-    lists: dict[int, str] = dataclass_field(default_factory=dict)
-
-
-def _ids(values: Iterable[Any]) -> list[int]:
-    out = []
-    for value in values:
-        number = record_id(str(value))
-        if number is not None:
-            out.append(number)
-    return out
-
-
-def _referenced(definitions: Iterable[Any]) -> dict[str, set]:
-    found: dict[str, set] = {"product": set(), "collection": set(), "segment": set(), "list": set()}
-    for definition in definitions:
-        for rule in iter_rules(definition):
-            field, value = rule.get("field"), rule.get("value")
-            values = value if isinstance(value, list) else [value]
-            if field == "ordered_product" or (field == "line_items" and rule.get("attribute") == "product_id"):
-                found["product"].update(_ids(values))
-            elif field == "ordered_collection":
-                found["collection"].update(_ids(values))
-            elif field in ("segment", "list"):
-                found[field].update(_ids(values))
-    return found
-
-
-def load_names(session: OrmSession, shop_id: int, definitions: Iterable[Any]) -> Names:
-    """Titles of the shop's products, collections, segments and lists that the definitions name."""
-    found = _referenced(definitions)
-    names = Names()
-    if found["product"]:
-        names.products = {str(i): t for i, t in session.execute(
-            select(Product.shopify_id, Product.title).where(Product.shop_id == shop_id,
-                                                           Product.shopify_id.in_(found["product"])))}
-    if found["collection"]:
-        names.collections = {str(i): t for i, t in session.execute(
-            select(Collection.shopify_id, Collection.title).where(Collection.shop_id == shop_id,
-                                                                 Collection.shopify_id.in_(found["collection"])))}
-    if found["segment"]:
-        names.segments = dict(session.execute(select(Segment.id, Segment.name).where(
-            Segment.shop_id == shop_id, Segment.id.in_(found["segment"]))).all())
-    if found["list"]:
-        names.lists = dict(session.execute(select(StaticList.id, StaticList.name).where(
-            StaticList.shop_id == shop_id, StaticList.id.in_(found["list"]))).all())
-    return names
-
-
-def catalog_errors(session: OrmSession, shop_id: int, definition: Any) -> list[dict[str, str]]:
-    """Errors for product and collection ids that are not in the shop's synced catalog (another shop's, made up).
-
-    `rules.validate` checks segment and list ids; products and collections are Shopify's, so they are
-    checked here against the tables the pickers search.
-    """
-    wanted: list[tuple[str, str, str]] = []  # (path, kind, id)
-    pending: list[tuple[Any, str]] = [(definition, "")]  # a stack, not recursion: the input is untrusted
-    while pending:
-        node, path = pending.pop()
-        if not isinstance(node, dict):
-            continue
-        if "field" in node:
-            field, value = node.get("field"), node.get("value")
-            if field in ("ordered_product", "ordered_collection") and isinstance(value, list):
-                kind = "product" if field == "ordered_product" else "collection"
-                wanted.extend((f"{path}.value[{i}]", kind, str(v)) for i, v in enumerate(value))
-            elif field == "line_items" and node.get("attribute") == "product_id" and value is not None:
-                wanted.append((f"{path}.value", "product", str(value)))
-            continue
-        items = node.get("rules")
-        if isinstance(items, list):
-            pending.extend((item, f"{path}.rules[{i}]" if path else f"rules[{i}]")
-                           for i, item in reversed(list(enumerate(items))))
-    known = {"product": set(), "collection": set()}
-    for kind, model in (("product", Product), ("collection", Collection)):
-        ids = _ids(v for _, k, v in wanted if k == kind)
-        if ids:
-            known[kind] = {str(i) for i in session.scalars(
-                select(model.shopify_id).where(model.shop_id == shop_id, model.shopify_id.in_(ids)))}
-    errors = []
-    for path, kind, value in wanted:
-        number = record_id(value)  # one past the range is the contract's error ("is not a valid id")
-        if number is not None and str(number) not in known[kind]:
-            errors.append({"path": path, "message": f"there is no {kind} {number} in this shop"})
-    return errors
-
-
-def check(session: OrmSession, shop_id: int, definition: Any, *, segment_id: int | None = None
-          ) -> tuple[Definition | None, list[dict[str, str]]]:
-    """(normalised definition, []) when a definition is fine for the shop, else (None, every error).
-
-    The contract (`rules.validate`, including the shop's segments and lists) and the shop's catalog
-    (`catalog_errors`) together: what the builder and the API check before saving or previewing.
-    """
-    errors = catalog_errors(session, shop_id, definition)
-    try:
-        normalised = validate(definition, shop_id=shop_id, session=session, segment_id=segment_id)
-    except DefinitionError as exc:
-        return None, exc.errors + errors
-    return (None, errors) if errors else (normalised, [])
-
-
-def search_catalog(session: OrmSession, shop_id: int, kind: str, query: str, *, limit: int = PICKER_LIMIT
-                   ) -> list[tuple[str, str]]:
-    """(Shopify id, title) of the shop's products or collections whose title contains `query` (or whose id is it)."""
-    model = Product if kind == "product" else Collection
-    statement = select(model.shopify_id, model.title).where(model.shop_id == shop_id)
-    query = query.strip()[:100]
-    if query:
-        conditions = [model.title.icontains(query, autoescape=True)]
-        if record_id(query) is not None:
-            conditions.append(model.shopify_id == record_id(query))
-        statement = statement.where(or_(*conditions))
-    rows = session.execute(statement.order_by(func.lower(model.title), model.shopify_id).limit(limit))
-    return [(str(i), title) for i, title in rows]
-
+# -------------------------------------------------------------------------------- what the value inputs offer
 
 @dataclass
 class Choices:
@@ -916,196 +656,3 @@ def load_choices(session: OrmSession, shop_id: int, *, root: Group, segment_id: 
                                     .distinct().order_by(Subscriber.carrier).limit(CARRIER_CHOICES)))
     return Choices(keywords=keywords, segments=[(i, n) for i, n in segments if i != segment_id],
                    lists=[(i, n) for i, n in lists], names=names, carriers=carriers)
-
-
-# ---------------------------------------------------------------------------------------------- summaries
-
-def _date(text: str) -> str:
-    try:
-        day = dt.date.fromisoformat(text)
-    except (TypeError, ValueError):
-        return str(text)
-    return f"{day:%b} {day.day}, {day.year}"
-
-
-def _window(value: Any) -> str:
-    """A period or event window as words: "in the last 30 days", "today", "between Jan 1, 2026 and ..."."""
-    if isinstance(value, dict) and "last_days" in value:
-        days = value["last_days"]
-        return f"in the past {days} day{'s' if days != 1 else ''}"
-    if isinstance(value, dict):
-        return f"between {_date(value.get('from'))} and {_date(value.get('to'))}"
-    return {"all_time": "at any time", "today": "today", "yesterday": "yesterday"}.get(
-        value, f"in the {PERIOD_LABELS.get(value, str(value)).lower()}")
-
-
-def _plain_money(amount: Decimal) -> str:
-    return f"{amount:,.2f}"
-
-
-def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
-                  money: Callable[[Decimal], str] = _plain_money) -> str:
-    """One rule as a sentence in the merchant's words: "Money spent is greater than $25.00"."""
-    names = names or Names()
-    field, op, value = rule.get("field"), rule.get("op"), rule.get("value")
-    info = FIELD_INFO.get(field)
-    if info is None:
-        return f"{field} {op} {value}"
-    label = info.label
-    op_label = dict(ops_for(field, rule.get("attribute"))).get(op, op)
-    widget = widget_for(field, op, rule.get("attribute"))
-
-    def one(v: Any) -> str:
-        if widget.startswith("money"):
-            try:
-                return money(Decimal(str(v)))
-            except (InvalidOperation, ValueError):
-                return str(v)
-        if widget == "choice":
-            return CHOICE_VALUES[field].get(v, str(v))
-        if widget == "products":
-            return names.products.get(str(v), f"product {v}")
-        if widget == "collections":
-            return names.collections.get(str(v), f"collection {v}")
-        if widget == "date":
-            return _date(v)
-        if field == "country":
-            return country_name(v)
-        return f"{v:,}" if isinstance(v, int) and widget.startswith("number") else str(v)
-
-    if widget == "period":
-        return f"{label} {'was' if op == 'eq' else 'was not'} {_window(value)}"
-    if widget == "none":
-        return f"{label} {op_label}"
-    if widget == "days":
-        return f"{label} {op_label} {value} day{'s' if value != 1 else ''}{' ago' if op == 'more_than_days_ago' else ''}"
-    if widget == "event":
-        event = EVENT_LABELS.get(rule.get("event"), str(rule.get("event")))
-        times, window = rule.get("at_least", 1), _window(rule.get("within", "all_time"))
-        if op == "performed":
-            count = f" at least {times} times" if times != 1 else ""
-            return f"Event “{event}” happened{count} {window}"
-        if times == 1:
-            return f"Event “{event}” did not happen {window}"
-        return f"Event “{event}” happened fewer than {times} times {window}"
-    if widget in ("segment", "list"):
-        title = (names.segments if widget == "segment" else names.lists).get(value, f"#{value}")
-        return f"{op_label[:1].upper()}{op_label[1:]} “{title}”"
-    if widget.endswith("_range") and isinstance(value, list) and len(value) == 2:
-        shown = f"{one(value[0])} and {one(value[1])}"
-    elif isinstance(value, list):
-        shown = ", ".join(one(v) for v in value)
-    else:
-        shown = one(value)
-    if field == "line_items":
-        label = f"{label} {LINE_ITEM_ATTRIBUTES.get(rule.get('attribute'), '').lower()}"
-    return f"{label} {op_label} {shown}"
-
-
-def _describe_group(group: Mapping[str, Any], names: Names, money) -> str:
-    joiner = " AND " if group.get("match") == "all" else " OR "
-    parts = [describe_rule(item, names, money) if "field" in item else f"({_describe_group(item, names, money)})"
-             for item in group.get("rules", [])]
-    return joiner.join(parts)
-
-
-def summary(definition: Any, names: Names | None = None, money: Callable[[Decimal], str] = _plain_money
-            ) -> list[str]:
-    """A definition as readable lines: one per top-level item, joined by AND / OR; [] when it cannot be read."""
-    try:
-        definition = normalise(definition)
-    except DefinitionError:
-        return []
-    names = names or Names()
-    joiner = "AND" if definition["match"] == "all" else "OR"
-    lines = []
-    for i, item in enumerate(definition["rules"]):
-        text = describe_rule(item, names, money) if "field" in item else f"({_describe_group(item, names, money)})"
-        lines.append(text if i == 0 else f"{joiner} {text}")
-    return lines
-
-
-@dataclass(frozen=True)
-class RuleWords:
-    """One rule of a definition as a sentence (for the segment page), and the shop's segment or static list it
-    names (`refers_to` = ("segment" | "list", id)), when it names one that exists."""
-
-    text: str
-    refers_to: tuple[str, int] | None = None
-    is_group = False
-
-
-@dataclass(frozen=True)
-class GroupWords:
-    """A group of a definition in words: how its items combine (AND / OR) and each item, rules and groups."""
-
-    match: str
-    items: list["RuleWords | GroupWords"]
-    is_group = True
-
-    @property
-    def joiner(self) -> str:
-        """The word between the group's items: AND for "all", OR for "any"."""
-        return "AND" if self.match == "all" else "OR"
-
-    @property
-    def heading(self) -> str:
-        """What the group asks, in a sentence."""
-        if len(self.items) == 1:
-            return "This is true:"
-        return "All of these are true:" if self.match == "all" else "At least one of these is true:"
-
-
-def describe(definition: Any, names: Names | None = None, money: Callable[[Decimal], str] = _plain_money
-             ) -> GroupWords | None:
-    """A definition as nested groups of sentences (a readable sentence per rule); None when it cannot be read."""
-    try:
-        definition = normalise(definition)
-    except DefinitionError:
-        return None
-    names = names or Names()
-
-    def refers_to(rule: Mapping[str, Any]) -> tuple[str, int] | None:
-        field, value = rule.get("field"), rule.get("value")
-        known = names.segments if field == "segment" else names.lists if field == "list" else {}
-        return (field, value) if value in known else None
-
-    def group(node: Mapping[str, Any]) -> GroupWords:
-        return GroupWords(match=node["match"], items=[
-            RuleWords(describe_rule(item, names, money), refers_to(item)) if "field" in item else group(item)
-            for item in node["rules"]])
-    return group(definition)
-
-
-# ---------------------------------------------------------------------------------------------- preview
-
-@dataclass(frozen=True)
-class Member:
-    """One member shown in a preview."""
-
-    id: int
-    phone: str
-    name: str | None
-
-
-@dataclass(frozen=True)
-class Preview:
-    """How many subscribers a definition holds right now, and the first few of them."""
-
-    count: int
-    sample: list[Member]
-
-
-def preview(session: OrmSession, definition: Definition, *, shop, now: dt.datetime,
-            sample_size: int = SAMPLE_SIZE) -> Preview:
-    """Count the members of a (validated) definition at `now` and load a sample, through the one compiler."""
-    total = compiler.count(session, definition, shop=shop, now=now)
-    ids = compiler.compile_definition(definition, shop=shop, now=now, session=session)
-    rows = session.execute(
-        select(Subscriber.id, Subscriber.phone, Subscriber.first_name, Customer.first_name, Customer.last_name)
-        .outerjoin(Customer, Customer.id == Subscriber.customer_id)
-        .where(Subscriber.shop_id == shop.id, Subscriber.id.in_(ids.scalar_subquery()))
-        .order_by(Subscriber.id).limit(sample_size)).all()
-    sample = [Member(id=i, phone=phone, name=own or " ".join(p for p in (first, last) if p) or None)
-              for i, phone, own, first, last in rows]
-    return Preview(count=total, sample=sample)
