@@ -19,6 +19,10 @@ from kinnekt.queue import InProcessQueue
 from kinnekt.shopify import session_token
 from kinnekt.tenancy import bind_shop
 
+pytest_plugins = ["tests.helpers", "tests.fake_shopify", "tests.fake_vonage", "tests.worker_env"]
+"""Fixtures shared beyond conftest: job queues and deliveries (helpers), the fake Shopify and Vonage servers,
+worker processes (worker_env)."""
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # A browser test's expectation waits up to 20 s (Playwright's default is 5): on a busy machine (CI shares its

@@ -22,9 +22,8 @@ from kinnekt.models import Automation, Campaign, Link, Message, Segment, Segment
 from kinnekt.models.message import HOLD
 from kinnekt.queue import get_queue
 from kinnekt.segments import membership
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401 (fixtures)
-from tests.fake_vonage import fake_vonage, settled_jobs, vonage_ca, vonage_config  # noqa: F401 (fixtures)
-from tests.test_campaign_audience import jobs, segment, sent_message, subscriber  # noqa: F401 (fixture)
+from tests.fake_shopify import connect
+from tests.test_campaign_audience import segment, sent_message, subscriber
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)  # 12:00 in New York, 01:00 next day in Tokyo
@@ -280,14 +279,14 @@ def test_a_big_batch_of_entries_is_read_in_chunks(db, quiet_off, us, jobs, monke
 # ---------------------------------------------------------------------------------------------- discounts
 
 @pytest.fixture
-def shopify_shop(db, quiet_off, fake_shopify, monkeypatch):  # noqa: F811
+def shopify_shop(db, quiet_off, fake_shopify, monkeypatch):
     """The shop connected to the fake Shopify; code imports are polled without waiting."""
     monkeypatch.setattr(defaults, "DISCOUNT_BULK_POLL_SECONDS", 0)
     connect(fake_shopify, quiet_off)
     return quiet_off
 
 
-def test_unique_codes_one_per_message_created_at_shopify(db, shopify_shop, us, jobs, fake_shopify):  # noqa: F811
+def test_unique_codes_one_per_message_created_at_shopify(db, shopify_shop, us, jobs, fake_shopify):
     auto = automation(db, shopify_shop, us, discount_mode="unique", discount_code="hello", discount_kind="percent",
                       discount_value=10, body="Welcome! {discount_code}")
     ann, bob, cid = (subscriber(db, shopify_shop, country="FR") for _ in range(3))
@@ -307,7 +306,7 @@ def test_unique_codes_one_per_message_created_at_shopify(db, shopify_shop, us, j
     assert len(fake_shopify.calls("graphql:KinnektAddDiscountCodes")) == 1
 
 
-def test_a_code_shopify_refuses_skips_its_message(db, shopify_shop, us, jobs, fake_shopify, monkeypatch):  # noqa: F811
+def test_a_code_shopify_refuses_skips_its_message(db, shopify_shop, us, jobs, fake_shopify, monkeypatch):
     auto = automation(db, shopify_shop, us, discount_mode="unique", discount_code="", discount_kind="percent",
                       discount_value=10)
     ann, bob = subscriber(db, shopify_shop, country="FR"), subscriber(db, shopify_shop, country="FR")
@@ -322,7 +321,7 @@ def test_a_code_shopify_refuses_skips_its_message(db, shopify_shop, us, jobs, fa
     assert outcome == {ann.id: ("pending", None), bob.id: ("skipped", "no_discount_code")}
 
 
-def test_the_shared_code_is_created_once(db, shopify_shop, us, jobs, fake_shopify):  # noqa: F811
+def test_the_shared_code_is_created_once(db, shopify_shop, us, jobs, fake_shopify):
     auto = automation(db, shopify_shop, us, discount_mode="shared", discount_code="WELCOME10",
                       discount_kind="percent", discount_value=10)
     for _ in range(2):
@@ -335,7 +334,7 @@ def test_the_shared_code_is_created_once(db, shopify_shop, us, jobs, fake_shopif
     assert {m.discount_code for m in messages(db, auto)} == {None}  # the campaign's code is rendered at send
 
 
-def test_a_refused_shared_code_skips_the_messages(db, shopify_shop, us, jobs, fake_shopify):  # noqa: F811
+def test_a_refused_shared_code_skips_the_messages(db, shopify_shop, us, jobs, fake_shopify):
     from kinnekt.shopify.discounts import DiscountValue, create_shared_code
     create_shared_code(shopify_shop, code="TAKEN10", title="Mine", value=DiscountValue.percent_off(5), starts_at=NOW)
     auto = automation(db, shopify_shop, us, discount_mode="shared", discount_code="TAKEN10",
@@ -345,7 +344,7 @@ def test_a_refused_shared_code_skips_the_messages(db, shopify_shop, us, jobs, fa
     assert [(m.status, m.skip_reason) for m in messages(db, auto)] == [("skipped", "no_discount_code")]
 
 
-def test_rows_wait_for_their_codes_at_shopify_before_any_sender_may_claim_them(db, shopify_shop, us, jobs,  # noqa: F811
+def test_rows_wait_for_their_codes_at_shopify_before_any_sender_may_claim_them(db, shopify_shop, us, jobs,
                                                                                 fake_shopify, monkeypatch):
     from kinnekt.db import engine as db_engine
     from kinnekt.shopify import discounts
@@ -368,7 +367,7 @@ def test_rows_wait_for_their_codes_at_shopify_before_any_sender_may_claim_them(d
     assert sending.claim(db, auto.campaign_id, token="b" * 32) == [row.id]
 
 
-def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code(db, shopify_shop, us, jobs,  # noqa: F811
+def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code(db, shopify_shop, us, jobs,
                                                                                fake_shopify, monkeypatch):
     from kinnekt.shopify import discounts
     unique = automation(db, shopify_shop, us, discount_mode="unique", discount_code="", discount_kind="percent",
@@ -392,7 +391,7 @@ def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code
     assert (row.status, row.skip_reason, row.claim_token) == ("skipped", "no_discount_code", None)
 
 
-def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopify_shop, us, jobs,  # noqa: F811
+def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopify_shop, us, jobs,
                                                                        fake_shopify):
     shared = automation(db, shopify_shop, us, discount_mode="shared", discount_code="WELCOME10",
                         discount_kind="percent", discount_value=10)
@@ -407,7 +406,7 @@ def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopif
     assert (row.status, row.claim_token) == ("pending", None)
 
 
-def test_demo_shops_hold_nothing(db, shop, us, jobs):  # noqa: F811
+def test_demo_shops_hold_nothing(db, shop, us, jobs):
     auto = automation(db, shop, us, discount_mode="unique", discount_code="", discount_kind="percent",
                       discount_value=10)
     shop.is_demo = True
@@ -445,7 +444,7 @@ def keyword_segment(db, shop):
     return keyword, joined
 
 
-def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
+def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, settled_jobs):
     from kinnekt.subscribers import optin
     keyword, joined = keyword_segment(db, quiet_off)
     auto = automation(db, quiet_off, joined, body="Welcome to Alpha!")
@@ -459,7 +458,7 @@ def test_a_keyword_opt_in_is_welcomed_by_itself(db, quiet_off, vonage_config, se
     assert db.get(Campaign, auto.campaign_id).status == "in_progress"  # an automation never completes
 
 
-def test_the_double_opt_in_request_does_not_block_the_welcome(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
+def test_the_double_opt_in_request_does_not_block_the_welcome(db, quiet_off, vonage_config, settled_jobs):
     from kinnekt.subscribers import optin
     quiet_off.smart_sending_hours = 24
     db.commit()
@@ -473,7 +472,7 @@ def test_the_double_opt_in_request_does_not_block_the_welcome(db, quiet_off, von
     assert sent_to(vonage_config) == [person.phone, person.phone]
 
 
-def test_an_order_webhook_fires_through_its_recheck(app, client, db, quiet_off, vonage_config,  # noqa: F811
+def test_an_order_webhook_fires_through_its_recheck(app, client, db, quiet_off, vonage_config,
                                                     settled_jobs):
     from tests import shopify_payloads as sp
     buyers = Segment(shop_id=quiet_off.id, name="Buyers", kind="manual", definition={
@@ -492,7 +491,7 @@ def test_an_order_webhook_fires_through_its_recheck(app, client, db, quiet_off, 
     assert sent_to(vonage_config) == [person.phone]
 
 
-def test_a_click_fires_through_its_recheck(db, quiet_off, vonage_config, settled_jobs):  # noqa: F811
+def test_a_click_fires_through_its_recheck(db, quiet_off, vonage_config, settled_jobs):
     from kinnekt.web.redirects import record_click
     clickers = Segment(shop_id=quiet_off.id, name="Clickers", kind="manual", definition={
         "match": "all", "rules": [{"field": "clicks_count", "op": "gte", "value": 1}]})
@@ -509,7 +508,7 @@ def test_a_click_fires_through_its_recheck(db, quiet_off, vonage_config, settled
     assert sent_to(vonage_config) == [person.phone]
 
 
-def test_smart_sending_skips_at_send_time(db, quiet_off, us, vonage_config, settled_jobs):  # noqa: F811
+def test_smart_sending_skips_at_send_time(db, quiet_off, us, vonage_config, settled_jobs):
     quiet_off.smart_sending_hours = 24
     db.commit()
     auto = automation(db, quiet_off, us, body="Welcome!")
@@ -524,7 +523,7 @@ def test_smart_sending_skips_at_send_time(db, quiet_off, us, vonage_config, sett
     assert sent_to(vonage_config) == [fresh.phone]
 
 
-def test_an_opt_out_before_a_delayed_send_skips_it(db, quiet_off, us, vonage_config, jobs):  # noqa: F811
+def test_an_opt_out_before_a_delayed_send_skips_it(db, quiet_off, us, vonage_config, jobs):
     from kinnekt.subscribers import optin
     auto = automation(db, quiet_off, us, delay=3600)
     leaving, staying = subscriber(db, quiet_off, country="FR"), subscriber(db, quiet_off, country="FR")
@@ -544,7 +543,7 @@ def test_an_opt_out_before_a_delayed_send_skips_it(db, quiet_off, us, vonage_con
     assert sent_to(vonage_config) == [staying.phone]
 
 
-def test_quiet_hours_hold_the_message_then_it_goes(db, shop, vonage_config, jobs):  # noqa: F811
+def test_quiet_hours_hold_the_message_then_it_goes(db, shop, vonage_config, jobs):
     from zoneinfo import ZoneInfo
     tokyo = ZoneInfo("Asia/Tokyo")
     now = utcnow()

@@ -15,10 +15,9 @@ from sqlalchemy import select
 from kinnekt.campaigns import stats
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message, Segment
-from tests.fake_vonage import vonage_ca  # noqa: F401 (fixture)
 from tests.test_automation_engine import automation, move
 from tests.test_campaign_audience import segment, subscriber
-from tests.test_campaign_workers import redis_queue, slow_vonage, wipe, workers  # noqa: F401 (fixtures)
+from tests.worker_env import wipe
 
 
 def wait_for(db, predicate, timeout, pool=None):
@@ -46,7 +45,7 @@ def received(fake) -> collections.Counter:
     return collections.Counter("+" + form["to"] for form in fake.sent())
 
 
-def test_a_keyword_opt_in_is_welcomed_by_the_worker_once(db, shop, workers, slow_vonage):  # noqa: F811
+def test_a_keyword_opt_in_is_welcomed_by_the_worker_once(db, shop, workers, slow_vonage):
     from kinnekt.subscribers import keywords, optin
     shop.quiet_hours_enabled = False
     db.commit()
@@ -64,7 +63,7 @@ def test_a_keyword_opt_in_is_welcomed_by_the_worker_once(db, shop, workers, slow
     assert (figures.recipients, figures.sent) == (3, 3)
 
 
-def test_a_lost_fire_job_is_recovered_by_a_new_worker(db, shop, workers, slow_vonage, redis_queue):  # noqa: F811
+def test_a_lost_fire_job_is_recovered_by_a_new_worker(db, shop, workers, slow_vonage, redis_queue):
     shop.quiet_hours_enabled = False
     db.commit()
     us = segment(db, shop, "US", ["US"], now=utcnow())

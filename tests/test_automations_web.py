@@ -18,12 +18,7 @@ from kinnekt.tenancy import bind_shop
 from kinnekt.web import segment_form
 from tests.test_keywords_web import count
 
-
-@pytest.fixture(autouse=True)
-def _settle(app):
-    """Let the builds that saving queued finish before the next test empties the tables."""
-    yield
-    assert app.extensions["kinnekt_queue"].drain(60)
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def toast(response) -> dict:

@@ -12,8 +12,7 @@ from kinnekt.segments import auto
 from kinnekt.subscribers import keywords
 from kinnekt.tenancy import bind_shop
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_browser_keywords import MSISDN, PHONE, SENDER, outbox, text_in  # noqa: F401 (fixture)
+from tests.helpers import MSISDN, SENDER, outbox
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 

@@ -15,7 +15,8 @@ from sqlalchemy import update
 from kinnekt.campaigns import quiet_hours
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Message
-from tests.test_campaigns_web import add, campaign, subscriber
+from tests.factories import add
+from tests.test_campaigns_web import campaign, subscriber
 
 pytestmark = pytest.mark.browser
 

@@ -13,7 +13,6 @@ from sqlalchemy import select, update
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Message
 from kinnekt.queue import get_queue
-from tests.fake_vonage import fake_vonage, settled_jobs, vonage_ca, vonage_config  # noqa: F401 (fixtures)
 from tests.test_campaigns_web import segment, subscriber
 
 pytestmark = pytest.mark.browser

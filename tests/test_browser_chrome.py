@@ -11,16 +11,6 @@ from kinnekt.web.templating import NAV
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def embedded(app, monkeypatch, page):
-    """Pages served as inside the Shopify admin: App Bridge on (its CDN script answered empty, the test's init
-    script being App Bridge), as in production."""
-    monkeypatch.setitem(app.config, "APP_BRIDGE_ENABLED", True)
-    page.route("https://cdn.shopify.com/**",
-               lambda route: route.fulfill(status=200, content_type="text/javascript", body="/* faked */"))
-    return page
-
-
 def _app_bridge(page, key):
     return page.evaluate(f"window.__appBridge.{key}")
 

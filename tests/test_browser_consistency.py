@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Segment, SegmentMember
 from kinnekt.sms import prices
-from tests.test_campaign_links import message, recipient
+from tests.factories import message
+from tests.test_campaign_links import recipient
 from tests.test_campaigns_web import campaign, segment, subscriber
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,8 @@ from playwright.sync_api import expect
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Subscriber, SubscriptionEvent
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 from tests.test_dashboard import credit
 
 pytestmark = pytest.mark.browser

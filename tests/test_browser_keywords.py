@@ -2,24 +2,19 @@
 subscriber in the list and in the keyword's segment; text STOP and see them unsubscribed. Settings save in place."""
 from __future__ import annotations
 
-import itertools
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from kinnekt.db import Session
-from kinnekt.models import Keyword, OutboxMessage, Shop, Subscriber
+from kinnekt.models import Keyword, Shop, Subscriber
 from kinnekt.tenancy import bind_shop
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+from tests.helpers import PHONE, SENDER, outbox
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 
-SENDER = "15550100200"
-MSISDN = "447400123456"
-PHONE = "+" + MSISDN
-_message_ids = itertools.count(1)
 
 
 @pytest.fixture
@@ -28,28 +23,6 @@ def shop(db):
     return make_shop("acme.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=True)
 
 
-
-
-@pytest.fixture
-def text_in(live_server, page, app):
-    """Text the shop's number from MSISDN the way Vonage calls the inbound webhook (form POST), then let the
-    in-process queue handle it."""
-    def send(text: str):
-        words = text.split()
-        response = page.request.post(f"{live_server}/sms/inbound", form={
-            "msisdn": MSISDN, "to": SENDER, "messageId": f"0A00000{next(_message_ids):09d}", "text": text,
-            "type": "text", "keyword": words[0].upper() if words else "", "message-timestamp": "2026-11-22 10:00:00",
-            "api-key": "fakekey1"})
-        assert response.status == 204
-        assert app.extensions["kinnekt_queue"].drain(20)
-    return send
-
-
-def outbox() -> list[str]:
-    bind_shop(None)
-    Session.expire_all()
-    return Session.scalars(select(OutboxMessage.text).where(OutboxMessage.to_phone == PHONE)
-                           .order_by(OutboxMessage.id)).all()
 
 
 def subscriber() -> Subscriber:

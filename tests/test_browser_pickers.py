@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from kinnekt.db import Session
 from kinnekt.models import Collection, Product, ProductVariant, Segment
-from tests.test_browser_chrome import embedded  # noqa: F401 (fixture)
-from tests.test_segments_web import add, person
+from tests.factories import add
+from tests.test_segments_web import person
 
 pytestmark = pytest.mark.browser
 

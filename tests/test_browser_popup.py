@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from kinnekt.models import Message, Subscriber
 from kinnekt.queue import get_queue
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_app_proxy import proxy_query
+from tests.test_shopify_app_proxy import proxy_query
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 

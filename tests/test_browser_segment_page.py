@@ -11,7 +11,8 @@ from playwright.sync_api import expect
 from kinnekt.db import Session, utcnow
 from kinnekt.models import SegmentCount, SegmentEvent
 from kinnekt.segments import membership
-from tests.test_segments_web import EXAMPLE, add, person, segment
+from tests.factories import add
+from tests.test_segments_web import EXAMPLE, person, segment
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,8 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from tests.test_segments_web import EXAMPLE, add, person, segment
+from tests.factories import add
+from tests.test_segments_web import EXAMPLE, person, segment
 from kinnekt.casefold import fold
 from kinnekt.db import Session
 from kinnekt.models import Customer, LineItem, Order, Product, Segment, Subscriber

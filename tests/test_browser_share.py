@@ -12,8 +12,7 @@ from kinnekt.segments.auto import ensure_default_segments
 from kinnekt.subscribers.keywords import create_keyword
 from kinnekt.tenancy import bind_shop
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_browser_keywords import MSISDN, PHONE, SENDER, text_in  # noqa: F401 (fixture)
+from tests.helpers import PHONE, SENDER
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 
@@ -36,7 +35,7 @@ def browser_context_args(browser_context_args):
             "has_touch": True}
 
 
-def test_share_page_on_a_phone_then_joining_by_its_keyword(live_server, page, shop, text_in):  # noqa: F811
+def test_share_page_on_a_phone_then_joining_by_its_keyword(live_server, page, shop, text_in):
     requested, errors = [], []
     page.on("request", lambda request: requested.append(request.url))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from kinnekt.db import Session
 from kinnekt.models import Subscriber
 from tests.conftest import FAKE_APP_BRIDGE
-from tests.test_subscribers_import import jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -88,9 +87,9 @@ def test_import_a_csv_and_see_the_report(live_server, page, db, shop, token_for)
     assert (saved.shop_id, saved.phone, saved.source) == (shop.id, "+12125550101", "import")
 
 
-def test_a_large_import_shows_its_progress_then_its_report(live_server, page, db, shop, token_for, jobs):
+def test_a_large_import_shows_its_progress_then_its_report(live_server, page, db, shop, token_for, import_jobs):
     """A file over the inline limit is imported by a job: the page polls its progress bar, then shows the report.
-    The test runs the job itself, a batch at a time (the `jobs` fixture records jobs instead of running them)."""
+    The test runs the job itself, a batch at a time (the `import_jobs` fixture records jobs instead of running them)."""
     from kinnekt.models import SubscriberImport
     from kinnekt.subscribers import importing
     open_subscribers(page, live_server, shop, token_for)

@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from kinnekt.db import Session
 from kinnekt.models import Campaign, Shop
-from tests.test_browser_chrome import embedded  # noqa: F401 (fixture)
 from tests.test_campaigns_web import campaign, segment as built_segment, subscriber
 from tests.test_segments_web import segment as rule_segment
 

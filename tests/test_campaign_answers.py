@@ -16,8 +16,7 @@ from kinnekt.campaigns import answers
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber
 from kinnekt.sms.gateway import SendResult
-from tests.test_campaign_audience import jobs  # noqa: F401 (fixture)
-from tests.test_campaign_sending import _started, rows, shop_us  # noqa: F401 (fixture)
+from tests.test_campaign_sending import _started, rows
 
 
 def _one_sending_row(db, shop, jobs_fixture, receipt: str | None) -> Message:
@@ -34,7 +33,7 @@ def _one_sending_row(db, shop, jobs_fixture, receipt: str | None) -> Message:
 
 @pytest.mark.parametrize("receipt", [None, "delivered", "failed"])
 def test_an_accepted_answer_recorded_through_the_session_is_written_as_every_accepted_answer(
-        db, shop_us, jobs, receipt):  # noqa: F811
+        db, shop_us, jobs, receipt):
     message = _one_sending_row(db, shop_us, jobs, receipt)
     before = utcnow()
     result = SendResult(provider_id="ANSWER1", status="sent", price=Decimal("0.0079"))
@@ -53,7 +52,7 @@ def test_an_accepted_answer_recorded_through_the_session_is_written_as_every_acc
         assert subscriber.last_received_at is None
 
 
-def test_an_answer_that_is_not_accepted_moves_only_a_sending_row(db, shop_us, jobs):  # noqa: F811
+def test_an_answer_that_is_not_accepted_moves_only_a_sending_row(db, shop_us, jobs):
     """A refusal fails a "sending" row; on a row a receipt already moved, only its id and price are written."""
     message = _one_sending_row(db, shop_us, jobs, None)
     refused = SendResult(provider_id="ANSWER2", status="failed", error_code="7", error_text="number barred")

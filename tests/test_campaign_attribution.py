@@ -12,31 +12,25 @@ from kinnekt.campaigns import attribution, links
 from kinnekt.models import Attribution, Click, Link, Order
 from kinnekt.shopify.ingest.orders import delete_order, upsert_orders
 from kinnekt.shopify.ingest.rows import OrderRow
+from tests import factories
 from tests.conftest import make_shop
-from tests.test_campaign_links import T0, campaign, customer, message, recipient
+from tests.factories import customer, message
+from tests.test_campaign_links import T0, campaign, recipient
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 _order_ids = itertools.count(9_000_001)
 
 
-@pytest.fixture(autouse=True)
-def _drain(app):
-    """Segment re-checks queued by order ingestion finish before the tables are emptied."""
-    yield
-    assert app.extensions["kinnekt_queue"].drain(60)
-
-
 def order(db, shop, *, at, customer_row=None, total="50.00", current=None, codes=(), landing=None, phone=None,
           **fields) -> Order:
     """An order of `shop` placed at `at`; committed (not attributed)."""
-    row = Order(shop_id=shop.id, shopify_id=next(_order_ids), customer_id=customer_row.id if customer_row else None,
-                created_at=at, total_price=Decimal(total),
-                current_total_price=Decimal(current) if current is not None else None,
-                discount_codes=[{"code": c} for c in codes], landing_site=landing, phone=phone, **fields)
-    db.add(row)
-    db.commit()
-    return row
+    return factories.order(db, shop, customer_row, created_at=at, shopify_id=next(_order_ids),
+                           total_price=Decimal(total),
+                           current_total_price=Decimal(current) if current is not None else None,
+                           discount_codes=[{"code": c} for c in codes], landing_site=landing, phone=phone, **fields)
 
 
 def click(db, shop, camp, sub, at, url="https://alpha.example/sale") -> Click:

@@ -6,103 +6,42 @@ helpers at the top are shared by the other campaign test modules.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select, update
 
 from kinnekt.campaigns import audience, lifecycle, quiet_hours
 from kinnekt.db import utcnow
-from kinnekt.models import Campaign, CampaignSegment, Message, Segment, SegmentEvent, Subscriber
+from kinnekt.models import Campaign, Message, Segment, SegmentEvent, Subscriber
 from kinnekt.segments import membership
 from kinnekt.subscribers import importing
+from tests import factories
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)  # 12:00 in New York (EDT since 8 March), 01:00 next day in Tokyo
-_serial = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-class RecordingQueue:
-    """Stands in for the job queue where a test drives the jobs itself: remembers what was queued."""
-
-    mode = "recording"
-
-    def __init__(self):
-        self.jobs: list[tuple] = []
-
-    def enqueue(self, func, *args, job_id=None, **kwargs):
-        self.jobs.append((func.__name__, args, job_id, None))
-        return job_id
-
-    def enqueue_at(self, when, func, *args, job_id=None, **kwargs):
-        self.jobs.append((func.__name__, args, job_id, when))
-        return job_id
-
-    def enqueue_in(self, delay, func, *args, job_id=None, **kwargs):
-        return self.enqueue_at(utcnow() + delay, func, *args, job_id=job_id, **kwargs)
-
-    def drain(self, timeout=10.0):
-        return True
-
-    def names(self) -> list[str]:
-        return [name for name, *_ in self.jobs]
-
-
-@pytest.fixture
-def jobs(app, monkeypatch):
-    """Jobs are recorded, not run: the test calls start / run itself."""
-    from kinnekt import queue
-    recorder = RecordingQueue()
-    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
-    monkeypatch.setattr(queue, "_queue", recorder)
-    return recorder
-
-
-def subscriber(db, shop, *, country="US", status="subscribed", **fields) -> Subscriber:
-    """A subscriber of `shop` (subscribed, from the US unless told); committed."""
-    n = next(_serial)
-    row = Subscriber(shop_id=shop.id, phone=fields.pop("phone", f"+1212555{n:04d}"), status=status, source="manual",
-                     country=country, **fields)
-    db.add(row)
-    db.commit()
-    return row
+subscriber = partial(factories.subscriber, country="US")
+"""A subscriber of `shop` (subscribed, from the US unless told); committed."""
 
 
 def segment(db, shop, name, countries, *, build=True, now=NOW) -> Segment:
     """A manual segment of the subscribers whose number is from one of `countries`, built at `now` unless told."""
-    row = Segment(shop_id=shop.id, name=name, kind="manual",
-                  definition={"match": "all", "rules": [{"field": "country", "op": "in", "value": list(countries)}]})
-    db.add(row)
-    db.commit()
-    if build:
-        membership.build(db, row.id, now=now)
-    return row
+    return factories.country_segment(db, shop, name, countries, built_at=now if build else None)
 
 
-def campaign(db, shop, include, exclude=(), *, body="Hi {first_name}, 20% off today", status="draft", **fields
-             ) -> Campaign:
+def campaign(db, shop, include, exclude=(), *, body="Hi {first_name}, 20% off today", **fields) -> Campaign:
     """A campaign of `shop` for these segments; committed."""
-    row = Campaign(shop_id=shop.id, name=fields.pop("name", "Spring sale"), body=body, status=status, **fields)
-    db.add(row)
-    db.flush()
-    for seg in include:
-        db.add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=seg.id, mode="include"))
-    for seg in exclude:
-        db.add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=seg.id, mode="exclude"))
-    db.commit()
-    return row
+    return factories.campaign(db, shop, include=include, exclude=exclude, body=body, **fields)
 
 
 def sent_message(db, shop, person, at) -> Message:
     """A message of an earlier (completed) campaign that reached `person` at `at`."""
-    earlier = campaign(db, shop, [], name=f"Earlier {next(_serial)}", status="completed")
-    row = Message(shop_id=shop.id, campaign_id=earlier.id, subscriber_id=person.id, kind="campaign",
-                  to_phone=person.phone, status="sent", sent_at=at)
-    db.add(row)
-    db.commit()
-    return row
+    earlier = campaign(db, shop, [], name=f"Earlier {factories.serial()}", status="completed")
+    return factories.message(db, earlier, person, kind="campaign", status="sent", sent_at=at)
 
 
 def rows_by_subscriber(db, campaign_row) -> dict[int, Message]:

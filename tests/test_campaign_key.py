@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kinnekt.db import engine, utcnow
 from kinnekt.models import Campaign, Link, Message, Shop
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 
 ON_POSTGRESQL = os.environ.get("DATABASE_URL", "").startswith("postgres")
 

@@ -11,19 +11,10 @@ from kinnekt.campaigns import lifecycle, sending
 from kinnekt.campaigns.lifecycle import CampaignError
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment
 from kinnekt.segments import service
-from tests.test_campaign_audience import jobs, segment, subscriber  # noqa: F401 (fixture)
+from tests.test_campaign_audience import segment, subscriber
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def audience_of_three(db, shop):
-    """Three subscribed US numbers in a built segment; quiet hours off (the clock is moved around freely)."""
-    shop.quiet_hours_enabled = False
-    db.commit()
-    people = [subscriber(db, shop) for _ in range(3)]
-    return people, segment(db, shop, "US", ["US"])
 
 
 def _values(seg_ids, **changes) -> dict:

@@ -5,58 +5,31 @@ The helpers at the top (campaign, recipient, message) are shared by the other ca
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
 
 from kinnekt import defaults
 from kinnekt.campaigns import links
-from kinnekt.models import Campaign, Customer, Link, Message, Subscriber
+from kinnekt.models import Campaign, Link, Subscriber
+from tests import factories
+from tests.factories import message
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
-_serial = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def campaign(db, shop, *, name="Spring sale - VIP", body="Sale! https://alpha.example/sale", started_at=T0,
-             **fields) -> Campaign:
-    """A campaign of `shop` that started at `started_at` (in progress); committed."""
-    row = Campaign(shop_id=shop.id, name=name, body=body, status=fields.pop("status", "in_progress"),
-                   started_at=started_at, **fields)
-    db.add(row)
-    db.commit()
-    return row
+campaign = partial(factories.campaign, name="Spring sale - VIP", body="Sale! https://alpha.example/sale",
+                   status="in_progress", started_at=T0)
+"""A campaign of `shop` that started at `started_at` (in progress); committed."""
 
 
-def customer(db, shop, **fields) -> Customer:
-    """A Shopify customer of `shop`; committed."""
-    row = Customer(shop_id=shop.id, shopify_id=next(_serial), **fields)
-    db.add(row)
-    db.commit()
-    return row
-
-
-def recipient(db, shop, *, customer_row=None, phone=None, **fields) -> Subscriber:
+def recipient(db, shop, *, customer_row=None, **fields) -> Subscriber:
     """A subscribed subscriber of `shop`, optionally linked to a customer; committed."""
-    n = next(_serial)
-    row = Subscriber(shop_id=shop.id, phone=phone or f"+1212555{n:04d}", status=fields.pop("status", "subscribed"),
-                     source="manual", customer_id=customer_row.id if customer_row else None, **fields)
-    db.add(row)
-    db.commit()
-    return row
-
-
-def message(db, campaign_row, subscriber, *, status="delivered", sent_at=None, **fields) -> Message:
-    """The campaign's message row for `subscriber`; committed."""
-    sent = sent_at if sent_at is not None else (campaign_row.started_at if status in ("sent", "delivered") else None)
-    row = Message(shop_id=campaign_row.shop_id, campaign_id=campaign_row.id, subscriber_id=subscriber.id,
-                  to_phone=subscriber.phone, status=status, sent_at=sent, **fields)
-    db.add(row)
-    db.commit()
-    return row
+    return factories.subscriber(db, shop, customer=customer_row, **fields)
 
 
 # ---------------------------------------------------------------------------------------------- find_urls

@@ -13,8 +13,7 @@ from kinnekt.campaigns import lifecycle, recurrence, stats
 from kinnekt.campaigns.lifecycle import CampaignError
 from kinnekt.models import Campaign, CampaignSegment, Message
 from kinnekt.segments import membership
-from tests.test_campaign_audience import jobs, segment, subscriber  # noqa: F401 (fixture)
-from tests.test_campaign_lifecycle import audience_of_three  # noqa: F401 (fixture)
+from tests.test_campaign_audience import subscriber
 
 UTC = dt.timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")

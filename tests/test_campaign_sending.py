@@ -21,18 +21,9 @@ from kinnekt.models import Campaign, Link, Message, Subscriber
 from kinnekt.queue import get_queue
 from kinnekt.sms.gateway import SendResult
 from kinnekt.subscribers import optin
-from tests.fake_vonage import fake_vonage, settled_jobs, vonage_ca, vonage_config  # noqa: F401 (fixtures)
-from tests.test_campaign_audience import jobs, segment, subscriber  # noqa: F401 (fixture)
+from tests.test_campaign_audience import segment, subscriber
 
 FOOTER = "Reply STOP to unsubscribe"
-
-
-@pytest.fixture
-def shop_us(db, shop):
-    """The shop, quiet hours off (the real clock decides sends here), and a built segment of its US numbers."""
-    shop.quiet_hours_enabled = False
-    db.commit()
-    return shop
 
 
 def people(db, shop, n, **fields) -> list[Subscriber]:
@@ -84,7 +75,7 @@ class ScriptedGateway:
 
 
 @pytest.fixture
-def scripted(monkeypatch, settled_jobs):  # noqa: F811
+def scripted(monkeypatch, settled_jobs):
     """Install a ScriptedGateway for campaign sends; set `.hook` in the test."""
     gateway = ScriptedGateway()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)
@@ -98,7 +89,7 @@ def other_session():
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-def test_send_now_texts_each_sendable_subscriber_exactly_once(db, shop_us, vonage_config, settled_jobs):  # noqa: F811
+def test_send_now_texts_each_sendable_subscriber_exactly_once(db, shop_us, vonage_config, settled_jobs):
     team = people(db, shop_us, 4)
     us = segment(db, shop_us, "US", ["US"])
     gone = team[3]
@@ -199,7 +190,7 @@ def test_uninstall_mid_send_stops_the_campaign(db, shop_us, scripted):
     assert [m.status for m in rows(db, row)].count("ended") == 3 and len(scripted.sent) == 1
 
 
-def test_throttled_message_is_retried_with_backoff_and_sent_once(db, shop_us, vonage_config, settled_jobs,  # noqa: F811
+def test_throttled_message_is_retried_with_backoff_and_sent_once(db, shop_us, vonage_config, settled_jobs,
                                                                  monkeypatch):
     monkeypatch.setattr(defaults, "CAMPAIGN_RETRY_SECONDS", (0.5,))
     team = people(db, shop_us, 3)
@@ -216,7 +207,7 @@ def test_throttled_message_is_retried_with_backoff_and_sent_once(db, shop_us, vo
 
 
 def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db, shop_us, vonage_config,
-                                                                            settled_jobs):  # noqa: F811
+                                                                            settled_jobs):
     from kinnekt.sms import receipts
     people(db, shop_us, 3)
     us = segment(db, shop_us, "US", ["US"])
@@ -241,7 +232,7 @@ def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db,
 
 
 def test_permanent_failures_are_recorded_and_a_barred_number_suppressed(db, shop_us, vonage_config,
-                                                                       settled_jobs):  # noqa: F811
+                                                                       settled_jobs):
     team = people(db, shop_us, 3)
     us = segment(db, shop_us, "US", ["US"])
     vonage_config.then(("status", "7", "Number barred"), ("status", "3", "Invalid parameters"))
@@ -257,7 +248,7 @@ def test_permanent_failures_are_recorded_and_a_barred_number_suppressed(db, shop
     assert {p.id for p in team} >= set(failed)
 
 
-def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config, settled_jobs):  # noqa: F811
+def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config, settled_jobs):
     now = utcnow()
     minute = now.hour * 60 + now.minute
     shop.quiet_hours_enabled = True
@@ -349,7 +340,7 @@ def test_recovery_leaves_a_campaign_with_a_fresh_heartbeat_alone(db, shop_us, jo
 
 
 def test_a_send_test_goes_to_one_number_outside_the_statistics(db, shop_us, vonage_config,
-                                                              settled_jobs):  # noqa: F811
+                                                              settled_jobs):
     message = composer.send_test(db, shop_us, {"body": "Hi {first_name} at {shop_name}", "discount_mode": "none"},
                                 "+12125550199")
     assert get_queue().drain(10)

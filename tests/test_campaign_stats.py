@@ -14,15 +14,12 @@ from kinnekt.models.message import row_ref
 from kinnekt.sms import receipts
 from tests.conftest import make_shop
 from tests.test_campaign_attribution import DAY, HOUR, click, order
-from tests.test_campaign_links import T0, campaign, customer, message, recipient
+from tests.factories import customer, message
+from tests.test_campaign_links import T0, campaign, recipient
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 CENT = Decimal("0.0100")
-
-
-@pytest.fixture(autouse=True)
-def _drain(app):
-    yield
-    assert app.extensions["kinnekt_queue"].drain(60)
 
 
 def unsubscribed(db, shop, sub, at):

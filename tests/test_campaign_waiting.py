@@ -6,7 +6,8 @@ import datetime as dt
 import re
 
 from kinnekt.campaigns import waiting
-from kinnekt.models import Campaign, Message, Subscriber
+from kinnekt.models import Campaign, Message
+from tests import factories
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # 7:00 AM in New York, 4:00 AM in Los Angeles
@@ -22,9 +23,7 @@ def setup(db, shop, *, local_time=False):
 
 
 def message(db, shop, campaign, phone, zone, **fields):
-    person = Subscriber(shop_id=shop.id, phone=phone, status="subscribed", source="manual", timezone=zone)
-    db.add(person)
-    db.flush()
+    person = factories.subscriber(db, shop, phone=phone, timezone=zone, commit=False)
     db.add(Message(shop_id=shop.id, campaign_id=campaign.id, subscriber_id=person.id, to_phone=phone, **fields))
     db.commit()
 

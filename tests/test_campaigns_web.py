@@ -13,8 +13,10 @@ from sqlalchemy import func, select
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.models import (Campaign, CampaignSegment, Message, Segment, SegmentMember, StaticList,
-                            StaticListEntry, Subscriber)
+                            StaticListEntry)
 from kinnekt.sms import prices
+from tests import factories
+from tests.factories import add
 
 UTC = dt.timezone.utc
 PRICE = prices.price_per_part("US")  # the tests' shops text from no number: priced as the US
@@ -22,20 +24,14 @@ PRICE = prices.price_per_part("US")  # the tests' shops text from no number: pri
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def add(*rows):
-    Session.add_all(rows)
-    Session.commit()
-    return rows[0] if len(rows) == 1 else rows
-
-
 def total(model) -> int:
     """Rows of a table in every shop (requests leave the test's session bound to their shop)."""
     return Session.scalar(select(func.count()).select_from(model).execution_options(all_shops=True))
 
 
 def subscriber(shop, phone, status="subscribed", **fields):
-    return add(Subscriber(shop_id=shop.id, phone=phone, status=status, source="manual", subscribed_at=utcnow(),
-                          **fields))
+    """A subscriber of `shop` with this number, subscribed now unless told; committed."""
+    return factories.subscriber(Session, shop, phone=phone, status=status, subscribed_at=utcnow(), **fields)
 
 
 def segment(shop, name, members=()):
@@ -52,11 +48,8 @@ def segment(shop, name, members=()):
 
 
 def campaign(shop, name="Spring sale", status="draft", segments=(), **fields):
-    fields.setdefault("body", "Hi {first_name}, spring sale today")
-    row = add(Campaign(shop_id=shop.id, name=name, status=status, **fields))
-    for seg in segments:
-        add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=seg.id, mode="include"))
-    return row
+    """A campaign of `shop` for these segments; committed."""
+    return factories.campaign(Session, shop, include=segments, name=name, status=status, **fields)
 
 
 def future(days=3, hour=10) -> tuple[str, str, dt.datetime]:

@@ -9,7 +9,7 @@ import pytest
 from kinnekt.db import Session
 from kinnekt.models import Collection, Product, ProductVariant
 from kinnekt.shopify import catalog_search
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 
 def _products(shop, *titles, status="active"):

@@ -10,8 +10,6 @@ from kinnekt.db import utcnow
 from kinnekt.models import Checkout, Customer, Message, Subscriber, SubscriptionEvent
 from kinnekt.subscribers import optin
 from tests import shopify_payloads as sp
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_webhooks_processing import deliver  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 

@@ -14,7 +14,8 @@ from kinnekt.models import Attribution, Subscriber, SubscriptionEvent
 from kinnekt.models.automation import Automation
 from tests.conftest import make_shop
 from tests.test_campaign_attribution import order
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 16, 0, tzinfo=UTC)  # noon in New York (EDT since March 8), 01:00 in Tokyo

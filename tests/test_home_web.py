@@ -11,7 +11,8 @@ from kinnekt.db import Session, utcnow
 from kinnekt.models import Subscriber
 from kinnekt.shopify import session_token
 from tests.conftest import make_shop
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 from tests.test_dashboard import credit
 
 

@@ -12,7 +12,7 @@ from kinnekt.models import Campaign, CampaignSegment, Keyword, Segment, Subscrib
 from kinnekt.subscribers import keywords as kw
 from kinnekt.subscribers import optin
 from kinnekt.tenancy import bind_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
+from tests.helpers import drain
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
@@ -41,13 +41,6 @@ def field_error(html: str, field_id: str) -> str:
     return html.split(f'id="{field_id}-error"', 1)[1].split("</p>", 1)[0]
 
 
-@pytest.fixture
-def drain(app):
-    def run():
-        assert app.extensions["kinnekt_queue"].drain(20)
-    return run
-
-
 # --- add --------------------------------------------------------------------------------------------------
 
 def test_new_keyword_form(client, auth, shop):
@@ -56,7 +49,7 @@ def test_new_keyword_form(client, auth, shop):
     assert 'name="word"' in html and 'name="reply_text"' in html and 'name="active" value="on" checked' in html
 
 
-def test_add_a_keyword_through_the_page(client, auth, shop, other_shop, drain):
+def test_add_a_keyword_through_the_page(client, auth, shop, other_shop):
     response = client.post("/keywords/", headers=auth,
                            data={"word": "  sale10 ", "reply_text": " Here is 10% off: SALE10 ", "active": "on"})
     assert response.status_code == 200
@@ -108,7 +101,7 @@ def test_a_word_the_shop_already_has_is_refused_but_another_shop_may_have_it(cli
 
 # --- edit ---------------------------------------------------------------------------------------------------
 
-def test_edit_page_shows_the_form_and_the_segment_members(client, auth, shop, drain):
+def test_edit_page_shows_the_form_and_the_segment_members(client, auth, shop):
     shop.double_opt_in = False
     Session.commit()
     keyword = kw.create_keyword(Session(), shop, word="JOIN", reply_text="Welcome")

@@ -16,17 +16,14 @@ from kinnekt.segments.compiler import PROBE, SET, members
 from kinnekt.shopify.ingest.customers import delete_customer
 from kinnekt.shopify.ingest.orders import delete_order, upsert_orders
 from kinnekt.shopify.ingest.rows import LineItemRow, OrderRow
-from tests.test_segment_compiler import NOW, buyer, rule, where
+from tests.factories import rule, where
+from tests.test_segment_compiler import NOW, buyer
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 HOUR = dt.timedelta(hours=1)
 _serial = itertools.count(70_000)
-
-
-@pytest.fixture(autouse=True)
-def _drain(app):
-    yield
-    app.extensions["kinnekt_queue"].drain()
 
 
 def linked(db, shop, shopify_id: int):

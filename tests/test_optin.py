@@ -13,9 +13,9 @@ from kinnekt.queue import get_queue
 from kinnekt.subscribers import optin
 from kinnekt.subscribers.checkout import apply_sms_consent
 from kinnekt.subscribers.phones import InvalidPhone
+from tests import factories
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401 (fixtures)
+from tests.fake_shopify import connect
 
 PHONE = "+447400123456"
 
@@ -177,11 +177,8 @@ def test_bad_input_saves_nothing(db, kwargs, error):
 # --- Shopify checkout consent ----------------------------------------------------------------------
 
 def _customer(db, shop, **fields):
-    customer = Customer(shop_id=shop.id, shopify_id=fields.pop("shopify_id", 501), phone=PHONE,
-                        first_name="Ann", country_code="GB", **fields)
-    db.add(customer)
-    db.commit()
-    return customer
+    fields.setdefault("shopify_id", 501)
+    return factories.customer(db, shop, phone=PHONE, first_name="Ann", country_code="GB", **fields)
 
 
 def test_checkout_consent_needs_checkout_collection_on(db):

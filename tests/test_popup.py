@@ -12,8 +12,7 @@ from kinnekt.models import Message, SignupAttempt, Subscriber, SubscriptionEvent
 from kinnekt.queue import get_queue
 from kinnekt.subscribers import popup
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_app_proxy import proxy_query
+from tests.test_shopify_app_proxy import proxy_query
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 

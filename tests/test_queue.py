@@ -311,7 +311,8 @@ def test_a_stop_request_makes_a_sender_hand_over_after_the_message_in_hand(app, 
     from kinnekt.campaigns import sending
     from kinnekt.models import Message
     from kinnekt.sms.gateway import SendResult
-    from tests.test_campaign_audience import RecordingQueue, segment, subscriber
+    from tests.helpers import RecordingQueue
+    from tests.test_campaign_audience import segment, subscriber
     recorder = RecordingQueue()
     monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
     monkeypatch.setattr(kqueue, "_queue", recorder)

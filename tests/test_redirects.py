@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from kinnekt.campaigns import links
 from kinnekt.models import Click, Link, Subscriber
 from tests.conftest import make_shop
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 
 PHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 

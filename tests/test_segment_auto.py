@@ -13,7 +13,10 @@ from kinnekt.models import Keyword, Segment
 from kinnekt.queue import get_queue
 from kinnekt.segments import auto
 from kinnekt.segments.rules import normalise
-from tests.test_segment_membership import _finish_background_jobs, member_ids, subscriber  # noqa: F401
+from tests.factories import subscriber
+from tests.test_segment_membership import member_ids
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def auto_segments(db, shop) -> dict[str, Segment]:

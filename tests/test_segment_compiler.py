@@ -6,8 +6,8 @@ Each test builds the few rows it needs with the helpers below and asserts the ex
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import random
+from functools import partial
 from decimal import Decimal
 
 import pytest
@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
 from bench import naive_segments
+from tests import factories
 from tests.conftest import make_shop
+from tests.factories import rule, where
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
                             Link, Message, Order, Segment, SegmentMember, StaticList, StaticListEntry, Subscriber,
                             SubscriptionEvent)
@@ -27,7 +28,6 @@ from kinnekt.segments.rules import FIELDS
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)  # Sunday 12:00 in New York (EDT)
-_serial = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -43,34 +43,15 @@ def add(db, row):
     return row
 
 
-def subscriber(db, shop, *, status="subscribed", source="manual", customer=None, **fields) -> Subscriber:
-    """A subscriber of `shop` (subscribed, manual, unlinked unless `customer` is given)."""
-    n = next(_serial)
-    return add(db, Subscriber(shop_id=shop.id, phone=fields.pop("phone", f"+1212555{n:04d}"), status=status,
-                              source=source, customer_id=customer.id if customer else None, **fields))
-
-
-def customer(db, shop, *, tags=(), **fields) -> Customer:
-    """A Shopify customer of `shop` with the given facts and (lower-case) tags."""
-    row = add(db, Customer(shop_id=shop.id, shopify_id=next(_serial), **fields))
-    for tag in tags:
-        add(db, CustomerTag(shop_id=shop.id, customer_id=row.id, tag=tag))
-    return row
-
-
-def buyer(db, shop, **customer_fields) -> tuple[Subscriber, Customer]:
-    """A subscribed subscriber linked to a new customer."""
-    person = customer(db, shop, **customer_fields)
-    return subscriber(db, shop, customer=person), person
+# The rows of a test are flushed, not committed.
+subscriber = partial(factories.subscriber, commit=False)
+customer = partial(factories.customer, commit=False)
+buyer = partial(factories.buyer, commit=False)
 
 
 def order(db, shop, person, *, created_at=NOW - dt.timedelta(days=1), lines=(), **fields) -> Order:
-    """An order of `person` (a customer) with line items given as dicts of LineItem fields."""
-    row = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=person.id, created_at=created_at,
-                        **fields))
-    for line in lines:
-        add(db, LineItem(shop_id=shop.id, order_id=row.id, shopify_id=next(_serial), **line))
-    return row
+    """An order of `person` (a customer), a day ago unless told, with line items given as dicts of LineItem fields."""
+    return factories.order(db, shop, person, created_at=created_at, lines=lines, commit=False, **fields)
 
 
 def message(db, shop, sub, *, status="delivered", sent_at=NOW - dt.timedelta(days=1)) -> Message:
@@ -78,13 +59,13 @@ def message(db, shop, sub, *, status="delivered", sent_at=NOW - dt.timedelta(day
 
 
 def click(db, shop, sub, *, when=NOW - dt.timedelta(days=1)) -> Click:
-    link = add(db, Link(shop_id=shop.id, code=f"c{next(_serial)}", url="https://shop.example/p",
+    link = add(db, Link(shop_id=shop.id, code=f"c{factories.serial()}", url="https://shop.example/p",
                         subscriber_id=sub.id))
     return add(db, Click(shop_id=shop.id, link_id=link.id, subscriber_id=sub.id, at=when))
 
 
 def checkout(db, shop, person, *, started_at=NOW - dt.timedelta(days=1), completed_at=None) -> Checkout:
-    return add(db, Checkout(shop_id=shop.id, token=f"t{next(_serial)}", customer_id=person.id,
+    return add(db, Checkout(shop_id=shop.id, token=f"t{factories.serial()}", customer_id=person.id,
                             started_at=started_at, completed_at=completed_at))
 
 
@@ -93,27 +74,14 @@ def subscription_event(db, shop, sub, *, kind="subscribed", when=NOW - dt.timede
 
 
 def segment(db, shop, definition, name=None) -> Segment:
-    return add(db, Segment(shop_id=shop.id, name=name or f"Segment {next(_serial)}", kind="manual",
-                           definition=definition))
+    return factories.segment(db, shop, definition, name=name, kind="manual", commit=False)
 
 
 def static_list(db, shop, phones) -> StaticList:
-    row = add(db, StaticList(shop_id=shop.id, name=f"List {next(_serial)}", row_count=len(phones)))
+    row = add(db, StaticList(shop_id=shop.id, name=f"List {factories.serial()}", row_count=len(phones)))
     for phone in phones:
         add(db, StaticListEntry(shop_id=shop.id, list_id=row.id, phone=phone))
     return row
-
-
-def where(*rules, match="all") -> dict:
-    """A definition whose root group holds `rules`."""
-    return {"match": match, "rules": list(rules)}
-
-
-def rule(field, op, value=None, **extras) -> dict:
-    out = {"field": field, "op": op, **extras}
-    if value is not None:
-        out["value"] = value
-    return out
 
 
 def ids(*subscribers) -> set[int]:
@@ -497,7 +465,7 @@ def test_case_insensitive_is_unicode_case_folding_on_both_databases(db, shop):
     person.city = "MÜNCHEN"
     db.flush()
     assert matching(db, shop, rule("city", "eq", "münchen")) == ids(zurich)
-    db.execute(insert(LineItem), [{"shop_id": shop.id, "order_id": placed.id, "shopify_id": next(_serial),
+    db.execute(insert(LineItem), [{"shop_id": shop.id, "order_id": placed.id, "shopify_id": factories.serial(),
                                    "title": "Fußball", "customer_id": person.id, "counted": True}])
     assert matching(db, shop, title("eq", "FUSSBALL")) == ids(zurich)
 
@@ -768,7 +736,7 @@ def test_received_sms_counts_messages_the_provider_accepted(db, shop):
 
 
 def discount_campaign(db, shop, *, mode="unique", code="SPRING", body="Take 10% off: {discount_code}") -> Campaign:
-    return add(db, Campaign(shop_id=shop.id, name=f"Campaign {next(_serial)}", body=body, status="completed",
+    return add(db, Campaign(shop_id=shop.id, name=f"Campaign {factories.serial()}", body=body, status="completed",
                             discount_mode=mode, discount_code=code if mode != "none" else None))
 
 
@@ -1203,9 +1171,9 @@ def random_shop(db, shop, rng) -> list[int]:
             subscription_event(db, shop, sub, kind=rng.choice(("subscribed", "unsubscribed")),
                                when=NOW - dt.timedelta(days=rng.uniform(0, 60)))
     discounts(db, shop, people, random.Random(len(people)))
-    orphan = add(db, Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=None, created_at=NOW,
+    orphan = add(db, Order(shop_id=shop.id, shopify_id=factories.serial(), customer_id=None, created_at=NOW,
                            financial_status="paid"))  # an order of no customer: never anybody's
-    add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=next(_serial), product_id=1, title="Shirt"))
+    add(db, LineItem(shop_id=shop.id, order_id=orphan.id, shopify_id=factories.serial(), product_id=1, title="Shirt"))
     return [static_list(db, shop, [p.phone for p in rng.sample(people, 5)] + ["+19995550000"]).id,
             static_list(db, shop, []).id]
 
@@ -1216,7 +1184,7 @@ def discounts(db, shop, people, rng) -> None:
                  discount_campaign(db, shop, mode="shared", body="No tag"), discount_campaign(db, shop, mode="none")]
     for sub in people:
         for camp in rng.sample(campaigns, rng.randint(0, 2)):  # one message per campaign and recipient
-            campaign_message(db, shop, sub, camp, code=f"K-{next(_serial)}" if camp.discount_mode == "unique" else None,
+            campaign_message(db, shop, sub, camp, code=f"K-{factories.serial()}" if camp.discount_mode == "unique" else None,
                              status=rng.choice(("delivered", "sent", "failed")),
                              sent_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
         if sub.customer_id and rng.random() < 0.4:

@@ -16,8 +16,10 @@ from kinnekt.db import utcnow
 from kinnekt.models import Subscriber
 from kinnekt.segments import exports
 from kinnekt.segments.auto import source_definition
-from tests.test_segment_membership import (NOW, SPENT_OVER_25, _finish_background_jobs,  # noqa: F401
-                                           customer, segment, subscriber)
+from tests.factories import customer, subscriber
+from tests.test_segment_membership import NOW, SPENT_OVER_25, segment
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 EVERY_MANUAL = source_definition("manual")
 HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -11,19 +11,14 @@ from sqlalchemy import event, select
 from kinnekt.db import Session
 from kinnekt.models import Campaign, CampaignSegment, Automation, SegmentCount, SegmentEvent, StaticList
 from kinnekt.segments import history, membership, references, service, summaries
-from tests.test_segment_membership import customer, rule, segment, subscriber, where
+from tests.factories import customer, rule, subscriber, where
+from tests.test_segment_membership import segment
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 UTC = dt.timezone.utc
 # 16:00 UTC is 11:00 in New York (the test shop's zone): the same local day.
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _finish_background_jobs(app):
-    """Builds queued by a test finish before the tables are emptied (else they race the clean-up)."""
-    yield
-    from kinnekt.queue import get_queue
-    assert get_queue().drain(60)
 
 
 def counts(db, seg) -> list[tuple[dt.date, int]]:

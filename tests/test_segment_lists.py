@@ -13,7 +13,10 @@ from kinnekt.segments.compiler import members
 from kinnekt.segments.lists import ListImportError, ListNameTaken, import_list_csv, normalise_phone, shop_region
 from kinnekt.segments.rules import DefinitionError, validate
 from tests.conftest import make_shop
-from tests.test_segment_membership import NOW, _finish_background_jobs, rule, subscriber, where  # noqa: F401
+from tests.factories import rule, subscriber, where
+from tests.test_segment_membership import NOW
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def entries(db, static_list) -> list[str]:

@@ -6,7 +6,6 @@ the other segment test modules.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import threading
 from decimal import Decimal
 
@@ -14,70 +13,28 @@ import pytest
 from sqlalchemy import func, select
 
 from kinnekt.db import Session
-from kinnekt.models import Customer, Segment, SegmentEvent, SegmentMember, Subscriber
+from kinnekt.models import Customer, Segment, SegmentEvent, SegmentMember
 from kinnekt.queue import get_queue
 from kinnekt.segments import membership
 from kinnekt.segments.compiler import members
 from kinnekt.segments.rules import has_relative_time, normalise
+from tests import factories
 from tests.conftest import make_shop
+from tests.factories import buyer, rule, subscriber, where
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 16, 0, tzinfo=UTC)
-_serial = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-@pytest.fixture(autouse=True)
-def _finish_background_jobs(app):
-    """Builds queued by a test finish before the tables are emptied (else they race the clean-up)."""
-    yield
-    assert get_queue().drain(60)
-
-
-def subscriber(db, shop, *, status="subscribed", source="manual", customer=None, **fields) -> Subscriber:
-    """A subscriber of `shop` (subscribed, manual, unlinked unless `customer` is given); committed."""
-    n = next(_serial)
-    row = Subscriber(shop_id=shop.id, phone=fields.pop("phone", f"+1212555{n:04d}"), status=status, source=source,
-                     customer_id=customer.id if customer else None, **fields)
-    db.add(row)
-    db.commit()
-    return row
-
-
-def customer(db, shop, **facts) -> Customer:
-    """A Shopify customer of `shop` with the given facts; committed."""
-    row = Customer(shop_id=shop.id, shopify_id=next(_serial), **facts)
-    db.add(row)
-    db.commit()
-    return row
-
-
-def buyer(db, shop, **facts) -> tuple[Subscriber, Customer]:
-    """A subscribed subscriber linked to a new customer with these facts."""
-    person = customer(db, shop, **facts)
-    return subscriber(db, shop, customer=person), person
-
-
 def segment(db, shop, definition, *, name=None, kind="manual") -> Segment:
     """A stored segment (not built) with the normalised definition and its sweep flag; committed."""
     definition = normalise(definition)
-    row = Segment(shop_id=shop.id, name=name or f"Segment {next(_serial)}", kind=kind, definition=definition,
-                  has_relative_time=has_relative_time(definition, session=db, shop_id=shop.id))
-    db.add(row)
-    db.commit()
-    return row
-
-
-def where(*rules, match="all") -> dict:
-    return {"match": match, "rules": list(rules)}
-
-
-def rule(field, op, value=None, **extras) -> dict:
-    out = {"field": field, "op": op, **extras}
-    if value is not None:
-        out["value"] = value
-    return out
+    return factories.segment(db, shop, definition, name=name, kind=kind,
+                             has_relative_time=has_relative_time(definition, session=db, shop_id=shop.id))
 
 
 SPENT_OVER_25 = where(rule("money_spent", "gt", 25))
@@ -512,7 +469,7 @@ def test_a_requested_build_done_by_another_job_since_is_not_built_again(app, db,
     logs them."""
     from kinnekt import queue as kqueue
     from kinnekt.segments.tasks import build_segment
-    from tests.test_campaign_audience import RecordingQueue
+    from tests.helpers import RecordingQueue
     recorder = RecordingQueue()  # the test runs the jobs itself, in the order a busy worker could
     monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
     monkeypatch.setattr(kqueue, "_queue", recorder)

@@ -12,15 +12,11 @@ import pytest
 from kinnekt.db import Session, utcnow
 from kinnekt.models import (Automation, Campaign, CampaignSegment, SegmentCount, SegmentEvent, SegmentMember,
                             StaticList)
-from kinnekt.queue import get_queue
 from kinnekt.segments import membership
-from tests.test_segments_web import EXAMPLE, add, person, rule, segment, where
+from tests.factories import add, rule, where
+from tests.test_segments_web import EXAMPLE, person, segment
 
-
-@pytest.fixture(autouse=True)
-def _finish_background_jobs(app):
-    yield
-    assert get_queue().drain(60)
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def text(response) -> str:

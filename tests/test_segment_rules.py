@@ -11,20 +11,11 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kinnekt.models import Segment, StaticList
+from kinnekt.models import StaticList
 from kinnekt.segments import DefinitionError, has_relative_time, normalise, validate
 from kinnekt.segments.rules import FIELDS, MAX_LIST_ITEMS
-
-
-def where(*rules, match="all"):
-    return {"match": match, "rules": list(rules)}
-
-
-def rule(field, op, value=None, **extras):
-    out = {"field": field, "op": op, **extras}
-    if value is not None:
-        out["value"] = value
-    return out
+from tests import factories
+from tests.factories import rule, where
 
 
 def errors_of(definition) -> list[dict]:
@@ -302,10 +293,7 @@ def test_normalise_does_not_change_its_input():
 # ---------------------------------------------------------------------------------------------- references
 
 def make_segment(db, shop, definition, name):
-    row = Segment(shop_id=shop.id, name=name, kind="manual", definition=definition)
-    db.add(row)
-    db.flush()
-    return row
+    return factories.segment(db, shop, definition, name=name, kind="manual", commit=False)
 
 
 def make_list(db, shop, name="VIPs"):

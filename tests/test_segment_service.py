@@ -14,8 +14,11 @@ from kinnekt.queue import get_queue
 from kinnekt.segments import auto, service
 from kinnekt.segments.compiler import count
 from kinnekt.segments.rules import DefinitionError, validate
-from tests.test_segment_membership import (NOW, RECENT_BUYERS, SPENT_OVER_25, _finish_background_jobs,  # noqa: F401
-                                           buyer, customer, events, member_ids, rule, subscriber, where)
+from tests import factories
+from tests.factories import buyer, customer, rule, subscriber, where
+from tests.test_segment_membership import NOW, RECENT_BUYERS, SPENT_OVER_25, events, member_ids
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 def built(db) -> None:
@@ -157,12 +160,7 @@ def test_copies_get_unique_names_and_their_own_members(db, shop):
 # ---------------------------------------------------------------------------------------------- usages / delete
 
 def campaign(db, shop, segment, status, mode="include") -> Campaign:
-    row = Campaign(shop_id=shop.id, name=f"{status} campaign", status=status)
-    db.add(row)
-    db.flush()
-    db.add(CampaignSegment(shop_id=shop.id, campaign_id=row.id, segment_id=segment.id, mode=mode))
-    db.commit()
-    return row
+    return factories.campaign(db, shop, **{mode: [segment]}, name=f"{status} campaign", body="", status=status)
 
 
 def test_usages_name_scheduled_and_sending_campaigns_and_referring_segments(db, shop):

@@ -5,23 +5,19 @@ import datetime as dt
 
 import pytest
 
-from tests.test_segments_web import EXAMPLE, add, person, rule, segment, total, where
+from tests.factories import add, rule, where
+from tests.test_segments_web import EXAMPLE, person, segment, total
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, CampaignSegment, Product, Segment, StaticList, Subscriber
 from kinnekt.segments import rules
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 
 @pytest.fixture
 def api(shop, token_for):
     """Headers of an API call with a valid session token for `shop`."""
     return {"Authorization": f"Bearer {token_for(shop.domain)}"}
-
-
-@pytest.fixture(autouse=True)
-def _drain_builds(app):
-    """Let the background builds that saving queued finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.test_segments_web import EXAMPLE, add, person, rule, where
+from tests.factories import add, rule, where
+from tests.test_segments_web import EXAMPLE, person
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Subscriber
 

@@ -3,7 +3,6 @@ suggestions; the builder's form <-> definition conversion (kinnekt.web.segment_f
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import html as html_module
 import re
@@ -17,34 +16,30 @@ from werkzeug.datastructures import MultiDict
 
 from tests.test_segment_rules import definitions  # the hypothesis strategy of valid definitions
 from kinnekt.db import Session, utcnow
-from kinnekt.models import (Campaign, CampaignSegment, Collection, Customer, Keyword, Product, Segment, StaticList,
+from kinnekt.models import (Campaign, CampaignSegment, Collection, Keyword, Product, Segment, StaticList,
                             Subscriber)
 from kinnekt.segments import labels, references, rules, summaries
 from kinnekt.segments.rules import FIELDS
 from kinnekt.web import segment_form
+from tests import factories
+from tests.factories import add, rule, where
+
+pytestmark = pytest.mark.usefixtures("finished_jobs")
 
 UTC = dt.timezone.utc
-_serial = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def add(*rows):
-    Session.add_all(rows)
-    Session.commit()
-    return rows[0] if len(rows) == 1 else rows
-
 
 def person(shop, phone, *, name=None, spent=None, orders=0, last_order_days=None, status="subscribed"):
     """A subscriber, linked to a customer with these facts when `spent` is given."""
     customer = None
     if spent is not None:
         last = utcnow() - dt.timedelta(days=last_order_days) if last_order_days is not None else None
-        customer = add(Customer(shop_id=shop.id, shopify_id=next(_serial), phone=phone, first_name=name,
-                                money_spent=Decimal(str(spent)), orders_count=orders, last_order_at=last,
-                                first_order_at=last))
-    return add(Subscriber(shop_id=shop.id, phone=phone, status=status, source="manual", subscribed_at=utcnow(),
-                          customer_id=customer.id if customer else None, first_name=name))
+        customer = factories.customer(Session, shop, phone=phone, first_name=name, money_spent=Decimal(str(spent)),
+                                      orders_count=orders, last_order_at=last, first_order_at=last)
+    return factories.subscriber(Session, shop, phone=phone, status=status, subscribed_at=utcnow(), customer=customer,
+                                first_name=name)
 
 
 def total(model) -> int:
@@ -52,19 +47,9 @@ def total(model) -> int:
     return Session.scalar(select(func.count()).select_from(model).execution_options(all_shops=True))
 
 
-def where(*items, match="all"):
-    return {"match": match, "rules": list(items)}
-
-
-def rule(field, op, value=None, **extras):
-    out = {"field": field, "op": op, **extras}
-    if value is not None:
-        out["value"] = value
-    return out
-
-
 def segment(shop, definition, name=None, **fields):
-    return add(Segment(shop_id=shop.id, name=name or f"Segment {next(_serial)}", definition=definition, **fields))
+    """A segment of `shop` with this definition (not built); committed."""
+    return factories.segment(Session, shop, definition, name=name, **fields)
 
 
 def form_of(definition, name="", segment_id=None) -> tuple[MultiDict, segment_form.Group]:
@@ -173,12 +158,6 @@ EXAMPLE = where(rule("last_order_created", "eq", "last_30_days"), rule("money_sp
 """The Kinnekt example: ordered in the last 30 days and spent over $25."""
 
 
-
-@pytest.fixture(autouse=True)
-def _drain_builds(app):
-    """Let the background builds that saving queued finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
 
 # ---------------------------------------------------------------------------------------------- the list
 

@@ -9,7 +9,6 @@ import pytest
 
 from kinnekt.shopify import session_token
 from kinnekt.shopify.session_token import SessionTokenError, verify
-from tests.fake_shopify import fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 

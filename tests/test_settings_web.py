@@ -14,7 +14,6 @@ from kinnekt.db import Session
 from kinnekt.models import Segment, Shop
 from kinnekt.subscribers import settings as shop_settings
 from kinnekt.tenancy import bind_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 

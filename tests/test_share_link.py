@@ -11,8 +11,8 @@ from kinnekt.segments.auto import ensure_default_segments
 from kinnekt.subscribers import optin, share
 from kinnekt.subscribers.keywords import create_keyword
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_sms_inbound import PHONE, drain, params, post
+from tests.helpers import drain
+from tests.test_sms_inbound import PHONE, params, post
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 

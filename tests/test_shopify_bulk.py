@@ -16,7 +16,7 @@ from kinnekt.models import Collection, CollectionProduct, Customer, CustomerTag,
 from kinnekt.models import ProductVariant
 from kinnekt.models import SyncOperation
 from kinnekt.shopify import bulk
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 UTC = dt.timezone.utc
 

@@ -10,7 +10,7 @@ import pytest
 from kinnekt.shopify import discounts
 from kinnekt.shopify.discounts import DiscountInputError, DiscountValue
 from kinnekt.shopify.graphql import UserErrors
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
 TERMS = {"title": "Winter campaign", "value": DiscountValue.percent_off(10), "starts_at": START}

@@ -7,7 +7,7 @@ from kinnekt import defaults
 from kinnekt.shopify import endpoints, graphql
 from kinnekt.shopify.graphql import AdminClient
 from tests.conftest import make_shop
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 SHOP_QUERY = "query KinnektShop { shop { name } }"
 

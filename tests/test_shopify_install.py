@@ -11,7 +11,7 @@ from kinnekt.db import Session, utcnow
 from kinnekt.models import Segment, Shop, SyncOperation
 from kinnekt.shopify import install, tokens
 from tests.conftest import make_shop
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 EXCHANGE = "token:urn:ietf:params:oauth:grant-type:token-exchange"

@@ -13,7 +13,7 @@ from kinnekt.shopify import reconcile
 from kinnekt.shopify.ingest.customers import upsert_customers
 from kinnekt.shopify.mapping import customer_row
 from tests.conftest import make_shop
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 
 def _synced_shop(fake, *, minutes_ago=30):

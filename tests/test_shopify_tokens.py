@@ -13,7 +13,7 @@ from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
 from kinnekt.shopify import session_token, tokens
 from tests.conftest import make_shop
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")

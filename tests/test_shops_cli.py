@@ -7,7 +7,6 @@ from sqlalchemy import select
 from kinnekt.db import Session
 from kinnekt.models import Segment, Shop
 from kinnekt.shopify import tokens
-from tests.fake_shopify import fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
 
 DOMAIN = "custom-store.myshopify.com"
 

@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy import update as sa_update
 
 from kinnekt.models import Message, OutboxMessage, Subscriber
-from kinnekt.queue import get_queue
 from kinnekt.sms import gateway as gateway_module
 from kinnekt.sms import prices
 from kinnekt.sms.gateway import GatewayNotConfigured, OutboxGateway, SendResult, get_gateway
@@ -21,9 +20,8 @@ from kinnekt.sms.outgoing import deliver, queue_message
 from kinnekt.sms.vonage import VonageGateway
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
-from tests.fake_vonage import (  # noqa: F401 (fixtures)
-    API_KEY, API_SECRET, fake_vonage, settled_jobs, vonage_ca, vonage_config,
-)
+from tests.fake_vonage import API_KEY, API_SECRET
+from tests.helpers import drain as _drain
 
 PHONE = "+447400123456"
 
@@ -326,10 +324,6 @@ def _subscriber(db, shop, phone=PHONE):
     return optin.subscribe(db(), shop, phone, source="manual", consent_text="Added by the merchant")
 
 
-def _drain():
-    assert get_queue().drain(20)
-
-
 def test_queued_message_is_sent_once_and_counted(db, vonage_config):
     shop = make_shop(sender="AcmeShop")
     sub = _subscriber(db, shop)
@@ -579,7 +573,7 @@ def test_a_claim_whose_worker_died_goes_back_and_the_slow_worker_cannot_send_it(
     from kinnekt.db import utcnow
     from kinnekt.sms import ratelimit
     from kinnekt.sms.tasks import requeue_due_replies
-    from tests.test_campaign_audience import RecordingQueue
+    from tests.helpers import RecordingQueue
     shop = make_shop(sender="AcmeShop")
     sub = _subscriber(db, shop)
     message = _pending(db, shop, sub, "reply", "Thanks for joining!")

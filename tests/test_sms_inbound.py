@@ -10,13 +10,11 @@ from sqlalchemy import func, select
 
 from kinnekt.db import utcnow
 from kinnekt.models import InboundMessage, Message, OutboxMessage, SegmentMember, SignatureNonce, Subscriber
-from kinnekt.queue import get_queue
 from kinnekt.sms import signatures
 from kinnekt.subscribers import inbound, optin
 from kinnekt.subscribers.keywords import create_keyword
 from tests.conftest import make_shop
-from tests.test_campaign_audience import jobs  # noqa: F401 (fixture)
-from tests.fake_vonage import fake_vonage, vonage_ca, vonage_config, settled_jobs  # noqa: F401 (fixtures)
+from tests.helpers import drain
 
 SENDER = "15550100200"
 MSISDN = "447400123456"
@@ -42,10 +40,6 @@ def post(client, data: dict, how: str = "form"):
     if how == "json":
         return client.post("/sms/inbound", json=data)
     return client.post("/sms/inbound", data=data)
-
-
-def drain():
-    assert get_queue().drain(20)
 
 
 def outbox_texts(db) -> list[str]:

@@ -20,10 +20,9 @@ from sqlalchemy import insert, select
 from kinnekt.campaigns import lifecycle
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message, Subscriber
-from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage, vonage_ca  # noqa: F401 (fixture)
+from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage
 from tests.test_campaign_audience import segment
-from tests.test_campaign_workers import Workers, redis_queue  # noqa: F401 (fixture)
-from tests.worker_env import worker_env
+from tests.worker_env import Workers, worker_env
 
 SENDER = "15550100200"
 RECIPIENTS = 1500
@@ -47,7 +46,7 @@ class TimedVonage(FakeVonage):
 
 
 @pytest.fixture
-def timed_vonage(vonage_ca):  # noqa: F811
+def timed_vonage(vonage_ca):
     ca, _ = vonage_ca
     server = TimedVonage(ca).start()
     yield server
@@ -55,7 +54,7 @@ def timed_vonage(vonage_ca):  # noqa: F811
 
 
 @pytest.fixture
-def senders(app, database_url, redis_queue, timed_vonage, vonage_ca):  # noqa: F811
+def senders(app, database_url, redis_queue, timed_vonage, vonage_ca):
     """Worker processes for the test's queue, sending through the timed fake with the rate limit off."""
     _, ca_path = vonage_ca
     env = worker_env(app, database_url, redis_queue.queue.name,

@@ -15,7 +15,6 @@ from kinnekt.sms import signatures
 from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
-from tests.fake_vonage import fake_vonage, vonage_ca, vonage_config, settled_jobs  # noqa: F401 (fixtures)
 
 PHONE = "+447400123456"
 

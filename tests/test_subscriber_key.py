@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from kinnekt.db import engine, utcnow
 from kinnekt.models import Message, Subscriber
 from tests.test_campaign_key import ON_POSTGRESQL, _rows, _waits_for_the_commit
-from tests.test_campaign_links import campaign, message, recipient
+from tests.factories import message
+from tests.test_campaign_links import campaign, recipient
 
 
 def _count(db, **where):

@@ -11,7 +11,6 @@ from kinnekt.segments.auto import source_definition
 from kinnekt.subscribers import importing, optin
 from kinnekt.subscribers.checkout import apply_sms_consent
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
@@ -227,41 +226,6 @@ def test_checkout_withdrawal_counts_as_the_persons_opt_out(db):
 
 # --- imports too large for one request ----------------------------------------------------------------------
 
-class RecordingQueue:
-    """Stands in for the job queue where a test runs the import jobs itself: remembers what was queued."""
-
-    mode = "recording"
-
-    def __init__(self):
-        self.jobs: list[tuple[str, tuple, str | None]] = []
-
-    def enqueue(self, func, *args, job_id=None, **kwargs):
-        self.jobs.append((func.__name__, args, job_id))
-        return job_id
-
-    def enqueue_batched(self, func, group, arg, items):
-        self.jobs.append((func.__name__, (arg, sorted(items)), None))
-        return True
-
-    def drain(self, timeout=10.0):
-        return True
-
-    def imports(self) -> list[tuple[tuple, str | None]]:
-        return [(args, job_id) for name, args, job_id in self.jobs if name == "import_subscribers"]
-
-
-@pytest.fixture
-def jobs(app, monkeypatch):
-    """Jobs are recorded, not run; imports take a file of more than 3 rows as a job, 2 rows per batch."""
-    from kinnekt import defaults, queue
-    recorder = RecordingQueue()
-    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
-    monkeypatch.setattr(queue, "_queue", recorder)
-    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 3)
-    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_BATCH_ROWS", 2)
-    return recorder
-
-
 LARGE = csv("phone,first_name,notes", "+12125550101,Ada", "not a number,Bob", "+12125550102,Cy", "",
             "212-555-0101,Ada again", "+12125550103,Di", "+12125550102,Cy again", "+12125550104,Ed")
 """Eight records after the header: a blank row, an invalid number, and duplicates of rows of earlier batches."""
@@ -271,7 +235,7 @@ def upload(db, shop, content: bytes = LARGE):
     return importing.import_upload(db(), shop, file_bytes=content, filename="people.csv", attested=True)
 
 
-def test_a_file_over_the_inline_limit_is_saved_for_a_job_and_nothing_is_imported_yet(db, jobs):
+def test_a_file_over_the_inline_limit_is_saved_for_a_job_and_nothing_is_imported_yet(db, import_jobs):
     shop = make_shop()
     small = upload(db, shop, csv("phone", "+12125550101", "+12125550102", "+12125550103"))
     assert isinstance(small, importing.ImportReport) and small.imported == 3  # three rows: at once
@@ -279,11 +243,11 @@ def test_a_file_over_the_inline_limit_is_saved_for_a_job_and_nothing_is_imported
     assert isinstance(queued, SubscriberImport)
     assert (queued.status, queued.total_rows, queued.processed_rows, queued.filename) == ("queued", 8, 0, "people.csv")
     assert queued.file == LARGE and queued.region == "US" and queued.ignored_columns == ["notes"]
-    assert jobs.imports() == [((queued.id,), f"subscriber-import-{queued.id}")]
+    assert import_jobs.imports() == [((queued.id,), f"subscriber-import-{queued.id}")]
     assert count(db, Subscriber) == 3
 
 
-def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, jobs):
+def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, import_jobs):
     shop, twin = make_shop(), make_shop("beta.myshopify.com")
     queued = upload(db, shop)
     assert importing.import_batches(db(), queued.id, batches=2) == "paused"
@@ -306,10 +270,10 @@ def test_an_import_job_saves_batch_by_batch_and_ends_with_the_inline_report(db, 
         (8, "+12125550102", "duplicate of row 4")]
     consent = {s.consent_text for s in db.scalars(select(Subscriber).where(Subscriber.shop_id == shop.id))}
     assert consent == {"Everyone in this file agreed to receive marketing texts from Alpha."}
-    assert [args[0] for name, args, _ in jobs.jobs if name == "recheck_pending"] == [shop.id] * 4 + [twin.id]
+    assert [args[0] for name, args, _ in import_jobs.jobs if name == "recheck_pending"] == [shop.id] * 4 + [twin.id]
 
 
-def test_imports_leave_the_planner_statistics_of_the_subscribers(db, jobs, monkeypatch):
+def test_imports_leave_the_planner_statistics_of_the_subscribers(db, import_jobs, monkeypatch):
     from kinnekt import defaults
     from tests.test_db_statistics import analyzed_since, forget_statistics
     shop = make_shop()
@@ -325,7 +289,7 @@ def test_imports_leave_the_planner_statistics_of_the_subscribers(db, jobs, monke
     assert analyzed_since(db, "subscribers", mark)
 
 
-def test_a_run_cut_short_is_resumed_where_it_stopped_with_the_same_report(db, jobs):
+def test_a_run_cut_short_is_resumed_where_it_stopped_with_the_same_report(db, import_jobs):
     shop = make_shop()
     queued = upload(db, shop)
     importing.import_batches(db(), queued.id, batches=1)
@@ -339,7 +303,7 @@ def test_a_run_cut_short_is_resumed_where_it_stopped_with_the_same_report(db, jo
     assert sorted(db.scalars(select(Subscriber.phone))) == [f"+1212555010{i}" for i in range(1, 5)]
 
 
-def test_a_second_run_of_the_same_import_stops_when_the_first_moved_on(db, jobs):
+def test_a_second_run_of_the_same_import_stops_when_the_first_moved_on(db, import_jobs):
     from kinnekt.db import Session
     shop = make_shop()
     queued = upload(db, shop)
@@ -359,7 +323,7 @@ def test_a_second_run_of_the_same_import_stops_when_the_first_moved_on(db, jobs)
     assert done.counts == {"invalid": 1, "bad_value": 0, "duplicate": 2, "unsubscribed": 0, "existing": 0}
 
 
-def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, jobs, monkeypatch):
+def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, import_jobs, monkeypatch):
     monkeypatch.setattr(importing, "REJECTED_ROWS_KEPT", 3)
     shop = make_shop()
     queued = upload(db, shop, csv("phone", *[f"bad {i}" for i in range(7)]))
@@ -368,14 +332,14 @@ def test_the_report_keeps_the_first_rejected_rows_and_counts_them_all(db, jobs, 
     assert [row for row, _, _ in report.rejected] == [2, 3, 4] and report.not_imported == 7
 
 
-def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, jobs, monkeypatch):
+def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, import_jobs, monkeypatch):
     from kinnekt import defaults
     from kinnekt.subscribers.tasks import import_subscribers
     shop = make_shop()
     queued = upload(db, shop)
     monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_JOB_SECONDS", 0)  # one batch, then the successor's turn
     assert import_subscribers(queued.id) == "paused"
-    assert jobs.imports()[-1] == ((queued.id,), f"subscriber-import-{queued.id}-after-2")
+    assert import_jobs.imports()[-1] == ((queued.id,), f"subscriber-import-{queued.id}-after-2")
 
     def broken(*args, **kwargs):
         raise RuntimeError("the database went away")
@@ -390,7 +354,7 @@ def test_the_job_hands_over_to_a_successor_and_fails_cleanly(db, jobs, monkeypat
     assert count(db, Subscriber) == 1  # what the first batch saved stays saved
 
 
-def test_recovery_resumes_imports_whose_job_was_lost(db, jobs):
+def test_recovery_resumes_imports_whose_job_was_lost(db, import_jobs):
     import datetime as dt
     from kinnekt.subscribers.tasks import resume_subscriber_imports
     shop = make_shop()
@@ -401,9 +365,9 @@ def test_recovery_resumes_imports_whose_job_was_lost(db, jobs):
         db.execute(SubscriberImport.__table__.update().where(SubscriberImport.id == row.id)
                    .values(status=status, updated_at=at))
     db.commit()
-    jobs.jobs.clear()
+    import_jobs.jobs.clear()
     assert resume_subscriber_imports() == 2
-    assert jobs.imports() == [((waiting.id,), f"subscriber-import-{waiting.id}"),
+    assert import_jobs.imports() == [((waiting.id,), f"subscriber-import-{waiting.id}"),
                               ((lost.id,), f"subscriber-import-{lost.id}")]
 
 

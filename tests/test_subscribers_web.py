@@ -17,8 +17,8 @@ from kinnekt.db import Session
 from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
                             SegmentMember, Subscriber, SubscriptionEvent)
 from kinnekt.subscribers import optin
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_subscribers_import import jobs  # noqa: F401 (fixture)
+from tests import factories
+from tests.factories import add
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
@@ -26,17 +26,10 @@ UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # 10:00 AM in the shop's New York
 
 
-def add(*rows):
-    Session.add_all(rows)
-    Session.commit()
-    return rows[0] if len(rows) == 1 else rows
-
-
 def subscriber(shop, phone="+12125550101", **fields):
-    fields.setdefault("status", "subscribed")
-    fields.setdefault("source", "manual")
+    """A subscriber of `shop`, subscribed at T0 unless told; committed."""
     fields.setdefault("subscribed_at", T0)
-    return add(Subscriber(shop_id=shop.id, phone=phone, sent_count=0, clicks_count=0, **fields))
+    return factories.subscriber(Session, shop, phone=phone, sent_count=0, clicks_count=0, **fields)
 
 
 def count(model) -> int:
@@ -514,12 +507,12 @@ BIG = ("phone,first_name\n+12125550101,Ada\nnot a number,Bob\n+12125550102,Cy\n"
        "212-555-0101,Ada again\n+12125550103,Di\n").encode()
 
 
-def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, jobs):
+def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, import_jobs):
     from kinnekt.models import SubscriberImport
     from kinnekt.subscribers import importing
     response = upload(client, auth, BIG, filename="people.csv")
     assert response.status_code == 200
-    (import_id,), _ = jobs.imports()[0]
+    (import_id,), _ = import_jobs.imports()[0]
     page = text(response)
     assert toast(response) == {"message": "Importing 5 rows. This page shows the progress.", "isError": False}
     assert response.headers["HX-Push-Url"] == f"/subscribers/imports/{import_id}"
@@ -549,18 +542,18 @@ def test_a_large_import_shows_its_progress_until_its_report(client, auth, shop, 
     assert "Import subscribers" in text(page) and "Imported 3 subscribers" in text(page)
 
 
-def test_an_import_is_only_its_shops(client, auth, shop, other_shop, token_for, jobs):
+def test_an_import_is_only_its_shops(client, auth, shop, other_shop, token_for, import_jobs):
     upload(client, auth, BIG)
-    (import_id,), _ = jobs.imports()[0]
+    (import_id,), _ = import_jobs.imports()[0]
     theirs = {"Authorization": f"Bearer {token_for(other_shop.domain)}", "HX-Request": "true"}
     assert client.get(f"/subscribers/imports/{import_id}", headers=theirs).status_code == 404
     assert client.get(f"/subscribers/imports/{import_id}/progress", headers=theirs).status_code == 404
 
 
-def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, jobs):
+def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, import_jobs):
     from kinnekt.subscribers import importing
     upload(client, auth, BIG)
-    (import_id,), _ = jobs.imports()[0]
+    (import_id,), _ = import_jobs.imports()[0]
     importing.import_batches(Session(), import_id, batches=1)
     importing.fail_import(Session(), import_id, "The import stopped on an error (OperationalError).")
     polled = client.get(f"/subscribers/imports/{import_id}/progress", headers=auth)
@@ -569,11 +562,11 @@ def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, jobs):
             in text(polled))
 
 
-def test_a_plain_form_post_of_a_large_file_goes_to_its_import_page(client, token_for, shop, jobs):
+def test_a_plain_form_post_of_a_large_file_goes_to_its_import_page(client, token_for, shop, import_jobs):
     response = client.post("/subscribers/import", headers={"Authorization": f"Bearer {token_for(shop.domain)}"},
                            data={"consent": "on", "file": (io.BytesIO(BIG), "people.csv")},
                            content_type="multipart/form-data")
-    (import_id,), _ = jobs.imports()[0]
+    (import_id,), _ = import_jobs.imports()[0]
     assert response.status_code == 303 and response.location.endswith(f"/subscribers/imports/{import_id}")
 
 

@@ -10,10 +10,11 @@ from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Keyword, Message, Subscriber
 from kinnekt.tenancy import bind_shop, get_or_404
 from kinnekt.web.auth import merchant_blueprint
+from tests import factories
 
 
 def _subscriber(shop, phone):
-    return Subscriber(shop_id=shop.id, phone=phone, status="subscribed", source="manual", subscribed_at=utcnow())
+    return factories.new_subscriber(shop, phone=phone, subscribed_at=utcnow())
 
 
 def test_bound_session_filters_selects_updates_and_joins(db, shop, other_shop):

@@ -17,16 +17,11 @@ from kinnekt.tenancy import bind_shop, get_or_404
 from kinnekt.web import guards
 from tests import shopify_payloads as sp
 
+pytestmark = pytest.mark.usefixtures("finished_jobs")
+
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 DEFINITION = {"match": "all", "rules": [{"field": "subscription_source", "op": "eq", "value": "all"}]}
-
-
-@pytest.fixture(autouse=True)
-def _drain_jobs(app):
-    """Let the jobs a request queued (a segment's build) finish before the next test empties the tables."""
-    yield
-    app.extensions["kinnekt_queue"].drain()
 
 
 def count(db, model) -> int:

@@ -12,7 +12,9 @@ from kinnekt import defaults
 from kinnekt.config import PROJECT_ROOT
 from kinnekt.db import Session, utcnow
 from kinnekt.models import (Attribution, Campaign, Click, Customer, Keyword, Link, Message, Order, OutboxMessage,
-                            Segment, Subscriber)
+                            Segment)
+from tests import factories
+from tests.factories import add as _add
 
 PAGES = {
     "/": "home-page",
@@ -28,17 +30,9 @@ UTC = dt.timezone.utc
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
-def _add(*rows):
-    Session.add_all(rows)
-    Session.commit()
-    return rows[0] if len(rows) == 1 else rows
-
-
 def _subscriber(shop, phone, **fields):
-    fields.setdefault("status", "subscribed")
-    fields.setdefault("source", "manual")
     fields.setdefault("subscribed_at", utcnow())
-    return Subscriber(shop_id=shop.id, phone=phone, **fields)
+    return factories.new_subscriber(shop, phone=phone, **fields)
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def test_every_topic_is_stored_linked_queued_and_processed(client, db, shop, sec
     triggered = dt.datetime(2026, 11, 20, 15, 0, 1, tzinfo=dt.timezone.utc)
     for n, (topic, payload) in enumerate(payloads.items()):
         if topic == "shop/redact":
-            continue  # it erases the shop; tested in test_compliance
+            continue  # it erases the shop; tested in test_shopify_compliance
         response = sp.deliver(client, topic, payload, secret=secret, webhook_id=f"wh-{n}", event_id=f"ev-{n}",
                               triggered_at=triggered)
         assert response.status_code == 200, (topic, response.data)

@@ -17,27 +17,10 @@ from kinnekt.models import (
 from kinnekt.shopify.ingest.orders import fulfillment_status
 from kinnekt.shopify import tokens
 from tests import shopify_payloads as sp
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def deliver(app, client, db):
-    """POST a signed delivery, check the 200, run the queue dry, and return the stored event."""
-    queue = app.extensions["kinnekt_queue"]
-
-    def send(topic: str, payload: dict, **fields) -> WebhookEvent:
-        response = sp.deliver(client, topic, payload, secret=app.config["SHOPIFY_API_SECRET"], **fields)
-        assert response.status_code == 200, response.data
-        assert queue.drain()
-        db.expire_all()
-        event = db.scalar(select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(1))
-        assert event.processed_at is not None, event.error
-        return event
-
-    return send
 
 
 def customer_by(db, shopify_id) -> Customer | None:

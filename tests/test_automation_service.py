@@ -16,15 +16,10 @@ from kinnekt.segments import auto
 from kinnekt.segments import service as segments
 from kinnekt.subscribers import keywords
 
+pytestmark = pytest.mark.usefixtures("finished_jobs")
+
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _settle(app):
-    """Let the builds that saving queued finish before the next test empties the tables."""
-    yield
-    assert app.extensions["kinnekt_queue"].drain(60)
 
 
 def built(db) -> None:

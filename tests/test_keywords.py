@@ -8,7 +8,6 @@ from kinnekt.models import Campaign, CampaignSegment, Keyword, Segment, Subscrib
 from kinnekt.subscribers import keywords as kw
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
-from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 

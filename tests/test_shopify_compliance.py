@@ -5,7 +5,6 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import func, select
 
 from kinnekt.db import Base, utcnow
@@ -15,28 +14,10 @@ from kinnekt.models import (
 )
 from kinnekt.models.base import TenantMixin
 from tests import shopify_payloads as sp
-from tests.fake_shopify import connect, fake_shopify, fake_shopify_server  # noqa: F401  (fixtures)
+from tests.fake_shopify import connect
 
 UTC = dt.timezone.utc
 PHONE = "+16135550142"
-
-
-@pytest.fixture
-def deliver(app, client, db):
-    """POST a signed delivery, run the queue dry, return the event (re-read)."""
-    queue = app.extensions["kinnekt_queue"]
-
-    def send(topic: str, payload: dict, **fields) -> WebhookEvent:
-        response = sp.deliver(client, topic, payload, secret=app.config["SHOPIFY_API_SECRET"], **fields)
-        assert response.status_code == 200, response.data
-        assert queue.drain()
-        db.expire_all()
-        event = db.scalar(select(WebhookEvent).where(WebhookEvent.topic == topic)
-                          .order_by(WebhookEvent.id.desc()).limit(1))
-        assert event.processed_at is not None, event.error
-        return event
-
-    return send
 
 
 def seed_person(db, deliver, shop, *, cid, email="bob@example.com", phone=PHONE):
