@@ -392,7 +392,7 @@ def test_columns_named_after_properties_are_imported_into_them(db, segment_reche
     assert segment_rechecks == [(shop.id, sorted([first.id, second.id]))]
 
 
-def test_a_row_with_a_bad_property_value_is_reported_and_not_half_saved(db, jobs):
+def test_a_row_with_a_bad_property_value_is_reported_and_not_half_saved(db, import_jobs):
     from kinnekt.models import SubscriberProperty
     shop = make_shop()
     report = importing.import_csv(db(), shop, attested=True, file_bytes=csv(
@@ -404,7 +404,7 @@ def test_a_row_with_a_bad_property_value_is_reported_and_not_half_saved(db, jobs
                       ).all() == ["en"]
 
 
-def test_an_import_job_imports_property_columns_too(db, jobs):
+def test_an_import_job_imports_property_columns_too(db, import_jobs):
     from kinnekt.subscribers import properties
     shop = make_shop()
     queued = upload(db, shop, csv("phone,language", "+12125550101,de", "+12125550102,fr", "+12125550103,",
