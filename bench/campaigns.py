@@ -321,13 +321,14 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
         trace.pop("busiest_arrival_second", None)
         trace.pop("worker_gc_in_busiest_arrival_second", None)
     span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0
-    return {"limit_per_second": rate or "off", "workers": workers, "body": body, "messages": n, "status": status, "sent": sent,
-            "requests_at_fake": len(arrivals),
+    return {"limit_per_second": rate or "off", "workers": workers, "body": body, "messages": n, "status": status,
+            "sent": sent, "requests_at_fake": len(arrivals),
             "messages_per_second": round((len(arrivals) - 1) / span, 1) if span else None,
             "busiest_1s_window": busiest_window(arrivals),
             "worker_cpu_s": round(cpu[1]["workers"] - cpu[0]["workers"], 1) if len(cpu) == 2 else None,
             **({f"{part}_cpu_ms_per_message": round(1000 * (cpu[1][part] - cpu[0][part]) / n, 2)
-                for part in ("workers", "postgres", "provider", "bench", "machine", "machine_steal")} if len(cpu) == 2 else {}),
+                for part in ("workers", "postgres", "provider", "bench", "machine", "machine_steal")}
+               if len(cpu) == 2 else {}),
             "worker_rss_kb_first_tenth": memory[0] if memory else None,
             "worker_rss_kb_last_tenth": memory[1] if len(memory) > 1 else None, "trace": trace}
 
@@ -377,7 +378,8 @@ def main(argv=None) -> int:
             for rate in rates:
                 trace_dir = os.path.join(work, f"trace-{rate}")
                 os.mkdir(trace_dir)
-                report["send"].append(bench_send(url, redis_url, ids, size, rate, args.workers, fake, trace_dir, args.body))
+                report["send"].append(bench_send(url, redis_url, ids, size, rate, args.workers, fake, trace_dir,
+                                                 args.body))
     finally:
         if fake is not None:
             fake.stop()

@@ -10,8 +10,8 @@ request so that the start-up jobs run (recovery, the statistics refresh), and wa
 Then, `--runs` times after one warm-up round, it requests every page in turn through the WSGI app in this process
 (Flask's test client: server time, without network or browser):
 
-- each entry of the navigation (segments, where the home page redirects, lists, campaigns, automations, subscribers, keywords, settings with
-  the two cards it loads, the Outbox) and each "new" form;
+- each entry of the navigation (segments, where the home page redirects, lists, campaigns, automations, subscribers,
+  keywords, settings with the two cards it loads, the Outbox) and each "new" form;
 - each page one click away: every editable segment's builder, every campaign's detail page (and the editable
   ones' form), every automation's detail and form, every keyword's page, the first subscribers of the list;
 - every segment's live preview (`POST /segments/preview` with the form its builder posts), and the preview of
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import statistics
 import sys
 import time
 import uuid

@@ -463,7 +463,7 @@ def measure(engine, ids, campaign_id, fake, load, kill, started, wall_started, a
     # webhook -> segment
     fresh = []
     orders = [row for row in load if row[0] == "order"]
-    for kind, key, t0, t1, status in orders:
+    for _kind, key, t0, _t1, _status in orders:
         if not key:
             continue
         subscriber_id = customer_subscriber.get(CUSTOMER_BASE + int(key))
@@ -484,7 +484,7 @@ def measure(engine, ids, campaign_id, fake, load, kill, started, wall_started, a
             replies.setdefault(to, []).append(t)
     helps = [row for row in load if row[0] == "help"]
     latencies = []
-    for kind, number, t0, t1, status in helps:
+    for _kind, number, t0, _t1, _status in helps:
         later = [t for t in replies.get(number, []) if t >= t0]
         if later:
             latencies.append(min(later) - t0)
@@ -494,7 +494,7 @@ def measure(engine, ids, campaign_id, fake, load, kill, started, wall_started, a
                          "helps": len(helps), "answered": len(latencies), **_percentiles("to_reply", latencies)}
     # STOP -> effect
     effects, late = [], 0
-    for kind, number, t0, t1, status in (row for row in load if row[0] == "stop"):
+    for _kind, number, t0, t1, _status in (row for row in load if row[0] == "stop"):
         after = [t for t, mid, to in by_ref if to == number and mid in campaign_ids and t >= t0]
         late += sum(1 for t in after if t > t1)
         effects.append(max([t1 - t0] + [t - t0 for t in after]))

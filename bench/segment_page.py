@@ -18,7 +18,7 @@ import random
 import statistics
 import sys
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.segments import analyze, bench_database, timed

@@ -60,7 +60,7 @@ def _bodies(n: int) -> list[tuple[bytes, dict]]:
 
 def _raw_request(port: int, body: bytes, headers: dict) -> bytes:
     """The whole HTTP/1.1 request as bytes, built before timing so the driver spends little CPU per request."""
-    lines = [f"POST /webhooks/orders HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}",
+    lines = ["POST /webhooks/orders HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}",
              "Connection: close", *(f"{name}: {value}" for name, value in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

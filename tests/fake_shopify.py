@@ -397,8 +397,8 @@ def _handler(fake: FakeShopify):
                     return self._reply(200, _grant_body(grant, SCOPE))
                 if grant_type == "authorization_code":
                     if shop.codes.get(body.get("code")) is not False:
-                        return self._reply(400, {"error": "invalid_request",
-                                                 "error_description": "The authorization code was not found or was already used"})
+                        return self._reply(400, {"error": "invalid_request", "error_description":
+                                                 "The authorization code was not found or was already used"})
                     shop.codes[body["code"]] = True
                     return self._reply(200, _grant_body(fake._issue(shop, expiring=expiring), SCOPE))
             return self._reply(400, {"error": "unsupported_grant_type"})
@@ -420,11 +420,13 @@ def _handler(fake: FakeShopify):
                 if expiry == "missing" or (expiry is not None and expiry <= time.time()) or fault == "401":
                     return self._reply(401, INVALID_TOKEN_BODY)
                 if fault == "403":
-                    return self._reply(403, {"errors": "This action requires merchant approval for read_customers scope."})
+                    return self._reply(403, {"errors": "This action requires merchant approval for read_customers"
+                                                       " scope."})
                 if fault in ("500", "502", "503"):
                     return self._reply(int(fault), b'{"errors":"Internal Server Error"}')
                 if fault == "429":
-                    return self._reply(429, {"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."})
+                    return self._reply(429, {"errors": "Exceeded 2 calls per second for api client."
+                                                       " Reduce request rates to resume uninterrupted service."})
                 cost = 12 if operation.startswith("Kinnekt") else 1
                 if fault == "throttled":
                     return self._reply(200, {"errors": [{"message": "Throttled", "extensions": {
@@ -621,7 +623,8 @@ def _handler(fake: FakeShopify):
             errors = []
             for key in ("title", "code", "startsAt", "customerGets"):
                 if not given.get(key):
-                    errors.append({"field": ["basicCodeDiscount", key], "code": "BLANK", "message": f"{key} can't be blank"})
+                    errors.append({"field": ["basicCodeDiscount", key], "code": "BLANK",
+                                   "message": f"{key} can't be blank"})
             if given.get("context") != {"all": "ALL"}:
                 errors.append({"field": ["basicCodeDiscount", "context"], "code": "INVALID",
                                "message": "Context must be specified"})

@@ -112,7 +112,7 @@ def test_an_entry_fires_one_message_due_after_the_delay(db, quiet_off, us, jobs)
 
 
 def test_a_message_due_now_dispatches_the_campaign_senders(db, quiet_off, us, jobs):
-    auto = automation(db, quiet_off, us)
+    automation(db, quiet_off, us)
     move(db, subscriber(db, quiet_off, country="FR"), "US")
     assert engine.fire(db, quiet_off.id, now=LATER) == 1
     assert "send_campaign" in jobs.names()
@@ -134,7 +134,7 @@ def test_replays_never_give_one_entry_a_second_message(db, quiet_off, us, jobs, 
     real = engine._insert_messages
 
     def crash_after_insert(session, *args, **kwargs):
-        inserted = real(session, *args, **kwargs)
+        real(session, *args, **kwargs)
         session.commit()  # the rows are durable ...
         raise RuntimeError("worker killed")  # ... the cursor never moves
 
@@ -381,7 +381,8 @@ def test_a_fire_that_dies_before_shopify_answers_never_sends_an_unconfirmed_code
     with pytest.raises(KeyboardInterrupt):
         engine.fire_automation(db, shopify_shop, unique.id, now=LATER)
     db.rollback()
-    db.execute(update(Message).where(Message.campaign_id == unique.campaign_id).values(claim_token=HOLD, updated_at=utcnow()))
+    db.execute(update(Message).where(Message.campaign_id == unique.campaign_id)
+               .values(claim_token=HOLD, updated_at=utcnow()))
     db.commit()  # (the release in `finally` cannot run in a real kill)
     assert sending.claim(db, unique.campaign_id, token="c" * 32) == []
     hold = dt.timedelta(seconds=defaults.AUTOMATION_HOLD_SECONDS)
@@ -398,7 +399,8 @@ def test_a_stale_hold_is_released_when_the_shared_code_exists_by_then(db, shopif
     person = subscriber(db, shopify_shop, country="FR")
     move(db, person, "US")
     assert engine.fire(db, shopify_shop.id, now=LATER) == 1
-    db.execute(update(Message).where(Message.campaign_id == shared.campaign_id).values(claim_token=HOLD, updated_at=utcnow()))
+    db.execute(update(Message).where(Message.campaign_id == shared.campaign_id)
+               .values(claim_token=HOLD, updated_at=utcnow()))
     db.commit()  # as if the fire died after Shopify created the code, before the release
     later = utcnow() + dt.timedelta(seconds=2 * defaults.AUTOMATION_HOLD_SECONDS)
     assert engine.settle_stale_holds(db, now=later) == 1

@@ -1,5 +1,5 @@
-"""Automations pages through the Flask test client: list (built-ins offered, added when picked), create, edit, the switch,
-detail with figures and recent messages, delete, other shops' rows, the session token, and the segment edit's
+"""Automations pages through the Flask test client: list (built-ins offered, added when picked), create, edit, the
+switch, detail with figures and recent messages, delete, other shops' rows, the session token, and the segment edit's
 automations prompt (both answers reach the log's cause); both databases."""
 from __future__ import annotations
 

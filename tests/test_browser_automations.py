@@ -1,5 +1,6 @@
-"""Automations in Chromium: add the built-in Welcome from the offers (opening the page adds nothing), switch it on, join by texting a keyword (and Y to confirm) through
-the inbound SMS webhook, find the welcome text in the Outbox and the automation's Sent count at 1."""
+"""Automations in Chromium: add the built-in Welcome from the offers (opening the page adds nothing), switch it on,
+join by texting a keyword (and Y to confirm) through the inbound SMS webhook, find the welcome text in the Outbox and
+the automation's Sent count at 1."""
 from __future__ import annotations
 
 import pytest

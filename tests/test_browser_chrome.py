@@ -64,7 +64,7 @@ def test_narrow_screen_opens_the_navigation_from_a_menu_button(open_page, page, 
     expect(menu).to_have_attribute("aria-expanded", "false")
     menu.click()
     expect(menu).to_have_attribute("aria-expanded", "true")
-    for endpoint, label in NAV:  # every entry is on screen
+    for _endpoint, label in NAV:  # every entry is on screen
         link = page.locator("#app-nav").get_by_role("link", name=label, exact=True)
         expect(link).to_be_in_viewport(ratio=1)
     page.keyboard.press("Escape")

@@ -55,7 +55,9 @@ def test_expired_token_is_retried_once_with_a_fresh_one(live_server, page, db, s
     expired = token_for(shop.domain, now=1_000_000, ttl=60)
     page.add_init_script("""
         window.__tokens = [%r, %r];
-        window.shopify = {idToken: async () => window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0]};
+        window.shopify = {
+            idToken: async () => window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0],
+        };
     """ % (expired, good))
     statuses = []
     page.on("response", lambda resp: statuses.append(resp.status) if "q=ada" in resp.url else None)

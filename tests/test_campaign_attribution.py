@@ -1,4 +1,5 @@
-"""Attribution: an order is credited by the campaign's discount code, else by the customer's last click in the window."""
+"""Attribution: an order is credited by the campaign's discount code, else by the customer's last click in the
+window."""
 from __future__ import annotations
 
 import datetime as dt

@@ -123,9 +123,9 @@ def test_links_become_one_tracked_link_per_recipient(db, shop_us, scripted):
     assert row.status == "completed"
     made = list(db.scalars(select(Link).where(Link.campaign_id == row.id)))
     assert len(made) == 2 and {link.subscriber_id for link in made} == {p.id for p in team}
-    for to, text in scripted.sent:
+    for to, body in scripted.sent:
         code = next(link.code for link in made if db.get(Subscriber, link.subscriber_id).phone == to)
-        assert f"/r/{code}" in text and "alpha.example" not in text
+        assert f"/r/{code}" in body and "alpha.example" not in body
     assert all(m.body and "/r/" in m.body for m in rows(db, row))
 
 
@@ -269,7 +269,7 @@ def test_quiet_hours_hold_messages_until_the_window_ends(db, shop, vonage_config
     assert stats.progress(db, row).remaining == 1
 
 
-# ---------------------------------------------------------------------------------------------- claims, leases, recovery
+# -------------------------------------------------------------------------------------------- claims, leases, recovery
 
 def _started(db, shop, n, jobs_fixture, **fields):
     people(db, shop, n)
@@ -379,8 +379,8 @@ def test_each_recipient_gets_their_own_discount_code_in_the_text(db, shop_us, sc
     assert row.status == "completed"
     by_phone = {m.to_phone: m.discount_code for m in rows(db, row)}
     assert len(set(by_phone.values())) == 3
-    for to, text in scripted.sent:
-        assert text.startswith(f"Your code: {by_phone[to]}") and by_phone[to].startswith("SPRING-")
+    for to, body in scripted.sent:
+        assert body.startswith(f"Your code: {by_phone[to]}") and by_phone[to].startswith("SPRING-")
 
 
 # ------------------------------------------------------------------------------------------ answers on the next commit
@@ -602,7 +602,8 @@ def test_on_postgresql_answers_are_written_beside_the_sender_one_at_a_time(db, s
         ("move", third, main), ("request", 3, main)]
     assert {e[2] for e in events if e[0].startswith("answer")} == {"answers"}
     at = {e[:2]: i for i, e in enumerate(events)}
-    assert at["move", second] < at["answer written", first]  # the second move went on while the first answer was written
+    # the second move went on while the first answer was written
+    assert at["move", second] < at["answer written", first]
     assert at["answer written", first] < at["answer starts", second]  # one answer at a time
     assert at["answer written", second] < at["answer starts", third]
     assert [m.status for m in rows(db, row)] == ["sent"] * 3
@@ -735,7 +736,7 @@ def test_under_a_rate_limit_a_message_without_links_moves_to_sending_in_autocomm
     """PostgreSQL: with no answer waiting (a rate limit is on) and no links, the move to "sending" is one
     statement in a transaction of its own (no BEGIN and COMMIT round trips); SQLite keeps the session's
     transaction. Either way every answer is written and each subscriber counted once."""
-    gateway = _rate_limited_gateway(monkeypatch, app)
+    _rate_limited_gateway(monkeypatch, app)
     row = _started(db, shop_us, 3, jobs)
     moves = []
 

@@ -198,7 +198,8 @@ def test_the_stats_partial_shows_the_figures_and_the_chart_data(app, db, shop, d
         assert f'<p class="metric__label">{label}</p>\n  <p class="metric__value">{value}</p>' in html, label
     failed_card = html[html.index('id="stat-failure-reasons"'):html.index('id="stat-refusal-reasons"')]
     assert "The phone was off or out of reach" in failed_card  # 2 reasons for Failed 2, the refusal apart:
-    assert "the number or the sender is not valid" not in failed_card and "the number or the sender is not valid" in html
+    invalid = "the number or the sender is not valid"
+    assert invalid not in failed_card and invalid in html
     assert "Absent subscriber" not in html and "dlr-" not in html  # no provider code on the screen
     accounting = " ".join(re.sub(r"<[^>]+>", " ", html[html.index('id="stat-accounting"'):]).split())
     assert accounting.startswith('id="stat-accounting">Sent 9 = 5 delivered + 2 failed + 2 awaiting receipt. '

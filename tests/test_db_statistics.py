@@ -99,8 +99,11 @@ def test_a_database_error_is_logged_and_leaves_the_session_usable(db, monkeypatc
     from sqlalchemy.exc import OperationalError
     shop = make_shop()
     connection = db.connection()
-    monkeypatch.setattr(type(connection), "exec_driver_sql",
-                        lambda self, sql, *a, **k: (_ for _ in ()).throw(OperationalError(sql, {}, Exception("locked"))))
+
+    def locked(self, sql, *args, **kwargs):
+        raise OperationalError(sql, {}, Exception("locked"))
+
+    monkeypatch.setattr(type(connection), "exec_driver_sql", locked)
     assert db_statistics.analyze(db(), ["shops"]) is None
     monkeypatch.undo()
     assert "planner statistics not refreshed (shops)" in caplog.text

@@ -375,7 +375,7 @@ def _walk_api(walk: Walk, rule, method: str, path: str) -> None:
     definitions = [d for d in Session.scalars(select(Segment.definition).where(Segment.shop_id == walk.shop.id)) if d]
     for value in SWEEP + SURROGATES + [2**63, 10**400, 1e308, True, None, [], {}]:
         for definition in definitions[:2]:
-            walk.send(method, path, json_body={"name": "Odd", "definition": _leaves(definition, lambda _: value)},
+            walk.send(method, path, json_body={"name": "Odd", "definition": _leaves(definition, lambda _, v=value: v)},
                       note="(API leaves)")
         walk.send(method, path, json_body={"name": value, "definition": definitions[0]}, note="(API name)")
         if isinstance(value, str):
@@ -394,7 +394,7 @@ def _walk_webhook(walk: Walk, rule, method: str) -> None:
                "/webhooks/catalog": sp.product(sp.next_id()), "/webhooks/checkouts": sp.checkout()}
     sample = samples.get(rule.rule, {"id": 1, "name": "x"})
     bodies = DEEP_BODIES + [b'{"a": "\\u0000"}', b'{"a": "\\ud800"}', b"\xff", b"[]"]
-    bodies += [json.dumps(_leaves(sample, lambda _: value)).encode() for value in SWEEP + SURROGATES + [2**63]]
+    bodies += [json.dumps(_leaves(sample, lambda _, v=value: v)).encode() for value in SWEEP + SURROGATES + [2**63]]
     for body in bodies:
         headers = {**sp.headers(topic, body, secret=secret, domain=walk.shop.domain), "X-Shopify-Triggered-At": "²"}
         walk.send(method, rule.rule, data=body, headers=headers, merchant=False, note=f"(webhook {topic})")

@@ -6,7 +6,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from bench import segment_data
 from kinnekt import demo
@@ -35,7 +35,8 @@ def linked(db, shop, shopify_id: int):
 
 
 def out_of_step(session, *where) -> list:
-    """Line items whose customer_id / counted differ from their order's (the order's counted = not test, not cancelled)."""
+    """Line items whose customer_id / counted differ from their order's (the order's counted = not test, not
+    cancelled)."""
     rows = session.execute(
         select(LineItem.id, LineItem.customer_id, LineItem.counted, Order.customer_id, Order.test, Order.cancelled_at)
         .join(Order, Order.id == LineItem.order_id).where(*where).execution_options(all_shops=True)).all()
@@ -63,8 +64,9 @@ def test_ingest_keeps_line_items_in_step_through_cancel_uncancel_test_and_moves(
     bob, bob_customer = linked(db, shop, 9002)
     db.commit()
     row = OrderRow(shopify_id=next(_serial), customer_shopify_id=9001, created_at=T0, updated_at=T0,
-                   total_price=Decimal("30"), line_items=[LineItemRow(shopify_id=1, product_id=77, price=Decimal("10")),
-                                                          LineItemRow(shopify_id=2, product_id=78, price=Decimal("20"))])
+                   total_price=Decimal("30"),
+                   line_items=[LineItemRow(shopify_id=1, product_id=77, price=Decimal("10")),
+                               LineItemRow(shopify_id=2, product_id=78, price=Decimal("20"))])
     [order_id] = upsert_orders(db, shop, [row])
     assert facts(db, order_id) == {(ann_customer.id, True)}
     assert bought(db, shop, 77) == {SET: [ann.id], PROBE: [ann.id]}

@@ -100,7 +100,8 @@ def test_only_the_first_rejected_rows_are_listed(client, auth, shop, monkeypatch
     ("phone\n+16502530000\nZoë\n".encode("latin-1"), "The file is not UTF-8 text."),
     (b"", "The file is empty."),
     (b" \r\n\r\n", "The file is empty."),
-    (b"phone\nhello\nworld\n", "The file holds no valid phone number (2 rows rejected, e.g. row 2: not a phone number)."),
+    (b"phone\nhello\nworld\n",
+     "The file holds no valid phone number (2 rows rejected, e.g. row 2: not a phone number)."),
     (b"name,email\nAda,ada@example.com\n", "The file holds no valid phone number"),
     (b"PK\x03\x04\x00\x00binary", "The file is not a CSV file."),
 ])
@@ -216,7 +217,8 @@ def test_a_list_used_by_a_segment_is_not_deleted(client, auth, shop):
     assert re.search(rf'hx-delete="/segments/lists/{used.id}"[^>]*disabled', page)  # the dialog cannot confirm
     response = client.delete(f"/segments/lists/{used.id}", headers=auth)
     assert response.status_code == 200
-    message = "“Used” was not deleted: it is used by the segments “Direct”, “Winback”. Remove it from their rules first."
+    message = ("“Used” was not deleted: it is used by the segments “Direct”, “Winback”."
+               " Remove it from their rules first.")
     assert message in text(response)
     assert toast(response) == {"message": message, "isError": True}
     assert count(StaticList) == 2 and count(StaticListEntry) == 2

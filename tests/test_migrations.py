@@ -120,7 +120,8 @@ def test_0013_fills_the_folded_copies_and_folds_tags(tmp_path):
             "shops", "customers", "subscribers", "orders", "line_items", "customer_tags"))
         with engine.begin() as conn:
             conn.execute(insert(shops).values(id=1, domain="a.myshopify.com", **_required(shops, "domain", "id")))
-            conn.execute(insert(customers).values(id=7, shop_id=1, shopify_id=70, city="ZÜRICH", **_required(customers)))
+            conn.execute(insert(customers).values(id=7, shop_id=1, shopify_id=70, city="ZÜRICH",
+                                                  **_required(customers)))
             conn.execute(insert(subscribers).values(id=3, shop_id=1, phone="+12125550100", keyword="GRÜN",
                                                     carrier="Telekom Straße", **_required(subscribers, "phone")))
             conn.execute(insert(orders).values(id=1, shop_id=1, shopify_id=1, customer_id=7,

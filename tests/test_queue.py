@@ -246,8 +246,10 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
     from kinnekt.subscribers.tasks import process_inbound
     name = f"test-{uuid.uuid4().hex[:8]}"
     queue = RQJobQueue(REDIS_URL, name)
-    jobs = [queue.enqueue(build_segment, 10 ** 9, job_id="bulk"), queue.enqueue(start_campaign, 10 ** 9, job_id="sends"),
-            queue.enqueue(prune_webhook_events, job_id="default"), queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
+    jobs = [queue.enqueue(build_segment, 10 ** 9, job_id="bulk"),
+            queue.enqueue(start_campaign, 10 ** 9, job_id="sends"),
+            queue.enqueue(prune_webhook_events, job_id="default"),
+            queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
     env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
@@ -333,7 +335,8 @@ def test_a_stop_request_makes_a_sender_hand_over_after_the_message_in_hand(app, 
     for _ in range(3):
         subscriber(db, shop)
     from kinnekt.campaigns import lifecycle
-    row = lifecycle.save(db, shop, {"name": "Now", "body": "Hello", "include_segment_ids": [segment(db, shop, "US", ["US"]).id],
+    us = segment(db, shop, "US", ["US"])
+    row = lifecycle.save(db, shop, {"name": "Now", "body": "Hello", "include_segment_ids": [us.id],
                                     "send_now": True, "send_at": None, "discount_mode": "none"})
     lifecycle.schedule(db, row)
     lifecycle.start(db, row.id)

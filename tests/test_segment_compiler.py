@@ -1184,8 +1184,8 @@ def discounts(db, shop, people, rng) -> None:
                  discount_campaign(db, shop, mode="shared", body="No tag"), discount_campaign(db, shop, mode="none")]
     for sub in people:
         for camp in rng.sample(campaigns, rng.randint(0, 2)):  # one message per campaign and recipient
-            campaign_message(db, shop, sub, camp, code=f"K-{factories.serial()}" if camp.discount_mode == "unique" else None,
-                             status=rng.choice(("delivered", "sent", "failed")),
+            code = f"K-{factories.serial()}" if camp.discount_mode == "unique" else None
+            campaign_message(db, shop, sub, camp, code=code, status=rng.choice(("delivered", "sent", "failed")),
                              sent_at=NOW - dt.timedelta(days=rng.uniform(0, 40)))
         if sub.customer_id and rng.random() < 0.4:
             attributed(db, shop, sub, rng.choice(campaigns), method=rng.choice(("discount_code", "click")),

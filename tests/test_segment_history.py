@@ -8,7 +8,6 @@ import datetime as dt
 import pytest
 from sqlalchemy import event, select
 
-from kinnekt.db import Session
 from kinnekt.models import Campaign, CampaignSegment, Automation, SegmentCount, SegmentEvent, StaticList
 from kinnekt.segments import history, membership, references, service, summaries
 from tests.factories import customer, rule, subscriber, where
@@ -160,7 +159,7 @@ def test_the_log_is_paged_newest_first_and_a_page_past_the_end_is_the_last(db, l
 
 
 def test_the_log_filters_by_kind_and_by_phone_or_name(db, logged):
-    seg, ada, bob = logged["segment"], logged["ada"], logged["bob"]
+    seg, ada = logged["segment"], logged["ada"]
     entered = history.log_page(db, seg, kind="enter")
     assert entered.total == 15 and {e.kind for e in entered.entries} == {"enter"}
     assert entered.entries[0].kind_label == "Entered"

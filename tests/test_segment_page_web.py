@@ -10,8 +10,7 @@ import re
 import pytest
 
 from kinnekt.db import Session, utcnow
-from kinnekt.models import (Automation, Campaign, CampaignSegment, SegmentCount, SegmentEvent, SegmentMember,
-                            StaticList)
+from kinnekt.models import Automation, Campaign, CampaignSegment, SegmentEvent, StaticList
 from kinnekt.segments import membership
 from tests.factories import add, rule, where
 from tests.test_segments_web import EXAMPLE, person, segment

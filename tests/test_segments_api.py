@@ -223,8 +223,8 @@ def test_a_bad_body_is_400_with_a_clear_message(client, api, shop, body, content
 
 def test_absurdly_deep_json_is_400(client, api, shop):
     depth = 5000
-    body = '{"definition": ' + '{"match": "all", "rules": [' * depth + '{"field": "money_spent", "op": "gt", "value": 1}' \
-        + ']}' * depth + '}'
+    body = ('{"definition": ' + '{"match": "all", "rules": [' * depth
+            + '{"field": "money_spent", "op": "gt", "value": 1}' + ']}' * depth + '}')
     response = client.post("/api/segments/preview", data=body, headers={**api, "Content-Type": "application/json"})
     assert response.status_code == 400 and response.get_json()["message"] == "The request body is nested too deeply."
     # 30 groups (61 levels of JSON) are parsed and refused by the contract; past 64 levels, unparsed (above)

@@ -227,7 +227,8 @@ def test_creating_a_suggested_segment(client, auth, shop, app):
     created = Session.scalars(select(Segment).where(Segment.shop_id == shop.id)).one()
     assert created.name == first.name and created.definition == rules.normalise(first.definition)
     html = response.get_data(as_text=True)
-    assert html.lstrip().startswith('<section id="segments-page"') and "Recent buyers" not in html  # no longer suggested
+    assert html.lstrip().startswith('<section id="segments-page"')
+    assert "Recent buyers" not in html  # no longer suggested
     again = client.post("/segments/suggested", data={"suggestion": "0"}, headers=auth)
     assert json.loads(again.headers["HX-Trigger"])["toast"]["isError"] is True
     assert total(Segment) == 1
@@ -713,7 +714,10 @@ def test_errors_are_located_by_the_longest_node_path():
 
 def test_summaries_read_like_sentences():
     names = references.Names(products={"1": "Blue shirt"}, segments={5: "VIPs"}, lists={6: "Event guests"})
-    money = lambda amount: f"${amount:,.2f}"
+
+    def money(amount):
+        return f"${amount:,.2f}"
+
     lines = summaries.summary(where(
         rule("money_spent", "between", [10, 20]), rule("ordered_product", "neq", ["1", "2"]),
         rule("last_clicked", "more_than_days_ago", 1), rule("customer_created", "never"),

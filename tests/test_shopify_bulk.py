@@ -69,7 +69,8 @@ def test_full_sync_imports_everything(app, db, shop, fake_shopify, layout):
         "Ada", "ada@example.com", "+14155550101", "Boston", "US")
     assert ada.sms_consent_state == "subscribed"
     assert ada.sms_consent_updated_at == dt.datetime(2026, 1, 5, tzinfo=UTC)
-    assert set(Session.scalars(select(CustomerTag.tag).where(CustomerTag.customer_id == ada.id))) == {"vip", "newsletter"}
+    tags = Session.scalars(select(CustomerTag.tag).where(CustomerTag.customer_id == ada.id))
+    assert set(tags) == {"vip", "newsletter"}
     order = Session.scalar(select(Order).where(Order.shopify_id == 41))
     assert order.customer_id == ada.id and order.name == "#1001" and order.total_price == Decimal("111.00")
     assert order.financial_status == "paid" and order.fulfillment_status == "unfulfilled"

@@ -43,7 +43,8 @@ def test_first_session_token_installs_the_shop(app, client, db, fake_shopify, to
     names = set(Session.scalars(select(Segment.name).where(Segment.shop_id == shop.id)))
     assert {"All subscribers", "Mobile Popup", "Shareable Link"} <= names
     assert shop.sync_status == "running"
-    kinds = {op.kind: op.status for op in Session.scalars(select(SyncOperation).where(SyncOperation.shop_id == shop.id))}
+    operations = Session.scalars(select(SyncOperation).where(SyncOperation.shop_id == shop.id))
+    kinds = {op.kind: op.status for op in operations}
     assert kinds == {"products": "running", "collections": "running", "customers": "running", "orders": "running"}
     assert len(fake_shopify.calls("graphql:KinnektBulkQuery", DOMAIN)) == 4
 

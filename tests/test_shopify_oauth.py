@@ -16,7 +16,8 @@ from kinnekt.db import Session
 from kinnekt.models import Shop
 from kinnekt.shopify import oauth
 
-DOC_QUERY = ("code=0907a61c0c8d55e99db179b68161bc00&hmac=700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf"
+DOC_QUERY = ("code=0907a61c0c8d55e99db179b68161bc00"
+             "&hmac=700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf"
              "&shop=some-shop.myshopify.com&state=0.6784241404160823&timestamp=1337178173")
 SHOP = "delta.myshopify.com"
 

@@ -56,7 +56,8 @@ def test_a_dropped_webhook_is_picked_up(app, db, fake_shopify):
     assert len(fake_shopify.calls("graphql:KinnektProductVariants")) == 1
     assert grace.orders_count == 1 and grace.money_spent == Decimal("120.00")
 
-    searches = {c["variables"]["query"] for c in fake_shopify.calls() if c["kind"].startswith("graphql:KinnektReconcile")}
+    searches = {c["variables"]["query"] for c in fake_shopify.calls()
+                if c["kind"].startswith("graphql:KinnektReconcile")}
     since = mark - dt.timedelta(seconds=defaults.RECONCILE_OVERLAP_SECONDS)
     assert searches == {f"updated_at:>'{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"}
     Session.remove()
@@ -78,7 +79,8 @@ def test_a_newer_row_from_a_webhook_is_not_overwritten(app, db, fake_shopify):
     shop, mark = _synced_shop(fake_shopify)
     store = fake_shopify.shop(shop.domain)
     at_shopify = store.add_customer(first_name="Stale", customer_id=3, updated_at=mark + dt.timedelta(minutes=1))
-    newer = dict(at_shopify, firstName="Fresh", updatedAt=(mark + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    newer = dict(at_shopify, firstName="Fresh",
+                 updatedAt=(mark + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     upsert_customers(Session, shop, [customer_row(newer)])  # a webhook delivered a newer version already
     reconcile.reconcile(shop)
     assert Session.scalar(select(Customer.first_name).where(Customer.shopify_id == 3)) == "Fresh"

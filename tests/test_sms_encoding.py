@@ -42,13 +42,21 @@ def ref_split(text: str) -> tuple[str, int, list[str]]:
         units: list = []
         for ch in text:
             units += [ESC, ch] if ch in REF_EXT else [ch]
-        cut_is_bad = lambda chunk: chunk[-1] is ESC
-        decode = lambda chunk: "".join(u for u in chunk if u is not ESC)
+
+        def cut_is_bad(chunk):
+            return chunk[-1] is ESC
+
+        def decode(chunk):
+            return "".join(u for u in chunk if u is not ESC)
     else:
         kind, single, per_part = "ucs2", 70, 67
         units = ref_utf16(text)
-        cut_is_bad = lambda chunk: 0xD8 <= chunk[-1][0] <= 0xDB
-        decode = lambda chunk: b"".join(chunk).decode("utf-16-be", "surrogatepass")
+
+        def cut_is_bad(chunk):
+            return 0xD8 <= chunk[-1][0] <= 0xDB
+
+        def decode(chunk):
+            return b"".join(chunk).decode("utf-16-be", "surrogatepass")
     if not units:
         return kind, 0, []
     if len(units) <= single:

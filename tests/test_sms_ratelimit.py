@@ -174,7 +174,7 @@ def test_local_limiter_has_the_same_rule():
 
 def test_limits_come_from_config_and_zero_means_off():
     limits = limits_for("key", "+1 555 0100", {"SMS_RATE_PER_SECOND": 30, "SMS_SENDER_RATE_PER_SECOND": 1})
-    assert [l.per_second for l in limits] == [30, 1]
+    assert [limit.per_second for limit in limits] == [30, 1]
     assert limits[1].key.endswith(":+15550100") and "key" not in limits[0].key  # the api key is hashed
     assert LocalRateLimiter([Limit("x", 0)]).try_acquire()[0]
 
@@ -185,4 +185,4 @@ def test_limiter_for_uses_redis_only_when_configured(app, monkeypatch):
         monkeypatch.setitem(app.config, "REDIS_URL", REDIS_URL)
         limiter = limiter_for("key", "S")
         assert isinstance(limiter, RedisRateLimiter)
-        assert [l.per_second for l in limiter.limits] == [30, 30]
+        assert [limit.per_second for limit in limiter.limits] == [30, 30]

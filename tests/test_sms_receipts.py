@@ -161,13 +161,16 @@ def test_a_row_without_a_client_ref_is_found_by_its_own_id(client, db, sent):
     """Campaign and automation rows store no client_ref; the sender sends m<id>, and only such a row answers to it."""
     sent.status, sent.provider_id, sent.client_ref = "unknown", None, None
     db.commit()
-    assert post(client, receipt("delivered", message_id="0C0000000000CCCC", client_ref=f"m{sent.id}")).status_code == 204
+    response = post(client, receipt("delivered", message_id="0C0000000000CCCC", client_ref=f"m{sent.id}"))
+    assert response.status_code == 204
     assert reload(db, Message, sent.id).status == "delivered"
-    other = Message(shop_id=sent.shop_id, kind="reply", to_phone=PHONE, body="hi", status="unknown", client_ref="t-help")
+    other = Message(shop_id=sent.shop_id, kind="reply", to_phone=PHONE, body="hi", status="unknown",
+                    client_ref="t-help")
     db.add(other)
     db.commit()
     # m<id> of a row that carries a client_ref of its own is not that row's.
-    assert post(client, receipt("delivered", message_id="0C0000000000DDDD", client_ref=f"m{other.id}")).status_code == 204
+    response = post(client, receipt("delivered", message_id="0C0000000000DDDD", client_ref=f"m{other.id}"))
+    assert response.status_code == 204
     assert reload(db, Message, other.id).status == "unknown"
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from kinnekt.db import engine, utcnow
+from kinnekt.db import engine
 from kinnekt.models import Message, Subscriber
 from tests.test_campaign_key import ON_POSTGRESQL, _rows, _waits_for_the_commit
 from tests.factories import message

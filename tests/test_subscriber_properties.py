@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from kinnekt.models import ProfileProperty, Segment, Subscriber, SubscriberProperty
 from kinnekt.subscribers import properties
@@ -51,7 +52,7 @@ def test_bad_or_taken_names_are_refused(db, shop, name, type_, message):
 def test_names_are_unique_per_shop_in_the_database(db, shop):
     properties.add(db, shop.id, "Größe", "text")
     db.add(ProfileProperty(shop_id=shop.id, name="GRÖSSE", name_key="grösse", type="text"))
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         db.flush()
 
 

@@ -170,7 +170,8 @@ def _subscribed(db, shop, phone="+12125550101"):
     return optin.subscribe(db(), shop, phone, source="keyword", consent_text="Texted JOIN", double_opt_in=False)
 
 
-@pytest.mark.parametrize("opt_out_source, how", [("sms", "texting STOP"), ("checkout", "withdrawing consent in Shopify")])
+@pytest.mark.parametrize("opt_out_source, how",
+                         [("sms", "texting STOP"), ("checkout", "withdrawing consent in Shopify")])
 def test_an_opt_out_by_the_person_needs_their_new_request(db, opt_out_source, how):
     shop = make_shop()
     sub = _subscribed(db, shop)

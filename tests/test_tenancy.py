@@ -24,7 +24,8 @@ def test_bound_session_filters_selects_updates_and_joins(db, shop, other_shop):
     bind_shop(shop.id)
     assert db.scalar(select(func.count()).select_from(Subscriber)) == 1
     assert [s.phone for s in db.scalars(select(Subscriber))] == ["+12125550100"]
-    joined = db.execute(select(Subscriber.phone, Keyword.word).join(Keyword, Keyword.shop_id == Subscriber.shop_id)).all()
+    joined = db.execute(select(Subscriber.phone, Keyword.word)
+                        .join(Keyword, Keyword.shop_id == Subscriber.shop_id)).all()
     assert joined == [("+12125550100", "JOIN")]
     db.execute(update(Subscriber).values(first_name="Touched"))
     db.commit()

@@ -426,7 +426,8 @@ def test_settings_show_the_shops_own_values(client, auth, shop, other_shop):
     assert "Jul 4, 2026, 12:00 PM" in html
     assert '<progress class="progress__bar" value="40" max="100"' in html
     assert re.search(r'<input type="checkbox" id="field-double_opt_in" name="double_opt_in" value="on"\s', html)
-    assert re.search(r'<input type="checkbox" id="field-checkout_collection" name="checkout_collection" value="on" checked', html)
+    assert re.search(r'<input type="checkbox" id="field-checkout_collection" name="checkout_collection"'
+                     r' value="on" checked', html)
     assert 'value="OTHERBRAND"' not in html
 
 

@@ -1,4 +1,5 @@
-"""workers/worker.py: the lanes' order when sends are owed a turn, and when a sender hands over."""
+"""workers/worker.py: the lanes' order when sends are owed a turn, and when a sender hands over; workers/__main__.py:
+the wait for Redis."""
 from __future__ import annotations
 
 import os
@@ -81,3 +82,31 @@ def test_a_sender_hands_over_to_urgent_work_at_once_and_to_default_work_after_it
     yielding.started -= defaults.SEND_YIELD_MIN_SECONDS
     assert yielding.due()  # now default work has its turn too
     assert not sending._Yielding(may_yield=False).due()  # a sender called directly (not as a job) never yields
+
+
+def test_a_stop_ends_the_wait_for_redis_and_then_the_signals_act_as_at_start_up_again():
+    """workers/__main__.py: SIGTERM while Redis is away ends the wait; afterwards the start-up handler is back, so
+    a stop before the next worker installs its own is not swallowed by the wait's (it used to be)."""
+    import signal
+
+    import redis
+
+    from workers.__main__ import _wait_for_redis
+
+    class Away:
+        def ping(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the stop comes while Redis cannot be reached
+            raise redis.exceptions.ConnectionError("Redis went away")
+
+    seen = []
+
+    def at_start_up(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, at_start_up)
+    try:
+        assert _wait_for_redis(Away(), {signal.SIGTERM: at_start_up}) is False
+        assert seen == []  # the wait's own handler took this stop
+        assert signal.getsignal(signal.SIGTERM) is at_start_up
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -25,6 +25,26 @@ def _lanes(text: str) -> tuple[str, ...]:
     return lanes
 
 
+def _wait_for_redis(connection, startup_handlers: dict) -> bool:
+    """Wait until Redis answers again (workers.worker.wait_for_redis); False if SIGTERM or SIGINT came first.
+
+    The signals stop the wait only: then they act as at start-up again (`startup_handlers`) until the next worker
+    installs its own, so a stop asked for in between is not swallowed."""
+    from workers.worker import wait_for_redis
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
+
+    for signum in startup_handlers:
+        signal.signal(signum, stop)
+    try:
+        return wait_for_redis(connection, stop=lambda: bool(stopped))
+    finally:
+        for signum, handler in startup_handlers.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, create the app from the environment, and work the queue until stopped."""
     from kinnekt.queue import LANES
@@ -42,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from kinnekt import create_app
     from kinnekt.jobs import enqueue_recover_due_work, set_worker_app
     from kinnekt.queue import get_queue
-    from workers.worker import make_worker, wait_for_redis
+    from workers.worker import make_worker
 
     app = create_app()
     set_worker_app(app)
@@ -58,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     recover = not args.no_recover
+    startup_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     round_ = 0
     with app.app_context():
         while True:
@@ -75,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.burst or (worker is not None and worker.stop_signalled):
                 return 0
             # RQ's loop quits on an error it does not handle (Redis went away): wait for Redis, then go on.
-            stopped = []
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stopped.append(True))
-            if not wait_for_redis(queue.redis, stop=lambda: bool(stopped)):
+            if not _wait_for_redis(queue.redis, startup_handlers):
                 return 0
             recover = not args.no_recover  # Redis may have lost every queued job: find the work again
 

@@ -6,7 +6,6 @@ Create Date: 2026-11-23 04:10:23.608809
 """
 from alembic import op
 import sqlalchemy as sa
-import kinnekt.db
 
 
 revision = '0006'
