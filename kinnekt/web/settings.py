@@ -4,12 +4,11 @@ from __future__ import annotations
 from flask import current_app, g, make_response, render_template, request, url_for
 from sqlalchemy import select
 
-from kinnekt import defaults
+from kinnekt import defaults, shop_settings
 from kinnekt.db import Session
 from kinnekt.models import SyncOperation
 from kinnekt.models.sync import SYNC_KINDS
 from kinnekt.sms import prices
-from kinnekt.subscribers import settings as shop_settings
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
 
