@@ -78,14 +78,16 @@ from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours, tasks
 from kinnekt.db import DriverStatement, no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
-from kinnekt.models.message import row_ref
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus, row_ref
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.sms import prices
 from kinnekt.sms.encoding import size
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
 
 log = logging.getLogger(__name__)
 
-REMAINING = ("pending", "claimed", "sending")
+REMAINING = MessageStatus.OPEN
 """Rows not finished yet: a campaign completes when it has none."""
 
 
@@ -126,13 +128,14 @@ def progress(session: OrmSession, campaign: Campaign) -> Progress:
         by_status[status] = by_status.get(status, 0) + count
         if was_sent:
             sent_rows += count
-        elif status == "failed":
+        elif status == MessageStatus.FAILED:
             refused += count
     status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
     return Progress(total=sum(by_status.values()), sent=sent_rows, refused=refused,
-                    skipped=by_status.get("skipped", 0), remaining=sum(by_status.get(s, 0) for s in REMAINING),
-                    unknown=by_status.get("unknown", 0), ended=by_status.get("ended", 0),
-                    done=status in ("completed", "ended", "failed"))
+                    skipped=by_status.get(MessageStatus.SKIPPED, 0),
+                    remaining=sum(by_status.get(s, 0) for s in REMAINING),
+                    unknown=by_status.get(MessageStatus.UNKNOWN, 0), ended=by_status.get(MessageStatus.ENDED, 0),
+                    done=status in CampaignStatus.FINISHED)
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
@@ -149,9 +152,9 @@ def dispatch_slot(campaign_id: int, slot: int, *, tag: str) -> None:
 def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
     """A lost sender's claimed rows go back to pending, unclaimed (none of them was requested); commits."""
     released = session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CLAIMED,
                               Message.claim_token == token)
-        .values(status="pending", claim_token=None, updated_at=utcnow())
+        .values(status=MessageStatus.PENDING, claim_token=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount or 0
     session.commit()
     return released
@@ -160,9 +163,9 @@ def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
 def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = None) -> list[int]:
     """Running campaigns (and automations) with rows due to be sent now and claimed by nobody."""
     now = now or utcnow()
-    due = exists().where(Message.campaign_id == Campaign.id, Message.status == "pending",
+    due = exists().where(Message.campaign_id == Campaign.id, Message.status == MessageStatus.PENDING,
                          Message.claim_token.is_(None), Message.due_at.is_(None) | (Message.due_at <= now))
-    return list(session.scalars(select(Campaign.id).where(Campaign.status == "in_progress",
+    return list(session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.IN_PROGRESS,
                                                           Campaign.snapshot_at.is_not(None), due)
                                 .order_by(Campaign.id).execution_options(all_shops=True)))
 
@@ -271,14 +274,14 @@ def job_budget(slot: int, seq: int) -> float:
 
 
 def _running(session: OrmSession, campaign_id: int) -> bool:
-    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == "in_progress"
+    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == CampaignStatus.IN_PROGRESS
 
 
 def _stop_if_not_running(session: OrmSession, campaign_id: int) -> None:
     """A campaign ended or failed by someone else (uninstall marks only the campaign): its unsent rows end."""
     from kinnekt.campaigns.lifecycle import stop_rows
     status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-    if status in ("ended", "failed"):
+    if status in CampaignStatus.STOPPED:
         stop_rows(session, campaign_id)
         session.commit()
 
@@ -289,7 +292,8 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
     now = now or utcnow()
     size = size or defaults.CAMPAIGN_BATCH_SIZE
     due = (select(Message.id)
-           .where(Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
+           .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.PENDING,
+                  Message.claim_token.is_(None),
                   Message.due_at.is_(None) | (Message.due_at <= now))
            .order_by(Message.id).limit(size))
     if on_postgresql(session):
@@ -302,8 +306,8 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
         # read first could not upgrade to a write after another sender committed.
         chosen = Message.id.in_(due.scalar_subquery())
     ids = session.scalars(
-        update(Message).where(chosen, Message.status == "pending", Message.claim_token.is_(None))
-        .values(status="claimed", claim_token=token, updated_at=now)
+        update(Message).where(chosen, Message.status == MessageStatus.PENDING, Message.claim_token.is_(None))
+        .values(status=MessageStatus.CLAIMED, claim_token=token, updated_at=now)
         .returning(Message.id).execution_options(synchronize_session=False)).all()
     if ids:
         session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=now)
@@ -321,18 +325,19 @@ def settle(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = N
         .group_by(Message.status)).tuples().all())
     if not remaining:
         moved = session.execute(
-            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "in_progress",
+            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.IN_PROGRESS,
                                    Campaign.snapshot_at.is_not(None),
                                    Campaign.kind != "automation",  # an automation sends for as long as it is on
                                    ~exists().where(Message.campaign_id == campaign_id,
                                                    Message.status.in_(REMAINING)))
-            .values(status="completed", finished_at=now).execution_options(synchronize_session=False)).rowcount
+            .values(status=CampaignStatus.COMPLETED,
+                    finished_at=now).execution_options(synchronize_session=False)).rowcount
         session.commit()
         return "completed" if moved else "idle"
     session.commit()
-    if remaining.get("pending"):
+    if remaining.get(MessageStatus.PENDING):
         next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                         Message.status == "pending"))
+                                                                         Message.status == MessageStatus.PENDING))
         if next_due is not None and next_due > now:
             wake_at(campaign_id, next_due)
             return "waiting"
@@ -350,35 +355,37 @@ def _param(name: str, column):
 
 # The hot path's statements, built once (Core, on the session's connection: no ORM bulk-update machinery
 # and no cache key to compute per message).
-_ALLOWED = (exists().where(_subscribers.c.id == _messages.c.subscriber_id, _subscribers.c.status == "subscribed",
+_ALLOWED = (exists().where(_subscribers.c.id == _messages.c.subscriber_id,
+                           _subscribers.c.status == SubscriberStatus.SUBSCRIBED,
                            _subscribers.c.suppressed_at.is_(None)),
-            exists().where(_campaigns.c.id == _messages.c.campaign_id, _campaigns.c.status == "in_progress"))
+            exists().where(_campaigns.c.id == _messages.c.campaign_id,
+                           _campaigns.c.status == CampaignStatus.IN_PROGRESS))
 """The row may go out: its subscriber still subscribed and unsuppressed, its campaign still running."""
 
 _TO_SENDING = (
     update(_messages)
-    .where(_messages.c.id == bindparam("m_id"), _messages.c.status == "claimed",
+    .where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.CLAIMED,
            _messages.c.claim_token == bindparam("m_token"), *_ALLOWED)
-    .values(status="sending", claim_token=None, body=_param("m_body", _messages.c.body),
+    .values(status=MessageStatus.SENDING, claim_token=None, body=_param("m_body", _messages.c.body),
             attempts=_messages.c.attempts + 1, encoding=_param("m_encoding", _messages.c.encoding),
             segments=_param("m_segments", _messages.c.segments), updated_at=_param("m_now", _messages.c.updated_at)))
 """claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
 
 _STILL_ALLOWED = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending", *_ALLOWED)
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.SENDING, *_ALLOWED)
     .values(updated_at=_param("m_now", _messages.c.updated_at)))
 """After a fresh rate-limiter slot (`_regrant`): the checks of `_TO_SENDING` again on our "sending" row, since an
 opt-out or End may have committed while the sender waited for the slot."""
 
 _TAKEN_BACK = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
-    .values(status="claimed", claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.SENDING)
+    .values(status=MessageStatus.CLAIMED, claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
             updated_at=_param("m_now", _messages.c.updated_at)))
 """A "sending" row found no longer allowed before its request left goes back to our claim (`_why_not` settles it)."""
 
 _SENT = (
-    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == "sending")
-    .values(status="sent", updated_at=_param("a_now", _messages.c.updated_at),
+    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == MessageStatus.SENDING)
+    .values(status=MessageStatus.SENT, updated_at=_param("a_now", _messages.c.updated_at),
             sent_at=_param("a_now", _messages.c.sent_at), error_code=None, error_reason=None,
             provider_id=_param("a_provider_id", _messages.c.provider_id),
             price=_param("a_price", _messages.c.price)))
@@ -392,7 +399,7 @@ _SENT_KEEP = (
 """A receipt got there first and keeps its status: the answer's id and price are still written."""
 
 _LAST_RECEIVED = case(
-    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == "failed"),
+    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == MessageStatus.FAILED),
      _subscribers.c.last_received_at),
     else_=_param("s_now", _subscribers.c.last_received_at))
 """The subscriber's `last_received_at` after an accepted answer: now, unless a receipt that got there first reported
@@ -406,11 +413,11 @@ _RECEIVED = (
 
 _ANSWERED = (
     update(_messages).where(_messages.c.id == bindparam("a_id"))
-    .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
-            sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
+    .values(status=case((_messages.c.status == MessageStatus.SENDING, MessageStatus.SENT), else_=_messages.c.status),
+            sent_at=case((_messages.c.status == MessageStatus.SENDING, _param("a_now", _messages.c.sent_at)),
                          else_=_messages.c.sent_at),
-            error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
-            error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
+            error_code=case((_messages.c.status == MessageStatus.SENDING, null()), else_=_messages.c.error_code),
+            error_reason=case((_messages.c.status == MessageStatus.SENDING, null()), else_=_messages.c.error_reason),
             provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
             price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
             updated_at=_param("a_now", _messages.c.updated_at))
@@ -599,7 +606,8 @@ def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[i
     from kinnekt.campaigns import composer, links
     items = []
     for message, subscriber in loaded:
-        if message.status != "claimed" or message.claim_token != token or _skip_reason(subscriber) or context.error:
+        if (message.status != MessageStatus.CLAIMED or message.claim_token != token or _skip_reason(subscriber)
+                or context.error):
             continue
         code = message.discount_code or (context.campaign.discount_code
                                          if context.campaign.discount_mode == "shared" else None)
@@ -610,16 +618,18 @@ def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[i
 
 
 def _release_claimed(session: OrmSession, ids: list[int], token: str) -> None:
-    session.execute(update(Message).where(Message.id.in_(ids), Message.status == "claimed",
+    session.execute(update(Message).where(Message.id.in_(ids), Message.status == MessageStatus.CLAIMED,
                                           Message.claim_token == token)
-                    .values(status="pending", claim_token=None).execution_options(synchronize_session=False))
+                    .values(status=MessageStatus.PENDING,
+                            claim_token=None).execution_options(synchronize_session=False))
     session.commit()
 
 
 def _mark(session: OrmSession, message_id: int, token: str, status: str, **values) -> bool:
     """Move one of our claimed rows to `status`; False when it is no longer ours."""
     moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "claimed", Message.claim_token == token)
+        update(Message).where(Message.id == message_id, Message.status == MessageStatus.CLAIMED,
+                              Message.claim_token == token)
         .values(status=status, claim_token=None, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
@@ -630,22 +640,22 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
               token: str) -> str:
     now = utcnow()
     message_id = message.id
-    if message.status != "claimed" or message.claim_token != token:
+    if message.status != MessageStatus.CLAIMED or message.claim_token != token:
         return "not ours"
     reason = _skip_reason(subscriber)
     if reason:
-        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+        return "skipped" if _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None) \
             else "not ours"
     zone = quiet_hours.zone_for(subscriber.timezone, context.shop.timezone)
     if quiet_hours.is_quiet(context.shop, now, zone):
-        _mark(session, message_id, token, "pending", due_at=quiet_hours.defer(context.shop, now, zone))
+        _mark(session, message_id, token, MessageStatus.PENDING, due_at=quiet_hours.defer(context.shop, now, zone))
         return "deferred"
     reason = _recently_texted(session, context, message)
     if reason:
-        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+        return "skipped" if _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None) \
             else "not ours"
     if context.error:
-        _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
+        _mark(session, message_id, token, MessageStatus.FAILED, error_code="not-configured", error_reason=context.error)
         return "failed"
     text = context.texts.get(message_id)
     if text is None:  # left out when the batch was loaded (not subscribed then), allowed now
@@ -661,7 +671,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         except RateLimitTimeout as error:
             if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
                 context.yielding.limiter_lost = True  # no slot can be had: the batch stops after this row
-            _mark(session, message_id, token, "pending",
+            _mark(session, message_id, token, MessageStatus.PENDING,
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
     values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": encoding,
@@ -773,8 +783,8 @@ def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
     except RateLimitTimeout as error:  # nothing left for the provider: the row can go back safely
         if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
             context.yielding.limiter_lost = True
-        session.execute(update(Message).where(Message.id == message_id, Message.status == "sending")
-                        .values(status="pending", updated_at=utcnow(),
+        session.execute(update(Message).where(Message.id == message_id, Message.status == MessageStatus.SENDING)
+                        .values(status=MessageStatus.PENDING, updated_at=utcnow(),
                                 due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
                         .execution_options(synchronize_session=False))
         session.commit()
@@ -802,7 +812,7 @@ def _still_allowed(session: OrmSession, context: _Context, message_id: int, toke
 def _skip_reason(subscriber: Subscriber | None) -> str | None:
     if subscriber is None:
         return "no_subscriber"
-    if subscriber.status != "subscribed":
+    if subscriber.status != SubscriberStatus.SUBSCRIBED:
         return "not_subscribed"
     if subscriber.suppressed_at is not None:
         return "suppressed"
@@ -819,20 +829,20 @@ def _recently_texted(session: OrmSession, context: _Context, message: Message) -
         return None
     recent = session.scalar(select(exists().where(
         Message.subscriber_id == message.subscriber_id, Message.campaign_id.is_not(None), Message.id != message.id,
-        Message.status.in_(("sent", "delivered")), Message.sent_at >= utcnow() - dt.timedelta(hours=hours))))
+        Message.status.in_(MessageStatus.ACCEPTED), Message.sent_at >= utcnow() - dt.timedelta(hours=hours))))
     return "recently_texted" if recent else None
 
 
 def _why_not(session: OrmSession, context: _Context, message_id: int, token: str) -> str:
     """The claimed -> sending step found the row no longer allowed: say why and settle it."""
     message = session.get(Message, message_id, populate_existing=True)
-    if message is None or message.status != "claimed" or message.claim_token != token:
+    if message is None or message.status != MessageStatus.CLAIMED or message.claim_token != token:
         return "not ours"  # ended by End, or the lease expired and another sender took it
     if not _running(session, context.campaign.id):
         status, uninstalled_at = session.execute(
             select(Campaign.status, Shop.uninstalled_at).join(Shop, Shop.id == Campaign.shop_id)
             .where(Campaign.id == context.campaign.id)).one()
-        if status == "in_progress" and uninstalled_at is not None:  # pragma: no cover - uninstall ends it
+        if status == CampaignStatus.IN_PROGRESS and uninstalled_at is not None:  # pragma: no cover - uninstall ends it
             from kinnekt.campaigns.lifecycle import campaign_status_end_uninstalled
             campaign_status_end_uninstalled(session, context.campaign.id, utcnow())
         _stop_if_not_running(session, context.campaign.id)
@@ -840,14 +850,14 @@ def _why_not(session: OrmSession, context: _Context, message_id: int, token: str
     subscriber = session.get(Subscriber, message.subscriber_id, populate_existing=True) \
         if message.subscriber_id is not None else None
     reason = _skip_reason(subscriber) or "not_subscribed"
-    _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None)
+    _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None)
     return "skipped"
 
 
 def _settle(session: OrmSession, message_id: int, status: str, **values) -> bool:
     """Move a "sending" row to `status`; a receipt that got there first keeps its status (values still written)."""
     moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "sending")
+        update(Message).where(Message.id == message_id, Message.status == MessageStatus.SENDING)
         .values(status=status, updated_at=utcnow(), **values).execution_options(synchronize_session=False)).rowcount
     if not moved:
         kept = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason", "sent_at")}
@@ -872,21 +882,23 @@ def record(session: OrmSession, message: Message, result: SendResult, *, attempt
         session.commit()
         return "sent"
     if result.unknown_outcome:
-        _settle(session, message_id, "unknown", error_code=result.error_code, error_reason=result.error_text,
+        _settle(session, message_id, MessageStatus.UNKNOWN, error_code=result.error_code,
+                error_reason=result.error_text,
                 **provider)
         session.commit()
         return "unknown"
     if result.retryable and attempts < defaults.CAMPAIGN_MAX_ATTEMPTS:
         delays = defaults.CAMPAIGN_RETRY_SECONDS
         delay = delays[min(max(attempts, 1) - 1, len(delays) - 1)]
-        _settle(session, message_id, "pending", error_code=result.error_code, error_reason=result.error_text,
+        _settle(session, message_id, MessageStatus.PENDING, error_code=result.error_code,
+                error_reason=result.error_text,
                 due_at=now + dt.timedelta(seconds=delay))
         session.commit()
         return "retry"
     reason = result.error_text or "the provider refused the message"
     if result.retryable:
         reason = f"{reason} (gave up after {attempts} attempts)"
-    _settle(session, message_id, "failed", error_code=result.error_code, error_reason=reason, **provider)
+    _settle(session, message_id, MessageStatus.FAILED, error_code=result.error_code, error_reason=reason, **provider)
     session.commit()
     if result.recipient_unreachable and message.subscriber_id is not None:
         from kinnekt.subscribers.optin import suppress
@@ -913,11 +925,11 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
     recent = now - dt.timedelta(days=1)
     running = session.execute(
         select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at, Campaign.kind)
-        .where((Campaign.status == "in_progress")
-               | (Campaign.status.in_(("ended", "failed")) & (Campaign.finished_at >= recent)))
+        .where((Campaign.status == CampaignStatus.IN_PROGRESS)
+               | (Campaign.status.in_(CampaignStatus.STOPPED) & (Campaign.finished_at >= recent)))
         .order_by(Campaign.id).execution_options(all_shops=True)).all()
     for campaign_id, status, heartbeat_at, snapshot_at, kind in running:
-        if status != "in_progress":
+        if status != CampaignStatus.IN_PROGRESS:
             # Ended or failed while a worker died mid-send: its one "sending" row still becomes unknown.
             counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
             session.commit()
@@ -925,16 +937,16 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
         if snapshot_at is None:
             continue  # still starting: the start job (re-queued by the due scan) finishes it
         counts["released"] += session.execute(
-            update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+            update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CLAIMED,
                                   Message.updated_at <= lease)
-            .values(status="pending", claim_token=None, updated_at=now)
+            .values(status=MessageStatus.PENDING, claim_token=None, updated_at=now)
             .execution_options(synchronize_session=False)).rowcount or 0
         counts["unknown"] += _stale_sends(session, campaign_id, stale, now)
         session.commit()
         if heartbeat_at is not None and heartbeat_at > stall:
             continue
         due = session.scalar(select(exists().where(
-            Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
+            Message.campaign_id == campaign_id, Message.status == MessageStatus.PENDING, Message.claim_token.is_(None),
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
                                                           Message.status.in_(REMAINING))))
@@ -944,7 +956,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             counts["dispatched"] += 1
         elif unfinished:
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                             Message.status == "pending"))
+                                                                             Message.status == MessageStatus.PENDING))
             if next_due is not None:
                 wake_at(campaign_id, next_due)
     return counts
@@ -953,9 +965,9 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
 def _stale_sends(session: OrmSession, campaign_id: int, stale: dt.datetime, now: dt.datetime) -> int:
     """Rows "sending" since before `stale` lost their worker mid-call: "unknown", never sent again."""
     return session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "sending",
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING,
                               Message.updated_at <= stale)
-        .values(status="unknown", error_code="worker-lost", updated_at=now,
+        .values(status=MessageStatus.UNKNOWN, error_code="worker-lost", updated_at=now,
                 error_reason="the worker stopped during the send; it may have been sent")
         .execution_options(synchronize_session=False)).rowcount or 0
 

@@ -10,7 +10,7 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Customer, Keyword, Subscriber
-from kinnekt.models.subscriber import SOURCES, STATUSES
+from kinnekt.models.subscriber import SOURCES, STATUSES, SubscriberStatus
 from kinnekt.subscribers import search
 
 QUERY_MAX_LENGTH = 100
@@ -70,7 +70,7 @@ def statement(shop_id: int, filters: Filters):
 def suppressed_among(session: OrmSession, listed) -> int:
     """How many of the listed subscribers (a `statement`) are subscribed but suppressed: counted in the list, left
     out of segments."""
-    suppressed = (listed.where(Subscriber.status == "subscribed", Subscriber.suppressed_at.is_not(None))
+    suppressed = (listed.where(Subscriber.status == SubscriberStatus.SUBSCRIBED, Subscriber.suppressed_at.is_not(None))
                   .order_by(None).with_only_columns(Subscriber.id))
     return session.scalar(select(func.count()).select_from(suppressed.subquery())) or 0
 

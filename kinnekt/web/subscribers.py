@@ -12,6 +12,7 @@ from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import Subscriber, SubscriberImport
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
+from kinnekt.models.subscriber_import import ImportStatus
 from kinnekt.subscribers import importing, listing, profile
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
@@ -230,7 +231,7 @@ def import_progress(import_id: int):
     if upload.running:
         return body
     response = hx.stop_polling(body)
-    if upload.status == "failed":
+    if upload.status == ImportStatus.FAILED:
         return hx.toast(response, "The import stopped before the end of the file.", error=True)
     return hx.toast(response, _imported(upload.imported))
 
@@ -241,7 +242,7 @@ def _imported(count: int) -> str:
 
 def _import_context(**extra) -> dict:
     upload = extra.get("upload")
-    if upload is not None and upload.status == "done":
+    if upload is not None and upload.status == ImportStatus.DONE:
         extra.setdefault("report", importing.report_of(upload))
     return {"errors": {}, "report": None, "upload": None, "rows_shown": REJECTED_ROWS_SHOWN,
             "attestation": importing.import_attestation(g.shop), "max_bytes": defaults.STATIC_LIST_MAX_BYTES,
