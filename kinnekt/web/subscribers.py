@@ -13,7 +13,7 @@ from kinnekt.db import Session
 from kinnekt.models import Subscriber, SubscriberImport
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
 from kinnekt.models.subscriber_import import ImportStatus
-from kinnekt.subscribers import importing, listing, profile
+from kinnekt.subscribers import history, importing, listing
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -124,7 +124,7 @@ def _detail_context(subscriber: Subscriber, **extra) -> dict:
         "national": national_format(subscriber.phone),
         "country_label": f"{country_name(subscriber.country)} ({subscriber.country})" if subscriber.country else None,
         "status_labels": STATUS_LABELS, "event_labels": EVENT_LABELS, "event_sources": EVENT_SOURCE_LABELS,
-        **profile.history(Session, subscriber, limit), "limit": limit,
+        **history.latest(Session, subscriber, limit), "limit": limit,
         "opted_out_by_person": by_person,
         "reason": "", "unsubscribe_errors": {}, "resubscribe_errors": {},
     }

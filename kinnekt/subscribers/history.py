@@ -9,7 +9,7 @@ from kinnekt.models import (Campaign, Click, InboundMessage, Link, Message, Orde
                             SubscriptionEvent)
 
 
-def history(session: OrmSession, subscriber: Subscriber, limit: int) -> dict:
+def latest(session: OrmSession, subscriber: Subscriber, limit: int) -> dict:
     """The subscriber's history, each list the latest `limit` rows, newest first, beside its total: `events`
     (SubscriptionEvent), `messages` ((Message, campaign name)), `received` (InboundMessage: by the subscriber,
     or from its number before it was known, merged duplicates left out), `clicks` ((Click, url, campaign name)),
