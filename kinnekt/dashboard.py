@@ -29,13 +29,15 @@ from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours, stats
 from kinnekt.models import Attribution, Campaign, Message, Order, Shop, Subscriber, SubscriptionEvent
 from kinnekt.models.automation import Automation
-from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus
+from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, SubscriberStatus
 from kinnekt.segments import lifecycle, periods
 
 CAMPAIGN_KINDS = ("campaign", "run")
 """Campaign rows that are campaigns the merchant sent (a recurring campaign's runs included), not automations."""
 
-FINISHED = ("in_progress", "completed", "ended", "failed")
+FINISHED = CampaignStatus.FINISHED | {CampaignStatus.IN_PROGRESS}
 """Statuses of a campaign that has started: the "Recent campaigns" card lists these."""
 
 
@@ -217,7 +219,7 @@ def parse_days(raw: str | None) -> int:
 def subscribers_now(session: OrmSession, shop: Shop) -> int:
     """Subscribed numbers of the shop now (the Subscribers page's "Subscribed" filter)."""
     return session.scalar(select(func.count()).select_from(Subscriber).where(
-        Subscriber.shop_id == shop.id, Subscriber.status == "subscribed")) or 0
+        Subscriber.shop_id == shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED)) or 0
 
 
 def growth(session: OrmSession, shop: Shop, span: Period) -> Growth:
@@ -266,7 +268,7 @@ def recent_campaigns(rows: list[stats.CampaignRow], limit: int = defaults.DASHBO
 def scheduled_campaigns(rows: list[stats.CampaignRow], limit: int = defaults.DASHBOARD_LIST_ROWS
                         ) -> list[stats.CampaignRow]:
     """Campaigns scheduled to send, soonest first (those switched off are listed too: the page says so)."""
-    waiting = [r for r in rows if r.campaign.status == "scheduled"]
+    waiting = [r for r in rows if r.campaign.status == CampaignStatus.SCHEDULED]
     far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
     return sorted(waiting, key=lambda r: (r.campaign.send_at or far, r.campaign.id))[:limit]
 
@@ -290,7 +292,7 @@ def health(session: OrmSession, shop: Shop, span: Period, rows: list[stats.Campa
                                      or_(Campaign.finished_at.is_(None),
                                          Campaign.finished_at >= span.start - dt.timedelta(days=1)))
     sent, failed = session.execute(
-        select(func.count(), func.count().filter(Message.status == "failed"))
+        select(func.count(), func.count().filter(Message.status == MessageStatus.FAILED))
         .where(Message.campaign_id.in_(live),
                Message.shop_id == shop.id, stats.accepted(),
                Message.sent_at >= span.start, Message.sent_at <= span.now)).one()
@@ -318,7 +320,7 @@ def waiting_for_quiet_hours(session: OrmSession, shop: Shop, now: dt.datetime) -
             select(Message.due_at, zone, func.count(distinct(Message.to_phone)))
             .outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
             .where(Message.campaign_id.in_(select(Campaign.id).where(Campaign.shop_id == shop.id)),
-                   Message.shop_id == shop.id, Message.status == "pending", Message.due_at > now)
+                   Message.shop_id == shop.id, Message.status == MessageStatus.PENDING, Message.due_at > now)
             .group_by(Message.due_at, zone)):
         recipient_zone = quiet_hours.zone_for(zone_name, shop.timezone)
         if quiet_hours.is_quiet(shop, now, recipient_zone) and due_at == quiet_hours.defer(shop, now, recipient_zone):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from kinnekt import shop_settings
 from kinnekt.campaigns import composer
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.sms import receipts
-from kinnekt.subscribers import phones, popup, settings
+from kinnekt.subscribers import phones, popup
 
 NOT_NUMBERS = ["²", "³²", "١٢", "𝟙", "１", "1_000", "1.5", "-1", "+1", "1e3", "0x1f", "", " ", "NaN", "9" * 5000]
 
@@ -54,8 +55,8 @@ def test_the_popup_settings_page_answers_a_superscript_delay_beside_the_field(cl
 
 
 def test_a_whole_number_setting_in_other_scripts_digits_is_refused():
-    with pytest.raises(settings.SettingError, match="as a whole number"):
-        settings.clean_whole_number("١٢", 1, 72, "the hours")  # int() would read it as 12
+    with pytest.raises(shop_settings.SettingError, match="as a whole number"):
+        shop_settings.clean_whole_number("١٢", 1, 72, "the hours")  # int() would read it as 12
 
 
 @pytest.mark.parametrize("sendable", ["²", "9" * 40])

@@ -9,10 +9,9 @@ import types
 import pytest
 from sqlalchemy import func, select
 
-from kinnekt import defaults
+from kinnekt import defaults, shop_settings
 from kinnekt.db import Session
 from kinnekt.models import Segment, Shop
-from kinnekt.subscribers import settings as shop_settings
 from kinnekt.tenancy import bind_shop
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")

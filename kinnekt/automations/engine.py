@@ -45,7 +45,9 @@ from kinnekt.campaigns import tasks as campaign_tasks
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Automation, Campaign, Message, Segment, SegmentEvent, Shop, Subscriber
 from kinnekt.models.base import IdType
-from kinnekt.models.message import HOLD
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import HOLD, MessageStatus
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.models.subscriber_key import before_inserting_messages
 from kinnekt.segments import membership
 
@@ -79,7 +81,8 @@ def fire(session: OrmSession, shop_id: int, *, now: dt.datetime | None = None) -
     automation_ids = session.scalars(
         select(Automation.id).join(Campaign, Campaign.id == Automation.campaign_id)
         .join(Segment, Segment.id == Automation.segment_id)
-        .where(Automation.shop_id == shop_id, Automation.enabled.is_(True), Campaign.status == "in_progress")
+        .where(Automation.shop_id == shop_id, Automation.enabled.is_(True),
+               Campaign.status == CampaignStatus.IN_PROGRESS)
         .order_by(Automation.id)).all()
     session.commit()
     queued = 0
@@ -126,7 +129,7 @@ def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.dat
         .join(Campaign, Campaign.id == Automation.campaign_id)
         .where(Automation.id == automation_id, Automation.enabled.is_(True))
         .with_for_update(of=Automation.__table__)).one_or_none()
-    if automation is None or automation.segment_id != segment_id or automation.status != "in_progress":
+    if automation is None or automation.segment_id != segment_id or automation.status != CampaignStatus.IN_PROGRESS:
         session.rollback()
         return None
     cursor, campaign_id = automation.last_event_id or 0, automation.campaign_id
@@ -145,7 +148,7 @@ def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.dat
     chunk = _Chunk(full=full)
     chunk.queued = _insert_messages(session, shop, campaign_id, firing, automation.delay_seconds or 0, now)
     new_rows = [Message.campaign_id == campaign_id, Message.occurrence > cursor, Message.occurrence <= upper,
-                Message.status == "pending"]
+                Message.status == MessageStatus.PENDING]
     chunk.pending_ids = list(session.scalars(select(Message.id).where(*new_rows).order_by(Message.id)))
     mode, prefix, discount_id = session.execute(
         select(Campaign.discount_mode, Campaign.discount_code, Campaign.discount_shopify_id)
@@ -187,7 +190,7 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
     source = events.with_only_columns(
         literal(shop.id, IdType), literal(campaign_id, IdType), SegmentEvent.subscriber_id,
         literal("automation"), SegmentEvent.id, Subscriber.phone,
-        case((reason.is_(None), literal("pending")), else_=literal("skipped")),
+        case((reason.is_(None), literal(MessageStatus.PENDING)), else_=literal(MessageStatus.SKIPPED)),
         reason,
         case((reason.is_(None), due), else_=literal(None, UTCDateTime)),
         literal(0, Integer),
@@ -198,13 +201,13 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
                                "skip_reason", "due_at", "attempts", "created_at", "updated_at"], source)
                  .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id", "occurrence"])
                  .returning(Message.__table__.c.status))
-    return sum(1 for status in session.scalars(statement) if status == "pending")
+    return sum(1 for status in session.scalars(statement) if status == MessageStatus.PENDING)
 
 
 def _reason(shop: Shop):
     """Each subscriber's skip reason at fire time (NULL = to be sent), as campaigns give them; smart sending
     is left to the send (a delayed message meets the texts sent meanwhile)."""
-    whens = [(Subscriber.status != "subscribed", literal("not_subscribed")),
+    whens = [(Subscriber.status != SubscriberStatus.SUBSCRIBED, literal("not_subscribed")),
              (Subscriber.suppressed_at.is_not(None), literal("suppressed"))]
     threshold = int(shop.suppression_threshold or 0)
     if threshold > 0:
@@ -238,7 +241,7 @@ def _release(session: OrmSession, message_ids: list[int]) -> None:
     """Held rows still pending may be claimed now; commits."""
     if message_ids:
         session.rollback()  # whatever the Shopify step left open
-        session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == "pending",
+        session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING,
                                               Message.claim_token == HOLD)
                         .values(claim_token=None).execution_options(synchronize_session=False))
         session.commit()
@@ -289,8 +292,9 @@ def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk
 def _skip_refused(session: OrmSession, message_ids: list[int]) -> None:
     """Rows whose code Shopify refused, still pending, are skipped with that reason; commits."""
     if message_ids:
-        session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == "pending")
-                        .values(status="skipped", skip_reason="no_discount_code", due_at=None, claim_token=None)
+        session.execute(update(Message).where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING)
+                        .values(status=MessageStatus.SKIPPED, skip_reason="no_discount_code", due_at=None,
+                                claim_token=None)
                         .execution_options(synchronize_session=False))
     session.commit()
 
@@ -300,14 +304,14 @@ def settle_stale_holds(session: OrmSession, *, now: dt.datetime | None = None) -
     answered): released when their campaign's shared code exists now, else skipped ("no_discount_code");
     all shops; commits; returns how many rows were settled."""
     now = aware_utc(now)
-    stale = [Message.status == "pending", Message.claim_token == HOLD,
+    stale = [Message.status == MessageStatus.PENDING, Message.claim_token == HOLD,
              Message.updated_at <= now - dt.timedelta(seconds=defaults.AUTOMATION_HOLD_SECONDS)]
     shared = select(Campaign.id).where(Campaign.discount_mode == "shared", Campaign.discount_shopify_id.is_not(None))
     released = session.execute(update(Message).where(*stale, Message.campaign_id.in_(shared))
                                .values(claim_token=None).execution_options(synchronize_session=False,
                                                                            all_shops=True)).rowcount or 0
     skipped = session.execute(update(Message).where(*stale)
-                              .values(status="skipped", skip_reason="no_discount_code", due_at=None,
+                              .values(status=MessageStatus.SKIPPED, skip_reason="no_discount_code", due_at=None,
                                       claim_token=None)
                               .execution_options(synchronize_session=False, all_shops=True)).rowcount or 0
     session.commit()
@@ -322,7 +326,7 @@ def _wake_senders(session: OrmSession, automation_id: int, now: dt.datetime) -> 
     """Queue the backing campaign's senders when a row is due now, else a wake-up for the earliest one."""
     campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
     earliest = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                     Message.status == "pending"))
+                                                                     Message.status == MessageStatus.PENDING))
     session.commit()
     if campaign_id is None or earliest is None:
         return

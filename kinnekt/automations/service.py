@@ -23,6 +23,7 @@ from kinnekt.campaigns import composer, lifecycle
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Keyword, Segment, SegmentEvent, Shop
 from kinnekt.models.automation import TRIGGERS, Automation
+from kinnekt.models.campaign import CampaignStatus
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.segments import membership, service as segments
 
@@ -156,7 +157,8 @@ def _apply(automation: Automation, values: Mapping) -> None:
 
 def create(session: OrmSession, shop: Shop, values: Mapping, *, builtin: str | None = None) -> Automation:
     """Save a new automation (switched off) with its message campaign, from `validate` values; commits."""
-    campaign = Campaign(shop_id=shop.id, name=values["name"], kind="automation", status="draft", enabled=True)
+    campaign = Campaign(shop_id=shop.id, name=values["name"], kind="automation", status=CampaignStatus.DRAFT,
+                        enabled=True)
     automation = Automation(shop_id=shop.id, name=values["name"], campaign=campaign, enabled=False,
                             builtin=builtin, last_event_id=0)
     _apply(automation, values)
@@ -213,11 +215,11 @@ def set_enabled(session: OrmSession, automation: Automation, enabled: bool, *,
             raise AutomationError(f"“{automation.name}” has no segment (it was deleted): choose one first.")
         if not (campaign.body or "").strip():
             raise AutomationError(f"Write the message of “{automation.name}” first.")
-        if automation.enabled and campaign.status == "in_progress":
+        if automation.enabled and campaign.status == CampaignStatus.IN_PROGRESS:
             return automation  # (an uninstall ends the campaign and leaves `enabled`: switching on re-arms it)
         automation.enabled, automation.enabled_at = True, now
         automation.last_event_id = _newest_event(session, automation)
-        campaign.status, campaign.enabled = "in_progress", True
+        campaign.status, campaign.enabled = CampaignStatus.IN_PROGRESS, True
         campaign.started_at, campaign.snapshot_at = now, now
         campaign.finished_at = campaign.failure_reason = None
     else:
@@ -229,7 +231,7 @@ def set_enabled(session: OrmSession, automation: Automation, enabled: bool, *,
 def _switch_off(session: OrmSession, automation: Automation, now: dt.datetime) -> None:
     """Off, in the caller's transaction: the campaign back to Draft and its messages not yet sent ended."""
     automation.enabled = False
-    automation.campaign.status = "draft"
+    automation.campaign.status = CampaignStatus.DRAFT
     lifecycle.stop_rows(session, automation.campaign_id, now=now)
 
 
@@ -306,7 +308,7 @@ def offered_builtins(session: OrmSession, shop: Shop) -> list[Builtin]:
 
 def _add(session: OrmSession, shop: Shop, spec: Builtin) -> Automation | None:
     """Insert one built-in, switched off, in a savepoint; None when it exists already (the unique constraint)."""
-    campaign = Campaign(shop_id=shop.id, name=spec.name, kind="automation", status="draft", enabled=True,
+    campaign = Campaign(shop_id=shop.id, name=spec.name, kind="automation", status=CampaignStatus.DRAFT, enabled=True,
                         body=spec.body, discount_mode="none")
     automation = Automation(shop_id=shop.id, name=spec.name, campaign=campaign, trigger="enter",
                             segment_id=spec.segment.id, delay_seconds=0, enabled=False, builtin=spec.key,

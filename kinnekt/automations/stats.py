@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Message, Subscriber
 from kinnekt.models.automation import Automation
+from kinnekt.models.message import MessageStatus
 
 RECENT_RUNS = 25
 """How many of the latest messages the automation's page lists."""
@@ -77,4 +78,4 @@ def waiting(session: OrmSession, automation: Automation) -> int:
     they are rendered when they go, so they go with the message as it is then."""
     return session.scalar(select(func.count()).select_from(Message).where(
         Message.shop_id == automation.shop_id, Message.campaign_id == automation.campaign_id,
-        Message.status.in_(("pending", "claimed")))) or 0
+        Message.status.in_(MessageStatus.WAITING))) or 0

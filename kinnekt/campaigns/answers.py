@@ -20,6 +20,7 @@ from kinnekt import defaults
 from kinnekt.db import driver_statement, on_postgresql, utcnow
 from kinnekt.models import Message, Subscriber
 from kinnekt.sms.gateway import SendResult
+from kinnekt.models.message import MessageStatus
 
 _messages, _subscribers = Message.__table__, Subscriber.__table__
 
@@ -29,7 +30,7 @@ def _param(name: str, column):
 
 
 _SENT = (
-    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == "sending")
+    update(_messages).where(_messages.c.id == bindparam("a_id"), _messages.c.status == MessageStatus.SENDING)
     .values(status="sent", updated_at=_param("a_now", _messages.c.updated_at),
             sent_at=_param("a_now", _messages.c.sent_at), error_code=None, error_reason=None,
             provider_id=_param("a_provider_id", _messages.c.provider_id),
@@ -44,7 +45,7 @@ _SENT_KEEP = (
 """A receipt got there first and keeps its status: the answer's id and price are still written."""
 
 _LAST_RECEIVED = case(
-    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == "failed"),
+    (exists().where(_messages.c.id == bindparam("a_id"), _messages.c.status == MessageStatus.FAILED),
      _subscribers.c.last_received_at),
     else_=_param("s_now", _subscribers.c.last_received_at))
 """The subscriber's `last_received_at` after an accepted answer: now, unless a receipt that got there first reported
@@ -58,11 +59,11 @@ _RECEIVED = (
 
 _ANSWERED = (
     update(_messages).where(_messages.c.id == bindparam("a_id"))
-    .values(status=case((_messages.c.status == "sending", "sent"), else_=_messages.c.status),
-            sent_at=case((_messages.c.status == "sending", _param("a_now", _messages.c.sent_at)),
+    .values(status=case((_messages.c.status == MessageStatus.SENDING, "sent"), else_=_messages.c.status),
+            sent_at=case((_messages.c.status == MessageStatus.SENDING, _param("a_now", _messages.c.sent_at)),
                          else_=_messages.c.sent_at),
-            error_code=case((_messages.c.status == "sending", null()), else_=_messages.c.error_code),
-            error_reason=case((_messages.c.status == "sending", null()), else_=_messages.c.error_reason),
+            error_code=case((_messages.c.status == MessageStatus.SENDING, null()), else_=_messages.c.error_code),
+            error_reason=case((_messages.c.status == MessageStatus.SENDING, null()), else_=_messages.c.error_reason),
             provider_id=func.coalesce(_param("a_provider_id", _messages.c.provider_id), _messages.c.provider_id),
             price=func.coalesce(_param("a_price", _messages.c.price), _messages.c.price),
             updated_at=_param("a_now", _messages.c.updated_at))
@@ -170,7 +171,7 @@ def no_disk_wait(session: OrmSession) -> None:
 def _move_from_sending(session: OrmSession, message_id: int, status: str, **values) -> bool:
     """Move a "sending" row to `status`; a receipt that got there first keeps its status (values still written)."""
     moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "sending")
+        update(Message).where(Message.id == message_id, Message.status == MessageStatus.SENDING)
         .values(status=status, updated_at=utcnow(), **values).execution_options(synchronize_session=False)).rowcount
     if not moved:
         kept = {k: v for k, v in values.items() if v is not None and k not in ("due_at", "skip_reason", "sent_at")}

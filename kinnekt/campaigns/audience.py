@@ -39,6 +39,8 @@ from kinnekt.campaigns import quiet_hours
 from kinnekt.db import UTCDateTime, aware_utc, on_postgresql
 from kinnekt.models import Campaign, Message, Segment, Shop, Subscriber
 from kinnekt.models.base import IdType
+from kinnekt.models.message import MessageStatus
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.segments.compiler import compile_definition
 
 SKIP_REASONS = ("excluded", "not_subscribed", "suppressed", "no_clicks", "recently_texted")
@@ -53,7 +55,7 @@ SKIP_LABELS = {
 }
 """Skip reasons in the merchant's words (snapshot reasons, plus those set at send time by sending.py)."""
 
-_COUNTED = ("sent", "delivered")
+_COUNTED = MessageStatus.ACCEPTED
 
 
 class AudienceError(ValueError):
@@ -120,7 +122,7 @@ def _reason(shop: Shop, excluded, now: dt.datetime, campaign_id: int | None):
     whens = []
     if excluded is not None:
         whens.append((Subscriber.id.in_(excluded), literal("excluded")))
-    whens.append((Subscriber.status != "subscribed", literal("not_subscribed")))
+    whens.append((Subscriber.status != SubscriberStatus.SUBSCRIBED, literal("not_subscribed")))
     whens.append((Subscriber.suppressed_at.is_not(None), literal("suppressed")))
     threshold = int(shop.suppression_threshold or 0)
     if threshold > 0:
@@ -215,7 +217,7 @@ def snapshot(session: OrmSession, campaign: Campaign, *, now: dt.datetime) -> di
         source = select(
             literal(shop.id, IdType), literal(campaign.id, IdType), people.c.id, literal("campaign"),
             people.c.phone,
-            case((people.c.reason.is_(None), literal("pending")), else_=literal("skipped")),
+            case((people.c.reason.is_(None), literal(MessageStatus.PENDING)), else_=literal(MessageStatus.SKIPPED)),
             people.c.reason,
             case((people.c.reason.is_(None), due), else_=literal(None, UTCDateTime)),
             literal(0, Integer),
@@ -243,7 +245,7 @@ def counts(session: OrmSession, campaign: Campaign) -> dict[str, int]:
             select(Message.status, Message.skip_reason, func.count())
             .where(Message.campaign_id == campaign.id).group_by(Message.status, Message.skip_reason)):
         out[status] = out.get(status, 0) + n
-        if status == "skipped":
+        if status == MessageStatus.SKIPPED:
             out[f"skipped:{skip}"] = out.get(f"skipped:{skip}", 0) + n
     out["total"] = sum(v for k, v in out.items() if ":" not in k)
     return out

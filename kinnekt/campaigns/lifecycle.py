@@ -29,13 +29,16 @@ from kinnekt import defaults
 from kinnekt.campaigns import audience, quiet_hours, recurrence, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Shop, Subscriber
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus
+from kinnekt.models.subscriber import SubscriberStatus
 
 log = logging.getLogger(__name__)
 
-SWITCHABLE = ("draft", "scheduled")
+SWITCHABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 """Statuses with the on/off switcher; they can also be edited and deleted."""
 
-FINISHED = ("completed", "ended", "failed")
+FINISHED = CampaignStatus.FINISHED
 """Statuses after which nothing more is sent."""
 
 UNINSTALLED_REASON = "App uninstalled"
@@ -52,7 +55,7 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 def save(session: OrmSession, shop: Shop, values: dict, campaign: Campaign | None = None) -> Campaign:
     """Create a draft, or update a draft / scheduled campaign, from `composer.validate` values; commits."""
     if campaign is None:
-        campaign = Campaign(shop_id=shop.id, status="draft", enabled=True, name=values.get("name") or "")
+        campaign = Campaign(shop_id=shop.id, status=CampaignStatus.DRAFT, enabled=True, name=values.get("name") or "")
         session.add(campaign)
     elif campaign.status not in SWITCHABLE:
         raise CampaignError(f"A campaign that is {campaign.status_label} cannot be edited.")
@@ -108,7 +111,8 @@ def schedule(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None
     if campaign.send_now:
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(SWITCHABLE))
-            .values(status="in_progress", enabled=True, started_at=now, failure_reason=None, finished_at=None)
+            .values(status=CampaignStatus.IN_PROGRESS, enabled=True, started_at=now, failure_reason=None,
+                    finished_at=None)
             .execution_options(synchronize_session=False)).rowcount
         session.commit()
         session.refresh(campaign)
@@ -122,7 +126,7 @@ def schedule(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None
     if recurrence.is_recurring(campaign) and not recurrence.last_day_ok(
             campaign.send_at, campaign.repeat_until, quiet_hours.zone_for(shop.timezone)):
         raise CampaignError("The end date is before the first run.")
-    campaign.status = "scheduled"
+    campaign.status = CampaignStatus.SCHEDULED
     campaign.failure_reason = None
     session.commit()
     _enqueue_start(campaign.id, at=start_time(session, campaign), now=now)
@@ -139,9 +143,9 @@ def set_enabled(session: OrmSession, campaign: Campaign, enabled: bool) -> Campa
     session.refresh(campaign)
     if not moved:
         raise CampaignError(f"A campaign that is {campaign.status_label} cannot be switched on or off.")
-    if enabled and campaign.status == "scheduled":
+    if enabled and campaign.status == CampaignStatus.SCHEDULED:
         recurrence.catch_up(session, campaign, now=utcnow())
-    if enabled and campaign.status == "scheduled":
+    if enabled and campaign.status == CampaignStatus.SCHEDULED:
         _enqueue_start(campaign.id, at=start_time(session, campaign))
     return campaign
 
@@ -152,11 +156,11 @@ def end(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None = No
     A scheduled recurring campaign ends too: it makes no further runs (a run in progress goes on).
     """
     now = _now(now)
-    endable = (Campaign.status == "in_progress") | (
-        (Campaign.status == "scheduled") & (Campaign.kind == "campaign") & (Campaign.repeat != "none"))
+    endable = (Campaign.status == CampaignStatus.IN_PROGRESS) | (
+        (Campaign.status == CampaignStatus.SCHEDULED) & (Campaign.kind == "campaign") & (Campaign.repeat != "none"))
     moved = session.execute(
         update(Campaign).where(Campaign.id == campaign.id, endable)
-        .values(status="ended", finished_at=now).execution_options(synchronize_session=False)).rowcount
+        .values(status=CampaignStatus.ENDED, finished_at=now).execution_options(synchronize_session=False)).rowcount
     if moved:
         stop_rows(session, campaign.id, now=now)
     session.commit()
@@ -169,8 +173,8 @@ def end(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None = No
 def stop_rows(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = None) -> int:
     """Mark the campaign's pending and claimed rows "ended" (in the caller's transaction); returns how many."""
     return session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status.in_(("pending", "claimed")))
-        .values(status="ended", claim_token=None, updated_at=_now(now))
+        update(Message).where(Message.campaign_id == campaign_id, Message.status.in_(MessageStatus.WAITING))
+        .values(status=MessageStatus.ENDED, claim_token=None, updated_at=_now(now))
         .execution_options(synchronize_session=False)).rowcount or 0
 
 
@@ -178,14 +182,15 @@ def delete(session: OrmSession, campaign: Campaign) -> None:
     """Delete a campaign that is not in progress, with its messages, links and statistics (and a recurring
     campaign's runs, unless one of them is in progress); commits."""
     session.refresh(campaign)
-    if campaign.status == "in_progress":
+    if campaign.status == CampaignStatus.IN_PROGRESS:
         raise CampaignError("End the campaign before deleting it.")
     campaign_id = campaign.id
     runs = aliased(Campaign)
-    running = select(runs.id).where(runs.parent_id == campaign_id, runs.status == "in_progress").exists()
+    running = select(runs.id).where(runs.parent_id == campaign_id, runs.status == CampaignStatus.IN_PROGRESS).exists()
     if session.scalar(select(running)):
         raise CampaignError("A run of this campaign is in progress: end it before deleting the campaign.")
-    gone = session.execute(sa_delete(Campaign).where(Campaign.id == campaign_id, Campaign.status != "in_progress",
+    gone = session.execute(sa_delete(Campaign).where(Campaign.id == campaign_id,
+                                                     Campaign.status != CampaignStatus.IN_PROGRESS,
                                                      ~running)
                            .execution_options(synchronize_session=False)).rowcount
     session.commit()
@@ -198,8 +203,8 @@ def fail(session: OrmSession, campaign_id: int, reason: str, *, now: dt.datetime
     """Mark a campaign that cannot run as Failed with the reason; its unsent rows end. Commits."""
     now = _now(now)
     moved = session.execute(
-        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(("scheduled", "in_progress")))
-        .values(status="failed", failure_reason=reason, finished_at=now)
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(CampaignStatus.ACTIVE))
+        .values(status=CampaignStatus.FAILED, failure_reason=reason, finished_at=now)
         .execution_options(synchronize_session=False)).rowcount
     if moved:
         stop_rows(session, campaign_id, now=now)
@@ -222,7 +227,8 @@ def start_time(session: OrmSession, campaign: Campaign) -> dt.datetime | None:
     shop = session.get(Shop, campaign.shop_id)
     shop_zone = quiet_hours.zone_for(shop.timezone)
     zones = session.scalars(select(func.coalesce(Subscriber.timezone, shop.timezone or "UTC")).distinct()
-                            .where(Subscriber.shop_id == shop.id, Subscriber.status == "subscribed")).all()
+                            .where(Subscriber.shop_id == shop.id,
+                                   Subscriber.status == SubscriberStatus.SUBSCRIBED)).all()
     times = [quiet_hours.wall_clock_in(campaign.send_at, shop_zone, quiet_hours.zone_for(z, shop.timezone))
              for z in zones] or [campaign.send_at]
     return min(times)
@@ -234,7 +240,7 @@ def due_campaigns(session: OrmSession, *, now: dt.datetime | None = None) -> lis
     ahead = now + dt.timedelta(hours=defaults.CAMPAIGN_LOCAL_TIME_LOOKAHEAD_HOURS)
     candidates = session.scalars(
         select(Campaign).join(Shop, Shop.id == Campaign.shop_id)
-        .where(Campaign.status == "scheduled", Campaign.enabled.is_(True), Campaign.send_at.is_not(None),
+        .where(Campaign.status == CampaignStatus.SCHEDULED, Campaign.enabled.is_(True), Campaign.send_at.is_not(None),
                Campaign.send_at <= ahead, Shop.uninstalled_at.is_(None))
         .order_by(Campaign.send_at, Campaign.id).execution_options(all_shops=True)).all()
     due = []
@@ -257,7 +263,7 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
     if campaign is None:
         return "no campaign"
     shop = session.get(Shop, campaign.shop_id, populate_existing=True)
-    if campaign.status == "scheduled":
+    if campaign.status == CampaignStatus.SCHEDULED:
         if shop is None or not shop.installed:
             fail(session, campaign_id, UNINSTALLED_REASON, now=now)
             return "failed"
@@ -273,14 +279,15 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         if recurrence.is_recurring(campaign):
             return _start_run(session, campaign, now)
         moved = session.execute(
-            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "scheduled",
+            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED,
                                    Campaign.enabled.is_(True))
-            .values(status="in_progress", started_at=now).execution_options(synchronize_session=False)).rowcount
+            .values(status=CampaignStatus.IN_PROGRESS,
+                    started_at=now).execution_options(synchronize_session=False)).rowcount
         session.commit()
         if not moved:
             return "not scheduled"
         session.refresh(campaign)
-    if campaign.status != "in_progress":
+    if campaign.status != CampaignStatus.IN_PROGRESS:
         return f"not started: {campaign.status}"
     if shop is None or not shop.installed:
         campaign_status_end_uninstalled(session, campaign_id, now)
@@ -325,8 +332,8 @@ def _start_run(session: OrmSession, campaign: Campaign, now: dt.datetime) -> str
 
 def campaign_status_end_uninstalled(session: OrmSession, campaign_id: int, now: dt.datetime) -> None:
     """A running campaign of a shop that uninstalled the app ends with that reason (its rows end)."""
-    session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "in_progress")
-                    .values(status="ended", failure_reason=UNINSTALLED_REASON, finished_at=now)
+    session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.IN_PROGRESS)
+                    .values(status=CampaignStatus.ENDED, failure_reason=UNINSTALLED_REASON, finished_at=now)
                     .execution_options(synchronize_session=False))
     stop_rows(session, campaign_id, now=now)
     session.commit()
@@ -370,7 +377,8 @@ def _unique_codes(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.d
         return None
     from kinnekt.shopify.discounts import DiscountInputError, create_unique_codes, generate_codes
     from kinnekt.shopify.graphql import ShopifyError
-    missing = session.scalars(select(Message.id).where(Message.campaign_id == campaign.id, Message.status == "pending",
+    missing = session.scalars(select(Message.id).where(Message.campaign_id == campaign.id,
+                                                       Message.status == MessageStatus.PENDING,
                                                        Message.discount_code.is_(None)).order_by(Message.id)).all()
     if missing:
         codes = generate_codes(len(missing), prefix=(campaign.discount_code or "").strip().upper())
@@ -388,8 +396,8 @@ def _unique_codes(session: OrmSession, campaign: Campaign, shop: Shop, now: dt.d
     if created.failed:
         refused = [code for code, _ in created.failed]
         session.execute(update(Message).where(Message.campaign_id == campaign.id, Message.discount_code.in_(refused),
-                                              Message.status == "pending")
-                        .values(status="skipped", skip_reason="no_discount_code", due_at=None)
+                                              Message.status == MessageStatus.PENDING)
+                        .values(status=MessageStatus.SKIPPED, skip_reason="no_discount_code", due_at=None)
                         .execution_options(synchronize_session=False))
     campaign.discount_shopify_id = created.discount_id
     session.commit()

@@ -16,12 +16,14 @@ from kinnekt import defaults
 from kinnekt.campaigns import sending, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus
 
 
 def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
     """A lost sender's claimed rows go back to pending, unclaimed (none of them was requested); commits."""
     released = session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CLAIMED,
                               Message.claim_token == token)
         .values(status="pending", claim_token=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount or 0
@@ -32,9 +34,9 @@ def release_claims(session: OrmSession, campaign_id: int, token: str) -> int:
 def campaigns_with_due_rows(session: OrmSession, *, now: dt.datetime | None = None) -> list[int]:
     """Running campaigns (and automations) with rows due to be sent now and claimed by nobody."""
     now = now or utcnow()
-    due = exists().where(Message.campaign_id == Campaign.id, Message.status == "pending",
+    due = exists().where(Message.campaign_id == Campaign.id, Message.status == MessageStatus.PENDING,
                          Message.claim_token.is_(None), Message.due_at.is_(None) | (Message.due_at <= now))
-    return list(session.scalars(select(Campaign.id).where(Campaign.status == "in_progress",
+    return list(session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.IN_PROGRESS,
                                                           Campaign.snapshot_at.is_not(None), due)
                                 .order_by(Campaign.id).execution_options(all_shops=True)))
 
@@ -54,8 +56,8 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
     recent = now - dt.timedelta(days=1)
     running = session.execute(
         select(Campaign.id, Campaign.status, Campaign.heartbeat_at, Campaign.snapshot_at, Campaign.kind)
-        .where((Campaign.status == "in_progress")
-               | (Campaign.status.in_(("ended", "failed")) & (Campaign.finished_at >= recent)))
+        .where((Campaign.status == CampaignStatus.IN_PROGRESS)
+               | (Campaign.status.in_(CampaignStatus.STOPPED) & (Campaign.finished_at >= recent)))
         .order_by(Campaign.id).execution_options(all_shops=True)).all()
     for campaign_id, status, heartbeat_at, snapshot_at, kind in running:
         if status != "in_progress":
@@ -66,7 +68,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
         if snapshot_at is None:
             continue  # still starting: the start job (re-queued by the due scan) finishes it
         counts["released"] += session.execute(
-            update(Message).where(Message.campaign_id == campaign_id, Message.status == "claimed",
+            update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CLAIMED,
                                   Message.updated_at <= lease)
             .values(status="pending", claim_token=None, updated_at=now)
             .execution_options(synchronize_session=False)).rowcount or 0
@@ -75,7 +77,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
         if heartbeat_at is not None and heartbeat_at > stall:
             continue
         due = session.scalar(select(exists().where(
-            Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
+            Message.campaign_id == campaign_id, Message.status == MessageStatus.PENDING, Message.claim_token.is_(None),
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
                                                           Message.status.in_(sending.REMAINING))))
@@ -85,7 +87,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             counts["dispatched"] += 1
         elif unfinished:
             next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                             Message.status == "pending"))
+                                                                             Message.status == MessageStatus.PENDING))
             if next_due is not None:
                 sending.wake_at(campaign_id, next_due)
     return counts
@@ -94,7 +96,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
 def _stale_sends(session: OrmSession, campaign_id: int, stale: dt.datetime, now: dt.datetime) -> int:
     """Rows "sending" since before `stale` lost their worker mid-call: "unknown", never sent again."""
     return session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "sending",
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING,
                               Message.updated_at <= stale)
         .values(status="unknown", error_code="worker-lost", updated_at=now,
                 error_reason="the worker stopped during the send; it may have been sent")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt.campaigns import quiet_hours
 from kinnekt.db import on_postgresql, utcnow
 from kinnekt.models import Campaign, CampaignSegment, Shop
+from kinnekt.models.campaign import CampaignStatus
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def create_run(session: OrmSession, parent: Campaign, due: dt.datetime, *, now: 
             select(Campaign.discount_shopify_id).where(
                 Campaign.parent_id == parent.id, Campaign.discount_code == parent.discount_code,
                 Campaign.discount_shopify_id.is_not(None)).order_by(Campaign.send_at.desc()).limit(1))
-    values.update(shop_id=parent.shop_id, name=run_name(parent.name, due.astimezone(zone)), status="in_progress",
+    values.update(shop_id=parent.shop_id, name=run_name(parent.name, due.astimezone(zone)),
+                  status=CampaignStatus.IN_PROGRESS,
                   enabled=True, send_now=False, send_at=due, started_at=now, kind="run", parent_id=parent.id,
                   repeat="none", created_at=utcnow(), updated_at=utcnow())
     dialect = postgresql if on_postgresql(session) else sqlite
@@ -148,9 +150,11 @@ def run_due(session: OrmSession, parent: Campaign, *, now: dt.datetime) -> tuple
     anchor = parent.repeat_anchor or due
     run_id, _ = create_run(session, parent, due, now=now)
     following = next_occurrence(anchor, parent.repeat, zone, max(due, now), parent.repeat_until)
-    changes = {"send_at": following} if following is not None else {"status": "completed", "finished_at": now}
+    changes = {"send_at": following} if following is not None else {"status": CampaignStatus.COMPLETED,
+                                                                    "finished_at": now}
     moved = session.execute(
-        update(Campaign).where(Campaign.id == parent.id, Campaign.status == "scheduled", Campaign.send_at == due)
+        update(Campaign).where(Campaign.id == parent.id, Campaign.status == CampaignStatus.SCHEDULED,
+                               Campaign.send_at == due)
         .values(**changes).execution_options(synchronize_session=False)).rowcount
     if not moved:
         session.rollback()
@@ -162,12 +166,14 @@ def run_due(session: OrmSession, parent: Campaign, *, now: dt.datetime) -> tuple
 
 def catch_up(session: OrmSession, parent: Campaign, *, now: dt.datetime) -> None:
     """A recurring campaign switched on again skips the runs it missed while off: next run after now. Commits."""
-    if not is_recurring(parent) or parent.status != "scheduled" or parent.send_at is None or parent.send_at > now:
+    if (not is_recurring(parent) or parent.status != CampaignStatus.SCHEDULED or parent.send_at is None
+            or parent.send_at > now):
         return
     following = next_occurrence(parent.repeat_anchor or parent.send_at, parent.repeat, _zone(session, parent), now,
                                 parent.repeat_until)
-    changes = {"send_at": following} if following is not None else {"status": "completed", "finished_at": now}
-    session.execute(update(Campaign).where(Campaign.id == parent.id, Campaign.status == "scheduled",
+    changes = {"send_at": following} if following is not None else {"status": CampaignStatus.COMPLETED,
+                                                                    "finished_at": now}
+    session.execute(update(Campaign).where(Campaign.id == parent.id, Campaign.status == CampaignStatus.SCHEDULED,
                                            Campaign.send_at == parent.send_at)
                     .values(**changes).execution_options(synchronize_session=False))
     session.commit()

@@ -21,14 +21,16 @@ from kinnekt.campaigns import answers, quiet_hours, tasks
 from kinnekt.db import driver_statement as _driver
 from kinnekt.db import no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
-from kinnekt.models.message import row_ref
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus, row_ref
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.sms import prices
 from kinnekt.sms.encoding import size
 from kinnekt.sms.gateway import GatewayNotConfigured, get_gateway
 
 log = logging.getLogger(__name__)
 
-REMAINING = ("pending", "claimed", "sending")
+REMAINING = MessageStatus.OPEN
 """Rows not finished yet: a campaign completes when it has none."""
 
 
@@ -147,14 +149,14 @@ def job_budget(slot: int, seq: int) -> float:
 
 
 def _running(session: OrmSession, campaign_id: int) -> bool:
-    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == "in_progress"
+    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == CampaignStatus.IN_PROGRESS
 
 
 def _stop_if_not_running(session: OrmSession, campaign_id: int) -> None:
     """A campaign ended or failed by someone else (uninstall marks only the campaign): its unsent rows end."""
     from kinnekt.campaigns.lifecycle import stop_rows
     status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-    if status in ("ended", "failed"):
+    if status in CampaignStatus.STOPPED:
         stop_rows(session, campaign_id)
         session.commit()
 
@@ -165,7 +167,8 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
     now = now or utcnow()
     size = size or defaults.CAMPAIGN_BATCH_SIZE
     due = (select(Message.id)
-           .where(Message.campaign_id == campaign_id, Message.status == "pending", Message.claim_token.is_(None),
+           .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.PENDING,
+                  Message.claim_token.is_(None),
                   Message.due_at.is_(None) | (Message.due_at <= now))
            .order_by(Message.id).limit(size))
     if on_postgresql(session):
@@ -178,8 +181,8 @@ def claim(session: OrmSession, campaign_id: int, *, token: str, size: int | None
         # read first could not upgrade to a write after another sender committed.
         chosen = Message.id.in_(due.scalar_subquery())
     ids = session.scalars(
-        update(Message).where(chosen, Message.status == "pending", Message.claim_token.is_(None))
-        .values(status="claimed", claim_token=token, updated_at=now)
+        update(Message).where(chosen, Message.status == MessageStatus.PENDING, Message.claim_token.is_(None))
+        .values(status=MessageStatus.CLAIMED, claim_token=token, updated_at=now)
         .returning(Message.id).execution_options(synchronize_session=False)).all()
     if ids:
         session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=now)
@@ -197,18 +200,19 @@ def complete_or_wake(session: OrmSession, campaign_id: int, *, now: dt.datetime 
         .group_by(Message.status)).tuples().all())
     if not remaining:
         moved = session.execute(
-            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "in_progress",
+            update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.IN_PROGRESS,
                                    Campaign.snapshot_at.is_not(None),
                                    Campaign.kind != "automation",  # an automation sends for as long as it is on
                                    ~exists().where(Message.campaign_id == campaign_id,
                                                    Message.status.in_(REMAINING)))
-            .values(status="completed", finished_at=now).execution_options(synchronize_session=False)).rowcount
+            .values(status=CampaignStatus.COMPLETED,
+                    finished_at=now).execution_options(synchronize_session=False)).rowcount
         session.commit()
         return "completed" if moved else "idle"
     session.commit()
-    if remaining.get("pending"):
+    if remaining.get(MessageStatus.PENDING):
         next_due = session.scalar(select(func.min(Message.due_at)).where(Message.campaign_id == campaign_id,
-                                                                         Message.status == "pending"))
+                                                                         Message.status == MessageStatus.PENDING))
         if next_due is not None and next_due > now:
             wake_at(campaign_id, next_due)
             return "waiting"
@@ -226,29 +230,31 @@ def _param(name: str, column):
 
 # The hot path's statements, built once (Core, on the session's connection: no ORM bulk-update machinery
 # and no cache key to compute per message).
-_ALLOWED = (exists().where(_subscribers.c.id == _messages.c.subscriber_id, _subscribers.c.status == "subscribed",
+_ALLOWED = (exists().where(_subscribers.c.id == _messages.c.subscriber_id,
+                           _subscribers.c.status == SubscriberStatus.SUBSCRIBED,
                            _subscribers.c.suppressed_at.is_(None)),
-            exists().where(_campaigns.c.id == _messages.c.campaign_id, _campaigns.c.status == "in_progress"))
+            exists().where(_campaigns.c.id == _messages.c.campaign_id,
+                           _campaigns.c.status == CampaignStatus.IN_PROGRESS))
 """The row may go out: its subscriber still subscribed and unsuppressed, its campaign still running."""
 
 _TO_SENDING = (
     update(_messages)
-    .where(_messages.c.id == bindparam("m_id"), _messages.c.status == "claimed",
+    .where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.CLAIMED,
            _messages.c.claim_token == bindparam("m_token"), *_ALLOWED)
-    .values(status="sending", claim_token=None, body=_param("m_body", _messages.c.body),
+    .values(status=MessageStatus.SENDING, claim_token=None, body=_param("m_body", _messages.c.body),
             attempts=_messages.c.attempts + 1, encoding=_param("m_encoding", _messages.c.encoding),
             segments=_param("m_segments", _messages.c.segments), updated_at=_param("m_now", _messages.c.updated_at)))
 """claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
 
 _STILL_ALLOWED = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending", *_ALLOWED)
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.SENDING, *_ALLOWED)
     .values(updated_at=_param("m_now", _messages.c.updated_at)))
 """After a fresh rate-limiter slot (`_regrant`): the checks of `_TO_SENDING` again on our "sending" row, since an
 opt-out or End may have committed while the sender waited for the slot."""
 
 _TAKEN_BACK = (
-    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == "sending")
-    .values(status="claimed", claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
+    update(_messages).where(_messages.c.id == bindparam("m_id"), _messages.c.status == MessageStatus.SENDING)
+    .values(status=MessageStatus.CLAIMED, claim_token=bindparam("m_token"), attempts=_messages.c.attempts - 1,
             updated_at=_param("m_now", _messages.c.updated_at)))
 """A "sending" row found no longer allowed before its request left goes back to our claim (`_why_not` marks it)."""
 
@@ -364,7 +370,8 @@ def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[i
     from kinnekt.campaigns import composer, links
     items = []
     for message, subscriber in loaded:
-        if message.status != "claimed" or message.claim_token != token or _skip_reason(subscriber) or context.error:
+        if (message.status != MessageStatus.CLAIMED or message.claim_token != token or _skip_reason(subscriber)
+                or context.error):
             continue
         code = message.discount_code or (context.campaign.discount_code
                                          if context.campaign.discount_mode == "shared" else None)
@@ -375,16 +382,18 @@ def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[i
 
 
 def _release_claimed(session: OrmSession, ids: list[int], token: str) -> None:
-    session.execute(update(Message).where(Message.id.in_(ids), Message.status == "claimed",
+    session.execute(update(Message).where(Message.id.in_(ids), Message.status == MessageStatus.CLAIMED,
                                           Message.claim_token == token)
-                    .values(status="pending", claim_token=None).execution_options(synchronize_session=False))
+                    .values(status=MessageStatus.PENDING,
+                            claim_token=None).execution_options(synchronize_session=False))
     session.commit()
 
 
 def _mark(session: OrmSession, message_id: int, token: str, status: str, **values) -> bool:
     """Move one of our claimed rows to `status`; False when it is no longer ours."""
     moved = session.execute(
-        update(Message).where(Message.id == message_id, Message.status == "claimed", Message.claim_token == token)
+        update(Message).where(Message.id == message_id, Message.status == MessageStatus.CLAIMED,
+                              Message.claim_token == token)
         .values(status=status, claim_token=None, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
@@ -395,22 +404,22 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
               token: str) -> str:
     now = utcnow()
     message_id = message.id
-    if message.status != "claimed" or message.claim_token != token:
+    if message.status != MessageStatus.CLAIMED or message.claim_token != token:
         return "not ours"
     reason = _skip_reason(subscriber)
     if reason:
-        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+        return "skipped" if _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None) \
             else "not ours"
     zone = quiet_hours.zone_for(subscriber.timezone, context.shop.timezone)
     if quiet_hours.is_quiet(context.shop, now, zone):
-        _mark(session, message_id, token, "pending", due_at=quiet_hours.defer(context.shop, now, zone))
+        _mark(session, message_id, token, MessageStatus.PENDING, due_at=quiet_hours.defer(context.shop, now, zone))
         return "deferred"
     reason = _recently_texted(session, context, message)
     if reason:
-        return "skipped" if _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None) \
+        return "skipped" if _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None) \
             else "not ours"
     if context.error:
-        _mark(session, message_id, token, "failed", error_code="not-configured", error_reason=context.error)
+        _mark(session, message_id, token, MessageStatus.FAILED, error_code="not-configured", error_reason=context.error)
         return "failed"
     text = context.texts.get(message_id)
     if text is None:  # left out when the batch was loaded (not subscribed then), allowed now
@@ -426,7 +435,7 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         except RateLimitTimeout as error:
             if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
                 context.yielding.limiter_lost = True  # no slot can be had: the batch stops after this row
-            _mark(session, message_id, token, "pending",
+            _mark(session, message_id, token, MessageStatus.PENDING,
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
     values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": encoding,
@@ -507,8 +516,8 @@ def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
     except RateLimitTimeout as error:  # nothing left for the provider: the row can go back safely
         if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
             context.yielding.limiter_lost = True
-        session.execute(update(Message).where(Message.id == message_id, Message.status == "sending")
-                        .values(status="pending", updated_at=utcnow(),
+        session.execute(update(Message).where(Message.id == message_id, Message.status == MessageStatus.SENDING)
+                        .values(status=MessageStatus.PENDING, updated_at=utcnow(),
                                 due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
                         .execution_options(synchronize_session=False))
         session.commit()
@@ -536,7 +545,7 @@ def _still_allowed(session: OrmSession, context: _Context, message_id: int, toke
 def _skip_reason(subscriber: Subscriber | None) -> str | None:
     if subscriber is None:
         return "no_subscriber"
-    if subscriber.status != "subscribed":
+    if subscriber.status != SubscriberStatus.SUBSCRIBED:
         return "not_subscribed"
     if subscriber.suppressed_at is not None:
         return "suppressed"
@@ -553,20 +562,20 @@ def _recently_texted(session: OrmSession, context: _Context, message: Message) -
         return None
     recent = session.scalar(select(exists().where(
         Message.subscriber_id == message.subscriber_id, Message.campaign_id.is_not(None), Message.id != message.id,
-        Message.status.in_(("sent", "delivered")), Message.sent_at >= utcnow() - dt.timedelta(hours=hours))))
+        Message.status.in_(MessageStatus.ACCEPTED), Message.sent_at >= utcnow() - dt.timedelta(hours=hours))))
     return "recently_texted" if recent else None
 
 
 def _why_not(session: OrmSession, context: _Context, message_id: int, token: str) -> str:
     """The claimed -> sending step found the row no longer allowed: say why, and mark it skipped or end the rows."""
     message = session.get(Message, message_id, populate_existing=True)
-    if message is None or message.status != "claimed" or message.claim_token != token:
+    if message is None or message.status != MessageStatus.CLAIMED or message.claim_token != token:
         return "not ours"  # ended by End, or the lease expired and another sender took it
     if not _running(session, context.campaign.id):
         status, uninstalled_at = session.execute(
             select(Campaign.status, Shop.uninstalled_at).join(Shop, Shop.id == Campaign.shop_id)
             .where(Campaign.id == context.campaign.id)).one()
-        if status == "in_progress" and uninstalled_at is not None:  # pragma: no cover - uninstall ends it
+        if status == CampaignStatus.IN_PROGRESS and uninstalled_at is not None:  # pragma: no cover - uninstall ends it
             from kinnekt.campaigns.lifecycle import campaign_status_end_uninstalled
             campaign_status_end_uninstalled(session, context.campaign.id, utcnow())
         _stop_if_not_running(session, context.campaign.id)
@@ -574,5 +583,5 @@ def _why_not(session: OrmSession, context: _Context, message_id: int, token: str
     subscriber = session.get(Subscriber, message.subscriber_id, populate_existing=True) \
         if message.subscriber_id is not None else None
     reason = _skip_reason(subscriber) or "not_subscribed"
-    _mark(session, message_id, token, "skipped", skip_reason=reason, due_at=None)
+    _mark(session, message_id, token, MessageStatus.SKIPPED, skip_reason=reason, due_at=None)
     return "skipped"

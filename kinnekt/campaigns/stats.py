@@ -32,10 +32,11 @@ from kinnekt import defaults
 from kinnekt.campaigns import links
 from kinnekt.campaigns.sending import REMAINING
 from kinnekt.models import Attribution, Campaign, Click, Link, Message, Order, Shop, SubscriptionEvent
+from kinnekt.models.message import MessageStatus
 from kinnekt.sms import failures
 from kinnekt.sms.receipts import RECEIPT_ERROR_PREFIX
 
-RECEIVED_STATUSES = ("sent", "delivered")
+RECEIVED_STATUSES = MessageStatus.ACCEPTED
 """Statuses of a message that reached its phone as far as anyone knows (no receipt said otherwise)."""
 
 
@@ -46,7 +47,7 @@ def accepted() -> ColumnElement[bool]:
     code (receipts come only for accepted messages). One the provider refused at the request has neither.
     """
     return or_(Message.status.in_(RECEIVED_STATUSES),
-               and_(Message.status == "failed",
+               and_(Message.status == MessageStatus.FAILED,
                     or_(Message.provider_id.is_not(None),
                         and_(Message.error_code.is_not(None), Message.error_code.startswith(RECEIPT_ERROR_PREFIX)))))
 
@@ -180,23 +181,23 @@ def for_campaign(session, campaign: Campaign) -> CampaignStats:
         stats.recipients += count
         stats.cost += price or Decimal(0)
         stats.sent += count if was_sent else 0
-        if status == "delivered":
+        if status == MessageStatus.DELIVERED:
             stats.delivered += count
-        elif status == "sent":
+        elif status == MessageStatus.SENT:
             stats.awaiting_receipt += count
-        elif status == "failed":
+        elif status == MessageStatus.FAILED:
             if was_sent:
                 stats.failed += count
                 stats.failure_reasons.append((failures.describe(error_code), count))
             else:
                 stats.refused += count
                 stats.refusal_reasons.append((failures.describe(error_code), count))
-        elif status == "skipped":
+        elif status == MessageStatus.SKIPPED:
             stats.skipped += count
             stats.skip_reasons.append((skip_label(reason), count))
-        elif status == "unknown":
+        elif status == MessageStatus.UNKNOWN:
             stats.unknown += count
-        elif status == "ended":
+        elif status == MessageStatus.ENDED:
             stats.ended += count
         else:  # pending, claimed, sending
             stats.waiting += count

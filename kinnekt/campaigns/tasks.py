@@ -12,6 +12,7 @@ from kinnekt.campaigns import attribution, lifecycle, recovery, sending
 from kinnekt.db import Session, utcnow
 from kinnekt.jobs import job, register_recoverer
 from kinnekt.models import Campaign, Shop
+from kinnekt.models.campaign import CampaignStatus
 from kinnekt.queue import get_queue, job_path
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def requeue_campaigns() -> int:
         queued += 1
     grace = now - dt.timedelta(seconds=defaults.CAMPAIGN_STALL_SECONDS)
     unstarted = session.scalars(select(Campaign.id).where(
-        Campaign.status == "in_progress", Campaign.snapshot_at.is_(None),
+        Campaign.status == CampaignStatus.IN_PROGRESS, Campaign.snapshot_at.is_(None),
         (Campaign.started_at.is_(None)) | (Campaign.started_at <= grace)).execution_options(all_shops=True)).all()
     for campaign_id in unstarted:
         enqueue_start_campaign(campaign_id)

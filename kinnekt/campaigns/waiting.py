@@ -23,6 +23,8 @@ from sqlalchemy import and_, case, func, select
 from kinnekt.campaigns import quiet_hours
 from kinnekt.db import aware_utc, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
+from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.message import MessageStatus
 
 LABELS = {
     "quiet_hours": "Waiting for quiet hours to end",
@@ -67,11 +69,11 @@ def _merge(waits: dict[str, Wait], reason: str, count: int, first, last) -> None
 
 def waits(session, campaign: Campaign, *, now: dt.datetime | None = None) -> list[Wait]:
     """The campaign's remaining recipients grouped by why they wait, in LABELS order (empty when none remain)."""
-    if campaign.status not in ("in_progress", "scheduled"):
+    if campaign.status not in CampaignStatus.ACTIVE:
         return []
     now = aware_utc(now or utcnow())
     shop = session.get(Shop, campaign.shop_id)
-    later = and_(Message.status == "pending", Message.due_at.is_not(None), Message.due_at > now)
+    later = and_(Message.status == MessageStatus.PENDING, Message.due_at.is_not(None), Message.due_at > now)
     retry = Message.error_code.is_not(None)
     rows = session.execute(
         select(Subscriber.timezone,
@@ -79,7 +81,7 @@ def waits(session, campaign: Campaign, *, now: dt.datetime | None = None) -> lis
                func.count(), func.min(Message.due_at), func.max(Message.due_at))
         .select_from(Message).outerjoin(Subscriber, Subscriber.id == Message.subscriber_id)
         .where(Message.shop_id == campaign.shop_id, Message.campaign_id == campaign.id,
-               Message.status.in_(("pending", "claimed", "sending")))
+               Message.status.in_(MessageStatus.OPEN))
         .group_by(Subscriber.timezone, "wait_kind")).all()
     found: dict[str, Wait] = {}
     for zone_name, kind, count, first, last in rows:
@@ -106,4 +108,4 @@ def waits(session, campaign: Campaign, *, now: dt.datetime | None = None) -> lis
 def by_campaign(session, campaigns, *, now: dt.datetime | None = None) -> dict[int, list[Wait]]:
     """`waits` for each campaign in progress among `campaigns`, by id (a list has few of them at a time)."""
     now = now or utcnow()
-    return {c.id: waits(session, c, now=now) for c in campaigns if c.status == "in_progress"}
+    return {c.id: waits(session, c, now=now) for c in campaigns if c.status == CampaignStatus.IN_PROGRESS}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from enum import StrEnum, nonmember
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -10,7 +11,27 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from kinnekt.db import Base, Money, UTCDateTime
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
-STATUSES = ("draft", "scheduled", "in_progress", "completed", "ended", "failed")
+
+class CampaignStatus(StrEnum):
+    """A campaign's lifecycle: `draft`, `scheduled` (to start at `send_at`), `in_progress` (sending),
+    `completed` (every message handled), `ended` (stopped by the merchant), `failed`."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    ENDED = "ended"
+    FAILED = "failed"
+
+    ACTIVE = nonmember(frozenset({SCHEDULED, IN_PROGRESS}))
+    """Going to send or sending."""
+    FINISHED = nonmember(frozenset({COMPLETED, ENDED, FAILED}))
+    """Over: nothing more is sent."""
+    STOPPED = nonmember(frozenset({ENDED, FAILED}))
+    """Over before every message was handled."""
+
+
+STATUSES = tuple(CampaignStatus)
 STATUS_LABELS = {
     "draft": "Draft",
     "scheduled": "Scheduled",
@@ -42,7 +63,7 @@ class Campaign(TenantMixin, Timestamps, Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     body: Mapped[str] = mapped_column(Text, default="", nullable=False)
-    status: Mapped[str] = mapped_column(String(16), default="draft", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT, nullable=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)  # the on/off switcher
     send_now: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -75,7 +96,7 @@ class Campaign(TenantMixin, Timestamps, Base):
     @property
     def switched_off(self) -> bool:
         """True for a scheduled campaign the merchant switched off: it waits, and sends nothing until switched on."""
-        return self.status == "scheduled" and not self.enabled
+        return self.status == CampaignStatus.SCHEDULED and not self.enabled
 
 
 class CampaignSegment(TenantMixin, Base):

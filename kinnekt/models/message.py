@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
+from enum import StrEnum, nonmember
 
 from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text, UniqueConstraint, column
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,7 +12,34 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kinnekt.db import Base, Money, UTCDateTime, utcnow
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
-MESSAGE_STATUSES = ("pending", "claimed", "skipped", "sending", "sent", "delivered", "failed", "unknown", "ended")
+
+class MessageStatus(StrEnum):
+    """Where an outbound message is: queued (`pending`), held by a sender's batch (`claimed`), left out of the
+    audience (`skipped`), at the provider's door (`sending`), taken by the provider (`sent`), confirmed by a
+    receipt (`delivered`), refused (`failed`), lost on the way with no answer (`unknown`), or never sent because
+    its campaign ended (`ended`)."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SKIPPED = "skipped"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    ENDED = "ended"
+
+    WAITING = nonmember(frozenset({PENDING, CLAIMED}))
+    """Not handed to the provider yet: ending a campaign ends these."""
+    OPEN = nonmember(frozenset({PENDING, CLAIMED, SENDING}))
+    """Not over yet: a sender may still hand these to the provider."""
+    FINAL = nonmember(frozenset({SKIPPED, SENT, DELIVERED, FAILED, UNKNOWN, ENDED}))
+    """Over for the senders (a receipt may still turn `sent` or `unknown` into `delivered` or `failed`)."""
+    ACCEPTED = nonmember(frozenset({SENT, DELIVERED}))
+    """Taken by the provider: what counts as a text the subscriber received."""
+
+
+MESSAGE_STATUSES = tuple(MessageStatus)
 _ROW_REF = re.compile(r"m([1-9][0-9]{0,17})")
 
 
@@ -71,7 +99,7 @@ class Message(TenantMixin, Timestamps, Base):
     occurrence: Mapped[int] = mapped_column(IdType, default=0, server_default="0", nullable=False)
     to_phone: Mapped[str] = mapped_column(String(20), nullable=False)
     body: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PENDING, nullable=False)
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # quiet hours defer to here
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

@@ -3,6 +3,7 @@ lists."""
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum, nonmember
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,6 +12,18 @@ from kinnekt.db import Base, UTCDateTime, utcnow
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 AUTO_SOURCES = ("all", "keyword", "mobile_popup", "shareable_link", "checkout")
+
+
+class BuildStatus(StrEnum):
+    """A segment's membership build: owed (`pending`), `building`, `done`, or `failed`."""
+
+    PENDING = "pending"
+    BUILDING = "building"
+    DONE = "done"
+    FAILED = "failed"
+
+    ACTIVE = nonmember(frozenset({PENDING, BUILDING}))
+    """A build is owed or running: the segment page polls."""
 
 
 class Segment(TenantMixin, Timestamps, Base):
@@ -36,7 +49,7 @@ class Segment(TenantMixin, Timestamps, Base):
     definition: Mapped[dict] = mapped_column(JSON, nullable=False)
     has_relative_time: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     member_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
-    build_status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    build_status: Mapped[str] = mapped_column(String(16), default=BuildStatus.PENDING, nullable=False)
     last_built_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     build_ms: Mapped[int | None] = mapped_column(Integer)
 

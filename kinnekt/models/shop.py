@@ -2,12 +2,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum, nonmember
 
 from sqlalchemy import Boolean, Integer, String, Text, JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kinnekt.db import Base, UTCDateTime
 from kinnekt.models.base import IdType, Timestamps
+
+
+class SyncStatus(StrEnum):
+    """A shop's data sync: `never` run (or to run again), `queued`, `running`, `done`, or `failed`."""
+
+    NEVER = "never"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    ACTIVE = nonmember(frozenset({QUEUED, RUNNING}))
+    """A sync is under way: another one cannot start."""
 
 
 class Shop(Timestamps, Base):
@@ -36,7 +50,7 @@ class Shop(Timestamps, Base):
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
 
     # Sync progress, rendered in Settings.
-    sync_status: Mapped[str] = mapped_column(String(16), default="never", nullable=False)
+    sync_status: Mapped[str] = mapped_column(String(16), default=SyncStatus.NEVER, nullable=False)
     sync_progress: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # High-water mark of the periodic reconciliation (changes fetched up to here).

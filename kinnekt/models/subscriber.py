@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum, nonmember
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -10,7 +11,19 @@ from kinnekt.db import Base, UTCDateTime, utcnow
 from kinnekt.casefold import folded_column, keep_folded
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
-STATUSES = ("pending", "subscribed", "unsubscribed")
+
+class SubscriberStatus(StrEnum):
+    """A subscriber's consent: signed up and waiting to confirm (`pending`), `subscribed`, or `unsubscribed`."""
+
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+    NOT_SUBSCRIBED = nonmember(frozenset({PENDING, UNSUBSCRIBED}))
+    """Not (or no longer) receiving marketing texts."""
+
+
+STATUSES = tuple(SubscriberStatus)
 SOURCES = ("keyword", "mobile_popup", "shareable_link", "checkout", "import", "manual")
 SOURCE_LABELS = {
     "keyword": "Keyword",
@@ -47,7 +60,7 @@ class Subscriber(TenantMixin, Timestamps, Base):
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.PENDING, nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     keyword_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("keywords.id", ondelete="SET NULL"))
     keyword: Mapped[str | None] = mapped_column(String(32))  # the word as texted, upper-case, kept if deleted
@@ -88,7 +101,7 @@ class Subscriber(TenantMixin, Timestamps, Base):
     @property
     def marketable(self) -> bool:
         """True when campaigns may text this number: subscribed and not suppressed."""
-        return self.status == "subscribed" and self.suppressed_at is None
+        return self.status == SubscriberStatus.SUBSCRIBED and self.suppressed_at is None
 
     @property
     def source_label(self) -> str:

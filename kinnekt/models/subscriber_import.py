@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum, nonmember
 
 from sqlalchemy import JSON, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -9,7 +10,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kinnekt.db import Base, UTCDateTime
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
-IMPORT_STATUSES = ("queued", "running", "done", "failed")
+
+
+class ImportStatus(StrEnum):
+    """A subscriber import job: `queued`, `running`, `done` (its report is ready) or `failed`."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    ACTIVE = nonmember(frozenset({QUEUED, RUNNING}))
+    """Not over yet."""
+
+
+IMPORT_STATUSES = tuple(ImportStatus)
 
 
 class SubscriberImport(TenantMixin, Timestamps, Base):
@@ -23,7 +38,7 @@ class SubscriberImport(TenantMixin, Timestamps, Base):
     __tablename__ = "subscriber_imports"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default=ImportStatus.QUEUED, nullable=False)
     filename: Mapped[str] = mapped_column(String(255), default="", nullable=False)
     file: Mapped[bytes | None] = mapped_column(LargeBinary)
     consent_text: Mapped[str] = mapped_column(Text, nullable=False)
@@ -40,4 +55,4 @@ class SubscriberImport(TenantMixin, Timestamps, Base):
     @property
     def running(self) -> bool:
         """True until the import is over (queued or running)."""
-        return self.status in ("queued", "running")
+        return self.status in ImportStatus.ACTIVE

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Keyword, Segment, Shop
+from kinnekt.models.segment import BuildStatus
 from kinnekt.segments.membership import request_build
 from kinnekt.segments.rules import Definition
 
@@ -55,7 +56,7 @@ def _ensure(session: OrmSession, shop_id: int, *, source: str, name: str, defini
     """The shop's auto segment of this source (and keyword), created and queued for its first build if missing."""
     for candidate in _names(name[:240]):
         segment = Segment(shop_id=shop_id, name=candidate, kind="auto", auto_source=source, keyword_id=keyword_id,
-                          definition=definition, has_relative_time=False, build_status="pending")
+                          definition=definition, has_relative_time=False, build_status=BuildStatus.PENDING)
         try:
             with session.begin_nested():
                 session.add(segment)

@@ -46,6 +46,8 @@ from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionPr
                             Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
                             SubscriptionEvent)
 from kinnekt.segments import periods
+from kinnekt.models.message import MessageStatus
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.segments.rules import MAX_ANNIVERSARY_DAYS, UNPAID, Definition, DefinitionError, normalise
 from kinnekt.subscribers import property_catalogue as profile_properties
 
@@ -57,7 +59,7 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 """Number operators; the same functions build SQL (on columns) and decide constants (on Python values)."""
 
-ACCEPTED_MESSAGE_STATUSES = ("sent", "delivered")
+ACCEPTED_MESSAGE_STATUSES = MessageStatus.ACCEPTED
 """Messages the SMS provider accepted and no receipt reported failed: these are `received_sms` events."""
 
 SUBSCRIBED_EVENT_KINDS = ("subscribed", "confirmed", "resubscribed")
@@ -695,7 +697,7 @@ def compile_definition(definition: Definition, *, shop: Shop, now: dt.datetime,
         subscribers = subscribers.outerjoin(owners, on)
     return (select(Subscriber.id)
             .select_from(subscribers)
-            .where(Subscriber.shop_id == shop.id, Subscriber.status == "subscribed",
+            .where(Subscriber.shop_id == shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED,
                    Subscriber.suppressed_at.is_(None), matches)
             .correlate(None))  # a self-contained statement even when nested in a query over subscribers
 

@@ -47,6 +47,7 @@ from kinnekt import defaults
 from kinnekt.db import aware_utc
 from kinnekt.models import Customer, Order, Shop, Subscriber
 from kinnekt.segments.rules import STAGES  # the stages, best first: the contract's values (rules imports no lifecycle)
+from kinnekt.models.subscriber import SubscriberStatus
 
 STAGE_LABELS = {"loyal": "Loyal", "high_potential": "High potential", "nurture_needed": "Needs nurturing",
                 "dormant": "Dormant", "churned": "Churned"}
@@ -269,7 +270,7 @@ def distribution(session: OrmSession, shop: Shop) -> Distribution:
         select(Customer.lifecycle_stage, func.count())
         .select_from(Subscriber)
         .outerjoin(Customer, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
-        .where(Subscriber.shop_id == shop.id, Subscriber.status == "subscribed", Subscriber.suppressed_at.is_(None))
+        .where(Subscriber.shop_id == shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED, Subscriber.suppressed_at.is_(None))
         .group_by(Customer.lifecycle_stage)).all()
     for stage, number in rows:
         if stage in STAGE_LABELS:

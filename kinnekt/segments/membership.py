@@ -37,6 +37,7 @@ from kinnekt import defaults, signals
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
+from kinnekt.models.segment import BuildStatus
 from kinnekt.segments import history, tasks
 from kinnekt.segments.compiler import compile_definition
 from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references
@@ -47,7 +48,7 @@ CAUSES = ("build", "edit", "edit_trigger", "recheck", "sweep")
 """Why membership changed, as the enter/leave log records it. `edit_trigger`: a segment edit whose entries the
 merchant chose to let automations fire on (a plain `edit` does not fire them, nor does a first `build`)."""
 
-BUILD_STATUSES = ("pending", "building", "done", "failed")
+BUILD_STATUSES = tuple(BuildStatus)
 
 SEGMENTS = Segment.__table__
 MEMBERS = SegmentMember.__table__
@@ -154,15 +155,15 @@ def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = Non
     now = aware_utc(now)
     started = time.perf_counter()
     session.execute(update(SEGMENTS).where(SEGMENTS.c.id == segment_id, *(
-        [SEGMENTS.c.build_status != "done"] if if_owed else [])).values(build_status="building",
-                                                                          **_keep_updated_at()))
+        [SEGMENTS.c.build_status != BuildStatus.DONE] if if_owed else [])).values(
+            build_status=BuildStatus.BUILDING, **_keep_updated_at()))
     session.commit()  # visible to the UI at once, while the build itself runs
     try:
         result = _build_locked(session, segment_id, now=now, cause=cause, started=started, if_owed=if_owed)
         session.commit()
     except Exception:
         session.rollback()
-        _set_status(session, segment_id, "failed")
+        _set_status(session, segment_id, BuildStatus.FAILED)
         session.commit()
         _expire_segments(session, [segment_id])
         raise
@@ -178,7 +179,7 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
     if not rows:
         return None
     row = rows[0]
-    if if_owed and row.build_status == "done":
+    if if_owed and row.build_status == BuildStatus.DONE:
         # Another job built it since this one was requested, and a request after that build began would have
         # waited for its lock and marked it pending: nothing is owed. Building again would log the people who
         # joined meanwhile as "build" entries, which fire no automation (their re-check would find them in).
@@ -224,7 +225,8 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
     member_count = conn.scalar(select(func.count()).select_from(MEMBERS).where(MEMBERS.c.segment_id == segment_id))
     build_ms = max(0, round((time.perf_counter() - started) * 1000))
     conn.execute(update(SEGMENTS).where(SEGMENTS.c.id == segment_id).values(
-        member_count=member_count, last_built_at=now, build_ms=build_ms, build_status="done", **_keep_updated_at()))
+        member_count=member_count, last_built_at=now, build_ms=build_ms, build_status=BuildStatus.DONE,
+        **_keep_updated_at()))
     history.record_counts(session, [segment_id], now=now, timezone=shop.timezone if shop else None)
     return BuildResult(segment_id=segment_id, entered=entered, left=left, member_count=member_count,
                        build_ms=build_ms)
@@ -412,7 +414,7 @@ def request_build(segment: Segment, *, cause: str = "build", session: OrmSession
     segment_ids = [segment.id] + dependent_segments(session, segment.shop_id, segment.id)
     lock_segments(session, segment_ids)
     session.execute(update(SEGMENTS).where(SEGMENTS.c.id.in_(segment_ids))
-                    .values(build_status="pending", **_keep_updated_at()))
+                    .values(build_status=BuildStatus.PENDING, **_keep_updated_at()))
     session.commit()
     _expire_segments(session, segment_ids)
     for segment_id in segment_ids:

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Automation, Campaign, CampaignSegment, Customer, Segment, Shop, Subscriber
-from kinnekt.models.campaign import STATUS_LABELS
+from kinnekt.models.campaign import STATUS_LABELS, CampaignStatus
+from kinnekt.models.segment import BuildStatus
 from kinnekt.segments import membership
 from kinnekt.segments.compiler import compile_definition
 from kinnekt.segments.exports import spreadsheet_safe
@@ -88,7 +89,7 @@ def create_segment(session: OrmSession, shop: Shop, *, name: str, definition: ob
     name = clean_name(name)
     normalised = validate(definition, shop_id=shop.id, session=session)
     segment = Segment(shop_id=shop.id, name=name, kind="manual", definition=normalised,
-                      has_relative_time=_relative(session, normalised, shop.id), build_status="pending")
+                      has_relative_time=_relative(session, normalised, shop.id), build_status=BuildStatus.PENDING)
     _save_unique_name(session, segment)
     session.commit()
     membership.request_build(segment, cause="build", session=session)
@@ -111,7 +112,7 @@ def update_segment(session: OrmSession, segment: Segment, *, name: str, definiti
     changes = {"name": name}
     if changed:
         changes.update(definition=normalised, has_relative_time=_relative(session, normalised, segment.shop_id),
-                       build_status="pending")
+                       build_status=BuildStatus.PENDING)
         membership.lock_segments(session, [segment.id] + membership.dependent_segments(
             session, segment.shop_id, segment.id))
     try:
@@ -134,7 +135,7 @@ def copy_segment(session: OrmSession, segment: Segment) -> Segment:
         candidate = base if n == 1 else f"{base} ({n})"
         duplicate = Segment(shop_id=segment.shop_id, name=candidate, kind="manual",
                             definition=copy.deepcopy(segment.definition),
-                            has_relative_time=segment.has_relative_time, build_status="pending")
+                            has_relative_time=segment.has_relative_time, build_status=BuildStatus.PENDING)
         try:
             _save_unique_name(session, duplicate)
         except SegmentNameTaken:
@@ -167,7 +168,7 @@ class Usage:
 
 UsageFinder = Callable[[OrmSession, Segment], list[Usage]]
 
-ACTIVE_CAMPAIGN_STATUSES = ("scheduled", "in_progress")
+ACTIVE_CAMPAIGN_STATUSES = CampaignStatus.ACTIVE
 """Campaigns that still read their segments: deleting one of those segments changes who they text."""
 
 

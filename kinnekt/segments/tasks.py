@@ -11,6 +11,7 @@ from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.jobs import job, register_recoverer
 from kinnekt.models import Segment, Shop
+from kinnekt.models.segment import BuildStatus
 from kinnekt.queue import get_queue
 from kinnekt.segments import lifecycle, membership
 
@@ -85,7 +86,7 @@ def sweep_segments() -> int:
 @register_recoverer
 def requeue_unbuilt_segments() -> int:
     """Queue again the builds that were requested but never finished (a lost in-process queue, a dead worker)."""
-    segment_ids = Session.scalars(select(Segment.id).where(Segment.build_status.in_(("pending", "building")))
+    segment_ids = Session.scalars(select(Segment.id).where(Segment.build_status.in_(BuildStatus.ACTIVE))
                                   .order_by(Segment.id)).all()
     for segment_id in segment_ids:
         enqueue_build_segment(segment_id, "build", once_as="recover")

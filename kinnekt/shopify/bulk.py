@@ -26,7 +26,8 @@ from sqlalchemy import delete, select, update
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop, SyncOperation
-from kinnekt.models.sync import SYNC_KINDS
+from kinnekt.models.shop import SyncStatus
+from kinnekt.models.sync import SYNC_KINDS, OperationStatus
 from kinnekt.shopify import endpoints, mapping, tasks
 from kinnekt.shopify.graphql import AdminClient, ShopifyError, ShopifyUnavailable, UserErrors, client_for, http_client
 
@@ -66,7 +67,7 @@ query KinnektBulkOperation($id: ID!) {
 """
 
 RETRY_LATER_CODES = {"LIMIT_REACHED", "OPERATION_IN_PROGRESS"}
-ACTIVE = ("queued", "running")
+ACTIVE = SyncStatus.ACTIVE
 SHOPIFY_FAILED = {"FAILED", "CANCELED", "CANCELING", "EXPIRED"}
 
 
@@ -80,7 +81,7 @@ def request_sync(shop: Shop, *, enqueue: bool = True) -> bool:
     """
     result = Session.execute(
         update(Shop).where(Shop.id == shop.id, Shop.sync_status.not_in(ACTIVE))
-        .values(sync_status="queued", sync_progress=0).execution_options(synchronize_session=False))
+        .values(sync_status=SyncStatus.QUEUED, sync_progress=0).execution_options(synchronize_session=False))
     Session.commit()
     Session.refresh(shop)
     if result.rowcount != 1:
@@ -96,9 +97,9 @@ def start_sync(shop: Shop, client: AdminClient | None = None) -> list[SyncOperat
     client = client or client_for(shop)
     Session.execute(delete(SyncOperation).where(SyncOperation.shop_id == shop.id)
                     .execution_options(synchronize_session=False))
-    operations = [SyncOperation(shop_id=shop.id, kind=kind, status="starting") for kind in SYNC_KINDS]
+    operations = [SyncOperation(shop_id=shop.id, kind=kind, status=OperationStatus.STARTING) for kind in SYNC_KINDS]
     Session.add_all(operations)
-    shop.sync_status = "running"
+    shop.sync_status = SyncStatus.RUNNING
     shop.sync_progress = 0
     Session.commit()
     for operation in operations:
@@ -116,11 +117,11 @@ def _start_operation(client: AdminClient, operation: SyncOperation) -> None:
     if errors and {e.get("code") for e in errors} <= RETRY_LATER_CODES:
         log.info("bulk %s for shop %s must wait: %s", operation.kind, operation.shop_id, UserErrors(errors))
     elif errors or not started.get("id"):
-        operation.status = "failed"
+        operation.status = OperationStatus.FAILED
         operation.error = str(UserErrors(errors)) if errors else "Shopify started no bulk operation"
     else:
         operation.bulk_operation_id = started["id"]
-        operation.status = "running"
+        operation.status = OperationStatus.RUNNING
     Session.commit()
 
 
@@ -139,11 +140,11 @@ def on_bulk_finished(shop: Shop | int, admin_graphql_api_id: str, status: str) -
 def poll(shop: Shop, client: AdminClient | None = None) -> None:
     """Ask Shopify about every unfinished operation of the shop's sync, then move the sync on."""
     operations = _operations(shop)
-    waiting = [op for op in operations if op.status in ("starting", "running")]
+    waiting = [op for op in operations if op.status in OperationStatus.AT_SHOPIFY]
     if waiting:
         client = client or client_for(shop)
     for operation in waiting:
-        if operation.status == "starting":
+        if operation.status == OperationStatus.STARTING:
             _start_operation(client, operation)
             continue
         node = (client.query(BULK_OPERATION, {"id": operation.bulk_operation_id}).get("bulkOperation"))
@@ -154,17 +155,17 @@ def poll(shop: Shop, client: AdminClient | None = None) -> None:
 def record_status(operation: SyncOperation, node: dict | None) -> None:
     """Store what `bulkOperation(id:)` says about an operation."""
     if node is None:
-        operation.status = "failed"
+        operation.status = OperationStatus.FAILED
         operation.error = "Shopify no longer knows this bulk operation"
     else:
         status = (node.get("status") or "").upper()
         operation.object_count = int(node.get("rootObjectCount") or 0)
         if status == "COMPLETED":
-            operation.status = "completed"
+            operation.status = OperationStatus.COMPLETED
             operation.result_url = node.get("url")
             operation.completed_at = utcnow()
         elif status in SHOPIFY_FAILED:
-            operation.status = "failed"
+            operation.status = OperationStatus.FAILED
             operation.error = f"{status.lower()}: {node.get('errorCode') or 'no error code'}"
             operation.completed_at = utcnow()
     Session.commit()
@@ -176,30 +177,31 @@ def advance(shop: Shop) -> None:
     if not operations:
         return
     for kind, operation in operations.items():
-        done_before = all(operations[p].status in ("imported", "failed")
+        done_before = all(operations[p].status in OperationStatus.FINAL
                           for p in PREREQUISITES.get(kind, ()) if p in operations)
-        if operation.status == "completed" and done_before and _claim(operation, "completed", "importing"):
+        if (operation.status == OperationStatus.COMPLETED and done_before
+                and _claim(operation, OperationStatus.COMPLETED, OperationStatus.IMPORTING)):
             tasks.enqueue_import_bulk_result(operation.id)
     statuses = {op.status for op in operations.values()}
     Session.refresh(shop)
-    if statuses <= {"imported", "failed"}:
-        if "failed" in statuses:
-            shop.sync_status = "failed"
+    if statuses <= OperationStatus.FINAL:
+        if OperationStatus.FAILED in statuses:
+            shop.sync_status = SyncStatus.FAILED
         else:
-            shop.sync_status = "done"
+            shop.sync_status = SyncStatus.DONE
             shop.last_synced_at = utcnow()
             started = min(op.created_at for op in operations.values())
             # Reconciliation takes over from the moment the bulk queries started reading.
             shop.reconciled_at = max(filter(None, (shop.reconciled_at, started)))
         shop.sync_progress = 100
         Session.commit()
-        if shop.sync_status == "done":
+        if shop.sync_status == SyncStatus.DONE:
             from kinnekt import db_statistics
             db_statistics.analyze(Session)  # a whole store arrived: fresh statistics for the planner
         return
     shop.sync_progress = progress(operations.values())
     Session.commit()
-    if statuses & {"starting", "running"}:
+    if statuses & OperationStatus.AT_SHOPIFY:
         tasks.enqueue_poll_bulk(shop.id, reason="poll", delay=dt.timedelta(seconds=defaults.BULK_POLL_INTERVAL_SECONDS))
 
 
@@ -222,14 +224,14 @@ def progress(operations: Iterable[SyncOperation]) -> int:
     """The sync's progress in percent: half for Shopify writing the file, half for importing it."""
     parts = []
     for op in operations:
-        if op.status in ("imported", "failed"):
+        if op.status in OperationStatus.FINAL:
             parts.append(1.0)
-        elif op.status == "importing":
+        elif op.status == OperationStatus.IMPORTING:
             share = op.imported_count / op.object_count if op.object_count else 0.0
             parts.append(0.5 + 0.5 * min(share, 1.0))
-        elif op.status == "completed":
+        elif op.status == OperationStatus.COMPLETED:
             parts.append(0.5)
-        elif op.status == "running":
+        elif op.status == OperationStatus.RUNNING:
             parts.append(0.1)
         else:
             parts.append(0.0)
@@ -362,14 +364,14 @@ def import_result(operation: SyncOperation) -> int:
     except (ShopifyError, ValueError) as exc:
         Session.rollback()
         operation = Session.get(SyncOperation, operation.id)
-        operation.status = "failed"
+        operation.status = OperationStatus.FAILED
         operation.error = f"import failed: {exc}"[:2000]
         Session.commit()
         log.error("importing bulk %s of shop %s failed: %s", operation.kind, operation.shop_id, exc)
         advance(shop)
         return 0
     operation.imported_count = count
-    operation.status = "imported"
+    operation.status = OperationStatus.IMPORTED
     operation.imported_at = utcnow()
     Session.commit()
     log.info("imported %d %s for shop %s", count, operation.kind, shop.domain)
@@ -381,8 +383,8 @@ def fail_sync(shop: Shop, reason: str) -> None:
     """Stop following the shop's sync: unfinished operations fail with `reason` (the merchant can resync)."""
     Session.rollback()
     for operation in _operations(shop):
-        if operation.status not in ("imported", "failed"):
-            operation.status = "failed"
+        if operation.status not in OperationStatus.FINAL:
+            operation.status = OperationStatus.FAILED
             operation.error = reason[:2000]
     Session.commit()
     advance(shop)

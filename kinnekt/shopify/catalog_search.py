@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import case, exists, or_, select
 
 from kinnekt import defaults
 from kinnekt.models import Collection, Product, ProductVariant, Shop
 from kinnekt.shopify.graphql import ShopifyError, client_for, gid_to_id
+from kinnekt.shopify.values import money
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +160,6 @@ def _range(prices) -> tuple[Decimal, Decimal] | None:
     return (min(known), max(known)) if known else None
 
 
-def _price(value) -> Decimal | None:
-    try:
-        price = Decimal(str(value)) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
-    return price if price is not None and price.is_finite() else None
-
-
 def _from_shopify(shop: Shop, kind: str, text: str, limit: int) -> SearchResult:
     """Ask the Admin API while nothing is synced (the demo store and unconnected shops get no fallback)."""
     if shop.is_demo or not shop.installed or shop.needs_reauth or not shop.access_token_enc:
@@ -190,7 +183,7 @@ def _from_shopify(shop: Shop, kind: str, text: str, limit: int) -> SearchResult:
             detail = f"{detail or ''} · {status}".strip(" ·")
         variants = ()
         if kind == "products":
-            variants = tuple(Variant(str(v.get("title") or ""), v.get("sku") or None, _price(v.get("price")))
+            variants = tuple(Variant(str(v.get("title") or ""), v.get("sku") or None, money(v.get("price"), None))
                              for v in ((node.get("variants") or {}).get("nodes") or []) if isinstance(v, dict))
         count = (node.get("variantsCount") or {}).get("count") if kind == "products" else 0
         count = count if isinstance(count, int) and count >= len(variants) else len(variants)

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Automation, Campaign, Shop, WebhookEvent
+from kinnekt.models.campaign import CampaignStatus
 from kinnekt.shopify import compliance, install, webhooks
 from kinnekt.shopify.ingest import rest
 from kinnekt.shopify.ingest.catalog import delete_collection, delete_product, upsert_collections, upsert_products
@@ -184,7 +185,8 @@ def mark_uninstalled(session, shop: Shop, *, at) -> int:
     shop.refresh_token_expires_at = None
     shop.needs_reauth = True
     stopped = 0
-    for old, new in (("scheduled", "failed"), ("in_progress", "ended")):
+    for old, new in ((CampaignStatus.SCHEDULED, CampaignStatus.FAILED), (CampaignStatus.IN_PROGRESS,
+                                                                         CampaignStatus.ENDED)):
         stopped += session.execute(
             update(Campaign).where(Campaign.shop_id == shop.id, Campaign.status == old)
             .values(status=new, failure_reason=UNINSTALL_REASON, finished_at=at)

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
+from kinnekt.models.shop import SyncStatus
 from kinnekt.shopify import endpoints, tasks, tokens
 from kinnekt.shopify.graphql import AdminClient, ShopifyUnauthorized, client_for
 
@@ -77,7 +78,7 @@ def _installed_row(domain: str) -> Shop:
     elif shop.uninstalled_at is not None or shop.installed_at is None:
         shop.installed_at = utcnow()
         shop.uninstalled_at = None
-        shop.sync_status = "never"  # data may have been redacted meanwhile: sync again
+        shop.sync_status = SyncStatus.NEVER  # data may have been redacted meanwhile: sync again
         shop.sync_progress = 0
         Session.commit()
     return shop
@@ -177,5 +178,5 @@ def complete_install(shop: Shop) -> None:
     apply_shop_details(shop, details)
     Session.commit()
     ensure_default_segments(shop)
-    if shop.sync_status == "never":
+    if shop.sync_status == SyncStatus.NEVER:
         bulk.request_sync(shop)

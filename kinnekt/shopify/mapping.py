@@ -5,12 +5,10 @@ what the mappers read.
 """
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal, InvalidOperation
-
 from kinnekt.shopify.graphql import gid_to_id
 from kinnekt.numbers import whole_number
 from kinnekt.shopify.ingest.rows import CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow, VariantRow
+from kinnekt.shopify.values import money, shop_money, text, timestamp
 
 # SMS consent: the flat CustomerPhoneNumber fields (deprecated since 2026-04, still served by 2026-10).
 # The mapper also understands the nested `smsMarketingConsent { state updatedAt }` of newer versions.
@@ -52,39 +50,6 @@ id title handle updatedAt
 """
 
 
-def timestamp(value) -> dt.datetime | None:
-    """An ISO 8601 DateTime from Shopify as an aware UTC datetime (None when missing or unreadable)."""
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
-def amount(money_set, default: Decimal | None = Decimal("0")) -> Decimal | None:
-    """`{shopMoney: {amount: "12.50"}}` -> Decimal("12.50")."""
-    value = ((money_set or {}).get("shopMoney") or {}).get("amount")
-    if value in (None, ""):
-        return default
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return default
-
-
-def _text(value, limit: int | None = None) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    return text[:limit] if limit else text
-
-
 def _required_id(node: dict) -> int:
     value = gid_to_id(node.get("id"))
     if value is None:
@@ -100,12 +65,12 @@ def customer_row(node: dict) -> CustomerRow:
     state = nested.get("state") or phone.get("marketingState")
     return CustomerRow(
         shopify_id=_required_id(node),
-        email=_text((node.get("defaultEmailAddress") or {}).get("emailAddress") or node.get("email"), 255),
-        phone=_text(phone.get("phoneNumber")),
-        first_name=_text(node.get("firstName"), 255),
-        last_name=_text(node.get("lastName"), 255),
-        city=_text(address.get("city"), 255),
-        country_code=(_text(address.get("countryCodeV2")) or "")[:2].upper() or None,
+        email=text((node.get("defaultEmailAddress") or {}).get("emailAddress") or node.get("email"), 255),
+        phone=text(phone.get("phoneNumber")),
+        first_name=text(node.get("firstName"), 255),
+        last_name=text(node.get("lastName"), 255),
+        city=text(address.get("city"), 255),
+        country_code=(text(address.get("countryCodeV2")) or "")[:2].upper() or None,
         tags=[str(t).strip() for t in node.get("tags") or [] if str(t).strip()],
         created_at=timestamp(node.get("createdAt")),
         updated_at=timestamp(node.get("updatedAt")),
@@ -120,10 +85,10 @@ def line_item_row(node: dict) -> LineItemRow:
         shopify_id=_required_id(node),
         product_id=gid_to_id((node.get("product") or {}).get("id")),
         variant_id=gid_to_id((node.get("variant") or {}).get("id")),
-        title=_text(node.get("title"), 512),
-        variant_title=_text(node.get("variantTitle"), 512),
+        title=text(node.get("title"), 512),
+        variant_title=text(node.get("variantTitle"), 512),
         quantity=int(node.get("quantity") or 0),
-        price=amount(node.get("originalUnitPriceSet")),
+        price=shop_money(node.get("originalUnitPriceSet")),
     )
 
 
@@ -133,22 +98,22 @@ def order_row(node: dict, line_items: list[dict]) -> OrderRow:
     return OrderRow(
         shopify_id=_required_id(node),
         customer_shopify_id=gid_to_id((node.get("customer") or {}).get("id")),
-        name=_text(node.get("name"), 64),
-        email=_text(node.get("email"), 255),
-        phone=_text(node.get("phone")),
+        name=text(node.get("name"), 64),
+        email=text(node.get("email"), 255),
+        phone=text(node.get("phone")),
         created_at=timestamp(node.get("createdAt")),
         updated_at=timestamp(node.get("updatedAt")),
         cancelled_at=timestamp(node.get("cancelledAt")),
         test=bool(node.get("test")),
-        financial_status=_text(node.get("displayFinancialStatus")),
-        fulfillment_status=_text(node.get("displayFulfillmentStatus")),
-        currency=_text(node.get("currencyCode"), 3),
-        total_price=amount(node.get("totalPriceSet")),
-        current_total_price=amount(node.get("currentTotalPriceSet"), None),
-        total_discounts=amount(node.get("totalDiscountsSet")),
+        financial_status=text(node.get("displayFinancialStatus")),
+        fulfillment_status=text(node.get("displayFulfillmentStatus")),
+        currency=text(node.get("currencyCode"), 3),
+        total_price=shop_money(node.get("totalPriceSet")),
+        current_total_price=shop_money(node.get("currentTotalPriceSet"), None),
+        total_discounts=shop_money(node.get("totalDiscountsSet")),
         discount_codes=[{"code": str(code)} for code in node.get("discountCodes") or [] if code],
-        landing_site=_text(visit.get("landingPage"), 2048),
-        source_name=_text(node.get("sourceName"), 64),
+        landing_site=text(visit.get("landingPage"), 2048),
+        source_name=text(node.get("sourceName"), 64),
         line_items=[line_item_row(item) for item in line_items],
     )
 
@@ -158,10 +123,10 @@ def product_row(node: dict, variants: list[dict] | None = None) -> ProductRow:
     image = (((node.get("featuredMedia") or {}).get("preview") or {}).get("image") or {})
     return ProductRow(
         shopify_id=_required_id(node),
-        title=_text(node.get("title"), 512),
-        handle=_text(node.get("handle"), 255),
-        status=(_text(node.get("status")) or "active").lower(),
-        image_url=_text(image.get("url"), 2048),
+        title=text(node.get("title"), 512),
+        handle=text(node.get("handle"), 255),
+        status=(text(node.get("status")) or "active").lower(),
+        image_url=text(image.get("url"), 2048),
         updated_at=timestamp(node.get("updatedAt")),
         variants=None if variants is None else [row for row in map(variant_row, variants) if row is not None],
     )
@@ -172,12 +137,8 @@ def variant_row(node: dict) -> VariantRow | None:
     variant_id = gid_to_id(node.get("id")) if isinstance(node, dict) else None
     if variant_id is None:
         return None
-    try:
-        price = Decimal(str(node["price"])) if node.get("price") not in (None, "") else None
-    except InvalidOperation:
-        price = None
-    return VariantRow(shopify_id=variant_id, title=_text(node.get("title"), 512), sku=_text(node.get("sku"), 255),
-                      price=price if price is None or price.is_finite() else None,
+    return VariantRow(shopify_id=variant_id, title=text(node.get("title"), 512), sku=text(node.get("sku"), 255),
+                      price=money(node.get("price"), default=None),
                       position=whole_number(node.get("position"), 2**31 - 1))
 
 
@@ -188,8 +149,8 @@ def collection_row(node: dict, products: list[dict] | None) -> CollectionRow:
         product_ids = [pid for pid in (gid_to_id(p.get("id")) for p in products) if pid is not None]
     return CollectionRow(
         shopify_id=_required_id(node),
-        title=_text(node.get("title"), 512),
-        handle=_text(node.get("handle"), 255),
+        title=text(node.get("title"), 512),
+        handle=text(node.get("handle"), 255),
         updated_at=timestamp(node.get("updatedAt")),
         product_ids=product_ids,
     )

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Shop
+from kinnekt.models.shop import SyncStatus
 from kinnekt.shopify import mapping
 from kinnekt.shopify.graphql import AdminClient, client_for
 
@@ -100,7 +101,7 @@ def due_shops() -> list[int]:
     """Ids of shops to reconcile: installed, connected, not the demo, synced at least once, not syncing now."""
     return list(Session.scalars(select(Shop.id).where(
         Shop.installed_at.is_not(None), Shop.uninstalled_at.is_(None), Shop.needs_reauth.is_(False),
-        Shop.is_demo.is_(False), Shop.access_token_enc.is_not(None), Shop.sync_status == "done")
+        Shop.is_demo.is_(False), Shop.access_token_enc.is_not(None), Shop.sync_status == SyncStatus.DONE)
         .order_by(Shop.id)))
 
 
@@ -108,7 +109,7 @@ def reconcile(shop: Shop, client: AdminClient | None = None, *, now: dt.datetime
     """Fetch and upsert everything changed since the last run (with an overlap), then move the mark on."""
     from kinnekt.shopify.ingest import catalog, customers, orders
     mark = shop.reconciled_at or shop.last_synced_at
-    if shop.sync_status in ("queued", "running"):
+    if shop.sync_status in SyncStatus.ACTIVE:
         return ReconcileReport(mark, skipped="a full sync is running")
     if mark is None:
         return ReconcileReport(None, skipped="the shop has never been synced")

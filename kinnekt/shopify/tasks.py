@@ -11,6 +11,9 @@ from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.jobs import job, register_recoverer
 from kinnekt.models import Customer, Shop, Subscriber, SyncOperation, WebhookEvent
+from kinnekt.models.shop import SyncStatus
+from kinnekt.models.subscriber import SubscriberStatus
+from kinnekt.models.sync import OperationStatus
 from kinnekt.queue import get_queue
 from kinnekt.shopify import bulk, install, webhook_handlers
 from kinnekt.shopify import handlers as _registered_handlers  # noqa: F401  (registers every topic's handler)
@@ -72,7 +75,7 @@ def start_bulk_sync(shop_id: int) -> str:
     except NotConnected:
         Session.rollback()
         shop = Session.get(Shop, shop_id)
-        shop.sync_status = "failed"
+        shop.sync_status = SyncStatus.FAILED
         Session.commit()
         bulk.fail_sync(shop, LOST_ACCESS)
         return "not connected"
@@ -88,7 +91,7 @@ def enqueue_start_bulk_sync(shop_id: int) -> None:
 def poll_bulk(shop_id: int) -> str:
     """Ask Shopify how the shop's bulk operations are doing and move the sync on."""
     shop = _shop(shop_id)
-    if shop is None or shop.sync_status not in ("queued", "running"):
+    if shop is None or shop.sync_status not in SyncStatus.ACTIVE:
         return "skipped"
     try:
         bulk.poll(shop)
@@ -122,7 +125,7 @@ def enqueue_poll_bulk(shop_id: int, *, reason: str, operation_id: int | None = N
 def import_bulk_result(operation_id: int) -> int:
     """Stream one finished bulk result file into the database."""
     operation = Session.get(SyncOperation, operation_id)
-    if operation is None or operation.status != "importing":
+    if operation is None or operation.status != OperationStatus.IMPORTING:
         return 0
     return bulk.import_result(operation)
 
@@ -166,19 +169,19 @@ def requeue_shopify_work() -> int:
     queued = 0
     for shop_id in Session.scalars(select(Shop.id).where(
             Shop.installed_at.is_not(None), Shop.uninstalled_at.is_(None), Shop.needs_reauth.is_(False),
-            Shop.is_demo.is_(False), Shop.access_token_enc.is_not(None), Shop.sync_status == "never")):
+            Shop.is_demo.is_(False), Shop.access_token_enc.is_not(None), Shop.sync_status == SyncStatus.NEVER)):
         enqueue_install_shop(shop_id)
         queued += 1
     for shop_id, status in Session.execute(select(Shop.id, Shop.sync_status).where(
-            Shop.sync_status.in_(("queued", "running")), Shop.uninstalled_at.is_(None))):
-        if status == "queued":
+            Shop.sync_status.in_(SyncStatus.ACTIVE), Shop.uninstalled_at.is_(None))):
+        if status == SyncStatus.QUEUED:
             enqueue_start_bulk_sync(shop_id)
         else:
             enqueue_poll_bulk(shop_id, reason="recover")
         queued += 1
     stale = utcnow() - dt.timedelta(seconds=defaults.BULK_IMPORT_STALE_SECONDS)
     for operation in Session.scalars(select(SyncOperation).where(
-            SyncOperation.status == "importing", SyncOperation.updated_at < stale)):
+            SyncOperation.status == OperationStatus.IMPORTING, SyncOperation.updated_at < stale)):
         enqueue_import_bulk_result(operation.id)
         queued += 1
     return queued
@@ -270,7 +273,7 @@ def prune_webhook_events() -> int:
 def write_back_sms_consent(subscriber_id: int) -> str:
     """Tell Shopify that a subscriber linked to a customer opted out here (customerSmsMarketingConsentUpdate)."""
     subscriber = Session.get(Subscriber, subscriber_id)
-    if subscriber is None or subscriber.customer_id is None or subscriber.status != "unsubscribed":
+    if subscriber is None or subscriber.customer_id is None or subscriber.status != SubscriberStatus.UNSUBSCRIBED:
         return "nothing to write"
     customer = Session.get(Customer, subscriber.customer_id)
     shop = Session.get(Shop, subscriber.shop_id)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from kinnekt.db import engine, utcnow
 from kinnekt.models import Shop, WebhookEvent
 from kinnekt.shopify.session_token import is_shop_domain
+from kinnekt.shopify.values import timestamp
 
 # Which topics each endpoint accepts; mirrors the [[webhooks.subscriptions]] blocks of shopify.app.toml.
 TOPICS_BY_ENDPOINT: dict[str, frozenset[str]] = {
@@ -106,19 +107,6 @@ def shape_problem(topic: str, document: dict) -> str | None:
     return None
 
 
-def parse_timestamp(value: str | None) -> dt.datetime | None:
-    """An ISO 8601 timestamp (Shopify's, with offset or Z) as an aware UTC datetime; None when absent or bad."""
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:  # Shopify always sends an offset; a bare time is taken as UTC
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
 def parse_delivery(endpoint: str, headers, body: bytes) -> Delivery:
     """Check the headers and body of a verified delivery for `endpoint`; raise BadWebhook saying what is wrong."""
     topic = (headers.get("X-Shopify-Topic") or "").strip()
@@ -151,7 +139,7 @@ def parse_delivery(endpoint: str, headers, body: bytes) -> Delivery:
     return Delivery(
         webhook_id=webhook_id, topic=topic, shop_domain=domain, event_id=event_id,
         api_version=(headers.get("X-Shopify-API-Version") or "").strip()[:16] or None,
-        triggered_at=parse_timestamp(headers.get("X-Shopify-Triggered-At")), payload=payload,
+        triggered_at=timestamp(headers.get("X-Shopify-Triggered-At")), payload=payload,
     )
 
 

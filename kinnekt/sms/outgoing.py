@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
-from kinnekt.models.message import row_ref
+from kinnekt.models.message import MessageStatus, row_ref
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.segments import membership
 from kinnekt.sms import prices, tasks
 from kinnekt.sms.encoding import analyze
@@ -52,7 +53,8 @@ def queue_message(session: OrmSession, shop: Shop, subscriber: Subscriber | None
         raise ValueError("a message needs a subscriber or a phone number")
     info = analyze(text)
     message = Message(shop_id=shop.id, subscriber_id=subscriber.id if subscriber is not None else None, kind=kind,
-                      to_phone=phone, body=text, status="pending", encoding=info.encoding, segments=info.segments)
+                      to_phone=phone, body=text, status=MessageStatus.PENDING, encoding=info.encoding,
+                      segments=info.segments)
     session.add(message)
     session.flush()
     message.client_ref = row_ref(message.id)
@@ -68,9 +70,9 @@ def deliver(session: OrmSession, message_id: int) -> str:
     token = uuid.uuid4().hex
     claimed = session.execute(
         update(Message)
-        .where(Message.id == message_id, Message.status == "pending",
+        .where(Message.id == message_id, Message.status == MessageStatus.PENDING,
                or_(Message.due_at.is_(None), Message.due_at <= now))
-        .values(status="claimed", claim_token=token, attempts=Message.attempts + 1, updated_at=now)
+        .values(status=MessageStatus.CLAIMED, claim_token=token, attempts=Message.attempts + 1, updated_at=now)
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
     if not claimed:
@@ -83,12 +85,12 @@ def deliver(session: OrmSession, message_id: int) -> str:
     if shop is None or not shop.installed:
         reason = "shop uninstalled"
     if reason is not None:
-        _settle(session, message, "skipped", token=token, skip_reason=reason)
+        _settle(session, message, MessageStatus.SKIPPED, token=token, skip_reason=reason)
         return "skipped"
     try:
         gateway = get_gateway(shop, session)
     except GatewayNotConfigured as exc:
-        _settle(session, message, "failed", token=token, error_code="not-configured", error_reason=str(exc))
+        _settle(session, message, MessageStatus.FAILED, token=token, error_code="not-configured", error_reason=str(exc))
         return "failed"
     if gateway.rate_limited:
         from kinnekt.sms.ratelimit import RateLimitTimeout, limiter_for
@@ -99,7 +101,8 @@ def deliver(session: OrmSession, message_id: int) -> str:
                                                                error_text=str(exc), retryable=True), token=token)
     if not _to_sending(session, message, token):
         reason = _skip_reason(session, message) or "unsubscribed"
-        return "skipped" if _settle(session, message, "skipped", token=token, skip_reason=reason) else "not ours"
+        return "skipped" if _settle(session, message, MessageStatus.SKIPPED, token=token,
+                                    skip_reason=reason) else "not ours"
     result = prices.with_price(gateway.send(message.to_phone, message.body, message.client_ref),
                                message.to_phone, message.body)
     return record_result(session, message, result)
@@ -108,19 +111,19 @@ def deliver(session: OrmSession, message_id: int) -> str:
 def _to_sending(session: OrmSession, message: Message, token: str) -> bool:
     """claimed -> sending, only if still ours and (but for OPT_OUT_EXEMPT_KINDS) the number has not opted out
     and is not suppressed; committed before the request leaves. False: not moved (see `_skip_reason`)."""
-    conditions = [Message.id == message.id, Message.status == "claimed", Message.claim_token == token]
+    conditions = [Message.id == message.id, Message.status == MessageStatus.CLAIMED, Message.claim_token == token]
     if message.kind not in OPT_OUT_EXEMPT_KINDS:
         if message.subscriber_id is not None:
             person = [Subscriber.id == message.subscriber_id]
             conditions.append(exists().where(*person))  # deleted meanwhile: "no subscriber"
         else:
             person = [Subscriber.shop_id == message.shop_id, Subscriber.phone == message.to_phone]
-        opted_out = Subscriber.status == "unsubscribed"
+        opted_out = Subscriber.status == SubscriberStatus.UNSUBSCRIBED
         if message.kind == "confirmation" and message.created_at is not None:
             opted_out = and_(opted_out, ~_asks_opted_out_number_sql(message))
         conditions.append(~exists().where(*person, or_(opted_out, Subscriber.suppressed_at.is_not(None))))
     moved = session.execute(
-        update(Message).where(*conditions).values(status="sending", claim_token=None, updated_at=utcnow())
+        update(Message).where(*conditions).values(status=MessageStatus.SENDING, claim_token=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
     return bool(moved)
@@ -135,11 +138,12 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
                   price=message.price if message.price is not None else result.price)
     if result.status == "sent":
         now = utcnow()
-        _settle(session, message, "sent", sent_at=now, error_code=None, error_reason=None, **common, commit=False)
+        _settle(session, message, MessageStatus.SENT, sent_at=now, error_code=None, error_reason=None, **common,
+                commit=False)
         if message.subscriber_id is not None:
             # A failed receipt that got here first keeps the message out of `last_received_at` (the contract:
             # accepted and not reported failed); it still counts in `sent_count`.
-            received = {"last_received_at": now} if message.status != "failed" else {}
+            received = {"last_received_at": now} if message.status != MessageStatus.FAILED else {}
             session.execute(update(Subscriber).where(Subscriber.id == message.subscriber_id)
                             .values(sent_count=Subscriber.sent_count + 1, **received)
                             .execution_options(synchronize_session=False))
@@ -147,11 +151,13 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
         _changed(message)
         return "sent"
     if result.unknown_outcome:
-        _settle(session, message, "unknown", error_code=result.error_code, error_reason=result.error_text, **common)
+        _settle(session, message, MessageStatus.UNKNOWN, error_code=result.error_code, error_reason=result.error_text,
+                **common)
         return "unknown"
     if result.retryable:
         return _retry_or_fail(session, message, result)
-    _settle(session, message, "failed", error_code=result.error_code, error_reason=result.error_text, **common)
+    _settle(session, message, MessageStatus.FAILED, error_code=result.error_code, error_reason=result.error_text,
+            **common)
     if result.recipient_unreachable and message.subscriber_id is not None:
         subscriber = session.get(Subscriber, message.subscriber_id)
         if subscriber is not None:
@@ -163,12 +169,12 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
 def _retry_or_fail(session: OrmSession, message: Message, result: SendResult, *, token: str | None = None) -> str:
     """Back to pending for a later attempt, or failed after the last one (from "claimed" when `token` is given)."""
     if message.attempts >= defaults.SMS_SEND_MAX_ATTEMPTS:
-        _settle(session, message, "failed", token=token, error_code=result.error_code,
+        _settle(session, message, MessageStatus.FAILED, token=token, error_code=result.error_code,
                 error_reason=f"{result.error_text} (gave up after {message.attempts} attempts)")
         return "failed"
     delays = defaults.SMS_SEND_RETRY_SECONDS
     delay = delays[min(message.attempts - 1, len(delays) - 1)]
-    if _settle(session, message, "pending", token=token, error_code=result.error_code,
+    if _settle(session, message, MessageStatus.PENDING, token=token, error_code=result.error_code,
                error_reason=result.error_text, due_at=utcnow() + dt.timedelta(seconds=delay)):
         _enqueue_send(message.id, attempt=message.attempts + 1, delay=delay)
         return "retry"
@@ -183,8 +189,8 @@ def _settle(session: OrmSession, message: Message, status: str, *, commit: bool 
     A delivery receipt that arrived first already set a better status than "sending": then only `values` are
     written. A claim that is no longer ours (its lease expired) is left alone.
     """
-    current = [Message.status == "claimed", Message.claim_token == token] if token is not None \
-        else [Message.status == "sending"]
+    current = [Message.status == MessageStatus.CLAIMED, Message.claim_token == token] if token is not None \
+        else [Message.status == MessageStatus.SENDING]
     moved = session.execute(
         update(Message).where(Message.id == message.id, *current)
         .values(status=status, claim_token=None, updated_at=utcnow(), **values)
@@ -209,7 +215,7 @@ def _skip_reason(session: OrmSession, message: Message) -> str | None:
                                                              Subscriber.phone == message.to_phone))
     if subscriber is None:
         return None if message.subscriber_id is None else "no subscriber"
-    if subscriber.status == "unsubscribed" and not _asks_opted_out_number(subscriber, message):
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED and not _asks_opted_out_number(subscriber, message):
         return "unsubscribed"
     if subscriber.suppressed_at is not None:
         return "suppressed"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import signals
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber
-from kinnekt.models.message import row_ref_id
+from kinnekt.models.message import MessageStatus, row_ref_id
 from kinnekt.segments import membership
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES
 
@@ -118,8 +118,8 @@ def apply(session: OrmSession, params: Mapping[str, object]) -> str:
     now = utcnow()
     # A receipt exists only for a message Vonage accepted: an unknown outcome was in fact sent (count it once).
     settled_unknown = session.execute(
-        update(Message).where(Message.id == message.id, Message.status == "unknown")
-        .values(status="sent", sent_at=now, provider_id=message.provider_id or receipt["provider_id"],
+        update(Message).where(Message.id == message.id, Message.status == MessageStatus.UNKNOWN)
+        .values(status=MessageStatus.SENT, sent_at=now, provider_id=message.provider_id or receipt["provider_id"],
                 error_code=None, error_reason=None)
         .execution_options(synchronize_session=False)).rowcount
     if settled_unknown and message.subscriber_id is not None:
@@ -129,14 +129,14 @@ def apply(session: OrmSession, params: Mapping[str, object]) -> str:
     session.refresh(message)
 
     outcome = "unchanged"
-    if status == "delivered" and message.status in ("sending", "sent", "unknown"):
-        message.status, message.delivered_at, outcome = "delivered", now, "delivered"
-    elif status in _FAILED and message.status != "failed":
-        message.status, outcome = "failed", "failed"
+    if status == "delivered" and message.status in (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.UNKNOWN):
+        message.status, message.delivered_at, outcome = MessageStatus.DELIVERED, now, "delivered"
+    elif status in _FAILED and message.status != MessageStatus.FAILED:
+        message.status, outcome = MessageStatus.FAILED, "failed"
         message.error_code = f"{RECEIPT_ERROR_PREFIX}{err or status}"
         message.error_reason = f"{status}: {ERROR_TEXT.get(err or '', 'no reason given')}"
-    elif status in ("accepted", "buffered") and message.status == "sending":
-        message.status, outcome = "sent", "sent"
+    elif status in ("accepted", "buffered") and message.status == MessageStatus.SENDING:
+        message.status, outcome = MessageStatus.SENT, "sent"
     if receipt["price"] is not None and message.price is None:
         message.price = receipt["price"]
     if message.provider_id is None and receipt["provider_id"]:

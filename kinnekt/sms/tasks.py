@@ -11,6 +11,7 @@ from kinnekt import defaults
 from kinnekt.db import Session, utcnow
 from kinnekt.jobs import job, register_recoverer
 from kinnekt.models import Message, SignatureNonce
+from kinnekt.models.message import MessageStatus
 from kinnekt.queue import get_queue
 from kinnekt.sms import outgoing, receipts
 
@@ -68,20 +69,23 @@ def requeue_due_replies() -> int:
     now = utcnow()
     lease = now - dt.timedelta(seconds=defaults.SMS_CLAIM_LEASE_SECONDS)
     Session.execute(
-        update(Message).where(Message.kind.in_(kinds), Message.status == "claimed", Message.updated_at <= lease)
-        .values(status="pending", claim_token=None, updated_at=Message.updated_at)  # old: queued below at once
+        update(Message).where(Message.kind.in_(kinds), Message.status == MessageStatus.CLAIMED,
+                              Message.updated_at <= lease)
+        .values(status=MessageStatus.PENDING, claim_token=None,
+                updated_at=Message.updated_at)  # old: queued below at once
         .execution_options(synchronize_session=False))
     stale = now - dt.timedelta(seconds=defaults.SMS_SENDING_STALE_SECONDS)
     Session.execute(
-        update(Message).where(Message.kind.in_(kinds), Message.status == "sending", Message.updated_at <= stale)
-        .values(status="unknown", error_code="worker-lost",
+        update(Message).where(Message.kind.in_(kinds), Message.status == MessageStatus.SENDING,
+                              Message.updated_at <= stale)
+        .values(status=MessageStatus.UNKNOWN, error_code="worker-lost",
                 error_reason="the worker stopped during the send; it may have been sent")
         .execution_options(synchronize_session=False))
     Session.commit()
     grace = now - dt.timedelta(seconds=defaults.SMS_INBOUND_RECOVERY_GRACE_SECONDS)
     rows = Session.execute(
         select(Message.id, Message.attempts).where(
-            Message.kind.in_(kinds), Message.status == "pending", Message.updated_at <= grace,
+            Message.kind.in_(kinds), Message.status == MessageStatus.PENDING, Message.updated_at <= grace,
             (Message.due_at.is_(None)) | (Message.due_at <= now))
         .order_by(Message.id)).all()
     for message_id, attempts in rows:

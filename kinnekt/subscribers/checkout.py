@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.models import Customer, Shop, Subscriber
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.subscribers import optin, phones
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def apply_sms_consent(session: OrmSession, shop: Shop, customer: Customer | None
             double_opt_in=state == "pending", send_confirmation=False,
             first_name=customer.first_name if customer is not None else None)
 
-    if subscriber is None or subscriber.status == "unsubscribed":
+    if subscriber is None or subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         return subscriber
     if state in WITHDRAWN_ANY_SOURCE or (state in WITHDRAWN_CHECKOUT_ONLY and subscriber.source == "checkout"):
         return optin.unsubscribe(session, subscriber, reason=f"SMS consent {state.replace('_', ' ')} in Shopify",

@@ -34,6 +34,8 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriberProperty, SubscriptionEvent
+from kinnekt.models.subscriber import SubscriberStatus
+from kinnekt.models.subscriber_import import ImportStatus
 from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
 from kinnekt.subscribers import optin, phones, properties, tasks
 
@@ -133,10 +135,10 @@ def add_subscriber(session: OrmSession, shop: Shop, *, phone: str, first_name: s
 
 
 def _known_message(subscriber: Subscriber) -> str:
-    if subscriber.status == "unsubscribed":
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         return (f"{subscriber.phone} unsubscribed. Only they can opt in again, by texting a keyword or using "
                 f"your sign-up form.")
-    if subscriber.status == "pending":
+    if subscriber.status == SubscriberStatus.PENDING:
         return f"{subscriber.phone} already signed up and has not confirmed yet."
     return f"{subscriber.phone} is already a subscriber."
 
@@ -322,11 +324,11 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
         report.imported += len(inserted)
     for phone, status in known.items():
         number, value, _, _ = candidates[phone]
-        if status == "unsubscribed":
+        if status == SubscriberStatus.UNSUBSCRIBED:
             reject(number, value, "unsubscribed: only they can opt in again, by texting a keyword or using your "
                                   "sign-up form", "unsubscribed")
         else:
-            reject(number, value, "already a subscriber" if status == "subscribed"
+            reject(number, value, "already a subscriber" if status == SubscriberStatus.SUBSCRIBED
                    else "already signed up, waiting for their confirmation", "existing")
     report.rejected.extend(sorted(rejected))
 
@@ -361,7 +363,7 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
         now = utcnow()
         report = ImportReport(imported=0, counts=_no_counts())
         _import_rows(session, shop, checked, cursor, stop, seen, report, upload.consent_text, now)
-        upload.status = "running"
+        upload.status = ImportStatus.RUNNING
         upload.processed_rows += stop - cursor
         upload.imported += report.imported
         upload.counts = {kind: upload.counts.get(kind, 0) + count for kind, count in report.counts.items()}
@@ -369,7 +371,7 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
         if kept > 0 and report.rejected:
             upload.rejected = upload.rejected + [list(row) for row in report.rejected[:kept]]
         if stop == end:
-            upload.status, upload.file, upload.finished_at = "done", None, now
+            upload.status, upload.file, upload.finished_at = ImportStatus.DONE, None, now
         session.commit()
         if report.subscriber_ids:
             from kinnekt.segments.membership import subscribers_changed
@@ -401,7 +403,7 @@ def fail_import(session: OrmSession, import_id: int, error: str) -> None:
     session.rollback()
     upload = session.get(SubscriberImport, import_id)
     if upload is not None and upload.running:
-        upload.status, upload.error, upload.file, upload.finished_at = "failed", error[:1000], None, utcnow()
+        upload.status, upload.error, upload.file, upload.finished_at = ImportStatus.FAILED, error[:1000], None, utcnow()
         session.commit()
 
 
@@ -416,8 +418,9 @@ def imports_to_resume(session: OrmSession) -> list[int]:
     """Imports whose job was lost: queued ones, and running ones without progress for a while (recovery)."""
     stale = utcnow() - dt.timedelta(seconds=defaults.SUBSCRIBER_IMPORT_STALE_SECONDS)
     return list(session.scalars(select(SubscriberImport.id).where(or_(
-        SubscriberImport.status == "queued",
-        and_(SubscriberImport.status == "running", SubscriberImport.updated_at < stale))).order_by(SubscriberImport.id)))
+        SubscriberImport.status == ImportStatus.QUEUED,
+        and_(SubscriberImport.status == ImportStatus.RUNNING, SubscriberImport.updated_at < stale)))
+        .order_by(SubscriberImport.id)))
 
 
 def _statuses(session: OrmSession, shop_id: int, numbers: list[str]) -> dict[str, str]:
@@ -447,7 +450,7 @@ def _insert_chunk(session: OrmSession, shop: Shop, chunk: list[str], candidates:
         for phone in remaining:
             _, _, name, info = candidates[phone]
             values.append({
-                "shop_id": shop.id, "phone": phone, "status": "subscribed", "source": "import",
+                "shop_id": shop.id, "phone": phone, "status": SubscriberStatus.SUBSCRIBED, "source": "import",
                 "first_name": name, "country": info.country, "carrier": info.carrier, "timezone": info.timezone,
                 "customer_id": customers.get(phone), "consent_at": now, "consent_text": consent_text,
                 "subscribed_at": now, "sent_count": 0, "clicks_count": 0, "created_at": now, "updated_at": now})
@@ -496,7 +499,7 @@ def _chunks(items: list, size: int):
 
 def opted_out_by_person(session: OrmSession, subscriber: Subscriber) -> SubscriptionEvent | None:
     """The unsubscribe event that made this number unsubscribed, when the person made it (STOP, Shopify)."""
-    if subscriber.status != "unsubscribed":
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
         return None
     event = session.scalar(select(SubscriptionEvent).where(
         SubscriptionEvent.subscriber_id == subscriber.id, SubscriptionEvent.kind == "unsubscribed")
@@ -507,7 +510,7 @@ def opted_out_by_person(session: OrmSession, subscriber: Subscriber) -> Subscrip
 def unsubscribe_by_merchant(session: OrmSession, subscriber: Subscriber, *, reason: str) -> Subscriber:
     """Unsubscribe on the merchant's word, with a required reason; raises InvalidInput (field reason)."""
     reason = " ".join((reason or "").split())
-    if subscriber.status == "unsubscribed":
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         raise InvalidInput({"reason": f"{subscriber.phone} is already unsubscribed."})
     if not reason:
         raise InvalidInput({"reason": "Enter why you are unsubscribing this number."})
@@ -523,9 +526,9 @@ def resubscribe_by_merchant(session: OrmSession, subscriber: Subscriber, *, reas
     Raises InvalidInput (fields reason, asked_again) having changed nothing.
     """
     reason = " ".join((reason or "").split())
-    if subscriber.status == "pending":
+    if subscriber.status == SubscriberStatus.PENDING:
         raise InvalidInput({"reason": f"{subscriber.phone} has not confirmed yet: only their reply can confirm it."})
-    if subscriber.status != "unsubscribed":
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
         raise InvalidInput({"reason": f"{subscriber.phone} is already subscribed."})
     errors = {}
     if not reason:

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import InboundMessage, Keyword, Message, Shop, Subscriber
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin, phones, share, tasks
 
@@ -406,7 +407,7 @@ def _opt_out(session: OrmSession, shop: Shop, inbound: InboundMessage, text: str
     people = []
     for each in shops:
         subscriber = _subscriber(session, each.id, inbound.from_phone)
-        if subscriber is not None and subscriber.status != "unsubscribed":
+        if subscriber is not None and subscriber.status != SubscriberStatus.UNSUBSCRIBED:
             optin.unsubscribe(session, subscriber, reason=reason, source="sms")
             changed = True
         if subscriber is not None:
@@ -421,7 +422,8 @@ def _confirmation_missing(session: OrmSession, shop: Shop, inbound: InboundMessa
     """True when an earlier handling of this text stopped between the opt-out and its confirmation (a failed
     handling in the request, given back; a worker that died): the number was unsubscribed since this text
     came in, and no confirmation has been queued to it since."""
-    since = [p.unsubscribed_at for p in people if p.status == "unsubscribed" and p.unsubscribed_at is not None
+    since = [p.unsubscribed_at for p in people
+             if p.status == SubscriberStatus.UNSUBSCRIBED and p.unsubscribed_at is not None
              and p.unsubscribed_at >= inbound.received_at]
     if not since:
         return False
@@ -432,13 +434,13 @@ def _confirmation_missing(session: OrmSession, shop: Shop, inbound: InboundMessa
 
 def _start(session: OrmSession, shop: Shop, subscriber: Subscriber, keywords: dict[str, Keyword]) -> None:
     """START / YES: confirm a pending double opt-in, or resubscribe an unsubscribed number, and say so."""
-    if subscriber.status == "pending":
+    if subscriber.status == SubscriberStatus.PENDING:
         optin.confirm(session, subscriber)
         keyword = next((k for k in keywords.values() if k.id == subscriber.keyword_id), None)
         text = keyword.reply_text if keyword is not None and keyword.reply_text else (
             f"{shop.name}: Thanks, you are subscribed. Reply HELP for help, STOP to unsubscribe.")
         queue_message(session, shop, subscriber, text, kind="reply")
-    elif subscriber.status == "unsubscribed":
+    elif subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         optin.resubscribe(session, subscriber, source="sms", detail="texted START")
         queue_message(session, shop, subscriber,
                       f"{shop.name}: You are subscribed again. Reply HELP for help, STOP to unsubscribe.",
@@ -456,7 +458,7 @@ def _keyword(session: OrmSession, shop: Shop, inbound: InboundMessage, text: str
     except phones.InvalidPhone as exc:
         log.warning("inbound %s: %s", inbound.id, exc)
         return None
-    if subscriber.status == "subscribed" and keyword.reply_text:
+    if subscriber.status == SubscriberStatus.SUBSCRIBED and keyword.reply_text:
         queue_message(session, shop, subscriber, keyword.reply_text, kind="reply")
     return subscriber
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Keyword, Shop, Subscriber, SubscriptionEvent
-from kinnekt.models.subscriber import SOURCES
+from kinnekt.models.subscriber import SOURCES, SubscriberStatus
 from kinnekt.segments import membership
 from kinnekt.sms import outgoing
 from kinnekt.subscribers import phones
@@ -82,7 +82,7 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
     sub = _find(session, shop.id, info.e164)
     created = False
     if sub is None:
-        sub = Subscriber(shop_id=shop.id, phone=info.e164, source=source, status="pending", sent_count=0,
+        sub = Subscriber(shop_id=shop.id, phone=info.e164, source=source, status=SubscriberStatus.PENDING, sent_count=0,
                          clicks_count=0)
         try:
             with session.begin_nested():
@@ -92,10 +92,10 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
         except IntegrityError:  # the same number signed up at the same moment elsewhere: update that row
             sub = _find(session, shop.id, info.e164)
     previous = None if created else sub.status
-    if previous == "unsubscribed" and source in ("import", "manual"):
+    if previous == SubscriberStatus.UNSUBSCRIBED and source in ("import", "manual"):
         raise OptedOut(f"{info.e164} unsubscribed and must opt in again themselves "
                        f"(by texting a keyword or using the sign-up form).")
-    if previous == "unsubscribed" and source in WEB_SIGNUP_SOURCES and consent_message_id is None:
+    if previous == SubscriberStatus.UNSUBSCRIBED and source in WEB_SIGNUP_SOURCES and consent_message_id is None:
         return _ask_opted_out(session, shop, sub, source=source,
                               detail=_consent_detail(consent_text, consent_ip, None), now=now,
                               send_confirmation=send_confirmation)
@@ -108,10 +108,10 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
     _link_customer(session, sub, customer)
     detail = _consent_detail(consent_text, consent_ip, consent_message_id)
 
-    if previous == "subscribed":
+    if previous == SubscriberStatus.SUBSCRIBED:
         kind = "consent"
     else:
-        if previous in (None, "unsubscribed"):
+        if previous in (None, SubscriberStatus.UNSUBSCRIBED):
             sub.source = source
             sub.keyword_id = keyword_row.id if keyword_row is not None else None
             sub.keyword = keyword_word
@@ -120,9 +120,9 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
         sub.consent_at, sub.consent_text = now, consent_text
         sub.consent_ip, sub.consent_message_id = consent_ip, consent_message_id
         if double_opt_in:
-            sub.status, kind = "pending", "pending"
+            sub.status, kind = SubscriberStatus.PENDING, "pending"
         else:
-            sub.status, sub.subscribed_at, kind = "subscribed", now, "subscribed"
+            sub.status, sub.subscribed_at, kind = SubscriberStatus.SUBSCRIBED, now, "subscribed"
     session.add(SubscriptionEvent(shop_id=shop.id, subscriber=sub, kind=kind, at=now, source=source, detail=detail))
     if consent_message_id is not None and sub.suppressed_at is not None:
         sub.suppressed_at, sub.suppressed_reason = None, None
@@ -130,7 +130,7 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
                                       detail="the number texted in, so it can receive texts"))
     session.commit()
     _changed(shop.id, sub.id)
-    if sub.status == "pending" and send_confirmation:
+    if sub.status == SubscriberStatus.PENDING and send_confirmation:
         outgoing.queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
     return sub
 
@@ -142,7 +142,7 @@ def _ask_opted_out(session: OrmSession, shop: Shop, sub: Subscriber, *, source: 
     One conditional UPDATE decides, so sign-ups at the same moment text the number once at most.
     """
     since = now - dt.timedelta(days=defaults.POPUP_REOPTIN_INTERVAL_DAYS)
-    asked = _transition(session, sub, (Subscriber.status == "unsubscribed") & or_(
+    asked = _transition(session, sub, (Subscriber.status == SubscriberStatus.UNSUBSCRIBED) & or_(
         Subscriber.reoptin_asked_at.is_(None), Subscriber.reoptin_asked_at <= since), reoptin_asked_at=now)
     if not asked:
         session.commit()
@@ -159,8 +159,8 @@ def _ask_opted_out(session: OrmSession, shop: Shop, sub: Subscriber, *, source: 
 def confirm(session: OrmSession, subscriber: Subscriber) -> Subscriber:
     """A pending subscriber answered Y: subscribed now. Anything else is left as it is."""
     now = utcnow()
-    changed = _transition(session, subscriber, Subscriber.status == "pending",
-                          status="subscribed", subscribed_at=now)
+    changed = _transition(session, subscriber, Subscriber.status == SubscriberStatus.PENDING,
+                          status=SubscriberStatus.SUBSCRIBED, subscribed_at=now)
     if changed:
         session.add(SubscriptionEvent(shop_id=subscriber.shop_id, subscriber_id=subscriber.id, kind="confirmed",
                                       at=now, source=subscriber.source, detail="replied to confirm"))
@@ -174,8 +174,8 @@ def unsubscribe(session: OrmSession, subscriber: Subscriber, *, reason: str, sou
     """Unsubscribe now (from `source`: sms, merchant, checkout…); an opt-out made here is written back to Shopify."""
     now = utcnow()
     reason = (reason or "").strip()[:255] or "unsubscribed"
-    changed = _transition(session, subscriber, Subscriber.status != "unsubscribed",
-                          status="unsubscribed", unsubscribed_at=now, unsubscribe_reason=reason)
+    changed = _transition(session, subscriber, Subscriber.status != SubscriberStatus.UNSUBSCRIBED,
+                          status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now, unsubscribe_reason=reason)
     if changed:
         session.add(SubscriptionEvent(shop_id=subscriber.shop_id, subscriber_id=subscriber.id, kind="unsubscribed",
                                       at=now, source=source[:16], detail=reason))
@@ -192,10 +192,10 @@ def resubscribe(session: OrmSession, subscriber: Subscriber, *, source: str, det
                 ) -> Subscriber:
     """Subscribe an unsubscribed (or pending) subscriber again, e.g. after START or by the merchant with a reason."""
     now = utcnow()
-    values = dict(status="subscribed", subscribed_at=now, unsubscribed_at=None, unsubscribe_reason=None)
+    values = dict(status=SubscriberStatus.SUBSCRIBED, subscribed_at=now, unsubscribed_at=None, unsubscribe_reason=None)
     if source == "sms":  # the person texted from this number, so it can receive texts
         values.update(suppressed_at=None, suppressed_reason=None)
-    changed = _transition(session, subscriber, Subscriber.status.in_(("unsubscribed", "pending")), **values)
+    changed = _transition(session, subscriber, Subscriber.status.in_(SubscriberStatus.NOT_SUBSCRIBED), **values)
     if changed:
         session.add(SubscriptionEvent(shop_id=subscriber.shop_id, subscriber_id=subscriber.id, kind="resubscribed",
                                       at=now, source=source[:16], detail=detail))

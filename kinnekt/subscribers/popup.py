@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Shop, Subscriber
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.numbers import MAX_ID, whole_number
 from kinnekt.subscribers import optin, phones, properties, signup_limits
 
@@ -166,7 +167,7 @@ def sign_up(session: OrmSession, shop: Shop, phone_raw: str, *, consented: bool,
     if not signup_limits.admit(session, shop, ip=ip, phone=info.e164, now=now):
         raise SignupError(TOO_MANY_ATTEMPTS, status=429)
     existing = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == info.e164))
-    if existing is not None and existing.status == "pending" and existing.consent_at is not None and \
+    if existing is not None and existing.status == SubscriberStatus.PENDING and existing.consent_at is not None and \
             _aware(existing.consent_at) > now - dt.timedelta(seconds=defaults.POPUP_RESEND_COOLDOWN_SECONDS):
         return _keep_answers(session, existing, answers)
     subscriber = optin.subscribe(session, shop, info.e164, source="mobile_popup", consent_text=disclosure(shop),

@@ -10,6 +10,7 @@ from kinnekt import defaults
 from kinnekt.campaigns import audience, composer, lifecycle, recurrence, stats, waiting
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
+from kinnekt.models.campaign import CampaignStatus
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.subscribers.phones import InvalidPhone, normalise
 from kinnekt.tenancy import get_or_404
@@ -19,10 +20,10 @@ from kinnekt.web.templating import local_time, shop_zone
 
 bp = merchant_blueprint("campaigns", __name__, url_prefix="/campaigns")
 
-EDITABLE = ("draft", "scheduled")
+EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 """Statuses whose campaign can still be edited, switched on and off, and deleted without ending it."""
 
-LIVE = ("scheduled", "in_progress")
+LIVE = CampaignStatus.ACTIVE
 """Statuses whose detail page keeps polling its progress (a scheduled campaign starts by itself)."""
 
 PROGRESS_POLL = "2s"
@@ -294,7 +295,7 @@ def _save(campaign: Campaign | None) -> Response:
                                         form_error=f"Saved as a draft, not scheduled: {exc}")
             return make_response(render_template("campaigns/_composer.html", **context))
         Session.refresh(saved)
-        if saved.status == "in_progress":
+        if saved.status == CampaignStatus.IN_PROGRESS:
             message = f"“{saved.name}” is sending"
         elif recurrence.is_recurring(saved):
             message = f"Scheduled “{saved.name}”: {recurrence.describe(saved, shop_zone())}, first run {_local(saved)}"
@@ -388,7 +389,7 @@ def send_test():
 # ---------------------------------------------------------------------------------------------- the detail page
 
 def _progress_of(campaign: Campaign):
-    if campaign.status in ("draft",):
+    if campaign.status in (CampaignStatus.DRAFT,):
         return None
     return stats.progress(Session, campaign)
 
@@ -402,7 +403,7 @@ def _stats_of(campaign: Campaign) -> dict:
 
 
 def _poll(campaign: Campaign) -> str:
-    return SCHEDULED_POLL if campaign.status == "scheduled" else PROGRESS_POLL
+    return SCHEDULED_POLL if campaign.status == CampaignStatus.SCHEDULED else PROGRESS_POLL
 
 
 def _live_parts(campaign: Campaign) -> dict:

@@ -12,6 +12,7 @@ from kinnekt import defaults
 from kinnekt.campaigns import links
 from kinnekt.db import Session, utcnow
 from kinnekt.models import InboundMessage, Keyword, Message, OutboxMessage
+from kinnekt.models.message import MessageStatus
 from kinnekt.numbers import record_id
 from kinnekt.segments.lists import shop_region
 from kinnekt.subscribers import inbound as inbound_sms
@@ -128,7 +129,7 @@ def _answering(inbound: InboundMessage) -> bool:
         return True
     return bool(Session.scalar(select(exists().where(
         Message.shop_id == g.shop.id, Message.to_phone == inbound.from_phone, Message.campaign_id.is_(None),
-        Message.status.in_(("pending", "claimed", "sending")), Message.created_at >= inbound.received_at,
+        Message.status.in_(MessageStatus.OPEN), Message.created_at >= inbound.received_at,
         (Message.due_at.is_(None)) | (Message.due_at <= now)))))
 
 

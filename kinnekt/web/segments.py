@@ -10,6 +10,8 @@ from sqlalchemy import func, select
 from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Collection, Product, Segment, Subscriber
+from kinnekt.models.segment import BuildStatus
+from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.numbers import record_id, whole_number
 from kinnekt.segments import exports, history, labels, previews, references, rules, service, summaries
 from kinnekt.segments.rules import DefinitionError
@@ -52,7 +54,7 @@ def _list_context() -> dict:
         "segments": segments,
         # Segments never hold suppressed numbers: "All subscribers" is the Subscribed count minus these.
         "suppressed": Session.scalar(select(func.count(Subscriber.id)).where(
-            Subscriber.shop_id == g.shop.id, Subscriber.status == "subscribed",
+            Subscriber.shop_id == g.shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED,
             Subscriber.suppressed_at.is_not(None))) or 0,
         "summaries": {s.id: summaries.summary(s.definition, names, money) for s in segments},
         "suggestions": [(i, s) for i, s in enumerate(service.suggested_segments()) if s.name not in taken],
@@ -109,7 +111,7 @@ def build_status(segment_id: int):
     if segment is None:
         return hx.stop_polling("")
     body = render_template("segments/_build_status.html", segment=segment, part="both")
-    if segment.build_status in ("pending", "building"):
+    if segment.build_status in BuildStatus.ACTIVE:
         return make_response(body)
     return hx.stop_polling(body)
 

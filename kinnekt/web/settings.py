@@ -4,12 +4,12 @@ from __future__ import annotations
 from flask import current_app, g, make_response, render_template, request, url_for
 from sqlalchemy import select
 
-from kinnekt import defaults
+from kinnekt import defaults, shop_settings
 from kinnekt.db import Session
 from kinnekt.models import SyncOperation
+from kinnekt.models.shop import SyncStatus
 from kinnekt.models.sync import SYNC_KINDS
 from kinnekt.sms import prices
-from kinnekt.subscribers import settings as shop_settings
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
 
@@ -108,14 +108,14 @@ def sync_context() -> dict:
     """What the store data card shows: the shop's sync state and one line per kind of data."""
     operations = {op.kind: op for op in Session.scalars(select(SyncOperation).where(SyncOperation.shop_id == g.shop.id))}
     return {"sync_operations": [operations[kind] for kind in SYNC_KINDS if kind in operations],
-            "syncing": g.shop.sync_status in ("queued", "running")}
+            "syncing": g.shop.sync_status in SyncStatus.ACTIVE}
 
 
 @bp.get("/sync")
 def sync():
     """The store data card, polled every 2 s while a sync runs; answers 286 (stop polling) once it is over."""
     body = render_template("settings/_sync.html", settings=g.shop, **sync_context())
-    if hx.is_htmx() and g.shop.sync_status not in ("queued", "running"):
+    if hx.is_htmx() and g.shop.sync_status not in SyncStatus.ACTIVE:
         return hx.stop_polling(body)
     return body
 

@@ -2,20 +2,18 @@
 history; manual add, CSV import, and the merchant's unsubscribe / resubscribe."""
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 import phonenumbers
 from flask import g, make_response, redirect, render_template, request, url_for
 from phonenumbers import geocoder
-from sqlalchemy import and_, distinct, func, or_, select
 
 from kinnekt import defaults
 from kinnekt.db import Session
-from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
-                            SegmentMember, Subscriber, SubscriberImport, SubscriptionEvent)
+from kinnekt.models import Subscriber, SubscriberImport
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
-from kinnekt.subscribers import importing, search
+from kinnekt.models.subscriber_import import ImportStatus
+from kinnekt.subscribers import history, importing, listing
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -48,70 +46,27 @@ def index():
     Unknown filter values and bad page numbers fall back to "all" and page 1 (the form then shows what
     was applied); a page past the end shows the last page.
     """
-    query = request.args.get("q", "").strip()[:100]
-    status = request.args.get("status", "")
-    status = status if status in STATUSES else ""
-    source = request.args.get("source", "")
-    source = source if source in SOURCES else ""
-    keyword = request.args.get("keyword", "").strip().upper()
-    keyword = keyword if re.fullmatch(r"[A-Z0-9]{1,32}", keyword) else ""
-    country = request.args.get("country", "").strip().upper()
-    country = country if re.fullmatch(r"[A-Z]{2}", country) else ""
-
-    statement = (
-        select(Subscriber)
-        .outerjoin(Customer, Customer.id == Subscriber.customer_id)
-        .where(Subscriber.shop_id == g.shop.id)
-    )
-    if status:
-        statement = statement.where(Subscriber.status == status)
-    if source:
-        statement = statement.where(Subscriber.source == source)
-    if keyword:
-        statement = statement.where(Subscriber.keyword == keyword)
-    if country:
-        statement = statement.where(Subscriber.country == country)
-    if query:
-        statement = statement.where(search.matches(query))
-    statement = statement.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
-
-    params = {key: value for key, value in (("q", query), ("status", status), ("source", source),
-                                            ("keyword", keyword), ("country", country)) if value}
+    filters = listing.Filters.from_args(request.args)
+    statement = listing.statement(g.shop.id, filters)
+    params = filters.params()
     results = paginate(statement, page_number(request.args.get("page")), defaults.PAGE_SIZE, params)
     context = {
-        "results": results, "q": query, "status": status, "source": source, "keyword": keyword,
-        "country": country, "filtered": bool(params), "status_labels": STATUS_LABELS, "table_id": TABLE_ID,
-        "suppressed": _suppressed_among(statement),
+        "results": results, "q": filters.query, "status": filters.status, "source": filters.source,
+        "keyword": filters.keyword, "country": filters.country, "filtered": bool(params),
+        "status_labels": STATUS_LABELS, "table_id": TABLE_ID,
+        "suppressed": listing.suppressed_among(Session, statement),
     }
     if hx.is_htmx() and request.headers.get("HX-Target") == TABLE_ID:
         return hx.render("subscribers/index.html", "subscribers/_table.html", **context)
     context.update(
         status_options=[("", "All statuses")] + [(s, STATUS_LABELS[s]) for s in STATUSES],
         source_options=[("", "All sources")] + [(s, SOURCE_LABELS[s]) for s in SOURCES],
-        keyword_options=[("", "All keywords")] + [(w, w) for w in _keywords(keyword)],
-        country_options=[("", "All countries")] + [(c, f"{country_name(c)} ({c})") for c in _countries(country)],
+        keyword_options=[("", "All keywords")] + [
+            (w, w) for w in listing.keywords(Session, g.shop.id, filters.keyword)],
+        country_options=[("", "All countries")] + [
+            (c, f"{country_name(c)} ({c})") for c in listing.countries(Session, g.shop.id, filters.country)],
     )
     return hx.render("subscribers/index.html", "subscribers/_index.html", **context)
-
-
-def _suppressed_among(statement) -> int:
-    """How many of the listed subscribers are subscribed but suppressed: counted here, left out of segments."""
-    suppressed = (statement.where(Subscriber.status == "subscribed", Subscriber.suppressed_at.is_not(None))
-                  .order_by(None).with_only_columns(Subscriber.id))
-    return Session.scalar(select(func.count()).select_from(suppressed.subquery())) or 0
-
-
-def _keywords(selected: str) -> list[str]:
-    """The shop's keywords (and the selected word, which may belong to a deleted keyword), in order."""
-    words = set(Session.scalars(select(Keyword.word).where(Keyword.shop_id == g.shop.id)))
-    return sorted(words | ({selected} if selected else set()))
-
-
-def _countries(selected: str) -> list[str]:
-    """The countries the shop's subscribers are in (and the selected one), in order."""
-    codes = set(Session.scalars(select(distinct(Subscriber.country)).where(
-        Subscriber.shop_id == g.shop.id, Subscriber.country.is_not(None))))
-    return sorted(codes | ({selected} if selected else set()))
 
 
 @lru_cache(maxsize=512)
@@ -164,43 +119,13 @@ def _detail_partial(subscriber: Subscriber, message: str | None = None, **extra)
 def _detail_context(subscriber: Subscriber, **extra) -> dict:
     """Everything the detail page shows; each long list is capped at the latest SUBSCRIBER_DETAIL_ROWS."""
     limit = defaults.SUBSCRIBER_DETAIL_ROWS
-    sid = subscriber.id
-    events = Session.scalars(select(SubscriptionEvent).where(SubscriptionEvent.subscriber_id == sid)
-                             .order_by(SubscriptionEvent.at.desc(), SubscriptionEvent.id.desc()).limit(limit)).all()
-    sent_order = func.coalesce(Message.sent_at, Message.created_at)
-    messages = Session.execute(
-        select(Message, Campaign.name).outerjoin(Campaign, Campaign.id == Message.campaign_id)
-        .where(Message.subscriber_id == sid).order_by(sent_order.desc(), Message.id.desc()).limit(limit)).all()
-    inbound_of = and_(or_(InboundMessage.subscriber_id == sid,
-                          and_(InboundMessage.subscriber_id.is_(None), InboundMessage.from_phone == subscriber.phone)),
-                      or_(InboundMessage.intent.is_(None), InboundMessage.intent != "merged"))
-    received = Session.scalars(select(InboundMessage).where(inbound_of)
-                               .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
-                               .limit(limit)).all()
-    clicks = Session.execute(
-        select(Click, Link.url, Campaign.name).join(Link, Link.id == Click.link_id)
-        .outerjoin(Campaign, Campaign.id == Click.campaign_id)
-        .where(Click.subscriber_id == sid).order_by(Click.at.desc(), Click.id.desc()).limit(limit)).all()
-    orders, orders_total = [], 0
-    if subscriber.customer_id is not None:
-        orders = Session.scalars(select(Order).where(Order.customer_id == subscriber.customer_id)
-                                 .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)).all()
-        orders_total = _count(select(Order.id).where(Order.customer_id == subscriber.customer_id))
-    segments = Session.execute(
-        select(Segment, SegmentMember.entered_at).join(SegmentMember, SegmentMember.segment_id == Segment.id)
-        .where(SegmentMember.subscriber_id == sid).order_by(Segment.name)).all()
     by_person = importing.opted_out_by_person(Session, subscriber)
     context = {
         "subscriber": subscriber, "customer": subscriber.customer,
         "national": national_format(subscriber.phone),
         "country_label": f"{country_name(subscriber.country)} ({subscriber.country})" if subscriber.country else None,
         "status_labels": STATUS_LABELS, "event_labels": EVENT_LABELS, "event_sources": EVENT_SOURCE_LABELS,
-        "events": events, "events_total": _count(select(SubscriptionEvent.id)
-                                                 .where(SubscriptionEvent.subscriber_id == sid)),
-        "messages": messages, "messages_total": _count(select(Message.id).where(Message.subscriber_id == sid)),
-        "received": received, "received_total": _count(select(InboundMessage.id).where(inbound_of)),
-        "clicks": clicks, "clicks_total": _count(select(Click.id).where(Click.subscriber_id == sid)),
-        "orders": orders, "orders_total": orders_total, "segments": segments, "limit": limit,
+        **history.latest(Session, subscriber, limit), "limit": limit,
         "opted_out_by_person": by_person,
         "reason": "", "unsubscribe_errors": {}, "resubscribe_errors": {},
     }
@@ -216,10 +141,6 @@ def national_format(e164: str) -> str:
     except phonenumbers.NumberParseException:
         return e164
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-
-
-def _count(statement) -> int:
-    return Session.scalar(select(func.count()).select_from(statement.subquery())) or 0
 
 
 # ---------------------------------------------------------------------------------------------- manual add
@@ -312,7 +233,7 @@ def import_progress(import_id: int):
     if upload.running:
         return body
     response = hx.stop_polling(body)
-    if upload.status == "failed":
+    if upload.status == ImportStatus.FAILED:
         return hx.toast(response, "The import stopped before the end of the file.", error=True)
     return hx.toast(response, _imported(upload.imported))
 
@@ -323,7 +244,7 @@ def _imported(count: int) -> str:
 
 def _import_context(**extra) -> dict:
     upload = extra.get("upload")
-    if upload is not None and upload.status == "done":
+    if upload is not None and upload.status == ImportStatus.DONE:
         extra.setdefault("report", importing.report_of(upload))
     return {"errors": {}, "report": None, "upload": None, "rows_shown": REJECTED_ROWS_SHOWN,
             "attestation": importing.import_attestation(g.shop), "max_bytes": defaults.STATIC_LIST_MAX_BYTES,

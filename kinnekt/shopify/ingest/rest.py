@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from kinnekt.shopify.ingest.rows import (
     CheckoutRow, CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow, VariantRow,
 )
 from kinnekt.numbers import whole_number
-from kinnekt.shopify.webhooks import parse_timestamp
+from kinnekt.shopify.values import money, text, timestamp
 
 
 class BadPayload(ValueError):
@@ -47,26 +46,6 @@ def required_id(payload: dict, key: str = "id") -> int:
     return value
 
 
-def money(value, default: Decimal | None = Decimal("0")) -> Decimal | None:
-    """A Shopify money string ("598.94") as an exact Decimal; `default` when absent or malformed."""
-    if value is None or value == "":
-        return default
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return default
-    return amount if amount.is_finite() else default
-
-
-def _text(value, limit: int | None = None) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    return text[:limit] if limit else text
-
-
 def _tags(value) -> list[str]:
     """Shopify sends tags as one comma-separated string (REST) or a list (GraphQL)."""
     if not value:
@@ -81,17 +60,17 @@ def customer_row(payload: dict) -> CustomerRow:
     consent = payload.get("sms_marketing_consent")  # absent since API 2025-01; honoured when an old payload has it
     return CustomerRow(
         shopify_id=required_id(payload),
-        email=_text(payload.get("email"), 255),
-        phone=_text(payload.get("phone")) or _text(address.get("phone")),
-        first_name=_text(payload.get("first_name"), 255),
-        last_name=_text(payload.get("last_name"), 255),
-        city=_text(address.get("city"), 255),
-        country_code=(_text(address.get("country_code")) or "")[:2].upper() or None,
+        email=text(payload.get("email"), 255),
+        phone=text(payload.get("phone")) or text(address.get("phone")),
+        first_name=text(payload.get("first_name"), 255),
+        last_name=text(payload.get("last_name"), 255),
+        city=text(address.get("city"), 255),
+        country_code=(text(address.get("country_code")) or "")[:2].upper() or None,
         tags=_tags(payload.get("tags")),
-        created_at=parse_timestamp(payload.get("created_at")),
-        updated_at=parse_timestamp(payload.get("updated_at")),
-        sms_consent_state=_text(consent.get("state")) if isinstance(consent, dict) else None,
-        sms_consent_updated_at=(parse_timestamp(consent.get("consent_updated_at"))
+        created_at=timestamp(payload.get("created_at")),
+        updated_at=timestamp(payload.get("updated_at")),
+        sms_consent_state=text(consent.get("state")) if isinstance(consent, dict) else None,
+        sms_consent_updated_at=(timestamp(consent.get("consent_updated_at"))
                                 if isinstance(consent, dict) else None),
     )
 
@@ -109,11 +88,11 @@ def consent_change(payload: dict) -> ConsentChange:
         raise BadPayload("sms_marketing_consent is not an object")
     return ConsentChange(
         customer_shopify_id=required_id(payload, key),
-        phone=_text(payload.get("phone_number")) or _text(payload.get("phone")),
-        state=(_text(consent.get("state")) or "").lower() or None,
-        opt_in_level=(_text(consent.get("opt_in_level")) or "").lower() or None,
-        consent_updated_at=parse_timestamp(consent.get("consent_updated_at")),
-        collected_from=_text(consent.get("consent_collected_from")),
+        phone=text(payload.get("phone_number")) or text(payload.get("phone")),
+        state=(text(consent.get("state")) or "").lower() or None,
+        opt_in_level=(text(consent.get("opt_in_level")) or "").lower() or None,
+        consent_updated_at=timestamp(consent.get("consent_updated_at")),
+        collected_from=text(consent.get("consent_collected_from")),
     )
 
 
@@ -129,8 +108,8 @@ def line_item_row(payload: dict) -> LineItemRow:
         shopify_id=required_id(payload),
         product_id=shopify_id(payload.get("product_id")),
         variant_id=shopify_id(payload.get("variant_id")),
-        title=_text(payload.get("title"), 512) or _text(payload.get("name"), 512),
-        variant_title=_text(payload.get("variant_title"), 512),
+        title=text(payload.get("title"), 512) or text(payload.get("name"), 512),
+        variant_title=text(payload.get("variant_title"), 512),
         quantity=quantity if quantity >= 0 else 0,
         price=money(payload.get("price")),
     )
@@ -148,26 +127,26 @@ def _discount_codes(value) -> list[dict]:
 def order_row(payload: dict) -> OrderRow:
     """An orders/* payload as an OrderRow (raw fulfillment_status; ingest normalises it)."""
     customer = payload.get("customer") or {}
-    created_at = parse_timestamp(payload.get("created_at")) or parse_timestamp(payload.get("processed_at"))
+    created_at = timestamp(payload.get("created_at")) or timestamp(payload.get("processed_at"))
     return OrderRow(
         shopify_id=required_id(payload),
         customer_shopify_id=shopify_id(customer.get("id")) if isinstance(customer, dict) else None,
-        name=_text(payload.get("name"), 64),
-        email=_text(payload.get("email") or payload.get("contact_email"), 255),
-        phone=_text(payload.get("phone")),
+        name=text(payload.get("name"), 64),
+        email=text(payload.get("email") or payload.get("contact_email"), 255),
+        phone=text(payload.get("phone")),
         created_at=created_at,
-        updated_at=parse_timestamp(payload.get("updated_at")),
-        cancelled_at=parse_timestamp(payload.get("cancelled_at")),
+        updated_at=timestamp(payload.get("updated_at")),
+        cancelled_at=timestamp(payload.get("cancelled_at")),
         test=bool(payload.get("test")),
-        financial_status=_text(payload.get("financial_status"), 32),
-        fulfillment_status=_text(payload.get("fulfillment_status"), 32),
-        currency=_text(payload.get("currency"), 3),
+        financial_status=text(payload.get("financial_status"), 32),
+        fulfillment_status=text(payload.get("fulfillment_status"), 32),
+        currency=text(payload.get("currency"), 3),
         total_price=money(payload.get("total_price")),
         current_total_price=money(payload.get("current_total_price"), default=None),
         total_discounts=money(payload.get("total_discounts")),
         discount_codes=_discount_codes(payload.get("discount_codes")),
-        landing_site=_text(payload.get("landing_site"), 2048),
-        source_name=_text(payload.get("source_name"), 64),
+        landing_site=text(payload.get("landing_site"), 2048),
+        source_name=text(payload.get("source_name"), 64),
         line_items=[line_item_row(item) for item in payload.get("line_items") or [] if isinstance(item, dict)],
     )
 
@@ -187,11 +166,11 @@ def product_row(payload: dict) -> ProductRow:
         image = payload["images"][0] or {}
     return ProductRow(
         shopify_id=required_id(payload),
-        title=_text(payload.get("title"), 512) or "",
-        handle=_text(payload.get("handle"), 255),
-        status=(_text(payload.get("status"), 16) or "active").lower(),
-        image_url=_text(image.get("src"), 2048) if isinstance(image, dict) else None,
-        updated_at=parse_timestamp(payload.get("updated_at")),
+        title=text(payload.get("title"), 512) or "",
+        handle=text(payload.get("handle"), 255),
+        status=(text(payload.get("status"), 16) or "active").lower(),
+        image_url=text(image.get("src"), 2048) if isinstance(image, dict) else None,
+        updated_at=timestamp(payload.get("updated_at")),
         variants=_variants(payload.get("variants")),
     )
 
@@ -205,8 +184,8 @@ def _variants(value) -> list[VariantRow] | None:
         variant_id = shopify_id(entry.get("id")) if isinstance(entry, dict) else None
         if variant_id is None:
             continue
-        rows.append(VariantRow(shopify_id=variant_id, title=_text(entry.get("title"), 512),
-                               sku=_text(entry.get("sku"), 255), price=money(entry.get("price"), default=None),
+        rows.append(VariantRow(shopify_id=variant_id, title=text(entry.get("title"), 512),
+                               sku=text(entry.get("sku"), 255), price=money(entry.get("price"), default=None),
                                position=whole_number(entry.get("position"), 2**31 - 1)))
     return rows
 
@@ -221,26 +200,26 @@ def collection_row(payload: dict) -> CollectionRow:
         product_ids = [pid for pid in map(shopify_id, payload["product_ids"]) if pid is not None]
     return CollectionRow(
         shopify_id=required_id(payload),
-        title=_text(payload.get("title"), 512) or "",
-        handle=_text(payload.get("handle"), 255),
-        updated_at=parse_timestamp(payload.get("updated_at")),
+        title=text(payload.get("title"), 512) or "",
+        handle=text(payload.get("handle"), 255),
+        updated_at=timestamp(payload.get("updated_at")),
         product_ids=product_ids,
     )
 
 
 def checkout_row(payload: dict) -> CheckoutRow:
     """A checkouts/create|update payload as a CheckoutRow (keyed by token)."""
-    token = _text(payload.get("token"), 64)
+    token = text(payload.get("token"), 64)
     if token is None:
         raise BadPayload("checkout payload has no token")
     customer = embedded_customer(payload)
     return CheckoutRow(
         token=token,
         customer_shopify_id=shopify_id(customer["id"]) if customer else None,
-        phone=_text(payload.get("phone")) or _text(payload.get("sms_marketing_phone")),
-        created_at=parse_timestamp(payload.get("created_at")),
-        completed_at=parse_timestamp(payload.get("completed_at")),
-        updated_at=parse_timestamp(payload.get("updated_at")),
+        phone=text(payload.get("phone")) or text(payload.get("sms_marketing_phone")),
+        created_at=timestamp(payload.get("created_at")),
+        completed_at=timestamp(payload.get("completed_at")),
+        updated_at=timestamp(payload.get("updated_at")),
         accepts_sms_marketing=payload.get("buyer_accepts_sms_marketing") is True,
-        sms_marketing_phone=_text(payload.get("sms_marketing_phone")),
+        sms_marketing_phone=text(payload.get("sms_marketing_phone")),
     )
