@@ -97,7 +97,8 @@ def demo_run(host: str, port: int, customers: int) -> None:
     demo.rebase_links(Session, current_app.config["DEMO_SHOP_DOMAIN"], links.public_base())
     Session.remove()
     start_background(app)
-    click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n  (messages go to the Outbox page; Ctrl+C stops)\n")
+    click.echo(f"\n  Kinnekt demo is running at http://{host}:{port}/\n"
+               "  (messages go to the Outbox page; Ctrl+C stops)\n")
     # app.run() is a no-op inside a `flask` command, so serve with Werkzeug directly.
     from werkzeug.serving import run_simple
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
@@ -127,5 +128,7 @@ def init_app(app) -> None:
     app.cli.add_command(health_command)
     app.cli.add_command(db_cli)
     app.cli.add_command(demo_cli)
-    from kinnekt import cli_shops; cli_shops.init_app(app)  # flask shops add
-    from kinnekt.cli_segments import segments_cli; app.cli.add_command(segments_cli)  # flask segments evaluate
+    from kinnekt import cli_shops
+    from kinnekt.cli_segments import segments_cli
+    cli_shops.init_app(app)  # flask shops add
+    app.cli.add_command(segments_cli)  # flask segments evaluate

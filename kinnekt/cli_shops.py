@@ -13,7 +13,8 @@ shops_cli = AppGroup("shops", help="Stores Kinnekt works for.")
 @click.option("--domain", required=True, help="The store's <name>.myshopify.com domain.")
 @click.option("--token", required=True, envvar="SHOPIFY_ADMIN_TOKEN", show_envvar=True,
               help="The custom app's Admin API access token (shpat_…); or set SHOPIFY_ADMIN_TOKEN.")
-@click.option("--timezone", default=None, help="IANA time zone, e.g. Europe/Berlin (default: the store's, from Shopify).")
+@click.option("--timezone", default=None,
+              help="IANA time zone, e.g. Europe/Berlin (default: the store's, from Shopify).")
 def add_shop(domain: str, token: str, timezone: str | None) -> None:
     """Check the token against Shopify, store it encrypted, and start the initial sync."""
     from kinnekt.db import Session, utcnow

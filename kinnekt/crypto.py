@@ -13,9 +13,10 @@ class TokenCipher:
         try:
             self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
         except (ValueError, TypeError) as exc:
-            raise ValueError("TOKEN_ENCRYPTION_KEY must be url-safe base64 of 32 bytes "
-                             "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
-                             ) from exc
+            raise ValueError(
+                "TOKEN_ENCRYPTION_KEY must be url-safe base64 of 32 bytes "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            ) from exc
 
     def encrypt(self, plaintext: str | None) -> str | None:
         """Encrypt a string; None stays None."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, twice: on SQLite and on PostgreSQL, each with its 12 slowest tests and its time.
+# The lint, then the whole test suite twice: on SQLite and on PostgreSQL, each with its 12 slowest tests and its time.
 # Needs Redis; installs Chromium when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ fi
 
 unset DATABASE_URL REDIS_URL KINNEKT_DEMO
 status=0
+echo "== lint (ruff; settings in pyproject.toml)"
+"$BIN/ruff" check . || status=$?
 started=$SECONDS
 echo "== tests on SQLite"
 "$BIN/pytest" --durations=12 "$@" || status=$?

@@ -116,8 +116,8 @@ def validate(form: Mapping, *, session: OrmSession, shop: Shop) -> tuple[dict, d
             delay_seconds = 0
 
     # The message and the discount follow the campaign composer's rules exactly (a draft: no audience, no time).
-    message_form = {key: composer.form_value(form, key) for key in ("body", "discount_mode", "discount_code", "discount_kind",
-                                                       "discount_value")}
+    message_form = {key: composer.form_value(form, key)
+                    for key in ("body", "discount_mode", "discount_code", "discount_kind", "discount_value")}
     message_form["name"] = name or "automation"
     message, message_errors = composer.validate(message_form, session=session, shop=shop, draft=True)
     for key, error in message_errors.items():

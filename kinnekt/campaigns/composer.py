@@ -40,7 +40,8 @@ _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIME = re.compile(r"[0-9]{1,2}:[0-9]{2}")
 _NAME_MAX = 255
-_GREETING = re.compile(r"^\s*(?:hi|hey|hello|dear|hiya)(?:\s+\{first_name\}\s*[,!.:;-]*|\s*[,!.:;-]+)\s*", re.IGNORECASE)
+_GREETING = re.compile(r"^\s*(?:hi|hey|hello|dear|hiya)(?:\s+\{first_name\}\s*[,!.:;-]*|\s*[,!.:;-]+)\s*",
+                       re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -307,8 +308,10 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
 
     include_ids, bad_include = _ids(_get_list(form, "include"))
     exclude_ids, bad_exclude = _ids(_get_list(form, "exclude"))
-    known = set(session.scalars(select(Segment.id).where(
-        Segment.shop_id == shop.id, Segment.id.in_(include_ids + exclude_ids)))) if include_ids or exclude_ids else set()
+    known = set()
+    if include_ids or exclude_ids:
+        known = set(session.scalars(select(Segment.id).where(
+            Segment.shop_id == shop.id, Segment.id.in_(include_ids + exclude_ids))))
     if bad_include or any(i not in known for i in include_ids):
         errors["include"] = "Choose segments of this shop (one of them no longer exists)."
     elif not include_ids and not draft:

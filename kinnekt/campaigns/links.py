@@ -115,7 +115,8 @@ def rewrite_many(session, shop: Shop, items: list[tuple[Message, str]]) -> list[
             for (message, text), urls in zip(items, wanted)]
 
 
-def _ensure(session, shop: Shop, messages: dict[int, Message], pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+def _ensure(session, shop: Shop, messages: dict[int, Message],
+            pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
     """The code of each (message id, url) pair, making the links that do not exist yet (see `rewrite_many`)."""
     codes = _codes(session, pairs)
     for _ in range(defaults.LINK_CODE_ATTEMPTS):

@@ -30,7 +30,7 @@ class _Phones:
                 exchange = rng.randint(200, 999)
                 if exchange % 100 == 11 or exchange == 555:
                     continue
-                digits, region = f"+1{area}{exchange}{rng.randint(0, 9999):04d}", country
+                digits = f"+1{area}{exchange}{rng.randint(0, 9999):04d}"
             elif country == "GB":
                 digits, city = f"+447{rng.choice('45789')}{rng.randint(0, 99_999_999):08d}", _pick(rng, GB_CITIES)
             elif country == "DE":
@@ -67,10 +67,11 @@ class _Customers:
                 phone, city = self.phones.new(country)
             else:
                 phone, city = None, self._city(rng, country)
-            f, l = _email_part(first), _email_part(last)
+            given, family = _email_part(first), _email_part(last)
             for attempt in range(50):
-                local = rng.choice((f"{f}.{l}", f"{f}{l}", f"{f[0]}{l}", f"{f}.{l}{rng.randint(1, 99)}",
-                                    f"{f}{l}{rng.randint(70, 99)}", f"{f}_{l}"))
+                local = rng.choice((f"{given}.{family}", f"{given}{family}", f"{given[0]}{family}",
+                                    f"{given}.{family}{rng.randint(1, 99)}", f"{given}{family}{rng.randint(70, 99)}",
+                                    f"{given}_{family}"))
                 if attempt > 5:
                     local += str(rng.randint(100, 9999))
                 email = f"{local}@{_pick(rng, EMAIL_DOMAINS[country])}"

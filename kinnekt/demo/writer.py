@@ -164,7 +164,7 @@ class _Writer:
         for sub in self.subscribers:
             source, sub_id = sub["source"], sub["_id"]
 
-            def add(kind, at, detail, event_source=None):
+            def add(kind, at, detail, event_source=None, sub_id=sub_id):
                 events.append({"shop_id": sid, "subscriber_id": sub_id, "kind": kind, "at": at,
                                "source": event_source, "detail": detail})
 

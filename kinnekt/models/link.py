@@ -31,7 +31,8 @@ class Click(TenantMixin, Base):
     """A recorded click on a tracked link."""
 
     __tablename__ = "clicks"
-    __table_args__ = (Index("ix_clicks_subscriber_at", "subscriber_id", "at"), Index("ix_clicks_campaign", "campaign_id"))
+    __table_args__ = (Index("ix_clicks_subscriber_at", "subscriber_id", "at"),
+                      Index("ix_clicks_campaign", "campaign_id"))
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     link_id: Mapped[int] = mapped_column(IdType, ForeignKey("links.id", ondelete="CASCADE"), nullable=False)

@@ -66,7 +66,8 @@ class Order(TenantMixin, Timestamps, Base):
 
 
 def counts(test: bool, cancelled_at: dt.datetime | None) -> bool:
-    """Whether an order with these values is counted (segment-rules.md "Which orders count": not test, not cancelled)."""
+    """Whether an order with these values is counted (segment-rules.md "Which orders count": not test, not
+    cancelled)."""
     return not test and cancelled_at is None
 
 

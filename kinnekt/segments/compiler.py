@@ -35,8 +35,8 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Literal, Mapping
 
-from sqlalchemy import (BigInteger, ColumnElement, Select, and_, case, cast, exists, false, func, literal, literal_column,
-                        not_, or_, select, true, union_all)
+from sqlalchemy import (BigInteger, ColumnElement, Select, and_, case, cast, exists, false, func, literal,
+                        literal_column, not_, or_, select, true, union_all)
 from sqlalchemy import type_coerce
 from sqlalchemy.orm import Session as OrmSession, object_session
 

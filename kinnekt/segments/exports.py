@@ -1,4 +1,5 @@
-"""Segment members as customer-list files for ad platforms (Meta, Google Ads, TikTok): normalised, SHA-256 hashed, streamed.
+"""Segment members as customer-list files for ad platforms (Meta, Google Ads, TikTok): normalised, SHA-256
+hashed, streamed.
 
 Each format follows the platform's published header names and normalisation rules (cited on its row
 function below); every identifier is normalised, then hashed with SHA-256 (lowercase hex), so no

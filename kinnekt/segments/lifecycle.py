@@ -270,7 +270,8 @@ def distribution(session: OrmSession, shop: Shop) -> Distribution:
         select(Customer.lifecycle_stage, func.count())
         .select_from(Subscriber)
         .outerjoin(Customer, and_(Customer.id == Subscriber.customer_id, Customer.shop_id == Subscriber.shop_id))
-        .where(Subscriber.shop_id == shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED, Subscriber.suppressed_at.is_(None))
+        .where(Subscriber.shop_id == shop.id, Subscriber.status == SubscriberStatus.SUBSCRIBED,
+               Subscriber.suppressed_at.is_(None))
         .group_by(Customer.lifecycle_stage)).all()
     for stage, number in rows:
         if stage in STAGE_LABELS:

@@ -169,8 +169,9 @@ class AdminClient:
                 raise ShopifyAuthError(f"Shopify denied access for {self.shop_domain} (403): "
                                        "a scope or protected customer data access is missing")
             if status == 429:
-                attempt = self._retry_or_raise(attempt, ShopifyThrottled(
-                    f"Shopify kept answering 429 for {self.shop_domain}"), retry_after=response.headers.get("Retry-After"))
+                attempt = self._retry_or_raise(
+                    attempt, ShopifyThrottled(f"Shopify kept answering 429 for {self.shop_domain}"),
+                    retry_after=response.headers.get("Retry-After"))
                 continue
             if status >= 500:
                 attempt = self._retry_or_raise(attempt, ShopifyUnavailable(

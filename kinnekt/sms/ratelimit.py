@@ -118,7 +118,8 @@ class RedisRateLimiter:
                 args=[self.window_us, self.slack_us, int(max_wait * 1e6), *[limit.per_second for limit in self.limits]])
         except RedisError as error:
             raise RateLimitUnavailable(f"the send rate limiter cannot be reached: {error}") from error
-        return bool(granted), int(wait_us) / 1e6, int(at_us) / 1e6, epoch.decode() if isinstance(epoch, bytes) else epoch
+        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
+        return bool(granted), int(wait_us) / 1e6, int(at_us) / 1e6, epoch
 
     def try_acquire(self) -> tuple[bool, float, float]:
         """A slot free now, or none: (granted, seconds until the next free one, server time in seconds)."""

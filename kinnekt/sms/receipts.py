@@ -3,8 +3,8 @@
 A receipt finds its message by the provider's message id, else by our client-ref (Vonage echoes it:
 that is how a send whose answer was lost, or a later part of a long SMS, is matched). A client-ref
 "m<id>" (models.message.row_ref) names a row that stores none of its own, such as a campaign's or an
-automation's, by its id. Applying the same receipt twice changes nothing. Statuses only move forward: "failed" is final; "delivered"
-replaces sent / unknown; "accepted" and "buffered" only settle a message still sending or unknown.
+automation's, by its id. Applying the same receipt twice changes nothing. Statuses only move forward: "failed" is
+final; "delivered" replaces sent / unknown; "accepted" and "buffered" only settle a message still sending or unknown.
 """
 from __future__ import annotations
 

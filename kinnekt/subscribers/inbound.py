@@ -182,9 +182,10 @@ def resolve_shop(session: OrmSession, to_number: str, from_e164: str, text: str)
 
 def receive(session: OrmSession, fields: dict) -> InboundMessage | None:
     """Take in one inbound text as a phone sent it: find its shop, store it once per provider id, apply an opt-out
-    or a text asking for nothing now, and queue anything else for a worker. `fields` are InboundMessage columns (provider_id, from_phone in
-    E.164, to_number, text, and a long text's concat_* ones). Returns the stored row; None when no shop sends from
-    the number texted, or when the provider id is stored already (a resend: nothing happens twice).
+    or a text asking for nothing now, and queue anything else for a worker. `fields` are InboundMessage columns
+    (provider_id, from_phone in E.164, to_number, text, and a long text's concat_* ones). Returns the stored row;
+    None when no shop sends from the number texted, or when the provider id is stored already (a resend: nothing
+    happens twice).
 
     Vonage's /sms/inbound webhook calls this, and so does the demo's "Text the store" form (kinnekt/web/outbox.py),
     so that a text typed in the demo goes exactly where a real one goes."""

@@ -419,8 +419,9 @@ def _live_parts(campaign: Campaign) -> dict:
 
 def _summary_context(campaign: Campaign) -> dict:
     segments = {s.id: s for s in _segments()}
-    include = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "include" and cs.segment_id in segments]
-    exclude = [segments[cs.segment_id] for cs in campaign.audience if cs.mode == "exclude" and cs.segment_id in segments]
+    chosen = [cs for cs in campaign.audience if cs.segment_id in segments]
+    include = [segments[cs.segment_id] for cs in chosen if cs.mode == "include"]
+    exclude = [segments[cs.segment_id] for cs in chosen if cs.mode == "exclude"]
     analysed = composer.analysis(campaign.body, g.shop, discount_mode=campaign.discount_mode,
                                  discount_code=campaign.discount_code)
     parent = get_or_404(Campaign, campaign.parent_id) if campaign.parent_id else None

@@ -6,7 +6,8 @@ hx-swap="outerHTML"`). Parameters: `q` (the typed text, optional: empty lists th
 (the id of the results element, default `catalog-results`, letters, digits and dashes) and `page` (from 1; the
 partial links the previous and next pages). Each result is a
 <button data-catalog-kind data-catalog-id data-catalog-title>; `data-catalog-id` is Shopify's numeric id,
-the form segment rules store (a product's variants are listed under it, but it is picked whole). Results come from the synced catalog, or from the Admin API while it is empty.
+the form segment rules store (a product's variants are listed under it, but it is picked whole).
+Results come from the synced catalog, or from the Admin API while it is empty.
 """
 from __future__ import annotations
 

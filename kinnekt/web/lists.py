@@ -22,8 +22,8 @@ REJECTED_ROWS_SHOWN = 200
 def _context(**extra) -> dict:
     lists = Session.scalars(select(StaticList).where(StaticList.shop_id == g.shop.id)
                             .order_by(StaticList.created_at.desc(), StaticList.id.desc())).all()
-    context = {"lists": lists, "usages": segments_using(Session, g.shop.id, lists), "name": "", "errors": {}, "report": None,
-               "notice": None, "rows_shown": REJECTED_ROWS_SHOWN}
+    context = {"lists": lists, "usages": segments_using(Session, g.shop.id, lists), "name": "", "errors": {},
+               "report": None, "notice": None, "rows_shown": REJECTED_ROWS_SHOWN}
     context.update(extra)
     return context
 

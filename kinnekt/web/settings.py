@@ -106,7 +106,8 @@ def save(section: str):
 
 def sync_context() -> dict:
     """What the store data card shows: the shop's sync state and one line per kind of data."""
-    operations = {op.kind: op for op in Session.scalars(select(SyncOperation).where(SyncOperation.shop_id == g.shop.id))}
+    operations = {op.kind: op
+                  for op in Session.scalars(select(SyncOperation).where(SyncOperation.shop_id == g.shop.id))}
     return {"sync_operations": [operations[kind] for kind in SYNC_KINDS if kind in operations],
             "syncing": g.shop.sync_status in SyncStatus.ACTIVE}
 
