@@ -186,7 +186,8 @@ class _ErrorLog(logging.Handler):
 
 @pytest.fixture
 def jobs(app, monkeypatch):
-    """Jobs are recorded, not run."""
+    """Jobs are recorded, not run, by this module's queue (it also takes batched jobs and lane questions, which
+    the routes walked here ask and tests/helpers.py's `jobs` queue does not answer)."""
     from kinnekt import queue
     recorder = RecordingQueue()
     monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
