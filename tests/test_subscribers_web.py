@@ -197,11 +197,18 @@ def test_the_customer_card_shows_the_lifecycle_stage_and_the_expected_next_order
 
 
 def test_the_customer_card_without_a_stage_or_a_due_order(client, auth, known):
-    """A customer the daily run gave no stage (no counted order) and one order too few for an expected date."""
+    """Orders the daily run has not scored yet, no order at all, and a stage without an expected next order."""
     html = client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True)
     card = section(html, "subscriber-customer")
+    assert "Lifecycle stage Not worked out yet (stages are updated daily)" in card
+    assert "Expected next order" not in card
+    customer = reload(known).customer
+    customer.orders_count = 0
+    Session.commit()
+    card = section(client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True), "subscriber-customer")
     assert "Lifecycle stage No orders yet" in card and "Expected next order" not in card
     customer = reload(known).customer
+    customer.orders_count = 2
     customer.lifecycle_stage, customer.lifecycle_changed_at = "churned", dt.datetime(2026, 3, 5, 12, tzinfo=UTC)
     Session.commit()
     card = section(client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True), "subscriber-customer")
