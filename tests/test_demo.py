@@ -18,7 +18,7 @@ from kinnekt.db import Base
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, Link, Message,
     Order, OutboxMessage, Product, ProductVariant, Segment, SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber,
-    SubscriptionEvent,
+    SubscriberProperty, SubscriptionEvent,
 )
 from kinnekt.models.subscriber import SOURCES, STATUSES
 from kinnekt.subscribers import phones as phone_numbers
@@ -307,7 +307,7 @@ def test_auto_segments_hold_the_marketable_subscribers_of_their_source(db):
             assert len(expected) > SMALL * 0.3
         assert segment.build_status == "done" and segment.last_built_at == NOW
     manual = [s for s in segments if s.kind == "manual"]
-    assert len(manual) == 2
+    assert len(manual) == len(demo.MANUAL_SEGMENTS) == 3
     assert all(s.build_status == "pending" and s.member_count == 0 and not members[s.id] for s in manual)
 
 
@@ -461,3 +461,69 @@ def test_the_demo_customers_have_lifecycle_stages(db):
     assert any(c.expected_next_order_at for c in customers if c.orders_count >= 2)
     shown = lifecycle.distribution(db, shop)
     assert not shown.empty and len([n for n in shown.counts.values() if n]) >= 3  # several stages to look at
+
+
+def _property_values(db, shop_id: int) -> list[tuple]:
+    phones = {s.id: s.phone for s in _all(db, Subscriber, shop_id)}
+    return sorted((phones[v.subscriber_id], v.name_key, v.text_value, v.date_value, v.anniversary)
+                  for v in _all(db, SubscriberProperty, shop_id))
+
+
+def test_the_demo_subscribers_have_birthdays_and_languages(db):
+    from kinnekt.subscribers import properties
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    subscribers = {s.id: s for s in _all(db, Subscriber, shop.id)}
+    values = _all(db, SubscriberProperty, shop.id)
+    birthdays = [v for v in values if v.name_key == "birthday"]
+    languages = [v for v in values if v.name_key == "language"]
+    assert len(birthdays) + len(languages) == len(values)
+    assert 0.3 < len(birthdays) / len(subscribers) < 0.5 and 0.5 < len(languages) / len(subscribers) < 0.7
+    for value in birthdays:
+        born = value.date_value
+        assert value.text_value is None and value.number_value is None
+        assert value.anniversary == born.month * 100 + born.day and 18 <= NOW.year - born.year <= 70
+    assert len({v.date_value.month for v in birthdays}) == 12  # spread over the whole year
+    for value in languages:
+        assert value.date_value is None and value.anniversary is None and value.text_folded == value.text_value
+        country = subscribers[value.subscriber_id].country
+        assert value.text_value in {"US": ("en", "es"), "CA": ("en", "fr"), "DE": ("de", "en")}.get(country, ("en",))
+    spoken = Counter(v.text_value for v in languages)
+    assert spoken.most_common(1)[0][0] == "en" and len(spoken) >= 2
+    # As the app reads them: typed values of the built-in properties.
+    some = birthdays[0].subscriber_id
+    assert properties.values(db, shop.id, some)["birthday"] == birthdays[0].date_value
+
+
+def test_the_demo_property_values_are_the_same_for_the_same_seed(db):
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    first = _property_values(db, shop.id)
+    assert first
+    demo.clear(db, DOMAIN)
+    again = demo.seed(db, now=NOW, customers=SMALL)
+    assert _property_values(db, again.id) == first
+    demo.clear(db, DOMAIN)
+    other = demo.seed(db, now=NOW, customers=SMALL, seed=7)
+    assert _property_values(db, other.id) != first
+
+
+@pytest.mark.parametrize("days_later", [0, 1])
+def test_the_birthday_segment_has_members_on_the_demo_day_and_the_next(db, days_later):
+    """Built on the seeding day (the CLI seeds at midnight UTC: still the day before in New York) or the next,
+    "Birthdays in the next 7 days" holds exactly the marketable subscribers whose birthday comes in the shop's
+    next 7 local days, and some."""
+    from kinnekt.segments import membership
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    segment = db.execute(select(Segment).where(Segment.shop_id == shop.id,
+                                               Segment.name == "Birthdays in the next 7 days")).scalar_one()
+    assert segment.kind == "manual" and segment.definition["rules"][0]["op"] == "anniversary_next_days"
+    built_at = NOW + dt.timedelta(days=days_later)
+    membership.build(db, segment.id, now=built_at)
+    today = built_at.astimezone(ZoneInfo("America/New_York")).date()
+    coming = {((today + dt.timedelta(days=d)).month, (today + dt.timedelta(days=d)).day) for d in range(7)}
+    marketable = {s.id for s in _all(db, Subscriber, shop.id) if s.status == "subscribed" and s.suppressed_at is None}
+    expected = {v.subscriber_id for v in _all(db, SubscriberProperty, shop.id) if v.name_key == "birthday"
+                and (v.date_value.month, v.date_value.day) in coming and v.subscriber_id in marketable}
+    members = {m.subscriber_id for m in _all(db, SegmentMember, shop.id) if m.segment_id == segment.id}
+    assert members == expected and members
+    db.refresh(segment)
+    assert segment.member_count == len(members) and segment.build_status == "done"

@@ -182,6 +182,55 @@ def test_the_detail_page_shows_the_subscriber_in_full(client, auth, known):
     assert "Showing the latest" not in html
 
 
+def test_the_customer_card_shows_the_lifecycle_stage_and_the_expected_next_order(client, auth, known):
+    """In the merchant's words, on the shop's local days: 03:00 UTC on Mar 5 is still Mar 4 in New York."""
+    customer = reload(known).customer
+    customer.lifecycle_stage, customer.lifecycle_previous_stage = "loyal", "high_potential"
+    customer.lifecycle_changed_at = dt.datetime(2026, 3, 5, 3, 0, tzinfo=UTC)
+    customer.expected_next_order_at = dt.datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
+    Session.commit()
+    html = client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True)
+    card = section(html, "subscriber-customer")
+    assert "Lifecycle stage Loyal Since Mar 4, 2026; before: High potential" in card
+    assert "Expected next order Mar 9, 2026" in card
+    assert "No orders yet" not in card
+
+
+def test_the_customer_card_without_a_stage_or_a_due_order(client, auth, known):
+    """Orders the daily run has not scored yet, no order at all, and a stage without an expected next order."""
+    html = client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True)
+    card = section(html, "subscriber-customer")
+    assert "Lifecycle stage Not worked out yet (stages are updated daily)" in card
+    assert "Expected next order" not in card
+    customer = reload(known).customer
+    customer.orders_count = 0
+    Session.commit()
+    card = section(client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True), "subscriber-customer")
+    assert "Lifecycle stage No orders yet" in card and "Expected next order" not in card
+    customer = reload(known).customer
+    customer.orders_count = 2
+    customer.lifecycle_stage, customer.lifecycle_changed_at = "churned", dt.datetime(2026, 3, 5, 12, tzinfo=UTC)
+    Session.commit()
+    card = section(client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True), "subscriber-customer")
+    assert "Lifecycle stage Churned Since Mar 5, 2026" in card and "before:" not in card
+    assert "Expected next order" not in card
+
+
+def test_the_stage_is_the_daily_runs(client, auth, known, shop):
+    """The stage and due date the lifecycle run computes from the orders are the ones the page shows."""
+    from kinnekt.segments import lifecycle
+    customer = reload(known).customer
+    customer.last_order_at = T0 + dt.timedelta(days=3)
+    Session.commit()
+    now = T0 + dt.timedelta(days=5)
+    lifecycle.update_shop(Session, reload(shop), now=now, recheck=False)
+    customer = reload(known).customer
+    expected = lifecycle.STAGE_LABELS[customer.lifecycle_stage]
+    card = section(client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True), "subscriber-customer")
+    assert f"Lifecycle stage {expected} Since Mar 7, 2026" in card  # 15:00 UTC on Mar 7: Mar 7 in New York
+    assert "Expected next order Mar 8, 2026" in card  # the last order plus the 3 days between the two
+
+
 def test_long_lists_are_capped_with_a_note(client, auth, known, monkeypatch):
     monkeypatch.setattr(defaults, "SUBSCRIBER_DETAIL_ROWS", 1)
     html = client.get(f"/subscribers/{known.id}", headers=auth).get_data(as_text=True)

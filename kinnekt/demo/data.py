@@ -149,7 +149,16 @@ MANUAL_SEGMENTS = (
     ("Loyal but inactive", 5,
      {"match": "all", "rules": [{"field": "number_of_orders", "op": "gte", "value": 3},
                                 {"field": "last_order_created", "op": "more_than_days_ago", "value": 90}]}),
+    ("Birthdays in the next 7 days", 3,
+     {"match": "all", "rules": [{"field": "property", "attribute": "birthday", "op": "anniversary_next_days",
+                                 "value": 7}]}),
 )
+BIRTHDAY_SHARE = 0.4
+LANGUAGE_SHARE = 0.6
+"""Shares of subscribers with a birthday and with a language (profile properties)."""
+LANGUAGES = {"US": (("en", 90), ("es", 10)), "CA": (("en", 75), ("fr", 25)), "GB": (("en", 1),),
+             "AU": (("en", 1),), "DE": (("de", 85), ("en", 15))}
+"""The languages subscribers of a country gave, weighted; other countries are as the US."""
 AUTO_SEGMENTS = (("all", "All subscribers"), ("mobile_popup", "Mobile Popup"), ("shareable_link", "Shareable Link"),
                  ("checkout", "Checkout"))
 

@@ -1,5 +1,5 @@
-"""The demo's segments: the automatic ones with their history (enter/leave log, daily counts) and two manual
-ones, and the audiences of the campaigns."""
+"""The demo's segments: the automatic ones with their history (enter/leave log, daily counts) and the manual
+ones (data.MANUAL_SEGMENTS, built by the app), and the audiences of the campaigns."""
 from __future__ import annotations
 
 import datetime as dt

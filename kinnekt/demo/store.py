@@ -1,5 +1,6 @@
 """The demo store in memory: one seeded random stream per part, the shop's clock, and the order the parts are
-built in (catalog, customers and orders, subscribers, campaigns, segments); each part is its own module."""
+built in (catalog, customers and orders, subscribers and their profile properties, campaigns, segments); each
+part is its own module."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,12 +11,13 @@ from kinnekt.demo.campaigns import _Campaigns
 from kinnekt.demo.catalog import _Catalog
 from kinnekt.demo.customers import _Customers
 from kinnekt.demo.data import ORDER_HOURS, SEASON, SHOP_TIMEZONE, UTC
+from kinnekt.demo.properties import _Properties
 from kinnekt.demo.segments import _Segments
 from kinnekt.demo.subscribers import _Subscribers
 from kinnekt.demo.writer import _Writer
 
 
-class _DemoStore(_Catalog, _Customers, _Subscribers, _Campaigns, _Segments, _Writer):
+class _DemoStore(_Catalog, _Customers, _Subscribers, _Properties, _Campaigns, _Segments, _Writer):
     """Builds every row of the demo shop in memory (plain dicts; helper keys start with "_"), then writes them."""
 
     def __init__(self, domain: str, now: dt.datetime, n_customers: int, seed: int):
@@ -65,6 +67,7 @@ class _DemoStore(_Catalog, _Customers, _Subscribers, _Campaigns, _Segments, _Wri
         self.ensure_order_exceptions()
         self.build_keywords()
         self.build_subscribers()
+        self.build_properties()
         self.build_campaigns()
         self.finish_orders()
         self.build_attributions()

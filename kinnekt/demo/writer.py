@@ -11,7 +11,7 @@ from kinnekt.demo.data import SENDER, SHOP_NAME, SHOP_TIMEZONE, STORE_HOST
 from kinnekt.models import (
     Attribution, Campaign, CampaignSegment, Checkout, Click, Collection, CollectionProduct, Customer, CustomerTag,
     InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, ProductVariant, Segment,
-    SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber, SubscriptionEvent,
+    SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber, SubscriberProperty, SubscriptionEvent,
 )
 
 
@@ -108,6 +108,7 @@ class _Writer:
         for sub in self.subscribers:
             sub["_id"] = sub_ids[sub["phone"]]
         _insert(session, SubscriptionEvent, self._events(sid))
+        _insert(session, SubscriberProperty, [clean(p, subscriber_id=p["_sub"]["_id"]) for p in self.properties])
         _insert(session, InboundMessage, [clean(m, subscriber_id=m["_sub"]["_id"]) for m in self.inbound])
 
         rows = _insert(session, Segment, [

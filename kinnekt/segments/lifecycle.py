@@ -236,6 +236,30 @@ def shops_to_update(session: OrmSession) -> list[int]:
                                 .execution_options(all_shops=True)))
 
 
+# ---------------------------------------------------------------------------------------------- one customer
+
+@dataclass(frozen=True)
+class Standing:
+    """One customer's stage as a page shows it: the stage in the merchant's words (None: no counted order yet),
+    when it was reached, the stage before it (if any), and when the next order is expected (if known)."""
+
+    stage: str | None
+    label: str | None
+    since: dt.datetime | None
+    previous_label: str | None
+    expected_next_order_at: dt.datetime | None
+
+
+def standing(customer: Customer) -> Standing:
+    """The customer's lifecycle standing, read from the columns the daily run and the order ingest keep."""
+    stage = customer.lifecycle_stage if customer.lifecycle_stage in STAGE_LABELS else None
+    previous = customer.lifecycle_previous_stage if stage else None
+    return Standing(stage=stage, label=STAGE_LABELS.get(stage) if stage else None,
+                    since=customer.lifecycle_changed_at if stage else None,
+                    previous_label=STAGE_LABELS.get(previous) if previous else None,
+                    expected_next_order_at=customer.expected_next_order_at)
+
+
 # ---------------------------------------------------------------------------------------------- dashboard
 
 @dataclass(frozen=True)

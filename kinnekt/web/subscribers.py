@@ -13,6 +13,7 @@ from kinnekt.db import Session
 from kinnekt.models import Subscriber, SubscriberImport
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
 from kinnekt.models.subscriber_import import ImportStatus
+from kinnekt.segments import lifecycle
 from kinnekt.subscribers import history, importing, listing
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
@@ -122,6 +123,7 @@ def _detail_context(subscriber: Subscriber, **extra) -> dict:
     by_person = importing.opted_out_by_person(Session, subscriber)
     context = {
         "subscriber": subscriber, "customer": subscriber.customer,
+        "standing": lifecycle.standing(subscriber.customer) if subscriber.customer is not None else None,
         "national": national_format(subscriber.phone),
         "country_label": f"{country_name(subscriber.country)} ({subscriber.country})" if subscriber.country else None,
         "status_labels": STATUS_LABELS, "event_labels": EVENT_LABELS, "event_sources": EVENT_SOURCE_LABELS,

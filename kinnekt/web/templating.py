@@ -80,6 +80,7 @@ def init_app(app) -> None:
     app.add_template_global(failures.describe, "failure_sentence")
     app.add_template_global(failures.detail, "failure_detail")
     app.add_template_filter(local_time)
+    app.add_template_filter(local_date)
     app.add_template_filter(number)
     app.add_template_filter(clock)
 
@@ -120,6 +121,14 @@ def local_time(value: dt.datetime | None, fmt: str | None = None) -> str:
     if fmt:
         return local.strftime(fmt)
     return f"{local:%b} {local.day}, {local.year}, {_twelve_hour(local.hour, local.minute)}"
+
+
+def local_date(value: dt.datetime | None) -> str:
+    """The day of an instant in the shop's time zone: `Mar 5, 2026`."""
+    if value is None:
+        return "—"
+    local = value.astimezone(shop_zone())
+    return f"{local:%b} {local.day}, {local.year}"
 
 
 def clock(minutes: int | None) -> str:
