@@ -24,6 +24,8 @@ class SubscriberStatus(StrEnum):
 
 
 STATUSES = tuple(SubscriberStatus)
+STATUS_LABELS = {"pending": "Pending", "subscribed": "Subscribed", "unsubscribed": "Unsubscribed"}
+"""Each status in the merchant's words (the subscribers list and detail, a keyword's members)."""
 SOURCES = ("keyword", "mobile_popup", "shareable_link", "checkout", "import", "manual")
 SOURCE_LABELS = {
     "keyword": "Keyword",

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import Keyword, Segment, SegmentMember, Subscriber
+from kinnekt.models.subscriber import STATUS_LABELS
 from kinnekt.segments import service as segment_service
 from kinnekt.subscribers import keywords as domain
 from kinnekt.tenancy import get_or_404
@@ -15,8 +16,6 @@ from kinnekt.web.auth import merchant_blueprint
 from kinnekt.web.templating import page_number, paginate
 
 bp = merchant_blueprint("keywords", __name__, url_prefix="/keywords")
-
-STATUS_LABELS = {"pending": "Pending", "subscribed": "Subscribed", "unsubscribed": "Unsubscribed"}
 
 
 def _segment_of(keyword: Keyword) -> Segment | None:

@@ -11,7 +11,7 @@ from phonenumbers import geocoder
 from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import Subscriber, SubscriberImport
-from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUSES
+from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, STATUS_LABELS, STATUSES
 from kinnekt.models.subscriber_import import ImportStatus
 from kinnekt.segments import lifecycle
 from kinnekt.subscribers import history, importing, listing
@@ -26,7 +26,6 @@ bp = merchant_blueprint("subscribers", __name__, url_prefix="/subscribers")
 TABLE_ID = "subscribers-table"
 """The id of the table partial; the search box and filters target it."""
 
-STATUS_LABELS = {"pending": "Pending", "subscribed": "Subscribed", "unsubscribed": "Unsubscribed"}
 
 EVENT_LABELS = {"pending": "Signed up, waiting for confirmation", "subscribed": "Subscribed",
                 "confirmed": "Confirmed", "consent": "Gave consent again", "unsubscribed": "Unsubscribed",
