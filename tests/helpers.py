@@ -63,8 +63,16 @@ class RecordingQueue:
     def enqueue_in(self, delay, func, *args, job_id=None, **kwargs):
         return self.enqueue_at(utcnow() + delay, func, *args, job_id=job_id, **kwargs)
 
+    def enqueue_batched(self, func, group, arg, items):
+        """A batched job (segment re-checks) is remembered as one job of `arg` and the items, in order."""
+        self.jobs.append((func.__name__, (arg, sorted(items)), None, None))
+        return True
+
     def drain(self, timeout=10.0):
         return True
+
+    def lane_states(self, lanes=()):
+        return []
 
     def names(self) -> list[str]:
         return [name for name, *_ in self.jobs]

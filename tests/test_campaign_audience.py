@@ -169,7 +169,7 @@ def test_a_campaign_started_right_after_an_import_texts_everyone_imported(db, sh
     logged = db.scalar(select(func.count()).select_from(SegmentEvent))
     numbers = [f"+1212555{2000 + i:04d}" for i in range(40)] + [f"+1416555{2000 + i:04d}" for i in range(10)]
     report = importing.import_csv(db, shop, attested=True, file_bytes="\n".join(["phone", *numbers]).encode())
-    assert report.imported == 50 and jobs.names() == ["recheck_subscribers"]
+    assert report.imported == 50 and jobs.names() == ["recheck_pending"]
     imported = dict(db.execute(select(Subscriber.id, Subscriber.country)
                                .where(Subscriber.id.in_(report.subscriber_ids))).tuples().all())
     americans = {i for i, country in imported.items() if country == "US"}
@@ -191,7 +191,7 @@ def test_a_campaign_started_right_after_an_import_texts_everyone_imported(db, sh
     assert db.scalar(select(func.count()).select_from(membership.MEMBERS)) == 3
     assert db.scalar(select(func.count()).select_from(SegmentEvent)) == logged
     for name, args, _, _ in list(jobs.jobs):
-        if name == "recheck_subscribers":
+        if name == "recheck_pending":
             membership.recheck(db, *args)
     entries = db.execute(select(SegmentEvent.segment_id, SegmentEvent.subscriber_id, SegmentEvent.kind,
                                 SegmentEvent.cause).order_by(SegmentEvent.id).offset(logged)).tuples().all()

@@ -62,35 +62,6 @@ _PLACEHOLDER = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 # ---------------------------------------------------------------------------------------------- stand-ins
 
-class RecordingQueue:
-    """Stands in for the job queue: jobs are remembered, not run (the walk is about the answers)."""
-
-    mode = "recording"
-
-    def __init__(self):
-        self.jobs: list[str] = []
-
-    def enqueue(self, func, *args, job_id=None, **kwargs):
-        self.jobs.append(func.__name__)
-        return job_id
-
-    def enqueue_at(self, when, func, *args, job_id=None, **kwargs):
-        return self.enqueue(func)
-
-    def enqueue_in(self, delay, func, *args, job_id=None, **kwargs):
-        return self.enqueue(func)
-
-    def enqueue_batched(self, func, group, arg, items):
-        self.enqueue(func)
-        return True
-
-    def drain(self, timeout=10.0):
-        return True
-
-    def lane_states(self, lanes=()):
-        return []
-
-
 _read: set[str] = set()
 
 
@@ -183,17 +154,6 @@ class _ErrorLog(logging.Handler):
 
 
 # ---------------------------------------------------------------------------------------------- the store
-
-@pytest.fixture
-def jobs(app, monkeypatch):
-    """Jobs are recorded, not run, by this module's queue (it also takes batched jobs and lane questions, which
-    the routes walked here ask and tests/helpers.py's `jobs` queue does not answer)."""
-    from kinnekt import queue
-    recorder = RecordingQueue()
-    monkeypatch.setitem(app.extensions, "kinnekt_queue", recorder)
-    monkeypatch.setattr(queue, "_queue", recorder)
-    return recorder
-
 
 @pytest.fixture
 def store(db, jobs):

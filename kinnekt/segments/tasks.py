@@ -54,12 +54,8 @@ def recheck_pending(shop_id: int) -> int:
 
 def enqueue_recheck(shop_id: int, subscriber_ids: list[int]) -> None:
     """Add these subscribers to the shop's pending re-checks; one run per shop at a time takes all that piled
-    up (a test's stand-in queue without batches gets one re-check job instead)."""
-    queue = get_queue()
-    if hasattr(queue, "enqueue_batched"):
-        queue.enqueue_batched(recheck_pending, membership.recheck_group(shop_id), shop_id, subscriber_ids)
-    else:  # a stand-in queue of a test
-        queue.enqueue(recheck_subscribers, shop_id, subscriber_ids)
+    up."""
+    get_queue().enqueue_batched(recheck_pending, membership.recheck_group(shop_id), shop_id, subscriber_ids)
 
 
 @register_recoverer
