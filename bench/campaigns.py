@@ -239,13 +239,14 @@ def bench_send(url: str, redis_url: str, ids: dict, n: int, rate: int, workers: 
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
            "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
            "SHOPIFY_API_SECRET": "x" * 32, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
-           "VONAGE_API_KEY": "fakekey1", "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": "15550100200",
-           "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": fake.ca_path,
+           "KINNEKT_BILLING_REQUIRED": "0",  # a deployment that bills nobody (docs/billing.md)
+           **fake.env(), "VONAGE_SENDER": "15550100200",
            "SMS_RATE_PER_SECOND": str(rate), "SMS_SENDER_RATE_PER_SECOND": str(rate),
            # No Vonage webhook is posted here; the app must still be told that unsigned ones are meant.
            "VONAGE_UNSIGNED_WEBHOOKS": "1"}
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
+                                           "KINNEKT_BILLING_REQUIRED",
                                            "KINNEKT_DEMO", "VONAGE_UNSIGNED_WEBHOOKS")})
     app = create_app()
     engine = kdb.engine()

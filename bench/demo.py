@@ -10,10 +10,10 @@ request so that the start-up jobs run (recovery, the statistics refresh), and wa
 Then, `--runs` times after one warm-up round, it requests every page in turn through the WSGI app in this process
 (Flask's test client: server time, without network or browser):
 
-- each entry of the navigation (segments, where the home page redirects, lists, campaigns, automations, subscribers,
+- each entry of the navigation (segments, where the home page redirects, lists, campaigns, flows, subscribers,
   keywords, settings with the two cards it loads, the Outbox) and each "new" form;
 - each page one click away: every editable segment's builder, every campaign's detail page (and the editable
-  ones' form), every automation's detail and form, every keyword's page, the first subscribers of the list;
+  ones' form), every flow's page and editor, every keyword's page, the first subscribers of the list;
 - every segment's live preview (`POST /segments/preview` with the form its builder posts), and the preview of
   one rule of each field of the segment contract (`field_definitions`), as a newcomer tries them in the builder.
 
@@ -112,7 +112,7 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
 
     from kinnekt import shops
     from kinnekt.db import Session
-    from kinnekt.models import Automation, Campaign, Collection, Keyword, LineItem, Segment, Subscriber
+    from kinnekt.models import Campaign, Collection, Flow, Keyword, LineItem, Segment, Subscriber
     from kinnekt.segments import rules
     from kinnekt.web import segment_form
     from kinnekt.web.templating import NAV
@@ -126,7 +126,7 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
                       ("page", "Outbox", url_for("outbox.index"), None),
                       ("page", "Lists", url_for("lists.index"), None)]
             pages += [("page", f"{name}: new", url_for(f"{name}.new"), None)
-                      for name in ("segments", "campaigns", "automations", "keywords", "subscribers")]
+                      for name in ("segments", "campaigns", "flows", "keywords", "subscribers")]
             pages.append(("page", "subscribers: import", url_for("subscribers.import_form"), None))
             segments = Session.scalars(select(Segment).where(Segment.shop_id == shop.id).order_by(Segment.id)).all()
             previews = []
@@ -158,12 +158,9 @@ def _requests(app) -> list[tuple[str, str, str, object]]:
                 if campaign.status in ("draft", "scheduled"):
                     pages.append(("page", f"campaign form: {campaign.name}",
                                   url_for("campaigns.edit", campaign_id=campaign.id), None))
-            for automation in Session.scalars(select(Automation).where(Automation.shop_id == shop.id)
-                                              .order_by(Automation.id)):
-                pages.append(("page", f"automation: {automation.name}",
-                              url_for("automations.detail", automation_id=automation.id), None))
-                pages.append(("page", f"automation form: {automation.name}",
-                              url_for("automations.edit", automation_id=automation.id), None))
+            for flow in Session.scalars(select(Flow).where(Flow.shop_id == shop.id).order_by(Flow.id)):
+                pages.append(("page", f"flow: {flow.name}", url_for("flows.detail", flow_id=flow.id), None))
+                pages.append(("page", f"flow editor: {flow.name}", url_for("flows.edit", flow_id=flow.id), None))
             for keyword in Session.scalars(select(Keyword).where(Keyword.shop_id == shop.id).order_by(Keyword.id)):
                 pages.append(("page", f"keyword: {keyword.word}", url_for("keywords.edit", keyword_id=keyword.id),
                               None))

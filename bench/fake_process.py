@@ -18,14 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeProvider:
-    """Handle on the provider process: `host`, `ca_path`, and the arrivals so far. `api_key`: the account it
-    accepts (the tests' one by default); a key of its own gives a bench rate limits no other sender shares."""
+    """Handle on the provider process: `host`, `ca_path`, and the arrivals so far. `application_id`: the Vonage
+    application it accepts (the tests' one by default; signed with the tests' private key, `env()`); an id of its
+    own gives a bench rate limits no other sender shares."""
 
-    def __init__(self, directory: str, api_key: str | None = None):
+    def __init__(self, directory: str, application_id: str | None = None):
+        from tests.fake_vonage import APPLICATION_ID, PRIVATE_KEY
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, directory, api_key), daemon=True)
-        self.api_key = api_key or "fakekey1"
+        self.application_id = application_id or APPLICATION_ID
+        self._process = context.Process(target=_serve, args=(child, directory, self.application_id, PRIVATE_KEY),
+                                        daemon=True)
+
+    def env(self) -> dict:
+        """The settings that send through this provider: application id, private key, host, CA bundle."""
+        from tests.fake_vonage import PRIVATE_KEY
+        return {"VONAGE_APPLICATION_ID": self.application_id, "VONAGE_PRIVATE_KEY": PRIVATE_KEY,
+                "VONAGE_HOST_OVERRIDE": self.host, "REQUESTS_CA_BUNDLE": self.ca_path}
 
     def start(self) -> "FakeProvider":
         self._process.start()
@@ -61,25 +70,25 @@ class FakeProvider:
             self._process.join(timeout=10)
 
 
-def _serve(pipe, directory: str, api_key: str | None = None) -> None:
+def _serve(pipe, directory: str, application_id: str, private_key: str) -> None:
     import gc
 
     import trustme
     sys.path.insert(0, str(ROOT))
-    from tests.fake_vonage import API_KEY, FakeVonage
+    from tests.fake_vonage import FakeVonage
 
     class Timed(FakeVonage):
         def __init__(self, ca):
-            super().__init__(ca, api_key=api_key or API_KEY)
+            super().__init__(ca, application_id=application_id, private_key_pem=private_key)
             self.requests = deque(maxlen=100)  # the tests' full record would grow with every request
             self.arrivals: list[tuple[float, str]] = []
             self.recipients: list[str] = []
 
-        def _answer(self, form, authorization):
+        def _answer(self, message, authorization):
             with self._lock:
-                self.arrivals.append((time.monotonic(), form.get("client-ref", "")))
-                self.recipients.append(form.get("to", ""))
-            return super()._answer(form, authorization)
+                self.arrivals.append((time.monotonic(), message.get("client_ref", "")))
+                self.recipients.append(message.get("to", ""))
+            return super()._answer(message, authorization)
 
     ca = trustme.CA()
     ca_path = str(Path(directory) / "fake-ca.pem")

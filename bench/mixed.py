@@ -54,7 +54,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,7 +64,7 @@ from bench.webhooks import _free_port, _post, percentile  # noqa: E402
 
 SHOP = "bench-mixed.myshopify.com"
 SECRET = "bench-app-secret-0123456789abcdef"
-SIGNATURE_SECRET = "bench-vonage-signature-secret"
+SIGNATURE_SECRET = "bench-vonage-signature-secret-0123456789"
 TOKEN_KEY = "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMDA="
 SENDER = "15550100200"
 CUSTOMER_BASE = 7_000_000
@@ -131,14 +130,11 @@ def _order_delivery(i: int, customer: int, total: str) -> tuple[bytes, dict]:
     return body, sp.headers("orders/create", body, secret=SECRET, domain=SHOP, webhook_id=str(uuid.uuid4()))
 
 
-def _inbound_params(number: str, text: str) -> dict:
-    from kinnekt.sms.signatures import sign
-    params = {"msisdn": number.lstrip("+"), "to": SENDER, "messageId": uuid.uuid4().hex[:20], "text": text,
-              "type": "text", "keyword": text.split()[0].upper() if text.split() else "",
-              "message-timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-              "timestamp": str(int(time.time())), "nonce": uuid.uuid4().hex}
-    params["sig"] = sign(params, SIGNATURE_SECRET, "md5hash")
-    return params
+def _inbound(number: str, text: str) -> tuple[bytes, dict]:
+    """An inbound text as the Messages API posts it, and its signed headers (HS256 JWT over the body)."""
+    from tests.fake_vonage import inbound_body, signed_headers
+    body = json.dumps(inbound_body(text, from_=number.lstrip("+"), to=SENDER)).encode()
+    return body, signed_headers(body, SIGNATURE_SECRET)
 
 
 def _raw(port: int, path: str, body: bytes, headers: dict) -> bytes:
@@ -202,8 +198,8 @@ def _drive(port: int, args, seconds: float, start_at: float, stop_targets: list[
             if delay > 0:
                 time.sleep(delay)
             if isinstance(raw, str):
-                body = urlencode(_inbound_params(key, raw)).encode()
-                raw = _raw(port, "/sms/inbound", body, {"Content-Type": "application/x-www-form-urlencoded"})
+                body, headers = _inbound(key, raw)
+                raw = _raw(port, "/sms/inbound", body, headers)
             started = time.monotonic()
             status = _post(port, raw)
             with lock:
@@ -306,13 +302,13 @@ def run(args) -> dict:
         engine = kdb.make_engine(url)
         Base.metadata.create_all(engine)
         ids = populate(engine, args.recipients, args.customers)
-        fake = FakeProvider(work, api_key=f"mixed{uuid.uuid4().hex[:8]}").start()  # its own rate limit
+        fake = FakeProvider(work, application_id=str(uuid.uuid4())).start()  # its own rate limit
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
                "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
                "SHOPIFY_API_SECRET": SECRET, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "",
-               "VONAGE_API_KEY": fake.api_key, "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": SENDER,
-               "VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET, "VONAGE_HOST_OVERRIDE": fake.host,
-               "REQUESTS_CA_BUNDLE": fake.ca_path, "SMS_RATE_PER_SECOND": str(args.rate),
+               "KINNEKT_BILLING_REQUIRED": "0",  # a deployment that bills nobody (docs/billing.md)
+               **fake.env(), "VONAGE_SENDER": SENDER, "VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET,
+               "SMS_RATE_PER_SECOND": str(args.rate),
                "SMS_SENDER_RATE_PER_SECOND": str(args.rate)}
         port = _free_port()
         procs.append(subprocess.Popen([str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(args.web),
@@ -332,6 +328,7 @@ def run(args) -> dict:
 
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                                "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
+                                               "KINNEKT_BILLING_REQUIRED",
                                                "KINNEKT_DEMO", "SMS_RATE_PER_SECOND", "VONAGE_SIGNATURE_SECRET")})
         from kinnekt import create_app
         from kinnekt.queue import get_queue

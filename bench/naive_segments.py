@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.casefold import fold
 from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
-                            Message, Order, Segment, Shop, StaticListEntry, Subscriber, SubscriberProperty,
-                            SubscriptionEvent)
+                            Message, Order, Segment, Shop, StaticListEntry, StorefrontEvent, Subscriber,
+                            SubscriberProperty, SubscriptionEvent)
 from kinnekt.segments import periods
 from kinnekt.segments.compiler import ACCEPTED_MESSAGE_STATUSES, SUBSCRIBED_EVENT_KINDS
 from kinnekt.segments.rules import UNPAID, normalise
@@ -33,6 +33,8 @@ DATE_FIELDS = {"last_order_created": ("customer", "last_order_at"),
                "last_received_sms": ("subscriber", "last_received_at"),
                "last_clicked": ("subscriber", "last_clicked_at"),
                "expected_next_order": ("customer", "expected_next_order_at")}
+BROWSING = {"visited": "page_viewed", "viewed_product": "product_viewed", "viewed_collection": "collection_viewed",
+            "added_to_cart": "product_added_to_cart"}
 STAGE_FIELDS = {"lifecycle_stage": "lifecycle_stage", "previous_lifecycle_stage": "lifecycle_previous_stage"}
 
 
@@ -58,6 +60,7 @@ class LoadedShop:
     definitions: dict = field(default_factory=dict)
     properties: dict = field(default_factory=dict)  # (subscriber id, property key) -> typed value
     property_types: dict = field(default_factory=dict)  # property key -> type
+    storefront: dict = field(default_factory=lambda: defaultdict(list))  # subscriber id -> storefront events
 
 
 def load(session: OrmSession, shop_id: int) -> LoadedShop:
@@ -115,6 +118,11 @@ def load(session: OrmSession, shop_id: int) -> LoadedShop:
         data.list_phones[list_id].add(phone)
     for segment_id, definition in rows(Segment.id, Segment.definition, where=Segment.shop_id == shop_id):
         data.definitions[segment_id] = definition
+    for row in rows(StorefrontEvent.subscriber_id, StorefrontEvent.name, StorefrontEvent.occurred_at,
+                    StorefrontEvent.product_id, StorefrontEvent.collection_id,
+                    where=StorefrontEvent.shop_id == shop_id):
+        if row.subscriber_id is not None:
+            data.storefront[row.subscriber_id].append(row)
     from kinnekt.subscribers.properties import types
     data.property_types = types(session, shop_id)
     for row in rows(SubscriberProperty.subscriber_id, SubscriberProperty.name_key, SubscriberProperty.text_value,
@@ -153,6 +161,9 @@ class _Evaluator:
 
     def rule(self, rule: dict, sub) -> bool:
         field, op, value = rule["field"], rule["op"], rule.get("value")
+        if field == "last_visit":  # the newest page view
+            visits = [e.occurred_at for e in self.data.storefront.get(sub.id, ()) if e.name == "page_viewed"]
+            return self.date(max(visits) if visits else None, op, value)
         if field in DATE_FIELDS:
             owner, attribute = DATE_FIELDS[field]
             holder = sub if owner == "subscriber" else self.customer(sub)
@@ -333,12 +344,39 @@ class _Evaluator:
             linked = [*(self.data.checkouts.get(sub.customer_id, ()) if sub.customer_id else ()),
                       *self.data.phone_checkouts.get(sub.phone, ())]
             times = [c.started_at for c in linked if c.completed_at is None]
+        elif kind in BROWSING:
+            times = [e.occurred_at for e in self.data.storefront.get(sub.id, ()) if e.name == BROWSING[kind]
+                     and self.browsing_event_counts(rule, sub, e)]
         else:
             times = self.data.subscribed_events.get(sub.id, [])
         n = sum(1 for at in times if self.in_range(at, start, end, inclusive))
         performed = n >= rule["at_least"]
         return performed if rule["op"] == "performed" else not performed
 
+
+    def browsing_event_counts(self, rule: dict, sub, event) -> bool:
+        """A storefront event meets a browsing rule's id filters and was not followed by its `not_followed_by`."""
+        products = {int(v) for v in rule.get("products", ())}
+        collections = [int(v) for v in rule.get("collections", ())]
+        if rule["event"] == "viewed_collection":
+            if collections and event.collection_id not in collections:
+                return False
+        elif products or collections:
+            in_collections = set().union(*(self.data.collections.get(c, set()) for c in collections))
+            if event.product_id not in products and event.product_id not in in_collections:
+                return False
+        follower = rule.get("not_followed_by")
+        if follower == "placed_order":
+            return not any(order.created_at >= event.occurred_at and event.product_id is not None and
+                           any(line.product_id == event.product_id for line in self.data.lines.get(order.id, ()))
+                           for order in self.orders(sub, counted=True))
+        if follower is not None:
+            name, same_product = BROWSING.get(follower, "checkout_started"), follower == "added_to_cart"
+            return not any(later.name == name and later.occurred_at >= event.occurred_at and
+                           (not same_product or (event.product_id is not None and
+                                                 later.product_id == event.product_id))
+                           for later in self.data.storefront.get(sub.id, ()))
+        return True
 
     def carried_code(self, message) -> bool:
         mode, code, body = self.data.campaigns.get(message.campaign_id, (None, None, ""))

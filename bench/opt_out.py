@@ -43,7 +43,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOP = "bench-opt-out.myshopify.com"
@@ -135,14 +134,16 @@ def populate(engine, n: int) -> dict:
 
 
 def post_stop(port: int, phone: str, serial: int) -> tuple[int, float, float]:
-    """POST one STOP as Vonage does (a form, a new connection); (status, posted at, answered at), monotonic."""
-    body = urlencode({"msisdn": phone.lstrip("+"), "to": SENDER, "messageId": f"BENCH{serial:011d}", "text": "STOP",
-                      "type": "text", "keyword": "STOP", "message-timestamp": "2026-11-24 10:00:00"})
+    """POST one STOP as the Messages API does (JSON, a new connection); (status, posted at, answered at),
+    monotonic."""
+    from tests.fake_vonage import inbound_body
+    body = json.dumps(inbound_body("STOP", from_=phone.lstrip("+"), to=SENDER,
+                                   message_uuid=f"bench-{serial:011d}"))
     posted = time.monotonic()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         connection.request("POST", "/sms/inbound", body=body,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+                           headers={"Content-Type": "application/json"})
         status = connection.getresponse().status
     except OSError:
         status = -1
@@ -163,12 +164,13 @@ def run(url: str, redis_url: str, ids: dict, args, fake) -> dict:
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
            "SECRET_KEY": "bench", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SHOPIFY_API_KEY": "bench-key",
            "SHOPIFY_API_SECRET": "x" * 32, "LOG_LEVEL": "WARNING", "KINNEKT_DEMO": "", "PYTHONPATH": str(ROOT),
+           "KINNEKT_BILLING_REQUIRED": "0",  # a deployment that bills nobody (docs/billing.md)
            "VONAGE_UNSIGNED_WEBHOOKS": "1",
-           "VONAGE_API_KEY": fake.api_key, "VONAGE_API_SECRET": "fake-secret-0123", "VONAGE_SENDER": SENDER,
-           "VONAGE_HOST_OVERRIDE": fake.host, "REQUESTS_CA_BUNDLE": fake.ca_path,
+           **fake.env(), "VONAGE_SENDER": SENDER,
            "SMS_RATE_PER_SECOND": str(args.rate), "SMS_SENDER_RATE_PER_SECOND": str(args.rate)}
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SECRET_KEY",
                                            "TOKEN_ENCRYPTION_KEY", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET",
+                                           "KINNEKT_BILLING_REQUIRED",
                                            "KINNEKT_DEMO", "VONAGE_UNSIGNED_WEBHOOKS")})
     app = create_app()
     engine = kdb.engine()
@@ -336,7 +338,7 @@ def main(argv=None) -> int:
         work = tempfile.mkdtemp(prefix="bench-opt-out-")
         # An account of its own: the rate limiter's keys are per account, and other runs on this Redis share
         # the tests' account.
-        fake = FakeProvider(work, api_key=f"bench{uuid.uuid4().hex[:8]}").start()
+        fake = FakeProvider(work, application_id=str(uuid.uuid4())).start()
         report["run"] = run(url, redis_url, ids, args, fake)
     finally:
         if fake is not None:

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 from kinnekt.db import MONEY_SCALE, Money, UTCDateTime
 from kinnekt.casefold import fold
 from kinnekt.models import (Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, Keyword, LineItem,
-                            Link, Message, Order, Product, Shop, Subscriber, SubscriberProperty, SubscriptionEvent)
+                            Link, Message, Order, Product, Shop, StorefrontEvent, Subscriber, SubscriberProperty,
+                            SubscriptionEvent)
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 15, 16, 0, tzinfo=UTC)
@@ -223,14 +224,34 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
     n_customers = round(n_subscribers * 0.9)
     language_of = _weighted(random.Random(seed + 1), LANGUAGES)
     profile_rng = random.Random(seed + 2)  # its own generators: the other rows stay as they were before properties
+    browse_rng = random.Random(seed + 3)  # and storefront events (issue 23) theirs
     ids = {"order": 0, "line": 0, "tag": 0, "checkout": 0, "message": 0, "click": 0, "event": 0,
-           "property": 0}
+           "property": 0, "storefront": 0}
 
     for first in range(1, n_subscribers + 1, chunk):
         last = min(first + chunk - 1, n_subscribers)
         customers, tags, orders, lines, checkouts = [], [], [], [], []
         subscribers, events, messages, link_rows, clicks, profile = [], [], [], [], [], []
+        storefront = []
         for s in range(first, last + 1):
+            # A third of subscribers browsed the store in the last 30 days: a few visits of a few page views, some
+            # product and collection views, now and then an add to cart and a checkout.
+            if browse_rng.random() < 0.33:
+                for _ in range(browse_rng.randint(1, 4)):
+                    visit = naive_now - dt.timedelta(minutes=browse_rng.uniform(0, 30 * 24 * 60))
+                    product = browse_rng.choices(product_ids, popularity)[0]
+                    steps = [("page_viewed", None, None)] * browse_rng.randint(1, 4)
+                    steps += [("collection_viewed", None, browse_rng.choice(collection_ids)),
+                              ("product_viewed", product, None)]
+                    if browse_rng.random() < 0.3:
+                        steps.append(("product_added_to_cart", product, None))
+                        if browse_rng.random() < 0.4:
+                            steps.append(("checkout_started", None, None))
+                    for step, (name, product_id, collection_id) in enumerate(steps):
+                        ids["storefront"] += 1
+                        at = visit + dt.timedelta(seconds=20 * step)
+                        storefront.append((ids["storefront"], shop_id, f"ev{ids['storefront']}", name, at, at,
+                                           f"browser{s}", s, product_id, collection_id))
             if profile_rng.random() < 0.6:
                 born = dt.date(1950, 1, 1) + dt.timedelta(days=profile_rng.randrange(21_000))
                 ids["property"] += 1
@@ -354,6 +375,8 @@ def generate(engine: Engine, n_subscribers: int, *, seed: int = 7, chunk: int = 
         out.write(Link, ("id", "shop_id", "code", "url", "campaign_id", "subscriber_id", "message_id", "created_at"),
                   link_rows)
         out.write(Click, ("id", "shop_id", "link_id", "campaign_id", "subscriber_id", "at"), clicks)
+        out.write(StorefrontEvent, ("id", "shop_id", "event_id", "name", "occurred_at", "received_at", "client_id",
+                                    "subscriber_id", "product_id", "collection_id"), storefront)
         out.commit()
         if progress:
             progress(last)

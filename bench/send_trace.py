@@ -41,13 +41,13 @@ def install(directory: str) -> None:
 
     files: dict[int, object] = {}
 
-    def _send(self, message):
+    def _send(self, client_ref, body, authorization):
         started = time.monotonic()
-        result = original_send(self, message)
+        result = original_send(self, client_ref, body, authorization)
         answered = time.monotonic()
         attempt, granted = getattr(_granted, "times", (0.0, 0.0))
         _granted.times = (0.0, 0.0)
-        _out().write(f"{message.client_ref} {attempt:.6f} {granted:.6f} {started:.6f} {answered:.6f}\n")
+        _out().write(f"{client_ref} {attempt:.6f} {granted:.6f} {started:.6f} {answered:.6f}\n")
         return result
 
     def _out():

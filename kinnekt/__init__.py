@@ -61,15 +61,19 @@ def register_guards(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Merchant pages (session-token protected), auth pages, and public endpoints."""
-    from kinnekt.web import (api_segments, auth, automations, campaigns, catalog, compliance, health, home, keywords,
-                             lists, outbox, properties, redirects, segments, settings, shopify_oauth, signup_settings,
+    from kinnekt.web import (api_segments, audience_oauth, audiences, auth, automations, billing, campaigns, catalog,
+                             compliance, flows, health, home, keywords, lists, numbers, outbox, pixel, pixel_settings,
+                             properties, redirects, registration, segments, settings, shopify_oauth, signup_settings,
                              sms_webhooks, storefront, subscribers, webhooks)
-    merchant = (home, segments, lists, api_segments, campaigns, automations, subscribers, keywords, settings, outbox,
-                catalog, compliance, signup_settings, properties)
+    merchant = (home, segments, lists, api_segments, campaigns, automations, flows, subscribers, keywords, settings,
+                outbox, catalog, compliance, signup_settings, properties, pixel_settings, billing, numbers,
+                registration, audiences)
     # each verifies its caller's own signature; redirects (/r/<code>) need none: the code is all they reveal
     # storefront: the app proxy routes verify Shopify's proxy signature; /j/<shop> shows only public links
     # health: /healthz says ok or unavailable to anyone, its details only to the HEALTH_TOKEN holder
-    public = (auth, shopify_oauth, webhooks, sms_webhooks, redirects, storefront, health)
+    # pixel: /pixel/events takes only a shop's own pixel key, rate-limited per shop and per browser
+    # audience_oauth: the ad platforms' login round trip, bound by a signed state and this browser's cookie
+    public = (auth, shopify_oauth, webhooks, sms_webhooks, redirects, storefront, health, pixel, audience_oauth)
     for module in merchant + public:
         app.register_blueprint(module.bp)
 

@@ -1,4 +1,4 @@
-"""The home page's figures for one shop: growth by source, opt-outs, attributed revenue, campaigns, automations'
+"""The home page's figures for one shop: growth by source, opt-outs, attributed revenue, campaigns, flows'
 results and sending health, over the last 7, 30 or 90 days in the shop's time zone.
 
 Each figure is defined as it is elsewhere in the app, and computed by the same code where one exists:
@@ -6,8 +6,9 @@ Each figure is defined as it is elsewhere in the app, and computed by the same c
   source; the segment rule "Subscribed: last N days" counts the same people.
 - Opt-outs: "unsubscribed" entries of the consent history in the period (what a subscriber's history shows).
 - Attributed revenue: attributions (kinnekt/campaigns/attribution.py) of orders placed in the period, split
-  by campaigns and automations; campaign pages sum the same rows without the period.
-- Campaigns and automations: kinnekt.campaigns.stats.campaign_rows, as on the Campaigns and Automations pages.
+  by campaigns and flows (automations became flows); campaign pages sum the same rows without the period.
+- Campaigns and flows: kinnekt.campaigns.stats.campaign_rows, as on the Campaigns page; a flow's figures are
+  the sums of its send steps' campaigns.
 - Failure rate: messages sent in the period (kinnekt.campaigns.stats.accepted) that then failed, over them.
 - Opt-out rate: per campaign started in the period, kinnekt.campaigns.stats.unsubscribes over its sent
   messages, as on the campaign's page; flagged above defaults.OPT_OUT_RATE_WARNING.
@@ -27,9 +28,8 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.campaigns import quiet_hours, stats
-from kinnekt.models import Attribution, Campaign, Message, Order, Shop, Subscriber, SubscriptionEvent
-from kinnekt.models.automation import Automation
-from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models import Attribution, Campaign, Flow, FlowStep, Message, Order, Shop, Subscriber, SubscriptionEvent
+from kinnekt.models.campaign import TRIGGERED_KINDS, CampaignStatus
 from kinnekt.models.message import MessageStatus
 from kinnekt.models.subscriber import SOURCE_LABELS, SOURCES, SubscriberStatus
 from kinnekt.segments import lifecycle, periods
@@ -175,7 +175,7 @@ class Dashboard:
     revenue: Revenue
     recent: list[stats.CampaignRow]
     scheduled: list[stats.CampaignRow]
-    automations: list[tuple[Automation, stats.CampaignRow]]
+    automations: list[tuple[Flow, FlowResult]]  # the flows (automations became flows)
     health: Health
     lifecycle: lifecycle.Distribution
 
@@ -251,7 +251,7 @@ def revenue(session: OrmSession, shop: Shop, span: Period) -> Revenue:
         total = total if total is not None else Decimal(0)
         result.orders += count
         result.revenue += total
-        if kind == "automation":
+        if kind in TRIGGERED_KINDS:  # flows, and automations' campaigns not yet flows
             result.automations += total
         else:
             result.campaigns += total
@@ -273,13 +273,39 @@ def scheduled_campaigns(rows: list[stats.CampaignRow], limit: int = defaults.DAS
     return sorted(waiting, key=lambda r: (r.campaign.send_at or far, r.campaign.id))[:limit]
 
 
-def automation_results(session: OrmSession, shop: Shop) -> list[tuple[Automation, stats.CampaignRow]]:
-    """Each automation with its sent messages, clicks, orders and revenue, as on the Automations page."""
-    rows, _totals = stats.campaign_rows(session, shop, kind="automation")
+@dataclass
+class FlowResult:
+    """A flow's sent messages, clicks, orders and revenue: the sums over its send steps' campaigns (every version),
+    shown as a campaign row is (templates/campaigns/_results.html)."""
+
+    sent: int = 0
+    clicks: int = 0
+    orders: int = 0
+    revenue: Decimal = Decimal(0)
+    has_links: bool = False
+    tracks_orders: bool = False
+
+
+def flow_results(session: OrmSession, shop: Shop) -> list[tuple[Flow, FlowResult]]:
+    """Each flow (automations became flows) with its sent messages, clicks, orders and revenue, built-ins first."""
+    rows, _totals = stats.campaign_rows(session, shop, kind="flow")
     by_campaign = {row.campaign.id: row for row in rows}
-    automations = session.scalars(select(Automation).where(Automation.shop_id == shop.id)
-                                  .order_by(Automation.builtin.is_(None), Automation.name, Automation.id)).all()
-    return [(a, by_campaign.get(a.campaign_id) or stats.CampaignRow(campaign=a.campaign)) for a in automations]
+    flows = session.scalars(select(Flow).where(Flow.shop_id == shop.id)
+                            .order_by(Flow.builtin.is_(None), Flow.name, Flow.id)).all()
+    steps = session.execute(select(FlowStep.flow_id, FlowStep.campaign_id).where(
+        FlowStep.shop_id == shop.id, FlowStep.campaign_id.is_not(None))).all()
+    results = {flow.id: FlowResult() for flow in flows}
+    for flow_id, campaign_id in steps:
+        row, result = by_campaign.get(campaign_id), results.get(flow_id)
+        if row is None or result is None:
+            continue
+        result.sent += row.sent
+        result.clicks += row.clicks
+        result.orders += row.orders
+        result.revenue += row.revenue
+        result.has_links = result.has_links or row.has_links
+        result.tracks_orders = result.tracks_orders or row.tracks_orders
+    return [(flow, results[flow.id]) for flow in flows]
 
 
 def health(session: OrmSession, shop: Shop, span: Period, rows: list[stats.CampaignRow]) -> Health:
@@ -337,7 +363,7 @@ def summary(session: OrmSession, shop: Shop, days: int, now: dt.datetime) -> Das
     return Dashboard(period=span, subscribers=subscribers_now(session, shop),
                      has_subscribers=any_subscriber is not None, growth=growth(session, shop, span),
                      revenue=revenue(session, shop, span), recent=recent_campaigns(rows),
-                     scheduled=scheduled_campaigns(rows), automations=automation_results(session, shop),
+                     scheduled=scheduled_campaigns(rows), automations=flow_results(session, shop),
                      health=health(session, shop, span, rows), lifecycle=lifecycle.distribution(session, shop))
 
 

@@ -108,6 +108,10 @@ RECHECK_RUN_SECONDS = 3.0
 """A run of a shop's piled-up re-checks hands the rest to a successor after this long: under a steady stream of
 webhooks the pile never empties, and one job must neither hold a worker nor reach RQ's job timeout."""
 
+STOREFRONT_RECHECK_SECONDS = 5.0
+"""Storefront events re-check their subscribers' browsing segments in runs at least this far apart: a shopper's
+burst of page views costs one re-check, and segments follow browsing within seconds."""
+
 SEGMENT_RECHECK_CHUNK = 500
 """Subscriber ids per re-check query; keeps the bound parameters of one statement far below the limits."""
 
@@ -148,6 +152,25 @@ SUBSCRIBER_IMPORT_INLINE_ROWS = 2_000
 """A subscriber CSV of up to this many rows is imported inside the upload's request (a few seconds: each number
 is looked up for its country, carrier and time zone). A larger one runs as a job with a progress bar: 100,000
 rows take a minute or more, past any web server's timeout."""
+
+SUBSCRIBER_IMPORT_MAX_COLUMNS = 60
+"""Most columns a subscriber CSV may have: the mapping step shows each with a choice (phone, names, email, every
+profile property, a new one, ignore); a shop has at most 52 properties, so 60 leaves room for a few extra ones."""
+
+SUBSCRIBER_IMPORT_PREVIEW_ROWS = 5
+"""Rows the mapping step shows as they would be stored."""
+
+SUBSCRIBER_IMPORT_CHECK_ROWS = 2_000
+"""Rows the mapping step checks for values that do not fit their column (each number is parsed for its country,
+about 0.1 ms): the whole of a file imported inline, the start of a larger one (the page says so)."""
+
+SUBSCRIBER_IMPORT_DRAFTS = 3
+"""Uploads a shop may keep waiting for their column mapping (each up to STATIC_LIST_MAX_BYTES); a new upload
+drops the oldest beyond this, and any older than SUBSCRIBER_IMPORT_DRAFT_HOURS."""
+
+SUBSCRIBER_IMPORT_DRAFT_HOURS = 24
+"""An upload whose mapping was not confirmed within this many hours is dropped (the merchant uploads it again): at
+the shop's next upload, or by the periodic prune (subscribers.tasks.prune_import_drafts)."""
 
 SUBSCRIBER_IMPORT_BATCH_ROWS = 500
 """Rows an import job reads, saves and commits at a time with its progress (the bar moves every second or so);
@@ -229,6 +252,17 @@ CAMPAIGN_SHORT_URL_LENGTH = 30
 SENDER_ID_MAX_LENGTH = 11
 """Longest alphanumeric sender id carriers accept (a longer one is cut or refused on the way to the phone)."""
 
+SENDER_RATE_PER_SECOND = {"toll_free": 3, "long_code": 1, "mobile": 1, "alphanumeric": 0}
+"""Messages per second a shop's own sender may send, by its kind (kinnekt/sms/senders.rate_for), beside the
+account's SMS_RATE_PER_SECOND (a send waits for both). A US toll-free number carries 3 a second once verified; a
+US 10DLC long code starts low (1 a second, the floor of the limiter's whole-second rates) until its campaign's
+registration grants more, which is then set on the number (`sender_numbers.messages_per_second`); other long codes
+and mobile numbers 1 a second, as Vonage rates a long virtual number; an alphanumeric sender (0) only the
+account's limit."""
+
+SENDER_SEARCH_SIZE = 10
+"""Numbers shown per search in Settings (Vonage's number/search `size`; it allows up to 100)."""
+
 COMPLIANCE_FOOTER_MAX_LENGTH = 120
 """Longest compliance footer: it rides on a subscriber's first message, so it must leave room for the text."""
 
@@ -252,9 +286,6 @@ ATTRIBUTION_WINDOW_MAX_DAYS = 90
 
 APP_PROXY_MAX_SKEW_SECONDS = 90
 """An app proxy request whose signed `timestamp` is further than this from now is refused (replays)."""
-
-POPUP_DELAY_MAX_SECONDS = 120
-"""Longest delay a merchant may set before the popup opens."""
 
 POPUP_RESEND_COOLDOWN_SECONDS = 600
 """A number signed up through the popup again within this time gets no second confirmation text."""
@@ -353,6 +384,27 @@ AUTOMATION_HOLD_SECONDS = 900
 """An automation's message held for its discount code this long (its fire died before Shopify answered) is
 released if its shared code exists by then, else skipped (kinnekt/automations/engine.settle_stale_holds)."""
 
+# --- Flows (kinnekt/flows/engine.py) ---
+
+FLOW_RUN_BATCH = 500
+"""Due runs of one shop a worker takes per transaction (locked with SKIP LOCKED on PostgreSQL): their exits,
+steps, messages and moves commit together."""
+
+FLOW_TRIGGER_LOOKBACK_SECONDS = 300
+"""How far before the last read each trigger scan reads again (a row stamped before its transaction committed
+is not missed); reading an entry twice is harmless, runs being unique per (flow, trigger_key)."""
+
+FLOW_ADVANCE_SECONDS = 30
+"""How often the periodic job enters new runs and advances due ones in every shop with a flow on (a run due at
+10:00 moves within this long of it; the job queued after ingest is the fast path)."""
+
+FLOW_ADVANCE_BUDGET_SECONDS = 20
+"""How long one advance job works through batches before it queues its successor."""
+
+FLOW_STEPS_PER_PASS = 20
+"""Steps one run may take in one batch when they fall due at once (a send followed by a condition and another
+send); a longer chain goes on in the next batch."""
+
 # --- Subscribers pages (kinnekt/web/subscribers.py) ---
 
 SUBSCRIBER_DETAIL_ROWS = 25
@@ -424,3 +476,141 @@ FAILURE_RATE_WARNING = 0.05
 """Failed deliveries per message sent above which the home page flags delivery health (5%). A failure rate
 past about 5% usually means stale or invalid numbers, or carrier filtering of the content or sender; carriers
 may throttle or block senders whose traffic keeps failing."""
+
+CONSENT_WRITE_ROUNDS = 3
+"""Writes of one subscriber's SMS consent to Shopify in one job: a change made while a write is on its way is
+written by the next round (its own job could not be queued beside the running one); three rounds cover a
+STOP and a START in the same second, and a longer flapping is left to the next change."""
+
+
+# --- Storefront events from the web pixel (kinnekt/storefront/) ---
+
+PIXEL_MAX_BODY_BYTES = 64 * 1024
+"""Largest batch the pixel endpoint reads. The pixel sends at most PIXEL_MAX_EVENTS slimmed events (about 600
+bytes each, a long URL included); a bigger body is not from our pixel and is refused (413) unread."""
+
+PIXEL_MAX_EVENTS = 50
+"""Most events in one batch. The pixel sends every PIXEL_FLUSH_SECONDS or at 20 events, whichever is first."""
+
+PIXEL_EVENTS_PER_SHOP_PER_MINUTE = 180_000
+"""Events one shop may send per minute (3,000 a second, three times the rate benchmarked in bench/pixel.py);
+past it a batch is refused with 429 and the pixel drops it. A bound on what a leaked key can cost, not a
+business limit: a flash sale of a large store stays well below it."""
+
+PIXEL_EVENTS_PER_BROWSER_PER_MINUTE = 240
+"""Events one browser (clientId) may send per minute: a person clicking through a store makes a few a minute;
+a script replaying events does not get far."""
+
+PIXEL_RATE_WINDOW_SECONDS = 60
+"""The window the pixel limits count in (fixed windows in Redis, or in the process without Redis)."""
+
+PIXEL_KEY_CACHE_SECONDS = 10.0
+"""How long a process remembers which installed shop a pixel key belongs to (kinnekt/storefront/pixel_keys.py):
+an uninstall or a new key made in another process stops the old key's events within this time (at once in the
+process that made it)."""
+
+PIXEL_CLOCK_SKEW_SECONDS = 86400
+"""An event whose timestamp is further than this from the time it arrived is stored at its arrival time: a
+browser's clock may be set wrong, and a far-future or years-old time would break "in the last N days" rules."""
+
+STOREFRONT_RETENTION_DEFAULT_DAYS = 90
+"""How long storefront events are kept unless the merchant chose otherwise (Settings)."""
+
+STOREFRONT_RETENTION_MIN_DAYS = 1
+STOREFRONT_RETENTION_MAX_DAYS = 730
+"""The retention a merchant may choose: a day to two years."""
+
+STOREFRONT_PRUNE_BATCH = 5_000
+"""Events deleted per statement by the daily retention job, so no delete holds locks for long."""
+
+STOREFRONT_PRUNE_INTERVAL_SECONDS = 86400
+"""The retention job runs daily."""
+
+
+# -- billing (kinnekt/billing) --
+
+BILLING_MIN_CAP = 10
+"""Lowest capped amount (US dollars per 30 days) a merchant may pick: below it a small campaign already stops."""
+BILLING_MAX_CAP = 10_000
+"""Highest capped amount a merchant may type; a typo of extra zeros must not authorise a fortune."""
+BILLING_DEFAULT_CAP = 100
+"""The capped amount the plan form suggests: about 12,000 one-part US texts."""
+USAGE_BATCH_SIZE = 500
+"""Messages per usage record at most: one Shopify call per 500 accepted texts, and a description still short."""
+USAGE_RETRY_AFTER_SECONDS = 120
+"""A usage record still pending this long (Shopify unreachable, a worker died) is asked for again by recovery."""
+BILLING_BLOCKED_RECHECK_SECONDS = 300
+"""A campaign stopped by billing looks again this often (a plan that reopens also wakes it at once)."""
+
+
+# -- US carrier registration (kinnekt/sms/registration.py) --
+
+REGISTRATION_POLL_SECONDS = 900
+"""How often the registrations waiting for the carriers are asked about at Vonage: a review takes days, and a
+quarter of an hour is soon enough to let a merchant send after an approval."""
+REGISTRATION_TIMEOUT_SECONDS = 20
+"""How long one call to Vonage's registration APIs may take (connect and read)."""
+FLOW_US_HOLD_SECONDS = 900
+"""A flow run that would text a US number while the shop has no approved US sender (a flow switched on before the
+hold began) stays at its send step and is looked at again this much later: as often as registrations are polled."""
+
+# -- ad platform audiences (kinnekt/audiences) --
+
+AUDIENCE_BATCH_SIZE = 10_000
+"""People per add or remove request: Meta's documented maximum for /{audience_id}/users ("a maximum of 10000 at a
+time"); Google's offline user data job takes the same per addOperations request here (its limit is 100,000
+operations per request)."""
+AUDIENCE_READ_CHUNK = 5_000
+"""Segment members (and synced rows) read per query while a sync compares them: memory stays flat."""
+AUDIENCE_SYNC_INTERVAL_SECONDS = 86_400
+"""Each audience is synced at least this often (daily), besides after each edit of its segment."""
+AUDIENCE_SCAN_INTERVAL_SECONDS = 3_600
+"""How often the periodic job looks for audiences due (daily ones, retries whose delayed job was lost)."""
+AUDIENCE_RETRY_BASE_SECONDS = 60
+"""A failed sync is retried after this, doubled per failure in a row (60 s, 2 min, 4 min, …)."""
+AUDIENCE_RETRY_MAX_SECONDS = 6 * 3_600
+"""…but never more than six hours apart."""
+AUDIENCE_MAX_ATTEMPTS = 8
+"""Failures in a row after which a link stops retrying (failed, its error shown) until the next daily sync."""
+AUDIENCE_SYNC_STALE_SECONDS = 3_600
+"""A sync holding its link longer than this is taken for dead (its worker lost) and the link may sync again."""
+AUDIENCE_BUILD_WAIT_SECONDS = 30
+"""A sync finding its segment being rebuilt waits this long and tries again (never a half-built set)."""
+AUDIENCE_OAUTH_MAX_AGE_SECONDS = 900
+"""How long a connect link and the state it sends to the platform's login stay valid."""
+AUDIENCE_HTTP_TIMEOUT_SECONDS = 30.0
+"""Timeout of one request to an ad platform."""
+AUDIENCE_POLL_SECONDS = 5.0
+"""Between two polls of a Google offline user data job while it runs."""
+AUDIENCE_OAUTH_PER_MINUTE = 30
+"""Requests a minute one address may make to the public OAuth start and callback pages of ad platforms."""
+AUDIENCE_SYNC_SLICE_SECONDS = 120
+"""A sync commits its batches and hands over to a new job after this long, well inside RQ's 180 s job timeout:
+a million-member first sync runs as several jobs, each going on from what the last one committed."""
+
+
+# ---------------------------------------------------------------------------------------------- Shopify segments
+
+SHOPIFY_SEGMENTS_PAGE_SIZE = 250
+"""Segments listed per `segments` page (Shopify's largest page; a shop has a few dozen)."""
+SHOPIFY_SEGMENT_MEMBERS_PAGE_SIZE = 1000
+"""Members per `customerSegmentMembers` page: Shopify's documented maximum, so a segment costs the fewest calls."""
+SHOPIFY_SEGMENT_QUERY_THRESHOLD = 10_000
+"""Above this many members (the first page's totalCount) a segment is read through a members query
+(`customerSegmentMembersQueryCreate`): one evaluation at Shopify, so ten or more pages are one snapshot."""
+SHOPIFY_SEGMENT_QUERY_POLL_SECONDS = 2.0
+"""Between polls of a members query's `done` (Shopify runs one in seconds)."""
+SHOPIFY_SEGMENT_QUERY_MAX_POLLS = 150
+"""Polls before a members query counts as failed (5 minutes at 2 s): the segment keeps its old members."""
+SHOPIFY_SEGMENT_WRITE_CHUNK = 5000
+"""Member ids written (inserted, deleted) or looked up per statement: far under PostgreSQL's bind limit."""
+SHOPIFY_SEGMENT_REFRESH_SECONDS = 6 * 3600
+"""How often every shop's Shopify segments are read again (the merchant can refresh at once with a button)."""
+SHOPIFY_TAG_BATCH = 25
+"""Customers tagged or untagged per GraphQL request (aliased `tagsAdd` / `tagsRemove`, 10 points each: 250 of a
+bucket of 1000 or more, so a request never waits for more than the bucket holds)."""
+SHOPIFY_TAG_CLAIM_SECONDS = 300
+"""A tag mirror sync holds its mirror this long (renewed after each batch): a second worker finds it taken; a
+crashed worker's claim lapses so the next sync takes over."""
+SHOPIFY_TAG_SAFETY_NET_SECONDS = 3600
+"""How often every mirror is compared with its segment anyway (a subscriber linked to a customer later)."""

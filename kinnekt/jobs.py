@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 
 TASK_MODULES = (
     "kinnekt.jobs",
+    "kinnekt.audiences.tasks",
     "kinnekt.automations.tasks",
+    "kinnekt.billing.tasks",
     "kinnekt.campaigns.tasks",
+    "kinnekt.flows.tasks",
     "kinnekt.segments.tasks",
     "kinnekt.shopify.tasks",
     "kinnekt.sms.tasks",
     "kinnekt.subscribers.tasks",
+    "kinnekt.storefront.tasks",
 )
 """The modules that define jobs and recoverers; importing them all registers every one (recovery, the schedule)."""
 

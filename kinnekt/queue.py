@@ -105,20 +105,36 @@ class RQJobQueue:
     def enqueue(self, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func(*args, **kwargs)` now on its lane; a job_id already queued or running is not queued twice."""
         from rq.exceptions import DuplicateJobError
-        from rq.job import Job, JobStatus
         job_id = self._scoped(job_id)
         queue = self.lanes[lane_for(func)]
-        for _ in range(2):
+        for _ in range(3):
             try:
                 return queue.enqueue_call(func, args=args, kwargs=kwargs, job_id=job_id, unique=job_id is not None)
             except DuplicateJobError:
                 # RQ keeps a finished job's id for its result TTL; only a pending or running one is a duplicate.
-                old = Job.fetch(job_id, connection=self.redis)
-                if old.get_status(refresh=False) not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
-                                                         JobStatus.CANCELED):
+                if not self._clear_ended(job_id):
                     return None
-                old.delete()
         return None
+
+    def _clear_ended(self, job_id: str) -> bool:
+        """After a duplicate id: False when that job is pending or running (it covers the request); else remove
+        what is left of it (ended, or already gone) and return True, to enqueue again.
+
+        Several processes do this for the same id at once (gunicorn's workers announcing storefront activity for
+        one shop): the job can vanish between reading and deleting it, or another process can delete it first and
+        a late status write then leaves a hash without the job's data. Only the status field is read (never the
+        whole job, which such a leftover cannot be restored from), and a vanished job is simply enqueued again."""
+        from rq.job import Job, JobStatus
+        key = Job.key_for(job_id)
+        status = self.redis.hget(key, "status")
+        if status is not None and status.decode() not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
+                                                          JobStatus.CANCELED):
+            return False
+        try:
+            Job.fetch(job_id, connection=self.redis).delete()  # and out of its registries
+        except Exception:  # noqa: BLE001 - gone already, or a leftover no job can be restored from
+            self.redis.delete(key)
+        return True
 
     def enqueue_at(self, when: dt.datetime, func: Callable, *args, job_id: str | None = None, **kwargs) -> Any:
         """Queue `func` on its lane to run at an aware instant (needs a worker started with its scheduler)."""
@@ -128,14 +144,17 @@ class RQJobQueue:
         """Queue `func` to run after `delay`."""
         return self.enqueue_at(dt.datetime.now(dt.timezone.utc) + delay, func, *args, job_id=job_id, **kwargs)
 
-    def enqueue_batched(self, func: Callable, group: str, arg, items) -> bool:
-        """Add `items` to the group's pending set and queue `func(arg)` unless a run for the group is queued or
-        running already (that run takes the items); True when a job was queued. The job takes the items with
-        `take_batch(group)` until it gets none."""
+    def enqueue_batched(self, func: Callable, group: str, arg, items, *, delay: float = 0.0) -> bool:
+        """Add `items` to the group's pending set and queue `func(arg)` (to run `delay` seconds from now) unless a
+        run for the group is queued or running already (that run takes the items); True when a job was queued.
+        The job takes the items with `take_batch(group)` until it gets none."""
         key = self._batch_key(group)
         if not self._batch_add(keys=[key, key + ":run"], args=[BATCH_RUN_TTL_SECONDS, *items]):
             return False
-        self.enqueue(func, arg)
+        if delay > 0:
+            self.enqueue_in(dt.timedelta(seconds=delay), func, arg)
+        else:
+            self.enqueue(func, arg)
         return True
 
     def take_batch(self, group: str, size: int = 2000) -> list[int]:
@@ -242,10 +261,12 @@ class InProcessQueue:
             self._periodic.append(p)
             self._push(p.interval, self._run_periodic, (p,), {}, f"periodic:{p.name}", lane=lane_for(p.func))
 
-    def enqueue_batched(self, func: Callable, group: str, arg, items) -> bool:
+    def enqueue_batched(self, func: Callable, group: str, arg, items, *, delay: float = 0.0) -> bool:
         """As RQJobQueue.enqueue_batched, in this process: one queued run per group takes what has piled up."""
         with self._cond:
             self._batches.setdefault(group, set()).update(int(item) for item in items)
+        if delay > 0:
+            return self.enqueue_in(dt.timedelta(seconds=delay), func, arg, job_id=f"batch:{group}") is not None
         return self.enqueue(func, arg, job_id=f"batch:{group}") is not None
 
     def take_batch(self, group: str, size: int = 2000) -> list[int]:
@@ -285,7 +306,9 @@ class InProcessQueue:
         with self._cond:
             while True:
                 now = time.monotonic()
-                due = any(item[0] <= now and not (item[5] or "").startswith("periodic:") for item in self._heap)
+                # A batched run waiting out its delay counts: what a test or script queued has run when this returns.
+                due = any((item[0] <= now or (item[5] or "").startswith("batch:"))
+                          and not (item[5] or "").startswith("periodic:") for item in self._heap)
                 if not due and not self._busy:
                     return True
                 remaining = deadline - time.monotonic()

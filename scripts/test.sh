@@ -21,11 +21,19 @@ unset DATABASE_URL REDIS_URL KINNEKT_DEMO
 status=0
 echo "== lint (ruff; settings in pyproject.toml)"
 "$BIN/ruff" check . || status=$?
+# Each half's output is kept so that its failures can be repeated at the very end, where a truncated log still shows
+# them (a CI log's tail otherwise only names the last half's result).
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 started=$SECONDS
 echo "== tests on SQLite"
-"$BIN/pytest" --durations=12 "$@" || status=$?
+"$BIN/pytest" --durations=12 "$@" 2>&1 | tee "$logs/sqlite.log" || status=$?
 sqlite_seconds=$((SECONDS - started))
 echo "== tests on PostgreSQL ($PG_URL)"
-DATABASE_URL="$PG_URL" "$BIN/pytest" --durations=12 "$@" || status=$?
+DATABASE_URL="$PG_URL" "$BIN/pytest" --durations=12 "$@" 2>&1 | tee "$logs/postgresql.log" || status=$?
 echo "== time: SQLite ${sqlite_seconds} s, PostgreSQL $((SECONDS - started - sqlite_seconds)) s"
+for half in sqlite postgresql; do
+  echo "== $half: $(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$logs/$half.log" | tail -1 | tr -d '=' | xargs)"
+  grep -E '^(FAILED|ERROR) ' "$logs/$half.log" | sed "s/^/   $half: /" || true
+done
 exit $status

@@ -5,7 +5,8 @@ SHOPIFY_BASE_URL_OVERRIDE: `<url>/<shop domain>/admin/oauth/access_token`,
 `<url>/<shop domain>/admin/api/2026-10/graphql.json`, and bulk result files at the path of the
 storage URL Shopify would hand out. Replies follow Shopify's documented shapes (token grants with
 `expires_in` / `refresh_token`, `invalid_subject_token` / `invalid_grant` errors, GraphQL `data` +
-`extensions.cost`, THROTTLED errors, bulk operation nodes, JSONL with `__parentId`).
+`extensions.cost`, THROTTLED errors, bulk operation nodes, JSONL with `__parentId`, customer segments and their
+members pages and members queries, aliased `tagsAdd` / `tagsRemove` costing 10 points each).
 
 GraphQL requests are answered by operation name (every query of the app is named), not by a GraphQL
 engine: each handler returns the fields the app selects.
@@ -63,6 +64,9 @@ class FakeShop:
     currency: str = "EUR"
     timezone: str = "Europe/Berlin"
     primary_domain: str = "shop.example.com"
+    billing_address: dict = field(default_factory=lambda: {  # ShopAddress (the US registration's prefill)
+        "company": "Fake Store LLC", "address1": "1 Main Street", "address2": "Suite 5", "city": "New York",
+        "provinceCode": "NY", "zip": "10001", "countryCodeV2": "US", "phone": "(212) 555-0142"})
     customers: dict = field(default_factory=dict)    # id -> Customer node
     orders: dict = field(default_factory=dict)       # id -> Order node (+ "lineItems": [LineItem nodes])
     products: dict = field(default_factory=dict)     # id -> Product node
@@ -73,27 +77,57 @@ class FakeShop:
     discounts: dict = field(default_factory=dict)    # gid -> {"input", "codes": [..]}
     code_imports: dict = field(default_factory=dict)  # gid -> status node
     bulk: dict = field(default_factory=dict)         # gid -> operation dict
+    subscriptions: dict = field(default_factory=dict)  # AppSubscription gid -> subscription dict (billing)
+    usage_records: dict = field(default_factory=dict)  # idempotency key (or gid) -> AppUsageRecord node
     revoked: bool = False                            # uninstalled: every refresh is refused
+    consent_writes: list = field(default_factory=list)  # CustomerSmsMarketingConsentUpdateInput objects received
+    themes: list = field(default_factory=list)       # OnlineStoreTheme nodes (+ "files": {filename: text})
+    read_themes: bool = True                         # the merchant granted read_themes
+    web_pixel: dict | None = None                    # the app's WebPixel {"id", "settings"} (one per app and shop)
+    segments: dict = field(default_factory=dict)     # id -> {"id", "name", "query", "members": [customer ids]}
+    member_queries: dict = field(default_factory=dict)  # CustomerSegmentMembersQuery gid -> {"members", "polls_left"}
+    tag_calls: list = field(default_factory=list)    # (mutation, customer id, tags) of every tagsAdd / tagsRemove
 
     def _next_id(self, table: dict) -> int:
         return max(table, default=1000) + 1
 
     def add_customer(self, *, first_name="Ada", last_name="Lovelace", email=None, phone=None, tags=(),
                      city=None, country="US", sms_state="NOT_SUBSCRIBED", sms_updated=None, updated_at=None,
-                     created_at=None, customer_id=None) -> dict:
-        """Add (or replace) a customer, as a GraphQL Customer node."""
+                     created_at=None, customer_id=None, sms_level="SINGLE_OPT_IN") -> dict:
+        """Add (or replace) a customer, as a GraphQL Customer node (SMS consent in `smsMarketingConsent`, a
+        CustomerSmsMarketingConsentState; null for a customer without a phone, as Shopify answers)."""
         cid = customer_id or self._next_id(self.customers)
         updated_at = updated_at or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
         node = {
             "id": f"gid://shopify/Customer/{cid}", "firstName": first_name, "lastName": last_name,
             "createdAt": iso(created_at or updated_at), "updatedAt": iso(updated_at), "tags": list(tags),
             "defaultEmailAddress": {"emailAddress": email} if email else None,
-            "defaultPhoneNumber": ({"phoneNumber": phone, "marketingState": sms_state,
-                                    "marketingUpdatedAt": iso(sms_updated) if sms_updated else None}
-                                   if phone else None),
+            "defaultPhoneNumber": {"phoneNumber": phone} if phone else None,
+            "smsMarketingConsent": ({"marketingState": sms_state,
+                                     "marketingOptInLevel": sms_level if sms_state != "NOT_SUBSCRIBED" else None,
+                                     "consentUpdatedAt": iso(sms_updated) if sms_updated else None}
+                                    if phone else None),
             "defaultAddress": {"city": city, "countryCodeV2": country} if city or country else None,
         }
         self.customers[cid] = node
+        return node
+
+    def add_segment(self, name, members=(), *, query="number_of_orders > 0", segment_id=None) -> dict:
+        """Add (or replace) a customer segment (a Segment node) holding these customer ids."""
+        sid = segment_id or self._next_id(self.segments)
+        node = {"id": f"gid://shopify/Segment/{sid}", "name": name, "query": query, "members": list(members)}
+        self.segments[sid] = node
+        return node
+
+    def customer_tags(self, customer_id) -> list[str]:
+        """A customer's tags at the fake."""
+        return list(self.customers[customer_id]["tags"])
+
+    def add_theme(self, name="Dawn", *, role="MAIN", files=None, theme_id=None) -> dict:
+        """Add a theme (an OnlineStoreTheme node); `files` maps a filename to its text (config/settings_data.json)."""
+        node = {"id": f"gid://shopify/OnlineStoreTheme/{theme_id or 130000 + len(self.themes)}", "name": name,
+                "role": role, "files": dict(files or {})}
+        self.themes.append(node)
         return node
 
     def add_product(self, title, *, handle=None, status="ACTIVE", updated_at=None, product_id=None,
@@ -171,6 +205,9 @@ class FakeShopify:
         self.bucket_available = 1990.0
         self.refuse_session_tokens = False
         self.token_faults: deque = deque()
+        self.on_consent_write = None  # a test's hook, called with each consent write before it is applied
+        self.webhook_url = ""  # where billing webhooks go (the app's /webhooks/billing), when a test sets it
+        self.segment_query_polls = 1  # status polls before a customerSegmentMembersQuery is done
         self._tokens = itertools.count(1)
         self._ids = itertools.count(1)
         self.files = tempfile.mkdtemp(prefix="fake-shopify-")
@@ -203,6 +240,9 @@ class FakeShopify:
             self.bucket_available = 1990.0
             self.refuse_session_tokens = False
             self.token_faults.clear()
+            self.on_consent_write = None
+            self.webhook_url = ""
+            self.segment_query_polls = 1
 
     # -- test helpers --
     def shop(self, domain: str) -> FakeShop:
@@ -213,7 +253,8 @@ class FakeShopify:
             return self.shops[domain]
 
     def fail_next(self, kind: str, times: int = 1) -> None:
-        """Make the next GraphQL calls fail: "throttled", "429", "500", "503", "401" or "403"."""
+        """Make the next GraphQL calls fail: "throttled", "429", "500", "503", "401" or "403"; or "drop": the
+        call is carried out, then the connection closes without an answer."""
         with self.lock:
             self.faults.extend([kind] * times)
 
@@ -280,10 +321,73 @@ class FakeShopify:
                 if op["kind"] == kind:
                     op["status"], op["errorCode"] = "FAILED", error_code
 
+    # -- billing --
+    def subscription(self, domain: str, gid: str | None = None) -> dict | None:
+        """The shop's subscription `gid` (or its newest), as the fake keeps it."""
+        with self.lock:
+            subs = self.shop(domain).subscriptions
+            return subs.get(gid) if gid else (list(subs.values())[-1] if subs else None)
+
+    def approve(self, domain: str, gid: str | None = None) -> dict:
+        """The merchant approves the pending subscription, or the pending raise of its capped amount."""
+        with self.lock:
+            sub = self.subscription(domain, gid)
+            for other in self.shop(domain).subscriptions.values():  # one active subscription per app and shop
+                if other is not sub and other["status"] == "ACTIVE":
+                    other["status"] = "CANCELLED"
+            sub["status"] = "ACTIVE"
+            if sub.get("pending_cap") is not None:
+                sub["line"]["capped"], sub["pending_cap"] = sub.pop("pending_cap"), None
+            return sub
+
+    def set_subscription_status(self, domain: str, status: str, gid: str | None = None) -> dict:
+        """The subscription's status changes at Shopify (DECLINED, CANCELLED, FROZEN, …)."""
+        with self.lock:
+            sub = self.subscription(domain, gid)
+            sub["status"] = status
+            return sub
+
+    def charged(self, domain: str) -> list[dict]:
+        """Every usage record the shop was charged, once each."""
+        with self.lock:
+            return list(self.shop(domain).usage_records.values())
+
+    def subscription_webhook(self, domain: str, topic: str = "app_subscriptions/update") -> dict:
+        """The body Shopify sends for the shop's newest subscription under this topic (its documented shape)."""
+        with self.lock:
+            sub = self.subscription(domain)
+            if topic == "app_subscriptions/update":
+                return {"app_subscription": {
+                    "admin_graphql_api_id": sub["id"], "name": sub["name"], "status": sub["status"],
+                    "admin_graphql_api_shop_id": "gid://shopify/Shop/548380009", "created_at": sub["created_at"],
+                    "updated_at": iso(dt.datetime.now(dt.timezone.utc)), "currency": "USD",
+                    "capped_amount": str(sub["line"]["capped"]), "price": "0.00", "interval": "every_30_days",
+                    "plan_handle": None}}
+            return {"admin_graphql_api_id": sub["id"], "name": sub["name"], "status": sub["status"],
+                    "admin_graphql_api_shop_id": "gid://shopify/Shop/548380009",
+                    "balance_used": float(sub["line"]["used"]),
+                    "capped_amount": str(sub["line"]["capped"]), "currency_code": "USD",
+                    "created_at": sub["created_at"], "updated_at": iso(dt.datetime.now(dt.timezone.utc))}
+
     def bulk_ids(self, domain: str) -> dict[str, str]:
         """kind -> id of the shop's bulk operations."""
         with self.lock:
             return {op["kind"]: gid for gid, op in self.shop(domain).bulk.items()}
+
+    def deliver(self, url: str, domain: str, topic: str, body: bytes) -> int:
+        """POST a webhook to the app as Shopify does: HMAC-SHA256 of the body with the app secret, base64."""
+        import base64
+        import hashlib
+        import hmac
+        import urllib.request
+        digest = base64.b64encode(hmac.new(self.api_secret.encode(), body, hashlib.sha256).digest()).decode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": domain,
+            "X-Shopify-Hmac-Sha256": digest, "X-Shopify-Webhook-Id": f"wh-{next(self._ids)}",
+            "X-Shopify-API-Version": API_VERSION, "X-Shopify-Event-Id": f"ev-{next(self._ids)}",
+            "X-Shopify-Triggered-At": iso(dt.datetime.now(dt.timezone.utc))})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
 
     # -- internals (called with the lock held) --
     def _issue(self, shop: FakeShop, *, expiring: bool, access_ttl: int | None = None) -> Grant:
@@ -309,7 +413,8 @@ def _grant_body(grant: Grant, scope: str) -> dict:
     return body
 
 
-SCOPE = "read_customers,write_customers,read_orders,read_all_orders,read_products,read_discounts,write_discounts"
+SCOPE = ("read_customers,write_customers,read_orders,read_all_orders,read_products,read_discounts,write_discounts,"
+         "read_themes")
 
 
 def _handler(fake: FakeShopify):
@@ -339,13 +444,36 @@ def _handler(fake: FakeShopify):
             path = urlsplit(self.path).path
             if path.startswith(BULK_HOST_PATH + "/"):
                 return self._download(path.rsplit("/", 1)[-1])
+            match = re.fullmatch(r"/([^/]+)/admin/charges/(\d+)/confirm", path)
+            if match:
+                return self._confirmation_page(match.group(1), match.group(2))
             self._reply(404, {"errors": "Not Found"})
+
+        def _confirmation_page(self, domain: str, number: str):
+            """Shopify's page where the merchant approves a charge (or a raise of its capped amount)."""
+            with fake.lock:
+                sub = fake.shop(domain).subscriptions.get(f"gid://shopify/AppSubscription/{number}")
+            if sub is None:
+                return self._reply(404, {"errors": "Not Found"})
+            cap = sub.get("pending_cap") or sub["line"]["capped"]
+            page = (f"<!doctype html><html><head><title>Approve charge</title><link rel=icon href='data:,'></head>"
+                    f"<body><h1>{sub['name']}</h1>"
+                    f"<p>Usage charges up to <strong>${cap}</strong> every 30 days.</p><p>{sub['line']['terms']}</p>"
+                    f"<form method=post><button name=decision value=approve>Approve</button>"
+                    f"<button name=decision value=decline>Decline</button></form></body></html>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
 
         def do_POST(self):
             # Read the whole body first: an unread body would corrupt the next request on this connection.
             length = int(self.headers.get("Content-Length") or 0)
             self.raw_body = self.rfile.read(length) if length else b""
             parts = urlsplit(self.path).path.strip("/").split("/")
+            if len(parts) == 5 and parts[1:3] == ["admin", "charges"] and parts[4] == "confirm":
+                return self._decide(parts[0], parts[3])
             if len(parts) >= 4 and parts[1:4] == ["admin", "oauth", "access_token"]:
                 return self._token(parts[0])
             if len(parts) == 5 and parts[1:3] == ["admin", "api"] and parts[4] == "graphql.json":
@@ -353,6 +481,30 @@ def _handler(fake: FakeShopify):
                     return self._reply(404, {"errors": f"API version {parts[3]} is not served by this fake"})
                 return self._graphql(parts[0])
             self._reply(404, {"errors": "Not Found"})
+
+        def _decide(self, domain: str, number: str):
+            """The merchant pressed Approve or Decline: the status changes, app_subscriptions/update is delivered
+            (when the fake knows where: `fake.webhook_url`), and the browser goes to the charge's returnUrl."""
+            decision = self._body().get("decision")
+            gid = f"gid://shopify/AppSubscription/{number}"
+            with fake.lock:
+                sub = fake.shop(domain).subscriptions.get(gid)
+                if sub is None:
+                    return self._reply(404, {"errors": "Not Found"})
+                if decision == "approve":
+                    fake.approve(domain, gid)
+                elif sub["status"] == "PENDING":
+                    sub["status"] = "DECLINED"
+                else:
+                    sub["pending_cap"] = None
+                body = json.dumps(fake.subscription_webhook(domain)).encode()
+                target = fake.webhook_url
+            if target:
+                fake.deliver(target, domain, "app_subscriptions/update", body)
+            self.send_response(303)
+            self.send_header("Location", f"{sub['return_url']}?charge_id={number}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         # -- token endpoint --
         def _token(self, domain: str):
@@ -408,6 +560,7 @@ def _handler(fake: FakeShopify):
             body = self._body()
             query = body.get("query") or ""
             variables = body.get("variables") or {}
+            self._query = query  # handlers that read arguments written in the query (themes' roles, filenames)
             match = re.search(r"\b(?:query|mutation)\s+(\w+)", query)
             operation = match.group(1) if match else "anonymous"
             token = self.headers.get("X-Shopify-Access-Token", "")
@@ -428,6 +581,8 @@ def _handler(fake: FakeShopify):
                     return self._reply(429, {"errors": "Exceeded 2 calls per second for api client."
                                                        " Reduce request rates to resume uninterrupted service."})
                 cost = 12 if operation.startswith("Kinnekt") else 1
+                if operation in ("KinnektTagsAdd", "KinnektTagsRemove"):  # 10 points per aliased mutation
+                    cost = 10 * max(1, len(re.findall(r"\btags(?:Add|Remove)\(", query)))
                 if fault == "throttled":
                     return self._reply(200, {"errors": [{"message": "Throttled", "extensions": {
                         "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
@@ -436,6 +591,9 @@ def _handler(fake: FakeShopify):
                 if handler is None:
                     return self._reply(200, {"errors": [{"message": f"fake Shopify does not know {operation}"}]})
                 data = handler(shop, variables)
+                if fault == "drop":  # done at Shopify, but the answer is lost with the connection
+                    self.close_connection = True
+                    return
                 if isinstance(data, tuple):  # (status, body) for top-level errors
                     return self._reply(*data)
                 return self._reply(200, {"data": data, "extensions": {"cost": self._cost(cost)}})
@@ -450,6 +608,11 @@ def _handler(fake: FakeShopify):
             return {"shop": {"name": shop.name, "email": shop.email, "contactEmail": shop.email,
                              "currencyCode": shop.currency, "ianaTimezone": shop.timezone,
                              "myshopifyDomain": shop.domain, "primaryDomain": {"host": shop.primary_domain}}}
+
+        def _op_KinnektRegistrationProfile(self, shop: FakeShop, _vars):
+            return {"shop": {"name": shop.name, "email": shop.email, "contactEmail": shop.email,
+                             "billingAddress": dict(shop.billing_address),
+                             "primaryDomain": {"url": f"https://{shop.primary_domain}", "host": shop.primary_domain}}}
 
         def _op_KinnektAppInstalled(self, shop: FakeShop, _vars):
             return {"shop": {"id": "gid://shopify/Shop/548380009"}}
@@ -563,6 +726,51 @@ def _handler(fake: FakeShopify):
             return {"nodes": [shape(n) for n in chunk],
                     "pageInfo": {"hasNextPage": more, "endCursor": str(start + first) if more else None}}
 
+        # themes (read_themes): `themes(roles:)` and a theme's `files(filenames:)`, text bodies
+        def _op_KinnektThemeEmbed(self, shop, variables):
+            if not shop.read_themes:
+                return 200, {"errors": [{"message": "Access denied for themes field. Required access: `read_themes` "
+                                                    "access scope.", "locations": [{"line": 3, "column": 3}],
+                                         "path": ["themes"], "extensions": {"code": "ACCESS_DENIED"}}],
+                             "data": {"themes": None}}
+            roles = re.search(r"roles:\s*\[([A-Z_,\s]*)\]", self._query or "")
+            wanted = {r.strip() for r in roles.group(1).split(",")} if roles else None
+            asked = re.search(r'filenames:\s*\[([^\]]*)\]', self._query or "")
+            filenames = re.findall(r'"([^"]+)"', asked.group(1)) if asked else []
+            nodes = []
+            for theme in shop.themes:
+                if wanted is not None and theme["role"] not in wanted:
+                    continue
+                found = [{"filename": f, "body": {"__typename": "OnlineStoreThemeFileBodyText",
+                                                  "content": theme["files"][f]}}
+                         for f in filenames if f in theme["files"]]
+                missing = [{"code": "NOT_FOUND", "filename": f} for f in filenames if f not in theme["files"]]
+                nodes.append({"id": theme["id"], "name": theme["name"], "role": theme["role"],
+                              "files": {"nodes": found, "userErrors": missing}})
+            return {"themes": {"nodes": nodes[:1]}}
+
+        # SMS consent (customerSmsMarketingConsentUpdate: the customer's `smsMarketingConsent` is replaced)
+        def _op_KinnektSmsConsent(self, shop, variables):
+            data = variables.get("input") or {}
+            shop.consent_writes.append(data)
+            if fake.on_consent_write is not None:
+                fake.on_consent_write(data)
+            node = shop.customers.get(int(str(data.get("customerId", "")).rsplit("/", 1)[-1] or 0))
+            if node is None:
+                return {"customerSmsMarketingConsentUpdate": {"customer": None, "userErrors": [
+                    {"field": ["input", "customerId"], "message": "Customer does not exist"}]}}
+            if not node.get("defaultPhoneNumber"):
+                return {"customerSmsMarketingConsentUpdate": {"customer": None, "userErrors": [
+                    {"field": ["input", "smsMarketingConsent"],
+                     "message": "A phone number is required to set the SMS consent state."}]}}
+            consent = data.get("smsMarketingConsent") or {}
+            node["smsMarketingConsent"] = {
+                "marketingState": consent.get("marketingState"),
+                "marketingOptInLevel": consent.get("marketingOptInLevel"),
+                "consentUpdatedAt": consent.get("consentUpdatedAt") or iso(dt.datetime.now(dt.timezone.utc))}
+            return {"customerSmsMarketingConsentUpdate": {
+                "customer": {"id": node["id"], "smsMarketingConsent": node["smsMarketingConsent"]}, "userErrors": []}}
+
         def _op_KinnektReconcileCustomers(self, shop, variables):
             return {"customers": self._page(self._changed(shop.customers.values(), variables), variables)}
 
@@ -669,7 +877,241 @@ def _handler(fake: FakeShopify):
             status["done"] = True  # done from the second poll on, as a real import takes a moment
             return {"discountRedeemCodeBulkCreation": reply}
 
+        # web pixel (one per app and shop; settings checked against the extension's schema, as Shopify does)
+        def _pixel_errors(self, web_pixel) -> list[dict]:
+            raw = (web_pixel or {}).get("settings")
+            try:
+                settings = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                settings = None
+            if not isinstance(settings, dict):
+                return [{"code": "INVALID_SETTINGS", "field": ["webPixel", "settings"],
+                         "message": "Settings must be a JSON object"}]
+            errors = []
+            for name, spec in PIXEL_SETTINGS.items():
+                value = settings.get(name)
+                low, high = spec
+                if not isinstance(value, str) or not low <= len(value) <= high:
+                    errors.append({"code": "INVALID_SETTINGS", "field": ["webPixel", "settings", name],
+                                   "message": f"{name} is invalid"})
+            unknown = set(settings) - set(PIXEL_SETTINGS)
+            if unknown:
+                errors.append({"code": "INVALID_SETTINGS", "field": ["webPixel", "settings"],
+                               "message": f"unknown settings: {', '.join(sorted(unknown))}"})
+            return errors
+
+        def _op_KinnektWebPixelCreate(self, shop, variables):
+            given = variables.get("webPixel")
+            errors = self._pixel_errors(given)
+            if not errors and shop.web_pixel is not None:
+                errors = [{"code": "TAKEN", "field": ["webPixel"], "message": "Web pixel already exists"}]
+            if errors:
+                return {"webPixelCreate": {"webPixel": None, "userErrors": errors}}
+            shop.web_pixel = {"id": f"gid://shopify/WebPixel/{next(fake._ids)}", "settings": given["settings"]}
+            return {"webPixelCreate": {"webPixel": dict(shop.web_pixel), "userErrors": []}}
+
+        def _op_KinnektWebPixelUpdate(self, shop, variables):
+            if shop.web_pixel is None or shop.web_pixel["id"] != variables.get("id"):
+                return {"webPixelUpdate": {"webPixel": None, "userErrors": [
+                    {"code": "NOT_FOUND", "field": ["id"], "message": "Web pixel not found"}]}}
+            errors = self._pixel_errors(variables.get("webPixel"))
+            if errors:
+                return {"webPixelUpdate": {"webPixel": None, "userErrors": errors}}
+            shop.web_pixel["settings"] = variables["webPixel"]["settings"]
+            return {"webPixelUpdate": {"webPixel": dict(shop.web_pixel), "userErrors": []}}
+
+        def _op_KinnektWebPixel(self, shop, _vars):
+            return {"webPixel": dict(shop.web_pixel) if shop.web_pixel is not None else None}
+        # billing
+        def _subscription_node(self, sub: dict) -> dict:
+            line = sub["line"]
+            return {"id": sub["id"], "name": sub["name"], "status": sub["status"], "test": sub["test"],
+                    "currentPeriodEnd": sub["period_end"] if sub["status"] == "ACTIVE" else None,
+                    "lineItems": [{"id": line["id"], "plan": {"pricingDetails": {
+                        "__typename": "AppUsagePricing", "terms": line["terms"],
+                        "cappedAmount": {"amount": str(line["capped"]), "currencyCode": "USD"},
+                        "balanceUsed": {"amount": str(line["used"]), "currencyCode": "USD"}}}}]}
+
+        def _confirmation_url(self, shop, sub) -> str:
+            number = sub["id"].rsplit("/", 1)[-1]
+            return f"{fake.url}/{shop.domain}/admin/charges/{number}/confirm?signature=fake"
+
+        def _op_KinnektSubscribe(self, shop, variables):
+            from decimal import Decimal
+            items = variables.get("lineItems") or []
+            errors = []
+            if not variables.get("name"):
+                errors.append({"field": ["name"], "message": "Name can't be blank"})
+            if not str(variables.get("returnUrl") or "").startswith(("http://", "https://")):
+                errors.append({"field": ["returnUrl"], "message": "Return url is invalid"})
+            usage = [((i or {}).get("plan") or {}).get("appUsagePricingDetails") for i in items]
+            usage = [u for u in usage if u]
+            if len(usage) != 1 or not (usage[0].get("terms") and (usage[0].get("cappedAmount") or {}).get("amount")):
+                errors.append({"field": ["lineItems"], "message": "Usage pricing needs terms and a capped amount"})
+            if errors:
+                return {"appSubscriptionCreate": {"appSubscription": None, "confirmationUrl": None,
+                                                  "userErrors": errors}}
+            number = next(fake._ids)
+            now = dt.datetime.now(dt.timezone.utc)
+            sub = {"id": f"gid://shopify/AppSubscription/{number}", "name": variables["name"], "status": "PENDING",
+                   "test": bool(variables.get("test")), "return_url": variables["returnUrl"],
+                   "created_at": iso(now), "period_end": iso(now + dt.timedelta(days=30)), "pending_cap": None,
+                   "line": {"id": f"gid://shopify/AppSubscriptionLineItem/{number}?v=1&index=0",
+                            "terms": usage[0]["terms"], "capped": Decimal(usage[0]["cappedAmount"]["amount"]),
+                            "used": Decimal(0)}}
+            shop.subscriptions[sub["id"]] = sub
+            return {"appSubscriptionCreate": {"appSubscription": self._subscription_node(sub),
+                                              "confirmationUrl": self._confirmation_url(shop, sub), "userErrors": []}}
+
+        def _line(self, shop, line_id):
+            for sub in shop.subscriptions.values():
+                if sub["line"]["id"] == line_id:
+                    return sub
+            return None
+
+        def _op_KinnektRaiseCap(self, shop, variables):
+            from decimal import Decimal
+            sub = self._line(shop, variables.get("id"))
+            amount = Decimal(str((variables.get("cappedAmount") or {}).get("amount") or 0))
+            if sub is None or sub["status"] != "ACTIVE":
+                return {"appSubscriptionLineItemUpdate": {"appSubscription": None, "confirmationUrl": None,
+                        "userErrors": [{"field": ["id"], "message": "Subscription line item not found"}]}}
+            if amount <= sub["line"]["capped"]:
+                return {"appSubscriptionLineItemUpdate": {"appSubscription": None, "confirmationUrl": None,
+                        "userErrors": [{"field": ["cappedAmount"],
+                                        "message": "The capped amount must be greater than the existing one"}]}}
+            sub["pending_cap"] = amount
+            return {"appSubscriptionLineItemUpdate": {"appSubscription": {"id": sub["id"], "status": sub["status"]},
+                                                      "confirmationUrl": self._confirmation_url(shop, sub),
+                                                      "userErrors": []}}
+
+        def _op_KinnektSubscription(self, shop, variables):
+            sub = shop.subscriptions.get(variables.get("id"))
+            return {"node": self._subscription_node(sub) if sub else None}
+
+        def _op_KinnektUsageRecord(self, shop, variables):
+            from decimal import Decimal
+            key = variables.get("key")
+            if key and key in shop.usage_records:  # the same answer as the first time, charged once
+                return {"appUsageRecordCreate": {"appUsageRecord": shop.usage_records[key], "userErrors": []}}
+            sub = self._line(shop, variables.get("lineItemId"))
+            if sub is None or sub["status"] != "ACTIVE":
+                return {"appUsageRecordCreate": {"appUsageRecord": None, "userErrors": [
+                    {"field": ["subscriptionLineItemId"], "message": "Subscription line item is not active"}]}}
+            price = Decimal(str((variables.get("price") or {}).get("amount") or 0))
+            if price <= 0 or not variables.get("description"):
+                return {"appUsageRecordCreate": {"appUsageRecord": None, "userErrors": [
+                    {"field": ["price"], "message": "Price must be greater than 0"}]}}
+            if sub["line"]["used"] + price > sub["line"]["capped"]:
+                return {"appUsageRecordCreate": {"appUsageRecord": None, "userErrors": [
+                    {"field": None, "message": "Total price exceeds balance remaining"}]}}
+            sub["line"]["used"] += price
+            node = {"id": f"gid://shopify/AppUsageRecord/{next(fake._ids)}", "idempotencyKey": key,
+                    "price": {"amount": str(price), "currencyCode": "USD"}, "description": variables["description"]}
+            shop.usage_records[key or node["id"]] = node
+            return {"appUsageRecordCreate": {"appUsageRecord": node, "userErrors": []}}
+
+        # customer segments: `segments`, `customerSegmentMembers` (by segmentId or queryId, first <= 1000, edges of
+        # CustomerSegmentMember nodes whose id's tail is the customer id), members queries and their status
+        def _op_KinnektSegments(self, shop, variables):
+            rows = [{k: v for k, v in node.items() if k != "members"} for _, node in sorted(shop.segments.items())]
+            return {"segments": self._page(rows, variables)}
+
+        def _members_page(self, members, variables):
+            first = int(variables.get("first") or 0)
+            if not 1 <= first <= 1000:
+                return 200, {"errors": [{"message": "The maximum page size is 1000.", "extensions": {
+                    "code": "BAD_REQUEST"}}], "data": {"customerSegmentMembers": None}}
+            start = int(variables.get("after") or 0)
+            chunk = sorted(members)[start:start + first]
+            more = start + first < len(members)
+            return {"customerSegmentMembers": {
+                "totalCount": len(members),
+                "edges": [{"cursor": str(start + i + 1), "node": {"id": f"gid://shopify/CustomerSegmentMember/{cid}"}}
+                          for i, cid in enumerate(chunk)],
+                "pageInfo": {"hasNextPage": more, "endCursor": str(start + first) if more else None}}}
+
+        def _segment_of(self, shop, segment_gid):
+            tail = str(segment_gid or "").rsplit("/", 1)[-1]
+            return shop.segments.get(int(tail)) if tail.isdigit() else None
+
+        def _op_KinnektSegmentMembers(self, shop, variables):
+            segment = self._segment_of(shop, variables.get("segmentId"))
+            if segment is None:
+                return 200, {"errors": [{"message": "Segment does not exist", "path": ["customerSegmentMembers"]}],
+                             "data": {"customerSegmentMembers": None}}
+            return self._members_page(segment["members"], variables)
+
+        def _op_KinnektSegmentQueryMembers(self, shop, variables):
+            job = shop.member_queries.get(variables.get("queryId"))
+            if job is None or job["polls_left"] > 0:
+                return 200, {"errors": [{"message": "Segment members query is not complete or does not exist"}],
+                             "data": {"customerSegmentMembers": None}}
+            return self._members_page(job["members"], variables)
+
+        def _op_KinnektSegmentMembersQueryCreate(self, shop, variables):
+            segment = self._segment_of(shop, ((variables.get("input") or {}).get("segmentId")))
+            if segment is None:
+                return {"customerSegmentMembersQueryCreate": {"customerSegmentMembersQuery": None, "userErrors": [
+                    {"field": ["input", "segmentId"], "message": "Segment does not exist", "code": "INVALID"}]}}
+            gid = f"gid://shopify/CustomerSegmentMembersQuery/{next(fake._ids)}"
+            shop.member_queries[gid] = {"members": list(segment["members"]), "polls_left": fake.segment_query_polls}
+            return {"customerSegmentMembersQueryCreate": {"customerSegmentMembersQuery": {
+                "id": gid, "currentCount": 0, "done": False}, "userErrors": []}}
+
+        def _op_KinnektSegmentMembersQuery(self, shop, variables):
+            job = shop.member_queries.get(variables.get("id"))
+            if job is None:
+                return {"customerSegmentMembersQuery": None}
+            job["polls_left"] = max(0, job["polls_left"] - 1)
+            done = job["polls_left"] == 0
+            return {"customerSegmentMembersQuery": {"id": variables["id"], "done": done,
+                                                    "currentCount": len(job["members"]) if done else 0}}
+
+        # customer tags: aliased `tagsAdd` / `tagsRemove` (t0: tagsAdd(id: $id0, tags: $tags) ...)
+        def _tags(self, shop, variables, adding: bool):
+            out = {}
+            for alias, kind, var in re.findall(r"(\w+):\s*tags(Add|Remove)\(id:\s*\$(\w+),\s*tags:\s*\$tags\)",
+                                               self._query or ""):
+                node_gid = variables.get(var) or ""
+                tail = node_gid.rsplit("/", 1)[-1]
+                customer = shop.customers.get(int(tail)) if tail.isdigit() else None
+                tags = [t.strip() for t in variables.get("tags") or [] if t.strip()]
+                if customer is None or not node_gid.startswith("gid://shopify/Customer/"):
+                    out[alias] = {"node": None, "userErrors": [{"field": ["id"], "message": "Resource not found"}]}
+                    continue
+                shop.tag_calls.append((f"tags{kind}", int(tail), tags))
+                if adding:
+                    customer["tags"] = customer["tags"] + [t for t in tags if t not in customer["tags"]]
+                else:
+                    customer["tags"] = [t for t in customer["tags"] if t not in tags]
+                out[alias] = {"node": {"id": node_gid}, "userErrors": []}
+            return out
+
+        def _op_KinnektTagsAdd(self, shop, variables):
+            return self._tags(shop, variables, True)
+
+        def _op_KinnektTagsRemove(self, shop, variables):
+            return self._tags(shop, variables, False)
+
     return Handler
+
+
+def _pixel_settings_schema() -> dict:
+    """The pixel extension's settings fields with their length bounds (name -> (min, max))."""
+    import tomllib
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "extensions" / "kinnekt-pixel" / "shopify.extension.toml"
+    fields = tomllib.loads(path.read_text())["settings"]["fields"]
+    bounds = {}
+    for name, spec in fields.items():
+        limits = {v["name"]: int(v["value"]) for v in spec.get("validations", [])}
+        bounds[name] = (limits.get("min", 0), limits.get("max", 10 ** 6))
+    return bounds
+
+
+PIXEL_SETTINGS = _pixel_settings_schema()
+"""What the fake accepts as the pixel's settings: the extension's own schema (extensions/kinnekt-pixel)."""
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,11 @@ test module, which takes them as parameters without importing them.
 from __future__ import annotations
 
 import datetime as dt
+import html as html_lib
+import io
+import re
 import itertools
+import time
 
 import pytest
 from sqlalchemy import select
@@ -36,6 +40,17 @@ def drain(timeout: float = 20) -> None:
     assert get_queue().drain(timeout)
 
 
+def wait_until(db, predicate, timeout: float = 20.0):
+    """Let the in-process queue work until `predicate()` holds (or `timeout` seconds pass); returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert get_queue().drain(timeout)
+        db.expire_all()
+        if predicate() or time.monotonic() > deadline:
+            return predicate()
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def finished_jobs(app):
     """The jobs a test queued (segment builds and re-checks, mostly) finish before its tables are emptied, else they
@@ -63,7 +78,7 @@ class RecordingQueue:
     def enqueue_in(self, delay, func, *args, job_id=None, **kwargs):
         return self.enqueue_at(utcnow() + delay, func, *args, job_id=job_id, **kwargs)
 
-    def enqueue_batched(self, func, group, arg, items):
+    def enqueue_batched(self, func, group, arg, items, *, delay=0.0):
         """A batched job (segment re-checks) is remembered as one job of `arg` and the items, in order."""
         self.jobs.append((func.__name__, (arg, sorted(items)), None, None))
         return True
@@ -73,6 +88,11 @@ class RecordingQueue:
 
     def lane_states(self, lanes=()):
         return []
+
+    def unfinished(self, job_ids) -> set[str]:
+        """Those of `job_ids` recorded (a recorded job never runs by itself), as the real queues answer."""
+        recorded = {job_id for _name, _args, job_id, _when in self.jobs}
+        return {job_id for job_id in job_ids if job_id in recorded}
 
     def names(self) -> list[str]:
         return [name for name, *_ in self.jobs]
@@ -101,7 +121,7 @@ class ImportRecordingQueue:
         self.jobs.append((func.__name__, args, job_id))
         return job_id
 
-    def enqueue_batched(self, func, group, arg, items):
+    def enqueue_batched(self, func, group, arg, items, *, delay=0.0):
         self.jobs.append((func.__name__, (arg, sorted(items)), None))
         return True
 
@@ -155,14 +175,13 @@ _message_ids = itertools.count(1)
 
 @pytest.fixture
 def text_in(live_server, page, app):
-    """Text the shop's number from MSISDN the way Vonage calls the inbound webhook (form POST), then let the
-    in-process queue handle it."""
+    """Text the shop's number from MSISDN the way the Messages API calls the inbound webhook (JSON POST), then let
+    the in-process queue handle it."""
+    from tests.fake_vonage import inbound_body
+
     def send(text: str):
-        words = text.split()
-        response = page.request.post(f"{live_server}/sms/inbound", form={
-            "msisdn": MSISDN, "to": SENDER, "messageId": f"0A00000{next(_message_ids):09d}", "text": text,
-            "type": "text", "keyword": words[0].upper() if words else "", "message-timestamp": "2026-11-22 10:00:00",
-            "api-key": "fakekey1"})
+        response = page.request.post(f"{live_server}/sms/inbound", data=inbound_body(text, from_=MSISDN, to=SENDER),
+                                     headers={"Content-Type": "application/json"})
         assert response.status == 204
         assert app.extensions["kinnekt_queue"].drain(20)
     return send
@@ -199,3 +218,69 @@ def audience_of_three(db, shop):
 
 AUDIENCE_BUILT_AT = dt.datetime(2026, 3, 15, 16, 0, tzinfo=dt.timezone.utc)
 """When audience_of_three's segment was built (the campaign modules' NOW)."""
+
+
+# ---------------------------------------------------------------------------------------------- subscriber CSV imports
+
+def send_file(client, auth, content: bytes | None, consent: bool = True, filename="people.csv"):
+    """The upload: the mapping step of the file, or the form again with what is wrong."""
+    data = {}
+    if consent:
+        data["consent"] = "on"
+    if content is not None:
+        data["file"] = (io.BytesIO(content), filename)
+    return client.post("/subscribers/import", data=data, headers=auth, content_type="multipart/form-data")
+
+
+def choices(response) -> dict[str, str]:
+    """The mapping form's fields as the page fills them: each column's selected target, each name."""
+    html = response.get_data(as_text=True)
+    form = {}
+    for name, options in re.findall(r'<select[^>]*name="(column-\d+)"[^>]*>(.*?)</select>', html, re.S):
+        form[name] = html_lib.unescape(re.search(r'<option value="([^"]*)" selected>', options).group(1))
+    for name, value in re.findall(r'<input[^>]*name="(name-\d+)"[^>]*value="([^"]*)"', html):
+        form[name] = html_lib.unescape(value)
+    return form
+
+
+def draft_id(response) -> int:
+    return int(re.search(r'action="/subscribers/imports/(\d+)/confirm"', response.get_data(as_text=True)).group(1))
+
+
+def upload_csv(client, auth, content: bytes | None, consent: bool = True, filename="people.csv", **mapping):
+    """Upload a file and, when it reaches the mapping step, import it as suggested (`mapping`: fields changed)."""
+    response = send_file(client, auth, content, consent, filename)
+    if 'id="import-mapping-form"' not in response.get_data(as_text=True):
+        return response
+    return client.post(f"/subscribers/imports/{draft_id(response)}/confirm", headers=auth,
+                       data={**choices(response), **mapping})
+
+
+# ---------------------------------------------------------------------------------------------- a sending business
+
+TOLL_FREE = "18885550101"
+"""The toll-free number `numbers_fake` puts on sale first (the one the browser tests buy)."""
+
+
+@pytest.fixture
+def billed(app, monkeypatch, live_server, fake_shopify, shop, vonage_config, settled_jobs):
+    """Billing on, the shop connected to the fake Shopify, whose webhooks reach the live app."""
+    from kinnekt import defaults
+    from tests.fake_shopify import connect
+    monkeypatch.setitem(app.config, "BILLING_REQUIRED", True)
+    monkeypatch.setitem(app.config, "SHOPIFY_APP_URL", live_server)
+    monkeypatch.setattr(defaults, "BILLING_BLOCKED_RECHECK_SECONDS", 10 ** 6)
+    connect(fake_shopify, shop)
+    fake_shopify.webhook_url = f"{live_server}/webhooks/billing"
+    return fake_shopify
+
+
+@pytest.fixture
+def numbers_fake(app, monkeypatch, vonage_config, settled_jobs):
+    """The fake Vonage's Numbers API configured, with two toll-free numbers on sale."""
+    from tests.fake_vonage import numbers_env
+    for key, value in numbers_env(vonage_config).items():
+        monkeypatch.setitem(app.config, key, value)
+    vonage_config.offer(TOLL_FREE, cost="0.95")
+    vonage_config.offer("18885550102", cost="0.95")
+    return vonage_config

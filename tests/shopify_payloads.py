@@ -24,6 +24,7 @@ ENDPOINTS = {
     "collections/update": "/webhooks/catalog", "collections/delete": "/webhooks/catalog",
     "checkouts/create": "/webhooks/checkouts", "checkouts/update": "/webhooks/checkouts",
     "bulk_operations/finish": "/webhooks/bulk",
+    "app_subscriptions/update": "/webhooks/billing", "app_subscriptions/approaching_capped_amount": "/webhooks/billing",
     "customers/data_request": "/webhooks/compliance/customers-data-request",
     "customers/redact": "/webhooks/compliance/customers-redact",
     "shop/redact": "/webhooks/compliance/shop-redact",
@@ -270,6 +271,23 @@ def bulk_finish(operation_id: int = 147595010, status="completed", error_code=No
     """bulk_operations/finish."""
     return {"admin_graphql_api_id": gid("BulkOperation", operation_id), "completed_at": "2026-11-20T15:03:12-05:00",
             "created_at": "2026-11-20T15:01:08-05:00", "error_code": error_code, "status": status, "type": "query"}
+
+
+def subscription_update(subscription_id: int = 1029266952, status="ACTIVE", capped_amount="100.00") -> dict:
+    """app_subscriptions/update."""
+    return {"app_subscription": {
+        "admin_graphql_api_id": gid("AppSubscription", subscription_id), "name": "Kinnekt SMS", "status": status,
+        "admin_graphql_api_shop_id": gid("Shop", 548380009), "created_at": "2026-11-20T12:00:00-05:00",
+        "updated_at": "2026-11-20T12:01:00-05:00", "currency": "USD", "capped_amount": capped_amount,
+        "price": "0.00", "interval": "every_30_days", "plan_handle": None}}
+
+
+def approaching_capped_amount(subscription_id: int = 1029266952, balance_used=90.0, capped_amount="100.00") -> dict:
+    """app_subscriptions/approaching_capped_amount."""
+    return {"admin_graphql_api_id": gid("AppSubscription", subscription_id), "name": "Kinnekt SMS",
+            "balance_used": balance_used, "capped_amount": capped_amount, "currency_code": "USD", "status": "ACTIVE",
+            "admin_graphql_api_shop_id": gid("Shop", 548380009), "created_at": "2026-11-20T12:00:00-05:00",
+            "updated_at": "2026-11-20T12:01:00-05:00"}
 
 
 def data_request(customer_id: int, *, domain="alpha.myshopify.com", email="bob@example.com",

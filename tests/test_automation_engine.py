@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 
 import pytest
 from sqlalchemy import func, select, update
@@ -20,9 +19,9 @@ from kinnekt.campaigns import sending, stats
 from kinnekt.db import utcnow
 from kinnekt.models import Automation, Campaign, Link, Message, Segment, SegmentEvent, Subscriber
 from kinnekt.models.message import HOLD
-from kinnekt.queue import get_queue
 from kinnekt.segments import membership
 from tests.fake_shopify import connect
+from tests.helpers import wait_until
 from tests.test_campaign_audience import segment, sent_message, subscriber
 
 UTC = dt.timezone.utc
@@ -420,17 +419,6 @@ def test_demo_shops_hold_nothing(db, shop, us, jobs):
 
 
 # ---------------------------------------------------------------------------------------------- sending
-
-def wait_until(db, predicate, timeout=20.0):
-    """Let the in-process queue work until `predicate()` holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert get_queue().drain(timeout)
-        db.expire_all()
-        if predicate() or time.monotonic() > deadline:
-            return predicate()
-        time.sleep(0.05)
-
 
 def sent_to(fake) -> list[str]:
     """Numbers the fake Vonage texted, in E.164."""

@@ -95,13 +95,10 @@ def test_a_good_form_gives_the_automation_and_its_message_campaign(db, shop):
     ({"discount_mode": "shared", "discount_code": "A", "discount_kind": "percent", "discount_value": "150"},
      "discount_value"),
 ])
-def test_bad_input_is_an_error_beside_its_field_and_saves_nothing(client, auth, db, shop, fields, field):
+def test_bad_input_is_an_error_beside_its_field_and_saves_nothing(db, shop, fields, field):
     segment = manual_segment(db, shop)
     values, errors = service.validate(form(segment, **fields), session=db, shop=shop)
     assert field in errors and errors[field]
-    # Through the page too: the form comes back with the error, and no row is written.
-    response = client.post("/automations/", headers=auth, data=form(segment, **fields))
-    assert response.status_code == 200 and "field__error" in response.get_data(as_text=True)
     assert total(db, Automation) == 0 and total(db, Campaign) == 0
 
 

@@ -1,77 +1,69 @@
-"""Automations in Chromium: add the built-in Welcome from the offers (opening the page adds nothing), switch it on,
-join by texting a keyword (and Y to confirm) through the inbound SMS webhook, find the welcome text in the Outbox and
-the automation's Sent count at 1."""
+"""Automations became flows, in Chromium: the built-in Welcome automation, switched on before migration 0026, is a
+flow after it; the merchant's old Automations bookmark opens the Flows page, the flow's page shows its trigger and
+step; a subscriber joining by keyword (and Y) gets the welcome once, from the flow, and the flow's page then shows
+the run completed and the text sent."""
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from kinnekt.automations import service as automations
 from kinnekt.db import Session
-from kinnekt.models import Automation, Segment
+from kinnekt.models import Automation, Flow
 from kinnekt.segments import auto
 from kinnekt.subscribers import keywords
 from kinnekt.tenancy import bind_shop
 from tests.conftest import make_shop
 from tests.helpers import MSISDN, SENDER, outbox
+from tests.test_flow_from_automations import migrate_automations
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 
+
 @pytest.fixture
 def shop(db, app, monkeypatch):
-    """A demo shop (texts go to the Outbox, shown on the Outbox page) with its auto segments and a keyword JOIN;
-    no quiet hours, so the welcome goes out whatever the time of the run."""
+    """A demo shop (texts go to the Outbox) with its auto segments, a keyword JOIN and the built-in Welcome
+    automation switched on, then migrated into a flow; no quiet hours, so the welcome goes out at any hour."""
     monkeypatch.setitem(app.config, "DEMO_MODE", True)
     shop = make_shop("acme.myshopify.com", sender=SENDER, is_demo=True, double_opt_in=True,
                      quiet_hours_enabled=False)
     auto.ensure_default_segments(Session, shop)
     keywords.create_keyword(Session, shop, word="JOIN", reply_text="Thanks for joining Acme!")
     assert app.extensions["kinnekt_queue"].drain(20)
+    welcome = automations.add_builtin(Session, shop, "welcome")
+    automations.set_enabled(Session, welcome, True)
+    bind_shop(None)
+    migrate_automations(Session)
     return shop
 
 
-def test_switch_on_welcome_join_by_keyword_and_see_it_sent(open_page, text_in, app, shop):
-    page = open_page("/automations/")
-    offers = page.locator("#automation-offers")
-    expect(offers).to_contain_text("Keyword welcome: JOIN")
-    expect(offers).to_contain_text("Sends to “All subscribers”")
+def test_the_welcome_automation_is_a_flow_that_greets_a_sign_up_once(open_page, text_in, app, shop):
     bind_shop(None)
-    assert Session.scalar(select(func.count()).select_from(Automation)) == 0  # opening the page added nothing
-    segments = Session.scalar(select(func.count()).select_from(Segment))
+    assert Session.scalars(select(Automation)).all() == []
+    flow = Session.scalar(select(Flow).where(Flow.builtin == "welcome"))
+    assert (flow.name, flow.status, flow.trigger) == ("Welcome", "on", "segment_enter")
 
-    page.get_by_role("button", name="Add Welcome", exact=True).click()
-    expect(page.locator("#toasts")).to_contain_text("Added “Welcome”")
-    listing = page.locator("#automations-page table")
-    expect(listing).to_contain_text("Enters All subscribers")
-    expect(page.get_by_role("button", name="Add Welcome", exact=True)).to_have_count(0)
-    expect(offers).to_contain_text("Keyword welcome: JOIN")  # still only offered
-    bind_shop(None)
-    Session.expire_all()
-    assert Session.scalars(select(Automation.builtin)).all() == ["welcome"]
-    assert Session.scalar(select(func.count()).select_from(Segment)) == segments
-
-    switch = page.get_by_role("switch", name="Welcome on or off", exact=True)
-    expect(switch).not_to_be_checked()
-    switch.check()
-    expect(page.locator("#toasts")).to_contain_text("“Welcome” is on")
+    page = open_page("/automations/")  # an old bookmark
+    expect(page.locator("#flows-page")).to_be_visible()
     expect(page.get_by_role("switch", name="Welcome on or off", exact=True)).to_be_checked()
-    bind_shop(None)
-    Session.expire_all()
-    welcome = Session.scalar(select(Automation).where(Automation.builtin == "welcome"))
-    assert welcome.enabled and welcome.campaign.status == "in_progress"
+    page.get_by_role("link", name="Welcome", exact=True).click()
+    detail = page.locator("#flow-detail")
+    expect(detail.locator("#flow-settings")).to_contain_text("Enters “All subscribers”")
+    expect(detail.locator("#flow-step-results")).to_contain_text("Text: Hi {first_name}, welcome to {shop_name}!")
+    expect(detail.locator("#flow-runs-empty")).to_be_visible()
 
     text_in("JOIN")
     assert "Reply Y to confirm" in outbox()[-1]
     text_in("Y")
-    assert any("welcome to Acme" in text for text in outbox())
+    app.extensions["kinnekt_queue"].drain(20)
+    assert sum("welcome to Acme" in text for text in outbox()) == 1
 
-    page = open_page("/outbox/")
-    expect(page.locator("main")).to_contain_text("welcome to Acme")
-
-    page = open_page("/automations/")
-    expect(page.locator(f'[data-automation-sent="{welcome.id}"]')).to_have_text("1")
-    page.get_by_role("link", name="Welcome", exact=True).click()
-    detail = page.locator("#automation-detail-page")
-    expect(detail.locator("#stat-sent")).to_contain_text("1")
-    expect(detail.locator("#automation-runs")).to_contain_text("Sent")
-    expect(detail.locator("#automation-runs")).to_contain_text(MSISDN[-4:])
+    page = open_page(f"/flows/{flow.id}")
+    detail = page.locator("#flow-detail")
+    runs = detail.locator("#flow-runs")
+    expect(runs).to_contain_text(MSISDN[-4:])
+    expect(runs).to_contain_text("Completed")
+    step = detail.locator("#flow-step-results tbody tr").first
+    expect(step.locator("td").nth(1)).to_have_text("1")  # entered
+    expect(step.locator("td").nth(3)).to_have_text("1")  # sent

@@ -98,13 +98,19 @@ def test_the_cost_estimate_uses_the_price_table_by_country_with_the_currency(ope
     people = [subscriber(shop, "+12125550101", country="US"), subscriber(shop, "+447700900123", country="GB")]
     buyers = segment(shop, "Buyers", people)
     page = open_page("/campaigns/new")
-    page.locator("#campaign-body").fill("Spring sale today")
-    page.locator("#campaign-include").get_by_label(re.compile("Buyers")).check()
+    # Each edit makes one live request (the message's counter, the segment choices' breakdown), either answer
+    # carrying the cost; both must have answered before the page is left, or leaving aborts the later one.
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/compose/message")) as counted, \
+            page.expect_response(lambda r: r.url.split("?")[0].endswith("/compose/audience")) as broken_down:
+        page.locator("#campaign-body").fill("Spring sale today")
+        page.locator("#campaign-include").get_by_label(re.compile("Buyers")).check()
     expect(page.locator("#campaign-breakdown")).to_contain_text("Sendable")
     us, gb = prices.price_per_part("US"), prices.price_per_part("GB")
     expect(page.locator("#campaign-cost-per-message")).to_contain_text(f"${us}")  # 1 part to the shop's country
     expect(page.locator("#campaign-cost-total")).to_have_text(f"${(us + gb).quantize(prices.Decimal('0.01'))}")
     assert buyers.member_count == 2
+    # Not wait_for_load_state("networkidle"): once the page has been idle that returns at once, requests or not.
+    assert counted.value.finished() is None and broken_down.value.finished() is None  # both bodies read in full
 
     page = open_page("/settings/")
     table = page.locator("#settings-prices")

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from kinnekt.config import PROJECT_ROOT
+from tests.conftest import settle
 
 pytestmark = pytest.mark.browser
 NAV_PAGES = ["Home", "Segments", "Campaigns", "Subscribers", "Keywords", "Settings", "Outbox"]
@@ -126,6 +127,7 @@ def test_a_newcomer_without_a_phone_signs_up_clicks_a_tracked_link_and_stops(dem
     page.get_by_label("Send now").check()
     page.get_by_role("button", name="Send now", exact=True).click()  # the button says what it will do
     expect(page.locator("#campaign-status")).to_have_text("Completed", timeout=60_000)
+    settle(page)  # the campaign page's chart script and styles are in before the page is left
 
     page.goto(f"{url}outbox/?phone=%2B12125550187")
     link = page.locator("#outbox-table a", has_text="/r/")
@@ -156,16 +158,16 @@ def test_a_newcomer_without_a_phone_signs_up_clicks_a_tracked_link_and_stops(dem
 
 def _demo_pages(log_path) -> list[str]:
     """Every page of the demo a merchant can open: the navigation, each "new" form, and one of each detail page
-    (the seeded store's first segment, campaign, subscriber, keyword, automation; a manual segment's editor)."""
+    (the seeded store's first segment, campaign, subscriber, keyword, flow; a manual segment's editor)."""
     with _demo_db(log_path) as db:
         first = {table: db.execute(f"SELECT min(id) FROM {table}").fetchone()[0]
-                 for table in ("segments", "campaigns", "subscribers", "keywords", "automations")}
+                 for table in ("segments", "campaigns", "subscribers", "keywords", "flows")}
         manual = db.execute("SELECT min(id) FROM segments WHERE kind = 'manual'").fetchone()[0]
     pages = ["/", "/segments/", "/segments/new", "/segments/lists/", "/campaigns/", "/campaigns/new",
              "/subscribers/", "/subscribers/new", "/subscribers/import", "/keywords/", "/keywords/new",
-             "/automations/", "/automations/new", "/settings/", "/outbox/"]
+             "/flows/", "/flows/new", "/settings/", "/outbox/"]
     details = {"segments": "/segments/{}", "campaigns": "/campaigns/{}", "subscribers": "/subscribers/{}",
-               "keywords": "/keywords/{}", "automations": "/automations/{}"}
+               "keywords": "/keywords/{}", "flows": "/flows/{}"}
     pages += [details[table].format(row_id) for table, row_id in first.items() if row_id is not None]
     if manual is not None:
         pages.append(f"/segments/{manual}/edit")
@@ -183,5 +185,6 @@ def test_every_page_at_desktop_and_phone_sizes(demo_server, page, width, height)
     for path in pages:
         page.goto(url.rstrip("/") + path)
         expect(page.locator("main h1").first, path).to_be_visible()
+        settle(page)  # its lazy cards are in (measured with them; leaving earlier would abort their requests)
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at {width}x{height}"

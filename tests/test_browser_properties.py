@@ -15,7 +15,7 @@ from kinnekt.queue import get_queue
 from kinnekt.subscribers import properties
 from tests.conftest import make_shop
 from tests.fake_vonage import settled_jobs  # noqa: F401 (fixture)
-from tests.test_browser_popup import STOREFRONT, storefront  # noqa: F401 (fixture)
+from tests.test_browser_popup import STOREFRONT, embed, storefront  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("settled_jobs")]
 
@@ -63,7 +63,7 @@ def test_merchant_adds_a_property_and_edits_a_subscribers_values(open_page, db, 
 
 def test_shopper_gives_a_birthday_and_a_language_in_the_popup(page, db, storefront):  # noqa: F811
     shop = make_shop("alpha.myshopify.com", is_demo=True, popup_settings={
-        "enabled": True, "headline": "Birthday treats", "button": "Join", "delay_seconds": 0,
+        "enabled": True, "headline": "Birthday treats", "button": "Join",
         "ask_birthday": True, "ask_language": True})
     page.goto(f"{STOREFRONT}/")
     popup = page.get_by_role("dialog", name="Birthday treats")

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from tests.conftest import settle
 from tests.factories import add
 from tests.test_segments_web import EXAMPLE, person, segment
 from kinnekt.casefold import fold
@@ -88,6 +89,10 @@ def test_build_the_example_segment_and_find_it_in_the_list(open_page, app, shop,
     saved = Session.scalars(select(Segment).where(Segment.name == NAME)).one()
     assert saved.definition == rules.normalise(EXAMPLE) and saved.shop_id == shop.id
     assert app.extensions["kinnekt_queue"].drain()
+    # The row polls its build state every second until an answer says the build is over: leaving before that
+    # aborts a poll (a failed request).
+    expect(listed.locator(".segment-build")).to_have_attribute("data-build-status", "done")
+    settle(page)
     open_page("/segments/")
     expect(page.locator("#segments-page tbody tr", has_text=NAME).locator("td.numeric")).to_have_text("1")
 

@@ -217,9 +217,23 @@ def test_validate_a_good_form(db, shop, segments):
         "include_segment_ids": [segments[0].id], "exclude_segment_ids": [segments[1].id],
         "send_now": False, "send_at": dt.datetime(2026, 3, 10, 13, 30, tzinfo=UTC),  # 9:30 EDT (after Mar 8)
         "recipient_local_time": True, "discount_mode": "shared", "discount_code": "SPRING20",
-        "discount_kind": "percent", "discount_value": Decimal("20.00"), "repeat": "none", "repeat_until": None}
+        "discount_kind": "percent", "discount_value": Decimal("20.00"), "repeat": "none", "repeat_until": None,
+        "cap_choice": None}
     assert composer.warnings(values) == []
     assert nothing_saved(db)
+
+
+def test_liquid_style_tags_are_the_same_tags_and_stored_short(db, shop, segments):
+    body = "Hi {{ first_name }}, 20% off with {{discount_code}} {{ nope }} {{"
+    assert composer.tags_in(body) == ["first_name", "discount_code", "nope"]
+    filled = composer.fill_tags(body, {"first_name": "Ada", "discount_code": "X"})
+    assert filled == "Hi Ada, 20% off with X {{ nope }} {{"
+    liquid = "Hi {{ first_name }}, 20% off with {{ discount_code }}"
+    values, errors = composer.validate(good_form(segments, body=liquid), session=db, shop=shop, now=NOW)
+    assert errors == {} and values["body"] == "Hi {first_name}, 20% off with {discount_code}"
+    _, errors = composer.validate(good_form(segments, body="Hi {{ frist_name }} {discount_code}"), session=db,
+                                  shop=shop, now=NOW)
+    assert "frist_name" in errors["body"]
 
 
 def test_validate_send_now_and_a_unique_amount_discount(db, shop, segments):

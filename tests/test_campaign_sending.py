@@ -21,6 +21,7 @@ from kinnekt.models import Campaign, Link, Message, Subscriber
 from kinnekt.queue import get_queue
 from kinnekt.sms.gateway import SendResult
 from kinnekt.subscribers import optin
+from tests.fake_vonage import BARRED, INVALID, THROTTLED
 from tests.test_campaign_audience import segment, subscriber
 
 FOOTER = "Reply STOP to unsubscribe"
@@ -105,7 +106,7 @@ def test_send_now_texts_each_sendable_subscriber_exactly_once(db, shop_us, vonag
     outcome = {m.subscriber_id: (m.status, m.skip_reason) for m in rows(db, row)}
     # `gone` is still a materialised member, but the audience is the segment's rules at the start: not them.
     assert outcome == {team[0].id: ("sent", None), team[1].id: ("sent", None), team[2].id: ("sent", None)}
-    assert all(m.provider_id.startswith("FAKE") and m.attempts == 1 and m.sent_at for m in rows(db, row)[:3])
+    assert all(m.provider_id.count("-") == 4 and m.attempts == 1 and m.sent_at for m in rows(db, row)[:3])
     assert [db.get(Subscriber, p.id).sent_count for p in team] == [1, 1, 1, 0]
     figures = stats.progress(db, row)
     assert (figures.total, figures.sent, figures.skipped, figures.refused, figures.remaining, figures.done) == \
@@ -132,20 +133,22 @@ def test_links_become_one_tracked_link_per_recipient(db, shop_us, scripted):
 def test_stop_arriving_mid_campaign_skips_that_recipient(db, shop_us, scripted):
     team = people(db, shop_us, 4)
     us = segment(db, shop_us, "US", ["US"])
+    stopped = {}
 
-    def stop_the_third(n, to):
-        if n == 1:
+    def stop_one_not_yet_texted(n, to):
+        if n == 1:  # while the first text is in flight, someone still waiting texts STOP (the order is the rows')
+            stopped["who"] = next(person for person in team if person.phone != to)
             other = other_session()
-            optin.unsubscribe(other, other.get(Subscriber, team[2].id), reason="STOP", source="keyword")
+            optin.unsubscribe(other, other.get(Subscriber, stopped["who"].id), reason="STOP", source="keyword")
             other.close()
 
-    scripted.hook = stop_the_third
+    scripted.hook = stop_one_not_yet_texted
     row = wait_for(db, send_now(db, shop_us, [us]))
     assert row.status == "completed"
-    assert team[2].phone not in [to for to, _ in scripted.sent]
+    assert stopped["who"].phone not in [to for to, _ in scripted.sent]
     assert len(scripted.sent) == 3
     outcome = {m.subscriber_id: (m.status, m.skip_reason) for m in rows(db, row)}
-    assert outcome[team[2].id] == ("skipped", "not_subscribed")
+    assert outcome[stopped["who"].id] == ("skipped", "not_subscribed")
     assert sorted(s for s, _ in outcome.values()) == ["sent", "sent", "sent", "skipped"]
 
 
@@ -195,7 +198,7 @@ def test_throttled_message_is_retried_with_backoff_and_sent_once(db, shop_us, vo
     monkeypatch.setattr(defaults, "CAMPAIGN_RETRY_SECONDS", (0.5,))
     team = people(db, shop_us, 3)
     us = segment(db, shop_us, "US", ["US"])
-    vonage_config.then(("status", "1", "Throttled"))
+    vonage_config.then(THROTTLED)
     row = wait_for(db, send_now(db, shop_us, [us]))
     assert row.status == "completed"
     answered = vonage_config.sent()
@@ -223,9 +226,10 @@ def test_dropped_connection_is_unknown_never_resent_and_a_receipt_settles_it(db,
     assert get_queue().drain(10)
     assert len(vonage_config.sent()) == 3  # recovery never resends it
     # Vonage echoes the client-ref the request carried: the row's own m<id>.
-    [ref] = [form["client-ref"] for form in vonage_config.sent() if form["to"] == unknown[0].to_phone.lstrip("+")]
+    [ref] = [sent["client_ref"] for sent in vonage_config.sent() if sent["to"] == unknown[0].to_phone.lstrip("+")]
     assert ref == f"m{unknown[0].id}"
-    assert receipts.apply(db, {"status": "delivered", "client-ref": ref, "messageId": "LATE1"}) == "delivered"
+    late = "11111111-2222-4333-8444-555555555555"
+    assert receipts.apply(db, {"status": "delivered", "client_ref": ref, "message_uuid": late}) == "delivered"
     db.expire_all()
     assert db.get(Message, unknown[0].id).status == "delivered"
     assert db.get(Subscriber, unknown[0].subscriber_id).sent_count == 1
@@ -235,14 +239,14 @@ def test_permanent_failures_are_recorded_and_a_barred_number_suppressed(db, shop
                                                                        settled_jobs):
     team = people(db, shop_us, 3)
     us = segment(db, shop_us, "US", ["US"])
-    vonage_config.then(("status", "7", "Number barred"), ("status", "3", "Invalid parameters"))
+    vonage_config.then(BARRED, INVALID)
     row = wait_for(db, send_now(db, shop_us, [us]))
     assert row.status == "completed"
     failed = {m.subscriber_id: m for m in rows(db, row) if m.status == "failed"}
     assert len(failed) == 2 and len(vonage_config.sent()) == 3
-    reasons = sorted(m.error_reason for m in failed.values())
-    assert reasons == ["Invalid parameters", "Number barred"]
-    barred = next(m for m in failed.values() if m.error_code == "7")
+    assert sorted(m.error_code for m in failed.values()) == ["1020", "1050"]
+    assert all("Vonage" in m.error_reason for m in failed.values())
+    barred = next(m for m in failed.values() if m.error_code == "1050")
     assert db.get(Subscriber, barred.subscriber_id).suppressed_at is not None
     assert (stats.progress(db, row).refused, stats.progress(db, row).sent) == (2, 1)  # refused: never sent
     assert {p.id for p in team} >= set(failed)
@@ -691,7 +695,7 @@ def test_answers_wait_for_the_next_commit_only_without_a_rate_limit_and_outside_
                                                                                           monkeypatch, app):
     class Limited(ScriptedGateway):
         rate_limited = True
-        api_key, sender = "key", "15550100200"
+        account, sender = "key", "15550100200"
         warmed = 0
 
         def warm(self):
@@ -722,7 +726,7 @@ def _rate_limited_gateway(monkeypatch, app) -> ScriptedGateway:
     """Install a scripted gateway that takes rate-limiter slots (1000/s: no real waiting) for campaign sends."""
     class Limited(ScriptedGateway):
         rate_limited = True
-        api_key, sender = "key", "15550100200"
+        account, sender = "key", "15550100200"
 
     gateway = Limited()
     monkeypatch.setattr(sending, "get_gateway", lambda shop, session=None: gateway)

@@ -102,13 +102,15 @@ def test_sent_counts_every_accepted_message_whatever_its_receipt_said(db, shop):
         message(db, row, sub, status="sent", provider_id=provider_id, price=CENT)
     message(db, row, subs[6], status="failed", error_code="15", error_reason="Illegal Sender Address - rejected")
     lost = message(db, row, subs[7], status="unknown", error_code="connection", error_reason="connection reset")
+    absent = {"type": "https://developer.vonage.com/api-errors/messages#1180", "title": 1180,
+              "detail": "Absent subscriber (temporary)"}
     for provider_id in ids[:3]:
-        assert receipts.apply(db, {"status": "delivered", "messageId": provider_id, "err-code": "0"}) == "delivered"
+        assert receipts.apply(db, {"status": "delivered", "message_uuid": provider_id}) == "delivered"
     for provider_id in ids[3:5]:  # absent subscriber (temporary): accepted, then not delivered
-        assert receipts.apply(db, {"status": "failed", "messageId": provider_id, "err-code": "2"}) == "failed"
-    # The lost answer's message was accepted after all: its receipt (found by client-ref) says it failed.
-    assert receipts.apply(db, {"status": "failed", "messageId": "0B00000099999999", "err-code": "2",
-                               "client-ref": row_ref(lost.id)}) == "failed"
+        assert receipts.apply(db, {"status": "undeliverable", "message_uuid": provider_id, "error": absent}) == "failed"
+    # The lost answer's message was accepted after all: its receipt (found by client_ref) says it failed.
+    assert receipts.apply(db, {"status": "undeliverable", "message_uuid": "aaaaaaaa-0000-4000-8000-999999999999",
+                               "error": absent, "client_ref": row_ref(lost.id)}) == "failed"
 
     figures = stats.for_campaign(db, row)
     assert (figures.sent, figures.delivered, figures.failed) == (7, 3, 3)

@@ -10,14 +10,49 @@ def test_env_names_match_the_shopify_cli():
     cfg = Config.from_env({
         "SHOPIFY_API_KEY": "key", "SHOPIFY_API_SECRET": "secret", "SHOPIFY_APP_URL": "https://app.example.com/",
         "SCOPES": "read_orders", "PORT": "8081", "DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h:6379/0",
-        "SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "VONAGE_API_KEY": "vk", "VONAGE_SENDER": "+18885550199",
-        "VONAGE_SIGNATURE_SECRET": "vs",
+        "SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "VONAGE_APPLICATION_ID": "app-1",
+        "VONAGE_SENDER": "+18885550199", "VONAGE_SIGNATURE_SECRET": "vs",
+        "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMII\\n-----END PRIVATE KEY-----",
     })
     assert (cfg.SHOPIFY_API_KEY, cfg.SHOPIFY_API_SECRET, cfg.SCOPES, cfg.PORT) == ("key", "secret", "read_orders", 8081)
     assert cfg.SHOPIFY_APP_URL == "https://app.example.com"
     assert cfg.DATABASE_URL == "postgresql://u@h/db" and cfg.REDIS_URL == "redis://h:6379/0"
-    assert cfg.VONAGE_API_KEY == "vk" and cfg.VONAGE_SENDER == "+18885550199"
+    assert cfg.VONAGE_APPLICATION_ID == "app-1" and cfg.VONAGE_SENDER == "+18885550199"
+    assert cfg.VONAGE_PRIVATE_KEY == "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----"  # \n made newlines
     assert not cfg.DEMO_MODE and cfg.validate() == []
+
+
+def test_an_application_without_its_key_or_a_key_that_is_no_pem_refuses_to_start():
+    production = {"SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x",
+                  "VONAGE_SIGNATURE_SECRET": "vs"}
+    assert any("go together" in p for p in Config.from_env({**production, "VONAGE_APPLICATION_ID": "a"}).validate())
+    assert any("not a PEM" in p for p in Config.from_env(
+        {**production, "VONAGE_APPLICATION_ID": "a", "VONAGE_PRIVATE_KEY": "secret"}).validate())
+
+
+def test_the_numbers_api_key_and_secret_go_together_and_are_checked():
+    production = {"SECRET_KEY": "s", "TOKEN_ENCRYPTION_KEY": "t", "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x",
+                  "VONAGE_SIGNATURE_SECRET": "vs"}
+    cfg = Config.from_env({**production, "VONAGE_API_KEY": " abcd1234 ", "VONAGE_API_SECRET": "Secret0123456789",
+                           "VONAGE_NUMBERS_HOST_OVERRIDE": "127.0.0.1:8443"})
+    assert (cfg.VONAGE_API_KEY, cfg.VONAGE_NUMBERS_HOST_OVERRIDE) == ("abcd1234", "127.0.0.1:8443")
+    assert cfg.validate() == []
+    assert Config.from_env(production).validate() == []  # neither: sender names only, nothing bought
+    assert Config.from_env({**production, "VONAGE_API_KEY": "abcd1234"}).validate() == [
+        "VONAGE_API_KEY and VONAGE_API_SECRET go together (the Numbers API needs both)"]
+    assert Config.from_env({**production, "VONAGE_API_SECRET": "s"}).validate() == [
+        "VONAGE_API_KEY and VONAGE_API_SECRET go together (the Numbers API needs both)"]
+    assert Config.from_env({**production, "VONAGE_API_KEY": "ab cd/12", "VONAGE_API_SECRET": "s"}).validate() == [
+        "VONAGE_API_KEY is not a Vonage API key (letters and digits)"]
+    assert Config.from_env({**production, "VONAGE_NUMBERS_HOST_OVERRIDE": "https://x/y"}).validate() == [
+        "VONAGE_NUMBERS_HOST_OVERRIDE is not a host or host:port"]
+
+
+def test_the_private_key_can_come_from_a_file(tmp_path):
+    path = tmp_path / "private.key"
+    path.write_text("-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n")
+    assert Config.from_env({"VONAGE_PRIVATE_KEY_PATH": str(path)}).VONAGE_PRIVATE_KEY == path.read_text()
+    assert Config.from_env({}).VONAGE_PRIVATE_KEY == ""
 
 
 def test_defaults_are_the_embedded_ones():
@@ -101,7 +136,9 @@ def test_app_url_from_the_shopify_cli_variables():
 def test_every_route_is_a_merchant_route_or_a_known_public_one(app):
     """Security: a new route cannot skip the session token by accident."""
     from kinnekt.web.auth import require_merchant
-    public = {"auth", "shopify_oauth", "webhooks", "sms_webhooks", "redirects", "storefront", "health"}
+    public = {"auth", "shopify_oauth", "webhooks", "sms_webhooks", "redirects", "storefront", "health",
+              "pixel",  # the web pixel's ingest: its shop key, size and rate limits (kinnekt/web/pixel.py)
+              "audience_oauth"}  # ad platforms' login round trip: signed state bound to the browser, rate-limited
     unguarded = []
     for rule in app.url_map.iter_rules():
         blueprint = rule.endpoint.rpartition(".")[0] or None

@@ -1,5 +1,5 @@
 """The home page's figures (kinnekt/dashboard.py) checked against a hand-built dataset, and against the figures
-the campaign and automation pages show for the same rows."""
+the campaign and flow pages show for the same rows."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,8 +10,7 @@ import pytest
 
 from kinnekt import dashboard, defaults
 from kinnekt.campaigns import stats
-from kinnekt.models import Attribution, Subscriber, SubscriptionEvent
-from kinnekt.models.automation import Automation
+from kinnekt.models import Attribution, Flow, FlowStep, Subscriber, SubscriptionEvent
 from tests.conftest import make_shop
 from tests.test_campaign_attribution import order
 from tests.factories import message
@@ -67,10 +66,13 @@ def dataset(db, shop, other_shop):
     b = campaign(db, shop, name="March B", body="Hello", status="completed",
                  started_at=dt.datetime(2026, 3, 1, 15, 0, tzinfo=UTC),
                  finished_at=dt.datetime(2026, 3, 1, 15, 20, tzinfo=UTC))
-    w = campaign(db, shop, name="Welcome", body="Welcome https://alpha.example/w", kind="automation",
+    w = campaign(db, shop, name="Welcome", body="Welcome https://alpha.example/w", kind="flow",
                  status="draft", started_at=None)
-    automation = Automation(shop_id=shop.id, campaign_id=w.id, name="Welcome series", enabled=True)
-    db.add(automation)
+    flow = Flow(shop_id=shop.id, name="Welcome series", trigger="subscribed", trigger_config={},
+                exit_conditions=[], status="on")
+    db.add(flow)
+    db.flush()
+    db.add(FlowStep(shop_id=shop.id, flow_id=flow.id, version=1, position=0, kind="send", campaign_id=w.id))
     q = campaign(db, shop, name="Tonight", body="Hi", started_at=NOW - HOUR)
     later = campaign(db, shop, name="Later", body="Soon", status="scheduled",
                      send_at=dt.datetime(2026, 3, 25, 14, 0, tzinfo=UTC), started_at=None)
@@ -127,7 +129,7 @@ def dataset(db, shop, other_shop):
     credit(db, other_shop, theirs, dt.datetime(2026, 3, 19, 16, 0, tzinfo=UTC), "100.00")
     night_owl = recipient(db, other_shop, timezone="Asia/Tokyo")
     message(db, theirs, night_owl, status="pending", due_at=end_of_tokyo_night)
-    return {"a": a, "b": b, "w": w, "q": q, "later": later, "sooner": sooner, "automation": automation}
+    return {"a": a, "b": b, "w": w, "q": q, "later": later, "sooner": sooner, "flow": flow}
 
 
 def test_period_is_the_last_n_local_days_like_the_segment_rules(shop):
@@ -200,12 +202,12 @@ def test_recent_and_scheduled_campaigns(db, shop, dataset):
     assert (a.sent, a.revenue) == (figures.sent, figures.revenue) == (10, Decimal("50.50"))
 
 
-def test_automation_results_are_the_automations_pages_figures(db, shop, dataset):
-    results = dashboard.automation_results(db, shop)
+def test_flow_results_are_the_sums_of_their_messages_campaigns(db, shop, dataset):
+    results = dashboard.flow_results(db, shop)
     assert [a.name for a, _row in results] == ["Welcome series"]
     row = results[0][1]
     assert (row.sent, row.orders, row.revenue) == (2, 1, Decimal("12.25"))
-    page_rows, _totals = stats.campaign_rows(db, shop, kind="automation")
+    page_rows, _totals = stats.campaign_rows(db, shop, kind="flow")
     assert (row.sent, row.clicks, row.orders, row.revenue) == (
         page_rows[0].sent, page_rows[0].clicks, page_rows[0].orders, page_rows[0].revenue)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from graphlib import TopologicalSorter
 import json
 import re
 from collections import Counter, defaultdict
@@ -43,12 +44,30 @@ SOFT_KEYS = {"segment_events": {"segment_id": "segments", "subscriber_id": "subs
 """Ids of other rows held without a foreign key (the log outlives what it names)."""
 
 
+def _trigger_key(row, value, keys):
+    kind, _, ident = value.partition(":")
+    return f"{kind}:{keys['subscription_events'][int(ident)]}" if kind == "subscribed" else value
+
+
+EMBEDDED_KEYS = {
+    ("flow_runs", "trigger_key"): _trigger_key,  # "subscribed:<subscription event id>"
+    ("messages", "occurrence"): lambda row, value, keys: keys["flow_runs"][value] if row["kind"] == "flow" else value,
+}
+"""Ids of other rows inside values: a welcome run's key names its subscription event, a flow's message its run."""
+
+EMBEDDED_AFTER = {"flow_runs": ("subscription_events",), "messages": ("flow_runs",)}
+"""The tables those ids point into, hashed first."""
+
+
 def _fingerprint(session, shop_id: int) -> str:
     """A hash of every row the shop owns; surrogate ids are replaced by the content of the row they point at."""
     keys: dict[str, dict[int, str]] = {}
     digest = hashlib.sha256()
-    # Referenced tables come first; tables with soft keys after every table.
-    tables = sorted(Base.metadata.sorted_tables, key=lambda table: table.name in SOFT_KEYS)
+    # Referenced tables come first (ids held in values too: EMBEDDED_KEYS); tables with soft keys after every table.
+    graph = {table: {fk.column.table for fk in table.foreign_keys if fk.column.table is not table}
+             | {Base.metadata.tables[name] for name in EMBEDDED_AFTER.get(table.name, ())}
+             for table in Base.metadata.sorted_tables}
+    tables = sorted(TopologicalSorter(graph).static_order(), key=lambda table: table.name in SOFT_KEYS)
     for table in tables:
         if table.name == "shops":
             query = select(table).where(table.c.id == shop_id)
@@ -71,6 +90,8 @@ def _fingerprint(session, shop_id: int) -> str:
                     continue
                 if column.name in targets and value is not None:
                     value = keys[targets[column.name]][value]
+                elif (table.name, column.name) in EMBEDDED_KEYS and value is not None:
+                    value = EMBEDDED_KEYS[(table.name, column.name)](row, value, keys)
                 items.append(f"{column.name}={_plain(value)}")
             line = "|".join(items)
             keys[table.name][row["id"]] = hashlib.sha256(line.encode()).hexdigest()
@@ -153,9 +174,12 @@ def test_nothing_comes_from_the_wall_clock(db):
         for row in db.execute(select(table).where(where)).mappings():
             for column, value in row.items():
                 if isinstance(value, dt.datetime) and value > PAST_NOW:
-                    # A scheduled send and expected next orders (last order + median interval) lie ahead.
+                    # A scheduled send, expected next orders (last order + median interval), the next step of a
+                    # flow's waiting run and the end of the plan's billing period lie ahead.
                     if not (table.name == "campaigns" and row["id"] == scheduled and column == "send_at") \
-                            and not (table.name == "customers" and column == "expected_next_order_at"):
+                            and not (table.name == "customers" and column == "expected_next_order_at") \
+                            and not (table.name == "flow_runs" and column == "due_at" and row["state"] == "active") \
+                            and not (table.name == "billing_plans" and column == "period_ends_at"):
                         late.append((table.name, column, value))
     assert late == []
 
@@ -356,7 +380,8 @@ def test_campaigns_messages_links_clicks_and_facts_agree(db):
     assert all(cs.campaign_id in campaigns for cs in _all(db, CampaignSegment, shop.id))
 
     subscribers = {s.id: s for s in _all(db, Subscriber, shop.id)}
-    messages = _all(db, Message, shop.id)
+    every_message = _all(db, Message, shop.id)  # the campaigns' and the flows' (test_the_demo_flows_… for those)
+    messages = [m for m in every_message if m.kind == "campaign"]
     pairs = Counter((m.campaign_id, m.subscriber_id) for m in messages)
     assert pairs and max(pairs.values()) == 1
     for message in messages:
@@ -369,7 +394,7 @@ def test_campaigns_messages_links_clicks_and_facts_agree(db):
     assert Counter(m.status for m in messages).most_common(1)[0][0] == "delivered"
 
     links = {link.id: link for link in _all(db, Link, shop.id)}
-    assert len(links) == len(messages)
+    assert len([link for link in links.values() if campaigns[link.campaign_id].kind == "campaign"]) == len(messages)
     assert all(re.fullmatch(r"[A-Za-z0-9]{8}", link.code) for link in links.values())
     clicks = _all(db, Click, shop.id)
     for click in clicks:
@@ -379,7 +404,7 @@ def test_campaigns_messages_links_clicks_and_facts_agree(db):
     assert 0.05 < len(clickers) / len(messages) < 0.2
 
     accepted = defaultdict(list)
-    for message in messages:
+    for message in every_message:
         if message.provider_id:
             accepted[message.subscriber_id].append(message.sent_at)
     clicked = defaultdict(list)
@@ -428,7 +453,9 @@ def test_the_shop_itself(db):
 def test_seeded_texts_link_under_the_apps_public_url_and_follow_it_when_it_moves(db):
     """Issue 20: the demo's texts pointed at an address where nothing answered."""
     shop = demo.seed(db, now=NOW, customers=SMALL, link_base="http://127.0.0.1:5101/")
-    bodies = [m.body for m in _all(db, Message, shop.id)]
+    # Every campaign text links; of the flows' texts, the abandoned checkout's (its recovery link).
+    bodies = [m.body for m in _all(db, Message, shop.id) if m.kind == "campaign" or "/r/" in m.body]
+    assert any(m.kind == "flow" and "/r/" in m.body for m in _all(db, Message, shop.id))
     codes = {link.code for link in _all(db, Link, shop.id)}
     found = [re.search(r"(\S+)/r/([A-Za-z0-9]+)", body) for body in bodies]
     assert all(f and f.group(1) == "http://127.0.0.1:5101" and f.group(2) in codes for f in found)
@@ -437,7 +464,8 @@ def test_seeded_texts_link_under_the_apps_public_url_and_follow_it_when_it_moves
 
     assert demo.rebase_links(db, DOMAIN, "http://127.0.0.1:5201") == 2  # the seed's base and an old send's
     db.expire_all()
-    assert all("http://127.0.0.1:5201/r/" in m.body and "5101" not in m.body for m in _all(db, Message, shop.id))
+    assert all("http://127.0.0.1:5201/r/" in m.body and "5101" not in m.body for m in _all(db, Message, shop.id)
+               if m.kind == "campaign" or "/r/" in m.body)
     assert {o.text for o in _all(db, OutboxMessage, shop.id) if "/r/" in o.text} == {
         "Sale: http://127.0.0.1:5201/r/Ab12Cd34"}
     assert demo.rebase_links(db, DOMAIN, "http://127.0.0.1:5201") == 0
@@ -527,3 +555,71 @@ def test_the_birthday_segment_has_members_on_the_demo_day_and_the_next(db, days_
     assert members == expected and members
     db.refresh(segment)
     assert segment.member_count == len(members) and segment.build_status == "done"
+
+
+def test_the_demo_store_has_browsing_events_of_subscribers_and_strangers(db):
+    from kinnekt.models.storefront import StorefrontBrowser, StorefrontEvent
+    shop = demo.seed(db, now=NOW, customers=SMALL)
+    events = db.scalars(select(StorefrontEvent).where(StorefrontEvent.shop_id == shop.id)).all()
+    browsers = db.scalars(select(StorefrontBrowser).where(StorefrontBrowser.shop_id == shop.id)).all()
+    assert shop.pixel_key and shop.web_pixel_id is None
+    names = {e.name for e in events}
+    assert {"page_viewed", "product_viewed", "collection_viewed", "product_added_to_cart",
+            "checkout_started"} <= names
+    attributed = [e for e in events if e.subscriber_id is not None]
+    assert attributed and len(attributed) < len(events)  # strangers' events are kept unattributed
+    tied = {b.client_id: b.subscriber_id for b in browsers}
+    assert all(tied[e.client_id] == e.subscriber_id for e in attributed)
+    assert {b.source for b in browsers} <= {"customer", "checkout", "link"} and len({b.source for b in browsers}) >= 2
+    subscribed = {s.id for s in db.scalars(select(Subscriber).where(Subscriber.shop_id == shop.id,
+                                                                    Subscriber.status == "subscribed"))}
+    assert set(tied.values()) <= subscribed
+    since = NOW - dt.timedelta(days=31)
+    assert all(since <= (e.occurred_at if e.occurred_at.tzinfo else e.occurred_at.replace(tzinfo=dt.timezone.utc))
+               <= NOW for e in events)
+    viewed = [e for e in events if e.name == "product_viewed"]
+    assert all(e.product_id and e.variant_id and e.value for e in viewed)
+    assert any("kn=" in (e.url or "") for e in events)
+
+
+def test_the_demo_flows_have_runs_messages_and_figures_as_the_engine_would_leave_them(db):
+    """The ready-made Abandoned checkout and Welcome series, on, with runs walked through their steps: each text a
+    message of its step's campaign keyed by the run, a waiting run due at its next step, a run that left early
+    with its reason; the flow's page figures add up; the engine, run on the store, sends nothing twice."""
+    from kinnekt.flows import engine, stats
+    from kinnekt.models import Flow, FlowRun, FlowStep, Message
+    shop = demo.seed(db, now=NOW, customers=400)
+    flows = {f.builtin: f for f in db.scalars(select(Flow).where(Flow.shop_id == shop.id))}
+    assert set(flows) == {"abandoned_checkout", "welcome_series"}
+    assert {f.status for f in flows.values()} == {"on"}
+    runs = db.scalars(select(FlowRun).where(FlowRun.shop_id == shop.id)).all()
+    assert runs and {r.state for r in runs} >= {"active", "completed"}
+    for run in runs:
+        step = db.get(FlowStep, run.current_step_id)
+        assert step.flow_id == run.flow_id and step.version == run.version == 1
+        assert (run.state == "active") == (run.due_at is not None) == (run.finished_at is None)
+        if run.state == "active":
+            assert run.due_at > NOW
+        assert run.exit_reason is None or run.state == "exited"
+    messages = db.scalars(select(Message).where(Message.shop_id == shop.id, Message.kind == "flow")).all()
+    by_run = {r.id: r for r in runs}
+    campaigns = {s.campaign_id: s for s in db.scalars(select(FlowStep).where(FlowStep.campaign_id.is_not(None)))}
+    for message in messages:
+        run = by_run[message.occurrence]
+        assert message.subscriber_id == run.subscriber_id and campaigns[message.campaign_id].flow_id == run.flow_id
+        assert "{" not in message.body and message.sent_at <= NOW
+    checkout = flows["abandoned_checkout"]
+    figures = stats.step_figures(db, checkout)
+    assert figures.entered == sum(1 for r in runs if r.flow_id == checkout.id)
+    assert figures.sent == sum(1 for m in messages if campaigns[m.campaign_id].flow_id == checkout.id
+                               and m.status in ("sent", "delivered"))
+    assert [s.step.kind for s in figures.steps] == ["wait", "send", "wait", "send"]
+    welcome = stats.step_figures(db, flows["welcome_series"])
+    assert welcome.entered > 0 and welcome.steps[0].sent > 0
+    # The engine on the seeded store (at the seed's time) starts nothing again and sends no text twice.
+    sent_before = len(messages)
+    assert engine.enter(db, shop.id, now=NOW) == 0
+    while engine.advance(db, shop.id, now=NOW).runs:
+        pass
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.shop_id == shop.id,
+                                                                     Message.kind == "flow")) == sent_before

@@ -362,29 +362,31 @@ def _walk_webhook(walk: Walk, rule, method: str) -> None:
 
 
 def _walk_sms(walk: Walk, rule, method: str) -> None:
-    """Vonage's three formats (query, form, JSON) with a hostile value in each field in turn, and deep JSON."""
+    """The Messages API's JSON webhooks with a hostile value in each field in turn (and nested ones), deep JSON,
+    and bodies that are not JSON."""
+    from tests.fake_vonage import inbound_body, status_body
     to = walk.shop.sender or "15550100200"
     if rule.endpoint.endswith("inbound"):
-        base = {"msisdn": "447400123456", "to": to, "messageId": "", "text": "JOIN", "type": "text", "concat": "true",
-                "concat-ref": "1", "concat-total": "2", "concat-part": "1", "keyword": "JOIN",
-                "message-timestamp": "2026-11-22 10:00:00"}
+        base = inbound_body("JOIN", from_="447400123456", to=to)
     else:
-        base = {"msisdn": "447400123456", "to": to, "network-code": "23410", "messageId": "0B00000012345678",
-                "price": "0.03330000", "status": "delivered", "scts": "2611221000", "err-code": "0",
-                "message-timestamp": "2026-11-22 10:00:05", "client-ref": "m1"}
+        base = status_body("rejected", message_uuid="aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", client_ref="m1",
+                           code="1250", detail="Unroutable")
+    if method != "POST":
+        walk.send(method, rule.rule, query={"text": "JOIN"}, merchant=False, note="(SMS query)")
+        return
     for field in base:
-        for value in ["\x00", "²", "9" * 40, "x" * 3000] + SURROGATES:
-            data = {**base, "messageId": base["messageId"] or uuid.uuid4().hex[:16], field: value}
-            if method == "GET" and value not in SURROGATES:
-                walk.send(method, rule.rule, query=data, merchant=False, note="(SMS query)")
-            elif method == "POST":
-                walk.send(method, rule.rule, json_body=data, merchant=False, note="(SMS JSON)")
-                if value not in SURROGATES:
-                    walk.send(method, rule.rule, form=data, merchant=False, note="(SMS form)")
-    if method == "POST":
-        for raw in DEEP_BODIES:
-            walk.send(method, rule.rule, data=raw, headers={"Content-Type": "application/json"}, merchant=False,
-                      note="(SMS deep)")
+        for value in ["\x00", "²", "9" * 40, "x" * 3000, 2**63, None, True, [1], {"a": "\x00"}] + SURROGATES:
+            data = {**base, field: value}
+            if field == "message_uuid" and value in ("²", "9" * 40):
+                data[field] = f"{value}{uuid.uuid4().hex}"  # a new text each time
+            walk.send(method, rule.rule, json_body=data, merchant=False, note="(SMS JSON)")
+    for nested in ("error", "usage", "sms"):
+        for value in ({"title": "\x00", "price": "²"}, {"title": 2**63, "price": 2**63}, "x", [None]):
+            walk.send(method, rule.rule, json_body={**base, nested: value}, merchant=False, note="(SMS nested)")
+    for raw in DEEP_BODIES + [b"", b"\xff", b"[]", b"null", b"JOIN"]:
+        walk.send(method, rule.rule, data=raw, headers={"Content-Type": "application/json"}, merchant=False,
+                  note="(SMS raw)")
+    walk.send(method, rule.rule, form={"text": "JOIN"}, merchant=False, note="(SMS form)")
 
 
 def _walk_upload(walk: Walk, rule, method: str) -> None:

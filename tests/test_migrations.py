@@ -139,3 +139,58 @@ def test_0013_fills_the_folded_copies_and_folds_tags(tmp_path):
         engine.dispose()
     assert folded == ("zürich", ("grün", "telekom strasse"), ("grösse 42", None))
     assert stored_tags == ["grösse", "strasse", "vip"]
+
+
+def test_0026_makes_each_automation_a_flow_keeping_its_campaign_and_fired_entries(tmp_path):
+    """An automation with a sent and a waiting message, and an entry logged past its cursor, becomes a flow: a wait
+    of its delay and a send step on its own campaign (now of kind flow), a completed run per entry already fired
+    (keyed as the flow keys that entry, so it never fires again), its read starting where the automation's did."""
+    with fresh_database(tmp_path, "automations") as url:
+        migrate.upgrade(url, "0021")
+        engine = kdb.make_engine(url)
+        tables = MetaData()
+        tables.reflect(engine)
+        t = tables.tables
+        at = dt.datetime(2026, 3, 1, 12, 0)
+        with engine.begin() as conn:
+            conn.execute(insert(t["shops"]).values(id=1, domain="a.myshopify.com",
+                                                   **_required(t["shops"], "domain", "id")))
+            for person in (1, 2, 3):
+                conn.execute(insert(t["subscribers"]).values(id=person, shop_id=1, phone=f"+1212555010{person}",
+                                                             **_required(t["subscribers"], "phone")))
+            conn.execute(insert(t["segments"]).values(id=4, shop_id=1, name="US", **_required(t["segments"], "name")))
+            for event, person, minutes in ((10, 1, 0), (11, 2, 1), (12, 3, 2)):
+                conn.execute(insert(t["segment_events"]).values(
+                    id=event, shop_id=1, segment_id=4, subscriber_id=person, kind="enter", cause="recheck",
+                    at=at + dt.timedelta(minutes=minutes)))
+            conn.execute(insert(t["campaigns"]).values(
+                id=5, shop_id=1, name="Welcome", body="Hi!", kind="automation", status="in_progress",
+                **_required(t["campaigns"], "name", "body", "kind", "status")))
+            conn.execute(insert(t["automations"]).values(
+                id=6, shop_id=1, campaign_id=5, name="Welcome", trigger="enter", segment_id=4, delay_seconds=600,
+                enabled=True, builtin="welcome", last_event_id=11, enabled_at=at - dt.timedelta(days=1),
+                **_required(t["automations"], "name", "trigger", "delay_seconds", "enabled", "last_event_id",
+                           "campaign_id")))
+            for message, person, event, status in ((7, 1, 10, "sent"), (8, 2, 11, "pending")):
+                conn.execute(insert(t["messages"]).values(
+                    id=message, shop_id=1, campaign_id=5, subscriber_id=person, occurrence=event, kind="automation",
+                    to_phone=f"+1212555010{person}", status=status,
+                    **_required(t["messages"], "kind", "to_phone", "status", "occurrence", "campaign_id")))
+        migrate.upgrade(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM automations")).scalar() == 0
+            flow = conn.execute(text("SELECT id, name, \"trigger\", segment_id, status, builtin, version, "
+                                     "scanned_through FROM flows")).one()
+            steps = conn.execute(text("SELECT id, position, kind, wait_seconds, campaign_id FROM flow_steps "
+                                      "WHERE flow_id = :f ORDER BY position"), {"f": flow.id}).all()
+            runs = conn.execute(text("SELECT subscriber_id, trigger_key, state, current_step_id FROM flow_runs "
+                                     "ORDER BY subscriber_id")).all()
+            kind = conn.execute(text("SELECT kind FROM campaigns WHERE id = 5")).scalar()
+            waiting = conn.execute(text("SELECT status, occurrence FROM messages WHERE id = 8")).one()
+        engine.dispose()
+    assert tuple(flow)[1:7] == ("Welcome", "segment_enter", 4, "on", "welcome", 1)
+    assert str(flow.scanned_through)[:16] == "2026-03-01 12:01"  # the cursor's entry (10 and 11 fired; 12 unread)
+    assert [tuple(s)[1:] for s in steps] == [(0, "wait", 600, None), (1, "send", None, 5)]
+    assert [tuple(r) for r in runs] == [(1, "event:10", "completed", steps[1].id),
+                                        (2, "event:11", "completed", steps[1].id)]
+    assert (kind, tuple(waiting)) == ("flow", ("pending", 11))

@@ -3,15 +3,13 @@ never a number), an id is at most the largest BIGINT, and a huge amount is refus
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
 from kinnekt import shop_settings
 from kinnekt.campaigns import composer
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Shop
 from kinnekt.numbers import MAX_ID, record_id, whole_number
 from kinnekt.sms import receipts
-from kinnekt.subscribers import phones, popup
+from kinnekt.subscribers import phones
 
 NOT_NUMBERS = ["²", "³²", "١٢", "𝟙", "１", "1_000", "1.5", "-1", "+1", "1e3", "0x1f", "", " ", "NaN", "9" * 5000]
 
@@ -38,21 +36,6 @@ def test_record_ids_run_from_one_to_the_largest_bigint():
 
 
 # ---------------------------------------------------------------------------------------------- where numbers are read
-
-@pytest.mark.parametrize("delay", ["²", "١٢", "5²"])
-def test_a_popup_delay_in_other_digits_is_a_field_error(delay):
-    _, errors = popup.validate({"headline": "Join", "button": "Sign up", "delay_seconds": delay})
-    assert errors == {"delay_seconds": "Enter the delay as whole seconds, for example 5."}
-
-
-def test_the_popup_settings_page_answers_a_superscript_delay_beside_the_field(client, auth, db, shop):
-    response = client.post("/settings/signup/popup", headers=auth,
-                           data={"headline": "Join", "button": "Sign up", "delay_seconds": "²", "enabled": "on"})
-    assert response.status_code == 200
-    assert "Enter the delay as whole seconds" in response.get_data(as_text=True)
-    db.expire_all()
-    assert not (db.scalar(select(Shop.popup_settings).where(Shop.id == shop.id)) or {}).get("enabled")
-
 
 def test_a_whole_number_setting_in_other_scripts_digits_is_refused():
     with pytest.raises(shop_settings.SettingError, match="as a whole number"):
@@ -81,5 +64,6 @@ def test_a_vonage_msisdn_in_other_digits_is_no_phone_number(msisdn):
 
 
 def test_a_receipt_error_code_in_other_digits_is_malformed():
-    with pytest.raises(receipts.ReceiptError, match="err-code"):
-        receipts.parse({"messageId": "0B00000012345678", "status": "failed", "err-code": "²"})
+    with pytest.raises(receipts.ReceiptError, match="error code"):
+        receipts.parse({"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "status": "failed",
+                        "error": {"title": "²"}})

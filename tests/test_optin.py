@@ -9,13 +9,11 @@ from sqlalchemy import func, select
 
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Customer, Keyword, Message, Subscriber, SubscriptionEvent
-from kinnekt.queue import get_queue
 from kinnekt.subscribers import optin
 from kinnekt.subscribers.checkout import apply_sms_consent
 from kinnekt.subscribers.phones import InvalidPhone
 from tests import factories
 from tests.conftest import make_shop
-from tests.fake_shopify import connect
 
 PHONE = "+447400123456"
 
@@ -250,58 +248,3 @@ def test_checkout_consent_bad_input(db):
         apply_sms_consent(db(), shop, customer, state="maybe", phone=PHONE, updated_at=utcnow())
     assert apply_sms_consent(db(), shop, customer, state="subscribed", phone="not a phone", updated_at=utcnow()) is None
     assert _count(db, Subscriber) == 0
-
-
-# --- writing an opt-out back to Shopify ------------------------------------------------------------
-
-@pytest.fixture
-def consent_mutations(fake_shopify, monkeypatch):
-    """Teach the fake Shopify customerSmsMarketingConsentUpdate (Shopify's documented payload)."""
-    seen = []
-
-    def handler(self, shop, variables):
-        seen.append(variables["input"])
-        gid = variables["input"]["customerId"]
-        if gid.endswith("/999"):
-            return {"customerSmsMarketingConsentUpdate": {"customer": None, "userErrors": [
-                {"field": ["customerId"], "message": "Customer does not exist"}]}}
-        return {"customerSmsMarketingConsentUpdate": {"customer": {"id": gid}, "userErrors": []}}
-
-    monkeypatch.setattr(fake_shopify.server.RequestHandlerClass, "_op_KinnektSmsOptOut", handler, raising=False)
-    return seen
-
-
-def test_opt_out_here_is_written_back_to_shopify(db, fake_shopify, consent_mutations):
-    shop = make_shop(double_opt_in=False)
-    connect(fake_shopify, shop)
-    customer = _customer(db, shop, shopify_id=640)
-    sub = optin.subscribe(db(), shop, PHONE, source="keyword", consent_text="Texted SALE")
-    assert sub.customer_id == customer.id
-    optin.unsubscribe(db(), sub, reason="Texted STOP", source="sms")
-    assert get_queue().drain(20)
-    [written] = consent_mutations
-    assert written["customerId"] == "gid://shopify/Customer/640"
-    assert written["smsMarketingConsent"]["marketingState"] == "UNSUBSCRIBED"
-    assert written["smsMarketingConsent"]["consentUpdatedAt"].endswith("Z")
-
-
-def test_opt_out_from_shopify_is_not_written_back(db, fake_shopify, consent_mutations):
-    shop = make_shop(checkout_collection=True)
-    connect(fake_shopify, shop)
-    customer = _customer(db, shop)
-    apply_sms_consent(db(), shop, customer, state="subscribed", phone=PHONE, updated_at=utcnow())
-    apply_sms_consent(db(), shop, customer, state="unsubscribed", phone=PHONE,
-                      updated_at=utcnow() + dt.timedelta(seconds=1))
-    assert get_queue().drain(20)
-    assert consent_mutations == []
-
-
-def test_write_back_reports_shopify_refusal(db, fake_shopify, consent_mutations):
-    from kinnekt.shopify.tasks import write_back_sms_consent
-    shop = make_shop(double_opt_in=False)
-    connect(fake_shopify, shop)
-    _customer(db, shop, shopify_id=999)
-    sub = optin.subscribe(db(), shop, PHONE, source="manual", consent_text="x")
-    sub.status = "unsubscribed"
-    db.commit()
-    assert write_back_sms_consent(sub.id) == "refused: Customer does not exist"

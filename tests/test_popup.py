@@ -16,8 +16,7 @@ from tests.test_shopify_app_proxy import proxy_query
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
-ON = {"enabled": True, "headline": "Ten percent off", "body": "Texts from the bakery.", "button": "Join us",
-      "delay_seconds": 3}
+ON = {"enabled": True, "headline": "Ten percent off", "body": "Texts from the bakery.", "button": "Join us"}
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def test_popup_markup_carries_the_merchant_text_and_the_disclosure(client, db, s
     response = client.get(f"/proxy/popup?{signed()}")
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.get_data(as_text=True)
-    for text in ("Ten percent off", "Texts from the bakery.", "Join us", 'data-delay="3"', 'name="phone"',
+    for text in ("Ten percent off", "Texts from the bakery.", "Join us", 'name="phone"',
                  'type="checkbox"', "By submitting, you agree to receive recurring automated marketing texts from "
                  "Alpha Bakery at this number. Consent is not a condition of purchase. Msg &amp; data rates may "
                  "apply. Reply STOP to unsubscribe, HELP for help."):
@@ -262,8 +261,8 @@ def test_an_opted_out_number_stays_opted_out_and_is_asked_at_most_once_a_month(c
     assert sign_up(client, signed()).status_code == 200
     assert get_queue().drain(20)
     assert count(db, Message) == 2 and state()[0] == "unsubscribed"
-    reply = client.post("/sms/inbound", data={"msisdn": "16502530000", "to": "15550100200", "text": "Y",
-                                              "messageId": "0B00000123456789", "type": "text"})
+    from tests.fake_vonage import inbound_body
+    reply = client.post("/sms/inbound", json=inbound_body("Y", from_="16502530000", to="15550100200"))
     assert reply.status_code == 204
     assert get_queue().drain(20)
     assert state()[0] == "subscribed"
@@ -363,8 +362,7 @@ def test_settings_card_shows_the_form_and_the_preview(client, auth, shop):
 
 def test_preview_follows_the_form_without_saving(client, db, auth, shop):
     response = client.post("/settings/signup/popup/preview", headers=auth,
-                           data={"headline": "Fresh bread alerts", "body": "", "button": "Text me",
-                                 "delay_seconds": "0"})
+                           data={"headline": "Fresh bread alerts", "body": "", "button": "Text me"})
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<div id="popup-preview"')
     assert "Fresh bread alerts" in html and "Text me" in html and "Texts from the bakery." not in html
@@ -374,13 +372,13 @@ def test_preview_follows_the_form_without_saving(client, db, auth, shop):
 
 def test_saving_valid_settings(client, db, auth, shop):
     response = client.post("/settings/signup/popup", headers=auth, data={
-        "enabled": "on", "headline": "  Fresh   bread ", "body": "Weekly.", "button": "Join", "delay_seconds": "10"})
+        "enabled": "on", "headline": "  Fresh   bread ", "body": "Weekly.", "button": "Join"})
     assert response.status_code == 200 and "Saved" in response.get_data(as_text=True)
     db.expire_all()
     saved = db.get(type(shop), shop.id).popup_settings
     assert saved == {"enabled": True, "headline": "Fresh bread", "body": "Weekly.", "button": "Join",
-                     "delay_seconds": 10, "ask_birthday": False, "ask_language": False}
-    client.post("/settings/signup/popup", headers=auth, data={"headline": "A", "button": "B", "delay_seconds": "0"})
+                     "ask_birthday": False, "ask_language": False}  # the delay is the app embed's, not ours
+    client.post("/settings/signup/popup", headers=auth, data={"headline": "A", "button": "B"})
     db.expire_all()
     assert db.get(type(shop), shop.id).popup_settings["enabled"] is False
 
@@ -390,12 +388,9 @@ def test_saving_valid_settings(client, db, auth, shop):
     ("headline", "x" * 81, "Headline can be at most 80 characters (it has 81)."),
     ("button", "", "Button text cannot be empty."),
     ("body", "y" * 301, "Body text can be at most 300 characters (it has 301)."),
-    ("delay_seconds", "soon", "Enter the delay as whole seconds, for example 5."),
-    ("delay_seconds", "-1", "Enter the delay as whole seconds, for example 5."),
-    ("delay_seconds", "121", "The delay can be at most 120 seconds."),
 ])
 def test_bad_settings_show_the_error_beside_the_field_and_save_nothing(client, db, auth, shop, field, value, error):
-    form = {"enabled": "on", "headline": "New", "body": "", "button": "Go", "delay_seconds": "1", field: value}
+    form = {"enabled": "on", "headline": "New", "body": "", "button": "Go", field: value}
     html = client.post("/settings/signup/popup", headers=auth, data=form).get_data(as_text=True)
     assert f'id="popup-{field.split("_")[0]}-error"' in html and error in html
     db.expire_all()
@@ -406,7 +401,7 @@ def test_settings_are_per_shop(client, db, token_for, shop):
     other = make_shop("beta.myshopify.com", popup_settings={})
     headers = {"Authorization": f"Bearer {token_for(other.domain)}", "HX-Request": "true"}
     client.post("/settings/signup/popup", headers=headers,
-                data={"enabled": "on", "headline": "Beta", "button": "Go", "delay_seconds": "1"})
+                data={"enabled": "on", "headline": "Beta", "button": "Go"})
     db.expire_all()
     assert db.get(type(shop), shop.id).popup_settings == ON
     assert db.get(type(other), other.id).popup_settings["headline"] == "Beta"
@@ -471,7 +466,7 @@ def test_a_subscribed_numbers_profile_is_not_changed_by_a_stranger(client, db, a
 
 def test_the_settings_switch_the_fields_on_and_the_preview_shows_them(client, db, auth, shop):
     response = client.post("/settings/signup/popup", headers=auth, data={
-        "enabled": "on", "headline": "Hi", "body": "", "button": "Join", "delay_seconds": "1",
+        "enabled": "on", "headline": "Hi", "body": "", "button": "Join",
         "ask_birthday": "on"})
     html = response.get_data(as_text=True)
     assert 'id="kn-birthday-preview"' in html and 'id="kn-language-preview"' not in html

@@ -19,6 +19,9 @@ from kinnekt.queue import InProcessQueue, Periodic, RQJobQueue
 from tests.worker_env import worker_env
 
 REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
+WORKER_RUN_LIMIT = 300
+"""Seconds a `python -m workers` run of these tests may take before it counts as hung: only a guard against a hang
+(the start-up imports alone took over 60 s on a busy two-core machine); no test asserts how fast a worker is."""
 
 
 def test_in_process_runs_jobs_in_order_and_survives_a_failing_job(app):
@@ -96,18 +99,60 @@ def test_rq_queue_does_not_duplicate_a_job_id(redis_conn):
     queue.queue.empty()
 
 
+def test_rq_queue_enqueues_again_over_what_a_finished_job_left(redis_conn):
+    """Processes racing on one job id (gunicorn's workers announcing one shop's storefront activity): a finished
+    job another process deleted first, after which a late status write left a hash without the job's data, or a
+    job that vanished between the duplicate and the look at it, must not fail the request that enqueues."""
+    from rq.job import Job
+    from kinnekt.shopify.tasks import prune_webhook_events
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    key = Job.key_for(queue._scoped("flows"))
+    redis_conn.hset(key, mapping={"status": "finished", "ended_at": "2026-12-07T17:17:55.000000Z"})  # no data
+    assert queue.enqueue(prune_webhook_events, job_id="flows") is not None
+    assert queue.queue.count == 1 and queue.enqueue(prune_webhook_events, job_id="flows") is None  # now pending
+    queue.queue.empty()
+    redis_conn.delete(key)
+    redis_conn.hset(key, mapping={"ended_at": "2026-12-07T17:17:55.000000Z"})  # not even a status
+    assert queue.enqueue(prune_webhook_events, job_id="flows") is not None
+    queue.queue.empty()
+    redis_conn.delete(key)
+
+
+def test_rq_queue_enqueues_when_the_duplicate_vanishes_before_it_is_read(redis_conn, monkeypatch):
+    from rq.job import Job
+    from kinnekt.shopify.tasks import prune_webhook_events
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    queue = RQJobQueue(REDIS_URL, name)
+    key = Job.key_for(queue._scoped("flows"))
+    redis_conn.hset(key, mapping={"status": "finished"})
+    real_fetch = Job.fetch
+
+    def fetch_after_another_process_deleted_it(job_id, connection=None, **kwargs):
+        redis_conn.delete(key)
+        return real_fetch(job_id, connection=connection, **kwargs)
+
+    monkeypatch.setattr(Job, "fetch", staticmethod(fetch_after_another_process_deleted_it))
+    assert queue.enqueue(prune_webhook_events, job_id="flows") is not None
+    assert queue.queue.count == 1
+    queue.queue.empty()
+    redis_conn.delete(key)
+
+
 def test_worker_process_recovers_unprocessed_webhooks(app, db, shop, database_url, redis_conn):
     """`python -m workers --burst` queues start-up recovery, which finds a stored, unprocessed event."""
     stale = WebhookEvent(webhook_id="wh-1", shop_id=shop.id, shop_domain=shop.domain, topic="test/unknown_topic",
                          payload="{}", received_at=utcnow() - dt.timedelta(minutes=5))
+    # Younger than the grace period at any moment the worker may run: stamped at the test's start, it had aged out
+    # of its 60 s by the time a slow start (90 s on a busy machine) got to recovery, and was rightly processed.
     fresh = WebhookEvent(webhook_id="wh-2", shop_id=shop.id, shop_domain=shop.domain, topic="test/unknown_topic",
-                         payload="{}", received_at=utcnow())
+                         payload="{}", received_at=utcnow() + dt.timedelta(seconds=WORKER_RUN_LIMIT))
     db.add_all([stale, fresh])
     db.commit()
     name = f"test-{uuid.uuid4().hex[:8]}"
     env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=WORKER_RUN_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     db.expire_all()
     events = {e.webhook_id: e for e in db.scalars(select(WebhookEvent))}
@@ -120,7 +165,7 @@ def test_worker_without_redis_explains_itself(database_url):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update({"DATABASE_URL": database_url, "KINNEKT_DEMO": "1"})
     result = subprocess.run([sys.executable, "-m", "workers", "--burst"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=WORKER_RUN_LIMIT)
     assert result.returncode == 2
     assert "REDIS_URL is not set" in result.stderr
 
@@ -137,19 +182,25 @@ def test_rq_queue_requeues_a_finished_job_id(redis_conn):
     queue.queue.empty()
 
 
-def test_in_process_start_up_recovery_processes_stored_events(app, db, shop):
+def test_in_process_start_up_recovery_processes_stored_events(app, db, shop, monkeypatch):
     from kinnekt.schedule import start_background
     db.add(WebhookEvent(webhook_id="wh-3", shop_id=shop.id, shop_domain=shop.domain, topic="test/unknown_topic",
                         payload="{}", received_at=utcnow() - dt.timedelta(minutes=5)))
     db.commit()
     queue = app.extensions["kinnekt_queue"]
+    # The periodic jobs are recorded, not started: started on the session's app, their timers went on firing for
+    # the rest of the suite (recovery queued a second browsing re-check run inside test_segment_browsing's burst
+    # test, on a busy machine where a test lasts long enough for a tick to land in it).
+    started = []
+    monkeypatch.setitem(app.extensions, "kinnekt_background_started", False)
+    monkeypatch.setattr(queue, "start_periodic", lambda periodic: started.append([p.name for p in periodic]))
     start_background(app)
     start_background(app)  # a second call (another first request) starts nothing twice
     assert queue.drain(10)
     db.expire_all()
     event = db.scalar(select(WebhookEvent).where(WebhookEvent.webhook_id == "wh-3"))
     assert event.processed_at is not None and event.attempts == 1
-    assert {"prune_webhook_events", "recover_due_work"} <= {p.name for p in queue._periodic}
+    assert len(started) == 1 and {"prune_webhook_events", "recover_due_work"} <= set(started[0])
 
 
 def test_rq_cron_config_registers_the_periodic_jobs(redis_conn):
@@ -252,7 +303,7 @@ def test_a_worker_takes_jobs_lane_by_lane(app, db, shop, database_url, redis_con
             queue.enqueue(process_inbound, 10 ** 9, job_id="urgent")]
     env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=WORKER_RUN_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     done = [Job.fetch(job.id, connection=queue.redis) for job in jobs]
     assert all(job.get_status() == "finished" for job in done), [(j.id, j.get_status(), j.exc_info) for j in done]
@@ -276,11 +327,11 @@ def test_a_worker_for_some_lanes_leaves_the_others(app, database_url, redis_conn
     default = queue.enqueue(prune_webhook_events, job_id="default")
     env = worker_env(app, database_url, name)
     result = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-recover", "--lanes", "urgent,default"],
-                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=WORKER_RUN_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert default.get_status(refresh=True) == "finished" and bulk.get_status(refresh=True) == "queued"
     bad = subprocess.run([sys.executable, "-m", "workers", "--lanes", "urgent,nope"], cwd=PROJECT_ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=WORKER_RUN_LIMIT)
     assert bad.returncode == 2 and "lanes are a comma-separated list of urgent, default, sends, bulk" in bad.stderr
     queue.lanes["bulk"].empty()
 

@@ -161,6 +161,19 @@ def test_money_gt_and_gte_on_equal_amounts_with_cents(db, shop):
     assert matching(db, shop, rule("money_spent", "eq", 0)) == ids(unlinked)
 
 
+def test_money_rules_treat_a_missing_amount_as_zero_in_every_form(db, shop):
+    """Money rules are compiled on the bare column (so PostgreSQL can use its index), the missing amount of an
+    unlinked subscriber decided by whether 0 meets the rule: it must then answer as a stored 0 does."""
+    zero, _ = buyer(db, shop, money_spent=Decimal("0"), total_discounts=Decimal("0"))
+    unlinked = subscriber(db, shop)
+    for field in ("money_spent", "total_discounts"):
+        for op, value, zero_matches in [("gt", 0, False), ("gte", 0, True), ("lt", 0, False), ("lte", 0, True),
+                                        ("eq", 0, True), ("neq", 0, False), ("lt", 5, True), ("gte", "0.0001", False),
+                                        ("between", ["-1", 1], True), ("between", [0, 1], False)]:
+            found = matching(db, shop, rule(field, op, value))
+            assert (zero.id in found, unlinked.id in found) == (zero_matches, zero_matches), (field, op, value)
+
+
 def test_money_between_is_exclusive(db, shop):
     at_25, _ = buyer(db, shop, money_spent=Decimal("25.00"))
     at_25_01, _ = buyer(db, shop, money_spent=Decimal("25.01"))

@@ -206,3 +206,95 @@ def test_distribution_counts_subscribed_numbers_by_stage(db, shop):
 
 def _members(db, segment) -> set[int]:
     return set(db.scalars(select(SegmentMember.subscriber_id).where(SegmentMember.segment_id == segment.id)))
+
+
+# ---------------------------------------------------------------------------------------------- SQL = the rules
+
+def _random_shop(db, shop, rng, customers: int) -> None:
+    """Customers with random counted, test and cancelled orders (ties in every score, times to the microsecond),
+    some with a stage and an expected next order from an earlier run; committed."""
+    stages = [None, *lifecycle.STAGE_LABELS]
+    for _ in range(customers):
+        times = sorted(NOW - dt.timedelta(days=rng.choice([rng.randint(0, 800), 30, 90]),
+                                          seconds=rng.randint(0, 86399),
+                                          microseconds=rng.choice([0, rng.randint(0, 999999)]))
+                       for _ in range(rng.choice([0, 1, 1, 2, 3, 5, 8])))
+        if len(times) > 2 and rng.random() < 0.2:
+            times[1] = times[0]  # two orders at the same instant
+        amount = Decimal(rng.choice(["10", "19.99", "20", "55.5", "120"]))
+        customer = Customer(shop_id=shop.id, shopify_id=next(_serial), orders_count=len(times),
+                            money_spent=amount * len(times), last_order_at=times[-1] if times else None,
+                            first_order_at=times[0] if times else None, lifecycle_stage=rng.choice(stages),
+                            expected_next_order_at=rng.choice([None, days_ago(-rng.randint(1, 90))]))
+        if times and rng.random() < 0.05:
+            customer.last_order_at = None  # facts not there yet: no stage
+        db.add(customer)
+        db.flush()
+        for when in times:
+            db.add(Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=customer.id, created_at=when,
+                         total_price=amount))
+        for _ in range(rng.choice([0, 0, 1])):  # orders that do not count
+            db.add(Order(shop_id=shop.id, shopify_id=next(_serial), customer_id=customer.id, total_price=amount,
+                         created_at=days_ago(rng.randint(0, 400)), **rng.choice([{"test": True},
+                                                                                 {"cancelled_at": days_ago(1)}])))
+        if rng.random() < 0.5:
+            db.add(Subscriber(shop_id=shop.id, phone=f"+1212555{next(_serial):04d}", status="subscribed",
+                              source="manual", customer_id=customer.id))
+    db.commit()
+
+
+def _by_the_rules(db, shop) -> tuple[dict, dict, dict]:
+    """Each customer's stage and expected next order by the Python statement of the rules, and the stored ones."""
+    rows = db.execute(select(Customer.id, Customer.last_order_at, Customer.orders_count, Customer.money_spent,
+                             Customer.lifecycle_stage).where(Customer.shop_id == shop.id)).all()
+    facts = [Facts(r.id, r.last_order_at, r.orders_count, r.money_spent) for r in rows
+             if r.orders_count > 0 and r.last_order_at is not None]
+    scored, _ = scores(facts, NOW)
+    times: dict[int, list] = {}
+    for customer_id, created_at in db.execute(select(Order.customer_id, Order.created_at).where(
+            Order.shop_id == shop.id, Order.test.is_(False), Order.cancelled_at.is_(None))):
+        times.setdefault(customer_id, []).append(created_at)
+    stages = {r.id: stage_of(*scored[r.id]) if r.id in scored else None for r in rows}
+    expected = {r.id: expected_next_order(times.get(r.id, [])) for r in rows}
+    return stages, expected, {r.id: r.lifecycle_stage for r in rows}
+
+
+@pytest.mark.parametrize("customers, seed", [(400, 1), (400, 2), (30, 3)])
+def test_the_daily_run_in_sql_agrees_with_the_rules_on_a_random_shop(db, shop, other_shop, customers, seed):
+    """The set-based run (window functions in the database) gives every customer the stage and the expected next
+    order the Python rules give, changes exactly those that differ, and keeps the stage before the change."""
+    import random
+    rng = random.Random(seed)
+    _random_shop(db, shop, rng, customers)
+    _random_shop(db, other_shop, rng, 20)
+    stages, expected, before = _by_the_rules(db, shop)
+    _, _, theirs_before = _by_the_rules(db, other_shop)
+    old_due = {i: due for i, due in db.execute(select(Customer.id, Customer.expected_next_order_at)
+                                               .where(Customer.shop_id == shop.id))}
+    run = lifecycle.update_shop(db, shop, now=NOW, recheck=False)
+    assert run.relative == (customers >= defaults.LIFECYCLE_MIN_CUSTOMERS)
+    db.expire_all()
+    stored = {c.id: c for c in db.scalars(select(Customer).where(Customer.shop_id == shop.id))}
+    assert {i: c.lifecycle_stage for i, c in stored.items()} == stages
+    assert {i: c.expected_next_order_at for i, c in stored.items()} == expected
+    moved = {i for i in stages if stages[i] != before[i]}
+    assert run.stage_changes == len(moved) and run.expected_changes == sum(
+        1 for i in expected if expected[i] != old_due[i])
+    for i, customer in stored.items():
+        if i in moved:
+            assert (customer.lifecycle_previous_stage, customer.lifecycle_changed_at) == (before[i], NOW)
+        else:
+            assert customer.lifecycle_changed_at is None
+    linked = set(db.scalars(select(Subscriber.customer_id).where(Subscriber.shop_id == shop.id)))
+    changed = moved | {i for i in expected if expected[i] != old_due[i]}
+    assert run.rechecked == sorted(db.scalars(select(Subscriber.id).where(
+        Subscriber.shop_id == shop.id, Subscriber.customer_id.in_(changed & linked))))
+    assert _by_the_rules(db, other_shop)[2] == theirs_before  # another shop's customers are left alone
+    snapshot = {c.id: (c.lifecycle_stage, c.expected_next_order_at, c.orders_count, c.last_order_at)
+                for c in db.scalars(select(Customer).where(Customer.shop_id == shop.id))}
+    again = lifecycle.update_shop(db, shop, now=NOW, recheck=False)
+    db.expire_all()
+    after = {c.id: (c.lifecycle_stage, c.expected_next_order_at, c.orders_count, c.last_order_at)
+             for c in db.scalars(select(Customer).where(Customer.shop_id == shop.id))}
+    assert {i: v for i, v in after.items() if v != snapshot[i]} == {}
+    assert (again.stage_changes, again.expected_changes) == (0, 0)  # nothing drifts between runs

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Automation, Campaign, CampaignSegment, SegmentEvent, StaticList
+from kinnekt.models import Campaign, CampaignSegment, Flow, SegmentEvent, StaticList
 from kinnekt.segments import membership
 from tests.factories import add, rule, where
 from tests.test_segments_web import EXAMPLE, person, segment
@@ -41,8 +41,8 @@ def test_the_page_shows_rules_in_words_count_chart_log_members_exports_and_users
     seg = store["segment"]
     campaign = add(Campaign(shop_id=shop.id, name="Spring sale", status="draft"))
     add(CampaignSegment(shop_id=shop.id, campaign_id=campaign.id, segment_id=seg.id, mode="include"))
-    message = add(Campaign(shop_id=shop.id, name="Thanks message", kind="automation"))
-    automation = add(Automation(shop_id=shop.id, campaign_id=message.id, name="Thank spenders", segment_id=seg.id))
+    flow = add(Flow(shop_id=shop.id, name="Thank spenders", trigger="segment_enter", trigger_config={},
+                    segment_id=seg.id, exit_conditions=[]))
     response = client.get(f"/segments/{seg.id}", headers=auth)
     assert response.status_code == 200
     page = text(response)
@@ -56,7 +56,7 @@ def test_the_page_shows_rules_in_words_count_chart_log_members_exports_and_users
     assert f'href="/segments/{seg.id}/edit"' in page
     assert f'href="/segments/{seg.id}/members.csv"' in page and f'/segments/{seg.id}/audiences/' in page
     assert f'href="/campaigns/{campaign.id}"' in page and "Sends to it" in page
-    assert f'href="/automations/{automation.id}"' in page and "When someone enters" in page
+    assert f'href="/flows/{flow.id}"' in page and "Flow “Thank spenders”" in page and "When someone enters" in page
     # The newest members link to their subscriber pages; the log's first page holds 25 of 62 changes.
     sample = page[page.index('id="segment-sample"'):]
     assert f'href="/subscribers/{store["ada"].id}"' in sample and f'href="/subscribers/{store["bob"].id}"' in sample

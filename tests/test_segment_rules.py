@@ -228,7 +228,7 @@ def test_event_errors():
     assert only_error(where({"field": "event", "op": "performed"})) == ("rules[0].event", "is required")
     assert only_error(event(event="bought")) == (
         "rules[0].event", "must be one of placed_order, received_sms, clicked_link, started_checkout, subscribed, "
-        "received_discount, used_discount")
+        "received_discount, used_discount, visited, viewed_product, viewed_collection, added_to_cart")
     assert only_error(event(op="did")) == (
         "rules[0].op", "'did' is not an operator of event (allowed: performed, not_performed)")
     assert only_error(event(value=1)) == ("rules[0].value", "'performed' takes no value; omit 'value'")
@@ -387,7 +387,7 @@ def test_has_relative_time_follows_segment_rules(db, shop):
 NUMBER_OPS = ["eq", "neq", "lt", "lte", "gt", "gte"]
 DATE_OPS = ["eq", "neq", "before", "after", "within_last_days", "more_than_days_ago", "never"]
 DATE_FIELDS = ["last_order_created", "first_order_created", "customer_created", "subscribed_at",
-               "last_received_sms", "last_clicked", "expected_next_order"]
+               "last_received_sms", "last_clicked", "expected_next_order", "last_visit"]
 MONEY_FIELDS = ["money_spent", "average_money_spent", "total_discounts"]
 WHOLE_FIELDS = ["number_of_orders", "sent_count", "clicks_count"]
 CONTRACT_OPS = {
@@ -400,6 +400,7 @@ CONTRACT_OPS = {
     "ordered_product": ["eq", "neq"], "ordered_collection": ["eq", "neq"],
     "lifecycle_stage": ["eq", "neq", "in", "not_in"], "previous_lifecycle_stage": ["eq", "neq", "in", "not_in"],
     "event": ["performed", "not_performed"], "segment": ["in", "not_in"], "list": ["in", "not_in"],
+    "shopify_segment": ["in", "not_in"],
 }
 LINE_ITEM_OPS = {"product_id": ["eq", "neq"], "variant_id": ["eq", "neq"],
                  "product_title": ["eq", "neq", "contains", "not_contains"],
@@ -431,7 +432,11 @@ def test_the_whitelist_is_the_contracts_table():
 
 NAMED_PERIODS = ["all_time", "today", "yesterday", "last_7_days", "last_30_days", "last_90_days"]
 EVENTS = ["placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
-          "used_discount"]
+          "used_discount", "visited", "viewed_product", "viewed_collection", "added_to_cart"]
+EVENT_FILTERS = {"viewed_product": ["products", "collections"], "added_to_cart": ["products", "collections"],
+                 "viewed_collection": ["collections"]}
+FOLLOWERS = {"viewed_product": ["placed_order", "added_to_cart", "started_checkout"],
+             "added_to_cart": ["placed_order", "started_checkout"]}
 STAGES = ["loyal", "high_potential", "nurture_needed", "dormant", "churned"]
 STAGE_FIELDS = ("lifecycle_stage", "previous_lifecycle_stage")
 
@@ -496,6 +501,11 @@ def event_rules(draw):
         out["within"] = draw(st.one_of(periods, days.map(lambda n: {"last_days": n})))
     if draw(st.booleans()):
         out["at_least"] = draw(st.integers(1, 20))
+    for key in EVENT_FILTERS.get(out["event"], ()):
+        if draw(st.booleans()):
+            out[key] = draw(st.lists(shopify_ids, min_size=1, max_size=4))
+    if out["event"] in FOLLOWERS and draw(st.booleans()):
+        out["not_followed_by"] = draw(st.sampled_from(FOLLOWERS[out["event"]]))
     return out
 
 

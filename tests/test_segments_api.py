@@ -85,7 +85,8 @@ def test_bad_lifecycle_and_discount_rules_are_422_naming_the_path(client, api, s
          "message": "'gte' is not an operator of lifecycle_stage (allowed: eq, neq, in, not_in)"},
         {"path": "rules[3].value", "message": "must be a number"},
         {"path": "rules[4].event", "message": "must be one of placed_order, received_sms, clicked_link, "
-                                              "started_checkout, subscribed, received_discount, used_discount"},
+                                              "started_checkout, subscribed, received_discount, used_discount, "
+                                              "visited, viewed_product, viewed_collection, added_to_cart"},
         {"path": "rules[5].within.last_days", "message": "must be a whole number of at least 1"}]
     assert total(Segment) == 0
     good = {"match": "all", "rules": [{"field": "lifecycle_stage", "op": "in", "value": ["loyal", "dormant"]},

@@ -310,7 +310,7 @@ def test_new_builder_page_lists_every_field_by_category(client, page_headers, sh
     assert 'id="segment-builder"' in html and "Create segment" in html
     assert "js/segment-builder.js" in html
     groups = re.findall(r'<optgroup label="([^"]+)">', html)
-    assert groups[:6] == list(labels.CATEGORIES)
+    assert groups[:len(labels.CATEGORIES)] == list(labels.CATEGORIES)
     offered = set(re.findall(r'<option value="([a-z_]+)"', html.split("<optgroup", 1)[1].split("</select>", 1)[0]))
     assert offered == set(FIELDS)
     assert count_of(html) == 0  # no subscribers yet; the starting rule matches everyone

@@ -16,6 +16,7 @@ SUBSCRIPTIONS = APP["webhooks"]["subscriptions"]
 
 REQUIRED_TOPICS = {
     "app/uninstalled", "app/scopes_update", "bulk_operations/finish",
+    "app_subscriptions/update", "app_subscriptions/approaching_capped_amount",
     "customers/create", "customers/update", "customers/delete", "customers_marketing_consent/update",
     "orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled",
     "orders/partially_fulfilled", "orders/delete",
@@ -36,9 +37,14 @@ def test_app_identity():
 def test_scopes_cover_what_kinnekt_uses_and_match_the_config():
     scopes = APP["access_scopes"]["scopes"].split(",")
     assert {"read_customers", "write_customers", "read_orders", "read_all_orders", "read_products",
-            "read_discounts", "write_discounts", "write_app_proxy"} <= set(scopes)
+            "read_discounts", "write_discounts", "write_app_proxy", "read_themes", "write_pixels",
+            "read_customer_events"} <= set(scopes)
     assert APP["access_scopes"]["use_legacy_install_flow"] is False  # Shopify-managed install
     assert scopes == Config.SCOPES.split(",")
+
+
+def test_the_app_handle_is_the_one_the_theme_embed_is_looked_up_by():
+    assert APP["handle"] == Config.SHOPIFY_APP_HANDLE
 
 
 def test_the_authorization_code_callback_is_listed():

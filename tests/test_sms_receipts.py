@@ -1,8 +1,8 @@
-"""Delivery receipts: each Vonage format, status updates that only move forward, unknown outcomes settled by
-client-ref, permanent failures suppressing the number, idempotency, bad input."""
+"""Delivery receipts (the Messages API's status webhook), status updates that only move forward, unknown outcomes
+settled by client_ref, permanent failures suppressing the number, idempotency, bad input."""
 from __future__ import annotations
 
-import time
+import json
 from decimal import Decimal
 
 import pytest
@@ -11,34 +11,27 @@ from sqlalchemy import select
 from kinnekt.db import utcnow
 from kinnekt.models import Message, Subscriber, SubscriptionEvent
 from kinnekt.queue import get_queue
-from kinnekt.sms import signatures
+from kinnekt.sms import prices
 from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin
 from tests.conftest import make_shop
+from tests.fake_vonage import signed_headers, status_body
 
 PHONE = "+447400123456"
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
 
-def receipt(status="delivered", *, message_id="0B00000012345678", client_ref=None, err="0", price="0.03330000",
-            **extra) -> dict:
-    """A delivery receipt as Vonage sends it."""
-    data = {"msisdn": PHONE[1:], "to": "15550100200", "network-code": "23410", "messageId": message_id,
-            "price": price, "status": status, "scts": "2611221000", "err-code": err, "api-key": "fakekey1",
-            "message-timestamp": "2026-11-22 10:00:05"}
-    if client_ref:
-        data["client-ref"] = client_ref
-    data.update(extra)
-    return {k: v for k, v in data.items() if v is not None}
+UUID = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
 
 
-def post(client, data: dict, how: str = "form"):
-    if how == "get":
-        return client.get("/sms/receipt", query_string=data)
-    if how == "json":
-        return client.post("/sms/receipt", json=data)
-    return client.post("/sms/receipt", data=data)
+def receipt(status="delivered", *, message_id=UUID, client_ref=None, err=None, price="0.0333", **extra) -> dict:
+    """A message status webhook as the Messages API posts it."""
+    return status_body(status, message_uuid=message_id or None, client_ref=client_ref, code=err, price=price, **extra)
+
+
+def post(client, data: dict, headers: dict | None = None):
+    return client.post("/sms/receipt", data=json.dumps(data), headers=headers or {"Content-Type": "application/json"})
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ def sent(db):
     shop = make_shop(sender="15550100200")
     sub = optin.subscribe(db(), shop, PHONE, source="manual", consent_text="x")
     message = Message(shop_id=shop.id, subscriber_id=sub.id, kind="reply", to_phone=PHONE, body="hello",
-                      status="sent", provider_id="0B00000012345678", sent_at=utcnow())
+                      status="sent", provider_id=UUID, sent_at=utcnow())
     db.add(message)
     db.flush()
     message.client_ref = f"m{message.id}"
@@ -60,22 +53,32 @@ def reload(db, model, id_):
     return db.get(model, id_)
 
 
-@pytest.mark.parametrize("how", ["get", "form", "json"])
-def test_delivered_in_each_format(client, db, sent, how):
-    assert post(client, receipt(), how).status_code == 204
+def test_delivered(client, db, sent):
+    assert post(client, receipt(currency="USD")).status_code == 204
     message = reload(db, Message, sent.id)
     assert message.status == "delivered" and message.delivered_at is not None
     assert message.price == Decimal("0.0333")
     first_delivered_at = message.delivered_at
-    assert post(client, receipt(), how).status_code == 204  # again: nothing changes
+    assert post(client, receipt()).status_code == 204  # again: nothing changes
     assert reload(db, Message, sent.id).delivered_at == first_delivered_at
 
 
-@pytest.mark.parametrize("status", ["failed", "rejected", "expired"])
-def test_failures_record_the_error(client, db, sent, status):
-    post(client, receipt(status, err="2"))
+def test_a_price_in_the_accounts_euros_is_not_recorded_as_dollars(client, db, sent):
+    assert post(client, receipt(price="0.0571", currency="eur")).status_code == 204
     message = reload(db, Message, sent.id)
-    assert (message.status, message.error_code) == ("failed", "dlr-2")
+    assert message.status == "delivered" and message.price is None  # the app's prices are US dollars
+    sent_again = reload(db, Message, sent.id)
+    sent_again.price = Decimal("0.0081")  # what the price table gave it when Vonage accepted it
+    db.commit()
+    assert post(client, receipt("delivered", price="0.0571")).status_code == 204
+    assert reload(db, Message, sent.id).price == Decimal("0.0081")
+
+
+@pytest.mark.parametrize("status", ["failed", "rejected", "undeliverable"])
+def test_failures_record_the_error(client, db, sent, status):
+    post(client, receipt(status, err="1180"))
+    message = reload(db, Message, sent.id)
+    assert (message.status, message.error_code) == ("failed", "dlr-1180")
     assert message.error_reason == f"{status}: Absent subscriber (temporary)"
     assert reload(db, Subscriber, sent.subscriber_id).suppressed_at is None  # temporary: keep texting
 
@@ -94,7 +97,7 @@ def test_a_failed_receipt_takes_its_message_out_of_last_received(client, db, sen
     db.commit()
     recent = {"match": "all", "rules": [{"field": "last_received_sms", "op": "within_last_days", "value": 2}]}
     assert members(db(), recent, shop=shop, now=utcnow()) == [sub.id]
-    post(client, receipt("failed", err="2"))
+    post(client, receipt("failed", err="1180"))
     sub = reload(db, Subscriber, sent.subscriber_id)
     assert (sub.last_received_at, sub.sent_count) == (earlier, 2)
     assert members(db(), recent, shop=shop, now=utcnow()) == []
@@ -107,8 +110,9 @@ def test_a_failed_receipt_takes_its_message_out_of_last_received(client, db, sen
     assert reload(db, Subscriber, sub.id).last_received_at is None
 
 
-@pytest.mark.parametrize("err, reason", [("3", "Absent subscriber (permanent)"), ("4", "Call barred by user"),
-                                         ("9", "Illegal number (opted out of this service)")])
+@pytest.mark.parametrize("err, reason", [("1190", "Absent subscriber (permanent)"), ("1200", "Call barred by user"),
+                                         ("1240", "Illegal number (opted out of this service)"),
+                                         ("1050", "Number barred")])
 def test_permanent_failures_suppress_the_number(client, db, sent, err, reason):
     post(client, receipt("failed", err=err))
     post(client, receipt("failed", err=err))
@@ -131,28 +135,28 @@ def sub_shop(db, sub):
 
 def test_statuses_only_move_forward(client, db, sent):
     post(client, receipt("delivered"))
-    post(client, receipt("buffered"))
+    post(client, receipt("submitted"))
     assert reload(db, Message, sent.id).status == "delivered"
-    post(client, receipt("failed", err="5"))
+    post(client, receipt("failed", err="1230"))
     post(client, receipt("delivered"))
     assert reload(db, Message, sent.id).status == "failed"
 
 
-def test_accepted_settles_a_message_still_sending(client, db, sent):
+def test_submitted_settles_a_message_still_sending(client, db, sent):
     sent.status = "sending"
     db.commit()
-    post(client, receipt("accepted"))
+    post(client, receipt("submitted"))
     assert reload(db, Message, sent.id).status == "sent"
 
 
 def test_unknown_outcome_is_settled_by_client_ref_and_counted_once(client, db, sent):
     sent.status, sent.provider_id, sent.sent_at = "unknown", None, None
     db.commit()
-    data = receipt("delivered", message_id="0C0000000000AAAA", client_ref=sent.client_ref)
+    data = receipt("delivered", message_id="cccccccc-0000-4000-8000-00000000aaaa", client_ref=sent.client_ref)
     post(client, data)
     post(client, data)
     message = reload(db, Message, sent.id)
-    assert (message.status, message.provider_id) == ("delivered", "0C0000000000AAAA")
+    assert (message.status, message.provider_id) == ("delivered", "cccccccc-0000-4000-8000-00000000aaaa")
     assert message.sent_at is not None
     assert reload(db, Subscriber, sent.subscriber_id).sent_count == 1
 
@@ -161,7 +165,8 @@ def test_a_row_without_a_client_ref_is_found_by_its_own_id(client, db, sent):
     """Campaign and automation rows store no client_ref; the sender sends m<id>, and only such a row answers to it."""
     sent.status, sent.provider_id, sent.client_ref = "unknown", None, None
     db.commit()
-    response = post(client, receipt("delivered", message_id="0C0000000000CCCC", client_ref=f"m{sent.id}"))
+    response = post(client, receipt("delivered", message_id="cccccccc-0000-4000-8000-00000000cccc",
+                                    client_ref=f"m{sent.id}"))
     assert response.status_code == 204
     assert reload(db, Message, sent.id).status == "delivered"
     other = Message(shop_id=sent.shop_id, kind="reply", to_phone=PHONE, body="hi", status="unknown",
@@ -169,21 +174,22 @@ def test_a_row_without_a_client_ref_is_found_by_its_own_id(client, db, sent):
     db.add(other)
     db.commit()
     # m<id> of a row that carries a client_ref of its own is not that row's.
-    response = post(client, receipt("delivered", message_id="0C0000000000DDDD", client_ref=f"m{other.id}"))
+    response = post(client, receipt("delivered", message_id="cccccccc-0000-4000-8000-00000000dddd",
+                                    client_ref=f"m{other.id}"))
     assert response.status_code == 204
     assert reload(db, Message, other.id).status == "unknown"
 
 
-def test_a_later_part_of_a_long_text_is_matched_by_client_ref(client, db, sent):
-    post(client, receipt("delivered"))
-    post(client, receipt("failed", message_id="0B00000012345679", client_ref=sent.client_ref, err="8"))
+def test_a_failure_with_only_a_detail_keeps_vonages_words(client, db, sent):
+    post(client, receipt("rejected", client_ref=sent.client_ref, error={"type": "about:blank", "detail": "No route"}))
     message = reload(db, Message, sent.id)
-    assert (message.status, message.error_code, message.provider_id) == ("failed", "dlr-8", "0B00000012345678")
+    assert (message.status, message.error_code, message.error_reason) == ("failed", "dlr-rejected",
+                                                                          "rejected: No route")
 
 
 def test_receipt_before_the_send_is_recorded_is_retried(client, db, sent):
     from kinnekt.sms.tasks import process_receipt
-    data = receipt("delivered", message_id="0D0000000000BBBB", client_ref="m999999")
+    data = receipt("delivered", message_id="dddddddd-0000-4000-8000-00000000bbbb", client_ref="m999999")
     assert post(client, data).status_code == 204
     assert reload(db, Message, sent.id).status == "sent"
     sent.client_ref = "m999999"  # now the send is recorded
@@ -193,28 +199,46 @@ def test_receipt_before_the_send_is_recorded_is_retried(client, db, sent):
 
 
 @pytest.mark.parametrize("data", [
-    {"messageId": "0B00000012345678"},                                   # no status
+    {"message_uuid": UUID},                                              # no status
     receipt("teleported"),
-    receipt(message_id=""),                                              # neither id nor client-ref
+    receipt("read"),                                                     # not an SMS status
+    receipt(channel="whatsapp"),
+    receipt(message_id=""),                                              # neither id nor client_ref
     receipt(err="x1"),
-    receipt(price="free"),
-    receipt(price="-1"),
+    receipt("failed", error={"title": "²²²²"}),                          # a code in other digits
+    receipt("failed", error="Absent"),                                   # not an object
+    receipt(usage={"price": "free"}),
+    receipt(usage={"price": "-1"}),
+    receipt(usage=["0.03"]),
+    receipt(usage={"price": str(2**63)}),
     receipt(message_id="x" * 65),
+    receipt(message_id={"uuid": UUID}),
+    [receipt()],
 ])
 def test_malformed_receipts_are_400_and_change_nothing(client, db, sent, data):
     assert post(client, data).status_code == 400
     assert reload(db, Message, sent.id).status == "sent"
 
 
-def test_signed_receipts(app, client, db, sent, monkeypatch):
-    monkeypatch.setitem(app.config, "VONAGE_SIGNATURE_SECRET", "sig-secret")
-    monkeypatch.setitem(app.config, "VONAGE_SIGNATURE_METHOD", "sha512")
-    data = {**receipt(), "timestamp": str(int(time.time())), "nonce": "r-1"}
-    bad = {**data, "sig": "f" * 128, "nonce": "r-2"}
-    assert post(client, bad, "json").status_code == 401
+@pytest.mark.parametrize("body", [b"", b"{not json", b"\xff\xfe"])
+def test_a_body_that_is_not_json_is_400(client, db, sent, body):
+    response = client.post("/sms/receipt", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.get_json()["error"] == "malformed"
+
+
+def test_only_post_is_taken(client, db, sent):
+    assert client.get("/sms/receipt", query_string={"status": "delivered", "message_uuid": UUID}).status_code == 405
     assert reload(db, Message, sent.id).status == "sent"
-    data["sig"] = signatures.sign(data, "sig-secret", "sha512")
-    assert post(client, data, "json").status_code == 204
+
+
+def test_signed_receipts(app, client, db, sent, monkeypatch):
+    monkeypatch.setitem(app.config, "VONAGE_SIGNATURE_SECRET", "sig-secret-0123456789abcdef")
+    raw = json.dumps(receipt()).encode()
+    bad = signed_headers(raw, "another-secret-0123456789abcdef")
+    assert client.post("/sms/receipt", data=raw, headers=bad).status_code == 401
+    assert reload(db, Message, sent.id).status == "sent"
+    good = signed_headers(raw, "sig-secret-0123456789abcdef")
+    assert client.post("/sms/receipt", data=raw, headers=good).status_code == 204
     assert reload(db, Message, sent.id).status == "delivered"
 
 
@@ -226,7 +250,8 @@ def test_end_to_end_send_then_receipt(client, db, vonage_config):
     message = reload(db, Message, message.id)
     assert message.status == "sent"
     post(client, receipt("delivered", message_id=message.provider_id, client_ref=message.client_ref,
-                         price="0.04000000"))
+                         price="0.04"))
     message = reload(db, Message, message.id)
-    assert message.status == "delivered" and message.price == Decimal("0.0333")  # the send's price is kept
+    # the price set at the send (the table's: the Messages API's answer has none) is kept
+    assert message.status == "delivered" and message.price == prices.price_per_part(prices.country_of(PHONE))
     assert reload(db, Subscriber, sub.id).sent_count == 1

@@ -414,3 +414,107 @@ def test_an_import_job_imports_property_columns_too(db, import_jobs):
     languages = sorted(properties.values(db(), shop.id, s.id).get("language", "-")
                        for s in db.scalars(select(Subscriber)))
     assert languages == ["-", "de", "fr", "it"]
+
+
+# --- the mapping step -----------------------------------------------------------------------------------------
+
+def draft(db, shop, content: bytes):
+    return importing.upload_draft(db(), shop, file_bytes=content, filename="people.csv", attested=True)
+
+
+def suggested(db, shop, upload) -> tuple[list[str], dict[int, str]]:
+    step = importing.mapping_step(db(), shop, upload)
+    return step.chosen, step.names
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_two_confirmations_at_once_import_the_file_once(app, db, import_jobs, monkeypatch, large):
+    """A double click, or the same draft confirmed in two tabs: one import runs, the other is told it is taken."""
+    import threading
+    from kinnekt import defaults
+    from kinnekt.db import Session
+    if large:
+        monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 2)
+    shop = make_shop()
+    upload = draft(db, shop, csv("phone,first_name", "+12125550101,Ada", "+12125550102,Bo", "+12125550103,Cy"))
+    chosen, names = suggested(db, shop, upload)
+    db.remove()
+    barrier, outcomes = threading.Barrier(2), []
+
+    def confirm():
+        with app.app_context():
+            try:
+                barrier.wait(10)
+                outcomes.append(importing.confirm(Session(), shop, upload.id, chosen, names))
+            except (importing.AlreadyConfirmed, LookupError) as exc:
+                outcomes.append(exc)
+            finally:
+                Session.remove()
+
+    threads = [threading.Thread(target=confirm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    done = [o for o in outcomes if isinstance(o, (importing.ImportReport, SubscriberImport))]
+    assert len(outcomes) == 2 and len(done) == 1
+    assert isinstance(next(o for o in outcomes if o not in done), (importing.AlreadyConfirmed, LookupError))
+    if large:
+        assert import_jobs.imports() == [((upload.id,), f"subscriber-import-{upload.id}")]
+        assert importing.import_batches(db(), upload.id) == "done"
+    else:
+        assert done[0].imported == 3 and count(db, SubscriberImport) == 0
+    assert count(db, Subscriber) == 3 and count(db, SubscriptionEvent) == 3
+
+
+def test_a_large_file_is_imported_by_its_job_with_the_confirmed_mapping(db, import_jobs, monkeypatch):
+    from kinnekt import defaults
+    from kinnekt.models import ProfileProperty, SubscriberProperty
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_INLINE_ROWS", 2)
+    monkeypatch.setattr(defaults, "SUBSCRIBER_IMPORT_BATCH_ROWS", 2)
+    shop = make_shop()
+    upload = draft(db, shop, csv("name,cell,score,surname", "Ada,+12125550101,3,Lovelace", "Bo,+12125550102,x,",
+                                 "Cy,+12125550103,4,=1+1"))
+    chosen, names = suggested(db, shop, upload)
+    assert chosen == ["ignore", "phone", "ignore", "last_name"]
+    chosen = ["first_name", "phone", "new:number", "last_name"]
+    queued = importing.confirm(db(), shop, upload.id, chosen, {2: "Score"})
+    assert isinstance(queued, SubscriberImport) and queued.status == "queued"
+    assert queued.mapping == ["first_name", "phone", "property:score", "last_name"]
+    assert count(db, Subscriber) == 0 and db.scalar(select(ProfileProperty.name)) == "Score"
+    assert importing.import_batches(db(), queued.id) == "done"
+    rows = db.execute(select(Subscriber.phone, Subscriber.first_name, Subscriber.last_name)
+                      .order_by(Subscriber.phone)).all()
+    assert rows == [("+12125550101", "Ada", "Lovelace")]
+    assert db.scalar(select(SubscriberProperty.number_value)) == 3
+    report = importing.report_of(db.get(SubscriberImport, queued.id))
+    assert report.counts["bad_value"] == 2
+    assert [why for _, _, why in report.rejected] == [
+        "Score must be a number", "Last name starts with “=”, which a spreadsheet would run as a formula"]
+
+
+def test_a_draft_needs_the_attestation_and_a_usable_file(db):
+    shop = make_shop()
+    with pytest.raises(importing.InvalidInput):
+        importing.upload_draft(db(), shop, file_bytes=csv("phone", "+12125550101"), filename="a.csv", attested=False)
+    with pytest.raises(importing.ImportRefused, match="not UTF-8"):
+        draft(db, shop, "phone\n+12125550101\n".encode("utf-16"))
+    with pytest.raises(importing.ImportRefused, match="at most 60"):
+        draft(db, shop, ",".join(f"c{i}" for i in range(61)).encode())
+    assert count(db, SubscriberImport) == 0
+
+
+def test_drafts_past_their_lifetime_are_pruned_in_every_shop(db):
+    import datetime as dt
+    from kinnekt import defaults
+    from kinnekt.subscribers.tasks import prune_import_drafts
+    shop, other = make_shop(), make_shop("beta.myshopify.com")
+    old, fresh, theirs = (draft(db, s, csv("phone", "+12125550101")) for s in (shop, shop, other))
+    queued = importing.import_upload(db(), shop, file_bytes=csv("phone", "+12125550102"), filename="a.csv",
+                                     attested=True)
+    for upload in (old, theirs):
+        upload.created_at = utcnow() - dt.timedelta(hours=defaults.SUBSCRIBER_IMPORT_DRAFT_HOURS, minutes=1)
+    db.commit()
+    assert prune_import_drafts() == 2
+    assert db.scalars(select(SubscriberImport.id).order_by(SubscriberImport.id)).all() == [fresh.id]
+    assert isinstance(queued, importing.ImportReport)  # an import done at once leaves no row to prune

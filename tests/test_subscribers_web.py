@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 from kinnekt import defaults
 from kinnekt.db import Session
 from kinnekt.models import (Campaign, Click, Customer, InboundMessage, Keyword, Link, Message, Order, Segment,
-                            SegmentMember, Subscriber, SubscriptionEvent)
+                            SegmentMember, Subscriber, SubscriberImport, SubscriptionEvent)
 from kinnekt.subscribers import optin
 from tests import factories
 from tests.factories import add
+from tests.helpers import choices, draft_id, send_file, upload_csv as upload
 
 pytestmark = pytest.mark.usefixtures("settled_jobs")
 
@@ -444,15 +445,6 @@ def test_the_same_number_in_another_shop_is_not_known_here(client, auth, shop, o
 
 # --- CSV import -------------------------------------------------------------------------------------------
 
-def upload(client, auth, content: bytes | None, consent: bool = True, filename="people.csv"):
-    data = {}
-    if consent:
-        data["consent"] = "on"
-    if content is not None:
-        data["file"] = (io.BytesIO(content), filename)
-    return client.post("/subscribers/import", data=data, headers=auth, content_type="multipart/form-data")
-
-
 def test_the_import_form(client, auth, shop):
     html = client.get("/subscribers/import", headers=auth).get_data(as_text=True)
     assert html.lstrip().startswith('<section id="subscriber-import">')
@@ -477,15 +469,15 @@ def test_an_import_saves_the_good_rows_and_reports_the_others(client, auth, shop
     assert "Imported 2 subscribers" in page
     assert ("4 rows not imported: 1 not a valid phone number, 1 duplicate in the file, 1 unsubscribed, "
             "1 already subscriber.") in page
-    assert "Numbers without a country code were read as US numbers." in page and "Ignored column: email." in page
+    assert "Numbers without a country code were read as US numbers." in page and "Ignored column" not in page
     assert "4 not a number not a number is not a phone number" in page
     assert "5 (212) 555-0101 duplicate of row 2" in page
     assert "6 +12125550104 unsubscribed: only they can opt in again" in page
     assert "7 +12125550105 already a subscriber" in page
     imported = Session.scalars(select(Subscriber).where(Subscriber.source == "import").order_by(Subscriber.phone)
                                .execution_options(all_shops=True)).all()
-    assert [(s.phone, s.first_name, s.status) for s in imported] == [
-        ("+12125550101", "Ada", "subscribed"), ("+12125550102", None, "subscribed")]
+    assert [(s.phone, s.first_name, s.email, s.status) for s in imported] == [
+        ("+12125550101", "Ada", "ada@example.com", "subscribed"), ("+12125550102", None, None, "subscribed")]
     assert Session.scalar(select(Subscriber.status).where(Subscriber.phone == "+12125550104")
                           .execution_options(all_shops=True)) == "unsubscribed"
 
@@ -502,16 +494,19 @@ def test_an_import_with_no_usable_row_reports_them_all(client, auth, shop):
     (b"", "The file is empty."),
     (b" \r\n\r\n", "The file is empty."),
     (b"PK\x03\x04\x00\x00binary", "The file is not a CSV file."),
-    (b"name,email\nAda,ada@example.com\n",
-     "The first row must name the columns: “phone” (required) and “first_name” (optional). It reads “name”, “email”."),
-    (b"+12125550101\n+12125550102\n", "The first row must name the columns"),  # no header row
+    ("phone\n+12125550101\n".encode("utf-16"), "The file is not UTF-8 text."),
+    (b"\xff\xfep\x00h\x00", "The file is not UTF-8 text."),
+    (b"phone\n\x00\n", "The file is not a CSV file."),
+    (b'phone,name\n"+12125550101,Ada\n', "The file is not a valid CSV file"),
+    (b"phone," + b"x" * 200_000 + b"\n", "The file is not a valid CSV file (field larger than field limit"),
+    (b"phone" + b",x" * 60 + b"\n+12125550101\n", "The first row has 61 columns; an import reads at most 60."),
 ])
 def test_a_bad_file_is_refused_beside_the_field_and_nothing_is_saved(client, auth, shop, content, message):
-    response = upload(client, auth, content)
+    response = send_file(client, auth, content)
     assert response.status_code == 200
     assert message in field_error(response, "import-file")
     assert 'id="import-report"' not in response.get_data(as_text=True)
-    assert count(Subscriber) == 0 and count(SubscriptionEvent) == 0
+    assert count(Subscriber) == 0 and count(SubscriptionEvent) == 0 and count(SubscriberImport) == 0
 
 
 def test_a_file_over_the_size_limit_is_refused(client, auth, shop, monkeypatch):
@@ -612,12 +607,19 @@ def test_a_failed_import_says_so_and_stops_polling(client, auth, shop, import_jo
             in text(polled))
 
 
-def test_a_plain_form_post_of_a_large_file_goes_to_its_import_page(client, token_for, shop, import_jobs):
-    response = client.post("/subscribers/import", headers={"Authorization": f"Bearer {token_for(shop.domain)}"},
+def test_plain_form_posts_go_to_the_mapping_step_then_to_the_import_page(client, token_for, shop, import_jobs):
+    plain = {"Authorization": f"Bearer {token_for(shop.domain)}"}
+    response = client.post("/subscribers/import", headers=plain,
                            data={"consent": "on", "file": (io.BytesIO(BIG), "people.csv")},
                            content_type="multipart/form-data")
-    (import_id,), _ = import_jobs.imports()[0]
+    assert response.status_code == 303
+    import_id = int(response.location.rsplit("/", 1)[1])
+    page = client.get(f"/subscribers/imports/{import_id}", headers=plain)
+    assert "<html" in page.get_data(as_text=True) and 'id="import-mapping-form"' in page.get_data(as_text=True)
+    assert import_jobs.imports() == []  # nothing is imported before the mapping is confirmed
+    response = client.post(f"/subscribers/imports/{import_id}/confirm", headers=plain, data=choices(page))
     assert response.status_code == 303 and response.location.endswith(f"/subscribers/imports/{import_id}")
+    assert import_jobs.imports()[0][0] == (import_id,)
 
 
 def test_the_in_process_queue_runs_a_large_import_to_its_end(app, client, auth, shop, monkeypatch):
@@ -630,3 +632,166 @@ def test_the_in_process_queue_runs_a_large_import_to_its_end(app, client, auth, 
     done = Session.scalars(select(SubscriberImport).execution_options(all_shops=True, populate_existing=True)).one()
     assert (done.status, done.processed_rows, done.imported) == ("done", 5, 3)
     assert count(Subscriber) == 3
+
+
+# --- the mapping step ----------------------------------------------------------------------------------------
+
+PEOPLE = ("Mobile Number,First Name,Surname,E-mail,Birthday,Points,Notes\n"
+          "(212) 555-0101,  Ada ,Lovelace,ada@example.com,1990-07-04,12.5,vip\n"
+          "212-555-0102,Bob,,not an email,July 4,many,\n"
+          "+12125550103,=HYPERLINK(\"http://x\"),Cy,cy@example.com,,7,@SUM(1)\n").encode()
+
+
+def preview_rows(response) -> list[list[str]]:
+    """The preview table's rows as the merchant reads them (row number first)."""
+    table = re.search(r'<table id="import-preview">.*?</table>', response.get_data(as_text=True), re.S).group(0)
+    return [[" ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+             for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>\s*<td.*?</tr>", table, re.S)]
+
+
+def check_of(response, column: int) -> str:
+    match = re.search(rf'<td id="import-check-{column}">(.*?)</td>', response.get_data(as_text=True), re.S)
+    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split())
+
+
+def test_the_upload_shows_each_column_with_a_suggestion_and_the_rows_as_they_will_be_saved(client, auth, shop):
+    response = send_file(client, auth, PEOPLE)
+    assert response.status_code == 200
+    import_id = draft_id(response)
+    assert response.headers["HX-Push-Url"] == f"/subscribers/imports/{import_id}"
+    assert choices(response) == {
+        "column-0": "phone", "column-1": "first_name", "column-2": "last_name", "column-3": "email",
+        "column-4": "property:birthday", "column-5": "ignore", "column-6": "ignore",
+        "name-0": "Mobile Number", "name-1": "First Name", "name-2": "Surname", "name-3": "E-mail",
+        "name-4": "Birthday", "name-5": "Points", "name-6": "Notes"}
+    assert preview_rows(response) == [
+        ["2", "+12125550101", "Ada", "Lovelace", "ada@example.com", "1990-07-04"],
+        ["3", "+12125550102", "Bob", "", "Does not fit “not an email” is not an email address",
+         "Does not fit Birthday must be a date written YYYY-MM-DD"],
+        ["4", "+12125550103",
+         "Does not fit First name starts with “=”, which a spreadsheet would run as a formula", "Cy",
+         "cy@example.com", ""]]
+    assert check_of(response, 0) == "Every value fits"
+    assert check_of(response, 3) == "1 value does not fit Row 3: “not an email” is not an email address"
+    assert check_of(response, 6) == "Not imported"
+    page = text(response)
+    assert "Checked all 3 rows. Numbers without a country code are read as US numbers." in page
+    assert "Import 3 rows" in page
+    assert count(Subscriber) == 0 and count(SubscriptionEvent) == 0  # nothing is saved before the confirmation
+    assert Session.get(SubscriberImport, import_id).status == "draft"
+
+
+def test_a_changed_choice_answers_the_mapping_again_with_its_preview(client, auth, shop):
+    from kinnekt.models import ProfileProperty
+    import_id = draft_id(send_file(client, auth, PEOPLE))
+    form = {**choices(send_file(client, auth, PEOPLE)), "column-5": "new:number", "column-6": "new:text"}
+    response = client.post(f"/subscribers/imports/{import_id}/mapping", headers=auth, data=form)
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).lstrip().startswith('<div id="import-mapping">')
+    assert 'id="import-name-5"' in response.get_data(as_text=True)  # a new property asks for its name
+    assert check_of(response, 5) == "1 value does not fit Row 3: Points (new) must be a number"
+    assert check_of(response, 6) == ("1 value does not fit Row 4: Notes (new) starts with “@”, which a spreadsheet "
+                                     "would run as a formula")
+    assert [row[6:] for row in preview_rows(response)] == [
+        ["12.5", "vip"], ["Does not fit Points (new) must be a number", ""], ["7", "Does not fit Notes (new) starts "
+                                                                              "with “@”, which a spreadsheet would "
+                                                                              "run as a formula"]]
+    assert count(ProfileProperty) == 0 and count(Subscriber) == 0
+
+
+def test_confirming_creates_the_new_properties_and_imports_what_fits(client, auth, shop, segment_rechecks):
+    from kinnekt.models import ProfileProperty, SubscriberProperty
+    response = upload(client, auth, PEOPLE, **{"column-5": "new:number", "name-5": "Loyalty points",
+                                                "column-6": "ignore"})
+    assert toast(response) == {"message": "Imported 1 subscriber", "isError": False}
+    assert response.headers["HX-Push-Url"] == "/subscribers/import"
+    page = text(response)
+    assert "2 rows not imported: 2 with a value that does not fit its property." in page
+    assert ("3 212-555-0102 “not an email” is not an email address; Birthday must be a date written YYYY-MM-DD; "
+            "Loyalty points must be a number") in page
+    assert "4 +12125550103 First name starts with “=”, which a spreadsheet would run as a formula" in page
+    assert "Read into profile properties: Birthday → Birthday, Points → Loyalty points." in page
+    assert "Ignored column: Notes." in page
+    ada = Session.scalars(select(Subscriber).execution_options(all_shops=True)).one()
+    assert (ada.phone, ada.first_name, ada.last_name, ada.email) == ("+12125550101", "Ada", "Lovelace",
+                                                                     "ada@example.com")
+    points = Session.scalars(select(ProfileProperty).execution_options(all_shops=True)).one()
+    assert (points.shop_id, points.name, points.type) == (shop.id, "Loyalty points", "number")
+    values = {(v.name_key, v.number_value or v.date_value) for v in Session.scalars(
+        select(SubscriberProperty).execution_options(all_shops=True))}
+    assert values == {("loyalty points", Decimal("12.5")), ("birthday", dt.date(1990, 7, 4))}
+    assert count(SubscriberImport) == 0  # an import done in the request leaves no draft behind
+
+
+@pytest.mark.parametrize("content, form, errors, banner", [
+    (PEOPLE, {"column-0": "ignore"}, {}, "Choose the column that holds the phone numbers"),
+    (b"phone,phone,first_name\n+12125550101,+12125550102,Ada\n", {"column-1": "phone"},
+     {1: "Column 1 already becomes Phone number"}, None),
+    (PEOPLE, {"column-5": "property:nope"}, {5: "Choose what this column becomes"}, None),
+    (PEOPLE, {"column-5": "new:colour"}, {5: "Choose what this column becomes"}, None),
+    (PEOPLE, {"column-5": "new:text", "name-5": "!!"}, {5: "Use letters, digits, spaces"}, None),
+    (PEOPLE, {"column-5": "new:text", "name-5": "BIRTHDAY"}, {5: "“BIRTHDAY” is a built-in property"}, None),
+    (PEOPLE, {"column-5": "new:date", "name-5": "x" * 41}, {5: "A name has at most 40 characters"}, None),
+    (PEOPLE, {"column-5": "new:text", "column-6": "new:number", "name-6": "points "},
+     {6: "Column 6 already becomes Points"}, None),
+])
+def test_a_mapping_that_cannot_be_imported_is_refused_beside_its_column_and_saves_nothing(
+        client, auth, shop, content, form, errors, banner):
+    from kinnekt.models import ProfileProperty
+    response = upload(client, auth, content, **form)
+    assert response.status_code == 200 and 'id="import-mapping-form"' in response.get_data(as_text=True)
+    for column, message in errors.items():
+        assert message in field_error(response, f"import-column-{column}")
+    if banner:
+        assert banner in text(response)
+    assert count(Subscriber) == 0 and count(ProfileProperty) == 0
+    assert Session.scalars(select(SubscriberImport.status).execution_options(all_shops=True)).all() == ["draft"]
+
+
+def test_duplicate_headers_suggest_the_first_and_ignore_the_other(client, auth, shop):
+    response = send_file(client, auth, b"phone,Phone,first_name,first_name\n+12125550101,+12125550102,Ada,Bo\n")
+    assert {k: v for k, v in choices(response).items() if k.startswith("column")} == {
+        "column-0": "phone", "column-1": "ignore", "column-2": "first_name", "column-3": "ignore"}
+
+
+def test_a_confirmed_draft_is_not_imported_twice(client, auth, shop):
+    response = send_file(client, auth, b"phone\n+12125550101\n")
+    form, import_id = choices(response), draft_id(response)
+    first = client.post(f"/subscribers/imports/{import_id}/confirm", headers=auth, data=form)
+    assert toast(first)["message"] == "Imported 1 subscriber"
+    again = client.post(f"/subscribers/imports/{import_id}/confirm", headers=auth, data=form)
+    assert again.status_code == 404  # the draft went with its import
+    assert count(Subscriber) == 1 and count(SubscriptionEvent) == 1
+    assert client.post(f"/subscribers/imports/{import_id}/mapping", headers=auth, data=form).status_code == 404
+
+
+def test_a_draft_is_only_its_shops(client, auth, shop, other_shop, token_for):
+    response = send_file(client, auth, b"phone\n+12125550101\n")
+    form, import_id = choices(response), draft_id(response)
+    theirs = {"Authorization": f"Bearer {token_for(other_shop.domain)}", "HX-Request": "true"}
+    assert client.get(f"/subscribers/imports/{import_id}", headers=theirs).status_code == 404
+    assert client.post(f"/subscribers/imports/{import_id}/mapping", headers=theirs, data=form).status_code == 404
+    assert client.post(f"/subscribers/imports/{import_id}/confirm", headers=theirs, data=form).status_code == 404
+    assert client.get(f"/subscribers/imports/{import_id}/progress", headers=auth).status_code == 404
+    assert count(Subscriber) == 0
+    page = client.get(f"/subscribers/imports/{import_id}", headers=auth)  # the page of a draft is its mapping step
+    assert 'id="import-mapping-form"' in page.get_data(as_text=True)
+
+
+def test_a_shop_keeps_a_few_recent_drafts(client, auth, shop, other_shop, token_for):
+    theirs = {"Authorization": f"Bearer {token_for(other_shop.domain)}", "HX-Request": "true"}
+    their_draft = draft_id(send_file(client, theirs, b"phone\n+12125550101\n"))
+    ids = [draft_id(send_file(client, auth, b"phone\n+12125550101\n"))
+           for _ in range(defaults.SUBSCRIBER_IMPORT_DRAFTS + 2)]
+    mine = Session.scalars(select(SubscriberImport.id).where(SubscriberImport.shop_id == shop.id)
+                           .order_by(SubscriberImport.id).execution_options(all_shops=True)).all()
+    assert mine == ids[-defaults.SUBSCRIBER_IMPORT_DRAFTS:]
+    aged = Session.get(SubscriberImport, ids[-1], execution_options={"all_shops": True})
+    aged.created_at = dt.datetime.now(UTC) - dt.timedelta(hours=defaults.SUBSCRIBER_IMPORT_DRAFT_HOURS + 1)
+    Session.commit()
+    newest = draft_id(send_file(client, auth, b"phone\n+12125550101\n"))
+    mine = Session.scalars(select(SubscriberImport.id).where(SubscriberImport.shop_id == shop.id)
+                           .order_by(SubscriberImport.id).execution_options(all_shops=True)).all()
+    assert mine == [ids[-2], newest]  # the stale one went too
+    assert Session.get(SubscriberImport, their_draft, execution_options={"all_shops": True}) is not None

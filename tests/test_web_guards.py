@@ -16,6 +16,7 @@ from kinnekt.models import InboundMessage, Segment, Subscriber, SubscriberImport
 from kinnekt.tenancy import bind_shop, get_or_404
 from kinnekt.web import guards
 from tests import shopify_payloads as sp
+from tests.fake_vonage import inbound_body
 
 pytestmark = pytest.mark.usefixtures("finished_jobs")
 
@@ -105,10 +106,8 @@ def test_a_nul_in_the_path_is_400(client):
 def test_a_nul_in_an_inbound_text_is_400_and_nothing_is_stored(client, db, shop):
     shop.sender = "15550100200"
     db.commit()
-    form = {"msisdn": "447400123456", "to": "15550100200", "messageId": "1000000000000001", "text": "JOIN\x00",
-            "type": "text"}
-    assert client.post("/sms/inbound", data=form).status_code == 400
-    assert client.post("/sms/inbound", json=form).status_code == 400
+    body = inbound_body("JOIN\x00", from_="447400123456", to="15550100200")
+    assert client.post("/sms/inbound", json=body).status_code == 400
     assert count(db, InboundMessage) == 0
 
 
@@ -191,11 +190,11 @@ def test_a_lone_surrogate_in_a_preview_or_an_update_is_422(client, auth, db, sho
 def test_a_lone_surrogate_in_a_vonage_json_body_is_400_and_nothing_is_stored(client, db, shop):
     shop.sender = "15550100200"
     db.commit()
-    data = {"msisdn": "447400123456", "to": "15550100200", "messageId": "1000000000000002", "text": "hi \ud800"}
+    data = inbound_body("hi \ud800", from_="447400123456", to="15550100200")
     response = client.post("/sms/inbound", json=data)
     assert response.status_code == 400
     assert response.get_json()["message"] == "text contains a lone surrogate (half of a UTF-16 pair)"
-    assert client.post("/sms/receipt", json={"messageId": "\udc00", "status": "delivered"}).status_code == 400
+    assert client.post("/sms/receipt", json={"message_uuid": "\udc00", "status": "delivered"}).status_code == 400
     assert count(db, InboundMessage) == 0
 
 

@@ -43,6 +43,8 @@ def sample_payloads() -> dict[str, dict]:
         "collections/create": sp.collection(), "collections/update": sp.collection(),
         "checkouts/create": sp.checkout(), "checkouts/update": sp.checkout(),
         "bulk_operations/finish": sp.bulk_finish(status="failed", error_code="ACCESS_DENIED"),
+        "app_subscriptions/update": sp.subscription_update(),
+        "app_subscriptions/approaching_capped_amount": sp.approaching_capped_amount(),
         "customers/data_request": sp.data_request(cid),
         "orders/delete": sp.order_deleted(oid), "products/delete": sp.deleted(pid),
         "collections/delete": sp.collection_deleted(sp.next_id()),

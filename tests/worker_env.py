@@ -20,7 +20,7 @@ from redis import Redis
 from kinnekt import queue as kqueue
 from kinnekt.config import PROJECT_ROOT
 from kinnekt.queue import RQJobQueue
-from tests.fake_vonage import API_KEY, API_SECRET, FakeVonage
+from tests.fake_vonage import FakeVonage, vonage_env
 
 REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/15")
 
@@ -30,7 +30,9 @@ def worker_env(app, database_url: str, queue_name: str, **extra) -> dict:
     return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "QUEUE_NAME": queue_name,
             "SECRET_KEY": "s" * 32, "TOKEN_ENCRYPTION_KEY": app.config["TOKEN_ENCRYPTION_KEY"],
             "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "x" * 32, "KINNEKT_DEMO": "",
-            "VONAGE_SIGNATURE_SECRET": "test-signature-secret", **extra}
+            "VONAGE_SIGNATURE_SECRET": "test-signature-secret",
+            # As in the test app: shops of these tests send without a plan (kinnekt/config.py, config_for_tests).
+            "KINNEKT_BILLING_REQUIRED": "1" if app.config.get("BILLING_REQUIRED") else "0", **extra}
 
 
 class SlowVonage(FakeVonage):
@@ -44,12 +46,12 @@ class SlowVonage(FakeVonage):
         self.holding = threading.Event()
         self.release = threading.Event()
 
-    def _answer(self, form, authorization):
+    def _answer(self, message, authorization):
         if self.hold_at is not None and len(self.sent()) == self.hold_at:
             self.holding.set()
             self.release.wait(30)
         time.sleep(self.delay)
-        return super()._answer(form, authorization)
+        return super()._answer(message, authorization)
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ def _children(pid: int) -> list[int]:
 def workers(app, database_url, redis_queue, slow_vonage, vonage_ca):
     _, ca_path = vonage_ca
     env = worker_env(app, database_url, redis_queue.queue.name,
-                     VONAGE_API_KEY=API_KEY, VONAGE_API_SECRET=API_SECRET, VONAGE_SENDER="15550100200",
+                     **vonage_env(), VONAGE_SENDER="15550100200",
                      VONAGE_HOST_OVERRIDE=slow_vonage.host, REQUESTS_CA_BUNDLE=ca_path, LOG_LEVEL="WARNING")
     pool = Workers(env)
     yield pool

@@ -65,6 +65,7 @@ class _Chunk:
     codes: list[tuple[int, str]] = field(default_factory=list)  # (message id, code) given in this chunk
     pending_ids: list[int] = field(default_factory=list)
     full: bool = False
+    campaign_id: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- firing
@@ -107,7 +108,7 @@ def fire_automation(session: OrmSession, shop: Shop, automation_id: int, *, now:
         queued += chunk.queued
         last_seen = chunk
         if chunk.codes or chunk.pending_ids:
-            _discounts(session, shop, automation_id, chunk, now)
+            _discounts(session, shop, chunk.campaign_id, chunk, now)
         if not chunk.full:
             break
     if last_seen is not None and queued:
@@ -145,7 +146,7 @@ def _fire_chunk(session: OrmSession, shop: Shop, automation_id: int, now: dt.dat
         return None
     firing = [*in_log, SegmentEvent.id <= upper, SegmentEvent.kind == automation.trigger,
               SegmentEvent.cause.not_in(QUIET_CAUSES)]
-    chunk = _Chunk(full=full)
+    chunk = _Chunk(full=full, campaign_id=campaign_id)
     chunk.queued = _insert_messages(session, shop, campaign_id, firing, automation.delay_seconds or 0, now)
     new_rows = [Message.campaign_id == campaign_id, Message.occurrence > cursor, Message.occurrence <= upper,
                 Message.status == MessageStatus.PENDING]
@@ -186,7 +187,7 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
     due = case(*[(and_(SegmentEvent.at == literal(at, UTCDateTime), zone == literal(name, String)),
                   literal(when, UTCDateTime)) for (at, name), when in dues.items()],
                else_=literal(max(dues.values()), UTCDateTime))
-    reason = _reason(shop)
+    reason = fire_skip_reason(shop)
     source = events.with_only_columns(
         literal(shop.id, IdType), literal(campaign_id, IdType), SegmentEvent.subscriber_id,
         literal("automation"), SegmentEvent.id, Subscriber.phone,
@@ -204,7 +205,7 @@ def _insert_messages(session: OrmSession, shop: Shop, campaign_id: int, firing: 
     return sum(1 for status in session.scalars(statement) if status == MessageStatus.PENDING)
 
 
-def _reason(shop: Shop):
+def fire_skip_reason(shop: Shop):
     """Each subscriber's skip reason at fire time (NULL = to be sent), as campaigns give them; smart sending
     is left to the send (a delayed message meets the texts sent meanwhile)."""
     whens = [(Subscriber.status != SubscriberStatus.SUBSCRIBED, literal("not_subscribed")),
@@ -229,12 +230,40 @@ def _give_codes(session: OrmSession, new_rows: list, prefix: str | None) -> list
 
 # ---------------------------------------------------------------------------------------------- discounts
 
-def _discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk, now: dt.datetime) -> None:
+def _discounts(session: OrmSession, shop: Shop, campaign_id: int, chunk: _Chunk, now: dt.datetime) -> None:
     """Create the chunk's discount at Shopify, skip the rows whose code was refused, release the others; commits."""
     try:
-        _create_discounts(session, shop, automation_id, chunk, now)
+        _create_discounts(session, shop, campaign_id, chunk, now)
     finally:
         _release(session, chunk.pending_ids)
+
+
+def give_and_hold_codes(session: OrmSession, shop: Shop, campaign_id: int, new_rows: list) -> tuple[list, list[int]]:
+    """In the caller's transaction: a unique code for each new pending row (`new_rows`: conditions on messages)
+    without one, and the rows held (HOLD) until Shopify has their code (not in the demo, nothing to wait for);
+    returns ((message id, code) given, the new pending rows' ids) for `release_codes` after the commit."""
+    pending_ids = list(session.scalars(select(Message.id).where(*new_rows, Message.status == MessageStatus.PENDING)
+                                       .order_by(Message.id)))
+    mode, prefix, discount_id = session.execute(
+        select(Campaign.discount_mode, Campaign.discount_code, Campaign.discount_shopify_id)
+        .where(Campaign.id == campaign_id)).one()
+    if not pending_ids or mode not in ("shared", "unique"):
+        return [], []
+    held = [Message.id.in_(pending_ids)]
+    codes = _give_codes(session, held, prefix) if mode == "unique" else []
+    if not shop.is_demo and (mode == "unique" or not discount_id):
+        session.execute(update(Message).where(*held).values(claim_token=HOLD)
+                        .execution_options(synchronize_session=False))
+    return codes, pending_ids
+
+
+def release_codes(session: OrmSession, shop: Shop, campaign_id: int, codes: list, pending_ids: list[int],
+                  now: dt.datetime) -> None:
+    """After the rows of `give_and_hold_codes` committed: create their codes at Shopify (refused ones skip their
+    row, "no_discount_code") and release the rest; commits."""
+    if codes or pending_ids:
+        _discounts(session, shop, campaign_id, _Chunk(codes=codes, pending_ids=pending_ids, campaign_id=campaign_id),
+                   now)
 
 
 def _release(session: OrmSession, message_ids: list[int]) -> None:
@@ -247,10 +276,9 @@ def _release(session: OrmSession, message_ids: list[int]) -> None:
         session.commit()
 
 
-def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk: _Chunk,
+def _create_discounts(session: OrmSession, shop: Shop, campaign_id: int, chunk: _Chunk,
                       now: dt.datetime) -> None:
     """Create the chunk's discount at Shopify (shared: once; unique: its new codes); refused rows are skipped."""
-    campaign_id = session.scalar(select(Automation.campaign_id).where(Automation.id == automation_id))
     campaign = session.get(Campaign, campaign_id, populate_existing=True)
     if campaign is None or shop.is_demo:
         return
@@ -262,7 +290,7 @@ def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk
             reason = f"Shopify refused the discount code: {exc}"
         session.refresh(campaign)
         if reason and not campaign.discount_shopify_id:  # not created by a concurrent fire either
-            log.warning("automation %s: %s", automation_id, reason)
+            log.warning("campaign %s: %s", campaign_id, reason)
             _skip_refused(session, chunk.pending_ids)
         return
     if campaign.discount_mode != "unique" or not chunk.codes:
@@ -281,7 +309,7 @@ def _create_discounts(session: OrmSession, shop: Shop, automation_id: int, chunk
             session.commit()
     except Exception as exc:  # refused, or not reachable with a token (through the client's retries)
         session.rollback()
-        log.warning("automation %s: Shopify refused the discount codes: %s", automation_id, exc)
+        log.warning("campaign %s: Shopify refused the discount codes: %s", campaign_id, exc)
         _skip_refused(session, [message_id for message_id, _ in chunk.codes])
         return
     refused = {code for code, _ in failed}

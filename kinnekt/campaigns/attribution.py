@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.campaigns import links
 from kinnekt.db import utcnow
 from kinnekt.models import Attribution, Campaign, Click, Link, Message, Order, Shop, Subscriber
@@ -85,6 +85,16 @@ def code_credited_subscribers(session, shop_id: int, order_ids) -> list[int]:
                    Attribution.method == "discount_code", Attribution.subscriber_id.is_not(None))
             .execution_options(all_shops=True)))
     return sorted(found)
+
+
+@signals.orders_written.connect
+def credit_written_orders(session, *, shop: Shop, order_ids) -> list[int]:
+    """Receiver of kinnekt.signals.orders_written (sent by kinnekt.shopify.ingest.orders): (re)attribute the orders;
+    returns the subscribers a discount code credits them to before and after (their `used_discount` may change),
+    which need not be the orders' own."""
+    credited = code_credited_subscribers(session, shop.id, order_ids)
+    attribute_orders(session, shop, order_ids)
+    return credited + code_credited_subscribers(session, shop.id, order_ids)
 
 
 def recompute(session, shop: Shop) -> int:

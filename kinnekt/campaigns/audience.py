@@ -42,6 +42,7 @@ from kinnekt.models.base import IdType
 from kinnekt.models.message import MessageStatus
 from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.segments.compiler import compile_definition
+from kinnekt.subscribers.phones import gate_country
 
 SKIP_REASONS = ("excluded", "not_subscribed", "suppressed", "no_clicks", "recently_texted")
 SKIP_LABELS = {
@@ -52,6 +53,7 @@ SKIP_LABELS = {
     "recently_texted": "Recently texted",
     "no_subscriber": "Subscriber deleted",
     "no_discount_code": "Shopify refused their discount code",
+    "over_cap": "Over the plan's cap",
 }
 """Skip reasons in the merchant's words (snapshot reasons, plus those set at send time by sending.py)."""
 
@@ -153,10 +155,11 @@ def breakdown(session: OrmSession, shop: Shop, include_ids, exclude_ids, *, now:
     included, reason, zone = _audience(session, shop, include_ids, exclude_ids, now)
     if included is None:
         return Breakdown()
+    country = gate_country(Subscriber.country, Subscriber.phone)  # a +1 number of no country: by its area code
     rows = session.execute(
-        _people(shop, included, reason.label("reason"), zone.label("zone"), Subscriber.country.label("country"),
+        _people(shop, included, reason.label("reason"), zone.label("zone"), country.label("country"),
                 func.count().label("n"))
-        .group_by(reason, zone, Subscriber.country)).all()
+        .group_by(reason, zone, country)).all()
     counts = {name: 0 for name in SKIP_REASONS}
     total = sendable = quiet = 0
     by_country: dict[str | None, int] = {}

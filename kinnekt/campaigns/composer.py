@@ -34,7 +34,9 @@ DISCOUNT_MODES = {"none": "No discount", "shared": "One code for everyone", "uni
 SAMPLE_UNIQUE_CODE = "XXXX-XXXX"
 """Shape of the random part of a unique code (kinnekt.shopify.discounts.generate_codes), for counting."""
 
-_TAG = re.compile(r"\{([^{}\s]{1,40})\}")
+_TAG = re.compile(r"\{\{\s*([^{}\s]{1,40})\s*\}\}|\{([^{}\s]{1,40})\}")
+"""A merge tag: `{first_name}`, or the same written the Liquid way, `{{ first_name }}`, as Shopify's own templates
+write them; `normalize_tags` stores the short form."""
 _PREFIX = re.compile(r"[A-Za-z0-9]{1,20}")
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -46,15 +48,18 @@ _GREETING = re.compile(r"^\s*(?:hi|hey|hello|dear|hiya)(?:\s+\{first_name\}\s*[,
 
 # ---------------------------------------------------------------------------------------------- rendering
 
-def render(body: str, *, shop, subscriber, discount_code: str | None, first_message: bool) -> str:
+def render(body: str, *, shop, subscriber, discount_code: str | None, first_message: bool,
+           extra: Mapping[str, str] | None = None) -> str:
     """The text one subscriber receives: merge tags filled in, the compliance footer after a first message.
 
     {first_name} is the subscriber's first name (or "there" when we have none), {shop_name} the shop's
     name, {discount_code} the recipient's code (empty when there is none: validation keeps that from
-    happening). Unknown tags are left as typed. Links are left alone (kinnekt.campaigns.links shortens them).
+    happening); `extra` adds the trigger's tags of a flow message (kinnekt/campaigns/trigger_tags.py). Unknown
+    tags are left as typed. Links are left alone (kinnekt.campaigns.links shortens them).
     """
     first_name = (getattr(subscriber, "first_name", None) or "").strip() if subscriber is not None else ""
     values = {
+        **(extra or {}),
         "first_name": first_name or FIRST_NAME_FALLBACK,
         "shop_name": shop_display_name(shop),
         "discount_code": discount_code or "",
@@ -68,7 +73,16 @@ def render(body: str, *, shop, subscriber, discount_code: str | None, first_mess
 
 def fill_tags(body: str, values: Mapping[str, str]) -> str:
     """`body` with each known `{tag}` replaced by its value; other braces are left as they are."""
-    return _TAG.sub(lambda m: values.get(m.group(1), m.group(0)), body or "")
+    return _TAG.sub(lambda m: values.get(_tag_name(m), m.group(0)), body or "")
+
+
+def _tag_name(match: re.Match) -> str:
+    return match.group(1) or match.group(2)
+
+
+def normalize_tags(body: str) -> str:
+    """`body` with each `{{ tag }}` written as `{tag}`, the one form stored (other braces are left as they are)."""
+    return _TAG.sub(lambda m: "{" + _tag_name(m) + "}", body or "")
 
 
 def shop_display_name(shop) -> str:
@@ -80,7 +94,7 @@ def tags_in(body: str) -> list[str]:
     """The `{tags}` a body uses, known or not, in order of first appearance."""
     seen: dict[str, None] = {}
     for match in _TAG.finditer(body or ""):
-        seen.setdefault(match.group(1), None)
+        seen.setdefault(_tag_name(match), None)
     return list(seen)
 
 
@@ -292,14 +306,15 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
     be right either way. Nothing is written: the caller saves `values` only when `errors` is empty.
     Fields: name, body, include, exclude (segment ids), send (now | later), send_date, send_time,
     recipient_local_time, discount_mode, discount_code, discount_kind, discount_value, repeat (none | weekly |
-    monthly), repeat_until (YYYY-MM-DD, optional: the last day a run may happen, in the shop's zone).
+    monthly), repeat_until (YYYY-MM-DD, optional: the last day a run may happen, in the shop's zone), cap_choice
+    ("up_to_cap" or absent).
     """
     now = now or utcnow()
     errors: dict[str, str] = {}
 
     name = check_name(form, errors, "campaign")
 
-    body = form_value(form, "body").replace("\r\n", "\n")
+    body = normalize_tags(form_value(form, "body").replace("\r\n", "\n"))
     unknown = [tag for tag in tags_in(body) if tag not in MERGE_TAGS]
     if not body.strip():
         errors["body"] = "Write the message."
@@ -353,6 +368,8 @@ def validate(form: Mapping, *, session: OrmSession, shop, now: dt.datetime | Non
         "name": name, "body": body, "include_segment_ids": include_ids, "exclude_segment_ids": exclude_ids,
         "send_now": send_now, "send_at": send_at, "recipient_local_time": recipient_local_time, **discount,
         "repeat": repeat, "repeat_until": repeat_until,
+        # Send only as far as the plan's cap allows (kinnekt.billing.allowance), when the merchant ticked it.
+        "cap_choice": "up_to_cap" if form_value(form, "cap_choice") == "up_to_cap" else None,
     }
     return values, errors
 
@@ -402,6 +419,13 @@ def _unknown_tags_message(unknown: list[str]) -> str:
     known_list = ", ".join("{" + tag + "}" for tag in MERGE_TAGS)
     hint = f" Did you mean {', '.join(hints)}?" if hints else f" Use {known_list}."
     return f"Unknown merge tag {names}.{hint}"
+
+
+def check_discount(form: Mapping, errors: dict[str, str]) -> dict:
+    """The discount fields of a form (`discount_mode`, `discount_code`, `discount_kind`, `discount_value`) checked
+    as the composer checks them: the clean values, each problem added to `errors` by field (the flow editor's
+    messages use this too)."""
+    return _discount(form, errors)
 
 
 def _discount(form: Mapping, errors: dict[str, str]) -> dict:
@@ -473,16 +497,25 @@ def suggested_name(subject: str, segment_names: Iterable[str]) -> str:
 
 
 def send_test(session: OrmSession, shop: Shop, campaign_or_values, phone: str) -> Message:
-    """Send the campaign's message once to `phone` (kind "test", no campaign: never in statistics)."""
+    """Send the campaign's message once to `phone` (kind "test", no campaign: never in statistics).
+
+    A test to a US number is held like a campaign (kinnekt.sms.registration.us_block_reason): ValueError with the
+    reason, nothing queued."""
+    from kinnekt.sms import registration
     from kinnekt.sms.outgoing import queue_message
-    from kinnekt.subscribers.phones import normalise
+    from kinnekt.subscribers.phones import is_us_number, normalise
     if isinstance(campaign_or_values, Campaign):
         body, mode, code = (campaign_or_values.body, campaign_or_values.discount_mode,
                             campaign_or_values.discount_code)
     else:
         values = dict(campaign_or_values)
         body, mode, code = values.get("body") or "", values.get("discount_mode") or "none", values.get("discount_code")
-    number = normalise(phone).e164  # raises InvalidPhone (a ValueError) with the reason
+    info = normalise(phone)  # raises InvalidPhone (a ValueError) with the reason
+    number = info.e164
+    if is_us_number(number, info.country):
+        blocked = registration.us_block_reason(session, shop.id)
+        if blocked:
+            raise ValueError(f"A test to a US number cannot go out yet. {blocked}")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id, Subscriber.phone == number))
     sample_code = None
     if mode == "shared":

@@ -25,13 +25,14 @@ from decimal import Decimal
 from sqlalchemy import delete as sa_delete, func, select, update
 from sqlalchemy.orm import Session as OrmSession, aliased
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.campaigns import audience, quiet_hours, recurrence, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, CampaignSegment, Message, Segment, Shop, Subscriber
 from kinnekt.models.campaign import CampaignStatus
 from kinnekt.models.message import MessageStatus
 from kinnekt.models.subscriber import SubscriberStatus
+from kinnekt.sms import registration
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def save(session: OrmSession, shop: Shop, values: dict, campaign: Campaign | Non
     same_rule = (campaign.repeat_anchor is not None and values.get("send_at", campaign.send_at) == campaign.send_at
                  and values.get("repeat", campaign.repeat) == campaign.repeat)
     for key in ("name", "body", "send_now", "send_at", "recipient_local_time", "discount_mode", "discount_code",
-                "discount_kind", "discount_value", "repeat", "repeat_until"):
+                "discount_kind", "discount_value", "repeat", "repeat_until", "cap_choice"):
         if key in values:
             setattr(campaign, key, values[key])
     if campaign.discount_mode == "none":
@@ -108,6 +109,9 @@ def schedule(session: OrmSession, campaign: Campaign, *, now: dt.datetime | None
         raise CampaignError("Choose at least one segment to send to.")
     if campaign.discount_mode == "shared" and not (campaign.discount_code or "").strip():
         raise CampaignError("Enter the discount code.")
+    held = us_hold_reason(session, campaign, shop, now=now)
+    if held:
+        raise CampaignError(held)
     if campaign.send_now:
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(SWITCHABLE))
@@ -297,7 +301,8 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         if not include_ids:
             fail(session, campaign_id, "Its segments were deleted, so it has nobody to send to.", now=now)
             return "failed"
-        reason = create_shared_discount(session, campaign, shop, now)
+        reason = us_hold_reason(session, campaign, shop, now=now) or create_shared_discount(session, campaign, shop,
+                                                                                             now)
         if reason:
             fail(session, campaign_id, reason, now=now)
             return "failed"
@@ -311,11 +316,32 @@ def start(session: OrmSession, campaign_id: int, *, now: dt.datetime | None = No
         if reason:
             fail(session, campaign_id, reason, now=now)
             return "failed"
+        signals.announce(signals.audience_snapshot_taken, session, campaign=campaign, shop=shop)
         session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.snapshot_at.is_(None))
                         .values(snapshot_at=now).execution_options(synchronize_session=False))
         session.commit()
     tasks.enqueue_senders(campaign_id)
     return "started"
+
+
+def us_hold_reason(session: OrmSession, campaign: Campaign, shop: Shop, *, now: dt.datetime | None = None
+                   ) -> str | None:
+    """Why the campaign may not start because its audience has US numbers and the shop has no approved US sender
+    (kinnekt.sms.registration.us_block_reason: only shops with senders of their own are held), or None."""
+    blocked = registration.us_block_reason(session, shop.id)
+    if blocked is None:
+        return None
+    include_ids, exclude_ids = audience.campaign_segments(session, campaign)
+    if not include_ids:
+        return None
+    try:
+        us = audience.breakdown(session, shop, include_ids, exclude_ids, now=_now(now)).sendable_by_country.get("US", 0)
+    except audience.AudienceError:
+        session.rollback()
+        return None  # the start reports the audience's own problem
+    if not us:
+        return None
+    return f"Its audience has {us:,} US {'number' if us == 1 else 'numbers'}. {blocked}"
 
 
 def _start_run(session: OrmSession, campaign: Campaign, now: dt.datetime) -> str:
@@ -409,3 +435,16 @@ def _enqueue_start(campaign_id: int, *, at: dt.datetime | None = None, now: dt.d
         tasks.enqueue_start_campaign(campaign_id)
     else:
         tasks.enqueue_start_campaign(campaign_id, at=at)
+
+
+def resume_after_billing(session: OrmSession, shop_id: int) -> int:
+    """The shop's plan lets it send again (kinnekt.billing.plans): wake the senders of its running campaigns and
+    automations (their rows waited as pending, kinnekt.campaigns.sending.billing_stop); returns how many."""
+    ids = session.scalars(select(Campaign.id).where(Campaign.shop_id == shop_id,
+                                                    Campaign.status == CampaignStatus.IN_PROGRESS)
+                          .execution_options(all_shops=True)).all()
+    tag = f"billing-{int(time.time())}"
+    for campaign_id in ids:
+        tasks.enqueue_senders(campaign_id, tag=tag)
+    return len(ids)
+

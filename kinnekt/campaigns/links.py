@@ -11,10 +11,10 @@ import secrets
 import string
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from flask import current_app, has_app_context
 from sqlalchemy import select
 
 from kinnekt import defaults
+from kinnekt.config import public_base  # noqa: F401 (callers also name it links.public_base)
 from kinnekt.db import insert_ignoring_duplicates, utcnow
 from kinnekt.models import Campaign, Link, Message, Shop
 
@@ -60,16 +60,6 @@ def is_trackable(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-
-
-def public_base() -> str:
-    """The app's public URL that short links live under (SHOPIFY_APP_URL, without a trailing slash)."""
-    if has_app_context():
-        base = current_app.config.get("SHOPIFY_APP_URL") or ""
-    else:
-        from kinnekt.config import Config
-        base = Config.from_env().SHOPIFY_APP_URL
-    return base.rstrip("/")
 
 
 def short_url(code: str) -> str:

@@ -16,7 +16,7 @@ from kinnekt import defaults
 from kinnekt.campaigns import sending, tasks
 from kinnekt.db import utcnow
 from kinnekt.models import Campaign, Message
-from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.campaign import TRIGGERED_KINDS, CampaignStatus
 from kinnekt.models.message import MessageStatus
 
 
@@ -81,7 +81,7 @@ def recover(session: OrmSession, *, now: dt.datetime | None = None) -> dict[str,
             Message.due_at.is_(None) | (Message.due_at <= now))))
         unfinished = session.scalar(select(exists().where(Message.campaign_id == campaign_id,
                                                           Message.status.in_(sending.REMAINING))))
-        if due or (not unfinished and kind != "automation"):  # an idle automation has nothing to complete
+        if due or (not unfinished and kind not in TRIGGERED_KINDS):  # an idle automation or flow: nothing to complete
             # Fresh job ids: the job of a killed worker still looks "started" in RQ until its timeout passes.
             tasks.enqueue_senders(campaign_id, tag=f"r{int(now.timestamp())}")  # nothing to send: a sender completes it
             counts["dispatched"] += 1

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 REPEATS = {"none": "Does not repeat", "weekly": "Weekly", "monthly": "Monthly"}
 """The composer's Repeat choices, in the merchant's words."""
 
-_COPIED = ("body", "recipient_local_time", "discount_mode", "discount_code", "discount_kind", "discount_value")
+_COPIED = ("body", "recipient_local_time", "discount_mode", "discount_code", "discount_kind", "discount_value",
+           "cap_choice")
 
 
 def is_recurring(campaign: Campaign) -> bool:

@@ -16,12 +16,12 @@ from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.campaigns import answers, quiet_hours, tasks
 from kinnekt.db import driver_statement as _driver
 from kinnekt.db import no_disk_wait_engine, on_postgresql, utcnow
 from kinnekt.models import Campaign, Message, Shop, Subscriber
-from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.campaign import TRIGGERED_KINDS, CampaignStatus
 from kinnekt.models.message import MessageStatus, row_ref
 from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.sms import prices
@@ -70,6 +70,11 @@ def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0, b
             return outcomes
         if yielding.due():
             return _hand_over(campaign_id, slot, seq, outcomes)
+        if billing_stop(session, campaign_id):
+            # Never sent unbilled: the rows stay pending; a plan that reopens wakes the campaign (or this does).
+            wake_at(campaign_id, utcnow() + dt.timedelta(seconds=defaults.BILLING_BLOCKED_RECHECK_SECONDS))
+            outcomes[BILLING_STOPPED] = 1
+            return outcomes
         token = uuid.uuid4().hex
         if on_claim is not None:
             on_claim(token)
@@ -84,6 +89,21 @@ def run(session: OrmSession, campaign_id: int, *, slot: int = 0, seq: int = 0, b
         if time.monotonic() >= deadline:
             _successor(campaign_id, slot, seq + 1)
             return outcomes
+
+
+BILLING_STOPPED = "stopped by billing"
+"""The outcome of a sender that found the shop's plan not letting it send (kinnekt.billing.allowance)."""
+
+
+def billing_stop(session: OrmSession, campaign_id: int) -> str | None:
+    """Why the campaign's shop may not send now (billing's answer to `sending_allowed`: no plan, pending, frozen,
+    cancelled, cap used up), or None."""
+    shop = session.scalar(select(Shop).join(Campaign, Campaign.shop_id == Shop.id).where(Campaign.id == campaign_id)
+                          .execution_options(populate_existing=True))
+    if shop is None:
+        return None
+    return next((reason for _, reason in signals.announce(signals.sending_allowed, session, shop=shop) if reason),
+                None)
 
 
 HANDED_OVER = "handed over"
@@ -202,7 +222,7 @@ def complete_or_wake(session: OrmSession, campaign_id: int, *, now: dt.datetime 
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.IN_PROGRESS,
                                    Campaign.snapshot_at.is_not(None),
-                                   Campaign.kind != "automation",  # an automation sends for as long as it is on
+                                   Campaign.kind.not_in(TRIGGERED_KINDS),  # sends for as long as it is on
                                    ~exists().where(Message.campaign_id == campaign_id,
                                                    Message.status.in_(REMAINING)))
             .values(status=CampaignStatus.COMPLETED,
@@ -243,7 +263,8 @@ _TO_SENDING = (
            _messages.c.claim_token == bindparam("m_token"), *_ALLOWED)
     .values(status=MessageStatus.SENDING, claim_token=None, body=_param("m_body", _messages.c.body),
             attempts=_messages.c.attempts + 1, encoding=_param("m_encoding", _messages.c.encoding),
-            segments=_param("m_segments", _messages.c.segments), updated_at=_param("m_now", _messages.c.updated_at)))
+            segments=_param("m_segments", _messages.c.segments), sender=_param("m_sender", _messages.c.sender),
+            updated_at=_param("m_now", _messages.c.updated_at)))
 """claimed -> sending, only if still ours, the subscriber still subscribed and unsuppressed, the campaign running."""
 
 _STILL_ALLOWED = (
@@ -283,6 +304,11 @@ class _Context:
     """PostgreSQL, campaigns (not automations): writes accepted answers on `answers` beside the sender."""
     yielding: "_Yielding | None" = None
     """Told when the rate limiter cannot be reached, so that the batch stops there."""
+    senders: list | None = None
+    """The shop's own usable senders (kinnekt.sms.senders), when the gateway can send from each; None: every
+    message goes out from `gateway`'s sender."""
+    routes: dict | None = None
+    """(gateway, limiter) per own sender used so far in the batch (`_route`)."""
 
 
 def _context(session: OrmSession, campaign_id: int) -> _Context:
@@ -292,16 +318,41 @@ def _context(session: OrmSession, campaign_id: int) -> _Context:
         gateway = get_gateway(shop, session)
     except GatewayNotConfigured as exc:
         return _Context(campaign, shop, None, None, error=str(exc))
-    limiter = None
-    if gateway.rate_limited:
-        from kinnekt.sms.ratelimit import limiter_for
-        limiter = limiter_for(gateway.api_key, gateway.sender)
-        if not limiter.limits:  # every limit is off: there is no slot to take
-            limiter = None
-        elif hasattr(gateway, "warm"):
-            gateway.warm()  # connected before the first slot (see VonageGateway.warm)
+    limiter = _limiter(gateway)
+    if limiter is not None and hasattr(gateway, "warm"):
+        gateway.warm()  # connected before the first slot (see VonageGateway.warm)
+    own = None
+    if hasattr(gateway, "with_sender"):
+        from kinnekt.sms import senders
+        own = senders.usable(session, shop.id) or None
     return _Context(campaign, shop, gateway, limiter,
-                    piggyback=limiter is None and campaign.kind != "automation" and not on_postgresql(session))
+                    piggyback=limiter is None and campaign.kind not in TRIGGERED_KINDS and not on_postgresql(session),
+                    senders=own, routes={})
+
+
+def _limiter(gateway):
+    """The rate limiter of a gateway's sends (the account's and its sender's limits), None when it has none."""
+    if not gateway.rate_limited:
+        return None
+    from kinnekt.sms.ratelimit import limiter_for
+    limiter = limiter_for(gateway.account, gateway.sender, getattr(gateway, "sender_rate", None))
+    return limiter if limiter.limits else None  # every limit off: there is no slot to take
+
+
+def _route(context: _Context, to_phone: str):
+    """The gateway and limiter of one message: from the shop's sender for the recipient's country
+    (kinnekt.sms.senders.pick), each sender with its own limit beside the account's."""
+    if not context.senders:
+        return context.gateway, context.limiter
+    from kinnekt.sms import senders
+    chosen = senders.pick(context.senders, prices.country_of(to_phone))
+    if chosen is None or senders.address(chosen) == context.gateway.sender:
+        return context.gateway, context.limiter
+    route = context.routes.get(chosen.id)
+    if route is None:
+        gateway = context.gateway.with_sender(senders.address(chosen), senders.rate_for(chosen))
+        route = context.routes[chosen.id] = (gateway, _limiter(gateway))
+    return route
 
 
 def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str, *,
@@ -320,12 +371,13 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
     session.commit()  # with the batch's links: made before any of its requests leaves
     outcomes: dict[str, int] = {}
     sent_to: list[int] = []
+    accepted: list[int] = []
     try:
         if on_postgresql(session):
             context.handoff = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
             context.answers = no_disk_wait_engine(session.get_bind()).connect() \
                 .execution_options(isolation_level="AUTOCOMMIT")
-            if context.campaign.kind != "automation":
+            if context.campaign.kind not in TRIGGERED_KINDS:
                 context.writer = answers.Writer(context.answers)
         context.yielding = yielding
         for message, subscriber in loaded:
@@ -334,6 +386,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
                 break
             outcome = _send_one(session, context, message, subscriber, token)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome == "sent":
+                accepted.append(message.id)
             if outcome in ("sent", "unknown", "failed") and message.subscriber_id is not None:
                 sent_to.append(message.subscriber_id)
             if outcome == "stopped":
@@ -358,6 +412,8 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
                                 exc_info=True)
     _flush_answer(session, context)  # the batch's last answer
     _release_claimed(session, ids, token)  # rows left when the campaign stopped or the loop broke off
+    if accepted:  # charged by a bulk job beside the senders (kinnekt.billing.tasks)
+        signals.announce(signals.messages_accepted, session, shop_id=context.shop.id, message_ids=accepted)
     if sent_to:
         from kinnekt.segments.membership import subscribers_changed
         subscribers_changed(context.shop.id, sent_to)  # one re-check job per batch, not per message
@@ -367,17 +423,18 @@ def send_batch(session: OrmSession, campaign_id: int, ids: list[int], token: str
 def _texts(session: OrmSession, context: _Context, loaded, token: str) -> dict[int, str]:
     """The texts of the batch's messages that may go out, rendered, with their short links made for the whole
     batch at once (links.rewrite_many; a message that is then not sent keeps its links for a later attempt)."""
-    from kinnekt.campaigns import composer, links
+    from kinnekt.campaigns import composer, links, trigger_tags
+    chosen = [(message, subscriber) for message, subscriber in loaded
+              if not (message.status != MessageStatus.CLAIMED or message.claim_token != token
+                      or _skip_reason(subscriber) or context.error)]
+    extra = trigger_tags.values_for(session, context.campaign, [message for message, _ in chosen])
     items = []
-    for message, subscriber in loaded:
-        if (message.status != MessageStatus.CLAIMED or message.claim_token != token or _skip_reason(subscriber)
-                or context.error):
-            continue
+    for message, subscriber in chosen:
         code = message.discount_code or (context.campaign.discount_code
                                          if context.campaign.discount_mode == "shared" else None)
         items.append((message, composer.render(context.campaign.body, shop=context.shop, subscriber=subscriber,
-                                               discount_code=code,
-                                               first_message=(subscriber.sent_count or 0) == 0)))
+                                               discount_code=code, first_message=(subscriber.sent_count or 0) == 0,
+                                               extra=extra.get(message.id))))
     return {message.id: text for (message, _), text in zip(items, links.rewrite_many(session, context.shop, items))}
 
 
@@ -425,13 +482,14 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
     if text is None:  # left out when the batch was loaded (not subscribed then), allowed now
         text = _texts(session, context, [(message, subscriber)], token)[message_id]
     encoding, segments = size(text)
+    gateway, limiter = _route(context, message.to_phone)
     granted_at = None
-    if context.limiter is not None:
+    if limiter is not None:
         # As late as possible, so that only the move to "sending" lies between the slot and the request.
         from kinnekt.sms.ratelimit import RateLimitTimeout, RateLimitUnavailable
         try:
-            context.limiter.acquire()
-            granted_at = context.limiter.attempt_started  # before Redis granted: its reply's delay counts too
+            limiter.acquire()
+            granted_at = limiter.attempt_started  # before Redis granted: its reply's delay counts too
         except RateLimitTimeout as error:
             if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
                 context.yielding.limiter_lost = True  # no slot can be had: the batch stops after this row
@@ -439,7 +497,8 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
                   due_at=utcnow() + dt.timedelta(seconds=defaults.CAMPAIGN_RATE_WAIT_RETRY_SECONDS))
             return "rate-wait"
     values = {"m_id": message_id, "m_token": token, "m_body": text, "m_encoding": encoding,
-              "m_segments": segments, "m_now": utcnow()}
+              "m_segments": segments, "m_sender": (getattr(gateway, "sender", None) or "")[:32] or None,
+              "m_now": utcnow()}
     if context.handoff is not None and context.answer is None and not _in_transaction(session):
         # Nothing else to commit with the move (no answer waiting, nothing read): one statement in a
         # transaction of its own, durable before the request. (Not with a waiting answer: inside one
@@ -460,12 +519,12 @@ def _send_one(session: OrmSession, context: _Context, message: Message, subscrib
         session.commit()  # durable, before the request leaves
         context.answer = None
     if granted_at is not None and time.monotonic() - granted_at > defaults.SMS_RATE_REGRANT_AFTER_MS / 1000:
-        if not _regrant(session, context, message_id):
+        if not _regrant(session, context, message_id, limiter):
             return "rate-wait"
         if not _still_allowed(session, context, message_id, token):
             return _why_not(session, context, message_id, token)
 
-    result = prices.with_price(context.gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id)),
+    result = prices.with_price(gateway.send(message.to_phone, text, message.client_ref or row_ref(message_id)),
                                message.to_phone, text)
     if result.status == "sent" and context.answers is not None:
         answer = answers.Answer(message_id, message.subscriber_id, result.provider_id, result.price, utcnow())
@@ -507,11 +566,11 @@ def _flush_after_error(session: OrmSession, context: _Context) -> None:
                       context.answer.message_id)
 
 
-def _regrant(session: OrmSession, context: _Context, message_id: int) -> bool:
+def _regrant(session: OrmSession, context: _Context, message_id: int, limiter) -> bool:
     """Take a fresh slot for a message whose first one went stale; False (the row is pending again) if none came."""
     from kinnekt.sms.ratelimit import RateLimitTimeout, RateLimitUnavailable
     try:
-        context.limiter.acquire()
+        limiter.acquire()
         return True
     except RateLimitTimeout as error:  # nothing left for the provider: the row can go back safely
         if isinstance(error, RateLimitUnavailable) and context.yielding is not None:
@@ -558,7 +617,7 @@ def _recently_texted(session: OrmSession, context: _Context, message: Message) -
     smart_sending_hours. Campaign messages were checked at their snapshot; texts without a campaign (the
     double opt-in request, replies) never count."""
     hours = int(context.shop.smart_sending_hours or 0)
-    if context.campaign.kind != "automation" or hours <= 0 or message.subscriber_id is None:
+    if context.campaign.kind not in TRIGGERED_KINDS or hours <= 0 or message.subscriber_id is None:
         return None
     recent = session.scalar(select(exists().where(
         Message.subscriber_id == message.subscriber_id, Message.campaign_id.is_not(None), Message.id != message.id,

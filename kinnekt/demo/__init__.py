@@ -64,6 +64,8 @@ def seed(session, *, domain: str = "kinnekt-demo.myshopify.com", now: dt.datetim
     store.link_base = (link_base if link_base is not None else links.public_base()).rstrip("/") + "/r/"
     store.build()
     shop = store.write(session)
+    from kinnekt.demo.billing import seed_billing
+    seed_billing(session, shop, now.astimezone(UTC))  # its test plan and this period's usage
     from kinnekt.segments import lifecycle
     # Stages and expected next orders once, as the daily job would; no segment reads them yet (the demo's own
     # segments are built after seeding), so no re-check is queued.

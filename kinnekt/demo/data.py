@@ -8,6 +8,10 @@ from decimal import Decimal
 SHOP_NAME = "Northwind Outfitters"
 STORE_HOST = "northwind-outfitters.com"
 STORE_URL = f"https://{STORE_HOST}"
+THEME_NAME = "Dawn"
+"""The demo store's live theme (Settings names it beside the popup's app embed)."""
+THEME_POPUP_EMBED = "on"
+"""The popup's app embed in the live theme: switched on, as in a store whose popup runs (Settings shows it)."""
 SHOP_TIMEZONE = "America/New_York"
 SENDER = "+18885550199"  # toll-free; phonenumbers accepts it as a valid US number
 UTC = dt.timezone.utc

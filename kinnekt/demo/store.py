@@ -1,5 +1,6 @@
 """The demo store in memory: one seeded random stream per part, the shop's clock, and the order the parts are
-built in (catalog, customers and orders, subscribers and their profile properties, campaigns, segments); each
+built in (catalog, customers and orders, subscribers and their profile properties, campaigns, storefront events,
+flows and their runs, segments); each
 part is its own module."""
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import datetime as dt
 import random
 from zoneinfo import ZoneInfo
 
+from kinnekt.demo.browsing import _Browsing
 from kinnekt.demo.campaigns import _Campaigns
 from kinnekt.demo.catalog import _Catalog
 from kinnekt.demo.customers import _Customers
 from kinnekt.demo.data import ORDER_HOURS, SEASON, SHOP_TIMEZONE, UTC
+from kinnekt.demo.flows import _Flows
 from kinnekt.demo.properties import _Properties
 from kinnekt.demo.segments import _Segments
 from kinnekt.demo.subscribers import _Subscribers
 from kinnekt.demo.writer import _Writer
 
 
-class _DemoStore(_Catalog, _Customers, _Subscribers, _Properties, _Campaigns, _Segments, _Writer):
+class _DemoStore(_Catalog, _Customers, _Subscribers, _Properties, _Campaigns, _Segments, _Browsing, _Flows, _Writer):
     """Builds every row of the demo shop in memory (plain dicts; helper keys start with "_"), then writes them."""
 
     def __init__(self, domain: str, now: dt.datetime, n_customers: int, seed: int):
@@ -73,5 +76,7 @@ class _DemoStore(_Catalog, _Customers, _Subscribers, _Properties, _Campaigns, _S
         self.build_attributions()
         self.build_checkouts()
         self.build_customer_facts()
+        self.build_browsing()
+        self.build_flows()
         self.build_segments()
         self.build_outbox()

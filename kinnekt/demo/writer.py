@@ -13,6 +13,7 @@ from kinnekt.models import (
     InboundMessage, Keyword, LineItem, Link, Message, Order, OutboxMessage, Product, ProductVariant, Segment,
     SegmentCount, SegmentEvent, SegmentMember, Shop, Subscriber, SubscriberProperty, SubscriptionEvent,
 )
+from kinnekt.models.storefront import StorefrontBrowser, StorefrontEvent
 
 
 def _insert(session, model, rows: list[dict], returning: tuple[str, ...] = ()):
@@ -51,6 +52,7 @@ class _Writer:
             scopes=Config.SCOPES, installed_at=installed, is_demo=True, sync_status="done", sync_progress=100,
             last_synced_at=t0 - dt.timedelta(hours=6), sender=SENDER, checkout_collection=True,
             double_opt_in=True, attribution_window_days=5, created_at=installed, updated_at=t0 - dt.timedelta(hours=6),
+            pixel_key=self.pixel_key,
         )
         session.add(shop)
         session.flush()
@@ -150,7 +152,12 @@ class _Writer:
         _insert(session, Attribution, [
             clean(a, order_id=a["_order"]["_id"], campaign_id=a["_campaign"]["_id"],
                   subscriber_id=a["_sub"]["_id"] if a["_sub"] else None) for a in self.attributions])
+        self.write_flows(session, sid)
         _insert(session, OutboxMessage, [clean(m) for m in self.outbox])
+        _insert(session, StorefrontEvent, [
+            clean(e, subscriber_id=e["_sub"]["_id"] if e["_sub"] else None) for e in self.storefront_events])
+        _insert(session, StorefrontBrowser, [clean(b, subscriber_id=b["_sub"]["_id"])
+                                             for b in self.storefront_browsers])
         session.commit()
         return shop
 

@@ -41,10 +41,14 @@ STATUS_LABELS = {
     "failed": "Failed",
 }
 DISCOUNT_MODES = ("none", "shared", "unique")
-KINDS = ("campaign", "run", "automation")
+KINDS = ("campaign", "run", "automation", "flow")
 """`campaign`: one the merchant composed (one-off or recurring); `run`: one run of a recurring campaign
 (`parent_id`), with its own snapshot and statistics; `automation`: the message of an automation
-(kinnekt/models/automation.py), which sends for as long as the automation is on."""
+(kinnekt/models/automation.py), which sends for as long as the automation is on; `flow`: the message of a flow's
+send step (kinnekt/models/flow.py), likewise."""
+TRIGGERED_KINDS = ("automation", "flow")
+"""Kinds whose rows are queued by a trigger one at a time (never snapshotted): they never complete, their
+messages are checked for smart sending as they go out, and their answers are written by the sender itself."""
 REPEATS = ("none", "weekly", "monthly")
 
 
@@ -84,6 +88,8 @@ class Campaign(TenantMixin, Timestamps, Base):
     repeat: Mapped[str] = mapped_column(String(8), default="none", server_default="none", nullable=False)
     repeat_until: Mapped[dt.date | None] = mapped_column(Date)  # last day a recurring campaign may run (shop's zone)
     repeat_anchor: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # first run as chosen: its day and time rule
+    # "up_to_cap": the merchant chose to send only as far as the plan's cap allows (kinnekt/billing/allowance.py)
+    cap_choice: Mapped[str | None] = mapped_column(String(16))
 
     audience: Mapped[list["CampaignSegment"]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True)

@@ -107,6 +107,7 @@ class Message(TenantMixin, Timestamps, Base):
     client_ref: Mapped[str | None] = mapped_column(String(40))
     discount_code: Mapped[str | None] = mapped_column(String(64))  # the code this recipient got (unique mode)
     provider_id: Mapped[str | None] = mapped_column(String(64))
+    sender: Mapped[str | None] = mapped_column(String(32))  # the number ("+<digits>") or id it went out from
     encoding: Mapped[str | None] = mapped_column(String(8))  # gsm7 | ucs2
     segments: Mapped[int | None] = mapped_column(Integer)
     price: Mapped[Decimal | None] = mapped_column(Money)

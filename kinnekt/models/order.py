@@ -29,6 +29,17 @@ class Order(TenantMixin, Timestamps, Base):
         # of counted orders) read it alone, in customer order, instead of the whole table (PostgreSQL only).
         Index("ix_orders_counted", "shop_id", "customer_id", "created_at", postgresql_include=["id"],
               postgresql_where=text("test IS false AND cancelled_at IS NULL")).ddl_if(dialect="postgresql"),
+        # Segment rules' sets of customers (issue 22, PostgreSQL only): each reads the index alone (the customer is
+        # included), only the entries its condition selects, instead of every order. The partial conditions are
+        # the compiler's own words (`test IS false`, `cancelled_at IS NULL`), which is what lets the planner use
+        # them (tests/test_segment_indexes.py). Counted orders placed in a window ("2 orders in the last 90
+        # days"), orders by payment status, cancelled orders.
+        Index("ix_orders_counted_created", "shop_id", "created_at", postgresql_include=["customer_id"],
+              postgresql_where=text("test IS false AND cancelled_at IS NULL")).ddl_if(dialect="postgresql"),
+        Index("ix_orders_financial_status", "shop_id", "financial_status", postgresql_include=["customer_id"],
+              postgresql_where=text("test IS false")).ddl_if(dialect="postgresql"),
+        Index("ix_orders_cancelled", "shop_id", "customer_id",
+              postgresql_where=text("test IS false AND cancelled_at IS NOT NULL")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -89,6 +100,13 @@ class LineItem(TenantMixin, Base):
         Index("ix_line_items_shop_product", "shop_id", "product_id", postgresql_include=["order_id"]),
         # A customer's line items: the re-check's probes, and the SET NULL when a customer is deleted.
         Index("ix_line_items_customer", "customer_id"),
+        # Segment rules' sets of customers (issue 22, PostgreSQL only): line items of counted orders by product
+        # ("bought product X", "… from collection Y") and by price, the customer included, so a preview reads
+        # the matching index entries alone. `counted IS true` is the compiler's own condition.
+        Index("ix_line_items_counted_product", "shop_id", "product_id", postgresql_include=["customer_id"],
+              postgresql_where=text("counted IS true")).ddl_if(dialect="postgresql"),
+        Index("ix_line_items_counted_price", "shop_id", "price", postgresql_include=["customer_id"],
+              postgresql_where=text("counted IS true")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -143,6 +161,7 @@ class Checkout(TenantMixin, Timestamps, Base):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     shopify_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    recovery_url: Mapped[str | None] = mapped_column(String(2048))  # abandoned_checkout_url: flows' {checkout_url}
 
 
 keep_folded(LineItem, ('title', 'title_folded'), ('variant_title', 'variant_title_folded'))

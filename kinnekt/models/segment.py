@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum, nonmember
+from typing import Any, Iterator
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, JSON, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from kinnekt import shared_cache
 from kinnekt.db import Base, UTCDateTime, utcnow
 from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
@@ -24,6 +26,20 @@ class BuildStatus(StrEnum):
 
     ACTIVE = nonmember(frozenset({PENDING, BUILDING}))
     """A build is owed or running: the segment page polls."""
+
+
+def iter_rules(definition: Any) -> Iterator[dict]:
+    """Every rule (dict with a "field") in a stored definition (`Segment.definition`: rules nested in groups of
+    "rules"), in document order; tolerant of malformed input. Its meaning is kinnekt.segments.rules' business."""
+    if not isinstance(definition, dict):
+        return
+    if "field" in definition:
+        yield definition
+        return
+    items = definition.get("rules")
+    if isinstance(items, list):
+        for item in items:
+            yield from iter_rules(item)
 
 
 class Segment(TenantMixin, Timestamps, Base):
@@ -132,3 +148,8 @@ class StaticListEntry(TenantMixin, Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     list_id: Mapped[int] = mapped_column(IdType, ForeignKey("static_lists.id", ondelete="CASCADE"), nullable=False)
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+# Segments with browsing rules are remembered per process (kinnekt.segments.membership.browsing_segments_cached):
+# a definition added, changed or removed moves the shop's generation of them in every process.
+shared_cache.watch(Segment, ("definition",), "segment-definitions")

@@ -75,6 +75,12 @@ class Shop(Timestamps, Base):
     # The keyword the shareable link pre-fills; texting it in gives source Shareable Link (None: link off).
     share_keyword: Mapped[str | None] = mapped_column(String(32))
 
+    # Storefront events (the web pixel)
+    # The key the shop's pixel sends with every batch (set in the pixel's settings); None until first needed.
+    pixel_key: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    web_pixel_id: Mapped[str | None] = mapped_column(String(128))  # the WebPixel gid Shopify gave on creation
+    storefront_retention_days: Mapped[int] = mapped_column(Integer, default=90, nullable=False)
+
     @property
     def installed(self) -> bool:
         """True while the app is installed on this shop."""

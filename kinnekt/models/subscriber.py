@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum, nonmember
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kinnekt.db import Base, UTCDateTime, utcnow
@@ -58,6 +58,11 @@ class Subscriber(TenantMixin, Timestamps, Base):
         Index("ix_subscribers_shop_status", "shop_id", "status"),
         Index("ix_subscribers_shop_source", "shop_id", "source"),
         Index("ix_subscribers_customer", "customer_id"),
+        # The subscribers a segment can hold (subscribed, not suppressed), by customer, with the id (issue 22,
+        # PostgreSQL only): a preview or build whose rules are on the customer's rows reads them from this index
+        # alone, not the table. The condition is the compiler's own, with the status written literally.
+        Index("ix_subscribers_segment_candidates", "shop_id", "customer_id", postgresql_include=["id"],
+              postgresql_where=text("status = 'subscribed' AND suppressed_at IS NULL")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -69,6 +74,8 @@ class Subscriber(TenantMixin, Timestamps, Base):
     keyword_folded: Mapped[str | None] = folded_column("keyword")  # fold(keyword): what segments compare
     customer_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("customers.id", ondelete="SET NULL"))
     first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))  # from a CSV import
+    email: Mapped[str | None] = mapped_column(String(255))  # from a CSV import
     country: Mapped[str | None] = mapped_column(String(2))
     carrier: Mapped[str | None] = mapped_column(String(128))
     carrier_folded: Mapped[str | None] = folded_column("carrier")  # fold(carrier): what segments compare

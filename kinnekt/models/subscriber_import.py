@@ -13,8 +13,10 @@ from kinnekt.models.base import IdType, TenantMixin, Timestamps
 
 
 class ImportStatus(StrEnum):
-    """A subscriber import job: `queued`, `running`, `done` (its report is ready) or `failed`."""
+    """A subscriber import: `draft` (uploaded, its column mapping not confirmed yet), then as a job `queued`,
+    `running`, `done` (its report is ready) or `failed`."""
 
+    DRAFT = "draft"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -28,7 +30,8 @@ IMPORT_STATUSES = tuple(ImportStatus)
 
 
 class SubscriberImport(TenantMixin, Timestamps, Base):
-    """One upload imported batch by batch by a job (kinnekt.subscribers.importing.import_next_batch).
+    """One upload: a draft while the merchant maps its columns, then (a large file) imported batch by batch by a
+    job (kinnekt.subscribers.importing.import_batches) with the confirmed `mapping`.
 
     Each batch commits its subscribers together with the progress here (`processed_rows`, `imported`, `counts`,
     the first rejected rows), so the row is the truth: a job cut short is resumed from `processed_rows`. The
@@ -49,6 +52,7 @@ class SubscriberImport(TenantMixin, Timestamps, Base):
     rejected: Mapped[list] = mapped_column(JSON, default=list, nullable=False)  # the first ones: [row, value, why]
     region: Mapped[str | None] = mapped_column(String(2))
     ignored_columns: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    mapping: Mapped[list | None] = mapped_column(JSON)  # one target per column (importing.Mapping), once confirmed
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

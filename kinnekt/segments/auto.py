@@ -15,10 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import signals
 from kinnekt.models import Keyword, Segment, Shop
 from kinnekt.models.segment import BuildStatus
 from kinnekt.segments.membership import request_build
 from kinnekt.segments.rules import Definition
+from kinnekt.segments.service import delete_segment
 
 DEFAULT_SOURCES = (("all", "All subscribers"), ("mobile_popup", "Mobile Popup"), ("shareable_link", "Shareable Link"))
 """Auto segments every shop has from install, in the order the segments list shows them."""
@@ -93,3 +95,19 @@ def ensure_keyword_segment(session: OrmSession, keyword: Keyword) -> Segment:
     word = keyword.word.strip().upper()
     return _ensure(session, keyword.shop_id, source="keyword", name=f"{KEYWORD_PREFIX}{word}",
                    definition=keyword_definition(word), keyword_id=keyword.id)
+
+
+@signals.keyword_created.connect
+def _add_keyword_segment(session: OrmSession, *, keyword: Keyword) -> Segment:
+    """Receiver of kinnekt.signals.keyword_created (sent by kinnekt.subscribers.keywords.create_keyword)."""
+    return ensure_keyword_segment(session, keyword)
+
+
+@signals.keyword_deleting.connect
+def _delete_keyword_segment(session: OrmSession, *, keyword: Keyword, confirmed: bool) -> list:
+    """Receiver of kinnekt.signals.keyword_deleting (sent by kinnekt.subscribers.keywords.delete_keyword): delete
+    the keyword's segment, or, when something uses it and `confirmed` is false, return those usages
+    (segments.service.Usage) and delete nothing."""
+    segment = session.scalar(select(Segment).where(Segment.shop_id == keyword.shop_id, Segment.auto_source == "keyword",
+                                                   Segment.keyword_id == keyword.id))
+    return [] if segment is None else delete_segment(session, segment, confirmed=confirmed)

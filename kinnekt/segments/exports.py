@@ -31,6 +31,7 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Segment, Shop, Subscriber
 from kinnekt.segments.compiler import compile_definition
+from kinnekt.subscribers.csv_upload import spreadsheet_safe
 
 
 class Member(NamedTuple):
@@ -45,9 +46,6 @@ class Member(NamedTuple):
 
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_FORMULA_CHARACTERS = frozenset("=+-@|")
-"""What makes a spreadsheet read a cell as a formula (`|` starts a DDE call in some), once folded by NFKC:
-the full-width `＝＋－＠｜` and the small `﹦﹢﹣﹫` fold into these, and some spreadsheets fold them too."""
 
 
 def sha256_hex(value: str) -> str:
@@ -170,22 +168,6 @@ FORMATS: dict[str, AudienceFormat] = {
 
 
 # ---------------------------------------------------------------------------------------------- export
-
-def spreadsheet_safe(value: str) -> str:
-    """`value` as a CSV cell a spreadsheet will never run as a formula: prefixed with `'` when it could start one.
-
-    It could when it starts with a tab or carriage return, or when its first character that is not a space
-    or an invisible format character (a byte order mark, a zero-width space) is a formula character in any
-    width (see _FORMULA_CHARACTERS).
-    """
-    if value.startswith(("\t", "\r")):
-        return "'" + value
-    for char in value:
-        if char.isspace() or unicodedata.category(char) == "Cf":
-            continue
-        return "'" + value if unicodedata.normalize("NFKC", char)[:1] in _FORMULA_CHARACTERS else value
-    return value
-
 
 def _cell(value: str) -> str:
     """An audience cell (hashes are hex, so the guard only protects against bugs)."""

@@ -3,6 +3,7 @@ named values of choice fields, events and periods, country names, and the kind o
 builder's value input shows and how a summary writes the value)."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -27,7 +28,7 @@ def country_name(code: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- catalogue
 
-CATEGORIES = ("Subscriber", "Customer", "Order status", "Engagement", "Events", "Membership")
+CATEGORIES = ("Subscriber", "Customer", "Order status", "Engagement", "Storefront", "Events", "Membership")
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,11 @@ CATALOGUE: tuple[FieldInfo, ...] = (
     FieldInfo("clicks_count", "Link clicks", "Engagement"),
     FieldInfo("last_received_sms", "Last text received", "Engagement"),
     FieldInfo("last_clicked", "Last link click", "Engagement"),
+    FieldInfo("last_visit", "Last store visit", "Storefront"),
     FieldInfo("event", "Event", "Events"),
     FieldInfo("segment", "Segment membership", "Membership"),
     FieldInfo("list", "List membership", "Membership"),
+    FieldInfo("shopify_segment", "Shopify segment", "Membership"),
 )
 FIELD_INFO: dict[str, FieldInfo] = {info.name: info for info in CATALOGUE}
 
@@ -90,6 +93,7 @@ _OP_LABELS_BY_FIELD: dict[str, dict[str, str]] = {
     "event": {"performed": "happened", "not_performed": "did not happen"},
     "segment": {"in": "is in segment", "not_in": "is not in segment"},
     "list": {"in": "is on list", "not_in": "is not on list"},
+    "shopify_segment": {"in": "is in Shopify segment", "not_in": "is not in Shopify segment"},
 }
 
 _PROPERTY_OP_LABELS: dict[str, dict[str, str]] = {
@@ -142,7 +146,12 @@ LINE_ITEM_ATTRIBUTES = {"product_title": "Product title", "variant_title": "Vari
                         "price": "Price"}
 EVENT_LABELS = {"placed_order": "Order placed", "received_sms": "Text received", "clicked_link": "Link clicked",
                 "started_checkout": "Checkout abandoned", "subscribed": "Subscribed",
-                "received_discount": "Discount code received", "used_discount": "Discount code used"}
+                "received_discount": "Discount code received", "used_discount": "Discount code used",
+                "visited": "Visited the store", "viewed_product": "Viewed a product",
+                "viewed_collection": "Viewed a collection", "added_to_cart": "Added to cart"}
+FOLLOWER_LABELS = {"placed_order": "ordered it after", "added_to_cart": "added it to the cart after",
+                   "started_checkout": "started a checkout after"}
+"""`not_followed_by` values as the end of "… and not …": "Viewed a product and not ordered it after"."""
 PERIOD_LABELS = {"all_time": "All time", "today": "Today", "yesterday": "Yesterday", "last_7_days": "Last 7 days",
                  "last_30_days": "Last 30 days", "last_90_days": "Last 90 days", "custom": "Custom range"}
 WINDOW_LABELS = {**{k: v for k, v in PERIOD_LABELS.items() if k != "custom"},
@@ -210,4 +219,13 @@ def widget_for(field: str, op: str, attribute: str | None = None) -> str:
     if field == "line_items":
         return {"product_id": "id", "variant_id": "id", "quantity": "number", "price": "money"}.get(
             attribute or "", "text")
-    return {"keyword": "keyword", "event": "event", "segment": "segment", "list": "list"}.get(field, "text")
+    return {"keyword": "keyword", "event": "event", "segment": "segment", "list": "list",
+            "shopify_segment": "shopify_segment"}.get(field, "text")
+
+
+def refreshed_words(refreshed_at: dt.datetime | None) -> str:
+    """When a Shopify segment's members were last read, in words: "members read Dec 7, 2026 17:02 UTC"."""
+    if refreshed_at is None:
+        return "members not read yet"
+    moment = refreshed_at.astimezone(dt.timezone.utc)
+    return f"members read {moment:%b} {moment.day}, {moment.year} {moment:%H:%M} UTC"

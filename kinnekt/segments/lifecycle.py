@@ -36,15 +36,15 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import statistics
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import (BigInteger, and_, bindparam, case, cast, func, literal, literal_column, null, select,
+                        update)
 from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
-from kinnekt.db import aware_utc
+from kinnekt.db import UTCDateTime, aware_utc
 from kinnekt.models import Customer, Order, Shop, Subscriber
 from kinnekt.segments.rules import STAGES  # the stages, best first: the contract's values (rules imports no lifecycle)
 from kinnekt.models.subscriber import SubscriberStatus
@@ -120,13 +120,22 @@ def stage_of(r: int, f: int, m: int) -> str:
     return {3: "nurture_needed", 2: "dormant"}.get(r, "churned")
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def expected_next_order(order_times: list[dt.datetime]) -> dt.datetime | None:
-    """The last order plus the median interval between consecutive orders; None with fewer than two orders."""
+    """The last order plus the median interval between consecutive orders; None with fewer than two orders.
+
+    Intervals are whole microseconds and the median of an even number of them is rounded down to one, exactly as
+    the daily run computes it in SQL (`_expected_sql`), so the two never disagree about a customer.
+    """
     if len(order_times) < 2:
         return None
     times = sorted(order_times)
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:])]
-    return times[-1] + dt.timedelta(seconds=statistics.median(gaps))
+    gaps = sorted((later - earlier) // _MICROSECOND for earlier, later in zip(times, times[1:]))
+    middle = len(gaps) // 2
+    median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) // 2
+    return times[-1] + median * _MICROSECOND
 
 
 # ---------------------------------------------------------------------------------------------- storing
@@ -164,55 +173,138 @@ def refresh_expected_next_order(session: OrmSession, shop_id: int, customer_ids)
             [{"b_id": i, "b_expected": expected.get(i)} for i in chunk])
 
 
+def _epoch_us(column, dialect: str):
+    """A UTCDateTime column as whole microseconds since 1970 (exact on both databases; SQLite keeps datetimes as
+    'YYYY-MM-DD HH:MM:SS.ffffff' text)."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
+    # Whole seconds from the text without its fraction: SQLite rounds a fraction to milliseconds when it parses it.
+    return (cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger) * 1_000_000
+            + cast(func.coalesce(func.nullif(func.substr(column, 21, 6), ""), "0"), BigInteger))
+
+
+def _from_epoch_us(value, dialect: str):
+    """Whole microseconds since 1970 as a value of a UTCDateTime column (the inverse of _epoch_us)."""
+    if dialect == "postgresql":
+        # Seconds and microseconds apart: an interval times a number goes through a double, exact for each alone.
+        return (literal_column("TIMESTAMP '1970-01-01 00:00:00'")
+                + literal_column("INTERVAL '1 second'") * (value // 1_000_000)
+                + literal_column("INTERVAL '1 microsecond'") * (value % 1_000_000))
+    return func.strftime("%Y-%m-%d %H:%M:%S", value // 1_000_000, "unixepoch").concat(".").concat(
+        func.printf("%06d", value % 1_000_000))
+
+
+def _score_columns(counted, customers: int, now: dt.datetime):
+    """(R, F, M) of the counted customers as SQL (see `scores`): quintiles by rank, or the fixed thresholds."""
+    if customers >= defaults.LIFECYCLE_MIN_CUSTOMERS:
+        def quintile(value):  # 1 + ⌊5 × (values strictly lower) / n⌋; rank() - 1 counts the strictly lower ones
+            rank = func.rank().over(partition_by=counted.c.counted, order_by=value)
+            return 1 + (5 * (rank - 1)) // customers
+        return (quintile(counted.c.last_order_at), quintile(counted.c.orders_count), quintile(counted.c.money))
+    recency = literal(5)
+    for days in defaults.LIFECYCLE_RECENCY_DAYS:  # more than `days` days ago <=> before now - days
+        cutoff = bindparam(None, now - dt.timedelta(days=days), type_=UTCDateTime)
+        recency = recency - case((counted.c.last_order_at < cutoff, 1), else_=0)
+    frequency = literal(1)
+    for orders in defaults.LIFECYCLE_FREQUENCY_ORDERS:
+        frequency = frequency + case((counted.c.orders_count >= orders, 1), else_=0)
+    return recency, frequency, frequency
+
+
+def _stage_sql(r, f, m):
+    """The stage of scores r, f, m as SQL (see `stage_of`)."""
+    fm = (f + m + 1) // 2
+    return case((r >= 4, case((fm >= 4, "loyal"), else_="high_potential")),
+                (r == 3, "nurture_needed"), (r == 2, "dormant"), else_="churned")
+
+
+def _stages_sql(shop_id: int, customers: int, now: dt.datetime):
+    """(id, stage) of every customer of the shop, computed by the database (None: no counted order).
+
+    One chain of subqueries over the shop's customers, the counted ones ranked apart from the others (a
+    partition), so that no step joins a computed set back to the customers (SQLite would scan it per row)."""
+    has_order = and_(CUSTOMERS.c.orders_count > 0, CUSTOMERS.c.last_order_at.is_not(None))
+    counted = (select(CUSTOMERS.c.id, CUSTOMERS.c.last_order_at, CUSTOMERS.c.orders_count,
+                      func.coalesce(CUSTOMERS.c.money_spent, 0).label("money"),
+                      case((has_order, 1), else_=0).label("counted"))
+               .where(CUSTOMERS.c.shop_id == shop_id)).subquery("counted")
+    r, f, m = _score_columns(counted, customers, now)
+    scored = select(counted.c.id, counted.c.counted, r.label("r"), f.label("f"), m.label("m")).subquery("scored")
+    return (select(scored.c.id, case((scored.c.counted == 1, _stage_sql(scored.c.r, scored.c.f, scored.c.m)),
+                                     else_=null()).label("stage"))
+            .subquery("staged"))
+
+
+def _expected_sql(shop_id: int, dialect: str):
+    """(customer id, expected next order in epoch microseconds) of the shop's customers with two counted orders
+    or more, computed by the database (see `expected_next_order`)."""
+    orders = Order.__table__
+    times = (select(orders.c.customer_id, _epoch_us(orders.c.created_at, dialect).label("t"))
+             .where(orders.c.shop_id == shop_id, orders.c.customer_id.is_not(None), orders.c.test.is_(False),
+                    orders.c.cancelled_at.is_(None))).subquery("times")
+    gaps = select(times.c.customer_id,
+                  (times.c.t - func.lag(times.c.t).over(partition_by=times.c.customer_id, order_by=times.c.t))
+                  .label("gap"),
+                  func.max(times.c.t).over(partition_by=times.c.customer_id).label("last")).subquery("gaps")
+    ranked = select(gaps.c.customer_id, gaps.c.gap, gaps.c.last,
+                    func.row_number().over(partition_by=gaps.c.customer_id, order_by=gaps.c.gap).label("n"),
+                    func.count().over(partition_by=gaps.c.customer_id).label("gaps")
+                    ).where(gaps.c.gap.is_not(None)).subquery("ranked")
+    median = cast(func.sum(ranked.c.gap), BigInteger) // func.count()  # PostgreSQL sums bigints as numeric
+    return (select(ranked.c.customer_id, (func.max(ranked.c.last) + median).label("due"))
+            .where(ranked.c.n.in_([(ranked.c.gaps + 1) // 2, (ranked.c.gaps + 2) // 2]))  # the middle one or two
+            .group_by(ranked.c.customer_id)).subquery("expected")
+
+
 def update_shop(session: OrmSession, shop: Shop, *, now: dt.datetime | None = None, recheck: bool = True) -> Run:
     """Compute every customer's stage and expected next order at `now`, store what changed, commit, and queue a
     re-check of the subscribers of the customers whose stage or expected next order changed (unless not `recheck`:
-    the demo seed, whose segments are built afterwards)."""
+    the demo seed, whose segments are built afterwards).
+
+    Both are computed and stored by UPDATE ... FROM statements (window functions over the shop's customers and
+    orders, on PostgreSQL and SQLite alike): no customer is loaded into Python, only the ids of those that
+    changed come back (RETURNING) for their subscribers' re-check. The functions `scores`, `stage_of` and
+    `expected_next_order` state the same rules in Python (the order ingest uses the last one).
+    """
     now = aware_utc(now)
-    rows = session.execute(
-        select(CUSTOMERS.c.id, CUSTOMERS.c.last_order_at, CUSTOMERS.c.orders_count, CUSTOMERS.c.money_spent,
-               CUSTOMERS.c.lifecycle_stage, CUSTOMERS.c.expected_next_order_at)
-        .where(CUSTOMERS.c.shop_id == shop.id).order_by(CUSTOMERS.c.id)).all()
-    facts = [Facts(row.id, aware_utc(row.last_order_at), row.orders_count, row.money_spent or Decimal(0))
-             for row in rows if (row.orders_count or 0) > 0 and row.last_order_at is not None]
-    scored, relative = scores(facts, now)
-    expected = _expected_by_customer(_counted_order_times(session, shop.id))
-    run = Run(customers=len(facts), relative=relative)
-    stage_changes, expected_changes = [], []
-    for row in rows:
-        stage = stage_of(*scored[row.id]) if row.id in scored else None
-        if stage != row.lifecycle_stage:
-            stage_changes.append({"b_id": row.id, "b_old": row.lifecycle_stage, "b_stage": stage})
-        due = expected.get(row.id)
-        seen = aware_utc(row.expected_next_order_at) if row.expected_next_order_at is not None else None
-        if due != seen:
-            expected_changes.append({"b_id": row.id, "b_count": row.orders_count, "b_last": row.last_order_at,
-                                     "b_expected": due})
-    changed: set[int] = set()
-    for start in range(0, max(len(stage_changes), len(expected_changes)), defaults.LIFECYCLE_UPDATE_CHUNK):
-        end = start + defaults.LIFECYCLE_UPDATE_CHUNK
-        if stage_changes[start:end]:
-            # Only from the stage read above (a concurrent run changed it otherwise), so `previous` stays right.
-            result = session.execute(
-                update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
-                                        CUSTOMERS.c.lifecycle_stage.is_not_distinct_from(bindparam("b_old")))
-                .values(lifecycle_stage=bindparam("b_stage"), lifecycle_previous_stage=bindparam("b_old"),
-                        lifecycle_changed_at=now, **_KEEP_UPDATED_AT),
-                stage_changes[start:end])
-            run.stage_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
-        if expected_changes[start:end]:
-            # Only where no order arrived since the read above (the ingest set it from the newer orders then).
-            result = session.execute(
-                update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == bindparam("b_id"),
-                                        CUSTOMERS.c.orders_count == bindparam("b_count"),
-                                        CUSTOMERS.c.last_order_at.is_not_distinct_from(bindparam("b_last")))
-                .values(expected_next_order_at=bindparam("b_expected"), **_KEEP_UPDATED_AT),
-                expected_changes[start:end])
-            run.expected_changes += result.rowcount if result.rowcount and result.rowcount > 0 else 0
-        session.commit()
-    changed.update(c["b_id"] for c in stage_changes)
-    changed.update(c["b_id"] for c in expected_changes)
-    run.rechecked = _subscribers_of(session, shop.id, changed)
+    dialect = session.get_bind().dialect.name
+    customers = session.scalar(select(func.count()).select_from(CUSTOMERS).where(
+        CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.orders_count > 0, CUSTOMERS.c.last_order_at.is_not(None)))
+    run = Run(customers=customers, relative=customers >= defaults.LIFECYCLE_MIN_CUSTOMERS)
+    # Every customer of the shop with its new stage (None without a counted order). The previous stage is the one
+    # this statement replaces (a concurrent run's change is seen, row by row).
+    staged = _stages_sql(shop.id, customers, now)
+    changed_stage = session.scalars(
+        update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == staged.c.id,
+                                CUSTOMERS.c.lifecycle_stage.is_distinct_from(staged.c.stage))
+        .values(lifecycle_stage=staged.c.stage, lifecycle_previous_stage=CUSTOMERS.c.lifecycle_stage,
+                lifecycle_changed_at=now, **_KEEP_UPDATED_AT)
+        .returning(CUSTOMERS.c.id)).all()
+    # The expected next order of the customers with two counted orders or more, then none for the others; only
+    # where no order arrived since the statement's snapshot (the ingest set it from the newer orders then).
+    expected = _expected_sql(shop.id, dialect)
+    new_due = (select(expected.c.customer_id, expected.c.due, CUSTOMERS.c.orders_count, CUSTOMERS.c.last_order_at)
+               .join_from(expected, CUSTOMERS, CUSTOMERS.c.id == expected.c.customer_id)).subquery("new_due")
+    changed_due = session.scalars(
+        update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.id == new_due.c.customer_id,
+                                CUSTOMERS.c.orders_count == new_due.c.orders_count,
+                                CUSTOMERS.c.last_order_at.is_not_distinct_from(new_due.c.last_order_at),
+                                _epoch_us(CUSTOMERS.c.expected_next_order_at, dialect)
+                                .is_distinct_from(new_due.c.due))
+        .values(expected_next_order_at=_from_epoch_us(new_due.c.due, dialect), **_KEEP_UPDATED_AT)
+        .returning(CUSTOMERS.c.id)).all()
+    orders = Order.__table__
+    counted_orders = (select(func.count()).select_from(orders).where(
+        orders.c.customer_id == CUSTOMERS.c.id, orders.c.shop_id == shop.id, orders.c.test.is_(False),
+        orders.c.cancelled_at.is_(None)).scalar_subquery())
+    changed_due += session.scalars(
+        update(CUSTOMERS).where(CUSTOMERS.c.shop_id == shop.id, CUSTOMERS.c.expected_next_order_at.is_not(None),
+                                counted_orders < 2)
+        .values(expected_next_order_at=None, **_KEEP_UPDATED_AT)
+        .returning(CUSTOMERS.c.id)).all()
+    session.commit()
+    run.stage_changes, run.expected_changes = len(changed_stage), len(changed_due)
+    run.rechecked = _subscribers_of(session, shop.id, set(changed_stage) | set(changed_due))
     if run.rechecked and recheck:
         from kinnekt.segments.membership import subscribers_changed
         for start in range(0, len(run.rechecked), defaults.LIFECYCLE_UPDATE_CHUNK):

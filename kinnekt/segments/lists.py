@@ -6,13 +6,8 @@ are collapsed, and the rows that are not phone numbers come back in the report w
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from typing import Any
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
 import phonenumbers
 from phonenumbers import NumberParseException, ValidationResult
@@ -20,12 +15,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
 from kinnekt.models import Segment, Shop, StaticList, StaticListEntry
+from kinnekt.subscribers.csv_upload import PHONE_HEADERS, CsvFileError, header_key, read_rows
+from kinnekt.subscribers.phones import shop_region
 
-PHONE_HEADERS = ("phone", "phone_number", "phone_numbers", "mobile", "mobile_number", "mobile_phone", "cell",
-                 "cell_phone")
-"""Header names (lower-cased, spaces and dashes as underscores) of the column that holds the numbers."""
 MAX_NAME_LENGTH = 255
 
 
@@ -49,36 +42,6 @@ class ImportReport:
 
 
 # ---------------------------------------------------------------------------------------------- phones
-
-@lru_cache(maxsize=1)
-def _zone_countries() -> dict[str, str]:
-    """IANA time zone -> ISO country code, from the time zone database's zone.tab."""
-    candidates = []
-    try:
-        candidates.append(resources.files("tzdata").joinpath("zoneinfo", "zone.tab"))
-    except ModuleNotFoundError:
-        pass
-    candidates.append(Path("/usr/share/zoneinfo/zone.tab"))
-    for path in candidates:
-        try:
-            content = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        zones = {}
-        for line in content.splitlines():
-            if line and not line.startswith("#"):
-                parts = line.split("\t")
-                if len(parts) >= 3:
-                    zones[parts[2]] = parts[0]
-        return zones
-    return {}
-
-
-def shop_region(shop: Shop) -> str | None:
-    """The shop's country as the default for numbers without a country code, inferred from its time zone."""
-    region = _zone_countries().get(shop.timezone or "")
-    return region if region in phonenumbers.SUPPORTED_REGIONS else None
-
 
 def normalise_phone(raw: str, region: str | None) -> str:
     """A phone number in E.164, or ValueError saying what is wrong with it."""
@@ -115,39 +78,15 @@ def normalise_phone(raw: str, region: str | None) -> str:
 
 def _rows(file_bytes: bytes) -> list[list[str]]:
     """The CSV records of the file, or ListImportError when it is not a usable CSV file."""
-    if not file_bytes or not file_bytes.strip():
-        raise ListImportError("The file is empty.")
-    if len(file_bytes) > defaults.STATIC_LIST_MAX_BYTES:
-        raise ListImportError(f"The file is larger than {defaults.STATIC_LIST_MAX_BYTES // (1024 * 1024)} MB.")
     try:
-        content = file_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ListImportError("The file is not UTF-8 text. Save it as “CSV UTF-8” and upload it again.") from None
-    if "\x00" in content:
-        raise ListImportError("The file is not a CSV file.")
-    sample = content[:8192]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel  # one column has no delimiter to find
-    try:
-        rows = [row for row in csv.reader(io.StringIO(content, newline=""), dialect, strict=True)]
-    except csv.Error as exc:
-        raise ListImportError(f"The file is not a valid CSV file ({exc}).") from None
-    if not any(cell.strip() for row in rows for cell in row):
-        raise ListImportError("The file is empty.")
-    if len(rows) > defaults.STATIC_LIST_MAX_ROWS + 1:  # one more for a header
-        raise ListImportError(f"The file has more than {defaults.STATIC_LIST_MAX_ROWS:,} rows.")
-    return rows
-
-
-def _header_key(cell: str) -> str:
-    return "_".join(cell.strip().lower().replace("-", " ").split())
+        return read_rows(file_bytes)
+    except CsvFileError as exc:
+        raise ListImportError(str(exc)) from None
 
 
 def _phone_column(first_row: list[str]) -> tuple[int, bool]:
     """(column holding the numbers, whether the first row is a header)."""
-    keys = [_header_key(cell) for cell in first_row]
+    keys = [header_key(cell) for cell in first_row]
     for wanted in PHONE_HEADERS:
         if wanted in keys:
             return keys.index(wanted), True

@@ -33,14 +33,14 @@ from sqlalchemy import BigInteger, Column, ColumnElement, MetaData, Table, delet
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults, signals
+from kinnekt import defaults, shared_cache, signals
 from kinnekt.db import Session, UTCDateTime, aware_utc
 from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.models.segment import BuildStatus
 from kinnekt.segments import history, tasks
 from kinnekt.segments.compiler import compile_definition
-from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references
+from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references, uses_browsing
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,9 @@ def build(session: OrmSession, segment_id: int, *, now: dt.datetime | None = Non
     _expire_segments(session, [segment_id])
     if result is not None and (result.entered or result.left):
         _fire_automations(session, [segment_id], cause)
+    if result is not None and not result.skipped:
+        signals.announce(signals.segment_rebuilt, session, segment_id=segment_id, cause=cause,
+                         changed=bool(result.entered or result.left))
     return result
 
 
@@ -237,22 +240,24 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
 # Compiled rules of segments that do not depend on now, per shop: (key, {segment id: predicate}, froms).
 # Building SQLAlchemy expressions costs more than running a one-subscriber query, so a re-check reuses
 # them while the shop's segment definitions (all of them: segment rules embed others) and time zone hold.
-_timeless: OrderedDict[int, tuple[tuple, dict[int, ColumnElement], tuple]] = OrderedDict()
+_timeless: OrderedDict[tuple[int, str], tuple[tuple, dict[int, ColumnElement], tuple]] = OrderedDict()
 _timeless_lock = threading.Lock()
 
 
-def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime
+def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime, scope: str = "all"
                 ) -> tuple[dict[int, ColumnElement], tuple]:
     """Each segment's membership condition (the WHERE of its compiled Select) at `now`, and their common FROM.
 
     Segments whose stored definition no longer compiles are left out (and logged), so they cannot block
-    the others.
+    the others. `scope` names which of the shop's segments `rows` are (all of them, or those with browsing
+    rules), so that each kind of re-check keeps its own cache entry.
     """
     key = (shop.timezone, tuple((row.id, json.dumps(row.definition, sort_keys=True, default=str)) for row in rows))
+    cache_key = (shop.id, scope)
     with _timeless_lock:
-        cached = _timeless.get(shop.id)
+        cached = _timeless.get(cache_key)
         if cached is not None and cached[0] == key:
-            _timeless.move_to_end(shop.id)
+            _timeless.move_to_end(cache_key)
     reuse = cached is not None and cached[0] == key
     predicates: dict[int, ColumnElement] = dict(cached[1]) if reuse else {}
     froms = cached[2] if reuse else ()
@@ -272,16 +277,17 @@ def _predicates(session: OrmSession, shop: Shop, rows: list, now: dt.datetime
             timeless[row.id] = statement.whereclause
     if not reuse:
         with _timeless_lock:
-            _timeless[shop.id] = (key, timeless, froms)
-            _timeless.move_to_end(shop.id)
+            _timeless[cache_key] = (key, timeless, froms)
+            _timeless.move_to_end(cache_key)
             while len(_timeless) > defaults.SEGMENT_RECHECK_CACHE_SHOPS:
                 _timeless.popitem(last=False)
     return predicates, froms
 
 
 def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *, now: dt.datetime | None = None,
-            cause: str = "recheck") -> list[tuple[int, int, str]]:
-    """Re-evaluate some subscribers against every segment of the shop at `now`; apply and log the changes; commits.
+            cause: str = "recheck", segment_ids: Iterable[int] | None = None) -> list[tuple[int, int, str]]:
+    """Re-evaluate some subscribers against every segment of the shop (or only `segment_ids`) at `now`; apply and
+    log the changes; commits.
 
     Returns the changes as (segment_id, subscriber_id, "enter" | "leave"), sorted. Every segment's
     compiled condition is a column of one query over those subscribers (the same Select each build
@@ -291,12 +297,14 @@ def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *,
     ids = sorted({int(i) for i in subscriber_ids})
     now = aware_utc(now)
     shop = session.get(Shop, shop_id)
-    if not ids or shop is None:
+    only = None if segment_ids is None else sorted({int(i) for i in segment_ids})
+    if not ids or shop is None or only == []:
         return []
-    rows = _lock_segments(session, SEGMENTS.c.shop_id == shop_id)
-    predicates, froms = _predicates(session, shop, rows, now)
+    rows = _lock_segments(session, SEGMENTS.c.shop_id == shop_id, *([SEGMENTS.c.id.in_(only)] if only else []))
+    predicates, froms = _predicates(session, shop, rows, now, "all" if only is None else "some")
     if not predicates:
         session.commit()
+        _rechecked(session, shop_id, ids, cause)
         return []
 
     should: set[tuple[int, int]] = set()
@@ -319,8 +327,15 @@ def recheck(session: OrmSession, shop_id: int, subscriber_ids: Iterable[int], *,
     session.commit()
     _expire_segments(session, {s for s, _ in enters} | {s for s, _ in leaves})
     _fire_automations(session, {s for s, _ in enters} | {s for s, _ in leaves}, cause)
+    _rechecked(session, shop_id, ids, cause)
     changes = [(s, m, "enter") for s, m in enters] + [(s, m, "leave") for s, m in leaves]
     return sorted(changes)
+
+
+def _rechecked(session: OrmSession, shop_id: int, subscriber_ids: list[int], cause: str) -> None:
+    """A re-check of subscribers whose data changed is committed: the flows may have entries or exits."""
+    if cause == "recheck":
+        signals.announce(signals.subscribers_rechecked, session, shop_id=shop_id, subscriber_ids=subscriber_ids)
 
 
 def _apply(session: OrmSession, shop_id: int, enters: list[tuple[int, int]], leaves: list[tuple[int, int]], *,
@@ -352,7 +367,11 @@ def _apply(session: OrmSession, shop_id: int, enters: list[tuple[int, int]], lea
 
 
 def _fire_automations(session: OrmSession, segment_ids: Iterable[int], cause: str) -> None:
-    """Committed entries and leaves that may fire automations: queue the shops' fire jobs (if any is on)."""
+    """Committed entries and leaves: tell whoever follows them (tag mirrors: every cause), and queue the shops'
+    automation fire jobs (if any is on) unless a build or plain edit made them."""
+    segment_ids = sorted(segment_ids)
+    if segment_ids:
+        signals.announce(signals.segment_members_written, session, segment_ids=segment_ids)
     if cause in ("build", "edit") or not segment_ids:
         return
     signals.announce(signals.segment_members_changed, session, segment_ids=segment_ids)
@@ -432,6 +451,47 @@ def subscribers_changed(shop_id: int, subscriber_ids: Iterable[int]) -> None:
     tasks.enqueue_recheck(shop_id, ids)
 
 
+@signals.subscribers_changed.connect
+def _recheck_changed(session, *, shop_id: int, subscriber_ids: Iterable[int]) -> None:
+    """Receiver of kinnekt.signals.subscribers_changed (sent by kinnekt.sms and kinnekt.subscribers)."""
+    subscribers_changed(shop_id, subscriber_ids)
+
+
+def browsing_segments(session: OrmSession, shop_id: int) -> list[int]:
+    """Ids of the shop's segments whose membership storefront events can change: those with browsing rules
+    (rules.uses_browsing), and those whose `segment` rules lead to one."""
+    referrers: dict[int, set[int]] = defaultdict(set)
+    found: set[int] = set()
+    for segment_id, definition in session.execute(
+            select(Segment.id, Segment.definition).where(Segment.shop_id == shop_id)):
+        if uses_browsing(definition):
+            found.add(segment_id)
+        for target in segment_references(definition):
+            referrers[target].add(segment_id)
+    todo = list(found)
+    while todo:
+        for other_id in referrers.get(todo.pop(), ()):
+            if other_id not in found:
+                found.add(other_id)
+                todo.append(other_id)
+    return sorted(found)
+
+
+_browsing_cache: shared_cache.SharedCache[tuple[int, ...]] = shared_cache.SharedCache("segment-definitions")
+
+
+def browsing_segments_cached(session: OrmSession, shop_id: int) -> tuple[int, ...]:
+    """`browsing_segments`, remembered per process while no segment definition of the shop changes in any
+    process (kinnekt.shared_cache): every batch of storefront events with subscribers and every browsing re-check
+    asks, and reading and walking every definition of the shop each time cost a query and its JSON."""
+    return _browsing_cache.get(shop_id, lambda: tuple(browsing_segments(session, shop_id)))
+
+
 def recheck_group(shop_id: int) -> str:
     """The name under which a shop's pending re-checks pile up (kinnekt.queue's batched jobs)."""
     return f"recheck:{shop_id}"
+
+
+def browsing_group(shop_id: int) -> str:
+    """The name under which a shop's pending re-checks after storefront events pile up."""
+    return f"browsing:{shop_id}"

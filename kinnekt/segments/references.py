@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt.models import Collection, Product, Segment, StaticList
+from kinnekt.models import Collection, Product, Segment, ShopifySegment, StaticList
 from kinnekt.numbers import record_id
 from kinnekt.segments.rules import Definition, DefinitionError, iter_rules, validate
 
@@ -25,6 +25,8 @@ class Names:
     collections: dict[str, str] = dataclass_field(default_factory=dict)
     segments: dict[int, str] = dataclass_field(default_factory=dict)
     lists: dict[int, str] = dataclass_field(default_factory=dict)
+    shopify_segments: dict[str, tuple[str, Any]] = dataclass_field(default_factory=dict)
+    """Shopify segment id (digits) -> (name, when its members were last read or None)."""
 
 
 def _ids(values: Iterable[Any]) -> list[int]:
@@ -37,7 +39,8 @@ def _ids(values: Iterable[Any]) -> list[int]:
 
 
 def _referenced(definitions: Iterable[Any]) -> dict[str, set]:
-    found: dict[str, set] = {"product": set(), "collection": set(), "segment": set(), "list": set()}
+    found: dict[str, set] = {"product": set(), "collection": set(), "segment": set(), "list": set(),
+                             "shopify_segment": set()}
     for definition in definitions:
         for rule in iter_rules(definition):
             field, value = rule.get("field"), rule.get("value")
@@ -48,6 +51,12 @@ def _referenced(definitions: Iterable[Any]) -> dict[str, set]:
                 found["collection"].update(_ids(values))
             elif field in ("segment", "list"):
                 found[field].update(_ids(values))
+            elif field == "shopify_segment":
+                found[field].update(_ids(str(v).rsplit("/", 1)[-1] for v in values))
+            if field == "event":
+                for key, kind in (("products", "product"), ("collections", "collection")):
+                    if isinstance(rule.get(key), list):
+                        found[kind].update(_ids(rule[key]))
     return found
 
 
@@ -69,6 +78,11 @@ def load_names(session: OrmSession, shop_id: int, definitions: Iterable[Any]) ->
     if found["list"]:
         names.lists = dict(session.execute(select(StaticList.id, StaticList.name).where(
             StaticList.shop_id == shop_id, StaticList.id.in_(found["list"]))).all())
+    if found["shopify_segment"]:
+        names.shopify_segments = {str(i): (n, at) for i, n, at in session.execute(
+            select(ShopifySegment.shopify_id, ShopifySegment.name, ShopifySegment.refreshed_at).where(
+                ShopifySegment.shop_id == shop_id, ShopifySegment.shopify_id.in_(found["shopify_segment"]),
+                ShopifySegment.gone_at.is_(None)))}
     return names
 
 
@@ -91,6 +105,10 @@ def catalog_errors(session: OrmSession, shop_id: int, definition: Any) -> list[d
                 wanted.extend((f"{path}.value[{i}]", kind, str(v)) for i, v in enumerate(value))
             elif field == "line_items" and node.get("attribute") == "product_id" and value is not None:
                 wanted.append((f"{path}.value", "product", str(value)))
+            elif field == "event":  # a browsing event's id filters
+                for key, kind in (("products", "product"), ("collections", "collection")):
+                    if isinstance(node.get(key), list):
+                        wanted.extend((f"{path}.{key}[{i}]", kind, str(v)) for i, v in enumerate(node[key]))
             continue
         items = node.get("rules")
         if isinstance(items, list):

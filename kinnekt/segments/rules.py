@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field as dataclass_field
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import phonenumbers
 from sqlalchemy import select
@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt.casefold import fold
 from kinnekt.db import MONEY_SCALE
-from kinnekt.models import Segment, StaticList
+from kinnekt.models import Segment, ShopifySegment, StaticList
 from kinnekt.models.order import FULFILLMENT_STATUSES
+from kinnekt.models.segment import iter_rules
 from kinnekt.models.subscriber import SOURCES
 from kinnekt.segments.periods import NAMED_PERIODS
 from kinnekt.subscribers.property_catalogue import BUILT_INS as BUILT_IN_PROPERTIES
@@ -51,8 +52,24 @@ UNPAID = ("pending", "authorized", "partially_paid", "expired")
 STAGES = ("loyal", "high_potential", "nurture_needed", "dormant", "churned")
 """The customer lifecycle stages, best first (computed by kinnekt/segments/lifecycle.py): the values of the
 `lifecycle_stage` rules, and the dashboard's order."""
+BROWSING_EVENTS = ("visited", "viewed_product", "viewed_collection", "added_to_cart")
+"""Event rules on what the subscriber did on the storefront (the web pixel's events, kinnekt/models/storefront.py)."""
 EVENTS = ("placed_order", "received_sms", "clicked_link", "started_checkout", "subscribed", "received_discount",
-          "used_discount")
+          "used_discount") + BROWSING_EVENTS
+EVENT_FILTERS: dict[str, tuple[str, ...]] = {
+    "viewed_product": ("products", "collections"), "added_to_cart": ("products", "collections"),
+    "viewed_collection": ("collections",),
+}
+"""The id filters a browsing event rule may take: `products` (the event's product is one of them), `collections`
+(its product is in one of them now; for `viewed_collection`, the collection viewed is one of them)."""
+FOLLOWERS: dict[str, tuple[str, ...]] = {
+    "viewed_product": ("placed_order", "added_to_cart", "started_checkout"),
+    "added_to_cart": ("placed_order", "started_checkout"),
+}
+"""What may follow a browsing event to take it out of the count (`not_followed_by`): an order of the same
+product, an add to cart of the same product, a checkout started, each at or after the event."""
+BROWSING_FIELDS = ("last_visit",)
+"""Date fields read from storefront events."""
 NUMBER_OPS = ("eq", "neq", "lt", "lte", "gt", "gte")
 RELATIVE_DATE_OPS = ("within_last_days", "more_than_days_ago")
 ANNIVERSARY_OPS = ("anniversary_today", "anniversary_next_days", "anniversary_this_month")
@@ -259,6 +276,20 @@ def shopify_id(value: Any) -> str:
     return str(number)
 
 
+SHOPIFY_SEGMENT_GID = re.compile(r"gid://shopify/Segment/([0-9]+)")
+
+
+def shopify_segment_id(value: Any) -> str:
+    """A Shopify customer segment: its GID (`gid://shopify/Segment/N`) or N, normalised to N as a string of digits
+    (as every Shopify id of the contract)."""
+    if isinstance(value, str) and (match := SHOPIFY_SEGMENT_GID.fullmatch(value.strip())):
+        value = match.group(1)
+    try:
+        return shopify_id(value)
+    except _Invalid:
+        raise _Invalid("must be a Shopify segment: gid://shopify/Segment/N or the digits N") from None
+
+
 def record_id(value: Any) -> int:
     """The id of one of the shop's own records (segment, static list): an integer or a string of digits."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -343,7 +374,7 @@ PROPERTY_OPS: dict[str, dict[str, Check | None]] = {
 FIELDS: dict[str, Field] = {
     **{name: Field("date", DATE_OPS) for name in (
         "last_order_created", "first_order_created", "customer_created", "subscribed_at", "last_received_sms",
-        "last_clicked", "expected_next_order")},
+        "last_clicked", "expected_next_order", "last_visit")},
     **{name: Field("number", _number_ops(money)) for name in (
         "money_spent", "average_money_spent", "total_discounts")},
     **{name: Field("number", _number_ops(whole)) for name in ("number_of_orders", "sent_count", "clicks_count")},
@@ -370,8 +401,10 @@ FIELDS: dict[str, Field] = {
                             "quantity": _number_ops(number, with_between=False),
                             "price": _number_ops(money, with_between=False),
                         }),
-    "event": Field("event", {"performed": None, "not_performed": None}, extras=("event", "within", "at_least")),
+    "event": Field("event", {"performed": None, "not_performed": None},
+                   extras=("event", "within", "at_least", "products", "collections", "not_followed_by")),
     "segment": Field("membership", {"in": record_id, "not_in": record_id}),
+    "shopify_segment": Field("membership", {"in": shopify_segment_id, "not_in": shopify_segment_id}),
     "list": Field("membership", {"in": record_id, "not_in": record_id}),
     # property: `ops` is the union; the operators a rule may use depend on its property's type (`attributes`).
     "property": Field("property", {op: check for ops in PROPERTY_OPS.values() for op, check in ops.items()},
@@ -379,7 +412,8 @@ FIELDS: dict[str, Field] = {
 }
 """The whitelist: every field of the contract. The compiler has one SQL builder per name here."""
 
-_EXTRA_OWNER = {"attribute": "line_items and property", "event": "event", "within": "event", "at_least": "event"}
+_EXTRA_OWNER = {"attribute": "line_items and property", "event": "event", "within": "event", "at_least": "event",
+                "products": "event", "collections": "event", "not_followed_by": "event"}
 
 
 # ---------------------------------------------------------------------------------------------- walking
@@ -557,6 +591,24 @@ def _check_event_keys(node: dict, path: str, out: dict, walk: _Walk) -> None:
         out["event"] = node["event"]
     out["within"] = _check_value(event_window, node.get("within", "all_time"), _key(path, "within"), walk)
     out["at_least"] = _check_value(positive_whole, node.get("at_least", 1), _key(path, "at_least"), walk)
+    event = out.get("event")
+    for key in ("products", "collections"):
+        if key not in node:
+            continue
+        if event is not None and key not in EVENT_FILTERS.get(event, ()):
+            takers = [name for name, keys in EVENT_FILTERS.items() if key in keys]
+            walk.error(_key(path, key), f"'{key}' is only allowed on the events {', '.join(takers)}")
+        else:
+            out[key] = _check_value(list_of(shopify_id), node[key], _key(path, key), walk)
+    if "not_followed_by" in node:
+        follower = node["not_followed_by"]
+        if event is not None and event not in FOLLOWERS:
+            walk.error(_key(path, "not_followed_by"),
+                       f"'not_followed_by' is only allowed on the events {', '.join(FOLLOWERS)}")
+        elif event is not None and follower not in FOLLOWERS[event]:
+            walk.error(_key(path, "not_followed_by"), f"must be one of {', '.join(FOLLOWERS[event])}")
+        elif event is not None:
+            out["not_followed_by"] = follower
 
 
 def _walk_definition(definition: Any, walk: _Walk) -> Definition:
@@ -580,19 +632,6 @@ def normalise(definition: Any, *, properties: Mapping[str, str] | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------- references
-
-def iter_rules(definition: Any) -> Iterator[dict]:
-    """Every rule (dict with a "field") in a definition, in document order; tolerant of malformed input."""
-    if not isinstance(definition, dict):
-        return
-    if "field" in definition:
-        yield definition
-        return
-    items = definition.get("rules")
-    if isinstance(items, list):
-        for item in items:
-            yield from iter_rules(item)
-
 
 def segment_references(definition: Any) -> list[int]:
     """Ids of the segments a definition's `segment` rules name (stored definitions are read leniently)."""
@@ -627,6 +666,13 @@ class _References:
             found = self.session.scalar(
                 select(StaticList.id).where(StaticList.shop_id == self.shop_id, StaticList.id == target))
             return None if found is not None else f"there is no list {target} in this shop"
+        if field == "shopify_segment":
+            found = self.session.scalar(
+                select(ShopifySegment.id).where(ShopifySegment.shop_id == self.shop_id,
+                                                ShopifySegment.shopify_id == int(target),
+                                                ShopifySegment.gone_at.is_(None)))
+            return None if found is not None else (
+                f"there is no Shopify segment {target} in this shop (refresh the Shopify segments to see new ones)")
         if target == self.segment_id:
             return "a segment cannot refer to itself"
         if self.stored_definition(target) is None:
@@ -687,6 +733,14 @@ def _rule_depends_on_now(rule: dict) -> bool:
         return (isinstance(within, str) and within != "all_time") or (
             isinstance(within, dict) and "last_days" in within)
     return False
+
+
+def uses_browsing(definition: Any) -> bool:
+    """True when some rule of the definition itself reads storefront events (browsing events, `last_visit`);
+    segment rules are not followed here (kinnekt.segments.membership.browsing_segments does)."""
+    return any(rule.get("field") in BROWSING_FIELDS or
+               (rule.get("field") == "event" and rule.get("event") in BROWSING_EVENTS)
+               for rule in iter_rules(definition))
 
 
 def has_relative_time(definition: Any, *, session: OrmSession | None = None, shop_id: int | None = None,

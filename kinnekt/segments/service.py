@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Automation, Campaign, CampaignSegment, Customer, Segment, Shop, Subscriber
 from kinnekt.models.campaign import STATUS_LABELS, CampaignStatus
@@ -152,7 +152,7 @@ def copy_segment(session: OrmSession, segment: Segment) -> Segment:
 class Usage:
     """Something that uses a segment: deleting the segment changes it, so the merchant is asked first."""
 
-    kind: str  # campaign | segment | automation
+    kind: str  # campaign | segment | automation | flow
     id: int
     name: str
     status: str | None = None
@@ -162,7 +162,8 @@ class Usage:
     @property
     def label(self) -> str:
         """The usage in the merchant's words, e.g. Campaign “Spring sale” (Scheduled)."""
-        what = {"campaign": "Campaign", "segment": "Segment", "automation": "Automation"}.get(self.kind, self.kind)
+        what = {"campaign": "Campaign", "segment": "Segment", "automation": "Automation",
+                "flow": "Flow"}.get(self.kind, self.kind)
         return f"{what} “{self.name}”" + (f" ({self.status})" if self.status else "")
 
 
@@ -262,6 +263,7 @@ def delete_segment(session: OrmSession, segment: Segment, *, confirmed: bool) ->
     membership.lock_segments(session, [segment_id] + dependents)
     for hook in DELETE_HOOKS:
         hook(session, segment)
+    signals.announce(signals.segment_deleting, session, segment=segment)
     session.delete(segment)
     session.flush()
     for other_id in dependents:
@@ -330,6 +332,12 @@ _SUGGESTIONS = (
      "Received a text with a discount code in the last 7 days and placed no order with one since.",
      [_rule("event", "performed", event="received_discount", within={"last_days": 7}),
       _rule("event", "not_performed", event="used_discount", within={"last_days": 7})]),
+    ("Viewed a product, did not order it",
+     "Looked at a product in your store in the last 7 days and has not ordered that product since.",
+     [_rule("event", "performed", event="viewed_product", within={"last_days": 7}, not_followed_by="placed_order")]),
+    ("Added to cart, no checkout",
+     "Added a product to the cart in the last 7 days and has not started a checkout since.",
+     [_rule("event", "performed", event="added_to_cart", within={"last_days": 7}, not_followed_by="started_checkout")]),
 )
 
 

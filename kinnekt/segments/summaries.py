@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
-from kinnekt.segments.labels import (CHOICE_VALUES, EVENT_LABELS, FIELD_INFO, LINE_ITEM_ATTRIBUTES, PERIOD_LABELS,
-                                     country_name, ops_for, property_attribute, widget_for)
+from kinnekt.segments.labels import (CHOICE_VALUES, EVENT_LABELS, FIELD_INFO, FOLLOWER_LABELS, LINE_ITEM_ATTRIBUTES,
+                                     PERIOD_LABELS, country_name, ops_for, property_attribute, refreshed_words,
+                                     widget_for)
 from kinnekt.segments.references import Names
 from kinnekt.segments.rules import DefinitionError, normalise
 
@@ -82,7 +83,7 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
         ago = " ago" if op == "more_than_days_ago" else ""
         return f"{label} {op_label} {value} day{'s' if value != 1 else ''}{ago}"
     if widget == "event":
-        event = EVENT_LABELS.get(rule.get("event"), str(rule.get("event")))
+        event = EVENT_LABELS.get(rule.get("event"), str(rule.get("event"))) + _event_details(rule, names)
         times, window = rule.get("at_least", 1), _window(rule.get("within", "all_time"))
         if op == "performed":
             count = f" at least {times} times" if times != 1 else ""
@@ -90,6 +91,11 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
         if times == 1:
             return f"Event “{event}” did not happen {window}"
         return f"Event “{event}” happened fewer than {times} times {window}"
+    if widget == "shopify_segment":
+        known = names.shopify_segments.get(str(value))
+        if known is None:
+            return f"{op_label[:1].upper()}{op_label[1:]} #{value} (no longer in Shopify)"
+        return f"{op_label[:1].upper()}{op_label[1:]} “{known[0]}” ({refreshed_words(known[1])})"
     if widget in ("segment", "list"):
         title = (names.segments if widget == "segment" else names.lists).get(value, f"#{value}")
         return f"{op_label[:1].upper()}{op_label[1:]} “{title}”"
@@ -102,6 +108,18 @@ def describe_rule(rule: Mapping[str, Any], names: Names | None = None,
     if field == "line_items":
         label = f"{label} {LINE_ITEM_ATTRIBUTES.get(rule.get('attribute'), '').lower()}"
     return f"{label} {op_label} {shown}"
+
+
+def _event_details(rule: Mapping[str, Any], names: Names) -> str:
+    """A browsing event's filters in words: " of Merino socks or collection Summer, and not ordered it after"."""
+    picked = [names.products.get(str(v), f"product {v}") for v in rule.get("products") or ()]
+    picked += [(names.collections.get(str(v), f"collection {v}") if rule.get("event") == "viewed_collection"
+                else f"a product of {names.collections.get(str(v), f'collection {v}')}")
+               for v in rule.get("collections") or ()]
+    words = f": {' or '.join(picked)}" if picked else ""
+    if rule.get("not_followed_by") in FOLLOWER_LABELS:
+        words += f", and not {FOLLOWER_LABELS[rule['not_followed_by']]}"
+    return words
 
 
 def _describe_group(group: Mapping[str, Any], names: Names, money) -> str:

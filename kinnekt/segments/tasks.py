@@ -3,6 +3,7 @@ lifecycle's daily run over every shop with one shop's run (kinnekt.segments.life
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 
 from sqlalchemy import select
@@ -58,6 +59,38 @@ def enqueue_recheck(shop_id: int, subscriber_ids: list[int]) -> None:
     get_queue().enqueue_batched(recheck_pending, membership.recheck_group(shop_id), shop_id, subscriber_ids)
 
 
+@job
+def recheck_browsing(shop_id: int) -> int:
+    """Re-check the subscribers with new storefront events against the shop's segments with browsing rules, each
+    subscriber once per run (one seen again is handed to the next run, which starts STOREFRONT_RECHECK_SECONDS
+    later at the earliest); returns how many memberships changed."""
+    queue = get_queue()
+    group = membership.browsing_group(shop_id)
+    segment_ids = membership.browsing_segments_cached(Session, shop_id)
+    changed, seen, again = 0, set(), set()
+    deadline = time.monotonic() + defaults.RECHECK_RUN_SECONDS
+    while ids := queue.take_batch(group):
+        fresh = [i for i in ids if i not in seen]
+        again.update(i for i in ids if i in seen)
+        seen.update(fresh)
+        if fresh and segment_ids:
+            changed += len(membership.recheck(Session, shop_id, fresh, segment_ids=segment_ids))
+        if time.monotonic() >= deadline:
+            queue.enqueue_in(dt.timedelta(seconds=defaults.STOREFRONT_RECHECK_SECONDS), recheck_browsing, shop_id)
+            break  # the group's run mark stays set: the delayed successor is its run now
+    if again:
+        enqueue_recheck_browsing(shop_id, sorted(again))
+    return changed
+
+
+def enqueue_recheck_browsing(shop_id: int, subscriber_ids: list[int]) -> None:
+    """Add these subscribers to the shop's pending browsing re-checks; a run is queued STOREFRONT_RECHECK_SECONDS
+    ahead unless one is queued or running, so a burst of events costs one run, and a subscriber is re-checked at
+    most once in that time."""
+    get_queue().enqueue_batched(recheck_browsing, membership.browsing_group(shop_id), shop_id, subscriber_ids,
+                                delay=defaults.STOREFRONT_RECHECK_SECONDS)
+
+
 @register_recoverer
 def requeue_pending_rechecks() -> int:
     """Queue a run for every shop with re-checks pending (a run lost with its worker leaves its mark for a while)."""
@@ -65,7 +98,10 @@ def requeue_pending_rechecks() -> int:
     groups = pending_batches("recheck:") if pending_batches else []
     for group in groups:
         get_queue().enqueue(recheck_pending, int(group.split(":", 1)[1]))
-    return len(groups)
+    browsing = pending_batches("browsing:") if pending_batches else []
+    for group in browsing:
+        get_queue().enqueue(recheck_browsing, int(group.split(":", 1)[1]))
+    return len(groups) + len(browsing)
 
 
 @job

@@ -8,11 +8,13 @@ from decimal import Decimal
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from kinnekt import signals
 from kinnekt.db import utcnow
 from kinnekt.models import (
     Checkout, Click, Customer, CustomerTag, DataRequest, InboundMessage, Link, Message, Order, OutboxMessage, Segment,
     SegmentMember, Shop, SignupAttempt, StaticList, StaticListEntry, Subscriber, SubscriptionEvent, WebhookEvent,
 )
+from kinnekt.models.storefront import StorefrontBrowser, StorefrontEvent
 from kinnekt.models.subscriber_key import before_deleting_subscribers
 from kinnekt.shopify.ingest.linking import chunks, e164
 from kinnekt.shopify.ingest.rest import shopify_id
@@ -207,6 +209,7 @@ class Redaction:
     list_entries: int = 0
     data_requests: int = 0
     webhook_events: int = 0
+    storefront_events: int = 0
 
     def summary(self) -> str:
         """One line for the webhook event's note."""
@@ -218,7 +221,8 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
 
     Customers matched by id, email or phone keep their purchase facts but lose name, email, phone, city and tags.
     Their subscribers (by link or phone) are deleted with their consent history; sent messages keep their
-    status and price but lose phone and text; inbound messages are deleted; orders lose email and phone.
+    status and price but lose phone and text; inbound messages are deleted; orders lose email and phone; their
+    storefront events and the browsers they used are deleted (erase_storefront).
     """
     before_deleting_subscribers(session, shop.id)  # before any row lock: see subscriber_key
     person = match(session, shop, person_from_payload(payload, "orders_to_redact"))
@@ -235,6 +239,8 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
         done.inbound_messages = _count(session.execute(
             delete(InboundMessage).where(InboundMessage.shop_id == shop.id, where)
             .execution_options(synchronize_session=False)))
+    done.storefront_events = erase_storefront(session, shop.id, subscriber_ids=subscriber_ids,
+                                              customer_shopify_id=person.customer_shopify_id)
     segment_ids = sorted(set(session.scalars(select(SegmentMember.segment_id).where(
         SegmentMember.shop_id == shop.id, SegmentMember.subscriber_id.in_(subscriber_ids))))) if subscriber_ids else []
     if subscriber_ids:
@@ -283,11 +289,50 @@ def redact_customer(session, shop: Shop, payload: dict, *, keep_event_id: int | 
     done.webhook_events = _scrub_webhook_payloads(session, shop, person, keep_event_id)
     session.commit()
     session.expire_all()
+    if done.subscribers:
+        # Their rows in ad audiences lost their subscriber: the audiences' syncs remove them there.
+        signals.announce(signals.subscribers_redacted, session, shop_id=shop.id)
     # The deleted subscribers left their segments by cascade; a rebuild puts the member counts right.
     from kinnekt.segments.membership import request_build
     for segment in session.scalars(select(Segment).where(Segment.id.in_(segment_ids))).all():
         request_build(segment, session=session)
     return done
+
+
+def erase_storefront(session, shop_id: int, *, subscriber_ids=(), customer_shopify_id: int | None = None) -> int:
+    """Delete the events and browsers of these subscribers and of this Shopify customer, with every event of
+    the browsers they used. Not committed (the redaction commits). Returns how many events were deleted."""
+    subscriber_ids = sorted(set(subscriber_ids))
+    owners = []
+    if subscriber_ids:
+        owners.append(StorefrontEvent.subscriber_id.in_(subscriber_ids))
+    if customer_shopify_id is not None:
+        owners.append(StorefrontEvent.customer_id == customer_shopify_id)
+    if not owners:
+        return 0
+    theirs = StorefrontEvent.shop_id == shop_id
+    client_ids = set(session.scalars(select(StorefrontEvent.client_id).where(theirs, or_(*owners))
+                                     .where(StorefrontEvent.client_id.is_not(None)).distinct()))
+    if subscriber_ids:
+        client_ids |= set(session.scalars(select(StorefrontBrowser.client_id).where(
+            StorefrontBrowser.shop_id == shop_id, StorefrontBrowser.subscriber_id.in_(subscriber_ids))))
+    conditions = list(owners)
+    ordered = sorted(client_ids)
+    deleted = 0
+    for start in range(0, max(len(ordered), 1), 500):
+        chunk = ordered[start:start + 500]
+        where = or_(*conditions, StorefrontEvent.client_id.in_(chunk)) if chunk else or_(*conditions)
+        deleted += session.execute(delete(StorefrontEvent).where(theirs, where)
+                                   .execution_options(synchronize_session=False)).rowcount or 0
+        if chunk:
+            session.execute(delete(StorefrontBrowser).where(StorefrontBrowser.shop_id == shop_id,
+                                                            StorefrontBrowser.client_id.in_(chunk))
+                            .execution_options(synchronize_session=False))
+    if subscriber_ids:
+        session.execute(delete(StorefrontBrowser).where(StorefrontBrowser.shop_id == shop_id,
+                                                        StorefrontBrowser.subscriber_id.in_(subscriber_ids))
+                        .execution_options(synchronize_session=False))
+    return deleted
 
 
 def _scrub_webhook_payloads(session, shop: Shop, person: Person, keep_event_id: int | None) -> int:

@@ -19,44 +19,11 @@ import httpx
 
 from kinnekt import defaults
 from kinnekt.shopify import endpoints
+from kinnekt.shopify.errors import (  # noqa: F401  (callers catch them here too)
+    GraphQLQueryError, ShopifyAuthError, ShopifyError, ShopifyThrottled, ShopifyUnauthorized, ShopifyUnavailable,
+    UserErrors)
 
 log = logging.getLogger(__name__)
-
-
-class ShopifyError(Exception):
-    """A GraphQL Admin call failed."""
-
-
-class ShopifyUnavailable(ShopifyError):
-    """Shopify could not be reached, or kept failing on its side (5xx), through every retry."""
-
-
-class ShopifyThrottled(ShopifyError):
-    """Shopify kept answering THROTTLED (or 429) through every retry."""
-
-
-class ShopifyAuthError(ShopifyError):
-    """Shopify refused the token (401 after a refresh) or the app lacks a scope / data access (403)."""
-
-
-class ShopifyUnauthorized(ShopifyAuthError):
-    """Shopify answered 401 to the token, a fresh one included: the app no longer has access to the shop."""
-
-
-class GraphQLQueryError(ShopifyError):
-    """The reply carried `errors`: a query Shopify could not run (syntax, unknown field, access denied)."""
-
-    def __init__(self, errors):
-        self.errors = errors if isinstance(errors, list) else [{"message": str(errors)}]
-        super().__init__("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in self.errors))
-
-
-class UserErrors(ShopifyError):
-    """A mutation answered with userErrors (the input was refused)."""
-
-    def __init__(self, errors: list[dict]):
-        self.errors = errors
-        super().__init__("; ".join(f"{'.'.join(e.get('field') or []) or 'input'}: {e.get('message')}" for e in errors))
 
 
 def raise_user_errors(result: dict | None) -> dict:
@@ -211,6 +178,18 @@ class AdminClient:
             if not info.get("hasNextPage"):
                 return
             after = info.get("endCursor")
+
+    def reserve(self, points: float) -> float:
+        """Wait until the shop's cost bucket (as Shopify last reported it) holds `points`, the expected cost of the
+        next request (capped at the bucket's size); returns the seconds waited. Batched mutations call it so that
+        a request is not sent only to be THROTTLED."""
+        bucket = bucket_for(self.shop_domain)
+        if bucket is None:
+            return 0.0
+        wait = min(bucket.wait_for(points, time.monotonic()), defaults.SHOPIFY_RETRY_MAX_SECONDS)
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
 
     # -- internals --
     def _wait_for_budget(self) -> None:

@@ -8,6 +8,7 @@ import logging
 
 from sqlalchemy import select, update
 
+from kinnekt import signals
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Automation, Campaign, Shop, WebhookEvent
 from kinnekt.models.campaign import CampaignStatus
@@ -256,6 +257,14 @@ def bulk_finished(event, shop, payload):
     if bulk.on_bulk_finished(shop, gid, status) is False:
         return f"bulk operation {gid} {status}: not one of our syncs"
     return f"bulk operation {gid} {status}: handed to bulk sync"
+
+
+@for_shop("app_subscriptions/update", "app_subscriptions/approaching_capped_amount")
+def subscription_changed(event, shop, payload):
+    """The shop's plan changed at Shopify (approved, cancelled, frozen, cap raised) or nears its capped amount:
+    announced to billing (kinnekt.billing.plans), whose note is the event's."""
+    results = signals.announce(signals.subscription_changed, Session, shop=shop, topic=event.topic, payload=payload)
+    return "; ".join(str(note) for _, note in results if note) or "no billing receiver: stored"
 
 
 # -- compliance --

@@ -172,7 +172,8 @@ def ensure_default_segments(shop: Shop) -> bool:
 
 
 def complete_install(shop: Shop) -> None:
-    """The install job's work: read the shop, create default segments, start the initial sync if needed."""
+    """The install job's work: read the shop, create default segments, start the initial sync if needed, and
+    queue the web pixel's creation."""
     from kinnekt.shopify import bulk
     details = fetch_shop_details(client_for(shop))
     apply_shop_details(shop, details)
@@ -180,3 +181,4 @@ def complete_install(shop: Shop) -> None:
     ensure_default_segments(shop)
     if shop.sync_status == SyncStatus.NEVER:
         bulk.request_sync(shop)
+    tasks.enqueue_connect_web_pixel(shop.id)  # the storefront events' pixel, with the shop's key

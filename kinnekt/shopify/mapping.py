@@ -10,12 +10,14 @@ from kinnekt.numbers import whole_number
 from kinnekt.shopify.ingest.rows import CollectionRow, CustomerRow, LineItemRow, OrderRow, ProductRow, VariantRow
 from kinnekt.shopify.values import money, shop_money, text, timestamp
 
-# SMS consent: the flat CustomerPhoneNumber fields (deprecated since 2026-04, still served by 2026-10).
-# The mapper also understands the nested `smsMarketingConsent { state updatedAt }` of newer versions.
+# SMS consent: `smsMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }`; the flat
+# `defaultPhoneNumber.marketingState` is deprecated and no longer asked for (the mapper still reads it from a
+# node that has it, such as a bulk file written before an upgrade).
 CUSTOMER_FIELDS = """
 id firstName lastName createdAt updatedAt tags
 defaultEmailAddress { emailAddress }
-defaultPhoneNumber { phoneNumber marketingState marketingUpdatedAt }
+defaultPhoneNumber { phoneNumber }
+smsMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
 defaultAddress { city countryCodeV2 }
 """
 
@@ -60,9 +62,10 @@ def _required_id(node: dict) -> int:
 def customer_row(node: dict) -> CustomerRow:
     """A Customer node as a CustomerRow (with SMS consent, which webhooks no longer carry)."""
     phone = node.get("defaultPhoneNumber") or {}
-    nested = phone.get("smsMarketingConsent") or {}
+    consent = node.get("smsMarketingConsent") or {}
     address = node.get("defaultAddress") or {}
-    state = nested.get("state") or phone.get("marketingState")
+    state = consent.get("marketingState") or phone.get("marketingState")
+    level = consent.get("marketingOptInLevel") or phone.get("marketingOptInLevel")
     return CustomerRow(
         shopify_id=_required_id(node),
         email=text((node.get("defaultEmailAddress") or {}).get("emailAddress") or node.get("email"), 255),
@@ -75,7 +78,8 @@ def customer_row(node: dict) -> CustomerRow:
         created_at=timestamp(node.get("createdAt")),
         updated_at=timestamp(node.get("updatedAt")),
         sms_consent_state=state.lower() if isinstance(state, str) and state else None,
-        sms_consent_updated_at=timestamp(nested.get("updatedAt") or phone.get("marketingUpdatedAt")),
+        sms_consent_updated_at=timestamp(consent.get("consentUpdatedAt") or phone.get("marketingUpdatedAt")),
+        sms_consent_opt_in_level=level.lower() if isinstance(level, str) and level else None,
     )
 
 

@@ -1,38 +1,31 @@
 """Shopify jobs: install a shop, run and follow the bulk sync, import result files, reconcile changes, process
-stored webhook events and prune old ones, and write an opt-out back to Shopify."""
+stored webhook events and prune old ones, write SMS consent changed here back to Shopify, and create or update the
+web pixel."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 
 from sqlalchemy import delete, select
 
-from kinnekt import defaults
+from kinnekt import defaults, signals
 from kinnekt.db import Session, utcnow
 from kinnekt.jobs import job, register_recoverer
-from kinnekt.models import Customer, Shop, Subscriber, SyncOperation, WebhookEvent
+from kinnekt.models import Shop, SyncOperation, WebhookEvent
 from kinnekt.models.shop import SyncStatus
-from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.models.sync import OperationStatus
 from kinnekt.queue import get_queue
-from kinnekt.shopify import bulk, install, webhook_handlers
+from kinnekt.shopify import bulk, consent, install, webhook_handlers
 from kinnekt.shopify import handlers as _registered_handlers  # noqa: F401  (registers every topic's handler)
 from kinnekt.shopify import reconcile as reconciliation
-from kinnekt.shopify.graphql import client_for, gid
+from kinnekt.shopify.errors import ShopifyError
 from kinnekt.shopify.tokens import NotConnected
 
 log = logging.getLogger(__name__)
 
 LOST_ACCESS = "Shopify access was lost; open Kinnekt from your Shopify admin, then resync"
 
-CONSENT_MUTATION = """
-mutation KinnektSmsOptOut($input: CustomerSmsMarketingConsentUpdateInput!) {
-  customerSmsMarketingConsentUpdate(input: $input) {
-    customer { id }
-    userErrors { field message }
-  }
-}
-"""
 
 
 def _shop(shop_id: int) -> Shop | None:
@@ -271,27 +264,149 @@ def prune_webhook_events() -> int:
 
 @job
 def write_back_sms_consent(subscriber_id: int) -> str:
-    """Tell Shopify that a subscriber linked to a customer opted out here (customerSmsMarketingConsentUpdate)."""
-    subscriber = Session.get(Subscriber, subscriber_id)
-    if subscriber is None or subscriber.customer_id is None or subscriber.status != SubscriberStatus.UNSUBSCRIBED:
-        return "nothing to write"
-    customer = Session.get(Customer, subscriber.customer_id)
-    shop = Session.get(Shop, subscriber.shop_id)
-    if customer is None or shop is None or shop.is_demo or not shop.installed:
-        return "nothing to write"
-    when = (subscriber.unsubscribed_at or utcnow()).astimezone(dt.timezone.utc)
-    data = client_for(shop).query(CONSENT_MUTATION, {"input": {
-        "customerId": gid("Customer", customer.shopify_id),
-        "smsMarketingConsent": {"marketingState": "UNSUBSCRIBED",
-                                "consentUpdatedAt": when.strftime("%Y-%m-%dT%H:%M:%SZ")},
-    }})
-    errors = ((data or {}).get("customerSmsMarketingConsentUpdate") or {}).get("userErrors") or []
-    if errors:
-        log.warning("subscriber %s: Shopify refused the opt-out: %s", subscriber_id, errors)
-        return "refused: " + "; ".join(str(e.get("message")) for e in errors)
-    return "written"
+    """Write a subscriber's SMS consent (an opt-in or opt-out made here) to its Shopify customer.
+
+    A change made while this job runs is not queued again (its id is taken), so the job writes until the state
+    it wrote is still the subscriber's (at most a few rounds: each round writes the newest state).
+    """
+    outcome = "nothing to write"
+    for _ in range(defaults.CONSENT_WRITE_ROUNDS):
+        try:
+            result = consent.write(Session, subscriber_id)
+        except NotConnected as exc:
+            log.info("subscriber %s: consent not written, shop not connected: %s", subscriber_id, exc)
+            return "not connected"
+        if not result.startswith("written"):
+            return result if outcome == "nothing to write" else outcome
+        outcome = result
+    return outcome
 
 
 def enqueue_write_back_sms_consent(subscriber_id: int) -> None:
-    """Queue the write-back of a subscriber's opt-out to Shopify (one at a time)."""
+    """Queue the write-back of a subscriber's SMS consent to Shopify (one job per subscriber at a time)."""
     get_queue().enqueue(write_back_sms_consent, subscriber_id, job_id=f"sms-consent-{subscriber_id}")
+
+
+@signals.sms_consent_changed.connect
+def _consent_changed_here(session, *, subscriber_id: int) -> None:
+    """Receiver of kinnekt.signals.sms_consent_changed (sent by kinnekt.subscribers.optin)."""
+    enqueue_write_back_sms_consent(subscriber_id)
+
+
+# -------------------------------------------------------------------------------------------------- web pixel
+
+@job
+def connect_web_pixel(shop_id: int) -> str:
+    """Create or update the shop's web pixel with its key and the ingest endpoint (kinnekt.shopify.pixel)."""
+    from kinnekt.shopify import pixel
+    shop = _shop(shop_id)
+    if shop is None or shop.is_demo:
+        return "skipped"
+    try:
+        return pixel.connect(Session, shop)
+    except NotConnected as exc:
+        log.warning("web pixel of %s waits for the merchant: %s", shop.domain, exc)
+        return "not connected"
+
+
+def enqueue_connect_web_pixel(shop_id: int) -> None:
+    """Queue the web pixel's creation or update for a shop (one queued job per shop)."""
+    get_queue().enqueue(connect_web_pixel, shop_id, job_id=web_pixel_job_id(shop_id))
+
+
+def web_pixel_job_id(shop_id: int) -> str:
+    """The job id of a shop's web pixel job (the Settings card asks whether it is still queued or running)."""
+    return f"web-pixel-{shop_id}"
+
+
+# -------------------------------------------------------------------------------------------------- Shopify segments
+
+@job(lane="bulk")
+def refresh_shopify_segments(shop_id: int) -> dict | str:
+    """List the shop's Shopify customer segments and read their members (kinnekt.shopify.customer_segments); the
+    Kinnekt segments that use a changed one are re-checked."""
+    from kinnekt.shopify import customer_segments
+    shop = _shop(shop_id)
+    if shop is None or shop.is_demo:
+        return "skipped"
+    try:
+        result = customer_segments.refresh(Session, shop)
+    except NotConnected as exc:
+        log.warning("Shopify segments of %s wait for the merchant: %s", shop.domain, exc)
+        return "not connected"
+    return dataclasses.asdict(result)
+
+
+def enqueue_refresh_shopify_segments(shop_id: int) -> None:
+    """Queue a refresh of the shop's Shopify segments (one queued or running per shop)."""
+    get_queue().enqueue(refresh_shopify_segments, shop_id, job_id=f"shopify-segments-{shop_id}")
+
+
+@job
+def refresh_all_shopify_segments() -> int:
+    """The periodic refresh: queue one for every connected shop; returns how many."""
+    shop_ids = list(Session.scalars(select(Shop.id).where(
+        Shop.installed_at.is_not(None), Shop.uninstalled_at.is_(None), Shop.needs_reauth.is_(False),
+        Shop.is_demo.is_(False), Shop.access_token_enc.is_not(None)).order_by(Shop.id)))
+    for shop_id in shop_ids:
+        enqueue_refresh_shopify_segments(shop_id)
+    return len(shop_ids)
+
+
+# -------------------------------------------------------------------------------------------------- tag mirrors
+
+def tag_mirror_group(shop_id: int) -> str:
+    """The name under which a shop's segments owing a tag mirror sync pile up (kinnekt.queue's batched jobs)."""
+    return f"tag-mirror:{shop_id}"
+
+
+@job(lane="bulk")
+def sync_tag_mirrors(shop_id: int) -> dict:
+    """Sync the tag mirrors of the shop's segments that piled up (kinnekt.shopify.tag_mirror), until none is left;
+    returns the customers tagged and untagged. One run per shop at a time takes them all."""
+    from kinnekt.shopify import tag_mirror
+    queue = get_queue()
+    shop = Session.get(Shop, shop_id)
+    totals = {"added": 0, "removed": 0, "requests": 0, "failed": 0, "skipped": 0, "errors": 0}
+    while segment_ids := queue.take_batch(tag_mirror_group(shop_id)):
+        if shop is None or not shop.installed or shop.is_demo:
+            continue
+        for segment_id in segment_ids:
+            try:
+                result = tag_mirror.sync(Session, shop, segment_id)
+            except NotConnected as exc:
+                log.warning("tag mirror of segment %s waits for the merchant: %s", segment_id, exc)
+                continue
+            except ShopifyError as exc:  # recorded on the mirror; the safety net tries again within the hour
+                log.warning("tag mirror of segment %s failed: %s", segment_id, exc)
+                totals["errors"] += 1
+                continue
+            for key in ("added", "removed", "requests", "failed"):
+                totals[key] += getattr(result, key)
+            totals["skipped"] += int(result.skipped)
+    return totals
+
+
+def enqueue_sync_tag_mirrors(shop_id: int, segment_ids: list[int]) -> None:
+    """Add these segments to the shop's pending tag mirror syncs; one run per shop at a time takes them."""
+    get_queue().enqueue_batched(sync_tag_mirrors, tag_mirror_group(shop_id), shop_id, segment_ids)
+
+
+@register_recoverer
+def requeue_pending_tag_mirrors() -> int:
+    """Queue a run for every shop with tag mirror syncs pending (a run lost with its worker leaves them)."""
+    pending_batches = getattr(get_queue(), "pending_batches", None)  # a test's stand-in queue has none
+    groups = pending_batches("tag-mirror:") if pending_batches else []
+    for group in groups:
+        get_queue().enqueue(sync_tag_mirrors, int(group.split(":", 1)[1]))
+    return len(groups)
+
+
+@job
+def sync_all_tag_mirrors() -> int:
+    """The hourly safety net: queue a sync of every mirror (one found out of step is put right); returns how many."""
+    from kinnekt.shopify import tag_mirror
+    found = tag_mirror.all_mirrors(Session)
+    for shop_id, segment_ids in found.items():
+        enqueue_sync_tag_mirrors(shop_id, segment_ids)
+    return sum(len(ids) for ids in found.values())

@@ -28,7 +28,7 @@ from kinnekt.crypto import TokenCipher
 from kinnekt.db import utcnow
 from kinnekt.models import Shop
 from kinnekt.shopify import endpoints
-from kinnekt.shopify.graphql import ShopifyError
+from kinnekt.shopify.errors import ShopifyError
 
 log = logging.getLogger(__name__)
 

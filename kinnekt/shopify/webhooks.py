@@ -19,6 +19,7 @@ from kinnekt.shopify.values import timestamp
 # Which topics each endpoint accepts; mirrors the [[webhooks.subscriptions]] blocks of shopify.app.toml.
 TOPICS_BY_ENDPOINT: dict[str, frozenset[str]] = {
     "app": frozenset({"app/uninstalled", "app/scopes_update"}),
+    "billing": frozenset({"app_subscriptions/update", "app_subscriptions/approaching_capped_amount"}),
     "customers": frozenset({"customers/create", "customers/update", "customers/delete",
                             "customers_marketing_consent/update"}),
     "orders": frozenset({"orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled",
@@ -40,6 +41,8 @@ ALL_TOPICS = frozenset().union(*TOPICS_BY_ENDPOINT.values())
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "app/uninstalled": ("id", "myshopify_domain"),
     "app/scopes_update": ("current",),
+    "app_subscriptions/update": ("app_subscription",),
+    "app_subscriptions/approaching_capped_amount": ("admin_graphql_api_id", "capped_amount", "balance_used"),
     "bulk_operations/finish": ("admin_graphql_api_id",),
     "customers_marketing_consent/update": ("customer_id",),
     "checkouts/create": ("token",),
@@ -56,7 +59,8 @@ FORBIDDEN_KEYS: dict[str, tuple[str, ...]] = {
 }
 # A REST payload's `admin_graphql_api_id`, when it has one, names the kind of object it is.
 GID_KIND_BY_PREFIX = {"customers/": "Customer", "orders/": "Order", "products/": "Product",
-                      "collections/": "Collection", "bulk_operations/": "BulkOperation"}
+                      "collections/": "Collection", "bulk_operations/": "BulkOperation",
+                      "app_subscriptions/": "AppSubscription"}
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 MAX_ID_LENGTH = 64  # webhook_id / event_id columns

@@ -1,51 +1,17 @@
-"""The SMS gateway interface, the Outbox sink (demo), and the choice of gateway for a shop."""
+"""The Outbox sink (demo) and the choice of gateway for a shop; what a gateway is and answers: kinnekt.sms.protocol.
+Which of the shop's senders a text goes out from: kinnekt.sms.senders (`get_gateway` asks it)."""
 from __future__ import annotations
 
+import copy
 import os
 import threading
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Protocol
 
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy import select
 
 from kinnekt.models import OutboxMessage, Shop
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What the provider said about one send.
-
-    status: "sent" (accepted by the provider), "failed", or "unknown" (the request left and no answer came
-    back: it may have been sent, so it is never sent again; a delivery receipt settles it).
-    retryable: a failure worth trying again later (throttled, provider busy, request never left).
-    recipient_unreachable: the provider refused this number for good (barred, de-activated).
-    """
-
-    provider_id: str | None
-    status: str
-    price: Decimal | None = None
-    error_code: str | None = None
-    error_text: str | None = None
-    retryable: bool = False
-    unknown_outcome: bool = False
-    recipient_unreachable: bool = False
-
-
-class Gateway(Protocol):
-    """Something that sends one SMS."""
-
-    name: str
-    rate_limited: bool
-
-    def send(self, to: str, text: str, client_ref: str) -> SendResult:
-        """Send `text` to the E.164 number `to`; `client_ref` comes back on the delivery receipt."""
-
-
-class GatewayNotConfigured(RuntimeError):
-    """No way to send: no Vonage credentials outside the demo."""
+from kinnekt.sms.protocol import Gateway, GatewayNotConfigured, SendResult  # noqa: F401  (callers use them here)
 
 
 class OutboxGateway:
@@ -54,11 +20,19 @@ class OutboxGateway:
     name = "outbox"
     rate_limited = False
 
+    sender_rate: int | None = None
+
     def __init__(self, shop: Shop, sender: str | None, session=None):
         from kinnekt.db import Session
         self.shop_id = shop.id
         self.sender = sender
         self.session = session if session is not None else Session()
+
+    def with_sender(self, sender: str, rate: int | None = None) -> "OutboxGateway":
+        """The same sink writing `sender` as the sender."""
+        other = copy.copy(self)
+        other.sender, other.sender_rate = sender, rate
+        return other
 
     def send(self, to: str, text: str, client_ref: str) -> SendResult:
         """Write the row (once per client_ref) in the caller's transaction and report it sent."""
@@ -88,37 +62,45 @@ def _forget_parents_clients() -> None:
 os.register_at_fork(after_in_child=_forget_parents_clients)
 
 
-def sender_for(shop: Shop) -> str | None:
-    """The shop's sender number or id, else the app's VONAGE_SENDER."""
-    return (shop.sender or "").strip() or (current_app.config.get("VONAGE_SENDER") or "").strip() or None
+def sender_for(shop: Shop, session=None, to: str | None = None):
+    """The sender of a text from `shop` to `to` (kinnekt.sms.senders.choose: the shop's own number for the
+    recipient's country, its default, its Sender setting, else the app's VONAGE_SENDER), or None."""
+    from kinnekt.db import Session
+    from kinnekt.sms import senders
+    return senders.choose(session if session is not None else Session(), shop, to)
 
 
-def get_gateway(shop: Shop, session=None) -> Gateway:
-    """Vonage for real shops with credentials; the Outbox for demo shops (always) and a key-less demo app."""
+def get_gateway(shop: Shop, session=None, to: str | None = None) -> Gateway:
+    """Vonage for real shops with credentials; the Outbox for demo shops (always) and a key-less demo app. The
+    gateway sends from the shop's sender for `to` (without it: the shop's default sender)."""
     config = current_app.config
-    sender = sender_for(shop)
+    chosen = sender_for(shop, session, to)
+    sender, rate = (chosen.address, chosen.rate) if chosen is not None else (None, None)
     if shop.is_demo:
-        return OutboxGateway(shop, sender, session)
-    if not config.get("VONAGE_API_KEY") or not config.get("VONAGE_API_SECRET"):
+        return OutboxGateway(shop, sender, session).with_sender(sender, rate)
+    if not config.get("VONAGE_APPLICATION_ID") or not config.get("VONAGE_PRIVATE_KEY"):
         if config.get("DEMO_MODE"):
-            return OutboxGateway(shop, sender, session)
-        raise GatewayNotConfigured("SMS is not configured: set VONAGE_API_KEY and VONAGE_API_SECRET.")
+            return OutboxGateway(shop, sender, session).with_sender(sender, rate)
+        raise GatewayNotConfigured("SMS is not configured: set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY.")
     if not sender:
         raise GatewayNotConfigured("No sender: set the shop's sender number in Settings, or VONAGE_SENDER.")
     from kinnekt.sms.vonage import VonageGateway
-    key = (config["VONAGE_API_KEY"], config["VONAGE_API_SECRET"], config.get("VONAGE_HOST_OVERRIDE") or "",
+    key = (config["VONAGE_APPLICATION_ID"], config["VONAGE_PRIVATE_KEY"], config.get("VONAGE_HOST_OVERRIDE") or "",
            _callback_url(config))
     with _vonage_lock:
-        client = _vonage_cache.get(key)
-        if client is None:
-            # One client (one kept-alive connection) per process and configuration; older ones are dropped.
+        made = _vonage_cache.get(key)
+        if made is None:
+            # One client (one kept-alive connection) and one signer per process and configuration; older ones
+            # are dropped.
             _vonage_cache.clear()
-            client = _vonage_cache[key] = VonageGateway.make_client(key[0], key[1], key[2] or None)
-    return VonageGateway(client, sender=sender, api_key=key[0], callback=key[3])
+            made = _vonage_cache[key] = (VonageGateway.make_client(key[2] or None),
+                                         VonageGateway.make_signer(key[0], key[1]))
+    client, signer = made
+    return VonageGateway(client, sender=sender, account=key[0], signer=signer, callback=key[3], sender_rate=rate)
 
 
 def _callback_url(config) -> str | None:
-    """The delivery-receipt URL passed with each message (Vonage allows at most 100 characters, https only)."""
+    """The status webhook URL passed with each message (`webhook_url`; https only, at most 100 characters)."""
     base = (config.get("SHOPIFY_APP_URL") or "").rstrip("/")
     url = f"{base}/sms/receipt"
     return url if base.startswith("https://") and len(url) <= 100 else None

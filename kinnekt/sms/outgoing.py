@@ -25,7 +25,6 @@ from kinnekt.db import utcnow
 from kinnekt.models import Message, Shop, Subscriber
 from kinnekt.models.message import MessageStatus, row_ref
 from kinnekt.models.subscriber import SubscriberStatus
-from kinnekt.segments import membership
 from kinnekt.sms import prices, tasks
 from kinnekt.sms.encoding import analyze
 from kinnekt.sms.gateway import GatewayNotConfigured, SendResult, get_gateway
@@ -88,18 +87,18 @@ def deliver(session: OrmSession, message_id: int) -> str:
         _settle(session, message, MessageStatus.SKIPPED, token=token, skip_reason=reason)
         return "skipped"
     try:
-        gateway = get_gateway(shop, session)
+        gateway = get_gateway(shop, session, to=message.to_phone)
     except GatewayNotConfigured as exc:
         _settle(session, message, MessageStatus.FAILED, token=token, error_code="not-configured", error_reason=str(exc))
         return "failed"
     if gateway.rate_limited:
         from kinnekt.sms.ratelimit import RateLimitTimeout, limiter_for
         try:
-            limiter_for(gateway.api_key, gateway.sender).acquire()
+            limiter_for(gateway.account, gateway.sender, getattr(gateway, "sender_rate", None)).acquire()
         except RateLimitTimeout as exc:
             return _retry_or_fail(session, message, SendResult(None, "failed", error_code="rate-limit",
                                                                error_text=str(exc), retryable=True), token=token)
-    if not _to_sending(session, message, token):
+    if not _to_sending(session, message, token, sender=getattr(gateway, "sender", None)):
         reason = _skip_reason(session, message) or "unsubscribed"
         return "skipped" if _settle(session, message, MessageStatus.SKIPPED, token=token,
                                     skip_reason=reason) else "not ours"
@@ -108,9 +107,10 @@ def deliver(session: OrmSession, message_id: int) -> str:
     return record_result(session, message, result)
 
 
-def _to_sending(session: OrmSession, message: Message, token: str) -> bool:
+def _to_sending(session: OrmSession, message: Message, token: str, *, sender: str | None = None) -> bool:
     """claimed -> sending, only if still ours and (but for OPT_OUT_EXEMPT_KINDS) the number has not opted out
-    and is not suppressed; committed before the request leaves. False: not moved (see `_skip_reason`)."""
+    and is not suppressed, recording the sender it goes out from; committed before the request leaves. False: not
+    moved (see `_skip_reason`)."""
     conditions = [Message.id == message.id, Message.status == MessageStatus.CLAIMED, Message.claim_token == token]
     if message.kind not in OPT_OUT_EXEMPT_KINDS:
         if message.subscriber_id is not None:
@@ -123,7 +123,8 @@ def _to_sending(session: OrmSession, message: Message, token: str) -> bool:
             opted_out = and_(opted_out, ~_asks_opted_out_number_sql(message))
         conditions.append(~exists().where(*person, or_(opted_out, Subscriber.suppressed_at.is_not(None))))
     moved = session.execute(
-        update(Message).where(*conditions).values(status=MessageStatus.SENDING, claim_token=None, updated_at=utcnow())
+        update(Message).where(*conditions).values(status=MessageStatus.SENDING, claim_token=None, updated_at=utcnow(),
+                                                  sender=(sender or None) and sender[:32])
         .execution_options(synchronize_session=False)).rowcount
     session.commit()
     return bool(moved)
@@ -148,7 +149,9 @@ def record_result(session: OrmSession, message: Message, result: SendResult) -> 
                             .values(sent_count=Subscriber.sent_count + 1, **received)
                             .execution_options(synchronize_session=False))
         session.commit()
-        _changed(message)
+        # Charged like a campaign's messages: a reply, a confirmation and a test send cost the merchant too.
+        signals.announce(signals.messages_accepted, session, shop_id=message.shop_id, message_ids=[message.id])
+        _changed(session, message)
         return "sent"
     if result.unknown_outcome:
         _settle(session, message, MessageStatus.UNKNOWN, error_code=result.error_code, error_reason=result.error_text,
@@ -244,6 +247,7 @@ def _enqueue_send(message_id: int, *, attempt: int, delay: float = 0) -> None:
     tasks.enqueue_send_message(message_id, attempt=attempt, delay=delay)
 
 
-def _changed(message: Message) -> None:
+def _changed(session: OrmSession, message: Message) -> None:
     if message.subscriber_id is not None:
-        membership.subscribers_changed(message.shop_id, [message.subscriber_id])
+        signals.announce(signals.subscribers_changed, session, shop_id=message.shop_id,
+                         subscriber_ids=[message.subscriber_id])

@@ -195,13 +195,16 @@ class LocalRateLimiter:
         return at
 
 
-def limits_for(api_key: str, sender: str | None, config) -> list[Limit]:
-    """The account and sender limits from config (SMS_RATE_PER_SECOND, SMS_SENDER_RATE_PER_SECOND)."""
-    account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+def limits_for(account_id: str, sender: str | None, config, sender_rate: int | None = None) -> list[Limit]:
+    """The account and sender limits: the account's from SMS_RATE_PER_SECOND (named by the Vonage application id),
+    the sender's from `sender_rate` when the sender is one of a shop's own numbers (its kind's rate,
+    kinnekt/sms/senders.rate_for; 0: none beyond the account's), else SMS_SENDER_RATE_PER_SECOND. A send must
+    satisfy both."""
+    account = hashlib.sha256(account_id.encode()).hexdigest()[:16]
     limits = [Limit(f"kinnekt:sms:rate:account:{account}", int(config.get("SMS_RATE_PER_SECOND") or 0))]
     if sender:
-        limits.append(Limit(f"kinnekt:sms:rate:sender:{sender.replace(' ', '')}",
-                            int(config.get("SMS_SENDER_RATE_PER_SECOND") or 0)))
+        per_second = int(config.get("SMS_SENDER_RATE_PER_SECOND") or 0) if sender_rate is None else int(sender_rate)
+        limits.append(Limit(f"kinnekt:sms:rate:sender:{sender.replace(' ', '')}", per_second))
     return limits
 
 
@@ -217,11 +220,12 @@ def shared_redis(url: str):
     return client
 
 
-def limiter_for(api_key: str, sender: str | None):
-    """The limiter for sends with this account and sender: in Redis when REDIS_URL is set, else in-process."""
+def limiter_for(account_id: str, sender: str | None, sender_rate: int | None = None):
+    """The limiter for sends with this account and sender (at `sender_rate` per second when given, see
+    `limits_for`): in Redis when REDIS_URL is set, else in-process."""
     from flask import current_app
     config = current_app.config
-    limits = limits_for(api_key, sender, config)
+    limits = limits_for(account_id, sender, config, sender_rate)
     url = config.get("REDIS_URL")
     if not url:
         return LocalRateLimiter(limits)

@@ -41,8 +41,8 @@ def process_receipt(params: dict, attempt: int = 1) -> str:
         if attempt < defaults.SMS_RECEIPT_MAX_ATTEMPTS:
             enqueue_process_receipt(params, attempt + 1)
         else:
-            log.warning("delivery receipt for no message of ours: messageId=%s client-ref=%s",
-                        params.get("messageId"), params.get("client-ref"))
+            log.warning("delivery receipt for no message of ours: message_uuid=%s client_ref=%s",
+                        params.get("message_uuid"), params.get("client_ref"))
     return outcome
 
 
@@ -91,3 +91,33 @@ def requeue_due_replies() -> int:
     for message_id, attempts in rows:
         enqueue_send_message(message_id, attempt=attempts + 1)
     return len(rows)
+
+
+@job
+def poll_registrations() -> int:
+    """Ask Vonage about every US registration waiting for the carriers (periodic); returns how many were decided
+    (approved or rejected) this time. Without Vonage's API key and secret there is nothing to ask with."""
+    from flask import current_app
+
+    from kinnekt.models.sender import RegistrationStatus, SenderRegistration
+    from kinnekt.sms import registration
+    from kinnekt.sms.registration_client import RegistrationApiError, RegistrationClient
+    ids = registration.pending_ids(Session)
+    if not ids:
+        return 0
+    try:
+        client = RegistrationClient.from_config(current_app.config)
+    except RegistrationApiError as exc:
+        log.warning("%s registrations wait for the carriers, but %s", len(ids), exc)
+        return 0
+    decided = 0
+    for registration_id in ids:
+        row = Session.get(SenderRegistration, registration_id)
+        if row is None:
+            continue
+        try:
+            decided += registration.refresh(Session, row, client) != RegistrationStatus.PENDING
+        except RegistrationApiError as exc:  # one registration's trouble never stops the others
+            Session.rollback()
+            log.warning("registration %s: Vonage did not answer its status: %s", registration_id, exc)
+    return decided

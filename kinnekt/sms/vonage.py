@@ -1,21 +1,24 @@
-"""Vonage SMS API gateway: the SDK's message model, one kept-alive HTTPS connection, never a silent repeat.
+"""Vonage Messages API gateway (`POST /v1/messages`): the SDK's message model, the application's JWT, our own
+kept-alive HTTPS connection, never a silent repeat.
 
 The SDK's HttpClient re-issues a request after `RemoteDisconnected` up to `pool_maxsize` times, POST
 included, and mounts a urllib3 Retry of `max_retries`. A connection that drops after Vonage read the
-request would then send the SMS twice. So the request does not go through that loop: the SDK's
-`SmsMessage` validates the message and gives the wire fields (exactly what the SDK would post), and the
-gateway posts them itself (`POST https://{host}/sms/json`, form-encoded, Basic auth) on one kept-alive
-connection of its own (`http.client`, which never retries nor follows redirects). The first error is
-reported, never repeated: an error while connecting (before the request left: no connection, a refused
-certificate, a proxy refusing the tunnel) is retryable; an error after the request was handed to the
-connection is an unknown outcome, recorded and settled by the delivery receipt. A kept-alive connection
-that the server closed while idle is noticed before the next request and replaced, so that case never
-becomes an unknown outcome.
+request would then send the SMS twice. Both can be turned down (pool_maxsize=1, max_retries=0), but what is
+left still cannot tell a request that never left (no connection: safe to retry) from one whose answer was lost
+(it may have been sent: never retry), since requests reports both as one ConnectionError; and the client writes
+each request's Authorization into one header dict shared by every thread. So the request does not go through
+it: the SDK's `Sms` model validates the message and gives the JSON body (exactly what the SDK would post), a
+fresh RS256 JWT with the SDK's claims is signed per request (`AppSigner`: the key parsed once), and the gateway
+posts the body itself (`POST https://{host}/v1/messages`, JSON, `Authorization: Bearer <jwt>`) on one kept-alive
+connection of its own (`http.client`, which never retries nor follows redirects). The first error is reported,
+never repeated: an error while connecting (before the request left: no connection, a refused certificate, a
+proxy refusing the tunnel) is retryable; an error after the request was handed to the connection is an unknown
+outcome, recorded and settled by the status webhook. A kept-alive connection that the server closed while idle
+is noticed before the next request and replaced, so that case never becomes an unknown outcome.
 
-This leaves out the SDK's, requests' and urllib3's per-call costs: two pydantic call validations, the response
-model, reading the environment for proxies, netrc and the CA bundle at every request (the environment is
-read once, when the client is made), and urllib3's pool and response wrapper (0.17 ms of CPU per request
-against the local fake, a tenth of a campaign sender's CPU per message).
+Answers: 202 with `message_uuid` is accepted. Errors are RFC 7807 problem+json whose `type` ends in the
+Messages API's error code (`.../messages-olympus#1050`); 429 (throttled) and 503 are retryable, other 5xx are
+unknown outcomes (the message may have been taken), other 4xx permanent failures with their code.
 """
 from __future__ import annotations
 
@@ -28,35 +31,40 @@ import re
 import select
 import ssl
 import threading
-from decimal import Decimal, InvalidOperation
+import time
+import uuid
 
 import urllib.request
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlsplit
+
+import jwt
 
 from kinnekt import defaults
 from kinnekt.sms.encoding import vonage_type
-from kinnekt.sms.gateway import SendResult
+from kinnekt.sms.protocol import GatewayNotConfigured, SendResult
 
 log = logging.getLogger(__name__)
 
-# SMS API `status` values (https://developer.vonage.com/api-errors/sms).
-STATUS_TEXT = {
-    "1": "Throttled", "2": "Missing parameters", "3": "Invalid parameters", "4": "Invalid credentials",
-    "5": "Internal error", "6": "Invalid message", "7": "Number barred", "8": "Partner account barred",
-    "9": "Partner quota violation", "10": "Too many existing binds", "11": "Account not enabled for HTTP",
-    "12": "Message too long", "14": "Invalid signature", "15": "Invalid sender address",
-    "22": "Invalid network code", "23": "Invalid callback URL", "29": "Non-whitelisted destination",
-    "32": "Signature and API secret disallowed", "33": "Number de-activated",
+ERROR_TEXT = {
+    "1000": "Throttled", "1010": "Missing params", "1020": "Invalid params", "1030": "Internal error",
+    "1040": "Invalid message", "1050": "Number barred", "1060": "Partner account barred",
+    "1070": "Partner quota exceeded", "1080": "Account not enabled for REST", "1090": "Message too long",
+    "1100": "Communication failed", "1120": "Illegal sender address - rejected", "1160": "Non-whitelisted destination",
+    "1170": "Invalid or missing msisdn", "1300": "Gateway quota exceeded",
 }
-RETRYABLE_STATUSES = frozenset({"1", "5", "9", "10"})
-"""Throttled, internal error, out of credit (after a top-up), too many binds: try again later."""
-UNREACHABLE_STATUSES = frozenset({"7", "33"})
-"""The destination is barred or de-activated: stop sending to it."""
+"""Messages API error codes a send can be refused with (https://developer.vonage.com/api-errors/messages)."""
+RETRYABLE_CODES = frozenset({"1000", "1030", "1070", "1100", "1300"})
+"""Throttled, internal error, out of credit (after a top-up), communication failed, quota: try again later."""
+UNREACHABLE_CODES = frozenset({"1050"})
+"""The destination is barred: stop sending to it."""
 REFUSED_UNHANDLED = frozenset({429, 503})
 """HTTP statuses that say the request was not handled (too many requests, service unavailable): retry later. Any
 other server error is an unknown outcome; any other client error a permanent failure."""
-DEFAULT_REST_HOST = "rest.nexmo.com"
-"""Where the SMS API lives (the SDK's default rest_host)."""
+DEFAULT_API_HOST = "api.nexmo.com"
+"""Where the Messages API lives (the SDK's default api_host)."""
+MESSAGES_PATH = "/v1/messages"
+TOKEN_LIFETIME_SECONDS = 15 * 60
+"""A token's `exp`, as the SDK sets it."""
 
 
 class NotSent(OSError):
@@ -64,7 +72,7 @@ class NotSent(OSError):
 
 
 class VonageClient:
-    """One kept-alive HTTPS connection to the SMS API (through an HTTP proxy's tunnel when one is set), and the
+    """One kept-alive HTTPS connection to the Messages API (through an HTTP proxy's tunnel when one is set), and the
     lock that keeps it to one request at a time."""
 
     def __init__(self, host: str, port: int, path: str, headers: dict, tls: ssl.SSLContext, timeout: float,
@@ -101,12 +109,12 @@ class VonageClient:
             self.connections_opened += 1
         return connection
 
-    def post(self, body: str) -> tuple[int, bytes]:
-        """POST the form on the kept-alive connection: (HTTP status, body). NotSent when it could not connect;
+    def post(self, body: bytes, authorization: str) -> tuple[int, bytes]:
+        """POST the JSON body on the kept-alive connection: (HTTP status, body). NotSent when it could not connect;
         any other error may have followed the request leaving (the connection is then closed)."""
         connection = self.ready()
         try:
-            connection.request("POST", self.path, body=body, headers=self.headers)
+            connection.request("POST", self.path, body=body, headers={**self.headers, "Authorization": authorization})
             response = connection.getresponse()
             data = response.read()
         except BaseException:
@@ -147,32 +155,76 @@ def _dropped(sock) -> bool:
         sock.settimeout(timeout)
 
 
+class AppSigner:
+    """Makes the application's RS256 JWT for each request, with the claims the SDK's `vonage_jwt.JwtClient` gives
+    (application_id, iat, a fresh jti, exp 15 minutes on). JwtClient hands PyJWT the PEM text, which parses and
+    checks the RSA key again at every token (about 45 ms of CPU: more than a campaign sender's whole budget per
+    message at 30/s); this parses it once and signs with the loaded key (about 1 ms)."""
+
+    def __init__(self, application_id: str, private_key: str):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        if not application_id:
+            raise ValueError("no application id")
+        key = serialization.load_pem_private_key(private_key.encode("utf-8"), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("the private key is not an RSA key")
+        self.application_id, self._key = application_id, key
+
+    def generate_application_jwt(self) -> bytes:
+        """A new token (bytes, as the SDK's)."""
+        issued = int(time.time())
+        claims = {"application_id": self.application_id, "iat": issued, "jti": str(uuid.uuid4()),
+                  "exp": issued + TOKEN_LIFETIME_SECONDS}
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"typ": "JWT"}).encode("ascii")
+
+
 class VonageGateway:
-    """Sends through Vonage's SMS API (`POST /sms/json`)."""
+    """Sends through Vonage's Messages API (`POST /v1/messages`, channel sms, message_type text)."""
 
     name = "vonage"
     rate_limited = True
 
-    def __init__(self, client: VonageClient, *, sender: str, api_key: str, callback: str | None = None):
+    def __init__(self, client: VonageClient, *, sender: str, account: str, signer, callback: str | None = None,
+                 sender_rate: int | None = None):
         self.client = client
         self.sender = sender
-        self.api_key = api_key
+        self.sender_rate = sender_rate
+        """The sender's own messages per second (kinnekt/sms/senders.rate_for), None for the app's fallback sender
+        (SMS_SENDER_RATE_PER_SECOND)."""
+        self.account = account
+        """Whose account limit applies: the Vonage application id (one application belongs to one account)."""
+        self.signer = signer
+        """The application's token maker (AppSigner)."""
         self.callback = callback
 
+    def with_sender(self, sender: str, rate: int | None = None) -> "VonageGateway":
+        """The same gateway (one connection, one signer) sending from `sender` at its `rate`."""
+        return VonageGateway(self.client, sender=sender, account=self.account, signer=self.signer,
+                             callback=self.callback, sender_rate=rate)
+
     @staticmethod
-    def make_client(api_key: str, api_secret: str, host: str | None = None) -> VonageClient:
-        """A client with one kept-alive connection and no automatic retries, for the SMS API at `host`
-        (host:port; default Vonage's rest.nexmo.com). The environment (HTTPS_PROXY and NO_PROXY, the CA bundle
+    def make_signer(application_id: str, private_key: str) -> "AppSigner":
+        """The application's JWT maker; GatewayNotConfigured when the key cannot be read or cannot sign."""
+        try:
+            signer = AppSigner(application_id, private_key)
+            signer.generate_application_jwt()
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            raise GatewayNotConfigured(f"The Vonage private key cannot sign: {_short(exc) or type(exc).__name__}") \
+                from None
+        return signer
+
+    @staticmethod
+    def make_client(host: str | None = None) -> VonageClient:
+        """A client with one kept-alive connection and no automatic retries, for the Messages API at `host`
+        (host:port; default Vonage's api.nexmo.com). The environment (HTTPS_PROXY and NO_PROXY, the CA bundle
         in REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's) is read now. An HTTPS proxy is reached in
         plain HTTP and tunnels (CONNECT); a proxy URL that is not http:// is refused (GatewayNotConfigured)."""
         import certifi
-        from kinnekt.sms.gateway import GatewayNotConfigured
-        target = urlsplit(f"https://{host or DEFAULT_REST_HOST}/sms/json")
+        target = urlsplit(f"https://{host or DEFAULT_API_HOST}{MESSAGES_PATH}")
         tls = ssl.create_default_context(
             cafile=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where())
-        token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode("ascii")
-        headers = {"Authorization": f"Basic {token}", "Accept": "application/json",
-                   "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "kinnekt"}
+        headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "kinnekt"}
         client = VonageClient(target.hostname, target.port or 443, target.path, headers, tls,
                               float(defaults.SMS_HTTP_TIMEOUT_SECONDS))
         proxy = None if urllib.request.proxy_bypass(target.hostname) else urllib.request.getproxies().get("https")
@@ -193,15 +245,20 @@ class VonageGateway:
         compact = self.sender.replace(" ", "")
         return compact.lstrip("+") if re.fullmatch(r"\+?\d+", compact) else self.sender
 
+    def _message(self, to: str, text: str, client_ref: str):
+        from vonage_messages import Sms, SmsOptions
+        return Sms(to=to.lstrip("+"), from_=self.wire_sender, text=text, client_ref=client_ref,
+                   sms=SmsOptions(encoding_type=vonage_type(text)), webhook_url=self.callback,
+                   webhook_version="v1" if self.callback else None)
+
     def warm(self) -> None:
-        """Get ready to send before the first rate-limiter slot is taken: load the message model and open the
-        kept-alive connection (TCP, TLS, the CA bundle). Done inside the first send instead, those tens of
-        milliseconds would lie between a slot and its request, and the next slot's request could catch up
-        with it at Vonage (two grants' requests in one second's worth of arrivals). Never raises: a
+        """Get ready to send before the first rate-limiter slot is taken: load the message model, sign a first
+        token and open the kept-alive connection (TCP, TLS, the CA bundle). Done inside the first send instead,
+        those tens of milliseconds would lie between a slot and its request, and the next slot's request could
+        catch up with it at Vonage (two grants' requests in one second's worth of arrivals). Never raises: a
         connection that cannot be opened now is reported by the send."""
-        from vonage_sms import SmsMessage
-        SmsMessage(to="15550100000", from_=self.wire_sender, text="-", type="text", client_ref="warm",
-                   status_report_req=True, callback=self.callback)
+        self._message("15550100000", "-", "warm")
+        self.signer.generate_application_jwt()
         with self.client.lock:
             try:
                 self.client.ready()
@@ -211,79 +268,75 @@ class VonageGateway:
     def send(self, to: str, text: str, client_ref: str) -> SendResult:
         """Send one SMS; never raises for provider or network trouble, it reports it in the SendResult."""
         from pydantic import ValidationError
-        from vonage_sms import SmsMessage
         try:
-            message = SmsMessage(to=to.lstrip("+"), from_=self.wire_sender, text=text, type=vonage_type(text),
-                                 client_ref=client_ref, status_report_req=True, callback=self.callback)
+            message = self._message(to, text, client_ref)
         except ValidationError as exc:
             return SendResult(None, "failed", error_code="invalid-request", error_text=_short(exc))
+        body = json.dumps(message.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                          separators=(",", ":")).encode("utf-8")
+        authorization = "Bearer " + self.signer.generate_application_jwt().decode("ascii")
         with self.client.lock:
-            return self._send(message)
+            return self._send(client_ref, body, authorization)
 
-    def _send(self, message) -> SendResult:
-        client = self.client
-        form = urlencode([(key, value) for key, value in message.model_dump(by_alias=True).items()
-                          if value is not None])  # as the SDK (through requests) sends it
+    def _send(self, client_ref: str, body: bytes, authorization: str) -> SendResult:
         try:
-            code, body = client.post(form)
+            code, answer = self.client.post(body, authorization)
         except NotSent as exc:
             return SendResult(None, "failed", error_code="connect", error_text=_short(exc), retryable=True)
         except (OSError, http.client.HTTPException) as exc:
-            log.warning("Vonage send %s: outcome unknown (%s)", message.client_ref, exc)
+            log.warning("Vonage send %s: outcome unknown (%s)", client_ref, exc)
             return SendResult(None, "unknown", error_code="connection", error_text=_short(exc) or type(exc).__name__,
                               unknown_outcome=True)
         except Exception as exc:  # anything else: the request may have left, so it may have been sent
-            log.exception("Vonage send %s: unexpected error, outcome unknown", message.client_ref)
+            log.exception("Vonage send %s: unexpected error, outcome unknown", client_ref)
             return SendResult(None, "unknown", error_code="unexpected", error_text=_short(exc), unknown_outcome=True)
-        if code >= 300:
-            log.warning("Vonage send %s: HTTP %s: %r", message.client_ref, code, body[:500])
-            text = f"HTTP {code} from Vonage: {_short(body.decode('utf-8', 'replace'))}"
-            if code >= 500 and code not in REFUSED_UNHANDLED:
-                # A server error after the request arrived (500, or a gateway's 502/504 after passing it on) may
-                # come after the message was accepted: a resend could text the phone twice.
-                return SendResult(None, "unknown", error_code=f"http-{code}", error_text=text, unknown_outcome=True)
-            return SendResult(None, "failed", error_code=f"http-{code}", error_text=text,
-                              retryable=code in REFUSED_UNHANDLED)
         try:
-            answer = json.loads(body)
-        except ValueError as exc:  # an unreadable answer: the request left, so it may have been sent
-            log.warning("Vonage send %s: unreadable answer, outcome unknown", message.client_ref)
-            return SendResult(None, "unknown", error_code="unexpected", error_text=_short(exc), unknown_outcome=True)
-        return self._from_body(answer if isinstance(answer, dict) else None)
+            data = json.loads(answer) if answer else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = None
+        if 200 <= code < 300:
+            uuid = str((data or {}).get("message_uuid") or "").strip()
+            if not uuid or len(uuid) > 64:  # accepted, but unreadable: the request left, so it may have been sent
+                log.warning("Vonage send %s: HTTP %s without a message_uuid, outcome unknown", client_ref, code)
+                return SendResult(None, "unknown", error_code="unreadable",
+                                  error_text="Vonage's answer had no message_uuid", unknown_outcome=True)
+            return SendResult(uuid, "sent")
+        return self._refused(client_ref, code, data, answer)
 
-    def _from_body(self, body: dict | None) -> SendResult:
-        """Map Vonage's `messages[]` (one per part of a long SMS) to one result."""
-        parts = (body or {}).get("messages") or []
-        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-            parts = []
-        if not parts:
-            return SendResult(None, "unknown", error_code="unreadable", error_text="Vonage's answer had no messages",
+    def _refused(self, client_ref: str, code: int, problem: dict | None, raw: bytes) -> SendResult:
+        """An HTTP error (RFC 7807 problem+json): its Messages API code (from `type`, else `title`) and words."""
+        log.warning("Vonage send %s: HTTP %s: %r", client_ref, code, raw[:500])
+        error = problem_code(problem)
+        words = " - ".join(str(problem[key]) for key in ("title", "detail")
+                           if problem and problem.get(key) not in (None, ""))
+        text = f"HTTP {code} from Vonage: {_short(words or raw.decode('utf-8', 'replace'))}"
+        if code >= 500 and code not in REFUSED_UNHANDLED:
+            # A server error after the request arrived (500, or a gateway's 502/504 after passing it on) may
+            # come after the message was accepted: a resend could text the phone twice.
+            return SendResult(None, "unknown", error_code=error or f"http-{code}", error_text=text,
                               unknown_outcome=True)
-        accepted = [p for p in parts if str(p.get("status")) == "0"]
-        failed = [p for p in parts if str(p.get("status")) != "0"]
-        provider_id = next((p.get("message-id") for p in accepted if p.get("message-id")), None)
-        price = _sum_prices(accepted)
-        if not failed:
-            return SendResult(provider_id, "sent", price=price)
-        code = str(failed[0].get("status"))
-        text = failed[0].get("error-text") or STATUS_TEXT.get(code, "error")
-        if accepted:  # some parts went out: never resend, the phone already has part of it
-            return SendResult(provider_id, "failed", price=price, error_code=code,
-                              error_text=f"{len(failed)} of {len(parts)} parts refused: {text}")
-        return SendResult(None, "failed", error_code=code, error_text=text, retryable=code in RETRYABLE_STATUSES,
-                          recipient_unreachable=code in UNREACHABLE_STATUSES)
+        if code in REFUSED_UNHANDLED:
+            return SendResult(None, "failed", error_code=error or f"http-{code}", error_text=text, retryable=True)
+        if error is None:
+            error = {401: "unauthorized", 402: "low-balance", 403: "forbidden"}.get(code, f"http-{code}")
+        return SendResult(None, "failed", error_code=error, error_text=text,
+                          retryable=error in RETRYABLE_CODES or error == "low-balance",
+                          recipient_unreachable=error in UNREACHABLE_CODES)
 
 
-def _sum_prices(parts: list[dict]) -> Decimal | None:
-    total = None
-    for part in parts:
-        try:
-            price = Decimal(str(part.get("message-price")))
-        except (InvalidOperation, TypeError):
-            continue
-        if price.is_finite():
-            total = price if total is None else total + price
-    return total
+def problem_code(problem: dict | None) -> str | None:
+    """The Messages API error code of a problem+json body: what follows `#` at the end of its `type` ("1050",
+    "low-balance", "unauthorized"), else a numeric `title` (status webhooks put the code there); else None."""
+    if not problem:
+        return None
+    kind = str(problem.get("type") or "")
+    match = re.search(r"#([A-Za-z0-9-]{1,40})$", kind)
+    if match:
+        return match.group(1)
+    title = str(problem.get("title") or "").strip()
+    return title if re.fullmatch(r"[0-9]{3,5}", title) else None
 
 
 def _short(value) -> str:

@@ -17,6 +17,9 @@ with Checkout collection on, a ticked box subscribes the number with source Chec
 that checkout), so it changes nothing. The checkout's start time dates the consent: a checkout begun
 before our last consent change (say a STOP texted since) is not a newer opt-in, however often Shopify
 sends updates of it.
+
+The consent webhook that Kinnekt's own write-back causes (kinnekt.shopify.consent) reports the subscriber's own
+state dated the second of its change here: it changes nothing and logs nothing.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def apply_sms_consent(session: OrmSession, shop: Shop, customer: Customer | None
         return None
     subscriber = session.scalar(select(Subscriber).where(Subscriber.shop_id == shop.id,
                                                          Subscriber.phone == info.e164))
-    if subscriber is not None and _older_than_ours(updated_at, subscriber):
+    if subscriber is not None and (_older_than_ours(updated_at, subscriber) or _our_own(state, updated_at, subscriber)):
         return subscriber
 
     if state in ("subscribed", "pending"):
@@ -85,6 +88,24 @@ def _older_than_ours(updated_at: dt.datetime | None, subscriber: Subscriber) -> 
         updated_at = updated_at.replace(tzinfo=dt.timezone.utc)
     ours = [t for t in (subscriber.consent_at, subscriber.subscribed_at, subscriber.unsubscribed_at) if t]
     return bool(ours) and updated_at < max(ours)
+
+
+def _our_own(state: str, updated_at: dt.datetime | None, subscriber: Subscriber) -> bool:
+    """True when Shopify reports the consent Kinnekt wrote (kinnekt.shopify.consent): the subscriber's own state,
+    dated the same second as its change here. Such an echo changes and logs nothing."""
+    if updated_at is None:
+        return False
+    ours = {"subscribed": (SubscriberStatus.SUBSCRIBED, subscriber.subscribed_at),
+            "unsubscribed": (SubscriberStatus.UNSUBSCRIBED, subscriber.unsubscribed_at)}.get(state)
+    if ours is None or subscriber.status != ours[0] or ours[1] is None:
+        return False
+    return _second(ours[1]) == _second(updated_at)
+
+
+def _second(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).replace(microsecond=0)
 
 
 def apply_checkout_consent(session: OrmSession, shop: Shop, customer: Customer | None, *, accepted: bool,

@@ -6,13 +6,18 @@ Rules:
   texts; that attestation is the consent text recorded on each subscriber (source Manual / Import).
 - Neither ever subscribes again a number that unsubscribed, and neither changes a number that is
   already a subscriber (subscribed or pending): those rows are reported, not saved.
-- A column whose header names one of the shop's profile properties (birthday, language, custom ones; case,
-  spaces and underscores aside) is imported into it; a row with a value that does not fit its property (a
-  date that is not one, a number that is not one) is not imported at all and is reported with why.
+- In the pages, an upload is first kept as a draft (`upload_draft`; a shop keeps a few, for a day) while the
+  merchant maps its columns (`mapping_step`, import_mapping.py: the phone, names, email, profile properties, new
+  properties, or ignored; suggested from the header names, with a preview and the values that do not fit);
+  `confirm` imports it with that mapping, once however many times it is confirmed. `import_csv` and
+  `import_upload` import a file as its header suggests (a column whose header names one of the shop's profile
+  properties, case, spaces and underscores aside, is imported into it). A row with a value that does not fit its
+  column (a date that is not one, a number that is not one, a formula) is not imported at all and is reported
+  with why.
 - An import is checked whole before anything is saved: a file that is not UTF-8 CSV, is empty, is over
-  the size or row limit (the static lists' limits), or has no header row naming a phone column, is
-  refused with the reason. Otherwise the good rows are saved and the others are reported with why (not a
-  phone number, duplicate in the file, unsubscribed, already a subscriber): in one transaction for a file of
+  the size, row or column limit (the static lists' limits, defaults.SUBSCRIBER_IMPORT_MAX_COLUMNS), or has no
+  phone column, is refused with the reason. Otherwise the good rows are saved and the others are reported with
+  why (not a phone number, duplicate in the file, unsubscribed, already a subscriber): in one transaction for a file of
   up to defaults.SUBSCRIBER_IMPORT_INLINE_ROWS rows, else by a job, batch by batch, each batch committed with
   the progress the page shows (a SubscriberImport), so a job cut short goes on where it stopped.
 - The merchant may unsubscribe anyone, with a reason. The merchant may resubscribe an unsubscribed
@@ -27,20 +32,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt import defaults
-from kinnekt.db import utcnow
+from kinnekt import defaults, signals
+from kinnekt.db import begin_writing, utcnow
 from kinnekt.models import Customer, Shop, Subscriber, SubscriberImport, SubscriberProperty, SubscriptionEvent
 from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.models.subscriber_import import ImportStatus
-from kinnekt.segments.lists import PHONE_HEADERS, ListImportError, _header_key, _rows, shop_region
-from kinnekt.subscribers import optin, phones, properties, tasks
-
-FIRST_NAME_HEADERS = ("first_name", "firstname", "first", "given_name")
-"""Header names (lower-cased, spaces and dashes as underscores) of the optional first-name column."""
+from kinnekt.subscribers import import_mapping, optin, phones, properties, tasks
+from kinnekt.subscribers.import_mapping import FIRST_NAME_HEADERS, ImportRefused  # noqa: F401  (re-exported)
+from kinnekt.subscribers.phones import shop_region
 
 PERSON_OPT_OUT_SOURCES = ("sms", "checkout")
 """Sources of an unsubscribe made by the person (a STOP text, consent withdrawn in Shopify): only they undo it."""
@@ -66,10 +69,6 @@ class AlreadyKnown(ValueError):
     def __init__(self, message: str, subscriber: Subscriber):
         super().__init__(message)
         self.subscriber = subscriber
-
-
-class ImportRefused(ValueError):
-    """The uploaded file cannot be used at all (nothing was saved); the message says why, for the merchant."""
 
 
 @dataclass
@@ -146,65 +145,56 @@ def _known_message(subscriber: Subscriber) -> str:
 # ---------------------------------------------------------------------------------------------- CSV import
 
 @dataclass
-class CheckedFile:
-    """An upload that can be imported: its CSV records, the header row, and the columns read from it."""
+class CheckedFile(import_mapping.Table):
+    """An upload that can be imported: its CSV records, the header row (import_mapping.Table), and what each column
+    becomes."""
 
-    rows: list[list[str]]
-    header: int  # index of the header row (blank rows before it are skipped)
     phone_column: int
     name_column: int | None
     ignored_columns: list[str]
     region: str | None  # the country assumed for numbers written without +country code
     property_columns: list[tuple[int, str]] = field(default_factory=list)  # (column index, property key)
     properties: Mapping[str, properties.Property] = field(default_factory=dict)  # the shop's, by key
+    targets: list[str] = field(default_factory=list)  # one per column (import_mapping)
 
     @property
-    def first(self) -> int:
-        """Index of the first record after the header."""
-        return self.header + 1
-
-    @property
-    def data_rows(self) -> int:
-        """How many records follow the header (blank ones included)."""
-        return len(self.rows) - self.first
+    def value_columns(self) -> list[tuple[int, str]]:
+        """(column, target) of the columns read besides the phone: names, email, properties."""
+        return [(i, target) for i, target in enumerate(self.targets)
+                if target not in ("phone", import_mapping.IGNORE)]
 
 
-def _property_key(header: str) -> str:
-    """A column header as a property key: trimmed, case-folded, underscores and runs of spaces as one space."""
-    return properties.key_of(" ".join(header.replace("_", " ").split()))
+def _checked(shop: Shop, table: import_mapping.Table, targets: list[str],
+             catalogue: Mapping[str, properties.Property]) -> CheckedFile:
+    """A table with a resolved mapping as a CheckedFile; a property deleted since the mapping was confirmed is
+    ignored."""
+    headers = table.headers
+    padded = (list(targets) + [import_mapping.IGNORE] * len(headers))[:len(headers)]
+    targets = [t if not t.startswith(import_mapping.PROPERTY) or t[len(import_mapping.PROPERTY):] in catalogue
+               else import_mapping.IGNORE for t in padded]
+    mapping = import_mapping.Mapping(targets=targets)
+    ignored = [cell for i, cell in enumerate(headers) if cell and targets[i] == import_mapping.IGNORE]
+    return CheckedFile(rows=table.rows, header=table.header, phone_column=mapping.column("phone"),
+                       name_column=mapping.column("first_name"), ignored_columns=ignored,
+                       region=shop_region(shop), property_columns=mapping.property_columns,
+                       properties=catalogue, targets=targets)
 
 
 def check_file(shop: Shop, file_bytes: bytes, catalogue: Mapping[str, properties.Property] | None = None
                ) -> CheckedFile:
     """The upload as a CSV file whose first row names a phone column; raises ImportRefused saying why it is not.
 
-    Columns named after one of `catalogue`'s properties (the shop's, `properties.catalogue`) are read into them.
+    Each column is read as its header suggests (import_mapping.suggest): columns named after one of
+    `catalogue`'s properties (the shop's, `properties.catalogue`) are read into them.
     """
-    try:
-        rows = _rows(file_bytes)
-    except ListImportError as exc:
-        raise ImportRefused(str(exc)) from None
-    start = next(i for i, row in enumerate(rows) if any(cell.strip() for cell in row))
-    keys = [_header_key(cell) for cell in rows[start]]
-    phone_column = next((keys.index(k) for k in PHONE_HEADERS if k in keys), None)
-    if phone_column is None:
-        found = ", ".join(f"“{cell.strip()}”" for cell in rows[start] if cell.strip())
+    table = import_mapping.read(file_bytes)
+    catalogue = catalogue or {}
+    targets = import_mapping.suggest(table.headers, catalogue)
+    if "phone" not in targets:
+        found = ", ".join(f"“{cell}”" for cell in table.headers if cell)
         raise ImportRefused("The first row must name the columns: “phone” (required) and “first_name” "
                             f"(optional). It reads {found}.")
-    name_column = next((keys.index(k) for k in FIRST_NAME_HEADERS if k in keys), None)
-    catalogue = catalogue or {}
-    by_key = {_property_key(prop.name): key for key, prop in catalogue.items()}
-    property_columns, mapped = [], set()
-    for i, cell in enumerate(rows[start]):
-        key = by_key.get(_property_key(cell))
-        if i not in (phone_column, name_column) and key is not None and key not in mapped:
-            property_columns.append((i, key))
-            mapped.add(key)
-    used = {phone_column, name_column} | {i for i, _ in property_columns}
-    ignored = [cell.strip() for i, cell in enumerate(rows[start]) if cell.strip() and i not in used]
-    return CheckedFile(rows=rows, header=start, phone_column=phone_column, name_column=name_column,
-                       ignored_columns=ignored, region=shop_region(shop), property_columns=property_columns,
-                       properties=catalogue)
+    return _checked(shop, table, targets, catalogue)
 
 
 def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filename: str, attested: bool
@@ -222,7 +212,8 @@ def import_upload(session: OrmSession, shop: Shop, *, file_bytes: bytes, filenam
         return _import_now(session, shop, checked)
     upload = SubscriberImport(shop_id=shop.id, filename=(filename or "")[:255], file=file_bytes,
                               consent_text=import_attestation(shop), total_rows=checked.data_rows,
-                              counts=_no_counts(), region=checked.region, ignored_columns=checked.ignored_columns)
+                              counts=_no_counts(), region=checked.region, ignored_columns=checked.ignored_columns,
+                              mapping=checked.targets)
     session.add(upload)
     session.commit()
     queue_import(upload.id)
@@ -255,11 +246,147 @@ def _import_now(session: OrmSession, shop: Shop, checked: CheckedFile) -> Import
     _import_rows(session, shop, checked, checked.first, len(checked.rows), {}, report, import_attestation(shop),
                  utcnow())
     session.commit()
+    _after_inline_import(session, shop, report)
+    return report
+
+
+def _after_inline_import(session: OrmSession, shop: Shop, report: ImportReport) -> None:
+    """After an inline import's commit: fresh planner statistics for a large one, the segment re-check."""
     if report.imported >= defaults.SUBSCRIBER_IMPORT_ANALYZE_ROWS:
         analyze_subscriber_tables(session)
     if report.subscriber_ids:
-        from kinnekt.segments.membership import subscribers_changed
-        subscribers_changed(shop.id, report.subscriber_ids)
+        signals.announce(signals.subscribers_changed, session, shop_id=shop.id,
+                         subscriber_ids=report.subscriber_ids)
+        optin.announce_imported(session, report.subscriber_ids)
+
+
+# ---------------------------------------------------------------------------------------------- the mapping step
+
+class AlreadyConfirmed(LookupError):
+    """The upload is no longer waiting for its mapping: it was confirmed (or dropped) already."""
+
+
+def upload_draft(session: OrmSession, shop: Shop, *, file_bytes: bytes, filename: str, attested: bool
+                 ) -> SubscriberImport:
+    """Keep an uploaded CSV as a draft import while the merchant maps its columns; commits.
+
+    The file is checked whole first (encoding, size, rows, columns): InvalidInput (field consent) or ImportRefused
+    save nothing. A shop keeps at most defaults.SUBSCRIBER_IMPORT_DRAFTS drafts, none older than
+    defaults.SUBSCRIBER_IMPORT_DRAFT_HOURS: older ones are dropped here.
+    """
+    if not attested:
+        raise InvalidInput({"consent": "Confirm that everyone in the file agreed to receive your marketing texts."})
+    table = import_mapping.read(file_bytes)
+    drop_stale_drafts(session, shop.id, keep=defaults.SUBSCRIBER_IMPORT_DRAFTS - 1)
+    draft = SubscriberImport(shop_id=shop.id, status=ImportStatus.DRAFT, filename=(filename or "")[:255],
+                             file=file_bytes, consent_text=import_attestation(shop), total_rows=table.data_rows,
+                             counts=_no_counts(), region=shop_region(shop), ignored_columns=[])
+    session.add(draft)
+    session.commit()
+    return draft
+
+
+def drop_stale_drafts(session: OrmSession, shop_id: int, *, keep: int) -> int:
+    """Delete the shop's drafts beyond the newest `keep` and those older than the draft lifetime (not committed)."""
+    cutoff = utcnow() - dt.timedelta(hours=defaults.SUBSCRIBER_IMPORT_DRAFT_HOURS)
+    drafts = session.execute(select(SubscriberImport.id, SubscriberImport.created_at).where(
+        SubscriberImport.shop_id == shop_id, SubscriberImport.status == ImportStatus.DRAFT)
+        .order_by(SubscriberImport.id.desc())).tuples().all()
+    stale = [draft_id for n, (draft_id, created) in enumerate(drafts) if n >= keep or created < cutoff]
+    if stale:
+        session.execute(delete(SubscriberImport).where(SubscriberImport.shop_id == shop_id,
+                                                       SubscriberImport.id.in_(stale)))
+    return len(stale)
+
+
+def prune_drafts(session: OrmSession, now: dt.datetime | None = None) -> int:
+    """Delete every shop's drafts older than the draft lifetime (the periodic prune); commits; returns how many."""
+    cutoff = (now or utcnow()) - dt.timedelta(hours=defaults.SUBSCRIBER_IMPORT_DRAFT_HOURS)
+    result = session.execute(delete(SubscriberImport).where(SubscriberImport.status == ImportStatus.DRAFT,
+                                                            SubscriberImport.created_at < cutoff)
+                             .execution_options(synchronize_session=False))
+    session.commit()
+    return result.rowcount or 0
+
+
+@dataclass
+class MappingStep:
+    """What the mapping step shows: the merchant's choices, the options, and the preview they give."""
+
+    upload: SubscriberImport
+    chosen: list[str]
+    names: dict[int, str]
+    options: list[tuple[str, str]]
+    preview: import_mapping.Preview
+    region: str | None
+    errors: dict = field(default_factory=dict)
+
+
+def mapping_step(session: OrmSession, shop: Shop, upload: SubscriberImport, chosen: list[str] | None = None,
+                 names: Mapping[int, str] | None = None, errors: Mapping | None = None) -> MappingStep:
+    """The mapping step of a draft: the suggested mapping (or the merchant's `chosen` targets and new property
+    `names`, each per column) with its preview. Nothing is saved."""
+    table = import_mapping.read(upload.file)
+    catalogue = properties.catalogue(session, shop.id)
+    width = len(table.headers)
+    if chosen is None:
+        chosen = import_mapping.suggest(table.headers, catalogue)
+    chosen = [(chosen[i] if i < len(chosen) and isinstance(chosen[i], str) else import_mapping.IGNORE)[:80]
+              for i in range(width)]
+    names = {i: " ".join(str((names or {}).get(i) or table.headers[i]).split())[:80] for i in range(width)}
+    targets, extended = import_mapping.provisional(chosen, names, catalogue)
+    return MappingStep(upload=upload, chosen=chosen, names=names, options=import_mapping.options(catalogue),
+                       preview=import_mapping.preview(shop, table, targets, extended, upload.region),
+                       region=upload.region, errors=dict(errors or {}))
+
+
+def confirm(session: OrmSession, shop: Shop, import_id: int, chosen: list[str], names: Mapping[int, str]
+            ) -> ImportReport | SubscriberImport:
+    """Import a draft with the merchant's mapping: at once when it is small (its report), else as a job (the
+    queued import). New properties of the mapping are created with it; commits.
+
+    Raises MappingInvalid (nothing saved) for a mapping that cannot be imported, AlreadyConfirmed when the
+    draft is no longer waiting (confirmed twice at once: only one import runs), LookupError for no such draft.
+    """
+    upload = session.scalar(select(SubscriberImport).where(SubscriberImport.shop_id == shop.id,
+                                                           SubscriberImport.id == import_id))
+    if upload is None:
+        raise LookupError(import_id)
+    if upload.status != ImportStatus.DRAFT:
+        raise AlreadyConfirmed(import_id)
+    table = import_mapping.read(upload.file)
+    mapping = import_mapping.resolve(len(table.headers), chosen, names, properties.catalogue(session, shop.id))
+    inline = table.data_rows <= defaults.SUBSCRIBER_IMPORT_INLINE_ROWS
+    # Only one confirmation moves the draft on: a second one (a double click, two tabs) finds it taken.
+    begin_writing(session)
+    taken = session.execute(update(SubscriberImport).where(
+        SubscriberImport.id == upload.id, SubscriberImport.status == ImportStatus.DRAFT).values(
+        status=ImportStatus.RUNNING if inline else ImportStatus.QUEUED, mapping=mapping.targets)
+        .execution_options(synchronize_session=False))
+    if taken.rowcount != 1:
+        session.rollback()
+        raise AlreadyConfirmed(import_id)
+    for column, prop in mapping.new.items():
+        try:
+            properties.add(session, shop.id, prop.name, prop.type)
+        except properties.PropertyError as exc:  # taken by another request meanwhile
+            session.rollback()
+            raise import_mapping.MappingInvalid({column: str(exc)}) from None
+    checked = _checked(shop, table, mapping.targets, properties.catalogue(session, shop.id))
+    if not inline:
+        session.execute(update(SubscriberImport).where(SubscriberImport.id == upload.id).values(
+            ignored_columns=checked.ignored_columns).execution_options(synchronize_session=False))
+        session.commit()
+        session.refresh(upload)
+        queue_import(upload.id)
+        return upload
+    report = ImportReport(imported=0, region=checked.region, ignored_columns=checked.ignored_columns,
+                          counts=_no_counts(), property_columns=[
+                              (table.headers[i], checked.properties[key].label) for i, key in checked.property_columns])
+    _import_rows(session, shop, checked, checked.first, len(checked.rows), {}, report, upload.consent_text, utcnow())
+    session.execute(delete(SubscriberImport).where(SubscriberImport.id == upload.id))
+    session.commit()
+    _after_inline_import(session, shop, report)
     return report
 
 
@@ -283,8 +410,9 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
         rejected.append((number, value, reason))
         report.counts[kind] += 1
 
-    candidates: dict[str, tuple[int, str, str | None, phones.PhoneInfo]] = {}  # E.164 -> (row, value, name, info)
+    candidates: dict[str, tuple[int, str, dict, phones.PhoneInfo]] = {}  # E.164 -> (row, value, fields, info)
     values: dict[str, dict] = {}  # E.164 -> its property values (key -> parsed), the rows that have some
+    columns = checked.value_columns
     for index in range(first, stop):
         row, number = checked.rows[index], index + 1  # row numbers as a spreadsheet shows them
         if not any(cell.strip() for cell in row):
@@ -299,18 +427,21 @@ def _import_rows(session: OrmSession, shop: Shop, checked: CheckedFile, first: i
             reject(number, value, f"duplicate of row {seen[info.e164]}", "duplicate")
             continue
         seen[info.e164] = number
-        try:
-            parsed = properties.parse_values(checked.properties, {
-                key: row[i] if i < len(row) else "" for i, key in checked.property_columns})
-        except properties.ValuesInvalid as exc:
-            reject(number, value, "; ".join(exc.errors.values()), "bad_value")
+        converted, problems = {}, []
+        for i, target in columns:
+            try:
+                converted[target] = import_mapping.convert(target, row[i] if i < len(row) else "",
+                                                           checked.properties, checked.region, shop.timezone)
+            except import_mapping.CellError as exc:
+                problems.append(str(exc))
+        if problems:
+            reject(number, value, "; ".join(problems), "bad_value")
             continue
+        parsed = {target[len(import_mapping.PROPERTY):]: v for target, v in converted.items()
+                  if target.startswith(import_mapping.PROPERTY)}
         if any(v is not None for v in parsed.values()):
             values[info.e164] = parsed
-        name_column = checked.name_column
-        name = " ".join(row[name_column].split())[:MAX_FIRST_NAME] if name_column is not None and \
-            name_column < len(row) else ""
-        candidates[info.e164] = (number, value, name or None, info)
+        candidates[info.e164] = (number, value, converted, info)
 
     known = _statuses(session, shop.id, list(candidates))
     fresh = [phone for phone in candidates if phone not in known]
@@ -349,7 +480,7 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
     if upload is None or not upload.running:
         return upload.status if upload is not None else "gone"
     shop = session.get(Shop, upload.shop_id)
-    checked = check_file(shop, upload.file, properties.catalogue(session, shop.id))  # the same bytes as uploaded
+    checked = _checked_upload(session, shop, upload)  # the same bytes as uploaded, read as confirmed
     cursor = checked.first + upload.processed_rows
     seen = _numbers_before(shop, checked, cursor)  # resuming: the file's earlier numbers, for its duplicates
     end, done = len(checked.rows), 0
@@ -374,13 +505,22 @@ def import_batches(session: OrmSession, import_id: int, *, batches: int | None =
             upload.status, upload.file, upload.finished_at = ImportStatus.DONE, None, now
         session.commit()
         if report.subscriber_ids:
-            from kinnekt.segments.membership import subscribers_changed
-            subscribers_changed(shop.id, report.subscriber_ids)
+            signals.announce(signals.subscribers_changed, session, shop_id=shop.id,
+                             subscriber_ids=report.subscriber_ids)
+            optin.announce_imported(session, report.subscriber_ids)
         cursor, done = stop, done + 1
         if cursor < end and ((batches is not None and done >= batches) or should_stop()):
             return "paused"  # after a batch, never before the first: every run moves the import on
     analyze_subscriber_tables(session)
     return "done"
+
+
+def _checked_upload(session: OrmSession, shop: Shop, upload: SubscriberImport) -> CheckedFile:
+    """An import's file read with its confirmed mapping (an import queued before mappings: as its header says)."""
+    catalogue = properties.catalogue(session, shop.id)
+    if not upload.mapping:
+        return check_file(shop, upload.file, catalogue)
+    return _checked(shop, import_mapping.read(upload.file), upload.mapping, catalogue)
 
 
 def _numbers_before(shop: Shop, checked: CheckedFile, stop: int) -> dict[str, int]:
@@ -448,10 +588,12 @@ def _insert_chunk(session: OrmSession, shop: Shop, chunk: list[str], candidates:
     while remaining:
         values = []
         for phone in remaining:
-            _, _, name, info = candidates[phone]
+            _, _, fields, info = candidates[phone]
             values.append({
                 "shop_id": shop.id, "phone": phone, "status": SubscriberStatus.SUBSCRIBED, "source": "import",
-                "first_name": name, "country": info.country, "carrier": info.carrier, "timezone": info.timezone,
+                "first_name": fields.get("first_name"), "last_name": fields.get("last_name"),
+                "email": fields.get("email"), "country": info.country, "carrier": info.carrier,
+                "timezone": info.timezone,
                 "customer_id": customers.get(phone), "consent_at": now, "consent_text": consent_text,
                 "subscribed_at": now, "sent_count": 0, "clicks_count": 0, "created_at": now, "updated_at": now})
         try:

@@ -11,10 +11,11 @@ So "when does the sale stop?", "cancel my order" or "don't stop texting me" are 
 command words there are part of a sentence about something else, and are kept for the inbox.
 HELP / INFO and START / UNSTOP / YES / Y count only as whole-text commands, the same way.
 
-Which shop a text is for (`resolve_shop`): the shops whose sender number is the number texted (shops
-without their own sender use VONAGE_SENDER). With one, that shop. With several: the one whose active
-keyword is the text's first word, if exactly one; else the shop where this phone is a subscriber,
-most recently texted first; else the shop installed first. An opt-out is applied in every shop
+Which shop a text is for (`resolve_shop`): the shop whose own number (bought or brought in Settings, an active
+`sender_numbers` row) is the number texted; a number no shop owns is routed as before shops had numbers: the
+shops whose Sender setting is the number texted (shops without one use VONAGE_SENDER). With one, that shop.
+With several: the one whose active keyword is the text's first word, if exactly one; else the shop where this
+phone is a subscriber, most recently texted first; else the shop installed first. An opt-out is applied in every shop
 sharing that number, since the person cannot tell them apart; one confirmation is sent.
 
 When (`take_in_request`): an opt-out is handled inside the webhook's request, before Vonage gets its answer
@@ -42,7 +43,8 @@ from sqlalchemy.orm import Session as OrmSession
 
 from kinnekt import defaults
 from kinnekt.db import utcnow
-from kinnekt.models import InboundMessage, Keyword, Message, Shop, Subscriber
+from kinnekt.models import InboundMessage, Keyword, Message, SenderNumber, Shop, Subscriber
+from kinnekt.models.sender import SenderKind, SenderStatus
 from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.sms.outgoing import queue_message
 from kinnekt.subscribers import optin, phones, share, tasks
@@ -148,13 +150,21 @@ def _digits(number: str | None) -> str:
 
 
 def shops_for_number(session: OrmSession, to_number: str) -> list[Shop]:
-    """Installed shops that send from `to_number` (their own sender, or VONAGE_SENDER when they have none)."""
+    """Installed shops that send from `to_number`: the one shop whose own active number it is
+    (`sender_numbers`, kinnekt/sms/numbers.py); else, as before shops had numbers of their own, the shops whose
+    Sender setting it is, or that have none while it is the app's VONAGE_SENDER."""
     wanted = _digits(to_number)
     if not wanted:
         return []
+    live = [Shop.installed_at.is_not(None), Shop.uninstalled_at.is_(None)]
+    owner = session.scalar(
+        select(Shop).join(SenderNumber, SenderNumber.shop_id == Shop.id)
+        .where(SenderNumber.msisdn == wanted, SenderNumber.status == SenderStatus.ACTIVE,
+               SenderNumber.kind != SenderKind.ALPHANUMERIC, *live))
+    if owner is not None:
+        return [owner]
     default = _digits(current_app.config.get("VONAGE_SENDER"))
-    shops = session.scalars(select(Shop).where(Shop.installed_at.is_not(None), Shop.uninstalled_at.is_(None))
-                            .order_by(Shop.installed_at, Shop.id)).all()
+    shops = session.scalars(select(Shop).where(*live).order_by(Shop.installed_at, Shop.id)).all()
     return [s for s in shops if (_digits(s.sender) or default) == wanted]
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import signals
 from kinnekt.models import Keyword, Shop
 
 WORD_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -54,8 +54,7 @@ def create_keyword(session: OrmSession, shop: Shop, *, word: str, reply_text: st
     except IntegrityError:
         session.rollback()
         raise KeywordError(f"You already have the keyword {keyword.word}.") from None
-    from kinnekt.segments.auto import ensure_keyword_segment
-    ensure_keyword_segment(session, keyword)
+    signals.announce(signals.keyword_created, session, keyword=keyword)  # its segment (kinnekt.segments.auto)
     session.commit()
     return keyword
 
@@ -93,16 +92,10 @@ def delete_keyword(session: OrmSession, keyword: Keyword, *, confirmed: bool = F
     When a campaign (or another segment) uses the keyword's segment and `confirmed` is false, nothing is
     deleted and those usages (segments.service.Usage) are returned for the merchant to confirm.
     """
-    from kinnekt.models import Segment
-    from kinnekt.segments.service import delete_segment
-    segment = session.scalar(select(Segment).where(Segment.shop_id == keyword.shop_id,
-                                                   Segment.auto_source == "keyword",
-                                                   Segment.keyword_id == keyword.id))
-    usages = []
-    if segment is not None:
-        usages = delete_segment(session, segment, confirmed=confirmed)
-        if usages and not confirmed:
-            return usages
+    usages = signals.gathered(signals.announce(signals.keyword_deleting, session, keyword=keyword,
+                                               confirmed=confirmed))  # its segment (kinnekt.segments.auto)
+    if usages and not confirmed:
+        return usages
     session.delete(keyword)
     session.commit()
     return usages

@@ -14,6 +14,10 @@ What a second opt-in of a known number does:
   manual add never overrides an opt-out (OptedOut);
 - suppressed (the carrier said the number fails): cleared only when the opt-in came as a text from
   that number, which proves it works.
+
+A subscription or an opt-out made here of a subscriber linked to a Shopify customer is announced
+(`signals.sms_consent_changed`) and written to the customer in Shopify (kinnekt.shopify.consent); one that
+came from Shopify (source Checkout) is not.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ from kinnekt import defaults, signals
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Keyword, Shop, Subscriber, SubscriptionEvent
 from kinnekt.models.subscriber import SOURCES, SubscriberStatus
-from kinnekt.segments import membership
 from kinnekt.sms import outgoing
 from kinnekt.subscribers import phones
 
@@ -129,7 +132,9 @@ def subscribe(session: OrmSession, shop: Shop, phone_raw: str, *, source: str, k
         session.add(SubscriptionEvent(shop_id=shop.id, subscriber=sub, kind="unsuppressed", at=now, source=source,
                                       detail="the number texted in, so it can receive texts"))
     session.commit()
-    _changed(shop.id, sub.id)
+    _changed(session, shop.id, sub.id)
+    if kind == "subscribed":
+        _tell_shopify(session, sub, source)
     if sub.status == SubscriberStatus.PENDING and send_confirmation:
         outgoing.queue_message(session, shop, sub, confirmation_request_text(shop), kind="confirmation")
     return sub
@@ -166,7 +171,8 @@ def confirm(session: OrmSession, subscriber: Subscriber) -> Subscriber:
                                       at=now, source=subscriber.source, detail="replied to confirm"))
         session.commit()
         session.refresh(subscriber)
-        _changed(subscriber.shop_id, subscriber.id)
+        _changed(session, subscriber.shop_id, subscriber.id)
+        _tell_shopify(session, subscriber, "sms")  # a reply from the number itself
     return subscriber
 
 
@@ -181,10 +187,8 @@ def unsubscribe(session: OrmSession, subscriber: Subscriber, *, reason: str, sou
                                       at=now, source=source[:16], detail=reason))
         session.commit()
         session.refresh(subscriber)
-        _changed(subscriber.shop_id, subscriber.id)
-        if subscriber.customer_id is not None and source != "checkout":
-            from kinnekt.shopify import tasks as shopify_tasks
-            shopify_tasks.enqueue_write_back_sms_consent(subscriber.id)
+        _changed(session, subscriber.shop_id, subscriber.id)
+        _tell_shopify(session, subscriber, source)
     return subscriber
 
 
@@ -201,7 +205,8 @@ def resubscribe(session: OrmSession, subscriber: Subscriber, *, source: str, det
                                       at=now, source=source[:16], detail=detail))
         session.commit()
         session.refresh(subscriber)
-        _changed(subscriber.shop_id, subscriber.id)
+        _changed(session, subscriber.shop_id, subscriber.id)
+        _tell_shopify(session, subscriber, source)
     return subscriber
 
 
@@ -215,7 +220,7 @@ def suppress(session: OrmSession, subscriber: Subscriber, *, reason: str, source
                                       at=now, source=source[:16], detail=reason))
         session.commit()
         session.refresh(subscriber)
-        _changed(subscriber.shop_id, subscriber.id)
+        _changed(session, subscriber.shop_id, subscriber.id)
     return subscriber
 
 
@@ -266,5 +271,21 @@ def _consent_detail(text: str, ip: str | None, message_id: str | None) -> str:
     return " · ".join(parts)
 
 
-def _changed(shop_id: int, subscriber_id: int) -> None:
-    membership.subscribers_changed(shop_id, [subscriber_id])
+def announce_imported(session: OrmSession, subscriber_ids: list[int]) -> None:
+    """Announce committed opt-ins written in bulk (a CSV import) for those linked to a Shopify customer."""
+    for start in range(0, len(subscriber_ids), 1000):
+        linked = session.scalars(select(Subscriber.id).where(Subscriber.id.in_(subscriber_ids[start:start + 1000]),
+                                                             Subscriber.customer_id.is_not(None))).all()
+        for subscriber_id in linked:
+            signals.announce(signals.sms_consent_changed, session, subscriber_id=subscriber_id)
+
+
+def _tell_shopify(session: OrmSession, subscriber: Subscriber, source: str) -> None:
+    """Announce a committed opt-in or opt-out made here, for Shopify's customer record (kinnekt.shopify.consent);
+    one that came from Shopify (source Checkout) is not announced, so it never bounces back."""
+    if subscriber.customer_id is not None and source != "checkout":
+        signals.announce(signals.sms_consent_changed, session, subscriber_id=subscriber.id)
+
+
+def _changed(session: OrmSession, shop_id: int, subscriber_id: int) -> None:
+    signals.announce(signals.subscribers_changed, session, shop_id=shop_id, subscriber_ids=[subscriber_id])

@@ -17,9 +17,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import phonenumbers
 from phonenumbers import NumberParseException, carrier, geocoder, timezone as pn_timezone
+
+if TYPE_CHECKING:
+    from kinnekt.models import Shop
 
 MAX_INPUT_LENGTH = 40
 """Longer input is not a phone number, whatever its digits."""
@@ -147,3 +154,76 @@ def _parse_error(text: str, exc: NumberParseException) -> str:
     if kind == NumberParseException.TOO_LONG:
         return f"{text} is too long to be a phone number."
     return f"{text} is not a phone number."
+
+
+# ------------------------------------------------------------------------------------------ the shop's country
+
+@lru_cache(maxsize=1)
+def _zone_countries() -> dict[str, str]:
+    """IANA time zone -> ISO country code, from the time zone database's zone.tab."""
+    candidates = []
+    try:
+        candidates.append(resources.files("tzdata").joinpath("zoneinfo", "zone.tab"))
+    except ModuleNotFoundError:
+        pass
+    candidates.append(Path("/usr/share/zoneinfo/zone.tab"))
+    for path in candidates:
+        try:
+            content = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        zones = {}
+        for line in content.splitlines():
+            if line and not line.startswith("#"):
+                parts = line.split("\t")
+                if len(parts) >= 3:
+                    zones[parts[2]] = parts[0]
+        return zones
+    return {}
+
+
+def shop_region(shop: Shop) -> str | None:
+    """The shop's country as the default for numbers without a country code, inferred from its time zone."""
+    region = _zone_countries().get(shop.timezone or "")
+    return region if region in phonenumbers.SUPPORTED_REGIONS else None
+
+
+# ------------------------------------------------------------------------------------------ +1 numbers (NANP)
+
+_NANP_SAMPLES = ("2345678", "5550123", "8675309")
+"""Seven-digit tails tried after each area code: phonenumbers places a +1 number by its area code and exchange."""
+
+
+@lru_cache(maxsize=1)
+def nanp_area_codes_outside_us() -> frozenset[str]:
+    """The +1 area codes phonenumbers places outside the United States: Canada's, the NANP Caribbean countries' and
+    the territories with their own country code (PR, GU, VI, AS, MP). Worked out once, from phonenumbers' metadata
+    (about 90 of the 800 three-digit codes); every other +1 area code counts as a US one."""
+    outside = set()
+    for area in range(200, 1000):
+        for tail in _NANP_SAMPLES:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(f"+1{area}{tail}"))
+            if region and region != "US":
+                outside.add(str(area))
+                break
+    return frozenset(outside)
+
+
+def is_us_number(e164: str, country: str | None = None) -> bool:
+    """Whether texts to this number count as texts to the US for the carriers' registration gate: its stored
+    country when known; else a +1 number whose area code is not one of `nanp_area_codes_outside_us`."""
+    if country:
+        return country == "US"
+    return (e164 or "").startswith("+1") and len(e164) == 12 and e164[2:5] not in nanp_area_codes_outside_us()
+
+
+def gate_country(country_column, phone_column):
+    """SQL: the subscriber's country for the US registration gate, the stored one, else "US" for a +1 number with a
+    US area code (`is_us_number`), else NULL. Literal SQL only (no bound parameters), so that it can be grouped by
+    on PostgreSQL as well as SQLite."""
+    from sqlalchemy import and_, case, func, literal_column
+    areas = [literal_column(f"'{area}'") for area in sorted(nanp_area_codes_outside_us())]
+    return case((and_(country_column.is_(None), phone_column.like(literal_column("'+1%'")),
+                      func.length(phone_column) == literal_column("12"),
+                      func.substr(phone_column, literal_column("3"), literal_column("3")).not_in(areas)),
+                 literal_column("'US'")), else_=country_column)

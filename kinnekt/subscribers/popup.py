@@ -1,5 +1,8 @@
 """The storefront mobile popup: its settings (kept in Shop.popup_settings), the disclosure, and signing up by it.
 
+Kinnekt keeps what the popup says (headline, body, button, the optional fields) and the consent statement; when
+and where it opens and its colours are the app embed's settings in the theme editor (extensions/kinnekt-theme).
+
 A sign-up from the popup is always double opt-in, whatever the shop's setting: a web form cannot prove
 the number belongs to the person typing it, so the number must answer the confirmation text first.
 The merchant may switch on optional fields for profile properties (birthday, language); their answers are
@@ -19,7 +22,6 @@ from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Shop, Subscriber
 from kinnekt.models.subscriber import SubscriberStatus
-from kinnekt.numbers import MAX_ID, whole_number
 from kinnekt.subscribers import optin, phones, properties, signup_limits
 
 SUCCESS_MESSAGE = ("Reply Y to the text we just sent to confirm your subscription. "
@@ -45,7 +47,6 @@ class PopupSettings:
     headline: str = "Get 10% off your first order"
     body: str = "Join our text list for exclusive offers and early access to sales."
     button: str = "Sign up"
-    delay_seconds: int = 5
     ask_birthday: bool = False
     ask_language: bool = False
 
@@ -90,16 +91,9 @@ def validate(form: Mapping) -> tuple[PopupSettings, dict[str, str]]:
         elif len(value) > LIMITS[name]:
             errors[name] = f"{label} can be at most {LIMITS[name]} characters (it has {len(value)})."
         texts[name] = value
-    raw_delay = str(form.get("delay_seconds", "")).strip()
-    delay = whole_number(raw_delay, MAX_ID)
-    if delay is None:
-        errors["delay_seconds"] = "Enter the delay as whole seconds, for example 5."
-        delay = 0
-    elif delay > defaults.POPUP_DELAY_MAX_SECONDS:
-        errors["delay_seconds"] = f"The delay can be at most {defaults.POPUP_DELAY_MAX_SECONDS} seconds."
     enabled = str(form.get("enabled", "")).lower() in ("1", "on", "true", "yes")
     asks = {name: str(form.get(name, "")).lower() in ("1", "on", "true", "yes") for name in OPTIONAL_FIELDS}
-    return PopupSettings(enabled=enabled, delay_seconds=delay, **texts, **asks), errors
+    return PopupSettings(enabled=enabled, **texts, **asks), errors
 
 
 def save(session: OrmSession, shop: Shop, settings: PopupSettings) -> PopupSettings:

@@ -18,8 +18,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from kinnekt import signals
+from kinnekt.db import Session
 from kinnekt.models import ProfileProperty, Segment, Subscriber, SubscriberProperty
 from kinnekt.models.profile import PROPERTY_TYPES
+from kinnekt.models.segment import iter_rules
 from kinnekt.subscribers.property_catalogue import (  # noqa: F401  (re-exported)
     BUILT_IN_LABELS, BUILT_INS, TYPE_LABELS, Property, catalogue, key_of, types)
 
@@ -66,6 +69,11 @@ def _checked_name(name: Any) -> str:
     return name
 
 
+def checked_name(name: Any) -> str:
+    """A custom property's name as it would be saved (spaces collapsed); PropertyError when it cannot be one."""
+    return _checked_name(name)
+
+
 def _taken(session: OrmSession, shop_id: int, key: str, but: int | None = None) -> bool:
     statement = select(ProfileProperty.id).where(ProfileProperty.shop_id == shop_id, ProfileProperty.name_key == key)
     if but is not None:
@@ -99,7 +107,6 @@ def add(session: OrmSession, shop_id: int, name: Any, type_: Any) -> ProfileProp
 
 
 def _rules_naming(definition: Any, key: str) -> Iterable[dict]:
-    from kinnekt.segments.rules import iter_rules
     for rule in iter_rules(definition):
         if rule.get("field") == "property" and isinstance(rule.get("attribute"), str) \
                 and key_of(rule["attribute"]) == key:
@@ -271,5 +278,4 @@ def set_values(session: OrmSession, subscriber: Subscriber, raw: Mapping[str, An
 
 def recheck(shop_id: int, subscriber_ids: Iterable[int]) -> None:
     """Queue the segment re-check of subscribers whose properties changed (after the commit)."""
-    from kinnekt.segments import membership
-    membership.subscribers_changed(shop_id, subscriber_ids)
+    signals.announce(signals.subscribers_changed, Session(), shop_id=shop_id, subscriber_ids=list(subscriber_ids))

@@ -68,10 +68,12 @@ def source_for_keyword(shop: Shop, keyword: Keyword) -> str:
     return "shareable_link" if shop.share_keyword and keyword.word == shop.share_keyword else "keyword"
 
 
-def sender_number(shop: Shop) -> str | None:
-    """The number people text, as inbound texts are routed: the shop's sender number, else the app's default."""
-    digits = re.sub(r"\D", "", shop.sender or "") or re.sub(r"\D", "", current_app.config.get("VONAGE_SENDER") or "")
-    return "+" + digits if digits else None
+def sender_number(shop: Shop, session: OrmSession | None = None) -> str | None:
+    """The number people text, as inbound texts are routed: the shop's own default number, else its sender
+    setting, else the app's default (kinnekt.sms.senders.inbound_number)."""
+    from kinnekt.db import Session
+    from kinnekt.sms import senders
+    return senders.inbound_number(session if session is not None else Session(), shop)
 
 
 def sms_uri(number: str, keyword: str) -> str:

@@ -1,5 +1,5 @@
-"""Jobs of subscribers: handle inbound texts, import a large CSV upload batch by batch, prune sign-up attempts,
-and recover texts and imports whose job was lost."""
+"""Jobs of subscribers: handle inbound texts, import a large CSV upload batch by batch, prune sign-up attempts and
+uploads never mapped, and recover texts and imports whose job was lost."""
 from __future__ import annotations
 
 import time
@@ -72,3 +72,9 @@ def resume_subscriber_imports() -> int:
 def prune_signup_attempts() -> int:
     """Delete sign-up attempts older than the popup's limits look back; returns how many."""
     return signup_limits.prune(Session())
+
+
+@job
+def prune_import_drafts() -> int:
+    """Delete uploads left waiting for their column mapping past their lifetime; returns how many."""
+    return importing.prune_drafts(Session())

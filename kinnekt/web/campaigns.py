@@ -3,20 +3,24 @@ detail page with its self-updating progress bar (and a recurring campaign's runs
 end confirmations."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 from flask import Response, abort, g, make_response, render_template, request, url_for
 from sqlalchemy import select
 
 from kinnekt import defaults
+from kinnekt.billing import allowance
 from kinnekt.campaigns import audience, composer, lifecycle, recurrence, stats, waiting
 from kinnekt.db import Session, utcnow
 from kinnekt.models import Campaign, Segment
-from kinnekt.models.campaign import CampaignStatus
+from kinnekt.models.campaign import TRIGGERED_KINDS, CampaignStatus
 from kinnekt.numbers import MAX_ID, record_id, whole_number
+from kinnekt.sms import registration
 from kinnekt.subscribers.phones import InvalidPhone, normalise
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
-from kinnekt.web.templating import local_time, shop_zone
+from kinnekt.web.templating import local_time, money, shop_zone
 
 bp = merchant_blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -49,9 +53,10 @@ def _schedules(campaigns) -> dict[int, str]:
 
 
 def _load(campaign_id: int) -> Campaign:
-    """The shop's campaign (or a run of one); an automation's message is edited on the automations page."""
+    """The shop's campaign (or a run of one); a flow's message (an automation's before it became one) is edited in
+    the flow's editor."""
     campaign = get_or_404(Campaign, campaign_id)
-    if campaign.kind == "automation":
+    if campaign.kind in TRIGGERED_KINDS:
         abort(404)
     return campaign
 
@@ -146,7 +151,7 @@ def _form_of(campaign: Campaign | None) -> dict:
         return {"name": "", "body": "", "include": include, "exclude": [], "send": "later", "send_date": "",
                 "send_time": "", "recipient_local_time": "", "discount_mode": "none", "discount_code": "",
                 "discount_kind": "percent", "discount_value": "", "test_phone": "", "repeat": "none",
-                "repeat_until": ""}
+                "repeat_until": "", "cap_choice": ""}
     local = campaign.send_at.astimezone(shop_zone()) if campaign.send_at else None
     return {
         "name": campaign.name, "body": campaign.body,
@@ -160,6 +165,7 @@ def _form_of(campaign: Campaign | None) -> dict:
         "discount_value": "" if campaign.discount_value is None else f"{campaign.discount_value.normalize():f}",
         "test_phone": "", "repeat": campaign.repeat or "none",
         "repeat_until": campaign.repeat_until.isoformat() if campaign.repeat_until else "",
+        "cap_choice": campaign.cap_choice or "",
     }
 
 
@@ -169,7 +175,7 @@ def _posted() -> dict:
     out = {key: form.get(key, "") for key in ("name", "body", "send", "send_date", "send_time",
                                                "recipient_local_time", "discount_mode", "discount_code",
                                                "discount_kind", "discount_value", "test_phone", "repeat",
-                                               "repeat_until")}
+                                               "repeat_until", "cap_choice")}
     out["include"] = form.getlist("include")
     out["exclude"] = form.getlist("exclude")
     out["send"] = out["send"] or "later"
@@ -212,11 +218,15 @@ def _live_context(form: dict, *, breakdown=None, breakdown_error: str | None = N
     preview = composer.sample_text(form["body"], g.shop, discount_mode=form["discount_mode"],
                                    discount_code=form["discount_code"].strip() or None, shorten=False,
                                    first_message=True)
+    total_cost = composer.estimated_cost(analysed, sendable, by_country) if sendable is not None else None
+    us_count = (by_country or {}).get("US", 0)
     return {
+        "us_count": us_count, "us_hold": registration.us_block_reason(Session, g.shop.id) if us_count else None,
         "form": form, "analysis": analysed, "preview_text": preview,
+        "budget": allowance.budget(Session, g.shop, total_cost if total_cost is not None else Decimal(0)),
         "footer": (g.shop.compliance_footer or "").strip(), "sample_name": defaults.CAMPAIGN_SAMPLE_FIRST_NAME,
         "sendable": sendable,
-        "total_cost": composer.estimated_cost(analysed, sendable, by_country) if sendable is not None else None,
+        "total_cost": total_cost,
         "suggestion": composer.suggested_name(composer.subject_of(form["body"]), chosen),
         "breakdown": breakdown, "breakdown_error": breakdown_error,
     }
@@ -287,6 +297,7 @@ def _save(campaign: Campaign | None) -> Response:
     notes = composer.warnings(values)
     if schedule:
         try:
+            _check_budget(form)
             lifecycle.schedule(Session, saved, now=utcnow())
         except lifecycle.CampaignError as exc:
             Session.rollback()
@@ -308,6 +319,24 @@ def _save(campaign: Campaign | None) -> Response:
     if notes:
         message = f"{message}. {notes[0]}"
     return hx.toast(response, message)
+
+
+def _check_budget(form: dict) -> None:
+    """Before a campaign is scheduled: its plan must let it send, and its estimated cost fit under what is left of
+    the cap, unless the merchant chose to send only as far as the cap allows (else CampaignError says what to do)."""
+    breakdown, _ = _breakdown_for(form)
+    if breakdown is None:
+        return
+    analysed = composer.analysis(form["body"], g.shop, discount_mode=form["discount_mode"],
+                                 discount_code=form["discount_code"].strip() or None)
+    budget = allowance.budget(Session, g.shop, composer.estimated_cost(analysed, breakdown.sendable,
+                                                                       breakdown.sendable_by_country))
+    if budget.stop:
+        raise lifecycle.CampaignError(budget.stop)
+    if budget.over and form.get("cap_choice") != allowance.UP_TO_CAP:
+        raise lifecycle.CampaignError(
+            f"it would cost about {money(budget.cost, 'USD')} and {money(budget.left, 'USD')} is left under your "
+            "plan's cap. Raise the cap in Settings, or choose to send only as far as the cap allows.")
 
 
 def _local(campaign: Campaign) -> str:
@@ -413,6 +442,8 @@ def _live_parts(campaign: Campaign) -> dict:
                         else ([], {}))
     return {"campaign": campaign, "recurring": recurring, "runs": runs, "run_totals": run_totals,
             "progress": _progress_of(campaign), "waits": waiting.waits(Session, campaign),
+            "billing_stop": (allowance.stop_reason(Session, g.shop)
+                             if campaign.status == CampaignStatus.IN_PROGRESS else None),
             "zone_name": shop_zone().key, "live": LIVE, "poll": _poll(campaign), "chart_assets_loaded": True,
             **_stats_of(campaign)}
 

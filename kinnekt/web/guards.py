@@ -98,6 +98,8 @@ def _nul_in(values) -> str | None:
 def nested_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when JSON text nests arrays and objects deeper than `limit` (strings are skipped; it need not be
     valid JSON). Stops at the first bracket past the limit, so 100,000 levels cost no more than `limit`."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # fewer opening brackets than the limit, in strings or not: nothing to walk
     depth = 0
     for match in _TOKENS.finditer(body):
         token = match.group()
@@ -138,6 +140,15 @@ class BadText:
     def where(self) -> str:
         """The path, printable (without the characters it is refused for)."""
         return _SURROGATE.sub("\ufffd", self.path.replace("\x00", "\\0"))
+
+
+def may_hold_unstorable_text(body: bytes) -> bool:
+    """False when the JSON text `body` cannot parse to a NUL character or a lone surrogate, so unstorable_text need
+    not walk it. In UTF-8 JSON a NUL can only come from a `\\u` escape (the parser refuses raw control characters
+    in strings), and a lone surrogate from a `\\u` escape or its UTF-8 bytes (0xED 0xA0-0xBF …, which json.loads
+    lets through: it decodes with "surrogatepass"); any 0xED byte has the body walked. A body in UTF-16 or UTF-32
+    (which json.loads also reads) has NUL bytes, and is walked too."""
+    return b"\\u" in body or b"\x00" in body or b"\xed" in body
 
 
 def unstorable_text(document: Any, path: str = "") -> BadText | None:

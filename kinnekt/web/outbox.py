@@ -14,7 +14,7 @@ from kinnekt.db import Session, utcnow
 from kinnekt.models import InboundMessage, Keyword, Message, OutboxMessage
 from kinnekt.models.message import MessageStatus
 from kinnekt.numbers import record_id
-from kinnekt.segments.lists import shop_region
+from kinnekt.subscribers.phones import shop_region
 from kinnekt.subscribers import inbound as inbound_sms
 from kinnekt.subscribers.phones import InvalidPhone, normalise
 from kinnekt.web import hx
@@ -108,8 +108,10 @@ def _phone_filter() -> str | None:
 
 
 def _store_number() -> str | None:
-    """The number the demo store's subscribers text: its sender, else the app's VONAGE_SENDER."""
-    return g.shop.sender or current_app.config.get("VONAGE_SENDER") or None
+    """The number the demo store's subscribers text: its own number, else its sender, else the app's VONAGE_SENDER
+    (kinnekt.sms.senders.inbound_number)."""
+    from kinnekt.sms import senders
+    return senders.inbound_number(Session, g.shop)
 
 
 def _inbound(inbound_id: int | None) -> InboundMessage | None:

@@ -20,12 +20,13 @@ from typing import Any, Iterable, Iterator, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from kinnekt.models import Keyword, Segment, StaticList, Subscriber
+from kinnekt.models import Keyword, Segment, ShopifySegment, StaticList, Subscriber
 from kinnekt.numbers import MAX_ID, whole_number
 from kinnekt.segments.labels import (CATALOGUE, CATEGORIES, CHOICE_VALUES, DEFAULT_PROPERTY, LINE_ITEM_ATTRIBUTES,
-                                     country_name, ops_for, property_attribute, split_property, widget_for)
+                                     country_name, ops_for, property_attribute, refreshed_words, split_property,
+                                     widget_for)
 from kinnekt.segments.references import Names, load_names
-from kinnekt.segments.rules import COUNTRIES, EVENTS, FIELDS, MAX_DEPTH
+from kinnekt.segments.rules import COUNTRIES, EVENT_FILTERS, EVENTS, FIELDS, FOLLOWERS, MAX_DEPTH
 
 ROOT_KEY = "root"
 CARRIER_CHOICES = 100
@@ -148,7 +149,19 @@ class Row:
             extra = "custom" if self.get("value") == "custom" else ""
         elif widget == "event":
             extra = self.get("within") if self.get("within") in ("custom", "last_days") else ""
+            if self.get("event") in EVENT_FILTERS or self.get("event") in FOLLOWERS:
+                extra += f"/{self.get('event')}"  # a browsing event shows its id pickers and "not followed by"
         return f"{self.field}/{self.attribute or ''}/{widget}/{extra}"
+
+    @property
+    def event_filters(self) -> tuple[str, ...]:
+        """The id pickers an event row shows for its event: "products", "collections" (browsing events)."""
+        return EVENT_FILTERS.get(self.get("event"), ()) if self.widget == "event" else ()
+
+    @property
+    def followers(self) -> tuple[str, ...]:
+        """What may follow the row's event to take it out of the count (`not_followed_by`), if anything."""
+        return FOLLOWERS.get(self.get("event"), ()) if self.widget == "event" else ()
 
     @property
     def waiting(self) -> bool:
@@ -296,6 +309,10 @@ def rule_to_row(rule: Mapping[str, Any], key: str | None = None) -> Row:
     elif widget == "event":
         row.set("event", rule.get("event"))
         row.set("at-least", rule.get("at_least", 1))
+        for part in ("products", "collections"):
+            if isinstance(rule.get(part), list):
+                row.set(part, *map(str, rule[part]))
+        row.set("not-followed-by", rule.get("not_followed_by"))
         within = rule.get("within", "all_time")
         if isinstance(within, dict) and "last_days" in within:
             row.set("within", "last_days")
@@ -416,6 +433,8 @@ def row_to_rule(row: Row) -> dict[str, Any]:
         value = [v.strip() for v in row.getlist("value") if v.strip()] or None
     elif widget in ("segment", "list"):
         value = _id(text) if text.strip() else None
+    elif widget == "shopify_segment":  # the select's digits (a pasted GID is read by the contract's check)
+        value = text.strip() or None
     elif widget == "event":
         if row.get("event"):
             rule["event"] = row.get("event")
@@ -428,6 +447,12 @@ def row_to_rule(row: Row) -> dict[str, Any]:
             rule["within"] = within
         if row.get("at-least").strip():
             rule["at_least"] = _whole(row.get("at-least"))
+        for part in row.event_filters:  # a filter the event does not take (left from another event) is dropped
+            picked = [v.strip() for v in row.getlist(part) if v.strip()]
+            if picked:
+                rule[part] = picked
+        if row.followers and row.get("not-followed-by"):
+            rule["not_followed_by"] = row.get("not-followed-by")
     elif widget != "none":
         value = text if text.strip() else None
     if value is not None:
@@ -464,6 +489,19 @@ def parse_form(form) -> ParsedForm:
 
     Raises MalformedForm when the form is not one the builder renders (no root, unknown parents, ...).
     """
+    roots = _parse_items(form, many=False)
+    return parsed_tree(roots[0], form.get("name", "").strip())
+
+
+def parse_forest(form) -> dict[str, ParsedForm]:
+    """Several builders in one form (the flow editor's conditions): each root group's tree and definition, by the
+    root's key; {} when the form announces no rules. Raises MalformedForm as `parse_form` does."""
+    if not form.getlist("item"):
+        return {}
+    return {root.key: parsed_tree(root) for root in _parse_items(form, many=True)}
+
+
+def _parse_items(form, *, many: bool) -> list[Group]:
     announced = form.getlist("item")
     if not announced or len(announced) > MAX_FORM_ITEMS:
         raise MalformedForm("the form lists no rules" if not announced else "the form lists too many rules")
@@ -473,7 +511,7 @@ def parse_form(form) -> ParsedForm:
         if found:
             inputs.setdefault(found.group(2), {})[found.group(3)] = form.getlist(name)
     nodes: dict[str, Group | Row] = {}
-    root: Group | None = None
+    roots: list[Group] = []
     for raw in announced:
         found = _ITEM.fullmatch(raw)
         if not found:
@@ -483,9 +521,10 @@ def parse_form(form) -> ParsedForm:
             raise MalformedForm(f"item {key} is listed twice")
         own = inputs.get(key, {})
         if not parent_key:
-            if root is not None or kind != "group":
+            if (roots and not many) or kind != "group":
                 raise MalformedForm("the form has more than one root group")
-            root = node = Group(key, (own.get("match") or [""])[0], [], 1)
+            node = Group(key, (own.get("match") or [""])[0], [], 1)
+            roots.append(node)
         else:
             parent = nodes.get(parent_key)
             if not isinstance(parent, Group):
@@ -498,9 +537,9 @@ def parse_form(form) -> ParsedForm:
                 node = Row(key, {part: values for part, values in own.items() if part not in ROW_STATE})
             parent.items.append(node)
         nodes[key] = node
-    if root is None:
+    if not roots:
         raise MalformedForm("the form has no root group")
-    return parsed_tree(root, form.get("name", "").strip())
+    return roots
 
 
 def parsed_tree(root: Group, name: str = "") -> ParsedForm:
@@ -546,7 +585,8 @@ def tree_to_definition(root: Group) -> dict:
 # ---------------------------------------------------------------------------------------------- errors
 
 _SUBJECTS = {"field": "Field", "op": "Condition", "attribute": "Line item detail", "event": "Event",
-             "at_least": "Number of times", "within": "Time frame", "value": "Value", "match": "Match"}
+             "at_least": "Number of times", "within": "Time frame", "value": "Value", "match": "Match",
+             "not_followed_by": "What must not follow"}
 _VALUE_PARTS = {".from": "Start date", ".to": "End date", "[0]": "Lowest value", "[1]": "Highest value",
                 ".last_days": "Number of days"}
 _VERBS = ("is ", "must ", "holds ", "takes ", "has ", "needs ")
@@ -571,6 +611,9 @@ def _subject(rest: str, node: Group | Row | None) -> str | None:
             return label if name == "value" else f"Time frame {label[0].lower()}{label[1:]}"
     if name == "attribute" and isinstance(node, Row) and node.field == "property":
         return "Property"
+    picked = re.fullmatch(r"\[(\d+)\]", tail)
+    if name in ("products", "collections") and picked:  # one id of a browsing event's filter
+        return f"{name[:-1].capitalize()} {int(picked.group(1)) + 1}"
     return _SUBJECTS.get(name, name.replace("_", " ").capitalize())
 
 
@@ -646,6 +689,17 @@ class Choices:
     names: Names
     carriers: list[str] = dataclass_field(default_factory=list)
     properties: dict[str, tuple[str, str]] = dataclass_field(default_factory=dict)  # key -> (type, label)
+    shopify_segments: list[tuple[str, str, Any]] = dataclass_field(default_factory=list)
+    """The shop's Shopify segments: (id digits, name, when their members were last read or None), by name."""
+
+    def shopify_segment_options(self, current: str = "") -> list[tuple[str, str]]:
+        """(value, label) of the Shopify segment select, after a prompt, each with when its members were last read;
+        a chosen one Shopify no longer lists stays listed."""
+        options = [("", "Choose a Shopify segment")]
+        options += [(shopify_id, f"{name} ({refreshed_words(at)})") for shopify_id, name, at in self.shopify_segments]
+        if current and current not in {value for value, _ in options}:
+            options.append((current, f"#{current} (not in this shop's Shopify segments)"))
+        return options
 
     def property_options(self, current: str = "") -> list[tuple[str, str]]:
         """("<type>:<key>", label) of the property select; a chosen property the shop no longer has stays listed."""
@@ -690,5 +744,10 @@ def load_choices(session: OrmSession, shop_id: int, *, root: Group, segment_id: 
             key = split_property(node.get("attribute"))[1]
             if key in found:
                 node.set("attribute", f"{found[key][0]}:{key}")
+    shopify_segments = [(str(i), n, at) for i, n, at in session.execute(
+        select(ShopifySegment.shopify_id, ShopifySegment.name, ShopifySegment.refreshed_at)
+        .where(ShopifySegment.shop_id == shop_id, ShopifySegment.gone_at.is_(None))
+        .order_by(ShopifySegment.name, ShopifySegment.shopify_id))]
     return Choices(keywords=keywords, segments=[(i, n) for i, n in segments if i != segment_id],
-                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers, properties=found)
+                   lists=[(i, n) for i, n in lists], names=names, carriers=carriers, properties=found,
+                   shopify_segments=shopify_segments)

@@ -6,15 +6,19 @@ import re
 
 from flask import Response, abort, g, make_response, render_template, request, stream_with_context, url_for
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from kinnekt.automations import service as automations
 from kinnekt.db import Session, utcnow
-from kinnekt.models import Collection, Product, Segment, Subscriber
+from kinnekt.flows import service as flows
+from kinnekt.models import Collection, Product, Segment, ShopifySegment, Subscriber
 from kinnekt.models.segment import BuildStatus
 from kinnekt.models.subscriber import SubscriberStatus
 from kinnekt.numbers import record_id, whole_number
 from kinnekt.segments import exports, history, labels, previews, references, rules, service, summaries
+from kinnekt.segments.labels import refreshed_words
 from kinnekt.segments.rules import DefinitionError
+from kinnekt.shopify import tag_mirror as mirrors
+from kinnekt.shopify.tasks import enqueue_refresh_shopify_segments
 from kinnekt.tenancy import get_or_404
 from kinnekt.web import hx, segment_form
 from kinnekt.web.auth import merchant_blueprint
@@ -30,8 +34,15 @@ OPTIONS = {
     "windows": list(labels.WINDOW_LABELS.items()),
     "events": list(labels.EVENT_LABELS.items()),
     "attributes": list(labels.LINE_ITEM_ATTRIBUTES.items()),
+    "followers": [("", "—")] + list(labels.FOLLOWER_LABELS.items()),
 }
 """The fixed selects of rule rows, in the merchant's words."""
+
+
+def builder_parts(root: segment_form.Group, segment_id: int | None = None) -> dict:
+    """What the builder's partials (segments/_group.html, _rule_row.html) need to render `root`'s rows; the flow
+    editor's conditions render them too."""
+    return _row_parts(root, segment_id)
 
 
 def _row_parts(root: segment_form.Group, segment_id: int | None) -> dict:
@@ -202,10 +213,75 @@ def _detail_context(segment: Segment, kind: str = "", query: str = "", page: int
         "chart_days": history.CHART_DAYS,
         "sample": history.member_sample(Session, segment),
         "campaigns": service.campaigns_using(Session, segment),
-        "automations": service.automations_using(Session, segment),
+        "flows": flows.flows_using(Session, segment),
         "audience_formats": list(exports.FORMATS.values()),
+        "shopify_segments_used": _shopify_segments_used(names),
+        **_mirror_context(segment),
         **_log_context(segment, kind, query, page),
     }
+
+
+def _shopify_segments_used(names: references.Names) -> list[tuple[str, str, str | None]]:
+    """The Shopify segments the rules name: (name, when their members were read, the last read's error)."""
+    if not names.shopify_segments:
+        return []
+    errors = dict(Session.execute(select(ShopifySegment.shopify_id, ShopifySegment.last_error).where(
+        ShopifySegment.shop_id == g.shop.id, ShopifySegment.shopify_id.in_([int(i) for i in names.shopify_segments]))
+    ).all())
+    return [(name, refreshed_words(at), errors.get(int(shopify_id)))
+            for shopify_id, (name, at) in sorted(names.shopify_segments.items(), key=lambda item: item[1][0])]
+
+
+def _mirror_context(segment: Segment, values: dict | None = None, errors: dict | None = None) -> dict:
+    """The tag mirror card's context: the saved setting and its sync state, or the posted values beside errors."""
+    mirror = mirrors.mirror_of(Session, segment)
+    if values is None:
+        values = {"enabled": bool(mirror and mirror.enabled), "tag": mirror.tag if mirror else ""}
+    return {"segment": segment, "mirror": mirror, "mirror_values": values, "mirror_errors": errors or {}}
+
+
+MIRROR_SWITCH = {"": False, "on": True, "1": True, "true": True}
+"""What the mirror form's checkbox may post (absent: off)."""
+
+
+@bp.post("/<int:segment_id>/tag-mirror")
+def tag_mirror(segment_id: int):
+    """Save the segment's mirror into a Shopify customer tag (on/off and the tag); its card comes back, with the
+    errors beside their fields when nothing was saved."""
+    segment = get_or_404(Segment, segment_id)
+    switch, tag = request.form.get("enabled", ""), request.form.get("tag", "")
+    values = {"enabled": MIRROR_SWITCH.get(switch, False), "tag": tag[:300]}
+    errors: dict[str, str] = {}
+    if switch not in MIRROR_SWITCH:
+        errors["enabled"] = "Tick the box to keep the tag, or leave it empty to switch it off."
+    else:
+        try:
+            saved = mirrors.configure(Session, segment, enabled=values["enabled"], tag=tag)
+        except mirrors.InvalidMirror as exc:
+            Session.rollback()
+            errors = exc.errors
+        except IntegrityError:  # another segment took the tag meanwhile (the database said so)
+            Session.rollback()
+            errors = {"tag": "Another segment already mirrors into this tag: choose another tag."}
+    if errors:
+        response = make_response(render_template("segments/_tag_mirror.html",
+                                                 **_mirror_context(segment, values, errors)))
+        return hx.toast(response, "Not saved: " + " ".join(errors.values()), error=True)
+    response = make_response(render_template("segments/_tag_mirror.html", **_mirror_context(segment)))
+    message = (f"Saved. Customers of “{segment.name}” are being tagged." if values["enabled"]
+               else "Saved. The tag is being removed from every customer who has it." if saved is not None
+               else "The Shopify customer tag is off.")
+    return hx.toast(response, message)
+
+
+@bp.post("/shopify-segments/refresh")
+def refresh_shopify_segments():
+    """Read the shop's Shopify segments and their members again now (a bulk job); answers with a message only."""
+    if g.shop.is_demo:
+        return hx.toast(make_response("", 200), "The demo store has no Shopify connection to read segments from.",
+                        error=True)
+    enqueue_refresh_shopify_segments(g.shop.id)
+    return hx.toast(make_response("", 200), "Reading your Shopify segments. Their members update in a minute.")
 
 
 @bp.get("/<int:segment_id>")
@@ -334,19 +410,20 @@ def _save(segment: Segment | None):
 
 
 def _automations_to_ask(segment: Segment, definition: dict) -> list:
-    """The switched-on automations of a segment whose rules this save changes (nothing to ask otherwise)."""
+    """The switched-on flows started by entering or leaving a segment whose rules this save changes (nothing to ask
+    otherwise)."""
     if definition == segment.definition:
         return []
-    return automations.enabled_users(Session, segment)
+    return flows.segment_users(Session, segment)
 
 
 def _trigger_automations() -> bool:
-    """The merchant's answer to the automations prompt: only a ticked box lets the edit's entries fire them."""
+    """The merchant's answer to the prompt: only a ticked box lets the edit's entries and leaves start the flows."""
     return request.form.get("trigger_automations") in ("1", "on", "true")
 
 
 def _ask_about_automations(segment: Segment, parsed: segment_form.ParsedForm, definition: dict, users: list) -> str:
-    """The builder again, unsaved, asking whether the subscribers this edit moves should trigger the automations."""
+    """The builder again, unsaved, asking whether the subscribers this edit moves should start the flows."""
     context = _builder_context(segment=segment, name=parsed.name, root=parsed.root, show_preview=False)
     context["preview"] = previews.preview(Session, definition, shop=g.shop, now=utcnow())
     context["automations_prompt"] = users
@@ -395,6 +472,17 @@ def _key_arg(name: str) -> str:
     return value
 
 
+def _part_arg() -> str:
+    """Which input of the row a picker fills: its value, or a browsing event's `products` / `collections`."""
+    part = request.args.get("part", "value")
+    if part not in PICKER_PARTS:
+        abort(400, description="The builder request names no picker.")
+    return part
+
+
+PICKER_PARTS = ("value", "products", "collections")
+
+
 def _row_response(row: segment_form.Row, parent: str) -> Response:
     root = segment_form.Group(segment_form.ROOT_KEY, items=[row])
     parts = _row_parts(root, record_id(request.args.get("segment_id")))
@@ -437,16 +525,17 @@ _PICKERS = {"products": ("product", Product), "collections": ("collection", Coll
 @bp.get("/builder/<any(products, collections):kind>")
 def picker(kind: str):
     """Search-as-you-type over the shop's synced products or collections."""
-    key = _key_arg("key")
+    key, part = _key_arg("key"), _part_arg()
     query = request.args.get("q", "")
     results = references.search_catalog(Session, g.shop.id, _PICKERS[kind][0], query)
-    return render_template("segments/_picker.html", key=key, kind=kind, results=results, query=query.strip())
+    return render_template("segments/_picker.html", key=key, part=part, kind=kind, results=results,
+                           query=query.strip())
 
 
 @bp.get("/builder/<any(products, collections):kind>/pick")
 def pick(kind: str):
     """One chosen product or collection as a removable tag (nothing when it is already chosen)."""
-    key = _key_arg("key")
+    key, part = _key_arg("key"), _part_arg()
     item_id = request.args.get("id", "")
     noun, model = _PICKERS[kind]
     if record_id(item_id) is None:
@@ -455,8 +544,8 @@ def pick(kind: str):
                                                      model.shopify_id == record_id(item_id)))
     if title is None:
         abort(404, description=f"There is no such {noun} in this shop.")
-    if item_id in request.args.getlist(f"rule-{key}-value"):
+    if item_id in request.args.getlist(f"rule-{key}-{part}"):
         return make_response("", 204)
-    response = make_response(render_template("segments/_picked.html", key=key, kind=kind, item_id=item_id,
-                                             title=title, clear_results=True))
+    response = make_response(render_template("segments/_picked.html", key=key, part=part, kind=kind,
+                                             item_id=item_id, title=title, clear_results=True))
     return _changed(response)

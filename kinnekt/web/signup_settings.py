@@ -1,15 +1,19 @@
-"""Settings for storefront sign-up: the mobile popup (with a live preview) and the shareable link.
+"""Settings for storefront sign-up: the mobile popup (with a live preview, and whether its app embed is on in the
+live theme) and the shareable link.
 
 The settings page includes `settings/_popup.html` and `settings/_share.html`; `context()` gives them what
-they show (without it they load themselves by htmx).
+they show (without it they load themselves by htmx). The embed's state is always loaded after the page
+(`settings/_popup_embed.html`): it is a call to Shopify.
 """
 from __future__ import annotations
 
-from flask import g, make_response, redirect, render_template, request, url_for
+from flask import current_app, g, make_response, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from kinnekt.db import Session
 from kinnekt.models import Keyword
+from kinnekt.demo import data as demo_data
+from kinnekt.shopify import theme_embed
 from kinnekt.subscribers import popup, share
 from kinnekt.web import hx
 from kinnekt.web.auth import merchant_blueprint
@@ -70,6 +74,25 @@ def save_popup():
     popup.save(Session, g.shop, values)
     response = make_response(render_template("settings/_popup.html", **popup_context(values, saved=True)))
     return hx.toast(response, "Popup turned on and saved." if values.enabled else "Popup settings saved.")
+
+
+def embed_context() -> dict:
+    """The popup embed's state in the live theme (the demo store's is made up) and the theme editor link."""
+    shop, config = g.shop, current_app.config
+    if shop.is_demo:
+        status = theme_embed.EmbedStatus(demo_data.THEME_POPUP_EMBED, theme=demo_data.THEME_NAME)
+    else:
+        status = theme_embed.read(shop, config["SHOPIFY_APP_HANDLE"])
+    return {"embed_status": status,
+            "embed_editor_url": theme_embed.editor_url(shop.domain, config["SHOPIFY_API_KEY"] or "kinnekt")}
+
+
+@bp.get("/popup/embed")
+def popup_embed():
+    """Whether the popup's app embed is on in the live theme (loaded after the settings page)."""
+    if _document_request():
+        return redirect(url_for("settings.index"))
+    return render_template("settings/_popup_embed.html", **embed_context())
 
 
 @bp.post("/popup/preview")

@@ -1,24 +1,27 @@
-"""Public Vonage webhooks: inbound SMS (/sms/inbound) and delivery receipts (/sms/receipt).
+"""Public Vonage Messages API webhooks: inbound SMS (/sms/inbound) and message status (/sms/receipt).
 
-Vonage may call them with GET (query string), POST (form) or POST (JSON), as set in its dashboard.
-When VONAGE_SIGNATURE_SECRET is set every request must be signed (bad or missing signature: 401).
+Both are JSON POSTs. When VONAGE_SIGNATURE_SECRET is set every request must carry Vonage's signed JWT
+(`Authorization: Bearer`, HS256, with the body's sha256 in `payload_hash`, issued within
+SMS_SIGNATURE_MAX_AGE_SECONDS, each token once: kinnekt/sms/webhook_auth.py); otherwise 401.
 A malformed request is a 400; nothing is stored for either. Anything well formed is answered 204 at
-once (else Vonage resends for a day): inbound texts go to kinnekt/subscribers/inbound.receive, which stores them
-(once per messageId) and handles an opt-out, or a text that asks for nothing, before the answer
+once (else Vonage resends): inbound texts go to kinnekt/subscribers/inbound.receive, which stores them
+(once per message_uuid) and handles an opt-out, or a text that asks for nothing, before the answer
 (`take_in_request`); anything that sends a text is handled by a worker, as is a text whose handling in the
 request failed (the answer is still 204: the text is stored, and the recovery finds a text whose job could not
-be queued). Receipts are applied to their message row.
+be queued). Statuses are applied to their message row. Vonage joins the parts of a long inbound text into one
+webhook (`sms.num_messages`), so each inbound webhook is a whole text.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, request
 
 from kinnekt import defaults
 from kinnekt.db import Session
-from kinnekt.sms import receipts, signatures
+from kinnekt.sms import receipts, webhook_auth
 from kinnekt.sms import tasks as sms_tasks
 from kinnekt.subscribers import inbound as inbound_sms
 from kinnekt.subscribers.phones import InvalidPhone, from_msisdn
@@ -28,62 +31,81 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("sms_webhooks", __name__, url_prefix="/sms")
 
+
 class Malformed(ValueError):
     """The request is not a Vonage webhook we can use."""
 
 
-@bp.route("/inbound", methods=["GET", "POST"])
+@bp.route("/inbound", methods=["POST"])
 def inbound():
-    """Store an inbound SMS once per messageId; handle it now if it is an opt-out or asks for nothing, else queue it."""
-    params = _verified_params()
+    """Store an inbound SMS once per message_uuid; handle it now if it is an opt-out or asks for nothing, else
+    queue it."""
+    body = _verified_body()
     try:
-        fields = _inbound_fields(params)
+        fields = _inbound_fields(body)
     except Malformed as exc:
         return _bad(str(exc))
-    inbound_sms.receive(Session, fields)  # stored once, an opt-out applied now, the rest queued; or ignored
+    with _token_taken_back_on_error():
+        inbound_sms.receive(Session, fields)  # stored once, an opt-out applied now, the rest queued; or ignored
     return "", 204
 
 
-@bp.route("/receipt", methods=["GET", "POST"])
+@bp.route("/receipt", methods=["POST"])
 def receipt():
-    """Apply a delivery receipt to its message (looked for again shortly if the send is not recorded yet)."""
-    params = _verified_params()
+    """Apply a message status to its message (looked for again shortly if the send is not recorded yet)."""
+    body = _verified_body()
     try:
-        receipts.parse(params)
+        receipts.parse(body)
     except receipts.ReceiptError as exc:
         return _bad(str(exc))
-    if receipts.apply(Session, params) == "no message":
-        sms_tasks.enqueue_process_receipt(params, 2)
+    with _token_taken_back_on_error():
+        if receipts.apply(Session, body) == "no message":
+            sms_tasks.enqueue_process_receipt(body, 2)
     return "", 204
 
 
-def _verified_params() -> dict[str, str]:
-    """The request's parameters (query, form or JSON object), signature-checked when a secret is set."""
+@contextlib.contextmanager
+def _token_taken_back_on_error():
+    """A request whose handling fails (a 500) gives its token id back, so that Vonage's retry of it, should it
+    carry the same token, is taken: a refused retry could lose a STOP. Handling is idempotent (one row per
+    message_uuid; statuses only move forward), so a retry is never handled twice."""
+    try:
+        yield
+    except BaseException:
+        jti, store = g.get("vonage_jti"), g.get("vonage_jti_store")
+        if jti and store is not None:
+            try:
+                store.forget(jti)
+            except Exception:  # the original error matters more
+                log.exception("could not take back the token id of a failed Vonage webhook")
+        raise
+
+
+def _verified_body() -> dict:
+    """The request's JSON object, its JWT checked first when a signature secret is set (401), then its shape
+    (400)."""
     limit = current_app.config.get("MAX_WEBHOOK_BYTES") or 1_048_576
     if request.content_length is not None and request.content_length > limit:
         abort(413)
-    if request.method == "POST" and request.is_json:
-        data = guards.webhook_json()
-        if not isinstance(data, dict):
-            abort(_bad("the body is not a JSON object"))
-        params = {}
-        for key, value in data.items():
-            if isinstance(value, (dict, list)):
-                abort(_bad(f"{key} is not a single value"))
-            params[str(key)] = "" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
-        for key in request.args:
-            params.setdefault(key, request.args[key])
-    else:
-        params = {key: request.values.get(key, "") for key in request.values.keys()}
+    raw = request.get_data(cache=True)
+    if len(raw) > limit:
+        abort(413)
+    if guards.nested_too_deep(raw):  # refused before any other work, the signature check included
+        abort(_bad(f"the body is nested deeper than {guards.MAX_JSON_DEPTH} levels"))
     secret = current_app.config.get("VONAGE_SIGNATURE_SECRET")
     if secret:
         try:
-            signatures.verify(params, secret, current_app.config.get("VONAGE_SIGNATURE_METHOD") or "md5hash",
-                              max_age=defaults.SMS_SIGNATURE_MAX_AGE_SECONDS, seen_nonce=_nonce_store())
-        except signatures.SignatureError as exc:
+            store = _nonce_store()
+            claims = webhook_auth.verify(request.headers.get("Authorization"), raw, secret,
+                                         max_age=defaults.SMS_SIGNATURE_MAX_AGE_SECONDS, seen_jti=store)
+            g.vonage_jti, g.vonage_jti_store = claims["jti"].strip(), store
+        except webhook_auth.WebhookAuthError as exc:
             log.warning("refused a Vonage webhook on %s: %s", request.path, exc)
             abort(_response({"error": "bad signature", "message": str(exc)}, 401))
-    return params
+    data = guards.webhook_json()  # 400 for text no database stores (NUL, lone surrogates)
+    if not isinstance(data, dict):
+        abort(_bad("the body is not a JSON object"))
+    return data
 
 
 def _nonce_store():
@@ -91,39 +113,41 @@ def _nonce_store():
     ttl = 2 * defaults.SMS_SIGNATURE_MAX_AGE_SECONDS
     if url:
         from kinnekt.sms.ratelimit import shared_redis
-        return signatures.redis_nonce_store(shared_redis(url), ttl)
-    return signatures.db_nonce_store(Session)
+        return webhook_auth.redis_nonce_store(shared_redis(url), ttl)
+    return webhook_auth.db_nonce_store(Session)
 
 
-def _inbound_fields(params: dict[str, str]) -> dict:
-    """The InboundMessage columns from Vonage's inbound fields; raises Malformed."""
+def _single(body: dict, name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, bool)):
+        raise Malformed(f"{name} is not a single value")
+    return str(value)
+
+
+def _inbound_fields(body: dict) -> dict:
+    """The InboundMessage columns from a Messages API inbound SMS; raises Malformed."""
+    channel = _single(body, "channel").strip().lower()
+    if channel and channel != "sms":
+        raise Malformed(f"not an SMS (channel {channel[:20]!r})")
     try:
-        from_phone = from_msisdn(params.get("msisdn", ""))
+        from_phone = from_msisdn(_single(body, "from"))
     except InvalidPhone:
-        raise Malformed("msisdn is missing or not a phone number") from None
-    to_number = (params.get("to") or "").strip()
+        raise Malformed("from is missing or not a phone number") from None
+    to_number = _single(body, "to").strip()
     if not re.fullmatch(r"\+?[0-9A-Za-z ]{2,20}", to_number):
         raise Malformed("to is missing or not a number")
-    provider_id = (params.get("messageId") or params.get("message-id") or "").strip()
+    provider_id = _single(body, "message_uuid").strip()
     if not provider_id or len(provider_id) > 64 or not provider_id.isprintable():
-        raise Malformed("messageId is missing or too long")
-    kind = (params.get("type") or "text").strip().lower()
-    if kind not in ("text", "unicode", "binary"):
-        raise Malformed(f"unknown type {kind[:20]!r}")
-    text = "" if kind == "binary" else params.get("text", "")
+        raise Malformed("message_uuid is missing or too long")
+    kind = (_single(body, "message_type") or "text").strip().lower()
+    if kind != "text":
+        raise Malformed(f"unknown message_type {kind[:20]!r}")
+    text = _single(body, "text")
     if len(text) > inbound_sms.MAX_TEXT_LENGTH:
         raise Malformed("text is too long")
-    fields = dict(provider_id=provider_id, from_phone=from_phone, to_number=to_number, text=text)
-    if (params.get("concat") or "").strip().lower() == "true":
-        ref = (params.get("concat-ref") or "").strip()
-        try:
-            total, part = int(params.get("concat-total", "")), int(params.get("concat-part", ""))
-        except ValueError:
-            raise Malformed("concat-total and concat-part must be numbers") from None
-        if not ref or len(ref) > 32 or not 1 <= part <= total <= 255:
-            raise Malformed("bad concat-ref, concat-total or concat-part")
-        fields.update(concat_ref=ref, concat_total=total, concat_part=part)
-    return fields
+    return dict(provider_id=provider_id, from_phone=from_phone, to_number=to_number, text=text)
 
 
 def _bad(message: str):

@@ -1,11 +1,15 @@
 """Public storefront endpoints: the mobile popup through Shopify's app proxy, and the shareable link page.
 
-The storefront loads `/apps/kinnekt/popup.js`; Shopify's app proxy forwards `/apps/kinnekt/*` to
-`/proxy/*` here with a signed query. The script and its CSS are the same for everyone and served
-as they are; the popup markup and the sign-up answer only a correctly signed request for an
-installed shop (else 401, and nothing is stored).
+The popup's script and CSS ship in the theme app extension (`extensions/kinnekt-theme/assets/`, loaded from
+Shopify's CDN by the app embed); the script asks `/apps/kinnekt/popup` on the storefront, which Shopify's app proxy
+forwards to `/proxy/popup` here with a signed query. The popup markup and the sign-up answer only a correctly
+signed request for an installed shop (else 401, and nothing is stored). Stores that pasted the older
+`<script src="/apps/kinnekt/popup.js">` get the same two files through the proxy (script tags stop running on
+storefronts on 2027-03-01); the Settings preview uses the CSS too.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request, send_from_directory
 
@@ -16,20 +20,24 @@ from kinnekt.subscribers import popup, share
 bp = Blueprint("storefront", __name__)
 
 
+THEME_ASSETS = Path(__file__).resolve().parents[2] / "extensions" / "kinnekt-theme" / "assets"
+"""The theme app extension's assets: the one copy of the popup's script and styles."""
+
+
 def _asset(name: str, mimetype: str):
-    return send_from_directory(current_app.static_folder + "/storefront", name, mimetype=mimetype, max_age=300)
+    return send_from_directory(THEME_ASSETS, name, mimetype=mimetype, max_age=300)
 
 
 @bp.get("/proxy/popup.js")
 def popup_script():
-    """The popup script (through the proxy, so it is same-origin on the storefront)."""
-    return _asset("popup.js", "text/javascript")
+    """The popup script, the extension's own file (for stores that pasted the older script tag)."""
+    return _asset("kinnekt-popup.js", "text/javascript")
 
 
 @bp.get("/proxy/popup.css")
 def popup_stylesheet():
-    """The popup styles."""
-    return _asset("popup.css", "text/css")
+    """The popup styles, the extension's own file (the older script tag and the Settings preview load it)."""
+    return _asset("kinnekt-popup.css", "text/css")
 
 
 def _verified_shop():

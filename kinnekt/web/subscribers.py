@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import phonenumbers
-from flask import g, make_response, redirect, render_template, request, url_for
+from flask import abort, g, make_response, redirect, render_template, request, url_for
 from phonenumbers import geocoder
 
 from kinnekt import defaults
@@ -185,8 +185,8 @@ def import_form():
 
 @bp.post("/import")
 def import_upload():
-    """Import the uploaded CSV and show its report, or the form again with what is wrong (nothing saved). A file
-    too large for one request is imported by a job: the page shows its progress (and its own URL)."""
+    """Keep the uploaded CSV as a draft and show its mapping step (each column, what it becomes, a preview), or the
+    form again with what is wrong (nothing saved). The step has its own URL, so a reload shows it again."""
     upload_file = request.files.get("file")
     attested = request.form.get("consent") == "on"
     errors = {}
@@ -198,31 +198,87 @@ def import_upload():
         return render_template("subscribers/_import.html", **_import_context(errors=errors))
     # One byte past the limit is enough for the import to say the file is too large.
     file_bytes = upload_file.stream.read(defaults.STATIC_LIST_MAX_BYTES + 1)
+    upload_file.close()
     try:
-        outcome = importing.import_upload(Session, g.shop, file_bytes=file_bytes, filename=upload_file.filename,
-                                          attested=attested)
+        draft = importing.upload_draft(Session, g.shop, file_bytes=file_bytes, filename=upload_file.filename,
+                                       attested=attested)
     except importing.InvalidInput as exc:
         Session.rollback()
         return render_template("subscribers/_import.html", **_import_context(errors=exc.errors))
     except importing.ImportRefused as exc:
         Session.rollback()
         return render_template("subscribers/_import.html", **_import_context(errors={"file": str(exc)}))
+    url = url_for("subscribers.import_page", import_id=draft.id)
+    if not hx.is_htmx():
+        return redirect(url, 303)
+    response = make_response(render_template("subscribers/_import.html", **_import_context(upload=draft)))
+    response.headers["HX-Push-Url"] = url
+    return response
+
+
+@bp.get("/imports/<int:import_id>")
+def import_page(import_id: int):
+    """The import page of one upload: its mapping step while a draft, then its job's progress (or its report)."""
+    upload = get_or_404(SubscriberImport, import_id)
+    return hx.render("subscribers/import.html", "subscribers/_import.html", **_import_context(upload=upload))
+
+
+def _chosen_mapping() -> tuple[list[str], dict[int, str]]:
+    """The mapping form's choices: a target per column (`column-<i>`), a name per new property (`name-<i>`)."""
+    width = defaults.SUBSCRIBER_IMPORT_MAX_COLUMNS
+    chosen = [request.form.get(f"column-{i}", importing.import_mapping.IGNORE) for i in range(width)]
+    names = {i: request.form.get(f"name-{i}", "") for i in range(width)}
+    return chosen, names
+
+
+def _draft_or_404(import_id: int) -> SubscriberImport:
+    upload = get_or_404(SubscriberImport, import_id)
+    if upload.status != ImportStatus.DRAFT:
+        abort(404)
+    return upload
+
+
+@bp.post("/imports/<int:import_id>/mapping")
+def import_mapping(import_id: int):
+    """The mapping step again for the merchant's current choices (a select changed): the preview follows."""
+    upload = _draft_or_404(import_id)
+    chosen, names = _chosen_mapping()
+    step = importing.mapping_step(Session, g.shop, upload, chosen, names)
+    return render_template("subscribers/_import_mapping.html", step=step)
+
+
+@bp.post("/imports/<int:import_id>/confirm")
+def import_confirm(import_id: int):
+    """Import the draft with the chosen mapping and show its report (a large file: its job's progress), or the
+    mapping step again with what is wrong (nothing saved)."""
+    upload = get_or_404(SubscriberImport, import_id)
+    chosen, names = _chosen_mapping()
+    try:
+        outcome = importing.confirm(Session, g.shop, upload.id, chosen, names)
+    except importing.import_mapping.MappingInvalid as exc:
+        Session.rollback()
+        step = importing.mapping_step(Session, g.shop, upload, chosen, names, errors=exc.errors)
+        return render_template("subscribers/_import.html", **_import_context(upload=upload, step=step))
+    except (importing.AlreadyConfirmed, LookupError):
+        Session.rollback()
+        upload = Session.get(SubscriberImport, import_id)
+        if upload is None:  # imported at once by the other confirmation: nothing left to show but the form
+            response = make_response(render_template("subscribers/_import.html", **_import_context(
+                errors={"file": "This file was imported already. See your subscribers, or upload another file."})))
+            response.headers["HX-Push-Url"] = url_for("subscribers.import_form")
+            return response
+        return render_template("subscribers/_import.html", **_import_context(upload=upload))
     if isinstance(outcome, SubscriberImport):
         url = url_for("subscribers.import_page", import_id=outcome.id)
         if not hx.is_htmx():
             return redirect(url, 303)
         response = make_response(render_template("subscribers/_import.html", **_import_context(upload=outcome)))
-        response.headers["HX-Push-Url"] = url  # a reload shows the import, not an empty form
+        response.headers["HX-Push-Url"] = url
         return hx.toast(response, f"Importing {outcome.total_rows:,} rows. This page shows the progress.")
-    response = make_response(render_template("subscribers/_import.html", **_import_context(report=outcome)))
+    response = make_response(hx.render("subscribers/import.html", "subscribers/_import.html",
+                                       **_import_context(report=outcome)))
+    response.headers["HX-Push-Url"] = url_for("subscribers.import_form")  # the draft is gone with its import
     return hx.toast(response, _imported(outcome.imported))
-
-
-@bp.get("/imports/<int:import_id>")
-def import_page(import_id: int):
-    """The import page with one import job's progress (or its report once it is over)."""
-    upload = get_or_404(SubscriberImport, import_id)
-    return hx.render("subscribers/import.html", "subscribers/_import.html", **_import_context(upload=upload))
 
 
 @bp.get("/imports/<int:import_id>/progress")
@@ -230,6 +286,8 @@ def import_progress(import_id: int):
     """An import job's progress, polled every second while it runs; once it is over its report, with 286 (which
     stops the polling) and a toast."""
     upload = get_or_404(SubscriberImport, import_id)
+    if upload.status == ImportStatus.DRAFT:
+        abort(404)  # a draft has no progress: its page shows the mapping step
     body = render_template("subscribers/_import_progress.html", **_import_context(upload=upload))
     if upload.running:
         return body
@@ -247,6 +305,9 @@ def _import_context(**extra) -> dict:
     upload = extra.get("upload")
     if upload is not None and upload.status == ImportStatus.DONE:
         extra.setdefault("report", importing.report_of(upload))
-    return {"errors": {}, "report": None, "upload": None, "rows_shown": REJECTED_ROWS_SHOWN,
+    if upload is not None and upload.status == ImportStatus.DRAFT:
+        extra.setdefault("step", importing.mapping_step(Session, g.shop, upload))
+    return {"errors": {}, "report": None, "upload": None, "step": None, "rows_shown": REJECTED_ROWS_SHOWN,
+            "max_columns": defaults.SUBSCRIBER_IMPORT_MAX_COLUMNS,
             "attestation": importing.import_attestation(g.shop), "max_bytes": defaults.STATIC_LIST_MAX_BYTES,
             "max_rows": defaults.STATIC_LIST_MAX_ROWS, **extra}

@@ -51,6 +51,12 @@ def app_events():
     return _receive("app")
 
 
+@bp.post("/billing")
+def billing():
+    """app_subscriptions/update, app_subscriptions/approaching_capped_amount."""
+    return _receive("billing")
+
+
 @bp.post("/customers")
 def customers():
     """customers/create|update|delete, customers_marketing_consent/update."""

@@ -75,6 +75,18 @@
   }
 
   // hx.toast(response, message) sends HX-Trigger: {"toast": {"message": ..., "isError": ...}}.
+  // --- leaving for Shopify's pages (billing approval) ------------------------------------------------------
+  // Shopify's approval page cannot be framed: it opens in the whole browser window, not the admin's iframe
+  // (App Bridge takes window.open(url, '_top') in the embedded admin).
+  // The event comes while htmx still handles the response (htmx settles at once: defaultSettleDelay 0); leaving in
+  // the same task would abort the request that brought it, so the window leaves in the next task.
+  document.addEventListener('kinnekt:open-top', function (evt) {
+    var url = evt.detail && evt.detail.url;
+    if (typeof url === 'string' && /^https?:\/\//.test(url)) {
+      window.setTimeout(function () { window.open(url, '_top'); }, 0);
+    }
+  });
+
   document.addEventListener('toast', function (evt) {
     var detail = evt.detail || {};
     showToast(detail.message || detail.value, detail.isError);

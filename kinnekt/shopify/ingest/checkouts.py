@@ -81,6 +81,7 @@ def _upsert(session, shop: Shop, rows: list[CheckoutRow]) -> tuple[list[int], se
         checkout.started_at = row.created_at or checkout.started_at or row.updated_at or utcnow()
         checkout.completed_at = row.completed_at
         checkout.shopify_updated_at = row.updated_at
+        checkout.recovery_url = row.recovery_url or checkout.recovery_url
         if checkout.customer_id is not None:
             affected.add(checkout.customer_id)
         elif checkout.phone is not None:

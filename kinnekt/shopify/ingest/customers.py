@@ -63,7 +63,8 @@ def upsert_customers(session, shop: Shop, rows: list[CustomerRow], *, with_tags:
     for customer_id, shopify_id in sorted(stored):
         row = with_consent[shopify_id]
         if apply_consent(session, shop, customer_id, state=row.sms_consent_state, phone=None,
-                         consent_updated_at=row.sms_consent_updated_at, opt_in_level=None, notify=False):
+                         consent_updated_at=row.sms_consent_updated_at,
+                         opt_in_level=row.sms_consent_opt_in_level, notify=False):
             changed.add(customer_id)
     changed_ids = sorted(changed)
     notify_segments(shop.id, subscribers_of(session, shop.id, changed_ids))

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
-from kinnekt.campaigns.attribution import attribute_orders, code_credited_subscribers
+from kinnekt import signals
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, LineItem, Order, Shop
 from kinnekt.segments import lifecycle
@@ -54,10 +54,9 @@ def upsert_orders(session, shop: Shop, rows: list[OrderRow]) -> list[int]:
         return written, customers
 
     written, customers = commit_with_retry(session, work)
-    # A code may be credited to the subscriber who received it rather than to the order's own (used_discount).
-    credited = code_credited_subscribers(session, shop.id, written)
-    attribute_orders(session, shop, written)  # credit campaigns (or drop the credit of a cancelled order)
-    credited += code_credited_subscribers(session, shop.id, written)
+    # Campaigns are credited (or a cancelled order's credit dropped) by kinnekt.campaigns.attribution, which
+    # returns the subscribers a discount code credits before and after (not always the order's own).
+    credited = signals.gathered(signals.announce(signals.orders_written, session, shop=shop, order_ids=written))
     notify_segments(shop.id, subscribers_of(session, shop.id, customers) + credited)
     return written
 

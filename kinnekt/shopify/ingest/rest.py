@@ -72,6 +72,8 @@ def customer_row(payload: dict) -> CustomerRow:
         sms_consent_state=text(consent.get("state")) if isinstance(consent, dict) else None,
         sms_consent_updated_at=(timestamp(consent.get("consent_updated_at"))
                                 if isinstance(consent, dict) else None),
+        sms_consent_opt_in_level=(text(consent.get("opt_in_level")) or "").lower() or None
+        if isinstance(consent, dict) else None,
     )
 
 
@@ -222,4 +224,13 @@ def checkout_row(payload: dict) -> CheckoutRow:
         updated_at=timestamp(payload.get("updated_at")),
         accepts_sms_marketing=payload.get("buyer_accepts_sms_marketing") is True,
         sms_marketing_phone=text(payload.get("sms_marketing_phone")),
+        recovery_url=_recovery_url(payload.get("abandoned_checkout_url")),
     )
+
+
+def _recovery_url(raw) -> str | None:
+    """The checkout's recovery link when it is an http(s) URL of sane length, else None (never trusted further)."""
+    url = text(raw)
+    if not url or len(url) > 2048 or not url.lower().startswith(("https://", "http://")):
+        return None
+    return url

@@ -24,6 +24,7 @@ class CustomerRow:
     # None means "this source said nothing about SMS consent": ingest leaves stored consent alone.
     sms_consent_state: str | None = None
     sms_consent_updated_at: datetime | None = None
+    sms_consent_opt_in_level: str | None = None  # single_opt_in, confirmed_opt_in, unknown
 
 
 @dataclass
@@ -111,3 +112,4 @@ class CheckoutRow:
     updated_at: datetime | None = None
     accepts_sms_marketing: bool = False  # buyer_accepts_sms_marketing: the SMS consent box was ticked
     sms_marketing_phone: str | None = None
+    recovery_url: str | None = None  # abandoned_checkout_url: where the buyer picks the checkout up again
