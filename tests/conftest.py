@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from contextlib import contextmanager
 import uuid
 from pathlib import Path
@@ -19,9 +20,10 @@ from kinnekt.queue import InProcessQueue
 from kinnekt.shopify import session_token
 from kinnekt.tenancy import bind_shop
 
-pytest_plugins = ["tests.helpers", "tests.fake_shopify", "tests.fake_vonage", "tests.worker_env"]
-"""Fixtures shared beyond conftest: job queues and deliveries (helpers), the fake Shopify and Vonage servers,
-worker processes (worker_env)."""
+pytest_plugins = ["tests.helpers", "tests.fake_shopify", "tests.fake_vonage", "tests.fake_meta", "tests.fake_google",
+                  "tests.worker_env"]
+"""Fixtures shared beyond conftest: job queues and deliveries (helpers), the fake Shopify, Vonage, Meta (Graph API)
+and Google Ads servers, worker processes (worker_env)."""
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -214,9 +216,37 @@ def open_page(live_server, page, shop, token_for):
     page.add_init_script(FAKE_APP_BRIDGE % token)
 
     def go(path: str):
+        if page.url.startswith(live_server):
+            settle(page)  # leaving a page with a request of it in flight would abort that request (a failed request)
         page.goto(f"{live_server}{path}{'&' if '?' in path else '?'}shop={shop.domain}&id_token={token}")
         return page
     return go
+
+
+PAGE_SETTLED = """() => document.readyState === 'complete' && document.fonts.status === 'loaded'
+    && !document.querySelector('.htmx-request, [hx-trigger~="load"]')
+    && Array.from(document.images).every((image) => image.complete)
+    && Array.from(document.querySelectorAll('link[rel~="stylesheet"]')).every((link) => link.sheet !== null)"""
+"""True in the page once it has everything it asked for: no htmx request in flight (htmx puts `htmx-request` on the
+request's indicator until its answer is in), no lazy part still to load (an `hx-trigger="load"` placeholder is
+swapped out by its answer), every image, stylesheet and font loaded."""
+
+
+def settle(page, timeout: float = 60) -> None:
+    """Wait until the page has loaded all it asked for before a test leaves it: PAGE_SETTLED in the page and, for a
+    browser test, no request of the page in flight (scripts and styles a swapped-in page brought included). A page
+    left earlier aborts those requests (the settings page's lazy cards, a campaign page's chart script), which the
+    browser-error check rightly counts as failed requests. This waits for that state, however long the machine
+    takes to get there; `timeout` only ends a wait that would never end."""
+    in_flight = getattr(page, "requests_in_flight", None)  # kept by _no_browser_errors
+    deadline = time.monotonic() + timeout
+    while True:
+        page.wait_for_function(PAGE_SETTLED, timeout=timeout * 1000)
+        if not in_flight:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the page is still loading: " + ", ".join(sorted(r.url for r in in_flight)))
+        page.wait_for_timeout(50)  # lets Playwright deliver the requests' ends, then looks at the page again
 
 
 class BrowserErrors:
@@ -232,6 +262,7 @@ class BrowserErrors:
         self.statuses: set[int] = set()
         self.failed_requests: list = []
         self.downloads: set[str] = set()
+        self.in_flight: set = set()
 
     def expect(self, *statuses: int) -> None:
         """Allow responses with these HTTP statuses (and the console errors they cause) from here on."""
@@ -253,7 +284,14 @@ class BrowserErrors:
         if response.status >= 400 and response.status not in self.statuses:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
+    def on_request(self, request) -> None:
+        self.in_flight.add(request)
+
+    def on_request_finished(self, request) -> None:
+        self.in_flight.discard(request)
+
     def on_request_failed(self, request) -> None:
+        self.in_flight.discard(request)
         self.failed_requests.append(request)
 
     def on_download(self, download) -> None:
@@ -288,6 +326,9 @@ def _no_browser_errors(request):
     page.on("response", errors.on_response)
     page.on("requestfailed", errors.on_request_failed)
     page.on("download", errors.on_download)
+    page.on("request", errors.on_request)
+    page.on("requestfinished", errors.on_request_finished)
+    page.requests_in_flight = errors.in_flight  # for settle()
     if os.environ.get("KINNEKT_SHOW_CONSOLE"):  # for a look at every console message while changing pages
         page.on("console", lambda message: print(f"[console {message.type}] {message.text}"))
         page.on("pageerror", lambda error: print(f"[page error] {error}"))
