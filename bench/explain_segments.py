@@ -11,6 +11,9 @@ read (each leaf node's rows returned and removed by its filter, × loops, summed
 touched (hit + read), beside its execution time (which the load does change). `--plans` also prints both plans
 as text; `--without-indexes` explains them as they ran before issue 22's indexes.
 
+`--time N` times the previews as bench.segments does (compiler.count, with the settings it makes, alternating with
+the hand-written query), on the kept schema, without generating a shop again.
+
 `--ab N` then times both queries N times with and without the indexes issue 22 added (`ISSUE_22_INDEXES`,
 dropped inside a transaction that is rolled back, in turn with each run), so that before and after are measured
 alternately, at the same load; medians of the wall time and of the CPU time (this process's and, when PostgreSQL
@@ -139,6 +142,24 @@ def before_and_after(session: Session, definition: dict, shop: Shop, hand, param
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+def timed_previews(session: Session, definition: dict, shop: Shop, hand, params: dict, runs: int) -> dict:
+    """Medians of `runs` preview counts (`compiler.count`, which makes its own settings for the transaction) and
+    hand-written queries run after them in the same transaction, alternating, after a warm-up of each. Stops if a
+    count differs."""
+    members = count(session, definition, shop=shop, now=NOW)
+    session.scalar(hand, params)
+    previews, hands = [], []
+    for _ in range(runs):
+        ms, counted = _ms(count, session, definition, shop=shop, now=NOW)
+        previews.append(ms)
+        by_hand_ms, by_hand = _ms(session.scalar, hand, params)
+        hands.append(by_hand_ms)
+        if not counted == by_hand == members:
+            raise SystemExit(f"counts differ: {counted}, {by_hand}, {members}")
+    return {"members": members, "preview": statistics.median(previews), "preview_min": min(previews),
+            "hand": statistics.median(hands)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Explain the named (or all) previews on the kept schema and print one line per query."""
     parser = argparse.ArgumentParser(prog="python -m bench.explain_segments", description=__doc__,
@@ -152,11 +173,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --ab: no parallel workers, so that the backend's CPU time is all the work")
     parser.add_argument("--without-indexes", action="store_true",
                         help="explain without the issue-22 indexes (dropped in a transaction rolled back at the end)")
+    parser.add_argument("--time", type=int, default=0, metavar="N",
+                        help="also time N previews (compiler.count, the settings it makes included) and N "
+                             "hand-written queries, alternating, as bench.segments does, on the kept schema")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL setting for the session, e.g. --set jit=off --set work_mem=64MB")
     parser.add_argument("names", nargs="*", help="definitions (default: all six)")
     args = parser.parse_args(argv)
     sep = "&" if "?" in args.db else "?"
     engine = make_engine(f"{args.db}{sep}options=-csearch_path%3D{args.schema}")
     with Session(engine) as session:
+        for setting in args.set:
+            name, _, value = setting.partition("=")
+            session.execute(select(func.set_config(name, value, False)))
         shop = session.scalars(select(Shop).order_by(Shop.id)).first()
         products = list(session.scalars(select(Product.shopify_id).where(Product.shop_id == shop.id)
                                         .order_by(Product.id)))
@@ -199,6 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"{m['after_cpu']:.1f} ms | {m['hand_before']:.1f} → {m['hand_after']:.1f} ms | "
                       f"{m['hand_before_cpu']:.1f} → {m['hand_after_cpu']:.1f} ms | "
                       f"{m['after'] / m['hand_after']:.2f}× |", flush=True)
+        if args.time:
+            session.rollback()  # what --set or the explains left behind is gone: count() makes its own settings
+            print()
+            print(f"Median of {args.time} runs each, alternating, as bench.segments times previews")
+            print()
+            print("| definition | members | preview median (min) | hand-written SQL median | preview / hand-written |")
+            print("|---|---:|---:|---:|---:|")
+            for name in args.names or list(definitions):
+                hand, params = by_hand[name]
+                m = timed_previews(session, definitions[name], shop, hand, params, args.time)
+                print(f"| {name} | {m['members']:,} | {m['preview']:.1f} ms ({m['preview_min']:.1f}) | "
+                      f"{m['hand']:.1f} ms | {m['preview'] / m['hand']:.2f}× |", flush=True)
         session.rollback()
     engine.dispose()
     return 0

@@ -43,7 +43,7 @@ from bench.segment_data import NOW, generate
 from kinnekt.db import Base, make_engine
 from kinnekt.models import Customer, Segment, Shop, Subscriber
 from kinnekt.segments import lifecycle, membership
-from kinnekt.segments.compiler import PROBE, count
+from kinnekt.segments.compiler import PROBE, count, plan_for_sets
 from kinnekt.segments.rules import has_relative_time, normalise
 
 TARGETS_MS = {"preview": 100, "rebuild": 2000, "recheck": 20}
@@ -236,6 +236,7 @@ def run(args) -> dict:
             previews = {}
             by_hand = handwritten_segments.queries(shop_id=shop_row.id, timezone=shop_row.timezone, now=NOW,
                                                    products=shop.product_ids, collections=shop.collection_ids)
+            plan_for_sets(session)  # the hand-written queries run with the memory the compiler's count asks for
             for name, definition in definitions.items():
                 count(session, definition, shop=shop_row, now=NOW)  # warm-up: caches, and the data into memory
                 statement, params = by_hand[name]

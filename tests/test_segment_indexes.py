@@ -128,3 +128,32 @@ def test_members_are_the_same_read_through_the_indexes_or_not(db, shop):
         assert by_index == _members_with(db, definition, shop, indexes=False)
         seen.add(len(by_index))
     assert len(seen) > 3  # the definitions pick different, non-trivial sets of the random buyers
+
+
+def test_whole_shop_statements_get_the_memory_to_hash_in_and_only_for_their_transaction(db, shop):
+    """A preview count and a build run with `SET_WORK_MEM` (so that grouping a big shop's orders does not spill to
+    disk); the setting ends with the transaction, and a one-subscriber re-check (PROBE) leaves it as it was. On
+    SQLite nothing is sent, and the counts are the same."""
+    from kinnekt.segments import count, membership
+    from kinnekt.segments.compiler import PROBE, SET_WORK_MEM
+    _, person = buyer(db, shop)
+    order(db, shop, person, financial_status="pending")
+    definition = where(rule("payment_status", "eq", "unpaid"))
+    segment = factories.segment(db, shop, definition)
+    postgresql = db.get_bind().dialect.name == "postgresql"
+    default = db.scalar(text("SHOW work_mem")) if postgresql else None
+    db.commit()
+
+    assert count(db, definition, shop=shop, now=NOW, shape=PROBE) == 1
+    if postgresql:
+        assert db.scalar(text("SHOW work_mem")) == default  # a probe reads a few rows: no extra memory
+    assert count(db, definition, shop=shop, now=NOW) == 1
+    if postgresql:
+        assert db.scalar(text("SHOW work_mem")) == SET_WORK_MEM
+        db.commit()
+        assert db.scalar(text("SHOW work_mem")) == default  # SET LOCAL: gone with the transaction
+
+    assert membership.build(db, segment.id, now=NOW).member_count == 1
+    db.commit()
+    if postgresql:
+        assert db.scalar(text("SHOW work_mem")) == default

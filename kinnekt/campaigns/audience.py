@@ -41,7 +41,7 @@ from kinnekt.models import Campaign, Message, Segment, Shop, Subscriber
 from kinnekt.models.base import IdType
 from kinnekt.models.message import MessageStatus
 from kinnekt.models.subscriber import SubscriberStatus
-from kinnekt.segments.compiler import compile_definition
+from kinnekt.segments.compiler import compile_definition, plan_for_sets
 from kinnekt.subscribers.phones import gate_country
 
 SKIP_REASONS = ("excluded", "not_subscribed", "suppressed", "no_clicks", "recently_texted")
@@ -100,6 +100,7 @@ def _members(session: OrmSession, shop: Shop, segment_ids: Iterable[int], now: d
             raise AudienceError(f"The segment “{row.name}” cannot be evaluated: {exc}") from None
     if not parts:
         return None
+    plan_for_sets(session)
     return parts[0] if len(parts) == 1 else union(*parts)
 
 

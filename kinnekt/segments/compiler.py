@@ -41,7 +41,7 @@ from sqlalchemy import type_coerce
 from sqlalchemy.orm import Session as OrmSession, object_session
 
 from kinnekt.casefold import fold
-from kinnekt.db import MONEY_SCALE, Session
+from kinnekt.db import MONEY_SCALE, Session, on_postgresql
 from kinnekt.models import (Attribution, Campaign, Checkout, Click, CollectionProduct, Customer, CustomerTag, LineItem,
                             Message, Order, Segment, Shop, ShopifySegmentMember, StaticListEntry, StorefrontEvent,
                             Subscriber, SubscriberProperty, SubscriptionEvent)
@@ -832,16 +832,35 @@ def compile_definition(definition: Definition, *, shop: Shop, now: dt.datetime,
             .correlate(None))  # a self-contained statement even when nested in a query over subscribers
 
 
+SET_WORK_MEM = "64MB"
+"""PostgreSQL's `work_mem` for the rest of a transaction that runs a whole-shop (SET) statement (`plan_for_sets`).
+The SET shape groups a shop's orders or line items by customer and hashes the result; at 1M subscribers those
+hashes hold 20-60 MB, and at the server's default (4 MB) each spilled to disk in 8-21 batches: `order_trouble` of
+bench/segments.py took 1.6 s instead of 1.1 (docs/benchmarks.md, "Segment previews at 1M"). A hash may use up to
+`hash_mem_multiplier` times this; a small shop's statements use what they need, not this."""
+
+
+def plan_for_sets(session: OrmSession) -> None:
+    """Give the rest of this transaction the memory a whole-shop segment statement needs (`SET_WORK_MEM`, as
+    `SET LOCAL`: it ends with the transaction). Nothing on SQLite."""
+    if on_postgresql(session):
+        session.execute(select(func.set_config("work_mem", SET_WORK_MEM, true())))
+
+
 def members(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime,
             shape: Shape = SET) -> list[int]:
     """Ids of the subscribers in the segment at `now`, ascending."""
     statement = compile_definition(definition, shop=shop, now=now, session=session, shape=shape)
+    if shape == SET:
+        plan_for_sets(session)
     return list(session.scalars(statement.order_by(Subscriber.id)))
 
 
 def count(session: OrmSession, definition: Definition, *, shop: Shop, now: dt.datetime, shape: Shape = SET) -> int:
     """How many subscribers are in the segment at `now`."""
     statement = compile_definition(definition, shop=shop, now=now, session=session, shape=shape)
+    if shape == SET:
+        plan_for_sets(session)
     return session.scalar(select(func.count()).select_from(statement.subquery()))
 
 

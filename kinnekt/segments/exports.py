@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session as OrmSession
 from kinnekt import defaults
 from kinnekt.db import utcnow
 from kinnekt.models import Customer, Segment, Shop, Subscriber
-from kinnekt.segments.compiler import compile_definition
+from kinnekt.segments.compiler import compile_definition, plan_for_sets
 from kinnekt.subscribers.csv_upload import spreadsheet_safe
 
 
@@ -188,6 +188,7 @@ def export_audience_csv(session: OrmSession, segment: Segment, key: str, *,
     yield _csv_lines([fmt.header])
     shop = session.get(Shop, segment.shop_id)
     member_ids = compile_definition(segment.definition, shop=shop, now=now or utcnow(), session=session).subquery()
+    plan_for_sets(session)
     query = (select(Subscriber.phone, Subscriber.first_name, Customer.first_name, Customer.last_name, Customer.email)
              .join(member_ids, member_ids.c.id == Subscriber.id)
              .outerjoin(Customer, Customer.id == Subscriber.customer_id)

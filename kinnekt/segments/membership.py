@@ -39,7 +39,7 @@ from kinnekt.models import Segment, SegmentEvent, SegmentMember, Shop, Subscribe
 from kinnekt.models.base import IdType
 from kinnekt.models.segment import BuildStatus
 from kinnekt.segments import history, tasks
-from kinnekt.segments.compiler import compile_definition
+from kinnekt.segments.compiler import compile_definition, plan_for_sets
 from kinnekt.segments.rules import DefinitionError, has_relative_time, segment_references, uses_browsing
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ def _build_locked(session: OrmSession, segment_id: int, *, now: dt.datetime, cau
                            build_ms=0, skipped=True)
     shop = session.get(Shop, row.shop_id)
     statement = compile_definition(row.definition, shop=shop, now=now, session=session)
+    plan_for_sets(session)
 
     conn = session.connection()
     conn.execute(text(f"DROP TABLE IF EXISTS {_SCRATCH.name}"))  # left over by a failed build on this connection

@@ -23,7 +23,7 @@ from kinnekt.models import Automation, Campaign, CampaignSegment, Customer, Segm
 from kinnekt.models.campaign import STATUS_LABELS, CampaignStatus
 from kinnekt.models.segment import BuildStatus
 from kinnekt.segments import membership
-from kinnekt.segments.compiler import compile_definition
+from kinnekt.segments.compiler import compile_definition, plan_for_sets
 from kinnekt.segments.exports import spreadsheet_safe
 from kinnekt.segments.rules import Definition, has_relative_time, segment_references, validate
 
@@ -373,6 +373,7 @@ def export_members_csv(session: OrmSession, segment: Segment, *, now: dt.datetim
     """
     shop = session.get(Shop, segment.shop_id)
     member_ids = compile_definition(segment.definition, shop=shop, now=now or utcnow(), session=session).subquery()
+    plan_for_sets(session)
     query = (select(Subscriber.phone, Subscriber.first_name, Customer.first_name, Customer.last_name, Customer.email,
                     Subscriber.status, Subscriber.source, Subscriber.subscribed_at)
              .join(member_ids, member_ids.c.id == Subscriber.id)
