@@ -18,6 +18,7 @@ from kinnekt.db import Session
 from kinnekt.models.billing import BillingPlan, UsageRecord
 from kinnekt.models.sender import SenderRegistration
 from tests.helpers import TOLL_FREE
+from tests.test_browser_us_registration import submit_the_verification
 from tests.test_campaigns_web import segment, subscriber
 
 pytestmark = pytest.mark.browser
@@ -65,13 +66,7 @@ def test_a_new_shop_becomes_a_sending_business(open_page, shop, billed, numbers_
     card.get_by_role("button", name="Register").click()
     form = page.locator("#registration-form")
     expect(form.locator("#registration-legal_name")).to_have_value("Fake Store LLC")  # from Shopify
-    form.locator("#registration-ein").fill("12-3456789")
-    form.locator("#registration-contact_first_name").fill("Ada")
-    form.locator("#registration-contact_last_name").fill("Lovelace")
-    form.locator("#registration-privacy_policy_url").fill("https://shop.example.com/policies/privacy-policy")
-    form.locator("#registration-terms_url").fill("https://shop.example.com/policies/terms-of-service")
-    form.get_by_role("button", name="Submit registration").click()
-    expect(card.locator('tr[data-status="pending"]')).to_contain_text("Waiting for the carriers")
+    submit_the_verification(card, form)
     expect(card.locator("#registration-block")).to_contain_text("waiting for approval")
     (submitted,) = registration_config.registration_calls("POST")
     assert submitted["message"]["numbers"] == [TOLL_FREE]

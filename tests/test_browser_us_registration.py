@@ -18,6 +18,18 @@ from tests.test_campaigns_web import segment, subscriber
 pytestmark = pytest.mark.browser
 
 
+def submit_the_verification(card, form) -> None:
+    """Fill what Shopify could not prefill in the toll-free verification form, submit it, and wait for the card to
+    show it pending."""
+    form.locator("#registration-ein").fill("12-3456789")
+    form.locator("#registration-contact_first_name").fill("Ada")
+    form.locator("#registration-contact_last_name").fill("Lovelace")
+    form.locator("#registration-privacy_policy_url").fill("https://shop.example.com/policies/privacy-policy")
+    form.locator("#registration-terms_url").fill("https://shop.example.com/policies/terms-of-service")
+    form.get_by_role("button", name="Submit registration").click()
+    expect(card.locator('tr[data-status="pending"]')).to_contain_text("Waiting for the carriers")
+
+
 def test_submit_a_verification_get_it_approved_and_the_composer_lets_us_texts_go(open_page, shop, fake_shopify,
                                                                                  registration_config):
     connect(fake_shopify, shop)
@@ -54,13 +66,7 @@ def test_submit_a_verification_get_it_approved_and_the_composer_lets_us_texts_go
     expect(form.locator("#registration-sample_message_1")).to_have_value(
         "Alpha: welcome to our texts! Here is 10% off: HELLO10.")  # the keyword's reply
     expect(form.locator("#registration-opt_in_description")).to_contain_text("Consent is not a condition")
-    form.locator("#registration-ein").fill("12-3456789")
-    form.locator("#registration-contact_first_name").fill("Ada")
-    form.locator("#registration-contact_last_name").fill("Lovelace")
-    form.locator("#registration-privacy_policy_url").fill("https://shop.example.com/policies/privacy-policy")
-    form.locator("#registration-terms_url").fill("https://shop.example.com/policies/terms-of-service")
-    form.get_by_role("button", name="Submit registration").click()
-    expect(card.locator('tr[data-status="pending"]')).to_contain_text("Waiting for the carriers")
+    submit_the_verification(card, form)
 
     row = Session.scalars(select(SenderRegistration).execution_options(populate_existing=True)).one()
     (sent,) = registration_config.registration_calls("POST")
