@@ -14,10 +14,12 @@ import json
 import re
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.local_server import LocalServer
 
 VERSION = "v26"
 CLIENT_ID = "google-client.apps.googleusercontent.com"
@@ -26,7 +28,7 @@ DEVELOPER_TOKEN = "dev-token-123"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class FakeGoogleAds:
+class FakeGoogleAds(LocalServer):
     """The fake's state (one lock)."""
 
     def __init__(self):
@@ -41,21 +43,7 @@ class FakeGoogleAds:
         self.jobs: dict[str, dict] = {}
         self.running_polls = 1  # polls answering RUNNING before SUCCESS
         self._ids = itertools.count(700_000)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def start(self) -> "FakeGoogleAds":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_handler(self))
 
     def reset(self) -> None:
         with self.lock:

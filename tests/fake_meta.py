@@ -19,10 +19,12 @@ import json
 import re
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+
+from tests.local_server import LocalServer
 
 VERSION = "v25.0"
 APP_ID = "1234567890"
@@ -31,7 +33,7 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 SCHEMA_KEYS = {"PHONE", "EMAIL", "PHONE_SHA256", "EMAIL_SHA256"}
 
 
-class FakeMeta:
+class FakeMeta(LocalServer):
     """The fake's state, shared by its request handlers (one lock)."""
 
     def __init__(self):
@@ -44,21 +46,7 @@ class FakeMeta:
         self.audiences: dict[str, dict] = {}  # id -> {"account", "name", "fields", "members": {phone or email}}
         self.invalid_rows: set[str] = set()  # hashes the fake treats as invalid entries (a partial failure)
         self._ids = itertools.count(6_000_000_000)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def start(self) -> "FakeMeta":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_handler(self))
 
     def reset(self) -> None:
         """Forget everything between tests."""

@@ -24,11 +24,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+
+from tests.local_server import LocalServer
 
 API_VERSION = "2026-10"
 BULK_HOST_PATH = "/shopify-tiers-assets-prod-us-east1/bulk-operation-outputs"
@@ -188,7 +190,7 @@ class FakeShop:
         return node
 
 
-class FakeShopify:
+class FakeShopify(LocalServer):
     """The fake's state, shared by its request handlers (guarded by one lock)."""
 
     def __init__(self, api_key: str, api_secret: str):
@@ -211,22 +213,11 @@ class FakeShopify:
         self._tokens = itertools.count(1)
         self._ids = itertools.count(1)
         self.files = tempfile.mkdtemp(prefix="fake-shopify-")
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(_handler(self))
 
     # -- lifecycle --
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def start(self) -> "FakeShopify":
-        self.thread.start()
-        return self
-
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
         shutil.rmtree(self.files, ignore_errors=True)
 
     def reset(self) -> None:

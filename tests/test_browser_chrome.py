@@ -7,7 +7,6 @@ import re
 import pytest
 from playwright.sync_api import expect
 from kinnekt.web.templating import NAV
-from tests.conftest import settle
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +34,6 @@ def test_embedded_pages_use_the_admins_navigation_title_bar_and_toasts(embedded,
     expect(page.locator(".page-header__actions").first).to_be_hidden()
     title_bar.locator("button[variant=primary]").dispatch_event("click")  # App Bridge clicks it for the admin
     expect(page.locator("ui-title-bar")).to_have_attribute("title", "New segment")
-    settle(page)  # leaving earlier aborts the new page's icons (a failed request)
 
     # Toasts go to the admin.
     page = open_page("/settings/")

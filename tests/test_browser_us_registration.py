@@ -55,7 +55,6 @@ def test_submit_a_verification_get_it_approved_and_the_composer_lets_us_texts_go
     expect(warning).to_contain_text("it would text 2 US numbers")
     expect(warning.get_by_role("link", name="Open Settings")).to_have_attribute(
         "href", "/settings/#settings-registration")
-    settle(page)
 
     page = open_page("/settings/")
     card = page.locator("#settings-registration")

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from bench.explain_segments import plan_text
-from kinnekt.segments import compile_definition, members
+from kinnekt.segments import compile_definition, count, members, membership
+from kinnekt.segments.compiler import PROBE, SET_WORK_MEM
 from tests import factories
 from tests.factories import rule, where
 from tests.test_segment_compiler import NOW, buyer, order
@@ -134,8 +135,6 @@ def test_whole_shop_statements_get_the_memory_to_hash_in_and_only_for_their_tran
     """A preview count and a build run with `SET_WORK_MEM` (so that grouping a big shop's orders does not spill to
     disk); the setting ends with the transaction, and a one-subscriber re-check (PROBE) leaves it as it was. On
     SQLite nothing is sent, and the counts are the same."""
-    from kinnekt.segments import count, membership
-    from kinnekt.segments.compiler import PROBE, SET_WORK_MEM
     _, person = buyer(db, shop)
     order(db, shop, person, financial_status="pending")
     definition = where(rule("payment_status", "eq", "unpaid"))
