@@ -28,41 +28,19 @@ import datetime as dt
 import os
 import sys
 import time
-import uuid
-from contextlib import contextmanager
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import sessionmaker
 
 from bench.output import emit, machine
-from kinnekt.db import Base, make_engine
+from bench.segments import bench_database
+from kinnekt.db import Base
 from kinnekt.flows import engine as flow_engine
 from kinnekt.flows import service
 from kinnekt.models import Flow, FlowRun, FlowStep, Message, Shop
 from kinnekt.models.flow import RunState
 
 TARGET_S = 60.0
-
-
-@contextmanager
-def schema(url: str, keep: bool):
-    """An engine on a new PostgreSQL schema, dropped at the end unless `keep`."""
-    name = f"bench_flows_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    sep = "&" if "?" in url else "?"
-    engine = make_engine(f"{url}{sep}options=-csearch_path%3D{name}")
-    try:
-        yield engine, name
-    finally:
-        engine.dispose()
-        if keep:
-            print(f"kept schema {name}")
-        else:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 def insert_series(conn, table: str, count: int, values: dict[str, str], params: dict | None = None) -> None:
@@ -164,12 +142,12 @@ def run(args) -> dict:
     report: dict = {"subscribers": args.subscribers, "due": args.due, "waiting": args.waiting,
                     "changed": args.changed, "batch": args.batch}
     load_before = os.getloadavg()
-    with schema(args.db, args.keep) as (engine, name):
+    with bench_database(args.db, args.keep) as (engine, where):
         Base.metadata.create_all(engine)
         started = time.perf_counter()
         ids = seed(engine, args, now)
         report["seed_s"] = round(time.perf_counter() - started, 1)
-        print(f"# seeded in {report['seed_s']} s ({name})", flush=True)
+        print(f"# seeded in {report['seed_s']} s ({where})", flush=True)
 
         queued: list[int] = []
         original = flow_engine.campaign_tasks.enqueue_senders
